@@ -1,0 +1,164 @@
+//! Policy → kernel table contents. Pure: no I/O, no aya. The result is what
+//! one table set must hold for the XDP program to judge frames as the
+//! policy says; `dataplane` diffs it against what a set holds and writes it.
+
+use std::collections::BTreeMap;
+
+use firewall_common::{
+    FLAG_AUDIT, FLAG_BYPASS_TRUSTED, FLAG_DEFAULT_ALLOW, FLAG_IPV6_ALLOW, FLAG_VALID,
+    PORT_PROTO_TCP, PORT_PROTO_UDP, PORT_WORDS_PER_ROW, RuleValue, port_slot,
+};
+use ipnet::Ipv4Net;
+
+use crate::policy::{Bypass, DefaultAction, Ipv6Action, Mode, Policy};
+
+/// An IPv4 LPM-trie key as the kernel stores it: the prefix length in bits
+/// (0–32) and the network address's octets in network byte order.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct PrefixKey {
+    /// Prefix length in bits, 0–32.
+    pub prefix_len: u32,
+    /// Network address octets, network byte order (`[203, 0, 113, 0]`).
+    pub octets: [u8; 4],
+}
+
+impl From<Ipv4Net> for PrefixKey {
+    fn from(net: Ipv4Net) -> Self {
+        PrefixKey {
+            prefix_len: u32::from(net.prefix_len()),
+            octets: net.network().octets(),
+        }
+    }
+}
+
+impl From<PrefixKey> for Ipv4Net {
+    fn from(key: PrefixKey) -> Self {
+        // A PrefixKey only ever holds prefix lengths 0–32 (built from an
+        // Ipv4Net or read back from a trie keyed the same way).
+        Ipv4Net::new(key.octets.into(), key.prefix_len as u8)
+            .expect("invariant: PrefixKey prefix_len is 0..=32")
+    }
+}
+
+/// What one table set holds for a policy.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CompiledTables {
+    /// `FLAG_*` bits of the set's `PolicyConfig` (always with `FLAG_VALID`).
+    pub flags: u32,
+    /// The set's port bitmap, in row order TCP then UDP:
+    /// `2 × PORT_WORDS_PER_ROW` words; bit `p % 32` of word `p / 32` of a row
+    /// is set when port `p` (host byte order) is data plane.
+    pub port_words: Vec<u32>,
+    /// IP-rule trie entries: key → rule id (the rule's index in
+    /// `Policy::ip_rules`).
+    pub ip_rules: BTreeMap<PrefixKey, RuleValue>,
+}
+
+/// Compiles `policy` into the contents of one table set.
+pub fn compile(policy: &Policy) -> CompiledTables {
+    let mut flags = FLAG_VALID;
+    if policy.default_action == DefaultAction::Allow {
+        flags |= FLAG_DEFAULT_ALLOW;
+    }
+    if policy.bypass == Bypass::AzureServices {
+        flags |= FLAG_BYPASS_TRUSTED;
+    }
+    if policy.mode == Mode::Audit {
+        flags |= FLAG_AUDIT;
+    }
+    if policy.ipv6 == Ipv6Action::Allow {
+        flags |= FLAG_IPV6_ALLOW;
+    }
+
+    let mut port_words = vec![0u32; 2 * PORT_WORDS_PER_ROW as usize];
+    let rows = [
+        (PORT_PROTO_TCP, &policy.data_plane.tcp_ports),
+        (PORT_PROTO_UDP, &policy.data_plane.udp_ports),
+    ];
+    for (proto, ports) in rows {
+        for &port in ports {
+            // Set 0's slot numbering is the row-relative numbering.
+            let (word, bit) = port_slot(0, proto, port);
+            port_words[word as usize] |= bit;
+        }
+    }
+
+    let ip_rules = policy
+        .ip_rules
+        .iter()
+        .enumerate()
+        .map(|(id, rule)| (PrefixKey::from(rule.network), id as RuleValue))
+        .collect();
+
+    CompiledTables {
+        flags,
+        port_words,
+        ip_rules,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::policy::parse_toml;
+
+    fn compiled(text: &str) -> CompiledTables {
+        compile(&parse_toml(text).expect("valid test policy").policy)
+    }
+
+    #[test]
+    fn keys_hold_octets_in_network_byte_order() {
+        // Case K1: a key in host byte order would match the reversed twin.
+        let tables = compiled("default_action = \"Deny\"\nip_rules = [\"203.0.113.10\"]\n");
+        let key = *tables.ip_rules.keys().next().expect("one rule");
+        assert_eq!(key.octets, [203, 0, 113, 10]);
+        assert_eq!(key.prefix_len, 32);
+    }
+
+    #[test]
+    fn default_data_plane_is_tcp_443_only() {
+        let tables = compiled("default_action = \"Deny\"\n");
+        let set_bits: Vec<(usize, u32)> = tables
+            .port_words
+            .iter()
+            .enumerate()
+            .filter(|(_, w)| **w != 0)
+            .map(|(i, w)| (i, *w))
+            .collect();
+        assert_eq!(set_bits, vec![(443 / 32, 1 << (443 % 32))]);
+    }
+
+    #[test]
+    fn udp_ports_land_in_the_udp_row() {
+        let tables = compiled(
+            "default_action = \"Deny\"\n[data_plane]\ntcp_ports = []\nudp_ports = [4433]\n",
+        );
+        let word = PORT_WORDS_PER_ROW as usize + 4433 / 32;
+        assert_eq!(tables.port_words[word], 1 << (4433 % 32));
+        assert_eq!(tables.port_words.iter().filter(|w| **w != 0).count(), 1);
+    }
+
+    #[test]
+    fn flags_follow_the_policy_settings() {
+        let deny = compiled("default_action = \"Deny\"\n");
+        assert_eq!(deny.flags, FLAG_VALID);
+        let all = compiled(
+            "default_action = \"Allow\"\nbypass = \"AzureServices\"\nmode = \"Audit\"\nipv6 = \"Allow\"\n",
+        );
+        assert_eq!(
+            all.flags,
+            FLAG_VALID | FLAG_DEFAULT_ALLOW | FLAG_BYPASS_TRUSTED | FLAG_AUDIT | FLAG_IPV6_ALLOW
+        );
+    }
+
+    #[test]
+    fn prefix_key_round_trips_every_prefix_length() {
+        // Case K2: /0 and /32 are the edges where mask arithmetic breaks.
+        for len in 0..=32u8 {
+            let net = Ipv4Net::new([203, 0, 113, 10].into(), len).unwrap().trunc();
+            let key = PrefixKey::from(net);
+            assert_eq!(key.prefix_len, u32::from(len));
+            assert_eq!(Ipv4Net::from(key), net);
+        }
+    }
+}

@@ -1,0 +1,129 @@
+//! Errors of the kernel side: each names the operation, the interface or
+//! map, and what the kernel said.
+
+use aya::{EbpfError, maps::MapError, programs::ProgramError};
+
+/// A failure to load, attach, or write the XDP program and its maps.
+#[derive(Debug, thiserror::Error)]
+pub enum DataplaneError {
+    /// The embedded object could not be parsed or its maps created.
+    #[error("cannot load the BPF object (maps): {source}")]
+    Object {
+        /// aya's error.
+        #[source]
+        source: EbpfError,
+    },
+    /// The object has no program named `vaultfw`: a build problem.
+    #[error("the embedded BPF object has no XDP program named \"vaultfw\" (a broken build)")]
+    MissingProgram,
+    /// The kernel's verifier refused the program.
+    #[error(
+        "the kernel (release {kernel_release}) refused to load the XDP program: {io_error}\n\
+         verifier log (last lines):\n{verifier_tail}"
+    )]
+    Load {
+        /// `uname -r`.
+        kernel_release: String,
+        /// The errno of BPF_PROG_LOAD.
+        io_error: std::io::Error,
+        /// The last lines of the verifier log.
+        verifier_tail: String,
+    },
+    /// Another program operation failed.
+    #[error("cannot {operation}: {source}")]
+    Program {
+        /// What was being done.
+        operation: &'static str,
+        /// aya's error.
+        #[source]
+        source: ProgramError,
+    },
+    /// A map is missing from the object or has the wrong shape.
+    #[error("map {map}: {source}")]
+    Map {
+        /// The map's name.
+        map: &'static str,
+        /// aya's error.
+        #[source]
+        source: MapError,
+    },
+    /// The object lacks a map: a build problem.
+    #[error("the embedded BPF object has no map {map} (a broken build)")]
+    MissingMap {
+        /// The map's name.
+        map: &'static str,
+    },
+    /// A policy holds more rules than the maps were sized for at load.
+    #[error(
+        "the policy has {rules} IP rules but the loaded tries hold at most {capacity}; \
+         restart vaultfw to size the maps for the new limits"
+    )]
+    Capacity {
+        /// Rules in the policy.
+        rules: usize,
+        /// Entries per trie.
+        capacity: u32,
+    },
+    /// An interface named in the command line does not exist.
+    #[error("interface {interface:?} does not exist (check `ip link`)")]
+    NoSuchInterface {
+        /// The name given.
+        interface: String,
+    },
+    /// The kernel refused to attach the program to an interface.
+    #[error("cannot attach XDP in {mode} mode to {interface}: {reason}")]
+    Attach {
+        /// The interface.
+        interface: String,
+        /// The mode that was tried.
+        mode: &'static str,
+        /// What went wrong and what to do.
+        reason: String,
+    },
+}
+
+impl DataplaneError {
+    /// Wraps a program load failure with the kernel release and the tail of
+    /// the verifier log, so the operator sees why, not a bare errno.
+    pub(crate) fn from_load(error: ProgramError) -> Self {
+        match error {
+            ProgramError::LoadError {
+                io_error,
+                verifier_log,
+            } => {
+                let log = verifier_log.to_string();
+                let lines: Vec<&str> = log.lines().collect();
+                let tail = lines[lines.len().saturating_sub(20)..].join("\n");
+                DataplaneError::Load {
+                    kernel_release: kernel_release(),
+                    io_error,
+                    verifier_tail: tail,
+                }
+            }
+            source => DataplaneError::Program {
+                operation: "load the XDP program",
+                source,
+            },
+        }
+    }
+
+    /// Whether the kernel refused the request (exit code 4) rather than the
+    /// input or the build being wrong.
+    pub fn is_kernel_refusal(&self) -> bool {
+        matches!(
+            self,
+            DataplaneError::Load { .. }
+                | DataplaneError::Program { .. }
+                | DataplaneError::Object { .. }
+                | DataplaneError::Map { .. }
+                | DataplaneError::Attach { .. }
+        )
+    }
+}
+
+/// The running kernel's release (`uname -r`), or "unknown".
+pub fn kernel_release() -> String {
+    nix::sys::utsname::uname()
+        .map(|u| u.release().to_string_lossy().into_owned())
+        .unwrap_or_else(|_| "unknown".to_owned())
+}

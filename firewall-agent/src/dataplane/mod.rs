@@ -1,0 +1,148 @@
+//! The only module that touches the kernel: loads the embedded XDP program,
+//! sizes and fills its maps, attaches it to interfaces, flips table sets and
+//! reads the verdict counters.
+//!
+//! Apply is double-buffered (DESIGN.md section 2): a new policy is written
+//! into the inactive table set, then one write to `VFW_ACTIVE` makes it
+//! live. The program reads that index once per frame, so a frame is judged
+//! wholly by the old policy or wholly by the new one.
+
+mod attach;
+mod error;
+mod tables;
+
+use std::collections::BTreeMap;
+
+use aya::{
+    Ebpf, EbpfLoader,
+    programs::{ProgramError, Xdp},
+};
+use firewall_common::{IP_RULES_0, IP_RULES_1, PROGRAM_NAME, Verdict};
+
+pub use attach::{AttachedInterface, XdpModeRequest};
+pub use error::DataplaneError;
+pub use tables::ApplyReport;
+
+use crate::compile::CompiledTables;
+use tables::Tables;
+
+/// The XDP program object, built for the BPF target by `build.rs`.
+static PROGRAM_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/firewall-ebpf"));
+
+/// Verdict counter totals, summed over every possible CPU, indexed by
+/// [`Verdict::index`].
+pub type VerdictTotals = [u64; Verdict::COUNT];
+
+/// The loaded program, its maps and its attachments.
+pub struct Dataplane {
+    ebpf: Ebpf,
+    tables: Tables,
+    attached: Vec<AttachedInterface>,
+}
+
+/// Map capacities fixed at load time.
+#[derive(Clone, Copy, Debug)]
+pub struct Capacity {
+    /// Entries in each IP-rule trie.
+    pub ip_rules: u32,
+}
+
+impl Dataplane {
+    /// Loads the program and creates its maps, sized by `capacity`. Nothing
+    /// is attached yet: the caller applies a policy first, so the program
+    /// never sees a frame before it has one.
+    ///
+    /// Errors: [`DataplaneError::Load`] with the kernel release and the
+    /// tail of the verifier log when the kernel refuses the program.
+    pub fn load(capacity: Capacity) -> Result<Self, DataplaneError> {
+        raise_memlock_limit();
+        let mut ebpf = EbpfLoader::new()
+            .map_max_entries(IP_RULES_0, capacity.ip_rules)
+            .map_max_entries(IP_RULES_1, capacity.ip_rules)
+            .load(PROGRAM_OBJECT)
+            .map_err(|source| DataplaneError::Object { source })?;
+        let program = xdp_program(&mut ebpf)?;
+        program.load().map_err(DataplaneError::from_load)?;
+        let tables = Tables::take(&mut ebpf, capacity)?;
+        Ok(Dataplane {
+            ebpf,
+            tables,
+            attached: Vec::new(),
+        })
+    }
+
+    /// Writes `compiled` as generation `generation` into the inactive table
+    /// set and makes it active. When it equals what the active set holds,
+    /// nothing is written and the report says so.
+    pub fn apply(
+        &mut self,
+        compiled: &CompiledTables,
+        generation: u64,
+    ) -> Result<ApplyReport, DataplaneError> {
+        self.tables.apply(compiled, generation)
+    }
+
+    /// Attaches the program to `interface` in the requested mode.
+    pub fn attach(
+        &mut self,
+        interface: &str,
+        mode: XdpModeRequest,
+    ) -> Result<&AttachedInterface, DataplaneError> {
+        let program = xdp_program(&mut self.ebpf)?;
+        let attached = attach::attach(program, interface, mode)?;
+        self.attached.push(attached);
+        Ok(self.attached.last().expect("invariant: just pushed"))
+    }
+
+    /// Detaches the program from every interface it is attached to.
+    pub fn detach_all(&mut self) -> Result<(), DataplaneError> {
+        let program = xdp_program(&mut self.ebpf)?;
+        let mut first_error = None;
+        for attached in self.attached.drain(..) {
+            if let Err(e) = attach::detach(program, attached) {
+                first_error.get_or_insert(e);
+            }
+        }
+        first_error.map_or(Ok(()), Err)
+    }
+
+    /// The interfaces the program is attached to.
+    pub fn attached(&self) -> &[AttachedInterface] {
+        &self.attached
+    }
+
+    /// Verdict counter totals (per-CPU values summed over all possible CPUs).
+    pub fn verdict_totals(&self) -> Result<VerdictTotals, DataplaneError> {
+        self.tables.verdict_totals()
+    }
+
+    /// The IP rules the active table set holds, read back from the kernel:
+    /// network → rule id.
+    pub fn active_ip_rules(&self) -> Result<BTreeMap<ipnet::Ipv4Net, u32>, DataplaneError> {
+        self.tables.active_ip_rules()
+    }
+}
+
+fn xdp_program(ebpf: &mut Ebpf) -> Result<&mut Xdp, DataplaneError> {
+    ebpf.program_mut(PROGRAM_NAME)
+        .ok_or(DataplaneError::MissingProgram)?
+        .try_into()
+        .map_err(|source: ProgramError| DataplaneError::Program {
+            operation: "access the XDP program",
+            source,
+        })
+}
+
+/// Kernels before 5.11 charge BPF memory to RLIMIT_MEMLOCK; lift it so map
+/// creation does not fail there. Newer kernels ignore it.
+fn raise_memlock_limit() {
+    let unlimited = libc::rlimit {
+        rlim_cur: libc::RLIM_INFINITY,
+        rlim_max: libc::RLIM_INFINITY,
+    };
+    // SAFETY: setrlimit reads a valid, initialised struct.
+    let ret = unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &unlimited) };
+    if ret != 0 {
+        tracing::debug!("could not raise RLIMIT_MEMLOCK; relying on memcg accounting");
+    }
+}

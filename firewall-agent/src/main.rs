@@ -1,0 +1,102 @@
+//! The `vaultfw` binary: parses the command line and dispatches. Exit
+//! codes: 0 success, 1 other failure, 2 invalid input (policy or flags),
+//! 4 the kernel refused (load or attach).
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::Parser;
+use vaultfw::cli::{Cli, Command, OutputFormat, RunArgs, ValidateArgs};
+use vaultfw::daemon::{self, RunError, RunOptions};
+use vaultfw::policy;
+
+const EXIT_INVALID_INPUT: u8 = 2;
+const EXIT_KERNEL_REFUSED: u8 = 4;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Run(args) => run(args),
+        Command::Validate(args) => validate(args),
+    }
+}
+
+fn run(args: RunArgs) -> ExitCode {
+    vaultfw::telemetry::init_json_logs();
+    let options = RunOptions {
+        interfaces: args.interfaces,
+        policy_path: args.policy,
+        xdp_mode: args.xdp_mode,
+        stats_interval: Duration::from_secs(args.stats_interval),
+    };
+    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(error) => {
+            eprintln!("vaultfw: cannot start the async runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(daemon::run(options)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            tracing::error!(%error, "vaultfw run failed");
+            eprintln!("vaultfw: {error}");
+            match error {
+                RunError::Policy(_) => ExitCode::from(EXIT_INVALID_INPUT),
+                RunError::Dataplane(e) if e.is_kernel_refusal() => {
+                    ExitCode::from(EXIT_KERNEL_REFUSED)
+                }
+                _ => ExitCode::FAILURE,
+            }
+        }
+    }
+}
+
+fn validate(args: ValidateArgs) -> ExitCode {
+    match policy::load_file(&args.file) {
+        Ok(validated) => {
+            match args.output {
+                OutputFormat::Json => {
+                    let doc = serde_json::json!({
+                        "valid": true,
+                        "policy": validated.policy,
+                        "warnings": validated.warnings,
+                    });
+                    println!("{doc:#}");
+                }
+                OutputFormat::Table => {
+                    let p = &validated.policy;
+                    println!(
+                        "{}: valid — default_action {:?}, bypass {:?}, mode {:?}, ipv6 {:?}, \
+                         {} IP rule(s) (limit {}, profile {})",
+                        args.file.display(),
+                        p.default_action,
+                        p.bypass,
+                        p.mode,
+                        p.ipv6,
+                        p.ip_rules.len(),
+                        p.limits.ip_rules,
+                        p.limits.profile.name(),
+                    );
+                    for rule in &p.ip_rules {
+                        println!("  allow {rule}");
+                    }
+                    for warning in &validated.warnings {
+                        println!("warning: {warning}");
+                    }
+                }
+            }
+            ExitCode::SUCCESS
+        }
+        Err(error) => {
+            match (args.output, &error) {
+                (OutputFormat::Json, policy::LoadError::Invalid { errors, .. }) => {
+                    let doc = serde_json::json!({ "valid": false, "errors": errors.0 });
+                    println!("{doc:#}");
+                }
+                _ => eprintln!("vaultfw: {error}"),
+            }
+            ExitCode::from(EXIT_INVALID_INPUT)
+        }
+    }
+}

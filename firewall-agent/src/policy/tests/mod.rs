@@ -1,0 +1,65 @@
+//! Unit tests of policy loading, by topic. Case ids (P1…P6) refer to
+//! `shared/cases/policy-cases.md`.
+
+mod document;
+mod ip_rule_value;
+mod ip_rules;
+
+use std::time::SystemTime;
+
+use super::{PolicyError, PolicyErrors, Validated, parse_toml_at};
+
+/// The fixed "now" of every test: 2026-06-01T00:00:00Z.
+fn now() -> SystemTime {
+    humantime::parse_rfc3339("2026-06-01T00:00:00Z").expect("valid time")
+}
+
+/// Parses `text` as of [`now`], expecting success.
+fn load(text: &str) -> Validated {
+    match parse_toml_at(text, now()) {
+        Ok(v) => v,
+        Err(e) => panic!("expected the policy to load, got:\n{e}"),
+    }
+}
+
+/// Parses `text` as of [`now`], expecting failure.
+fn refuse(text: &str) -> PolicyErrors {
+    match parse_toml_at(text, now()) {
+        Ok(v) => panic!("expected errors, the policy loaded: {v:?}"),
+        Err(e) => {
+            assert!(!e.is_empty(), "an Err carries at least one error");
+            e
+        }
+    }
+}
+
+/// The only error of `errors`.
+fn single(errors: &PolicyErrors) -> &PolicyError {
+    assert_eq!(
+        errors.len(),
+        1,
+        "expected exactly one error, got:\n{errors}"
+    );
+    &errors.0[0]
+}
+
+/// A Deny policy with `rules` (TOML array items, already quoted).
+fn deny_with_rules<S: AsRef<str>>(rules: &[S]) -> String {
+    let items: Vec<&str> = rules.iter().map(AsRef::as_ref).collect();
+    format!(
+        "default_action = \"Deny\"\nip_rules = [{}]\n",
+        items.join(", ")
+    )
+}
+
+/// `n` distinct public single-address rules as quoted TOML strings,
+/// 23.0.0.0 upwards.
+fn distinct_rules(n: usize) -> Vec<String> {
+    (0..n)
+        .map(|i| {
+            let i = u32::try_from(i).expect("small count");
+            let base = u32::from(std::net::Ipv4Addr::new(23, 0, 0, 0));
+            format!("\"{}\"", std::net::Ipv4Addr::from(base + i))
+        })
+        .collect()
+}

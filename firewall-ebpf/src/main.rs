@@ -1,0 +1,80 @@
+//! vaultfw's XDP program: judges every frame on an attached interface as
+//! DESIGN.md section 2 says and counts exactly one verdict per frame.
+//!
+//! This file owns the entry point and the maps; `parse` reads headers with
+//! bounds checks, `verdict` applies the policy. The map names and layouts
+//! come from `firewall-common`, the only place they are defined.
+#![no_std]
+#![no_main]
+
+mod parse;
+mod verdict;
+
+use aya_ebpf::{
+    bindings::xdp_action,
+    btf_maps::{Array, LpmTrie, PerCpuArray},
+    macros::{btf_map, xdp},
+    programs::XdpContext,
+};
+use firewall_common::{
+    DEFAULT_IP_RULE_CAPACITY, Ipv4Key, PORT_BITMAP_WORDS, PolicyConfig, RuleValue, TABLE_SETS,
+    Verdict,
+};
+
+/// Slot 0: the active table set (firewall_common::ACTIVE_SET).
+#[btf_map]
+static VFW_ACTIVE: Array<u32, 1> = Array::new();
+
+/// One [`PolicyConfig`] per table set (firewall_common::POLICY_CONFIG).
+#[btf_map]
+static VFW_CONFIG: Array<PolicyConfig, { TABLE_SETS as usize }> = Array::new();
+
+/// Data-plane destination ports (firewall_common::DATA_PLANE_PORTS).
+#[btf_map]
+static VFW_PORTS: Array<u32, { PORT_BITMAP_WORDS as usize }> = Array::new();
+
+/// Table set 0's IP rules; the agent resizes both tries before load.
+#[btf_map]
+static VFW_IP_RULES_0: LpmTrie<Ipv4Key, RuleValue, { DEFAULT_IP_RULE_CAPACITY as usize }> =
+    LpmTrie::new();
+
+/// Table set 1's IP rules.
+#[btf_map]
+static VFW_IP_RULES_1: LpmTrie<Ipv4Key, RuleValue, { DEFAULT_IP_RULE_CAPACITY as usize }> =
+    LpmTrie::new();
+
+/// Frames per verdict, per CPU (firewall_common::VERDICT_COUNTERS).
+#[btf_map]
+static VFW_VERDICTS: PerCpuArray<u64, { Verdict::COUNT }> = PerCpuArray::new();
+
+/// Entry point: judge, count once, act.
+#[xdp]
+pub fn vaultfw(ctx: XdpContext) -> u32 {
+    let verdict = verdict::judge(&ctx);
+    count(verdict);
+    if verdict.drops() {
+        xdp_action::XDP_DROP
+    } else {
+        xdp_action::XDP_PASS
+    }
+}
+
+/// The one exit point that records a verdict (xdp-filter's habit): every
+/// frame increments exactly one per-CPU slot, so no atomics are needed.
+#[inline(always)]
+fn count(verdict: Verdict) {
+    if let Some(slot) = VFW_VERDICTS.get_ptr_mut(verdict.index()) {
+        // SAFETY: a per-CPU slot is only written by the CPU running us.
+        unsafe { *slot += 1 };
+    }
+}
+
+#[cfg(not(test))]
+#[panic_handler]
+fn panic(_info: &core::panic::PanicInfo) -> ! {
+    loop {}
+}
+
+#[unsafe(link_section = "license")]
+#[unsafe(no_mangle)]
+static LICENSE: [u8; 13] = *b"Dual MIT/GPL\0";

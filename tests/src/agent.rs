@@ -1,0 +1,590 @@
+//! The `vaultfw` process, as the tests drive it: [`Agent`] runs `vaultfw run`
+//! inside a namespace and captures its JSON log; [`FinalStats`] is what it
+//! reported at shutdown; [`PolicyFile`] writes a policy to a private temp
+//! directory; [`vaultfw`] runs one-shot commands such as `validate`.
+//!
+//! The agent enters the namespace with `setns` on the network namespace only
+//! (in `pre_exec`), not with `ip netns exec`, which would also give it a
+//! private mount namespace and a remounted `/sys` (DESIGN.md section 5).
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::io::{BufRead, BufReader, Read};
+use std::os::fd::AsRawFd;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+
+use crate::cleanup;
+use crate::netns::NetNs;
+
+/// The verdict counters of DESIGN.md section 2, in counter-slot order.
+pub const COUNTERS: [&str; 12] = [
+    "pass_non_ip",
+    "pass_control_plane",
+    "pass_fragment",
+    "pass_ipv6",
+    "allow_default",
+    "allow_ip_rule",
+    "allow_vnet_rule",
+    "allow_trusted_service",
+    "audit_would_deny",
+    "deny_no_match",
+    "deny_ipv6",
+    "deny_malformed",
+];
+
+/// The log message that says the program is attached and the policy applied.
+pub const READY_MESSAGE: &str = "filtering";
+/// The log message of a verdict-counter line.
+pub const COUNTERS_MESSAGE: &str = "verdict counters";
+/// How long the agent may take to start filtering.
+pub const READY_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long the agent may take to exit after SIGTERM.
+pub const STOP_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// The `vaultfw` binary: `$VAULTFW_BIN`, else `<workspace>/target/debug/vaultfw`.
+pub fn vaultfw_bin() -> PathBuf {
+    let path = std::env::var_os("VAULTFW_BIN").map(PathBuf::from).unwrap_or_else(|| {
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/debug/vaultfw")
+    });
+    assert!(
+        path.is_file(),
+        "vaultfw binary not found at {}: build it with `cargo xtask build`, or set VAULTFW_BIN \
+         (`cargo xtask test` does both)",
+        path.display()
+    );
+    path
+}
+
+/// Run `vaultfw ARGS` in this process's namespace (for commands that do not
+/// touch the kernel, such as `validate`) and collect its output.
+pub fn vaultfw(args: &[&str]) -> Output {
+    Command::new(vaultfw_bin())
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap_or_else(|err| panic!("running vaultfw {args:?}: {err}"))
+}
+
+/// A policy file in a private temp directory, removed on drop.
+pub struct PolicyFile {
+    dir: Option<tempfile::TempDir>,
+    path: PathBuf,
+}
+
+impl PolicyFile {
+    /// Write `contents` to `<tempdir>/policy.toml`.
+    pub fn new(contents: &str) -> Self {
+        Self::named("policy.toml", contents)
+    }
+
+    /// Write `contents` to `<tempdir>/<file_name>`.
+    pub fn named(file_name: &str, contents: &str) -> Self {
+        let dir = tempfile::Builder::new()
+            .prefix("vaultfw-test-")
+            .tempdir()
+            .expect("creating a temp dir");
+        cleanup::register_dir(dir.path());
+        let path = dir.path().join(file_name);
+        std::fs::write(&path, contents)
+            .unwrap_or_else(|err| panic!("writing {}: {err}", path.display()));
+        PolicyFile { dir: Some(dir), path }
+    }
+
+    /// The file's path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The file's path as a string, for command lines.
+    pub fn path_str(&self) -> &str {
+        self.path.to_str().expect("temp paths are UTF-8")
+    }
+}
+
+impl Drop for PolicyFile {
+    fn drop(&mut self) {
+        if let Some(dir) = self.dir.take() {
+            let path = dir.path().to_owned();
+            if let Err(err) = dir.close() {
+                eprintln!("warning: removing {}: {err}", path.display());
+            }
+            cleanup::unregister_dir(&path);
+        }
+    }
+}
+
+/// How to run the agent beyond the policy.
+#[derive(Clone, Debug)]
+pub struct AgentOptions {
+    /// `--iface` values.
+    pub ifaces: Vec<String>,
+    /// `--stats-interval` in seconds.
+    pub stats_interval_s: u64,
+    /// Anything else (e.g. `--xdp-mode generic`).
+    pub extra_args: Vec<String>,
+    /// Run this program instead of [`vaultfw_bin`] (the harness's own tests
+    /// use a stand-in).
+    pub binary: Option<PathBuf>,
+}
+
+impl AgentOptions {
+    /// Attach to `iface`, counters every second.
+    pub fn iface(iface: &str) -> Self {
+        AgentOptions {
+            ifaces: vec![iface.to_owned()],
+            stats_interval_s: 1,
+            extra_args: Vec::new(),
+            binary: None,
+        }
+    }
+}
+
+/// Which stream a captured line came from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Stream {
+    Stdout,
+    Stderr,
+}
+
+#[derive(Default)]
+struct Captured {
+    lines: Vec<(Stream, String)>,
+    closed_streams: usize,
+}
+
+/// Output captured by the reader threads.
+#[derive(Default)]
+struct Capture {
+    state: Mutex<Captured>,
+    changed: Condvar,
+}
+
+impl Capture {
+    fn lock(&self) -> MutexGuard<'_, Captured> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn read_stream(self: Arc<Self>, stream: Stream, pipe: impl Read + Send + 'static) -> JoinHandle<()> {
+        std::thread::Builder::new()
+            .name(format!("vaultfw-{stream:?}").to_lowercase())
+            .spawn(move || {
+                let reader = BufReader::new(pipe);
+                for line in reader.split(b'\n') {
+                    let Ok(line) = line else { break };
+                    let line = String::from_utf8_lossy(&line).into_owned();
+                    self.lock().lines.push((stream, line));
+                    self.changed.notify_all();
+                }
+                self.lock().closed_streams += 1;
+                self.changed.notify_all();
+            })
+            .expect("spawning an output reader")
+    }
+
+    /// Everything captured so far, interleaved, stderr lines marked.
+    fn text(&self) -> String {
+        let state = self.lock();
+        render(&state.lines)
+    }
+}
+
+fn render(lines: &[(Stream, String)]) -> String {
+    let mut out = String::new();
+    for (stream, line) in lines {
+        if *stream == Stream::Stderr {
+            out.push_str("[stderr] ");
+        }
+        out.push_str(line);
+        out.push('\n');
+    }
+    out
+}
+
+/// `vaultfw run` inside a namespace. Killed on drop if still running.
+pub struct Agent {
+    child: Option<Child>,
+    capture: Arc<Capture>,
+    readers: Vec<JoinHandle<()>>,
+    command_line: String,
+    _policy: PolicyFile,
+}
+
+impl Agent {
+    /// `vaultfw run --iface IFACE --policy <policy> --stats-interval 1` in `ns`.
+    pub fn start(ns: &NetNs, iface: &str, policy: &str) -> Self {
+        Self::start_with(ns, policy, AgentOptions::iface(iface))
+    }
+
+    /// `vaultfw run` in `ns` with the given options.
+    pub fn start_with(ns: &NetNs, policy: &str, options: AgentOptions) -> Self {
+        let policy = PolicyFile::new(policy);
+        let mut args = vec!["run".to_owned()];
+        for iface in &options.ifaces {
+            args.extend(["--iface".to_owned(), iface.clone()]);
+        }
+        args.extend([
+            "--policy".to_owned(),
+            policy.path_str().to_owned(),
+            "--stats-interval".to_owned(),
+            options.stats_interval_s.to_string(),
+        ]);
+        args.extend(options.extra_args.iter().cloned());
+        let binary = options.binary.clone().unwrap_or_else(vaultfw_bin);
+        let mut cmd = agent_command(&binary, &args);
+        let command_line = format!("{} {} (in netns {})", binary.display(), args.join(" "), ns.name());
+        cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
+        let mut child = spawn_in_netns(ns, cmd)
+            .unwrap_or_else(|err| panic!("starting {command_line}: {err}"));
+        cleanup::register_pid(child.id() as i32);
+        let capture = Arc::new(Capture::default());
+        let readers = vec![
+            capture.clone().read_stream(Stream::Stdout, child.stdout.take().expect("piped")),
+            capture.clone().read_stream(Stream::Stderr, child.stderr.take().expect("piped")),
+        ];
+        Agent { child: Some(child), capture, readers, command_line, _policy: policy }
+    }
+
+    /// The agent's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map(Child::id).unwrap_or(0)
+    }
+
+    /// Everything it printed so far (stderr lines marked `[stderr]`).
+    pub fn output(&self) -> String {
+        self.capture.text()
+    }
+
+    /// Wait until a stdout line says `"message":"filtering"`. Panics with the
+    /// captured output if the agent exits first or takes longer than
+    /// [`READY_TIMEOUT`].
+    pub fn wait_ready(&mut self) {
+        let deadline = Instant::now() + READY_TIMEOUT;
+        loop {
+            {
+                let state = self.capture.lock();
+                if state
+                    .lines
+                    .iter()
+                    .any(|(s, l)| *s == Stream::Stdout && log_message(l).as_deref() == Some(READY_MESSAGE))
+                {
+                    return;
+                }
+                let left = deadline.saturating_duration_since(Instant::now());
+                if left.is_zero() {
+                    drop(state);
+                    panic!(
+                        "{} did not log \"message\":\"{READY_MESSAGE}\" within {READY_TIMEOUT:?}; \
+                         output:\n{}",
+                        self.command_line,
+                        self.output()
+                    );
+                }
+                let _ = self
+                    .capture
+                    .changed
+                    .wait_timeout(state, left.min(Duration::from_millis(100)))
+                    .unwrap_or_else(PoisonError::into_inner);
+            }
+            let child = self.child.as_mut().expect("agent is running");
+            if let Ok(Some(status)) = child.try_wait() {
+                cleanup::unregister_pid(child.id() as i32);
+                self.join_readers();
+                panic!(
+                    "{} exited ({status}) before it was ready; output:\n{}",
+                    self.command_line,
+                    self.output()
+                );
+            }
+        }
+    }
+
+    /// SIGTERM, wait for the exit, and return the counters of the last
+    /// `"verdict counters"` line. Panics if it does not exit within
+    /// [`STOP_TIMEOUT`], exits non-zero, or reported no counters.
+    pub fn stop(mut self) -> FinalStats {
+        let mut child = self.child.take().expect("agent is running");
+        let pid = Pid::from_raw(child.id() as i32);
+        let _ = kill(pid, Signal::SIGTERM);
+        let deadline = Instant::now() + STOP_TIMEOUT;
+        let status = loop {
+            match child.try_wait() {
+                Ok(Some(status)) => break status,
+                Ok(None) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(10)),
+                _ => {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    cleanup::unregister_pid(pid.as_raw());
+                    panic!(
+                        "{} did not exit within {STOP_TIMEOUT:?} of SIGTERM; output:\n{}",
+                        self.command_line,
+                        self.output()
+                    );
+                }
+            }
+        };
+        cleanup::unregister_pid(pid.as_raw());
+        self.join_readers();
+        let output = self.output();
+        assert!(
+            status.success(),
+            "{} exited with {status} after SIGTERM (expected 0); output:\n{output}",
+            self.command_line
+        );
+        let lines = self.capture.lock().lines.clone();
+        let stats = lines
+            .iter()
+            .rev()
+            .filter(|(s, _)| *s == Stream::Stdout)
+            .find_map(|(_, l)| parse_counters(l))
+            .unwrap_or_else(|| {
+                panic!(
+                    "{} logged no \"{COUNTERS_MESSAGE}\" line; output:\n{output}",
+                    self.command_line
+                )
+            });
+        FinalStats { counters: stats.0, is_final: stats.1, status, lines }
+    }
+
+    /// Wait (bounded) until both output streams are closed.
+    fn join_readers(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let mut state = self.capture.lock();
+        while state.closed_streams < 2 {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                // A grandchild still holds the pipes; leave the readers be.
+                return;
+            }
+            state = self
+                .capture
+                .changed
+                .wait_timeout(state, left)
+                .unwrap_or_else(PoisonError::into_inner)
+                .0;
+        }
+        drop(state);
+        for reader in self.readers.drain(..) {
+            let _ = reader.join();
+        }
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+            cleanup::unregister_pid(child.id() as i32);
+        }
+    }
+}
+
+/// What the agent reported at shutdown.
+#[derive(Debug)]
+pub struct FinalStats {
+    /// Counter name → total, from the last `"verdict counters"` line.
+    pub counters: BTreeMap<String, u64>,
+    /// Whether that line carried `"final":true`.
+    pub is_final: bool,
+    /// The exit status (always success: `stop` checks it).
+    pub status: ExitStatus,
+    lines: Vec<(Stream, String)>,
+}
+
+impl FinalStats {
+    /// The total of counter `name`; panics if the agent did not report it.
+    pub fn get(&self, name: &str) -> u64 {
+        *self.counters.get(name).unwrap_or_else(|| {
+            panic!("the agent reported no counter {name:?}; counters: {:?}", self.counters)
+        })
+    }
+
+    /// Assert that each counter of [`COUNTERS`] has the value `expected`
+    /// gives it, and every counter not named there is 0.
+    pub fn assert_counters(&self, expected: &[(&str, u64)]) {
+        for (name, _) in expected {
+            assert!(COUNTERS.contains(name), "{name:?} is not a verdict counter");
+        }
+        let mut wrong = Vec::new();
+        for name in COUNTERS {
+            let want = expected.iter().find(|(n, _)| *n == name).map_or(0, |(_, v)| *v);
+            match self.counters.get(name) {
+                Some(&got) if got == want => {}
+                Some(&got) => wrong.push(format!("{name}: got {got}, expected {want}")),
+                None => wrong.push(format!("{name}: not reported, expected {want}")),
+            }
+        }
+        assert!(
+            wrong.is_empty(),
+            "verdict counters differ:\n  {}\nall counters: {:?}\nagent log:\n{}",
+            wrong.join("\n  "),
+            self.counters,
+            self.log()
+        );
+    }
+
+    /// The agent's log, stderr lines marked `[stderr]`.
+    pub fn log(&self) -> String {
+        render(&self.lines)
+    }
+
+    /// The agent's stdout lines.
+    pub fn stdout_lines(&self) -> impl Iterator<Item = &str> {
+        self.lines.iter().filter(|(s, _)| *s == Stream::Stdout).map(|(_, l)| l.as_str())
+    }
+}
+
+/// A log line's `message` field (top level, or under `fields` when the
+/// formatter does not flatten them).
+pub fn log_message(line: &str) -> Option<String> {
+    let value: serde_json::Value = serde_json::from_str(line).ok()?;
+    field(&value, "message").and_then(|m| m.as_str()).map(str::to_owned)
+}
+
+fn field<'a>(value: &'a serde_json::Value, name: &str) -> Option<&'a serde_json::Value> {
+    value.get(name).or_else(|| value.get("fields").and_then(|f| f.get(name)))
+}
+
+/// The totals of a `"verdict counters"` line, and whether it is the final
+/// one: every unsigned field not ending in `_delta`, except `interval_s`.
+pub fn parse_counters(line: &str) -> Option<(BTreeMap<String, u64>, bool)> {
+    let value: serde_json::Value = serde_json::from_str(line).ok()?;
+    if field(&value, "message")?.as_str()? != COUNTERS_MESSAGE {
+        return None;
+    }
+    let is_final = field(&value, "final").and_then(|f| f.as_bool()).unwrap_or(false);
+    let mut counters = BTreeMap::new();
+    let objects = [Some(&value), value.get("fields")];
+    for object in objects.into_iter().flatten().filter_map(|o| o.as_object()) {
+        for (key, v) in object {
+            if key.ends_with("_delta") || key == "interval_s" {
+                continue;
+            }
+            if let Some(n) = v.as_u64() {
+                counters.insert(key.clone(), n);
+            }
+        }
+    }
+    Some((counters, is_final))
+}
+
+/// `BINARY ARGS` with stdin null, in its own process group: a Ctrl-C meant
+/// for the test reaches the agent only through the harness's cleanup, which
+/// stops it with SIGTERM so it detaches its program.
+fn agent_command(binary: &Path, args: &[String]) -> Command {
+    let mut cmd = Command::new(binary);
+    cmd.args(args).stdin(Stdio::null()).process_group(0);
+    cmd
+}
+
+/// Spawn `cmd` in `ns`'s network namespace: `setns(CLONE_NEWNET)` in the
+/// child before exec, so it keeps the host's mount namespace (and bpffs).
+pub fn spawn_in_netns(ns: &NetNs, mut cmd: Command) -> std::io::Result<Child> {
+    let ns_file = File::open(ns.path())?;
+    let fd = ns_file.as_raw_fd();
+    // SAFETY: between fork and exec the closure only makes one syscall
+    // (async-signal-safe) on a descriptor the parent keeps open until spawn
+    // returns; it is close-on-exec, so the agent does not inherit it.
+    unsafe {
+        cmd.pre_exec(move || {
+            if libc::setns(fd, libc::CLONE_NEWNET) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let child = cmd.spawn();
+    drop(ns_file);
+    child
+}
+
+/// Run `vaultfw ARGS` inside `ns` to completion (bounded by `timeout`; a
+/// process still running then is killed and this panics).
+pub fn run_in_netns(ns: &NetNs, args: &[&str], timeout: Duration) -> Output {
+    let args: Vec<String> = args.iter().map(|a| (*a).to_owned()).collect();
+    let mut cmd = agent_command(&vaultfw_bin(), &args);
+    cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
+    let command_line = format!("vaultfw {} (in netns {})", args.join(" "), ns.name());
+    let mut child =
+        spawn_in_netns(ns, cmd).unwrap_or_else(|err| panic!("starting {command_line}: {err}"));
+    cleanup::register_pid(child.id() as i32);
+    let capture = Arc::new(Capture::default());
+    let readers = [
+        capture.clone().read_stream(Stream::Stdout, child.stdout.take().expect("piped")),
+        capture.clone().read_stream(Stream::Stderr, child.stderr.take().expect("piped")),
+    ];
+    let deadline = Instant::now() + timeout;
+    let status = loop {
+        match child.try_wait() {
+            Ok(Some(status)) => break status,
+            Ok(None) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(10)),
+            _ => {
+                let _ = child.kill();
+                let _ = child.wait();
+                cleanup::unregister_pid(child.id() as i32);
+                panic!(
+                    "{command_line} still running after {timeout:?}; output:\n{}",
+                    capture.text()
+                );
+            }
+        }
+    };
+    cleanup::unregister_pid(child.id() as i32);
+    for reader in readers {
+        let _ = reader.join();
+    }
+    let state = capture.lock();
+    let collect = |stream| {
+        state
+            .lines
+            .iter()
+            .filter(|(s, _)| *s == stream)
+            .flat_map(|(_, l)| [l.as_bytes(), b"\n"].concat())
+            .collect::<Vec<u8>>()
+    };
+    Output { status, stdout: collect(Stream::Stdout), stderr: collect(Stream::Stderr) }
+}
+
+/// Whether `ip -d link show dev IFACE` in `ns` shows an XDP program.
+pub fn xdp_attached(ns: &NetNs, iface: &str) -> bool {
+    ns.ip(&["-d", "link", "show", "dev", iface]).contains("xdp")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counters_are_read_from_a_flattened_json_line() {
+        let line = r#"{"timestamp":"2026-01-01T00:00:00Z","level":"INFO","message":"verdict counters","target":"vaultfw::stats","interval_s":1,"final":true,"pass_non_ip":2,"pass_non_ip_delta":0,"deny_no_match":7,"deny_no_match_delta":3}"#;
+        let (counters, is_final) = parse_counters(line).expect("a counters line");
+        assert!(is_final);
+        assert_eq!(counters.get("pass_non_ip"), Some(&2));
+        assert_eq!(counters.get("deny_no_match"), Some(&7));
+        assert!(!counters.contains_key("interval_s"));
+        assert!(!counters.contains_key("deny_no_match_delta"));
+    }
+
+    #[test]
+    fn counters_are_read_from_nested_fields() {
+        let line = r#"{"level":"INFO","fields":{"message":"verdict counters","allow_ip_rule":4,"allow_ip_rule_delta":4},"target":"vaultfw::stats"}"#;
+        let (counters, is_final) = parse_counters(line).expect("a counters line");
+        assert!(!is_final);
+        assert_eq!(counters.get("allow_ip_rule"), Some(&4));
+    }
+
+    #[test]
+    fn other_lines_are_not_counters() {
+        assert!(parse_counters(r#"{"message":"filtering","iface":"x"}"#).is_none());
+        assert!(parse_counters("not json").is_none());
+        assert_eq!(log_message(r#"{"message":"filtering"}"#).as_deref(), Some("filtering"));
+    }
+}

@@ -1,0 +1,28 @@
+//! vaultfw's end-to-end test harness: hosts are network namespaces joined by
+//! veth pairs, traffic is real TCP and UDP sent by the kernel, and the
+//! firewall is the real `vaultfw` binary, driven the way an operator drives it.
+//!
+//! Layout:
+//! - [`netns`]: the namespace guard ([`NetNs`]), `ip` helpers, and
+//!   [`in_netns`], which runs a closure inside a namespace.
+//! - [`topology`]: a client and a protected server joined by a veth pair,
+//!   with static neighbours and no IPv6, so counters see only test traffic.
+//! - [`traffic`]: TCP servers and clients, UDP senders and receivers.
+//! - [`agent`]: the `vaultfw` process guard, policy files, final counters.
+//! - [`cleanup`]: a registry of what exists right now, for Ctrl-C.
+//!
+//! Every guard cleans up on drop and never panics while dropping; the tests
+//! panic rather than return `Result`. Everything needs root.
+
+pub mod agent;
+pub mod cleanup;
+pub mod netns;
+pub mod topology;
+pub mod traffic;
+
+pub use agent::{Agent, AgentOptions, COUNTERS, FinalStats, PolicyFile, vaultfw, vaultfw_bin};
+pub use netns::{NetNs, in_netns};
+pub use topology::{ALLOWED_SRC, DENIED_SRC, SERVER_IP, Topology};
+pub use traffic::{
+    CONNECT_TIMEOUT, Connect, TcpServer, UdpReceiver, connect, connect_from, send_udp,
+};

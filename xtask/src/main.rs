@@ -1,0 +1,70 @@
+//! `cargo xtask`: the developer's entry point for vaultfw.
+//!
+//! Every command first makes sure the toolchain the BPF program needs is
+//! present ([`bootstrap`]), then does its job through ordinary `cargo`
+//! invocations ([`tasks`]). The alias lives in `.cargo/config.toml`.
+//!
+//! Exit codes: 0 success, 1 a step failed (the message says which).
+
+mod bootstrap;
+mod tasks;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// Build, test and demo vaultfw.
+#[derive(Parser)]
+#[command(name = "cargo xtask", about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Install what the BPF build needs, then build the `vaultfw` binary
+    /// (its build script compiles and embeds the XDP program).
+    ///
+    /// Example: cargo xtask build
+    Build,
+    /// Build, run the unit tests, then (as root) the integration tests in
+    /// network namespaces, one at a time.
+    ///
+    /// Arguments after `--` go to the integration test binaries.
+    ///
+    /// Example: cargo xtask test -- denied_source
+    Test {
+        /// Passed to the integration test binaries (e.g. a test name filter).
+        #[arg(last = true)]
+        args: Vec<String>,
+    },
+    /// Build, then (as root) run the demo: two namespaces, a veth pair, the
+    /// agent with the example policy, an allowed and a denied client.
+    ///
+    /// Example: cargo xtask demo
+    Demo,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    // Ctrl-C reaches the whole foreground process group: the child we wait
+    // for cleans up after itself (the demo removes its namespaces), so xtask
+    // must not die first and hand the terminal back mid-cleanup. A no-op
+    // handler (unlike SIG_IGN) is reset to the default in children on exec.
+    tasks::keep_running_on_sigint();
+    let result = match cli.command {
+        Command::Build => tasks::build().map(|bin| {
+            println!("xtask: built {}", bin.display());
+        }),
+        Command::Test { args } => tasks::test(&args),
+        Command::Demo => tasks::demo(),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("xtask: error: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
