@@ -51,9 +51,9 @@ pub const STOP_TIMEOUT: Duration = Duration::from_secs(20);
 
 /// The `vaultfw` binary: `$VAULTFW_BIN`, else `<workspace>/target/debug/vaultfw`.
 pub fn vaultfw_bin() -> PathBuf {
-    let path = std::env::var_os("VAULTFW_BIN").map(PathBuf::from).unwrap_or_else(|| {
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/debug/vaultfw")
-    });
+    let path = std::env::var_os("VAULTFW_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/debug/vaultfw"));
     assert!(
         path.is_file(),
         "vaultfw binary not found at {}: build it with `cargo xtask build`, or set VAULTFW_BIN \
@@ -95,7 +95,10 @@ impl PolicyFile {
         let path = dir.path().join(file_name);
         std::fs::write(&path, contents)
             .unwrap_or_else(|err| panic!("writing {}: {err}", path.display()));
-        PolicyFile { dir: Some(dir), path }
+        PolicyFile {
+            dir: Some(dir),
+            path,
+        }
     }
 
     /// The file's path.
@@ -172,7 +175,11 @@ impl Capture {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    fn read_stream(self: Arc<Self>, stream: Stream, pipe: impl Read + Send + 'static) -> JoinHandle<()> {
+    fn read_stream(
+        self: Arc<Self>,
+        stream: Stream,
+        pipe: impl Read + Send + 'static,
+    ) -> JoinHandle<()> {
         std::thread::Builder::new()
             .name(format!("vaultfw-{stream:?}").to_lowercase())
             .spawn(move || {
@@ -239,17 +246,32 @@ impl Agent {
         args.extend(options.extra_args.iter().cloned());
         let binary = options.binary.clone().unwrap_or_else(vaultfw_bin);
         let mut cmd = agent_command(&binary, &args);
-        let command_line = format!("{} {} (in netns {})", binary.display(), args.join(" "), ns.name());
+        let command_line = format!(
+            "{} {} (in netns {})",
+            binary.display(),
+            args.join(" "),
+            ns.name()
+        );
         cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
-        let mut child = spawn_in_netns(ns, cmd)
-            .unwrap_or_else(|err| panic!("starting {command_line}: {err}"));
+        let mut child =
+            spawn_in_netns(ns, cmd).unwrap_or_else(|err| panic!("starting {command_line}: {err}"));
         cleanup::register_pid(child.id() as i32);
         let capture = Arc::new(Capture::default());
         let readers = vec![
-            capture.clone().read_stream(Stream::Stdout, child.stdout.take().expect("piped")),
-            capture.clone().read_stream(Stream::Stderr, child.stderr.take().expect("piped")),
+            capture
+                .clone()
+                .read_stream(Stream::Stdout, child.stdout.take().expect("piped")),
+            capture
+                .clone()
+                .read_stream(Stream::Stderr, child.stderr.take().expect("piped")),
         ];
-        Agent { child: Some(child), capture, readers, command_line, _policy: policy }
+        Agent {
+            child: Some(child),
+            capture,
+            readers,
+            command_line,
+            _policy: policy,
+        }
     }
 
     /// The agent's process id.
@@ -270,11 +292,9 @@ impl Agent {
         loop {
             {
                 let state = self.capture.lock();
-                if state
-                    .lines
-                    .iter()
-                    .any(|(s, l)| *s == Stream::Stdout && log_message(l).as_deref() == Some(READY_MESSAGE))
-                {
+                if state.lines.iter().any(|(s, l)| {
+                    *s == Stream::Stdout && log_message(l).as_deref() == Some(READY_MESSAGE)
+                }) {
                     return;
                 }
                 let left = deadline.saturating_duration_since(Instant::now());
@@ -317,7 +337,9 @@ impl Agent {
         let status = loop {
             match child.try_wait() {
                 Ok(Some(status)) => break status,
-                Ok(None) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(10)),
+                Ok(None) if Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(10))
+                }
                 _ => {
                     let _ = child.kill();
                     let _ = child.wait();
@@ -350,7 +372,12 @@ impl Agent {
                     self.command_line
                 )
             });
-        FinalStats { counters: stats.0, is_final: stats.1, status, lines }
+        FinalStats {
+            counters: stats.0,
+            is_final: stats.1,
+            status,
+            lines,
+        }
     }
 
     /// Wait (bounded) until both output streams are closed.
@@ -403,7 +430,10 @@ impl FinalStats {
     /// The total of counter `name`; panics if the agent did not report it.
     pub fn get(&self, name: &str) -> u64 {
         *self.counters.get(name).unwrap_or_else(|| {
-            panic!("the agent reported no counter {name:?}; counters: {:?}", self.counters)
+            panic!(
+                "the agent reported no counter {name:?}; counters: {:?}",
+                self.counters
+            )
         })
     }
 
@@ -415,7 +445,10 @@ impl FinalStats {
         }
         let mut wrong = Vec::new();
         for name in COUNTERS {
-            let want = expected.iter().find(|(n, _)| *n == name).map_or(0, |(_, v)| *v);
+            let want = expected
+                .iter()
+                .find(|(n, _)| *n == name)
+                .map_or(0, |(_, v)| *v);
             match self.counters.get(name) {
                 Some(&got) if got == want => {}
                 Some(&got) => wrong.push(format!("{name}: got {got}, expected {want}")),
@@ -438,7 +471,10 @@ impl FinalStats {
 
     /// The agent's stdout lines.
     pub fn stdout_lines(&self) -> impl Iterator<Item = &str> {
-        self.lines.iter().filter(|(s, _)| *s == Stream::Stdout).map(|(_, l)| l.as_str())
+        self.lines
+            .iter()
+            .filter(|(s, _)| *s == Stream::Stdout)
+            .map(|(_, l)| l.as_str())
     }
 }
 
@@ -446,11 +482,15 @@ impl FinalStats {
 /// formatter does not flatten them).
 pub fn log_message(line: &str) -> Option<String> {
     let value: serde_json::Value = serde_json::from_str(line).ok()?;
-    field(&value, "message").and_then(|m| m.as_str()).map(str::to_owned)
+    field(&value, "message")
+        .and_then(|m| m.as_str())
+        .map(str::to_owned)
 }
 
 fn field<'a>(value: &'a serde_json::Value, name: &str) -> Option<&'a serde_json::Value> {
-    value.get(name).or_else(|| value.get("fields").and_then(|f| f.get(name)))
+    value
+        .get(name)
+        .or_else(|| value.get("fields").and_then(|f| f.get(name)))
 }
 
 /// The totals of a `"verdict counters"` line, and whether it is the final
@@ -460,7 +500,9 @@ pub fn parse_counters(line: &str) -> Option<(BTreeMap<String, u64>, bool)> {
     if field(&value, "message")?.as_str()? != COUNTERS_MESSAGE {
         return None;
     }
-    let is_final = field(&value, "final").and_then(|f| f.as_bool()).unwrap_or(false);
+    let is_final = field(&value, "final")
+        .and_then(|f| f.as_bool())
+        .unwrap_or(false);
     let mut counters = BTreeMap::new();
     let objects = [Some(&value), value.get("fields")];
     for object in objects.into_iter().flatten().filter_map(|o| o.as_object()) {
@@ -518,8 +560,12 @@ pub fn run_in_netns(ns: &NetNs, args: &[&str], timeout: Duration) -> Output {
     cleanup::register_pid(child.id() as i32);
     let capture = Arc::new(Capture::default());
     let readers = [
-        capture.clone().read_stream(Stream::Stdout, child.stdout.take().expect("piped")),
-        capture.clone().read_stream(Stream::Stderr, child.stderr.take().expect("piped")),
+        capture
+            .clone()
+            .read_stream(Stream::Stdout, child.stdout.take().expect("piped")),
+        capture
+            .clone()
+            .read_stream(Stream::Stderr, child.stderr.take().expect("piped")),
     ];
     let deadline = Instant::now() + timeout;
     let status = loop {
@@ -550,7 +596,11 @@ pub fn run_in_netns(ns: &NetNs, args: &[&str], timeout: Duration) -> Output {
             .flat_map(|(_, l)| [l.as_bytes(), b"\n"].concat())
             .collect::<Vec<u8>>()
     };
-    Output { status, stdout: collect(Stream::Stdout), stderr: collect(Stream::Stderr) }
+    Output {
+        status,
+        stdout: collect(Stream::Stdout),
+        stderr: collect(Stream::Stderr),
+    }
 }
 
 /// Whether `ip -d link show dev IFACE` in `ns` shows an XDP program.
@@ -585,6 +635,9 @@ mod tests {
     fn other_lines_are_not_counters() {
         assert!(parse_counters(r#"{"message":"filtering","iface":"x"}"#).is_none());
         assert!(parse_counters("not json").is_none());
-        assert_eq!(log_message(r#"{"message":"filtering"}"#).as_deref(), Some("filtering"));
+        assert_eq!(
+            log_message(r#"{"message":"filtering"}"#).as_deref(),
+            Some("filtering")
+        );
     }
 }

@@ -172,7 +172,10 @@ pub(crate) fn kill_processes_in(name: &str) {
         return;
     };
     let me = std::process::id() as i32;
-    for pid in pids.split_whitespace().filter_map(|p| p.parse::<i32>().ok()) {
+    for pid in pids
+        .split_whitespace()
+        .filter_map(|p| p.parse::<i32>().ok())
+    {
         if pid != me {
             let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
         }

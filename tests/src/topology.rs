@@ -57,10 +57,26 @@ impl Topology {
         let server_veth = unique_name("s");
         // Created directly inside the namespaces: never visible on the host.
         crate::netns::ip(&[
-            "link", "add", &client_veth, "netns", client.name(),
-            "numtxqueues", "1", "numrxqueues", "1",
-            "type", "veth", "peer", "name", &server_veth, "netns", server.name(),
-            "numtxqueues", "1", "numrxqueues", "1",
+            "link",
+            "add",
+            &client_veth,
+            "netns",
+            client.name(),
+            "numtxqueues",
+            "1",
+            "numrxqueues",
+            "1",
+            "type",
+            "veth",
+            "peer",
+            "name",
+            &server_veth,
+            "netns",
+            server.name(),
+            "numtxqueues",
+            "1",
+            "numrxqueues",
+            "1",
         ]);
         let mut topo = Topology {
             client,
@@ -70,7 +86,10 @@ impl Topology {
             client_mac: String::new(),
             client_addrs: Vec::new(),
         };
-        for (ns, veth) in [(&topo.client, &topo.client_veth), (&topo.server, &topo.server_veth)] {
+        for (ns, veth) in [
+            (&topo.client, &topo.client_veth),
+            (&topo.server, &topo.server_veth),
+        ] {
             ns.sysctl(&format!("net.ipv6.conf.{veth}.disable_ipv6"), "1");
         }
         topo.client_mac = mac_of(&topo.client, &topo.client_veth);
@@ -78,14 +97,22 @@ impl Topology {
 
         let sv = topo.server_veth.clone();
         let cv = topo.client_veth.clone();
-        topo.server.ip(&["addr", "add", &format!("{SERVER_IP}/24"), "dev", &sv]);
+        topo.server
+            .ip(&["addr", "add", &format!("{SERVER_IP}/24"), "dev", &sv]);
         topo.server.ip(&["link", "set", &sv, "up"]);
         topo.server.ip(&["route", "add", "default", "dev", &sv]);
         topo.client.ip(&["link", "set", &cv, "up"]);
         topo.client.ip(&["route", "add", "default", "dev", &cv]);
         topo.client.ip(&[
-            "neigh", "replace", &SERVER_IP.to_string(), "lladdr", &server_mac, "dev", &cv,
-            "nud", "permanent",
+            "neigh",
+            "replace",
+            &SERVER_IP.to_string(),
+            "lladdr",
+            &server_mac,
+            "dev",
+            &cv,
+            "nud",
+            "permanent",
         ]);
         for addr in [ALLOWED_SRC, DENIED_SRC].iter().chain(extra) {
             topo.add_client_addr(*addr);
@@ -101,10 +128,18 @@ impl Topology {
         }
         let cv = self.client_veth.clone();
         let sv = self.server_veth.clone();
-        self.client.ip(&["addr", "add", &format!("{addr}/32"), "dev", &cv]);
+        self.client
+            .ip(&["addr", "add", &format!("{addr}/32"), "dev", &cv]);
         self.server.ip(&[
-            "neigh", "replace", &addr.to_string(), "lladdr", &self.client_mac, "dev", &sv,
-            "nud", "permanent",
+            "neigh",
+            "replace",
+            &addr.to_string(),
+            "lladdr",
+            &self.client_mac,
+            "dev",
+            &sv,
+            "nud",
+            "permanent",
         ]);
         self.client_addrs.push(addr);
     }
@@ -133,13 +168,21 @@ impl Topology {
     /// so the next packet needs ARP.
     pub fn flush_neighbours(&self) {
         let _ = self.client.try_ip(&[
-            "neigh", "del", &SERVER_IP.to_string(), "dev", &self.client_veth,
+            "neigh",
+            "del",
+            &SERVER_IP.to_string(),
+            "dev",
+            &self.client_veth,
         ]);
         for addr in &self.client_addrs {
-            let _ = self.server.try_ip(&["neigh", "del", &addr.to_string(), "dev", &self.server_veth]);
+            let _ =
+                self.server
+                    .try_ip(&["neigh", "del", &addr.to_string(), "dev", &self.server_veth]);
         }
-        self.client.ip(&["neigh", "flush", "dev", &self.client_veth]);
-        self.server.ip(&["neigh", "flush", "dev", &self.server_veth]);
+        self.client
+            .ip(&["neigh", "flush", "dev", &self.client_veth]);
+        self.server
+            .ip(&["neigh", "flush", "dev", &self.server_veth]);
     }
 
     /// The neighbour table of the server veth, as `ip neigh show` prints it.

@@ -90,7 +90,9 @@ impl TcpServer {
         let listener = in_netns(ns, || {
             TcpListener::bind(addr).unwrap_or_else(|err| panic!("listening on {addr}: {err}"))
         });
-        listener.set_nonblocking(true).expect("non-blocking listener");
+        listener
+            .set_nonblocking(true)
+            .expect("non-blocking listener");
         let accepted = Arc::new(AtomicUsize::new(0));
         let stop = Arc::new(AtomicBool::new(false));
         let thread = {
@@ -100,7 +102,12 @@ impl TcpServer {
                 .spawn(move || serve_greetings(listener, addr.port(), &accepted, &stop))
                 .expect("spawning a server thread")
         };
-        TcpServer { addr, accepted, stop, thread: Some(thread) }
+        TcpServer {
+            addr,
+            accepted,
+            stop,
+            thread: Some(thread),
+        }
     }
 
     /// The address it listens on.
@@ -134,7 +141,11 @@ fn serve_greetings(listener: TcpListener, port: u16, accepted: &AtomicUsize, sto
 
 /// Wait up to [`POLL_MS`] for `fd` to become readable.
 fn readable(fd: i32) -> bool {
-    let mut pfd = libc::pollfd { fd, events: libc::POLLIN, revents: 0 };
+    let mut pfd = libc::pollfd {
+        fd,
+        events: libc::POLLIN,
+        revents: 0,
+    };
     // SAFETY: one valid pollfd, count 1.
     let n = unsafe { libc::poll(&mut pfd, 1, POLL_MS) };
     n > 0 && pfd.revents & libc::POLLIN != 0
@@ -200,7 +211,12 @@ impl UdpReceiver {
                 })
                 .expect("spawning a UDP receiver thread")
         };
-        UdpReceiver { addr, count, stop, thread: Some(thread) }
+        UdpReceiver {
+            addr,
+            count,
+            stop,
+            thread: Some(thread),
+        }
     }
 
     /// The address it is bound to.

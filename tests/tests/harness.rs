@@ -27,7 +27,10 @@ fn namespaces_and_veth_are_removed_on_drop() {
     let veths = [topo.client_veth().to_owned(), topo.server_veth().to_owned()];
     assert!(names.iter().all(|n| namespace_exists(n)));
     assert!(veths.iter().all(|v| v.len() <= 15), "{veths:?}");
-    assert!(!veths.iter().any(|v| host_link_exists(v)), "veth visible on the host");
+    assert!(
+        !veths.iter().any(|v| host_link_exists(v)),
+        "veth visible on the host"
+    );
     drop(topo);
     for name in &names {
         assert!(!namespace_exists(name), "namespace {name} left behind");
@@ -40,14 +43,18 @@ fn namespaces_are_removed_when_a_test_panics() {
     let result = std::thread::spawn(move || {
         let topo = Topology::new();
         let _server = TcpServer::start(&topo.server, topo.server_addr(443));
-        tx.send([topo.client.name().to_owned(), topo.server.name().to_owned()]).unwrap();
+        tx.send([topo.client.name().to_owned(), topo.server.name().to_owned()])
+            .unwrap();
         panic!("a failing test");
     })
     .join();
     assert!(result.is_err(), "the thread should have panicked");
     let names = rx.recv().expect("the thread created a topology");
     for name in &names {
-        assert!(!namespace_exists(name), "namespace {name} left behind after a panic");
+        assert!(
+            !namespace_exists(name),
+            "namespace {name} left behind after a panic"
+        );
     }
 }
 
@@ -59,7 +66,10 @@ fn topology_is_quiet_ipv6_off_static_neighbours() {
         assert_eq!(ns.read_sysctl("net.ipv6.conf.default.disable_ipv6"), "1");
     }
     assert_eq!(
-        topo.server.read_sysctl(&format!("net.ipv6.conf.{}.disable_ipv6", topo.server_veth())),
+        topo.server.read_sysctl(&format!(
+            "net.ipv6.conf.{}.disable_ipv6",
+            topo.server_veth()
+        )),
         "1"
     );
     let neigh = topo.server_neighbours();
@@ -88,7 +98,8 @@ fn in_netns_runs_the_closure_inside_the_namespace() {
 fn spawned_process_enters_the_network_namespace_only() {
     let topo = Topology::new();
     let mut cmd = Command::new("readlink");
-    cmd.args(["/proc/self/ns/net", "/proc/self/ns/mnt"]).stdout(Stdio::piped());
+    cmd.args(["/proc/self/ns/net", "/proc/self/ns/mnt"])
+        .stdout(Stdio::piped());
     let out = spawn_in_netns(&topo.server, cmd)
         .expect("spawning readlink")
         .wait_with_output()
@@ -103,7 +114,11 @@ fn spawned_process_enters_the_network_namespace_only() {
     };
     assert_eq!(child_net, format!("net:[{ns_inode}]"));
     let our_mnt = std::fs::read_link("/proc/self/ns/mnt").unwrap();
-    assert_eq!(child_mnt, our_mnt.to_str().unwrap(), "the child must keep our mounts");
+    assert_eq!(
+        child_mnt,
+        our_mnt.to_str().unwrap(),
+        "the child must keep our mounts"
+    );
 }
 
 #[test]
@@ -130,7 +145,12 @@ fn closed_port_is_refused_not_timed_out() {
     // A timeout in the filtering tests means "dropped", never "no listener".
     let topo = Topology::new();
     let start = Instant::now();
-    let outcome = connect(&topo.client, ALLOWED_SRC, topo.server_addr(444), CONNECT_TIMEOUT);
+    let outcome = connect(
+        &topo.client,
+        ALLOWED_SRC,
+        topo.server_addr(444),
+        CONNECT_TIMEOUT,
+    );
     assert!(matches!(outcome, Connect::Refused), "{outcome:?}");
     assert!(start.elapsed() < CONNECT_TIMEOUT);
 }
@@ -141,19 +161,30 @@ fn unreachable_destination_times_out_quickly() {
     // 300 ms. Simulated without a firewall: the server's answers go into a
     // blackhole route.
     let topo = Topology::new();
-    topo.server.ip(&["route", "add", "blackhole", &format!("{ALLOWED_SRC}/32")]);
+    topo.server
+        .ip(&["route", "add", "blackhole", &format!("{ALLOWED_SRC}/32")]);
     let start = Instant::now();
-    let outcome = connect(&topo.client, ALLOWED_SRC, topo.server_addr(444), CONNECT_TIMEOUT);
+    let outcome = connect(
+        &topo.client,
+        ALLOWED_SRC,
+        topo.server_addr(444),
+        CONNECT_TIMEOUT,
+    );
     let elapsed = start.elapsed();
     assert!(matches!(outcome, Connect::TimedOut), "{outcome:?}");
-    assert!(elapsed >= CONNECT_TIMEOUT && elapsed < Duration::from_secs(1), "{elapsed:?}");
+    assert!(
+        elapsed >= CONNECT_TIMEOUT && elapsed < Duration::from_secs(1),
+        "{elapsed:?}"
+    );
 }
 
 /// `ip -s -j link show` rx packets of `dev` in `ns`.
 fn rx_packets(ns: &NetNs, dev: &str) -> u64 {
     let json = ns.ip(&["-s", "-j", "link", "show", "dev", dev]);
     let v: serde_json::Value = serde_json::from_str(&json).unwrap();
-    v[0]["stats64"]["rx"]["packets"].as_u64().unwrap_or_else(|| panic!("{json}"))
+    v[0]["stats64"]["rx"]["packets"]
+        .as_u64()
+        .unwrap_or_else(|| panic!("{json}"))
 }
 
 #[test]
@@ -183,10 +214,21 @@ fn flushed_neighbours_are_learned_again_by_arp() {
     let topo = Topology::new();
     let _server = TcpServer::start(&topo.server, topo.server_addr(443));
     topo.flush_neighbours();
-    assert!(!topo.server_neighbours().contains("PERMANENT"), "{}", topo.server_neighbours());
+    assert!(
+        !topo.server_neighbours().contains("PERMANENT"),
+        "{}",
+        topo.server_neighbours()
+    );
     let before = rx_packets(&topo.server, topo.server_veth());
-    assert!(connect(&topo.client, ALLOWED_SRC, topo.server_addr(443), CONNECT_TIMEOUT)
-        .is_established());
+    assert!(
+        connect(
+            &topo.client,
+            ALLOWED_SRC,
+            topo.server_addr(443),
+            CONNECT_TIMEOUT
+        )
+        .is_established()
+    );
     assert!(topo.server_neighbours().contains(&ALLOWED_SRC.to_string()));
     // SYN, ACK, FIN... plus at least one ARP frame.
     assert!(rx_packets(&topo.server, topo.server_veth()) - before >= 4);
@@ -223,17 +265,27 @@ fn agent_guard_waits_for_filtering_and_reads_final_counters() {
     let mut agent = Agent::start_with(&topo.server, "default_action = \"Deny\"\n", options);
     agent.wait_ready();
     let output = agent.output();
-    assert!(output.contains(&format!("--iface {}", topo.server_veth())), "{output}");
+    assert!(
+        output.contains(&format!("--iface {}", topo.server_veth())),
+        "{output}"
+    );
     assert!(output.contains("--stats-interval 1"), "{output}");
     assert!(output.contains("[stderr] attaching"), "{output}");
     let ns_inode = {
         use std::os::unix::fs::MetadataExt;
         std::fs::metadata(topo.server.path()).unwrap().ino()
     };
-    assert!(output.contains(&format!("net:[{ns_inode}]")), "runs in the server netns: {output}");
+    assert!(
+        output.contains(&format!("net:[{ns_inode}]")),
+        "runs in the server netns: {output}"
+    );
     let stats = agent.stop();
     assert!(stats.is_final);
-    stats.assert_counters(&[("pass_control_plane", 3), ("allow_ip_rule", 5), ("deny_no_match", 2)]);
+    stats.assert_counters(&[
+        ("pass_control_plane", 3),
+        ("allow_ip_rule", 5),
+        ("deny_no_match", 2),
+    ]);
 }
 
 #[test]
@@ -244,25 +296,31 @@ fn agent_guard_kills_a_running_agent_on_drop() {
     agent.wait_ready();
     let pid = nix::unistd::Pid::from_raw(agent.pid() as i32);
     drop(agent);
-    assert!(nix::sys::signal::kill(pid, None).is_err(), "agent {pid} still running");
+    assert!(
+        nix::sys::signal::kill(pid, None).is_err(),
+        "agent {pid} still running"
+    );
 }
 
 #[test]
 fn agent_guard_reports_an_agent_that_exits_before_ready() {
     let topo = Topology::new();
-    let script = PolicyFile::named("fake-vaultfw", "#!/bin/sh\necho 'policy: bad' >&2\nexit 2\n");
+    let script = PolicyFile::named(
+        "fake-vaultfw",
+        "#!/bin/sh\necho 'policy: bad' >&2\nexit 2\n",
+    );
     std::fs::set_permissions(script.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
-    let options = AgentOptions { binary: Some(script.path().to_owned()), ..AgentOptions::iface("x") };
+    let options = AgentOptions {
+        binary: Some(script.path().to_owned()),
+        ..AgentOptions::iface("x")
+    };
     let server = topo.server.name().to_owned();
     let panic = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
         let mut agent = Agent::start_with(&topo.server, "", options);
         agent.wait_ready();
     }))
     .expect_err("wait_ready must panic");
-    let message = panic
-        .downcast_ref::<String>()
-        .cloned()
-        .unwrap_or_default();
+    let message = panic.downcast_ref::<String>().cloned().unwrap_or_default();
     assert!(message.contains("exited"), "{message}");
     assert!(message.contains("policy: bad"), "{message}");
     assert!(message.contains(&server), "{message}");

@@ -160,9 +160,7 @@ pub fn cargo() -> String {
 
 /// Run a command with inherited stdio; an error if it fails.
 pub fn run(cmd: &mut Command) -> Result<()> {
-    let status = cmd
-        .status()
-        .with_context(|| format!("starting {cmd:?}"))?;
+    let status = cmd.status().with_context(|| format!("starting {cmd:?}"))?;
     if !status.success() {
         bail!("{cmd:?} failed: {status}");
     }
@@ -179,18 +177,27 @@ mod tests {
                     nightly-x86_64-unknown-linux-gnu\n";
         assert!(has_nightly(list));
         assert!(!has_nightly("stable-x86_64-unknown-linux-gnu (default)\n"));
-        assert!(!has_nightly("nightly-2024-01-01-x86_64-unknown-linux-gnu\n"));
+        assert!(!has_nightly(
+            "nightly-2024-01-01-x86_64-unknown-linux-gnu\n"
+        ));
     }
 
     #[test]
     fn rust_src_is_found_in_installed_components() {
-        assert!(has_rust_src("cargo-x86_64-unknown-linux-gnu\nrust-src\nrustc-x86_64\n"));
-        assert!(!has_rust_src("cargo-x86_64-unknown-linux-gnu\nrust-std-x86_64\n"));
+        assert!(has_rust_src(
+            "cargo-x86_64-unknown-linux-gnu\nrust-src\nrustc-x86_64\n"
+        ));
+        assert!(!has_rust_src(
+            "cargo-x86_64-unknown-linux-gnu\nrust-std-x86_64\n"
+        ));
     }
 
     #[test]
     fn bpf_linker_version_is_parsed() {
-        assert_eq!(parse_bpf_linker_version("bpf-linker 0.10.3\n").as_deref(), Some("0.10.3"));
+        assert_eq!(
+            parse_bpf_linker_version("bpf-linker 0.10.3\n").as_deref(),
+            Some("0.10.3")
+        );
         assert_eq!(parse_bpf_linker_version("something else 1\n"), None);
         assert_eq!(parse_bpf_linker_version(""), None);
     }

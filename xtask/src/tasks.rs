@@ -111,7 +111,14 @@ pub fn demo() -> Result<()> {
     let binary = build()?;
     require_root("the demo")?;
     run(cargo_cmd()
-        .args(["run", "--quiet", "--package", TESTS_PACKAGE, "--bin", DEMO_BIN])
+        .args([
+            "run",
+            "--quiet",
+            "--package",
+            TESTS_PACKAGE,
+            "--bin",
+            DEMO_BIN,
+        ])
         .env(VAULTFW_BIN_ENV, &binary))
     .context("the demo failed")
 }
@@ -149,7 +156,10 @@ mod tests {
     #[test]
     fn agent_executable_is_read_from_cargo_artifact_messages() {
         let line = r#"{"reason":"compiler-artifact","target":{"name":"vaultfw","kind":["bin"]},"executable":"/w/target/debug/vaultfw"}"#;
-        assert_eq!(agent_executable(line), Some(PathBuf::from("/w/target/debug/vaultfw")));
+        assert_eq!(
+            agent_executable(line),
+            Some(PathBuf::from("/w/target/debug/vaultfw"))
+        );
         let lib = r#"{"reason":"compiler-artifact","target":{"name":"vaultfw","kind":["lib"]},"executable":null}"#;
         assert_eq!(agent_executable(lib), None);
         let other = r#"{"reason":"compiler-artifact","target":{"name":"xtask"},"executable":"/x"}"#;

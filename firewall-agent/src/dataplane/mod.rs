@@ -15,7 +15,7 @@ use std::collections::BTreeMap;
 
 use aya::{
     Ebpf, EbpfLoader,
-    programs::{ProgramError, Xdp},
+    programs::{ProgramError, TestRun, TestRunOptions, Xdp},
 };
 use firewall_common::{IP_RULES_0, IP_RULES_1, PROGRAM_NAME, Verdict};
 
@@ -109,6 +109,35 @@ impl Dataplane {
     /// The interfaces the program is attached to.
     pub fn attached(&self) -> &[AttachedInterface] {
         &self.attached
+    }
+
+    /// Runs the loaded program once on `frame` (an Ethernet frame, as the
+    /// NIC would hand it over) with BPF_PROG_TEST_RUN, without attaching
+    /// anything, and returns the XDP action (`XDP_DROP` = 1, `XDP_PASS` =
+    /// 2). The verdict counters count the frame like a received one. Runs
+    /// on the calling thread's CPU.
+    pub fn test_run(&self, frame: &[u8]) -> Result<u32, DataplaneError> {
+        let program: &Xdp = self
+            .ebpf
+            .program(PROGRAM_NAME)
+            .ok_or(DataplaneError::MissingProgram)?
+            .try_into()
+            .map_err(|source: ProgramError| DataplaneError::Program {
+                operation: "access the XDP program",
+                source,
+            })?;
+        let options = TestRunOptions {
+            data_in: Some(frame),
+            repeat: 1,
+            ..TestRunOptions::default()
+        };
+        program
+            .test_run(options)
+            .map(|result| result.return_value)
+            .map_err(|source| DataplaneError::Program {
+                operation: "run the XDP program on a test frame (BPF_PROG_TEST_RUN)",
+                source,
+            })
     }
 
     /// Verdict counter totals (per-CPU values summed over all possible CPUs).

@@ -1,0 +1,290 @@
+//! The XDP program judged on crafted frames through BPF_PROG_TEST_RUN (root,
+//! no network namespace): the packet cases K1–K4 of the case files, the
+//! parser's edges (VLAN stacks, IPv4 options, fragments, truncation, IPv6
+//! extension headers) and the double-buffered apply.
+
+mod support;
+
+use firewall_common::Verdict::{self, *};
+use support::*;
+
+const P0: &str = r#"
+default_action = "Deny"
+bypass = "None"
+ip_rules = ["203.0.113.0/24"]
+"#;
+
+const DENIED: [u8; 4] = [198, 51, 100, 7];
+const ALLOWED: [u8; 4] = [203, 0, 113, 5];
+
+#[test]
+fn k1_lpm_key_byte_order_matches_the_address_not_its_reversed_twin() {
+    if !require_root() {
+        return;
+    }
+    let p = Program::with_policy("default_action = \"Deny\"\nip_rules = [\"203.0.113.10\"]\n");
+    p.expect(&tcp_syn([203, 0, 113, 10], 443), XDP_PASS, AllowIpRule);
+    p.expect(&tcp_syn([10, 113, 0, 203], 443), XDP_DROP, DenyNoMatch);
+    let rules: Vec<String> = p
+        .dataplane
+        .active_ip_rules()
+        .expect("read rules back")
+        .keys()
+        .map(|n| n.to_string())
+        .collect();
+    assert_eq!(rules, ["203.0.113.10/32"]);
+}
+
+#[test]
+fn k2_prefix_edges_at_32_29_and_23() {
+    if !require_root() {
+        return;
+    }
+    let cases: [(&str, &[[u8; 4]], &[[u8; 4]]); 3] = [
+        ("203.0.113.10/32", &[[203, 0, 113, 10]], &[[203, 0, 113, 11]]),
+        (
+            "203.0.113.8/29",
+            &[[203, 0, 113, 8], [203, 0, 113, 15]],
+            &[[203, 0, 113, 7], [203, 0, 113, 16]],
+        ),
+        ("198.51.100.0/23", &[[198, 51, 101, 255]], &[[198, 51, 102, 0]]),
+    ];
+    for (rule, pass, drop) in cases {
+        let p = Program::with_policy(&format!("default_action = \"Deny\"\nip_rules = [\"{rule}\"]\n"));
+        for src in pass {
+            p.expect(&tcp_syn(*src, 443), XDP_PASS, AllowIpRule);
+        }
+        for src in drop {
+            p.expect(&tcp_syn(*src, 443), XDP_DROP, DenyNoMatch);
+        }
+    }
+}
+
+#[test]
+fn k3_traffic_that_must_keep_flowing_under_default_deny() {
+    if !require_root() {
+        return;
+    }
+    let p = Program::with_policy("default_action = \"Deny\"\n");
+    p.expect(&arp_request(), XDP_PASS, PassNonIp);
+    p.expect(&ipv6_neighbor_solicitation(), XDP_PASS, PassControlPlane);
+    p.expect(&tcp_syn(DENIED, 22), XDP_PASS, PassControlPlane);
+    p.expect(&icmp_echo(DENIED), XDP_PASS, PassControlPlane);
+    // A reply to the host's own HTTPS call: only the destination port counts.
+    p.expect(&tcp_ack(DENIED, 443, 51000), XDP_PASS, PassControlPlane);
+    p.expect(&udp(DENIED, 443), XDP_PASS, PassControlPlane);
+    // ...and the guarded port itself is closed.
+    p.expect(&tcp_syn(DENIED, 443), XDP_DROP, DenyNoMatch);
+}
+
+#[test]
+fn k4_counters_are_exact_across_cpus_and_survive_a_policy_change() {
+    if !require_root() {
+        return;
+    }
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    if cpus < 2 {
+        eprintln!("skipping: case K4 needs two CPUs, this machine has {cpus}");
+        return;
+    }
+    let mut p = Program::with_policy(P0);
+    let frame = tcp_syn(DENIED, 443);
+    std::thread::scope(|s| {
+        for (cpu, runs) in [(0usize, 600), (1, 400)] {
+            let (dataplane, frame) = (&p.dataplane, &frame);
+            s.spawn(move || {
+                let mut set = nix::sched::CpuSet::new();
+                set.set(cpu).expect("cpu index");
+                nix::sched::sched_setaffinity(nix::unistd::Pid::from_raw(0), &set)
+                    .expect("pin the thread to one CPU");
+                for _ in 0..runs {
+                    assert_eq!(dataplane.test_run(frame).expect("test run"), XDP_DROP);
+                }
+            });
+        }
+    });
+    let count = |p: &Program, v: Verdict| p.dataplane.verdict_totals().unwrap()[v.index() as usize];
+    assert_eq!(count(&p, DenyNoMatch), 1000);
+    let report = p.apply("default_action = \"Deny\"\nip_rules = [\"203.0.113.0/25\"]\n");
+    assert!(report.changed);
+    assert_eq!(count(&p, DenyNoMatch), 1000, "applying a policy must not reset counters");
+}
+
+#[test]
+fn default_allow_lets_every_source_in() {
+    if !require_root() {
+        return;
+    }
+    let p = Program::with_policy("default_action = \"Allow\"\nip_rules = [\"203.0.113.0/24\"]\n");
+    p.expect(&tcp_syn(DENIED, 443), XDP_PASS, AllowDefault);
+    p.expect(&tcp_syn(ALLOWED, 443), XDP_PASS, AllowDefault);
+    p.expect(&tcp_syn(DENIED, 22), XDP_PASS, PassControlPlane);
+}
+
+#[test]
+fn audit_mode_passes_and_counts_what_it_would_deny() {
+    if !require_root() {
+        return;
+    }
+    let p = Program::with_policy(&format!("{P0}mode = \"Audit\"\n"));
+    p.expect(&tcp_syn(DENIED, 443), XDP_PASS, AuditWouldDeny);
+    p.expect(&tcp_syn(ALLOWED, 443), XDP_PASS, AllowIpRule);
+}
+
+#[test]
+fn udp_data_plane_ports_are_guarded_and_tcp_ones_are_not_implied() {
+    if !require_root() {
+        return;
+    }
+    let p = Program::with_policy(&format!("{P0}[data_plane]\ntcp_ports = []\nudp_ports = [4433]\n"));
+    p.expect(&udp(DENIED, 4433), XDP_DROP, DenyNoMatch);
+    p.expect(&udp(ALLOWED, 4433), XDP_PASS, AllowIpRule);
+    p.expect(&tcp_syn(DENIED, 443), XDP_PASS, PassControlPlane);
+}
+
+#[test]
+fn vlan_tagged_frames_are_judged_and_a_deeper_stack_is_malformed() {
+    if !require_root() {
+        return;
+    }
+    let p = Program::with_policy(P0);
+    p.expect(&tcp_syn_vlan(ALLOWED, 443, &[120]), XDP_PASS, AllowIpRule);
+    p.expect(&tcp_syn_vlan(DENIED, 443, &[120]), XDP_DROP, DenyNoMatch);
+    p.expect(&tcp_syn_vlan(DENIED, 443, &[100, 120]), XDP_DROP, DenyNoMatch);
+    p.expect(&tcp_syn_vlan(ALLOWED, 443, &[100, 120]), XDP_PASS, AllowIpRule);
+    // Three tags: more than the parser walks, never passed unread — even
+    // to a control-plane port or from an allowed source.
+    p.expect(&tcp_syn_vlan(ALLOWED, 443, &[1, 2, 3]), XDP_DROP, DenyMalformed);
+    p.expect(&tcp_syn_vlan(DENIED, 22, &[1, 2, 3]), XDP_DROP, DenyMalformed);
+}
+
+#[test]
+fn ipv4_options_move_the_transport_header() {
+    if !require_root() {
+        return;
+    }
+    let p = Program::with_policy(P0);
+    for words in 1..=10usize {
+        // NOP options (type 1); IHL = 5 + words, up to 15.
+        let options = vec![1u8; words * 4];
+        p.expect(&tcp_syn_with_options(DENIED, 443, &options), XDP_DROP, DenyNoMatch);
+        p.expect(&tcp_syn_with_options(ALLOWED, 443, &options), XDP_PASS, AllowIpRule);
+        p.expect(&tcp_syn_with_options(DENIED, 22, &options), XDP_PASS, PassControlPlane);
+    }
+}
+
+#[test]
+fn bad_ipv4_headers_are_malformed() {
+    if !require_root() {
+        return;
+    }
+    let p = Program::with_policy(P0);
+    let good = tcp_syn(ALLOWED, 443);
+    let ip = 14;
+    let mutate = |f: &dyn Fn(&mut Vec<u8>)| {
+        let mut frame = good.clone();
+        f(&mut frame);
+        frame
+    };
+    // IHL below 5.
+    for ihl in 0..5u8 {
+        p.expect(&mutate(&|fr| fr[ip] = 0x40 | ihl), XDP_DROP, DenyMalformed);
+    }
+    // Version other than 4 under the IPv4 ethertype.
+    p.expect(&mutate(&|fr| fr[ip] = 0x65), XDP_DROP, DenyMalformed);
+    // Total length shorter than the header.
+    p.expect(&mutate(&|fr| fr[ip + 2..ip + 4].copy_from_slice(&19u16.to_be_bytes())), XDP_DROP, DenyMalformed);
+    // Total length longer than the frame.
+    p.expect(&mutate(&|fr| fr[ip + 2..ip + 4].copy_from_slice(&1500u16.to_be_bytes())), XDP_DROP, DenyMalformed);
+    // IHL claims options the frame does not hold.
+    p.expect(&mutate(&|fr| fr[ip] = 0x4F), XDP_DROP, DenyMalformed);
+}
+
+#[test]
+fn every_truncation_of_a_data_plane_syn_is_dropped_or_harmless() {
+    if !require_root() {
+        return;
+    }
+    let p = Program::with_policy(P0);
+    let frame = tcp_syn(ALLOWED, 443);
+    // BPF_PROG_TEST_RUN refuses frames shorter than an Ethernet header
+    // (EINVAL), as no NIC delivers one; start there.
+    for len in 14..frame.len() {
+        let (action, verdict) = p.judge(&frame[..len]);
+        assert_eq!(
+            (action, verdict),
+            (XDP_DROP, DenyMalformed),
+            "a SYN cut to {len} bytes must be malformed"
+        );
+    }
+    p.expect(&frame, XDP_PASS, AllowIpRule);
+}
+
+#[test]
+fn fragments_first_judged_with_ports_later_ones_pass() {
+    if !require_root() {
+        return;
+    }
+    let p = Program::with_policy(&format!("{P0}[data_plane]\ntcp_ports = [443]\nudp_ports = [4433]\n"));
+    p.expect(&udp_fragment(DENIED, 4433, 0, true), XDP_DROP, DenyNoMatch);
+    p.expect(&udp_fragment(ALLOWED, 4433, 0, true), XDP_PASS, AllowIpRule);
+    // Non-first fragments carry no ports, whatever their payload looks like.
+    p.expect(&udp_fragment(DENIED, 4433, 1, true), XDP_PASS, PassFragment);
+    p.expect(&udp_fragment(DENIED, 4433, 185, false), XDP_PASS, PassFragment);
+}
+
+#[test]
+fn ipv6_to_the_data_plane_follows_the_ipv6_setting() {
+    if !require_root() {
+        return;
+    }
+    let deny = Program::with_policy(P0);
+    deny.expect(&ipv6_tcp_syn(443), XDP_DROP, DenyIpv6);
+    deny.expect(&ipv6_tcp_syn(22), XDP_PASS, PassControlPlane);
+    deny.expect(&ipv6_tcp_syn_behind_ext_headers(443, 3), XDP_DROP, DenyIpv6);
+    deny.expect(&ipv6_tcp_syn_behind_ext_headers(22, 3), XDP_PASS, PassControlPlane);
+    // Longer than the walk's bound: it could hide port 443.
+    let too_long = firewall_common::MAX_IPV6_EXT_HEADERS + 1;
+    deny.expect(&ipv6_tcp_syn_behind_ext_headers(22, too_long), XDP_DROP, DenyMalformed);
+
+    let allow = Program::with_policy(&format!("{P0}ipv6 = \"Allow\"\n"));
+    allow.expect(&ipv6_tcp_syn(443), XDP_PASS, PassIpv6);
+    allow.expect(&ipv6_tcp_syn_behind_ext_headers(443, 2), XDP_PASS, PassIpv6);
+}
+
+#[test]
+fn p1_applying_the_same_policy_twice_writes_nothing() {
+    if !require_root() {
+        return;
+    }
+    let mut p = Program::with_policy(P0);
+    let again = p.apply(P0);
+    assert!(!again.changed);
+    assert_eq!(again.map_writes, 0);
+    assert_eq!(again.generation, 1);
+    // The same rule spelled as /32 and bare is one rule.
+    let spelled = "default_action = \"Deny\"\nip_rules = [\"203.0.113.0/24\", \"198.51.100.7/32\"]\n";
+    let bare = "default_action = \"Deny\"\nip_rules = [\"203.0.113.0/24\", \"198.51.100.7\"]\n";
+    assert!(p.apply(spelled).changed);
+    assert!(!p.apply(bare).changed);
+}
+
+#[test]
+fn a_flip_serves_the_new_policy_whole_and_forgets_removed_rules() {
+    if !require_root() {
+        return;
+    }
+    let mut p = Program::with_policy(P0);
+    p.expect(&tcp_syn(ALLOWED, 443), XDP_PASS, AllowIpRule);
+    let report = p.apply("default_action = \"Deny\"\nip_rules = [\"198.51.100.0/24\"]\n[data_plane]\ntcp_ports = [8443]\n");
+    assert_eq!((report.generation, report.ip_rules_added, report.ip_rules_removed), (2, 1, 1));
+    p.expect(&tcp_syn(ALLOWED, 8443), XDP_DROP, DenyNoMatch);
+    p.expect(&tcp_syn(DENIED, 8443), XDP_PASS, AllowIpRule);
+    p.expect(&tcp_syn(ALLOWED, 443), XDP_PASS, PassControlPlane);
+    // Back to P0: set 0 is rewritten by diff, not from scratch.
+    let back = p.apply(P0);
+    assert_eq!(back.generation, 3);
+    p.expect(&tcp_syn(ALLOWED, 443), XDP_PASS, AllowIpRule);
+    p.expect(&tcp_syn(DENIED, 443), XDP_DROP, DenyNoMatch);
+    p.expect(&tcp_syn(DENIED, 8443), XDP_PASS, PassControlPlane);
+}
