@@ -40,6 +40,19 @@ impl From<PrefixKey> for Ipv4Net {
     }
 }
 
+/// A virtual-network trie key: the service endpoint (ingress ifindex and
+/// VLAN, host-order numbers; `IFINDEX_ANY` / `VLAN_ANY` as wildcards) and
+/// the subnet prefix.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct VnetPrefixKey {
+    /// Ingress ifindex, or `firewall_common::IFINDEX_ANY`.
+    pub ifindex: u32,
+    /// VLAN id, or `firewall_common::VLAN_ANY`.
+    pub vlan: u32,
+    /// The subnet prefix.
+    pub prefix: PrefixKey,
+}
+
 /// What one table set holds for a policy.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct CompiledTables {
@@ -52,6 +65,25 @@ pub struct CompiledTables {
     /// IP-rule trie entries: key → rule id (the rule's index in
     /// `Policy::ip_rules`).
     pub ip_rules: BTreeMap<PrefixKey, RuleValue>,
+    /// Virtual-network trie entries: (endpoint, prefix) → rule id (the
+    /// rule's index in `Policy::virtual_network_rules`).
+    pub vnet_rules: BTreeMap<VnetPrefixKey, RuleValue>,
+    /// Trusted-service trie entries: prefix → index in
+    /// `Policy::trusted_services.prefixes`.
+    pub trusted: BTreeMap<PrefixKey, RuleValue>,
+}
+
+impl CompiledTables {
+    /// The contents of a table set nobody has written: all zero, not valid.
+    pub fn empty() -> Self {
+        CompiledTables {
+            flags: 0,
+            port_words: vec![0; 2 * PORT_WORDS_PER_ROW as usize],
+            ip_rules: BTreeMap::new(),
+            vnet_rules: BTreeMap::new(),
+            trusted: BTreeMap::new(),
+        }
+    }
 }
 
 /// Compiles `policy` into the contents of one table set.
@@ -94,6 +126,8 @@ pub fn compile(policy: &Policy) -> CompiledTables {
         flags,
         port_words,
         ip_rules,
+        vnet_rules: BTreeMap::new(),
+        trusted: BTreeMap::new(),
     }
 }
 

@@ -49,10 +49,10 @@ pub async fn run(options: RunOptions) -> Result<(), RunError> {
     for warning in &warnings {
         tracing::warn!(path = %warning.path, "{}", warning.message);
     }
-    let capacity = Capacity {
-        ip_rules: u32::try_from(policy.limits.ip_rules)
+    let capacity = Capacity::for_ip_rule_limit(
+        u32::try_from(policy.limits.ip_rules)
             .expect("invariant: validation caps limits at Limits::MAX_LOADABLE"),
-    };
+    );
     let mut dataplane = Dataplane::load(capacity)?;
     let mut generation = 1;
     let report = dataplane.apply(&compile(&policy), generation)?;

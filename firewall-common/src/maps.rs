@@ -17,6 +17,18 @@ pub const DATA_PLANE_PORTS: &str = "VFW_PORTS";
 pub const IP_RULES_0: &str = "VFW_IP_RULES_0";
 /// LpmTrie<[`Ipv4Key`], [`RuleValue`]> of table set 1's IP rules.
 pub const IP_RULES_1: &str = "VFW_IP_RULES_1";
+/// LpmTrie<[`VnetKey`], [`RuleValue`]> of table set 0's virtual network
+/// rules.
+pub const VNET_RULES_0: &str = "VFW_VNET_RULES_0";
+/// LpmTrie<[`VnetKey`], [`RuleValue`]> of table set 1's virtual network
+/// rules.
+pub const VNET_RULES_1: &str = "VFW_VNET_RULES_1";
+/// LpmTrie<[`Ipv4Key`], [`RuleValue`]> of table set 0's trusted-service
+/// prefixes (consulted only with [`FLAG_BYPASS_TRUSTED`]).
+pub const TRUSTED_0: &str = "VFW_TRUSTED_0";
+/// LpmTrie<[`Ipv4Key`], [`RuleValue`]> of table set 1's trusted-service
+/// prefixes.
+pub const TRUSTED_1: &str = "VFW_TRUSTED_1";
 /// PerCpuArray<u64, [`crate::Verdict::COUNT`]>: frames per verdict.
 pub const VERDICT_COUNTERS: &str = "VFW_VERDICTS";
 
@@ -29,6 +41,14 @@ pub const PROGRAM_NAME: &str = "vaultfw";
 /// Entries in each IP-rule trie when the agent does not resize it. The
 /// agent sizes the tries from the policy's limits before load.
 pub const DEFAULT_IP_RULE_CAPACITY: u32 = 127;
+
+/// Entries in each virtual-network trie (one per rule × prefix). LPM tries
+/// allocate per entry (`BPF_F_NO_PREALLOC`), so the cap costs nothing.
+pub const DEFAULT_VNET_CAPACITY: u32 = 65_536;
+
+/// Entries in each trusted-services trie. Real service-tag catalogues hold
+/// thousands of IPv4 prefixes; the cap costs nothing until used.
+pub const DEFAULT_TRUSTED_CAPACITY: u32 = 262_144;
 
 /// [`PolicyConfig::flags`]: `default_action = "Allow"`.
 pub const FLAG_DEFAULT_ALLOW: u32 = 1 << 0;
@@ -79,6 +99,46 @@ pub const fn port_slot(set: u32, proto: u32, port: u16) -> (u32, u32) {
 /// in network byte order (case K1).
 pub type Ipv4Key = [u8; 4];
 
+/// The data of a virtual-network trie key: the service endpoint a frame
+/// arrived through, then its IPv4 source. Every field is big-endian bytes,
+/// because the trie matches bits from byte 0 on: a rule key has prefix
+/// length `VNET_ENDPOINT_BITS + prefix`, so the endpoint always matches in
+/// full and the address by its prefix. 12 bytes, no padding.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct VnetKey {
+    /// Ingress ifindex, big-endian; [`IFINDEX_ANY`] for a VLAN-only endpoint.
+    pub ifindex: [u8; 4],
+    /// Outer 802.1Q/802.1ad VLAN id, big-endian; [`VLAN_ANY`] for an
+    /// interface-only endpoint, [`VLAN_UNTAGGED`] for an untagged frame.
+    pub vlan: [u8; 4],
+    /// IPv4 address octets, network byte order.
+    pub addr: [u8; 4],
+}
+
+/// Bits of a [`VnetKey`] before the address: the endpoint.
+pub const VNET_ENDPOINT_BITS: u32 = 64;
+/// [`VnetKey::ifindex`] of an endpoint bound to a VLAN on any interface.
+pub const IFINDEX_ANY: u32 = 0;
+/// [`VnetKey::vlan`] of an endpoint bound to an interface, any VLAN.
+pub const VLAN_ANY: u32 = 0xFFFF_FFFF;
+/// The VLAN id the program reports for an untagged frame (VID 0 means
+/// "priority tag only" in 802.1Q, so no rule can name it).
+pub const VLAN_UNTAGGED: u32 = 0;
+
+impl VnetKey {
+    /// The key for `ifindex`, `vlan` (host-order numbers) and `addr`
+    /// (octets in network byte order).
+    #[inline(always)]
+    pub const fn new(ifindex: u32, vlan: u32, addr: [u8; 4]) -> Self {
+        VnetKey {
+            ifindex: ifindex.to_be_bytes(),
+            vlan: vlan.to_be_bytes(),
+            addr,
+        }
+    }
+}
+
 /// The value of an IP-rule trie entry: the rule's id, its slot in the
 /// agent's rule table (for per-rule reporting).
 pub type RuleValue = u32;
@@ -87,6 +147,8 @@ pub type RuleValue = u32;
 mod pod {
     // SAFETY: repr(C), only integer fields, no implicit padding.
     unsafe impl aya::Pod for super::PolicyConfig {}
+    // SAFETY: repr(C), byte arrays only, no padding.
+    unsafe impl aya::Pod for super::VnetKey {}
 }
 
 #[cfg(test)]
@@ -100,6 +162,14 @@ mod tests {
         assert_eq!(port_slot(0, PORT_PROTO_UDP, 0).0, 2048);
         assert_eq!(port_slot(1, PORT_PROTO_TCP, 0).0, 4096);
         assert_eq!(port_slot(1, PORT_PROTO_UDP, 65535), (PORT_BITMAP_WORDS - 1, 1 << 31));
+    }
+
+    #[test]
+    fn vnet_key_is_big_endian_and_unpadded() {
+        let key = VnetKey::new(7, 120, [10, 1, 2, 3]);
+        assert_eq!(key.ifindex, [0, 0, 0, 7]);
+        assert_eq!(key.vlan, [0, 0, 0, 120]);
+        assert_eq!(core::mem::size_of::<VnetKey>(), 12);
     }
 
     #[test]

@@ -17,8 +17,8 @@ use aya_ebpf::{
     programs::XdpContext,
 };
 use firewall_common::{
-    DEFAULT_IP_RULE_CAPACITY, Ipv4Key, PORT_BITMAP_WORDS, PolicyConfig, RuleValue, TABLE_SETS,
-    Verdict,
+    DEFAULT_IP_RULE_CAPACITY, DEFAULT_TRUSTED_CAPACITY, DEFAULT_VNET_CAPACITY, Ipv4Key,
+    PORT_BITMAP_WORDS, PolicyConfig, RuleValue, TABLE_SETS, Verdict, VnetKey,
 };
 
 /// Slot 0: the active table set (firewall_common::ACTIVE_SET).
@@ -41,6 +41,26 @@ static VFW_IP_RULES_0: LpmTrie<Ipv4Key, RuleValue, { DEFAULT_IP_RULE_CAPACITY as
 /// Table set 1's IP rules.
 #[btf_map]
 static VFW_IP_RULES_1: LpmTrie<Ipv4Key, RuleValue, { DEFAULT_IP_RULE_CAPACITY as usize }> =
+    LpmTrie::new();
+
+/// Table set 0's virtual network rules, keyed by (endpoint, source).
+#[btf_map]
+static VFW_VNET_RULES_0: LpmTrie<VnetKey, RuleValue, { DEFAULT_VNET_CAPACITY as usize }> =
+    LpmTrie::new();
+
+/// Table set 1's virtual network rules.
+#[btf_map]
+static VFW_VNET_RULES_1: LpmTrie<VnetKey, RuleValue, { DEFAULT_VNET_CAPACITY as usize }> =
+    LpmTrie::new();
+
+/// Table set 0's trusted-service prefixes.
+#[btf_map]
+static VFW_TRUSTED_0: LpmTrie<Ipv4Key, RuleValue, { DEFAULT_TRUSTED_CAPACITY as usize }> =
+    LpmTrie::new();
+
+/// Table set 1's trusted-service prefixes.
+#[btf_map]
+static VFW_TRUSTED_1: LpmTrie<Ipv4Key, RuleValue, { DEFAULT_TRUSTED_CAPACITY as usize }> =
     LpmTrie::new();
 
 /// Frames per verdict, per CPU (firewall_common::VERDICT_COUNTERS).

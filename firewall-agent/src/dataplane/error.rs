@@ -53,14 +53,16 @@ pub enum DataplaneError {
         /// The map's name.
         map: &'static str,
     },
-    /// A policy holds more rules than the maps were sized for at load.
+    /// A policy needs more trie entries than the maps were sized for at load.
     #[error(
-        "the policy has {rules} IP rules but the loaded tries hold at most {capacity}; \
-         restart vaultfw to size the maps for the new limits"
+        "the policy needs {entries} {kind} entries but the loaded tries hold at most \
+         {capacity}; restart vaultfw to size the maps for the new limits"
     )]
     Capacity {
-        /// Rules in the policy.
-        rules: usize,
+        /// Which trie.
+        kind: &'static str,
+        /// Entries the policy needs.
+        entries: usize,
         /// Entries per trie.
         capacity: u32,
     },

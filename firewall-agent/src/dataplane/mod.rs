@@ -17,13 +17,16 @@ use aya::{
     Ebpf, EbpfLoader,
     programs::{ProgramError, TestRun, TestRunOptions, Xdp},
 };
-use firewall_common::{IP_RULES_0, IP_RULES_1, PROGRAM_NAME, Verdict};
+use firewall_common::{
+    DEFAULT_TRUSTED_CAPACITY, DEFAULT_VNET_CAPACITY, IP_RULES_0, IP_RULES_1, PROGRAM_NAME,
+    TRUSTED_0, TRUSTED_1, VNET_RULES_0, VNET_RULES_1, Verdict,
+};
 
 pub use attach::{AttachedInterface, XdpModeRequest};
 pub use error::DataplaneError;
 pub use tables::ApplyReport;
 
-use crate::compile::CompiledTables;
+use crate::compile::{CompiledTables, VnetPrefixKey};
 use tables::Tables;
 
 /// The XDP program object, built for the BPF target by `build.rs`.
@@ -40,11 +43,47 @@ pub struct Dataplane {
     attached: Vec<AttachedInterface>,
 }
 
-/// Map capacities fixed at load time.
+/// Map capacities fixed at load time (entries per trie).
 #[derive(Clone, Copy, Debug)]
 pub struct Capacity {
-    /// Entries in each IP-rule trie.
+    /// Entries in each IP-rule trie: the policy's `limits.ip_rules`.
     pub ip_rules: u32,
+    /// Entries in each virtual-network trie (rules × prefixes × endpoints).
+    pub vnet_entries: u32,
+    /// Entries in each trusted-services trie.
+    pub trusted_entries: u32,
+}
+
+impl Capacity {
+    /// Capacity for a policy whose IP-rule limit is `ip_rules`; the other
+    /// tries get their fixed caps (they allocate per entry, so a cap is
+    /// free until used).
+    pub fn for_ip_rule_limit(ip_rules: u32) -> Self {
+        Capacity {
+            ip_rules,
+            vnet_entries: DEFAULT_VNET_CAPACITY,
+            trusted_entries: DEFAULT_TRUSTED_CAPACITY,
+        }
+    }
+
+    /// Refuses tables that would not fit, before anything is written.
+    pub(crate) fn check(&self, compiled: &CompiledTables) -> Result<(), DataplaneError> {
+        let checks = [
+            ("IP rule", compiled.ip_rules.len(), self.ip_rules),
+            ("virtual network", compiled.vnet_rules.len(), self.vnet_entries),
+            ("trusted service", compiled.trusted.len(), self.trusted_entries),
+        ];
+        for (kind, entries, capacity) in checks {
+            if entries > capacity as usize {
+                return Err(DataplaneError::Capacity {
+                    kind,
+                    entries,
+                    capacity,
+                });
+            }
+        }
+        Ok(())
+    }
 }
 
 impl Dataplane {
@@ -59,6 +98,10 @@ impl Dataplane {
         let mut ebpf = EbpfLoader::new()
             .map_max_entries(IP_RULES_0, capacity.ip_rules)
             .map_max_entries(IP_RULES_1, capacity.ip_rules)
+            .map_max_entries(VNET_RULES_0, capacity.vnet_entries)
+            .map_max_entries(VNET_RULES_1, capacity.vnet_entries)
+            .map_max_entries(TRUSTED_0, capacity.trusted_entries)
+            .map_max_entries(TRUSTED_1, capacity.trusted_entries)
             .load(PROGRAM_OBJECT)
             .map_err(|source| DataplaneError::Object { source })?;
         let program = xdp_program(&mut ebpf)?;
@@ -149,6 +192,18 @@ impl Dataplane {
     /// network → rule id.
     pub fn active_ip_rules(&self) -> Result<BTreeMap<ipnet::Ipv4Net, u32>, DataplaneError> {
         self.tables.active_ip_rules()
+    }
+
+    /// The virtual-network entries of the active set, read back from the
+    /// kernel: (endpoint, prefix) → rule id.
+    pub fn active_vnet_rules(&self) -> Result<BTreeMap<VnetPrefixKey, u32>, DataplaneError> {
+        self.tables.active_vnet_rules()
+    }
+
+    /// The trusted-service prefixes of the active set, read back from the
+    /// kernel: network → index in the policy's trusted prefixes.
+    pub fn active_trusted(&self) -> Result<BTreeMap<ipnet::Ipv4Net, u32>, DataplaneError> {
+        self.tables.active_trusted()
     }
 }
 

@@ -4,18 +4,19 @@
 use std::collections::BTreeMap;
 
 use aya::{
-    Ebpf,
+    Ebpf, Pod,
     maps::{Array, LpmTrie, MapData, MapError, PerCpuArray, lpm_trie::Key},
 };
 use firewall_common::{
     ACTIVE_SET, DATA_PLANE_PORTS, IP_RULES_0, IP_RULES_1, Ipv4Key, POLICY_CONFIG, PORT_WORDS_PER_ROW,
-    PolicyConfig, RuleValue, TABLE_SETS, VERDICT_COUNTERS, Verdict,
+    PolicyConfig, RuleValue, TABLE_SETS, TRUSTED_0, TRUSTED_1, VERDICT_COUNTERS, VNET_ENDPOINT_BITS,
+    VNET_RULES_0, VNET_RULES_1, Verdict, VnetKey,
 };
 use ipnet::Ipv4Net;
 use serde::Serialize;
 
 use super::{Capacity, DataplaneError, VerdictTotals};
-use crate::compile::{CompiledTables, PrefixKey};
+use crate::compile::{CompiledTables, PrefixKey, VnetPrefixKey};
 
 /// What an apply did.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -32,18 +33,121 @@ pub struct ApplyReport {
     pub map_writes: usize,
 }
 
+/// A trie key the agent computes with and the form the kernel stores.
+trait TrieKey: Ord + Copy {
+    type Data: Pod;
+    fn to_trie(self) -> Key<Self::Data>;
+    fn from_trie(key: Key<Self::Data>) -> Self;
+}
+
+impl TrieKey for PrefixKey {
+    type Data = Ipv4Key;
+    fn to_trie(self) -> Key<Ipv4Key> {
+        Key::new(self.prefix_len, self.octets)
+    }
+    fn from_trie(key: Key<Ipv4Key>) -> Self {
+        PrefixKey {
+            prefix_len: key.prefix_len(),
+            octets: key.data(),
+        }
+    }
+}
+
+impl TrieKey for VnetPrefixKey {
+    type Data = VnetKey;
+    fn to_trie(self) -> Key<VnetKey> {
+        Key::new(
+            VNET_ENDPOINT_BITS + self.prefix.prefix_len,
+            VnetKey::new(self.ifindex, self.vlan, self.prefix.octets),
+        )
+    }
+    fn from_trie(key: Key<VnetKey>) -> Self {
+        let data = key.data();
+        VnetPrefixKey {
+            ifindex: u32::from_be_bytes(data.ifindex),
+            vlan: u32::from_be_bytes(data.vlan),
+            prefix: PrefixKey {
+                prefix_len: key.prefix_len() - VNET_ENDPOINT_BITS,
+                octets: data.addr,
+            },
+        }
+    }
+}
+
+/// The two tries (one per table set) of one rule kind.
+struct TriePair<K: TrieKey> {
+    names: [&'static str; TABLE_SETS as usize],
+    tries: [LpmTrie<MapData, K::Data, RuleValue>; TABLE_SETS as usize],
+}
+
+impl<K: TrieKey> TriePair<K> {
+    fn take(ebpf: &mut Ebpf, names: [&'static str; 2]) -> Result<Self, DataplaneError> {
+        Ok(TriePair {
+            tries: [take(ebpf, names[0])?, take(ebpf, names[1])?],
+            names,
+        })
+    }
+
+    /// Makes set `set`'s trie hold `new`, writing only what differs from
+    /// `old` (or, when `old` is unknown, from what the kernel holds).
+    /// Removes first, so the trie never holds more than max(old, new).
+    fn sync(
+        &mut self,
+        set: u32,
+        old: Option<&BTreeMap<K, RuleValue>>,
+        new: &BTreeMap<K, RuleValue>,
+    ) -> Result<usize, DataplaneError> {
+        let name = self.names[set as usize];
+        let trie = &mut self.tries[set as usize];
+        let stale: Vec<K> = match old {
+            Some(old) => old.keys().filter(|k| !new.contains_key(k)).copied().collect(),
+            None => trie
+                .keys()
+                .map(|k| k.map(K::from_trie))
+                .collect::<Result<Vec<K>, _>>()
+                .map_err(map_err(name))?
+                .into_iter()
+                .filter(|k| !new.contains_key(k))
+                .collect(),
+        };
+        let mut writes = 0;
+        for key in stale {
+            trie.remove(&key.to_trie()).map_err(map_err(name))?;
+            writes += 1;
+        }
+        for (key, value) in new {
+            if old.and_then(|o| o.get(key)) != Some(value) {
+                trie.insert(&key.to_trie(), *value, 0).map_err(map_err(name))?;
+                writes += 1;
+            }
+        }
+        Ok(writes)
+    }
+
+    fn read(&self, set: u32) -> Result<BTreeMap<K, RuleValue>, DataplaneError> {
+        self.tries[set as usize]
+            .iter()
+            .map(|entry| entry.map(|(k, v)| (K::from_trie(k), v)))
+            .collect::<Result<_, _>>()
+            .map_err(map_err(self.names[set as usize]))
+    }
+}
+
 /// The typed maps plus the agent's record of each set's contents.
 pub(super) struct Tables {
     active_index: Array<MapData, u32>,
     config: Array<MapData, PolicyConfig>,
     ports: Array<MapData, u32>,
-    ip_rules: [LpmTrie<MapData, Ipv4Key, RuleValue>; TABLE_SETS as usize],
+    ip_rules: TriePair<PrefixKey>,
+    vnet_rules: TriePair<VnetPrefixKey>,
+    trusted: TriePair<PrefixKey>,
     verdicts: PerCpuArray<MapData, u64>,
     capacity: Capacity,
     /// The set the program reads.
     active: u32,
     /// What each set holds; `None` when unknown (a write failed half-way),
-    /// in which case the next apply rewrites that set from scratch.
+    /// in which case the next apply rewrites that set from what the kernel
+    /// holds.
     contents: [Option<CompiledTables>; TABLE_SETS as usize],
     /// The generation the active set was written for (0: none yet).
     generation: u64,
@@ -67,20 +171,17 @@ impl Tables {
     /// Takes the maps out of a freshly loaded object (all zero: no set is
     /// valid, set 0 is active).
     pub(super) fn take(ebpf: &mut Ebpf, capacity: Capacity) -> Result<Self, DataplaneError> {
-        let empty = CompiledTables {
-            flags: 0,
-            port_words: vec![0; 2 * PORT_WORDS_PER_ROW as usize],
-            ip_rules: BTreeMap::new(),
-        };
         Ok(Tables {
             active_index: take(ebpf, ACTIVE_SET)?,
             config: take(ebpf, POLICY_CONFIG)?,
             ports: take(ebpf, DATA_PLANE_PORTS)?,
-            ip_rules: [take(ebpf, IP_RULES_0)?, take(ebpf, IP_RULES_1)?],
+            ip_rules: TriePair::take(ebpf, [IP_RULES_0, IP_RULES_1])?,
+            vnet_rules: TriePair::take(ebpf, [VNET_RULES_0, VNET_RULES_1])?,
+            trusted: TriePair::take(ebpf, [TRUSTED_0, TRUSTED_1])?,
             verdicts: take(ebpf, VERDICT_COUNTERS)?,
             capacity,
             active: 0,
-            contents: [Some(empty.clone()), Some(empty)],
+            contents: [Some(CompiledTables::empty()), Some(CompiledTables::empty())],
             generation: 0,
         })
     }
@@ -90,12 +191,7 @@ impl Tables {
         compiled: &CompiledTables,
         generation: u64,
     ) -> Result<ApplyReport, DataplaneError> {
-        if compiled.ip_rules.len() > self.capacity.ip_rules as usize {
-            return Err(DataplaneError::Capacity {
-                rules: compiled.ip_rules.len(),
-                capacity: self.capacity.ip_rules,
-            });
-        }
+        self.capacity.check(compiled)?;
         let previous = self.contents[self.active as usize].clone();
         if previous.as_ref() == Some(compiled) {
             return Ok(ApplyReport {
@@ -135,7 +231,7 @@ impl Tables {
     }
 
     /// Makes inactive set `set` hold `new`, writing only what differs from
-    /// `old` (or everything when `old` is unknown). Returns the writes done.
+    /// `old`. The config slot goes last. Returns the writes done.
     fn write_set(
         &mut self,
         set: u32,
@@ -144,37 +240,9 @@ impl Tables {
         generation: u64,
     ) -> Result<usize, DataplaneError> {
         let mut writes = 0;
-        let trie_name = if set == 0 { IP_RULES_0 } else { IP_RULES_1 };
-        let trie = &mut self.ip_rules[set as usize];
-
-        // Remove first: the trie never holds more than max(old, new) entries.
-        let stale: Vec<PrefixKey> = match old {
-            Some(old) => old
-                .ip_rules
-                .keys()
-                .filter(|k| !new.ip_rules.contains_key(k))
-                .copied()
-                .collect(),
-            None => trie
-                .keys()
-                .map(|k| k.map(from_trie_key))
-                .collect::<Result<Vec<_>, _>>()
-                .map_err(map_err(trie_name))?
-                .into_iter()
-                .filter(|k| !new.ip_rules.contains_key(k))
-                .collect(),
-        };
-        for key in stale {
-            trie.remove(&to_trie_key(key)).map_err(map_err(trie_name))?;
-            writes += 1;
-        }
-        for (key, value) in &new.ip_rules {
-            if old.and_then(|o| o.ip_rules.get(key)) != Some(value) {
-                trie.insert(&to_trie_key(*key), *value, 0)
-                    .map_err(map_err(trie_name))?;
-                writes += 1;
-            }
-        }
+        writes += self.ip_rules.sync(set, old.map(|o| &o.ip_rules), &new.ip_rules)?;
+        writes += self.vnet_rules.sync(set, old.map(|o| &o.vnet_rules), &new.vnet_rules)?;
+        writes += self.trusted.sync(set, old.map(|o| &o.trusted), &new.trusted)?;
 
         let base = set * 2 * PORT_WORDS_PER_ROW;
         for (i, word) in new.port_words.iter().enumerate() {
@@ -210,23 +278,28 @@ impl Tables {
         Ok(totals)
     }
 
+    /// The active set's IP rules as the kernel holds them: network → id.
     pub(super) fn active_ip_rules(&self) -> Result<BTreeMap<Ipv4Net, u32>, DataplaneError> {
-        let name = if self.active == 0 { IP_RULES_0 } else { IP_RULES_1 };
-        self.ip_rules[self.active as usize]
-            .iter()
-            .map(|entry| entry.map(|(k, v)| (Ipv4Net::from(from_trie_key(k)), v)))
-            .collect::<Result<_, _>>()
-            .map_err(map_err(name))
+        Ok(self
+            .ip_rules
+            .read(self.active)?
+            .into_iter()
+            .map(|(k, v)| (Ipv4Net::from(k), v))
+            .collect())
     }
-}
 
-fn to_trie_key(key: PrefixKey) -> Key<Ipv4Key> {
-    Key::new(key.prefix_len, key.octets)
-}
+    /// The active set's virtual-network entries as the kernel holds them.
+    pub(super) fn active_vnet_rules(&self) -> Result<BTreeMap<VnetPrefixKey, u32>, DataplaneError> {
+        self.vnet_rules.read(self.active)
+    }
 
-fn from_trie_key(key: Key<Ipv4Key>) -> PrefixKey {
-    PrefixKey {
-        prefix_len: key.prefix_len(),
-        octets: key.data(),
+    /// The active set's trusted-service entries as the kernel holds them.
+    pub(super) fn active_trusted(&self) -> Result<BTreeMap<Ipv4Net, u32>, DataplaneError> {
+        Ok(self
+            .trusted
+            .read(self.active)?
+            .into_iter()
+            .map(|(k, v)| (Ipv4Net::from(k), v))
+            .collect())
     }
 }

@@ -41,9 +41,7 @@ impl Program {
     /// Loads the program and applies the native-format `policy`.
     pub fn with_policy(policy: &str) -> Program {
         let validated = parse_toml(policy).unwrap_or_else(|e| panic!("test policy invalid:\n{e}"));
-        let capacity = Capacity {
-            ip_rules: validated.policy.limits.ip_rules as u32,
-        };
+        let capacity = Capacity::for_ip_rule_limit(validated.policy.limits.ip_rules as u32);
         let dataplane = Dataplane::load(capacity).unwrap_or_else(|e| panic!("load failed: {e}"));
         let mut program = Program {
             dataplane,
