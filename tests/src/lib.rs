@@ -8,7 +8,8 @@
 //! - [`topology`]: a client and a protected server joined by a veth pair,
 //!   with static neighbours and no IPv6, so counters see only test traffic.
 //! - [`traffic`]: TCP servers and clients, UDP senders and receivers.
-//! - [`agent`]: the `vaultfw` process guard, policy files, final counters.
+//! - [`agent`]: the `vaultfw` process guard, policy files, one-shot commands.
+//! - [`stats`]: counter names, log-line parsing, [`FinalStats`].
 //! - [`cleanup`]: a registry of what exists right now, for Ctrl-C.
 //!
 //! Every guard cleans up on drop and never panics while dropping; the tests
@@ -17,11 +18,13 @@
 pub mod agent;
 pub mod cleanup;
 pub mod netns;
+pub mod stats;
 pub mod topology;
 pub mod traffic;
 
-pub use agent::{Agent, AgentOptions, COUNTERS, FinalStats, PolicyFile, vaultfw, vaultfw_bin};
+pub use agent::{Agent, AgentOptions, PolicyFile, vaultfw, vaultfw_bin};
 pub use netns::{NetNs, in_netns};
+pub use stats::{COUNTERS, FinalStats};
 pub use topology::{ALLOWED_SRC, DENIED_SRC, SERVER_IP, Topology};
 pub use traffic::{
     CONNECT_TIMEOUT, Connect, TcpServer, UdpReceiver, connect, connect_from, send_udp,

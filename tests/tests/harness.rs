@@ -173,7 +173,8 @@ fn unreachable_destination_times_out_quickly() {
     let elapsed = start.elapsed();
     assert!(matches!(outcome, Connect::TimedOut), "{outcome:?}");
     assert!(
-        elapsed >= CONNECT_TIMEOUT && elapsed < Duration::from_secs(1),
+        // poll() rounds its timeout: allow a little less than 300 ms.
+        elapsed >= CONNECT_TIMEOUT - Duration::from_millis(20) && elapsed < Duration::from_secs(1),
         "{elapsed:?}"
     );
 }
@@ -270,7 +271,6 @@ fn agent_guard_waits_for_filtering_and_reads_final_counters() {
         "{output}"
     );
     assert!(output.contains("--stats-interval 1"), "{output}");
-    assert!(output.contains("[stderr] attaching"), "{output}");
     let ns_inode = {
         use std::os::unix::fs::MetadataExt;
         std::fs::metadata(topo.server.path()).unwrap().ino()
@@ -280,6 +280,12 @@ fn agent_guard_waits_for_filtering_and_reads_final_counters() {
         "runs in the server netns: {output}"
     );
     let stats = agent.stop();
+    // stderr has its own reader thread: complete only after the exit.
+    assert!(
+        stats.log().contains("[stderr] attaching"),
+        "{}",
+        stats.log()
+    );
     assert!(stats.is_final);
     stats.assert_counters(&[
         ("pass_control_plane", 3),

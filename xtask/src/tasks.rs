@@ -76,34 +76,98 @@ fn agent_executable(line: &str) -> Option<PathBuf> {
     msg["executable"].as_str().map(PathBuf::from)
 }
 
-/// Build, unit tests, then the integration tests as root.
+/// Build, unit tests and the XDP program tests (BPF_PROG_TEST_RUN), then
+/// the end-to-end tests in network namespaces — all as root, so no test is
+/// skipped for want of privileges. Ends with one `summary: N passed, M
+/// failed` line over every test binary.
 pub fn test(extra_args: &[String]) -> Result<()> {
+    require_root("the tests")?;
     let binary = build()?;
-    println!("xtask: unit tests (no root needed)");
-    let unit = run(cargo_cmd().args([
-        "test",
-        "--package",
-        "firewall-common",
-        "--package",
-        AGENT_PACKAGE,
-        "--package",
-        "xtask",
-    ]));
+    let mut totals = TestCounts::default();
+    println!("xtask: unit tests and XDP program tests (BPF_PROG_TEST_RUN)");
+    let unit = run_tests(
+        cargo_cmd().args([
+            "test",
+            "--package",
+            "firewall-common",
+            "--package",
+            AGENT_PACKAGE,
+            "--package",
+            "xtask",
+        ]),
+        &mut totals,
+    );
     if let Err(err) = &unit {
         eprintln!("xtask: unit tests failed: {err:#}; running the integration tests anyway");
     }
-    require_root("the integration tests")?;
-    println!("xtask: integration tests (root, network namespaces, one test at a time)");
-    let integration = run(cargo_cmd()
-        .args(["test", "--package", TESTS_PACKAGE, "--", "--test-threads=1"])
-        .args(extra_args)
-        .env(VAULTFW_BIN_ENV, &binary));
+    println!("xtask: end-to-end tests (network namespaces, one test at a time)");
+    let integration = run_tests(
+        cargo_cmd()
+            .args(["test", "--package", TESTS_PACKAGE, "--", "--test-threads=1"])
+            .args(extra_args)
+            .env(VAULTFW_BIN_ENV, &binary),
+        &mut totals,
+    );
+    println!(
+        "summary: {} passed, {} failed, {} skipped",
+        totals.passed, totals.failed, totals.ignored
+    );
     match (unit, integration) {
         (Ok(()), Ok(())) => Ok(()),
         (Err(_), Ok(())) => bail!("unit tests failed (integration tests passed)"),
-        (Ok(()), Err(_)) => bail!("integration tests failed (unit tests passed)"),
-        (Err(_), Err(_)) => bail!("unit tests and integration tests failed"),
+        (Ok(()), Err(err)) => Err(err.context("integration tests failed (unit tests passed)")),
+        (Err(_), Err(err)) => Err(err.context("unit tests and integration tests failed")),
     }
+}
+
+/// Test counts summed over `test result:` lines.
+#[derive(Default, Debug, PartialEq, Eq)]
+struct TestCounts {
+    passed: u64,
+    failed: u64,
+    ignored: u64,
+}
+
+impl TestCounts {
+    /// Add the counts of a libtest `test result: ok. 3 passed; 0 failed;
+    /// 1 ignored; ...` line; other lines are ignored.
+    fn add_line(&mut self, line: &str) {
+        let Some(rest) = line.trim().strip_prefix("test result: ") else {
+            return;
+        };
+        for part in rest.split(';') {
+            let mut words = part.split_whitespace().rev();
+            let (Some(kind), Some(n)) = (words.next(), words.next()) else {
+                continue;
+            };
+            let Ok(n) = n.parse::<u64>() else { continue };
+            match kind {
+                "passed" => self.passed += n,
+                "failed" => self.failed += n,
+                "ignored" => self.ignored += n,
+                _ => {}
+            }
+        }
+    }
+}
+
+/// Run a `cargo test` command, echoing its stdout and counting its results.
+fn run_tests(cmd: &mut Command, totals: &mut TestCounts) -> Result<()> {
+    let mut child = cmd
+        .stdout(Stdio::piped())
+        .spawn()
+        .with_context(|| format!("starting {cmd:?}"))?;
+    let stdout = child.stdout.take().expect("stdout is piped");
+    for line in BufReader::new(stdout).lines() {
+        let line = line.context("reading the test output")?;
+        println!("{line}");
+        totals.add_line(&line);
+    }
+    let status = child.wait().context("waiting for cargo test")?;
+    if !status.success() {
+        bail!("{cmd:?} failed: {status}");
+    }
+    Ok(())
 }
 
 /// Build, then run the demo as root.
@@ -152,6 +216,25 @@ pub fn keep_running_on_sigint() {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn test_result_lines_are_summed() {
+        let mut totals = TestCounts::default();
+        totals.add_line("test result: ok. 3 passed; 0 failed; 1 ignored; 0 measured; 0 filtered out; finished in 0.00s");
+        totals.add_line(
+            "test result: FAILED. 12 passed; 2 failed; 0 ignored; 0 measured; 0 filtered out",
+        );
+        totals.add_line("test foo ... ok");
+        totals.add_line("running 3 tests");
+        assert_eq!(
+            totals,
+            TestCounts {
+                passed: 15,
+                failed: 2,
+                ignored: 1
+            }
+        );
+    }
 
     #[test]
     fn agent_executable_is_read_from_cargo_artifact_messages() {

@@ -1,0 +1,195 @@
+//! What the agent reports: the verdict-counter names of DESIGN.md section 2,
+//! its JSON log lines (`message`, flattened fields), and [`FinalStats`], the
+//! totals of the last `"verdict counters"` line it logged before exiting.
+
+use std::collections::BTreeMap;
+use std::process::ExitStatus;
+
+/// The verdict counters of DESIGN.md section 2, in counter-slot order.
+pub const COUNTERS: [&str; 12] = [
+    "pass_non_ip",
+    "pass_control_plane",
+    "pass_fragment",
+    "pass_ipv6",
+    "allow_default",
+    "allow_ip_rule",
+    "allow_vnet_rule",
+    "allow_trusted_service",
+    "audit_would_deny",
+    "deny_no_match",
+    "deny_ipv6",
+    "deny_malformed",
+];
+
+/// The log message of a verdict-counter line.
+pub const COUNTERS_MESSAGE: &str = "verdict counters";
+/// Which stream a captured line came from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Stream {
+    Stdout,
+    Stderr,
+}
+
+pub(crate) fn render(lines: &[(Stream, String)]) -> String {
+    let mut out = String::new();
+    for (stream, line) in lines {
+        if *stream == Stream::Stderr {
+            out.push_str("[stderr] ");
+        }
+        out.push_str(line);
+        out.push('\n');
+    }
+    out
+}
+
+/// What the agent reported at shutdown.
+#[derive(Debug)]
+pub struct FinalStats {
+    /// Counter name → total, from the last `"verdict counters"` line.
+    pub counters: BTreeMap<String, u64>,
+    /// Whether that line carried `"final":true`.
+    pub is_final: bool,
+    /// The exit status (always success: `stop` checks it).
+    pub status: ExitStatus,
+    lines: Vec<(Stream, String)>,
+}
+
+impl FinalStats {
+    pub(crate) fn new(
+        counters: BTreeMap<String, u64>,
+        is_final: bool,
+        status: ExitStatus,
+        lines: Vec<(Stream, String)>,
+    ) -> Self {
+        FinalStats {
+            counters,
+            is_final,
+            status,
+            lines,
+        }
+    }
+
+    /// The total of counter `name`; panics if the agent did not report it.
+    pub fn get(&self, name: &str) -> u64 {
+        *self.counters.get(name).unwrap_or_else(|| {
+            panic!(
+                "the agent reported no counter {name:?}; counters: {:?}",
+                self.counters
+            )
+        })
+    }
+
+    /// Assert that each counter of [`COUNTERS`] has the value `expected`
+    /// gives it, and every counter not named there is 0.
+    pub fn assert_counters(&self, expected: &[(&str, u64)]) {
+        for (name, _) in expected {
+            assert!(COUNTERS.contains(name), "{name:?} is not a verdict counter");
+        }
+        let mut wrong = Vec::new();
+        for name in COUNTERS {
+            let want = expected
+                .iter()
+                .find(|(n, _)| *n == name)
+                .map_or(0, |(_, v)| *v);
+            match self.counters.get(name) {
+                Some(&got) if got == want => {}
+                Some(&got) => wrong.push(format!("{name}: got {got}, expected {want}")),
+                None => wrong.push(format!("{name}: not reported, expected {want}")),
+            }
+        }
+        assert!(
+            wrong.is_empty(),
+            "verdict counters differ:\n  {}\nall counters: {:?}\nagent log:\n{}",
+            wrong.join("\n  "),
+            self.counters,
+            self.log()
+        );
+    }
+
+    /// The agent's log, stderr lines marked `[stderr]`.
+    pub fn log(&self) -> String {
+        render(&self.lines)
+    }
+
+    /// The agent's stdout lines.
+    pub fn stdout_lines(&self) -> impl Iterator<Item = &str> {
+        self.lines
+            .iter()
+            .filter(|(s, _)| *s == Stream::Stdout)
+            .map(|(_, l)| l.as_str())
+    }
+}
+
+/// A log line's `message` field (top level, or under `fields` when the
+/// formatter does not flatten them).
+pub fn log_message(line: &str) -> Option<String> {
+    let value: serde_json::Value = serde_json::from_str(line).ok()?;
+    field(&value, "message")
+        .and_then(|m| m.as_str())
+        .map(str::to_owned)
+}
+
+fn field<'a>(value: &'a serde_json::Value, name: &str) -> Option<&'a serde_json::Value> {
+    value
+        .get(name)
+        .or_else(|| value.get("fields").and_then(|f| f.get(name)))
+}
+
+/// The totals of a `"verdict counters"` line, and whether it is the final
+/// one: every unsigned field not ending in `_delta`, except `interval_s`.
+pub fn parse_counters(line: &str) -> Option<(BTreeMap<String, u64>, bool)> {
+    let value: serde_json::Value = serde_json::from_str(line).ok()?;
+    if field(&value, "message")?.as_str()? != COUNTERS_MESSAGE {
+        return None;
+    }
+    let is_final = field(&value, "final")
+        .and_then(|f| f.as_bool())
+        .unwrap_or(false);
+    let mut counters = BTreeMap::new();
+    let objects = [Some(&value), value.get("fields")];
+    for object in objects.into_iter().flatten().filter_map(|o| o.as_object()) {
+        for (key, v) in object {
+            if key.ends_with("_delta") || key == "interval_s" {
+                continue;
+            }
+            if let Some(n) = v.as_u64() {
+                counters.insert(key.clone(), n);
+            }
+        }
+    }
+    Some((counters, is_final))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counters_are_read_from_a_flattened_json_line() {
+        let line = r#"{"timestamp":"2026-01-01T00:00:00Z","level":"INFO","message":"verdict counters","target":"vaultfw::stats","interval_s":1,"final":true,"pass_non_ip":2,"pass_non_ip_delta":0,"deny_no_match":7,"deny_no_match_delta":3}"#;
+        let (counters, is_final) = parse_counters(line).expect("a counters line");
+        assert!(is_final);
+        assert_eq!(counters.get("pass_non_ip"), Some(&2));
+        assert_eq!(counters.get("deny_no_match"), Some(&7));
+        assert!(!counters.contains_key("interval_s"));
+        assert!(!counters.contains_key("deny_no_match_delta"));
+    }
+
+    #[test]
+    fn counters_are_read_from_nested_fields() {
+        let line = r#"{"level":"INFO","fields":{"message":"verdict counters","allow_ip_rule":4,"allow_ip_rule_delta":4},"target":"vaultfw::stats"}"#;
+        let (counters, is_final) = parse_counters(line).expect("a counters line");
+        assert!(!is_final);
+        assert_eq!(counters.get("allow_ip_rule"), Some(&4));
+    }
+
+    #[test]
+    fn other_lines_are_not_counters() {
+        assert!(parse_counters(r#"{"message":"filtering","iface":"x"}"#).is_none());
+        assert!(parse_counters("not json").is_none());
+        assert_eq!(
+            log_message(r#"{"message":"filtering"}"#).as_deref(),
+            Some("filtering")
+        );
+    }
+}
