@@ -4,7 +4,13 @@ use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
 
+use crate::daemon::OnExit;
 use crate::dataplane::XdpModeRequest;
+use crate::paths::{DEFAULT_PIN_DIR, DEFAULT_SOCKET};
+
+pub mod remote;
+
+pub use remote::{NetworkRuleArgs, NetworkRuleVerb, UpdateArgs, ApplyArgs, SocketArgs, ShowArgs, DetachArgs, CompletionsArgs};
 
 /// vaultfw: Azure Key Vault's network firewall for any Linux service host,
 /// enforced by an XDP program on the host's NIC.
@@ -30,6 +36,61 @@ pub enum Command {
     ///
     /// Example: vaultfw validate /etc/vaultfw/policy.toml
     Validate(ValidateArgs),
+    /// IP flow verify: run frames through the real XDP program with
+    /// BPF_PROG_TEST_RUN against a policy (nothing is attached) and print
+    /// each verdict, its reason (the counter name) and the rule that matched.
+    /// Frames come from flags or from a pcap/pcapng capture. Exit 0 when
+    /// every frame was judged, 1 when the kernel and the reference model
+    /// disagree, 2 on invalid input, 4 when the kernel refuses the program.
+    ///
+    /// Example: vaultfw check --policy policy.toml --src 198.51.100.7 --dst 203.0.113.10 --proto tcp --dport 443
+    ///
+    /// Example: vaultfw check --policy policy.toml --pcap capture.pcap --output json --explain
+    Check(CheckArgs),
+    /// Add, remove or list network rules of the running daemon (the
+    /// `az keyvault network-rule` verbs). Changes are validated, applied
+    /// atomically, and written back to the policy file.
+    ///
+    /// Example: vaultfw network-rule add --ip-address 203.0.113.7
+    ///
+    /// Example: vaultfw network-rule add --vnet-rule vnet-prod/subnets/app --subnet 10.1.2.0/24 --endpoint eth1
+    ///
+    /// Example: vaultfw network-rule remove --ip-address 203.0.113.7/32
+    ///
+    /// Example: vaultfw network-rule list --output json
+    NetworkRule(NetworkRuleArgs),
+    /// Change the default action and/or the trusted-services bypass.
+    ///
+    /// Example: vaultfw update --default-action Deny --bypass None
+    Update(UpdateArgs),
+    /// Apply a whole policy file; with --confirm-within it rolls back by
+    /// itself unless `vaultfw confirm` arrives in time (a lockout guard).
+    ///
+    /// Example: vaultfw apply new-policy.toml --confirm-within 60s
+    Apply(ApplyArgs),
+    /// Confirm a pending `apply --confirm-within`.
+    ///
+    /// Example: vaultfw confirm
+    Confirm(SocketArgs),
+    /// Show the policy in force, its generation, and each interface's XDP
+    /// mode as the kernel reports it; says whether the host is filtered even
+    /// when no daemon runs.
+    ///
+    /// Example: vaultfw show --output json
+    Show(ShowArgs),
+    /// Verdict counter totals.
+    ///
+    /// Example: vaultfw stats
+    Stats(ShowArgs),
+    /// Remove the filter from every interface and unpin everything (through
+    /// the daemon if it runs, which then stops; directly otherwise).
+    ///
+    /// Example: vaultfw detach
+    Detach(DetachArgs),
+    /// Print a shell completion script.
+    ///
+    /// Example: vaultfw completions bash > /etc/bash_completion.d/vaultfw
+    Completions(CompletionsArgs),
 }
 
 /// `vaultfw run`.
@@ -48,6 +109,23 @@ pub struct RunArgs {
     /// Seconds between verdict-counter log lines.
     #[arg(long, value_name = "SECS", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=86400))]
     pub stats_interval: u64,
+    /// For an Azure JSON policy: the subnet map (TOML) giving each ARM
+    /// subnet id its prefixes and service endpoint.
+    #[arg(long, value_name = "FILE")]
+    pub subnet_map: Option<PathBuf>,
+    /// Pin directory on bpffs (links and maps; created 0700).
+    #[arg(long, value_name = "DIR", default_value = DEFAULT_PIN_DIR)]
+    pub pin_dir: PathBuf,
+    /// Control socket (root only).
+    #[arg(long, value_name = "PATH", default_value = DEFAULT_SOCKET)]
+    pub socket: PathBuf,
+    /// What stopping the daemon does: keep the pinned filter in force
+    /// (a crash, stop or upgrade never opens the vault), or detach it.
+    #[arg(long, value_enum, default_value = "keep")]
+    pub on_exit: OnExit,
+    /// Do not reload when the policy file changes (SIGHUP still does).
+    #[arg(long)]
+    pub no_watch: bool,
 }
 
 /// `vaultfw validate`.
@@ -67,4 +145,56 @@ pub enum OutputFormat {
     Table,
     /// One JSON document.
     Json,
+}
+
+/// `vaultfw check`.
+#[derive(Debug, clap::Args)]
+#[command(group(clap::ArgGroup::new("frames").required(true).args(["src", "pcap"])))]
+pub struct CheckArgs {
+    /// Policy file (native TOML format) to judge the frames against.
+    #[arg(long, value_name = "FILE")]
+    pub policy: PathBuf,
+    /// Source address of a synthesized frame (IPv4 or IPv6).
+    #[arg(long, value_name = "IP", requires_all = ["dst", "proto"], conflicts_with = "pcap")]
+    pub src: Option<std::net::IpAddr>,
+    /// Destination address of the synthesized frame (same IP version).
+    #[arg(long, value_name = "IP", requires = "src")]
+    pub dst: Option<std::net::IpAddr>,
+    /// Protocol of the synthesized frame: a TCP SYN, a UDP datagram or an
+    /// ICMP echo request.
+    #[arg(long, value_enum, requires = "src")]
+    pub proto: Option<CheckProto>,
+    /// Destination port (TCP/UDP).
+    #[arg(long, value_name = "N", requires = "src")]
+    pub dport: Option<u16>,
+    /// Source port (TCP/UDP; default 40000).
+    #[arg(long, value_name = "N", requires = "src")]
+    pub sport: Option<u16>,
+    /// Put the synthesized frame behind an 802.1Q tag with this VLAN id.
+    #[arg(long, value_name = "N", requires = "src", value_parser = clap::value_parser!(u16).range(1..=4094))]
+    pub vlan: Option<u16>,
+    /// Judge the frames as received on this interface (its ifindex is what
+    /// interface-bound virtual network rules match).
+    #[arg(long, value_name = "NAME")]
+    pub iface: Option<String>,
+    /// Judge every packet of this capture (pcap or pcapng, Ethernet).
+    #[arg(long, value_name = "FILE")]
+    pub pcap: Option<PathBuf>,
+    /// Output format: a table, or one JSON object per frame and line.
+    #[arg(long, value_enum, default_value = "table")]
+    pub output: OutputFormat,
+    /// Also print the reference model's steps for each frame.
+    #[arg(long)]
+    pub explain: bool,
+}
+
+/// `vaultfw check --proto`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum CheckProto {
+    /// A TCP SYN.
+    Tcp,
+    /// A UDP datagram.
+    Udp,
+    /// An ICMP (ICMPv6 for IPv6) echo request.
+    Icmp,
 }

@@ -5,12 +5,13 @@
 use std::collections::BTreeMap;
 
 use firewall_common::{
-    FLAG_AUDIT, FLAG_BYPASS_TRUSTED, FLAG_DEFAULT_ALLOW, FLAG_IPV6_ALLOW, FLAG_VALID,
-    PORT_PROTO_TCP, PORT_PROTO_UDP, PORT_WORDS_PER_ROW, RuleValue, port_slot,
+    FLAG_AUDIT, FLAG_BYPASS_TRUSTED, FLAG_DEFAULT_ALLOW, FLAG_IPV6_ALLOW, FLAG_VALID, IFINDEX_ANY,
+    PORT_PROTO_TCP, PORT_PROTO_UDP, PORT_WORDS_PER_ROW, RuleValue, VLAN_ANY, port_slot,
 };
 use ipnet::Ipv4Net;
 
-use crate::policy::{Bypass, DefaultAction, Ipv6Action, Mode, Policy};
+use crate::links::InterfaceIndex;
+use crate::policy::{Bypass, DefaultAction, Endpoint, Ipv6Action, Mode, Policy};
 
 /// An IPv4 LPM-trie key as the kernel stores it: the prefix length in bits
 /// (0–32) and the network address's octets in network byte order.
@@ -86,8 +87,39 @@ impl CompiledTables {
     }
 }
 
-/// Compiles `policy` into the contents of one table set.
-pub fn compile(policy: &Policy) -> CompiledTables {
+/// The trie endpoint of `endpoint`: (ifindex or `IFINDEX_ANY`, VLAN id or
+/// `VLAN_ANY`). `None` when it names an interface absent from `interfaces`:
+/// such a rule matches nothing until the interface appears.
+pub fn endpoint_key(endpoint: &Endpoint, interfaces: &InterfaceIndex) -> Option<(u32, u32)> {
+    let ifindex = match &endpoint.interface {
+        Some(name) => *interfaces.get(name)?,
+        None => IFINDEX_ANY,
+    };
+    let vlan = endpoint.vlan.map_or(VLAN_ANY, u32::from);
+    Some((ifindex, vlan))
+}
+
+/// Virtual network rules whose endpoint interface does not exist now, as
+/// (rule id, interface name).
+pub fn missing_endpoints<'p>(
+    policy: &'p Policy,
+    interfaces: &InterfaceIndex,
+) -> Vec<(&'p str, &'p str)> {
+    policy
+        .virtual_network_rules
+        .iter()
+        .filter_map(|rule| {
+            let name = rule.endpoint.interface.as_deref()?;
+            (!interfaces.contains_key(name)).then_some((rule.id.as_str(), name))
+        })
+        .collect()
+}
+
+/// Compiles `policy` into the contents of one table set. `interfaces`
+/// resolves the interface names of service endpoints (see
+/// [`crate::links::resolve`]); a rule whose interface is absent compiles to
+/// no entry.
+pub fn compile(policy: &Policy, interfaces: &InterfaceIndex) -> CompiledTables {
     let mut flags = FLAG_VALID;
     if policy.default_action == DefaultAction::Allow {
         flags |= FLAG_DEFAULT_ALLOW;
@@ -122,12 +154,37 @@ pub fn compile(policy: &Policy) -> CompiledTables {
         .map(|(id, rule)| (PrefixKey::from(rule.network), id as RuleValue))
         .collect();
 
+    let mut vnet_rules = BTreeMap::new();
+    for (id, rule) in policy.virtual_network_rules.iter().enumerate() {
+        let Some((ifindex, vlan)) = endpoint_key(&rule.endpoint, interfaces) else {
+            continue;
+        };
+        for prefix in &rule.address_prefixes {
+            let key = VnetPrefixKey {
+                ifindex,
+                vlan,
+                prefix: PrefixKey::from(*prefix),
+            };
+            // The same prefix under the same endpoint in two rules: the
+            // first rule (in policy order) is the one reported.
+            vnet_rules.entry(key).or_insert(id as RuleValue);
+        }
+    }
+
+    let trusted = policy
+        .trusted_services
+        .prefixes
+        .iter()
+        .enumerate()
+        .map(|(i, p)| (PrefixKey::from(p.network), i as RuleValue))
+        .collect();
+
     CompiledTables {
         flags,
         port_words,
         ip_rules,
-        vnet_rules: BTreeMap::new(),
-        trusted: BTreeMap::new(),
+        vnet_rules,
+        trusted,
     }
 }
 
@@ -137,7 +194,60 @@ mod tests {
     use crate::policy::parse_toml;
 
     fn compiled(text: &str) -> CompiledTables {
-        compile(&parse_toml(text).expect("valid test policy").policy)
+        compiled_with(text, &InterfaceIndex::new())
+    }
+
+    fn compiled_with(text: &str, interfaces: &InterfaceIndex) -> CompiledTables {
+        compile(&parse_toml(text).expect("valid test policy").policy, interfaces)
+    }
+
+    const SUBNETS: &str = r#"
+default_action = "Deny"
+[[virtual_network_rules]]
+id = "vnet/subnets/a"
+address_prefixes = ["10.1.2.0/24", "10.9.0.0/16"]
+endpoint = { interface = "eth1" }
+[[virtual_network_rules]]
+id = "vnet/subnets/b"
+address_prefixes = ["10.3.0.0/16"]
+endpoint = { vlan = 120 }
+[[virtual_network_rules]]
+id = "vnet/subnets/c"
+address_prefixes = ["10.4.0.0/16"]
+endpoint = { interface = "eth1", vlan = 7 }
+"#;
+
+    #[test]
+    fn subnet_rules_compile_to_endpoint_keyed_entries() {
+        let interfaces = InterfaceIndex::from([("eth1".to_owned(), 7)]);
+        let tables = compiled_with(SUBNETS, &interfaces);
+        let entries: Vec<(u32, u32, String, u32)> = tables
+            .vnet_rules
+            .iter()
+            .map(|(k, v)| (k.ifindex, k.vlan, Ipv4Net::from(k.prefix).to_string(), *v))
+            .collect();
+        assert_eq!(
+            entries,
+            vec![
+                (IFINDEX_ANY, 120, "10.3.0.0/16".to_owned(), 1),
+                (7, 7, "10.4.0.0/16".to_owned(), 2),
+                // Keys order by prefix length before address.
+                (7, VLAN_ANY, "10.9.0.0/16".to_owned(), 0),
+                (7, VLAN_ANY, "10.1.2.0/24".to_owned(), 0),
+            ]
+        );
+    }
+
+    #[test]
+    fn a_subnet_rule_on_a_missing_interface_compiles_to_nothing() {
+        let policy = parse_toml(SUBNETS).unwrap().policy;
+        let tables = compile(&policy, &InterfaceIndex::new());
+        let ifindexes: Vec<u32> = tables.vnet_rules.keys().map(|k| k.ifindex).collect();
+        assert_eq!(ifindexes, vec![IFINDEX_ANY]);
+        assert_eq!(
+            missing_endpoints(&policy, &InterfaceIndex::new()),
+            vec![("vnet/subnets/a", "eth1"), ("vnet/subnets/c", "eth1")]
+        );
     }
 
     #[test]

@@ -6,8 +6,9 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::Parser;
+use vaultfw::cli::remote;
 use vaultfw::cli::{Cli, Command, OutputFormat, RunArgs, ValidateArgs};
-use vaultfw::daemon::{self, RunError, RunOptions};
+use vaultfw::daemon::{self, PolicySource, RunError, RunOptions};
 use vaultfw::policy;
 
 const EXIT_INVALID_INPUT: u8 = 2;
@@ -18,6 +19,15 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Run(args) => run(args),
         Command::Validate(args) => validate(args),
+        Command::Check(args) => vaultfw::check::main(&args),
+        Command::NetworkRule(args) => remote::network_rule(&args),
+        Command::Update(args) => remote::update(&args),
+        Command::Apply(args) => remote::apply(&args),
+        Command::Confirm(args) => remote::confirm(&args),
+        Command::Show(args) => remote::show(&args),
+        Command::Stats(args) => remote::stats(&args),
+        Command::Detach(args) => remote::detach(&args),
+        Command::Completions(args) => remote::completions(&args),
     }
 }
 
@@ -25,9 +35,16 @@ fn run(args: RunArgs) -> ExitCode {
     vaultfw::telemetry::init_json_logs();
     let options = RunOptions {
         interfaces: args.interfaces,
-        policy_path: args.policy,
+        source: PolicySource {
+            path: args.policy,
+            subnet_map: args.subnet_map,
+        },
         xdp_mode: args.xdp_mode,
         stats_interval: Duration::from_secs(args.stats_interval),
+        pin_dir: args.pin_dir,
+        socket: args.socket,
+        on_exit: args.on_exit,
+        watch_policy: !args.no_watch,
     };
     let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
         Ok(rt) => rt,
@@ -42,7 +59,9 @@ fn run(args: RunArgs) -> ExitCode {
             tracing::error!(%error, "vaultfw run failed");
             eprintln!("vaultfw: {error}");
             match error {
-                RunError::Policy(_) => ExitCode::from(EXIT_INVALID_INPUT),
+                RunError::Policy(_) | RunError::MissingEndpoint(_) => {
+                    ExitCode::from(EXIT_INVALID_INPUT)
+                }
                 RunError::Dataplane(e) if e.is_kernel_refusal() => {
                     ExitCode::from(EXIT_KERNEL_REFUSED)
                 }

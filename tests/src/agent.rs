@@ -85,6 +85,20 @@ impl PolicyFile {
         }
     }
 
+    /// A placeholder that owns nothing (for moving a real one out).
+    fn empty() -> Self {
+        PolicyFile {
+            dir: None,
+            path: PathBuf::new(),
+        }
+    }
+
+    /// Replaces the file's contents.
+    pub fn write(&self, contents: &str) {
+        std::fs::write(&self.path, contents)
+            .unwrap_or_else(|err| panic!("writing {}: {err}", self.path.display()));
+    }
+
     /// The file's path.
     pub fn path(&self) -> &Path {
         &self.path
@@ -120,6 +134,8 @@ pub struct AgentOptions {
     /// Run this program instead of [`vaultfw_bin`] (the harness's own tests
     /// use a stand-in).
     pub binary: Option<PathBuf>,
+    /// `--on-exit`: tests say what a stop does (default `detach`).
+    pub on_exit: &'static str,
 }
 
 impl AgentOptions {
@@ -130,7 +146,54 @@ impl AgentOptions {
             stats_interval_s: 1,
             extra_args: Vec::new(),
             binary: None,
+            on_exit: "detach",
         }
+    }
+}
+
+/// The private paths of one agent: pins are global to the machine, so each
+/// test's agent gets its own pin directory and control socket.
+#[derive(Clone, Debug)]
+pub struct AgentPaths {
+    /// `--pin-dir`: `/sys/fs/bpf/<unique>`.
+    pub pin_dir: PathBuf,
+    /// `--socket`: inside the policy's temp directory.
+    pub socket: PathBuf,
+}
+
+impl AgentPaths {
+    /// Fresh paths; the socket lives beside `policy`.
+    pub fn new(policy: &PolicyFile) -> Self {
+        let pin_dir = Path::new("/sys/fs/bpf").join(crate::netns::unique_name("p"));
+        cleanup::register_dir(&pin_dir);
+        AgentPaths {
+            pin_dir,
+            socket: policy.path().with_file_name("control.sock"),
+        }
+    }
+
+    /// `--pin-dir DIR --socket PATH`.
+    pub fn args(&self) -> Vec<String> {
+        vec![
+            "--pin-dir".to_owned(),
+            self.pin_dir.display().to_string(),
+            "--socket".to_owned(),
+            self.socket.display().to_string(),
+        ]
+    }
+
+    /// Removes whatever is left of the pin directory (a test that kept the
+    /// filter, or a killed agent): links first, which detaches.
+    pub fn remove_pins(&self) {
+        for sub in ["links", "maps"] {
+            if let Ok(entries) = std::fs::read_dir(self.pin_dir.join(sub)) {
+                for entry in entries.flatten() {
+                    let _ = std::fs::remove_file(entry.path());
+                }
+            }
+        }
+        let _ = std::fs::remove_dir_all(&self.pin_dir);
+        cleanup::unregister_dir(&self.pin_dir);
     }
 }
 
@@ -186,7 +249,8 @@ pub struct Agent {
     capture: Arc<Capture>,
     readers: Vec<JoinHandle<()>>,
     command_line: String,
-    _policy: PolicyFile,
+    paths: AgentPaths,
+    policy: PolicyFile,
 }
 
 impl Agent {
@@ -198,6 +262,13 @@ impl Agent {
     /// `vaultfw run` in `ns` with the given options.
     pub fn start_with(ns: &NetNs, policy: &str, options: AgentOptions) -> Self {
         let policy = PolicyFile::new(policy);
+        let paths = AgentPaths::new(&policy);
+        Self::spawn(ns, policy, paths, options)
+    }
+
+    /// `vaultfw run` in `ns` with an existing policy file and paths (a
+    /// restart that adopts a previous agent's pins).
+    pub fn spawn(ns: &NetNs, policy: PolicyFile, paths: AgentPaths, options: AgentOptions) -> Self {
         let mut args = vec!["run".to_owned()];
         for iface in &options.ifaces {
             args.extend(["--iface".to_owned(), iface.clone()]);
@@ -208,6 +279,8 @@ impl Agent {
             "--stats-interval".to_owned(),
             options.stats_interval_s.to_string(),
         ]);
+        args.extend(paths.args());
+        args.extend(["--on-exit".to_owned(), options.on_exit.to_owned()]);
         args.extend(options.extra_args.iter().cloned());
         let binary = options.binary.clone().unwrap_or_else(vaultfw_bin);
         let mut cmd = agent_command(&binary, &args);
@@ -235,8 +308,57 @@ impl Agent {
             capture,
             readers,
             command_line,
-            _policy: policy,
+            paths,
+            policy,
         }
+    }
+
+    /// This agent's pin directory and socket.
+    pub fn paths(&self) -> &AgentPaths {
+        &self.paths
+    }
+
+    /// The policy file the agent runs with.
+    pub fn policy(&self) -> &PolicyFile {
+        &self.policy
+    }
+
+    /// Runs `vaultfw ARGS --socket <this agent's socket>` (a CLI verb
+    /// talking to this daemon) and returns its output.
+    pub fn cli(&self, args: &[&str]) -> Output {
+        let socket = self.paths.socket.display().to_string();
+        let mut all: Vec<&str> = args.to_vec();
+        all.extend(["--socket", socket.as_str()]);
+        vaultfw(&all)
+    }
+
+    /// Stops the process with SIGKILL (no cleanup of its own: a crash) and
+    /// hands back the policy file and paths, so a test can start another
+    /// agent on the same pins or check what the crash left.
+    pub fn kill(mut self) -> (PolicyFile, AgentPaths) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+            cleanup::unregister_pid(child.id() as i32);
+        }
+        self.join_readers();
+        self.into_parts()
+    }
+
+    /// SIGTERM, wait, and hand back the policy and paths (for an agent run
+    /// with `on_exit = "keep"` whose pins a later agent adopts).
+    pub fn stop_keeping(self) -> (FinalStats, PolicyFile, AgentPaths) {
+        let (stats, rest) = self.stop_inner();
+        let (policy, paths) = rest.into_parts();
+        (stats, policy, paths)
+    }
+
+    fn into_parts(mut self) -> (PolicyFile, AgentPaths) {
+        let policy = std::mem::replace(&mut self.policy, PolicyFile::empty());
+        let paths = self.paths.clone();
+        // The caller owns the pins now.
+        self.paths.pin_dir = PathBuf::new();
+        (policy, paths)
     }
 
     /// The agent's process id.
@@ -294,7 +416,11 @@ impl Agent {
     /// SIGTERM, wait for the exit, and return the counters of the last
     /// `"verdict counters"` line. Panics if it does not exit within
     /// [`STOP_TIMEOUT`], exits non-zero, or reported no counters.
-    pub fn stop(mut self) -> FinalStats {
+    pub fn stop(self) -> FinalStats {
+        self.stop_inner().0
+    }
+
+    fn stop_inner(mut self) -> (FinalStats, Agent) {
         let mut child = self.child.take().expect("agent is running");
         let pid = Pid::from_raw(child.id() as i32);
         let _ = kill(pid, Signal::SIGTERM);
@@ -337,7 +463,7 @@ impl Agent {
                     self.command_line
                 )
             });
-        FinalStats::new(stats.0, stats.1, status, lines)
+        (FinalStats::new(stats.0, stats.1, status, lines), self)
     }
 
     /// Wait (bounded) until both output streams are closed.
@@ -370,6 +496,9 @@ impl Drop for Agent {
             let _ = child.kill();
             let _ = child.wait();
             cleanup::unregister_pid(child.id() as i32);
+        }
+        if !self.paths.pin_dir.as_os_str().is_empty() {
+            self.paths.remove_pins();
         }
     }
 }

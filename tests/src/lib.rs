@@ -22,7 +22,7 @@ pub mod stats;
 pub mod topology;
 pub mod traffic;
 
-pub use agent::{Agent, AgentOptions, PolicyFile, vaultfw, vaultfw_bin};
+pub use agent::{Agent, AgentOptions, AgentPaths, PolicyFile, vaultfw, vaultfw_bin};
 pub use netns::{NetNs, in_netns};
 pub use stats::{COUNTERS, FinalStats};
 pub use topology::{ALLOWED_SRC, DENIED_SRC, SERVER_IP, Topology};

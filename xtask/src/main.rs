@@ -7,7 +7,9 @@
 //! Exit codes: 0 success, 1 a step failed (the message says which).
 
 mod bootstrap;
+mod fuzz;
 mod tasks;
+mod vm;
 
 use std::process::ExitCode;
 
@@ -44,6 +46,24 @@ enum Command {
     ///
     /// Example: cargo xtask demo
     Demo,
+    /// Run the same test binaries as root inside QEMU VMs booted on Debian's
+    /// cloud kernels (6.1, 6.12): one result line per binary and a summary
+    /// per kernel. Installs QEMU, busybox and cpio with apt-get if missing;
+    /// caches the kernels under target/vm/cache.
+    ///
+    /// Arguments after `--` go to every test binary in the VM.
+    ///
+    /// Example: cargo xtask vm-test --kernel 6.1 -- denied_source
+    VmTest(vm::VmTestArgs),
+    /// Long runs: the differential test of the XDP program against the
+    /// reference model on many generated frames (root), or, with
+    /// `--policy-parser`, cargo-fuzz on the policy parser (installs
+    /// cargo-fuzz if missing).
+    ///
+    /// Example: cargo xtask fuzz --frames 1000000 --seed 0x1234
+    ///
+    /// Example: cargo xtask fuzz --policy-parser --seconds 600
+    Fuzz(fuzz::FuzzArgs),
 }
 
 fn main() -> ExitCode {
@@ -59,6 +79,8 @@ fn main() -> ExitCode {
         }),
         Command::Test { args } => tasks::test(&args),
         Command::Demo => tasks::demo(),
+        Command::VmTest(args) => vm::vm_test(args),
+        Command::Fuzz(args) => fuzz::fuzz(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

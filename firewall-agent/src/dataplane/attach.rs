@@ -1,10 +1,18 @@
 //! Attaching the program to an interface in the mode the operator asked for,
 //! with errors that say what the driver lacks instead of a bare errno.
 
-use aya::programs::{ProgramError, Xdp, XdpMode, xdp::XdpLinkId};
+use std::path::{Path, PathBuf};
+
+use aya::programs::{
+    ProgramError, Xdp, XdpMode,
+    links::{FdLink, PinnedLink},
+    loaded_programs,
+    xdp::{XdpLink, XdpLinkId},
+};
 use serde::Serialize;
 
 use super::DataplaneError;
+use super::netlink::xdp_attachment;
 
 /// The `--xdp-mode` an operator asks for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -18,28 +26,190 @@ pub enum XdpModeRequest {
     Generic,
 }
 
+/// How an attachment came about.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AttachOutcome {
+    /// A new XDP link.
+    Attached,
+    /// A pinned link already ran this very program: kept as it was.
+    Adopted,
+    /// A pinned link ran another build: its program was swapped with one
+    /// link update (no moment without a filter).
+    Replaced,
+}
+
 /// An attachment the agent holds.
 #[derive(Debug, Serialize)]
 pub struct AttachedInterface {
     /// Interface name.
     pub name: String,
-    /// `"native"` or `"generic"`: the mode the attach succeeded in.
+    /// Interface index.
+    pub ifindex: u32,
+    /// The mode the kernel reports for the interface after the attach
+    /// (`"native"`, `"generic"`, ...), not the one requested (case K6).
     pub mode: &'static str,
+    /// How the attachment came about.
+    pub outcome: AttachOutcome,
     #[serde(skip)]
-    link: XdpLinkId,
+    link: HeldLink,
+    /// The link's pin, when the agent pins.
+    #[serde(skip)]
+    pin: Option<PathBuf>,
 }
 
-/// Attaches `program` to `interface`.
+/// The handle that keeps a link alive while the agent runs.
+#[derive(Debug)]
+enum HeldLink {
+    /// Owned by the program object (detach through it).
+    Program(XdpLinkId),
+    /// A link fd held directly (a pinned link; dropping it leaves the pin).
+    Fd(#[allow(dead_code)] FdLink),
+}
+
+/// Attaches `program` to `interface`. With `pin`, an existing link pinned
+/// there is adopted (same program) or updated in place (another build), and
+/// a new link is pinned there, so the filter outlives the agent.
 pub(super) fn attach(
     program: &mut Xdp,
     interface: &str,
     request: XdpModeRequest,
+    pin: Option<&Path>,
 ) -> Result<AttachedInterface, DataplaneError> {
+    let ifindex = nix::net::if_::if_nametoindex(interface).map_err(|_| {
+        DataplaneError::NoSuchInterface {
+            interface: interface.to_owned(),
+        }
+    })?;
+    if let Some(pin) = pin {
+        if let Some(attached) = reuse_pinned_link(program, interface, ifindex, pin)? {
+            return Ok(attached);
+        }
+    }
+    let link_id = attach_requested(program, interface, request)?;
+    let (link, pin) = match pin {
+        None => (HeldLink::Program(link_id), None),
+        Some(path) => {
+            let fd_link = take_fd_link(program, link_id)?;
+            let pinned = fd_link.pin(path).map_err(|e| DataplaneError::Pins {
+                path: path.to_path_buf(),
+                operation: "pin the XDP link at",
+                source: std::io::Error::other(e.to_string()),
+            })?;
+            (HeldLink::Fd(pinned.into()), Some(path.to_path_buf()))
+        }
+    };
+    Ok(AttachedInterface {
+        name: interface.to_owned(),
+        ifindex,
+        mode: kernel_mode(ifindex),
+        outcome: AttachOutcome::Attached,
+        link,
+        pin,
+    })
+}
+
+/// A pinned link at `pin` that is live on `ifindex`, adopted or updated to
+/// `program`; `None` when there is none (a stale pin is removed).
+fn reuse_pinned_link(
+    program: &mut Xdp,
+    interface: &str,
+    ifindex: u32,
+    pin: &Path,
+) -> Result<Option<AttachedInterface>, DataplaneError> {
+    if !pin.exists() {
+        return Ok(None);
+    }
+    let live = PinnedLink::from_pin(pin).ok().and_then(|pinned| {
+        let fd_link: FdLink = pinned.into();
+        let link_prog = fd_link.info().ok()?.program_id();
+        let on_interface = xdp_attachment(ifindex).ok()?.prog_id == Some(link_prog);
+        on_interface.then_some((fd_link, link_prog))
+    });
+    let Some((fd_link, link_prog)) = live else {
+        // The interface went away (and maybe came back): the link is dead.
+        tracing::warn!(interface, pin = %pin.display(), "removing a stale XDP link pin");
+        std::fs::remove_file(pin).map_err(|source| DataplaneError::Pins {
+            path: pin.to_path_buf(),
+            operation: "remove the stale link pin",
+            source,
+        })?;
+        return Ok(None);
+    };
+    let ours = program
+        .info()
+        .map_err(|source| DataplaneError::Program {
+            operation: "read the loaded program's tag",
+            source,
+        })?
+        .tag();
+    let (link, outcome) = if program_tag(link_prog) == Some(ours) {
+        (HeldLink::Fd(fd_link), AttachOutcome::Adopted)
+    } else {
+        let xdp_link = XdpLink::try_from(fd_link).map_err(|e| DataplaneError::Attach {
+            interface: interface.to_owned(),
+            mode: "pinned",
+            reason: format!("the pinned link is not an XDP link: {e}"),
+        })?;
+        let id = program
+            .attach_to_link(xdp_link)
+            .map_err(|source| DataplaneError::Program {
+                operation: "swap the program behind the pinned XDP link",
+                source,
+            })?;
+        (HeldLink::Program(id), AttachOutcome::Replaced)
+    };
+    Ok(Some(AttachedInterface {
+        name: interface.to_owned(),
+        ifindex,
+        mode: kernel_mode(ifindex),
+        outcome,
+        link,
+        pin: Some(pin.to_path_buf()),
+    }))
+}
+
+/// The tag (instruction hash) of loaded program `id`.
+fn program_tag(id: u32) -> Option<u64> {
+    loaded_programs()
+        .filter_map(Result::ok)
+        .find(|p| p.id() == id)
+        .map(|p| p.tag())
+}
+
+fn take_fd_link(program: &mut Xdp, link_id: XdpLinkId) -> Result<FdLink, DataplaneError> {
+    let link = program
+        .take_link(link_id)
+        .map_err(|source| DataplaneError::Program {
+            operation: "take the XDP link",
+            source,
+        })?;
+    FdLink::try_from(link).map_err(|e| DataplaneError::Attach {
+        interface: String::new(),
+        mode: "link",
+        reason: format!("the kernel attached without a bpf_link (netlink fallback), which cannot be pinned: {e}"),
+    })
+}
+
+/// The mode the kernel reports for `ifindex` ("unknown" if it cannot say).
+fn kernel_mode(ifindex: u32) -> &'static str {
+    xdp_attachment(ifindex)
+        .ok()
+        .and_then(|a| a.mode)
+        .unwrap_or("unknown")
+}
+
+/// Attaches in the requested mode, falling back for `auto`.
+fn attach_requested(
+    program: &mut Xdp,
+    interface: &str,
+    request: XdpModeRequest,
+) -> Result<XdpLinkId, DataplaneError> {
     match request {
         XdpModeRequest::Native => attach_in(program, interface, XdpMode::Driver),
         XdpModeRequest::Generic => attach_in(program, interface, XdpMode::Skb),
         XdpModeRequest::Auto => match attach_in(program, interface, XdpMode::Driver) {
-            Ok(attached) => Ok(attached),
+            Ok(link) => Ok(link),
             Err(DataplaneError::Attach { reason, .. }) => {
                 tracing::warn!(
                     interface,
@@ -63,26 +233,15 @@ fn mode_name(mode: XdpMode) -> &'static str {
     }
 }
 
-fn attach_in(
-    program: &mut Xdp,
-    interface: &str,
-    mode: XdpMode,
-) -> Result<AttachedInterface, DataplaneError> {
-    match program.attach(interface, mode) {
-        Ok(link) => Ok(AttachedInterface {
-            name: interface.to_owned(),
-            mode: mode_name(mode),
-            link,
-        }),
-        Err(ProgramError::UnknownInterface { name }) => {
-            Err(DataplaneError::NoSuchInterface { interface: name })
-        }
-        Err(error) => Err(DataplaneError::Attach {
+fn attach_in(program: &mut Xdp, interface: &str, mode: XdpMode) -> Result<XdpLinkId, DataplaneError> {
+    program.attach(interface, mode).map_err(|error| match error {
+        ProgramError::UnknownInterface { name } => DataplaneError::NoSuchInterface { interface: name },
+        error => DataplaneError::Attach {
             interface: interface.to_owned(),
             mode: mode_name(mode),
             reason: explain_attach_error(interface, mode, &error),
-        }),
-    }
+        },
+    })
 }
 
 /// Turns an attach errno into a sentence with a fix.
@@ -130,12 +289,30 @@ fn errno_of(error: &ProgramError) -> Option<i32> {
     None
 }
 
-/// Detaches one attachment.
+/// Detaches one attachment: removes its pin (if any), then lets go of it.
 pub(super) fn detach(program: &mut Xdp, attached: AttachedInterface) -> Result<(), DataplaneError> {
-    program
-        .detach(attached.link)
-        .map_err(|source| DataplaneError::Program {
+    if let Some(pin) = &attached.pin {
+        match std::fs::remove_file(pin) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(source) => {
+                return Err(DataplaneError::Pins {
+                    path: pin.clone(),
+                    operation: "unpin the XDP link",
+                    source,
+                });
+            }
+        }
+    }
+    match attached.link {
+        HeldLink::Program(id) => program.detach(id).map_err(|source| DataplaneError::Program {
             operation: "detach the XDP program",
             source,
-        })
+        }),
+        // Dropping the last fd of an unpinned link detaches it.
+        HeldLink::Fd(link) => {
+            drop(link);
+            Ok(())
+        }
+    }
 }

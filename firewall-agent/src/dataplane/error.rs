@@ -66,6 +66,17 @@ pub enum DataplaneError {
         /// Entries per trie.
         capacity: u32,
     },
+    /// A pin-directory operation failed.
+    #[error("cannot {operation} {path}: {source}")]
+    Pins {
+        /// The path.
+        path: std::path::PathBuf,
+        /// What was being done.
+        operation: &'static str,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
     /// An interface named in the command line does not exist.
     #[error("interface {interface:?} does not exist (check `ip link`)")]
     NoSuchInterface {
@@ -119,6 +130,7 @@ impl DataplaneError {
                 | DataplaneError::Object { .. }
                 | DataplaneError::Map { .. }
                 | DataplaneError::Attach { .. }
+                | DataplaneError::Pins { .. }
         )
     }
 }

@@ -9,6 +9,8 @@
 
 mod attach;
 mod error;
+mod netlink;
+pub mod pins;
 mod tables;
 
 use std::collections::BTreeMap;
@@ -22,11 +24,13 @@ use firewall_common::{
     TRUSTED_0, TRUSTED_1, VNET_RULES_0, VNET_RULES_1, Verdict,
 };
 
-pub use attach::{AttachedInterface, XdpModeRequest};
+pub use attach::{AttachOutcome, AttachedInterface, XdpModeRequest};
+pub use netlink::{XdpAttachment, xdp_attachment};
 pub use error::DataplaneError;
 pub use tables::ApplyReport;
 
 use crate::compile::{CompiledTables, VnetPrefixKey};
+use crate::paths::PinDir;
 use tables::Tables;
 
 /// The XDP program object, built for the BPF target by `build.rs`.
@@ -41,6 +45,9 @@ pub struct Dataplane {
     ebpf: Ebpf,
     tables: Tables,
     attached: Vec<AttachedInterface>,
+    /// Where maps and links are pinned; `None` for an unpinned instance
+    /// (`check`, tests, benchmarks).
+    pin_dir: Option<PinDir>,
 }
 
 /// Map capacities fixed at load time (entries per trie).
@@ -87,21 +94,15 @@ impl Capacity {
 }
 
 impl Dataplane {
-    /// Loads the program and creates its maps, sized by `capacity`. Nothing
-    /// is attached yet: the caller applies a policy first, so the program
-    /// never sees a frame before it has one.
+    /// Loads the program and creates its own, unpinned maps, sized by
+    /// `capacity`. Nothing is attached: `check`, tests and benchmarks run it
+    /// with BPF_PROG_TEST_RUN; the daemon uses [`Dataplane::open_pinned`].
     ///
     /// Errors: [`DataplaneError::Load`] with the kernel release and the
     /// tail of the verifier log when the kernel refuses the program.
     pub fn load(capacity: Capacity) -> Result<Self, DataplaneError> {
         raise_memlock_limit();
-        let mut ebpf = EbpfLoader::new()
-            .map_max_entries(IP_RULES_0, capacity.ip_rules)
-            .map_max_entries(IP_RULES_1, capacity.ip_rules)
-            .map_max_entries(VNET_RULES_0, capacity.vnet_entries)
-            .map_max_entries(VNET_RULES_1, capacity.vnet_entries)
-            .map_max_entries(TRUSTED_0, capacity.trusted_entries)
-            .map_max_entries(TRUSTED_1, capacity.trusted_entries)
+        let mut ebpf = loader(&capacity)
             .load(PROGRAM_OBJECT)
             .map_err(|source| DataplaneError::Object { source })?;
         let program = xdp_program(&mut ebpf)?;
@@ -111,7 +112,51 @@ impl Dataplane {
             ebpf,
             tables,
             attached: Vec::new(),
+            pin_dir: None,
         })
+    }
+
+    /// Loads the program with its maps pinned under `pin_dir`, reusing every
+    /// pinned map whose shape still fits (rules, counters and the active
+    /// table set survive a restart or an upgrade) and creating the others.
+    /// Mounts bpffs when needed. Nothing is attached yet.
+    pub fn open_pinned(capacity: Capacity, pin_dir: PinDir) -> Result<Self, DataplaneError> {
+        raise_memlock_limit();
+        pins::prepare(&pin_dir)?;
+        let dropped = pins::drop_incompatible_maps(&pin_dir, &pins::expected_shapes(&capacity))?;
+        let map_pins: Vec<(&'static str, std::path::PathBuf)> = pins::expected_shapes(&capacity)
+            .iter()
+            .map(|shape| (shape.name, pin_dir.map(shape.name)))
+            .collect();
+        let mut loader = loader(&capacity);
+        for (name, path) in &map_pins {
+            loader.map_pin_path(name, path.as_path());
+        }
+        let mut ebpf = loader
+            .load(PROGRAM_OBJECT)
+            .map_err(|source| DataplaneError::Object { source })?;
+        let program = xdp_program(&mut ebpf)?;
+        program.load().map_err(DataplaneError::from_load)?;
+        let tables = Tables::adopt(&mut ebpf, capacity)?;
+        if tables.generation() > 0 {
+            tracing::info!(
+                pin_dir = %pin_dir.root().display(),
+                generation = tables.generation(),
+                recreated_maps = ?dropped,
+                "adopted pinned maps: rules and counters carried over"
+            );
+        }
+        Ok(Dataplane {
+            ebpf,
+            tables,
+            attached: Vec::new(),
+            pin_dir: Some(pin_dir),
+        })
+    }
+
+    /// The generation the kernel serves (0 before the first apply).
+    pub fn generation(&self) -> u64 {
+        self.tables.generation()
     }
 
     /// Writes `compiled` as generation `generation` into the inactive table
@@ -131,13 +176,15 @@ impl Dataplane {
         interface: &str,
         mode: XdpModeRequest,
     ) -> Result<&AttachedInterface, DataplaneError> {
+        let pin = self.pin_dir.as_ref().map(|dir| dir.link(interface));
         let program = xdp_program(&mut self.ebpf)?;
-        let attached = attach::attach(program, interface, mode)?;
+        let attached = attach::attach(program, interface, mode, pin.as_deref())?;
         self.attached.push(attached);
         Ok(self.attached.last().expect("invariant: just pushed"))
     }
 
-    /// Detaches the program from every interface it is attached to.
+    /// Detaches the program from every interface it is attached to and, for
+    /// a pinned instance, removes the pin directory: nothing stays behind.
     pub fn detach_all(&mut self) -> Result<(), DataplaneError> {
         let program = xdp_program(&mut self.ebpf)?;
         let mut first_error = None;
@@ -146,7 +193,22 @@ impl Dataplane {
                 first_error.get_or_insert(e);
             }
         }
+        if let Some(dir) = &self.pin_dir {
+            if let Err(e) = pins::remove_all(dir) {
+                first_error.get_or_insert(e);
+            }
+        }
         first_error.map_or(Ok(()), Err)
+    }
+
+    /// Detaches from one interface (removing its link pin).
+    pub fn detach(&mut self, interface: &str) -> Result<bool, DataplaneError> {
+        let Some(position) = self.attached.iter().position(|a| a.name == interface) else {
+            return Ok(false);
+        };
+        let attached = self.attached.remove(position);
+        let program = xdp_program(&mut self.ebpf)?;
+        attach::detach(program, attached).map(|()| true)
     }
 
     /// The interfaces the program is attached to.
@@ -158,8 +220,19 @@ impl Dataplane {
     /// NIC would hand it over) with BPF_PROG_TEST_RUN, without attaching
     /// anything, and returns the XDP action (`XDP_DROP` = 1, `XDP_PASS` =
     /// 2). The verdict counters count the frame like a received one. Runs
-    /// on the calling thread's CPU.
+    /// on the calling thread's CPU; the ingress ifindex is the loopback's.
     pub fn test_run(&self, frame: &[u8]) -> Result<u32, DataplaneError> {
+        self.test_run_repeated(frame, 1).map(|(action, _)| action)
+    }
+
+    /// Runs the program `repeat` times on `frame` in the kernel and returns
+    /// the XDP action and the kernel's mean time per run (for benchmarks:
+    /// every run counts in the verdict counters).
+    pub fn test_run_repeated(
+        &self,
+        frame: &[u8],
+        repeat: u32,
+    ) -> Result<(u32, std::time::Duration), DataplaneError> {
         let program: &Xdp = self
             .ebpf
             .program(PROGRAM_NAME)
@@ -171,12 +244,12 @@ impl Dataplane {
             })?;
         let options = TestRunOptions {
             data_in: Some(frame),
-            repeat: 1,
+            repeat,
             ..TestRunOptions::default()
         };
         program
             .test_run(options)
-            .map(|result| result.return_value)
+            .map(|result| (result.return_value, result.duration))
             .map_err(|source| DataplaneError::Program {
                 operation: "run the XDP program on a test frame (BPF_PROG_TEST_RUN)",
                 source,
@@ -205,6 +278,19 @@ impl Dataplane {
     pub fn active_trusted(&self) -> Result<BTreeMap<ipnet::Ipv4Net, u32>, DataplaneError> {
         self.tables.active_trusted()
     }
+}
+
+/// The loader with every trie sized by `capacity`.
+fn loader<'a>(capacity: &Capacity) -> EbpfLoader<'a> {
+    let mut loader = EbpfLoader::new();
+    loader
+        .map_max_entries(IP_RULES_0, capacity.ip_rules)
+        .map_max_entries(IP_RULES_1, capacity.ip_rules)
+        .map_max_entries(VNET_RULES_0, capacity.vnet_entries)
+        .map_max_entries(VNET_RULES_1, capacity.vnet_entries)
+        .map_max_entries(TRUSTED_0, capacity.trusted_entries)
+        .map_max_entries(TRUSTED_1, capacity.trusted_entries);
+    loader
 }
 
 fn xdp_program(ebpf: &mut Ebpf) -> Result<&mut Xdp, DataplaneError> {

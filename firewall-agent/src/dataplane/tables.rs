@@ -9,7 +9,7 @@ use aya::{
 };
 use firewall_common::{
     ACTIVE_SET, DATA_PLANE_PORTS, IP_RULES_0, IP_RULES_1, Ipv4Key, POLICY_CONFIG, PORT_WORDS_PER_ROW,
-    PolicyConfig, RuleValue, TABLE_SETS, TRUSTED_0, TRUSTED_1, VERDICT_COUNTERS, VNET_ENDPOINT_BITS,
+    FLAG_VALID, PolicyConfig, RuleValue, TABLE_SETS, TRUSTED_0, TRUSTED_1, VERDICT_COUNTERS, VNET_ENDPOINT_BITS,
     VNET_RULES_0, VNET_RULES_1, Verdict, VnetKey,
 };
 use ipnet::Ipv4Net;
@@ -184,6 +184,43 @@ impl Tables {
             contents: [Some(CompiledTables::empty()), Some(CompiledTables::empty())],
             generation: 0,
         })
+    }
+
+    /// Takes the maps of a program loaded over pinned maps: whatever a
+    /// previous agent left — the active set, its contents and generation —
+    /// is read back from the kernel, so the next apply is a diff and the
+    /// counters keep counting.
+    pub(super) fn adopt(ebpf: &mut Ebpf, capacity: Capacity) -> Result<Self, DataplaneError> {
+        let mut tables = Self::take(ebpf, capacity)?;
+        let active = tables.active_index.get(&0, 0).map_err(map_err(ACTIVE_SET))? & 1;
+        let config = tables.config.get(&active, 0).map_err(map_err(POLICY_CONFIG))?;
+        if config.flags & FLAG_VALID == 0 {
+            return Ok(tables); // fresh maps: nothing to adopt
+        }
+        let mut port_words = Vec::with_capacity(2 * PORT_WORDS_PER_ROW as usize);
+        let base = active * 2 * PORT_WORDS_PER_ROW;
+        for i in 0..2 * PORT_WORDS_PER_ROW {
+            port_words.push(tables.ports.get(&(base + i), 0).map_err(map_err(DATA_PLANE_PORTS))?);
+        }
+        let contents = CompiledTables {
+            flags: config.flags,
+            port_words,
+            ip_rules: tables.ip_rules.read(active)?,
+            vnet_rules: tables.vnet_rules.read(active)?,
+            trusted: tables.trusted.read(active)?,
+        };
+        tables.active = active;
+        tables.generation = config.generation;
+        // The inactive set is unknown: the next apply rewrites it from what
+        // the kernel holds.
+        tables.contents = [None, None];
+        tables.contents[active as usize] = Some(contents);
+        Ok(tables)
+    }
+
+    /// The generation the active set was written for (0: none yet).
+    pub(super) fn generation(&self) -> u64 {
+        self.generation
     }
 
     pub(super) fn apply(

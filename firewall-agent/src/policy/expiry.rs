@@ -4,6 +4,8 @@
 
 use std::time::{Duration, SystemTime};
 
+use super::error::{PolicyError, PolicyWarning};
+
 /// The form `expires_at` must have, quoted in errors.
 pub const EXPECTED_FORM: &str = "an RFC 3339 time with a time zone, e.g. \
      \"2027-01-31T00:00:00Z\" (UTC) or \"2027-01-31T01:00:00+01:00\"";
@@ -55,4 +57,56 @@ fn split_offset(text: &str) -> Option<(&str, i64)> {
         return None;
     }
     Some((rest, sign * (hours * 3600 + minutes * 60)))
+}
+
+/// An expiry closer than this is reported as a warning.
+pub const WARNING_WITHIN: Duration = Duration::from_secs(24 * 3600);
+
+/// Checks a rule's `expires_at` (at `path`, written `text`) as of `now`:
+/// malformed or past is an error, within [`WARNING_WITHIN`] a warning.
+/// `None` when an error was recorded.
+pub fn check(
+    path: &str,
+    text: &str,
+    now: SystemTime,
+    errors: &mut Vec<PolicyError>,
+    warnings: &mut Vec<PolicyWarning>,
+) -> Option<SystemTime> {
+    let t = match parse_rfc3339(text) {
+        Ok(t) => t,
+        Err(reason) => {
+            errors.push(PolicyError::new(
+                path,
+                text,
+                reason,
+                format!("write {EXPECTED_FORM}"),
+            ));
+            return None;
+        }
+    };
+    match t.duration_since(now) {
+        Err(_) | Ok(Duration::ZERO) => {
+            errors.push(PolicyError::new(
+                path,
+                text,
+                "this time is already past, so the rule would be expired on arrival",
+                "remove the rule, or set a later expires_at",
+            ));
+            None
+        }
+        Ok(left) => {
+            if left < WARNING_WITHIN {
+                let minutes = Duration::from_secs(left.as_secs() / 60 * 60);
+                warnings.push(PolicyWarning::new(
+                    path,
+                    format!(
+                        "the rule expires in less than 24 h (in {}; at {}) and is then removed",
+                        humantime::format_duration(minutes),
+                        humantime::format_rfc3339_seconds(t)
+                    ),
+                ));
+            }
+            Some(t)
+        }
+    }
 }

@@ -1,29 +1,57 @@
-//! The firewall policy: what it means ([`model`]) and how it is read. A
-//! native TOML policy goes through two stages, raw (TOML syntax and the
-//! shape of each key) then validation into a [`Policy`]; every error of the
-//! input is collected and reported together, each with the path of the
-//! value, the value, the reason and the fix, and nothing is applied unless
-//! there is none. [`parse_ip_rule`] is the same check for one IP-rule value
-//! typed on the command line. Pure: no I/O but [`load_file`]'s read.
+//! The firewall policy: what it means ([`model`]) and how it is read, in
+//! two formats:
+//!
+//! - the native TOML format (DESIGN.md section 1): [`parse_toml`],
+//!   [`parse_toml_with_base`], [`load_file`];
+//! - Azure's JSON (`properties.networkAcls` of a vault, as the ARM API and
+//!   `az keyvault show` return it) with a *subnet map*, a small TOML file
+//!   that gives what the JSON lacks (subnet prefixes and endpoints, the
+//!   settings Key Vault has no field for): [`parse_azure_json`],
+//!   [`load_policy`], and back with [`export_azure`] and
+//!   [`export_subnet_map`].
+//!
+//! Both go through two stages, raw (syntax and the shape of each key) then
+//! validation into a [`Policy`]; every error of the input is collected and
+//! reported together, each with the path of the value in its input, the
+//! value, the reason and the fix, and nothing is applied unless there is
+//! none. [`parse_ip_rule`] and [`parse_subnet_prefix`] are the same checks
+//! for one value typed on the command line.
+//!
+//! I/O: reading the policy file, the subnet map and the service-tags file
+//! that `[trusted_services]` names ([`service_tags`]). Everything else is
+//! pure.
 
 pub mod model;
 pub use model::*;
 
+mod azure;
 mod error;
 mod expiry;
+mod export;
+mod ip_rules;
 pub mod ipv4;
 mod raw;
+mod raw_rules;
+pub mod service_tags;
+mod subnet_map;
+mod trusted;
 mod validate;
+mod vnet;
 
 #[cfg(test)]
 mod tests;
 
 pub use error::{LoadError, PolicyError, PolicyErrors, PolicyWarning};
+pub use export::{export_azure, export_subnet_map};
+pub use trusted::{catalogue, find as find_trusted_service};
+pub use vnet::check_interface_name;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
 use serde::Serialize;
+
+use validate::Context;
 
 /// A policy that passed validation, and what is worth telling the operator
 /// about it (duplicates merged, shadowed rules, settings without effect).
@@ -35,35 +63,184 @@ pub struct Validated {
     pub warnings: Vec<PolicyWarning>,
 }
 
+/// The two input formats.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub enum PolicyFormat {
+    /// The native TOML format.
+    Native,
+    /// Azure's `networkAcls` JSON (whole vault, `{"properties":
+    /// {"networkAcls": …}}`, or the `networkAcls` object).
+    AzureJson,
+}
+
+impl PolicyFormat {
+    /// The format of a policy file: `.json` is Azure JSON and `.toml`
+    /// native (by extension, case-insensitive); otherwise Azure JSON when
+    /// the first non-space character of `text` is `{` (a TOML document
+    /// cannot start with one), else native.
+    pub fn detect(path: &Path, text: &str) -> PolicyFormat {
+        let ext = path
+            .extension()
+            .and_then(|e| e.to_str())
+            .map(str::to_ascii_lowercase);
+        match ext.as_deref() {
+            Some("json") => PolicyFormat::AzureJson,
+            Some("toml") => PolicyFormat::Native,
+            _ if text
+                .trim_start_matches('\u{feff}')
+                .trim_start()
+                .starts_with('{') =>
+            {
+                PolicyFormat::AzureJson
+            }
+            _ => PolicyFormat::Native,
+        }
+    }
+}
+
 /// Parse and validate a native-format (TOML) policy. Collects ALL errors,
 /// not just the first: a syntax error alone, or every shape and meaning
-/// error of the document.
+/// error of the document. A relative `service_tags_file` resolves against
+/// the current directory (see [`parse_toml_with_base`]).
 pub fn parse_toml(text: &str) -> Result<Validated, PolicyErrors> {
-    parse_toml_at(text, SystemTime::now())
+    parse_toml_in(text, &current_dir(), SystemTime::now())
+}
+
+/// [`parse_toml`] for a policy whose relative paths (`service_tags_file`)
+/// resolve against `base_dir` (the policy file's directory).
+pub fn parse_toml_with_base(text: &str, base_dir: &Path) -> Result<Validated, PolicyErrors> {
+    parse_toml_in(text, base_dir, SystemTime::now())
 }
 
 /// [`parse_toml`] with the current time given, for `expires_at` checks.
+#[cfg(test)]
 pub(crate) fn parse_toml_at(text: &str, now: SystemTime) -> Result<Validated, PolicyErrors> {
+    parse_toml_in(text, &current_dir(), now)
+}
+
+/// [`parse_toml_with_base`] with the current time given.
+pub(crate) fn parse_toml_in(
+    text: &str,
+    base_dir: &Path,
+    now: SystemTime,
+) -> Result<Validated, PolicyErrors> {
     let mut errors = Vec::new();
     let mut warnings = Vec::new();
+    let ctx = Context { now, base_dir };
     let policy = raw::read(text, &mut errors)
-        .and_then(|raw| validate::validate(raw, now, &mut errors, &mut warnings));
+        .and_then(|raw| validate::validate(raw, &ctx, &mut errors, &mut warnings));
+    finish(policy, errors, warnings)
+}
+
+/// Parse and validate Azure JSON (`properties.networkAcls`; see
+/// [`PolicyFormat::AzureJson`]) with an optional subnet map, given as its
+/// path (used in error paths, `map.toml:subnet[0].endpoint`, and as the
+/// base of its relative paths) and its text. Error paths in the JSON are
+/// JSON paths in the shape the input had
+/// (`properties.networkAcls.ipRules[0].value`).
+pub fn parse_azure_json(
+    json: &str,
+    subnet_map: Option<(&Path, &str)>,
+) -> Result<Validated, PolicyErrors> {
+    parse_azure_at(json, subnet_map, SystemTime::now())
+}
+
+/// [`parse_azure_json`] with the current time given.
+pub(crate) fn parse_azure_at(
+    json: &str,
+    subnet_map: Option<(&Path, &str)>,
+    now: SystemTime,
+) -> Result<Validated, PolicyErrors> {
+    let mut errors = Vec::new();
+    let mut warnings = Vec::new();
+    let base_dir = subnet_map
+        .and_then(|(path, _)| path.parent())
+        .map_or_else(current_dir, Path::to_path_buf);
+    let ctx = Context {
+        now,
+        base_dir: &base_dir,
+    };
+    let policy = azure::read(json, subnet_map, &mut errors, &mut warnings)
+        .and_then(|raw| validate::validate(raw, &ctx, &mut errors, &mut warnings));
+    // A map entry used by two ARM rules reports its own problems once.
+    let mut seen = std::collections::HashSet::new();
+    errors.retain(|e| seen.insert(e.to_string()));
+    let mut seen = std::collections::HashSet::new();
+    warnings.retain(|w| seen.insert(w.to_string()));
+    finish(policy, errors, warnings)
+}
+
+fn finish(
+    policy: Option<Policy>,
+    errors: Vec<PolicyError>,
+    warnings: Vec<PolicyWarning>,
+) -> Result<Validated, PolicyErrors> {
     match policy {
         Some(policy) if errors.is_empty() => Ok(Validated { policy, warnings }),
         _ => Err(PolicyErrors(errors)),
     }
 }
 
-/// Read a policy file and [`parse_toml`] it.
+fn current_dir() -> PathBuf {
+    std::env::current_dir().unwrap_or_default()
+}
+
+/// Read a native policy file and [`parse_toml`] it; a relative
+/// `service_tags_file` resolves against the file's directory.
 pub fn load_file(path: &Path) -> Result<Validated, LoadError> {
-    let text = std::fs::read_to_string(path).map_err(|source| LoadError::Io {
-        path: path.to_path_buf(),
-        source,
-    })?;
-    parse_toml(&text).map_err(|errors| LoadError::Invalid {
+    let text = read(path)?;
+    parse_toml_with_base(&text, &parent_dir(path)).map_err(|errors| LoadError::Invalid {
         path: path.to_path_buf(),
         errors,
     })
+}
+
+/// Read a policy file in either format ([`PolicyFormat::detect`]) and
+/// validate it. `subnet_map` is the map file for Azure JSON (required when
+/// the JSON has virtual network rules); given with a native policy it is
+/// not read, and a warning says so.
+pub fn load_policy(path: &Path, subnet_map: Option<&Path>) -> Result<Validated, LoadError> {
+    let text = read(path)?;
+    let invalid = |errors| LoadError::Invalid {
+        path: path.to_path_buf(),
+        errors,
+    };
+    match PolicyFormat::detect(path, &text) {
+        PolicyFormat::Native => {
+            let mut v = parse_toml_with_base(&text, &parent_dir(path)).map_err(invalid)?;
+            if let Some(map) = subnet_map {
+                v.warnings.push(PolicyWarning::new(
+                    map.display().to_string(),
+                    format!(
+                        "a subnet map applies only to an Azure JSON policy; {} is a native \
+                         TOML policy, so the map is not read",
+                        path.display()
+                    ),
+                ));
+            }
+            Ok(v)
+        }
+        PolicyFormat::AzureJson => {
+            let map_text = subnet_map.map(|m| read(m).map(|t| (m, t))).transpose()?;
+            let map = map_text.as_ref().map(|(m, t)| (*m, t.as_str()));
+            parse_azure_json(&text, map).map_err(invalid)
+        }
+    }
+}
+
+fn read(path: &Path) -> Result<String, LoadError> {
+    std::fs::read_to_string(path).map_err(|source| LoadError::Io {
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
+/// The directory of `path` (`.` for a bare file name).
+fn parent_dir(path: &Path) -> PathBuf {
+    match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    }
 }
 
 /// Strictly parse one IP-rule value (as written by an operator on the CLI
@@ -75,4 +252,12 @@ pub fn load_file(path: &Path) -> Result<Validated, LoadError> {
 /// single address is a `/32`.
 pub fn parse_ip_rule(path: &str, text: &str) -> Result<ipnet::Ipv4Net, PolicyError> {
     ipv4::check_rule_value(path, text)
+}
+
+/// Strictly parse one virtual network rule prefix: the same checks as
+/// [`parse_ip_rule`], except that private (RFC 1918) and shared (RFC 6598)
+/// space are allowed; `0/8`, loopback, link-local, multicast, reserved and
+/// broadcast are not (see [`ipv4::SpecialRange::subnet_ok`]).
+pub fn parse_subnet_prefix(path: &str, text: &str) -> Result<ipnet::Ipv4Net, PolicyError> {
+    ipv4::check_subnet_prefix(path, text)
 }

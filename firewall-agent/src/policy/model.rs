@@ -5,6 +5,7 @@
 
 use std::collections::BTreeSet;
 use std::fmt;
+use std::path::PathBuf;
 use std::time::SystemTime;
 
 use ipnet::Ipv4Net;
@@ -176,8 +177,138 @@ pub struct Policy {
     pub limits: Limits,
     /// IP rules, one per distinct network, sorted by (address, prefix length).
     pub ip_rules: Vec<IpRule>,
+    /// Virtual network rules, one per id (ids compare case-insensitively),
+    /// sorted by lower-cased id.
+    pub virtual_network_rules: Vec<VnetRule>,
+    /// The trusted-services catalogue as configured, with its prefixes.
+    pub trusted_services: TrustedServices,
     /// See [`DataPlane`].
     pub data_plane: DataPlane,
+}
+
+/// A virtual network rule: a named subnet whose sources reach the data
+/// plane when they arrive through the rule's service endpoint (Key Vault's
+/// `virtualNetworkRules[]`, with the prefixes and endpoint that an ARM
+/// subnet id stands for). Native form:
+///
+/// ```toml
+/// [[virtual_network_rules]]
+/// id = "vnet-prod/subnets/app"
+/// address_prefixes = ["10.1.2.0/24"]
+/// endpoint = { interface = "eth1" }   # and/or vlan = 120
+/// ignore_missing_endpoint = false
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct VnetRule {
+    /// The subnet's id as written (`vnet-prod/subnets/app`, or a full ARM
+    /// subnet id `/subscriptions/<guid>/resourceGroups/<rg>/providers/
+    /// Microsoft.Network/virtualNetworks/<vnet>/subnets/<subnet>`). Ids
+    /// compare case-insensitively, as Azure's do.
+    pub id: String,
+    /// The subnet's IPv4 prefixes: canonical (no host bits; a `/32` is one
+    /// address), sorted by (address, prefix length), each once. Never
+    /// empty. Private (RFC 1918) and shared (RFC 6598) space are allowed.
+    pub address_prefixes: Vec<Ipv4Net>,
+    /// Where the subnet's traffic arrives.
+    pub endpoint: Endpoint,
+    /// Azure's `ignoreMissingVnetServiceEndpoint`: the rule is accepted
+    /// while its interface does not exist, and matches nothing until it
+    /// appears. Checked by the agent, not here (no I/O in validation).
+    pub ignore_missing_endpoint: bool,
+    /// Free text from the operator.
+    pub comment: Option<String>,
+    /// When the agent removes the rule by itself.
+    #[serde(serialize_with = "serialize_time")]
+    pub expires_at: Option<SystemTime>,
+}
+
+/// A service endpoint: the host interface and/or 802.1Q VLAN through which
+/// a subnet's traffic arrives. At least one is set; with both, a frame must
+/// match both.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+pub struct Endpoint {
+    /// A Linux interface name (1–15 bytes, no `/`, `:` or whitespace, not
+    /// `.` or `..`); `None` means any interface.
+    pub interface: Option<String>,
+    /// An 802.1Q VLAN id, 1–4094 (0 and 4095 are reserved); `None` means
+    /// any: tagged or untagged (how a tag stripped by the NIC is read is
+    /// the kernel side's business; DESIGN.md section 2).
+    pub vlan: Option<u16>,
+}
+
+impl fmt::Display for Endpoint {
+    /// `interface eth1`, `VLAN 120`, or `interface eth1, VLAN 120`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match (&self.interface, self.vlan) {
+            (Some(i), Some(v)) => write!(f, "interface {i}, VLAN {v}"),
+            (Some(i), None) => write!(f, "interface {i}"),
+            (None, Some(v)) => write!(f, "VLAN {v}"),
+            (None, None) => write!(f, "no endpoint"),
+        }
+    }
+}
+
+/// One entry of the built-in trusted-services catalogue (see
+/// [`catalogue`](super::catalogue)).
+#[derive(Debug, PartialEq, Eq, Serialize)]
+pub struct TrustedService {
+    /// The stable name used in policies (`"AzureBackup"`, `"Sql"`).
+    pub name: &'static str,
+    /// The service as Key Vault's documentation names it, and what it uses
+    /// the vault for.
+    pub description: &'static str,
+    /// The Azure service tags (`values[].name` in `ServiceTags_*.json`)
+    /// whose IPv4 prefixes stand for its sources; may be empty when no tag
+    /// carries them.
+    pub tags: &'static [&'static str],
+}
+
+/// The trusted-services bypass as configured: which catalogue entries are
+/// enabled and the source prefixes their tags hold. Consulted only while
+/// [`Bypass::AzureServices`] is set.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct TrustedServices {
+    /// The service-tags file the prefixes were read from, made absolute
+    /// (a relative path resolves against the policy file's directory);
+    /// `None` when none is configured (then there are no prefixes).
+    pub service_tags_file: Option<PathBuf>,
+    /// The enabled catalogue entries, in catalogue order (default: all).
+    #[serde(serialize_with = "serialize_service_names")]
+    pub enabled: Vec<&'static TrustedService>,
+    /// The IPv4 prefixes of the enabled services' tags: one entry per
+    /// distinct network, sorted by (address, prefix length). A network in
+    /// several tags or services is attributed to the first enabled service
+    /// in catalogue order (and that service's first tag holding it).
+    pub prefixes: Vec<TrustedPrefix>,
+    /// IPv6 prefixes in the tags used, skipped (each tag counted once).
+    pub ipv6_skipped: usize,
+    /// The file's top-level `changeNumber`, if it has one.
+    pub change_number: Option<u64>,
+}
+
+impl Default for TrustedServices {
+    /// No tags file, the whole catalogue enabled, no prefixes.
+    fn default() -> Self {
+        TrustedServices {
+            service_tags_file: None,
+            enabled: super::trusted::catalogue().iter().collect(),
+            prefixes: Vec::new(),
+            ipv6_skipped: 0,
+            change_number: None,
+        }
+    }
+}
+
+/// One trusted source prefix and where it comes from (for `check` and
+/// per-entry hit counts).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct TrustedPrefix {
+    /// The source network, canonical.
+    pub network: Ipv4Net,
+    /// The catalogue name of the service it is attributed to.
+    pub service: &'static str,
+    /// The service tag that holds it (`values[].name` in the file).
+    pub tag: String,
 }
 
 fn serialize_display<S: serde::Serializer>(net: &Ipv4Net, s: S) -> Result<S::Ok, S::Error> {
@@ -195,4 +326,11 @@ fn serialize_time<S: serde::Serializer>(t: &Option<SystemTime>, s: S) -> Result<
         Some(t) => s.collect_str(&humantime::format_rfc3339_seconds(*t)),
         None => s.serialize_none(),
     }
+}
+
+fn serialize_service_names<S: serde::Serializer>(
+    services: &[&'static TrustedService],
+    s: S,
+) -> Result<S::Ok, S::Error> {
+    s.collect_seq(services.iter().map(|t| t.name))
 }

@@ -8,10 +8,20 @@
 //! The walk is by hand over a parsed `toml::Table` rather than a
 //! `#[serde(deny_unknown_fields)]` derive: serde stops at the first problem,
 //! and a policy's errors are reported all at once.
+//!
+//! Every raw value carries the path it will be reported under, and
+//! [`Keys`] the paths and spelling of the settings, so that validation
+//! reports Azure JSON input (`properties.networkAcls.defaultAction`) and the
+//! subnet map (`map.toml:subnet[0].endpoint`) as precisely as the native
+//! format. The rule items live in `raw_rules`.
 
 use toml::{Table, Value};
 
 use super::error::PolicyError;
+use super::ipv4::Dialect;
+use super::model::Bypass;
+pub use super::raw_rules::{RawEndpoint, RawIpRule, RawTrusted, RawVnetRule};
+use super::raw_rules::{ip_rules, trusted_services, vnet_rules};
 
 /// A value that may be missing, or present but already reported as invalid.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -24,8 +34,118 @@ pub enum Field<T> {
     Given(T),
 }
 
+/// A value and the path it is reported under.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct At<T> {
+    /// Where the value is in the input (`virtual_network_rules[0].id`).
+    pub path: String,
+    /// The value as written.
+    pub value: T,
+}
+
+impl<T> At<T> {
+    /// `value` at `path`.
+    pub fn new(path: impl Into<String>, value: T) -> Self {
+        At {
+            path: path.into(),
+            value,
+        }
+    }
+}
+
+/// A setting's path and how it is spelt in its input.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Key {
+    /// Where it is reported (`default_action`,
+    /// `properties.networkAcls.defaultAction`, `map.toml:mode`).
+    pub path: String,
+    /// Its name in the input (`default_action`, `defaultAction`).
+    pub name: &'static str,
+    /// True when the input is JSON (`"name": "value"`), false for TOML.
+    pub json: bool,
+}
+
+impl Key {
+    /// A TOML key: `{prefix}{name}`.
+    pub fn toml(prefix: &str, name: &'static str) -> Self {
+        Key {
+            path: format!("{prefix}{name}"),
+            name,
+            json: false,
+        }
+    }
+
+    /// A JSON field at `path`.
+    pub fn json(path: String, name: &'static str) -> Self {
+        Key {
+            path,
+            name,
+            json: true,
+        }
+    }
+
+    /// How to write this setting with `value`: `mode = "Audit"` or
+    /// `"defaultAction": "Deny"`.
+    pub fn assign(&self, value: &str) -> String {
+        if self.json {
+            format!("\"{}\": \"{value}\"", self.name)
+        } else {
+            format!("{} = \"{value}\"", self.name)
+        }
+    }
+}
+
+/// The paths and spelling of one input's settings, and the defaults that
+/// differ by format.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Keys {
+    /// `default_action` / `defaultAction`.
+    pub default_action: Key,
+    /// `bypass`.
+    pub bypass: Key,
+    /// `mode`.
+    pub mode: Key,
+    /// `ipv6`.
+    pub ipv6: Key,
+    /// Path of `limits`.
+    pub limits: String,
+    /// Path of the IP rules as a whole (`ip_rules`,
+    /// `properties.networkAcls.ipRules`).
+    pub ip_rules: String,
+    /// Path of the virtual network rules as a whole.
+    pub virtual_network_rules: String,
+    /// Path of `[data_plane]`.
+    pub data_plane: String,
+    /// Path of `[trusted_services]`.
+    pub trusted_services: String,
+    /// Whose names the fixes of rule values use.
+    pub dialect: Dialect,
+    /// `bypass` when it is absent: `None` in the native format,
+    /// `AzureServices` in Azure JSON (as ARM reads it).
+    pub bypass_default: Bypass,
+}
+
+impl Keys {
+    /// The native format's keys.
+    pub fn native() -> Self {
+        Keys {
+            default_action: Key::toml("", "default_action"),
+            bypass: Key::toml("", "bypass"),
+            mode: Key::toml("", "mode"),
+            ipv6: Key::toml("", "ipv6"),
+            limits: "limits".into(),
+            ip_rules: "ip_rules".into(),
+            virtual_network_rules: "virtual_network_rules".into(),
+            data_plane: "data_plane".into(),
+            trusted_services: "trusted_services".into(),
+            dialect: Dialect::Native,
+            bypass_default: Bypass::None,
+        }
+    }
+}
+
 /// The top-level keys of the native format and what a valid line looks like.
-const TOP_KEYS: [(&str, &str); 7] = [
+const TOP_KEYS: [(&str, &str); 9] = [
     (
         "default_action",
         "default_action = \"Deny\" or default_action = \"Allow\"",
@@ -43,16 +163,19 @@ const TOP_KEYS: [(&str, &str); 7] = [
         "ip_rules = [\"203.0.113.7\", \"198.51.100.0/24\"]",
     ),
     (
+        "virtual_network_rules",
+        "[[virtual_network_rules]] with id, address_prefixes and endpoint",
+    ),
+    (
         "data_plane",
         "[data_plane] with tcp_ports = [443] and udp_ports = []",
     ),
+    (
+        "trusted_services",
+        "[trusted_services] with service_tags_file and enabled",
+    ),
 ];
 
-/// Keys of the format that this version refuses (they come in a later change).
-const LATER_KEYS: [&str; 2] = ["virtual_network_rules", "trusted_services"];
-
-/// Keys of one table item in `ip_rules`.
-const IP_RULE_KEYS: [&str; 3] = ["value", "comment", "expires_at"];
 /// Keys of `[data_plane]`.
 const DATA_PLANE_KEYS: [&str; 2] = ["tcp_ports", "udp_ports"];
 /// Keys of an explicit `limits` table.
@@ -68,7 +191,30 @@ pub struct RawPolicy {
     pub limits: Field<RawLimits>,
     /// The items that had the right shape (bad ones are already reported).
     pub ip_rules: Field<Vec<RawIpRule>>,
+    /// The items that had the right shape (bad ones are already reported).
+    pub virtual_network_rules: Field<Vec<RawVnetRule>>,
     pub data_plane: Field<RawDataPlane>,
+    pub trusted_services: Field<RawTrusted>,
+    /// Paths and spelling of the settings.
+    pub keys: Keys,
+}
+
+impl RawPolicy {
+    /// A policy with every key absent, reported under `keys`.
+    pub fn empty(keys: Keys) -> Self {
+        RawPolicy {
+            default_action: Field::Absent,
+            bypass: Field::Absent,
+            mode: Field::Absent,
+            ipv6: Field::Absent,
+            limits: Field::Absent,
+            ip_rules: Field::Absent,
+            virtual_network_rules: Field::Absent,
+            data_plane: Field::Absent,
+            trusted_services: Field::Absent,
+            keys,
+        }
+    }
 }
 
 /// `limits`: a profile name or explicit numbers.
@@ -83,38 +229,6 @@ pub enum RawLimits {
     },
 }
 
-/// One item of `ip_rules`, a string or a table.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct RawIpRule {
-    /// Position in the `ip_rules` array.
-    pub index: usize,
-    /// True for the `{ value = ... }` form (paths then end in `.value`).
-    pub is_table: bool,
-    /// The address or range as written.
-    pub value: String,
-    /// `comment`, if any.
-    pub comment: Option<String>,
-    /// `expires_at` as text (a TOML date-time is turned into its RFC 3339
-    /// text), if any.
-    pub expires_at: Option<String>,
-}
-
-impl RawIpRule {
-    /// `ip_rules[3]`: the rule as a whole.
-    pub fn path(&self) -> String {
-        format!("ip_rules[{}]", self.index)
-    }
-
-    /// `ip_rules[3]` or `ip_rules[3].value`: where the address is written.
-    pub fn value_path(&self) -> String {
-        if self.is_table {
-            format!("ip_rules[{}].value", self.index)
-        } else {
-            self.path()
-        }
-    }
-}
-
 /// `[data_plane]`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RawDataPlane {
@@ -125,37 +239,17 @@ pub struct RawDataPlane {
 /// Parses `text` as TOML and checks its shape, recording every problem in
 /// `errors`. `None` only for a TOML syntax error (the one error recorded).
 pub fn read(text: &str, errors: &mut Vec<PolicyError>) -> Option<RawPolicy> {
-    let table = match text.parse::<Table>() {
-        Ok(t) => t,
-        Err(e) => {
-            errors.push(syntax_error(text, &e));
-            return None;
-        }
-    };
-    let mut raw = RawPolicy {
-        default_action: Field::Absent,
-        bypass: Field::Absent,
-        mode: Field::Absent,
-        ipv6: Field::Absent,
-        limits: Field::Absent,
-        ip_rules: Field::Absent,
-        data_plane: Field::Absent,
-    };
+    let table = parse_table(text, "", errors)?;
+    let mut raw = RawPolicy::empty(Keys::native());
     for (key, value) in sorted(&table) {
         match key.as_str() {
-            "default_action" => raw.default_action = string(key, value, errors),
-            "bypass" => raw.bypass = string(key, value, errors),
-            "mode" => raw.mode = string(key, value, errors),
-            "ipv6" => raw.ipv6 = string(key, value, errors),
-            "limits" => raw.limits = limits(value, errors),
+            "default_action" => raw.default_action = string(key, key, value, errors),
+            "bypass" => raw.bypass = string(key, key, value, errors),
             "ip_rules" => raw.ip_rules = ip_rules(value, errors),
-            "data_plane" => raw.data_plane = data_plane(value, errors),
-            k if LATER_KEYS.contains(&k) => errors.push(PolicyError::new(
-                k,
-                "",
-                format!("`{k}` is not supported by this version of vaultfw yet"),
-                format!("remove `{k}` from the policy; it comes in a later version"),
-            )),
+            "virtual_network_rules" => {
+                raw.virtual_network_rules = vnet_rules(value, errors);
+            }
+            k if shared_key(k, value, "", &mut raw, errors) => {}
             k => {
                 let valid: Vec<&str> = TOP_KEYS.iter().map(|(name, _)| *name).collect();
                 errors.push(unknown_key(k, k, "at the top level", &valid));
@@ -165,9 +259,45 @@ pub fn read(text: &str, errors: &mut Vec<PolicyError>) -> Option<RawPolicy> {
     Some(raw)
 }
 
+/// Parses `text` as a TOML table; a syntax error is recorded with the path
+/// `{prefix}line:column`.
+pub fn parse_table(text: &str, prefix: &str, errors: &mut Vec<PolicyError>) -> Option<Table> {
+    match text.parse::<Table>() {
+        Ok(t) => Some(t),
+        Err(e) => {
+            let mut error = syntax_error(text, &e);
+            error.path = format!("{prefix}{}", error.path);
+            errors.push(error);
+            None
+        }
+    }
+}
+
+/// The settings shared by the native format and the subnet map (`mode`,
+/// `ipv6`, `limits`, `[data_plane]`, `[trusted_services]`), read into `raw`
+/// with paths `{prefix}{key}`. False when `key` is none of them.
+pub fn shared_key(
+    key: &str,
+    value: &Value,
+    prefix: &str,
+    raw: &mut RawPolicy,
+    errors: &mut Vec<PolicyError>,
+) -> bool {
+    let path = format!("{prefix}{key}");
+    match key {
+        "mode" => raw.mode = string(&path, key, value, errors),
+        "ipv6" => raw.ipv6 = string(&path, key, value, errors),
+        "limits" => raw.limits = limits(&path, value, errors),
+        "data_plane" => raw.data_plane = data_plane(&path, value, errors),
+        "trusted_services" => raw.trusted_services = trusted_services(&path, value, errors),
+        _ => return false,
+    }
+    true
+}
+
 /// The entries of `t` by key name, so that errors come in the same order
 /// whichever map type `toml` was built with.
-fn sorted(t: &Table) -> Vec<(&String, &Value)> {
+pub(super) fn sorted(t: &Table) -> Vec<(&String, &Value)> {
     let mut entries: Vec<_> = t.iter().collect();
     entries.sort_by(|a, b| a.0.cmp(b.0));
     entries
@@ -219,7 +349,7 @@ fn clip(s: &str) -> String {
     }
 }
 
-fn type_error(path: &str, value: &Value, expected: &str, fix: String) -> PolicyError {
+pub(super) fn type_error(path: &str, value: &Value, expected: &str, fix: String) -> PolicyError {
     PolicyError::new(
         path,
         shown(value),
@@ -240,7 +370,7 @@ fn article(word: &str) -> &'static str {
     }
 }
 
-fn hint(key: &str) -> &'static str {
+pub(super) fn hint(key: &str) -> &'static str {
     TOP_KEYS
         .iter()
         .find(|(name, _)| *name == key)
@@ -248,7 +378,7 @@ fn hint(key: &str) -> &'static str {
 }
 
 /// An unknown key, with the valid ones (and the closest, if one is close).
-fn unknown_key(path: &str, key: &str, place: &str, valid: &[&str]) -> PolicyError {
+pub(super) fn unknown_key(path: &str, key: &str, place: &str, valid: &[&str]) -> PolicyError {
     let near = valid
         .iter()
         .map(|v| (edit_distance(&key.to_ascii_lowercase(), v), *v))
@@ -263,7 +393,7 @@ fn unknown_key(path: &str, key: &str, place: &str, valid: &[&str]) -> PolicyErro
 }
 
 /// Levenshtein distance, for "did you mean".
-fn edit_distance(a: &str, b: &str) -> usize {
+pub(super) fn edit_distance(a: &str, b: &str) -> usize {
     let b: Vec<char> = b.chars().collect();
     let mut prev: Vec<usize> = (0..=b.len()).collect();
     for (i, ca) in a.chars().enumerate() {
@@ -277,12 +407,18 @@ fn edit_distance(a: &str, b: &str) -> usize {
     prev[b.len()]
 }
 
-fn string(key: &str, value: &Value, errors: &mut Vec<PolicyError>) -> Field<String> {
+/// A string setting at `path` whose native key is `key` (for the hint).
+pub(super) fn string(
+    path: &str,
+    key: &str,
+    value: &Value,
+    errors: &mut Vec<PolicyError>,
+) -> Field<String> {
     match value {
         Value::String(s) => Field::Given(s.clone()),
         other => {
             errors.push(type_error(
-                key,
+                path,
                 other,
                 "a string",
                 format!("write {}", hint(key)),
@@ -292,7 +428,7 @@ fn string(key: &str, value: &Value, errors: &mut Vec<PolicyError>) -> Field<Stri
     }
 }
 
-fn integer(path: &str, value: &Value, errors: &mut Vec<PolicyError>) -> Field<i64> {
+pub(super) fn integer(path: &str, value: &Value, errors: &mut Vec<PolicyError>) -> Field<i64> {
     match value {
         Value::Integer(n) => Field::Given(*n),
         other => {
@@ -307,14 +443,14 @@ fn integer(path: &str, value: &Value, errors: &mut Vec<PolicyError>) -> Field<i6
     }
 }
 
-fn limits(value: &Value, errors: &mut Vec<PolicyError>) -> Field<RawLimits> {
+fn limits(base: &str, value: &Value, errors: &mut Vec<PolicyError>) -> Field<RawLimits> {
     match value {
         Value::String(s) => Field::Given(RawLimits::Profile(s.clone())),
         Value::Table(t) => {
             let mut ip_rules = Field::Absent;
             let mut virtual_network_rules = Field::Absent;
             for (key, v) in sorted(t) {
-                let path = format!("limits.{key}");
+                let path = format!("{base}.{key}");
                 match key.as_str() {
                     "ip_rules" => ip_rules = integer(&path, v, errors),
                     "virtual_network_rules" => virtual_network_rules = integer(&path, v, errors),
@@ -328,7 +464,7 @@ fn limits(value: &Value, errors: &mut Vec<PolicyError>) -> Field<RawLimits> {
         }
         other => {
             errors.push(type_error(
-                "limits",
+                base,
                 other,
                 "a profile name or a table",
                 format!("write {}", hint("limits")),
@@ -338,113 +474,10 @@ fn limits(value: &Value, errors: &mut Vec<PolicyError>) -> Field<RawLimits> {
     }
 }
 
-fn ip_rules(value: &Value, errors: &mut Vec<PolicyError>) -> Field<Vec<RawIpRule>> {
-    let Value::Array(items) = value else {
-        let fix = match value {
-            Value::String(s) => format!("write it as an array: ip_rules = [{s:?}]"),
-            _ => format!("write {}", hint("ip_rules")),
-        };
-        errors.push(type_error("ip_rules", value, "an array", fix));
-        return Field::Invalid;
-    };
-    let rules = items
-        .iter()
-        .enumerate()
-        .filter_map(|(index, item)| ip_rule(index, item, errors))
-        .collect();
-    Field::Given(rules)
-}
-
-fn ip_rule(index: usize, item: &Value, errors: &mut Vec<PolicyError>) -> Option<RawIpRule> {
-    let path = format!("ip_rules[{index}]");
-    let table = match item {
-        Value::String(s) => {
-            return Some(RawIpRule {
-                index,
-                is_table: false,
-                value: s.clone(),
-                comment: None,
-                expires_at: None,
-            });
-        }
-        Value::Table(t) => t,
-        other => {
-            errors.push(type_error(
-                &path,
-                other,
-                "a string or a table",
-                "write the address as a string (\"203.0.113.7\") or as a table \
-                 { value = \"203.0.113.7\", comment = \"...\", expires_at = \"2027-01-31T00:00:00Z\" }"
-                    .into(),
-            ));
-            return None;
-        }
-    };
-    let mut value = None;
-    let mut comment = None;
-    let mut expires_at = None;
-    for (key, v) in sorted(table) {
-        let key_path = format!("{path}.{key}");
-        match (key.as_str(), v) {
-            ("value", Value::String(s)) => value = Some(s.clone()),
-            ("comment", Value::String(s)) => comment = Some(s.clone()),
-            ("expires_at", Value::String(s)) => expires_at = Some(s.clone()),
-            ("expires_at", Value::Datetime(d)) => expires_at = Some(d.to_string()),
-            ("value", other) => {
-                errors.push(type_error(
-                    &key_path,
-                    other,
-                    "a string",
-                    "write the address or range in quotes, e.g. value = \"203.0.113.7\"".into(),
-                ));
-            }
-            ("comment", other) => {
-                errors.push(type_error(
-                    &key_path,
-                    other,
-                    "a string",
-                    "write the comment in quotes".into(),
-                ));
-            }
-            ("expires_at", other) => {
-                errors.push(type_error(
-                    &key_path,
-                    other,
-                    "a date-time",
-                    format!("write {}", super::expiry::EXPECTED_FORM),
-                ));
-            }
-            (k, _) => {
-                errors.push(unknown_key(&key_path, k, "of an IP rule", &IP_RULE_KEYS));
-            }
-        }
-    }
-    let Some(value) = value else {
-        if !table.contains_key("value") {
-            errors.push(PolicyError::new(
-                path,
-                "",
-                "the rule has no `value`",
-                "add value = \"203.0.113.7\" (the address or range the rule admits)",
-            ));
-        }
-        return None;
-    };
-    // Kept even when another key of the item was refused, so that the
-    // value's own problems are reported in the same run.
-    Some(RawIpRule {
-        index,
-        is_table: true,
-        value,
-        comment,
-        expires_at,
-    })
-}
-
-fn data_plane(value: &Value, errors: &mut Vec<PolicyError>) -> Field<RawDataPlane> {
+fn data_plane(base: &str, value: &Value, errors: &mut Vec<PolicyError>) -> Field<RawDataPlane> {
     let Value::Table(t) = value else {
         errors.push(type_error(
-            "data_plane",
+            base,
             value,
             "a table",
             format!("write {}", hint("data_plane")),
@@ -456,7 +489,7 @@ fn data_plane(value: &Value, errors: &mut Vec<PolicyError>) -> Field<RawDataPlan
         udp_ports: Field::Absent,
     };
     for (key, v) in sorted(t) {
-        let path = format!("data_plane.{key}");
+        let path = format!("{base}.{key}");
         match key.as_str() {
             "tcp_ports" => dp.tcp_ports = ports(&path, v, errors),
             "udp_ports" => dp.udp_ports = ports(&path, v, errors),
@@ -466,7 +499,7 @@ fn data_plane(value: &Value, errors: &mut Vec<PolicyError>) -> Field<RawDataPlan
     Field::Given(dp)
 }
 
-fn ports(path: &str, value: &Value, errors: &mut Vec<PolicyError>) -> Field<Vec<i64>> {
+pub(super) fn ports(path: &str, value: &Value, errors: &mut Vec<PolicyError>) -> Field<Vec<i64>> {
     let Value::Array(items) = value else {
         let fix = match value {
             Value::Integer(n) => format!("write it as an array: {path} = [{n}]"),

@@ -1,35 +1,41 @@
 //! Second stage: [`RawPolicy`] → [`Policy`]. Gives every value its meaning
-//! (enum names, limits, addresses, ports, expiry times), makes the IP rules
-//! canonical (one rule per network, sorted), and records every error and
+//! (enum names, limits, addresses, endpoints, ports, expiry times, trusted
+//! services), makes the rules canonical, and records every error and
 //! warning along the way. A policy comes out only when there is no error.
+//! The rule kinds have their own files (`ip_rules`, `vnet`, `trusted`);
+//! this one holds the settings, the limits and the data plane.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::time::{Duration, SystemTime};
-
-use ipnet::Ipv4Net;
+use std::path::Path;
+use std::time::SystemTime;
 
 use super::error::{PolicyError, PolicyWarning};
-use super::expiry;
-use super::ipv4::{self, shown};
 use super::model::{
-    Bypass, DataPlane, DefaultAction, IpRule, Ipv6Action, LimitProfile, Limits, Mode, Policy,
+    Bypass, DataPlane, DefaultAction, Ipv6Action, LimitProfile, Limits, Mode, Policy,
 };
-use super::raw::{Field, RawDataPlane, RawIpRule, RawLimits, RawPolicy};
+use super::raw::{Field, Key, RawDataPlane, RawLimits, RawPolicy};
+use super::{ip_rules, trusted, vnet};
 
-/// An expiry closer than this is reported as a warning.
-const EXPIRY_WARNING: Duration = Duration::from_secs(24 * 3600);
+/// What validation needs besides the input.
+pub struct Context<'a> {
+    /// The current time, for `expires_at`.
+    pub now: SystemTime,
+    /// The directory a relative `service_tags_file` resolves against.
+    pub base_dir: &'a Path,
+}
 
-/// Validates `raw` as of `now` (for `expires_at`). Pushes every error and
-/// warning; returns the policy only if no error was found (including errors
-/// pushed before the call).
+/// Validates `raw` in `ctx`. Pushes every error and warning; returns the
+/// policy only if no error was found (including errors pushed before the
+/// call).
 pub fn validate(
     raw: RawPolicy,
-    now: SystemTime,
+    ctx: &Context,
     errors: &mut Vec<PolicyError>,
     warnings: &mut Vec<PolicyWarning>,
 ) -> Option<Policy> {
+    let keys = &raw.keys;
     let default_action = choice(
-        "default_action",
+        &keys.default_action,
         &raw.default_action,
         &[
             (
@@ -47,7 +53,7 @@ pub fn validate(
         errors,
     );
     let bypass = choice(
-        "bypass",
+        &keys.bypass,
         &raw.bypass,
         &[
             ("None", Bypass::None, "no bypass"),
@@ -57,11 +63,11 @@ pub fn validate(
                 "trusted Azure services pass",
             ),
         ],
-        Some(Bypass::None),
+        Some(keys.bypass_default),
         errors,
     );
     let mode = choice(
-        "mode",
+        &keys.mode,
         &raw.mode,
         &[
             ("Enforce", Mode::Enforce, "denied packets are dropped"),
@@ -75,7 +81,7 @@ pub fn validate(
         errors,
     );
     let ipv6 = choice(
-        "ipv6",
+        &keys.ipv6,
         &raw.ipv6,
         &[
             (
@@ -88,29 +94,47 @@ pub fn validate(
         Some(Ipv6Action::Deny),
         errors,
     );
-    let limits = limits(&raw.limits, errors);
-    let ip_rules = ip_rules(&raw.ip_rules, now, errors, warnings);
+    let limits = limits(&keys.limits, &raw.limits, errors);
+    let ip_rules = ip_rules::validate(&raw.ip_rules, keys.dialect, ctx.now, errors, warnings);
+    let vnet_rules = vnet::validate(&raw.virtual_network_rules, ctx.now, errors, warnings);
     if let Some(limits) = &limits {
-        check_count(ip_rules.len(), limits, errors);
+        check_count(RuleKind::Ip, &keys.ip_rules, ip_rules.len(), limits, errors);
+        check_count(
+            RuleKind::Vnet,
+            &keys.virtual_network_rules,
+            vnet_rules.len(),
+            limits,
+            errors,
+        );
     }
-    let data_plane = data_plane(&raw.data_plane, errors, warnings);
+    let data_plane = data_plane(&keys.data_plane, &raw.data_plane, errors, warnings);
+    let trusted = trusted::validate(
+        &raw.trusted_services,
+        keys,
+        bypass,
+        ctx.base_dir,
+        errors,
+        warnings,
+    );
 
-    if default_action == Some(DefaultAction::Allow) && !ip_rules.is_empty() {
+    let rules = ip_rules.len() + vnet_rules.len();
+    if default_action == Some(DefaultAction::Allow) && rules > 0 {
+        let mut counted = Vec::new();
+        if !ip_rules.is_empty() {
+            counted.push(plural(ip_rules.len(), "IP rule"));
+        }
+        if !vnet_rules.is_empty() {
+            counted.push(plural(vnet_rules.len(), "virtual network rule"));
+        }
         warnings.push(PolicyWarning::new(
-            "default_action",
+            &keys.default_action.path,
             format!(
-                "rules have no effect while default_action = \"Allow\": every source reaches \
-                 the data plane ({} IP rule{} kept but not consulted)",
-                ip_rules.len(),
-                if ip_rules.len() == 1 { " is" } else { "s are" }
+                "rules have no effect while {}: every source reaches the data plane ({} {} \
+                 kept but not consulted)",
+                keys.default_action.assign("Allow"),
+                counted.join(" and "),
+                if rules == 1 { "is" } else { "are" }
             ),
-        ));
-    }
-    if bypass == Some(Bypass::AzureServices) {
-        warnings.push(PolicyWarning::new(
-            "bypass",
-            "the trusted-services catalogue is not configured in this version of vaultfw: \
-             no source matches AzureServices, so the bypass admits nothing",
         ));
     }
 
@@ -124,14 +148,25 @@ pub fn validate(
         ipv6: ipv6?,
         limits: limits?,
         ip_rules,
+        virtual_network_rules: vnet_rules,
+        trusted_services: trusted?,
         data_plane: data_plane?,
     })
+}
+
+/// `1 IP rule`, `2 IP rules`.
+fn plural(n: usize, noun: &str) -> String {
+    if n == 1 {
+        format!("1 {noun}")
+    } else {
+        format!("{n} {noun}s")
+    }
 }
 
 /// One of a few names, matched case-insensitively (as Azure does).
 /// `default: None` makes the key required.
 fn choice<T: Copy>(
-    key: &str,
+    key: &Key,
     field: &Field<String>,
     choices: &[(&str, T, &str)],
     default: Option<T>,
@@ -139,18 +174,19 @@ fn choice<T: Copy>(
 ) -> Option<T> {
     let either = choices
         .iter()
-        .map(|(name, _, meaning)| format!("{key} = \"{name}\" ({meaning})"))
+        .map(|(name, _, meaning)| format!("{} ({meaning})", key.assign(name)))
         .collect::<Vec<_>>()
         .join(" or ");
+    let name = key.name;
     match field {
         Field::Invalid => None,
         Field::Absent => {
             if default.is_none() {
                 errors.push(PolicyError::new(
-                    key,
+                    &key.path,
                     "",
                     format!(
-                        "`{key}` is missing: it decides whether sources that no rule matches \
+                        "`{name}` is missing: it decides whether sources that no rule matches \
                          reach the data plane, so it is never defaulted"
                     ),
                     format!("add {either}"),
@@ -167,7 +203,7 @@ fn choice<T: Copy>(
                 let names: Vec<String> =
                     choices.iter().map(|(n, _, _)| format!("\"{n}\"")).collect();
                 errors.push(PolicyError::new(
-                    key,
+                    &key.path,
                     text.as_str(),
                     format!("not one of {}", names.join(", ")),
                     format!("write {either}"),
@@ -178,7 +214,7 @@ fn choice<T: Copy>(
     }
 }
 
-fn limits(field: &Field<RawLimits>, errors: &mut Vec<PolicyError>) -> Option<Limits> {
+fn limits(base: &str, field: &Field<RawLimits>, errors: &mut Vec<PolicyError>) -> Option<Limits> {
     let explicit_form = "limits = { ip_rules = N, virtual_network_rules = M }";
     match field {
         Field::Absent => Some(Limits::KV_2020),
@@ -190,7 +226,7 @@ fn limits(field: &Field<RawLimits>, errors: &mut Vec<PolicyError>) -> Option<Lim
                 Some(Limits::KV_CURRENT)
             } else {
                 errors.push(PolicyError::new(
-                    "limits",
+                    base,
                     name.as_str(),
                     "not a limits profile",
                     format!(
@@ -206,9 +242,9 @@ fn limits(field: &Field<RawLimits>, errors: &mut Vec<PolicyError>) -> Option<Lim
             ip_rules,
             virtual_network_rules,
         }) => {
-            let ip = limit_number("limits.ip_rules", ip_rules, explicit_form, errors);
+            let ip = limit_number(&format!("{base}.ip_rules"), ip_rules, explicit_form, errors);
             let vnet = limit_number(
-                "limits.virtual_network_rules",
+                &format!("{base}.virtual_network_rules"),
                 virtual_network_rules,
                 explicit_form,
                 errors,
@@ -255,170 +291,46 @@ fn limit_number(
     }
 }
 
-/// A rule that passed its own checks, before duplicates are merged.
-struct Checked<'a> {
-    raw: &'a RawIpRule,
-    net: Ipv4Net,
-    expires_at: Option<SystemTime>,
+/// The two kinds of rules that the limits count.
+#[derive(Clone, Copy)]
+enum RuleKind {
+    Ip,
+    Vnet,
 }
 
-fn ip_rules(
-    field: &Field<Vec<RawIpRule>>,
-    now: SystemTime,
+impl RuleKind {
+    fn noun(self) -> &'static str {
+        match self {
+            RuleKind::Ip => "IP rules",
+            RuleKind::Vnet => "virtual network rules",
+        }
+    }
+
+    fn limit(self, limits: &Limits) -> usize {
+        match self {
+            RuleKind::Ip => limits.ip_rules,
+            RuleKind::Vnet => limits.virtual_network_rules,
+        }
+    }
+
+    fn key(self) -> &'static str {
+        match self {
+            RuleKind::Ip => "ip_rules",
+            RuleKind::Vnet => "virtual_network_rules",
+        }
+    }
+}
+
+/// "128 IP rules exceed the limit of 127 (profile kv-2020)", with the ways
+/// to raise the limit that would admit `count`.
+fn check_count(
+    kind: RuleKind,
+    path: &str,
+    count: usize,
+    limits: &Limits,
     errors: &mut Vec<PolicyError>,
-    warnings: &mut Vec<PolicyWarning>,
-) -> Vec<IpRule> {
-    let Field::Given(raw_rules) = field else {
-        return Vec::new();
-    };
-    let mut checked = Vec::with_capacity(raw_rules.len());
-    for raw in raw_rules {
-        let net = ipv4::check_rule_value(&raw.value_path(), &raw.value);
-        let expires_at = raw
-            .expires_at
-            .as_deref()
-            .map(|text| expiry_time(raw, text, now, errors, warnings));
-        match (net, expires_at) {
-            (Err(e), _) => errors.push(e),
-            (Ok(net), None) => checked.push(Checked {
-                raw,
-                net,
-                expires_at: None,
-            }),
-            (Ok(net), Some(Some(t))) => checked.push(Checked {
-                raw,
-                net,
-                expires_at: Some(t),
-            }),
-            (Ok(_), Some(None)) => {} // the expiry error is recorded
-        }
-    }
-
-    // One rule per network, the first spelling kept; sorted by (address,
-    // prefix length) through the map's key.
-    let mut kept: BTreeMap<(u32, u8), Checked> = BTreeMap::new();
-    for rule in checked {
-        let key = (u32::from(rule.net.addr()), rule.net.prefix_len());
-        match kept.get(&key) {
-            Some(first) => warnings.push(duplicate_warning(first, &rule)),
-            None => {
-                kept.insert(key, rule);
-            }
-        }
-    }
-    for rule in kept.values() {
-        if let Some(wider) = innermost_container(rule.net, &kept) {
-            warnings.push(PolicyWarning::new(
-                rule.raw.path(),
-                format!(
-                    "{} lies inside {} {}: the wider rule already admits it (overlaps are \
-                     allowed; the longest prefix matches and counts the hit)",
-                    shown(rule.net),
-                    wider.raw.path(),
-                    shown(wider.net)
-                ),
-            ));
-        }
-    }
-    kept.into_values()
-        .map(|c| IpRule {
-            network: c.net,
-            comment: c.raw.comment.clone(),
-            expires_at: c.expires_at,
-        })
-        .collect()
-}
-
-/// The longest-prefix rule in `kept` that strictly contains `net`.
-fn innermost_container<'m, 'a>(
-    net: Ipv4Net,
-    kept: &'m BTreeMap<(u32, u8), Checked<'a>>,
-) -> Option<&'m Checked<'a>> {
-    (0..net.prefix_len()).rev().find_map(|len| {
-        let wider = Ipv4Net::new(net.addr(), len).ok()?.trunc();
-        kept.get(&(u32::from(wider.addr()), len))
-    })
-}
-
-fn duplicate_warning(first: &Checked, dup: &Checked) -> PolicyWarning {
-    let mut message = format!(
-        "{:?} is the same network as {} {:?}; it is one rule, kept once",
-        dup.raw.value,
-        first.raw.path(),
-        first.raw.value,
-    );
-    let mut differ = Vec::new();
-    if dup.raw.comment != first.raw.comment {
-        differ.push("comment");
-    }
-    if dup.expires_at != first.expires_at {
-        differ.push("expires_at");
-    }
-    match differ.as_slice() {
-        [] => {}
-        [one] => message.push_str(&format!(
-            "; its {one} differs and the one of {} is kept",
-            first.raw.path()
-        )),
-        _ => message.push_str(&format!(
-            "; its {} differ and those of {} are kept",
-            differ.join(" and "),
-            first.raw.path()
-        )),
-    }
-    PolicyWarning::new(dup.raw.path(), message)
-}
-
-/// Parses `expires_at`; `None` when an error was recorded.
-fn expiry_time(
-    raw: &RawIpRule,
-    text: &str,
-    now: SystemTime,
-    errors: &mut Vec<PolicyError>,
-    warnings: &mut Vec<PolicyWarning>,
-) -> Option<SystemTime> {
-    let path = format!("{}.expires_at", raw.path());
-    let t = match expiry::parse_rfc3339(text) {
-        Ok(t) => t,
-        Err(reason) => {
-            errors.push(PolicyError::new(
-                path,
-                text,
-                reason,
-                format!("write {}", expiry::EXPECTED_FORM),
-            ));
-            return None;
-        }
-    };
-    match t.duration_since(now) {
-        Err(_) | Ok(Duration::ZERO) => {
-            errors.push(PolicyError::new(
-                path,
-                text,
-                "this time is already past, so the rule would be expired on arrival",
-                "remove the rule, or set a later expires_at",
-            ));
-            None
-        }
-        Ok(left) => {
-            if left < EXPIRY_WARNING {
-                let minutes = Duration::from_secs(left.as_secs() / 60 * 60);
-                warnings.push(PolicyWarning::new(
-                    path,
-                    format!(
-                        "the rule expires in less than 24 h (in {}; at {}) and is then removed",
-                        humantime::format_duration(minutes),
-                        humantime::format_rfc3339_seconds(t)
-                    ),
-                ));
-            }
-            Some(t)
-        }
-    }
-}
-
-fn check_count(count: usize, limits: &Limits, errors: &mut Vec<PolicyError>) {
-    let limit = limits.ip_rules;
+) {
+    let limit = kind.limit(limits);
     if count <= limit {
         return;
     }
@@ -427,19 +339,22 @@ fn check_count(count: usize, limits: &Limits, errors: &mut Vec<PolicyError>) {
     let explicit = format!(
         "explicit numbers limits = {{ ip_rules = N, virtual_network_rules = M }} (up to {max})"
     );
+    let current = kind.limit(&Limits::KV_CURRENT);
     let raise = match limits.profile {
-        LimitProfile::Kv2020 if count <= Limits::KV_CURRENT.ip_rules => format!(
-            "limits = \"kv-current\" ({} IP rules, Key Vault's current documentation) or {explicit}",
-            Limits::KV_CURRENT.ip_rules
+        LimitProfile::Kv2020 if count <= current => format!(
+            "limits = \"kv-current\" ({current} {}, Key Vault's current documentation) or \
+             {explicit}",
+            kind.noun()
         ),
         LimitProfile::Kv2020 | LimitProfile::KvCurrent => explicit,
-        LimitProfile::Explicit => format!("a larger limits.ip_rules (up to {max})"),
+        LimitProfile::Explicit => format!("a larger limits.{} (up to {max})", kind.key()),
     };
     errors.push(PolicyError::new(
-        "ip_rules",
+        path,
         "",
         format!(
-            "{count} IP rules exceed the limit of {limit} (profile {})",
+            "{count} {} exceed the limit of {limit} (profile {})",
+            kind.noun(),
             limits.profile.name()
         ),
         format!(
@@ -451,6 +366,7 @@ fn check_count(count: usize, limits: &Limits, errors: &mut Vec<PolicyError>) {
 }
 
 fn data_plane(
+    base: &str,
     field: &Field<RawDataPlane>,
     errors: &mut Vec<PolicyError>,
     warnings: &mut Vec<PolicyWarning>,
@@ -460,8 +376,18 @@ fn data_plane(
         Field::Invalid => return None,
         Field::Given(dp) => dp,
     };
-    let tcp = port_set("data_plane.tcp_ports", &dp.tcp_ports, errors, warnings);
-    let udp = port_set("data_plane.udp_ports", &dp.udp_ports, errors, warnings);
+    let tcp = port_set(
+        &format!("{base}.tcp_ports"),
+        &dp.tcp_ports,
+        errors,
+        warnings,
+    );
+    let udp = port_set(
+        &format!("{base}.udp_ports"),
+        &dp.udp_ports,
+        errors,
+        warnings,
+    );
     let written = |f: &Field<Vec<i64>>| match f {
         Field::Absent => Some(0),
         Field::Invalid => None,
@@ -469,7 +395,7 @@ fn data_plane(
     };
     if let (Some(0), Some(0)) = (written(&dp.tcp_ports), written(&dp.udp_ports)) {
         errors.push(PolicyError::new(
-            "data_plane",
+            base,
             "",
             "[data_plane] lists no port at all: nothing would be guarded",
             "list the guarded ports, e.g. tcp_ports = [443], or remove [data_plane] to guard \

@@ -35,6 +35,8 @@ pub fn require_root() -> bool {
 pub struct Program {
     pub dataplane: Dataplane,
     generation: u64,
+    /// Endpoint interface names → ifindexes the policies compile against.
+    pub interfaces: vaultfw::links::InterfaceIndex,
 }
 
 impl Program {
@@ -46,6 +48,7 @@ impl Program {
         let mut program = Program {
             dataplane,
             generation: 0,
+            interfaces: Default::default(),
         };
         program.apply(policy);
         program
@@ -56,7 +59,7 @@ impl Program {
         let validated = parse_toml(policy).unwrap_or_else(|e| panic!("test policy invalid:\n{e}"));
         let report = self
             .dataplane
-            .apply(&compile(&validated.policy), self.generation + 1)
+            .apply(&compile(&validated.policy, &self.interfaces), self.generation + 1)
             .unwrap_or_else(|e| panic!("apply failed: {e}"));
         if report.changed {
             self.generation = report.generation;

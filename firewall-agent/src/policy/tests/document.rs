@@ -8,7 +8,7 @@ use super::super::{
     Bypass, DataPlane, DefaultAction, Ipv6Action, LimitProfile, Limits, LoadError, Mode,
     PolicyError, PolicyErrors, PolicyWarning, load_file, parse_toml,
 };
-use super::{load, refuse, single};
+use super::{fixture, load, refuse, single};
 
 #[test]
 fn minimal_policy_gets_the_documented_defaults() {
@@ -27,7 +27,7 @@ fn minimal_policy_gets_the_documented_defaults() {
 }
 
 #[test]
-fn design_example_loads_without_the_later_keys() {
+fn design_example_settings_and_ip_rules_load() {
     let v = load(
         r#"
 default_action = "Deny"            # "Allow" | "Deny"
@@ -52,7 +52,8 @@ udp_ports = []
         Some(humantime::parse_rfc3339("2027-01-31T00:00:00Z").expect("time"))
     );
     assert_eq!(v.policy.bypass, Bypass::AzureServices);
-    // The only warning: the bypass matches nothing in this version.
+    // The only warning: without a service-tags file the bypass matches
+    // nothing.
     assert_eq!(v.warnings.len(), 1, "{:?}", v.warnings);
     assert_eq!(v.warnings[0].path, "bypass");
 }
@@ -165,7 +166,9 @@ fn unknown_keys_are_named_with_the_valid_keys() {
         "ipv6",
         "limits",
         "ip_rules",
+        "virtual_network_rules",
         "data_plane",
+        "trusted_services",
     ] {
         assert!(e.fix.contains(key), "{key} not listed: {e}");
     }
@@ -183,32 +186,62 @@ fn a_misspelt_key_gets_a_suggestion() {
 }
 
 #[test]
-fn virtual_network_rules_and_trusted_services_are_refused_as_not_supported_yet() {
-    let errors = refuse(
+fn the_whole_design_example_loads_with_subnets_and_trusted_services() {
+    // DESIGN.md section 1's example, with the service-tags file pointed at
+    // the test fixture instead of /etc/vaultfw.
+    let v = load(&format!(
         r#"
-default_action = "Deny"
+default_action = "Deny"            # "Allow" | "Deny"
+bypass = "AzureServices"           # "AzureServices" | "None"
+mode = "Enforce"                   # "Enforce" | "Audit"
+ipv6 = "Deny"                      # "Deny" | "Allow"
+limits = "kv-2020"                 # "kv-2020" | "kv-current" | {{ ip_rules = N, virtual_network_rules = M }}
+ip_rules = ["203.0.113.0/24", "198.51.100.7",
+            {{ value = "192.0.2.77", comment = "build agent", expires_at = "2027-01-31T00:00:00Z" }}]
+
+[data_plane]                       # default: tcp_ports = [443]
+tcp_ports = [443]
+udp_ports = []
+
 [[virtual_network_rules]]
 id = "vnet-prod/subnets/app"
 address_prefixes = ["10.1.2.0/24"]
-endpoint = { interface = "eth1" }
+endpoint = {{ interface = "eth1" }}  # and/or vlan = 120
+ignore_missing_endpoint = false
 
 [trusted_services]
-service_tags_file = "/etc/vaultfw/ServiceTags_Public.json"
+service_tags_file = {:?}
+enabled = ["AzureBackup", "Sql"]   # default: the whole catalogue
 "#,
+        fixture("ServiceTags_test.json")
+    ));
+    let p = &v.policy;
+    assert_eq!(p.ip_rules.len(), 3);
+    assert_eq!(p.virtual_network_rules.len(), 1);
+    let rule = &p.virtual_network_rules[0];
+    assert_eq!(rule.id, "vnet-prod/subnets/app");
+    assert_eq!(
+        rule.address_prefixes,
+        ["10.1.2.0/24".parse::<ipnet::Ipv4Net>().unwrap()]
     );
-    assert_eq!(errors.len(), 2, "{errors}");
-    for (e, key) in errors
+    assert_eq!(rule.endpoint.interface.as_deref(), Some("eth1"));
+    assert_eq!(rule.endpoint.vlan, None);
+    let names: Vec<&str> = p.trusted_services.enabled.iter().map(|s| s.name).collect();
+    assert_eq!(names, ["AzureBackup", "Sql"]);
+    let shown: Vec<String> = p
+        .trusted_services
+        .prefixes
         .iter()
-        .zip(["trusted_services", "virtual_network_rules"])
-    {
-        assert_eq!(e.path, key);
-        assert!(
-            e.reason
-                .contains("not supported by this version of vaultfw yet"),
-            "{e}"
-        );
-        assert!(e.fix.starts_with("remove"), "{e}");
-    }
+        .map(|t| format!("{} {} {}", t.network, t.service, t.tag))
+        .collect();
+    assert_eq!(
+        shown,
+        [
+            "192.0.2.128/29 AzureBackup AzureBackup",
+            "198.51.100.64/27 Sql Sql"
+        ]
+    );
+    assert!(v.warnings.is_empty(), "{:?}", v.warnings);
 }
 
 #[test]
@@ -380,15 +413,19 @@ fn default_allow_with_rules_warns_that_rules_have_no_effect() {
 }
 
 #[test]
-fn bypass_azure_services_warns_that_no_catalogue_is_configured() {
+fn bypass_azure_services_without_a_tags_file_warns_that_nothing_matches() {
     let v = load("default_action = \"Deny\"\nbypass = \"AzureServices\"\n");
     assert_eq!(v.warnings.len(), 1, "{:?}", v.warnings);
     assert_eq!(v.warnings[0].path, "bypass");
     assert!(
         v.warnings[0]
             .message
-            .contains("no source matches AzureServices")
+            .starts_with("trusted-services catalogue has no prefixes: no source matches it"),
+        "{}",
+        v.warnings[0]
     );
+    assert!(v.policy.trusted_services.prefixes.is_empty());
+    assert_eq!(v.policy.trusted_services.enabled.len(), 10);
 }
 
 #[test]

@@ -1,13 +1,19 @@
 //! Unit tests of policy loading, by topic. Case ids (P1…P6) refer to
 //! `shared/cases/policy-cases.md`.
 
+mod azure;
 mod document;
 mod ip_rule_value;
 mod ip_rules;
+mod round_trip;
+mod service_tags;
+mod trusted;
+mod vnet_rules;
 
+use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
-use super::{PolicyError, PolicyErrors, Validated, parse_toml_at};
+use super::{PolicyError, PolicyErrors, Validated, parse_azure_at, parse_toml_at};
 
 /// The fixed "now" of every test: 2026-06-01T00:00:00Z.
 fn now() -> SystemTime {
@@ -62,4 +68,57 @@ fn distinct_rules(n: usize) -> Vec<String> {
             format!("\"{}\"", std::net::Ipv4Addr::from(base + i))
         })
         .collect()
+}
+
+/// The absolute path of `firewall-agent/tests/fixtures/{name}`.
+fn fixture(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(name)
+}
+
+/// Parses Azure JSON with an optional subnet map `(path, text)` as of
+/// [`now`], expecting success.
+fn load_azure(json: &str, map: Option<(&str, &str)>) -> Validated {
+    match parse_azure_at(json, map.map(|(p, t)| (Path::new(p), t)), now()) {
+        Ok(v) => v,
+        Err(e) => panic!("expected the policy to load, got:\n{e}"),
+    }
+}
+
+/// Parses Azure JSON as of [`now`], expecting failure.
+fn refuse_azure(json: &str, map: Option<(&str, &str)>) -> PolicyErrors {
+    match parse_azure_at(json, map.map(|(p, t)| (Path::new(p), t)), now()) {
+        Ok(v) => panic!("expected errors, the policy loaded: {v:?}"),
+        Err(e) => {
+            assert!(!e.is_empty(), "an Err carries at least one error");
+            e
+        }
+    }
+}
+
+/// A fresh directory under the temp dir, removed with its content on drop.
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new(name: &str) -> Self {
+        let path =
+            std::env::temp_dir().join(format!("vaultfw-policy-test-{}-{name}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&path);
+        std::fs::create_dir_all(&path).expect("create temp dir");
+        TempDir(path)
+    }
+
+    /// Writes `text` to `name` in the directory; returns its path.
+    fn write(&self, name: &str, text: &str) -> PathBuf {
+        let path = self.0.join(name);
+        std::fs::write(&path, text).expect("write temp file");
+        path
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
 }

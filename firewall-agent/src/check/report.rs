@@ -1,0 +1,219 @@
+//! What `vaultfw check` prints for each frame: a table or one JSON object
+//! per line, the rule that matched in the policy's own words, and the
+//! message for a frame the kernel and the reference model judge
+//! differently.
+
+use std::io::{self, Write};
+
+use firewall_common::{IFINDEX_ANY, VLAN_ANY, Verdict};
+use serde_json::json;
+
+use crate::links::InterfaceIndex;
+use crate::policy::Policy;
+use crate::reference::{Judgement, MatchedRule, RuleKind, XdpAction};
+
+/// One judged frame.
+#[derive(Clone, Debug)]
+pub struct FrameResult {
+    /// Position in the input, from 0.
+    pub index: usize,
+    /// The kernel's return code and the verdict counter that moved; `None`
+    /// when the frame was not run (shorter than an Ethernet header).
+    pub kernel: Option<(u32, Verdict)>,
+    /// The reference model's judgement.
+    pub model: Judgement,
+    /// The matched rule as the policy names it.
+    pub rule: Option<String>,
+    /// Remarks on the frame (cut by the capture, not run).
+    pub notes: Vec<String>,
+    /// The frame, for the disagreement message.
+    pub frame: Vec<u8>,
+}
+
+impl FrameResult {
+    /// Whether the kernel and the model agree (a frame that was not run
+    /// agrees by definition).
+    pub fn agrees(&self) -> bool {
+        match self.kernel {
+            None => true,
+            Some((code, verdict)) => {
+                verdict == self.model.verdict && code == self.model.action.code()
+            }
+        }
+    }
+
+    fn action_name(&self) -> &'static str {
+        match self.kernel {
+            None => "-",
+            Some((code, _)) => XdpAction::from_code(code).map_or("XDP_?", XdpAction::name),
+        }
+    }
+
+    fn reason(&self) -> &'static str {
+        self.kernel.map_or("not_run", |(_, v)| v.name())
+    }
+}
+
+/// The verdict a match of `kind` leads to.
+pub fn verdict_of(kind: RuleKind) -> Verdict {
+    match kind {
+        RuleKind::TrustedService => Verdict::AllowTrustedService,
+        RuleKind::IpRule => Verdict::AllowIpRule,
+        RuleKind::VnetRule => Verdict::AllowVnetRule,
+    }
+}
+
+/// The matched rule in the policy's words: `ip rule 203.0.113.0/24`,
+/// `virtual network rule vnet-prod/subnets/app: 10.1.2.0/24 via interface
+/// eth1`, `trusted service Sql (tag Sql): 192.0.2.128/29`.
+pub fn describe_rule(policy: &Policy, interfaces: &InterfaceIndex, matched: &MatchedRule) -> String {
+    let id = matched.id as usize;
+    let prefix = shown_prefix(&matched.prefix);
+    match matched.kind {
+        RuleKind::IpRule => match policy.ip_rules.get(id) {
+            Some(rule) => match &rule.comment {
+                Some(comment) => format!("ip rule {rule} ({comment:?})"),
+                None => format!("ip rule {rule}"),
+            },
+            None => format!("ip rule {prefix}"),
+        },
+        RuleKind::VnetRule => {
+            let via = match matched.endpoint {
+                Some((ifindex, vlan)) => endpoint_name(interfaces, ifindex, vlan),
+                None => "its endpoint".to_owned(),
+            };
+            match policy.virtual_network_rules.get(id) {
+                Some(rule) => format!("virtual network rule {}: {prefix} via {via}", rule.id),
+                None => format!("virtual network rule {prefix} via {via}"),
+            }
+        }
+        RuleKind::TrustedService => match policy.trusted_services.prefixes.get(id) {
+            Some(p) => format!("trusted service {} (tag {}): {prefix}", p.service, p.tag),
+            None => format!("trusted service prefix {prefix}"),
+        },
+    }
+}
+
+fn shown_prefix(net: &ipnet::Ipv4Net) -> String {
+    if net.prefix_len() == 32 {
+        net.addr().to_string()
+    } else {
+        net.to_string()
+    }
+}
+
+/// `interface eth1`, `VLAN 120`, `interface eth1, VLAN 7`, naming the
+/// interface when the policy does.
+fn endpoint_name(interfaces: &InterfaceIndex, ifindex: u32, vlan: u32) -> String {
+    let interface = (ifindex != IFINDEX_ANY).then(|| {
+        interfaces
+            .iter()
+            .find(|(_, i)| **i == ifindex)
+            .map_or_else(|| format!("ifindex {ifindex}"), |(name, _)| format!("interface {name}"))
+    });
+    let vlan = (vlan != VLAN_ANY).then(|| format!("VLAN {vlan}"));
+    match (interface, vlan) {
+        (Some(i), Some(v)) => format!("{i}, {v}"),
+        (Some(i), None) => i,
+        (None, Some(v)) => v,
+        (None, None) => "any endpoint".to_owned(),
+    }
+}
+
+/// The table: one line per frame (index, verdict, reason, rule), notes and
+/// — with `explain` — the model's steps indented below it.
+pub fn print_table(out: &mut impl Write, results: &[FrameResult], explain: bool) -> io::Result<()> {
+    let rows: Vec<[String; 4]> = results
+        .iter()
+        .map(|r| {
+            [
+                r.index.to_string(),
+                r.action_name().to_owned(),
+                r.reason().to_owned(),
+                r.rule.clone().unwrap_or_else(|| "-".to_owned()),
+            ]
+        })
+        .collect();
+    let header = ["#", "VERDICT", "REASON", "RULE"].map(str::to_owned);
+    let mut widths = header.clone().map(|h| h.len());
+    for row in &rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.len());
+        }
+    }
+    let line = |row: &[String; 4]| {
+        format!(
+            "{:<w0$}  {:<w1$}  {:<w2$}  {}",
+            row[0],
+            row[1],
+            row[2],
+            row[3],
+            w0 = widths[0],
+            w1 = widths[1],
+            w2 = widths[2]
+        )
+    };
+    writeln!(out, "{}", line(&header).trim_end())?;
+    for (row, result) in rows.iter().zip(results) {
+        writeln!(out, "{}", line(row).trim_end())?;
+        let indent = " ".repeat(widths[0] + 2);
+        for note in &result.notes {
+            writeln!(out, "{indent}note: {note}")?;
+        }
+        if !result.agrees() {
+            writeln!(
+                out,
+                "{indent}DISAGREEMENT: the reference model says {} ({})",
+                result.model.verdict.name(),
+                result.model.action.name()
+            )?;
+        }
+        if explain {
+            for step in &result.model.explanation {
+                writeln!(out, "{indent}{step}")?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// One JSON object per frame and line: `index`, `verdict`, `reason`,
+/// `rule` (null when none), `explanation` with `explain`; `notes` when
+/// there are any, and `model_verdict` / `model_reason` on a disagreement.
+pub fn print_json(out: &mut impl Write, results: &[FrameResult], explain: bool) -> io::Result<()> {
+    for r in results {
+        let mut object = json!({
+            "index": r.index,
+            "verdict": r.kernel.map(|_| r.action_name()),
+            "reason": r.kernel.map(|(_, v)| v.name()),
+            "rule": r.rule,
+        });
+        if explain {
+            object["explanation"] = json!(r.model.explanation);
+        }
+        if !r.notes.is_empty() {
+            object["notes"] = json!(r.notes);
+        }
+        if !r.agrees() {
+            object["model_verdict"] = json!(r.model.action.name());
+            object["model_reason"] = json!(r.model.verdict.name());
+        }
+        writeln!(out, "{object}")?;
+    }
+    Ok(())
+}
+
+/// The stderr message for a frame the kernel and the model disagree on.
+pub fn disagreement_message(r: &FrameResult) -> String {
+    let hex: String = r.frame.iter().map(|b| format!("{b:02x}")).collect();
+    format!(
+        "vaultfw check: DISAGREEMENT on frame {}: the kernel program says {} ({}), the \
+         reference model says {} ({}). One of them is wrong: this is a bug in vaultfw, please \
+         report it with the frame: {hex}",
+        r.index,
+        r.reason(),
+        r.action_name(),
+        r.model.verdict.name(),
+        r.model.action.name()
+    )
+}

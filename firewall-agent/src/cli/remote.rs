@@ -1,0 +1,346 @@
+//! The verbs that talk to the running daemon through the control socket,
+//! and `detach`/`show`, which also work when no daemon runs.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Subcommand};
+use serde_json::Value;
+
+use super::OutputFormat;
+use crate::control::client::{self, ClientError};
+use crate::control::protocol::{Command, ErrorKind, Response, RuleSpec};
+use crate::paths::{DEFAULT_PIN_DIR, DEFAULT_SOCKET, PinDir};
+
+/// Exit codes (README "Exit codes").
+pub mod exit {
+    /// Invalid input, or a rule that does not exist.
+    pub const INVALID_INPUT: u8 = 2;
+    /// No daemon listens on the socket.
+    pub const NOT_RUNNING: u8 = 3;
+    /// The kernel refused.
+    pub const KERNEL_REFUSED: u8 = 4;
+    /// `--if-generation` no longer matches, or an apply awaits confirmation.
+    pub const CONFLICT: u8 = 5;
+}
+
+/// `--socket`.
+#[derive(Debug, Args)]
+pub struct SocketArgs {
+    /// The daemon's control socket.
+    #[arg(long, value_name = "PATH", default_value = DEFAULT_SOCKET)]
+    pub socket: PathBuf,
+    /// Output format.
+    #[arg(long, value_enum, default_value = "table")]
+    pub output: OutputFormat,
+}
+
+/// `vaultfw show` / `vaultfw stats`.
+#[derive(Debug, Args)]
+pub struct ShowArgs {
+    #[command(flatten)]
+    pub socket: SocketArgs,
+    /// Pin directory to inspect when no daemon runs.
+    #[arg(long, value_name = "DIR", default_value = DEFAULT_PIN_DIR)]
+    pub pin_dir: PathBuf,
+}
+
+/// `vaultfw detach`.
+#[derive(Debug, Args)]
+pub struct DetachArgs {
+    #[command(flatten)]
+    pub socket: SocketArgs,
+    /// Pin directory to clear when no daemon runs.
+    #[arg(long, value_name = "DIR", default_value = DEFAULT_PIN_DIR)]
+    pub pin_dir: PathBuf,
+}
+
+/// `vaultfw network-rule`.
+#[derive(Debug, Args)]
+pub struct NetworkRuleArgs {
+    #[command(subcommand)]
+    pub verb: NetworkRuleVerb,
+}
+
+/// `add`, `remove`, `list`.
+#[derive(Debug, Subcommand)]
+pub enum NetworkRuleVerb {
+    /// Add an IP rule, or a prefix of a subnet rule.
+    Add(RuleArgs),
+    /// Remove an IP rule, a prefix of a subnet rule, or a whole subnet rule.
+    Remove(RuleArgs),
+    /// List the rules the kernel serves (read back from the maps).
+    List(SocketArgs),
+}
+
+/// A rule on the command line.
+#[derive(Debug, Args)]
+pub struct RuleArgs {
+    /// A public IPv4 address or CIDR range (`203.0.113.7`, `203.0.113.0/24`).
+    #[arg(long, value_name = "ADDRESS", conflicts_with = "vnet_rule", required_unless_present = "vnet_rule")]
+    pub ip_address: Option<String>,
+    /// A subnet rule id (`vnet-prod/subnets/app`).
+    #[arg(long, value_name = "ID")]
+    pub vnet_rule: Option<String>,
+    /// A prefix of the subnet rule (`10.1.2.0/24`).
+    #[arg(long, value_name = "PREFIX", requires = "vnet_rule")]
+    pub subnet: Option<String>,
+    /// The subnet's service endpoint: `IFACE`, `vlan:N` or `IFACE,vlan:N`.
+    #[arg(long, value_name = "ENDPOINT", requires = "vnet_rule")]
+    pub endpoint: Option<String>,
+    /// Refuse unless the daemon serves this generation (no lost update).
+    #[arg(long, value_name = "N")]
+    pub if_generation: Option<u64>,
+    #[command(flatten)]
+    pub socket: SocketArgs,
+}
+
+/// `vaultfw update`.
+#[derive(Debug, Args)]
+pub struct UpdateArgs {
+    /// `Allow` or `Deny`.
+    #[arg(long, value_name = "ACTION")]
+    pub default_action: Option<String>,
+    /// `AzureServices` or `None`.
+    #[arg(long, value_name = "BYPASS")]
+    pub bypass: Option<String>,
+    /// Refuse unless the daemon serves this generation.
+    #[arg(long, value_name = "N")]
+    pub if_generation: Option<u64>,
+    #[command(flatten)]
+    pub socket: SocketArgs,
+}
+
+/// `vaultfw apply`.
+#[derive(Debug, Args)]
+pub struct ApplyArgs {
+    /// The new policy (native TOML).
+    pub file: PathBuf,
+    /// Roll back unless `vaultfw confirm` arrives within this time
+    /// (`60s`, `5m`).
+    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
+    pub confirm_within: Option<std::time::Duration>,
+    /// Refuse unless the daemon serves this generation.
+    #[arg(long, value_name = "N")]
+    pub if_generation: Option<u64>,
+    #[command(flatten)]
+    pub socket: SocketArgs,
+}
+
+/// `vaultfw completions`.
+#[derive(Debug, Args)]
+pub struct CompletionsArgs {
+    /// The shell.
+    pub shell: clap_complete::Shell,
+}
+
+impl RuleArgs {
+    fn spec(&self) -> RuleSpec {
+        match (&self.ip_address, &self.vnet_rule) {
+            (Some(address), _) => RuleSpec::Ip {
+                address: address.clone(),
+            },
+            (None, Some(id)) => RuleSpec::Vnet {
+                id: id.clone(),
+                subnet: self.subnet.clone(),
+                endpoint: self.endpoint.clone(),
+            },
+            (None, None) => unreachable!("clap requires --ip-address or --vnet-rule"),
+        }
+    }
+}
+
+/// Runs `vaultfw network-rule ...`.
+pub fn network_rule(args: &NetworkRuleArgs) -> ExitCode {
+    match &args.verb {
+        NetworkRuleVerb::Add(rule) => request(
+            &rule.socket,
+            Command::RuleAdd {
+                rule: rule.spec(),
+                if_generation: rule.if_generation,
+            },
+        ),
+        NetworkRuleVerb::Remove(rule) => request(
+            &rule.socket,
+            Command::RuleRemove {
+                rule: rule.spec(),
+                if_generation: rule.if_generation,
+            },
+        ),
+        NetworkRuleVerb::List(socket) => request(socket, Command::RuleList),
+    }
+}
+
+/// Runs `vaultfw update`.
+pub fn update(args: &UpdateArgs) -> ExitCode {
+    request(
+        &args.socket,
+        Command::Update {
+            default_action: args.default_action.clone(),
+            bypass: args.bypass.clone(),
+            if_generation: args.if_generation,
+        },
+    )
+}
+
+/// Runs `vaultfw apply`.
+pub fn apply(args: &ApplyArgs) -> ExitCode {
+    let path = match std::path::absolute(&args.file) {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("vaultfw: {}: {e}", args.file.display());
+            return ExitCode::from(exit::INVALID_INPUT);
+        }
+    };
+    request(
+        &args.socket,
+        Command::Apply {
+            path: path.display().to_string(),
+            confirm_within_s: args.confirm_within.map(|d| d.as_secs().max(1)),
+            if_generation: args.if_generation,
+        },
+    )
+}
+
+/// Runs `vaultfw confirm`.
+pub fn confirm(args: &SocketArgs) -> ExitCode {
+    request(args, Command::Confirm)
+}
+
+/// Runs `vaultfw stats`.
+pub fn stats(args: &ShowArgs) -> ExitCode {
+    request(&args.socket, Command::Stats)
+}
+
+/// Runs `vaultfw show`: from the daemon, or, when none runs, from the pins
+/// (so a stopped host still says whether it is filtered).
+pub fn show(args: &ShowArgs) -> ExitCode {
+    match client::send(&args.socket.socket, Command::Show) {
+        Ok(response) => print_response(args.socket.output, &response),
+        Err(ClientError::NotRunning { .. }) => {
+            let state = crate::dataplane::pins::inspect(&PinDir::new(&args.pin_dir));
+            print_value(args.socket.output, &serde_json::to_value(&state).unwrap_or(Value::Null));
+            ExitCode::from(exit::NOT_RUNNING)
+        }
+        Err(error) => client_error(&error),
+    }
+}
+
+/// Runs `vaultfw detach`: through the daemon when it runs, else directly.
+pub fn detach(args: &DetachArgs) -> ExitCode {
+    match client::send(&args.socket.socket, Command::Detach) {
+        Ok(response) => print_response(args.socket.output, &response),
+        Err(ClientError::NotRunning { .. }) => {
+            match crate::dataplane::pins::remove_all(&PinDir::new(&args.pin_dir)) {
+                Ok(removed) => {
+                    let doc = serde_json::json!({ "detached": true, "daemon_running": false, "unpinned": removed });
+                    print_value(args.socket.output, &doc);
+                    ExitCode::SUCCESS
+                }
+                Err(error) => {
+                    eprintln!("vaultfw: {error}");
+                    ExitCode::from(exit::KERNEL_REFUSED)
+                }
+            }
+        }
+        Err(error) => client_error(&error),
+    }
+}
+
+/// Prints a completion script.
+pub fn completions(args: &CompletionsArgs) -> ExitCode {
+    let mut command = <super::Cli as clap::CommandFactory>::command();
+    clap_complete::generate(args.shell, &mut command, "vaultfw", &mut std::io::stdout());
+    ExitCode::SUCCESS
+}
+
+fn request(socket: &SocketArgs, command: Command) -> ExitCode {
+    match client::send(&socket.socket, command) {
+        Ok(response) => print_response(socket.output, &response),
+        Err(error) => client_error(&error),
+    }
+}
+
+fn client_error(error: &ClientError) -> ExitCode {
+    eprintln!("vaultfw: {error}");
+    match error {
+        ClientError::NotRunning { .. } => ExitCode::from(exit::NOT_RUNNING),
+        _ => ExitCode::FAILURE,
+    }
+}
+
+/// Prints a response and returns the exit code its outcome maps to.
+fn print_response(output: OutputFormat, response: &Response) -> ExitCode {
+    if let Some(error) = &response.error {
+        match output {
+            OutputFormat::Json => print_value(output, &serde_json::to_value(response).unwrap_or(Value::Null)),
+            OutputFormat::Table => eprintln!("vaultfw: {}", error.message),
+        }
+        return ExitCode::from(match error.kind {
+            ErrorKind::InvalidInput => exit::INVALID_INPUT,
+            ErrorKind::Conflict => exit::CONFLICT,
+            ErrorKind::KernelRefused => exit::KERNEL_REFUSED,
+            ErrorKind::Internal => 1,
+        });
+    }
+    print_value(output, response.result.as_ref().unwrap_or(&Value::Null));
+    ExitCode::SUCCESS
+}
+
+/// JSON as a document, or as indented `key: value` lines for people.
+fn print_value(output: OutputFormat, value: &Value) {
+    match output {
+        OutputFormat::Json => println!("{value:#}"),
+        OutputFormat::Table => print_table(value, 0),
+    }
+}
+
+fn print_table(value: &Value, indent: usize) {
+    let pad = "  ".repeat(indent);
+    match value {
+        Value::Object(map) => {
+            for (key, value) in map {
+                match value {
+                    Value::Object(_) | Value::Array(_) if !is_empty(value) => {
+                        println!("{pad}{key}:");
+                        print_table(value, indent + 1);
+                    }
+                    _ => println!("{pad}{key}: {}", scalar(value)),
+                }
+            }
+        }
+        Value::Array(items) => {
+            for item in items {
+                match item {
+                    Value::Object(map) => {
+                        let line: Vec<String> = map
+                            .iter()
+                            .filter(|(_, v)| !v.is_null())
+                            .map(|(k, v)| format!("{k}={}", scalar(v)))
+                            .collect();
+                        println!("{pad}- {}", line.join("  "));
+                    }
+                    other => println!("{pad}- {}", scalar(other)),
+                }
+            }
+        }
+        other => println!("{pad}{}", scalar(other)),
+    }
+}
+
+fn is_empty(value: &Value) -> bool {
+    match value {
+        Value::Object(m) => m.is_empty(),
+        Value::Array(a) => a.is_empty(),
+        _ => false,
+    }
+}
+
+fn scalar(value: &Value) -> String {
+    match value {
+        Value::String(s) => s.clone(),
+        Value::Null => "-".to_owned(),
+        Value::Array(a) if a.is_empty() => "[]".to_owned(),
+        other => other.to_string(),
+    }
+}

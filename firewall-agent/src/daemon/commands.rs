@@ -1,0 +1,434 @@
+//! Control-socket commands, handled one at a time by the daemon loop.
+//! Every change is validated as the whole policy file it would produce,
+//! applied to the kernel, then written back to the file; a refusal at any
+//! step changes nothing (an unwritable file undoes the kernel change).
+
+use std::time::{Duration, SystemTime};
+
+use firewall_common::Verdict;
+use serde_json::{Value, json};
+
+use crate::control::protocol::{Command, ErrorKind, Response, RuleSpec};
+use crate::dataplane::{ApplyReport, xdp_attachment};
+use crate::persist::{self, Edit};
+use crate::policy::{self, Endpoint, fmt_ipv4_rule};
+
+use super::state::{Daemon, PendingApply, endpoint_interfaces, refuse_missing_endpoints};
+
+/// What a command produced, and whether the daemon stops after answering.
+pub struct Outcome {
+    /// The answer.
+    pub response: Response,
+    /// Stop the daemon (after `detach`).
+    pub stop: bool,
+}
+
+type Handled = Result<Value, Response>;
+
+impl Daemon {
+    /// Handles one command.
+    pub fn handle(&mut self, command: Command) -> Outcome {
+        tracing::debug!(?command, "control command");
+        let mut stop = false;
+        let result = match command {
+            Command::Show => Ok(self.show()),
+            Command::Stats => self.stats(),
+            Command::RuleList => self.rule_list(),
+            Command::RuleAdd { rule, if_generation } => self
+                .check_generation(if_generation)
+                .and_then(|()| self.rule_add(rule)),
+            Command::RuleRemove { rule, if_generation } => self
+                .check_generation(if_generation)
+                .and_then(|()| self.rule_remove(rule)),
+            Command::Update {
+                default_action,
+                bypass,
+                if_generation,
+            } => self
+                .check_generation(if_generation)
+                .and_then(|()| self.update(default_action, bypass)),
+            Command::Apply {
+                path,
+                confirm_within_s,
+                if_generation,
+            } => self
+                .check_generation(if_generation)
+                .and_then(|()| self.apply_file(&path, confirm_within_s)),
+            Command::Confirm => self.confirm(),
+            Command::Detach => {
+                stop = true;
+                self.detach()
+                    .map(|()| json!({ "detached": true }))
+                    .map_err(|e| Response::error(ErrorKind::KernelRefused, e.to_string()))
+            }
+        };
+        let response = result.map_or_else(|error| error, Response::ok);
+        Outcome { response, stop }
+    }
+
+    fn check_generation(&self, expected: Option<u64>) -> Result<(), Response> {
+        if let Some(expected) = expected.filter(|g| *g != self.generation) {
+            return Err(Response::error(
+                ErrorKind::Conflict,
+                format!(
+                    "--if-generation {expected} refused: the daemon serves generation {}; \
+                     re-read the policy (`vaultfw show`) and retry",
+                    self.generation
+                ),
+            ));
+        }
+        if self.pending.is_some() {
+            return Err(Response::error(
+                ErrorKind::Conflict,
+                "an apply awaits `vaultfw confirm`; confirm it or let it roll back first",
+            ));
+        }
+        Ok(())
+    }
+
+    fn show(&self) -> Value {
+        let interfaces: Vec<Value> = self
+            .dataplane
+            .attached()
+            .iter()
+            .map(|a| {
+                let kernel = xdp_attachment(a.ifindex).unwrap_or_default();
+                json!({
+                    "name": a.name,
+                    "ifindex": a.ifindex,
+                    "mode": kernel.mode,
+                    "prog_id": kernel.prog_id,
+                    "attach": a.outcome,
+                })
+            })
+            .collect();
+        let protected = !interfaces.is_empty()
+            && interfaces.iter().all(|i| !i["mode"].is_null())
+            && interfaces.len() == self.options.interfaces.len();
+        let p = &self.policy;
+        json!({
+            "generation": self.generation,
+            "protected": protected,
+            "interfaces": interfaces,
+            "on_exit": self.options.on_exit,
+            "pin_dir": self.options.pin_dir,
+            "policy_file": self.options.source.path,
+            "default_action": p.default_action,
+            "bypass": p.bypass,
+            "mode": p.mode,
+            "ipv6": p.ipv6,
+            "limits": p.limits,
+            "data_plane": p.data_plane,
+            "ip_rules": p.ip_rules.len(),
+            "virtual_network_rules": p.virtual_network_rules.len(),
+            "trusted_service_prefixes": p.trusted_services.prefixes.len(),
+            "awaiting_confirmation_until": self.pending.as_ref().map(|pa| humantime::format_rfc3339_seconds(pa.deadline).to_string()),
+            "warnings": notes(p),
+        })
+    }
+
+    fn stats(&self) -> Handled {
+        let totals = self
+            .dataplane
+            .verdict_totals()
+            .map_err(|e| Response::error(ErrorKind::KernelRefused, e.to_string()))?;
+        let counters: serde_json::Map<String, Value> = Verdict::ALL
+            .iter()
+            .map(|v| (v.name().to_owned(), json!(totals[v.index() as usize])))
+            .collect();
+        Ok(json!({ "generation": self.generation, "counters": counters }))
+    }
+
+    /// The rules as the kernel serves them (read back from the maps),
+    /// described from the policy.
+    fn rule_list(&self) -> Handled {
+        let kernel = |e: crate::dataplane::DataplaneError| Response::error(ErrorKind::KernelRefused, e.to_string());
+        let ip: Vec<Value> = self
+            .dataplane
+            .active_ip_rules()
+            .map_err(kernel)?
+            .into_iter()
+            .map(|(network, id)| {
+                let rule = self.policy.ip_rules.get(id as usize);
+                json!({
+                    "rule": Shown(network).to_string(),
+                    "comment": rule.and_then(|r| r.comment.clone()),
+                    "expires_at": rule.and_then(|r| r.expires_at).map(|t| humantime::format_rfc3339_seconds(t).to_string()),
+                })
+            })
+            .collect();
+        let vnet: Vec<Value> = self
+            .dataplane
+            .active_vnet_rules()
+            .map_err(kernel)?
+            .into_iter()
+            .map(|(key, id)| {
+                let rule = self.policy.virtual_network_rules.get(id as usize);
+                json!({
+                    "id": rule.map(|r| r.id.clone()),
+                    "subnet": Shown(key.prefix.into()).to_string(),
+                    "endpoint": rule.map(|r| r.endpoint.to_string()),
+                    "ifindex": key.ifindex,
+                    "vlan": (key.vlan != firewall_common::VLAN_ANY).then_some(key.vlan),
+                })
+            })
+            .collect();
+        let waiting: Vec<Value> = self
+            .policy
+            .virtual_network_rules
+            .iter()
+            .filter(|r| r.endpoint.interface.as_ref().is_some_and(|i| !self.interfaces.contains_key(i)))
+            .map(|r| json!({ "id": r.id, "endpoint": r.endpoint.to_string(), "state": "interface missing: matches nothing" }))
+            .collect();
+        let trusted = self.dataplane.active_trusted().map_err(kernel)?.len();
+        Ok(json!({
+            "generation": self.generation,
+            "ip_rules": ip,
+            "virtual_network_rules": vnet,
+            "virtual_network_rules_waiting": waiting,
+            "trusted_service_prefixes": trusted,
+        }))
+    }
+
+    fn rule_add(&mut self, rule: RuleSpec) -> Handled {
+        match rule {
+            RuleSpec::Ip { address } => {
+                let network = policy::parse_ip_rule("--ip-address", &address)
+                    .map_err(|e| invalid(e.to_string()))?;
+                let shown = Shown(network).to_string();
+                if self.policy.ip_rules.iter().any(|r| r.network == network) {
+                    return Ok(unchanged(self.generation, format!("{shown} is already present")));
+                }
+                let limit = &self.policy.limits;
+                if self.policy.ip_rules.len() >= limit.ip_rules {
+                    return Err(invalid(format!(
+                        "limit of {} IP rules reached (profile {}); remove a rule first, or raise \
+                         `limits` in the policy file",
+                        limit.ip_rules,
+                        limit.profile.name()
+                    )));
+                }
+                let report = self.commit(&[Edit::AddIpRule(shown.clone())], "network-rule add")?;
+                Ok(changed(&report, format!("added {shown}")))
+            }
+            RuleSpec::Vnet { id, subnet, endpoint } => {
+                let subnet = subnet.ok_or_else(|| invalid("--subnet is required to add a subnet rule prefix"))?;
+                let prefix = policy::parse_subnet_prefix("--subnet", &subnet)
+                    .map_err(|e| invalid(e.to_string()))?;
+                let endpoint = endpoint.as_deref().map(parse_endpoint).transpose()?;
+                let existing = self
+                    .policy
+                    .virtual_network_rules
+                    .iter()
+                    .find(|r| r.id.eq_ignore_ascii_case(&id));
+                match existing {
+                    Some(rule) if rule.address_prefixes.contains(&prefix) => {
+                        return Ok(unchanged(self.generation, format!("{prefix} is already in {}", rule.id)));
+                    }
+                    Some(rule) if endpoint.as_ref().is_some_and(|e| *e != rule.endpoint) => {
+                        return Err(invalid(format!(
+                            "subnet rule {} has endpoint {}; a rule has one endpoint — use another rule id for {}",
+                            rule.id,
+                            rule.endpoint,
+                            endpoint.expect("checked by the guard")
+                        )));
+                    }
+                    None if endpoint.is_none() => {
+                        return Err(invalid(format!(
+                            "subnet rule {id:?} is new: give its service endpoint with --endpoint IFACE, vlan:N or IFACE,vlan:N"
+                        )));
+                    }
+                    _ => {}
+                }
+                let edit = Edit::AddVnetPrefix { id: id.clone(), prefix: prefix.to_string(), endpoint };
+                let report = self.commit(&[edit], "network-rule add")?;
+                Ok(changed(&report, format!("added {prefix} to {id}")))
+            }
+        }
+    }
+
+    fn rule_remove(&mut self, rule: RuleSpec) -> Handled {
+        match rule {
+            RuleSpec::Ip { address } => {
+                let network = policy::parse_ip_rule("--ip-address", &address)
+                    .map_err(|e| invalid(e.to_string()))?;
+                let shown = Shown(network).to_string();
+                if !self.policy.ip_rules.iter().any(|r| r.network == network) {
+                    return Err(invalid(format!(
+                        "IP rule {shown} not found; nothing changed (`vaultfw network-rule list` shows the rules)"
+                    )));
+                }
+                let report = self.commit(&[Edit::RemoveIpRule(network)], "network-rule remove")?;
+                Ok(changed(&report, format!("removed {shown}")))
+            }
+            RuleSpec::Vnet { id, subnet, .. } => {
+                let rule = self
+                    .policy
+                    .virtual_network_rules
+                    .iter()
+                    .find(|r| r.id.eq_ignore_ascii_case(&id))
+                    .ok_or_else(|| invalid(format!("subnet rule {id:?} not found; nothing changed")))?;
+                let edit = match subnet {
+                    None => Edit::RemoveVnetRule(rule.id.clone()),
+                    Some(subnet) => {
+                        let prefix = policy::parse_subnet_prefix("--subnet", &subnet)
+                            .map_err(|e| invalid(e.to_string()))?;
+                        if !rule.address_prefixes.contains(&prefix) {
+                            return Err(invalid(format!("{prefix} is not in subnet rule {}; nothing changed", rule.id)));
+                        }
+                        Edit::RemoveVnetPrefix { id: rule.id.clone(), prefix }
+                    }
+                };
+                let report = self.commit(&[edit], "network-rule remove")?;
+                Ok(changed(&report, format!("removed from {id}")))
+            }
+        }
+    }
+
+    fn update(&mut self, default_action: Option<String>, bypass: Option<String>) -> Handled {
+        let mut edits = Vec::new();
+        if let Some(value) = default_action {
+            let value = one_of("--default-action", &value, &["Allow", "Deny"])?;
+            edits.push(Edit::SetString("default_action", value));
+        }
+        if let Some(value) = bypass {
+            let value = one_of("--bypass", &value, &["AzureServices", "None"])?;
+            edits.push(Edit::SetString("bypass", value));
+        }
+        if edits.is_empty() {
+            return Err(invalid("nothing to update: give --default-action and/or --bypass"));
+        }
+        let report = self.commit(&edits, "update")?;
+        Ok(changed(&report, "updated".to_owned()))
+    }
+
+    fn apply_file(&mut self, path: &str, confirm_within_s: Option<u64>) -> Handled {
+        let path = std::path::Path::new(path);
+        let text = std::fs::read_to_string(path).map_err(|e| invalid(format!("cannot read {}: {e}", path.display())))?;
+        let base = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(std::path::Path::new("."));
+        let validated = policy::parse_toml_with_base(&text, base).map_err(|e| invalid(format!("{}:\n{e}", path.display())))?;
+        let interfaces = endpoint_interfaces(&validated.policy);
+        refuse_missing_endpoints(&validated.policy, &interfaces).map_err(invalid)?;
+        let previous = (self.policy.clone(), self.interfaces.clone());
+        let report = self
+            .apply(validated.policy, interfaces, "apply")
+            .map_err(|e| Response::error(ErrorKind::KernelRefused, e.to_string()))?;
+        match confirm_within_s {
+            Some(seconds) => {
+                let deadline = SystemTime::now() + Duration::from_secs(seconds);
+                self.pending = Some(PendingApply {
+                    previous: previous.0,
+                    previous_interfaces: previous.1,
+                    deadline,
+                    text,
+                });
+                let mut answer = changed(&report, format!("applied; run `vaultfw confirm` within {seconds} s or it rolls back"));
+                answer["awaiting_confirmation_until"] = json!(humantime::format_rfc3339_seconds(deadline).to_string());
+                Ok(answer)
+            }
+            None => {
+                self.persist_or_undo(&text, previous)?;
+                Ok(changed(&report, "applied".to_owned()))
+            }
+        }
+    }
+
+    fn confirm(&mut self) -> Handled {
+        let pending = self
+            .pending
+            .take()
+            .ok_or_else(|| invalid("nothing awaits confirmation"))?;
+        let previous = (pending.previous.clone(), pending.previous_interfaces.clone());
+        self.persist_or_undo(&pending.text, previous)?;
+        Ok(json!({ "generation": self.generation, "message": "confirmed; the policy file now holds the applied policy" }))
+    }
+
+    /// Applies `edits` (validated as the whole resulting file), then writes
+    /// the file; an unwritable file undoes the kernel change.
+    fn commit(&mut self, edits: &[Edit], cause: &str) -> Result<ApplyReport, Response> {
+        let (text, validated) = self.edited(edits).map_err(invalid)?;
+        let interfaces = endpoint_interfaces(&validated.policy);
+        refuse_missing_endpoints(&validated.policy, &interfaces).map_err(invalid)?;
+        let previous = (self.policy.clone(), self.interfaces.clone());
+        let report = self
+            .apply(validated.policy, interfaces, cause)
+            .map_err(|e| Response::error(ErrorKind::KernelRefused, e.to_string()))?;
+        self.persist_or_undo(&text, previous)?;
+        Ok(report)
+    }
+
+    fn persist_or_undo(
+        &mut self,
+        text: &str,
+        previous: (policy::Policy, crate::links::InterfaceIndex),
+    ) -> Result<(), Response> {
+        if let Err(error) = persist::write_atomically(&self.options.source.path, text) {
+            let _ = self.apply(previous.0, previous.1, "undo: the policy file could not be written");
+            return Err(Response::error(ErrorKind::Internal, format!("{error}; the change was undone")));
+        }
+        Ok(())
+    }
+}
+
+/// Notes an operator should see with `show` (DESIGN.md: rules without
+/// effect are said, not silently kept).
+fn notes(p: &policy::Policy) -> Vec<String> {
+    let mut notes = Vec::new();
+    if p.default_action == policy::DefaultAction::Allow
+        && (!p.ip_rules.is_empty() || !p.virtual_network_rules.is_empty())
+    {
+        notes.push("default_action = Allow: the rules have no effect".to_owned());
+    }
+    if p.bypass == policy::Bypass::None && !p.trusted_services.prefixes.is_empty() {
+        notes.push("bypass = None: the trusted-services catalogue is inactive".to_owned());
+    }
+    notes
+}
+
+/// `IFACE`, `vlan:N`, or `IFACE,vlan:N`.
+fn parse_endpoint(text: &str) -> Result<Endpoint, Response> {
+    let mut endpoint = Endpoint { interface: None, vlan: None };
+    for part in text.split(',').map(str::trim) {
+        if let Some(vlan) = part.strip_prefix("vlan:") {
+            let vlan: u16 = vlan
+                .parse()
+                .ok()
+                .filter(|v| (1..=4094).contains(v))
+                .ok_or_else(|| invalid(format!("--endpoint {text:?}: VLAN id {vlan:?} must be 1–4094 (802.1Q)")))?;
+            endpoint.vlan = Some(vlan);
+        } else {
+            policy::check_interface_name("--endpoint", part).map_err(|e| invalid(e.to_string()))?;
+            endpoint.interface = Some(part.to_owned());
+        }
+    }
+    Ok(endpoint)
+}
+
+fn one_of(flag: &str, value: &str, allowed: &[&str]) -> Result<String, Response> {
+    allowed
+        .iter()
+        .find(|a| a.eq_ignore_ascii_case(value))
+        .map(|a| (*a).to_owned())
+        .ok_or_else(|| invalid(format!("{flag} {value:?}: use one of {}", allowed.join(", "))))
+}
+
+fn invalid(message: impl Into<String>) -> Response {
+    Response::error(ErrorKind::InvalidInput, message)
+}
+
+fn unchanged(generation: u64, message: String) -> Value {
+    json!({ "changed": false, "generation": generation, "message": message })
+}
+
+fn changed(report: &ApplyReport, message: String) -> Value {
+    json!({ "changed": report.changed, "generation": report.generation, "message": message, "map_writes": report.map_writes })
+}
+
+/// An IPv4 network shown the way rules are (`a.b.c.d` for a /32).
+struct Shown(ipnet::Ipv4Net);
+
+impl std::fmt::Display for Shown {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        fmt_ipv4_rule(&self.0, f)
+    }
+}

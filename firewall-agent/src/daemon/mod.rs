@@ -1,0 +1,174 @@
+//! `vaultfw run`: wiring and ordered start-up and shutdown.
+//!
+//! Start-up order keeps the host closed-or-unchanged at every step: the
+//! control socket is claimed (so two daemons never fight over one pin
+//! directory); the policy is validated (endpoints included) before anything
+//! touches the kernel; the program is loaded over the pinned maps and the
+//! policy written into them *before* any link is created or moved, so no
+//! frame is ever judged without a policy. A pinned link from a previous run
+//! is adopted (same program) or switched to the new program with one link
+//! update, so a restart or an upgrade leaves no gap.
+//!
+//! While running, every change — SIGHUP, an edit of the policy file, a CLI
+//! command, a link appearing or vanishing, a rule expiring, an unconfirmed
+//! apply timing out — goes through [`state::Daemon`], one at a time, as a
+//! new generation of the double-buffered tables; a refused change leaves
+//! the running policy in force.
+//!
+//! What a stop does is explicit (`--on-exit`): `keep` leaves the pinned
+//! filter in force (a crash, a stop or an upgrade never opens the vault);
+//! `detach` removes it.
+
+mod commands;
+mod state;
+mod watch;
+
+use std::path::PathBuf;
+use std::time::{Duration, SystemTime};
+
+use tokio::signal::unix::{SignalKind, signal};
+use tokio::sync::mpsc;
+
+use crate::control::server;
+use crate::dataplane::{Capacity, Dataplane, DataplaneError, XdpModeRequest};
+use crate::paths::PinDir;
+use crate::policy::LoadError;
+use crate::telemetry::StatsReporter;
+
+pub use state::PolicySource;
+use state::Daemon;
+
+/// What a stop of the daemon does to the filter.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OnExit {
+    /// Leave the pinned program and policy in force (default).
+    Keep,
+    /// Detach and remove every pin.
+    Detach,
+}
+
+/// What `vaultfw run` was asked to do.
+#[derive(Debug, Clone)]
+pub struct RunOptions {
+    /// Interfaces to attach to.
+    pub interfaces: Vec<String>,
+    /// The policy file and its format.
+    pub source: PolicySource,
+    /// Requested XDP mode.
+    pub xdp_mode: XdpModeRequest,
+    /// Time between counter lines.
+    pub stats_interval: Duration,
+    /// Where program links and maps are pinned.
+    pub pin_dir: PathBuf,
+    /// The control socket.
+    pub socket: PathBuf,
+    /// What a stop does.
+    pub on_exit: OnExit,
+    /// Whether to watch the policy file for edits.
+    pub watch_policy: bool,
+}
+
+/// Why the daemon stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    /// The policy file is unreadable or invalid: nothing was loaded.
+    #[error("{0}\nnothing was loaded or attached")]
+    Policy(#[from] LoadError),
+    /// A virtual network rule names an interface that does not exist.
+    #[error(
+        "{0}\nnothing was loaded or attached; create the interface, fix the endpoint, or set \
+         ignore_missing_endpoint = true on the rule"
+    )]
+    MissingEndpoint(String),
+    /// The kernel side failed.
+    #[error(transparent)]
+    Dataplane(#[from] DataplaneError),
+    /// The control socket could not be claimed.
+    #[error(transparent)]
+    Socket(#[from] server::ServerError),
+    /// Signal handlers, the netlink subscription or the file watcher could
+    /// not be set up.
+    #[error("cannot {what}: {source}")]
+    Setup {
+        /// What was being set up.
+        what: &'static str,
+        /// The OS error.
+        source: std::io::Error,
+    },
+}
+
+/// Runs until SIGINT, SIGTERM or `vaultfw detach`.
+pub async fn run(options: RunOptions) -> Result<(), RunError> {
+    let setup = |what| move |source| RunError::Setup { what, source };
+    let listener = server::bind(&options.socket).await?;
+    // Subscribe before resolving, so no link change falls between the two.
+    let mut link_events =
+        crate::links::LinkEvents::subscribe().map_err(setup("subscribe to link events"))?;
+    let (policy, interfaces) = state::load_checked(&options.source)?;
+
+    let capacity = Capacity::for_ip_rule_limit(
+        u32::try_from(policy.limits.ip_rules)
+            .expect("invariant: validation caps limits at Limits::MAX_LOADABLE"),
+    );
+    let dataplane = Dataplane::open_pinned(capacity, PinDir::new(&options.pin_dir))?;
+    let mut daemon = Daemon::start(dataplane, options, policy, interfaces)?;
+
+    let (requests_tx, mut requests) = mpsc::channel(16);
+    tokio::spawn(server::serve(listener, requests_tx));
+    let mut file_events = if daemon.options().watch_policy {
+        Some(watch::PolicyWatch::start(&daemon.options().source.path).map_err(setup("watch the policy file"))?)
+    } else {
+        None
+    };
+    let mut sigint = signal(SignalKind::interrupt()).map_err(setup("handle SIGINT"))?;
+    let mut sigterm = signal(SignalKind::terminate()).map_err(setup("handle SIGTERM"))?;
+    let mut sighup = signal(SignalKind::hangup()).map_err(setup("handle SIGHUP"))?;
+    let mut stats = StatsReporter::new(daemon.dataplane().verdict_totals()?);
+    let mut ticker = tokio::time::interval(daemon.options().stats_interval);
+    ticker.tick().await; // the first tick is immediate
+
+    loop {
+        let deadline = sleep_until(daemon.next_deadline());
+        tokio::select! {
+            _ = ticker.tick() => stats.report(daemon.dataplane().verdict_totals()?, false),
+            Some((command, reply)) = requests.recv() => {
+                let outcome = daemon.handle(command);
+                let _ = reply.send(outcome.response);
+                if outcome.stop {
+                    break;
+                }
+            }
+            _ = sighup.recv() => daemon.reload("SIGHUP"),
+            Some(()) = next_file_event(&mut file_events) => daemon.reload("policy file changed"),
+            changed = link_events.changed() => match changed {
+                Ok(()) => daemon.refresh_links(),
+                Err(error) => tracing::error!(%error, "reading link events failed"),
+            },
+            () = deadline => daemon.on_deadline(SystemTime::now()),
+            _ = sigint.recv() => break,
+            _ = sigterm.recv() => break,
+        }
+    }
+
+    stats.report(daemon.dataplane().verdict_totals()?, true);
+    daemon.stop()
+}
+
+async fn next_file_event(watch: &mut Option<watch::PolicyWatch>) -> Option<()> {
+    match watch {
+        Some(w) => w.changed().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Sleeps until `at` (wall clock), forever when `None`.
+async fn sleep_until(at: Option<SystemTime>) {
+    match at {
+        Some(at) => {
+            let wait = at.duration_since(SystemTime::now()).unwrap_or(Duration::ZERO);
+            tokio::time::sleep(wait).await;
+        }
+        None => std::future::pending().await,
+    }
+}

@@ -1,0 +1,258 @@
+//! The pin directory on bpffs: making sure bpffs is mounted, creating the
+//! directory (0700), deciding which pinned maps can be reused by a newly
+//! loaded program, and removing everything on detach.
+//!
+//! A pinned map is reused when its shape (type, key size, value size,
+//! capacity) is what this build's program declares; that is how rules and
+//! counters survive a restart or an upgrade. A map whose shape changed is
+//! unpinned (the running program keeps its reference until the link moves
+//! to the new program) and created anew.
+
+use std::fs;
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+use std::path::Path;
+
+use aya::maps::{MapInfo, MapType};
+use firewall_common::{
+    ACTIVE_SET, DATA_PLANE_PORTS, IP_RULES_0, IP_RULES_1, Ipv4Key, POLICY_CONFIG,
+    PORT_BITMAP_WORDS, PolicyConfig, RuleValue, TABLE_SETS, TRUSTED_0, TRUSTED_1,
+    VERDICT_COUNTERS, VNET_RULES_0, VNET_RULES_1, Verdict, VnetKey,
+};
+
+use super::{Capacity, DataplaneError};
+use crate::paths::{BPFFS_MOUNT, PinDir};
+
+/// bpffs's `statfs` magic (linux/magic.h).
+const BPF_FS_MAGIC: i64 = 0xcafe_4a11;
+
+/// The shape the kernel reports for a map.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub(super) struct MapShape {
+    pub name: &'static str,
+    pub map_type: MapType,
+    pub key_size: u32,
+    pub value_size: u32,
+    pub max_entries: u32,
+}
+
+const fn size<T>() -> u32 {
+    size_of::<T>() as u32
+}
+
+/// Every map of the program with the shape this build gives it.
+pub(super) fn expected_shapes(capacity: &Capacity) -> Vec<MapShape> {
+    let lpm_ipv4 = size::<u32>() + size::<Ipv4Key>();
+    let lpm_vnet = size::<u32>() + size::<VnetKey>();
+    let shape = |name, map_type, key_size, value_size, max_entries| MapShape {
+        name,
+        map_type,
+        key_size,
+        value_size,
+        max_entries,
+    };
+    vec![
+        shape(ACTIVE_SET, MapType::Array, 4, 4, 1),
+        shape(POLICY_CONFIG, MapType::Array, 4, size::<PolicyConfig>(), TABLE_SETS),
+        shape(DATA_PLANE_PORTS, MapType::Array, 4, 4, PORT_BITMAP_WORDS),
+        shape(IP_RULES_0, MapType::LpmTrie, lpm_ipv4, size::<RuleValue>(), capacity.ip_rules),
+        shape(IP_RULES_1, MapType::LpmTrie, lpm_ipv4, size::<RuleValue>(), capacity.ip_rules),
+        shape(VNET_RULES_0, MapType::LpmTrie, lpm_vnet, size::<RuleValue>(), capacity.vnet_entries),
+        shape(VNET_RULES_1, MapType::LpmTrie, lpm_vnet, size::<RuleValue>(), capacity.vnet_entries),
+        shape(TRUSTED_0, MapType::LpmTrie, lpm_ipv4, size::<RuleValue>(), capacity.trusted_entries),
+        shape(TRUSTED_1, MapType::LpmTrie, lpm_ipv4, size::<RuleValue>(), capacity.trusted_entries),
+        shape(VERDICT_COUNTERS, MapType::PerCpuArray, 4, 8, Verdict::COUNT as u32),
+    ]
+}
+
+/// The shape of a map as the kernel holds it.
+pub(super) fn shape_of(name: &'static str, info: &MapInfo) -> Option<MapShape> {
+    Some(MapShape {
+        name,
+        map_type: info.map_type().ok()?,
+        key_size: info.key_size(),
+        value_size: info.value_size(),
+        max_entries: info.max_entries(),
+    })
+}
+
+/// Mounts bpffs at `/sys/fs/bpf` when `dir` lies below it and nothing is
+/// mounted there (DESIGN.md section 5), then creates `dir`, `maps/` and
+/// `links/` with mode 0700.
+pub(super) fn prepare(dir: &PinDir) -> Result<(), DataplaneError> {
+    if dir.root().starts_with(BPFFS_MOUNT) && !is_bpffs(Path::new(BPFFS_MOUNT)) {
+        nix::mount::mount(
+            Some("bpf"),
+            BPFFS_MOUNT,
+            Some("bpf"),
+            nix::mount::MsFlags::empty(),
+            None::<&str>,
+        )
+        .map_err(|errno| DataplaneError::Pins {
+            path: BPFFS_MOUNT.into(),
+            operation: "mount bpffs on",
+            source: errno.into(),
+        })?;
+        tracing::info!(path = BPFFS_MOUNT, "mounted bpffs");
+    }
+    for path in [dir.root().to_path_buf(), dir.maps(), dir.links()] {
+        fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&path)
+            .and_then(|()| fs::set_permissions(&path, fs::Permissions::from_mode(0o700)))
+            .map_err(|source| DataplaneError::Pins {
+                path: path.clone(),
+                operation: "create the pin directory",
+                source,
+            })?;
+    }
+    if !is_bpffs(dir.root()) {
+        return Err(DataplaneError::Pins {
+            path: dir.root().to_path_buf(),
+            operation: "use as a pin directory (it is not on bpffs)",
+            source: std::io::Error::from_raw_os_error(libc::EINVAL),
+        });
+    }
+    Ok(())
+}
+
+/// Unpins every pinned map whose shape differs from `expected`, so the
+/// loader creates it anew; returns the names it unpinned.
+pub(super) fn drop_incompatible_maps(
+    dir: &PinDir,
+    expected: &[MapShape],
+) -> Result<Vec<&'static str>, DataplaneError> {
+    let mut dropped = Vec::new();
+    for want in expected {
+        let path = dir.map(want.name);
+        if !path.exists() {
+            continue;
+        }
+        let have = MapInfo::from_pin(&path)
+            .ok()
+            .and_then(|info| shape_of(want.name, &info));
+        if have.as_ref() != Some(want) {
+            tracing::warn!(
+                map = want.name,
+                pinned = ?have,
+                wanted = ?want,
+                "pinned map has another shape (upgrade or new limits): creating it anew"
+            );
+            fs::remove_file(&path).map_err(|source| DataplaneError::Pins {
+                path: path.clone(),
+                operation: "unpin the stale map",
+                source,
+            })?;
+            dropped.push(want.name);
+        }
+    }
+    Ok(dropped)
+}
+
+/// Removes every pin under `dir` and the directories themselves: links
+/// first (that detaches the program), then maps. Missing entries are fine.
+pub fn remove_all(dir: &PinDir) -> Result<Vec<String>, DataplaneError> {
+    let mut removed = Vec::new();
+    for sub in [dir.links(), dir.maps()] {
+        let entries = match fs::read_dir(&sub) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(source) => {
+                return Err(DataplaneError::Pins {
+                    path: sub,
+                    operation: "list",
+                    source,
+                });
+            }
+        };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            fs::remove_file(&path).map_err(|source| DataplaneError::Pins {
+                path: path.clone(),
+                operation: "unpin",
+                source,
+            })?;
+            removed.push(path.display().to_string());
+        }
+        let _ = fs::remove_dir(&sub);
+    }
+    let _ = fs::remove_dir(dir.root());
+    Ok(removed)
+}
+
+/// Whether `path` is on a bpffs mount.
+fn is_bpffs(path: &Path) -> bool {
+    nix::sys::statfs::statfs(path)
+        .map(|s| s.filesystem_type().0 as i64 == BPF_FS_MAGIC)
+        .unwrap_or(false)
+}
+
+/// What a pin directory says about the host while no daemon runs.
+#[derive(Debug, serde::Serialize)]
+pub struct PinnedState {
+    /// Always false here: the daemon did not answer.
+    pub daemon_running: bool,
+    /// The directory inspected.
+    pub pin_dir: std::path::PathBuf,
+    /// Whether any interface is filtered by a pinned link right now.
+    pub filtering: bool,
+    /// One entry per pinned link.
+    pub interfaces: Vec<PinnedLinkState>,
+    /// The generation the pinned tables serve, when readable.
+    pub generation: Option<u64>,
+}
+
+/// A pinned link as the kernel sees it.
+#[derive(Debug, serde::Serialize)]
+pub struct PinnedLinkState {
+    /// The interface (the pin's file name).
+    pub interface: String,
+    /// Its ifindex now, if it exists.
+    pub ifindex: Option<u32>,
+    /// The XDP mode the kernel reports for it.
+    pub mode: Option<&'static str>,
+    /// Whether the pinned link's program is what the interface runs.
+    pub live: bool,
+}
+
+/// Reads the pin directory and the kernel's view of each pinned link.
+pub fn inspect(dir: &PinDir) -> PinnedState {
+    let mut interfaces = Vec::new();
+    if let Ok(entries) = fs::read_dir(dir.links()) {
+        for entry in entries.flatten() {
+            let interface = entry.file_name().to_string_lossy().into_owned();
+            let link_prog = aya::programs::links::PinnedLink::from_pin(entry.path())
+                .ok()
+                .map(aya::programs::links::FdLink::from)
+                .and_then(|l| l.info().ok())
+                .map(|info| info.program_id());
+            let ifindex = nix::net::if_::if_nametoindex(interface.as_str()).ok();
+            let kernel = ifindex.and_then(|i| super::xdp_attachment(i).ok()).unwrap_or_default();
+            interfaces.push(PinnedLinkState {
+                live: link_prog.is_some() && kernel.prog_id == link_prog,
+                interface,
+                ifindex,
+                mode: kernel.mode,
+            });
+        }
+    }
+    let generation = aya::maps::MapData::from_pin(dir.map(POLICY_CONFIG))
+        .ok()
+        .and_then(|data| aya::maps::Array::<_, PolicyConfig>::try_from(aya::maps::Map::Array(data)).ok())
+        .and_then(|config| {
+            let active = aya::maps::MapData::from_pin(dir.map(ACTIVE_SET))
+                .ok()
+                .and_then(|d| aya::maps::Array::<_, u32>::try_from(aya::maps::Map::Array(d)).ok())
+                .and_then(|a| a.get(&0, 0).ok())
+                .unwrap_or(0);
+            config.get(&(active & 1), 0).ok()
+        })
+        .map(|c| c.generation);
+    PinnedState {
+        daemon_running: false,
+        pin_dir: dir.root().to_path_buf(),
+        filtering: interfaces.iter().any(|i| i.live),
+        interfaces,
+        generation,
+    }
+}

@@ -1,0 +1,131 @@
+//! IP rules of a document: each value checked ([`ipv4`](super::ipv4)),
+//! expiry checked, then canonical: one rule per network (the first
+//! spelling, comment and expiry kept; every repeat reported once), sorted by
+//! (address, prefix length), and every rule lying inside a wider one
+//! reported as shadowed (allowed: the longest prefix matches).
+
+use std::collections::BTreeMap;
+use std::time::SystemTime;
+
+use ipnet::Ipv4Net;
+
+use super::error::{PolicyError, PolicyWarning};
+use super::expiry;
+use super::ipv4::{self, Dialect, ValueKind, shown};
+use super::model::IpRule;
+use super::raw::{Field, RawIpRule};
+
+/// A rule that passed its own checks, before duplicates are merged.
+struct Checked<'a> {
+    raw: &'a RawIpRule,
+    net: Ipv4Net,
+    expires_at: Option<SystemTime>,
+}
+
+/// Validates and canonicalises the IP rules of `field`; fixes are worded
+/// for `dialect`.
+pub fn validate(
+    field: &Field<Vec<RawIpRule>>,
+    dialect: Dialect,
+    now: SystemTime,
+    errors: &mut Vec<PolicyError>,
+    warnings: &mut Vec<PolicyWarning>,
+) -> Vec<IpRule> {
+    let Field::Given(raw_rules) = field else {
+        return Vec::new();
+    };
+    let mut checked = Vec::with_capacity(raw_rules.len());
+    for raw in raw_rules {
+        let net = ipv4::check_value(ValueKind::IpRule, dialect, &raw.value_path, &raw.value);
+        let expires_at = raw
+            .expires_at
+            .as_ref()
+            .map(|at| expiry::check(&at.path, &at.value, now, errors, warnings));
+        match (net, expires_at) {
+            (Err(e), _) => errors.push(e),
+            (Ok(net), None) => checked.push(Checked {
+                raw,
+                net,
+                expires_at: None,
+            }),
+            (Ok(net), Some(Some(t))) => checked.push(Checked {
+                raw,
+                net,
+                expires_at: Some(t),
+            }),
+            (Ok(_), Some(None)) => {} // the expiry error is recorded
+        }
+    }
+
+    // One rule per network, the first spelling kept; sorted by (address,
+    // prefix length) through the map's key.
+    let mut kept: BTreeMap<(u32, u8), Checked> = BTreeMap::new();
+    for rule in checked {
+        let key = (u32::from(rule.net.addr()), rule.net.prefix_len());
+        match kept.get(&key) {
+            Some(first) => warnings.push(duplicate_warning(first, &rule)),
+            None => {
+                kept.insert(key, rule);
+            }
+        }
+    }
+    for rule in kept.values() {
+        if let Some(wider) = innermost_container(rule.net, &kept) {
+            warnings.push(PolicyWarning::new(
+                &rule.raw.path,
+                format!(
+                    "{} lies inside {} {}: the wider rule already admits it (overlaps are \
+                     allowed; the longest prefix matches and counts the hit)",
+                    shown(rule.net),
+                    wider.raw.path,
+                    shown(wider.net)
+                ),
+            ));
+        }
+    }
+    kept.into_values()
+        .map(|c| IpRule {
+            network: c.net,
+            comment: c.raw.comment.clone(),
+            expires_at: c.expires_at,
+        })
+        .collect()
+}
+
+/// The longest-prefix rule in `kept` that strictly contains `net`.
+fn innermost_container<'m, 'a>(
+    net: Ipv4Net,
+    kept: &'m BTreeMap<(u32, u8), Checked<'a>>,
+) -> Option<&'m Checked<'a>> {
+    (0..net.prefix_len()).rev().find_map(|len| {
+        let wider = Ipv4Net::new(net.addr(), len).ok()?.trunc();
+        kept.get(&(u32::from(wider.addr()), len))
+    })
+}
+
+fn duplicate_warning(first: &Checked, dup: &Checked) -> PolicyWarning {
+    let mut message = format!(
+        "{:?} is the same network as {} {:?}; it is one rule, kept once",
+        dup.raw.value, first.raw.path, first.raw.value,
+    );
+    let mut differ = Vec::new();
+    if dup.raw.comment != first.raw.comment {
+        differ.push("comment");
+    }
+    if dup.expires_at != first.expires_at {
+        differ.push("expires_at");
+    }
+    match differ.as_slice() {
+        [] => {}
+        [one] => message.push_str(&format!(
+            "; its {one} differs and the one of {} is kept",
+            first.raw.path
+        )),
+        _ => message.push_str(&format!(
+            "; its {} differ and those of {} are kept",
+            differ.join(" and "),
+            first.raw.path
+        )),
+    }
+    PolicyWarning::new(&dup.raw.path, message)
+}

@@ -1,0 +1,161 @@
+//! Strict IPv4 text: `a.b.c.d` or `a.b.c.d/N`, four decimal octets without
+//! leading zeros and a prefix length 0–32, with a reason for every refusal
+//! (IPv6, an address with a port, octal-looking octets, …).
+
+use std::net::{Ipv4Addr, Ipv6Addr};
+
+use super::ValueKind;
+
+/// Why a text is not an IP-rule value.
+pub(super) enum Problem {
+    /// Not `a.b.c.d` or `a.b.c.d/N`; the fix is [`VALID_FORM`](super::VALID_FORM).
+    Syntax(String),
+    /// Well-formed but another kind of value (IPv6, address with port).
+    Other { reason: String, fix: String },
+}
+
+/// `a.b.c.d` or `a.b.c.d/N` → address and prefix length (32 when absent).
+pub(super) fn parse_text(kind: ValueKind, text: &str) -> Result<(Ipv4Addr, u8), Problem> {
+    if text.is_empty() {
+        return Err(Problem::Syntax("the value is empty".into()));
+    }
+    if text.chars().any(char::is_whitespace) {
+        return Err(Problem::Syntax("the value contains whitespace".into()));
+    }
+    if text.contains(':') {
+        return Err(colon_problem(kind, text));
+    }
+    let (addr_text, prefix_text) = match text.split_once('/') {
+        Some((a, p)) => (a, Some(p)),
+        None => (text, None),
+    };
+    if addr_text.is_empty() {
+        return Err(Problem::Syntax("there is no address before the '/'".into()));
+    }
+    let addr = parse_addr(addr_text)?;
+    let prefix_len = match prefix_text {
+        None => 32,
+        Some(p) => parse_prefix_len(p)?,
+    };
+    Ok((addr, prefix_len))
+}
+
+fn parse_addr(text: &str) -> Result<Ipv4Addr, Problem> {
+    let octets: Vec<&str> = text.split('.').collect();
+    if octets.len() != 4 {
+        return Err(Problem::Syntax(format!(
+            "{text} has {} octet{} separated by dots; an IPv4 address has exactly 4",
+            octets.len(),
+            if octets.len() == 1 { "" } else { "s" }
+        )));
+    }
+    let mut out = [0u8; 4];
+    for (slot, octet) in out.iter_mut().zip(&octets) {
+        if octet.is_empty() {
+            return Err(Problem::Syntax(format!("{text} has an empty octet")));
+        }
+        if !octet.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(Problem::Syntax(format!(
+                "octet {octet:?} is not a decimal number"
+            )));
+        }
+        if octet.len() > 1 && octet.starts_with('0') {
+            let decimal: Vec<&str> = octets
+                .iter()
+                .map(|o| match o.trim_start_matches('0') {
+                    "" => "0",
+                    rest => rest,
+                })
+                .collect();
+            return Err(Problem::Other {
+                reason: format!(
+                    "octet {octet:?} has a leading zero: some tools read it as octal, others \
+                     as decimal, so it is never guessed"
+                ),
+                fix: format!(
+                    "write the octets without leading zeros: {} if decimal was meant",
+                    decimal.join(".")
+                ),
+            });
+        }
+        *slot = octet
+            .parse::<u8>()
+            .map_err(|_| Problem::Syntax(format!("octet {octet} is above 255")))?;
+    }
+    Ok(Ipv4Addr::from(out))
+}
+
+fn parse_prefix_len(text: &str) -> Result<u8, Problem> {
+    if text.is_empty() {
+        return Err(Problem::Syntax(
+            "the prefix length after the '/' is missing".into(),
+        ));
+    }
+    if !text.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(Problem::Syntax(format!(
+            "the prefix length {text:?} is not a whole number in 0–32"
+        )));
+    }
+    if text.len() > 1 && text.starts_with('0') {
+        return Err(Problem::Syntax(format!(
+            "the prefix length {text:?} has a leading zero"
+        )));
+    }
+    match text.parse::<u8>() {
+        Ok(n) if n <= 32 => Ok(n),
+        _ => Err(Problem::Syntax(format!(
+            "the prefix length {text} is outside 0–32"
+        ))),
+    }
+}
+
+/// A value with a ':' is IPv6, an address with a port, or garbage.
+fn colon_problem(kind: ValueKind, text: &str) -> Problem {
+    let (addr_part, prefix_part) = match text.split_once('/') {
+        Some((a, p)) => (a, Some(p)),
+        None => (text, None),
+    };
+    if addr_part.parse::<Ipv6Addr>().is_ok() {
+        let what = if prefix_part.is_some() {
+            "an IPv6 range"
+        } else {
+            "an IPv6 address"
+        };
+        return Problem::Other {
+            reason: format!(
+                "{text} is {what}; {} can name only IPv4 addresses and ranges",
+                kind.rules()
+            ),
+            fix: "remove it: IPv6 to the data plane is allowed or denied as a whole by \
+                  ipv6 = \"Allow\" or ipv6 = \"Deny\""
+                .into(),
+        };
+    }
+    if let Some((host, port)) = text.rsplit_once(':')
+        && !port.is_empty()
+        && port.bytes().all(|b| b.is_ascii_digit())
+        && parse_addr(host).is_ok()
+    {
+        return Problem::Other {
+            reason: match kind {
+                ValueKind::IpRule => "a port is not part of an IP rule".into(),
+                ValueKind::SubnetPrefix => "a port is not part of a subnet prefix".into(),
+            },
+            fix: format!(
+                "write the address alone ({host}); the guarded ports are set in [data_plane] \
+                 tcp_ports and udp_ports"
+            ),
+        };
+    }
+    Problem::Syntax("the value contains ':' but is not an IPv6 address".into())
+}
+
+/// Parses `a.b.c.d` or `a.b.c.d/N` with the same strictness as a rule
+/// value, without the checks on the meaning of the network: the address
+/// and prefix length (32 when absent), or why the text is not one.
+pub(crate) fn parse_cidr(text: &str) -> Result<(Ipv4Addr, u8), String> {
+    parse_text(ValueKind::IpRule, text).map_err(|p| match p {
+        Problem::Syntax(reason) => reason,
+        Problem::Other { reason, .. } => reason,
+    })
+}

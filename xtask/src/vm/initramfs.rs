@@ -1,0 +1,367 @@
+//! The guest's root filesystem, as initramfs archives (cpio "newc"): a
+//! common one — busybox, iproute2's `ip`, bash, the shared libraries `ldd`
+//! names for each, `vaultfw`, the test binaries (debug info stripped), the
+//! workspace's files at their host paths (tests find data through
+//! `CARGO_MANIFEST_DIR`), and `vm/init` — and one per kernel with its
+//! modules, concatenated behind it (the kernel unpacks both).
+//!
+//! Guest layout: `/init`; `/usr/local/bin/vaultfw`; `/vaultfw-vm/` holds
+//! the test binaries and the lists `vm/init` reads (`tests`, `args`,
+//! `timeout`, `modules`).
+
+use std::collections::BTreeSet;
+use std::fs;
+use std::io::Write;
+use std::os::unix::fs::{PermissionsExt, symlink};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+
+use super::fresh_dir;
+use super::kernel::Kernel;
+use super::payload::Payload;
+use crate::bootstrap::run;
+
+/// Where the guest keeps the suite and its lists.
+const GUEST_DIR: &str = "vaultfw-vm";
+/// Where `vm/init` runs `vaultfw` from (its `VAULTFW_BIN`).
+const GUEST_VAULTFW: &str = "usr/local/bin/vaultfw";
+/// The guest's init script, relative to the workspace root.
+const INIT_SCRIPT: &str = "vm/init";
+/// Host programs copied to the same path in the guest, with their libraries.
+const HOST_PROGRAMS: &[&str] = &["ip", "bash"];
+/// busybox applets left out: iproute2's `ip` is the real one.
+const SKIPPED_APPLETS: &[&str] = &["ip"];
+/// Host configuration copied as it is.
+const HOST_FILES: &[&str] = &["/etc/iproute2"];
+
+/// Stage and pack the archive every kernel shares; returns its path.
+pub fn build_common(
+    stage: &Path,
+    root: &Path,
+    payload: &Payload,
+    test_args: &[String],
+    binary_timeout: Duration,
+) -> Result<PathBuf> {
+    println!("xtask: vm-test: staging the initramfs");
+    let dir = fresh_dir(&stage.join("common"))?;
+    for sub in [
+        "proc", "sys", "dev", "run", "tmp", "var", "root", "etc", GUEST_DIR,
+    ] {
+        fs::create_dir_all(dir.join(sub))?;
+    }
+    let mut elves = add_busybox(&dir)?;
+    for program in HOST_PROGRAMS {
+        let host = which(program)?;
+        copy_file(&host, &under(&dir, &host))?;
+        elves.push(host);
+    }
+    for path in HOST_FILES {
+        let path = Path::new(path);
+        if path.exists() {
+            run(Command::new("cp")
+                .arg("-a")
+                .arg(path)
+                .arg(under(&dir, path.parent().unwrap())))?;
+        }
+    }
+    copy_file(&root.join(INIT_SCRIPT), &dir.join("init"))?;
+    strip_into(&payload.vaultfw, &dir.join(GUEST_VAULTFW))?;
+    elves.push(payload.vaultfw.clone());
+
+    let mut list = String::new();
+    for test in &payload.tests {
+        let file = test.name.replace('/', "-");
+        strip_into(&test.path, &dir.join(GUEST_DIR).join(&file))?;
+        elves.push(test.path.clone());
+        list.push_str(&format!(
+            "{} {} /{GUEST_DIR}/{file}\n",
+            test.name,
+            test.package_dir.display()
+        ));
+    }
+    fs::write(dir.join(GUEST_DIR).join("tests"), list)?;
+    let args: String = test_args.iter().map(|a| format!("{a}\n")).collect();
+    fs::write(dir.join(GUEST_DIR).join("args"), args)?;
+    fs::write(
+        dir.join(GUEST_DIR).join("timeout"),
+        format!("{}\n", binary_timeout.as_secs()),
+    )?;
+
+    for lib in shared_libraries(&elves)? {
+        copy_file(&lib, &under(&dir, &lib))?;
+    }
+    add_workspace_files(&dir, root, payload)?;
+    pack(&dir, &stage.join("common.cpio"))
+}
+
+/// A tiny archive whose init prints [`super::qemu::PROBE_MARKER`] and powers
+/// off: does this accelerator boot at all?
+pub fn build_probe(stage: &Path) -> Result<PathBuf> {
+    let dir = fresh_dir(&stage.join("probe"))?;
+    fs::create_dir_all(dir.join("proc"))?;
+    add_busybox(&dir)?;
+    let init = dir.join("init");
+    fs::write(
+        &init,
+        format!(
+            "#!/bin/sh\necho {}\npoweroff -f\n",
+            super::qemu::PROBE_MARKER
+        ),
+    )?;
+    fs::set_permissions(&init, fs::Permissions::from_mode(0o755))?;
+    pack(&dir, &stage.join("probe.cpio"))
+}
+
+/// The common archive followed by `kernel`'s modules (decompressed: busybox
+/// `insmod` hands the file to the kernel as it is).
+pub fn for_kernel(stage: &Path, common: &Path, kernel: &Kernel) -> Result<PathBuf> {
+    let name = kernel.series.name;
+    let dir = fresh_dir(&stage.join(format!("modules-{name}")))?;
+    let mut list = String::new();
+    for module in &kernel.modules {
+        let from = kernel.root.join(module);
+        let to = dir.join(uncompressed_name(module));
+        fs::create_dir_all(to.parent().expect("module paths have a directory"))?;
+        decompress(&from, &to)?;
+        list.push_str(&format!("/{}\n", uncompressed_name(module).display()));
+    }
+    fs::create_dir_all(dir.join(GUEST_DIR))?;
+    fs::write(dir.join(GUEST_DIR).join("modules"), list)?;
+    let modules = pack(&dir, &stage.join(format!("modules-{name}.cpio")))?;
+    let initrd = stage.join(format!("initramfs-{name}.cpio"));
+    let mut out = fs::File::create(&initrd)?;
+    for part in [common, modules.as_path()] {
+        out.write_all(&fs::read(part)?)?;
+    }
+    Ok(initrd)
+}
+
+/// `/bin/busybox` and a link per applet; the busybox host path (for `ldd`).
+fn add_busybox(dir: &Path) -> Result<Vec<PathBuf>> {
+    let busybox = which("busybox")?;
+    let bin = dir.join("bin");
+    fs::create_dir_all(&bin)?;
+    copy_file(&busybox, &bin.join("busybox"))?;
+    let out = Command::new(&busybox).arg("--list").output()?;
+    for applet in String::from_utf8_lossy(&out.stdout).lines() {
+        if applet.is_empty() || applet == "busybox" || SKIPPED_APPLETS.contains(&applet) {
+            continue;
+        }
+        symlink("busybox", bin.join(applet))
+            .with_context(|| format!("linking the busybox applet {applet}"))?;
+    }
+    for dir in ["sbin", "usr/bin", "usr/sbin"] {
+        fs::create_dir_all(bin.parent().unwrap().join(dir))?;
+    }
+    Ok(vec![busybox])
+}
+
+/// The workspace's tracked and untracked-but-not-ignored files at their
+/// host paths, and every test package's directory (the working directory
+/// of its tests).
+fn add_workspace_files(dir: &Path, root: &Path, payload: &Payload) -> Result<()> {
+    let out = Command::new("git")
+        .args([
+            "ls-files",
+            "-z",
+            "--cached",
+            "--others",
+            "--exclude-standard",
+        ])
+        .current_dir(root)
+        .output();
+    match out {
+        Ok(out) if out.status.success() => {
+            for file in out.stdout.split(|b| *b == 0).filter(|f| !f.is_empty()) {
+                let file = root.join(String::from_utf8_lossy(file).as_ref());
+                if file.is_file() {
+                    copy_file(&file, &under(dir, &file))?;
+                }
+            }
+        }
+        _ => eprintln!(
+            "xtask: vm-test: warning: `git ls-files` failed in {}: the guest gets no source \
+             files (tests that read them will fail)",
+            root.display()
+        ),
+    }
+    for test in &payload.tests {
+        fs::create_dir_all(under(dir, &test.package_dir))?;
+    }
+    Ok(())
+}
+
+/// The shared libraries `ldd` names for each of `programs` (statically
+/// linked ones have none), including the dynamic loader.
+fn shared_libraries(programs: &[PathBuf]) -> Result<BTreeSet<PathBuf>> {
+    let mut libs = BTreeSet::new();
+    for program in programs {
+        let out = Command::new("ldd")
+            .arg(program)
+            .output()
+            .context("running ldd")?;
+        libs.extend(parse_ldd(&String::from_utf8_lossy(&out.stdout)));
+    }
+    Ok(libs)
+}
+
+/// The library paths of `ldd` output: `libc.so.6 => /lib/…/libc.so.6 (0x…)`
+/// and the loader's `/lib64/ld-linux-x86-64.so.2 (0x…)`; not the vDSO.
+fn parse_ldd(text: &str) -> Vec<PathBuf> {
+    text.lines()
+        .filter_map(|line| {
+            let line = line.trim();
+            let path = match line.split_once("=>") {
+                Some((_, rest)) => rest.split_whitespace().next()?,
+                None => line.split_whitespace().next()?,
+            };
+            path.starts_with('/').then(|| PathBuf::from(path))
+        })
+        .collect()
+}
+
+/// Pack `dir` into a newc cpio archive at `out`, every file owned by root.
+fn pack(dir: &Path, out: &Path) -> Result<PathBuf> {
+    let mut names = Vec::new();
+    list_tree(dir, Path::new("."), &mut names)?;
+    let file = fs::File::create(out).with_context(|| format!("creating {}", out.display()))?;
+    let mut child = Command::new("cpio")
+        .args(["--quiet", "--null", "-o", "-H", "newc", "-R", "0:0"])
+        .current_dir(dir)
+        .stdin(Stdio::piped())
+        .stdout(file)
+        .spawn()
+        .context("starting cpio")?;
+    {
+        let mut stdin = child.stdin.take().expect("stdin is piped");
+        for name in &names {
+            stdin.write_all(name.as_os_str().as_encoded_bytes())?;
+            stdin.write_all(b"\0")?;
+        }
+    }
+    let status = child.wait()?;
+    if !status.success() {
+        bail!("cpio failed packing {} ({status})", dir.display());
+    }
+    Ok(out.to_owned())
+}
+
+/// Every entry under `base/rel`, parents before children, symlinks not
+/// followed.
+fn list_tree(base: &Path, rel: &Path, names: &mut Vec<PathBuf>) -> Result<()> {
+    let mut entries: Vec<_> = fs::read_dir(base.join(rel))?
+        .filter_map(Result::ok)
+        .collect();
+    entries.sort_by_key(|e| e.file_name());
+    for entry in entries {
+        let name = rel.join(entry.file_name());
+        names.push(name.clone());
+        if entry.file_type()?.is_dir() {
+            list_tree(base, &name, names)?;
+        }
+    }
+    Ok(())
+}
+
+/// `root` joined with the absolute host path `path`.
+fn under(root: &Path, path: &Path) -> PathBuf {
+    root.join(path.strip_prefix("/").unwrap_or(path))
+}
+
+/// Copy a file (following symlinks), creating the parent directories and
+/// keeping the mode.
+fn copy_file(from: &Path, to: &Path) -> Result<()> {
+    fs::create_dir_all(to.parent().expect("destination has a parent"))?;
+    fs::copy(from, to)
+        .with_context(|| format!("copying {} to {}", from.display(), to.display()))?;
+    Ok(())
+}
+
+/// Copy an executable without its debug info (the guest's memory holds the
+/// whole archive).
+fn strip_into(from: &Path, to: &Path) -> Result<()> {
+    fs::create_dir_all(to.parent().expect("destination has a parent"))?;
+    run(Command::new("strip")
+        .arg("--strip-debug")
+        .arg("-o")
+        .arg(to)
+        .arg(from))
+    .with_context(|| format!("stripping {}", from.display()))
+}
+
+/// A program's path on the host's PATH (plus the sbin directories).
+fn which(program: &str) -> Result<PathBuf> {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .chain(["/usr/sbin", "/sbin", "/usr/bin", "/bin"].map(PathBuf::from))
+        .map(|dir| dir.join(program))
+        .find(|p| p.is_file())
+        .with_context(|| format!("`{program}` is not installed on the host"))
+}
+
+/// `kernel/net/8021q/8021q.ko.xz` → `kernel/net/8021q/8021q.ko`.
+fn uncompressed_name(module: &Path) -> PathBuf {
+    let text = module.to_string_lossy();
+    match text.rfind(".ko") {
+        Some(end) => PathBuf::from(&text[..end + 3]),
+        None => module.to_owned(),
+    }
+}
+
+/// Write `from` to `to`, decompressing `.xz`, `.zst` and `.gz` modules.
+fn decompress(from: &Path, to: &Path) -> Result<()> {
+    let tool = match from.extension().and_then(|e| e.to_str()) {
+        Some("xz") => "xz",
+        Some("zst") => "zstd",
+        Some("gz") => "gzip",
+        _ => return copy_file(from, to),
+    };
+    let out = fs::File::create(to)?;
+    let status = Command::new(tool)
+        .arg("-dc")
+        .arg(from)
+        .stdout(out)
+        .status()
+        .with_context(|| format!("starting {tool}"))?;
+    if !status.success() {
+        bail!("{tool} -dc {} failed ({status})", from.display());
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ldd_output_gives_libraries_and_the_loader_not_the_vdso() {
+        let text = "\tlinux-vdso.so.1 (0x00007ffa022c7000)\n\
+                    \tlibbpf.so.1 => /lib/x86_64-linux-gnu/libbpf.so.1 (0x00007ffa02166000)\n\
+                    \tlibc.so.6 => /lib/x86_64-linux-gnu/libc.so.6 (0x00007ffa01f3d000)\n\
+                    \t/lib64/ld-linux-x86-64.so.2 (0x00007ffa022c9000)\n";
+        assert_eq!(
+            parse_ldd(text),
+            [
+                PathBuf::from("/lib/x86_64-linux-gnu/libbpf.so.1"),
+                PathBuf::from("/lib/x86_64-linux-gnu/libc.so.6"),
+                PathBuf::from("/lib64/ld-linux-x86-64.so.2"),
+            ]
+        );
+        assert!(parse_ldd("\tnot a dynamic executable\n").is_empty());
+    }
+
+    #[test]
+    fn compressed_module_names_lose_their_compression_suffix() {
+        assert_eq!(
+            uncompressed_name(Path::new("lib/modules/6.12/kernel/net/8021q/8021q.ko.xz")),
+            Path::new("lib/modules/6.12/kernel/net/8021q/8021q.ko")
+        );
+        assert_eq!(
+            uncompressed_name(Path::new("lib/modules/6.1/kernel/drivers/net/veth.ko")),
+            Path::new("lib/modules/6.1/kernel/drivers/net/veth.ko")
+        );
+    }
+}
