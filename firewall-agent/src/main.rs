@@ -16,6 +16,12 @@ const EXIT_KERNEL_REFUSED: u8 = 4;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if !matches!(cli.command, Command::Run(_)) {
+        // A CLI verb piped into `head` ends quietly, like other Unix tools,
+        // instead of panicking on EPIPE. The daemon keeps Rust's default.
+        // SAFETY: setting a signal disposition before any thread starts.
+        unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
+    }
     match cli.command {
         Command::Run(args) => run(args),
         Command::Validate(args) => validate(args),

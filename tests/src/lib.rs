@@ -8,6 +8,7 @@
 //! - [`topology`]: a client and a protected server joined by a veth pair,
 //!   with static neighbours and no IPv6, so counters see only test traffic.
 //! - [`traffic`]: TCP servers and clients, UDP senders and receivers.
+//! - [`raw`]: raw Ethernet frames through AF_PACKET (VLAN tags, spoofing).
 //! - [`agent`]: the `vaultfw` process guard, policy files, one-shot commands.
 //! - [`stats`]: counter names, log-line parsing, [`FinalStats`].
 //! - [`cleanup`]: a registry of what exists right now, for Ctrl-C.
@@ -18,6 +19,7 @@
 pub mod agent;
 pub mod cleanup;
 pub mod netns;
+pub mod raw;
 pub mod stats;
 pub mod topology;
 pub mod traffic;

@@ -185,6 +185,32 @@ impl Topology {
             .ip(&["neigh", "flush", "dev", &self.server_veth]);
     }
 
+    /// A second veth pair between the same namespaces: the "private" link
+    /// a subnet's traffic arrives through (its service endpoint). The
+    /// server end gets `server_cidr` (e.g. `10.1.2.1/24`, whose subnet is
+    /// routed there), the client end `client_addrs` (/32 each). ARP runs on
+    /// this link (no static entries). Returns (client veth, server veth);
+    /// both go away with the namespaces.
+    pub fn add_private_link(&self, server_cidr: &str, client_addrs: &[Ipv4Addr]) -> (String, String) {
+        let cv = unique_name("cp");
+        let sv = unique_name("sp");
+        crate::netns::ip(&[
+            "link", "add", &cv, "netns", self.client.name(), "type", "veth", "peer", "name", &sv,
+            "netns", self.server.name(),
+        ]);
+        for (ns, veth) in [(&self.client, &cv), (&self.server, &sv)] {
+            ns.sysctl(&format!("net.ipv6.conf.{veth}.disable_ipv6"), "1");
+            ns.ip(&["link", "set", veth, "up"]);
+        }
+        self.server.ip(&["addr", "add", server_cidr, "dev", &sv]);
+        for addr in client_addrs {
+            self.client.ip(&["addr", "add", &format!("{addr}/32"), "dev", &cv]);
+        }
+        let server_ip = server_cidr.split('/').next().expect("a CIDR");
+        self.client.ip(&["route", "add", &format!("{server_ip}/32"), "dev", &cv]);
+        (cv, sv)
+    }
+
     /// The neighbour table of the server veth, as `ip neigh show` prints it.
     pub fn server_neighbours(&self) -> String {
         self.server.ip(&["neigh", "show", "dev", &self.server_veth])
@@ -209,7 +235,8 @@ impl Drop for Topology {
 }
 
 /// The MAC address of `dev` in `ns`.
-fn mac_of(ns: &NetNs, dev: &str) -> String {
+/// The MAC address of `dev` in `ns`, as `ip` prints it.
+pub(crate) fn mac_of(ns: &NetNs, dev: &str) -> String {
     let json = ns.ip(&["-j", "link", "show", "dev", dev]);
     let links: serde_json::Value = serde_json::from_str(&json)
         .unwrap_or_else(|err| panic!("parsing `ip -j link show dev {dev}`: {err}: {json}"));

@@ -145,13 +145,14 @@ fn at_count(count: usize, runs: usize) -> Result<Vec<ApplyRow>> {
     // The other empty set.
     first.push(bench.apply(&text(&sets[1], &[]), Some(probe_fd))?);
     bench.expect(probe_fd, &sets[1], None, XDP_PASS, &mut rng)?;
-    bench.expect(probe_fd, &sets[0], Some(&sets[1]), XDP_DROP, &mut rng)?;
+    let with_stable = |s: &[Ipv4Net]| stable.iter().chain(s).copied().collect::<Vec<_>>();
+    bench.expect(probe_fd, &sets[0], Some(&with_stable(&sets[1])), XDP_DROP, &mut rng)?;
     for i in 0..runs {
         let next = &sets[(i + 2) % sets.len()];
         let previous = &sets[(i + 1) % sets.len()];
         full.push(bench.apply(&text(next, &[]), Some(probe_fd))?);
         bench.expect(probe_fd, next, None, XDP_PASS, &mut rng)?;
-        bench.expect(probe_fd, previous, Some(next), XDP_DROP, &mut rng)?;
+        bench.expect(probe_fd, previous, Some(&with_stable(next)), XDP_DROP, &mut rng)?;
     }
     let base = &sets[(runs + 1) % sets.len()];
     let added = prefixes::random_public_prefixes(runs + 1, &mut rng, &used);

@@ -12,8 +12,18 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::protocol::{Command, ErrorKind, PROTOCOL_VERSION, Request, Response};
 
-/// A request waiting for the daemon, with the slot for its answer.
-pub type Pending = (Command, oneshot::Sender<Response>);
+/// A request waiting for the daemon: the command, the slot for its answer,
+/// and a signal that fires once the answer was written to the client (so
+/// a daemon that stops after answering — `detach` — does not exit before
+/// the client has its answer).
+pub struct Pending {
+    /// What was asked.
+    pub command: Command,
+    /// Where the answer goes.
+    pub reply: oneshot::Sender<Response>,
+    /// Resolves when the answer has been written (or the client is gone).
+    pub delivered: oneshot::Receiver<()>,
+}
 
 /// Largest request line accepted (a policy path, a rule: far below this).
 const MAX_REQUEST_BYTES: u64 = 64 * 1024;
@@ -87,6 +97,8 @@ pub async fn serve(listener: UnixListener, requests: mpsc::Sender<Pending>) {
 
 async fn handle(stream: UnixStream, requests: mpsc::Sender<Pending>) -> std::io::Result<()> {
     let (reader, mut writer) = stream.into_split();
+    // Dropped (firing the daemon's `delivered`) when this function returns.
+    let mut delivered_guard: Option<oneshot::Sender<()>> = None;
     let mut line = String::new();
     let mut reader = BufReader::new(tokio::io::AsyncReadExt::take(reader, MAX_REQUEST_BYTES));
     reader.read_line(&mut line).await?;
@@ -105,7 +117,14 @@ async fn handle(stream: UnixStream, requests: mpsc::Sender<Pending>) -> std::io:
         ),
         Ok(request) => {
             let (reply, answer) = oneshot::channel();
-            if requests.send((request.command, reply)).await.is_err() {
+            let (delivered_tx, delivered) = oneshot::channel();
+            delivered_guard = Some(delivered_tx);
+            let pending = Pending {
+                command: request.command,
+                reply,
+                delivered,
+            };
+            if requests.send(pending).await.is_err() {
                 Response::error(ErrorKind::Internal, "the daemon is shutting down")
             } else {
                 answer.await.unwrap_or_else(|_| {
@@ -117,5 +136,7 @@ async fn handle(stream: UnixStream, requests: mpsc::Sender<Pending>) -> std::io:
     let mut out = serde_json::to_vec(&response).map_err(std::io::Error::other)?;
     out.push(b'\n');
     writer.write_all(&out).await?;
-    writer.shutdown().await
+    let result = writer.shutdown().await;
+    drop(delivered_guard);
+    result
 }

@@ -132,10 +132,12 @@ pub async fn run(options: RunOptions) -> Result<(), RunError> {
         let deadline = sleep_until(daemon.next_deadline());
         tokio::select! {
             _ = ticker.tick() => stats.report(daemon.dataplane().verdict_totals()?, false),
-            Some((command, reply)) = requests.recv() => {
-                let outcome = daemon.handle(command);
-                let _ = reply.send(outcome.response);
+            Some(pending) = requests.recv() => {
+                let outcome = daemon.handle(pending.command);
+                let _ = pending.reply.send(outcome.response);
                 if outcome.stop {
+                    // Let the client read its answer before the process ends.
+                    let _ = tokio::time::timeout(Duration::from_secs(2), pending.delivered).await;
                     break;
                 }
             }

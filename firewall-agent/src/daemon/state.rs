@@ -81,6 +81,8 @@ pub struct Daemon {
     pub(super) generation: u64,
     /// An unconfirmed apply.
     pub(super) pending: Option<PendingApply>,
+    /// Set once `vaultfw detach` removed the filter.
+    pub(super) detached: bool,
 }
 
 impl Daemon {
@@ -126,6 +128,7 @@ impl Daemon {
             interfaces,
             generation: report.generation,
             pending: None,
+            detached: false,
         })
     }
 
@@ -299,6 +302,9 @@ impl Daemon {
 
     /// Stops: keeps or removes the filter as `--on-exit` says.
     pub fn stop(mut self) -> Result<(), RunError> {
+        if self.detached {
+            return Ok(());
+        }
         match self.options.on_exit {
             OnExit::Keep => {
                 tracing::info!(
@@ -315,6 +321,7 @@ impl Daemon {
     /// Detaches from every interface and removes every pin.
     pub(super) fn detach(&mut self) -> Result<(), RunError> {
         self.dataplane.detach_all()?;
+        self.detached = true;
         tracing::info!("detached; vaultfw stopped (the interfaces are no longer filtered)");
         Ok(())
     }

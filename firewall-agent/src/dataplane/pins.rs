@@ -194,8 +194,9 @@ pub struct PinnedState {
     pub daemon_running: bool,
     /// The directory inspected.
     pub pin_dir: std::path::PathBuf,
-    /// Whether any interface is filtered by a pinned link right now.
-    pub filtering: bool,
+    /// Whether any interface is filtered by a pinned link right now;
+    /// `None` when no pinned interface is visible from here.
+    pub filtering: Option<bool>,
     /// One entry per pinned link.
     pub interfaces: Vec<PinnedLinkState>,
     /// The generation the pinned tables serve, when readable.
@@ -211,8 +212,10 @@ pub struct PinnedLinkState {
     pub ifindex: Option<u32>,
     /// The XDP mode the kernel reports for it.
     pub mode: Option<&'static str>,
-    /// Whether the pinned link's program is what the interface runs.
-    pub live: bool,
+    /// Whether the pinned link's program is what the interface runs;
+    /// `None` when the interface is not visible from this network
+    /// namespace (run `show` where the daemon runs).
+    pub live: Option<bool>,
 }
 
 /// Reads the pin directory and the kernel's view of each pinned link.
@@ -229,7 +232,7 @@ pub fn inspect(dir: &PinDir) -> PinnedState {
             let ifindex = nix::net::if_::if_nametoindex(interface.as_str()).ok();
             let kernel = ifindex.and_then(|i| super::xdp_attachment(i).ok()).unwrap_or_default();
             interfaces.push(PinnedLinkState {
-                live: link_prog.is_some() && kernel.prog_id == link_prog,
+                live: ifindex.map(|_| link_prog.is_some() && kernel.prog_id == link_prog),
                 interface,
                 ifindex,
                 mode: kernel.mode,
@@ -251,7 +254,13 @@ pub fn inspect(dir: &PinDir) -> PinnedState {
     PinnedState {
         daemon_running: false,
         pin_dir: dir.root().to_path_buf(),
-        filtering: interfaces.iter().any(|i| i.live),
+        filtering: if interfaces.iter().any(|i| i.live == Some(true)) {
+            Some(true)
+        } else if interfaces.iter().all(|i| i.live.is_none()) && !interfaces.is_empty() {
+            None
+        } else {
+            Some(false)
+        },
         interfaces,
         generation,
     }

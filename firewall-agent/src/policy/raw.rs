@@ -1,6 +1,6 @@
 //! First stage of reading a native TOML policy: syntax and shape only. The
 //! text becomes a [`RawPolicy`] that mirrors the file (strings stay strings,
-//! numbers stay `i64`); unknown keys, keys this version refuses and values of
+//! numbers stay `i64`); unknown keys, keys that belong elsewhere and values of
 //! the wrong TOML type are reported here, every one of them, with the path of
 //! the value. Meaning (enum values, addresses, ranges, limits) is checked in
 //! `validate`.

@@ -3,6 +3,7 @@
 
 mod azure;
 mod document;
+mod examples;
 mod ip_rule_value;
 mod ip_rules;
 mod round_trip;
