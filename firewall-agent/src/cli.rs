@@ -126,6 +126,15 @@ pub struct RunArgs {
     /// Do not reload when the policy file changes (SIGHUP still does).
     #[arg(long)]
     pub no_watch: bool,
+    /// Access-log events per second per CPU, enforced in the kernel (token
+    /// bucket); the rest are counted as events_dropped. 0 turns the access
+    /// log off.
+    #[arg(long, value_name = "N", default_value_t = 100)]
+    pub event_rate: u32,
+    /// Also log allowed connection attempts (for audits), under the same
+    /// rate limit.
+    #[arg(long)]
+    pub log_allowed: bool,
 }
 
 /// `vaultfw validate`.

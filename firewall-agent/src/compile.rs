@@ -5,8 +5,9 @@
 use std::collections::BTreeMap;
 
 use firewall_common::{
-    FLAG_AUDIT, FLAG_BYPASS_TRUSTED, FLAG_DEFAULT_ALLOW, FLAG_IPV6_ALLOW, FLAG_VALID, IFINDEX_ANY,
-    PORT_PROTO_TCP, PORT_PROTO_UDP, PORT_WORDS_PER_ROW, RuleValue, VLAN_ANY, port_slot,
+    FLAG_AUDIT, FLAG_BYPASS_TRUSTED, FLAG_DEFAULT_ALLOW, FLAG_IPV6_ALLOW, FLAG_LOG_ALLOWED,
+    FLAG_VALID, HitSlots, IFINDEX_ANY, PORT_PROTO_TCP, PORT_PROTO_UDP, PORT_WORDS_PER_ROW,
+    RuleValue, VLAN_ANY, port_slot,
 };
 use ipnet::Ipv4Net;
 
@@ -59,19 +60,73 @@ pub struct VnetPrefixKey {
 pub struct CompiledTables {
     /// `FLAG_*` bits of the set's `PolicyConfig` (always with `FLAG_VALID`).
     pub flags: u32,
+    /// The access log's per-CPU event cost in ns (0: no events); see
+    /// [`CompiledTables::with_access_log`].
+    pub event_cost_ns: u32,
     /// The set's port bitmap, in row order TCP then UDP:
     /// `2 × PORT_WORDS_PER_ROW` words; bit `p % 32` of word `p / 32` of a row
     /// is set when port `p` (host byte order) is data plane.
     pub port_words: Vec<u32>,
-    /// IP-rule trie entries: key → rule id (the rule's index in
-    /// `Policy::ip_rules`).
+    /// IP-rule trie entries: key → the rule's hit slot (stable while the
+    /// rule exists, see [`compile_next`]).
     pub ip_rules: BTreeMap<PrefixKey, RuleValue>,
-    /// Virtual-network trie entries: (endpoint, prefix) → rule id (the
-    /// rule's index in `Policy::virtual_network_rules`).
+    /// Virtual-network trie entries: (endpoint, prefix) → the rule's hit
+    /// slot (every prefix of a rule shares it).
     pub vnet_rules: BTreeMap<VnetPrefixKey, RuleValue>,
-    /// Trusted-service trie entries: prefix → index in
-    /// `Policy::trusted_services.prefixes`.
+    /// Trusted-service trie entries: prefix → the service's hit slot.
     pub trusted: BTreeMap<PrefixKey, RuleValue>,
+}
+
+impl CompiledTables {
+    /// Turns the access log on at `events_per_second` per CPU (0: off),
+    /// with allowed attempts too when `log_allowed`.
+    pub fn with_access_log(mut self, events_per_second: u32, log_allowed: bool) -> Self {
+        self.event_cost_ns = if events_per_second == 0 {
+            0
+        } else {
+            (1_000_000_000 / events_per_second).max(1)
+        };
+        if log_allowed {
+            self.flags |= FLAG_LOG_ALLOWED;
+        }
+        self
+    }
+
+    /// The hit slots whose owner differs from `previous`'s (new rules, or a
+    /// slot handed to another rule): their counters must start from zero.
+    pub fn fresh_slots(&self, previous: &CompiledTables) -> Vec<u32> {
+        let mut fresh = Vec::new();
+        let owners = |m: &BTreeMap<PrefixKey, RuleValue>| -> BTreeMap<RuleValue, PrefixKey> {
+            m.iter().map(|(k, v)| (*v, *k)).collect()
+        };
+        let (before, now) = (owners(&previous.ip_rules), owners(&self.ip_rules));
+        fresh.extend(now.iter().filter(|(s, k)| before.get(s) != Some(k)).map(|(s, _)| *s));
+        let vnet_owner = |m: &BTreeMap<VnetPrefixKey, RuleValue>| -> BTreeMap<RuleValue, Vec<VnetPrefixKey>> {
+            let mut owners: BTreeMap<RuleValue, Vec<VnetPrefixKey>> = BTreeMap::new();
+            for (k, v) in m {
+                owners.entry(*v).or_default().push(*k);
+            }
+            owners
+        };
+        let (before, now) = (vnet_owner(&previous.vnet_rules), vnet_owner(&self.vnet_rules));
+        for (slot, keys) in &now {
+            let kept = before
+                .get(slot)
+                .is_some_and(|old| old.iter().any(|k| keys.contains(k)));
+            if !kept {
+                fresh.push(*slot);
+            }
+        }
+        fresh
+    }
+}
+
+/// The hit-slot layout for `policy`'s limits.
+pub fn hit_slots_for(policy: &Policy) -> HitSlots {
+    HitSlots::new(
+        policy.limits.ip_rules as u32,
+        policy.limits.virtual_network_rules as u32,
+    )
 }
 
 impl CompiledTables {
@@ -79,6 +134,7 @@ impl CompiledTables {
     pub fn empty() -> Self {
         CompiledTables {
             flags: 0,
+            event_cost_ns: 0,
             port_words: vec![0; 2 * PORT_WORDS_PER_ROW as usize],
             ip_rules: BTreeMap::new(),
             vnet_rules: BTreeMap::new(),
@@ -115,11 +171,26 @@ pub fn missing_endpoints<'p>(
         .collect()
 }
 
+/// Compiles `policy` into the contents of one table set, hit slots laid
+/// out for its own limits (for a fresh program: `check`, tests). See
+/// [`compile_next`].
+pub fn compile(policy: &Policy, interfaces: &InterfaceIndex) -> CompiledTables {
+    compile_next(policy, interfaces, hit_slots_for(policy), &CompiledTables::empty())
+}
+
 /// Compiles `policy` into the contents of one table set. `interfaces`
 /// resolves the interface names of service endpoints (see
 /// [`crate::links::resolve`]); a rule whose interface is absent compiles to
-/// no entry.
-pub fn compile(policy: &Policy, interfaces: &InterfaceIndex) -> CompiledTables {
+/// no entry. Hit slots follow `slots` (the layout the loaded maps were sized
+/// for) and stay with their rule across generations: a rule found in
+/// `previous` (the tables the kernel serves) keeps its slot, so its
+/// counters keep counting; new rules take free slots.
+pub fn compile_next(
+    policy: &Policy,
+    interfaces: &InterfaceIndex,
+    slots: HitSlots,
+    previous: &CompiledTables,
+) -> CompiledTables {
     let mut flags = FLAG_VALID;
     if policy.default_action == DefaultAction::Allow {
         flags |= FLAG_DEFAULT_ALLOW;
@@ -147,45 +218,93 @@ pub fn compile(policy: &Policy, interfaces: &InterfaceIndex) -> CompiledTables {
         }
     }
 
-    let ip_rules = policy
-        .ip_rules
-        .iter()
-        .enumerate()
-        .map(|(id, rule)| (PrefixKey::from(rule.network), id as RuleValue))
+    let ip_keys: Vec<PrefixKey> = policy.ip_rules.iter().map(|r| PrefixKey::from(r.network)).collect();
+    let ip_slots = assign_slots(
+        ip_keys.iter().map(|k| previous.ip_rules.get(k).copied()),
+        slots.ip_rules,
+    );
+    let ip_rules = ip_keys
+        .into_iter()
+        .zip(ip_slots)
+        .map(|(key, slot)| (key, slots.ip(slot)))
         .collect();
 
+    let vnet_keys: Vec<Vec<VnetPrefixKey>> = policy
+        .virtual_network_rules
+        .iter()
+        .map(|rule| match endpoint_key(&rule.endpoint, interfaces) {
+            None => Vec::new(),
+            Some((ifindex, vlan)) => rule
+                .address_prefixes
+                .iter()
+                .map(|prefix| VnetPrefixKey {
+                    ifindex,
+                    vlan,
+                    prefix: PrefixKey::from(*prefix),
+                })
+                .collect(),
+        })
+        .collect();
+    let vnet_base = slots.vnet(0);
+    let vnet_slots = assign_slots(
+        vnet_keys.iter().map(|keys| {
+            keys.iter()
+                .find_map(|k| previous.vnet_rules.get(k))
+                .and_then(|s| s.checked_sub(vnet_base))
+        }),
+        slots.vnet_rules,
+    );
     let mut vnet_rules = BTreeMap::new();
-    for (id, rule) in policy.virtual_network_rules.iter().enumerate() {
-        let Some((ifindex, vlan)) = endpoint_key(&rule.endpoint, interfaces) else {
-            continue;
-        };
-        for prefix in &rule.address_prefixes {
-            let key = VnetPrefixKey {
-                ifindex,
-                vlan,
-                prefix: PrefixKey::from(*prefix),
-            };
+    for (keys, slot) in vnet_keys.into_iter().zip(vnet_slots) {
+        for key in keys {
             // The same prefix under the same endpoint in two rules: the
             // first rule (in policy order) is the one reported.
-            vnet_rules.entry(key).or_insert(id as RuleValue);
+            vnet_rules.entry(key).or_insert(slots.vnet(slot));
         }
     }
 
+    let catalogue = crate::policy::catalogue();
     let trusted = policy
         .trusted_services
         .prefixes
         .iter()
-        .enumerate()
-        .map(|(i, p)| (PrefixKey::from(p.network), i as RuleValue))
+        .map(|p| {
+            let service = catalogue.iter().position(|s| s.name == p.service).unwrap_or(0);
+            (PrefixKey::from(p.network), slots.trusted(service as u32))
+        })
         .collect();
 
     CompiledTables {
         flags,
+        event_cost_ns: 0,
         port_words,
         ip_rules,
         vnet_rules,
         trusted,
     }
+}
+
+/// Gives each rule a slot in `0..capacity`: its previous slot when it had
+/// one (and nobody before it claimed it), else the lowest slot nobody holds
+/// — preferring slots no previous rule held, so a removed rule's counters
+/// are not inherited when a free slot exists.
+fn assign_slots(previous: impl Iterator<Item = Option<u32>>, capacity: u32) -> Vec<u32> {
+    let previous: Vec<Option<u32>> = previous.collect();
+    let mut taken = std::collections::BTreeSet::new();
+    let mut slots: Vec<Option<u32>> = previous
+        .iter()
+        .map(|p| p.filter(|s| *s < capacity && taken.insert(*s)))
+        .collect();
+    let held_before: std::collections::BTreeSet<u32> = previous.iter().flatten().copied().collect();
+    let mut never_used = (0..capacity).filter(|s| !held_before.contains(s) && !taken.contains(s));
+    let mut reusable: Vec<u32> = held_before.iter().copied().filter(|s| *s < capacity && !taken.contains(s)).collect();
+    reusable.reverse();
+    for slot in slots.iter_mut().filter(|s| s.is_none()) {
+        // Validation keeps the rule count within the capacity, so a slot is
+        // always left; u32::MAX would only ever miss the hit counters.
+        *slot = Some(never_used.next().or_else(|| reusable.pop()).unwrap_or(u32::MAX));
+    }
+    slots.into_iter().map(|s| s.unwrap_or(u32::MAX)).collect()
 }
 
 #[cfg(test)]
@@ -221,10 +340,11 @@ endpoint = { interface = "eth1", vlan = 7 }
     fn subnet_rules_compile_to_endpoint_keyed_entries() {
         let interfaces = InterfaceIndex::from([("eth1".to_owned(), 7)]);
         let tables = compiled_with(SUBNETS, &interfaces);
+        let base = tables_vnet_base(SUBNETS);
         let entries: Vec<(u32, u32, String, u32)> = tables
             .vnet_rules
             .iter()
-            .map(|(k, v)| (k.ifindex, k.vlan, Ipv4Net::from(k.prefix).to_string(), *v))
+            .map(|(k, v)| (k.ifindex, k.vlan, Ipv4Net::from(k.prefix).to_string(), *v - base))
             .collect();
         assert_eq!(
             entries,
@@ -238,6 +358,10 @@ endpoint = { interface = "eth1", vlan = 7 }
         );
     }
 
+    fn tables_vnet_base(text: &str) -> u32 {
+        hit_slots_for(&parse_toml(text).unwrap().policy).vnet(0)
+    }
+
     #[test]
     fn a_subnet_rule_on_a_missing_interface_compiles_to_nothing() {
         let policy = parse_toml(SUBNETS).unwrap().policy;
@@ -248,6 +372,24 @@ endpoint = { interface = "eth1", vlan = 7 }
             missing_endpoints(&policy, &InterfaceIndex::new()),
             vec![("vnet/subnets/a", "eth1"), ("vnet/subnets/c", "eth1")]
         );
+    }
+
+    #[test]
+    fn hit_slots_stay_with_their_rule_and_new_rules_avoid_freed_slots() {
+        let policy = |rules: &str| {
+            parse_toml(&format!("default_action = \"Deny\"\nip_rules = [{rules}]\n")).unwrap().policy
+        };
+        let slots = HitSlots { ip_rules: 4, vnet_rules: 2, trusted_services: 10 };
+        let none = InterfaceIndex::new();
+        let first = compile_next(&policy(r#""203.0.113.0/24", "198.51.100.7""#), &none, slots, &CompiledTables::empty());
+        let slot_of = |t: &CompiledTables, net: &str| t.ip_rules[&PrefixKey::from(net.parse::<Ipv4Net>().unwrap())];
+        assert_eq!((slot_of(&first, "198.51.100.7/32"), slot_of(&first, "203.0.113.0/24")), (0, 1));
+        // Remove 198.51.100.7 and add 192.0.2.9: the kept rule keeps slot 1,
+        // the new one takes a never-used slot, not the freed slot 0.
+        let second = compile_next(&policy(r#""203.0.113.0/24", "192.0.2.9""#), &none, slots, &first);
+        assert_eq!(slot_of(&second, "203.0.113.0/24"), 1);
+        assert_eq!(slot_of(&second, "192.0.2.9/32"), 2);
+        assert_eq!(second.fresh_slots(&first), vec![2]);
     }
 
     #[test]

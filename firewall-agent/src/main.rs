@@ -51,6 +51,8 @@ fn run(args: RunArgs) -> ExitCode {
         socket: args.socket,
         on_exit: args.on_exit,
         watch_policy: !args.no_watch,
+        event_rate: args.event_rate,
+        log_allowed: args.log_allowed,
     };
     let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
         Ok(rt) => rt,

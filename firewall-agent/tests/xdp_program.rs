@@ -288,3 +288,73 @@ fn a_flip_serves_the_new_policy_whole_and_forgets_removed_rules() {
     p.expect(&tcp_syn(DENIED, 443), XDP_DROP, DenyNoMatch);
     p.expect(&tcp_syn(DENIED, 8443), XDP_PASS, PassControlPlane);
 }
+
+#[test]
+fn an_allowed_frame_counts_packets_and_bytes_on_its_rule() {
+    if !require_root() {
+        return;
+    }
+    let p = Program::with_policy("default_action = \"Deny\"\nip_rules = [\"203.0.113.0/24\", \"198.51.100.0/24\"]\n");
+    let frame = tcp_syn(ALLOWED, 443);
+    for _ in 0..3 {
+        p.expect(&frame, XDP_PASS, AllowIpRule);
+    }
+    p.expect(&tcp_syn([192, 0, 2, 200], 443), XDP_DROP, DenyNoMatch);
+    let slot = *p
+        .dataplane
+        .active_tables()
+        .ip_rules
+        .get(&vaultfw::compile::PrefixKey { prefix_len: 24, octets: [203, 0, 113, 0] })
+        .expect("rule compiled");
+    let hits = p.dataplane.rule_hits().expect("read hits");
+    assert_eq!(hits.len(), 1, "only the matching rule counts: {hits:?}");
+    let h = hits[&slot];
+    assert_eq!((h.packets, h.bytes), (3, 3 * frame.len() as u64));
+    assert!(h.last_hit.is_some());
+}
+
+#[test]
+fn a_denied_syn_is_logged_with_its_fields_and_the_rate_limit_holds() {
+    if !require_root() {
+        return;
+    }
+    let mut p = Program::with_policy(P0);
+    p.apply_with_events(&format!("{P0}[data_plane]\ntcp_ports = [443]\nudp_ports = [4433]\n"), 10);
+    let mut ring = p.dataplane.take_event_ring().expect("ring buffer");
+    // One denied SYN: one event with every field.
+    p.expect(&tcp_syn(DENIED, 443), XDP_DROP, DenyNoMatch);
+    let item = ring.next().expect("an event");
+    let event: firewall_common::AccessEvent =
+        unsafe { std::ptr::read_unaligned(item.as_ptr().cast()) };
+    drop(item);
+    assert_eq!(&event.src[..4], &DENIED);
+    assert_eq!(&event.dst[..4], &HOST);
+    assert_eq!((event.sport, event.dport, event.proto, event.family), (40000, 443, 6, 4));
+    assert_eq!(event.verdict as u32, DenyNoMatch.index());
+    // A non-SYN segment of the same source is dropped but not logged again.
+    p.expect(&tcp_ack(DENIED, 40000, 443), XDP_DROP, DenyNoMatch);
+    assert!(ring.next().is_none(), "only connection attempts are logged");
+    // A flood: the bucket held 10 events (one second at 10/s); one is spent.
+    for i in 0..50u8 {
+        p.expect(&tcp_syn([198, 51, 100, i], 443), XDP_DROP, DenyNoMatch);
+    }
+    let mut logged = 0;
+    while ring.next().is_some() {
+        logged += 1;
+    }
+    let totals = p.dataplane.event_totals().expect("telemetry");
+    assert_eq!(logged, 9, "the rest of the one-second budget");
+    assert_eq!((totals.sent, totals.rate_limited), (10, 41));
+    // A UDP flow logs once per window, however many datagrams it sends.
+    let mut q = Program::with_policy(P0);
+    q.apply_with_events(&format!("{P0}[data_plane]\ntcp_ports = [443]\nudp_ports = [4433]\n"), 1000);
+    let mut ring = q.dataplane.take_event_ring().expect("ring buffer");
+    for _ in 0..5 {
+        q.expect(&udp(DENIED, 4433), XDP_DROP, DenyNoMatch);
+    }
+    let mut udp_events = 0;
+    while ring.next().is_some() {
+        udp_events += 1;
+    }
+    assert_eq!(udp_events, 1);
+}

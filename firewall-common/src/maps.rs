@@ -32,6 +32,39 @@ pub const TRUSTED_1: &str = "VFW_TRUSTED_1";
 /// PerCpuArray<u64, [`crate::Verdict::COUNT`]>: frames per verdict.
 pub const VERDICT_COUNTERS: &str = "VFW_VERDICTS";
 
+/// PerCpuArray<[`RuleHits`]>: per-rule hit counters, indexed by the hit
+/// slot the tries' values carry (see [`HitSlots`]); sized by the agent.
+pub const RULE_HITS: &str = "VFW_RULE_HITS";
+/// RingBuf of [`AccessEvent`]s: the deny access log (and, on request,
+/// allow events), rate-limited per CPU in the kernel.
+pub const EVENTS: &str = "VFW_EVENTS";
+/// LruHashMap<[`FlowKey`], u64>: when a UDP flow to the data plane last
+/// produced an event (monotonic ns), so a flow logs once per window.
+pub const FLOW_SEEN: &str = "VFW_FLOW_SEEN";
+/// PerCpuArray<[`TokenBucket`], 1>: the event rate limiter of each CPU.
+pub const EVENT_BUCKET: &str = "VFW_EVENT_BUCKET";
+/// PerCpuArray<u64, [`TELEMETRY_COUNT`]>: event accounting, indexed by
+/// `TELEMETRY_*`.
+pub const TELEMETRY: &str = "VFW_TELEMETRY";
+
+/// [`TELEMETRY`] slot: events written to the ring buffer.
+pub const TELEMETRY_EVENTS_SENT: u32 = 0;
+/// [`TELEMETRY`] slot: events not written because the CPU's rate budget
+/// was spent (the `events_dropped` of the logs).
+pub const TELEMETRY_EVENTS_RATE_LIMITED: u32 = 1;
+/// [`TELEMETRY`] slot: events not written because the ring buffer was full
+/// (the agent fell behind).
+pub const TELEMETRY_EVENTS_RING_FULL: u32 = 2;
+/// Slots in [`TELEMETRY`].
+pub const TELEMETRY_COUNT: u32 = 3;
+
+/// Ring buffer size in bytes (a power of two, a multiple of the page).
+pub const EVENTS_RING_BYTES: u32 = 256 * 1024;
+/// Entries of [`FLOW_SEEN`].
+pub const FLOW_SEEN_ENTRIES: u32 = 65_536;
+/// A UDP flow produces at most one event per this window.
+pub const FLOW_EVENT_WINDOW_NS: u64 = 1_000_000_000;
+
 /// Number of table sets (double buffering).
 pub const TABLE_SETS: u32 = 2;
 
@@ -63,16 +96,143 @@ pub const FLAG_IPV6_ALLOW: u32 = 1 << 3;
 /// data-plane frames as `default_action = "Deny"` with no rules: closed.
 pub const FLAG_VALID: u32 = 1 << 31;
 
+/// [`PolicyConfig::flags`]: also log allowed data-plane connection
+/// attempts (`--log-allowed`), under the same rate limit.
+pub const FLAG_LOG_ALLOWED: u32 = 1 << 4;
+
 /// The settings of one table set. 16 bytes, no implicit padding.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct PolicyConfig {
     /// `FLAG_*` bits.
     pub flags: u32,
-    /// Explicit padding; always 0.
-    pub _pad: u32,
+    /// The access log's per-CPU rate limit, as the cost of one event in
+    /// nanoseconds of budget (1e9 / events per second); 0 turns events off.
+    pub event_cost_ns: u32,
     /// Policy generation this set was written for (1, 2, ...).
     pub generation: u64,
+}
+
+/// Per-rule counters of one CPU (the agent sums packets and bytes, and
+/// takes the latest hit time, over CPUs). 24 bytes.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RuleHits {
+    /// Frames the rule allowed.
+    pub packets: u64,
+    /// Their bytes (whole frames, as XDP sees them).
+    pub bytes: u64,
+    /// `bpf_ktime_get_ns` (CLOCK_MONOTONIC) of the latest hit; 0 = never.
+    pub last_hit_ns: u64,
+}
+
+/// The layout of [`RULE_HITS`]: IP rules first, then virtual network
+/// rules, then trusted services; each trie value is a slot here.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct HitSlots {
+    /// Slots for IP rules (`limits.ip_rules`).
+    pub ip_rules: u32,
+    /// Slots for virtual network rules (`limits.virtual_network_rules`).
+    pub vnet_rules: u32,
+    /// Slots for trusted services (the catalogue's size).
+    pub trusted_services: u32,
+}
+
+/// Hit slots reserved for trusted services (the catalogue has ten).
+pub const TRUSTED_SERVICE_SLOTS: u32 = 16;
+
+impl HitSlots {
+    /// The layout for `ip_rules` IP rules and `vnet_rules` virtual network
+    /// rules (the policy's limits).
+    pub const fn new(ip_rules: u32, vnet_rules: u32) -> Self {
+        HitSlots {
+            ip_rules,
+            vnet_rules,
+            trusted_services: TRUSTED_SERVICE_SLOTS,
+        }
+    }
+
+    /// The slot of IP rule slot `i`.
+    pub const fn ip(&self, i: u32) -> u32 {
+        i
+    }
+    /// The slot of virtual network rule slot `i`.
+    pub const fn vnet(&self, i: u32) -> u32 {
+        self.ip_rules + i
+    }
+    /// The slot of trusted service `i`.
+    pub const fn trusted(&self, i: u32) -> u32 {
+        self.ip_rules + self.vnet_rules + i
+    }
+    /// Entries of [`RULE_HITS`].
+    pub const fn total(&self) -> u32 {
+        self.ip_rules + self.vnet_rules + self.trusted_services
+    }
+}
+
+/// The rate limiter of one CPU: a token bucket holding up to one second of
+/// budget in nanoseconds. 16 bytes.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TokenBucket {
+    /// Budget left, in ns (at most 1e9).
+    pub credit_ns: u64,
+    /// `bpf_ktime_get_ns` of the last refill.
+    pub last_ns: u64,
+}
+
+/// A UDP flow for the once-per-window event rule: source address (IPv4 in
+/// the first 4 bytes, rest zero; or IPv6), ports in network byte order,
+/// protocol. 24 bytes.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FlowKey {
+    /// Source address octets, network byte order.
+    pub src: [u8; 16],
+    /// Source port, network byte order.
+    pub sport: [u8; 2],
+    /// Destination port, network byte order.
+    pub dport: [u8; 2],
+    /// IANA protocol number.
+    pub proto: u8,
+    /// 4 or 6.
+    pub family: u8,
+    /// Explicit padding; always 0.
+    pub _pad: [u8; 2],
+}
+
+/// One access-log record: a denied (or, with `--log-allowed`, allowed)
+/// connection attempt to the data plane. 64 bytes, no implicit padding.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct AccessEvent {
+    /// `bpf_ktime_get_ns` (CLOCK_MONOTONIC) when the frame was judged.
+    pub ts_ns: u64,
+    /// Ingress ifindex.
+    pub ifindex: u32,
+    /// Outer VLAN id; 0 when untagged.
+    pub vlan: u32,
+    /// Source address octets, network byte order (IPv4: first 4 bytes).
+    pub src: [u8; 16],
+    /// Destination address octets, network byte order.
+    pub dst: [u8; 16],
+    /// Source port, host byte order.
+    pub sport: u16,
+    /// Destination port, host byte order.
+    pub dport: u16,
+    /// 4 or 6.
+    pub family: u8,
+    /// IANA protocol number (6 TCP, 17 UDP).
+    pub proto: u8,
+    /// The [`crate::Verdict`] index.
+    pub verdict: u8,
+    /// Explicit padding; always 0.
+    pub _pad: u8,
+    /// The hit slot of the matching rule (allow events); `u32::MAX` for
+    /// none.
+    pub rule_slot: u32,
+    /// Explicit padding; always 0.
+    pub _pad2: u32,
 }
 
 /// Transport protocols the data plane can guard, as port-bitmap rows.
@@ -149,6 +309,14 @@ mod pod {
     unsafe impl aya::Pod for super::PolicyConfig {}
     // SAFETY: repr(C), byte arrays only, no padding.
     unsafe impl aya::Pod for super::VnetKey {}
+    // SAFETY: repr(C), only u64 fields.
+    unsafe impl aya::Pod for super::RuleHits {}
+    // SAFETY: repr(C), only u64 fields.
+    unsafe impl aya::Pod for super::TokenBucket {}
+    // SAFETY: repr(C), byte fields with explicit padding.
+    unsafe impl aya::Pod for super::FlowKey {}
+    // SAFETY: repr(C), integer fields with explicit padding (64 bytes).
+    unsafe impl aya::Pod for super::AccessEvent {}
 }
 
 #[cfg(test)]
@@ -170,6 +338,20 @@ mod tests {
         assert_eq!(key.ifindex, [0, 0, 0, 7]);
         assert_eq!(key.vlan, [0, 0, 0, 120]);
         assert_eq!(core::mem::size_of::<VnetKey>(), 12);
+    }
+
+    #[test]
+    fn shared_records_have_no_implicit_padding() {
+        assert_eq!(core::mem::size_of::<RuleHits>(), 24);
+        assert_eq!(core::mem::size_of::<TokenBucket>(), 16);
+        assert_eq!(core::mem::size_of::<FlowKey>(), 24);
+        assert_eq!(core::mem::size_of::<AccessEvent>(), 64);
+    }
+
+    #[test]
+    fn hit_slots_are_laid_out_ip_vnet_trusted() {
+        let slots = HitSlots { ip_rules: 127, vnet_rules: 127, trusted_services: 10 };
+        assert_eq!((slots.ip(3), slots.vnet(0), slots.trusted(9), slots.total()), (3, 127, 263, 264));
     }
 
     #[test]

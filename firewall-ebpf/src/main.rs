@@ -8,17 +8,19 @@
 #![no_main]
 
 mod parse;
+mod stats;
 mod verdict;
 
 use aya_ebpf::{
     bindings::xdp_action,
-    btf_maps::{Array, LpmTrie, PerCpuArray},
+    btf_maps::{Array, LpmTrie, LruHashMap, PerCpuArray, RingBuf},
     macros::{btf_map, xdp},
     programs::XdpContext,
 };
 use firewall_common::{
-    DEFAULT_IP_RULE_CAPACITY, DEFAULT_TRUSTED_CAPACITY, DEFAULT_VNET_CAPACITY, Ipv4Key,
-    PORT_BITMAP_WORDS, PolicyConfig, RuleValue, TABLE_SETS, Verdict, VnetKey,
+    AccessEvent, DEFAULT_IP_RULE_CAPACITY, DEFAULT_TRUSTED_CAPACITY, DEFAULT_VNET_CAPACITY,
+    EVENTS_RING_BYTES, FLOW_SEEN_ENTRIES, FlowKey, Ipv4Key, PORT_BITMAP_WORDS, PolicyConfig,
+    RuleHits, RuleValue, TABLE_SETS, TELEMETRY_COUNT, TokenBucket, Verdict, VnetKey,
 };
 
 /// Slot 0: the active table set (firewall_common::ACTIVE_SET).
@@ -67,25 +69,37 @@ static VFW_TRUSTED_1: LpmTrie<Ipv4Key, RuleValue, { DEFAULT_TRUSTED_CAPACITY as 
 #[btf_map]
 static VFW_VERDICTS: PerCpuArray<u64, { Verdict::COUNT }> = PerCpuArray::new();
 
-/// Entry point: judge, count once, act.
+/// Per-rule hits, per CPU; the agent sizes it from the limits.
+#[btf_map]
+static VFW_RULE_HITS: PerCpuArray<RuleHits, 1> = PerCpuArray::new();
+
+/// The access log.
+#[btf_map]
+static VFW_EVENTS: RingBuf<AccessEvent, { EVENTS_RING_BYTES as usize }> = RingBuf::new();
+
+/// When each UDP flow last logged.
+#[btf_map]
+static VFW_FLOW_SEEN: LruHashMap<FlowKey, u64, { FLOW_SEEN_ENTRIES as usize }> =
+    LruHashMap::new();
+
+/// The access log's per-CPU rate limiter.
+#[btf_map]
+static VFW_EVENT_BUCKET: PerCpuArray<TokenBucket, 1> = PerCpuArray::new();
+
+/// Event accounting (sent, rate-limited, ring full), per CPU.
+#[btf_map]
+static VFW_TELEMETRY: PerCpuArray<u64, { TELEMETRY_COUNT as usize }> = PerCpuArray::new();
+
+/// Entry point: judge, record at the one exit point (xdp-filter's habit:
+/// every frame increments exactly one verdict counter), act.
 #[xdp]
 pub fn vaultfw(ctx: XdpContext) -> u32 {
-    let verdict = verdict::judge(&ctx);
-    count(verdict);
-    if verdict.drops() {
+    let judged = verdict::judge(&ctx);
+    stats::record(&ctx, &judged);
+    if judged.verdict.drops() {
         xdp_action::XDP_DROP
     } else {
         xdp_action::XDP_PASS
-    }
-}
-
-/// The one exit point that records a verdict (xdp-filter's habit): every
-/// frame increments exactly one per-CPU slot, so no atomics are needed.
-#[inline(always)]
-fn count(verdict: Verdict) {
-    if let Some(slot) = VFW_VERDICTS.get_ptr_mut(verdict.index()) {
-        // SAFETY: a per-CPU slot is only written by the CPU running us.
-        unsafe { *slot += 1 };
     }
 }
 

@@ -49,16 +49,44 @@ pub enum Packet {
     Transport(Transport),
 }
 
-/// A TCP/UDP packet's fields the verdict needs.
+/// A TCP/UDP packet's fields the verdict and the access log need.
 pub struct Transport {
     /// [`IPPROTO_TCP`] or [`IPPROTO_UDP`].
     pub proto: u8,
+    /// Source port, host byte order.
+    pub sport: u16,
     /// Destination port, host byte order.
     pub dport: u16,
     /// Whether the whole minimal TCP/UDP header lies inside the IP payload.
     pub header_complete: bool,
     /// IPv4 source address, network byte order; `None` for IPv6.
     pub ipv4_src: Option<[u8; 4]>,
+    /// Frame offset of the IP header (for the access log's addresses).
+    pub l3: usize,
+    /// Frame offset of the TCP/UDP header.
+    pub l4: usize,
+}
+
+/// TCP flags byte offset in the TCP header, and the SYN/ACK bits.
+const TCP_FLAGS_OFFSET: usize = 13;
+const TCP_SYN: u8 = 0x02;
+const TCP_ACK: u8 = 0x10;
+
+impl Transport {
+    /// Whether this is the first packet of a TCP connection attempt (SYN
+    /// without ACK). Only meaningful when `header_complete`.
+    #[inline(always)]
+    pub fn is_tcp_syn(&self, ctx: &XdpContext) -> bool {
+        self.proto == IPPROTO_TCP
+            && read::<u8>(ctx, self.l4 + TCP_FLAGS_OFFSET)
+                .is_some_and(|f| f & (TCP_SYN | TCP_ACK) == TCP_SYN)
+    }
+}
+
+/// Reads `N` bytes at frame offset `offset` (for addresses).
+#[inline(always)]
+pub fn read_bytes<const N: usize>(ctx: &XdpContext, offset: usize) -> Option<[u8; N]> {
+    read::<[u8; N]>(ctx, offset)
 }
 
 /// Reads a `T` at byte `offset` of the frame, or `None` past `data_end`.
@@ -144,7 +172,7 @@ fn parse_ipv4(ctx: &XdpContext, l3: usize) -> Packet {
         return Packet::Fragment;
     }
     let src = [first[12], first[13], first[14], first[15]];
-    transport(ctx, proto, l3 + header_len, l3 + total_len, Some(src))
+    transport(ctx, proto, l3, l3 + header_len, l3 + total_len, Some(src))
 }
 
 /// IPv6 (RFC 8200): walks up to [`MAX_IPV6_EXT_HEADERS`] extension headers
@@ -166,7 +194,7 @@ fn parse_ipv6(ctx: &XdpContext, l3: usize) -> Packet {
     let mut offset = IPV6_HDR_LEN;
     for _ in 0..MAX_IPV6_EXT_HEADERS {
         let header_len = match next {
-            IPPROTO_TCP | IPPROTO_UDP => return transport(ctx, next, l3 + offset, end, None),
+            IPPROTO_TCP | IPPROTO_UDP => return transport(ctx, next, l3, l3 + offset, end, None),
             IPPROTO_HOPOPTS | IPPROTO_ROUTING | IPPROTO_DSTOPTS => {
                 let Some(h) = read::<[u8; 2]>(ctx, l3 + offset) else {
                     return Packet::Malformed;
@@ -200,7 +228,7 @@ fn parse_ipv6(ctx: &XdpContext, l3: usize) -> Packet {
         }
     }
     if next == IPPROTO_TCP || next == IPPROTO_UDP {
-        return transport(ctx, next, l3 + offset, end, None);
+        return transport(ctx, next, l3, l3 + offset, end, None);
     }
     match next {
         IPPROTO_HOPOPTS | IPPROTO_ROUTING | IPPROTO_DSTOPTS | IPPROTO_AH | IPPROTO_FRAGMENT => {
@@ -217,15 +245,18 @@ fn parse_ipv6(ctx: &XdpContext, l3: usize) -> Packet {
 fn transport(
     ctx: &XdpContext,
     proto: u8,
+    l3: usize,
     l4: usize,
     end: usize,
     ipv4_src: Option<[u8; 4]>,
 ) -> Packet {
     // Read first, then compare with the IP payload's end: checking `end`
     // first lets LLVM drop the pointer check the verifier needs.
-    let Some(dport) = read_be16(ctx, l4 + 2) else {
+    let Some(ports) = read::<[u8; 4]>(ctx, l4) else {
         return Packet::Malformed;
     };
+    let sport = u16::from_be_bytes([ports[0], ports[1]]);
+    let dport = u16::from_be_bytes([ports[2], ports[3]]);
     if l4 + 4 > end {
         return Packet::Malformed;
     }
@@ -236,8 +267,11 @@ fn transport(
     };
     Packet::Transport(Transport {
         proto,
+        sport,
         dport,
         header_complete: l4 + min_len <= end,
         ipv4_src,
+        l3,
+        l4,
     })
 }

@@ -4,9 +4,9 @@
 
 use aya_ebpf::{btf_maps::lpm_trie::Key, programs::XdpContext};
 use firewall_common::{
-    FLAG_AUDIT, FLAG_BYPASS_TRUSTED, FLAG_DEFAULT_ALLOW, FLAG_IPV6_ALLOW, FLAG_VALID, IFINDEX_ANY,
-    PORT_PROTO_TCP, PORT_PROTO_UDP, VLAN_ANY, VLAN_UNTAGGED, VNET_ENDPOINT_BITS, Verdict, VnetKey,
-    port_slot,
+    FLAG_AUDIT, FLAG_BYPASS_TRUSTED, FLAG_DEFAULT_ALLOW, FLAG_IPV6_ALLOW, FLAG_LOG_ALLOWED,
+    FLAG_VALID, IFINDEX_ANY, PORT_PROTO_TCP, PORT_PROTO_UDP, PolicyConfig, VLAN_ANY, VLAN_UNTAGGED,
+    VNET_ENDPOINT_BITS, Verdict, VnetKey, port_slot,
 };
 
 use crate::parse::{self, IPPROTO_TCP, Packet, Transport};
@@ -15,49 +15,110 @@ use crate::{
     VFW_TRUSTED_1, VFW_VNET_RULES_0, VFW_VNET_RULES_1,
 };
 
+/// No rule matched (the `rule_slot` of a verdict without one).
+pub const NO_SLOT: u32 = u32::MAX;
+
+/// A verdict and what the counters and the access log need of it.
+pub struct Judged {
+    /// The verdict.
+    pub verdict: Verdict,
+    /// The hit slot of the rule that allowed the frame, or [`NO_SLOT`].
+    pub rule_slot: u32,
+    /// Set for a data-plane decision the access log may record.
+    pub loggable: Option<Loggable>,
+}
+
+/// A data-plane decision, with what an access-log record needs.
+pub struct Loggable {
+    /// The parsed transport header.
+    pub transport: Transport,
+    /// The outer VLAN id (0 untagged).
+    pub vlan: u16,
+    /// The set's event cost (0: events off).
+    pub event_cost_ns: u32,
+}
+
+impl Judged {
+    const fn plain(verdict: Verdict) -> Self {
+        Judged {
+            verdict,
+            rule_slot: NO_SLOT,
+            loggable: None,
+        }
+    }
+}
+
 /// Judges one frame.
 #[inline(always)]
-pub fn judge(ctx: &XdpContext) -> Verdict {
-    let (packet, vlan_id) = parse::parse(ctx);
+pub fn judge(ctx: &XdpContext) -> Judged {
+    let (packet, vlan) = parse::parse(ctx);
     let transport = match packet {
-        Packet::NonIp => return Verdict::PassNonIp,
-        Packet::NotTransport => return Verdict::PassControlPlane,
-        Packet::Fragment => return Verdict::PassFragment,
-        Packet::Malformed => return Verdict::DenyMalformed,
+        Packet::NonIp => return Judged::plain(Verdict::PassNonIp),
+        Packet::NotTransport => return Judged::plain(Verdict::PassControlPlane),
+        Packet::Fragment => return Judged::plain(Verdict::PassFragment),
+        Packet::Malformed => return Judged::plain(Verdict::DenyMalformed),
         Packet::Transport(t) => t,
     };
     let set = active_set();
     if !is_data_plane(set, &transport) {
-        return Verdict::PassControlPlane;
+        return Judged::plain(Verdict::PassControlPlane);
     }
     if !transport.header_complete {
-        return Verdict::DenyMalformed;
+        return Judged::plain(Verdict::DenyMalformed);
     }
     // A slot the agent never wrote (FLAG_VALID clear) reads as flags 0:
     // default Deny, no bypass, enforce — closed, never open.
-    let flags = VFW_CONFIG.get(set).map_or(0, |c| c.flags);
-    let flags = if flags & FLAG_VALID != 0 { flags } else { 0 };
+    let config = VFW_CONFIG.get(set).copied().unwrap_or_default();
+    let flags = if config.flags & FLAG_VALID != 0 { config.flags } else { 0 };
+    let (verdict, rule_slot) = decide(ctx, set, flags, vlan, &transport);
+    let logs = verdict.drops()
+        || verdict == Verdict::AuditWouldDeny
+        || flags & FLAG_LOG_ALLOWED != 0;
+    let loggable = (logs && config.event_cost_ns != 0).then_some(Loggable {
+        transport,
+        vlan,
+        event_cost_ns: config.event_cost_ns,
+    });
+    Judged {
+        verdict,
+        rule_slot,
+        loggable,
+    }
+}
+
+/// Steps 5–7 of DESIGN.md section 2 for a data-plane frame.
+#[inline(always)]
+fn decide(
+    ctx: &XdpContext,
+    set: u32,
+    flags: u32,
+    vlan: u16,
+    transport: &Transport,
+) -> (Verdict, u32) {
     let Some(src) = transport.ipv4_src else {
-        return if flags & FLAG_IPV6_ALLOW != 0 {
+        let verdict = if flags & FLAG_IPV6_ALLOW != 0 {
             Verdict::PassIpv6
         } else {
             deny(flags, Verdict::DenyIpv6)
         };
+        return (verdict, NO_SLOT);
     };
     if flags & FLAG_DEFAULT_ALLOW != 0 {
-        return Verdict::AllowDefault;
+        return (Verdict::AllowDefault, NO_SLOT);
     }
     // Key Vault's order: trusted services, IP rules, virtual network rules.
-    if flags & FLAG_BYPASS_TRUSTED != 0 && trusted_matches(set, src) {
-        return Verdict::AllowTrustedService;
+    if flags & FLAG_BYPASS_TRUSTED != 0 {
+        if let Some(slot) = trusted_match(set, src) {
+            return (Verdict::AllowTrustedService, slot);
+        }
     }
-    if ip_rule_matches(set, src) {
-        return Verdict::AllowIpRule;
+    if let Some(slot) = ip_rule_match(set, src) {
+        return (Verdict::AllowIpRule, slot);
     }
-    if vnet_rule_matches(set, ctx.ingress_ifindex() as u32, u32::from(vlan_id), src) {
-        return Verdict::AllowVnetRule;
+    if let Some(slot) = vnet_rule_match(set, ctx.ingress_ifindex() as u32, u32::from(vlan), src) {
+        return (Verdict::AllowVnetRule, slot);
     }
-    deny(flags, Verdict::DenyNoMatch)
+    (deny(flags, Verdict::DenyNoMatch), NO_SLOT)
 }
 
 /// The table set the agent last flipped to (0 or 1).
@@ -79,50 +140,53 @@ fn is_data_plane(set: u32, t: &Transport) -> bool {
 }
 
 /// Longest-prefix match of the IPv4 source (network byte order) against
-/// table set `set`'s IP rules.
+/// table set `set`'s IP rules; the matching rule's hit slot.
 #[inline(always)]
-fn ip_rule_matches(set: u32, src: [u8; 4]) -> bool {
+fn ip_rule_match(set: u32, src: [u8; 4]) -> Option<u32> {
     let key = Key::new(32, src);
     let hit = if set == 0 {
         VFW_IP_RULES_0.get(&key)
     } else {
         VFW_IP_RULES_1.get(&key)
     };
-    hit.is_some()
+    hit.copied()
 }
 
 /// Longest-prefix match of the source against table set `set`'s
-/// trusted-service prefixes.
+/// trusted-service prefixes; the service's hit slot.
 #[inline(always)]
-fn trusted_matches(set: u32, src: [u8; 4]) -> bool {
+fn trusted_match(set: u32, src: [u8; 4]) -> Option<u32> {
     let key = Key::new(32, src);
     let hit = if set == 0 {
         VFW_TRUSTED_0.get(&key)
     } else {
         VFW_TRUSTED_1.get(&key)
     };
-    hit.is_some()
+    hit.copied()
 }
 
-/// Whether a virtual network rule of table set `set` covers `src` arriving
-/// through this endpoint: a rule bound to the interface (any VLAN), to the
-/// interface and the frame's VLAN, or to the frame's VLAN on any interface.
+/// The hit slot of a virtual network rule of table set `set` covering
+/// `src` arriving through this endpoint: a rule bound to the interface (any
+/// VLAN), to the interface and the frame's VLAN, or to the frame's VLAN on
+/// any interface.
 #[inline(always)]
-fn vnet_rule_matches(set: u32, ifindex: u32, vlan: u32, src: [u8; 4]) -> bool {
+fn vnet_rule_match(set: u32, ifindex: u32, vlan: u32, src: [u8; 4]) -> Option<u32> {
     let prefix_len = VNET_ENDPOINT_BITS + 32;
     let lookup = |key: VnetKey| {
         let key = Key::new(prefix_len, key);
         if set == 0 {
-            VFW_VNET_RULES_0.get(&key).is_some()
+            VFW_VNET_RULES_0.get(&key).copied()
         } else {
-            VFW_VNET_RULES_1.get(&key).is_some()
+            VFW_VNET_RULES_1.get(&key).copied()
         }
     };
-    if lookup(VnetKey::new(ifindex, VLAN_ANY, src)) {
-        return true;
+    if let Some(slot) = lookup(VnetKey::new(ifindex, VLAN_ANY, src)) {
+        return Some(slot);
     }
-    vlan != VLAN_UNTAGGED
-        && (lookup(VnetKey::new(ifindex, vlan, src)) || lookup(VnetKey::new(IFINDEX_ANY, vlan, src)))
+    if vlan == VLAN_UNTAGGED {
+        return None;
+    }
+    lookup(VnetKey::new(ifindex, vlan, src)).or_else(|| lookup(VnetKey::new(IFINDEX_ANY, vlan, src)))
 }
 
 /// `denial`, or `audit_would_deny` when the set is in audit mode.
@@ -134,3 +198,6 @@ fn deny(flags: u32, denial: Verdict) -> Verdict {
         denial
     }
 }
+
+#[allow(dead_code)]
+const _: fn() -> PolicyConfig = PolicyConfig::default;

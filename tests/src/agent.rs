@@ -12,7 +12,7 @@ use std::io::{BufRead, BufReader, Read};
 use std::os::fd::AsRawFd;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -490,6 +490,114 @@ impl Agent {
     }
 }
 
+/// A position in an agent's output: [`Agent::wait_log`] looks only at what
+/// the agent printed after it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LogMark(usize);
+
+impl Agent {
+    /// The current end of the captured output.
+    pub fn log_mark(&self) -> LogMark {
+        LogMark(self.capture.lock().lines.len())
+    }
+
+    /// Every stdout line that is a JSON object (the agent's log), parsed.
+    pub fn log_lines(&self) -> Vec<serde_json::Value> {
+        json_lines(&self.capture.lock().lines, 0)
+    }
+
+    /// Waits until a JSON log line printed after `since` satisfies `pred`
+    /// and returns it. Panics with `what` and the whole output when the
+    /// agent's output ends (it exited) or `timeout` passes first.
+    pub fn wait_log(
+        &self,
+        since: LogMark,
+        what: &str,
+        timeout: Duration,
+        pred: impl Fn(&serde_json::Value) -> bool,
+    ) -> serde_json::Value {
+        let deadline = Instant::now() + timeout;
+        let mut state = self.capture.lock();
+        loop {
+            if let Some(found) = json_lines(&state.lines, since.0).into_iter().find(&pred) {
+                return found;
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() || state.closed_streams == 2 {
+                let ended = if left.is_zero() {
+                    format!("within {timeout:?}")
+                } else {
+                    "before its output ended".to_owned()
+                };
+                drop(state);
+                panic!(
+                    "{} did not log {what} {ended}; output:\n{}",
+                    self.command_line,
+                    self.output()
+                );
+            }
+            state = self
+                .capture
+                .changed
+                .wait_timeout(state, left)
+                .unwrap_or_else(PoisonError::into_inner)
+                .0;
+        }
+    }
+
+    /// [`Agent::wait_log`] for a line whose `message` is `message`.
+    pub fn wait_message(&self, since: LogMark, message: &str, timeout: Duration) -> serde_json::Value {
+        self.wait_log(since, &format!("\"message\":{message:?}"), timeout, |line| {
+            line["message"].as_str() == Some(message)
+        })
+    }
+
+    /// Sends `signal` to the agent process.
+    pub fn signal(&self, signal: Signal) {
+        let child = self.child.as_ref().expect("agent is running");
+        kill(Pid::from_raw(child.id() as i32), signal)
+            .unwrap_or_else(|err| panic!("sending {signal} to {}: {err}", self.command_line));
+    }
+
+    /// Waits (bounded) for the agent to exit by itself — after `vaultfw
+    /// detach`, or a failed start — and returns its status. Panics with the
+    /// output if it is still running after `timeout`.
+    pub fn wait_exit(&mut self, timeout: Duration) -> ExitStatus {
+        let child = self.child.as_mut().expect("agent is running");
+        let pid = child.id() as i32;
+        let deadline = Instant::now() + timeout;
+        let status = loop {
+            match child.try_wait() {
+                Ok(Some(status)) => break status,
+                Ok(None) if Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(10))
+                }
+                Ok(None) => panic!(
+                    "{} still running {timeout:?} later; output:\n{}",
+                    self.command_line,
+                    self.output()
+                ),
+                Err(err) => panic!("waiting for {}: {err}", self.command_line),
+            }
+        };
+        self.child = None;
+        cleanup::unregister_pid(pid);
+        self.join_readers();
+        status
+    }
+}
+
+/// The JSON objects among the stdout lines from index `from` on.
+fn json_lines(lines: &[(Stream, String)], from: usize) -> Vec<serde_json::Value> {
+    lines
+        .iter()
+        .skip(from)
+        .filter(|(s, _)| *s == Stream::Stdout)
+        .filter_map(|(_, l)| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(serde_json::Value::is_object)
+        .collect()
+}
+
 impl Drop for Agent {
     fn drop(&mut self) {
         if let Some(mut child) = self.child.take() {
@@ -536,10 +644,21 @@ pub fn spawn_in_netns(ns: &NetNs, mut cmd: Command) -> std::io::Result<Child> {
 /// Run `vaultfw ARGS` inside `ns` to completion (bounded by `timeout`; a
 /// process still running then is killed and this panics).
 pub fn run_in_netns(ns: &NetNs, args: &[&str], timeout: Duration) -> Output {
+    run_program_in_netns(ns, &vaultfw_bin(), args, timeout)
+}
+
+/// Run `PROGRAM ARGS` inside `ns` to completion, like [`run_in_netns`] (for
+/// a wrapper such as `setpriv ... vaultfw run`).
+pub fn run_program_in_netns(ns: &NetNs, program: &Path, args: &[&str], timeout: Duration) -> Output {
     let args: Vec<String> = args.iter().map(|a| (*a).to_owned()).collect();
-    let mut cmd = agent_command(&vaultfw_bin(), &args);
+    let mut cmd = agent_command(program, &args);
     cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
-    let command_line = format!("vaultfw {} (in netns {})", args.join(" "), ns.name());
+    let command_line = format!(
+        "{} {} (in netns {})",
+        program.display(),
+        args.join(" "),
+        ns.name()
+    );
     let mut child =
         spawn_in_netns(ns, cmd).unwrap_or_else(|err| panic!("starting {command_line}: {err}"));
     cleanup::register_pid(child.id() as i32);

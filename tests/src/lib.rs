@@ -10,6 +10,8 @@
 //! - [`traffic`]: TCP servers and clients, UDP senders and receivers.
 //! - [`raw`]: raw Ethernet frames through AF_PACKET (VLAN tags, spoofing).
 //! - [`agent`]: the `vaultfw` process guard, policy files, one-shot commands.
+//! - [`cli`]: CLI verbs against a daemon's socket, exit codes, JSON output.
+//! - [`probe`]: a client that keeps connecting in the background.
 //! - [`stats`]: counter names, log-line parsing, [`FinalStats`].
 //! - [`cleanup`]: a registry of what exists right now, for Ctrl-C.
 //!
@@ -18,13 +20,16 @@
 
 pub mod agent;
 pub mod cleanup;
+pub mod cli;
 pub mod netns;
 pub mod raw;
 pub mod stats;
 pub mod topology;
 pub mod traffic;
 
-pub use agent::{Agent, AgentOptions, AgentPaths, PolicyFile, vaultfw, vaultfw_bin};
+pub use agent::{Agent, AgentOptions, AgentPaths, LogMark, PolicyFile, vaultfw, vaultfw_bin};
+pub use cli::{CliOutput, cli_in_netns};
+pub use probe::{PROBE_TIMEOUT, ProbeLog, Prober};
 pub use netns::{NetNs, in_netns};
 pub use stats::{COUNTERS, FinalStats};
 pub use topology::{ALLOWED_SRC, DENIED_SRC, SERVER_IP, Topology};

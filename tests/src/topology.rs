@@ -53,15 +53,32 @@ impl Topology {
             ns.sysctl("net.ipv6.conf.all.disable_ipv6", "1");
             ns.sysctl("net.ipv6.conf.default.disable_ipv6", "1");
         }
-        let client_veth = unique_name("c");
-        let server_veth = unique_name("s");
+        let mut topo = Topology {
+            client,
+            server,
+            client_veth: unique_name("c"),
+            server_veth: unique_name("s"),
+            client_mac: String::new(),
+            client_addrs: Vec::new(),
+        };
+        topo.create_veth();
+        for addr in [ALLOWED_SRC, DENIED_SRC].iter().chain(extra) {
+            topo.add_client_addr(*addr);
+        }
+        topo
+    }
+
+    /// Creates the veth pair (with this topology's names) directly inside
+    /// the namespaces and configures it: IPv6 off, the server address,
+    /// both ends up, on-link default routes, static neighbours.
+    fn create_veth(&mut self) {
         // Created directly inside the namespaces: never visible on the host.
         crate::netns::ip(&[
             "link",
             "add",
-            &client_veth,
+            &self.client_veth,
             "netns",
-            client.name(),
+            self.client.name(),
             "numtxqueues",
             "1",
             "numrxqueues",
@@ -70,40 +87,32 @@ impl Topology {
             "veth",
             "peer",
             "name",
-            &server_veth,
+            &self.server_veth,
             "netns",
-            server.name(),
+            self.server.name(),
             "numtxqueues",
             "1",
             "numrxqueues",
             "1",
         ]);
-        let mut topo = Topology {
-            client,
-            server,
-            client_veth,
-            server_veth,
-            client_mac: String::new(),
-            client_addrs: Vec::new(),
-        };
         for (ns, veth) in [
-            (&topo.client, &topo.client_veth),
-            (&topo.server, &topo.server_veth),
+            (&self.client, &self.client_veth),
+            (&self.server, &self.server_veth),
         ] {
             ns.sysctl(&format!("net.ipv6.conf.{veth}.disable_ipv6"), "1");
         }
-        topo.client_mac = mac_of(&topo.client, &topo.client_veth);
-        let server_mac = mac_of(&topo.server, &topo.server_veth);
+        self.client_mac = mac_of(&self.client, &self.client_veth);
+        let server_mac = mac_of(&self.server, &self.server_veth);
 
-        let sv = topo.server_veth.clone();
-        let cv = topo.client_veth.clone();
-        topo.server
+        let sv = self.server_veth.clone();
+        let cv = self.client_veth.clone();
+        self.server
             .ip(&["addr", "add", &format!("{SERVER_IP}/24"), "dev", &sv]);
-        topo.server.ip(&["link", "set", &sv, "up"]);
-        topo.server.ip(&["route", "add", "default", "dev", &sv]);
-        topo.client.ip(&["link", "set", &cv, "up"]);
-        topo.client.ip(&["route", "add", "default", "dev", &cv]);
-        topo.client.ip(&[
+        self.server.ip(&["link", "set", &sv, "up"]);
+        self.server.ip(&["route", "add", "default", "dev", &sv]);
+        self.client.ip(&["link", "set", &cv, "up"]);
+        self.client.ip(&["route", "add", "default", "dev", &cv]);
+        self.client.ip(&[
             "neigh",
             "replace",
             &SERVER_IP.to_string(),
@@ -114,10 +123,23 @@ impl Topology {
             "nud",
             "permanent",
         ]);
-        for addr in [ALLOWED_SRC, DENIED_SRC].iter().chain(extra) {
-            topo.add_client_addr(*addr);
+    }
+
+    /// Deletes the veth pair and creates it again with the same names,
+    /// addresses, routes and neighbours (new ifindexes and MACs): an
+    /// interface that goes away and comes back.
+    pub fn recreate_veth(&mut self) {
+        self.delete_veth();
+        self.create_veth();
+        for addr in std::mem::take(&mut self.client_addrs) {
+            self.add_client_addr(addr);
         }
-        topo
+    }
+
+    /// Deletes the veth pair (both ends); [`Topology::create_veth`] or
+    /// [`Topology::recreate_veth`] brings it back.
+    pub fn delete_veth(&self) {
+        self.server.ip(&["link", "del", &self.server_veth]);
     }
 
     /// Add a source address to the client veth (and its static neighbour

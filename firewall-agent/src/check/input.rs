@@ -201,8 +201,11 @@ fn read_pcap(path: &Path, data: &[u8]) -> Result<Vec<Frame>, CheckError> {
     }
     let mut frames = Vec::new();
     while !rest.is_empty() {
+        // The raw record: pcap-file's validated one refuses a record whose
+        // wire length exceeds the snaplen, which is exactly what a capture
+        // with `tcpdump -s N` holds.
         let (next, packet) = parser
-            .next_packet(rest)
+            .next_raw_packet(rest)
             .map_err(|e| capture_error(path, Some(frames.len()), e))?;
         frames.push(frame(packet.data.into_owned(), packet.orig_len));
         rest = next;

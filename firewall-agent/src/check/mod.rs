@@ -160,7 +160,7 @@ pub fn main(args: &CheckArgs) -> ExitCode {
 /// Loads the policy and the frames, runs every frame through the kernel
 /// program and the model, and returns one result per frame.
 pub fn check(args: &CheckArgs) -> Result<Vec<FrameResult>, CheckError> {
-    let validated = crate::policy::load_file(&args.policy)?;
+    let validated = crate::policy::load_policy(&args.policy, None)?;
     let policy = validated.policy;
     let frames = match (&args.pcap, args.src) {
         (Some(path), _) => read_capture(path)?,

@@ -6,8 +6,8 @@
 use std::io::{self, Write};
 
 use firewall_common::{IFINDEX_ANY, VLAN_ANY, Verdict};
-use serde_json::json;
 
+use crate::compile::endpoint_key;
 use crate::links::InterfaceIndex;
 use crate::policy::Policy;
 use crate::reference::{Judgement, MatchedRule, RuleKind, XdpAction};
@@ -65,32 +65,45 @@ pub fn verdict_of(kind: RuleKind) -> Verdict {
 
 /// The matched rule in the policy's words: `ip rule 203.0.113.0/24`,
 /// `virtual network rule vnet-prod/subnets/app: 10.1.2.0/24 via interface
-/// eth1`, `trusted service Sql (tag Sql): 192.0.2.128/29`.
+/// eth1`, `trusted service Sql (tag Sql): 192.0.2.128/29`. The rule is
+/// found by the table entry that matched (its prefix, and for a subnet its
+/// endpoint), not by the entry's value, which is a hit-counter slot.
 pub fn describe_rule(policy: &Policy, interfaces: &InterfaceIndex, matched: &MatchedRule) -> String {
-    let id = matched.id as usize;
     let prefix = shown_prefix(&matched.prefix);
     match matched.kind {
-        RuleKind::IpRule => match policy.ip_rules.get(id) {
-            Some(rule) => match &rule.comment {
-                Some(comment) => format!("ip rule {rule} ({comment:?})"),
-                None => format!("ip rule {rule}"),
-            },
-            None => format!("ip rule {prefix}"),
-        },
+        RuleKind::IpRule => {
+            let rule = policy.ip_rules.iter().find(|r| r.network == matched.prefix);
+            match rule {
+                Some(rule) => match &rule.comment {
+                    Some(comment) => format!("ip rule {rule} ({comment:?})"),
+                    None => format!("ip rule {rule}"),
+                },
+                None => format!("ip rule {prefix}"),
+            }
+        }
         RuleKind::VnetRule => {
             let via = match matched.endpoint {
                 Some((ifindex, vlan)) => endpoint_name(interfaces, ifindex, vlan),
                 None => "its endpoint".to_owned(),
             };
-            match policy.virtual_network_rules.get(id) {
+            // Two rules with the same prefix and endpoint compile to one
+            // entry, the first rule's (in policy order).
+            let rule = policy.virtual_network_rules.iter().find(|r| {
+                r.address_prefixes.contains(&matched.prefix)
+                    && endpoint_key(&r.endpoint, interfaces) == matched.endpoint
+            });
+            match rule {
                 Some(rule) => format!("virtual network rule {}: {prefix} via {via}", rule.id),
                 None => format!("virtual network rule {prefix} via {via}"),
             }
         }
-        RuleKind::TrustedService => match policy.trusted_services.prefixes.get(id) {
-            Some(p) => format!("trusted service {} (tag {}): {prefix}", p.service, p.tag),
-            None => format!("trusted service prefix {prefix}"),
-        },
+        RuleKind::TrustedService => {
+            let trusted = policy.trusted_services.prefixes.iter().find(|p| p.network == matched.prefix);
+            match trusted {
+                Some(p) => format!("trusted service {} (tag {}): {prefix}", p.service, p.tag),
+                None => format!("trusted service prefix {prefix}"),
+            }
+        }
     }
 }
 
@@ -177,28 +190,43 @@ pub fn print_table(out: &mut impl Write, results: &[FrameResult], explain: bool)
     Ok(())
 }
 
+/// One frame of `--output json`, fields in this order.
+#[derive(serde::Serialize)]
+struct JsonFrame<'a> {
+    index: usize,
+    /// `XDP_PASS` / `XDP_DROP`; null when the frame was not run.
+    verdict: Option<&'static str>,
+    /// The counter that moved; null when the frame was not run.
+    reason: Option<&'static str>,
+    rule: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    explanation: Option<&'a [String]>,
+    #[serde(skip_serializing_if = "<[String]>::is_empty")]
+    notes: &'a [String],
+    #[serde(skip_serializing_if = "Option::is_none")]
+    model_verdict: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    model_reason: Option<&'static str>,
+}
+
 /// One JSON object per frame and line: `index`, `verdict`, `reason`,
 /// `rule` (null when none), `explanation` with `explain`; `notes` when
 /// there are any, and `model_verdict` / `model_reason` on a disagreement.
 pub fn print_json(out: &mut impl Write, results: &[FrameResult], explain: bool) -> io::Result<()> {
     for r in results {
-        let mut object = json!({
-            "index": r.index,
-            "verdict": r.kernel.map(|_| r.action_name()),
-            "reason": r.kernel.map(|(_, v)| v.name()),
-            "rule": r.rule,
-        });
-        if explain {
-            object["explanation"] = json!(r.model.explanation);
-        }
-        if !r.notes.is_empty() {
-            object["notes"] = json!(r.notes);
-        }
-        if !r.agrees() {
-            object["model_verdict"] = json!(r.model.action.name());
-            object["model_reason"] = json!(r.model.verdict.name());
-        }
-        writeln!(out, "{object}")?;
+        let disagrees = !r.agrees();
+        let object = JsonFrame {
+            index: r.index,
+            verdict: r.kernel.map(|_| r.action_name()),
+            reason: r.kernel.map(|(_, v)| v.name()),
+            rule: r.rule.as_deref(),
+            explanation: explain.then_some(r.model.explanation.as_slice()),
+            notes: &r.notes,
+            model_verdict: disagrees.then(|| r.model.action.name()),
+            model_reason: disagrees.then(|| r.model.verdict.name()),
+        };
+        serde_json::to_writer(&mut *out, &object).map_err(io::Error::other)?;
+        writeln!(out)?;
     }
     Ok(())
 }

@@ -67,6 +67,10 @@ pub struct RunOptions {
     pub on_exit: OnExit,
     /// Whether to watch the policy file for edits.
     pub watch_policy: bool,
+    /// Access-log events per second per CPU (0: off).
+    pub event_rate: u32,
+    /// Log allowed connection attempts too.
+    pub log_allowed: bool,
 }
 
 /// Why the daemon stopped with an error.
@@ -107,8 +111,10 @@ pub async fn run(options: RunOptions) -> Result<(), RunError> {
         crate::links::LinkEvents::subscribe().map_err(setup("subscribe to link events"))?;
     let (policy, interfaces) = state::load_checked(&options.source)?;
 
-    let capacity = Capacity::for_ip_rule_limit(
+    let capacity = Capacity::for_limits(
         u32::try_from(policy.limits.ip_rules)
+            .expect("invariant: validation caps limits at Limits::MAX_LOADABLE"),
+        u32::try_from(policy.limits.virtual_network_rules)
             .expect("invariant: validation caps limits at Limits::MAX_LOADABLE"),
     );
     let dataplane = Dataplane::open_pinned(capacity, PinDir::new(&options.pin_dir))?;

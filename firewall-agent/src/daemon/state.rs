@@ -5,7 +5,7 @@
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
-use crate::compile::{compile, missing_endpoints};
+use crate::compile::{CompiledTables, compile_next, missing_endpoints};
 use crate::dataplane::{ApplyReport, AttachOutcome, Dataplane, DataplaneError};
 use crate::links::{self, InterfaceIndex};
 use crate::persist::{self, Edit};
@@ -93,7 +93,8 @@ impl Daemon {
         policy: Policy,
         interfaces: InterfaceIndex,
     ) -> Result<Self, RunError> {
-        let report = dataplane.apply(&compile(&policy, &interfaces), dataplane.generation() + 1)?;
+        let tables = compile_for(&dataplane, &options, &policy, &interfaces);
+        let report = dataplane.apply(&tables, dataplane.generation() + 1)?;
         log_applied(&report, "start");
         for interface in &options.interfaces {
             if let Err(error) = dataplane.attach(interface, options.xdp_mode) {
@@ -150,9 +151,10 @@ impl Daemon {
         interfaces: InterfaceIndex,
         cause: &str,
     ) -> Result<ApplyReport, DataplaneError> {
+        let tables = compile_for(&self.dataplane, &self.options, &policy, &interfaces);
         let report = self
             .dataplane
-            .apply(&compile(&policy, &interfaces), self.generation + 1)
+            .apply(&tables, self.generation + 1)
             .inspect_err(|error| {
                 tracing::error!(%error, cause, generation = self.generation, "applying the policy failed in the kernel; the running policy stays");
             })?;
@@ -325,6 +327,19 @@ impl Daemon {
         tracing::info!("detached; vaultfw stopped (the interfaces are no longer filtered)");
         Ok(())
     }
+}
+
+/// Compiles `policy` for the loaded maps: hit slots stay with their rules
+/// (relative to what the kernel serves), and the access log is set as the
+/// daemon was told.
+fn compile_for(
+    dataplane: &Dataplane,
+    options: &RunOptions,
+    policy: &Policy,
+    interfaces: &InterfaceIndex,
+) -> CompiledTables {
+    compile_next(policy, interfaces, dataplane.hit_slots(), &dataplane.active_tables())
+        .with_access_log(options.event_rate, options.log_allowed)
 }
 
 fn fresh_attachments(dataplane: &Dataplane) -> Vec<String> {

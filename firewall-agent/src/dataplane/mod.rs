@@ -20,14 +20,14 @@ use aya::{
     programs::{ProgramError, TestRun, TestRunOptions, Xdp},
 };
 use firewall_common::{
-    DEFAULT_TRUSTED_CAPACITY, DEFAULT_VNET_CAPACITY, IP_RULES_0, IP_RULES_1, PROGRAM_NAME,
-    TRUSTED_0, TRUSTED_1, VNET_RULES_0, VNET_RULES_1, Verdict,
+    DEFAULT_TRUSTED_CAPACITY, DEFAULT_VNET_CAPACITY, EVENTS, HitSlots, IP_RULES_0, IP_RULES_1,
+    PROGRAM_NAME, RULE_HITS, TRUSTED_0, TRUSTED_1, VNET_RULES_0, VNET_RULES_1, Verdict,
 };
 
 pub use attach::{AttachOutcome, AttachedInterface, XdpModeRequest};
 pub use netlink::{XdpAttachment, xdp_attachment};
 pub use error::DataplaneError;
-pub use tables::ApplyReport;
+pub use tables::{ApplyReport, EventTotals, RuleHitTotals};
 
 use crate::compile::{CompiledTables, VnetPrefixKey};
 use crate::paths::PinDir;
@@ -59,18 +59,27 @@ pub struct Capacity {
     pub vnet_entries: u32,
     /// Entries in each trusted-services trie.
     pub trusted_entries: u32,
+    /// The per-rule hit counter layout (sizes `VFW_RULE_HITS`).
+    pub hit_slots: HitSlots,
 }
 
 impl Capacity {
-    /// Capacity for a policy whose IP-rule limit is `ip_rules`; the other
-    /// tries get their fixed caps (they allocate per entry, so a cap is
-    /// free until used).
-    pub fn for_ip_rule_limit(ip_rules: u32) -> Self {
+    /// Capacity for a policy's limits: `ip_rules` IP rules and
+    /// `vnet_rules` virtual network rules. The subnet and trusted tries get
+    /// fixed caps (they allocate per entry, so a cap is free until used).
+    pub fn for_limits(ip_rules: u32, vnet_rules: u32) -> Self {
         Capacity {
             ip_rules,
             vnet_entries: DEFAULT_VNET_CAPACITY,
             trusted_entries: DEFAULT_TRUSTED_CAPACITY,
+            hit_slots: HitSlots::new(ip_rules, vnet_rules),
         }
+    }
+
+    /// [`Capacity::for_limits`] with Key Vault's default of 127 virtual
+    /// network rules.
+    pub fn for_ip_rule_limit(ip_rules: u32) -> Self {
+        Self::for_limits(ip_rules, 127)
     }
 
     /// Refuses tables that would not fit, before anything is written.
@@ -267,6 +276,34 @@ impl Dataplane {
         self.tables.active_ip_rules()
     }
 
+    /// Per-rule hit totals by hit slot (only slots ever hit), summed over
+    /// CPUs, with the latest hit as wall-clock time.
+    pub fn rule_hits(&self) -> Result<BTreeMap<u32, RuleHitTotals>, DataplaneError> {
+        self.tables.rule_hits()
+    }
+
+    /// Access-log accounting, summed over CPUs: (events sent, dropped by
+    /// the rate limit, dropped because the ring buffer was full).
+    pub fn event_totals(&self) -> Result<EventTotals, DataplaneError> {
+        self.tables.event_totals()
+    }
+
+    /// Hands out the access log's ring buffer (once) to its reader.
+    pub fn take_event_ring(&mut self) -> Option<aya::maps::RingBuf<aya::maps::MapData>> {
+        let map = self.ebpf.take_map(EVENTS)?;
+        aya::maps::RingBuf::try_from(map).ok()
+    }
+
+    /// The slot layout of the per-rule hit counters.
+    pub fn hit_slots(&self) -> HitSlots {
+        self.tables.hit_slots()
+    }
+
+    /// What the active table set holds (for slot-stable recompiles).
+    pub fn active_tables(&self) -> CompiledTables {
+        self.tables.active_contents()
+    }
+
     /// The virtual-network entries of the active set, read back from the
     /// kernel: (endpoint, prefix) → rule id.
     pub fn active_vnet_rules(&self) -> Result<BTreeMap<VnetPrefixKey, u32>, DataplaneError> {
@@ -289,7 +326,8 @@ fn loader<'a>(capacity: &Capacity) -> EbpfLoader<'a> {
         .map_max_entries(VNET_RULES_0, capacity.vnet_entries)
         .map_max_entries(VNET_RULES_1, capacity.vnet_entries)
         .map_max_entries(TRUSTED_0, capacity.trusted_entries)
-        .map_max_entries(TRUSTED_1, capacity.trusted_entries);
+        .map_max_entries(TRUSTED_1, capacity.trusted_entries)
+        .map_max_entries(RULE_HITS, capacity.hit_slots.total());
     loader
 }
 

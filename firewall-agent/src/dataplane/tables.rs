@@ -8,9 +8,11 @@ use aya::{
     maps::{Array, LpmTrie, MapData, MapError, PerCpuArray, lpm_trie::Key},
 };
 use firewall_common::{
-    ACTIVE_SET, DATA_PLANE_PORTS, IP_RULES_0, IP_RULES_1, Ipv4Key, POLICY_CONFIG, PORT_WORDS_PER_ROW,
-    FLAG_VALID, PolicyConfig, RuleValue, TABLE_SETS, TRUSTED_0, TRUSTED_1, VERDICT_COUNTERS, VNET_ENDPOINT_BITS,
-    VNET_RULES_0, VNET_RULES_1, Verdict, VnetKey,
+    ACTIVE_SET, DATA_PLANE_PORTS, FLAG_VALID, HitSlots, IP_RULES_0, IP_RULES_1, Ipv4Key,
+    POLICY_CONFIG, PORT_WORDS_PER_ROW, PolicyConfig, RULE_HITS, RuleHits, RuleValue, TABLE_SETS,
+    TELEMETRY, TELEMETRY_EVENTS_RATE_LIMITED, TELEMETRY_EVENTS_RING_FULL, TELEMETRY_EVENTS_SENT,
+    TRUSTED_0, TRUSTED_1, VERDICT_COUNTERS, VNET_ENDPOINT_BITS, VNET_RULES_0, VNET_RULES_1,
+    Verdict, VnetKey,
 };
 use ipnet::Ipv4Net;
 use serde::Serialize;
@@ -31,6 +33,36 @@ pub struct ApplyReport {
     pub ip_rules_removed: usize,
     /// Map element writes and deletes performed.
     pub map_writes: usize,
+}
+
+/// One rule's hit counters, summed over CPUs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub struct RuleHitTotals {
+    /// Frames the rule allowed.
+    pub packets: u64,
+    /// Their bytes.
+    pub bytes: u64,
+    /// The latest hit, wall clock.
+    #[serde(serialize_with = "serialize_time")]
+    pub last_hit: Option<std::time::SystemTime>,
+}
+
+fn serialize_time<S: serde::Serializer>(t: &Option<std::time::SystemTime>, s: S) -> Result<S::Ok, S::Error> {
+    match t {
+        Some(t) => s.collect_str(&humantime::format_rfc3339_millis(*t)),
+        None => s.serialize_none(),
+    }
+}
+
+/// Access-log accounting, summed over CPUs.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct EventTotals {
+    /// Events written to the ring buffer.
+    pub sent: u64,
+    /// Events dropped by the per-CPU rate limit (`events_dropped`).
+    pub rate_limited: u64,
+    /// Events dropped because the ring buffer was full.
+    pub ring_full: u64,
 }
 
 /// A trie key the agent computes with and the form the kernel stores.
@@ -142,6 +174,8 @@ pub(super) struct Tables {
     vnet_rules: TriePair<VnetPrefixKey>,
     trusted: TriePair<PrefixKey>,
     verdicts: PerCpuArray<MapData, u64>,
+    rule_hits: PerCpuArray<MapData, RuleHits>,
+    telemetry: PerCpuArray<MapData, u64>,
     capacity: Capacity,
     /// The set the program reads.
     active: u32,
@@ -179,6 +213,8 @@ impl Tables {
             vnet_rules: TriePair::take(ebpf, [VNET_RULES_0, VNET_RULES_1])?,
             trusted: TriePair::take(ebpf, [TRUSTED_0, TRUSTED_1])?,
             verdicts: take(ebpf, VERDICT_COUNTERS)?,
+            rule_hits: take(ebpf, RULE_HITS)?,
+            telemetry: take(ebpf, TELEMETRY)?,
             capacity,
             active: 0,
             contents: [Some(CompiledTables::empty()), Some(CompiledTables::empty())],
@@ -204,6 +240,7 @@ impl Tables {
         }
         let contents = CompiledTables {
             flags: config.flags,
+            event_cost_ns: config.event_cost_ns,
             port_words,
             ip_rules: tables.ip_rules.read(active)?,
             vnet_rules: tables.vnet_rules.read(active)?,
@@ -240,6 +277,12 @@ impl Tables {
             });
         }
         let target = 1 - self.active;
+        // Counters of slots that change owner start from zero.
+        if let Some(previous) = &previous {
+            for slot in compiled.fresh_slots(previous) {
+                self.reset_hits(slot)?;
+            }
+        }
         // Until the write completes the set's contents are unknown.
         let known = self.contents[target as usize].take();
         let map_writes = self.write_set(target, known.as_ref(), compiled, generation)?;
@@ -293,7 +336,7 @@ impl Tables {
 
         let config = PolicyConfig {
             flags: new.flags,
-            _pad: 0,
+            event_cost_ns: new.event_cost_ns,
             generation,
         };
         self.config
@@ -313,6 +356,70 @@ impl Tables {
             totals[verdict.index() as usize] = per_cpu.iter().sum();
         }
         Ok(totals)
+    }
+
+    /// Zeroes one hit slot on every CPU (a slot outside the map is ignored:
+    /// its rule simply has no counters).
+    fn reset_hits(&mut self, slot: u32) -> Result<(), DataplaneError> {
+        if slot >= self.capacity.hit_slots.total() {
+            return Ok(());
+        }
+        let cpus = aya::util::nr_cpus().map_err(|(_, e)| DataplaneError::Pins {
+            path: "/sys/devices/system/cpu/possible".into(),
+            operation: "read",
+            source: e,
+        })?;
+        let zeros = aya::maps::PerCpuValues::try_from(vec![RuleHits::default(); cpus])
+            .map_err(|e| DataplaneError::Map { map: RULE_HITS, source: aya::maps::MapError::from(e) })?;
+        self.rule_hits.set(slot, zeros, 0).map_err(map_err(RULE_HITS))
+    }
+
+    pub(super) fn rule_hits(&self) -> Result<BTreeMap<u32, RuleHitTotals>, DataplaneError> {
+        let boot_offset = monotonic_to_wall();
+        let mut totals = BTreeMap::new();
+        for slot in 0..self.capacity.hit_slots.total() {
+            let per_cpu = self.rule_hits.get(&slot, 0).map_err(map_err(RULE_HITS))?;
+            let (mut packets, mut bytes, mut last) = (0u64, 0u64, 0u64);
+            for hits in per_cpu.iter() {
+                packets += hits.packets;
+                bytes += hits.bytes;
+                last = last.max(hits.last_hit_ns);
+            }
+            if packets > 0 {
+                let last_hit = (last > 0)
+                    .then(|| boot_offset.map(|o| o + std::time::Duration::from_nanos(last)))
+                    .flatten();
+                totals.insert(slot, RuleHitTotals { packets, bytes, last_hit });
+            }
+        }
+        Ok(totals)
+    }
+
+    pub(super) fn event_totals(&self) -> Result<EventTotals, DataplaneError> {
+        let sum = |slot: u32| -> Result<u64, DataplaneError> {
+            Ok(self
+                .telemetry
+                .get(&slot, 0)
+                .map_err(map_err(TELEMETRY))?
+                .iter()
+                .sum())
+        };
+        Ok(EventTotals {
+            sent: sum(TELEMETRY_EVENTS_SENT)?,
+            rate_limited: sum(TELEMETRY_EVENTS_RATE_LIMITED)?,
+            ring_full: sum(TELEMETRY_EVENTS_RING_FULL)?,
+        })
+    }
+
+    pub(super) fn hit_slots(&self) -> HitSlots {
+        self.capacity.hit_slots
+    }
+
+    /// What the active set holds (empty when unknown).
+    pub(super) fn active_contents(&self) -> CompiledTables {
+        self.contents[self.active as usize]
+            .clone()
+            .unwrap_or_else(CompiledTables::empty)
     }
 
     /// The active set's IP rules as the kernel holds them: network → id.
@@ -339,4 +446,12 @@ impl Tables {
             .map(|(k, v)| (Ipv4Net::from(k), v))
             .collect())
     }
+}
+
+/// The wall-clock time of CLOCK_MONOTONIC's zero (what `bpf_ktime_get_ns`
+/// counts from), so kernel timestamps can be shown as dates.
+pub(crate) fn monotonic_to_wall() -> Option<std::time::SystemTime> {
+    let mono = nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC).ok()?;
+    let mono = std::time::Duration::new(mono.tv_sec() as u64, mono.tv_nsec() as u32);
+    std::time::SystemTime::now().checked_sub(mono)
 }

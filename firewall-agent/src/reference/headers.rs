@@ -244,7 +244,7 @@ fn ipv4(bytes: &Bytes<'_>, l3: usize, steps: &mut Vec<String>) -> Classified {
     if more_fragments {
         steps.push("IPv4 first fragment (MF set): judged with its ports".to_owned());
     }
-    ports(bytes, proto, l3 + header_len, packet_end, Source::V4(source), steps)
+    ports(bytes, proto, l3 + header_len, packet_end, Source::V4(source))
 }
 
 /// IPv6 at `l3` (RFC 8200), walking up to [`MAX_IPV6_EXT_HEADERS`]
@@ -280,7 +280,7 @@ fn ipv6(bytes: &Bytes<'_>, l3: usize, steps: &mut Vec<String>) -> Classified {
     let mut walked = 0usize;
     loop {
         if let Some(proto) = Proto::from_ip_protocol(next) {
-            return ports(bytes, proto, l3 + offset, packet_end, Source::V6(source), steps);
+            return ports(bytes, proto, l3 + offset, packet_end, Source::V6(source));
         }
         let Some(name) = extension_name(next) else {
             steps.push(format!(
@@ -371,7 +371,6 @@ fn ports(
     l4: usize,
     packet_end: usize,
     source: Source,
-    steps: &mut Vec<String>,
 ) -> Classified {
     // Source and destination port: the first four bytes, inside the
     // payload (the frame may go on past it: Ethernet padding is not IP).
@@ -389,7 +388,6 @@ fn ports(
         });
     };
     let header_complete = l4 + proto.min_header() <= packet_end;
-    steps.push(format!("{} dport {dport}", proto.name()));
     Classified::Transport(Ports {
         proto,
         dport,

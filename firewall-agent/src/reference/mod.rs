@@ -76,13 +76,11 @@ impl XdpAction {
 /// Which table a matched rule sits in.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum RuleKind {
-    /// The trusted-services trie (value: index in the policy's trusted
-    /// prefixes).
+    /// The trusted-services trie.
     TrustedService,
-    /// The IP-rule trie (value: index in the policy's IP rules).
+    /// The IP-rule trie.
     IpRule,
-    /// The virtual-network trie (value: index in the policy's virtual
-    /// network rules).
+    /// The virtual-network trie.
     VnetRule,
 }
 
@@ -91,7 +89,8 @@ pub enum RuleKind {
 pub struct MatchedRule {
     /// The table.
     pub kind: RuleKind,
-    /// The entry's value: the rule's index in the policy (see [`RuleKind`]).
+    /// The entry's value, as the compiled tables hold it (the rule's
+    /// hit-counter slot).
     pub id: RuleValue,
     /// The prefix that covered the source.
     pub prefix: Ipv4Net,

@@ -6,7 +6,6 @@
 
 use etherparse::{IpNumber, Ipv4Header, PacketBuilder};
 use firewall_common::Verdict;
-use vaultfw::compile::compile;
 use vaultfw::dataplane::{ApplyReport, Capacity, Dataplane};
 use vaultfw::policy::parse_toml;
 
@@ -56,10 +55,22 @@ impl Program {
 
     /// Applies another policy (double-buffered flip).
     pub fn apply(&mut self, policy: &str) -> ApplyReport {
+        self.apply_with_events(policy, 0)
+    }
+
+    /// Applies a policy with the access log at `events_per_second` per CPU.
+    pub fn apply_with_events(&mut self, policy: &str, events_per_second: u32) -> ApplyReport {
         let validated = parse_toml(policy).unwrap_or_else(|e| panic!("test policy invalid:\n{e}"));
+        let tables = vaultfw::compile::compile_next(
+            &validated.policy,
+            &self.interfaces,
+            self.dataplane.hit_slots(),
+            &self.dataplane.active_tables(),
+        )
+        .with_access_log(events_per_second, false);
         let report = self
             .dataplane
-            .apply(&compile(&validated.policy, &self.interfaces), self.generation + 1)
+            .apply(&tables, self.generation + 1)
             .unwrap_or_else(|e| panic!("apply failed: {e}"));
         if report.changed {
             self.generation = report.generation;

@@ -5,7 +5,7 @@
 //! `CARGO_MANIFEST_DIR`), and `vm/init` — and one per kernel with its
 //! modules, concatenated behind it (the kernel unpacks both).
 //!
-//! Guest layout: `/init`; `/usr/local/bin/vaultfw`; `/vaultfw-vm/` holds
+//! Guest layout: `/bin`, `/sbin`, `/lib`, `/lib64` link into `/usr`; `/init`; `/usr/local/bin/vaultfw`; `/vaultfw-vm/` holds
 //! the test binaries and the lists `vm/init` reads (`tests`, `args`,
 //! `timeout`, `modules`).
 
@@ -32,7 +32,9 @@ const GUEST_VAULTFW: &str = "usr/local/bin/vaultfw";
 const INIT_SCRIPT: &str = "vm/init";
 /// Host programs copied to the same path in the guest, with their libraries.
 const HOST_PROGRAMS: &[&str] = &["ip", "bash"];
-/// busybox applets left out: iproute2's `ip` is the real one.
+/// busybox applets left out: iproute2's `ip` is the real one. (Debian's
+/// busybox shell still runs its own applet for a bare `ip`: `vm/init` calls
+/// `/sbin/ip`; the tests run `ip` through PATH and get iproute2's.)
 const SKIPPED_APPLETS: &[&str] = &["ip"];
 /// Host configuration copied as it is.
 const HOST_FILES: &[&str] = &["/etc/iproute2"];
@@ -47,6 +49,7 @@ pub fn build_common(
 ) -> Result<PathBuf> {
     println!("xtask: vm-test: staging the initramfs");
     let dir = fresh_dir(&stage.join("common"))?;
+    merged_usr(&dir)?;
     for sub in [
         "proc", "sys", "dev", "run", "tmp", "var", "root", "etc", GUEST_DIR,
     ] {
@@ -101,6 +104,7 @@ pub fn build_common(
 /// off: does this accelerator boot at all?
 pub fn build_probe(stage: &Path) -> Result<PathBuf> {
     let dir = fresh_dir(&stage.join("probe"))?;
+    merged_usr(&dir)?;
     fs::create_dir_all(dir.join("proc"))?;
     add_busybox(&dir)?;
     let init = dir.join("init");
@@ -139,11 +143,21 @@ pub fn for_kernel(stage: &Path, common: &Path, kernel: &Kernel) -> Result<PathBu
     Ok(initrd)
 }
 
+/// `/bin`, `/sbin`, `/lib` and `/lib64` as links into `/usr`, as on Debian
+/// 12: a program or library copied to either of its host paths is found at
+/// both (the harness runs `#!/bin/bash`; `which` may find `/usr/bin/bash`).
+fn merged_usr(dir: &Path) -> Result<()> {
+    for name in ["bin", "sbin", "lib", "lib64"] {
+        fs::create_dir_all(dir.join("usr").join(name))?;
+        symlink(Path::new("usr").join(name), dir.join(name))?;
+    }
+    Ok(())
+}
+
 /// `/bin/busybox` and a link per applet; the busybox host path (for `ldd`).
 fn add_busybox(dir: &Path) -> Result<Vec<PathBuf>> {
     let busybox = which("busybox")?;
-    let bin = dir.join("bin");
-    fs::create_dir_all(&bin)?;
+    let bin = dir.join("usr/bin");
     copy_file(&busybox, &bin.join("busybox"))?;
     let out = Command::new(&busybox).arg("--list").output()?;
     for applet in String::from_utf8_lossy(&out.stdout).lines() {
@@ -152,9 +166,6 @@ fn add_busybox(dir: &Path) -> Result<Vec<PathBuf>> {
         }
         symlink("busybox", bin.join(applet))
             .with_context(|| format!("linking the busybox applet {applet}"))?;
-    }
-    for dir in ["sbin", "usr/bin", "usr/sbin"] {
-        fs::create_dir_all(bin.parent().unwrap().join(dir))?;
     }
     Ok(vec![busybox])
 }
@@ -272,9 +283,9 @@ fn under(root: &Path, path: &Path) -> PathBuf {
 }
 
 /// Copy a file (following symlinks), creating the parent directories and
-/// keeping the mode.
+/// keeping the mode; whatever was at `to` (a busybox applet link) goes.
 fn copy_file(from: &Path, to: &Path) -> Result<()> {
-    fs::create_dir_all(to.parent().expect("destination has a parent"))?;
+    replace(to)?;
     fs::copy(from, to)
         .with_context(|| format!("copying {} to {}", from.display(), to.display()))?;
     Ok(())
@@ -283,13 +294,22 @@ fn copy_file(from: &Path, to: &Path) -> Result<()> {
 /// Copy an executable without its debug info (the guest's memory holds the
 /// whole archive).
 fn strip_into(from: &Path, to: &Path) -> Result<()> {
-    fs::create_dir_all(to.parent().expect("destination has a parent"))?;
+    replace(to)?;
     run(Command::new("strip")
         .arg("--strip-debug")
         .arg("-o")
         .arg(to)
         .arg(from))
     .with_context(|| format!("stripping {}", from.display()))
+}
+
+/// Make room for a new file at `to`: its directories exist, nothing is there.
+fn replace(to: &Path) -> Result<()> {
+    fs::create_dir_all(to.parent().expect("destination has a parent"))?;
+    if to.symlink_metadata().is_ok() {
+        fs::remove_file(to).with_context(|| format!("replacing {}", to.display()))?;
+    }
+    Ok(())
 }
 
 /// A program's path on the host's PATH (plus the sbin directories).

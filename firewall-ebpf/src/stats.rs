@@ -1,0 +1,169 @@
+//! Everything the program records besides its verdict: the verdict
+//! counter, the matched rule's hit counter, and the access-log event —
+//! rate-limited per CPU with a token bucket, one per TCP connection attempt
+//! (SYN) or per UDP flow and window, so a flood cannot swamp the agent.
+
+use aya_ebpf::{
+    helpers::{bpf_ktime_get_ns, bpf_xdp_get_buff_len},
+    programs::XdpContext,
+};
+use firewall_common::{
+    AccessEvent, FLOW_EVENT_WINDOW_NS, FlowKey, TELEMETRY_EVENTS_RATE_LIMITED,
+    TELEMETRY_EVENTS_RING_FULL, TELEMETRY_EVENTS_SENT, Verdict,
+};
+
+use crate::parse::{IPPROTO_TCP, read_bytes};
+use crate::verdict::{Judged, Loggable, NO_SLOT};
+use crate::{VFW_EVENT_BUCKET, VFW_EVENTS, VFW_FLOW_SEEN, VFW_RULE_HITS, VFW_TELEMETRY, VFW_VERDICTS};
+
+/// One second of event budget: the bucket's size (burst = rate).
+const BUCKET_NS: u64 = 1_000_000_000;
+
+/// Records `judged`: exactly one verdict counter, the rule's hits, and
+/// maybe an access-log event.
+#[inline(always)]
+pub fn record(ctx: &XdpContext, judged: &Judged) {
+    if let Some(slot) = VFW_VERDICTS.get_ptr_mut(judged.verdict.index()) {
+        // SAFETY: a per-CPU slot is only written by the CPU running us.
+        unsafe { *slot += 1 };
+    }
+    let needs_time = judged.rule_slot != NO_SLOT || judged.loggable.is_some();
+    if !needs_time {
+        return;
+    }
+    // SAFETY: a helper without arguments.
+    let now = unsafe { bpf_ktime_get_ns() };
+    if judged.rule_slot != NO_SLOT {
+        if let Some(hits) = VFW_RULE_HITS.get_ptr_mut(judged.rule_slot) {
+            // SAFETY: per-CPU slot, only this CPU writes it.
+            unsafe {
+                (*hits).packets += 1;
+                (*hits).bytes += frame_len(ctx);
+                (*hits).last_hit_ns = now;
+            }
+        }
+    }
+    if let Some(loggable) = &judged.loggable {
+        log_event(ctx, judged, loggable, now);
+    }
+}
+
+/// The frame's length in bytes, all fragments of a multi-buffer frame
+/// included (the verifier forbids arithmetic on `data_end`).
+#[inline(always)]
+fn frame_len(ctx: &XdpContext) -> u64 {
+    // SAFETY: the helper only reads the context it is given.
+    unsafe { bpf_xdp_get_buff_len(ctx.ctx) }
+}
+
+#[inline(always)]
+fn log_event(ctx: &XdpContext, judged: &Judged, l: &Loggable, now: u64) {
+    let t = &l.transport;
+    let family = if t.ipv4_src.is_some() { 4u8 } else { 6 };
+    let (src, dst) = addresses(ctx, t.l3, family);
+    if t.proto == IPPROTO_TCP {
+        if !t.is_tcp_syn(ctx) {
+            return; // one event per connection attempt
+        }
+    } else if !first_in_window(src, t.sport, t.dport, t.proto, family, now) {
+        return;
+    }
+    if !take_token(l.event_cost_ns, now) {
+        telemetry(TELEMETRY_EVENTS_RATE_LIMITED);
+        return;
+    }
+    let event = AccessEvent {
+        ts_ns: now,
+        ifindex: ctx.ingress_ifindex() as u32,
+        vlan: u32::from(l.vlan),
+        src,
+        dst,
+        sport: t.sport,
+        dport: t.dport,
+        family,
+        proto: t.proto,
+        verdict: judged.verdict.index() as u8,
+        _pad: 0,
+        rule_slot: judged.rule_slot,
+        _pad2: 0,
+    };
+    if VFW_EVENTS.output(&event, 0).is_ok() {
+        telemetry(TELEMETRY_EVENTS_SENT);
+    } else {
+        telemetry(TELEMETRY_EVENTS_RING_FULL);
+    }
+}
+
+/// Source and destination addresses (IPv4 in the first 4 bytes).
+#[inline(always)]
+fn addresses(ctx: &XdpContext, l3: usize, family: u8) -> ([u8; 16], [u8; 16]) {
+    let mut src = [0u8; 16];
+    let mut dst = [0u8; 16];
+    if family == 4 {
+        if let Some(a) = read_bytes::<8>(ctx, l3 + 12) {
+            src[..4].copy_from_slice(&a[..4]);
+            dst[..4].copy_from_slice(&a[4..]);
+        }
+    } else if let Some(a) = read_bytes::<32>(ctx, l3 + 8) {
+        src.copy_from_slice(&a[..16]);
+        dst.copy_from_slice(&a[16..]);
+    }
+    (src, dst)
+}
+
+/// Whether this UDP flow has not logged within the window (and marks it).
+#[inline(always)]
+fn first_in_window(src: [u8; 16], sport: u16, dport: u16, proto: u8, family: u8, now: u64) -> bool {
+    let key = FlowKey {
+        src,
+        sport: sport.to_be_bytes(),
+        dport: dport.to_be_bytes(),
+        proto,
+        family,
+        _pad: [0; 2],
+    };
+    if let Some(last) = VFW_FLOW_SEEN.get_ptr_mut(&key) {
+        // SAFETY: a value pointer from the map; a racing CPU at worst logs
+        // the flow twice.
+        let last = unsafe { &mut *last };
+        if now.wrapping_sub(*last) < FLOW_EVENT_WINDOW_NS {
+            return false;
+        }
+        *last = now;
+        return true;
+    }
+    let _ = VFW_FLOW_SEEN.insert(&key, &now, 0);
+    true
+}
+
+/// Spends `cost_ns` of this CPU's budget, refilled at 1 ns per ns up to one
+/// second's worth.
+#[inline(always)]
+fn take_token(cost_ns: u32, now: u64) -> bool {
+    let Some(bucket) = VFW_EVENT_BUCKET.get_ptr_mut(0) else {
+        return false;
+    };
+    // SAFETY: per-CPU slot, only this CPU writes it.
+    let bucket = unsafe { &mut *bucket };
+    let refill = now.wrapping_sub(bucket.last_ns);
+    bucket.last_ns = now;
+    bucket.credit_ns = bucket.credit_ns.saturating_add(refill).min(BUCKET_NS);
+    let cost = u64::from(cost_ns);
+    if bucket.credit_ns >= cost {
+        bucket.credit_ns -= cost;
+        true
+    } else {
+        false
+    }
+}
+
+#[inline(always)]
+fn telemetry(slot: u32) {
+    if let Some(counter) = VFW_TELEMETRY.get_ptr_mut(slot) {
+        // SAFETY: per-CPU slot, only this CPU writes it.
+        unsafe { *counter += 1 };
+    }
+}
+
+#[allow(dead_code)]
+const _: Option<Verdict> = None;
