@@ -29,8 +29,22 @@ pub const TRUSTED_0: &str = "VFW_TRUSTED_0";
 /// LpmTrie<[`Ipv4Key`], [`RuleValue`]> of table set 1's trusted-service
 /// prefixes.
 pub const TRUSTED_1: &str = "VFW_TRUSTED_1";
-/// PerCpuArray<u64, [`crate::Verdict::COUNT`]>: frames per verdict.
+/// PerCpuArray<u64, [`VERDICT_SLOTS`]>: frames per (interface slot,
+/// verdict), at index [`verdict_slot`]. Totals sum every interface slot.
 pub const VERDICT_COUNTERS: &str = "VFW_VERDICTS";
+
+/// Interface slots of the verdict counters: an interface counts in slot
+/// `ifindex % INTERFACE_SLOTS` (the agent reports per interface when its
+/// interfaces' slots differ, which they do unless 64 ifindexes apart).
+pub const INTERFACE_SLOTS: u32 = 64;
+/// Entries of [`VERDICT_COUNTERS`].
+pub const VERDICT_SLOTS: u32 = INTERFACE_SLOTS * crate::Verdict::COUNT as u32;
+
+/// The [`VERDICT_COUNTERS`] index of `verdict` for ingress `ifindex`.
+#[inline(always)]
+pub const fn verdict_slot(ifindex: u32, verdict: crate::Verdict) -> u32 {
+    (ifindex % INTERFACE_SLOTS) * crate::Verdict::COUNT as u32 + verdict as u32
+}
 
 /// PerCpuArray<[`RuleHits`]>: per-rule hit counters, indexed by the hit
 /// slot the tries' values carry (see [`HitSlots`]); sized by the agent.

@@ -20,7 +20,7 @@ use aya_ebpf::{
 use firewall_common::{
     AccessEvent, DEFAULT_IP_RULE_CAPACITY, DEFAULT_TRUSTED_CAPACITY, DEFAULT_VNET_CAPACITY,
     EVENTS_RING_BYTES, FLOW_SEEN_ENTRIES, FlowKey, Ipv4Key, PORT_BITMAP_WORDS, PolicyConfig,
-    RuleHits, RuleValue, TABLE_SETS, TELEMETRY_COUNT, TokenBucket, Verdict, VnetKey,
+    RuleHits, RuleValue, TABLE_SETS, TELEMETRY_COUNT, TokenBucket, VERDICT_SLOTS, VnetKey,
 };
 
 /// Slot 0: the active table set (firewall_common::ACTIVE_SET).
@@ -65,9 +65,10 @@ static VFW_TRUSTED_0: LpmTrie<Ipv4Key, RuleValue, { DEFAULT_TRUSTED_CAPACITY as 
 static VFW_TRUSTED_1: LpmTrie<Ipv4Key, RuleValue, { DEFAULT_TRUSTED_CAPACITY as usize }> =
     LpmTrie::new();
 
-/// Frames per verdict, per CPU (firewall_common::VERDICT_COUNTERS).
+/// Frames per (interface slot, verdict), per CPU
+/// (firewall_common::VERDICT_COUNTERS).
 #[btf_map]
-static VFW_VERDICTS: PerCpuArray<u64, { Verdict::COUNT }> = PerCpuArray::new();
+static VFW_VERDICTS: PerCpuArray<u64, { VERDICT_SLOTS as usize }> = PerCpuArray::new();
 
 /// Per-rule hits, per CPU; the agent sizes it from the limits.
 #[btf_map]

@@ -9,7 +9,7 @@ use aya_ebpf::{
 };
 use firewall_common::{
     AccessEvent, FLOW_EVENT_WINDOW_NS, FlowKey, TELEMETRY_EVENTS_RATE_LIMITED,
-    TELEMETRY_EVENTS_RING_FULL, TELEMETRY_EVENTS_SENT, Verdict,
+    TELEMETRY_EVENTS_RING_FULL, TELEMETRY_EVENTS_SENT, Verdict, verdict_slot,
 };
 
 use crate::parse::{IPPROTO_TCP, read_bytes};
@@ -23,7 +23,8 @@ const BUCKET_NS: u64 = 1_000_000_000;
 /// maybe an access-log event.
 #[inline(always)]
 pub fn record(ctx: &XdpContext, judged: &Judged) {
-    if let Some(slot) = VFW_VERDICTS.get_ptr_mut(judged.verdict.index()) {
+    let counter = verdict_slot(ctx.ingress_ifindex() as u32, judged.verdict);
+    if let Some(slot) = VFW_VERDICTS.get_ptr_mut(counter) {
         // SAFETY: a per-CPU slot is only written by the CPU running us.
         unsafe { *slot += 1 };
     }

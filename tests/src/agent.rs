@@ -197,6 +197,18 @@ impl AgentPaths {
     }
 }
 
+/// Pins a stopped agent left in force (after [`Agent::kill`] or
+/// [`Agent::stop_keeping`]), removed when this guard drops — also when the
+/// test panics before a new agent takes them over.
+#[derive(Debug)]
+pub struct LeftPins(pub AgentPaths);
+
+impl Drop for LeftPins {
+    fn drop(&mut self) {
+        self.0.remove_pins();
+    }
+}
+
 #[derive(Default)]
 struct Captured {
     lines: Vec<(Stream, String)>,

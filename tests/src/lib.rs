@@ -12,6 +12,7 @@
 //! - [`agent`]: the `vaultfw` process guard, policy files, one-shot commands.
 //! - [`cli`]: CLI verbs against a daemon's socket, exit codes, JSON output.
 //! - [`probe`]: a client that keeps connecting in the background.
+//! - [`reach`]: assertions that a source connects, or that its SYN is dropped.
 //! - [`stats`]: counter names, log-line parsing, [`FinalStats`].
 //! - [`cleanup`]: a registry of what exists right now, for Ctrl-C.
 //!
@@ -22,7 +23,9 @@ pub mod agent;
 pub mod cleanup;
 pub mod cli;
 pub mod netns;
+pub mod probe;
 pub mod raw;
+pub mod reach;
 pub mod stats;
 pub mod topology;
 pub mod traffic;

@@ -265,6 +265,13 @@ impl Dataplane {
             })
     }
 
+    /// Verdict counters of the frames that arrived on `ifindex` (per-CPU
+    /// values summed). Interfaces whose ifindexes are 64 apart share a slot.
+    pub fn verdict_totals_for(&self, ifindex: u32) -> Result<VerdictTotals, DataplaneError> {
+        let slots = self.tables.verdict_slots()?;
+        Ok(slots[(ifindex % firewall_common::INTERFACE_SLOTS) as usize])
+    }
+
     /// Verdict counter totals (per-CPU values summed over all possible CPUs).
     pub fn verdict_totals(&self) -> Result<VerdictTotals, DataplaneError> {
         self.tables.verdict_totals()

@@ -17,8 +17,8 @@ use firewall_common::{
     ACTIVE_SET, DATA_PLANE_PORTS, EVENT_BUCKET, EVENTS, EVENTS_RING_BYTES, FLOW_SEEN,
     FLOW_SEEN_ENTRIES, FlowKey, IP_RULES_0, IP_RULES_1, Ipv4Key, POLICY_CONFIG, PORT_BITMAP_WORDS,
     PolicyConfig, RULE_HITS, RuleHits, RuleValue, TABLE_SETS, TELEMETRY, TELEMETRY_COUNT,
-    TRUSTED_0, TRUSTED_1, TokenBucket, VERDICT_COUNTERS, VNET_RULES_0, VNET_RULES_1, Verdict,
-    VnetKey,
+    TRUSTED_0, TRUSTED_1, TokenBucket, VERDICT_COUNTERS, VERDICT_SLOTS, VNET_RULES_0,
+    VNET_RULES_1, VnetKey,
 };
 
 use super::{Capacity, DataplaneError};
@@ -62,7 +62,7 @@ pub(super) fn expected_shapes(capacity: &Capacity) -> Vec<MapShape> {
         shape(VNET_RULES_1, MapType::LpmTrie, lpm_vnet, size::<RuleValue>(), capacity.vnet_entries),
         shape(TRUSTED_0, MapType::LpmTrie, lpm_ipv4, size::<RuleValue>(), capacity.trusted_entries),
         shape(TRUSTED_1, MapType::LpmTrie, lpm_ipv4, size::<RuleValue>(), capacity.trusted_entries),
-        shape(VERDICT_COUNTERS, MapType::PerCpuArray, 4, 8, Verdict::COUNT as u32),
+        shape(VERDICT_COUNTERS, MapType::PerCpuArray, 4, 8, VERDICT_SLOTS),
         shape(RULE_HITS, MapType::PerCpuArray, 4, size::<RuleHits>(), capacity.hit_slots.total()),
         shape(EVENTS, MapType::RingBuf, 0, 0, EVENTS_RING_BYTES),
         shape(FLOW_SEEN, MapType::LruHash, size::<FlowKey>(), 8, FLOW_SEEN_ENTRIES),

@@ -12,7 +12,7 @@ use firewall_common::{
     POLICY_CONFIG, PORT_WORDS_PER_ROW, PolicyConfig, RULE_HITS, RuleHits, RuleValue, TABLE_SETS,
     TELEMETRY, TELEMETRY_EVENTS_RATE_LIMITED, TELEMETRY_EVENTS_RING_FULL, TELEMETRY_EVENTS_SENT,
     TRUSTED_0, TRUSTED_1, VERDICT_COUNTERS, VNET_ENDPOINT_BITS, VNET_RULES_0, VNET_RULES_1,
-    Verdict, VnetKey,
+    Verdict, VnetKey, INTERFACE_SLOTS,
 };
 use ipnet::Ipv4Net;
 use serde::Serialize;
@@ -345,15 +345,26 @@ impl Tables {
         Ok(writes + 1)
     }
 
+    /// Verdict totals per interface slot (`ifindex % INTERFACE_SLOTS`),
+    /// per-CPU values summed over every possible CPU (case K4).
+    pub(super) fn verdict_slots(&self) -> Result<Vec<VerdictTotals>, DataplaneError> {
+        let mut slots = vec![[0u64; Verdict::COUNT]; INTERFACE_SLOTS as usize];
+        for (index, per_cpu) in self.verdicts.iter().enumerate() {
+            let per_cpu = per_cpu.map_err(map_err(VERDICT_COUNTERS))?;
+            let (interface, verdict) = (index / Verdict::COUNT, index % Verdict::COUNT);
+            if let Some(row) = slots.get_mut(interface) {
+                row[verdict] = per_cpu.iter().sum();
+            }
+        }
+        Ok(slots)
+    }
+
     pub(super) fn verdict_totals(&self) -> Result<VerdictTotals, DataplaneError> {
         let mut totals = [0u64; Verdict::COUNT];
-        for verdict in Verdict::ALL {
-            let per_cpu = self
-                .verdicts
-                .get(&verdict.index(), 0)
-                .map_err(map_err(VERDICT_COUNTERS))?;
-            // PerCpuValues holds one value per *possible* CPU (case K4).
-            totals[verdict.index() as usize] = per_cpu.iter().sum();
+        for row in self.verdict_slots()? {
+            for (total, value) in totals.iter_mut().zip(row) {
+                *total += value;
+            }
         }
         Ok(totals)
     }
