@@ -221,6 +221,7 @@ pub fn compile_next(
     let ip_keys: Vec<PrefixKey> = policy.ip_rules.iter().map(|r| PrefixKey::from(r.network)).collect();
     let ip_slots = assign_slots(
         ip_keys.iter().map(|k| previous.ip_rules.get(k).copied()),
+        previous.ip_rules.values().copied(),
         slots.ip_rules,
     );
     let ip_rules = ip_keys
@@ -252,6 +253,7 @@ pub fn compile_next(
                 .find_map(|k| previous.vnet_rules.get(k))
                 .and_then(|s| s.checked_sub(vnet_base))
         }),
+        previous.vnet_rules.values().filter_map(|s| s.checked_sub(vnet_base)),
         slots.vnet_rules,
     );
     let mut vnet_rules = BTreeMap::new();
@@ -286,16 +288,21 @@ pub fn compile_next(
 
 /// Gives each rule a slot in `0..capacity`: its previous slot when it had
 /// one (and nobody before it claimed it), else the lowest slot nobody holds
-/// — preferring slots no previous rule held, so a removed rule's counters
-/// are not inherited when a free slot exists.
-fn assign_slots(previous: impl Iterator<Item = Option<u32>>, capacity: u32) -> Vec<u32> {
+/// — preferring slots that no rule held before (`held_before`), so a new
+/// rule does not inherit a removed rule's counters while a never-used slot
+/// exists (a reused slot is zeroed on apply anyway).
+fn assign_slots(
+    previous: impl Iterator<Item = Option<u32>>,
+    held_before: impl Iterator<Item = u32>,
+    capacity: u32,
+) -> Vec<u32> {
     let previous: Vec<Option<u32>> = previous.collect();
     let mut taken = std::collections::BTreeSet::new();
     let mut slots: Vec<Option<u32>> = previous
         .iter()
         .map(|p| p.filter(|s| *s < capacity && taken.insert(*s)))
         .collect();
-    let held_before: std::collections::BTreeSet<u32> = previous.iter().flatten().copied().collect();
+    let held_before: std::collections::BTreeSet<u32> = held_before.collect();
     let mut never_used = (0..capacity).filter(|s| !held_before.contains(s) && !taken.contains(s));
     let mut reusable: Vec<u32> = held_before.iter().copied().filter(|s| *s < capacity && !taken.contains(s)).collect();
     reusable.reverse();

@@ -67,7 +67,10 @@ fn run(args: RunArgs) -> ExitCode {
             tracing::error!(%error, "vaultfw run failed");
             eprintln!("vaultfw: {error}");
             match error {
-                RunError::Policy(_) | RunError::MissingEndpoint(_) => {
+                RunError::Policy(_)
+                | RunError::MissingEndpoint(_)
+                | RunError::InvalidArguments(_)
+                | RunError::Dataplane(vaultfw::dataplane::DataplaneError::NoSuchInterface { .. }) => {
                     ExitCode::from(EXIT_INVALID_INPUT)
                 }
                 RunError::Dataplane(e) if e.is_kernel_refusal() => {

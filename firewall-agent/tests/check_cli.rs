@@ -507,11 +507,12 @@ fn ip(args: &[&str]) {
 struct Tcpdump(Child);
 
 impl Tcpdump {
-    /// Starts tcpdump in `ns` on `iface` (incoming frames only) and waits
-    /// until it listens.
+    /// Starts tcpdump in `ns` on `iface` (incoming frames only, each
+    /// written as it arrives: without immediate mode, frames still in the
+    /// capture ring when tcpdump stops are lost) and waits until it listens.
     fn start(ns: &str, iface: &str, file: &Path) -> Tcpdump {
         let mut child = Command::new("ip")
-            .args(["netns", "exec", ns, "tcpdump", "-i", iface, "-Q", "in", "-U", "-n", "-w"])
+            .args(["netns", "exec", ns, "tcpdump", "-i", iface, "-Q", "in", "--immediate-mode", "-U", "-n", "-w"])
             .arg(file)
             .stderr(Stdio::piped())
             .spawn()

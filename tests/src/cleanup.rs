@@ -128,3 +128,19 @@ fn stop_process(pid: i32) -> String {
     let _ = waitpid(pid, None);
     format!("killed agent {pid} (no exit 5 s after SIGTERM)")
 }
+
+/// Makes Ctrl-C (SIGINT) or SIGTERM of a test binary remove everything the
+/// harness created before the process exits: a killed test process runs no
+/// `Drop`. Installed once, on the first namespace; a process that set its
+/// own handler (the demo) keeps it.
+pub fn clean_up_on_interrupt() {
+    static INSTALLED: std::sync::Once = std::sync::Once::new();
+    INSTALLED.call_once(|| {
+        let _ = ctrlc::try_set_handler(|| {
+            for line in cleanup_everything() {
+                eprintln!("interrupted: {line}");
+            }
+            std::process::exit(130);
+        });
+    });
+}

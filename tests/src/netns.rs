@@ -83,6 +83,7 @@ impl NetNs {
     /// loopback up.
     pub fn new(role: &str) -> Self {
         require_root();
+        cleanup::clean_up_on_interrupt();
         let name = unique_name(role);
         cleanup::register_netns(&name);
         if let Err(err) = try_ip(&["netns", "add", &name]) {

@@ -125,11 +125,14 @@ impl Topology {
         ]);
     }
 
-    /// Deletes the veth pair and creates it again with the same names,
-    /// addresses, routes and neighbours (new ifindexes and MACs): an
-    /// interface that goes away and comes back.
+    /// Deletes the veth pair (unless [`Topology::delete_veth`] already
+    /// did) and creates it again with the same names, addresses, routes and
+    /// neighbours (new ifindexes and MACs): an interface that goes away and
+    /// comes back.
     pub fn recreate_veth(&mut self) {
-        self.delete_veth();
+        if self.server.try_ip(&["link", "show", "dev", &self.server_veth]).is_ok() {
+            self.delete_veth();
+        }
         self.create_veth();
         for addr in std::mem::take(&mut self.client_addrs) {
             self.add_client_addr(addr);

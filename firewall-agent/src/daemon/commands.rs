@@ -304,7 +304,7 @@ impl Daemon {
 
     fn apply_file(&mut self, path: &str, confirm_within_s: Option<u64>) -> Handled {
         let path = std::path::Path::new(path);
-        let text = std::fs::read_to_string(path).map_err(|e| invalid(format!("cannot read {}: {e}", path.display())))?;
+        let text = policy::input::read_text_file(path, policy::input::MAX_POLICY_BYTES).map_err(|e| invalid(format!("cannot read {}: {e}", path.display())))?;
         let base = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(std::path::Path::new("."));
         let validated = policy::parse_toml_with_base(&text, base).map_err(|e| invalid(format!("{}:\n{e}", path.display())))?;
         let interfaces = endpoint_interfaces(&validated.policy);

@@ -88,6 +88,9 @@ pub enum RunError {
     /// The kernel side failed.
     #[error(transparent)]
     Dataplane(#[from] DataplaneError),
+    /// The command line contradicts itself.
+    #[error("{0}")]
+    InvalidArguments(String),
     /// The control socket could not be claimed.
     #[error(transparent)]
     Socket(#[from] server::ServerError),
@@ -105,6 +108,17 @@ pub enum RunError {
 /// Runs until SIGINT, SIGTERM or `vaultfw detach`.
 pub async fn run(options: RunOptions) -> Result<(), RunError> {
     let setup = |what| move |source| RunError::Setup { what, source };
+    let mut seen = std::collections::BTreeSet::new();
+    if let Some(twice) = options.interfaces.iter().find(|i| !seen.insert(i.as_str())) {
+        return Err(RunError::InvalidArguments(format!(
+            "--iface {twice} is given twice; name each interface once"
+        )));
+    }
+    // Signals first: a stop that arrives at any moment after this is a
+    // clean stop, never the default action (death without cleanup).
+    let mut sigint = signal(SignalKind::interrupt()).map_err(setup("handle SIGINT"))?;
+    let mut sigterm = signal(SignalKind::terminate()).map_err(setup("handle SIGTERM"))?;
+    let mut sighup = signal(SignalKind::hangup()).map_err(setup("handle SIGHUP"))?;
     let listener = server::bind(&options.socket).await?;
     // Subscribe before resolving, so no link change falls between the two.
     let mut link_events =
@@ -127,9 +141,6 @@ pub async fn run(options: RunOptions) -> Result<(), RunError> {
     } else {
         None
     };
-    let mut sigint = signal(SignalKind::interrupt()).map_err(setup("handle SIGINT"))?;
-    let mut sigterm = signal(SignalKind::terminate()).map_err(setup("handle SIGTERM"))?;
-    let mut sighup = signal(SignalKind::hangup()).map_err(setup("handle SIGHUP"))?;
     let mut stats = StatsReporter::new(daemon.dataplane().verdict_totals()?);
     let mut ticker = tokio::time::interval(daemon.options().stats_interval);
     ticker.tick().await; // the first tick is immediate

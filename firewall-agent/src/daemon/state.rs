@@ -35,7 +35,7 @@ impl PolicySource {
             .path
             .extension()
             .is_some_and(|e| e.eq_ignore_ascii_case("json"))
-            && !std::fs::read_to_string(&self.path)
+            && !policy::input::read_text_file(&self.path, policy::input::MAX_POLICY_BYTES)
                 .map(|t| t.trim_start().starts_with('{'))
                 .unwrap_or(false)
     }
@@ -288,7 +288,7 @@ impl Daemon {
                 self.options.source.path.display()
             ));
         }
-        let text = std::fs::read_to_string(&self.options.source.path)
+        let text = policy::input::read_text_file(&self.options.source.path, policy::input::MAX_POLICY_BYTES)
             .map_err(|e| format!("cannot read {}: {e}", self.options.source.path.display()))?;
         let edited = persist::edit_native(&text, edits).map_err(|e| e.to_string())?;
         let validated = policy::parse_toml_with_base(&edited, self.options.source.base_dir())

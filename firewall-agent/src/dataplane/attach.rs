@@ -150,6 +150,7 @@ fn reuse_pinned_link(
             interface: interface.to_owned(),
             mode: "pinned",
             reason: format!("the pinned link is not an XDP link: {e}"),
+            errno: None,
         })?;
         let id = program
             .attach_to_link(xdp_link)
@@ -188,6 +189,7 @@ fn take_fd_link(program: &mut Xdp, link_id: XdpLinkId) -> Result<FdLink, Datapla
         interface: String::new(),
         mode: "link",
         reason: format!("the kernel attached without a bpf_link (netlink fallback), which cannot be pinned: {e}"),
+        errno: None,
     })
 }
 
@@ -210,7 +212,10 @@ fn attach_requested(
         XdpModeRequest::Generic => attach_in(program, interface, XdpMode::Skb),
         XdpModeRequest::Auto => match attach_in(program, interface, XdpMode::Driver) {
             Ok(link) => Ok(link),
-            Err(DataplaneError::Attach { reason, .. }) => {
+            Err(error @ DataplaneError::Attach { .. }) if error.native_unsupported() => {
+                let DataplaneError::Attach { reason, .. } = error else {
+                    unreachable!("matched just above")
+                };
                 tracing::warn!(
                     interface,
                     reason,
@@ -240,6 +245,7 @@ fn attach_in(program: &mut Xdp, interface: &str, mode: XdpMode) -> Result<XdpLin
             interface: interface.to_owned(),
             mode: mode_name(mode),
             reason: explain_attach_error(interface, mode, &error),
+            errno: errno_of(&error),
         },
     })
 }
@@ -265,8 +271,10 @@ fn explain_attach_error(interface: &str, mode: XdpMode, error: &ProgramError) ->
             )
         }
         (_, Some(libc::EBUSY)) | (_, Some(libc::EEXIST)) => format!(
-            "another XDP program is already attached to {interface} ({error}); detach it \
-             first (`ip link set dev {interface} xdp off`)"
+            "another XDP program is already attached to {interface} ({error}); see it with \
+             `bpftool net show dev {interface}`; a vaultfw filter left pinned is removed with \
+             `vaultfw detach --pin-dir DIR`, a netlink-attached one with `ip link set dev \
+             {interface} xdp off`"
         ),
         (_, Some(libc::EPERM)) => {
             format!("permission denied ({error}); run as root (CAP_BPF and CAP_NET_ADMIN)")

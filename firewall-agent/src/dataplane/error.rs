@@ -84,7 +84,7 @@ pub enum DataplaneError {
         interface: String,
     },
     /// The kernel refused to attach the program to an interface.
-    #[error("cannot attach XDP in {mode} mode to {interface}: {reason}")]
+    #[error("cannot attach XDP in {mode} mode to {interface} (kernel {}): {reason}", kernel_release())]
     Attach {
         /// The interface.
         interface: String,
@@ -92,6 +92,8 @@ pub enum DataplaneError {
         mode: &'static str,
         /// What went wrong and what to do.
         reason: String,
+        /// The OS error code, when the kernel gave one.
+        errno: Option<i32>,
     },
 }
 
@@ -118,6 +120,18 @@ impl DataplaneError {
                 source,
             },
         }
+    }
+
+    /// Whether the driver lacks what native XDP needs (no native XDP, or an
+    /// MTU too large for it): `--xdp-mode auto` then falls back to generic.
+    pub fn native_unsupported(&self) -> bool {
+        matches!(
+            self,
+            DataplaneError::Attach {
+                errno: Some(libc::EOPNOTSUPP | libc::EINVAL | libc::ERANGE),
+                ..
+            }
+        )
     }
 
     /// Whether the kernel refused the request (exit code 4) rather than the

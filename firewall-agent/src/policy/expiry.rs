@@ -63,8 +63,10 @@ fn split_offset(text: &str) -> Option<(&str, i64)> {
 pub const WARNING_WITHIN: Duration = Duration::from_secs(24 * 3600);
 
 /// Checks a rule's `expires_at` (at `path`, written `text`) as of `now`:
-/// malformed or past is an error, within [`WARNING_WITHIN`] a warning.
-/// `None` when an error was recorded.
+/// malformed is an error; past is a warning and the rule is left out (an
+/// expired rule must neither stay in force nor stop a restarting daemon from
+/// loading the rest of the policy); within [`WARNING_WITHIN`] a warning.
+/// `None` when the rule must be left out (an error or a warning says why).
 pub fn check(
     path: &str,
     text: &str,
@@ -86,11 +88,13 @@ pub fn check(
     };
     match t.duration_since(now) {
         Err(_) | Ok(Duration::ZERO) => {
-            errors.push(PolicyError::new(
+            warnings.push(PolicyWarning::new(
                 path,
-                text,
-                "this time is already past, so the rule would be expired on arrival",
-                "remove the rule, or set a later expires_at",
+                format!(
+                    "the rule expired at {}: it is left out of the policy (remove it from the \
+                     file, or set a later expires_at)",
+                    humantime::format_rfc3339_seconds(t)
+                ),
             ));
             None
         }

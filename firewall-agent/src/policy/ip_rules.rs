@@ -53,7 +53,7 @@ pub fn validate(
                 net,
                 expires_at: Some(t),
             }),
-            (Ok(_), Some(None)) => {} // the expiry error is recorded
+            (Ok(_), Some(None)) => {} // malformed (error) or expired (warning): left out
         }
     }
 

@@ -27,6 +27,7 @@ pub use model::*;
 mod azure;
 mod error;
 mod expiry;
+pub mod input;
 mod export;
 mod ip_rules;
 pub mod ipv4;
@@ -229,7 +230,7 @@ pub fn load_policy(path: &Path, subnet_map: Option<&Path>) -> Result<Validated, 
 }
 
 fn read(path: &Path) -> Result<String, LoadError> {
-    std::fs::read_to_string(path).map_err(|source| LoadError::Io {
+    input::read_text_file(path, input::MAX_POLICY_BYTES).map_err(|source| LoadError::Io {
         path: path.to_path_buf(),
         source,
     })

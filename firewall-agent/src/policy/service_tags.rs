@@ -102,7 +102,7 @@ fn show(errors: &[PolicyError]) -> String {
 
 /// Reads and parses the service-tags file at `path`.
 pub fn read(path: &Path) -> Result<ServiceTagsFile, ServiceTagsError> {
-    let text = std::fs::read_to_string(path).map_err(|source| ServiceTagsError::Io {
+    let text = super::input::read_text_file(path, super::input::MAX_SERVICE_TAGS_BYTES).map_err(|source| ServiceTagsError::Io {
         path: path.to_path_buf(),
         source,
     })?;

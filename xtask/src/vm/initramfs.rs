@@ -30,8 +30,11 @@ const GUEST_DIR: &str = "vaultfw-vm";
 const GUEST_VAULTFW: &str = "usr/local/bin/vaultfw";
 /// The guest's init script, relative to the workspace root.
 const INIT_SCRIPT: &str = "vm/init";
-/// Host programs copied to the same path in the guest, with their libraries.
-const HOST_PROGRAMS: &[&str] = &["ip", "bash"];
+/// Host programs copied to the same path in the guest, with their libraries:
+/// iproute2's `ip` (the harness builds namespaces with it), bash (the
+/// harness's stand-in agent is a bash script), coreutils' `readlink` (the
+/// harness reads two links in one call; busybox's takes one).
+const HOST_PROGRAMS: &[&str] = &["ip", "bash", "readlink"];
 /// busybox applets left out: iproute2's `ip` is the real one. (Debian's
 /// busybox shell still runs its own applet for a bare `ip`: `vm/init` calls
 /// `/sbin/ip`; the tests run `ip` through PATH and get iproute2's.)

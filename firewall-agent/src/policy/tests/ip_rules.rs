@@ -289,14 +289,18 @@ fn expires_at_without_time_zone_or_malformed_is_refused_with_the_expected_form()
 }
 
 #[test]
-fn expires_at_in_the_past_is_an_error() {
-    let errors = refuse(&deny_with_rules(&[
+fn an_expired_rule_is_left_out_with_a_warning_and_the_rest_loads() {
+    // An expired rule must neither stay in force nor stop a restarting
+    // daemon from loading the rest (found by a fresh-clone review).
+    let v = load(&deny_with_rules(&[
         "{ value = \"203.0.113.1\", expires_at = \"2026-05-31T23:59:59Z\" }",
+        "\"198.51.100.7\"",
     ]));
-    let e = single(&errors);
-    assert_eq!(e.path, "ip_rules[0].expires_at");
-    assert!(e.reason.contains("already past"), "{e}");
-    assert!(e.fix.contains("later expires_at"), "{e}");
+    let rules: Vec<String> = v.policy.ip_rules.iter().map(|r| r.to_string()).collect();
+    assert_eq!(rules, ["198.51.100.7"]);
+    assert_eq!(v.warnings.len(), 1, "{:?}", v.warnings);
+    assert_eq!(v.warnings[0].path, "ip_rules[0].expires_at");
+    assert!(v.warnings[0].message.contains("expired at 2026-05-31T23:59:59Z"), "{}", v.warnings[0]);
 }
 
 #[test]

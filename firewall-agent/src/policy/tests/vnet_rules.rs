@@ -431,13 +431,13 @@ fn ignore_missing_endpoint_without_an_interface_is_a_warning() {
 }
 
 #[test]
-fn a_past_expiry_is_an_error_and_a_close_one_a_warning() {
+fn a_past_expiry_leaves_the_rule_out_and_a_close_one_warns() {
     let base = "default_action = \"Deny\"\n[[virtual_network_rules]]\nid = \"a\"\n\
                 address_prefixes = [\"10.1.2.0/24\"]\nendpoint = { interface = \"eth1\" }\n";
-    let errors = refuse(&format!("{base}expires_at = \"2026-05-01T00:00:00Z\"\n"));
-    let e = single(&errors);
-    assert_eq!(e.path, "virtual_network_rules[0].expires_at");
-    assert!(e.reason.contains("already past"), "{e}");
+    let expired = load(&format!("{base}expires_at = \"2026-05-01T00:00:00Z\"\n"));
+    assert!(expired.policy.virtual_network_rules.is_empty());
+    assert_eq!(expired.warnings[0].path, "virtual_network_rules[0].expires_at");
+    assert!(expired.warnings[0].message.contains("expired at"), "{}", expired.warnings[0]);
     let v = load(&format!("{base}expires_at = 2026-06-01T02:00:00Z\n"));
     assert_eq!(v.warnings.len(), 1);
     assert_eq!(v.warnings[0].path, "virtual_network_rules[0].expires_at");
