@@ -8,8 +8,10 @@ use crate::daemon::OnExit;
 use crate::dataplane::XdpModeRequest;
 use crate::paths::{DEFAULT_PIN_DIR, DEFAULT_SOCKET};
 
+pub mod observe;
 pub mod remote;
 
+pub use observe::{LogsArgs, StatsArgs};
 pub use remote::{NetworkRuleArgs, NetworkRuleVerb, UpdateArgs, ApplyArgs, SocketArgs, ShowArgs, DetachArgs, CompletionsArgs};
 
 /// vaultfw: Azure Key Vault's network firewall for any Linux service host,
@@ -78,10 +80,22 @@ pub enum Command {
     ///
     /// Example: vaultfw show --output json
     Show(ShowArgs),
-    /// Verdict counter totals.
+    /// Verdict counter totals (in total and per interface) and the access
+    /// log's accounting; with --watch, a live view of the rates per second.
     ///
     /// Example: vaultfw stats
-    Stats(ShowArgs),
+    ///
+    /// Example: vaultfw stats --watch --interval 2
+    Stats(StatsArgs),
+    /// The deny access log the daemon keeps in memory (its last 10,000
+    /// records): one line per refused connection attempt — time, interface,
+    /// VLAN, addresses, ports, protocol, reason. --output json prints one
+    /// JSON object per line, as the --access-log file holds them.
+    ///
+    /// Example: vaultfw logs --since 10m
+    ///
+    /// Example: vaultfw logs --follow --output json
+    Logs(LogsArgs),
     /// Remove the filter from every interface and unpin everything (through
     /// the daemon if it runs, which then stops; directly otherwise).
     ///
@@ -135,6 +149,20 @@ pub struct RunArgs {
     /// rate limit.
     #[arg(long)]
     pub log_allowed: bool,
+    /// Append the access log (one JSON object per line) to FILE instead of
+    /// stdout; SIGHUP reopens it (for logrotate).
+    #[arg(long, value_name = "FILE")]
+    pub access_log: Option<PathBuf>,
+    /// Serve Prometheus metrics on http://ADDR/metrics (off by default).
+    /// Only loopback addresses unless --metrics-allow-remote.
+    ///
+    /// Example: --metrics-addr 127.0.0.1:9464
+    #[arg(long, value_name = "ADDR")]
+    pub metrics_addr: Option<std::net::SocketAddr>,
+    /// Allow --metrics-addr to be a non-loopback address (the metrics show
+    /// the rules and who hits them).
+    #[arg(long, requires = "metrics_addr")]
+    pub metrics_allow_remote: bool,
 }
 
 /// `vaultfw validate`.

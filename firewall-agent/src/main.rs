@@ -31,7 +31,8 @@ fn main() -> ExitCode {
         Command::Apply(args) => remote::apply(&args),
         Command::Confirm(args) => remote::confirm(&args),
         Command::Show(args) => remote::show(&args),
-        Command::Stats(args) => remote::stats(&args),
+        Command::Stats(args) => vaultfw::cli::observe::stats(&args),
+        Command::Logs(args) => vaultfw::cli::observe::logs(&args),
         Command::Detach(args) => remote::detach(&args),
         Command::Completions(args) => remote::completions(&args),
     }
@@ -53,6 +54,9 @@ fn run(args: RunArgs) -> ExitCode {
         watch_policy: !args.no_watch,
         event_rate: args.event_rate,
         log_allowed: args.log_allowed,
+        access_log: args.access_log,
+        metrics_addr: args.metrics_addr,
+        metrics_allow_remote: args.metrics_allow_remote,
     };
     let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
         Ok(rt) => rt,

@@ -84,13 +84,23 @@ pub fn edit_native(text: &str, edits: &[Edit]) -> Result<String, PersistError> {
 
 fn apply(doc: &mut DocumentMut, edit: &Edit) -> Result<(), PersistError> {
     match edit {
-        Edit::AddIpRule(text) => ip_rules(doc)?.push(text.as_str()),
+        Edit::AddIpRule(text) => push_keeping_comments(ip_rules(doc)?, text),
         Edit::RemoveIpRule(network) => {
             let rules = ip_rules(doc)?;
-            rules.retain(|item| rule_network(item) != Some(*network));
+            loop {
+                let found = rules.iter().position(|item| rule_network(item) == Some(*network));
+                let Some(i) = found else { break };
+                remove_keeping_comments(rules, i);
+            }
         }
         Edit::SetString(key, value) => {
-            doc[*key] = toml_edit::value(value.as_str());
+            // Keep the comment beside the setting (the old value's decor).
+            let decor = doc.get(key).and_then(Item::as_value).map(|v| v.decor().clone());
+            let mut new = Value::from(value.as_str());
+            if let Some(decor) = decor {
+                *new.decor_mut() = decor;
+            }
+            doc[*key] = Item::Value(new);
         }
         Edit::AddVnetPrefix {
             id,
@@ -132,6 +142,56 @@ fn apply(doc: &mut DocumentMut, edit: &Edit) -> Result<(), PersistError> {
         Edit::RemoveVnetRule(id) => vnet_rules(doc)?.retain(|t| !has_id(t, id)),
     }
     Ok(())
+}
+
+// How toml_edit keeps comments in a multi-line array: a comment after an
+// item's comma is stored in the *next* item's prefix, and the last item's
+// comment in the array's trailing text. So edits move that text along with
+// the line it belongs to.
+
+/// Appends `text` to `array` as its own line, leaving the last item's
+/// comment on the last item's line.
+fn push_keeping_comments(array: &mut Array, text: &str) {
+    let last_prefix = array
+        .iter()
+        .last()
+        .and_then(|v| v.decor().prefix())
+        .and_then(|p| p.as_str())
+        .map(str::to_owned);
+    let Some(last_prefix) = last_prefix.filter(|p| p.contains('\n')) else {
+        array.push(text); // single-line (or empty) array: toml_edit's layout
+        return;
+    };
+    let indent = last_prefix.rsplit('\n').next().unwrap_or("").to_owned();
+    let trailing = array.trailing().as_str().unwrap_or("").to_owned();
+    let (last_comment, rest) = match trailing.rfind('\n') {
+        Some(at) => (trailing[..at].to_owned(), trailing[at..].to_owned()),
+        None => (trailing.clone(), "\n".to_owned()),
+    };
+    let mut value = Value::from(text);
+    value.decor_mut().set_prefix(format!("{last_comment}\n{indent}"));
+    value.decor_mut().set_suffix("");
+    array.push_formatted(value);
+    array.set_trailing(rest);
+}
+
+/// Removes item `i`, taking its own comment with it and leaving the
+/// previous item's comment on the previous item's line.
+fn remove_keeping_comments(array: &mut Array, i: usize) {
+    let prefix = array
+        .get(i)
+        .and_then(|v| v.decor().prefix())
+        .and_then(|p| p.as_str())
+        .unwrap_or("")
+        .to_owned();
+    array.remove(i);
+    if let Some(next) = array.get_mut(i) {
+        next.decor_mut().set_prefix(prefix);
+    } else if let Some(at) = prefix.rfind('\n') {
+        // It was the last item: its comment was the trailing text; the
+        // previous item's comment (in its prefix) becomes the trailing one.
+        array.set_trailing(format!("{}\n", &prefix[..at]));
+    }
 }
 
 /// A `[[virtual_network_rules]]` table with one prefix.
@@ -252,6 +312,56 @@ ip_rules = [
         let text = edit_native(&text, &[Edit::RemoveIpRule(net("192.0.2.10/32"))]).unwrap();
         assert!(!text.contains("192.0.2.10"), "{text}");
         assert!(text.contains("203.0.113.0/24"));
+    }
+
+    const COMMENTED: &str = r#"default_action = "Deny" # closed unless a rule says otherwise
+ip_rules = [
+    "203.0.113.0/24", # office
+    "198.51.100.20", # vpn gateway
+    "198.51.100.30", # build agent
+]
+"#;
+
+    /// Each rule's comment, by the rule on the same line.
+    fn comments(text: &str) -> Vec<(String, String)> {
+        text.lines()
+            .filter_map(|l| {
+                let (code, comment) = l.split_once('#')?;
+                let rule = code.trim().trim_end_matches(',').trim().trim_matches('"').to_owned();
+                Some((rule, comment.trim().to_owned()))
+            })
+            .collect()
+    }
+
+    #[test]
+    fn an_added_rule_leaves_every_comment_on_its_own_rule() {
+        let text = edit_native(COMMENTED, &[Edit::AddIpRule("198.51.100.40".into())]).unwrap();
+        let c = comments(&text);
+        assert!(c.contains(&("198.51.100.30".into(), "build agent".into())), "{text}");
+        assert!(c.contains(&("203.0.113.0/24".into(), "office".into())), "{text}");
+        assert!(text.contains("\n    \"198.51.100.40\""), "{text}");
+    }
+
+    #[test]
+    fn a_removed_rule_takes_only_its_own_comment() {
+        let middle = edit_native(COMMENTED, &[Edit::RemoveIpRule(net("198.51.100.20/32"))]).unwrap();
+        let c = comments(&middle);
+        assert_eq!(
+            c[1..],
+            [("203.0.113.0/24".to_owned(), "office".to_owned()), ("198.51.100.30".to_owned(), "build agent".to_owned())],
+            "{middle}"
+        );
+        let last = edit_native(COMMENTED, &[Edit::RemoveIpRule(net("198.51.100.30/32"))]).unwrap();
+        let c = comments(&last);
+        assert_eq!(c.len(), 3, "{last}");
+        assert_eq!(c[2], ("198.51.100.20".to_owned(), "vpn gateway".to_owned()), "{last}");
+        assert!(!last.contains("build agent"), "{last}");
+    }
+
+    #[test]
+    fn an_update_keeps_the_comment_beside_the_changed_setting() {
+        let text = edit_native(COMMENTED, &[Edit::SetString("default_action", "Allow".into())]).unwrap();
+        assert!(text.starts_with("default_action = \"Allow\" # closed unless a rule says otherwise\n"), "{text}");
     }
 
     #[test]

@@ -652,3 +652,24 @@ fn expected_reason(frame: &[u8]) -> Option<String> {
     }
     .into())
 }
+
+#[test]
+fn frames_no_nic_hands_to_xdp_are_noted_and_not_run() {
+    if !require_root() {
+        return;
+    }
+    let dir = TempDir::new("sizes");
+    let policy = dir.file("policy.toml", K1_POLICY);
+    let mut big = syn([203, 0, 113, 10], 443);
+    big.resize(9000, 0);
+    let frames = vec![vec![0u8; 10], big, syn([203, 0, 113, 10], 443)];
+    let path = dir.0.join("sizes.pcap");
+    write_pcap(&path, &frames, DataLink::ETHERNET);
+    let lines = json_lines(&check(&["--policy", policy.to_str().unwrap(), "--pcap", path.to_str().unwrap(), "--output", "json"]));
+    assert_eq!(lines.len(), 3);
+    assert_eq!(lines[0]["verdict"], Value::Null);
+    assert!(lines[0]["notes"].to_string().contains("shorter than an Ethernet header"));
+    assert_eq!(lines[1]["verdict"], Value::Null);
+    assert!(lines[1]["notes"].to_string().contains("GRO/TSO"));
+    assert_eq!(lines[2]["reason"], "allow_ip_rule");
+}

@@ -9,7 +9,7 @@ use aya_ebpf::{
 };
 use firewall_common::{
     AccessEvent, FLOW_EVENT_WINDOW_NS, FlowKey, TELEMETRY_EVENTS_RATE_LIMITED,
-    TELEMETRY_EVENTS_RING_FULL, TELEMETRY_EVENTS_SENT, Verdict, verdict_slot,
+    TELEMETRY_EVENTS_RING_FULL, TELEMETRY_EVENTS_SENT, verdict_slot,
 };
 
 use crate::parse::{IPPROTO_TCP, read_bytes};
@@ -165,6 +165,3 @@ fn telemetry(slot: u32) {
         unsafe { *counter += 1 };
     }
 }
-
-#[allow(dead_code)]
-const _: Option<Verdict> = None;

@@ -5,7 +5,7 @@
 use aya_ebpf::{btf_maps::lpm_trie::Key, programs::XdpContext};
 use firewall_common::{
     FLAG_AUDIT, FLAG_BYPASS_TRUSTED, FLAG_DEFAULT_ALLOW, FLAG_IPV6_ALLOW, FLAG_LOG_ALLOWED,
-    FLAG_VALID, IFINDEX_ANY, PORT_PROTO_TCP, PORT_PROTO_UDP, PolicyConfig, VLAN_ANY, VLAN_UNTAGGED,
+    FLAG_VALID, IFINDEX_ANY, PORT_PROTO_TCP, PORT_PROTO_UDP, VLAN_ANY, VLAN_UNTAGGED,
     VNET_ENDPOINT_BITS, Verdict, VnetKey, port_slot,
 };
 
@@ -198,6 +198,3 @@ fn deny(flags: u32, denial: Verdict) -> Verdict {
         denial
     }
 }
-
-#[allow(dead_code)]
-const _: fn() -> PolicyConfig = PolicyConfig::default;

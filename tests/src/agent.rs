@@ -558,10 +558,18 @@ impl Agent {
     }
 
     /// [`Agent::wait_log`] for a line whose `message` is `message`.
-    pub fn wait_message(&self, since: LogMark, message: &str, timeout: Duration) -> serde_json::Value {
-        self.wait_log(since, &format!("\"message\":{message:?}"), timeout, |line| {
-            line["message"].as_str() == Some(message)
-        })
+    pub fn wait_message(
+        &self,
+        since: LogMark,
+        message: &str,
+        timeout: Duration,
+    ) -> serde_json::Value {
+        self.wait_log(
+            since,
+            &format!("\"message\":{message:?}"),
+            timeout,
+            |line| line["message"].as_str() == Some(message),
+        )
     }
 
     /// Sends `signal` to the agent process.
@@ -661,7 +669,12 @@ pub fn run_in_netns(ns: &NetNs, args: &[&str], timeout: Duration) -> Output {
 
 /// Run `PROGRAM ARGS` inside `ns` to completion, like [`run_in_netns`] (for
 /// a wrapper such as `setpriv ... vaultfw run`).
-pub fn run_program_in_netns(ns: &NetNs, program: &Path, args: &[&str], timeout: Duration) -> Output {
+pub fn run_program_in_netns(
+    ns: &NetNs,
+    program: &Path,
+    args: &[&str],
+    timeout: Duration,
+) -> Output {
     let args: Vec<String> = args.iter().map(|a| (*a).to_owned()).collect();
     let mut cmd = agent_command(program, &args);
     cmd.stdout(Stdio::piped()).stderr(Stdio::piped());

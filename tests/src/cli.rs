@@ -78,7 +78,12 @@ impl CliOutput {
 
     /// Panics unless the exit code is `code`.
     pub fn expect_code(&self, code: i32) -> &Self {
-        assert_eq!(self.code, Some(code), "unexpected exit code; {}", self.context());
+        assert_eq!(
+            self.code,
+            Some(code),
+            "unexpected exit code; {}",
+            self.context()
+        );
         self
     }
 
@@ -105,7 +110,10 @@ fn with_paths(args: &[&str], paths: &AgentPaths) -> Vec<String> {
         all.extend(["--output".to_owned(), "json".to_owned()]);
     }
     all.extend(["--socket".to_owned(), paths.socket.display().to_string()]);
-    if args.first().is_some_and(|verb| PIN_DIR_VERBS.contains(verb)) {
+    if args
+        .first()
+        .is_some_and(|verb| PIN_DIR_VERBS.contains(verb))
+    {
         all.extend(["--pin-dir".to_owned(), paths.pin_dir.display().to_string()]);
     }
     all

@@ -32,8 +32,8 @@ pub mod traffic;
 
 pub use agent::{Agent, AgentOptions, AgentPaths, LogMark, PolicyFile, vaultfw, vaultfw_bin};
 pub use cli::{CliOutput, cli_in_netns};
-pub use probe::{PROBE_TIMEOUT, ProbeLog, Prober};
 pub use netns::{NetNs, in_netns};
+pub use probe::{PROBE_TIMEOUT, ProbeLog, Prober};
 pub use stats::{COUNTERS, FinalStats};
 pub use topology::{ALLOWED_SRC, DENIED_SRC, SERVER_IP, Topology};
 pub use traffic::{

@@ -76,7 +76,12 @@ impl ProbeLog {
             let offset = |t: Instant| {
                 start.map_or(0.0, |s| t.saturating_duration_since(s).as_secs_f64() * 1e3)
             };
-            format!("  at +{:.0} ms (took {:?}): {:?}", offset(p.at), p.took, p.outcome)
+            format!(
+                "  at +{:.0} ms (took {:?}): {:?}",
+                offset(p.at),
+                p.took,
+                p.outcome
+            )
         };
         assert!(
             failures.is_empty(),
@@ -85,7 +90,11 @@ impl ProbeLog {
             self.probes.len(),
             self.src,
             self.dst,
-            failures.iter().map(|p| describe(p)).collect::<Vec<_>>().join("\n")
+            failures
+                .iter()
+                .map(|p| describe(p))
+                .collect::<Vec<_>>()
+                .join("\n")
         );
         assert!(
             self.probes.len() >= min,
@@ -179,7 +188,11 @@ impl Prober {
 
     /// Probes finished so far.
     pub fn count(&self) -> usize {
-        *self.shared.count.lock().unwrap_or_else(PoisonError::into_inner)
+        *self
+            .shared
+            .count
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
     }
 
     /// Probes that failed so far.
@@ -191,7 +204,11 @@ impl Prober {
     /// `timeout`).
     pub fn wait_probes(&self, n: usize, timeout: Duration) {
         let deadline = Instant::now() + timeout;
-        let mut count = self.shared.count.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut count = self
+            .shared
+            .count
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
         while *count < n {
             let left = deadline.saturating_duration_since(Instant::now());
             assert!(
@@ -241,8 +258,8 @@ impl Drop for Prober {
 }
 
 fn enter_netns(path: &std::path::Path) {
-    let file = std::fs::File::open(path)
-        .unwrap_or_else(|err| panic!("opening {}: {err}", path.display()));
+    let file =
+        std::fs::File::open(path).unwrap_or_else(|err| panic!("opening {}: {err}", path.display()));
     nix::sched::setns(&file, nix::sched::CloneFlags::CLONE_NEWNET)
         .unwrap_or_else(|err| panic!("setns({}): {err}", path.display()));
 }

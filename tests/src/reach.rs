@@ -37,7 +37,10 @@ pub fn assert_dropped_within(
     timeout: Duration,
     why: &str,
 ) {
-    assert!(timeout < Duration::from_secs(1), "one SYN only: keep it under 1 s");
+    assert!(
+        timeout < Duration::from_secs(1),
+        "one SYN only: keep it under 1 s"
+    );
     match connect(&topo.client, src, topo.server_addr(port), timeout) {
         Connect::TimedOut => {}
         other => panic!(

@@ -130,7 +130,11 @@ impl Topology {
     /// neighbours (new ifindexes and MACs): an interface that goes away and
     /// comes back.
     pub fn recreate_veth(&mut self) {
-        if self.server.try_ip(&["link", "show", "dev", &self.server_veth]).is_ok() {
+        if self
+            .server
+            .try_ip(&["link", "show", "dev", &self.server_veth])
+            .is_ok()
+        {
             self.delete_veth();
         }
         self.create_veth();
@@ -216,12 +220,26 @@ impl Topology {
     /// routed there), the client end `client_addrs` (/32 each). ARP runs on
     /// this link (no static entries). Returns (client veth, server veth);
     /// both go away with the namespaces.
-    pub fn add_private_link(&self, server_cidr: &str, client_addrs: &[Ipv4Addr]) -> (String, String) {
+    pub fn add_private_link(
+        &self,
+        server_cidr: &str,
+        client_addrs: &[Ipv4Addr],
+    ) -> (String, String) {
         let cv = unique_name("cp");
         let sv = unique_name("sp");
         crate::netns::ip(&[
-            "link", "add", &cv, "netns", self.client.name(), "type", "veth", "peer", "name", &sv,
-            "netns", self.server.name(),
+            "link",
+            "add",
+            &cv,
+            "netns",
+            self.client.name(),
+            "type",
+            "veth",
+            "peer",
+            "name",
+            &sv,
+            "netns",
+            self.server.name(),
         ]);
         for (ns, veth) in [(&self.client, &cv), (&self.server, &sv)] {
             ns.sysctl(&format!("net.ipv6.conf.{veth}.disable_ipv6"), "1");
@@ -229,10 +247,12 @@ impl Topology {
         }
         self.server.ip(&["addr", "add", server_cidr, "dev", &sv]);
         for addr in client_addrs {
-            self.client.ip(&["addr", "add", &format!("{addr}/32"), "dev", &cv]);
+            self.client
+                .ip(&["addr", "add", &format!("{addr}/32"), "dev", &cv]);
         }
         let server_ip = server_cidr.split('/').next().expect("a CIDR");
-        self.client.ip(&["route", "add", &format!("{server_ip}/32"), "dev", &cv]);
+        self.client
+            .ip(&["route", "add", &format!("{server_ip}/32"), "dev", &cv]);
         (cv, sv)
     }
 

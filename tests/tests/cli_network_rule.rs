@@ -64,13 +64,22 @@ impl Unchanged {
     }
 
     fn assert_same(&self, agent: &Agent, why: &str) {
-        assert_eq!(agent.generation(), self.generation, "{why}: the generation moved");
-        assert_eq!(listed(agent), self.rules, "{why}: the kernel's rules changed");
+        assert_eq!(
+            agent.generation(),
+            self.generation,
+            "{why}: the generation moved"
+        );
+        assert_eq!(
+            listed(agent),
+            self.rules,
+            "{why}: the kernel's rules changed"
+        );
         let file = std::fs::read_to_string(agent.policy().path()).expect("reading the policy");
         assert_eq!(file, self.file, "{why}: the policy file changed");
     }
 }
 
+/// Case P1 row 1.
 #[test]
 fn an_address_and_its_slash32_in_one_policy_are_listed_as_one_rule() {
     let topo = Topology::new();
@@ -88,10 +97,16 @@ fn an_address_and_its_slash32_in_one_policy_are_listed_as_one_rule() {
                 })
         })
         .collect();
-    assert_eq!(warnings.len(), 1, "one warning naming both spellings:\n{}", agent.output());
+    assert_eq!(
+        warnings.len(),
+        1,
+        "one warning naming both spellings:\n{}",
+        agent.output()
+    );
     agent.stop();
 }
 
+/// Case P1 row 2.
 #[test]
 fn adding_the_slash32_of_a_present_address_says_already_present_and_changes_nothing() {
     let topo = Topology::new();
@@ -102,16 +117,23 @@ fn adding_the_slash32_of_a_present_address_says_already_present_and_changes_noth
     let doc = out.ok();
     assert_eq!(doc["changed"], false, "{}", out.context());
     assert!(
-        doc["message"].as_str().is_some_and(|m| m.contains("already present")),
+        doc["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("already present")),
         "{}",
         out.context()
     );
     assert_eq!(doc["generation"], before.generation, "{}", out.context());
-    assert!(doc["map_writes"].as_u64().unwrap_or(0) == 0, "{}", out.context());
+    assert!(
+        doc["map_writes"].as_u64().unwrap_or(0) == 0,
+        "{}",
+        out.context()
+    );
     before.assert_same(&agent, "an idempotent add");
     agent.stop();
 }
 
+/// Case P1 row 3.
 #[test]
 fn removing_the_slash32_of_a_bare_rule_removes_it_and_its_syn_is_then_dropped() {
     let topo = Topology::with_client_addrs(&[SINGLE]);
@@ -127,10 +149,14 @@ fn removing_the_slash32_of_a_bare_rule_removes_it_and_its_syn_is_then_dropped() 
     assert_dropped(&topo, &agent, SINGLE, 443, "after removing its /32");
     assert_eq!(listed(&agent), ["198.51.100.0/25"]);
     let file = std::fs::read_to_string(agent.policy().path()).expect("reading the policy");
-    assert!(!file.contains("203.0.113.10"), "the policy file still has the rule:\n{file}");
+    assert!(
+        !file.contains("203.0.113.10"),
+        "the policy file still has the rule:\n{file}"
+    );
     agent.stop();
 }
 
+/// Case P5 row 3.
 #[test]
 fn removing_a_never_added_overlapping_range_is_refused_and_changes_nothing() {
     let topo = Topology::new();
@@ -141,12 +167,17 @@ fn removing_a_never_added_overlapping_range_is_refused_and_changes_nothing() {
     out.expect_code(exit::INVALID_INPUT);
     let doc = out.json();
     assert_eq!(doc["ok"], false, "{}", out.context());
-    assert!(out.error_message().contains("not found"), "{}", out.context());
+    assert!(
+        out.error_message().contains("not found"),
+        "{}",
+        out.context()
+    );
     before.assert_same(&agent, "removing 203.0.113.0/25");
     assert_eq!(before.rules, ["203.0.113.0/24", "203.0.113.64/26"]);
     agent.stop();
 }
 
+/// Case P6 row 3.
 #[test]
 fn adding_a_rule_at_the_limit_of_127_is_refused_and_changes_nothing() {
     let topo = Topology::new();
@@ -160,7 +191,8 @@ fn adding_a_rule_at_the_limit_of_127_is_refused_and_changes_nothing() {
     assert_ne!(out.code, Some(exit::OK), "{}", out.context());
     assert_eq!(out.code, Some(exit::INVALID_INPUT), "{}", out.context());
     assert!(
-        out.error_message().contains("limit of 127 IP rules reached"),
+        out.error_message()
+            .contains("limit of 127 IP rules reached"),
         "{}",
         out.context()
     );
@@ -168,6 +200,7 @@ fn adding_a_rule_at_the_limit_of_127_is_refused_and_changes_nothing() {
     agent.stop();
 }
 
+/// Case P2 row 3, P3, P4 through the CLI.
 #[test]
 fn invalid_rule_input_exits_2_names_the_value_and_changes_nothing() {
     let topo = Topology::new();
@@ -186,7 +219,11 @@ fn invalid_rule_input_exits_2_names_the_value_and_changes_nothing() {
         let out = agent.cli_json(&["network-rule", "add", "--ip-address", input]);
         out.expect_code(exit::INVALID_INPUT);
         let message = out.error_message();
-        assert!(message.contains(input), "the message does not show the value: {}", out.context());
+        assert!(
+            message.contains(input),
+            "the message does not show the value: {}",
+            out.context()
+        );
         assert!(
             message.to_lowercase().contains(&fix.to_lowercase()),
             "the message does not say {fix:?}: {}",
@@ -196,7 +233,13 @@ fn invalid_rule_input_exits_2_names_the_value_and_changes_nothing() {
     // Flags the CLI itself refuses: invalid input too.
     let out = agent.cli_json(&["network-rule", "add"]);
     out.expect_code(exit::INVALID_INPUT);
-    let out = agent.cli_json(&["network-rule", "add", "--ip-address", "198.51.100.1", "--bogus"]);
+    let out = agent.cli_json(&[
+        "network-rule",
+        "add",
+        "--ip-address",
+        "198.51.100.1",
+        "--bogus",
+    ]);
     out.expect_code(exit::INVALID_INPUT);
     before.assert_same(&agent, "invalid input");
     agent.stop();
@@ -210,16 +253,41 @@ fn a_stale_if_generation_is_refused_with_exit_5_and_a_current_one_is_accepted() 
     let generation = agent.generation();
     let current = generation.to_string();
     let out = agent.cli_json(&[
-        "network-rule", "add", "--ip-address", "198.51.100.20", "--if-generation", &current,
+        "network-rule",
+        "add",
+        "--ip-address",
+        "198.51.100.20",
+        "--if-generation",
+        &current,
     ]);
     assert_eq!(out.ok()["generation"], generation + 1, "{}", out.context());
 
     // A second operator still holding the old generation.
     let before = Unchanged::capture(&agent);
     for args in [
-        vec!["network-rule", "add", "--ip-address", "198.51.100.7", "--if-generation", &current],
-        vec!["network-rule", "remove", "--ip-address", "198.51.100.20", "--if-generation", &current],
-        vec!["update", "--default-action", "Allow", "--if-generation", &current],
+        vec![
+            "network-rule",
+            "add",
+            "--ip-address",
+            "198.51.100.7",
+            "--if-generation",
+            &current,
+        ],
+        vec![
+            "network-rule",
+            "remove",
+            "--ip-address",
+            "198.51.100.20",
+            "--if-generation",
+            &current,
+        ],
+        vec![
+            "update",
+            "--default-action",
+            "Allow",
+            "--if-generation",
+            &current,
+        ],
     ] {
         let out = agent.cli_json(&args);
         out.expect_code(exit::CONFLICT);
@@ -227,7 +295,13 @@ fn a_stale_if_generation_is_refused_with_exit_5_and_a_current_one_is_accepted() 
         assert!(out.error_message().contains(&current), "{}", out.context());
     }
     before.assert_same(&agent, "stale --if-generation");
-    assert_dropped(&topo, &agent, DENIED_SRC, 443, "the refused add did not happen");
+    assert_dropped(
+        &topo,
+        &agent,
+        DENIED_SRC,
+        443,
+        "the refused add did not happen",
+    );
     agent.stop();
 }
 
@@ -243,11 +317,16 @@ fn concurrent_rule_adds_are_serialized_and_each_gets_a_definite_answer() {
                 let agent = &agent;
                 scope.spawn(move || {
                     let address = format!("198.51.100.{}", 100 + i);
-                    agent.cli_json(&["network-rule", "add", "--ip-address", &address]).ok()
+                    agent
+                        .cli_json(&["network-rule", "add", "--ip-address", &address])
+                        .ok()
                 })
             })
             .collect();
-        handles.into_iter().map(|h| h.join().expect("a caller panicked")).collect()
+        handles
+            .into_iter()
+            .map(|h| h.join().expect("a caller panicked"))
+            .collect()
     });
     let mut generations: Vec<u64> = answers
         .iter()
@@ -255,7 +334,10 @@ fn concurrent_rule_adds_are_serialized_and_each_gets_a_definite_answer() {
         .collect();
     generations.sort_unstable();
     let expected: Vec<u64> = (1..=u64::from(CALLERS)).map(|i| generation + i).collect();
-    assert_eq!(generations, expected, "each add is its own generation: {answers:#?}");
+    assert_eq!(
+        generations, expected,
+        "each add is its own generation: {answers:#?}"
+    );
     let rules = listed(&agent);
     for i in 0..CALLERS {
         let address = format!("198.51.100.{}", 100 + i);
@@ -264,7 +346,10 @@ fn concurrent_rule_adds_are_serialized_and_each_gets_a_definite_answer() {
     let file = std::fs::read_to_string(agent.policy().path()).expect("reading the policy");
     for i in 0..CALLERS {
         let address = format!("198.51.100.{}", 100 + i);
-        assert!(file.contains(&address), "{address} not written back:\n{file}");
+        assert!(
+            file.contains(&address),
+            "{address} not written back:\n{file}"
+        );
     }
     agent.stop();
 }
@@ -289,7 +374,9 @@ ip_rules = ["203.0.113.0/24", { value = "198.51.100.7", comment = "build agent",
         .unwrap_or_else(|| panic!("198.51.100.7 not listed: {list:#}"));
     assert_eq!(build["comment"], "build agent", "{list:#}");
     assert!(
-        build["expires_at"].as_str().is_some_and(|t| t.starts_with("2099-01-31")),
+        build["expires_at"]
+            .as_str()
+            .is_some_and(|t| t.starts_with("2099-01-31")),
         "{list:#}"
     );
     assert_eq!(list["generation"], agent.generation(), "{list:#}");

@@ -49,22 +49,24 @@ fn show_reports_generation_policy_and_the_attach_mode_the_kernel_holds() {
     let topo = Topology::new();
     let agent = serving(&topo);
     let show = agent.show();
-    assert!(show["generation"].as_u64().is_some_and(|g| g >= 1), "{show:#}");
+    assert!(
+        show["generation"].as_u64().is_some_and(|g| g >= 1),
+        "{show:#}"
+    );
     assert_eq!(show["protected"], true, "{show:#}");
     assert_eq!(show["default_action"], "Deny", "{show:#}");
     assert_eq!(show["bypass"], "None", "{show:#}");
     assert_eq!(show["ip_rules"], 1, "{show:#}");
-    assert_eq!(show["on_exit"], "detach", "the harness runs it with --on-exit detach: {show:#}");
+    assert_eq!(
+        show["on_exit"], "detach",
+        "the harness runs it with --on-exit detach: {show:#}"
+    );
     assert_eq!(
         show["pin_dir"],
         agent.paths().pin_dir.display().to_string(),
         "{show:#}"
     );
-    assert_eq!(
-        show["policy_file"],
-        agent.policy().path_str(),
-        "{show:#}"
-    );
+    assert_eq!(show["policy_file"], agent.policy().path_str(), "{show:#}");
     let interfaces = show["interfaces"].as_array().expect("an interfaces array");
     assert_eq!(interfaces.len(), 1, "{show:#}");
     let veth = &interfaces[0];
@@ -73,14 +75,19 @@ fn show_reports_generation_policy_and_the_attach_mode_the_kernel_holds() {
     assert_eq!(veth["attach"], "attached", "{show:#}");
     let kernel = kernel_prog_id(&topo, topo.server_veth());
     assert!(kernel.is_some(), "ip link shows no XDP program");
-    assert_eq!(veth["prog_id"].as_u64(), kernel, "show's program is not the kernel's: {show:#}");
+    assert_eq!(
+        veth["prog_id"].as_u64(),
+        kernel,
+        "show's program is not the kernel's: {show:#}"
+    );
 
     // The same through the default table output, for people.
     let table = agent.cli(&["show"]);
     let text = String::from_utf8_lossy(&table.stdout);
     assert!(table.status.success(), "{text}");
     assert!(
-        text.lines().any(|l| l.trim() == format!("generation: {}", show["generation"])),
+        text.lines()
+            .any(|l| l.trim() == format!("generation: {}", show["generation"])),
         "{text}"
     );
     agent.stop();
@@ -101,8 +108,15 @@ fn stats_counts_each_verdict_exactly() {
     expected.sort_unstable();
     assert_eq!(names, expected, "{}", out.context());
     assert_eq!(doc["generation"], agent.generation(), "{}", out.context());
-    let before: Vec<u64> = COUNTERS.iter().map(|c| counters[*c].as_u64().unwrap()).collect();
-    assert!(before.iter().all(|&n| n == 0), "a quiet link counts nothing yet: {}", out.context());
+    let before: Vec<u64> = COUNTERS
+        .iter()
+        .map(|c| counters[*c].as_u64().unwrap())
+        .collect();
+    assert!(
+        before.iter().all(|&n| n == 0),
+        "a quiet link counts nothing yet: {}",
+        out.context()
+    );
 
     for _ in 0..3 {
         assert_dropped(&topo, &agent, DENIED_SRC, 443, "a denied SYN");
@@ -113,9 +127,20 @@ fn stats_counts_each_verdict_exactly() {
     assert_connects(&topo, &agent, ALLOWED_SRC, 443, "barrier");
     let counters = agent.counters();
     assert_eq!(counters["deny_no_match"], 3, "{counters:?}");
-    assert!(counters["allow_ip_rule"].as_u64().unwrap() >= 3 + 1, "{counters:?}");
-    assert!(counters["pass_control_plane"].as_u64().unwrap() >= 3, "{counters:?}");
-    for name in ["allow_default", "pass_non_ip", "deny_malformed", "audit_would_deny"] {
+    assert!(
+        counters["allow_ip_rule"].as_u64().unwrap() >= 3 + 1,
+        "{counters:?}"
+    );
+    assert!(
+        counters["pass_control_plane"].as_u64().unwrap() >= 3,
+        "{counters:?}"
+    );
+    for name in [
+        "allow_default",
+        "pass_non_ip",
+        "deny_malformed",
+        "audit_would_deny",
+    ] {
         assert_eq!(counters[name], 0, "{name}: {counters:?}");
     }
     agent.stop();
@@ -136,14 +161,29 @@ fn update_changes_default_action_and_bypass_and_refuses_invalid_values() {
     let show = agent.show();
     assert_eq!(show["default_action"], "Allow", "{show:#}");
     let file = std::fs::read_to_string(agent.policy().path()).unwrap();
-    assert!(file.contains("default_action = \"Allow\""), "not written back:\n{file}");
+    assert!(
+        file.contains("default_action = \"Allow\""),
+        "not written back:\n{file}"
+    );
 
-    let out = agent.cli_json(&["update", "--default-action", "Deny", "--bypass", "AzureServices"]);
+    let out = agent.cli_json(&[
+        "update",
+        "--default-action",
+        "Deny",
+        "--bypass",
+        "AzureServices",
+    ]);
     assert_eq!(out.ok()["generation"], generation + 2, "{}", out.context());
     let show = agent.show();
     assert_eq!(show["default_action"], "Deny", "{show:#}");
     assert_eq!(show["bypass"], "AzureServices", "{show:#}");
-    assert_dropped(&topo, &agent, DENIED_SRC, 443, "default_action = Deny again");
+    assert_dropped(
+        &topo,
+        &agent,
+        DENIED_SRC,
+        443,
+        "default_action = Deny again",
+    );
 
     for args in [
         vec!["update", "--default-action", "Open"],
@@ -152,11 +192,20 @@ fn update_changes_default_action_and_bypass_and_refuses_invalid_values() {
     ] {
         let out = agent.cli_json(&args);
         out.expect_code(exit::INVALID_INPUT);
-        assert_eq!(out.json()["error"]["kind"], "invalid_input", "{}", out.context());
+        assert_eq!(
+            out.json()["error"]["kind"],
+            "invalid_input",
+            "{}",
+            out.context()
+        );
     }
     let out = agent.cli_json(&["update", "--default-action", "Open"]);
     assert!(out.error_message().contains("Open"), "{}", out.context());
-    assert_eq!(agent.generation(), generation + 2, "a refused update moved the generation");
+    assert_eq!(
+        agent.generation(),
+        generation + 2,
+        "a refused update moved the generation"
+    );
     agent.stop();
 }
 
@@ -208,6 +257,7 @@ fn every_verb_exits_3_when_no_daemon_listens() {
     let doc = out.json();
     assert_eq!(doc["daemon_running"], false, "{}", out.context());
     assert_ne!(doc["filtering"], true, "{}", out.context());
+    paths.remove_pins(); // never created; this unregisters it
 }
 
 #[test]
@@ -215,7 +265,10 @@ fn a_non_root_caller_is_told_the_socket_is_root_only() {
     let topo = Topology::new();
     let agent = serving(&topo);
     let socket = agent.paths().socket.clone();
-    let mode = std::fs::metadata(&socket).expect("the socket exists").permissions().mode();
+    let mode = std::fs::metadata(&socket)
+        .expect("the socket exists")
+        .permissions()
+        .mode();
     assert_eq!(mode & 0o777, 0o600, "the socket is not root-only: {mode:o}");
     // A copy of the binary that anyone may run.
     let dir = tempfile::tempdir().expect("a temp dir");
@@ -231,7 +284,10 @@ fn a_non_root_caller_is_told_the_socket_is_root_only() {
         .output()
         .expect("running setpriv");
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success(), "a non-root caller was served: {stderr}");
+    assert!(
+        !out.status.success(),
+        "a non-root caller was served: {stderr}"
+    );
     assert!(
         stderr.contains("root"),
         "the message does not say the socket is root-only: {stderr}"
@@ -247,20 +303,41 @@ fn a_non_root_caller_is_told_the_socket_is_root_only() {
 #[test]
 fn every_verb_has_help_with_an_example_and_completions_print() {
     for verb in [
-        "run", "validate", "check", "network-rule", "update", "apply", "confirm", "show", "stats",
-        "detach", "completions",
+        "run",
+        "validate",
+        "check",
+        "network-rule",
+        "update",
+        "apply",
+        "confirm",
+        "show",
+        "stats",
+        "detach",
+        "completions",
     ] {
         let out = vaultfw(&[verb, "--help"]);
         let text = String::from_utf8_lossy(&out.stdout);
         assert!(out.status.success(), "vaultfw {verb} --help failed");
-        assert!(text.contains("Example:"), "vaultfw {verb} --help has no example:\n{text}");
-        assert!(text.contains("vaultfw "), "vaultfw {verb} --help example:\n{text}");
+        assert!(
+            text.contains("Example:"),
+            "vaultfw {verb} --help has no example:\n{text}"
+        );
+        assert!(
+            text.contains("vaultfw "),
+            "vaultfw {verb} --help example:\n{text}"
+        );
     }
     for shell in ["bash", "zsh", "fish"] {
         let out = vaultfw(&["completions", shell]);
         let text = String::from_utf8_lossy(&out.stdout);
         assert!(out.status.success(), "completions {shell} failed");
-        assert!(text.contains("network-rule"), "{shell} completions lack the verbs");
-        assert!(text.contains("if-generation"), "{shell} completions lack the options");
+        assert!(
+            text.contains("network-rule"),
+            "{shell} completions lack the verbs"
+        );
+        assert!(
+            text.contains("if-generation"),
+            "{shell} completions lack the options"
+        );
     }
 }

@@ -63,13 +63,29 @@ fn two_hundred_rule_swaps_never_fail_a_connection_allowed_by_both_policies() {
     let prober = start_prober(&topo);
     let started = Instant::now();
     for pair in 0..PAIRS {
-        let added = agent.cli_json(&["network-rule", "add", "--ip-address", &denied_src]).ok();
+        let added = agent
+            .cli_json(&["network-rule", "add", "--ip-address", &denied_src])
+            .ok();
         assert_eq!(added["changed"], true, "swap {pair}: {added:#}");
-        assert_connects(&topo, &agent, DENIED_SRC, 443, &format!("swap {pair}: rule added"));
+        assert_connects(
+            &topo,
+            &agent,
+            DENIED_SRC,
+            443,
+            &format!("swap {pair}: rule added"),
+        );
         // In-order barrier: this handshake completing means every earlier
         // frame of the client (the teardown above included) was judged.
-        assert_connects(&topo, &agent, ALLOWED_SRC, 443, &format!("swap {pair}: barrier"));
-        let removed = agent.cli_json(&["network-rule", "remove", "--ip-address", &denied_src]).ok();
+        assert_connects(
+            &topo,
+            &agent,
+            ALLOWED_SRC,
+            443,
+            &format!("swap {pair}: barrier"),
+        );
+        let removed = agent
+            .cli_json(&["network-rule", "remove", "--ip-address", &denied_src])
+            .ok();
         assert_eq!(removed["changed"], true, "swap {pair}: {removed:#}");
         assert_dropped_within(
             &topo,
@@ -79,7 +95,12 @@ fn two_hundred_rule_swaps_never_fail_a_connection_allowed_by_both_policies() {
             DROP_TIMEOUT,
             &format!("swap {pair}: first SYN after the remove returned"),
         );
-        assert_eq!(prober.failed(), 0, "a probe failed by swap {pair}\n{}", agent.output());
+        assert_eq!(
+            prober.failed(),
+            0,
+            "a probe failed by swap {pair}\n{}",
+            agent.output()
+        );
     }
     let finished = Instant::now();
     prober.wait_more(2, Duration::from_secs(5));
@@ -92,7 +113,11 @@ fn two_hundred_rule_swaps_never_fail_a_connection_allowed_by_both_policies() {
         finished - started
     );
 
-    assert_eq!(agent.generation(), first_generation + 2 * PAIRS as u64, "one generation per swap");
+    assert_eq!(
+        agent.generation(),
+        first_generation + 2 * PAIRS as u64,
+        "one generation per swap"
+    );
     assert_eq!(
         agent.counter("deny_no_match") - denied_before,
         PAIRS as u64,
@@ -122,7 +147,10 @@ fn three_hundred_applies_of_rotating_policies_never_fail_a_connection_allowed_by
     for round in 0..ROUNDS {
         for (name, file) in [("B", &b), ("C", &c), ("A", &a)] {
             let applied = agent.cli_json(&["apply", file.path_str()]).ok();
-            assert_eq!(applied["changed"], true, "round {round}, {name}: {applied:#}");
+            assert_eq!(
+                applied["changed"], true,
+                "round {round}, {name}: {applied:#}"
+            );
             match name {
                 "B" => assert_dropped_within(
                     &topo,
@@ -134,12 +162,23 @@ fn three_hundred_applies_of_rotating_policies_never_fail_a_connection_allowed_by
                 ),
                 "A" => {
                     assert_connects(&topo, &agent, DENIED_SRC, 443, &format!("round {round}: A"));
-                    assert_connects(&topo, &agent, ALLOWED_SRC, 443, &format!("round {round}: barrier"));
+                    assert_connects(
+                        &topo,
+                        &agent,
+                        ALLOWED_SRC,
+                        443,
+                        &format!("round {round}: barrier"),
+                    );
                 }
                 _ => {}
             }
         }
-        assert_eq!(prober.failed(), 0, "a probe failed by round {round}\n{}", agent.output());
+        assert_eq!(
+            prober.failed(),
+            0,
+            "a probe failed by round {round}\n{}",
+            agent.output()
+        );
     }
     let finished = Instant::now();
     prober.wait_more(2, Duration::from_secs(5));
@@ -152,7 +191,11 @@ fn three_hundred_applies_of_rotating_policies_never_fail_a_connection_allowed_by
         finished - started
     );
 
-    assert_eq!(agent.generation(), first_generation + 3 * ROUNDS as u64, "one generation per swap");
+    assert_eq!(
+        agent.generation(),
+        first_generation + 3 * ROUNDS as u64,
+        "one generation per swap"
+    );
     assert_eq!(
         agent.counter("deny_no_match") - denied_before,
         ROUNDS as u64,

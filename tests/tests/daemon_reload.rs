@@ -63,10 +63,16 @@ fn save_like_an_editor(path: &Path, contents: &str) {
 }
 
 fn wait_refused(agent: &Agent, mark: LogMark, cause: &str) -> Value {
-    let line = agent.wait_log(mark, &format!("{REFUSED:?} (cause {cause})"), LOG_TIMEOUT, |l| {
-        l["message"] == REFUSED && l["cause"] == cause
-    });
-    assert_eq!(line["level"], "ERROR", "a refused reload is an error: {line}");
+    let line = agent.wait_log(
+        mark,
+        &format!("{REFUSED:?} (cause {cause})"),
+        LOG_TIMEOUT,
+        |l| l["message"] == REFUSED && l["cause"] == cause,
+    );
+    assert_eq!(
+        line["level"], "ERROR",
+        "a refused reload is an error: {line}"
+    );
     line
 }
 
@@ -127,7 +133,13 @@ fn valid_policy_edit_is_applied_without_sighup() {
         l["message"] == "policy applied" && l["cause"] == "policy file changed"
     });
     assert_eq!(applied["generation"], generation + 1, "{applied}");
-    assert_connects(&topo, &agent, DENIED_SRC, 443, "its rule was added by the edit");
+    assert_connects(
+        &topo,
+        &agent,
+        DENIED_SRC,
+        443,
+        "its rule was added by the edit",
+    );
     assert_connects(&topo, &agent, ALLOWED_SRC, 443, "after the edit");
     let show = agent.show();
     assert_eq!(show["generation"], generation + 1, "{show:#}");
@@ -139,7 +151,13 @@ fn valid_policy_edit_is_applied_without_sighup() {
     agent.wait_log(mark, "the in-place edit applied", LOG_TIMEOUT, |l| {
         l["message"] == "policy applied" && l["cause"] == "policy file changed"
     });
-    assert_dropped(&topo, &agent, DENIED_SRC, 443, "its rule was removed by the edit");
+    assert_dropped(
+        &topo,
+        &agent,
+        DENIED_SRC,
+        443,
+        "its rule was removed by the edit",
+    );
     assert_connects(&topo, &agent, ALLOWED_SRC, 443, "after the second edit");
 
     agent.stop();

@@ -62,7 +62,12 @@ fn sigkill_under_traffic_leaves_the_last_policy_in_force_and_the_pins_in_place()
     let _https = TcpServer::start(&topo.server, topo.server_addr(443));
     let agent = serving(&topo, keep_options(&topo));
     agent
-        .cli_json(&["network-rule", "add", "--ip-address", &CLI_ADDED.to_string()])
+        .cli_json(&[
+            "network-rule",
+            "add",
+            "--ip-address",
+            &CLI_ADDED.to_string(),
+        ])
         .ok();
     let generation = agent.generation();
     assert_connects(&topo, &agent, ALLOWED_SRC, 443, "before the kill");
@@ -90,13 +95,20 @@ fn sigkill_under_traffic_leaves_the_last_policy_in_force_and_the_pins_in_place()
     assert_dropped_without_agent(&topo, DENIED_SRC, 443, "after SIGKILL");
 
     let veth = topo.server_veth();
-    assert!(xdp_attached(&topo.server, veth), "the XDP program left {veth}");
+    assert!(
+        xdp_attached(&topo.server, veth),
+        "the XDP program left {veth}"
+    );
     let link_pin = paths.pin_dir.join("links").join(veth);
     assert!(link_pin.exists(), "link pin {} is gone", link_pin.display());
     let maps = std::fs::read_dir(paths.pin_dir.join("maps"))
         .map(|d| d.count())
         .unwrap_or(0);
-    assert!(maps > 0, "no pinned maps left in {}", paths.pin_dir.display());
+    assert!(
+        maps > 0,
+        "no pinned maps left in {}",
+        paths.pin_dir.display()
+    );
 
     // Without a daemon, `show` reads the pins and the kernel (exit 3).
     let show = cli_in_netns(&topo.server, &paths, &["show"]);
@@ -105,7 +117,12 @@ fn sigkill_under_traffic_leaves_the_last_policy_in_force_and_the_pins_in_place()
     assert_eq!(doc["daemon_running"], false, "{}", show.context());
     assert_eq!(doc["filtering"], true, "{}", show.context());
     assert_eq!(doc["generation"], generation, "{}", show.context());
-    assert_eq!(doc["interfaces"][0]["interface"], veth, "{}", show.context());
+    assert_eq!(
+        doc["interfaces"][0]["interface"],
+        veth,
+        "{}",
+        show.context()
+    );
     assert_eq!(doc["interfaces"][0]["live"], true, "{}", show.context());
     assert_eq!(doc["interfaces"][0]["mode"], "native", "{}", show.context());
 }
@@ -156,16 +173,22 @@ fn restart_on_the_same_pins_adopts_them_without_failing_an_allowed_connection() 
         agent.output()
     );
     assert!(
-        lines
-            .iter()
-            .any(|l| l["message"].as_str().is_some_and(|m| m.contains("adopted pinned maps"))),
+        lines.iter().any(|l| l["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("adopted pinned maps"))),
         "the restarted daemon did not log that it adopted the pinned maps:\n{}",
         agent.output()
     );
     let after = agent.show();
-    assert_eq!(after["generation"], generation, "a restart is not a new policy: {after:#}");
+    assert_eq!(
+        after["generation"], generation,
+        "a restart is not a new policy: {after:#}"
+    );
     assert_eq!(after["interfaces"][0]["attach"], "adopted", "{after:#}");
-    assert_eq!(after["interfaces"][0]["prog_id"], prog_id, "the program was swapped: {after:#}");
+    assert_eq!(
+        after["interfaces"][0]["prog_id"], prog_id,
+        "the program was swapped: {after:#}"
+    );
     assert_eq!(after["interfaces"][0]["mode"], "native", "{after:#}");
 
     // Counters carried over: every probe's SYN was counted, before and after.
@@ -180,8 +203,15 @@ fn restart_on_the_same_pins_adopts_them_without_failing_an_allowed_connection() 
 
     let stats = agent.stop();
     assert!(stats.is_final, "{}", stats.log());
-    assert!(!xdp_attached(&topo.server, topo.server_veth()), "still attached after a detaching stop");
-    assert!(!paths.pin_dir.exists(), "{} left behind", paths.pin_dir.display());
+    assert!(
+        !xdp_attached(&topo.server, topo.server_veth()),
+        "still attached after a detaching stop"
+    );
+    assert!(
+        !paths.pin_dir.exists(),
+        "{} left behind",
+        paths.pin_dir.display()
+    );
 }
 
 #[test]
@@ -196,13 +226,14 @@ fn stop_with_on_exit_keep_leaves_the_filter_and_show_says_so() {
     let _pins = LeftPins(paths.clone());
     assert!(stats.is_final, "{}", stats.log());
     assert!(
-        stats
-            .stdout_lines()
-            .any(|l| l.contains("stays in force")),
+        stats.stdout_lines().any(|l| l.contains("stays in force")),
         "the stop does not say the filter stays:\n{}",
         stats.log()
     );
-    assert!(xdp_attached(&topo.server, topo.server_veth()), "a keeping stop detached");
+    assert!(
+        xdp_attached(&topo.server, topo.server_veth()),
+        "a keeping stop detached"
+    );
     assert_connects_without_agent(&topo, ALLOWED_SRC, 443, "after a keeping stop");
     assert_dropped_without_agent(&topo, DENIED_SRC, 443, "after a keeping stop");
 

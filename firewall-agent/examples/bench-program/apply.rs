@@ -36,11 +36,14 @@ use vaultfw::policy::parse_toml;
 use crate::frames::{DATA_PORT, tcp_syn};
 use crate::prefixes::{self, Matcher, Rng};
 use crate::stats::Summary;
+use crate::scratch::Scratch;
 use crate::testrun;
 
 const XDP_DROP: u32 = 1;
 const XDP_PASS: u32 = 2;
 const STABLE: usize = 16;
+/// Repetitions per probe test run (each ~2 µs).
+const PROBE_REPEAT: u32 = 16;
 
 /// What kind of change an apply made.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -138,6 +141,8 @@ fn at_count(count: usize, runs: usize) -> Result<Vec<ApplyRow>> {
         fd
     };
     let probe_fd = fd.as_fd();
+    let mut scratch = Scratch::new("apply", 1)?;
+    let _link = scratch.attach(probe_fd)?;
 
     let mut first = vec![];
     let mut full = vec![];
@@ -216,8 +221,8 @@ impl Bench {
                     let mut i = 0;
                     started.store(true, Ordering::Release);
                     while running.load(Ordering::Relaxed) {
-                        testrun::test_run(fd, &frames[i % frames.len()], 16)?;
-                        judged.fetch_add(16, Ordering::Relaxed);
+                        testrun::test_run(fd, &frames[i % frames.len()], PROBE_REPEAT)?;
+                        judged.fetch_add(u64::from(PROBE_REPEAT), Ordering::Relaxed);
                         i += 1;
                     }
                     Ok(())

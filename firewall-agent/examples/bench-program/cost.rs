@@ -27,6 +27,7 @@ use vaultfw::policy::parse_toml;
 use crate::frames::{self, CONTROL_PORT, DATA_PORT, SRC_OFFSET, SRC_OFFSET_VLAN, VLAN};
 use crate::peers::{self, ROTATE_SOURCES, Rotator};
 use crate::prefixes::{self, Matcher, Rng};
+use crate::scratch::Scratch;
 use crate::stats::Summary;
 use crate::testrun::{self, ProgramSize};
 
@@ -149,6 +150,9 @@ pub fn run(
     let mut sizes = Vec::new();
     let pass = peers::pass(objects)?;
     let mut rotator = Rotator::load(objects)?;
+    let mut scratch = Scratch::new("cost", 1 + counts.len())?;
+    let _pass_link = scratch.attach(pass.fd().as_fd())?;
+    let _rotate_link = scratch.attach(rotator.fd())?;
     for &count in counts {
         let mut rng = Rng::new(count as u64);
         let prefixes = prefixes::random_public_prefixes(count, &mut rng, &HashSet::new());
@@ -166,6 +170,10 @@ pub fn run(
         dataplane.apply(&compile(&validated.policy, &InterfaceIndex::new()), generation)?;
         let (vaultfw_fd, vaultfw_info) = testrun::find_vaultfw(generation)?;
         let one = peers::one_lookup(objects, &prefixes)?;
+        let links = [
+            scratch.attach(vaultfw_fd.as_fd())?,
+            scratch.attach(one.fd().as_fd())?,
+        ];
         if count == *counts.iter().max().expect("counts not empty") {
             sizes = vec![
                 ("vaultfw".to_owned(), testrun::program_size(&vaultfw_info)),
@@ -189,6 +197,7 @@ pub fn run(
                 count, kind, &programs, &mut rotator, &pool, runs, total,
             )?);
         }
+        drop(links);
         drop(dataplane);
     }
     Ok(CostReport {

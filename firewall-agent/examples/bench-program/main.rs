@@ -19,6 +19,7 @@ mod cost;
 mod frames;
 mod peers;
 mod prefixes;
+mod scratch;
 mod stats;
 mod testrun;
 

@@ -43,6 +43,15 @@ pub const TEST_RUN_IFINDEX: u32 = 1;
 /// header); no NIC hands over a shorter one.
 pub const MIN_TEST_RUN_FRAME: usize = 14;
 
+/// The longest frame BPF_PROG_TEST_RUN hands to an XDP program in one
+/// buffer: a 4096-byte page less the 256-byte XDP headroom and the 320
+/// bytes of `skb_shared_info`. The rest of a longer frame goes to fragments
+/// the program (not built for multi-buffer XDP) never sees, so it would be
+/// judged cut. No NIC hands such a frame to single-buffer XDP either: a
+/// capture holds one when GRO or TSO merged segments before tcpdump saw
+/// them.
+pub const MAX_TEST_RUN_FRAME: usize = 3520;
+
 /// Why `check` could not judge the frames.
 #[derive(Debug, thiserror::Error)]
 pub enum CheckError {
@@ -245,12 +254,24 @@ fn judge_frame(
             frame.data.len()
         ));
     }
-    if frame.data.len() < MIN_TEST_RUN_FRAME {
-        notes.push(format!(
+    let unrunnable = if frame.data.len() < MIN_TEST_RUN_FRAME {
+        Some(format!(
             "{} bytes: shorter than an Ethernet header, which no NIC delivers and the test run \
              refuses; not run",
             frame.data.len()
-        ));
+        ))
+    } else if frame.data.len() > MAX_TEST_RUN_FRAME {
+        Some(format!(
+            "{} bytes: longer than a frame XDP sees in one buffer ({MAX_TEST_RUN_FRAME}); \
+             segments merged by GRO/TSO before the capture (capture with `ethtool -K IFACE gro \
+             off tso off`, or on the receiving side's NIC); not run",
+            frame.data.len()
+        ))
+    } else {
+        None
+    };
+    if let Some(note) = unrunnable {
+        notes.push(note);
         return Ok(FrameResult {
             index,
             kernel: None,

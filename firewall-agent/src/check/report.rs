@@ -18,7 +18,8 @@ pub struct FrameResult {
     /// Position in the input, from 0.
     pub index: usize,
     /// The kernel's return code and the verdict counter that moved; `None`
-    /// when the frame was not run (shorter than an Ethernet header).
+    /// when the frame was not run (shorter than an Ethernet header, or
+    /// longer than one XDP buffer).
     pub kernel: Option<(u32, Verdict)>,
     /// The reference model's judgement.
     pub model: Judgement,

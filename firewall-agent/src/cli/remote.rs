@@ -207,11 +207,6 @@ pub fn confirm(args: &SocketArgs) -> ExitCode {
     request(args, Command::Confirm)
 }
 
-/// Runs `vaultfw stats`.
-pub fn stats(args: &ShowArgs) -> ExitCode {
-    request(&args.socket, Command::Stats)
-}
-
 /// Runs `vaultfw show`: from the daemon, or, when none runs, from the pins
 /// (so a stopped host still says whether it is filtered).
 pub fn show(args: &ShowArgs) -> ExitCode {
@@ -254,14 +249,14 @@ pub fn completions(args: &CompletionsArgs) -> ExitCode {
     ExitCode::SUCCESS
 }
 
-fn request(socket: &SocketArgs, command: Command) -> ExitCode {
+pub(super) fn request(socket: &SocketArgs, command: Command) -> ExitCode {
     match client::send(&socket.socket, command) {
         Ok(response) => print_response(socket.output, &response),
         Err(error) => client_error(&error),
     }
 }
 
-fn client_error(error: &ClientError) -> ExitCode {
+pub(super) fn client_error(error: &ClientError) -> ExitCode {
     eprintln!("vaultfw: {error}");
     match error {
         ClientError::NotRunning { .. } => ExitCode::from(exit::NOT_RUNNING),
@@ -270,7 +265,7 @@ fn client_error(error: &ClientError) -> ExitCode {
 }
 
 /// Prints a response and returns the exit code its outcome maps to.
-fn print_response(output: OutputFormat, response: &Response) -> ExitCode {
+pub(super) fn print_response(output: OutputFormat, response: &Response) -> ExitCode {
     if let Some(error) = &response.error {
         match output {
             OutputFormat::Json => print_value(output, &serde_json::to_value(response).unwrap_or(Value::Null)),

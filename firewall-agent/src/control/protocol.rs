@@ -69,6 +69,20 @@ pub enum Command {
     /// Removes the filter from every interface, unpins everything, and
     /// stops the daemon.
     Detach,
+    /// The access log kept in memory (`vaultfw logs`): records numbered
+    /// after `after` (a follower's cursor), at or after `since`.
+    Logs {
+        /// Only records with a larger `seq` (the previous answer's
+        /// `cursor`).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        after: Option<u64>,
+        /// Only records at or after this time (RFC 3339).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        since: Option<String>,
+        /// At most this many records (the oldest first).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        limit: Option<usize>,
+    },
 }
 
 /// A rule as the CLI names it (the `az keyvault network-rule` options).

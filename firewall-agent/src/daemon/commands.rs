@@ -13,6 +13,7 @@ use crate::dataplane::{ApplyReport, xdp_attachment};
 use crate::persist::{self, Edit};
 use crate::policy::{self, Endpoint, fmt_ipv4_rule};
 
+use super::observe::hits_json;
 use super::state::{Daemon, PendingApply, endpoint_interfaces, refuse_missing_endpoints};
 
 /// What a command produced, and whether the daemon stops after answering.
@@ -55,6 +56,12 @@ impl Daemon {
                 .check_generation(if_generation)
                 .and_then(|()| self.apply_file(&path, confirm_within_s)),
             Command::Confirm => self.confirm(),
+            // The access log belongs to the daemon loop, which answers this
+            // itself (see `observe::Observer::logs`).
+            Command::Logs { .. } => Err(Response::error(
+                ErrorKind::Internal,
+                "the access log is answered by the daemon loop",
+            )),
             Command::Detach => {
                 stop = true;
                 self.detach()
@@ -128,33 +135,60 @@ impl Daemon {
     }
 
     fn stats(&self) -> Handled {
-        let totals = self
-            .dataplane
-            .verdict_totals()
+        let sample = self
+            .counter_sample()
             .map_err(|e| Response::error(ErrorKind::KernelRefused, e.to_string()))?;
-        let counters: serde_json::Map<String, Value> = Verdict::ALL
+        let counters = |totals: &crate::dataplane::VerdictTotals| -> serde_json::Map<String, Value> {
+            Verdict::ALL
+                .iter()
+                .map(|v| (v.name().to_owned(), json!(totals[v.index() as usize])))
+                .collect()
+        };
+        let interfaces: Vec<Value> = sample
+            .interfaces
             .iter()
-            .map(|v| (v.name().to_owned(), json!(totals[v.index() as usize])))
+            .map(|i| json!({ "name": i.name, "ifindex": i.ifindex, "counters": counters(&i.totals) }))
             .collect();
-        Ok(json!({ "generation": self.generation, "counters": counters }))
+        let events = sample.events;
+        Ok(json!({
+            "generation": self.generation,
+            "counters": counters(&sample.totals),
+            "interfaces": interfaces,
+            "events": {
+                "sent": events.sent,
+                "dropped": events.rate_limited + events.ring_full,
+                "rate_limited": events.rate_limited,
+                "ring_full": events.ring_full,
+            },
+        }))
     }
 
     /// The rules as the kernel serves them (read back from the maps),
-    /// described from the policy.
+    /// described from the policy, each with its hits (packets, bytes, last
+    /// hit): an IP rule's slot is its trie value; the prefixes of one
+    /// subnet rule share the rule's slot; each trusted service has one.
     fn rule_list(&self) -> Handled {
         let kernel = |e: crate::dataplane::DataplaneError| Response::error(ErrorKind::KernelRefused, e.to_string());
+        let hits = self.dataplane.rule_hits().map_err(kernel)?;
+        let with_hits = |mut entry: Value, slot: u32| {
+            if let (Value::Object(entry), Value::Object(h)) = (&mut entry, hits_json(&hits, slot)) {
+                entry.extend(h);
+            }
+            entry
+        };
         let ip: Vec<Value> = self
             .dataplane
             .active_ip_rules()
             .map_err(kernel)?
             .into_iter()
-            .map(|(network, id)| {
-                let rule = self.policy.ip_rules.get(id as usize);
-                json!({
+            .map(|(network, slot)| {
+                let rule = self.policy.ip_rules.iter().find(|r| r.network == network);
+                let entry = json!({
                     "rule": Shown(network).to_string(),
                     "comment": rule.and_then(|r| r.comment.clone()),
                     "expires_at": rule.and_then(|r| r.expires_at).map(|t| humantime::format_rfc3339_seconds(t).to_string()),
-                })
+                });
+                with_hits(entry, slot)
             })
             .collect();
         let vnet: Vec<Value> = self
@@ -162,15 +196,21 @@ impl Daemon {
             .active_vnet_rules()
             .map_err(kernel)?
             .into_iter()
-            .map(|(key, id)| {
-                let rule = self.policy.virtual_network_rules.get(id as usize);
-                json!({
+            .map(|(key, slot)| {
+                let prefix = ipnet::Ipv4Net::from(key.prefix);
+                let rule = self.policy.virtual_network_rules.iter().find(|r| {
+                    r.address_prefixes.contains(&prefix)
+                        && crate::compile::endpoint_key(&r.endpoint, &self.interfaces) == Some((key.ifindex, key.vlan))
+                });
+                let entry = json!({
                     "id": rule.map(|r| r.id.clone()),
-                    "subnet": Shown(key.prefix.into()).to_string(),
+                    "subnet": Shown(prefix).to_string(),
                     "endpoint": rule.map(|r| r.endpoint.to_string()),
                     "ifindex": key.ifindex,
                     "vlan": (key.vlan != firewall_common::VLAN_ANY).then_some(key.vlan),
-                })
+                });
+                // The hits are the whole rule's (its prefixes share them).
+                with_hits(entry, slot)
             })
             .collect();
         let waiting: Vec<Value> = self
@@ -181,12 +221,25 @@ impl Daemon {
             .map(|r| json!({ "id": r.id, "endpoint": r.endpoint.to_string(), "state": "interface missing: matches nothing" }))
             .collect();
         let trusted = self.dataplane.active_trusted().map_err(kernel)?.len();
+        let slots = self.dataplane.hit_slots();
+        let bypass_on = self.policy.bypass == policy::Bypass::AzureServices;
+        let services: Vec<Value> = policy::catalogue()
+            .iter()
+            .enumerate()
+            .filter(|(_, s)| self.policy.trusted_services.enabled.iter().any(|e| e.name == s.name))
+            .map(|(index, s)| {
+                let prefixes = self.policy.trusted_services.prefixes.iter().filter(|p| p.service == s.name).count();
+                let entry = json!({ "service": s.name, "prefixes": prefixes, "active": bypass_on });
+                with_hits(entry, slots.trusted(index as u32))
+            })
+            .collect();
         Ok(json!({
             "generation": self.generation,
             "ip_rules": ip,
             "virtual_network_rules": vnet,
             "virtual_network_rules_waiting": waiting,
             "trusted_service_prefixes": trusted,
+            "trusted_services": services,
         }))
     }
 
@@ -297,6 +350,14 @@ impl Daemon {
         }
         if edits.is_empty() {
             return Err(invalid("nothing to update: give --default-action and/or --bypass"));
+        }
+        let already = edits.iter().all(|edit| match edit {
+            Edit::SetString("default_action", v) => format!("{:?}", self.policy.default_action) == *v,
+            Edit::SetString("bypass", v) => format!("{:?}", self.policy.bypass) == *v,
+            _ => false,
+        });
+        if already {
+            return Ok(unchanged(self.generation, "already so; nothing changed".to_owned()));
         }
         let report = self.commit(&edits, "update")?;
         Ok(changed(&report, "updated".to_owned()))

@@ -20,20 +20,23 @@
 //! `detach` removes it.
 
 mod commands;
+mod observe;
 mod state;
 mod watch;
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::mpsc;
 
+use crate::control::protocol::Command;
 use crate::control::server;
 use crate::dataplane::{Capacity, Dataplane, DataplaneError, XdpModeRequest};
 use crate::paths::PinDir;
 use crate::policy::LoadError;
-use crate::telemetry::StatsReporter;
+use crate::telemetry::{AccessLog, EventRing, MetricsServer, access::DEFAULT_MEMORY};
 
 pub use state::PolicySource;
 use state::Daemon;
@@ -71,6 +74,12 @@ pub struct RunOptions {
     pub event_rate: u32,
     /// Log allowed connection attempts too.
     pub log_allowed: bool,
+    /// The access log's file (`None`: stdout).
+    pub access_log: Option<PathBuf>,
+    /// Where to serve Prometheus metrics (`None`: nowhere).
+    pub metrics_addr: Option<SocketAddr>,
+    /// Serve metrics on a non-loopback address.
+    pub metrics_allow_remote: bool,
 }
 
 /// Why the daemon stopped with an error.
@@ -116,6 +125,12 @@ pub async fn run(options: RunOptions) -> Result<(), RunError> {
     }
     // Signals first: a stop that arrives at any moment after this is a
     // clean stop, never the default action (death without cleanup).
+    if let Some(addr) = options.metrics_addr.filter(|a| !a.ip().is_loopback() && !options.metrics_allow_remote) {
+        return Err(RunError::InvalidArguments(format!(
+            "--metrics-addr {addr} is not a loopback address: anyone who reaches it reads the \
+             counters and rules; use 127.0.0.1:PORT, or add --metrics-allow-remote"
+        )));
+    }
     let mut sigint = signal(SignalKind::interrupt()).map_err(setup("handle SIGINT"))?;
     let mut sigterm = signal(SignalKind::terminate()).map_err(setup("handle SIGTERM"))?;
     let mut sighup = signal(SignalKind::hangup()).map_err(setup("handle SIGHUP"))?;
@@ -131,8 +146,27 @@ pub async fn run(options: RunOptions) -> Result<(), RunError> {
         u32::try_from(policy.limits.virtual_network_rules)
             .expect("invariant: validation caps limits at Limits::MAX_LOADABLE"),
     );
-    let dataplane = Dataplane::open_pinned(capacity, PinDir::new(&options.pin_dir))?;
+    let mut dataplane = Dataplane::open_pinned(capacity, PinDir::new(&options.pin_dir))?;
+    // The counters as a predecessor left them (or zero): deltas count from
+    // here, so frames counted before this start are never counted again.
+    let baseline = observe::sample(&dataplane, observe::named_interfaces(&options.interfaces))?;
+    let access = AccessLog::open(options.access_log.as_deref(), DEFAULT_MEMORY)
+        .map_err(setup("open the access log (--access-log)"))?;
+    let mut ring = match dataplane.take_event_ring() {
+        Some(ring) => Some(EventRing::new(ring).map_err(setup("watch the access-log ring buffer"))?),
+        None => {
+            tracing::warn!("the access-log ring buffer is unavailable: no access log this run");
+            None
+        }
+    };
+    let started = Instant::now();
     let mut daemon = Daemon::start(dataplane, options, policy, interfaces)?;
+    let mut observer = observe::Observer::new(&baseline, access, started.elapsed());
+    let (snapshots_tx, mut snapshots) = mpsc::channel(4);
+    let metrics = match daemon.options().metrics_addr {
+        Some(addr) => Some(MetricsServer::start(addr, snapshots_tx.clone()).map_err(setup("serve metrics (--metrics-addr)"))?),
+        None => None,
+    };
 
     let (requests_tx, mut requests) = mpsc::channel(16);
     tokio::spawn(server::serve(listener, requests_tx));
@@ -141,16 +175,21 @@ pub async fn run(options: RunOptions) -> Result<(), RunError> {
     } else {
         None
     };
-    let mut stats = StatsReporter::new(daemon.dataplane().verdict_totals()?);
     let mut ticker = tokio::time::interval(daemon.options().stats_interval);
     ticker.tick().await; // the first tick is immediate
 
     loop {
         let deadline = sleep_until(daemon.next_deadline());
         tokio::select! {
-            _ = ticker.tick() => stats.report(daemon.dataplane().verdict_totals()?, false),
+            _ = ticker.tick() => observer.report(&daemon, false),
             Some(pending) = requests.recv() => {
-                let outcome = daemon.handle(pending.command);
+                let outcome = match pending.command {
+                    Command::Logs { after, since, limit } => commands::Outcome {
+                        response: observer.logs(&daemon, after, since.as_deref(), limit),
+                        stop: false,
+                    },
+                    command => observer.timed(&mut daemon, |d| d.handle(command)),
+                };
                 let _ = pending.reply.send(outcome.response);
                 if outcome.stop {
                     // Let the client read its answer before the process ends.
@@ -158,20 +197,55 @@ pub async fn run(options: RunOptions) -> Result<(), RunError> {
                     break;
                 }
             }
-            _ = sighup.recv() => daemon.reload("SIGHUP"),
-            Some(()) = next_file_event(&mut file_events) => daemon.reload("policy file changed"),
+            _ = sighup.recv() => {
+                observer.reopen();
+                observer.timed(&mut daemon, |d| d.reload("SIGHUP"));
+            }
+            Some(()) = next_file_event(&mut file_events) => observer.timed(&mut daemon, |d| d.reload("policy file changed")),
             changed = link_events.changed() => match changed {
-                Ok(()) => daemon.refresh_links(),
+                Ok(()) => observer.timed(&mut daemon, Daemon::refresh_links),
                 Err(error) => tracing::error!(%error, "reading link events failed"),
             },
-            () = deadline => daemon.on_deadline(SystemTime::now()),
+            () = deadline => observer.timed(&mut daemon, |d| d.on_deadline(SystemTime::now())),
+            batch = next_events(&mut ring) => match batch {
+                Ok(events) => observer.record(&daemon, &events),
+                Err(error) => {
+                    tracing::error!(%error, "reading the access-log ring buffer failed; no access log from now on");
+                    ring = None;
+                }
+            },
+            Some(reply) = snapshots.recv() => {
+                if let Some(snapshot) = observer.snapshot(&daemon) {
+                    let _ = reply.send(snapshot);
+                }
+            }
             _ = sigint.recv() => break,
             _ = sigterm.recv() => break,
         }
     }
 
-    stats.report(daemon.dataplane().verdict_totals()?, true);
+    // Dropping the receiver first fails a scrape in flight at once instead
+    // of leaving it waiting for an answer that never comes.
+    drop(snapshots);
+    if let Some(metrics) = metrics {
+        metrics.stop();
+    }
+    // Events the kernel wrote before the stop are still logged.
+    if let Some(ring) = ring.as_mut() {
+        if let Ok(Ok(events)) = tokio::time::timeout(Duration::from_millis(1), ring.next_batch()).await {
+            observer.record(&daemon, &events);
+        }
+    }
+    observer.report(&daemon, true);
     daemon.stop()
+}
+
+/// The next batch of access-log events; never, without a ring buffer.
+async fn next_events(ring: &mut Option<EventRing>) -> std::io::Result<Vec<firewall_common::AccessEvent>> {
+    match ring {
+        Some(ring) => ring.next_batch().await,
+        None => std::future::pending().await,
+    }
 }
 
 async fn next_file_event(watch: &mut Option<watch::PolicyWatch>) -> Option<()> {

@@ -93,19 +93,32 @@ impl Daemon {
         policy: Policy,
         interfaces: InterfaceIndex,
     ) -> Result<Self, RunError> {
-        let tables = compile_for(&dataplane, &options, &policy, &interfaces);
-        let report = dataplane.apply(&tables, dataplane.generation() + 1)?;
-        log_applied(&report, "start");
-        for interface in &options.interfaces {
-            if let Err(error) = dataplane.attach(interface, options.xdp_mode) {
-                // Leave no interface half-protected by this run: undo what
-                // it attached; adopted links were in force before and stay.
-                for name in fresh_attachments(&dataplane) {
-                    let _ = dataplane.detach(&name);
+        // Nothing was pinned before this run: a failed start leaves nothing.
+        let fresh = dataplane.generation() == 0;
+        let started = (|| {
+            let tables = compile_for(&dataplane, &options, &policy, &interfaces);
+            let report = dataplane.apply(&tables, dataplane.generation() + 1)?;
+            log_applied(&report, "start");
+            for interface in &options.interfaces {
+                dataplane.attach(interface, options.xdp_mode)?;
+            }
+            Ok::<_, DataplaneError>(report)
+        })();
+        let report = match started {
+            Ok(report) => report,
+            Err(error) => {
+                if fresh {
+                    let _ = dataplane.detach_all();
+                } else {
+                    // Undo what this run attached; adopted links were in
+                    // force before and stay.
+                    for name in fresh_attachments(&dataplane) {
+                        let _ = dataplane.detach(&name);
+                    }
                 }
                 return Err(error.into());
             }
-        }
+        };
         for a in dataplane.attached() {
             tracing::info!(interface = %a.name, mode = a.mode, outcome = ?a.outcome, "attached");
         }

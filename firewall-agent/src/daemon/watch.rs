@@ -1,6 +1,10 @@
 //! Watching the policy file for edits. Editors replace files (write a
-//! temporary, rename it over), so the directory is watched and events are
-//! filtered by name; a burst of events (one save) becomes one reload.
+//! temporary, rename it over) and Kubernetes swaps a ConfigMap's `..data`
+//! symlink without touching the file's own name, so the whole directory is
+//! watched (as given, not canonicalised: the target of a ConfigMap symlink
+//! is deleted on update) and any change in it triggers a reload, which is a
+//! no-op when the policy is unchanged. A burst of events (one save) becomes
+//! one reload.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -18,23 +22,17 @@ pub struct PolicyWatch {
 }
 
 impl PolicyWatch {
-    /// Watches `path`'s directory for events on `path`.
+    /// Watches the directory that holds `path`.
     pub fn start(path: &Path) -> std::io::Result<Self> {
-        let file: PathBuf = path
-            .canonicalize()
-            .unwrap_or_else(|_| path.to_path_buf());
-        let dir = file
+        let dir = path
             .parent()
+            .filter(|p| !p.as_os_str().is_empty())
             .map(Path::to_path_buf)
             .unwrap_or_else(|| PathBuf::from("."));
-        let name = file.file_name().map(|n| n.to_owned());
         let (tx, events) = mpsc::unbounded_channel();
         let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
             let Ok(event) = event else { return };
-            if event.kind.is_access() {
-                return;
-            }
-            if event.paths.iter().any(|p| p.file_name() == name.as_deref()) {
+            if !event.kind.is_access() {
                 let _ = tx.send(());
             }
         })

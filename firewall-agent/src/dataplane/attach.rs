@@ -261,9 +261,10 @@ fn explain_attach_error(interface: &str, mode: XdpMode, error: &ProgramError) ->
             )
         }
         (XdpMode::Driver, Some(libc::ERANGE)) => {
-            let mtu = std::fs::read_to_string(format!("/sys/class/net/{interface}/mtu"))
-                .map(|s| s.trim().to_owned())
-                .unwrap_or_else(|_| "unknown".to_owned());
+            let mtu = nix::net::if_::if_nametoindex(interface)
+                .ok()
+                .and_then(|index| super::netlink::link_mtu(index).ok().flatten())
+                .map_or_else(|| "unknown".to_owned(), |mtu| mtu.to_string());
             format!(
                 "the MTU of {interface} ({mtu}) is larger than a native-XDP frame can hold \
                  (one page: about 3500 bytes of MTU on veth); lower the MTU or use \

@@ -132,7 +132,17 @@ impl Dataplane {
     pub fn open_pinned(capacity: Capacity, pin_dir: PinDir) -> Result<Self, DataplaneError> {
         raise_memlock_limit();
         pins::prepare(&pin_dir)?;
-        let dropped = pins::drop_incompatible_maps(&pin_dir, &pins::expected_shapes(&capacity))?;
+        let had_pins = pin_dir.map(firewall_common::ACTIVE_SET).exists();
+        let opened = Self::load_over_pins(capacity, &pin_dir);
+        if opened.is_err() && !had_pins {
+            // Leave nothing behind from a run that never filtered.
+            let _ = pins::remove_all(&pin_dir);
+        }
+        opened
+    }
+
+    fn load_over_pins(capacity: Capacity, pin_dir: &PinDir) -> Result<Self, DataplaneError> {
+        let dropped = pins::drop_incompatible_maps(pin_dir, &pins::expected_shapes(&capacity))?;
         let map_pins: Vec<(&'static str, std::path::PathBuf)> = pins::expected_shapes(&capacity)
             .iter()
             .map(|shape| (shape.name, pin_dir.map(shape.name)))
@@ -159,7 +169,7 @@ impl Dataplane {
             ebpf,
             tables,
             attached: Vec::new(),
-            pin_dir: Some(pin_dir),
+            pin_dir: Some(pin_dir.clone()),
         })
     }
 

@@ -24,6 +24,21 @@ pub struct XdpAttachment {
 /// Errors: the netlink socket failed, or the kernel answered with an error
 /// (ENODEV when the interface is gone).
 pub fn xdp_attachment(ifindex: u32) -> std::io::Result<XdpAttachment> {
+    get_link(ifindex).map(|link| from_link(&link))
+}
+
+/// The MTU of `ifindex`, as the kernel holds it (read through netlink:
+/// the agent may share only the network namespace of the interface, not
+/// the `/sys` that shows it).
+pub fn link_mtu(ifindex: u32) -> std::io::Result<Option<u32>> {
+    Ok(get_link(ifindex)?.attributes.iter().find_map(|a| match a {
+        LinkAttribute::Mtu(mtu) => Some(*mtu),
+        _ => None,
+    }))
+}
+
+/// One RTM_GETLINK request for `ifindex`.
+fn get_link(ifindex: u32) -> std::io::Result<LinkMessage> {
     let mut socket = Socket::new(NETLINK_ROUTE)?;
     socket.bind_auto()?;
     socket.connect(&SocketAddr::new(0, 0))?;
@@ -45,7 +60,7 @@ pub fn xdp_attachment(ifindex: u32) -> std::io::Result<XdpAttachment> {
     let message: NetlinkMessage<RouteNetlinkMessage> = NetlinkMessage::deserialize(&reply)
         .map_err(|e| std::io::Error::other(format!("unreadable netlink reply: {e}")))?;
     match message.payload {
-        NetlinkPayload::InnerMessage(RouteNetlinkMessage::NewLink(link)) => Ok(from_link(&link)),
+        NetlinkPayload::InnerMessage(RouteNetlinkMessage::NewLink(link)) => Ok(link),
         NetlinkPayload::Error(error) => Err(error.to_io()),
         other => Err(std::io::Error::other(format!(
             "unexpected netlink reply to RTM_GETLINK: {other:?}"

@@ -65,11 +65,14 @@ pub struct Limits {
 pub enum LimitProfile {
     /// 127 IP rules and 127 virtual network rules: Key Vault's documented
     /// limits (the default).
+    #[serde(rename = "kv-2020")]
     Kv2020,
     /// 1000 IP rules and 200 virtual network rules: Key Vault's later
     /// documentation.
+    #[serde(rename = "kv-current")]
     KvCurrent,
     /// Numbers set explicitly in the policy.
+    #[serde(rename = "explicit")]
     Explicit,
 }
 

@@ -1,38 +1,109 @@
-//! Log lines for operators: the periodic verdict-counter line (totals and
-//! deltas since the previous line) and the logging setup.
+//! The periodic verdict-counter log lines.
+//!
+//! Each interval the daemon logs one `interface verdict counters` line per
+//! attached interface, then one `verdict counters` line for all of them.
+//! Every line carries each verdict counter twice: `<name>` is the kernel's
+//! total (per-CPU values summed; the counters live in pinned maps, so they
+//! survive restarts and upgrades of the agent), `<name>_delta` what was
+//! added since the previous line — since this agent started for the first
+//! line, so an agent that adopts a predecessor's pins never counts a frame
+//! twice. The lines say so themselves (`totals`, `deltas`).
 
+use std::collections::BTreeMap;
 use std::time::Instant;
 
-use firewall_common::Verdict;
+use firewall_common::{INTERFACE_SLOTS, Verdict};
 
-use crate::dataplane::VerdictTotals;
+use crate::dataplane::{EventTotals, VerdictTotals};
 
-/// Installs the JSON log subscriber: one JSON object per line on stdout,
-/// event fields at the top level. `RUST_LOG` overrides the `info` default.
-pub fn init_json_logs() {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt()
-        .json()
-        .flatten_event(true)
-        .with_current_span(false)
-        .with_span_list(false)
-        .with_env_filter(filter)
-        .with_writer(std::io::stdout)
-        .init();
+/// What the `totals` field of a counter line says.
+pub const TOTALS_ARE: &str = "kernel counters since the pinned maps were created; they survive agent restarts";
+/// What the `deltas` field of a counter line says.
+pub const DELTAS_ARE: &str = "since the previous line; the first line counts from this agent's start";
+
+/// One attached interface's verdict counters.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct InterfaceCounters {
+    /// Interface name.
+    pub name: String,
+    /// Its ifindex (its counters live in slot `ifindex % 64`).
+    pub ifindex: u32,
+    /// The kernel totals of its counter slot.
+    pub totals: VerdictTotals,
 }
 
-/// Remembers the last totals so each line can report deltas.
+/// The counters read at one moment.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct CounterSample {
+    /// Verdict totals over every interface.
+    pub totals: VerdictTotals,
+    /// Per attached interface.
+    pub interfaces: Vec<InterfaceCounters>,
+    /// Access-log accounting.
+    pub events: EventTotals,
+}
+
+impl CounterSample {
+    /// Interfaces whose counter slot another listed interface shares (their
+    /// ifindexes are 64 apart): their per-interface numbers are the sum of
+    /// both.
+    pub fn shared_slots(&self) -> Vec<&str> {
+        let mut by_slot: BTreeMap<u32, usize> = BTreeMap::new();
+        for i in &self.interfaces {
+            *by_slot.entry(i.ifindex % INTERFACE_SLOTS).or_default() += 1;
+        }
+        self.interfaces
+            .iter()
+            .filter(|i| by_slot[&(i.ifindex % INTERFACE_SLOTS)] > 1)
+            .map(|i| i.name.as_str())
+            .collect()
+    }
+}
+
+/// The sum of every verdict counter: all frames judged.
+pub fn frames(totals: &VerdictTotals) -> u64 {
+    totals.iter().sum()
+}
+
+/// Per-counter growth from `before` to `now` (saturating: a counter map
+/// replaced underneath us reads as no growth, never as a wrap).
+pub fn deltas(now: &VerdictTotals, before: &VerdictTotals) -> VerdictTotals {
+    let mut d = [0u64; Verdict::COUNT];
+    for (i, delta) in d.iter_mut().enumerate() {
+        *delta = now[i].saturating_sub(before[i]);
+    }
+    d
+}
+
+/// Remembers the last sample so each line can report deltas.
 pub struct StatsReporter {
     last: VerdictTotals,
+    last_interfaces: BTreeMap<(String, u32), VerdictTotals>,
+    last_events: EventTotals,
     last_at: Instant,
 }
 
 impl StatsReporter {
     /// Starts from `baseline` (the counters at start: deltas count from it).
     pub fn new(baseline: VerdictTotals) -> Self {
+        Self::from_sample(&CounterSample {
+            totals: baseline,
+            ..CounterSample::default()
+        })
+    }
+
+    /// Starts from a whole sample taken at start: totals, interfaces and
+    /// access-log accounting. An interface first seen later counts its
+    /// deltas from the first line that lists it.
+    pub fn from_sample(baseline: &CounterSample) -> Self {
         StatsReporter {
-            last: baseline,
+            last: baseline.totals,
+            last_interfaces: baseline
+                .interfaces
+                .iter()
+                .map(|i| ((i.name.clone(), i.ifindex), i.totals))
+                .collect(),
+            last_events: baseline.events,
             last_at: Instant::now(),
         }
     }
@@ -40,52 +111,209 @@ impl StatsReporter {
     /// Logs one `verdict counters` line with every counter's total and its
     /// delta since the previous line. `is_final` marks the line at shutdown.
     pub fn report(&mut self, totals: VerdictTotals, is_final: bool) {
-        let mut deltas = [0u64; Verdict::COUNT];
-        for (i, delta) in deltas.iter_mut().enumerate() {
-            // Counters only grow; saturate rather than wrap if a map was
-            // replaced underneath us.
-            *delta = totals[i].saturating_sub(self.last[i]);
-        }
+        let events = self.last_events;
+        self.report_sample(
+            &CounterSample {
+                totals,
+                interfaces: Vec::new(),
+                events,
+            },
+            is_final,
+        );
+    }
+
+    /// Logs one `interface verdict counters` line per interface of `sample`,
+    /// then the `verdict counters` line of the totals.
+    pub fn report_sample(&mut self, sample: &CounterSample, is_final: bool) {
         let interval_s = self.last_at.elapsed().as_secs_f64();
-        self.last = totals;
+        let shared = sample.shared_slots();
+        let mut seen = BTreeMap::new();
+        for interface in &sample.interfaces {
+            let key = (interface.name.clone(), interface.ifindex);
+            let before = self
+                .last_interfaces
+                .get(&key)
+                .copied()
+                .unwrap_or(interface.totals);
+            let d = deltas(&interface.totals, &before);
+            let line = Line::new(&interface.totals, &d, interval_s, is_final);
+            log_interface(
+                &line,
+                &interface.name,
+                interface.ifindex,
+                shared.contains(&interface.name.as_str()),
+            );
+            seen.insert(key, interface.totals);
+        }
+        let d = deltas(&sample.totals, &self.last);
+        let line = Line::new(&sample.totals, &d, interval_s, is_final);
+        let events = EventLine::new(&sample.events, &self.last_events);
+        log_totals(&line, &events, sample.interfaces.len());
+
+        self.last = sample.totals;
+        self.last_interfaces = seen;
+        self.last_events = sample.events;
         self.last_at = Instant::now();
-        log_counters(&totals, &deltas, interval_s, is_final);
+    }
+}
+
+/// What one counter line carries besides the counters.
+struct Line<'a> {
+    totals: &'a VerdictTotals,
+    deltas: &'a VerdictTotals,
+    interval_s: f64,
+    is_final: bool,
+    frames_delta: u64,
+    packets_per_s: f64,
+}
+
+impl<'a> Line<'a> {
+    fn new(totals: &'a VerdictTotals, deltas: &'a VerdictTotals, interval_s: f64, is_final: bool) -> Self {
+        let frames_delta = frames(deltas);
+        let packets_per_s = if interval_s > 0.0 {
+            // Two decimals are plenty for a rate, and keep the line short.
+            (frames_delta as f64 / interval_s * 100.0).round() / 100.0
+        } else {
+            0.0
+        };
+        Line {
+            totals,
+            deltas,
+            interval_s,
+            is_final,
+            frames_delta,
+            packets_per_s,
+        }
+    }
+}
+
+/// The access log's accounting on a counter line.
+struct EventLine {
+    sent: u64,
+    sent_delta: u64,
+    dropped: u64,
+    dropped_delta: u64,
+    rate_limited: u64,
+    ring_full: u64,
+}
+
+impl EventLine {
+    fn new(now: &EventTotals, before: &EventTotals) -> Self {
+        let dropped = |e: &EventTotals| e.rate_limited + e.ring_full;
+        EventLine {
+            sent: now.sent,
+            sent_delta: now.sent.saturating_sub(before.sent),
+            dropped: dropped(now),
+            dropped_delta: dropped(now).saturating_sub(dropped(before)),
+            rate_limited: now.rate_limited,
+            ring_full: now.ring_full,
+        }
     }
 }
 
 /// One tracing event whose fields are named exactly like the counters of
-/// DESIGN.md section 2 (totals) and `<name>_delta` (deltas).
-fn log_counters(t: &VerdictTotals, d: &VerdictTotals, interval_s: f64, is_final: bool) {
-    use Verdict as V;
-    let (t, d) = (|v: V| t[v.index() as usize], |v: V| d[v.index() as usize]);
-    tracing::info!(
-        target: "vaultfw::stats",
-        interval_s,
-        "final" = is_final,
-        "pass_non_ip" = t(V::PassNonIp),
-        "pass_non_ip_delta" = d(V::PassNonIp),
-        "pass_control_plane" = t(V::PassControlPlane),
-        "pass_control_plane_delta" = d(V::PassControlPlane),
-        "pass_fragment" = t(V::PassFragment),
-        "pass_fragment_delta" = d(V::PassFragment),
-        "pass_ipv6" = t(V::PassIpv6),
-        "pass_ipv6_delta" = d(V::PassIpv6),
-        "allow_default" = t(V::AllowDefault),
-        "allow_default_delta" = d(V::AllowDefault),
-        "allow_ip_rule" = t(V::AllowIpRule),
-        "allow_ip_rule_delta" = d(V::AllowIpRule),
-        "allow_vnet_rule" = t(V::AllowVnetRule),
-        "allow_vnet_rule_delta" = d(V::AllowVnetRule),
-        "allow_trusted_service" = t(V::AllowTrustedService),
-        "allow_trusted_service_delta" = d(V::AllowTrustedService),
-        "audit_would_deny" = t(V::AuditWouldDeny),
-        "audit_would_deny_delta" = d(V::AuditWouldDeny),
-        "deny_no_match" = t(V::DenyNoMatch),
-        "deny_no_match_delta" = d(V::DenyNoMatch),
-        "deny_ipv6" = t(V::DenyIpv6),
-        "deny_ipv6_delta" = d(V::DenyIpv6),
-        "deny_malformed" = t(V::DenyMalformed),
-        "deny_malformed_delta" = d(V::DenyMalformed),
-        "verdict counters"
+/// DESIGN.md section 2 (totals) and `<name>_delta` (deltas), plus the
+/// fields given first.
+macro_rules! counter_event {
+    ($line:expr, $message:literal, $($extra:tt)*) => {{
+        use firewall_common::Verdict as V;
+        let line: &Line<'_> = $line;
+        let t = |v: V| line.totals[v.index() as usize];
+        let d = |v: V| line.deltas[v.index() as usize];
+        tracing::info!(
+            target: "vaultfw::stats",
+            $($extra)*
+            interval_s = line.interval_s,
+            "final" = line.is_final,
+            packets_delta = line.frames_delta,
+            packets_per_s = line.packets_per_s,
+            totals = TOTALS_ARE,
+            deltas = DELTAS_ARE,
+            "pass_non_ip" = t(V::PassNonIp),
+            "pass_non_ip_delta" = d(V::PassNonIp),
+            "pass_control_plane" = t(V::PassControlPlane),
+            "pass_control_plane_delta" = d(V::PassControlPlane),
+            "pass_fragment" = t(V::PassFragment),
+            "pass_fragment_delta" = d(V::PassFragment),
+            "pass_ipv6" = t(V::PassIpv6),
+            "pass_ipv6_delta" = d(V::PassIpv6),
+            "allow_default" = t(V::AllowDefault),
+            "allow_default_delta" = d(V::AllowDefault),
+            "allow_ip_rule" = t(V::AllowIpRule),
+            "allow_ip_rule_delta" = d(V::AllowIpRule),
+            "allow_vnet_rule" = t(V::AllowVnetRule),
+            "allow_vnet_rule_delta" = d(V::AllowVnetRule),
+            "allow_trusted_service" = t(V::AllowTrustedService),
+            "allow_trusted_service_delta" = d(V::AllowTrustedService),
+            "audit_would_deny" = t(V::AuditWouldDeny),
+            "audit_would_deny_delta" = d(V::AuditWouldDeny),
+            "deny_no_match" = t(V::DenyNoMatch),
+            "deny_no_match_delta" = d(V::DenyNoMatch),
+            "deny_ipv6" = t(V::DenyIpv6),
+            "deny_ipv6_delta" = d(V::DenyIpv6),
+            "deny_malformed" = t(V::DenyMalformed),
+            "deny_malformed_delta" = d(V::DenyMalformed),
+            $message
+        );
+    }};
+}
+
+/// The message of the per-interface lines (the totals line keeps
+/// `verdict counters`, which tools already look for).
+pub const INTERFACE_MESSAGE: &str = "interface verdict counters";
+
+fn log_interface(line: &Line<'_>, name: &str, ifindex: u32, shared_slot: bool) {
+    counter_event!(
+        line,
+        "interface verdict counters",
+        interface = name,
+        ifindex,
+        counter_slot = ifindex % INTERFACE_SLOTS,
+        shared_slot,
     );
+}
+
+fn log_totals(line: &Line<'_>, events: &EventLine, interfaces: usize) {
+    counter_event!(
+        line,
+        "verdict counters",
+        interfaces,
+        events_sent = events.sent,
+        events_sent_delta = events.sent_delta,
+        events_dropped = events.dropped,
+        events_dropped_delta = events.dropped_delta,
+        events_rate_limited = events.rate_limited,
+        events_ring_full = events.ring_full,
+    );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn deltas_saturate_instead_of_wrapping() {
+        let mut before = [0u64; Verdict::COUNT];
+        let mut now = [0u64; Verdict::COUNT];
+        before[3] = 10;
+        now[3] = 4;
+        now[5] = 7;
+        let d = deltas(&now, &before);
+        assert_eq!((d[3], d[5], frames(&d)), (0, 7, 7));
+    }
+
+    #[test]
+    fn interfaces_64_apart_share_a_slot() {
+        let row = [0u64; Verdict::COUNT];
+        let sample = CounterSample {
+            totals: row,
+            interfaces: vec![
+                InterfaceCounters { name: "a".into(), ifindex: 2, totals: row },
+                InterfaceCounters { name: "b".into(), ifindex: 66, totals: row },
+                InterfaceCounters { name: "c".into(), ifindex: 3, totals: row },
+            ],
+            events: EventTotals::default(),
+        };
+        assert_eq!(sample.shared_slots(), vec!["a", "b"]);
+    }
 }

@@ -24,6 +24,7 @@ const PACKAGES: &[(&str, &str)] = &[
         "bash",
         "copied into the guest (a harness test runs a bash script)",
     ),
+    ("coreutils", "readlink, copied into the guest"),
 ];
 
 /// Refresh apt's package lists (the kernel lookups need them), then install

@@ -1,0 +1,305 @@
+//! `vaultfw stats [--watch]` and `vaultfw logs [--follow] [--since]`: what
+//! the daemon counted and whom it refused, read through the control socket.
+//! `--watch` and `--follow` poll (a `Stats` request per interval, a `Logs`
+//! request with the previous answer's cursor) until Ctrl-C.
+
+use std::io::{IsTerminal, Write};
+use std::process::ExitCode;
+use std::time::{Duration, Instant, SystemTime};
+
+use clap::Args;
+use firewall_common::Verdict;
+use serde_json::{Value, json};
+
+use super::OutputFormat;
+use super::remote::{ShowArgs, SocketArgs, client_error, print_response, request};
+use crate::control::client;
+use crate::control::protocol::{Command, Response};
+
+/// `vaultfw stats`.
+#[derive(Debug, Args)]
+pub struct StatsArgs {
+    #[command(flatten)]
+    pub show: ShowArgs,
+    /// Keep polling and show each counter's rate per second (Ctrl-C stops).
+    #[arg(long)]
+    pub watch: bool,
+    /// Seconds between two samples of --watch.
+    #[arg(long, value_name = "SECS", default_value_t = 1.0, requires = "watch", value_parser = positive_seconds)]
+    pub interval: f64,
+    /// Stop --watch after this many samples (default: until Ctrl-C).
+    #[arg(long, value_name = "N", requires = "watch")]
+    pub count: Option<u64>,
+}
+
+/// `vaultfw logs`.
+#[derive(Debug, Args)]
+pub struct LogsArgs {
+    #[command(flatten)]
+    pub socket: SocketArgs,
+    /// Keep printing records as they arrive (Ctrl-C stops).
+    #[arg(long, short = 'f')]
+    pub follow: bool,
+    /// Only records since then: a duration ago (`30s`, `10m`, `2h`) or an
+    /// RFC 3339 time (`2026-01-31T12:00:00Z`).
+    #[arg(long, value_name = "DURATION|TIME", value_parser = parse_since)]
+    pub since: Option<SystemTime>,
+}
+
+/// How often `logs --follow` asks for new records.
+const FOLLOW_POLL: Duration = Duration::from_millis(500);
+
+fn positive_seconds(text: &str) -> Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(s) if s.is_finite() && (0.05..=86_400.0).contains(&s) => Ok(s),
+        _ => Err(format!("{text:?}: give seconds between 0.05 and 86400 (e.g. 1 or 0.5)")),
+    }
+}
+
+/// `--since`: `10m` (ago) or an RFC 3339 time.
+pub fn parse_since(text: &str) -> Result<SystemTime, String> {
+    if let Ok(ago) = humantime::parse_duration(text) {
+        return SystemTime::now()
+            .checked_sub(ago)
+            .ok_or_else(|| format!("{text:?} reaches before 1970"));
+    }
+    humantime::parse_rfc3339_weak(text).map_err(|_| {
+        format!("{text:?}: give a duration (`30s`, `10m`, `2h`) or an RFC 3339 time (`2026-01-31T12:00:00Z`)")
+    })
+}
+
+/// Runs `vaultfw stats`.
+pub fn stats(args: &StatsArgs) -> ExitCode {
+    if !args.watch {
+        return request(&args.show.socket, Command::Stats);
+    }
+    let socket = &args.show.socket;
+    let interval = Duration::from_secs_f64(args.interval);
+    let mut previous: Option<(Instant, Value)> = None;
+    let mut shown = 0u64;
+    loop {
+        let response = match client::send(&socket.socket, Command::Stats) {
+            Ok(response) => response,
+            Err(error) => return client_error(&error),
+        };
+        let Some(now) = ok_result(&response) else {
+            return print_response(socket.output, &response);
+        };
+        let at = Instant::now();
+        match &previous {
+            Some((then, before)) => {
+                let rates = Rates::between(before, &now, at.duration_since(*then));
+                match socket.output {
+                    OutputFormat::Json => println!("{}", rates.json(&now)),
+                    OutputFormat::Table => print_rates(&rates, &now, args.interval),
+                }
+                shown += 1;
+            }
+            None if socket.output == OutputFormat::Table => {
+                println!("vaultfw stats: first sample taken; rates follow every {} s (Ctrl-C stops)", args.interval);
+            }
+            None => {}
+        }
+        let _ = std::io::stdout().flush();
+        if args.count.is_some_and(|n| shown >= n) {
+            return ExitCode::SUCCESS;
+        }
+        previous = Some((at, now));
+        std::thread::sleep(interval);
+    }
+}
+
+/// The result of a successful response.
+fn ok_result(response: &Response) -> Option<Value> {
+    response.ok.then(|| response.result.clone()).flatten()
+}
+
+/// Counter growth per second between two `Stats` answers.
+struct Rates {
+    seconds: f64,
+    totals: Vec<(String, u64, f64)>,
+    interfaces: Vec<(String, Vec<f64>)>,
+    events_sent: f64,
+    events_dropped: f64,
+}
+
+impl Rates {
+    fn between(before: &Value, now: &Value, elapsed: Duration) -> Self {
+        let seconds = elapsed.as_secs_f64().max(1e-6);
+        let rate = |a: &Value, b: &Value| b.as_u64().unwrap_or(0).saturating_sub(a.as_u64().unwrap_or(0)) as f64 / seconds;
+        let totals = Verdict::ALL
+            .iter()
+            .map(|v| {
+                let (a, b) = (&before["counters"][v.name()], &now["counters"][v.name()]);
+                (v.name().to_owned(), b.as_u64().unwrap_or(0), rate(a, b))
+            })
+            .collect();
+        let empty = Vec::new();
+        let interfaces = now["interfaces"]
+            .as_array()
+            .unwrap_or(&empty)
+            .iter()
+            .map(|i| {
+                let name = i["name"].as_str().unwrap_or("?").to_owned();
+                let old = before["interfaces"]
+                    .as_array()
+                    .and_then(|list| list.iter().find(|o| o["name"] == i["name"] && o["ifindex"] == i["ifindex"]));
+                let rates = Verdict::ALL
+                    .iter()
+                    .map(|v| match old {
+                        Some(old) => rate(&old["counters"][v.name()], &i["counters"][v.name()]),
+                        None => 0.0,
+                    })
+                    .collect();
+                (name, rates)
+            })
+            .collect();
+        Rates {
+            seconds,
+            totals,
+            interfaces,
+            events_sent: rate(&before["events"]["sent"], &now["events"]["sent"]),
+            events_dropped: rate(&before["events"]["dropped"], &now["events"]["dropped"]),
+        }
+    }
+
+    fn json(&self, now: &Value) -> Value {
+        let rates: serde_json::Map<String, Value> =
+            self.totals.iter().map(|(n, _, r)| (n.clone(), json!(round2(*r)))).collect();
+        let interfaces: Vec<Value> = self
+            .interfaces
+            .iter()
+            .map(|(name, rates)| {
+                let rates: serde_json::Map<String, Value> = Verdict::ALL
+                    .iter()
+                    .zip(rates)
+                    .map(|(v, r)| (v.name().to_owned(), json!(round2(*r))))
+                    .collect();
+                json!({ "name": name, "rates": rates })
+            })
+            .collect();
+        json!({
+            "time": humantime::format_rfc3339_millis(SystemTime::now()).to_string(),
+            "interval_s": round2(self.seconds),
+            "generation": now["generation"],
+            "packets_per_s": round2(self.totals.iter().map(|(_, _, r)| r).sum()),
+            "rates": rates,
+            "totals": now["counters"],
+            "interfaces": interfaces,
+            "events": {
+                "sent_per_s": round2(self.events_sent),
+                "dropped_per_s": round2(self.events_dropped),
+                "sent": now["events"]["sent"],
+                "dropped": now["events"]["dropped"],
+            },
+        })
+    }
+}
+
+fn round2(x: f64) -> f64 {
+    (x * 100.0).round() / 100.0
+}
+
+fn print_rates(rates: &Rates, now: &Value, interval: f64) {
+    let mut out = String::new();
+    if std::io::stdout().is_terminal() {
+        out.push_str("\x1b[2J\x1b[H"); // clear the screen, cursor home
+    }
+    out.push_str(&format!(
+        "vaultfw stats — generation {} — {} — every {interval} s (Ctrl-C stops)\n\n",
+        now["generation"],
+        humantime::format_rfc3339_seconds(SystemTime::now()),
+    ));
+    out.push_str(&format!("{:<24}{:>14}{:>12}", "verdict", "total", "per s"));
+    for (name, _) in &rates.interfaces {
+        out.push_str(&format!("{:>16}", format!("{name} /s")));
+    }
+    out.push('\n');
+    for (i, (name, total, rate)) in rates.totals.iter().enumerate() {
+        out.push_str(&format!("{name:<24}{total:>14}{rate:>12.1}"));
+        for (_, per) in &rates.interfaces {
+            out.push_str(&format!("{:>16.1}", per[i]));
+        }
+        out.push('\n');
+    }
+    let all: f64 = rates.totals.iter().map(|(_, _, r)| r).sum();
+    let frames: u64 = rates.totals.iter().map(|(_, t, _)| t).sum();
+    out.push_str(&format!("{:<24}{frames:>14}{all:>12.1}\n\n", "all frames"));
+    out.push_str(&format!(
+        "access-log events: sent {} ({:.1}/s), dropped {} ({:.1}/s)\n",
+        now["events"]["sent"], rates.events_sent, now["events"]["dropped"], rates.events_dropped
+    ));
+    print!("{out}");
+}
+
+/// Runs `vaultfw logs`.
+pub fn logs(args: &LogsArgs) -> ExitCode {
+    let since = args
+        .since
+        .map(|t| humantime::format_rfc3339_micros(t).to_string());
+    let mut after = None;
+    loop {
+        let command = Command::Logs {
+            after,
+            since: since.clone(),
+            limit: None,
+        };
+        let response = match client::send(&args.socket.socket, command) {
+            Ok(response) => response,
+            Err(error) => return client_error(&error),
+        };
+        let Some(page) = ok_result(&response) else {
+            return print_response(args.socket.output, &response);
+        };
+        let records = page["records"].as_array().cloned().unwrap_or_default();
+        let mut out = std::io::stdout().lock();
+        for record in &records {
+            let line = match args.socket.output {
+                OutputFormat::Json => record.to_string(),
+                OutputFormat::Table => record_line(record),
+            };
+            if writeln!(out, "{line}").is_err() {
+                return ExitCode::SUCCESS; // the reader went away
+            }
+        }
+        let _ = out.flush();
+        drop(out);
+        if !args.follow {
+            if args.socket.output == OutputFormat::Table {
+                eprintln!(
+                    "{} record(s); kernel events sent {}, dropped {} (rate limit {}/s per CPU)",
+                    records.len(),
+                    page["events"]["sent"],
+                    page["events"]["dropped"],
+                    page["event_rate"],
+                );
+            }
+            return ExitCode::SUCCESS;
+        }
+        after = page["cursor"].as_u64().or(after);
+        std::thread::sleep(FOLLOW_POLL);
+    }
+}
+
+/// One record for people: time, interface, reason, flow, VLAN, rule.
+fn record_line(r: &Value) -> String {
+    let text = |v: &Value| v.as_str().map_or_else(|| v.to_string(), str::to_owned);
+    let mut line = format!(
+        "{}  {}  {}  {} {}:{} -> {}:{}",
+        text(&r["time"]),
+        r["interface"].as_str().map_or_else(|| format!("ifindex {}", r["ifindex"]), str::to_owned),
+        text(&r["reason"]),
+        text(&r["proto"]),
+        text(&r["src"]),
+        r["sport"],
+        text(&r["dst"]),
+        r["dport"],
+    );
+    if let Some(vlan) = r["vlan"].as_u64() {
+        line.push_str(&format!("  vlan {vlan}"));
+    }
+    if let Some(rule) = r["rule"].as_str() {
+        line.push_str(&format!("  rule {} {rule}", text(&r["rule_kind"])));
+    }
+    line
+}

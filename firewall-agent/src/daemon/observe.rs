@@ -1,0 +1,243 @@
+//! The daemon's side of observability (issue 6): reads counters, hits and
+//! events from the dataplane and feeds them to `telemetry` — the counter
+//! lines, the access log, `vaultfw logs`, and metrics snapshots. The
+//! daemon loop owns one [`Observer`]; nothing here changes the policy.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant, SystemTime};
+
+use firewall_common::{AccessEvent, DEFAULT_TRUSTED_CAPACITY, DEFAULT_VNET_CAPACITY};
+use serde_json::json;
+
+use crate::control::protocol::{ErrorKind, Response};
+use crate::dataplane::{Dataplane, DataplaneError, RuleHitTotals};
+use crate::telemetry::{
+    self, AccessLog, AccessRecord, CounterSample, InterfaceCounters, MapFill,
+    MetricsSnapshot, RuleHitSample, RuleRef, StatsReporter, rule_slots,
+};
+
+use super::state::Daemon;
+
+/// The counters at this moment: totals, each named interface that
+/// exists (`names`), and the access-log accounting.
+pub(super) fn sample(
+    dataplane: &Dataplane,
+    names: impl IntoIterator<Item = (String, u32)>,
+) -> Result<CounterSample, DataplaneError> {
+    let interfaces = names
+        .into_iter()
+        .map(|(name, ifindex)| {
+            dataplane
+                .verdict_totals_for(ifindex)
+                .map(|totals| InterfaceCounters { name, ifindex, totals })
+        })
+        .collect::<Result<_, _>>()?;
+    Ok(CounterSample {
+        totals: dataplane.verdict_totals()?,
+        interfaces,
+        events: dataplane.event_totals()?,
+    })
+}
+
+/// The interfaces `--iface` names that exist now, resolved by name (before
+/// the attach, for the baseline at start).
+pub(super) fn named_interfaces(names: &[String]) -> Vec<(String, u32)> {
+    names
+        .iter()
+        .filter_map(|n| nix::net::if_::if_nametoindex(n.as_str()).ok().map(|i| (n.clone(), i)))
+        .collect()
+}
+
+impl Daemon {
+    /// The counters now, per attached interface.
+    pub(super) fn counter_sample(&self) -> Result<CounterSample, DataplaneError> {
+        let attached = self
+            .dataplane
+            .attached()
+            .iter()
+            .map(|a| (a.name.clone(), a.ifindex));
+        sample(&self.dataplane, attached)
+    }
+
+    /// Hit slot → rule, for what the kernel serves now.
+    pub(super) fn rule_owners(&self) -> BTreeMap<u32, RuleRef> {
+        rule_slots(
+            &self.policy,
+            &self.interfaces,
+            &self.dataplane.active_tables(),
+            self.dataplane.hit_slots(),
+        )
+    }
+
+    /// Every rule with its hits (zero for rules never hit).
+    pub(super) fn rule_hit_samples(&self) -> Result<Vec<RuleHitSample>, DataplaneError> {
+        let hits = self.dataplane.rule_hits()?;
+        Ok(self
+            .rule_owners()
+            .into_iter()
+            .map(|(slot, rule)| {
+                let h = hits.get(&slot);
+                RuleHitSample {
+                    rule,
+                    packets: h.map_or(0, |h| h.packets),
+                    bytes: h.map_or(0, |h| h.bytes),
+                    last_hit: h.and_then(|h| h.last_hit),
+                }
+            })
+            .collect())
+    }
+
+    /// What a metrics scrape shows.
+    pub(super) fn metrics_snapshot(&self, last_apply: Option<Duration>) -> Result<MetricsSnapshot, DataplaneError> {
+        let tables = self.dataplane.active_tables();
+        let slots = self.dataplane.hit_slots();
+        Ok(MetricsSnapshot {
+            counters: self.counter_sample()?,
+            rules: self.rule_hit_samples()?,
+            generation: self.generation,
+            last_apply,
+            map_fill: vec![
+                MapFill {
+                    table: "ip_rules",
+                    entries: tables.ip_rules.len() as u64,
+                    capacity: u64::from(slots.ip_rules),
+                },
+                MapFill {
+                    table: "virtual_network_rules",
+                    entries: tables.vnet_rules.len() as u64,
+                    capacity: u64::from(DEFAULT_VNET_CAPACITY),
+                },
+                MapFill {
+                    table: "trusted_services",
+                    entries: tables.trusted.len() as u64,
+                    capacity: u64::from(DEFAULT_TRUSTED_CAPACITY),
+                },
+            ],
+        })
+    }
+}
+
+/// The hit totals of hit slot `slot` (zeros when never hit).
+pub(super) fn hits_json(hits: &BTreeMap<u32, RuleHitTotals>, slot: u32) -> serde_json::Value {
+    match hits.get(&slot) {
+        Some(h) => json!({
+            "packets": h.packets,
+            "bytes": h.bytes,
+            "last_hit": h.last_hit.map(|t| humantime::format_rfc3339_millis(t).to_string()),
+        }),
+        None => json!({ "packets": 0, "bytes": 0, "last_hit": null }),
+    }
+}
+
+/// The loop's observability state: counter lines, the access log, the
+/// rule names allow events carry, and the duration of the last apply.
+pub(super) struct Observer {
+    stats: StatsReporter,
+    access: AccessLog,
+    /// Rule names by hit slot, for the generation they were computed for.
+    owners: Option<(u64, BTreeMap<u32, RuleRef>)>,
+    last_apply: Option<Duration>,
+}
+
+impl Observer {
+    /// Starts with the counters at `baseline` (taken before the first
+    /// apply) and the access log opened; `first_apply` is how long the
+    /// start-up apply and attach took.
+    pub(super) fn new(baseline: &CounterSample, access: AccessLog, first_apply: Duration) -> Self {
+        Observer {
+            stats: StatsReporter::from_sample(baseline),
+            access,
+            owners: None,
+            last_apply: Some(first_apply),
+        }
+    }
+
+    /// Logs the counter lines (an unreadable map is logged, not fatal: the
+    /// filter works on without its statistics).
+    pub(super) fn report(&mut self, daemon: &Daemon, is_final: bool) {
+        match daemon.counter_sample() {
+            Ok(sample) => self.stats.report_sample(&sample, is_final),
+            Err(error) => tracing::error!(%error, "reading the verdict counters failed"),
+        }
+    }
+
+    /// Runs `change` (anything that may apply a new generation) and, when
+    /// the generation moved, remembers how long it took.
+    pub(super) fn timed<T>(&mut self, daemon: &mut Daemon, change: impl FnOnce(&mut Daemon) -> T) -> T {
+        let (before, started) = (daemon.generation, Instant::now());
+        let result = change(daemon);
+        if daemon.generation != before {
+            self.last_apply = Some(started.elapsed());
+        }
+        result
+    }
+
+    /// Writes and keeps the records of `events`.
+    pub(super) fn record(&mut self, daemon: &Daemon, events: &[AccessEvent]) {
+        if events.is_empty() {
+            return;
+        }
+        if self.owners.as_ref().is_none_or(|(g, _)| *g != daemon.generation) {
+            self.owners = Some((daemon.generation, daemon.rule_owners()));
+        }
+        let owners = &self.owners.as_ref().expect("set just above").1;
+        let boot = telemetry::boot_offset();
+        let attached = daemon.dataplane().attached();
+        for event in events {
+            let record = AccessRecord::decode(
+                event,
+                self.access.next_seq(),
+                boot,
+                |ifindex| attached.iter().find(|a| a.ifindex == ifindex).map(|a| a.name.clone()),
+                |slot| owners.get(&slot).cloned(),
+            );
+            self.access.push(record);
+        }
+    }
+
+    /// Reopens the access-log file (SIGHUP).
+    pub(super) fn reopen(&mut self) {
+        self.access.reopen();
+    }
+
+    /// What a metrics scrape shows.
+    pub(super) fn snapshot(&self, daemon: &Daemon) -> Option<MetricsSnapshot> {
+        daemon
+            .metrics_snapshot(self.last_apply)
+            .inspect_err(|error| tracing::error!(%error, "reading metrics from the maps failed"))
+            .ok()
+    }
+
+    /// Answers `vaultfw logs`.
+    pub(super) fn logs(
+        &self,
+        daemon: &Daemon,
+        after: Option<u64>,
+        since: Option<&str>,
+        limit: Option<usize>,
+    ) -> Response {
+        let since = match since.map(parse_since).transpose() {
+            Ok(since) => since,
+            Err(message) => return Response::error(ErrorKind::InvalidInput, message),
+        };
+        let page = self.access.query(after, since, limit);
+        let events = daemon.dataplane.event_totals().unwrap_or_default();
+        let mut result = serde_json::to_value(&page).unwrap_or_else(|_| json!({}));
+        result["events"] = json!({
+            "sent": events.sent,
+            "dropped": events.rate_limited + events.ring_full,
+            "rate_limited": events.rate_limited,
+            "ring_full": events.ring_full,
+        });
+        result["event_rate"] = json!(daemon.options.event_rate);
+        result["log_allowed"] = json!(daemon.options.log_allowed);
+        result["file"] = json!(self.access.path());
+        Response::ok(result)
+    }
+}
+
+/// `--since` as the daemon receives it: RFC 3339.
+fn parse_since(text: &str) -> Result<SystemTime, String> {
+    humantime::parse_rfc3339_weak(text)
+        .map_err(|e| format!("since {text:?}: {e}; give an RFC 3339 time such as 2026-01-31T12:00:00Z"))
+}

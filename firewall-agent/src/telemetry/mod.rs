@@ -1,0 +1,51 @@
+//! What operators read about the running filter, and nothing that decides
+//! a verdict:
+//!
+//! - [`counters`]: the periodic `verdict counters` log line (kernel totals
+//!   and deltas, in total and per interface, packets per second, access-log
+//!   accounting).
+//! - [`rules`]: which policy rule owns each per-rule hit slot.
+//! - [`access`]: the deny access log — kernel events decoded into JSON
+//!   records, written to stdout or a file (reopened on SIGHUP) and kept in
+//!   memory for `vaultfw logs`.
+//! - [`ring`]: the reader of the kernel's event ring buffer.
+//! - [`metrics`]: the Prometheus text exposition and its opt-in HTTP server.
+//!
+//! Everything here is fed plain data by the daemon loop; only [`ring`]
+//! holds a kernel object (the ring buffer the dataplane handed out).
+
+pub mod access;
+pub mod counters;
+pub mod metrics;
+pub mod ring;
+pub mod rules;
+
+pub use access::{AccessLog, AccessRecord, LogsPage};
+pub use counters::{CounterSample, InterfaceCounters, StatsReporter};
+pub use metrics::{MapFill, MetricsServer, MetricsSnapshot, RuleHitSample};
+pub use ring::EventRing;
+pub use rules::{RuleKind, RuleRef, rule_slots};
+
+/// Installs the JSON log subscriber: one JSON object per line on stdout,
+/// event fields at the top level. `RUST_LOG` overrides the `info` default.
+pub fn init_json_logs() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .json()
+        .flatten_event(true)
+        .with_current_span(false)
+        .with_span_list(false)
+        .with_env_filter(filter)
+        .with_writer(std::io::stdout)
+        .init();
+}
+
+/// The wall-clock time of CLOCK_MONOTONIC's zero (what `bpf_ktime_get_ns`
+/// counts from), so kernel timestamps can be shown as dates. Computed
+/// anew each time: the wall clock may be stepped while the agent runs.
+pub fn boot_offset() -> Option<std::time::SystemTime> {
+    let mono = nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC).ok()?;
+    let mono = std::time::Duration::new(mono.tv_sec() as u64, mono.tv_nsec() as u32);
+    std::time::SystemTime::now().checked_sub(mono)
+}
