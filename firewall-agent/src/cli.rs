@@ -38,6 +38,11 @@ pub enum Command {
     ///
     /// Example: vaultfw validate /etc/vaultfw/policy.toml
     Validate(ValidateArgs),
+    /// Write a policy in Azure's `networkAcls` JSON (plus the subnet map),
+    /// to apply to a real vault or to round-trip back.
+    ///
+    /// Example: vaultfw export policy.toml --format azure --subnet-map-out subnets.toml > vault.json
+    Export(ExportArgs),
     /// IP flow verify: run frames through the real XDP program with
     /// BPF_PROG_TEST_RUN against a policy (nothing is attached) and print
     /// each verdict, its reason (the counter name) and the rule that matched.
@@ -168,11 +173,40 @@ pub struct RunArgs {
 /// `vaultfw validate`.
 #[derive(Debug, clap::Args)]
 pub struct ValidateArgs {
-    /// Policy file to check.
+    /// Policy file to check: native TOML, or a vault's Azure JSON
+    /// (`az keyvault show`, or its `properties.networkAcls`).
     pub file: PathBuf,
+    /// For Azure JSON: the subnet map giving each ARM subnet id its
+    /// prefixes and service endpoint.
+    #[arg(long, value_name = "FILE")]
+    pub subnet_map: Option<PathBuf>,
     /// Output format.
     #[arg(long, value_enum, default_value = "table")]
     pub output: OutputFormat,
+}
+
+/// `vaultfw export`.
+#[derive(Debug, clap::Args)]
+pub struct ExportArgs {
+    /// The policy to convert (native TOML or Azure JSON).
+    pub file: PathBuf,
+    /// For Azure JSON input: its subnet map.
+    #[arg(long, value_name = "FILE")]
+    pub subnet_map: Option<PathBuf>,
+    /// What to write.
+    #[arg(long, value_enum)]
+    pub format: ExportFormat,
+    /// With `--format azure`: also write the subnet map (prefixes and
+    /// endpoints ARM ids do not carry, comments and expiry) to this file.
+    #[arg(long, value_name = "FILE")]
+    pub subnet_map_out: Option<PathBuf>,
+}
+
+/// `vaultfw export --format`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum ExportFormat {
+    /// `{"properties":{"networkAcls":{...}}}` as the ARM API takes it.
+    Azure,
 }
 
 /// `--output`.

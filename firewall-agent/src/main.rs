@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use clap::Parser;
 use vaultfw::cli::remote;
-use vaultfw::cli::{Cli, Command, OutputFormat, RunArgs, ValidateArgs};
+use vaultfw::cli::{Cli, Command, ExportArgs, ExportFormat, OutputFormat, RunArgs, ValidateArgs};
 use vaultfw::daemon::{self, PolicySource, RunError, RunOptions};
 use vaultfw::policy;
 
@@ -25,6 +25,7 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Run(args) => run(args),
         Command::Validate(args) => validate(args),
+        Command::Export(args) => export(args),
         Command::Check(args) => vaultfw::check::main(&args),
         Command::NetworkRule(args) => remote::network_rule(&args),
         Command::Update(args) => remote::update(&args),
@@ -86,39 +87,46 @@ fn run(args: RunArgs) -> ExitCode {
     }
 }
 
+fn export(args: ExportArgs) -> ExitCode {
+    let validated = match policy::load_policy(&args.file, args.subnet_map.as_deref()) {
+        Ok(v) => v,
+        Err(error) => {
+            eprintln!("vaultfw: {error}");
+            return ExitCode::from(EXIT_INVALID_INPUT);
+        }
+    };
+    match args.format {
+        ExportFormat::Azure => {
+            println!("{:#}", policy::export_azure(&validated.policy));
+            if let Some(path) = &args.subnet_map_out {
+                let map = policy::export_subnet_map(&validated.policy);
+                if let Err(error) = vaultfw::persist::write_atomically(path, &map) {
+                    eprintln!("vaultfw: {error}");
+                    return ExitCode::FAILURE;
+                }
+            }
+        }
+    }
+    ExitCode::SUCCESS
+}
+
 fn validate(args: ValidateArgs) -> ExitCode {
-    match policy::load_file(&args.file) {
+    match policy::load_policy(&args.file, args.subnet_map.as_deref()) {
         Ok(validated) => {
             match args.output {
                 OutputFormat::Json => {
+                    let mut policy = serde_json::to_value(&validated.policy).unwrap_or_default();
+                    // Thousands of trusted prefixes say less than their count.
+                    let trusted = &validated.policy.trusted_services;
+                    policy["trusted_services"]["prefixes"] = serde_json::json!(trusted.prefixes.len());
                     let doc = serde_json::json!({
                         "valid": true,
-                        "policy": validated.policy,
+                        "policy": policy,
                         "warnings": validated.warnings,
                     });
                     println!("{doc:#}");
                 }
-                OutputFormat::Table => {
-                    let p = &validated.policy;
-                    println!(
-                        "{}: valid — default_action {:?}, bypass {:?}, mode {:?}, ipv6 {:?}, \
-                         {} IP rule(s) (limit {}, profile {})",
-                        args.file.display(),
-                        p.default_action,
-                        p.bypass,
-                        p.mode,
-                        p.ipv6,
-                        p.ip_rules.len(),
-                        p.limits.ip_rules,
-                        p.limits.profile.name(),
-                    );
-                    for rule in &p.ip_rules {
-                        println!("  allow {rule}");
-                    }
-                    for warning in &validated.warnings {
-                        println!("warning: {warning}");
-                    }
-                }
+                OutputFormat::Table => print_validated(&args, &validated),
             }
             ExitCode::SUCCESS
         }
@@ -128,9 +136,57 @@ fn validate(args: ValidateArgs) -> ExitCode {
                     let doc = serde_json::json!({ "valid": false, "errors": errors.0 });
                     println!("{doc:#}");
                 }
+                (OutputFormat::Json, error) => {
+                    let doc = serde_json::json!({ "valid": false, "errors": [{ "path": "", "value": args.file, "reason": error.to_string(), "fix": "give the path of a readable policy file" }] });
+                    println!("{doc:#}");
+                }
                 _ => eprintln!("vaultfw: {error}"),
             }
             ExitCode::from(EXIT_INVALID_INPUT)
         }
+    }
+}
+
+/// The human form of a valid policy: settings, every rule, warnings.
+fn print_validated(args: &ValidateArgs, validated: &policy::Validated) {
+    let p = &validated.policy;
+    println!(
+        "{}: valid — default_action {:?}, bypass {:?}, mode {:?}, ipv6 {:?}, {} IP rule(s) \
+         (limit {}), {} virtual network rule(s) (limit {}), profile {}",
+        args.file.display(),
+        p.default_action,
+        p.bypass,
+        p.mode,
+        p.ipv6,
+        p.ip_rules.len(),
+        p.limits.ip_rules,
+        p.virtual_network_rules.len(),
+        p.limits.virtual_network_rules,
+        p.limits.profile.name(),
+    );
+    println!(
+        "  data plane: tcp {:?}, udp {:?}",
+        p.data_plane.tcp_ports, p.data_plane.udp_ports
+    );
+    for rule in &p.ip_rules {
+        println!("  allow {rule}");
+    }
+    for rule in &p.virtual_network_rules {
+        let prefixes: Vec<String> = rule.address_prefixes.iter().map(|n| n.to_string()).collect();
+        println!("  allow subnet {} ({}) through {}", rule.id, prefixes.join(", "), rule.endpoint);
+    }
+    let trusted = &p.trusted_services;
+    if !trusted.prefixes.is_empty() || p.bypass == policy::Bypass::AzureServices {
+        let names: Vec<&str> = trusted.enabled.iter().map(|s| s.name).collect();
+        println!(
+            "  trusted services ({}): {} IPv4 prefixes, {} IPv6 skipped{}",
+            names.join(", "),
+            trusted.prefixes.len(),
+            trusted.ipv6_skipped,
+            if p.bypass == policy::Bypass::None { " — inactive (bypass = None)" } else { "" }
+        );
+    }
+    for warning in &validated.warnings {
+        println!("warning: {warning}");
     }
 }

@@ -353,3 +353,39 @@ fn a_restart_on_the_same_pins_counts_no_frame_twice() {
     let sum = |name: &str| -> u64 { lines.iter().map(|l| l[format!("{name}_delta")].as_u64().unwrap_or(0)).sum() };
     assert_eq!((sum("deny_no_match"), sum("allow_ip_rule")), (4, 1), "{}", after.log());
 }
+
+#[test]
+fn stats_watch_shows_the_rates_per_second_in_total_and_per_interface() {
+    let topo = Topology::new();
+    let data = UdpReceiver::start(&topo.server, topo.server_addr(DATA_UDP));
+    let policy = format!(
+        "default_action = \"Deny\"\nip_rules = [\"203.0.113.0/24\"]\n[data_plane]\nudp_ports = [{DATA_UDP}]\n"
+    );
+    let mut agent = Agent::start(&topo.server, topo.server_veth(), &policy);
+    agent.wait_ready();
+    agent.wait_serving();
+    send_datagrams(&topo.client, DENIED_SRC, topo.server_addr(DATA_UDP), 30);
+    send_datagrams(&topo.client, ALLOWED_SRC, topo.server_addr(DATA_UDP), 1);
+    assert_eq!(data.wait_for(1, ARRIVAL), 1);
+
+    let stats = agent.cli_json(&["stats"]).ok();
+    assert_eq!(stats["interfaces"][0]["name"], topo.server_veth(), "{stats:#}");
+    assert_eq!(stats["interfaces"][0]["counters"]["deny_no_match"], 30, "{stats:#}");
+    assert_eq!(stats["events"]["sent"], 1, "one event for the denied UDP flow: {stats:#}");
+
+    let watch = agent.cli_json(&["stats", "--watch", "--interval", "0.2", "--count", "2"]);
+    watch.expect_code(0);
+    let lines: Vec<Value> = watch.stdout.lines().map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}"))).collect();
+    assert_eq!(lines.len(), 2, "{}", watch.context());
+    for line in &lines {
+        assert_eq!(line["totals"]["deny_no_match"], 30, "{line}");
+        assert_eq!(line["rates"]["deny_no_match"], 0.0, "nothing was sent while watching: {line}");
+        assert!(line["interval_s"].as_f64().is_some_and(|s| s > 0.1), "{line}");
+        assert_eq!(line["interfaces"][0]["name"], topo.server_veth(), "{line}");
+        assert!(line["events"]["dropped_per_s"].is_number(), "{line}");
+    }
+    let table = agent.cli(&["stats", "--watch", "--interval", "0.2", "--count", "1"]);
+    let table = String::from_utf8_lossy(&table.stdout);
+    assert!(table.contains("per s") && table.lines().any(|l| l.starts_with("deny_no_match") && l.contains(" 30 ")), "{table}");
+    agent.stop();
+}
