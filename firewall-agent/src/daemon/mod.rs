@@ -36,7 +36,7 @@ use crate::control::server;
 use crate::dataplane::{Capacity, Dataplane, DataplaneError, XdpModeRequest};
 use crate::paths::PinDir;
 use crate::policy::LoadError;
-use crate::telemetry::{AccessLog, EventRing, MetricsServer, access::DEFAULT_MEMORY};
+use crate::telemetry::{AccessLog, EventRing, MetricsServer, StatsReporter, access::DEFAULT_MEMORY};
 
 pub use state::PolicySource;
 use state::Daemon;
@@ -150,6 +150,7 @@ pub async fn run(options: RunOptions) -> Result<(), RunError> {
     // The counters as a predecessor left them (or zero): deltas count from
     // here, so frames counted before this start are never counted again.
     let baseline = observe::sample(&dataplane, observe::named_interfaces(&options.interfaces))?;
+    let stats = StatsReporter::from_sample(&baseline);
     let access = AccessLog::open(options.access_log.as_deref(), DEFAULT_MEMORY)
         .map_err(setup("open the access log (--access-log)"))?;
     let mut ring = match dataplane.take_event_ring() {
@@ -161,7 +162,7 @@ pub async fn run(options: RunOptions) -> Result<(), RunError> {
     };
     let started = Instant::now();
     let mut daemon = Daemon::start(dataplane, options, policy, interfaces)?;
-    let mut observer = observe::Observer::new(&baseline, access, started.elapsed());
+    let mut observer = observe::Observer::new(stats, access, started.elapsed());
     let (snapshots_tx, mut snapshots) = mpsc::channel(4);
     let metrics = match daemon.options().metrics_addr {
         Some(addr) => Some(MetricsServer::start(addr, snapshots_tx.clone()).map_err(setup("serve metrics (--metrics-addr)"))?),

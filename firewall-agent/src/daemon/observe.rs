@@ -140,12 +140,12 @@ pub(super) struct Observer {
 }
 
 impl Observer {
-    /// Starts with the counters at `baseline` (taken before the first
-    /// apply) and the access log opened; `first_apply` is how long the
-    /// start-up apply and attach took.
-    pub(super) fn new(baseline: &CounterSample, access: AccessLog, first_apply: Duration) -> Self {
+    /// Starts with the counter lines' reporter (made from the counters
+    /// before the first apply) and the access log opened; `first_apply` is
+    /// how long the start-up apply and attach took.
+    pub(super) fn new(stats: StatsReporter, access: AccessLog, first_apply: Duration) -> Self {
         Observer {
-            stats: StatsReporter::from_sample(baseline),
+            stats,
             access,
             owners: None,
             last_apply: Some(first_apply),

@@ -12,8 +12,14 @@ use crate::bootstrap::cargo;
 
 /// The packages whose tests run in the guest, in the order they run (unit
 /// and BPF_PROG_TEST_RUN tests first, then end to end, as on the host).
-/// xtask's own tests are host tooling and stay on the host.
 const PACKAGES: &[&str] = &["firewall-common", "firewall-agent", "vaultfw-tests"];
+/// The same `cargo test` package sets as `cargo xtask test` (tasks.rs), so
+/// features unify the same way and the host suite's build is reused as is.
+/// xtask's own tests are host tooling: built with its set, never run.
+const BUILDS: &[&[&str]] = &[
+    &["firewall-common", "firewall-agent", "xtask"],
+    &["vaultfw-tests"],
+];
 
 /// One test executable.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -47,19 +53,38 @@ pub fn build(root: &Path) -> Result<Payload> {
         "xtask: vm-test: building the test binaries ({})",
         PACKAGES.join(", ")
     );
+    let mut tests = Vec::new();
+    for packages in BUILDS {
+        tests.extend(build_tests(root, packages)?);
+    }
+    tests.retain(|t| {
+        PACKAGES
+            .iter()
+            .any(|p| t.name.starts_with(&format!("{p}/")))
+    });
+    tests.sort_by_key(|t| run_order(&t.name));
+    tests.dedup_by(|a, b| a.name == b.name);
+    if tests.is_empty() {
+        bail!("cargo built no test executable for {}", PACKAGES.join(", "));
+    }
+    Ok(Payload { vaultfw, tests })
+}
+
+/// `cargo test --no-run` for `packages`; the test executables it reports.
+fn build_tests(root: &Path, packages: &[&str]) -> Result<Vec<TestBinary>> {
     let mut cmd = Command::new(cargo());
     cmd.current_dir(root).args([
         "test",
         "--no-run",
         "--message-format=json-render-diagnostics",
     ]);
-    for package in PACKAGES {
+    for package in packages {
         cmd.args(["--package", package]);
     }
     let mut child = cmd
         .stdout(Stdio::piped())
         .spawn()
-        .context("starting cargo test --no-run")?;
+        .with_context(|| format!("starting {cmd:?}"))?;
     let stdout = child.stdout.take().expect("stdout is piped");
     let mut tests = Vec::new();
     for line in BufReader::new(stdout).lines() {
@@ -68,16 +93,14 @@ pub fn build(root: &Path) -> Result<Payload> {
             tests.push(test);
         }
     }
-    let status = child.wait().context("waiting for cargo test --no-run")?;
+    let status = child.wait().context("waiting for cargo")?;
     if !status.success() {
-        bail!("building the test binaries failed ({status})");
+        bail!(
+            "building the test binaries of {} failed ({status})",
+            packages.join(", ")
+        );
     }
-    tests.sort_by_key(|t| run_order(&t.name));
-    tests.dedup_by(|a, b| a.name == b.name);
-    if tests.is_empty() {
-        bail!("cargo built no test executable for {}", PACKAGES.join(", "));
-    }
-    Ok(Payload { vaultfw, tests })
+    Ok(tests)
 }
 
 /// Packages in [`PACKAGES`] order; in a package the library, then the
