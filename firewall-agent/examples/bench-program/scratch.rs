@@ -51,20 +51,19 @@ impl Scratch {
     pub fn new(tag: &str, pairs: usize) -> Result<Scratch> {
         let name = format!("vfwbench-{}-{tag}", std::process::id());
         ip(&["netns", "add", &name])?;
-        let scratch = Scratch {
+        let mut scratch = Scratch {
             name,
             free: Vec::new(),
         };
-        let mut free = Vec::new();
         for i in 0..pairs {
             let (a, b) = (format!("a{i}"), format!("b{i}"));
             ip(&["-n", &scratch.name, "link", "add", &a, "type", "veth", "peer", "name", &b])?;
             for dev in [&a, &b] {
                 ip(&["-n", &scratch.name, "link", "set", dev, "up"])?;
             }
-            free.extend([a, b]);
+            scratch.free.extend([a, b]);
         }
-        Ok(Scratch { free, ..scratch })
+        Ok(scratch)
     }
 
     /// Attaches `prog` (native XDP) to the next free interface.

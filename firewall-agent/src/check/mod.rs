@@ -206,8 +206,12 @@ pub fn check(args: &CheckArgs) -> Result<Vec<FrameResult>, CheckError> {
     };
     let interfaces = endpoint_interfaces(&policy);
     let tables = compile(&policy, &interfaces);
-    let mut dataplane = Dataplane::load(Capacity::for_ip_rule_limit(
-        u32::try_from(policy.limits.ip_rules).unwrap_or(u32::MAX),
+    // Sized like the daemon sizes them, so the rule-hit slots `compile`
+    // lays out for the policy's limits all exist.
+    let limit = |n: usize| u32::try_from(n).unwrap_or(u32::MAX);
+    let mut dataplane = Dataplane::load(Capacity::for_limits(
+        limit(policy.limits.ip_rules),
+        limit(policy.limits.virtual_network_rules),
     ))
     .map_err(|source| CheckError::Dataplane {
         operation: "load the XDP program",
@@ -275,6 +279,7 @@ fn judge_frame(
         return Ok(FrameResult {
             index,
             kernel: None,
+            kernel_slots: Vec::new(),
             model,
             rule: None,
             notes,
@@ -286,8 +291,18 @@ fn judge_frame(
         source,
     };
     let before = dataplane.verdict_totals().map_err(kernel_error)?;
+    let hits_before = dataplane.rule_hits().map_err(kernel_error)?;
     let code = dataplane.test_run(&frame.data).map_err(kernel_error)?;
     let after = dataplane.verdict_totals().map_err(kernel_error)?;
+    let hits_after = dataplane.rule_hits().map_err(kernel_error)?;
+    // The per-rule counter that moved: the trie value the kernel matched.
+    let moved_slots: Vec<u32> = hits_after
+        .iter()
+        .filter(|(slot, hits)| {
+            hits.packets != hits_before.get(slot).map_or(0, |before| before.packets)
+        })
+        .map(|(slot, _)| *slot)
+        .collect();
     let moved: Vec<(Verdict, u64)> = Verdict::ALL
         .iter()
         .map(|v| {
@@ -317,6 +332,7 @@ fn judge_frame(
     Ok(FrameResult {
         index,
         kernel: Some((code, verdict)),
+        kernel_slots: moved_slots,
         model,
         rule,
         notes,

@@ -21,6 +21,9 @@ pub struct FrameResult {
     /// when the frame was not run (shorter than an Ethernet header, or
     /// longer than one XDP buffer).
     pub kernel: Option<(u32, Verdict)>,
+    /// The per-rule hit counters the frame moved (the trie values the
+    /// kernel matched): one for a rule verdict, none otherwise.
+    pub kernel_slots: Vec<u32>,
     /// The reference model's judgement.
     pub model: Judgement,
     /// The matched rule as the policy names it.
@@ -32,13 +35,17 @@ pub struct FrameResult {
 }
 
 impl FrameResult {
-    /// Whether the kernel and the model agree (a frame that was not run
-    /// agrees by definition).
+    /// Whether the kernel and the model agree: on the verdict, the action
+    /// and, for a rule verdict, the table entry (its hit slot). A frame
+    /// that was not run agrees by definition.
     pub fn agrees(&self) -> bool {
         match self.kernel {
             None => true,
             Some((code, verdict)) => {
-                verdict == self.model.verdict && code == self.model.action.code()
+                let slots: Vec<u32> = self.model.matched.iter().map(|m| m.id).collect();
+                verdict == self.model.verdict
+                    && code == self.model.action.code()
+                    && self.kernel_slots == slots
             }
         }
     }
@@ -175,12 +182,7 @@ pub fn print_table(out: &mut impl Write, results: &[FrameResult], explain: bool)
             writeln!(out, "{indent}note: {note}")?;
         }
         if !result.agrees() {
-            writeln!(
-                out,
-                "{indent}DISAGREEMENT: the reference model says {} ({})",
-                result.model.verdict.name(),
-                result.model.action.name()
-            )?;
+            writeln!(out, "{indent}DISAGREEMENT: {}", result.difference())?;
         }
         if explain {
             for step in &result.model.explanation {
@@ -232,17 +234,36 @@ pub fn print_json(out: &mut impl Write, results: &[FrameResult], explain: bool) 
     Ok(())
 }
 
+impl FrameResult {
+    /// How the kernel and the model differ, in words.
+    fn difference(&self) -> String {
+        let model_slot = self.model.matched.map(|m| m.id);
+        if self.reason() == self.model.verdict.name() && self.action_name() == self.model.action.name() {
+            format!(
+                "both say {}, but the kernel counted rule hit slot(s) {:?} and the reference \
+                 model matched slot {model_slot:?}",
+                self.reason(),
+                self.kernel_slots
+            )
+        } else {
+            format!(
+                "the kernel program says {} ({}), the reference model says {} ({})",
+                self.reason(),
+                self.action_name(),
+                self.model.verdict.name(),
+                self.model.action.name()
+            )
+        }
+    }
+}
+
 /// The stderr message for a frame the kernel and the model disagree on.
 pub fn disagreement_message(r: &FrameResult) -> String {
     let hex: String = r.frame.iter().map(|b| format!("{b:02x}")).collect();
     format!(
-        "vaultfw check: DISAGREEMENT on frame {}: the kernel program says {} ({}), the \
-         reference model says {} ({}). One of them is wrong: this is a bug in vaultfw, please \
-         report it with the frame: {hex}",
+        "vaultfw check: DISAGREEMENT on frame {}: {}. One of them is wrong: this is a bug in \
+         vaultfw, please report it with the frame: {hex}",
         r.index,
-        r.reason(),
-        r.action_name(),
-        r.model.verdict.name(),
-        r.model.action.name()
+        r.difference()
     )
 }

@@ -187,4 +187,13 @@ mod tests {
         );
         assert_eq!(serde_json::from_str::<Request>(&line).unwrap(), request);
     }
+
+    #[test]
+    fn logs_requests_leave_out_what_is_not_asked() {
+        let follow = Command::Logs { after: Some(41), since: None, limit: None };
+        let line = serde_json::to_string(&follow).unwrap();
+        assert_eq!(line, r#"{"verb":"logs","after":41}"#);
+        let bare: Command = serde_json::from_str(r#"{"verb":"logs"}"#).unwrap();
+        assert_eq!(bare, Command::Logs { after: None, since: None, limit: None });
+    }
 }

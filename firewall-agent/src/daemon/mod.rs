@@ -232,10 +232,10 @@ pub async fn run(options: RunOptions) -> Result<(), RunError> {
         metrics.stop();
     }
     // Events the kernel wrote before the stop are still logged.
-    if let Some(ring) = ring.as_mut() {
-        if let Ok(Ok(events)) = tokio::time::timeout(Duration::from_millis(1), ring.next_batch()).await {
-            observer.record(&daemon, &events);
-        }
+    if let Some(ring) = ring.as_mut()
+        && let Ok(Ok(events)) = tokio::time::timeout(Duration::from_millis(1), ring.next_batch()).await
+    {
+        observer.record(&daemon, &events);
     }
     observer.report(&daemon, true);
     daemon.stop()

@@ -184,7 +184,8 @@ const SNAPSHOT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The HTTP server thread.
 pub struct MetricsServer {
-    server: Arc<tiny_http::Server>,
+    /// `None` once stopped (dropping the server closes its listener).
+    server: Option<Arc<tiny_http::Server>>,
     stop: Arc<AtomicBool>,
     thread: Option<JoinHandle<()>>,
     addr: SocketAddr,
@@ -205,7 +206,7 @@ impl MetricsServer {
         };
         tracing::info!(addr = %bound, "serving metrics on /metrics");
         Ok(MetricsServer {
-            server,
+            server: Some(server),
             stop,
             thread: Some(thread),
             addr: bound,
@@ -217,17 +218,21 @@ impl MetricsServer {
         self.addr
     }
 
-    /// Stops serving and waits for the thread.
+    /// Stops serving: the thread ends, and the listener closes (tiny_http
+    /// closes it from its own accept thread, a moment later).
     pub fn stop(mut self) {
         self.shutdown();
     }
 
     fn shutdown(&mut self) {
         self.stop.store(true, Ordering::SeqCst);
-        self.server.unblock();
+        if let Some(server) = &self.server {
+            server.unblock();
+        }
         if let Some(thread) = self.thread.take() {
             let _ = thread.join();
         }
+        self.server = None;
     }
 }
 

@@ -1,0 +1,123 @@
+//! Metrics without a kernel: the Prometheus text a snapshot renders to,
+//! and the HTTP server answering scrapes through the daemon loop's channel
+//! (here a stand-in thread).
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::{Duration, SystemTime};
+
+use firewall_common::Verdict;
+use vaultfw::dataplane::EventTotals;
+use vaultfw::telemetry::metrics::{SnapshotRequest, render};
+use vaultfw::telemetry::{
+    CounterSample, InterfaceCounters, MapFill, MetricsServer, MetricsSnapshot, RuleHitSample, RuleKind, RuleRef,
+};
+
+fn snapshot() -> MetricsSnapshot {
+    let mut eth0 = [0u64; Verdict::COUNT];
+    eth0[Verdict::DenyNoMatch.index() as usize] = 30;
+    eth0[Verdict::AllowIpRule.index() as usize] = 43;
+    let mut totals = eth0;
+    totals[Verdict::PassNonIp.index() as usize] = 2; // a detached interface's slot
+    MetricsSnapshot {
+        counters: CounterSample {
+            totals,
+            interfaces: vec![InterfaceCounters { name: "eth0".into(), ifindex: 2, totals: eth0 }],
+            events: EventTotals { sent: 6, rate_limited: 4, ring_full: 1 },
+        },
+        rules: vec![
+            RuleHitSample {
+                rule: RuleRef { kind: RuleKind::Ip, name: "203.0.113.0/24".into() },
+                packets: 43,
+                bytes: 5842,
+                last_hit: Some(SystemTime::UNIX_EPOCH + Duration::from_millis(1_800_000_000_500)),
+            },
+            RuleHitSample {
+                rule: RuleRef { kind: RuleKind::Trusted, name: "Sql".into() },
+                packets: 0,
+                bytes: 0,
+                last_hit: None,
+            },
+        ],
+        generation: 7,
+        last_apply: Some(Duration::from_millis(12)),
+        map_fill: vec![MapFill { table: "ip_rules", entries: 2, capacity: 127 }],
+    }
+}
+
+#[test]
+fn a_snapshot_renders_every_family_in_the_prometheus_text_format() {
+    let text = render(&snapshot());
+    let lines: Vec<&str> = text.lines().collect();
+    for expected in [
+        "# TYPE vaultfw_verdict_packets_total counter",
+        r#"vaultfw_verdict_packets_total{interface="eth0",verdict="deny_no_match"} 30"#,
+        r#"vaultfw_verdict_packets_total{interface="eth0",verdict="allow_ip_rule"} 43"#,
+        r#"vaultfw_verdict_packets_total{interface="eth0",verdict="pass_non_ip"} 0"#,
+        r#"vaultfw_verdict_packets_total{interface="other",verdict="pass_non_ip"} 2"#,
+        r#"vaultfw_rule_hit_packets_total{kind="ip",rule="203.0.113.0/24"} 43"#,
+        r#"vaultfw_rule_hit_bytes_total{kind="ip",rule="203.0.113.0/24"} 5842"#,
+        r#"vaultfw_rule_last_hit_timestamp_seconds{kind="ip",rule="203.0.113.0/24"} 1800000000.5"#,
+        r#"vaultfw_rule_hit_packets_total{kind="trusted",rule="Sql"} 0"#,
+        "vaultfw_events_sent_total 6",
+        r#"vaultfw_events_dropped_total{reason="rate_limited"} 4"#,
+        r#"vaultfw_events_dropped_total{reason="ring_full"} 1"#,
+        "vaultfw_policy_generation 7",
+        "vaultfw_policy_apply_duration_seconds 0.012",
+        r#"vaultfw_map_entries{table="ip_rules"} 2"#,
+        r#"vaultfw_map_capacity_entries{table="ip_rules"} 127"#,
+    ] {
+        assert!(lines.contains(&expected), "missing {expected:?} in\n{text}");
+    }
+    // A rule never hit has no last-hit sample (not a 1970 date).
+    assert!(!text.contains(r#"vaultfw_rule_last_hit_timestamp_seconds{kind="trusted""#), "{text}");
+    // Every frame appears once: the interface rows add up to the totals.
+    let verdict_sum: u64 = lines
+        .iter()
+        .filter(|l| l.starts_with("vaultfw_verdict_packets_total{"))
+        .map(|l| l.rsplit_once(' ').unwrap().1.parse::<u64>().unwrap())
+        .sum();
+    assert_eq!(verdict_sum, 75);
+}
+
+fn get(addr: std::net::SocketAddr, request: &str) -> String {
+    let mut stream = TcpStream::connect(addr).unwrap();
+    stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    stream.write_all(request.as_bytes()).unwrap();
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).unwrap();
+    answer
+}
+
+#[test]
+fn the_server_answers_scrapes_with_a_fresh_snapshot_and_stops() {
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<SnapshotRequest>(4);
+    let server = MetricsServer::start("127.0.0.1:0".parse().unwrap(), tx).unwrap();
+    let addr = server.addr();
+    assert_ne!(addr.port(), 0);
+    // The daemon loop's part: one snapshot per request, generation counting
+    // up, so two scrapes prove nothing is cached.
+    let answering = std::thread::spawn(move || {
+        let mut generation = 0;
+        while let Some(reply) = rx.blocking_recv() {
+            generation += 1;
+            let _ = reply.send(MetricsSnapshot { generation, ..snapshot() });
+        }
+    });
+    let first = get(addr, "GET /metrics HTTP/1.0\r\n\r\n");
+    assert!(first.starts_with("HTTP/1.") && first.contains(" 200 "), "{first}");
+    assert!(first.to_ascii_lowercase().contains("content-type: text/plain; version=0.0.4"), "{first}");
+    assert!(first.contains("\nvaultfw_policy_generation 1\n"), "{first}");
+    let second = get(addr, "GET /metrics?x=1 HTTP/1.0\r\n\r\n");
+    assert!(second.contains("\nvaultfw_policy_generation 2\n"), "{second}");
+    assert!(get(addr, "GET /other HTTP/1.0\r\n\r\n").lines().next().unwrap().contains(" 404"));
+    assert!(get(addr, "POST /metrics HTTP/1.0\r\nContent-Length: 0\r\n\r\n").lines().next().unwrap().contains(" 405"));
+    server.stop();
+    answering.join().unwrap();
+    // tiny_http closes the listener from its accept thread, a moment later.
+    let closed = (0..100).any(|_| {
+        std::thread::sleep(Duration::from_millis(20));
+        TcpStream::connect(addr).is_err()
+    });
+    assert!(closed, "still listening 2 s after stop");
+}
