@@ -82,7 +82,7 @@ fn udp_verdict_counters_equal_the_datagrams_sent() {
 
 #[test]
 fn each_denied_tcp_attempt_counts_once() {
-    const ATTEMPTS: u64 = 5; // D, each one SYN within the 300 ms timeout
+    const ATTEMPTS: u64 = 5; // D, each one SYN within the connect timeout
 
     let topo = Topology::new();
     let _https = TcpServer::start(&topo.server, topo.server_addr(443));

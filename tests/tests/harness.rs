@@ -157,8 +157,8 @@ fn closed_port_is_refused_not_timed_out() {
 
 #[test]
 fn unreachable_destination_times_out_quickly() {
-    // A dropped SYN looks like this: the client gives up after the default
-    // 300 ms. Simulated without a firewall: the server's answers go into a
+    // A dropped SYN looks like this: the client gives up after the connect
+    // timeout. Simulated without a firewall: the server's answers go into a
     // blackhole route.
     let topo = Topology::new();
     topo.server
@@ -173,8 +173,9 @@ fn unreachable_destination_times_out_quickly() {
     let elapsed = start.elapsed();
     assert!(matches!(outcome, Connect::TimedOut), "{outcome:?}");
     assert!(
-        // poll() rounds its timeout: allow a little less than 300 ms.
-        elapsed >= CONNECT_TIMEOUT - Duration::from_millis(20) && elapsed < Duration::from_secs(1),
+        // poll() rounds its timeout: allow a little less than the timeout.
+        elapsed >= CONNECT_TIMEOUT - Duration::from_millis(20)
+            && elapsed < CONNECT_TIMEOUT + Duration::from_millis(500),
         "{elapsed:?}"
     );
 }
