@@ -193,35 +193,31 @@ fn parse_ipv6(ctx: &XdpContext, l3: usize) -> Packet {
     let mut next = fixed[6];
     let mut offset = IPV6_HDR_LEN;
     for _ in 0..MAX_IPV6_EXT_HEADERS {
-        let header_len = match next {
-            IPPROTO_TCP | IPPROTO_UDP => return transport(ctx, next, l3, l3 + offset, end, None),
-            IPPROTO_HOPOPTS | IPPROTO_ROUTING | IPPROTO_DSTOPTS => {
-                let Some(h) = read::<[u8; 2]>(ctx, l3 + offset) else {
-                    return Packet::Malformed;
-                };
-                next = h[0];
-                (h[1] as usize + 1) * 8
-            }
-            IPPROTO_AH => {
-                let Some(h) = read::<[u8; 2]>(ctx, l3 + offset) else {
-                    return Packet::Malformed;
-                };
-                next = h[0];
-                (h[1] as usize + 2) * 4
-            }
-            IPPROTO_FRAGMENT => {
-                let Some(h) = read::<[u8; 4]>(ctx, l3 + offset) else {
-                    return Packet::Malformed;
-                };
-                if u16::from_be_bytes([h[2], h[3]]) & IPV6_FRAG_OFFSET_MASK != 0 {
-                    return Packet::Fragment;
-                }
-                next = h[0];
-                8
-            }
+        if next == IPPROTO_TCP || next == IPPROTO_UDP {
+            return transport(ctx, next, l3, l3 + offset, end, None);
+        }
+        if !is_walked_extension(next) {
             // ICMPv6, ESP, no next header, ...: not TCP/UDP.
-            _ => return Packet::NotTransport,
+            return Packet::NotTransport;
+        }
+        // Read first, then compare with the payload's end (see transport).
+        let Some(h) = read::<[u8; 4]>(ctx, l3 + offset) else {
+            return Packet::Malformed;
         };
+        let header_len = match next {
+            IPPROTO_AH => (h[1] as usize + 2) * 4,
+            IPPROTO_FRAGMENT => 8,
+            _ => (h[1] as usize + 1) * 8,
+        };
+        // An extension header must lie inside the IPv6 payload: bytes past
+        // it (Ethernet padding, garbage) are not part of the packet.
+        if l3 + offset + header_len > end {
+            return Packet::Malformed;
+        }
+        if next == IPPROTO_FRAGMENT && u16::from_be_bytes([h[2], h[3]]) & IPV6_FRAG_OFFSET_MASK != 0 {
+            return Packet::Fragment;
+        }
+        next = h[0];
         offset += header_len;
         if offset > MAX_IPV6_TRANSPORT_OFFSET {
             return Packet::Malformed;
@@ -230,13 +226,21 @@ fn parse_ipv6(ctx: &XdpContext, l3: usize) -> Packet {
     if next == IPPROTO_TCP || next == IPPROTO_UDP {
         return transport(ctx, next, l3, l3 + offset, end, None);
     }
-    match next {
-        IPPROTO_HOPOPTS | IPPROTO_ROUTING | IPPROTO_DSTOPTS | IPPROTO_AH | IPPROTO_FRAGMENT => {
-            // Longer chain than we walk: it could hide a data-plane port.
-            Packet::Malformed
-        }
-        _ => Packet::NotTransport,
+    if is_walked_extension(next) {
+        // Longer chain than we walk: it could hide a data-plane port.
+        Packet::Malformed
+    } else {
+        Packet::NotTransport
     }
+}
+
+/// The IPv6 extension headers the parser walks (RFC 8200 section 4).
+#[inline(always)]
+fn is_walked_extension(next: u8) -> bool {
+    matches!(
+        next,
+        IPPROTO_HOPOPTS | IPPROTO_ROUTING | IPPROTO_DSTOPTS | IPPROTO_AH | IPPROTO_FRAGMENT
+    )
 }
 
 /// Reads the destination port of a TCP/UDP header at `l4`, whose IP payload

@@ -11,7 +11,7 @@ use std::time::Instant;
 
 use aya::maps::LpmTrie;
 use aya::maps::lpm_trie::Key;
-use aya::programs::{Xdp, XdpFlags};
+use aya::programs::{Xdp, xdp::XdpMode};
 use aya::{Ebpf, EbpfLoader};
 use vaultfw_tests::{NetNs, in_netns};
 
@@ -74,7 +74,7 @@ impl XdpPeer {
             .expect("an XDP program");
         prog.load().expect("loading the XDP program");
         in_netns(ns, || {
-            prog.attach(dev, XdpFlags::DRV_MODE)
+            prog.attach(dev, XdpMode::Driver)
                 .unwrap_or_else(|e| panic!("attaching {name} to {dev} (native): {e}"))
         });
         XdpPeer { _ebpf: ebpf }
