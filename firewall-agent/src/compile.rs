@@ -81,11 +81,9 @@ impl CompiledTables {
     /// Turns the access log on at `events_per_second` per CPU (0: off),
     /// with allowed attempts too when `log_allowed`.
     pub fn with_access_log(mut self, events_per_second: u32, log_allowed: bool) -> Self {
-        self.event_cost_ns = if events_per_second == 0 {
-            0
-        } else {
-            (1_000_000_000 / events_per_second).max(1)
-        };
+        self.event_cost_ns = 1_000_000_000u32
+            .checked_div(events_per_second)
+            .map_or(0, |cost| cost.max(1));
         if log_allowed {
             self.flags |= FLAG_LOG_ALLOWED;
         }

@@ -81,10 +81,10 @@ pub(super) fn attach(
             interface: interface.to_owned(),
         }
     })?;
-    if let Some(pin) = pin {
-        if let Some(attached) = reuse_pinned_link(program, interface, ifindex, pin)? {
-            return Ok(attached);
-        }
+    if let Some(pin) = pin
+        && let Some(attached) = reuse_pinned_link(program, interface, ifindex, pin)?
+    {
+        return Ok(attached);
     }
     let link_id = attach_requested(program, interface, request)?;
     let (link, pin) = match pin {
@@ -288,10 +288,8 @@ fn explain_attach_error(interface: &str, mode: XdpMode, error: &ProgramError) ->
 fn errno_of(error: &ProgramError) -> Option<i32> {
     let mut source: Option<&(dyn std::error::Error + 'static)> = Some(error);
     while let Some(e) = source {
-        if let Some(io) = e.downcast_ref::<std::io::Error>() {
-            if let Some(code) = io.raw_os_error() {
-                return Some(code);
-            }
+        if let Some(code) = e.downcast_ref::<std::io::Error>().and_then(|io| io.raw_os_error()) {
+            return Some(code);
         }
         source = e.source();
     }

@@ -212,10 +212,10 @@ impl Dataplane {
                 first_error.get_or_insert(e);
             }
         }
-        if let Some(dir) = &self.pin_dir {
-            if let Err(e) = pins::remove_all(dir) {
-                first_error.get_or_insert(e);
-            }
+        if let Some(dir) = &self.pin_dir
+            && let Err(e) = pins::remove_all(dir)
+        {
+            first_error.get_or_insert(e);
         }
         first_error.map_or(Ok(()), Err)
     }

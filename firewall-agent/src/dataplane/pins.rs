@@ -190,7 +190,7 @@ pub fn remove_all(dir: &PinDir) -> Result<Vec<String>, DataplaneError> {
 /// Whether `path` is on a bpffs mount.
 fn is_bpffs(path: &Path) -> bool {
     nix::sys::statfs::statfs(path)
-        .map(|s| s.filesystem_type().0 as i64 == BPF_FS_MAGIC)
+        .map(|s| s.filesystem_type().0 == BPF_FS_MAGIC)
         .unwrap_or(false)
 }
 
