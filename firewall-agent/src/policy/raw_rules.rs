@@ -317,36 +317,7 @@ pub fn vnet_rule(
 }
 
 fn prefixes(path: &str, value: &Value, errors: &mut Vec<PolicyError>) -> Field<Vec<At<String>>> {
-    let Value::Array(items) = value else {
-        let fix = match value {
-            Value::String(s) => format!("write it as an array: address_prefixes = [{s:?}]"),
-            _ => "write address_prefixes = [\"10.1.2.0/24\"]".into(),
-        };
-        errors.push(type_error(path, value, "an array of prefixes", fix));
-        return Field::Invalid;
-    };
-    let mut out = Vec::with_capacity(items.len());
-    let mut ok = true;
-    for (i, item) in items.iter().enumerate() {
-        let item_path = format!("{path}[{i}]");
-        match item {
-            Value::String(s) => out.push(At::new(item_path, s.clone())),
-            other => {
-                ok = false;
-                errors.push(type_error(
-                    &item_path,
-                    other,
-                    "a string",
-                    "write the prefix in quotes, e.g. \"10.1.2.0/24\"".into(),
-                ));
-            }
-        }
-    }
-    if ok {
-        Field::Given(out)
-    } else {
-        Field::Invalid
-    }
+    string_array(path, value, errors, "address_prefixes", "prefix", "\"10.1.2.0/24\"")
 }
 
 fn endpoint(path: &str, value: &Value, errors: &mut Vec<PolicyError>) -> Field<RawEndpoint> {
@@ -453,12 +424,25 @@ pub fn trusted_services(
 }
 
 fn names(path: &str, value: &Value, errors: &mut Vec<PolicyError>) -> Field<Vec<At<String>>> {
+    string_array(path, value, errors, "enabled", "service name", "\"AzureBackup\"")
+}
+
+/// An array of strings at `path` (the key `key`), each a `what` such as
+/// `example`; every item that is not a string is its own error.
+fn string_array(
+    path: &str,
+    value: &Value,
+    errors: &mut Vec<PolicyError>,
+    key: &str,
+    what: &str,
+    example: &str,
+) -> Field<Vec<At<String>>> {
     let Value::Array(items) = value else {
         let fix = match value {
-            Value::String(s) => format!("write it as an array: enabled = [{s:?}]"),
-            _ => "write enabled = [\"AzureBackup\", \"Sql\"]".into(),
+            Value::String(s) => format!("write it as an array: {key} = [{s:?}]"),
+            _ => format!("write {key} = [{example}]"),
         };
-        errors.push(type_error(path, value, "an array of service names", fix));
+        errors.push(type_error(path, value, &format!("an array of {what}s"), fix));
         return Field::Invalid;
     };
     let mut out = Vec::with_capacity(items.len());
@@ -472,15 +456,11 @@ fn names(path: &str, value: &Value, errors: &mut Vec<PolicyError>) -> Field<Vec<
                 errors.push(type_error(
                     &item_path,
                     other,
-                    "a service name",
-                    "write the name in quotes, e.g. \"AzureBackup\"".into(),
+                    &format!("a {what}"),
+                    format!("write the {what} in quotes, e.g. {example}"),
                 ));
             }
         }
     }
-    if ok {
-        Field::Given(out)
-    } else {
-        Field::Invalid
-    }
+    if ok { Field::Given(out) } else { Field::Invalid }
 }
