@@ -8,16 +8,21 @@
 
 use std::borrow::Cow;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
+use pcap_file::DataLink;
 use pcap_file::pcap::{PcapHeader, PcapPacket, PcapWriter};
+use pcap_file::pcapng::PcapNgWriter;
 use pcap_file::pcapng::blocks::enhanced_packet::EnhancedPacketBlock;
 use pcap_file::pcapng::blocks::interface_description::InterfaceDescriptionBlock;
-use pcap_file::pcapng::PcapNgWriter;
-use pcap_file::DataLink;
 use serde_json::Value;
+
+#[path = "check_cli/capture.rs"]
+mod capture;
+
+use capture::{Tcpdump, Veth, connect_from};
 
 const VAULTFW: &str = env!("CARGO_BIN_EXE_vaultfw");
 
@@ -37,7 +42,8 @@ impl TempDir {
     fn new(tag: &str) -> TempDir {
         static NEXT: AtomicUsize = AtomicUsize::new(0);
         let n = NEXT.fetch_add(1, Ordering::Relaxed);
-        let dir = std::env::temp_dir().join(format!("vaultfw-check-{tag}-{}-{n}", std::process::id()));
+        let dir =
+            std::env::temp_dir().join(format!("vaultfw-check-{tag}-{}-{n}", std::process::id()));
         std::fs::create_dir_all(&dir).expect("create a temp dir");
         TempDir(dir)
     }
@@ -82,7 +88,16 @@ fn json_lines(out: &Output) -> Vec<Value> {
 }
 
 fn flow<'a>(policy: &'a str, src: &'a str, proto: &'a str, dport: Option<&'a str>) -> Vec<&'a str> {
-    let mut args = vec!["--policy", policy, "--src", src, "--dst", "192.0.2.1", "--proto", proto];
+    let mut args = vec![
+        "--policy",
+        policy,
+        "--src",
+        src,
+        "--dst",
+        "192.0.2.1",
+        "--proto",
+        proto,
+    ];
     if let Some(port) = dport {
         args.extend(["--dport", port]);
     }
@@ -90,7 +105,13 @@ fn flow<'a>(policy: &'a str, src: &'a str, proto: &'a str, dport: Option<&'a str
 }
 
 /// `(verdict, reason, rule)` of a one-frame JSON run.
-fn judged(policy: &Path, src: &str, proto: &str, dport: Option<&str>, extra: &[&str]) -> (String, String, Value) {
+fn judged(
+    policy: &Path,
+    src: &str,
+    proto: &str,
+    dport: Option<&str>,
+    extra: &[&str],
+) -> (String, String, Value) {
     let policy = policy.to_str().expect("UTF-8 path");
     let mut args = flow(policy, src, proto, dport);
     args.extend(["--output", "json"]);
@@ -126,20 +147,36 @@ fn k1_flags_mode_names_verdict_reason_and_rule() {
     let dir = TempDir::new("k1");
     let policy = dir.file("policy.toml", K1_POLICY);
     let cases = [
-        ("203.0.113.10", "XDP_PASS", "allow_ip_rule", Value::from("ip rule 203.0.113.10")),
+        (
+            "203.0.113.10",
+            "XDP_PASS",
+            "allow_ip_rule",
+            Value::from("ip rule 203.0.113.10"),
+        ),
         ("10.113.0.203", "XDP_DROP", "deny_no_match", Value::Null),
         (
             "10.20.30.40",
             "XDP_PASS",
             "allow_vnet_rule",
-            Value::from("virtual network rule vnet-test/subnets/app: 10.20.0.0/16 via interface lo"),
+            Value::from(
+                "virtual network rule vnet-test/subnets/app: 10.20.0.0/16 via interface lo",
+            ),
         ),
         ("10.21.0.1", "XDP_DROP", "deny_no_match", Value::Null),
-        ("198.51.100.7", "XDP_PASS", "allow_ip_rule", Value::from("ip rule 198.51.100.0/24 (\"office\")")),
+        (
+            "198.51.100.7",
+            "XDP_PASS",
+            "allow_ip_rule",
+            Value::from("ip rule 198.51.100.0/24 (\"office\")"),
+        ),
     ];
     for (src, verdict, reason, rule) in cases {
         let got = judged(&policy, src, "tcp", Some("443"), &[]);
-        assert_eq!(got, (verdict.to_owned(), reason.to_owned(), rule), "from {src}");
+        assert_eq!(
+            got,
+            (verdict.to_owned(), reason.to_owned(), rule),
+            "from {src}"
+        );
     }
 }
 
@@ -151,19 +188,51 @@ fn k3_control_plane_and_non_data_plane_protocols_pass() {
     let dir = TempDir::new("k3");
     let policy = dir.file("policy.toml", "default_action = \"Deny\"\n");
     let pass = |reason: &str| ("XDP_PASS".to_owned(), reason.to_owned(), Value::Null);
-    assert_eq!(judged(&policy, "198.51.100.7", "tcp", Some("22"), &[]), pass("pass_control_plane"));
-    assert_eq!(judged(&policy, "198.51.100.7", "icmp", None, &[]), pass("pass_control_plane"));
-    assert_eq!(judged(&policy, "198.51.100.7", "udp", Some("443"), &[]), pass("pass_control_plane"));
     assert_eq!(
-        judged(&policy, "198.51.100.7", "tcp", Some("51000"), &["--sport", "443"]),
+        judged(&policy, "198.51.100.7", "tcp", Some("22"), &[]),
+        pass("pass_control_plane")
+    );
+    assert_eq!(
+        judged(&policy, "198.51.100.7", "icmp", None, &[]),
+        pass("pass_control_plane")
+    );
+    assert_eq!(
+        judged(&policy, "198.51.100.7", "udp", Some("443"), &[]),
+        pass("pass_control_plane")
+    );
+    assert_eq!(
+        judged(
+            &policy,
+            "198.51.100.7",
+            "tcp",
+            Some("51000"),
+            &["--sport", "443"]
+        ),
         pass("pass_control_plane")
     );
     assert_eq!(
         judged(&policy, "198.51.100.7", "tcp", Some("443"), &[]),
-        ("XDP_DROP".to_owned(), "deny_no_match".to_owned(), Value::Null)
+        (
+            "XDP_DROP".to_owned(),
+            "deny_no_match".to_owned(),
+            Value::Null
+        )
     );
     let ipv6 = |dport| {
-        let args = ["--policy", policy.to_str().unwrap(), "--src", "2001:db8::7", "--dst", "2001:db8::1", "--proto", "tcp", "--dport", dport, "--output", "json"];
+        let args = [
+            "--policy",
+            policy.to_str().unwrap(),
+            "--src",
+            "2001:db8::7",
+            "--dst",
+            "2001:db8::1",
+            "--proto",
+            "tcp",
+            "--dport",
+            dport,
+            "--output",
+            "json",
+        ];
         let lines = json_lines(&check(&args));
         lines[0]["reason"].as_str().unwrap().to_owned()
     };
@@ -200,7 +269,11 @@ fn k5_a_trusted_service_match_names_the_service_and_tag() {
             Value::from("trusted service AzureBackup (tag AzureBackup): 192.0.2.128/29")
         )
     );
-    let denied = ("XDP_DROP".to_owned(), "deny_no_match".to_owned(), Value::Null);
+    let denied = (
+        "XDP_DROP".to_owned(),
+        "deny_no_match".to_owned(),
+        Value::Null,
+    );
     assert_eq!(judged(&off, "192.0.2.130", "tcp", Some("443"), &[]), denied);
     assert_eq!(judged(&on, "192.0.2.140", "tcp", Some("443"), &[]), denied);
 }
@@ -216,12 +289,27 @@ fn table_output_and_explain_show_each_step() {
     args.extend(["--vlan", "120", "--explain"]);
     let out = check(&args);
     let stdout = text(&out.stdout);
-    assert_eq!(out.status.code(), Some(0), "{stdout}\n{}", text(&out.stderr));
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{stdout}\n{}",
+        text(&out.stderr)
+    );
     let mut lines = stdout.lines();
     let header: Vec<&str> = lines.next().unwrap().split_whitespace().collect();
     assert_eq!(header, ["#", "VERDICT", "REASON", "RULE"]);
     let row: Vec<&str> = lines.next().unwrap().split_whitespace().collect();
-    assert_eq!(row, ["0", "XDP_PASS", "allow_ip_rule", "ip", "rule", "203.0.113.10"]);
+    assert_eq!(
+        row,
+        [
+            "0",
+            "XDP_PASS",
+            "allow_ip_rule",
+            "ip",
+            "rule",
+            "203.0.113.10"
+        ]
+    );
     for step in [
         "802.1Q tag VLAN 120",
         "IPv4 IHL 5",
@@ -248,8 +336,14 @@ fn json_output_is_one_object_per_frame_with_the_documented_fields() {
     for key in ["index", "verdict", "reason", "rule", "explanation"] {
         assert!(keys.contains(&key), "{key} missing from {keys:?}");
     }
-    let steps = object["explanation"].as_array().expect("explanation is an array");
-    assert!(steps.iter().any(|s| s.as_str().unwrap().contains("in virtual network rule 10.20.0.0/16")));
+    let steps = object["explanation"]
+        .as_array()
+        .expect("explanation is an array");
+    assert!(steps.iter().any(|s| {
+        s.as_str()
+            .unwrap()
+            .contains("in virtual network rule 10.20.0.0/16")
+    }));
 }
 
 // ------------------------------------------------------------------ captures
@@ -324,7 +418,10 @@ fn write_pcapng(path: &Path, frames: &[Vec<u8>]) {
 }
 
 fn reasons(lines: &[Value]) -> Vec<String> {
-    lines.iter().map(|l| l["reason"].as_str().unwrap_or("null").to_owned()).collect()
+    lines
+        .iter()
+        .map(|l| l["reason"].as_str().unwrap_or("null").to_owned())
+        .collect()
 }
 
 #[test]
@@ -340,7 +437,14 @@ fn pcap_and_pcapng_captures_are_judged_frame_by_frame() {
     let pcapng = dir.0.join("frames.pcapng");
     write_pcapng(&pcapng, &frames);
     for capture in [&pcap, &pcapng] {
-        let out = check(&["--policy", policy.to_str().unwrap(), "--pcap", capture.to_str().unwrap(), "--output", "json"]);
+        let out = check(&[
+            "--policy",
+            policy.to_str().unwrap(),
+            "--pcap",
+            capture.to_str().unwrap(),
+            "--output",
+            "json",
+        ]);
         let lines = json_lines(&out);
         assert_eq!(reasons(&lines), expected, "{}", capture.display());
         let indexes: Vec<u64> = lines.iter().map(|l| l["index"].as_u64().unwrap()).collect();
@@ -362,11 +466,25 @@ fn a_frame_cut_by_the_capture_snaplen_is_judged_as_cut_and_said_so() {
     let path = dir.0.join("cut.pcap");
     {
         let file = std::fs::File::create(&path).unwrap();
-        let mut writer = PcapWriter::with_header(file, PcapHeader { snaplen: 40, ..Default::default() }).unwrap();
+        let mut writer = PcapWriter::with_header(
+            file,
+            PcapHeader {
+                snaplen: 40,
+                ..Default::default()
+            },
+        )
+        .unwrap();
         let packet = PcapPacket::new(Duration::ZERO, frame.len() as u32, &frame[..40]);
         writer.write_packet(&packet).unwrap();
     }
-    let lines = json_lines(&check(&["--policy", policy.to_str().unwrap(), "--pcap", path.to_str().unwrap(), "--output", "json"]));
+    let lines = json_lines(&check(&[
+        "--policy",
+        policy.to_str().unwrap(),
+        "--pcap",
+        path.to_str().unwrap(),
+        "--output",
+        "json",
+    ]));
     assert_eq!(lines[0]["reason"], "deny_malformed");
     let notes = lines[0]["notes"].to_string();
     assert!(notes.contains("kept 40 of 54 bytes"), "{notes}");
@@ -376,8 +494,17 @@ fn a_frame_cut_by_the_capture_snaplen_is_judged_as_cut_and_said_so() {
 fn refused(args: &[&str]) -> String {
     let out = check(args);
     let stderr = text(&out.stderr).into_owned();
-    assert_eq!(out.status.code(), Some(2), "stdout:\n{}\nstderr:\n{stderr}", text(&out.stdout));
-    assert!(out.stdout.is_empty(), "nothing on stdout: {}", text(&out.stdout));
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "stdout:\n{}\nstderr:\n{stderr}",
+        text(&out.stdout)
+    );
+    assert!(
+        out.stdout.is_empty(),
+        "nothing on stdout: {}",
+        text(&out.stdout)
+    );
     stderr
 }
 
@@ -397,8 +524,16 @@ fn a_truncated_capture_is_refused_naming_the_file_and_the_fix() {
         // Cut in the middle of the last record, and in the file header.
         for len in [bytes.len() - 7, 10] {
             std::fs::write(&path, &bytes[..len]).unwrap();
-            let stderr = refused(&["--policy", policy.to_str().unwrap(), "--pcap", path.to_str().unwrap()]);
-            assert!(stderr.contains(path.to_str().unwrap()), "names the file: {stderr}");
+            let stderr = refused(&[
+                "--policy",
+                policy.to_str().unwrap(),
+                "--pcap",
+                path.to_str().unwrap(),
+            ]);
+            assert!(
+                stderr.contains(path.to_str().unwrap()),
+                "names the file: {stderr}"
+            );
             assert!(stderr.contains("truncated"), "says truncated: {stderr}");
             assert!(stderr.contains("capture again"), "gives the fix: {stderr}");
         }
@@ -409,14 +544,27 @@ fn a_truncated_capture_is_refused_naming_the_file_and_the_fix() {
 fn a_file_that_is_not_a_capture_is_refused() {
     let dir = TempDir::new("notpcap");
     let policy = dir.file("policy.toml", K1_POLICY);
-    for (name, contents) in [("policy-by-mistake.pcap", K1_POLICY.as_bytes()), ("empty.pcap", b"".as_slice())] {
+    for (name, contents) in [
+        ("policy-by-mistake.pcap", K1_POLICY.as_bytes()),
+        ("empty.pcap", b"".as_slice()),
+    ] {
         let path = dir.file(name, contents);
-        let stderr = refused(&["--policy", policy.to_str().unwrap(), "--pcap", path.to_str().unwrap()]);
+        let stderr = refused(&[
+            "--policy",
+            policy.to_str().unwrap(),
+            "--pcap",
+            path.to_str().unwrap(),
+        ]);
         assert!(stderr.contains(path.to_str().unwrap()), "{stderr}");
         assert!(stderr.contains("tcpdump -i IFACE -w FILE"), "{stderr}");
     }
     let missing = dir.0.join("missing.pcap");
-    let stderr = refused(&["--policy", policy.to_str().unwrap(), "--pcap", missing.to_str().unwrap()]);
+    let stderr = refused(&[
+        "--policy",
+        policy.to_str().unwrap(),
+        "--pcap",
+        missing.to_str().unwrap(),
+    ]);
     assert!(stderr.contains("missing.pcap"), "{stderr}");
 }
 
@@ -426,9 +574,20 @@ fn a_capture_of_another_link_type_is_refused() {
     let policy = dir.file("policy.toml", K1_POLICY);
     let path = dir.0.join("any.pcap");
     write_pcap(&path, &[vec![0u8; 60]], DataLink::LINUX_SLL);
-    let stderr = refused(&["--policy", policy.to_str().unwrap(), "--pcap", path.to_str().unwrap()]);
-    assert!(stderr.contains("LINUX_SLL") && stderr.contains("not Ethernet"), "{stderr}");
-    assert!(stderr.contains("capture on one Ethernet interface"), "{stderr}");
+    let stderr = refused(&[
+        "--policy",
+        policy.to_str().unwrap(),
+        "--pcap",
+        path.to_str().unwrap(),
+    ]);
+    assert!(
+        stderr.contains("LINUX_SLL") && stderr.contains("not Ethernet"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("capture on one Ethernet interface"),
+        "{stderr}"
+    );
 }
 
 #[test]
@@ -437,149 +596,71 @@ fn invalid_flags_and_policies_exit_2() {
     let policy = dir.file("policy.toml", K1_POLICY);
     let p = policy.to_str().unwrap();
     // IP versions mixed.
-    let stderr = refused(&["--policy", p, "--src", "2001:db8::7", "--dst", "192.0.2.1", "--proto", "tcp", "--dport", "443"]);
+    let stderr = refused(&[
+        "--policy",
+        p,
+        "--src",
+        "2001:db8::7",
+        "--dst",
+        "192.0.2.1",
+        "--proto",
+        "tcp",
+        "--dport",
+        "443",
+    ]);
     assert!(stderr.contains("different IP versions"), "{stderr}");
     // TCP without a port.
-    let stderr = refused(&["--policy", p, "--src", "192.0.2.7", "--dst", "192.0.2.1", "--proto", "tcp"]);
+    let stderr = refused(&[
+        "--policy",
+        p,
+        "--src",
+        "192.0.2.7",
+        "--dst",
+        "192.0.2.1",
+        "--proto",
+        "tcp",
+    ]);
     assert!(stderr.contains("--dport"), "{stderr}");
     // Neither flags nor a capture (clap's usage error, exit 2).
     let out = check(&["--policy", p]);
     assert_eq!(out.status.code(), Some(2));
     // An invalid policy names the file.
     let bad = dir.file("bad.toml", "default_action = \"Maybe\"\n");
-    let stderr = refused(&["--policy", bad.to_str().unwrap(), "--src", "192.0.2.7", "--dst", "192.0.2.1", "--proto", "tcp", "--dport", "443"]);
+    let stderr = refused(&[
+        "--policy",
+        bad.to_str().unwrap(),
+        "--src",
+        "192.0.2.7",
+        "--dst",
+        "192.0.2.1",
+        "--proto",
+        "tcp",
+        "--dport",
+        "443",
+    ]);
     assert!(stderr.contains("bad.toml"), "{stderr}");
     // An interface that does not exist.
-    let stderr = refused(&["--policy", p, "--src", "192.0.2.7", "--dst", "192.0.2.1", "--proto", "tcp", "--dport", "443", "--iface", "vfwnosuch0"]);
-    assert!(stderr.contains("vfwnosuch0") && stderr.contains("no such interface"), "{stderr}");
+    let stderr = refused(&[
+        "--policy",
+        p,
+        "--src",
+        "192.0.2.7",
+        "--dst",
+        "192.0.2.1",
+        "--proto",
+        "tcp",
+        "--dport",
+        "443",
+        "--iface",
+        "vfwnosuch0",
+    ]);
+    assert!(
+        stderr.contains("vfwnosuch0") && stderr.contains("no such interface"),
+        "{stderr}"
+    );
 }
 
 // ------------------------------------------------------ tcpdump on a veth
-
-/// Two namespaces joined by a veth pair, removed on drop (deleting a
-/// namespace deletes its end of the pair, and so the pair).
-struct Veth {
-    client: String,
-    host: String,
-    host_if: String,
-}
-
-impl Veth {
-    fn new() -> Veth {
-        let id = std::process::id() % 100_000;
-        let veth = Veth {
-            client: format!("vfwchk-c-{id}"),
-            host: format!("vfwchk-h-{id}"),
-            host_if: format!("vfwh{id}"),
-        };
-        let client_if = format!("vfwc{id}");
-        ip(&["netns", "add", &veth.client]);
-        ip(&["netns", "add", &veth.host]);
-        ip(&["link", "add", &client_if, "netns", &veth.client, "type", "veth", "peer", "name", &veth.host_if, "netns", &veth.host]);
-        for (ns, dev, addrs) in [
-            (&veth.client, &client_if, &["203.0.113.10/24", "203.0.113.20/24"][..]),
-            (&veth.host, &veth.host_if, &["203.0.113.1/24"][..]),
-        ] {
-            for addr in addrs {
-                ip(&["-n", ns, "addr", "add", addr, "dev", dev]);
-            }
-            ip(&["-n", ns, "link", "set", dev, "up"]);
-            ip(&["-n", ns, "link", "set", "lo", "up"]);
-        }
-        veth
-    }
-}
-
-impl Drop for Veth {
-    fn drop(&mut self) {
-        for ns in [&self.client, &self.host] {
-            let _ = Command::new("ip").args(["netns", "del", ns]).status();
-        }
-    }
-}
-
-fn ip(args: &[&str]) {
-    let out = Command::new("ip").args(args).output().expect("run ip");
-    assert!(out.status.success(), "ip {}: {}", args.join(" "), text(&out.stderr));
-}
-
-/// tcpdump, stopped (and its file flushed) on drop.
-struct Tcpdump(Child);
-
-impl Tcpdump {
-    /// Starts tcpdump in `ns` on `iface` (incoming frames only, each
-    /// written as it arrives: without immediate mode, frames still in the
-    /// capture ring when tcpdump stops are lost) and waits until it listens.
-    fn start(ns: &str, iface: &str, file: &Path) -> Tcpdump {
-        let mut child = Command::new("ip")
-            .args(["netns", "exec", ns, "tcpdump", "-i", iface, "-Q", "in", "--immediate-mode", "-U", "-n", "-w"])
-            .arg(file)
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("start tcpdump");
-        // tcpdump says "listening on IFACE" on stderr once the capture runs.
-        let stderr = child.stderr.take().expect("piped");
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            use std::io::BufRead;
-            for line in std::io::BufReader::new(stderr).lines().map_while(Result::ok) {
-                let _ = tx.send(line);
-            }
-        });
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match rx.recv_timeout(left) {
-                Ok(line) if line.contains("listening on") => break,
-                Ok(_) => continue,
-                Err(_) => {
-                    let _ = child.kill();
-                    panic!("tcpdump did not start listening within 10s");
-                }
-            }
-        }
-        Tcpdump(child)
-    }
-
-    fn stop(mut self) {
-        self.interrupt();
-    }
-
-    fn interrupt(&mut self) {
-        let pid = nix::unistd::Pid::from_raw(self.0.id() as i32);
-        // `ip netns exec` execs tcpdump, so the pid is tcpdump's own.
-        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGINT);
-        let _ = self.0.wait();
-    }
-}
-
-impl Drop for Tcpdump {
-    fn drop(&mut self) {
-        if let Ok(None) = self.0.try_wait() {
-            self.interrupt();
-        }
-    }
-}
-
-/// Sends a TCP SYN from `src` to `dst:port` inside network namespace `ns`
-/// (a refused or unanswered connect is fine: only the SYN matters).
-fn connect_from(ns: &str, src: [u8; 4], dst: [u8; 4], port: u16) {
-    use nix::sys::socket::{AddressFamily, SockFlag, SockType, SockaddrIn, bind, connect, socket};
-    let ns = ns.to_owned();
-    std::thread::spawn(move || {
-        let netns = std::fs::File::open(format!("/run/netns/{ns}")).expect("open the namespace");
-        // Only this thread enters the namespace.
-        nix::sched::setns(netns, nix::sched::CloneFlags::CLONE_NEWNET).expect("setns");
-        let fd = socket(AddressFamily::Inet, SockType::Stream, SockFlag::SOCK_NONBLOCK, None).expect("socket");
-        use std::os::fd::AsRawFd;
-        bind(fd.as_raw_fd(), &SockaddrIn::new(src[0], src[1], src[2], src[3], 0)).expect("bind the source");
-        let _ = connect(fd.as_raw_fd(), &SockaddrIn::new(dst[0], dst[1], dst[2], dst[3], port));
-        // Let the SYN (and the ARP exchange before it) leave.
-        std::thread::sleep(Duration::from_millis(300));
-    })
-    .join()
-    .expect("the connect thread");
-}
 
 #[test]
 fn a_capture_written_by_tcpdump_on_a_veth_is_judged() {
@@ -605,7 +686,14 @@ fn a_capture_written_by_tcpdump_on_a_veth_is_judged() {
     dump.stop();
     drop(veth);
 
-    let out = check(&["--policy", policy.to_str().unwrap(), "--pcap", capture.to_str().unwrap(), "--output", "json"]);
+    let out = check(&[
+        "--policy",
+        policy.to_str().unwrap(),
+        "--pcap",
+        capture.to_str().unwrap(),
+        "--output",
+        "json",
+    ]);
     let lines = json_lines(&out);
     // Expected per frame, read from the capture independently of vaultfw.
     let data = std::fs::read(&capture).expect("read the capture");
@@ -624,8 +712,16 @@ fn a_capture_written_by_tcpdump_on_a_veth_is_judged() {
             assert_eq!(got, want, "frame {i}: {}", lines[i]);
         }
     }
-    for reason in ["allow_ip_rule", "deny_no_match", "pass_control_plane", "pass_non_ip"] {
-        assert!(got.iter().any(|r| r == reason), "no {reason} frame in {got:?}");
+    for reason in [
+        "allow_ip_rule",
+        "deny_no_match",
+        "pass_control_plane",
+        "pass_non_ip",
+    ] {
+        assert!(
+            got.iter().any(|r| r == reason),
+            "no {reason} frame in {got:?}"
+        );
     }
 }
 
@@ -644,13 +740,15 @@ fn expected_reason(frame: &[u8]) -> Option<String> {
     let ihl = usize::from(frame[14] & 0x0f) * 4;
     let dport = u16::from_be_bytes([frame[14 + ihl + 2], frame[14 + ihl + 3]]);
     let src = &frame[26..30];
-    Some(match (dport, src) {
-        (22, _) => "pass_control_plane",
-        (443, [203, 0, 113, 10]) => "allow_ip_rule",
-        (443, _) => "deny_no_match",
-        _ => return None,
-    }
-    .into())
+    Some(
+        match (dport, src) {
+            (22, _) => "pass_control_plane",
+            (443, [203, 0, 113, 10]) => "allow_ip_rule",
+            (443, _) => "deny_no_match",
+            _ => return None,
+        }
+        .into(),
+    )
 }
 
 #[test]
@@ -665,10 +763,21 @@ fn frames_no_nic_hands_to_xdp_are_noted_and_not_run() {
     let frames = vec![vec![0u8; 10], big, syn([203, 0, 113, 10], 443)];
     let path = dir.0.join("sizes.pcap");
     write_pcap(&path, &frames, DataLink::ETHERNET);
-    let lines = json_lines(&check(&["--policy", policy.to_str().unwrap(), "--pcap", path.to_str().unwrap(), "--output", "json"]));
+    let lines = json_lines(&check(&[
+        "--policy",
+        policy.to_str().unwrap(),
+        "--pcap",
+        path.to_str().unwrap(),
+        "--output",
+        "json",
+    ]));
     assert_eq!(lines.len(), 3);
     assert_eq!(lines[0]["verdict"], Value::Null);
-    assert!(lines[0]["notes"].to_string().contains("shorter than an Ethernet header"));
+    assert!(
+        lines[0]["notes"]
+            .to_string()
+            .contains("shorter than an Ethernet header")
+    );
     assert_eq!(lines[1]["verdict"], Value::Null);
     assert!(lines[1]["notes"].to_string().contains("GRO/TSO"));
     assert_eq!(lines[2]["reason"], "allow_ip_rule");

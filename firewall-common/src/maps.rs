@@ -110,6 +110,13 @@ pub const FLAG_IPV6_ALLOW: u32 = 1 << 3;
 /// data-plane frames as `default_action = "Deny"` with no rules: closed.
 pub const FLAG_VALID: u32 = 1 << 31;
 
+/// [`PolicyConfig::flags`]: the set has virtual-network entries (without
+/// it the program skips the subnet lookups).
+pub const FLAG_HAS_VNET: u32 = 1 << 5;
+/// [`PolicyConfig::flags`]: some virtual-network entry is bound to a VLAN
+/// (without it a tagged frame does not look up VLAN endpoints).
+pub const FLAG_HAS_VLAN_VNET: u32 = 1 << 6;
+
 /// [`PolicyConfig::flags`]: also log allowed data-plane connection
 /// attempts (`--log-allowed`), under the same rate limit.
 pub const FLAG_LOG_ALLOWED: u32 = 1 << 4;
@@ -136,7 +143,8 @@ pub struct RuleHits {
     pub packets: u64,
     /// Their bytes (whole frames, as XDP sees them).
     pub bytes: u64,
-    /// `bpf_ktime_get_ns` (CLOCK_MONOTONIC) of the latest hit; 0 = never.
+    /// `bpf_ktime_get_coarse_ns` (CLOCK_MONOTONIC_COARSE, a few ms
+    /// resolution) of the latest hit; 0 = never.
     pub last_hit_ns: u64,
 }
 
@@ -191,7 +199,7 @@ impl HitSlots {
 pub struct TokenBucket {
     /// Budget left, in ns (at most 1e9).
     pub credit_ns: u64,
-    /// `bpf_ktime_get_ns` of the last refill.
+    /// `bpf_ktime_get_coarse_ns` of the last refill.
     pub last_ns: u64,
 }
 
@@ -220,7 +228,8 @@ pub struct FlowKey {
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct AccessEvent {
-    /// `bpf_ktime_get_ns` (CLOCK_MONOTONIC) when the frame was judged.
+    /// `bpf_ktime_get_coarse_ns` (CLOCK_MONOTONIC_COARSE, a few ms
+    /// resolution) when the frame was judged.
     pub ts_ns: u64,
     /// Ingress ifindex.
     pub ifindex: u32,

@@ -65,6 +65,9 @@ pub struct Transport {
     pub l3: usize,
     /// Frame offset of the TCP/UDP header.
     pub l4: usize,
+    /// Frame offset just past the IP packet (its length as the IP header
+    /// says, link-layer header included): the bytes a rule hit counts.
+    pub end: usize,
 }
 
 /// TCP flags byte offset in the TCP header, and the SYN/ACK bits.
@@ -277,5 +280,6 @@ fn transport(
         ipv4_src,
         l3,
         l4,
+        end,
     })
 }

@@ -4,7 +4,8 @@
 
 use aya_ebpf::{btf_maps::lpm_trie::Key, programs::XdpContext};
 use firewall_common::{
-    FLAG_AUDIT, FLAG_BYPASS_TRUSTED, FLAG_DEFAULT_ALLOW, FLAG_IPV6_ALLOW, FLAG_LOG_ALLOWED,
+    FLAG_AUDIT, FLAG_BYPASS_TRUSTED, FLAG_DEFAULT_ALLOW, FLAG_HAS_VLAN_VNET, FLAG_HAS_VNET,
+    FLAG_IPV6_ALLOW, FLAG_LOG_ALLOWED,
     FLAG_VALID, IFINDEX_ANY, PORT_PROTO_TCP, PORT_PROTO_UDP, VLAN_ANY, VLAN_UNTAGGED,
     VNET_ENDPOINT_BITS, Verdict, VnetKey, port_slot,
 };
@@ -24,6 +25,9 @@ pub struct Judged {
     pub verdict: Verdict,
     /// The hit slot of the rule that allowed the frame, or [`NO_SLOT`].
     pub rule_slot: u32,
+    /// The packet's length in bytes (link layer included) as its IP header
+    /// says, for the rule's byte counter; 0 when no rule matched.
+    pub bytes: u64,
     /// Set for a data-plane decision the access log may record.
     pub loggable: Option<Loggable>,
 }
@@ -43,6 +47,7 @@ impl Judged {
         Judged {
             verdict,
             rule_slot: NO_SLOT,
+            bytes: 0,
             loggable: None,
         }
     }
@@ -74,6 +79,7 @@ pub fn judge(ctx: &XdpContext) -> Judged {
     let logs = verdict.drops()
         || verdict == Verdict::AuditWouldDeny
         || flags & FLAG_LOG_ALLOWED != 0;
+    let bytes = transport.end as u64;
     let loggable = (logs && config.event_cost_ns != 0).then_some(Loggable {
         transport,
         vlan,
@@ -82,6 +88,7 @@ pub fn judge(ctx: &XdpContext) -> Judged {
     Judged {
         verdict,
         rule_slot,
+        bytes,
         loggable,
     }
 }
@@ -115,8 +122,15 @@ fn decide(
     if let Some(slot) = ip_rule_match(set, src) {
         return (Verdict::AllowIpRule, slot);
     }
-    if let Some(slot) = vnet_rule_match(set, ctx.ingress_ifindex() as u32, u32::from(vlan), src) {
-        return (Verdict::AllowVnetRule, slot);
+    if flags & FLAG_HAS_VNET != 0 {
+        let vlan = if flags & FLAG_HAS_VLAN_VNET != 0 {
+            u32::from(vlan)
+        } else {
+            VLAN_UNTAGGED // no rule names a VLAN: skip the VLAN lookups
+        };
+        if let Some(slot) = vnet_rule_match(set, ctx.ingress_ifindex() as u32, vlan, src) {
+            return (Verdict::AllowVnetRule, slot);
+        }
     }
     (deny(flags, Verdict::DenyNoMatch), NO_SLOT)
 }

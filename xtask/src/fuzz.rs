@@ -81,7 +81,14 @@ pub fn differential(frames: u64, seed: Option<u64>) -> Result<()> {
     let start = Instant::now();
     let mut child = Command::new(cargo())
         .current_dir(workspace_root())
-        .args(["test", "--package", AGENT_PACKAGE, "--test", DIFFERENTIAL_TEST, "--"])
+        .args([
+            "test",
+            "--package",
+            AGENT_PACKAGE,
+            "--test",
+            DIFFERENTIAL_TEST,
+            "--",
+        ])
         .args(["--exact", DIFFERENTIAL_CASE, "--nocapture"])
         .env("VAULTFW_DIFF_FRAMES", frames.to_string())
         .env("VAULTFW_DIFF_SEED", format!("{seed:#x}"))
@@ -129,8 +136,7 @@ pub fn policy_parser(seconds: u64) -> Result<()> {
     // New inputs go to a corpus under fuzz/target (ignored by git); the
     // seeds in fuzz/seeds are read, never written.
     let corpus = fuzz_dir.join("target").join("corpus").join(FUZZ_TARGET);
-    std::fs::create_dir_all(&corpus)
-        .with_context(|| format!("creating {}", corpus.display()))?;
+    std::fs::create_dir_all(&corpus).with_context(|| format!("creating {}", corpus.display()))?;
     let seeds = fuzz_dir.join("seeds").join(FUZZ_TARGET);
     println!("xtask: fuzzing the policy parser for {seconds}s (cargo fuzz run {FUZZ_TARGET})");
     let start = Instant::now();
@@ -144,7 +150,10 @@ pub fn policy_parser(seconds: u64) -> Result<()> {
         .arg("--")
         .arg(format!("-max_total_time={seconds}"))
         .arg("-timeout=10")
-        .arg(format!("-artifact_prefix={}/", artifacts(&fuzz_dir).display())));
+        .arg(format!(
+            "-artifact_prefix={}/",
+            artifacts(&fuzz_dir).display()
+        )));
     println!(
         "xtask: policy-parser fuzzing ended after {:.0}s; corpus: {}",
         start.elapsed().as_secs_f64(),

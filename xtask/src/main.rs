@@ -6,6 +6,7 @@
 //!
 //! Exit codes: 0 success, 1 a step failed (the message says which).
 
+mod bench;
 mod bootstrap;
 mod fuzz;
 mod tasks;
@@ -64,6 +65,19 @@ enum Command {
     ///
     /// Example: cargo xtask fuzz --policy-parser --seconds 600
     Fuzz(fuzz::FuzzArgs),
+    /// As root: vaultfw's cost per frame, receive cost on a veth pair,
+    /// policy apply latency and agent memory, beside nftables, iptables
+    /// with ipset and a one-lookup XDP program, in one run. Prints a
+    /// Markdown table and writes target/bench/results.json. Installs clang,
+    /// libbpf-dev, nftables, ipset, iptables and netsniff-ng with apt-get
+    /// if missing. About 5 minutes.
+    ///
+    /// Example: cargo xtask bench
+    Bench {
+        /// Fewer runs and 1-second windows: a quick look, not for the README.
+        #[arg(long)]
+        quick: bool,
+    },
 }
 
 fn main() -> ExitCode {
@@ -81,6 +95,7 @@ fn main() -> ExitCode {
         Command::Demo => tasks::demo(),
         Command::VmTest(args) => vm::vm_test(args),
         Command::Fuzz(args) => fuzz::fuzz(args),
+        Command::Bench { quick } => bench::bench(&bench::BenchOptions { quick }),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

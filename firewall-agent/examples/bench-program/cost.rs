@@ -19,7 +19,7 @@ use anyhow::{Context, Result, bail};
 use aya::programs::ProgramFd;
 use ipnet::Ipv4Net;
 use serde::Serialize;
-use vaultfw::compile::compile;
+use vaultfw::compile::compile_next;
 use vaultfw::dataplane::{Capacity, Dataplane};
 use vaultfw::links::InterfaceIndex;
 use vaultfw::policy::parse_toml;
@@ -167,7 +167,14 @@ pub fn run(
             .map_err(|e| anyhow::anyhow!("bench policy refused:\n{e}"))?;
         let mut dataplane = Dataplane::load(Capacity::for_ip_rule_limit(count as u32))?;
         let generation = (rng.next_u64() >> 16) | 1;
-        dataplane.apply(&compile(&validated.policy, &InterfaceIndex::new()), generation)?;
+        let compiled = compile_next(
+            &validated.policy,
+            &InterfaceIndex::new(),
+            dataplane.hit_slots(),
+            &dataplane.active_tables(),
+        )
+        .with_access_log(crate::EVENT_RATE, false);
+        dataplane.apply(&compiled, generation)?;
         let (vaultfw_fd, vaultfw_info) = testrun::find_vaultfw(generation)?;
         let one = peers::one_lookup(objects, &prefixes)?;
         let links = [

@@ -28,6 +28,10 @@ use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
 
+/// The access log's rate `vaultfw run` uses by default (`--event-rate`):
+/// the bench judges frames with the logging path as it runs in production.
+pub const EVENT_RATE: u32 = 100;
+
 struct Args {
     objects: PathBuf,
     prefix_dir: PathBuf,

@@ -51,6 +51,17 @@ impl Scratch {
     pub fn new(tag: &str, pairs: usize) -> Result<Scratch> {
         let name = format!("vfwbench-{}-{tag}", std::process::id());
         ip(&["netns", "add", &name])?;
+        // Quiet interfaces: no IPv6 (no router solicitations or MLD), so
+        // the attached programs see no frame but the test runs.
+        for key in ["all", "default"] {
+            let out = Command::new("ip")
+                .args(["netns", "exec", &name, "sysctl", "-qw"])
+                .arg(format!("net.ipv6.conf.{key}.disable_ipv6=1"))
+                .output();
+            if !out.is_ok_and(|o| o.status.success()) {
+                eprintln!("warning: could not disable IPv6 in {name}");
+            }
+        }
         let mut scratch = Scratch {
             name,
             free: Vec::new(),

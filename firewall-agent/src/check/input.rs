@@ -6,8 +6,8 @@ use std::net::IpAddr;
 use std::path::Path;
 
 use etherparse::{IpHeaders, Ipv4Header, Ipv6Header, PacketBuilder};
-use pcap_file::pcapng::{Block, PcapNgParser};
 use pcap_file::pcap::PcapParser;
+use pcap_file::pcapng::{Block, PcapNgParser};
 use pcap_file::{DataLink, PcapError};
 
 use super::CheckError;
@@ -77,7 +77,9 @@ pub fn synthesize(flow: &FlowFlags) -> Result<Frame, CheckError> {
     let sport = flow.sport.unwrap_or(DEFAULT_SPORT);
     let need_dport = |name: &str| {
         flow.dport.ok_or_else(|| {
-            invalid(format!("--proto {name} needs --dport N (the destination port to check)"))
+            invalid(format!(
+                "--proto {name} needs --dport N (the destination port to check)"
+            ))
         })
     };
     let mut data = Vec::new();
@@ -124,7 +126,9 @@ enum Format {
 fn format_of(head: &[u8]) -> Option<Format> {
     match head {
         // Microsecond and nanosecond pcap, either byte order.
-        [0xd4, 0xc3, 0xb2, 0xa1] | [0xa1, 0xb2, 0xc3, 0xd4] | [0x4d, 0x3c, 0xb2, 0xa1]
+        [0xd4, 0xc3, 0xb2, 0xa1]
+        | [0xa1, 0xb2, 0xc3, 0xd4]
+        | [0x4d, 0x3c, 0xb2, 0xa1]
         | [0xa1, 0xb2, 0x3c, 0x4d] => Some(Format::Pcap),
         // A pcapng section header block.
         [0x0a, 0x0d, 0x0d, 0x0a] => Some(Format::PcapNg),
@@ -236,7 +240,9 @@ fn read_pcapng(path: &Path, data: &[u8]) -> Result<Vec<Frame>, CheckError> {
         let Some(description) = parser.interfaces().get(interface as usize) else {
             return Err(CheckError::Capture {
                 path: path.to_path_buf(),
-                reason: format!("record {record} names interface {interface}, which the file never describes"),
+                reason: format!(
+                    "record {record} names interface {interface}, which the file never describes"
+                ),
                 fix: FIX_FORMAT.to_owned(),
             });
         };

@@ -148,8 +148,7 @@ pub fn main(args: &CheckArgs) -> ExitCode {
                 eprintln!("vaultfw: cannot write the report: {error}");
                 return ExitCode::FAILURE;
             }
-            let disagreements: Vec<&FrameResult> =
-                results.iter().filter(|r| !r.agrees()).collect();
+            let disagreements: Vec<&FrameResult> = results.iter().filter(|r| !r.agrees()).collect();
             for result in &disagreements {
                 eprintln!("{}", report::disagreement_message(result));
             }
@@ -321,13 +320,17 @@ fn judge_frame(
                 .join(", ");
             return Err(CheckError::Counters {
                 index,
-                moved: if moved.is_empty() { "not at all".to_owned() } else { moved },
+                moved: if moved.is_empty() {
+                    "not at all".to_owned()
+                } else {
+                    moved
+                },
             });
         }
     };
     let rule = model
         .matched
-        .filter(|m| report::verdict_of(m.kind) == verdict)
+        .filter(|m| m.kind.verdict() == verdict)
         .map(|m| describe_rule(context.policy, context.interfaces, &m));
     Ok(FrameResult {
         index,

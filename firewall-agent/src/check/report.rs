@@ -62,21 +62,16 @@ impl FrameResult {
     }
 }
 
-/// The verdict a match of `kind` leads to.
-pub fn verdict_of(kind: RuleKind) -> Verdict {
-    match kind {
-        RuleKind::TrustedService => Verdict::AllowTrustedService,
-        RuleKind::IpRule => Verdict::AllowIpRule,
-        RuleKind::VnetRule => Verdict::AllowVnetRule,
-    }
-}
-
 /// The matched rule in the policy's words: `ip rule 203.0.113.0/24`,
 /// `virtual network rule vnet-prod/subnets/app: 10.1.2.0/24 via interface
 /// eth1`, `trusted service Sql (tag Sql): 192.0.2.128/29`. The rule is
 /// found by the table entry that matched (its prefix, and for a subnet its
 /// endpoint), not by the entry's value, which is a hit-counter slot.
-pub fn describe_rule(policy: &Policy, interfaces: &InterfaceIndex, matched: &MatchedRule) -> String {
+pub fn describe_rule(
+    policy: &Policy,
+    interfaces: &InterfaceIndex,
+    matched: &MatchedRule,
+) -> String {
     let prefix = shown_prefix(&matched.prefix);
     match matched.kind {
         RuleKind::IpRule => {
@@ -106,7 +101,11 @@ pub fn describe_rule(policy: &Policy, interfaces: &InterfaceIndex, matched: &Mat
             }
         }
         RuleKind::TrustedService => {
-            let trusted = policy.trusted_services.prefixes.iter().find(|p| p.network == matched.prefix);
+            let trusted = policy
+                .trusted_services
+                .prefixes
+                .iter()
+                .find(|p| p.network == matched.prefix);
             match trusted {
                 Some(p) => format!("trusted service {} (tag {}): {prefix}", p.service, p.tag),
                 None => format!("trusted service prefix {prefix}"),
@@ -127,10 +126,10 @@ fn shown_prefix(net: &ipnet::Ipv4Net) -> String {
 /// interface when the policy does.
 fn endpoint_name(interfaces: &InterfaceIndex, ifindex: u32, vlan: u32) -> String {
     let interface = (ifindex != IFINDEX_ANY).then(|| {
-        interfaces
-            .iter()
-            .find(|(_, i)| **i == ifindex)
-            .map_or_else(|| format!("ifindex {ifindex}"), |(name, _)| format!("interface {name}"))
+        interfaces.iter().find(|(_, i)| **i == ifindex).map_or_else(
+            || format!("ifindex {ifindex}"),
+            |(name, _)| format!("interface {name}"),
+        )
     });
     let vlan = (vlan != VLAN_ANY).then(|| format!("VLAN {vlan}"));
     match (interface, vlan) {
@@ -238,7 +237,9 @@ impl FrameResult {
     /// How the kernel and the model differ, in words.
     fn difference(&self) -> String {
         let model_slot = self.model.matched.map(|m| m.id);
-        if self.reason() == self.model.verdict.name() && self.action_name() == self.model.action.name() {
+        if self.reason() == self.model.verdict.name()
+            && self.action_name() == self.model.action.name()
+        {
             format!(
                 "both say {}, but the kernel counted rule hit slot(s) {:?} and the reference \
                  model matched slot {model_slot:?}",

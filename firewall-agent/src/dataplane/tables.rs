@@ -8,7 +8,7 @@ use aya::{
     maps::{Array, LpmTrie, MapData, MapError, PerCpuArray, lpm_trie::Key},
 };
 use firewall_common::{
-    ACTIVE_SET, DATA_PLANE_PORTS, FLAG_VALID, HitSlots, IP_RULES_0, IP_RULES_1, Ipv4Key,
+    ACTIVE_SET, DATA_PLANE_PORTS, FLAG_HAS_VLAN_VNET, FLAG_HAS_VNET, FLAG_VALID, HitSlots, IP_RULES_0, IP_RULES_1, Ipv4Key,
     POLICY_CONFIG, PORT_WORDS_PER_ROW, PolicyConfig, RULE_HITS, RuleHits, RuleValue, TABLE_SETS,
     TELEMETRY, TELEMETRY_EVENTS_RATE_LIMITED, TELEMETRY_EVENTS_RING_FULL, TELEMETRY_EVENTS_SENT,
     TRUSTED_0, TRUSTED_1, VERDICT_COUNTERS, VNET_ENDPOINT_BITS, VNET_RULES_0, VNET_RULES_1,
@@ -239,7 +239,7 @@ impl Tables {
             port_words.push(tables.ports.get(&(base + i), 0).map_err(map_err(DATA_PLANE_PORTS))?);
         }
         let contents = CompiledTables {
-            flags: config.flags,
+            flags: config.flags & !(FLAG_HAS_VNET | FLAG_HAS_VLAN_VNET),
             event_cost_ns: config.event_cost_ns,
             port_words,
             ip_rules: tables.ip_rules.read(active)?,
@@ -335,7 +335,7 @@ impl Tables {
         }
 
         let config = PolicyConfig {
-            flags: new.flags,
+            flags: new.flags | lookup_hints(new),
             event_cost_ns: new.event_cost_ns,
             generation,
         };
@@ -457,6 +457,20 @@ impl Tables {
             .map(|(k, v)| (Ipv4Net::from(k), v))
             .collect())
     }
+}
+
+/// Flags that only let the program skip lookups that cannot match: no
+/// subnet entry at all, or none bound to a VLAN. Derived from the contents
+/// written, so they can never disagree with them.
+fn lookup_hints(tables: &CompiledTables) -> u32 {
+    let mut hints = 0;
+    if !tables.vnet_rules.is_empty() {
+        hints |= FLAG_HAS_VNET;
+    }
+    if tables.vnet_rules.keys().any(|k| k.vlan != firewall_common::VLAN_ANY) {
+        hints |= FLAG_HAS_VLAN_VNET;
+    }
+    hints
 }
 
 /// The wall-clock time of CLOCK_MONOTONIC's zero (what `bpf_ktime_get_ns`

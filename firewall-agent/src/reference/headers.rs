@@ -127,23 +127,30 @@ pub fn walk(frame: &[u8], steps: &mut Vec<String>) -> Walked {
         outer_vlan,
     };
     let Some(mut ethertype) = bytes.u16(12) else {
-        return done(Classified::Malformed(Malformed::ShortEthernet {
-            len: frame.len(),
-        }), outer_vlan);
+        return done(
+            Classified::Malformed(Malformed::ShortEthernet { len: frame.len() }),
+            outer_vlan,
+        );
     };
     let mut cursor = 14;
     let mut tags = 0usize;
     while ethertype == TPID_8021Q || ethertype == TPID_8021AD {
-        let kind = if ethertype == TPID_8021Q { "802.1Q" } else { "802.1ad" };
+        let kind = if ethertype == TPID_8021Q {
+            "802.1Q"
+        } else {
+            "802.1ad"
+        };
         if tags == MAX_VLAN_TAGS {
-            return done(Classified::Malformed(Malformed::TooManyVlanTags {
-                tpid: ethertype,
-            }), outer_vlan);
+            return done(
+                Classified::Malformed(Malformed::TooManyVlanTags { tpid: ethertype }),
+                outer_vlan,
+            );
         }
         let (Some(tci), Some(inner)) = (bytes.u16(cursor), bytes.u16(cursor + 2)) else {
-            return done(Classified::Malformed(Malformed::VlanTagTruncated {
-                offset: cursor,
-            }), outer_vlan);
+            return done(
+                Classified::Malformed(Malformed::VlanTagTruncated { offset: cursor }),
+                outer_vlan,
+            );
         };
         let vid = tci & 0x0FFF;
         if tags == 0 {
@@ -165,7 +172,10 @@ pub fn walk(frame: &[u8], steps: &mut Vec<String>) -> Walked {
         ETHERTYPE_IPV4 => ipv4(&bytes, cursor, steps),
         ETHERTYPE_IPV6 => ipv6(&bytes, cursor, steps),
         other => {
-            steps.push(format!("EtherType 0x{other:04x} ({}): not IP", ethertype_name(other)));
+            steps.push(format!(
+                "EtherType 0x{other:04x} ({}): not IP",
+                ethertype_name(other)
+            ));
             Classified::NotIp
         }
     };
@@ -204,7 +214,10 @@ fn ipv4(bytes: &Bytes<'_>, l3: usize, steps: &mut Vec<String>) -> Classified {
     if ihl == 5 {
         steps.push("IPv4 IHL 5".to_owned());
     } else {
-        steps.push(format!("IPv4 IHL {ihl} (options, {} bytes)", header_len - 20));
+        steps.push(format!(
+            "IPv4 IHL {ihl} (options, {} bytes)",
+            header_len - 20
+        ));
     }
     let total_len = usize::from(u16::from_be_bytes([header[2], header[3]]));
     if total_len < header_len {
@@ -244,7 +257,13 @@ fn ipv4(bytes: &Bytes<'_>, l3: usize, steps: &mut Vec<String>) -> Classified {
     if more_fragments {
         steps.push("IPv4 first fragment (MF set): judged with its ports".to_owned());
     }
-    ports(bytes, proto, l3 + header_len, packet_end, Source::V4(source))
+    ports(
+        bytes,
+        proto,
+        l3 + header_len,
+        packet_end,
+        Source::V4(source),
+    )
 }
 
 /// IPv6 at `l3` (RFC 8200), walking up to [`MAX_IPV6_EXT_HEADERS`]
@@ -272,7 +291,9 @@ fn ipv6(bytes: &Bytes<'_>, l3: usize, steps: &mut Vec<String>) -> Classified {
     let mut src = [0u8; 16];
     src.copy_from_slice(&header[8..24]);
     let source = Ipv6Addr::from(src);
-    steps.push(format!("IPv6 payload length {payload_len} fits the frame; source {source}"));
+    steps.push(format!(
+        "IPv6 payload length {payload_len} fits the frame; source {source}"
+    ));
 
     let mut next = header[6];
     // Offset from the start of the IPv6 header.
@@ -322,7 +343,9 @@ fn ipv6(bytes: &Bytes<'_>, l3: usize, steps: &mut Vec<String>) -> Classified {
             }
             steps.push("IPv6 fragment header, first fragment: judged with its ports".to_owned());
         } else {
-            steps.push(format!("IPv6 extension header {next} ({name}), {length} bytes"));
+            steps.push(format!(
+                "IPv6 extension header {next} ({name}), {length} bytes"
+            ));
         }
         walked += 1;
         offset += length;

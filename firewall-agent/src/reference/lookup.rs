@@ -28,7 +28,10 @@ pub fn covers(key: &PrefixKey, addr: Ipv4Addr) -> bool {
 }
 
 /// The longest prefix of `entries` that covers `addr`, with its value.
-pub fn longest(entries: &BTreeMap<PrefixKey, RuleValue>, addr: Ipv4Addr) -> Option<(PrefixKey, RuleValue)> {
+pub fn longest(
+    entries: &BTreeMap<PrefixKey, RuleValue>,
+    addr: Ipv4Addr,
+) -> Option<(PrefixKey, RuleValue)> {
     entries
         .iter()
         .filter(|(key, _)| covers(key, addr))

@@ -44,7 +44,11 @@ pub enum XdpAction {
 impl XdpAction {
     /// The action a verdict leads to.
     pub fn of(verdict: Verdict) -> XdpAction {
-        if verdict.drops() { XdpAction::Drop } else { XdpAction::Pass }
+        if verdict.drops() {
+            XdpAction::Drop
+        } else {
+            XdpAction::Pass
+        }
     }
 
     /// The kernel's return code: `XDP_DROP` = 1, `XDP_PASS` = 2.
@@ -82,6 +86,17 @@ pub enum RuleKind {
     IpRule,
     /// The virtual-network trie.
     VnetRule,
+}
+
+impl RuleKind {
+    /// The verdict a match in this table leads to.
+    pub fn verdict(self) -> Verdict {
+        match self {
+            RuleKind::TrustedService => Verdict::AllowTrustedService,
+            RuleKind::IpRule => Verdict::AllowIpRule,
+            RuleKind::VnetRule => Verdict::AllowVnetRule,
+        }
+    }
 }
 
 /// The table entry that let a frame through.
@@ -204,7 +219,10 @@ impl fmt::Display for Malformed {
                 "VLAN tag (0x{tpid:04x}) deeper than the {MAX_VLAN_TAGS} tags walked"
             ),
             Malformed::VlanTagTruncated { offset } => {
-                write!(f, "VLAN tag at offset {offset} cut off by the end of the frame")
+                write!(
+                    f,
+                    "VLAN tag at offset {offset} cut off by the end of the frame"
+                )
             }
             Malformed::Ipv4HeaderTruncated { available } => {
                 write!(f, "IPv4 header cut off: {available} of 20 bytes")
@@ -286,8 +304,7 @@ pub struct Judgement {
 pub fn judge(frame: &[u8], ingress_ifindex: u32, tables: &CompiledTables) -> Judgement {
     let mut steps = Vec::new();
     let walked = headers::walk(frame, &mut steps);
-    let (verdict, matched, malformed) =
-        decide(walked, ingress_ifindex, tables, &mut steps);
+    let (verdict, matched, malformed) = decide(walked, ingress_ifindex, tables, &mut steps);
     let action = XdpAction::of(verdict);
     steps.push(format!("verdict {} ({})", verdict.name(), action.name()));
     Judgement {
@@ -341,7 +358,10 @@ fn decide(
     let audit = flags & FLAG_AUDIT != 0;
     let refuse = |denial: Verdict, steps: &mut Vec<String>| {
         if audit {
-            steps.push(format!("mode Audit: {} becomes audit_would_deny", denial.name()));
+            steps.push(format!(
+                "mode Audit: {} becomes audit_would_deny",
+                denial.name()
+            ));
             plain(Verdict::AuditWouldDeny)
         } else {
             plain(denial)
@@ -364,15 +384,20 @@ fn decide(
         steps.push("default_action Allow: rules are not consulted".to_owned());
         return plain(Verdict::AllowDefault);
     }
-    if written {
-        if let Some(matched) = first_match(source, ingress_ifindex, walked.outer_vlan, flags, tables, steps) {
-            let verdict = match matched.kind {
-                RuleKind::TrustedService => Verdict::AllowTrustedService,
-                RuleKind::IpRule => Verdict::AllowIpRule,
-                RuleKind::VnetRule => Verdict::AllowVnetRule,
-            };
-            return (verdict, Some(matched), None);
-        }
+    let matched = written
+        .then(|| {
+            first_match(
+                source,
+                ingress_ifindex,
+                walked.outer_vlan,
+                flags,
+                tables,
+                steps,
+            )
+        })
+        .flatten();
+    if let Some(matched) = matched {
+        return (matched.kind.verdict(), Some(matched), None);
     }
     steps.push(format!("default_action Deny: no rule matched {source}"));
     refuse(Verdict::DenyNoMatch, steps)
@@ -438,7 +463,9 @@ fn first_match(
         endpoints.push((IFINDEX_ANY, vlan));
     }
     for (ifindex, vlan) in endpoints {
-        if let Some((key, id)) = lookup::longest_at_endpoint(&tables.vnet_rules, ifindex, vlan, source) {
+        if let Some((key, id)) =
+            lookup::longest_at_endpoint(&tables.vnet_rules, ifindex, vlan, source)
+        {
             let prefix = Ipv4Net::from(key.prefix);
             steps.push(format!(
                 "source {source} in virtual network rule {prefix} via {}",
@@ -457,7 +484,9 @@ fn first_match(
     } else {
         format!("ifindex {ingress_ifindex}, VLAN {outer_vlan}")
     };
-    steps.push(format!("source {source} in no virtual network rule of its endpoint ({arrived})"));
+    steps.push(format!(
+        "source {source} in no virtual network rule of its endpoint ({arrived})"
+    ));
     None
 }
 

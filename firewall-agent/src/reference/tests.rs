@@ -5,7 +5,9 @@ use std::collections::BTreeMap;
 
 use firewall_common::{
     FLAG_AUDIT, FLAG_BYPASS_TRUSTED, FLAG_DEFAULT_ALLOW, FLAG_IPV6_ALLOW, FLAG_VALID, IFINDEX_ANY,
-    PORT_PROTO_TCP, PORT_PROTO_UDP, VLAN_ANY, Verdict::{self, *}, port_slot,
+    PORT_PROTO_TCP, PORT_PROTO_UDP, VLAN_ANY,
+    Verdict::{self, *},
+    port_slot,
 };
 
 use super::*;
@@ -154,12 +156,18 @@ fn k5_default_allow_and_the_trusted_bypass() {
     let j = judge(&syn([192, 0, 2, 130], 443), LO, &bypass);
     assert_eq!(j.verdict, AllowTrustedService);
     let m = j.matched.expect("a trusted prefix matched");
-    assert_eq!((m.kind, m.id, m.prefix.to_string()), (RuleKind::TrustedService, 4, "192.0.2.128/29".to_owned()));
+    assert_eq!(
+        (m.kind, m.id, m.prefix.to_string()),
+        (RuleKind::TrustedService, 4, "192.0.2.128/29".to_owned())
+    );
     assert_eq!(verdict(&syn([192, 0, 2, 140], 443), &bypass), DenyNoMatch);
 
     let mut no_bypass = bypass.clone();
     no_bypass.flags &= !FLAG_BYPASS_TRUSTED;
-    assert_eq!(verdict(&syn([192, 0, 2, 130], 443), &no_bypass), DenyNoMatch);
+    assert_eq!(
+        verdict(&syn([192, 0, 2, 130], 443), &no_bypass),
+        DenyNoMatch
+    );
 }
 
 #[test]
@@ -168,10 +176,17 @@ fn trusted_comes_before_ip_rules_and_ip_rules_before_subnets() {
     t.flags |= FLAG_BYPASS_TRUSTED;
     t.trusted = BTreeMap::from([(key([203, 0, 113, 0], 25), 0)]);
     t.vnet_rules = BTreeMap::from([(
-        VnetPrefixKey { ifindex: LO, vlan: VLAN_ANY, prefix: key([203, 0, 0, 0], 16) },
+        VnetPrefixKey {
+            ifindex: LO,
+            vlan: VLAN_ANY,
+            prefix: key([203, 0, 0, 0], 16),
+        },
         0,
     )]);
-    assert_eq!(verdict(&syn([203, 0, 113, 5], 443), &t), AllowTrustedService);
+    assert_eq!(
+        verdict(&syn([203, 0, 113, 5], 443), &t),
+        AllowTrustedService
+    );
     assert_eq!(verdict(&syn([203, 0, 113, 200], 443), &t), AllowIpRule);
     assert_eq!(verdict(&syn([203, 0, 9, 9], 443), &t), AllowVnetRule);
 }
@@ -180,7 +195,14 @@ fn trusted_comes_before_ip_rules_and_ip_rules_before_subnets() {
 fn subnet_rules_match_only_through_their_endpoint() {
     let mut t = tables(&[]);
     let entry = |ifindex, vlan, octets, id| {
-        (VnetPrefixKey { ifindex, vlan, prefix: key(octets, 16) }, id)
+        (
+            VnetPrefixKey {
+                ifindex,
+                vlan,
+                prefix: key(octets, 16),
+            },
+            id,
+        )
     };
     t.vnet_rules = BTreeMap::from([
         entry(ETH1, VLAN_ANY, [10, 1, 0, 0], 0),
@@ -218,7 +240,11 @@ fn vlan_stacks_deeper_than_two_are_malformed_even_to_control_ports() {
         let tags: Vec<(u16, u16)> = (0..depth).map(|i| (0x8100, 10 + i as u16)).collect();
         let mut f = eth(&tags, 0x0800);
         f.extend(ipv4([203, 0, 113, 5], 6, 0, 0, &tcp(22)));
-        let expected = if depth > firewall_common::MAX_VLAN_TAGS { DenyMalformed } else { PassControlPlane };
+        let expected = if depth > firewall_common::MAX_VLAN_TAGS {
+            DenyMalformed
+        } else {
+            PassControlPlane
+        };
         assert_eq!(verdict(&f, &t), expected, "{depth} tags");
     }
     // A tag cut off by the end of the frame.
@@ -336,13 +362,19 @@ fn ipv6_fragments_and_chains_past_the_payload() {
     cut = ipv6(0, &[]);
     cut.extend_from_slice(&[58, 0, 0, 0, 0, 0, 0, 0]);
     let j = judge(&cut, LO, &t);
-    assert_eq!(j.malformed, Some(Malformed::Ipv6ExtensionBeyondPayload { header: 0 }));
+    assert_eq!(
+        j.malformed,
+        Some(Malformed::Ipv6ExtensionBeyondPayload { header: 0 })
+    );
     // A chain deeper than the offset bound.
     let mut deep = Vec::new();
     deep.extend_from_slice(&[60, 255]); // (255 + 1) * 8 = 2048 bytes
     deep.resize(2048, 0);
     deep.extend(tcp(22));
-    assert_eq!(judge(&ipv6(0, &deep), LO, &t).malformed, Some(Malformed::Ipv6ChainTooDeep { offset: 2088 }));
+    assert_eq!(
+        judge(&ipv6(0, &deep), LO, &t).malformed,
+        Some(Malformed::Ipv6ChainTooDeep { offset: 2088 })
+    );
 }
 
 #[test]

@@ -25,6 +25,7 @@ const PACKAGES: &[(&str, &str)] = &[
         "copied into the guest (a harness test runs a bash script)",
     ),
     ("coreutils", "readlink, copied into the guest"),
+    ("util-linux", "setpriv, copied into the guest"),
 ];
 
 /// Refresh apt's package lists (the kernel lookups need them), then install

@@ -1,12 +1,14 @@
 //! The guest's root filesystem, as initramfs archives (cpio "newc"): a
-//! common one — busybox, iproute2's `ip`, bash, the shared libraries `ldd`
-//! names for each, `vaultfw`, the test binaries (debug info stripped), the
+//! common one — busybox, iproute2's `ip` and the other host programs the
+//! tests run, the shared libraries `ldd` names for each, the workspace's
+//! binaries at their host paths, the test binaries (debug info stripped), the
 //! workspace's files at their host paths (tests find data through
 //! `CARGO_MANIFEST_DIR`), and `vm/init` — and one per kernel with its
 //! modules, concatenated behind it (the kernel unpacks both).
 //!
-//! Guest layout: `/bin`, `/sbin`, `/lib`, `/lib64` link into `/usr`; `/init`; `/usr/local/bin/vaultfw`; `/vaultfw-vm/` holds
-//! the test binaries and the lists `vm/init` reads (`tests`, `args`,
+//! Guest layout: `/bin`, `/sbin`, `/lib`, `/lib64` link into `/usr`;
+//! `/init`; `/usr/local/bin/vaultfw` (a link to the host path); `/vaultfw-vm/`
+//! holds the test binaries and the lists `vm/init` reads (`tests`, `args`,
 //! `timeout`, `modules`).
 
 use std::collections::BTreeSet;
@@ -33,14 +35,21 @@ const INIT_SCRIPT: &str = "vm/init";
 /// Host programs copied to the same path in the guest, with their libraries:
 /// iproute2's `ip` (the harness builds namespaces with it), bash (the
 /// harness's stand-in agent is a bash script), coreutils' `readlink` (the
-/// harness reads two links in one call; busybox's takes one).
-const HOST_PROGRAMS: &[&str] = &["ip", "bash", "readlink"];
+/// harness reads two links in one call; busybox's takes one), util-linux's
+/// `setpriv` (a test drops capabilities with options busybox's lacks).
+const HOST_PROGRAMS: &[&str] = &["ip", "bash", "readlink", "setpriv"];
+/// Host programs copied when the host has them: a test that needs one
+/// skips itself without it, on the host and in the guest alike.
+const OPTIONAL_HOST_PROGRAMS: &[&str] = &["tcpdump"];
 /// busybox applets left out: iproute2's `ip` is the real one. (Debian's
 /// busybox shell still runs its own applet for a bare `ip`: `vm/init` calls
 /// `/sbin/ip`; the tests run `ip` through PATH and get iproute2's.)
 const SKIPPED_APPLETS: &[&str] = &["ip"];
 /// Host configuration copied as it is.
 const HOST_FILES: &[&str] = &["/etc/iproute2"];
+/// Users and groups the guest's `/etc/passwd` and `/etc/group` take from the
+/// host's: tcpdump drops root for its own user and exits without it.
+const ACCOUNTS: &[&str] = &["root", "nobody", "nogroup", "tcpdump"];
 
 /// Stage and pack the archive every kernel shares; returns its path.
 pub fn build_common(
@@ -59,8 +68,14 @@ pub fn build_common(
         fs::create_dir_all(dir.join(sub))?;
     }
     let mut elves = add_busybox(&dir)?;
-    for program in HOST_PROGRAMS {
-        let host = which(program)?;
+    let optional = OPTIONAL_HOST_PROGRAMS.iter().filter_map(|p| which(p).ok());
+    for host in HOST_PROGRAMS
+        .iter()
+        .map(|p| which(p))
+        .collect::<Result<Vec<_>>>()?
+        .into_iter()
+        .chain(optional)
+    {
         copy_file(&host, &under(&dir, &host))?;
         elves.push(host);
     }
@@ -73,9 +88,17 @@ pub fn build_common(
                 .arg(under(&dir, path.parent().unwrap())))?;
         }
     }
+    for file in ["passwd", "group"] {
+        let host = fs::read_to_string(Path::new("/etc").join(file)).unwrap_or_default();
+        fs::write(dir.join("etc").join(file), accounts(&host))?;
+    }
     copy_file(&root.join(INIT_SCRIPT), &dir.join("init"))?;
-    strip_into(&payload.vaultfw, &dir.join(GUEST_VAULTFW))?;
-    elves.push(payload.vaultfw.clone());
+    for bin in payload.bins.iter().chain([&payload.vaultfw]) {
+        strip_into(bin, &under(&dir, bin))?;
+        elves.push(bin.clone());
+    }
+    replace(&dir.join(GUEST_VAULTFW))?;
+    symlink(&payload.vaultfw, dir.join(GUEST_VAULTFW))?;
 
     let mut list = String::new();
     for test in &payload.tests {
@@ -206,6 +229,14 @@ fn add_workspace_files(dir: &Path, root: &Path, payload: &Payload) -> Result<()>
         fs::create_dir_all(under(dir, &test.package_dir))?;
     }
     Ok(())
+}
+
+/// The lines of a host `/etc/passwd` or `/etc/group` for [`ACCOUNTS`].
+fn accounts(host: &str) -> String {
+    host.lines()
+        .filter(|line| ACCOUNTS.iter().any(|a| line.split(':').next() == Some(a)))
+        .map(|line| format!("{line}\n"))
+        .collect()
 }
 
 /// The shared libraries `ldd` names for each of `programs` (statically
@@ -374,6 +405,17 @@ mod tests {
             ]
         );
         assert!(parse_ldd("\tnot a dynamic executable\n").is_empty());
+    }
+
+    #[test]
+    fn only_the_named_accounts_are_kept() {
+        let passwd = "root:x:0:0:root:/root:/bin/bash\n\
+                      daemon:x:1:1:daemon:/usr/sbin:/usr/sbin/nologin\n\
+                      tcpdump:x:104:110::/nonexistent:/usr/sbin/nologin\n";
+        assert_eq!(
+            accounts(passwd),
+            "root:x:0:0:root:/root:/bin/bash\ntcpdump:x:104:110::/nonexistent:/usr/sbin/nologin\n"
+        );
     }
 
     #[test]

@@ -41,9 +41,10 @@ pub const SERIES: &[Series] = &[
     },
 ];
 
-/// The modules the guest loads (the test harness needs veth; 8021q gives
-/// VLAN sub-interfaces), with their dependencies.
-pub const GUEST_MODULES: &[&str] = &["veth", "8021q"];
+/// The modules the guest loads, with their dependencies: veth (the harness's
+/// links), 8021q (VLAN sub-interfaces), dummy and ifb (devices without
+/// native XDP, for the XDP mode tests).
+pub const GUEST_MODULES: &[&str] = &["veth", "8021q", "dummy", "ifb"];
 
 /// An extracted kernel package.
 #[derive(Debug)]

@@ -37,6 +37,9 @@ pub struct TestBinary {
 pub struct Payload {
     pub vaultfw: PathBuf,
     pub tests: Vec<TestBinary>,
+    /// The workspace's binaries as the tests' builds left them: integration
+    /// tests reach them through `CARGO_BIN_EXE_<name>`, a host path.
+    pub bins: Vec<PathBuf>,
 }
 
 impl Payload {
@@ -53,10 +56,14 @@ pub fn build(root: &Path) -> Result<Payload> {
         "xtask: vm-test: building the test binaries ({})",
         PACKAGES.join(", ")
     );
-    let mut tests = Vec::new();
+    let (mut tests, mut bins) = (Vec::new(), Vec::new());
     for packages in BUILDS {
-        tests.extend(build_tests(root, packages)?);
+        let (t, b) = build_tests(root, packages)?;
+        tests.extend(t);
+        bins.extend(b);
     }
+    bins.sort();
+    bins.dedup();
     tests.retain(|t| {
         PACKAGES
             .iter()
@@ -67,11 +74,16 @@ pub fn build(root: &Path) -> Result<Payload> {
     if tests.is_empty() {
         bail!("cargo built no test executable for {}", PACKAGES.join(", "));
     }
-    Ok(Payload { vaultfw, tests })
+    Ok(Payload {
+        vaultfw,
+        tests,
+        bins,
+    })
 }
 
-/// `cargo test --no-run` for `packages`; the test executables it reports.
-fn build_tests(root: &Path, packages: &[&str]) -> Result<Vec<TestBinary>> {
+/// `cargo test --no-run` for `packages`; the test executables and the
+/// binaries it reports.
+fn build_tests(root: &Path, packages: &[&str]) -> Result<(Vec<TestBinary>, Vec<PathBuf>)> {
     let mut cmd = Command::new(cargo());
     cmd.current_dir(root).args([
         "test",
@@ -86,11 +98,13 @@ fn build_tests(root: &Path, packages: &[&str]) -> Result<Vec<TestBinary>> {
         .spawn()
         .with_context(|| format!("starting {cmd:?}"))?;
     let stdout = child.stdout.take().expect("stdout is piped");
-    let mut tests = Vec::new();
+    let (mut tests, mut bins) = (Vec::new(), Vec::new());
     for line in BufReader::new(stdout).lines() {
         let line = line.context("reading cargo's output")?;
         if let Some(test) = test_executable(&line) {
             tests.push(test);
+        } else if let Some(bin) = bin_executable(&line) {
+            bins.push(bin);
         }
     }
     let status = child.wait().context("waiting for cargo")?;
@@ -100,7 +114,7 @@ fn build_tests(root: &Path, packages: &[&str]) -> Result<Vec<TestBinary>> {
             packages.join(", ")
         );
     }
-    Ok(tests)
+    Ok((tests, bins))
 }
 
 /// Packages in [`PACKAGES`] order; in a package the library, then the
@@ -141,6 +155,16 @@ fn test_executable(line: &str) -> Option<TestBinary> {
     })
 }
 
+/// The (non-test) binary executable named by one line of cargo's messages.
+fn bin_executable(line: &str) -> Option<PathBuf> {
+    let msg: serde_json::Value = serde_json::from_str(line).ok()?;
+    let is_bin = msg["target"]["kind"].as_array()?.iter().any(|k| k == "bin");
+    if msg["reason"] != "compiler-artifact" || msg["profile"]["test"] != false || !is_bin {
+        return None;
+    }
+    msg["executable"].as_str().map(PathBuf::from)
+}
+
 /// A package's name from its id: `path+file:///w/tests#vaultfw-tests@0.1.0`
 /// (`…/firewall-agent#0.1.0` when the name is the directory's), or the
 /// older `name 0.1.0 (path+file:///…)`.
@@ -171,6 +195,11 @@ mod tests {
         );
         let not_test = r#"{"reason":"compiler-artifact","package_id":"path+file:///w/firewall-agent#vaultfw@0.1.0","manifest_path":"/w/firewall-agent/Cargo.toml","target":{"kind":["bin"],"name":"vaultfw"},"profile":{"test":false},"executable":"/w/target/debug/vaultfw"}"#;
         assert_eq!(test_executable(not_test), None);
+        assert_eq!(
+            bin_executable(not_test),
+            Some(PathBuf::from("/w/target/debug/vaultfw"))
+        );
+        assert_eq!(bin_executable(line), None);
         assert_eq!(test_executable(r#"{"reason":"build-finished"}"#), None);
     }
 

@@ -1,0 +1,487 @@
+//! `cargo xtask bench` (root): vaultfw's performance beside the peers an
+//! operator would pick instead, in one run, as a Markdown table on stdout
+//! and the same as JSON in `target/bench/results.json`.
+//!
+//! Steps: install what the bench needs from Debian's packages (saying
+//! what), compile the peer programs of `bench/*.c` with clang `-target
+//! bpf`, build the agent, the `bench-program` example and the
+//! `vaultfw-bench-veth` binary in release mode, run them in turn, merge
+//! their JSON, judge the targets of issue 7 and render the tables. Each
+//! binary removes what it creates; xtask also deletes any scratch namespace
+//! a killed child left.
+
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Instant;
+
+use anyhow::{Context, Result, bail};
+use serde_json::{Value, json};
+
+use crate::bootstrap::{self, cargo, run};
+
+/// Debian packages and a file or command that shows each is installed.
+const PACKAGES: &[(&str, Probe)] = &[
+    ("clang", Probe::Command("clang")),
+    ("llvm", Probe::Command("llvm-objdump")),
+    ("libbpf-dev", Probe::File("/usr/include/bpf/bpf_helpers.h")),
+    ("linux-libc-dev", Probe::File("/usr/include/linux/bpf.h")),
+    ("nftables", Probe::Command("nft")),
+    ("ipset", Probe::Command("ipset")),
+    ("iptables", Probe::Command("iptables-legacy")),
+    ("netsniff-ng", Probe::Command("trafgen")),
+    ("bpftool", Probe::Command("bpftool")),
+];
+
+/// The C peer programs (bench/NAME.c → target/bench/obj/NAME.o).
+const PEER_PROGRAMS: &[&str] = &["pass", "drop", "one_lookup", "rotate"];
+
+enum Probe {
+    Command(&'static str),
+    File(&'static str),
+}
+
+impl Probe {
+    fn present(&self) -> bool {
+        match self {
+            Probe::Command(cmd) => Command::new("sh")
+                .args(["-c", &format!("command -v {cmd}")])
+                .output()
+                .is_ok_and(|o| o.status.success()),
+            Probe::File(path) => Path::new(path).exists(),
+        }
+    }
+}
+
+/// How much to measure.
+pub struct BenchOptions {
+    /// Fewer runs and shorter windows (for a quick look, not for the README).
+    pub quick: bool,
+}
+
+pub fn bench(options: &BenchOptions) -> Result<()> {
+    require_root("the bench")?;
+    let started = Instant::now();
+    bootstrap::ensure_toolchain()?;
+    ensure_packages()?;
+    let out_dir = target_dir().join("bench");
+    let obj_dir = out_dir.join("obj");
+    std::fs::create_dir_all(&obj_dir).context("creating target/bench/obj")?;
+    build_peer_programs(&obj_dir)?;
+
+    println!("xtask: building vaultfw, bench-program and vaultfw-bench-veth (release)");
+    run(cargo_cmd().args([
+        "build", "--release", "--package", "firewall-agent", "--bins", "--example", "bench-program",
+    ]))
+    .context("building the agent and bench-program")?;
+    run(cargo_cmd().args(["build", "--release", "--package", "vaultfw-tests", "--bin", "vaultfw-bench-veth"]))
+        .context("building vaultfw-bench-veth")?;
+    let release = target_dir().join("release");
+
+    let (runs, total, seconds, veth_runs) = if options.quick {
+        ("2", "1000000", "1", "2")
+    } else {
+        ("5", "1000000", "3", "3")
+    };
+    println!("xtask: program cost (BPF_PROG_TEST_RUN) and apply latency");
+    let program_json = out_dir.join("program.json");
+    run_child(
+        Command::new(release.join("examples/bench-program"))
+            .args(["--objects", path_str(&obj_dir)?, "--prefix-dir", path_str(&out_dir)?])
+            .args(["--out", path_str(&program_json)?, "--runs", runs, "--total", total]),
+    )
+    .context("bench-program failed")?;
+    println!("xtask: receive cost on a veth pair, agent memory and CPU, peers' apply");
+    let veth_json = out_dir.join("veth.json");
+    run_child(
+        Command::new(release.join("vaultfw-bench-veth"))
+            .args(["--objects", path_str(&obj_dir)?, "--prefix-dir", path_str(&out_dir)?])
+            .args(["--out", path_str(&veth_json)?, "--seconds", seconds, "--runs", veth_runs])
+            .env("VAULTFW_BIN", release.join("vaultfw")),
+    )
+    .context("vaultfw-bench-veth failed")?;
+
+    let program: Value = read_json(&program_json)?;
+    let veth: Value = read_json(&veth_json)?;
+    let mut results = json!({
+        "command": if options.quick { "cargo xtask bench --quick" } else { "cargo xtask bench" },
+        "machine": machine(),
+        "program_cost": program["program_cost"],
+        "apply": program["apply"],
+        "receive": veth["receive"],
+        "agent": veth["agent"],
+        "peer_apply": veth["peer_apply"],
+    });
+    results["targets"] = Value::Array(targets(&results));
+    results["seconds"] = json!(started.elapsed().as_secs_f64());
+    let markdown = render(&results);
+    std::fs::write(out_dir.join("results.json"), serde_json::to_vec_pretty(&results)?)
+        .context("writing target/bench/results.json")?;
+    std::fs::write(out_dir.join("results.md"), &markdown).context("writing results.md")?;
+    println!("\n{markdown}");
+    println!(
+        "xtask: wrote {} and results.md in {:.0} s",
+        out_dir.join("results.json").display(),
+        started.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
+/// The workspace root (xtask lives one level below it).
+fn workspace_root() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("xtask/ has a parent directory")
+}
+
+/// A `cargo` command run from the workspace root.
+fn cargo_cmd() -> Command {
+    let mut cmd = Command::new(cargo());
+    cmd.current_dir(workspace_root());
+    cmd
+}
+
+fn require_root(what: &str) -> Result<()> {
+    if !nix::unistd::geteuid().is_root() {
+        bail!(
+            "{what} needs root (namespaces, XDP, nftables, apt-get): run `sudo -E cargo xtask bench`"
+        );
+    }
+    Ok(())
+}
+
+fn target_dir() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace_root().join("target"))
+}
+
+fn path_str(path: &Path) -> Result<&str> {
+    path.to_str().context("non-UTF-8 path")
+}
+
+fn read_json(path: &Path) -> Result<Value> {
+    let text = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+    serde_json::from_slice(&text).with_context(|| format!("parsing {}", path.display()))
+}
+
+/// Runs a bench binary; afterwards deletes any scratch namespace it left
+/// (`vfwbench-<pid>-*`: bench-program's, if it was killed).
+fn run_child(cmd: &mut Command) -> Result<()> {
+    let mut child = cmd.spawn().with_context(|| format!("starting {cmd:?}"))?;
+    let pid = child.id();
+    let status = child.wait().context("waiting for the bench")?;
+    let prefix = format!("vfwbench-{pid}-");
+    if let Ok(out) = Command::new("ip").args(["netns", "list"]).output() {
+        for name in String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter_map(|l| l.split_whitespace().next())
+            .filter(|n| n.starts_with(&prefix))
+        {
+            println!("xtask: removing leftover namespace {name}");
+            let _ = Command::new("ip").args(["netns", "delete", name]).status();
+        }
+    }
+    if !status.success() {
+        bail!("{cmd:?}: {status}");
+    }
+    Ok(())
+}
+
+/// Installs the missing Debian packages (apt-get update first), saying which.
+fn ensure_packages() -> Result<()> {
+    let missing: Vec<&str> = PACKAGES
+        .iter()
+        .filter(|(_, probe)| !probe.present())
+        .map(|(name, _)| *name)
+        .collect();
+    if missing.is_empty() {
+        println!("xtask: bench packages present: {}", names(PACKAGES));
+        return Ok(());
+    }
+    println!("xtask: installing from Debian's packages: {}", missing.join(" "));
+    run(Command::new("apt-get").arg("update").arg("-q")).context("apt-get update")?;
+    run(Command::new("apt-get")
+        .args(["install", "-y", "-q", "--no-install-recommends"])
+        .args(&missing)
+        .env("DEBIAN_FRONTEND", "noninteractive"))
+    .with_context(|| format!("apt-get install {}", missing.join(" ")))
+}
+
+fn names(packages: &[(&str, Probe)]) -> String {
+    packages.iter().map(|(n, _)| *n).collect::<Vec<_>>().join(" ")
+}
+
+/// clang -O2 -g -target bpf for each peer program.
+fn build_peer_programs(obj_dir: &Path) -> Result<()> {
+    let multiarch = format!("/usr/include/{}-linux-gnu", std::env::consts::ARCH);
+    for name in PEER_PROGRAMS {
+        let source = workspace_root().join("bench").join(format!("{name}.c"));
+        let object = obj_dir.join(format!("{name}.o"));
+        run(Command::new("clang")
+            .args(["-O2", "-g", "-Wall", "-target", "bpf", "-I", &multiarch, "-c"])
+            .arg(&source)
+            .arg("-o")
+            .arg(&object))
+        .with_context(|| format!("compiling {}", source.display()))?;
+    }
+    println!(
+        "xtask: built {} with clang -target bpf into {}",
+        PEER_PROGRAMS.join(", "),
+        obj_dir.display()
+    );
+    Ok(())
+}
+
+fn machine() -> Value {
+    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("model name").map(|v| v.trim_start_matches([' ', '\t', ':']).to_owned()))
+        .unwrap_or_default();
+    let cpus = std::thread::available_parallelism().map_or(0, |n| n.get());
+    json!({ "kernel": kernel.trim(), "cpu": cpu, "cpus": cpus })
+}
+
+fn med(v: &Value) -> f64 {
+    v["median"].as_f64().unwrap_or(f64::NAN)
+}
+
+/// "72.5 (70.1–75.3)"
+fn fig(v: &Value, digits: usize) -> String {
+    if v.is_null() {
+        return "–".to_owned();
+    }
+    format!(
+        "{:.d$} ({:.d$}–{:.d$})",
+        med(v),
+        v["min"].as_f64().unwrap_or(f64::NAN),
+        v["max"].as_f64().unwrap_or(f64::NAN),
+        d = digits
+    )
+}
+
+fn rows<'a>(v: &'a Value) -> impl Iterator<Item = &'a Value> {
+    v.as_array().into_iter().flatten()
+}
+
+/// Issue 7 section 3, judged on this run.
+fn targets(r: &Value) -> Vec<Value> {
+    let mut out = Vec::new();
+    // Per-frame cost ≤ 1.2× the one-lookup floor (above the no-lookup
+    // control), data-plane frames, rotating sources.
+    let cost = &r["program_cost"]["rows"];
+    let mut counts: Vec<u64> = rows(cost).filter_map(|c| c["prefixes"].as_u64()).collect();
+    counts.dedup();
+    for count in counts {
+        let worst = rows(cost)
+            .filter(|c| c["prefixes"].as_u64() == Some(count) && c["method"] == "rotating" && c["frame"] != "control_plane")
+            .map(|c| (c["ratio_to_one_lookup"].as_f64().unwrap_or(f64::NAN), c["frame"].as_str().unwrap_or("").to_owned()))
+            .fold((f64::MIN, String::new()), |a, b| if b.0 > a.0 { b } else { a });
+        out.push(json!({
+            "target": format!("per-frame cost ≤ 1.2× the one-lookup floor at {count} prefixes"),
+            "measured": format!("worst {:.2}× ({})", worst.0, worst.1),
+            "met": worst.0 <= 1.2,
+        }));
+    }
+    // Receive cost above the floor ≥ 5× lower than nftables and ipset.
+    let receive = &r["receive"]["rows"];
+    let above = |filter: &str, count: u64| {
+        rows(receive)
+            .find(|x| x["filter"].as_str().is_some_and(|f| f.contains(filter)) && x["prefixes"].as_u64() == Some(count))
+            .map(|x| med(&x["above_floor"]))
+    };
+    let mut veth_counts: Vec<u64> = rows(receive).filter_map(|x| x["prefixes"].as_u64()).collect();
+    veth_counts.sort();
+    veth_counts.dedup();
+    for count in veth_counts {
+        if let (Some(v), Some(n), Some(i)) = (above("vaultfw", count), above("nft", count), above("ipset", count)) {
+            let (rn, ri) = (n / v, i / v);
+            out.push(json!({
+                "target": format!("receive cost above the floor ≥ 5× lower than nftables and ipset at {count} prefixes"),
+                "measured": format!("vaultfw {v:.0} ns, nftables {n:.0} ns ({rn:.1}×), ipset {i:.0} ns ({ri:.1}×)"),
+                "met": rn >= 5.0 && ri >= 5.0,
+            }));
+        }
+    }
+    // Apply latency and loss.
+    for (count, limit) in [(10_000u64, 50.0), (100_000, 500.0)] {
+        if let Some(a) = rows(&r["apply"]).find(|a| a["rules"].as_u64() == Some(count) && a["change"] == "full") {
+            let total = med(&a["total_ms"]);
+            let lost = a["allowed_frames_lost"].as_u64().unwrap_or(u64::MAX);
+            out.push(json!({
+                "target": format!("apply {count} rules ≤ {limit} ms with 0 allowed-flow loss"),
+                "measured": format!(
+                    "full replacement {total:.0} ms (parse+validate {:.0}, compile {:.0}, Dataplane::apply {:.0}); {lost} of {} allowed frames lost",
+                    med(&a["parse_ms"]), med(&a["compile_ms"]), med(&a["apply_ms"]),
+                    a["allowed_frames_during_apply"]
+                ),
+                "met": total <= limit && lost == 0,
+            }));
+        }
+    }
+    let lost: u64 = rows(&r["apply"]).filter_map(|a| a["allowed_frames_lost"].as_u64()).sum();
+    let judged: u64 = rows(&r["apply"]).filter_map(|a| a["allowed_frames_during_apply"].as_u64()).sum();
+    out.push(json!({
+        "target": "0 allowed-flow loss during apply (all applies)",
+        "measured": format!("{lost} of {judged} allowed frames lost"),
+        "met": lost == 0 && judged > 0,
+    }));
+    let idle = rows(&r["agent"]).filter_map(|a| a["idle"]["rss_mib"].as_f64()).fold(0.0, f64::max);
+    out.push(json!({
+        "target": "idle agent < 20 MiB RSS",
+        "measured": format!("{idle:.1} MiB (largest policy)"),
+        "met": idle > 0.0 && idle < 20.0,
+    }));
+    out
+}
+
+fn frame_name(f: &str) -> &str {
+    match f {
+        "allowed" => "allowed SYN",
+        "denied" => "denied SYN",
+        "control_plane" => "control plane",
+        "vlan_denied" => "VLAN denied SYN",
+        other => other,
+    }
+}
+
+/// The Markdown tables.
+fn render(r: &Value) -> String {
+    let mut md = String::new();
+    let m = &r["machine"];
+    let _ = writeln!(
+        md,
+        "Command: `{}` — kernel {}, {} × {}. Figures: median (min–max) of repeated runs.\n",
+        r["command"].as_str().unwrap_or(""),
+        m["kernel"].as_str().unwrap_or(""),
+        m["cpus"],
+        m["cpu"].as_str().unwrap_or("")
+    );
+
+    let pc = &r["program_cost"];
+    let _ = writeln!(
+        md,
+        "### Program cost per frame (BPF_PROG_TEST_RUN, ns/frame, {} runs of ≥ {} repetitions)\n",
+        pc["runs"], pc["total_repetitions"]
+    );
+    md.push_str(
+        "Rotating sources (a new random source on every repetition): raw figures, then above the \
+         no-lookup control. Pool = 1,024 frames × ~977 repetitions; fixed = one frame.\n\n",
+    );
+    md.push_str("| prefixes | frame | vaultfw | one-lookup (C) | no-lookup (C) | vaultfw above control | one-lookup above control | ratio | ratio, pool | vaultfw, pool | vaultfw, fixed frame |\n");
+    md.push_str("|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");
+    let cost_rows: Vec<&Value> = rows(&pc["rows"]).collect();
+    for c in cost_rows.iter().filter(|c| c["method"] == "rotating") {
+        let same = |method: &str| {
+            cost_rows
+                .iter()
+                .find(|o| o["method"] == method && o["prefixes"] == c["prefixes"] && o["frame"] == c["frame"])
+        };
+        let pool = same("pool");
+        let fixed = same("fixed");
+        let _ = writeln!(
+            md,
+            "| {} | {} | {} | {} | {} | {} | {} | {:.2}× | {} | {} | {} |",
+            c["prefixes"],
+            frame_name(c["frame"].as_str().unwrap_or("")),
+            fig(&c["vaultfw"], 0),
+            fig(&c["one_lookup"], 0),
+            fig(&c["pass"], 0),
+            fig(&c["vaultfw_above_floor"], 0),
+            fig(&c["one_lookup_above_floor"], 0),
+            c["ratio_to_one_lookup"].as_f64().unwrap_or(f64::NAN),
+            pool.map_or("–".into(), |p| format!("{:.2}×", p["ratio_to_one_lookup"].as_f64().unwrap_or(f64::NAN))),
+            pool.map_or("–".into(), |p| format!("{:.0}", med(&p["vaultfw"]))),
+            fixed.map_or("–".into(), |p| format!("{:.0}", med(&p["vaultfw"]))),
+        );
+    }
+
+    let rc = &r["receive"];
+    let _ = writeln!(
+        md,
+        "\n### Receive cost on a veth pair (receiver softirq ns/packet, {} windows × {} s, 64-byte SYN flood from random sources)\n",
+        rc["windows"], rc["seconds_per_window"]
+    );
+    md.push_str("| filter | hook | prefixes | ns/packet | above the hook's drop-all floor | × vaultfw (above floor) | Mpps received |\n");
+    md.push_str("|---|---|---:|---:|---:|---:|---:|\n");
+    let vaultfw_above = |count: &Value| {
+        rows(&rc["rows"]).find(|x| x["filter"] == "vaultfw" && &x["prefixes"] == count).map(|x| med(&x["above_floor"]))
+    };
+    for x in rows(&rc["rows"]) {
+        let ratio = match (vaultfw_above(&x["prefixes"]), x["above_floor"].is_null()) {
+            (Some(v), false) => format!("{:.1}×", med(&x["above_floor"]) / v),
+            _ => "–".to_owned(),
+        };
+        let _ = writeln!(
+            md,
+            "| {} | {} | {} | {} | {} | {} | {} |",
+            x["filter"].as_str().unwrap_or(""),
+            x["hook"].as_str().unwrap_or(""),
+            x["prefixes"].as_u64().map_or("–".to_owned(), |p| p.to_string()),
+            fig(&x["ns_per_packet"], 0),
+            fig(&x["above_floor"], 0),
+            ratio,
+            fig(&x["mpps"], 2),
+        );
+    }
+
+    md.push_str("\n### Policy apply latency (ms; the kernel serves the new generation when `Dataplane::apply` returns)\n\n");
+    md.push_str("| rules | change | parse + validate | compile | Dataplane::apply | total | map writes | allowed frames lost / judged during apply |\n");
+    md.push_str("|---:|---|---:|---:|---:|---:|---:|---:|\n");
+    for a in rows(&r["apply"]) {
+        let _ = writeln!(
+            md,
+            "| {} | {} | {} | {} | {} | {} | {:.0} | {} / {} |",
+            a["rules"],
+            a["change"].as_str().unwrap_or("").replace('_', "-"),
+            fig(&a["parse_ms"], 1),
+            fig(&a["compile_ms"], 1),
+            fig(&a["apply_ms"], 1),
+            fig(&a["total_ms"], 1),
+            med(&a["map_writes"]),
+            a["allowed_frames_lost"],
+            a["allowed_frames_during_apply"],
+        );
+    }
+    md.push_str("\nPeers, same prefixes (ms, `nft -f` / `ipset restore` wall time):\n\n");
+    md.push_str("| rules | nft load | nft replace (flush + add) | ipset load | ipset replace (restore + swap) |\n|---:|---:|---:|---:|---:|\n");
+    for p in rows(&r["peer_apply"]) {
+        let _ = writeln!(
+            md,
+            "| {} | {} | {} | {} | {} |",
+            p["rules"],
+            fig(&p["nft_load_ms"], 0),
+            fig(&p["nft_replace_ms"], 0),
+            fig(&p["ipset_load_ms"], 0),
+            fig(&p["ipset_replace_ms"], 0)
+        );
+    }
+
+    md.push_str("\n### Agent (`vaultfw run`) memory and CPU\n\n");
+    md.push_str("| prefixes | idle RSS (MiB) | idle CPU | RSS under the denied flood (MiB) | CPU under the flood |\n|---:|---:|---:|---:|---:|\n");
+    for a in rows(&r["agent"]) {
+        let _ = writeln!(
+            md,
+            "| {} | {:.1} | {:.2} % | {} | {} % |",
+            a["prefixes"],
+            a["idle"]["rss_mib"].as_f64().unwrap_or(f64::NAN),
+            a["idle"]["cpu_percent"].as_f64().unwrap_or(f64::NAN),
+            fig(&a["flood"]["rss_mib"], 1),
+            fig(&a["flood"]["cpu_percent"], 2),
+        );
+    }
+
+    md.push_str("\n### Targets (issue 7, section 3)\n\n| target | measured | met |\n|---|---|---|\n");
+    for t in rows(&r["targets"]) {
+        let _ = writeln!(
+            md,
+            "| {} | {} | {} |",
+            t["target"].as_str().unwrap_or(""),
+            t["measured"].as_str().unwrap_or(""),
+            if t["met"].as_bool() == Some(true) { "yes" } else { "**no**" }
+        );
+    }
+    md
+}
