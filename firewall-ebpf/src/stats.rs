@@ -55,19 +55,30 @@ fn now() -> u64 {
 #[inline(always)]
 fn log_event(ctx: &XdpContext, judged: &Judged, l: &Loggable) {
     let t = &l.transport;
+    let family = if t.ipv4_src.is_some() { 4u8 } else { 6 };
     if t.proto == IPPROTO_TCP && !t.is_tcp_syn(ctx) {
         return; // one event per connection attempt
     }
     let now = now();
-    let family = if t.ipv4_src.is_some() { 4u8 } else { 6 };
-    let (src, dst) = addresses(ctx, t.l3, family);
-    if t.proto != IPPROTO_TCP && !first_in_window(src, t.sport, t.dport, t.proto, family, now) {
-        return;
-    }
-    if !take_token(l.event_cost_ns, now) {
-        telemetry(TELEMETRY_EVENTS_RATE_LIMITED);
-        return;
-    }
+    let (src, dst) = if t.proto == IPPROTO_TCP {
+        // Under a SYN flood the budget is spent: count and leave before
+        // reading addresses or building the record.
+        if !take_token(l.event_cost_ns, now) {
+            telemetry(TELEMETRY_EVENTS_RATE_LIMITED);
+            return;
+        }
+        addresses(ctx, t.l3, family)
+    } else {
+        let (src, dst) = addresses(ctx, t.l3, family);
+        if !first_in_window(src, t.sport, t.dport, t.proto, family, now) {
+            return;
+        }
+        if !take_token(l.event_cost_ns, now) {
+            telemetry(TELEMETRY_EVENTS_RATE_LIMITED);
+            return;
+        }
+        (src, dst)
+    };
     let event = AccessEvent {
         ts_ns: now,
         ifindex: ctx.ingress_ifindex() as u32,

@@ -186,21 +186,7 @@ pub fn check(args: &CheckArgs) -> Result<Vec<FrameResult>, CheckError> {
         (None, None) => return Err(flag_missing("--src ... or --pcap")),
     };
     let ingress_ifindex = match &args.iface {
-        Some(name) => {
-            let ifindex = resolve_interface(name)?;
-            // The dataplane's test-run path cannot set xdp_md.ingress_ifindex
-            // yet; judging the frame as arriving on lo instead would answer
-            // another question than the one asked.
-            return Err(CheckError::Interface {
-                name: name.clone(),
-                reason: format!(
-                    "ifindex {ifindex}, but this build cannot judge a frame as received on a \
-                     chosen interface (its test run does not pass an ingress ifindex to the \
-                     program); leave out --iface to judge frames as received on lo (ifindex \
-                     {TEST_RUN_IFINDEX})"
-                ),
-            });
-        }
+        Some(name) => resolve_interface(name)?,
         None => TEST_RUN_IFINDEX,
     };
     let interfaces = endpoint_interfaces(&policy);
@@ -291,7 +277,9 @@ fn judge_frame(
     };
     let before = dataplane.verdict_totals().map_err(kernel_error)?;
     let hits_before = dataplane.rule_hits().map_err(kernel_error)?;
-    let code = dataplane.test_run(&frame.data).map_err(kernel_error)?;
+    let code = dataplane
+        .test_run_on(&frame.data, context.ingress_ifindex)
+        .map_err(kernel_error)?;
     let after = dataplane.verdict_totals().map_err(kernel_error)?;
     let hits_after = dataplane.rule_hits().map_err(kernel_error)?;
     // The per-rule counter that moved: the trie value the kernel matched.

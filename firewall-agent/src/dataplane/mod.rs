@@ -244,6 +244,41 @@ impl Dataplane {
         self.test_run_repeated(frame, 1).map(|(action, _)| action)
     }
 
+    /// [`Dataplane::test_run`] as if `frame` arrived on `ingress_ifindex`
+    /// (an existing interface: the kernel resolves it), for subnet rules
+    /// bound to an interface. Returns the XDP action.
+    pub fn test_run_on(&self, frame: &[u8], ingress_ifindex: u32) -> Result<u32, DataplaneError> {
+        // struct xdp_md { data, data_end, data_meta, ingress_ifindex,
+        // rx_queue_index, egress_ifindex }: the kernel wants data_end to be
+        // the frame's length and the rest of the offsets zero.
+        let fields = [0u32, frame.len() as u32, 0, ingress_ifindex, 0, 0];
+        let ctx: Vec<u8> = fields.iter().flat_map(|f| f.to_ne_bytes()).collect();
+        let options = TestRunOptions {
+            data_in: Some(frame),
+            ctx_in: Some(&ctx),
+            repeat: 1,
+            ..TestRunOptions::default()
+        };
+        self.program()?
+            .test_run(options)
+            .map(|result| result.return_value)
+            .map_err(|source| DataplaneError::Program {
+                operation: "run the XDP program on a test frame (BPF_PROG_TEST_RUN)",
+                source,
+            })
+    }
+
+    fn program(&self) -> Result<&Xdp, DataplaneError> {
+        self.ebpf
+            .program(PROGRAM_NAME)
+            .ok_or(DataplaneError::MissingProgram)?
+            .try_into()
+            .map_err(|source: ProgramError| DataplaneError::Program {
+                operation: "access the XDP program",
+                source,
+            })
+    }
+
     /// Runs the program `repeat` times on `frame` in the kernel and returns
     /// the XDP action and the kernel's mean time per run (for benchmarks:
     /// every run counts in the verdict counters).
@@ -252,21 +287,12 @@ impl Dataplane {
         frame: &[u8],
         repeat: u32,
     ) -> Result<(u32, std::time::Duration), DataplaneError> {
-        let program: &Xdp = self
-            .ebpf
-            .program(PROGRAM_NAME)
-            .ok_or(DataplaneError::MissingProgram)?
-            .try_into()
-            .map_err(|source: ProgramError| DataplaneError::Program {
-                operation: "access the XDP program",
-                source,
-            })?;
         let options = TestRunOptions {
             data_in: Some(frame),
             repeat,
             ..TestRunOptions::default()
         };
-        program
+        self.program()?
             .test_run(options)
             .map(|result| (result.return_value, result.duration))
             .map_err(|source| DataplaneError::Program {
