@@ -18,7 +18,8 @@ const SETTLE: Duration = Duration::from_millis(150);
 /// A running watch of one file.
 pub struct PolicyWatch {
     _watcher: RecommendedWatcher,
-    events: mpsc::UnboundedReceiver<()>,
+    /// One message per settled burst of changes.
+    settled: mpsc::Receiver<()>,
 }
 
 impl PolicyWatch {
@@ -40,21 +41,37 @@ impl PolicyWatch {
         watcher
             .watch(&dir, RecursiveMode::NonRecursive)
             .map_err(std::io::Error::other)?;
+        // Debounce in a task of its own, so that waiting on `changed` is
+        // cancellation-safe: the daemon's select loop drops that future
+        // whenever another event wins, and no change may be lost then.
+        let (settled_tx, settled) = mpsc::channel(1);
+        tokio::spawn(settle(events, settled_tx));
         Ok(PolicyWatch {
             _watcher: watcher,
-            events,
+            settled,
         })
     }
 
-    /// Waits for the next change, then for the burst to settle.
+    /// Waits for the next settled change (cancellation-safe).
     pub async fn changed(&mut self) -> Option<()> {
-        self.events.recv().await?;
+        self.settled.recv().await
+    }
+}
+
+/// Turns each burst of raw events into one message, sent once the burst
+/// has been quiet for [`SETTLE`]; a change during a pending message is
+/// covered by it (the reload reads the file as it is then).
+async fn settle(mut events: mpsc::UnboundedReceiver<()>, settled: mpsc::Sender<()>) {
+    while events.recv().await.is_some() {
         loop {
-            match tokio::time::timeout(SETTLE, self.events.recv()).await {
+            match tokio::time::timeout(SETTLE, events.recv()).await {
                 Ok(Some(())) => continue,
-                Ok(None) => return None,
-                Err(_) => return Some(()),
+                Ok(None) => return,
+                Err(_) => break,
             }
+        }
+        if let Err(mpsc::error::TrySendError::Closed(())) = settled.try_send(()) {
+            return;
         }
     }
 }
