@@ -2,9 +2,13 @@
 //! job on real packets. Two namespaces joined by a veth pair, TCP servers on
 //! 443 (data plane) and 22 (control plane) in the protected one, `vaultfw run`
 //! there with the example policy, and connections from an allowed and a
-//! denied source. Prints what got through, the counters and the agent's log;
-//! exits 1 if anything differs from what the policy promises. Everything it
-//! creates is removed on success, on failure and on Ctrl-C.
+//! denied source. Then every other allow path of the ACL: a subnet arriving
+//! through its service endpoint (a second veth) and the same address spoofed
+//! on the public interface, and a trusted service with the bypass on, then
+//! off (changed live through the CLI). Prints what got through, the counters
+//! and the agent's log; exits 1 if anything differs from what the policy
+//! promises. Everything it creates is removed on success, on failure and on
+//! Ctrl-C.
 
 use std::net::Ipv4Addr;
 use std::path::Path;
@@ -184,6 +188,79 @@ fn run() -> bool {
     println!("\n== agent log");
     for line in stats.log().lines() {
         println!("  {line}");
+    }
+    println!();
+    ok & whole_acl()
+}
+
+/// A source inside the example subnet rule.
+const SUBNET_SRC: Ipv4Addr = Ipv4Addr::new(10, 1, 2, 3);
+/// The protected host's address on the private link.
+const PRIVATE_SERVER: Ipv4Addr = Ipv4Addr::new(10, 1, 2, 1);
+/// A source inside the AzureBackup tag of the example service-tags file.
+const TRUSTED_SRC: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 130);
+
+/// The other allow paths: a subnet through its endpoint (and spoofed), a
+/// trusted service with the bypass on and off.
+fn whole_acl() -> bool {
+    let tags = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../firewall-agent/tests/fixtures/ServiceTags_test.json");
+    println!("== the whole ACL: subnet rules through their endpoint, trusted services");
+    let topo = Topology::with_client_addrs(&[TRUSTED_SRC]);
+    let (_, private) = topo.add_private_link(&format!("{PRIVATE_SERVER}/24"), &[SUBNET_SRC]);
+    let any = |port| std::net::SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, port);
+    let _https = TcpServer::start(&topo.server, any(443));
+    let policy = format!(
+        r#"default_action = "Deny"
+bypass = "AzureServices"
+ip_rules = ["203.0.113.0/24"]
+
+[[virtual_network_rules]]
+id = "vnet-prod/subnets/app"
+address_prefixes = ["10.1.2.0/24"]
+endpoint = {{ interface = "{private}" }}
+
+[trusted_services]
+service_tags_file = "{}"
+enabled = ["AzureBackup"]
+"#,
+        tags.display()
+    );
+    for line in policy.lines().filter(|l| !l.trim().is_empty()) {
+        println!("  {line}");
+    }
+    let mut options = AgentOptions::iface(topo.server_veth());
+    options.ifaces.push(private.clone());
+    let mut agent = Agent::start_with(&topo.server, &policy, options);
+    agent.wait_ready();
+    println!("  filtering on {} (public) and {private} (the subnet's endpoint)", topo.server_veth());
+
+    let mut ok = true;
+    let attempt = |src: Ipv4Addr, dst: Ipv4Addr, expect: Expect, why: &str| -> bool {
+        let outcome = connect(&topo.client, src, std::net::SocketAddrV4::new(dst, 443), CONNECT_TIMEOUT);
+        let matched = match expect {
+            Expect::Connects => outcome.is_established(),
+            Expect::TimesOut => matches!(outcome, Connect::TimedOut),
+        };
+        let what = if outcome.is_established() { "connected" } else { "timed out (dropped by XDP)" };
+        let verdict = if matched { "ok" } else { "UNEXPECTED" };
+        println!("  {src:<15} -> {dst}:443  {what:<28} {why:<45} {verdict}");
+        matched
+    };
+    ok &= attempt(SUBNET_SRC, PRIVATE_SERVER, Expect::Connects, "subnet rule, through its endpoint");
+    ok &= attempt(SUBNET_SRC, SERVER_IP, Expect::TimesOut, "same address spoofed on the public interface");
+    ok &= attempt(TRUSTED_SRC, SERVER_IP, Expect::Connects, "trusted service AzureBackup, bypass on");
+
+    println!("  $ vaultfw update --bypass None");
+    let out = agent.cli(&["update", "--bypass", "None"]);
+    print!("{}", String::from_utf8_lossy(&out.stdout).lines().map(|l| format!("    {l}\n")).collect::<String>());
+    ok &= out.status.success();
+    ok &= attempt(TRUSTED_SRC, SERVER_IP, Expect::TimesOut, "trusted service, bypass off");
+
+    let stats = agent.stop();
+    println!("\n== verdict counters of the whole-ACL run");
+    for name in ["allow_vnet_rule", "allow_trusted_service", "deny_no_match"] {
+        println!("  {name:<24} {}", stats.get(name));
     }
     println!();
     ok
