@@ -10,6 +10,7 @@ use crate::paths::{DEFAULT_PIN_DIR, DEFAULT_SOCKET};
 
 pub mod observe;
 pub mod remote;
+pub mod session;
 
 pub use observe::{LogsArgs, StatsArgs};
 pub use remote::{NetworkRuleArgs, NetworkRuleVerb, UpdateArgs, ApplyArgs, SocketArgs, ShowArgs, DetachArgs, CompletionsArgs};
@@ -180,6 +181,9 @@ pub struct ValidateArgs {
     /// prefixes and service endpoint.
     #[arg(long, value_name = "FILE")]
     pub subnet_map: Option<PathBuf>,
+    /// Accept a policy that guards the port this SSH session came in on.
+    #[arg(long)]
+    pub force: bool,
     /// Output format.
     #[arg(long, value_enum, default_value = "table")]
     pub output: OutputFormat,

@@ -113,6 +113,13 @@ fn export(args: ExportArgs) -> ExitCode {
 fn validate(args: ValidateArgs) -> ExitCode {
     match policy::load_policy(&args.file, args.subnet_map.as_deref()) {
         Ok(validated) => {
+            if !args.force
+                && let Some(port) = vaultfw::cli::session::session_port()
+                && let Some(refusal) = vaultfw::cli::session::guards_session_port(&validated.policy, port)
+            {
+                eprintln!("vaultfw: {}: {refusal}", args.file.display());
+                return ExitCode::from(EXIT_INVALID_INPUT);
+            }
             match args.output {
                 OutputFormat::Json => {
                     let mut policy = serde_json::to_value(&validated.policy).unwrap_or_default();

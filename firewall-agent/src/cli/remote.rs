@@ -123,6 +123,9 @@ pub struct ApplyArgs {
     /// Refuse unless the daemon serves this generation.
     #[arg(long, value_name = "N")]
     pub if_generation: Option<u64>,
+    /// Apply a policy that guards the port this SSH session came in on.
+    #[arg(long)]
+    pub force: bool,
     #[command(flatten)]
     pub socket: SocketArgs,
 }
@@ -192,6 +195,14 @@ pub fn apply(args: &ApplyArgs) -> ExitCode {
             return ExitCode::from(exit::INVALID_INPUT);
         }
     };
+    if !args.force
+        && let Some(port) = super::session::session_port()
+        && let Ok(validated) = crate::policy::load_file(&path)
+        && let Some(refusal) = super::session::guards_session_port(&validated.policy, port)
+    {
+        eprintln!("vaultfw: {}: {refusal}", args.file.display());
+        return ExitCode::from(exit::INVALID_INPUT);
+    }
     request(
         &args.socket,
         Command::Apply {

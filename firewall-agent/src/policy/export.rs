@@ -100,6 +100,12 @@ pub fn export_subnet_map(policy: &Policy) -> String {
         "udp_ports = {}",
         list(&policy.data_plane.udp_ports)
     ));
+    if !policy.data_plane.guard_control_ports.is_empty() {
+        w(format!(
+            "guard_control_ports = {}",
+            list(&policy.data_plane.guard_control_ports)
+        ));
+    }
 
     let trusted = &policy.trusted_services;
     let whole_catalogue = trusted.enabled.len() == catalogue().len();

@@ -113,13 +113,22 @@ pub struct DataPlane {
     pub tcp_ports: BTreeSet<u16>,
     /// Guarded UDP destination ports (default: none).
     pub udp_ports: BTreeSet<u16>,
+    /// Control-plane TCP ports (SSH, 22) the operator guards on purpose:
+    /// without this, listing one in `tcp_ports` is refused, since it would
+    /// put the operators' own sessions behind the ACL.
+    pub guard_control_ports: BTreeSet<u16>,
 }
+
+/// TCP ports that are the host's control plane (SSH): a data-plane port
+/// list may name one only with `guard_control_ports`.
+pub const CONTROL_PLANE_TCP_PORTS: [u16; 1] = [22];
 
 impl Default for DataPlane {
     fn default() -> Self {
         DataPlane {
             tcp_ports: BTreeSet::from([443]),
             udp_ports: BTreeSet::new(),
+            guard_control_ports: BTreeSet::new(),
         }
     }
 }

@@ -177,7 +177,7 @@ const TOP_KEYS: [(&str, &str); 9] = [
 ];
 
 /// Keys of `[data_plane]`.
-const DATA_PLANE_KEYS: [&str; 2] = ["tcp_ports", "udp_ports"];
+const DATA_PLANE_KEYS: [&str; 3] = ["tcp_ports", "udp_ports", "guard_control_ports"];
 /// Keys of an explicit `limits` table.
 const LIMITS_KEYS: [&str; 2] = ["ip_rules", "virtual_network_rules"];
 
@@ -234,6 +234,7 @@ pub enum RawLimits {
 pub struct RawDataPlane {
     pub tcp_ports: Field<Vec<i64>>,
     pub udp_ports: Field<Vec<i64>>,
+    pub guard_control_ports: Field<Vec<i64>>,
 }
 
 /// Parses `text` as TOML and checks its shape, recording every problem in
@@ -487,12 +488,14 @@ fn data_plane(base: &str, value: &Value, errors: &mut Vec<PolicyError>) -> Field
     let mut dp = RawDataPlane {
         tcp_ports: Field::Absent,
         udp_ports: Field::Absent,
+        guard_control_ports: Field::Absent,
     };
     for (key, v) in sorted(t) {
         let path = format!("{base}.{key}");
         match key.as_str() {
             "tcp_ports" => dp.tcp_ports = ports(&path, v, errors),
             "udp_ports" => dp.udp_ports = ports(&path, v, errors),
+            "guard_control_ports" => dp.guard_control_ports = ports(&path, v, errors),
             k => errors.push(unknown_key(&path, k, "in [data_plane]", &DATA_PLANE_KEYS)),
         }
     }

@@ -10,6 +10,7 @@ use std::path::Path;
 use std::time::SystemTime;
 
 use super::error::{PolicyError, PolicyWarning};
+use super::model::CONTROL_PLANE_TCP_PORTS;
 use super::model::{
     Bypass, DataPlane, DefaultAction, Ipv6Action, LimitProfile, Limits, Mode, Policy,
 };
@@ -403,9 +404,37 @@ fn data_plane(
         ));
         return None;
     }
+    let guarded = port_set(
+        &format!("{base}.guard_control_ports"),
+        &dp.guard_control_ports,
+        errors,
+        warnings,
+    );
+    let (tcp, udp, guarded) = (tcp?, udp?, guarded?);
+    if let Field::Given(listed) = &dp.tcp_ports {
+        for (i, n) in listed.iter().enumerate() {
+            let port = *n as u16;
+            if CONTROL_PLANE_TCP_PORTS.contains(&port) && !guarded.contains(&port) {
+                errors.push(PolicyError::new(
+                    format!("{base}.tcp_ports[{i}]"),
+                    n.to_string(),
+                    format!(
+                        "port {port} is SSH, the control plane the operators reach this host \
+                         through: guarding it puts their own sessions behind the ACL and can \
+                         lock them out"
+                    ),
+                    format!(
+                        "remove it, or guard it on purpose with guard_control_ports = [{port}] \
+                         in [data_plane] (after adding an IP rule for your own address)"
+                    ),
+                ));
+            }
+        }
+    }
     Some(DataPlane {
-        tcp_ports: tcp?,
-        udp_ports: udp?,
+        tcp_ports: tcp,
+        udp_ports: udp,
+        guard_control_ports: guarded,
     })
 }
 

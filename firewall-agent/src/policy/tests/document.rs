@@ -558,3 +558,18 @@ fn load_file_reports_every_error_of_an_invalid_file() {
     let shown = load_file(&f.0).expect_err("invalid").to_string();
     assert!(shown.contains("is invalid:\ndefault_action: "), "{shown}");
 }
+
+#[test]
+fn guarding_the_ssh_port_is_refused_unless_done_on_purpose() {
+    let refused = parse_toml("default_action = \"Deny\"\n[data_plane]\ntcp_ports = [443, 22]\n")
+        .expect_err("port 22 in the data plane is refused");
+    let e = &refused.0[0];
+    assert_eq!((e.path.as_str(), e.value.as_str()), ("data_plane.tcp_ports[1]", "22"));
+    assert!(e.reason.contains("SSH"), "{e}");
+    assert!(e.fix.contains("guard_control_ports = [22]"), "{e}");
+    let on_purpose = parse_toml(
+        "default_action = \"Deny\"\n[data_plane]\ntcp_ports = [443, 22]\nguard_control_ports = [22]\n",
+    )
+    .expect("guarded on purpose");
+    assert!(on_purpose.policy.data_plane.tcp_ports.contains(&22));
+}
