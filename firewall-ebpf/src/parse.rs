@@ -112,6 +112,18 @@ fn frame_holds(ctx: &XdpContext, len: usize) -> bool {
     ctx.data() + len <= ctx.data_end()
 }
 
+/// A 16-bit length field as a `usize` the verifier knows is below 65536.
+/// LLVM turns `u16::from_be_bytes` into a `be16` byte swap, and older
+/// verifiers (6.1) forget every bound across it, then refuse the pointer
+/// arithmetic the length takes part in. The volatile read hides the value
+/// from LLVM, so it keeps the mask, and the mask bounds it for the verifier.
+#[inline(always)]
+fn bounded_u16(value: u16) -> usize {
+    // SAFETY: a read of a local variable.
+    let value = unsafe { core::ptr::read_volatile(&(value as usize)) };
+    value & 0xFFFF
+}
+
 #[inline(always)]
 fn read_be16(ctx: &XdpContext, offset: usize) -> Option<u16> {
     read::<[u8; 2]>(ctx, offset).map(u16::from_be_bytes)
@@ -162,7 +174,7 @@ fn parse_ipv4(ctx: &XdpContext, l3: usize) -> Packet {
     if version != 4 || header_len < IPV4_MIN_HDR_LEN {
         return Packet::Malformed;
     }
-    let total_len = u16::from_be_bytes([first[2], first[3]]) as usize;
+    let total_len = bounded_u16(u16::from_be_bytes([first[2], first[3]]));
     if total_len < header_len || !frame_holds(ctx, l3 + total_len) {
         return Packet::Malformed;
     }
@@ -188,7 +200,7 @@ fn parse_ipv6(ctx: &XdpContext, l3: usize) -> Packet {
     if fixed[0] >> 4 != 6 {
         return Packet::Malformed;
     }
-    let payload_len = u16::from_be_bytes([fixed[4], fixed[5]]) as usize;
+    let payload_len = bounded_u16(u16::from_be_bytes([fixed[4], fixed[5]]));
     let end = l3 + IPV6_HDR_LEN + payload_len;
     if !frame_holds(ctx, end) {
         return Packet::Malformed;
