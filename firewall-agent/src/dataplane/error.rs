@@ -6,6 +6,12 @@ use aya::{EbpfError, maps::MapError, programs::ProgramError};
 /// A failure to load, attach, or write the XDP program and its maps.
 #[derive(Debug, thiserror::Error)]
 pub enum DataplaneError {
+    /// The kernel lacks a feature the program needs.
+    #[error("{message}")]
+    MissingFeatures {
+        /// Each missing feature, the release that brought it, the kernel's.
+        message: String,
+    },
     /// The embedded object could not be parsed or its maps created.
     #[error("cannot load the BPF object (maps): {source}")]
     Object {
@@ -140,6 +146,7 @@ impl DataplaneError {
         matches!(
             self,
             DataplaneError::Load { .. }
+                | DataplaneError::MissingFeatures { .. }
                 | DataplaneError::Program { .. }
                 | DataplaneError::Object { .. }
                 | DataplaneError::Map { .. }

@@ -9,6 +9,7 @@
 
 mod attach;
 mod error;
+pub mod features;
 mod netlink;
 pub mod pins;
 mod tables;
@@ -110,6 +111,7 @@ impl Dataplane {
     /// Errors: [`DataplaneError::Load`] with the kernel release and the
     /// tail of the verifier log when the kernel refuses the program.
     pub fn load(capacity: Capacity) -> Result<Self, DataplaneError> {
+        require_features()?;
         raise_memlock_limit();
         let mut ebpf = loader(&capacity)
             .load(PROGRAM_OBJECT)
@@ -130,6 +132,7 @@ impl Dataplane {
     /// table set survive a restart or an upgrade) and creating the others.
     /// Mounts bpffs when needed. Nothing is attached yet.
     pub fn open_pinned(capacity: Capacity, pin_dir: PinDir) -> Result<Self, DataplaneError> {
+        require_features()?;
         raise_memlock_limit();
         pins::prepare(&pin_dir)?;
         let had_pins = pin_dir.map(firewall_common::ACTIVE_SET).exists();
@@ -357,6 +360,14 @@ impl Dataplane {
     /// kernel: network → index in the policy's trusted prefixes.
     pub fn active_trusted(&self) -> Result<BTreeMap<ipnet::Ipv4Net, u32>, DataplaneError> {
         self.tables.active_trusted()
+    }
+}
+
+/// Refuses to go on when the kernel lacks a feature the program needs.
+fn require_features() -> Result<(), DataplaneError> {
+    match features::missing(features::kernel_has, &error::kernel_release()) {
+        Some(message) => Err(DataplaneError::MissingFeatures { message }),
+        None => Ok(()),
     }
 }
 

@@ -85,7 +85,7 @@ pub fn build_common(
             run(Command::new("cp")
                 .arg("-a")
                 .arg(path)
-                .arg(under(&dir, path.parent().unwrap())))?;
+                .arg(under(&dir, path.parent().expect("HOST_FILES are absolute"))))?;
         }
     }
     for file in ["passwd", "group"] {
@@ -93,7 +93,8 @@ pub fn build_common(
         fs::write(dir.join("etc").join(file), accounts(&host))?;
     }
     copy_file(&root.join(INIT_SCRIPT), &dir.join("init"))?;
-    for bin in payload.bins.iter().chain([&payload.vaultfw]) {
+    let bins: BTreeSet<&PathBuf> = payload.bins.iter().chain([&payload.vaultfw]).collect();
+    for bin in bins {
         strip_into(bin, &under(&dir, bin))?;
         elves.push(bin.clone());
     }
@@ -106,7 +107,7 @@ pub fn build_common(
         strip_into(&test.path, &dir.join(GUEST_DIR).join(&file))?;
         elves.push(test.path.clone());
         list.push_str(&format!(
-            "{} {} /{GUEST_DIR}/{file}\n",
+            "{}\t{}\t/{GUEST_DIR}/{file}\n",
             test.name,
             test.package_dir.display()
         ));
@@ -123,7 +124,7 @@ pub fn build_common(
         copy_file(&lib, &under(&dir, &lib))?;
     }
     add_workspace_files(&dir, root, payload)?;
-    pack(&dir, &stage.join("common.cpio"))
+    packed(&dir, &stage.join("common.cpio"))
 }
 
 /// A tiny archive whose init prints [`super::qemu::PROBE_MARKER`] and powers
@@ -160,7 +161,7 @@ pub fn for_kernel(stage: &Path, common: &Path, kernel: &Kernel) -> Result<PathBu
     }
     fs::create_dir_all(dir.join(GUEST_DIR))?;
     fs::write(dir.join(GUEST_DIR).join("modules"), list)?;
-    let modules = pack(&dir, &stage.join(format!("modules-{name}.cpio")))?;
+    let modules = packed(&dir, &stage.join(format!("modules-{name}.cpio")))?;
     let initrd = stage.join(format!("initramfs-{name}.cpio"));
     let mut out = fs::File::create(&initrd)?;
     for part in [common, modules.as_path()] {
@@ -266,6 +267,13 @@ fn parse_ldd(text: &str) -> Vec<PathBuf> {
             path.starts_with('/').then(|| PathBuf::from(path))
         })
         .collect()
+}
+
+/// [`pack`], then remove the staged tree (the archive is what is kept).
+fn packed(dir: &Path, out: &Path) -> Result<PathBuf> {
+    let archive = pack(dir, out)?;
+    fs::remove_dir_all(dir).with_context(|| format!("removing {}", dir.display()))?;
+    Ok(archive)
 }
 
 /// Pack `dir` into a newc cpio archive at `out`, every file owned by root.

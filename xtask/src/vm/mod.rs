@@ -171,11 +171,13 @@ fn finish(runs: &[KernelRun], accel: Accel, elapsed: Duration) -> Result<()> {
         failed += counts.failed;
         ignored += counts.ignored;
         println!(
-            "vm-test {}: {} ({}, {accel}): {} passed, {} failed, {} ignored; {}; {} s",
+            "vm-test {}: {} ({}, {accel}): {} passed ({} skipped themselves), {} failed, {} \
+             ignored; {}; {} s",
             run.kernel,
             run.report.release().unwrap_or("release unknown"),
             if run.ok() { "ok" } else { "FAILED" },
             counts.passed,
+            run.report.self_skipped(),
             counts.failed,
             counts.ignored,
             run.report.binaries_line(),

@@ -161,6 +161,11 @@ impl KernelReport {
         total
     }
 
+    /// Tests that printed `skipping: ...` (libtest counts them as passed).
+    pub fn self_skipped(&self) -> usize {
+        self.skips.len()
+    }
+
     /// Binaries that were to run but printed no result line.
     fn unfinished(&self) -> Vec<&str> {
         self.expected
