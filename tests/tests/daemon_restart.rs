@@ -244,3 +244,37 @@ fn stop_with_on_exit_keep_leaves_the_filter_and_show_says_so() {
     assert_eq!(doc["filtering"], true, "{}", show.context());
     assert_eq!(doc["generation"], generation, "{}", show.context());
 }
+
+/// Regression (fresh-clone review, F1): a restart that re-creates the rule
+/// maps (new limits) must move the pinned link to the new program; adopting
+/// it because the instructions are equal left the kernel reading the old
+/// tries, and every later change reached maps nobody read.
+#[test]
+fn a_restart_that_resizes_the_maps_swaps_the_program_so_changes_are_enforced() {
+    let topo = Topology::new();
+    let _https = TcpServer::start(&topo.server, topo.server_addr(443));
+    let agent = serving(&topo, keep_options(&topo));
+    assert_connects(&topo, &agent, ALLOWED_SRC, 443, "before the restart");
+    let (_, policy, paths) = agent.stop_keeping();
+    let _pins = LeftPins(paths.clone());
+    policy.write(&format!("limits = \"kv-current\"\n{POLICY}"));
+
+    let mut agent = Agent::spawn(
+        &topo.server,
+        policy,
+        paths,
+        AgentOptions::iface(topo.server_veth()),
+    );
+    agent.wait_ready();
+    agent.wait_serving();
+    assert_eq!(
+        agent.show()["interfaces"][0]["attach"], "replaced",
+        "the link must move to the program that reads the new maps"
+    );
+    assert_connects(&topo, &agent, ALLOWED_SRC, 443, "after the resize");
+    agent
+        .cli_json(&["network-rule", "remove", "--ip-address", "203.0.113.0/24"])
+        .ok();
+    assert_dropped(&topo, &agent, ALLOWED_SRC, 443, "the removed rule no longer admits");
+    agent.stop();
+}

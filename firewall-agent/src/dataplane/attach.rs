@@ -136,14 +136,18 @@ fn reuse_pinned_link(
         })?;
         return Ok(None);
     };
-    let ours = program
-        .info()
-        .map_err(|source| DataplaneError::Program {
-            operation: "read the loaded program's tag",
-            source,
-        })?
-        .tag();
-    let (link, outcome) = if program_tag(link_prog) == Some(ours) {
+    let ours = program.info().map_err(|source| DataplaneError::Program {
+        operation: "read the loaded program's tag",
+        source,
+    })?;
+    // Adopt only the very same program over the very same maps: a map
+    // re-created at this start (new limits, a new layout) is one the
+    // attached program does not read, so it must be swapped even when the
+    // instructions are equal (the tag does not cover map references).
+    let same = linked_program(link_prog).is_some_and(|theirs| {
+        theirs.tag() == ours.tag() && sorted_map_ids(&theirs) == sorted_map_ids(&ours)
+    });
+    let (link, outcome) = if same {
         (HeldLink::Fd(fd_link), AttachOutcome::Adopted)
     } else {
         let xdp_link = XdpLink::try_from(fd_link).map_err(|e| DataplaneError::Attach {
@@ -170,12 +174,16 @@ fn reuse_pinned_link(
     }))
 }
 
-/// The tag (instruction hash) of loaded program `id`.
-fn program_tag(id: u32) -> Option<u64> {
-    loaded_programs()
-        .filter_map(Result::ok)
-        .find(|p| p.id() == id)
-        .map(|p| p.tag())
+/// The loaded program with id `id`.
+fn linked_program(id: u32) -> Option<aya::programs::ProgramInfo> {
+    loaded_programs().filter_map(Result::ok).find(|p| p.id() == id)
+}
+
+/// The ids of the maps a program uses, sorted (kernels since 4.15 say).
+fn sorted_map_ids(program: &aya::programs::ProgramInfo) -> Vec<u32> {
+    let mut ids = program.map_ids().ok().flatten().unwrap_or_default();
+    ids.sort_unstable();
+    ids
 }
 
 fn take_fd_link(program: &mut Xdp, link_id: XdpLinkId) -> Result<FdLink, DataplaneError> {
