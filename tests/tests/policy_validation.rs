@@ -267,19 +267,22 @@ fn valid_policies_are_accepted() {
 fn run_with_an_invalid_policy_exits_nonzero_and_attaches_nothing() {
     let topo = Topology::new();
     let file = PolicyFile::new(&policy_with_rules(&["203.0.113.0/24", "10.0.0.0/8"]));
-    let out = run_in_netns(
-        &topo.server,
-        &[
-            "run",
-            "--iface",
-            topo.server_veth(),
-            "--policy",
-            file.path_str(),
-            "--stats-interval",
-            "1",
-        ],
-        Duration::from_secs(30),
-    );
+    // Its own pin directory and socket: never the host's default ones.
+    let paths = vaultfw_tests::AgentPaths::new(&file);
+    let mut args = vec![
+        "run".to_owned(),
+        "--iface".to_owned(),
+        topo.server_veth().to_owned(),
+        "--policy".to_owned(),
+        file.path_str().to_owned(),
+        "--stats-interval".to_owned(),
+        "1".to_owned(),
+    ];
+    args.extend(paths.args());
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let out = run_in_netns(&topo.server, &args, Duration::from_secs(30));
+    assert!(!paths.socket.exists(), "the socket was left behind");
+    paths.remove_pins();
     let stderr = String::from_utf8_lossy(&out.stderr);
     let code = out.status.code();
     assert!(

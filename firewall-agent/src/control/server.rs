@@ -78,6 +78,16 @@ pub async fn bind(path: &Path) -> Result<UnixListener, ServerError> {
     Ok(listener)
 }
 
+/// The bound socket's file, removed when dropped (a stale socket would
+/// make the CLI wait on nobody and the next daemon replace it anyway).
+pub struct SocketFile(pub PathBuf);
+
+impl Drop for SocketFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
 /// Accepts connections forever, forwarding each request to `requests`.
 pub async fn serve(listener: UnixListener, requests: mpsc::Sender<Pending>) {
     loop {

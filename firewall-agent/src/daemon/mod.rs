@@ -135,6 +135,8 @@ pub async fn run(options: RunOptions) -> Result<(), RunError> {
     let mut sigterm = signal(SignalKind::terminate()).map_err(setup("handle SIGTERM"))?;
     let mut sighup = signal(SignalKind::hangup()).map_err(setup("handle SIGHUP"))?;
     let listener = server::bind(&options.socket).await?;
+    // However `run` ends from here on, the socket file goes with it.
+    let _socket_file = server::SocketFile(options.socket.clone());
     // Subscribe before resolving, so no link change falls between the two.
     let mut link_events =
         crate::links::LinkEvents::subscribe().map_err(setup("subscribe to link events"))?;

@@ -83,6 +83,17 @@ pub enum DataplaneError {
         #[source]
         source: std::io::Error,
     },
+    /// Another daemon holds the pin directory.
+    #[error(
+        "another vaultfw daemon uses the pin directory {path} ({source}); stop it, or give this \
+         one its own --pin-dir (and --socket)"
+    )]
+    PinDirInUse {
+        /// The directory.
+        path: std::path::PathBuf,
+        /// What flock said.
+        source: std::io::Error,
+    },
     /// An interface named in the command line does not exist.
     #[error("interface {interface:?} does not exist (check `ip link`)")]
     NoSuchInterface {

@@ -49,6 +49,8 @@ pub struct Dataplane {
     /// Where maps and links are pinned; `None` for an unpinned instance
     /// (`check`, tests, benchmarks).
     pin_dir: Option<PinDir>,
+    /// Held while this instance uses `pin_dir`.
+    _pin_lock: Option<pins::PinDirLock>,
 }
 
 /// Map capacities fixed at load time (entries per trie).
@@ -124,6 +126,7 @@ impl Dataplane {
             tables,
             attached: Vec::new(),
             pin_dir: None,
+            _pin_lock: None,
         })
     }
 
@@ -135,8 +138,9 @@ impl Dataplane {
         require_features()?;
         raise_memlock_limit();
         pins::prepare(&pin_dir)?;
+        let lock = pins::lock(&pin_dir)?;
         let had_pins = pin_dir.map(firewall_common::ACTIVE_SET).exists();
-        let opened = Self::load_over_pins(capacity, &pin_dir);
+        let opened = Self::load_over_pins(capacity, &pin_dir, lock);
         if opened.is_err() && !had_pins {
             // Leave nothing behind from a run that never filtered.
             let _ = pins::remove_all(&pin_dir);
@@ -144,7 +148,11 @@ impl Dataplane {
         opened
     }
 
-    fn load_over_pins(capacity: Capacity, pin_dir: &PinDir) -> Result<Self, DataplaneError> {
+    fn load_over_pins(
+        capacity: Capacity,
+        pin_dir: &PinDir,
+        lock: pins::PinDirLock,
+    ) -> Result<Self, DataplaneError> {
         let dropped = pins::drop_incompatible_maps(pin_dir, &pins::expected_shapes(&capacity))?;
         let map_pins: Vec<(&'static str, std::path::PathBuf)> = pins::expected_shapes(&capacity)
             .iter()
@@ -173,6 +181,7 @@ impl Dataplane {
             tables,
             attached: Vec::new(),
             pin_dir: Some(pin_dir.clone()),
+            _pin_lock: Some(lock),
         })
     }
 

@@ -123,6 +123,33 @@ pub(super) fn prepare(dir: &PinDir) -> Result<(), DataplaneError> {
     Ok(())
 }
 
+/// An exclusive lock on a pin directory, held while a daemon uses it: two
+/// daemons on one pin directory would overwrite each other's tables and
+/// remove each other's pins.
+#[derive(Debug)]
+pub(super) struct PinDirLock {
+    _dir: std::fs::File,
+}
+
+/// Locks `dir` (flock on the directory itself) or says who holds it.
+pub(super) fn lock(dir: &PinDir) -> Result<PinDirLock, DataplaneError> {
+    use std::os::fd::AsRawFd;
+    let file = std::fs::File::open(dir.root()).map_err(|source| DataplaneError::Pins {
+        path: dir.root().to_path_buf(),
+        operation: "open",
+        source,
+    })?;
+    // SAFETY: flock on a descriptor we own.
+    if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+        let source = std::io::Error::last_os_error();
+        return Err(DataplaneError::PinDirInUse {
+            path: dir.root().to_path_buf(),
+            source,
+        });
+    }
+    Ok(PinDirLock { _dir: file })
+}
+
 /// Unpins every pinned map whose shape differs from `expected`, so the
 /// loader creates it anew; returns the names it unpinned.
 pub(super) fn drop_incompatible_maps(
