@@ -377,11 +377,17 @@ impl Daemon {
         match confirm_within_s {
             Some(seconds) => {
                 let deadline = SystemTime::now() + Duration::from_secs(seconds);
+                let file_before = policy::input::read_text_file(
+                    &self.options.source.path,
+                    policy::input::MAX_POLICY_BYTES,
+                )
+                .ok();
                 self.pending = Some(PendingApply {
                     previous: previous.0,
                     previous_interfaces: previous.1,
                     deadline,
                     text,
+                    file_before,
                 });
                 let mut answer = changed(&report, format!("applied; run `vaultfw confirm` within {seconds} s or it rolls back"));
                 answer["awaiting_confirmation_until"] = json!(humantime::format_rfc3339_seconds(deadline).to_string());

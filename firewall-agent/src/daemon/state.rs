@@ -67,6 +67,9 @@ pub struct PendingApply {
     pub deadline: SystemTime,
     /// The new policy's file text, written once confirmed.
     pub text: String,
+    /// The policy file as it was when the apply began: a reload that finds
+    /// it unchanged has nothing to say and must not cancel the apply.
+    pub file_before: Option<String>,
 }
 
 /// The running daemon.
@@ -181,6 +184,13 @@ impl Daemon {
     /// Re-reads the policy file (SIGHUP, an edit). A bad file is refused
     /// with its errors and the running policy stays in force.
     pub fn reload(&mut self, cause: &str) {
+        if let Some(pending) = &self.pending {
+            let now = policy::input::read_text_file(&self.options.source.path, policy::input::MAX_POLICY_BYTES).ok();
+            if now.is_some() && now == pending.file_before {
+                tracing::info!(cause, "policy file unchanged during an unconfirmed apply; nothing to reload");
+                return;
+            }
+        }
         let loaded = self
             .options
             .source
@@ -280,14 +290,18 @@ impl Daemon {
         for (what, _) in &expired {
             tracing::info!(rule = %what, "rule expired and was removed");
         }
+        let interfaces = self.interfaces.clone();
+        if self.apply(policy, interfaces, "rule expiry").is_err() {
+            return;
+        }
+        // Then the file, which now reads as the served policy (a rule past
+        // its expiry is left out when parsed).
         if self.options.source.is_native() {
             let edits: Vec<Edit> = expired.into_iter().map(|(_, edit)| edit).collect();
             if let Err(error) = self.write_back(&edits) {
                 tracing::error!(%error, "could not remove the expired rules from the policy file");
             }
         }
-        let interfaces = self.interfaces.clone();
-        let _ = self.apply(policy, interfaces, "rule expiry");
     }
 
     /// Edits the native policy file in place (keeping comments) and
@@ -301,8 +315,20 @@ impl Daemon {
                 self.options.source.path.display()
             ));
         }
-        let text = policy::input::read_text_file(&self.options.source.path, policy::input::MAX_POLICY_BYTES)
-            .map_err(|e| format!("cannot read {}: {e}", self.options.source.path.display()))?;
+        let path = &self.options.source.path;
+        let text = policy::input::read_text_file(path, policy::input::MAX_POLICY_BYTES)
+            .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+        // The edit goes on top of the file: it must hold the policy being
+        // served, or the change would also apply edits nobody reloaded.
+        let on_disk = policy::parse_toml_with_base(&text, self.options.source.base_dir());
+        if !on_disk.is_ok_and(|v| v.policy == self.policy) {
+            return Err(format!(
+                "{} no longer holds the policy being served (it was edited and not reloaded, \
+                 or its reload was refused); reload it (SIGHUP) or restore it, then retry; \
+                 nothing changed",
+                path.display()
+            ));
+        }
         let edited = persist::edit_native(&text, edits).map_err(|e| e.to_string())?;
         let validated = policy::parse_toml_with_base(&edited, self.options.source.base_dir())
             .map_err(|errors| errors.to_string())?;

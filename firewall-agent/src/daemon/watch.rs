@@ -1,10 +1,11 @@
 //! Watching the policy file for edits. Editors replace files (write a
 //! temporary, rename it over) and Kubernetes swaps a ConfigMap's `..data`
-//! symlink without touching the file's own name, so the whole directory is
+//! symlink without touching the file's own name, so the directory is
 //! watched (as given, not canonicalised: the target of a ConfigMap symlink
-//! is deleted on update) and any change in it triggers a reload, which is a
-//! no-op when the policy is unchanged. A burst of events (one save) becomes
-//! one reload.
+//! is deleted on update) and a change of the policy file's name or of a
+//! `..`-named entry triggers a reload, a no-op when the policy is
+//! unchanged. Other files beside it (a log, a temporary) do not. A burst of
+//! events (one save) becomes one reload.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -30,10 +31,17 @@ impl PolicyWatch {
             .filter(|p| !p.as_os_str().is_empty())
             .map(Path::to_path_buf)
             .unwrap_or_else(|| PathBuf::from("."));
+        let name = path.file_name().map(|n| n.to_owned());
         let (tx, events) = mpsc::unbounded_channel();
         let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
             let Ok(event) = event else { return };
-            if !event.kind.is_access() {
+            // The policy file itself (written, or renamed over), or a
+            // Kubernetes `..data` swap; not logs or other files beside it.
+            let ours = event.paths.iter().any(|p| match p.file_name() {
+                Some(f) => Some(f) == name.as_deref() || f.to_string_lossy().starts_with(".."),
+                None => false,
+            });
+            if ours && !event.kind.is_access() {
                 let _ = tx.send(());
             }
         })
