@@ -287,12 +287,12 @@ impl Daemon {
         }
         let mut policy = self.policy.clone();
         remove_expired(&mut policy, now);
-        for (what, _) in &expired {
-            tracing::info!(rule = %what, "rule expired and was removed");
-        }
         let interfaces = self.interfaces.clone();
         if self.apply(policy, interfaces, "rule expiry").is_err() {
             return;
+        }
+        for (what, _) in &expired {
+            tracing::info!(rule = %what, "rule expired and was removed");
         }
         // Then the file, which now reads as the served policy (a rule past
         // its expiry is left out when parsed).
