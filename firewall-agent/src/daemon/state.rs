@@ -28,16 +28,16 @@ impl PolicySource {
         policy::load_policy(&self.path, self.subnet_map.as_deref())
     }
 
-    /// Whether the file is the native format (CLI changes are written back
-    /// only to native files).
+    /// Whether the file is the native format (changes are written back
+    /// only to native files), as the loader decides it.
     pub fn is_native(&self) -> bool {
-        !self
-            .path
-            .extension()
-            .is_some_and(|e| e.eq_ignore_ascii_case("json"))
-            && !policy::input::read_text_file(&self.path, policy::input::MAX_POLICY_BYTES)
-                .map(|t| t.trim_start().starts_with('{'))
-                .unwrap_or(false)
+        self.read()
+            .is_ok_and(|text| policy::PolicyFormat::detect(&self.path, &text) == policy::PolicyFormat::Native)
+    }
+
+    /// The policy file's text (bounded, regular files only).
+    fn read(&self) -> std::io::Result<String> {
+        policy::input::read_text_file(&self.path, policy::input::MAX_POLICY_BYTES)
     }
 
     fn base_dir(&self) -> &Path {
@@ -308,16 +308,19 @@ impl Daemon {
     /// validates the result; returns the new text and policy without
     /// writing anything.
     pub(super) fn edited(&self, edits: &[Edit]) -> Result<(String, Validated), String> {
-        if !self.options.source.is_native() {
+        let path = &self.options.source.path;
+        let text = self
+            .options
+            .source
+            .read()
+            .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+        if policy::PolicyFormat::detect(path, &text) != policy::PolicyFormat::Native {
             return Err(format!(
                 "{} is an Azure JSON policy: edit it (or the subnet map) and send SIGHUP, or \
                  switch to the native format",
-                self.options.source.path.display()
+                path.display()
             ));
         }
-        let path = &self.options.source.path;
-        let text = policy::input::read_text_file(path, policy::input::MAX_POLICY_BYTES)
-            .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
         // The edit goes on top of the file: it must hold the policy being
         // served, or the change would also apply edits nobody reloaded.
         let on_disk = policy::parse_toml_with_base(&text, self.options.source.base_dir());
