@@ -89,7 +89,11 @@ pub struct Daemon {
 }
 
 impl Daemon {
-    /// Writes the policy, then attaches (adopting pinned links).
+    /// Writes the policy, then attaches (adopting pinned links), then
+    /// detaches the pinned links of interfaces this run no longer names.
+    /// A start that fails changes nothing that was in force: the previous
+    /// generation is served again (one flip back), links this run created
+    /// are removed, and a pin directory this run created is removed whole.
     pub fn start(
         mut dataplane: Dataplane,
         options: RunOptions,
@@ -101,7 +105,6 @@ impl Daemon {
         let started = (|| {
             let tables = compile_for(&dataplane, &options, &policy, &interfaces);
             let report = dataplane.apply(&tables, dataplane.generation() + 1)?;
-            log_applied(&report, "start");
             for interface in &options.interfaces {
                 dataplane.attach(interface, options.xdp_mode)?;
             }
@@ -114,14 +117,29 @@ impl Daemon {
                     let _ = dataplane.detach_all();
                 } else {
                     // Undo what this run attached; adopted links were in
-                    // force before and stay.
+                    // force before and stay, serving what they served.
                     for name in fresh_attachments(&dataplane) {
                         let _ = dataplane.detach(&name);
+                    }
+                    match dataplane.revert() {
+                        Ok(Some(generation)) => tracing::warn!(generation, "start failed: the previous generation is served again"),
+                        Ok(None) => {}
+                        Err(revert) => tracing::error!(error = %revert, "start failed and the previous generation could not be restored"),
                     }
                 }
                 return Err(error.into());
             }
         };
+        log_applied(&report, "start");
+        let named: std::collections::BTreeSet<String> = options.interfaces.iter().cloned().collect();
+        match dataplane.detach_unmanaged(&named) {
+            Ok(detached) => {
+                for interface in detached {
+                    tracing::warn!(interface = %interface, "interface no longer named by --iface: its pinned filter was detached");
+                }
+            }
+            Err(error) => tracing::error!(%error, "could not detach the pinned links of interfaces no longer named"),
+        }
         for a in dataplane.attached() {
             tracing::info!(interface = %a.name, mode = a.mode, outcome = ?a.outcome, "attached");
         }
