@@ -14,7 +14,7 @@ use crate::persist::{self, Edit};
 use crate::policy::{self, Endpoint, fmt_ipv4_rule};
 
 use super::observe::hits_json;
-use super::state::{Daemon, PendingApply, endpoint_interfaces, refuse_missing_endpoints};
+use super::state::{Daemon, DeclareError, PendingApply, endpoint_interfaces, refuse_missing_endpoints};
 
 /// What a command produced, and whether the daemon stops after answering.
 pub struct Outcome {
@@ -370,12 +370,12 @@ impl Daemon {
         let validated = policy::parse_toml_with_base(&text, base).map_err(|e| invalid(format!("{}:\n{e}", path.display())))?;
         let interfaces = endpoint_interfaces(&validated.policy);
         refuse_missing_endpoints(&validated.policy, &interfaces).map_err(invalid)?;
-        let previous = (self.policy.clone(), self.interfaces.clone());
-        let report = self
-            .apply(validated.policy, interfaces, "apply")
-            .map_err(|e| Response::error(ErrorKind::KernelRefused, e.to_string()))?;
         match confirm_within_s {
             Some(seconds) => {
+                let previous = (self.policy.clone(), self.interfaces.clone());
+                let report = self
+                    .apply(validated.policy, interfaces, "apply")
+                    .map_err(|e| Response::error(ErrorKind::KernelRefused, e.to_string()))?;
                 let deadline = SystemTime::now() + Duration::from_secs(seconds);
                 let file_before = policy::input::read_text_file(
                     &self.options.source.path,
@@ -394,47 +394,55 @@ impl Daemon {
                 Ok(answer)
             }
             None => {
-                self.persist_or_undo(&text, previous)?;
+                let tables = self.compile(&validated.policy, &interfaces);
+                let report = self
+                    .declare_then_apply(&text, &tables, validated.policy, interfaces, "apply")
+                    .map_err(refused)?;
                 Ok(changed(&report, "applied".to_owned()))
             }
         }
     }
 
+    /// Writes the applied policy to the file; until that succeeds the apply
+    /// stays unconfirmed (and rolls back at its deadline).
     fn confirm(&mut self) -> Handled {
         let pending = self
             .pending
-            .take()
+            .as_ref()
             .ok_or_else(|| invalid("nothing awaits confirmation"))?;
-        let previous = (pending.previous.clone(), pending.previous_interfaces.clone());
-        self.persist_or_undo(&pending.text, previous)?;
+        persist::write_atomically(&self.options.source.path, &pending.text).map_err(|error| {
+            Response::error(
+                ErrorKind::Internal,
+                format!(
+                    "{error}; not confirmed: the apply still rolls back at {} unless a confirm succeeds",
+                    humantime::format_rfc3339_seconds(pending.deadline)
+                ),
+            )
+        })?;
+        self.pending = None;
         Ok(json!({ "generation": self.generation, "message": "confirmed; the policy file now holds the applied policy" }))
     }
 
-    /// Applies `edits` (validated as the whole resulting file), then writes
-    /// the file; an unwritable file undoes the kernel change.
+    /// Validates `edits` as the whole resulting file, writes the file, then
+    /// serves it ([`Daemon::declare_then_apply`]): a refusal at any step
+    /// changes nothing.
     fn commit(&mut self, edits: &[Edit], cause: &str) -> Result<ApplyReport, Response> {
         let (text, validated) = self.edited(edits).map_err(invalid)?;
         let interfaces = endpoint_interfaces(&validated.policy);
         refuse_missing_endpoints(&validated.policy, &interfaces).map_err(invalid)?;
-        let previous = (self.policy.clone(), self.interfaces.clone());
-        let report = self
-            .apply(validated.policy, interfaces, cause)
-            .map_err(|e| Response::error(ErrorKind::KernelRefused, e.to_string()))?;
-        self.persist_or_undo(&text, previous)?;
-        Ok(report)
+        let tables = self.compile(&validated.policy, &interfaces);
+        self.declare_then_apply(&text, &tables, validated.policy, interfaces, cause)
+            .map_err(refused)
     }
+}
 
-    fn persist_or_undo(
-        &mut self,
-        text: &str,
-        previous: (policy::Policy, crate::links::InterfaceIndex),
-    ) -> Result<(), Response> {
-        if let Err(error) = persist::write_atomically(&self.options.source.path, text) {
-            let _ = self.apply(previous.0, previous.1, "undo: the policy file could not be written");
-            return Err(Response::error(ErrorKind::Internal, format!("{error}; the change was undone")));
-        }
-        Ok(())
-    }
+/// The answer to a change refused by the disk or the kernel.
+fn refused(error: DeclareError) -> Response {
+    let kind = match error {
+        DeclareError::File { .. } => ErrorKind::Internal,
+        DeclareError::Kernel(_) => ErrorKind::KernelRefused,
+    };
+    Response::error(kind, error.to_string())
 }
 
 /// Notes an operator should see with `show` (DESIGN.md: rules without

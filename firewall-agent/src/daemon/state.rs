@@ -185,10 +185,60 @@ impl Daemon {
         interfaces: InterfaceIndex,
         cause: &str,
     ) -> Result<ApplyReport, DataplaneError> {
-        let tables = compile_for(&self.dataplane, &self.options, &policy, &interfaces);
+        let tables = self.compile(&policy, &interfaces);
+        self.enforce(&tables, policy, interfaces, cause)
+    }
+
+    /// `policy` compiled for the loaded maps (nothing is written).
+    pub(super) fn compile(&self, policy: &Policy, interfaces: &InterfaceIndex) -> CompiledTables {
+        compile_for(&self.dataplane, &self.options, policy, interfaces)
+    }
+
+    /// Declared first, then enforced: writes `text` as the policy file,
+    /// then serves `tables` (compiled from `policy`) as the next
+    /// generation. What can refuse the change — the maps' capacity, the
+    /// disk — is met before the kernel is touched, so a refused change
+    /// never reaches the kernel, costs no generation and changes no
+    /// counter. When the kernel refuses after the file was written, the
+    /// file is put back as it was.
+    pub(super) fn declare_then_apply(
+        &mut self,
+        text: &str,
+        tables: &CompiledTables,
+        policy: Policy,
+        interfaces: InterfaceIndex,
+        cause: &str,
+    ) -> Result<ApplyReport, DeclareError> {
+        self.dataplane.check_capacity(tables).map_err(DeclareError::Kernel)?;
+        let path = self.options.source.path.clone();
+        let before = self.options.source.read().map_err(|source| DeclareError::File {
+            path: path.clone(),
+            error: source.to_string(),
+        })?;
+        persist::write_atomically(&path, text).map_err(|error| DeclareError::File {
+            path: path.clone(),
+            error: error.to_string(),
+        })?;
+        self.enforce(tables, policy, interfaces, cause).map_err(|error| {
+            if let Err(restore) = persist::write_atomically(&path, &before) {
+                tracing::error!(%restore, path = %path.display(), "the kernel refused the change and the policy file could not be put back: it holds a policy that is not served");
+            }
+            DeclareError::Kernel(error)
+        })
+    }
+
+    /// Serves `tables` (compiled from `policy` against `interfaces`) as the
+    /// next generation; on success `policy` is the running policy.
+    fn enforce(
+        &mut self,
+        tables: &CompiledTables,
+        policy: Policy,
+        interfaces: InterfaceIndex,
+        cause: &str,
+    ) -> Result<ApplyReport, DataplaneError> {
         let report = self
             .dataplane
-            .apply(&tables, self.generation + 1)
+            .apply(tables, self.generation + 1)
             .inspect_err(|error| {
                 tracing::error!(%error, cause, generation = self.generation, "applying the policy failed in the kernel; the running policy stays");
             })?;
@@ -306,19 +356,19 @@ impl Daemon {
         let mut policy = self.policy.clone();
         remove_expired(&mut policy, now);
         let interfaces = self.interfaces.clone();
+        // The file first (it then reads as the served policy: a rule past
+        // its expiry is left out when parsed), then the kernel.
+        if self.options.source.is_native() {
+            let edits: Vec<Edit> = expired.iter().map(|(_, edit)| edit.clone()).collect();
+            if let Err(error) = self.write_back(&edits, &policy) {
+                tracing::error!(%error, "could not remove the expired rules from the policy file");
+            }
+        }
         if self.apply(policy, interfaces, "rule expiry").is_err() {
             return;
         }
         for (what, _) in &expired {
             tracing::info!(rule = %what, "rule expired and was removed");
-        }
-        // Then the file, which now reads as the served policy (a rule past
-        // its expiry is left out when parsed).
-        if self.options.source.is_native() {
-            let edits: Vec<Edit> = expired.into_iter().map(|(_, edit)| edit).collect();
-            if let Err(error) = self.write_back(&edits) {
-                tracing::error!(%error, "could not remove the expired rules from the policy file");
-            }
         }
     }
 
@@ -326,6 +376,12 @@ impl Daemon {
     /// validates the result; returns the new text and policy without
     /// writing anything.
     pub(super) fn edited(&self, edits: &[Edit]) -> Result<(String, Validated), String> {
+        self.edited_from(edits, &self.policy)
+    }
+
+    /// [`Daemon::edited`] of a file that must hold `served` (the policy
+    /// the file reads as now: for an expiry, without the expired rules).
+    fn edited_from(&self, edits: &[Edit], served: &Policy) -> Result<(String, Validated), String> {
         let path = &self.options.source.path;
         let text = self
             .options
@@ -342,7 +398,7 @@ impl Daemon {
         // The edit goes on top of the file: it must hold the policy being
         // served, or the change would also apply edits nobody reloaded.
         let on_disk = policy::parse_toml_with_base(&text, self.options.source.base_dir());
-        if !on_disk.is_ok_and(|v| v.policy == self.policy) {
+        if !on_disk.is_ok_and(|v| v.policy == *served) {
             return Err(format!(
                 "{} no longer holds the policy being served (it was edited and not reloaded, \
                  or its reload was refused); reload it (SIGHUP) or restore it, then retry; \
@@ -356,9 +412,9 @@ impl Daemon {
         Ok((edited, validated))
     }
 
-    /// Writes `edits` to the policy file.
-    fn write_back(&self, edits: &[Edit]) -> Result<(), String> {
-        let (text, _) = self.edited(edits)?;
+    /// Writes `edits` to the policy file, which must read as `served`.
+    fn write_back(&self, edits: &[Edit], served: &Policy) -> Result<(), String> {
+        let (text, _) = self.edited_from(edits, served)?;
         persist::write_atomically(&self.options.source.path, &text).map_err(|e| e.to_string())
     }
 
@@ -387,6 +443,23 @@ impl Daemon {
         tracing::info!("detached; vaultfw stopped (the interfaces are no longer filtered)");
         Ok(())
     }
+}
+
+/// Why a change that must be declared (written to the policy file) before
+/// it is enforced was refused. Either way the kernel serves what it served.
+#[derive(Debug, thiserror::Error)]
+pub enum DeclareError {
+    /// The policy file could not be read or written: nothing changed.
+    #[error("cannot write the policy file {path}: {error}; nothing changed (the kernel serves the previous generation)", path = path.display())]
+    File {
+        /// The policy file.
+        path: PathBuf,
+        /// What failed.
+        error: String,
+    },
+    /// The kernel refused the tables; the file was put back.
+    #[error("{0}; nothing changed (the kernel serves the previous generation)")]
+    Kernel(DataplaneError),
 }
 
 /// Compiles `policy` for the loaded maps: hit slots stay with their rules

@@ -190,6 +190,12 @@ impl Dataplane {
         self.tables.generation()
     }
 
+    /// Refuses tables that would not fit the loaded maps, before anything
+    /// is written ([`DataplaneError::Capacity`]).
+    pub fn check_capacity(&self, compiled: &CompiledTables) -> Result<(), DataplaneError> {
+        self.tables.capacity().check(compiled)
+    }
+
     /// Writes `compiled` as generation `generation` into the inactive table
     /// set and makes it active. When it equals what the active set holds,
     /// nothing is written and the report says so.

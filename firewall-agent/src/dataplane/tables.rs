@@ -450,6 +450,10 @@ impl Tables {
         })
     }
 
+    pub(super) fn capacity(&self) -> &Capacity {
+        &self.capacity
+    }
+
     pub(super) fn hit_slots(&self) -> HitSlots {
         self.capacity.hit_slots
     }
