@@ -190,6 +190,23 @@ impl HitSlots {
     pub const fn total(&self) -> u32 {
         self.ip_rules + self.vnet_rules + self.trusted_services
     }
+
+    /// The slot of this layout that holds what `slot` of `old` held: the
+    /// same kind and the same index within the kind (IP rule `i`, subnet
+    /// rule `i`, trusted service `i`); `None` when the kind has no such
+    /// index here (a smaller limit) or `slot` lies outside `old`.
+    pub const fn remap(&self, old: &HitSlots, slot: u32) -> Option<u32> {
+        let (index, room, base) = if slot < old.ip_rules {
+            (slot, self.ip_rules, self.ip(0))
+        } else if slot < old.ip_rules + old.vnet_rules {
+            (slot - old.ip_rules, self.vnet_rules, self.vnet(0))
+        } else if slot < old.total() {
+            (slot - old.ip_rules - old.vnet_rules, self.trusted_services, self.trusted(0))
+        } else {
+            return None;
+        };
+        if index < room { Some(base + index) } else { None }
+    }
 }
 
 /// The rate limiter of one CPU: a token bucket holding up to one second of
@@ -375,6 +392,20 @@ mod tests {
     fn hit_slots_are_laid_out_ip_vnet_trusted() {
         let slots = HitSlots { ip_rules: 127, vnet_rules: 127, trusted_services: 10 };
         assert_eq!((slots.ip(3), slots.vnet(0), slots.trusted(9), slots.total()), (3, 127, 263, 264));
+    }
+
+    #[test]
+    fn remapped_slots_keep_their_kind_and_index() {
+        let old = HitSlots::new(127, 127);
+        let new = HitSlots::new(1000, 200);
+        assert_eq!(new.remap(&old, old.ip(5)), Some(new.ip(5)));
+        assert_eq!(new.remap(&old, old.vnet(3)), Some(new.vnet(3)));
+        assert_eq!(new.remap(&old, old.trusted(9)), Some(new.trusted(9)));
+        assert_eq!(new.remap(&old, old.total()), None);
+        let smaller = HitSlots::new(10, 2);
+        assert_eq!(smaller.remap(&old, old.ip(10)), None);
+        assert_eq!(smaller.remap(&old, old.vnet(1)), Some(smaller.vnet(1)));
+        assert_eq!(smaller.remap(&old, old.vnet(2)), None);
     }
 
     #[test]

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
 use crate::compile::{CompiledTables, compile_next, missing_endpoints};
-use crate::dataplane::{ApplyReport, AttachOutcome, Dataplane, DataplaneError};
+use crate::dataplane::{ApplyReport, Dataplane, DataplaneError};
 use crate::links::{self, InterfaceIndex};
 use crate::persist::{self, Edit};
 use crate::policy::{self, LoadError, Policy, PolicyWarning, Validated};
@@ -101,13 +101,14 @@ impl Daemon {
         interfaces: InterfaceIndex,
     ) -> Result<Self, RunError> {
         // Nothing was pinned before this run: a failed start leaves nothing.
-        let fresh = dataplane.generation() == 0;
+        let fresh = dataplane.generation() == 0 && !dataplane.migrating();
         let started = (|| {
             let tables = compile_for(&dataplane, &options, &policy, &interfaces);
             let report = dataplane.apply(&tables, dataplane.generation() + 1)?;
             for interface in &options.interfaces {
                 dataplane.attach(interface, options.xdp_mode)?;
             }
+            dataplane.commit_pins()?;
             Ok::<_, DataplaneError>(report)
         })();
         let report = match started {
@@ -116,16 +117,7 @@ impl Daemon {
                 if fresh {
                     let _ = dataplane.detach_all();
                 } else {
-                    // Undo what this run attached; adopted links were in
-                    // force before and stay, serving what they served.
-                    for name in fresh_attachments(&dataplane) {
-                        let _ = dataplane.detach(&name);
-                    }
-                    match dataplane.revert() {
-                        Ok(Some(generation)) => tracing::warn!(generation, "start failed: the previous generation is served again"),
-                        Ok(None) => {}
-                        Err(revert) => tracing::error!(error = %revert, "start failed and the previous generation could not be restored"),
-                    }
+                    dataplane.abandon_start();
                 }
                 return Err(error.into());
             }
@@ -475,14 +467,6 @@ fn compile_for(
         .with_access_log(options.event_rate, options.log_allowed)
 }
 
-fn fresh_attachments(dataplane: &Dataplane) -> Vec<String> {
-    dataplane
-        .attached()
-        .iter()
-        .filter(|a| a.outcome == AttachOutcome::Attached)
-        .map(|a| a.name.clone())
-        .collect()
-}
 
 /// The endpoint interfaces `policy` names, resolved now.
 pub(super) fn endpoint_interfaces(policy: &Policy) -> InterfaceIndex {

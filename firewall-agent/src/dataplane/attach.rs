@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 
 use aya::programs::{
-    ProgramError, Xdp, XdpMode,
+    ProgramError, ProgramFd, Xdp, XdpMode,
     links::{FdLink, PinnedLink},
     loaded_programs,
     xdp::{XdpLink, XdpLinkId},
@@ -56,6 +56,10 @@ pub struct AttachedInterface {
     /// The link's pin, when the agent pins.
     #[serde(skip)]
     pin: Option<PathBuf>,
+    /// For [`AttachOutcome::Replaced`]: the program the link ran before, held
+    /// so a failed start can move the link back to it.
+    #[serde(skip)]
+    replaced: Option<ProgramFd>,
 }
 
 /// The handle that keeps a link alive while the agent runs.
@@ -106,6 +110,7 @@ pub(super) fn attach(
         outcome: AttachOutcome::Attached,
         link,
         pin,
+        replaced: None,
     })
 }
 
@@ -144,12 +149,15 @@ fn reuse_pinned_link(
     // re-created at this start (new limits, a new layout) is one the
     // attached program does not read, so it must be swapped even when the
     // instructions are equal (the tag does not cover map references).
-    let same = linked_program(link_prog).is_some_and(|theirs| {
-        theirs.tag() == ours.tag() && sorted_map_ids(&theirs) == sorted_map_ids(&ours)
+    let theirs = linked_program(link_prog);
+    let same = theirs.as_ref().is_some_and(|theirs| {
+        theirs.tag() == ours.tag() && sorted_map_ids(theirs) == sorted_map_ids(&ours)
     });
+    let mut replaced = None;
     let (link, outcome) = if same {
         (HeldLink::Fd(fd_link), AttachOutcome::Adopted)
     } else {
+        replaced = theirs.and_then(|theirs| theirs.fd().ok());
         let xdp_link = XdpLink::try_from(fd_link).map_err(|e| DataplaneError::Attach {
             interface: interface.to_owned(),
             mode: "pinned",
@@ -171,6 +179,7 @@ fn reuse_pinned_link(
         outcome,
         link,
         pin: Some(pin.to_path_buf()),
+        replaced,
     }))
 }
 
@@ -302,6 +311,27 @@ fn errno_of(error: &ProgramError) -> Option<i32> {
         source = e.source();
     }
     None
+}
+
+/// Moves a link this run switched to its program ([`AttachOutcome::Replaced`])
+/// back to the program it ran before, with one link update: the interface
+/// is never without a filter. The link stays pinned.
+pub(super) fn restore_replaced(attached: AttachedInterface) -> Result<(), DataplaneError> {
+    let (Some(pin), Some(previous)) = (&attached.pin, &attached.replaced) else {
+        return Err(DataplaneError::Attach {
+            interface: attached.name.clone(),
+            mode: "pinned",
+            reason: "the program the link ran before is unknown; it keeps the new one".to_owned(),
+            errno: None,
+        });
+    };
+    super::link::update_pinned(pin, previous).map_err(|source| DataplaneError::Pins {
+        path: pin.clone(),
+        operation: "move the XDP link back to its previous program",
+        source,
+    })?;
+    // Our handle goes with the program object; the pin keeps the link.
+    Ok(())
 }
 
 /// Detaches one attachment: removes its pin (if any), then lets go of it.

@@ -10,6 +10,8 @@
 mod attach;
 mod error;
 pub mod features;
+mod link;
+mod migrate;
 mod netlink;
 pub mod pins;
 mod tables;
@@ -22,7 +24,8 @@ use aya::{
 };
 use firewall_common::{
     DEFAULT_TRUSTED_CAPACITY, DEFAULT_VNET_CAPACITY, EVENTS, HitSlots, IP_RULES_0, IP_RULES_1,
-    PROGRAM_NAME, RULE_HITS, TRUSTED_0, TRUSTED_1, VNET_RULES_0, VNET_RULES_1, Verdict,
+    PROGRAM_NAME, RULE_HITS, TELEMETRY, TRUSTED_0, TRUSTED_1, VERDICT_COUNTERS, VNET_RULES_0,
+    VNET_RULES_1, Verdict,
 };
 
 pub use attach::{AttachOutcome, AttachedInterface, XdpModeRequest};
@@ -51,6 +54,9 @@ pub struct Dataplane {
     pin_dir: Option<PinDir>,
     /// Held while this instance uses `pin_dir`.
     _pin_lock: Option<pins::PinDirLock>,
+    /// Maps a migration created, staged beside the pins they replace until
+    /// [`Dataplane::commit_pins`] (see `migrate`).
+    staged: Vec<&'static str>,
 }
 
 /// Map capacities fixed at load time (entries per trie).
@@ -127,6 +133,7 @@ impl Dataplane {
             attached: Vec::new(),
             pin_dir: None,
             _pin_lock: None,
+            staged: Vec::new(),
         })
     }
 
@@ -153,10 +160,14 @@ impl Dataplane {
         pin_dir: &PinDir,
         lock: pins::PinDirLock,
     ) -> Result<Self, DataplaneError> {
-        let dropped = pins::drop_incompatible_maps(pin_dir, &pins::expected_shapes(&capacity))?;
-        let map_pins: Vec<(&'static str, std::path::PathBuf)> = pins::expected_shapes(&capacity)
+        pins::remove_staged(pin_dir)?;
+        let plan = pins::PinPlan::read(pin_dir, pins::expected_shapes(&capacity));
+        let fresh = migrate::fresh_maps(&plan);
+        let map_pins: Vec<(&'static str, std::path::PathBuf)> = plan
+            .maps
             .iter()
-            .map(|shape| (shape.name, pin_dir.map(shape.name)))
+            .filter(|(shape, _)| !fresh.contains(&shape.name))
+            .map(|(shape, _)| (shape.name, pin_dir.map(shape.name)))
             .collect();
         let mut loader = loader(&capacity);
         for (name, path) in &map_pins {
@@ -167,22 +178,104 @@ impl Dataplane {
             .map_err(|source| DataplaneError::Object { source })?;
         let program = xdp_program(&mut ebpf)?;
         program.load().map_err(DataplaneError::from_load)?;
-        let tables = Tables::adopt(&mut ebpf, capacity)?;
-        if tables.generation() > 0 {
-            tracing::info!(
-                pin_dir = %pin_dir.root().display(),
-                generation = tables.generation(),
-                recreated_maps = ?dropped,
-                "adopted pinned maps: rules and counters carried over"
-            );
+        if !fresh.is_empty() {
+            pins::prepare_staging(pin_dir)?;
         }
+        for name in &fresh {
+            let path = pins::staged_map(pin_dir, name);
+            let map = ebpf.map(name).ok_or(DataplaneError::MissingMap { map: name })?;
+            map.pin(&path).map_err(|e| DataplaneError::Pins {
+                path: path.clone(),
+                operation: "stage the new map at",
+                source: std::io::Error::other(error_chain(&e)),
+            })?;
+        }
+        let tables = if fresh.is_empty() {
+            let tables = Tables::adopt(&mut ebpf, capacity)?;
+            if tables.generation() > 0 {
+                tracing::info!(
+                    pin_dir = %pin_dir.root().display(),
+                    generation = tables.generation(),
+                    "adopted pinned maps: rules and counters carried over"
+                );
+            }
+            tables
+        } else {
+            let mut tables = Tables::take(&mut ebpf, capacity)?;
+            let inherited = migrate::pinned_capacity(pin_dir)
+                .ok_or(DataplaneError::MissingMap { map: firewall_common::RULE_HITS })
+                .and_then(|old| Tables::open_pinned(pin_dir, old))
+                .and_then(|old| {
+                    tables.inherit(&old, fresh.contains(&VERDICT_COUNTERS), fresh.contains(&TELEMETRY))?;
+                    Ok(old.generation())
+                });
+            migrate::log_inherited(pin_dir, &fresh, &inherited);
+            tables
+        };
         Ok(Dataplane {
             ebpf,
             tables,
             attached: Vec::new(),
             pin_dir: Some(pin_dir.clone()),
             _pin_lock: Some(lock),
+            staged: fresh,
         })
+    }
+
+    /// Whether this start moves the filter to new maps (see `migrate`).
+    pub fn migrating(&self) -> bool {
+        !self.staged.is_empty()
+    }
+
+    /// Makes this start's state the one a restart finds: maps created by a
+    /// migration replace the old pins (one rename each). Call once every
+    /// interface runs this program.
+    pub fn commit_pins(&mut self) -> Result<(), DataplaneError> {
+        if let Some(dir) = &self.pin_dir {
+            pins::swap_staged(dir, &self.staged)?;
+        }
+        self.staged.clear();
+        Ok(())
+    }
+
+    /// Undoes a start that failed before [`Dataplane::commit_pins`]: links
+    /// moved to this program go back to the one they ran, links this run
+    /// created are removed, and the staged maps are dropped. When no map
+    /// was replaced, the previous generation is served again (one flip).
+    /// The pins are then as the previous run left them.
+    pub fn abandon_start(&mut self) {
+        let program = match xdp_program(&mut self.ebpf) {
+            Ok(program) => program,
+            Err(error) => {
+                tracing::error!(%error, "undoing the failed start: the program is gone");
+                return;
+            }
+        };
+        for attached in std::mem::take(&mut self.attached) {
+            let name = attached.name.clone();
+            let undone = match attached.outcome {
+                AttachOutcome::Attached => attach::detach(program, attached),
+                AttachOutcome::Replaced => attach::restore_replaced(attached),
+                AttachOutcome::Adopted => Ok(()),
+            };
+            if let Err(error) = undone {
+                tracing::error!(interface = %name, %error, "undoing the failed start on this interface failed");
+            }
+        }
+        if let Some(dir) = &self.pin_dir
+            && !self.staged.is_empty()
+        {
+            if let Err(error) = pins::remove_staged(dir) {
+                tracing::error!(%error, "removing the maps staged by the failed start failed");
+            }
+            self.staged.clear();
+            return;
+        }
+        match self.tables.revert() {
+            Ok(Some(generation)) => tracing::warn!(generation, "start failed: the previous generation is served again"),
+            Ok(None) => {}
+            Err(error) => tracing::error!(%error, "start failed and the previous generation could not be restored"),
+        }
     }
 
     /// The generation the kernel serves (0 before the first apply).
@@ -405,6 +498,18 @@ impl Dataplane {
     pub fn active_trusted(&self) -> Result<BTreeMap<ipnet::Ipv4Net, u32>, DataplaneError> {
         self.tables.active_trusted()
     }
+}
+
+/// An error with its sources, for errors whose `Display` drops the OS error.
+fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
 }
 
 /// Refuses to go on when the kernel lacks a feature the program needs.

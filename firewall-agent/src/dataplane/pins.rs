@@ -150,44 +150,135 @@ pub(super) fn lock(dir: &PinDir) -> Result<PinDirLock, DataplaneError> {
     Ok(PinDirLock { _dir: file })
 }
 
-/// Unpins every pinned map whose shape differs from `expected`, so the
-/// loader creates it anew; returns the names it unpinned.
-pub(super) fn drop_incompatible_maps(
-    dir: &PinDir,
-    expected: &[MapShape],
-) -> Result<Vec<&'static str>, DataplaneError> {
-    let mut dropped = Vec::new();
-    for want in expected {
-        let path = dir.map(want.name);
-        if !path.exists() {
-            continue;
-        }
-        let have = MapInfo::from_pin(&path)
-            .ok()
-            .and_then(|info| shape_of(want.name, &info));
-        if have.as_ref() != Some(want) {
-            tracing::warn!(
-                map = want.name,
-                pinned = ?have,
-                wanted = ?want,
-                "pinned map has another shape (upgrade or new limits): creating it anew"
-            );
-            fs::remove_file(&path).map_err(|source| DataplaneError::Pins {
-                path: path.clone(),
-                operation: "unpin the stale map",
-                source,
-            })?;
-            dropped.push(want.name);
-        }
+/// What a start does with one map.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum MapPin {
+    /// Pinned with the shape this build wants: reused as it is.
+    Reuse,
+    /// Not pinned: created.
+    Create,
+    /// Pinned with another shape (new limits, an upgrade): created anew
+    /// beside it and swapped in once every link runs the new program.
+    Recreate,
+}
+
+/// Each expected map with what a start does with it.
+pub(super) struct PinPlan {
+    pub maps: Vec<(MapShape, MapPin)>,
+}
+
+impl PinPlan {
+    /// Compares the pins under `dir` with `expected`.
+    pub(super) fn read(dir: &PinDir, expected: Vec<MapShape>) -> Self {
+        let maps = expected
+            .into_iter()
+            .map(|want| {
+                let path = dir.map(want.name);
+                let pin = if !path.exists() {
+                    MapPin::Create
+                } else {
+                    let have = MapInfo::from_pin(&path).ok().and_then(|info| shape_of(want.name, &info));
+                    if have.as_ref() == Some(&want) {
+                        MapPin::Reuse
+                    } else {
+                        tracing::warn!(
+                            map = want.name,
+                            pinned = ?have,
+                            wanted = ?want,
+                            "pinned map has another shape (upgrade or new limits): the filter moves to new maps"
+                        );
+                        MapPin::Recreate
+                    }
+                };
+                (want, pin)
+            })
+            .collect();
+        PinPlan { maps }
     }
-    Ok(dropped)
+
+    /// Whether the program must move to new table maps: a pinned map has
+    /// another shape, or some maps are pinned and others are missing. A
+    /// program still attached then reads the old maps, so they cannot be
+    /// shared with the new program piecemeal: every table-set map and the
+    /// per-rule counters are created anew together (see `migrate`).
+    pub(super) fn migrating(&self) -> bool {
+        let has = |wanted: MapPin| self.maps.iter().any(|(_, pin)| *pin == wanted);
+        has(MapPin::Recreate) || (has(MapPin::Create) && has(MapPin::Reuse))
+    }
+
+    /// The pinned shape of `name` as the kernel reports it (for reading the
+    /// old maps' layout during a migration).
+    pub(super) fn pinned_max_entries(dir: &PinDir, name: &str) -> Option<u32> {
+        MapInfo::from_pin(dir.map(name)).ok().map(|info| info.max_entries())
+    }
+}
+
+/// The directory (beside `maps/`) where a migration pins the maps it
+/// creates until the swap. bpffs refuses names with a dot, so staged maps
+/// keep their names in a directory of their own.
+const STAGED_DIR: &str = "staged";
+
+/// Where a map created by a migration is pinned until the swap.
+pub(super) fn staged_map(dir: &PinDir, name: &str) -> std::path::PathBuf {
+    dir.root().join(STAGED_DIR).join(name)
+}
+
+/// Creates the (empty) staging directory, 0700.
+pub(super) fn prepare_staging(dir: &PinDir) -> Result<(), DataplaneError> {
+    let path = dir.root().join(STAGED_DIR);
+    fs::DirBuilder::new()
+        .mode(0o700)
+        .create(&path)
+        .map_err(|source| DataplaneError::Pins {
+            path,
+            operation: "create the staging directory",
+            source,
+        })
+}
+
+/// Removes maps staged by a migration that did not finish (a failed start,
+/// or a process that died before the swap), and their directory: the next
+/// migration stages them anew.
+pub(super) fn remove_staged(dir: &PinDir) -> Result<(), DataplaneError> {
+    let staging = dir.root().join(STAGED_DIR);
+    let Ok(entries) = fs::read_dir(&staging) else {
+        return Ok(());
+    };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        tracing::warn!(pin = %path.display(), "removing a map staged by an unfinished migration");
+        fs::remove_file(&path).map_err(|source| DataplaneError::Pins {
+            path,
+            operation: "remove the staged map",
+            source,
+        })?;
+    }
+    fs::remove_dir(&staging).map_err(|source| DataplaneError::Pins {
+        path: staging,
+        operation: "remove the staging directory",
+        source,
+    })
+}
+
+/// Swaps each staged map in for its predecessor with one rename (bpffs
+/// renames atomically): from here a restart reuses the new maps.
+pub(super) fn swap_staged(dir: &PinDir, names: &[&'static str]) -> Result<(), DataplaneError> {
+    for name in names {
+        let (staged, pinned) = (staged_map(dir, name), dir.map(name));
+        fs::rename(&staged, &pinned).map_err(|source| DataplaneError::Pins {
+            path: staged.clone(),
+            operation: "swap in the new map",
+            source,
+        })?;
+    }
+    remove_staged(dir)
 }
 
 /// Removes every pin under `dir` and the directories themselves: links
 /// first (that detaches the program), then maps. Missing entries are fine.
 pub fn remove_all(dir: &PinDir) -> Result<Vec<String>, DataplaneError> {
     let mut removed = Vec::new();
-    for sub in [dir.links(), dir.maps()] {
+    for sub in [dir.links(), dir.maps(), dir.root().join(STAGED_DIR)] {
         let entries = match fs::read_dir(&sub) {
             Ok(entries) => entries,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 use aya::{
     Ebpf, Pod,
-    maps::{Array, LpmTrie, MapData, MapError, PerCpuArray, lpm_trie::Key},
+    maps::{Array, LpmTrie, Map, MapData, MapError, PerCpuArray, lpm_trie::Key},
 };
 use firewall_common::{
     ACTIVE_SET, DATA_PLANE_PORTS, FLAG_HAS_VLAN_VNET, FLAG_HAS_VNET, FLAG_VALID, HitSlots, IP_RULES_0, IP_RULES_1, Ipv4Key,
@@ -18,6 +18,7 @@ use ipnet::Ipv4Net;
 use serde::Serialize;
 
 use super::{Capacity, DataplaneError, VerdictTotals};
+use crate::paths::PinDir;
 use crate::compile::{CompiledTables, PrefixKey, VnetPrefixKey};
 
 /// What an apply did.
@@ -113,9 +114,9 @@ struct TriePair<K: TrieKey> {
 }
 
 impl<K: TrieKey> TriePair<K> {
-    fn take(ebpf: &mut Ebpf, names: [&'static str; 2]) -> Result<Self, DataplaneError> {
+    fn open(maps: &mut MapSource<'_>, names: [&'static str; 2]) -> Result<Self, DataplaneError> {
         Ok(TriePair {
-            tries: [take(ebpf, names[0])?, take(ebpf, names[1])?],
+            tries: [maps.open(names[0])?, maps.open(names[1])?],
             names,
         })
     }
@@ -188,16 +189,49 @@ pub(super) struct Tables {
     /// The set and generation served before the last flip, while that set
     /// is untouched: what [`Tables::revert`] returns to.
     previous: Option<(u32, u64)>,
+    /// Until the first apply after a migration: what the replaced maps'
+    /// active set held, slots in this layout, so every rule keeps its slot.
+    inherited: Option<CompiledTables>,
 }
 
-fn take<T>(ebpf: &mut Ebpf, name: &'static str) -> Result<T, DataplaneError>
-where
-    T: TryFrom<aya::maps::Map, Error = MapError>,
-{
-    let map = ebpf
-        .take_map(name)
-        .ok_or(DataplaneError::MissingMap { map: name })?;
-    T::try_from(map).map_err(|source| DataplaneError::Map { map: name, source })
+/// Where the typed maps come from: a loaded object, or the pins a
+/// predecessor left (read during a migration to new maps).
+enum MapSource<'a> {
+    Loaded(&'a mut Ebpf),
+    Pinned(&'a PinDir),
+}
+
+/// A typed map that can be opened from its pin (the `Map` variant its
+/// type wraps).
+trait Pinnable: TryFrom<Map, Error = MapError> {
+    const VARIANT: fn(MapData) -> Map;
+}
+
+impl<V: Pod> Pinnable for Array<MapData, V> {
+    const VARIANT: fn(MapData) -> Map = Map::Array;
+}
+
+impl<V: Pod> Pinnable for PerCpuArray<MapData, V> {
+    const VARIANT: fn(MapData) -> Map = Map::PerCpuArray;
+}
+
+impl<K: Pod, V: Pod> Pinnable for LpmTrie<MapData, K, V> {
+    const VARIANT: fn(MapData) -> Map = Map::LpmTrie;
+}
+
+impl MapSource<'_> {
+    fn open<T: Pinnable>(&mut self, name: &'static str) -> Result<T, DataplaneError> {
+        let map = match self {
+            MapSource::Loaded(ebpf) => ebpf
+                .take_map(name)
+                .ok_or(DataplaneError::MissingMap { map: name })?,
+            MapSource::Pinned(dir) => {
+                let data = MapData::from_pin(dir.map(name)).map_err(|source| DataplaneError::Map { map: name, source })?;
+                T::VARIANT(data)
+            }
+        };
+        T::try_from(map).map_err(|source| DataplaneError::Map { map: name, source })
+    }
 }
 
 fn map_err(map: &'static str) -> impl FnOnce(MapError) -> DataplaneError {
@@ -208,21 +242,32 @@ impl Tables {
     /// Takes the maps out of a freshly loaded object (all zero: no set is
     /// valid, set 0 is active).
     pub(super) fn take(ebpf: &mut Ebpf, capacity: Capacity) -> Result<Self, DataplaneError> {
+        Self::open(MapSource::Loaded(ebpf), capacity)
+    }
+
+    /// The tables a predecessor pinned under `dir`, read back as
+    /// [`Tables::adopt`] reads them, with `capacity` as the pins have it.
+    pub(super) fn open_pinned(dir: &PinDir, capacity: Capacity) -> Result<Self, DataplaneError> {
+        Self::open(MapSource::Pinned(dir), capacity)?.read_back()
+    }
+
+    fn open(mut maps: MapSource<'_>, capacity: Capacity) -> Result<Self, DataplaneError> {
         Ok(Tables {
-            active_index: take(ebpf, ACTIVE_SET)?,
-            config: take(ebpf, POLICY_CONFIG)?,
-            ports: take(ebpf, DATA_PLANE_PORTS)?,
-            ip_rules: TriePair::take(ebpf, [IP_RULES_0, IP_RULES_1])?,
-            vnet_rules: TriePair::take(ebpf, [VNET_RULES_0, VNET_RULES_1])?,
-            trusted: TriePair::take(ebpf, [TRUSTED_0, TRUSTED_1])?,
-            verdicts: take(ebpf, VERDICT_COUNTERS)?,
-            rule_hits: take(ebpf, RULE_HITS)?,
-            telemetry: take(ebpf, TELEMETRY)?,
+            active_index: maps.open(ACTIVE_SET)?,
+            config: maps.open(POLICY_CONFIG)?,
+            ports: maps.open(DATA_PLANE_PORTS)?,
+            ip_rules: TriePair::open(&mut maps, [IP_RULES_0, IP_RULES_1])?,
+            vnet_rules: TriePair::open(&mut maps, [VNET_RULES_0, VNET_RULES_1])?,
+            trusted: TriePair::open(&mut maps, [TRUSTED_0, TRUSTED_1])?,
+            verdicts: maps.open(VERDICT_COUNTERS)?,
+            rule_hits: maps.open(RULE_HITS)?,
+            telemetry: maps.open(TELEMETRY)?,
             capacity,
             active: 0,
             contents: [Some(CompiledTables::empty()), Some(CompiledTables::empty())],
             generation: 0,
             previous: None,
+            inherited: None,
         })
     }
 
@@ -231,7 +276,12 @@ impl Tables {
     /// is read back from the kernel, so the next apply is a diff and the
     /// counters keep counting.
     pub(super) fn adopt(ebpf: &mut Ebpf, capacity: Capacity) -> Result<Self, DataplaneError> {
-        let mut tables = Self::take(ebpf, capacity)?;
+        Self::take(ebpf, capacity)?.read_back()
+    }
+
+    /// Reads back the active set, its contents and generation.
+    fn read_back(self) -> Result<Self, DataplaneError> {
+        let mut tables = self;
         let active = tables.active_index.get(&0, 0).map_err(map_err(ACTIVE_SET))? & 1;
         let config = tables.config.get(&active, 0).map_err(map_err(POLICY_CONFIG))?;
         if config.flags & FLAG_VALID == 0 {
@@ -270,8 +320,13 @@ impl Tables {
         generation: u64,
     ) -> Result<ApplyReport, DataplaneError> {
         self.capacity.check(compiled)?;
-        let previous = self.contents[self.active as usize].clone();
-        if previous.as_ref() == Some(compiled) {
+        let served = self.contents[self.active as usize].clone();
+        // After a migration nothing is served from these maps yet: the
+        // first apply always writes, and slots compare with what the
+        // replaced maps served.
+        let migrated = self.inherited.is_some();
+        let previous = self.inherited.clone().or(served);
+        if !migrated && previous.as_ref() == Some(compiled) {
             return Ok(ApplyReport {
                 generation: self.generation,
                 changed: false,
@@ -294,8 +349,9 @@ impl Tables {
             }
         }
         self.flip(target)?;
+        self.inherited = None;
         self.contents[target as usize] = Some(compiled.clone());
-        let served_before = (self.generation > 0).then_some((1 - target, self.generation));
+        let served_before = (self.generation > 0 && !migrated).then_some((1 - target, self.generation));
         self.active = target;
         self.generation = generation;
         self.previous = served_before;
@@ -315,6 +371,48 @@ impl Tables {
                 .count(),
             map_writes: map_writes + 1,
         })
+    }
+
+    /// Takes over from `old` (the tables of the maps this program replaces):
+    /// the generation numbering and the rules' hit slots (in this layout),
+    /// and every counter — rule hits by kind and index; verdicts and event
+    /// accounting when those maps are new too (`copy_verdicts`,
+    /// `copy_telemetry`). Nothing reads these maps yet, so the copy is
+    /// exact up to this moment.
+    pub(super) fn inherit(
+        &mut self,
+        old: &Tables,
+        copy_verdicts: bool,
+        copy_telemetry: bool,
+    ) -> Result<(), DataplaneError> {
+        let (old_slots, new_slots) = (old.capacity.hit_slots, self.capacity.hit_slots);
+        let remap = |value: &mut RuleValue| {
+            // A slot with no place in this layout is dropped below, with its rule.
+            *value = new_slots.remap(&old_slots, *value).unwrap_or(u32::MAX);
+        };
+        let mut inherited = old.active_contents();
+        for value in inherited.ip_rules.values_mut().chain(inherited.vnet_rules.values_mut()).chain(inherited.trusted.values_mut()) {
+            remap(value);
+        }
+        inherited.ip_rules.retain(|_, v| *v != u32::MAX);
+        inherited.vnet_rules.retain(|_, v| *v != u32::MAX);
+        inherited.trusted.retain(|_, v| *v != u32::MAX);
+        self.inherited = Some(inherited);
+        self.generation = old.generation;
+        for slot in 0..old_slots.total() {
+            let Some(to) = new_slots.remap(&old_slots, slot) else {
+                continue;
+            };
+            let values = old.rule_hits.get(&slot, 0).map_err(map_err(RULE_HITS))?;
+            self.rule_hits.set(to, values, 0).map_err(map_err(RULE_HITS))?;
+        }
+        if copy_verdicts {
+            copy_per_cpu(&old.verdicts, &mut self.verdicts, VERDICT_COUNTERS)?;
+        }
+        if copy_telemetry {
+            copy_per_cpu(&old.telemetry, &mut self.telemetry, TELEMETRY)?;
+        }
+        Ok(())
     }
 
     /// Makes the set served before the last apply active again, as it was
@@ -458,8 +556,12 @@ impl Tables {
         self.capacity.hit_slots
     }
 
-    /// What the active set holds (empty when unknown).
+    /// What the active set holds (empty when unknown); after a migration,
+    /// until the first apply, what the replaced maps served (for slots).
     pub(super) fn active_contents(&self) -> CompiledTables {
+        if let Some(inherited) = &self.inherited {
+            return inherited.clone();
+        }
         self.contents[self.active as usize]
             .clone()
             .unwrap_or_else(CompiledTables::empty)
@@ -489,6 +591,21 @@ impl Tables {
             .map(|(k, v)| (Ipv4Net::from(k), v))
             .collect())
     }
+}
+
+/// Copies every slot of `from` (per CPU) into the same slot of `to`, as far
+/// as both reach.
+fn copy_per_cpu(
+    from: &PerCpuArray<MapData, u64>,
+    to: &mut PerCpuArray<MapData, u64>,
+    name: &'static str,
+) -> Result<(), DataplaneError> {
+    let slots = from.len().min(to.len());
+    for slot in 0..slots {
+        let values = from.get(&slot, 0).map_err(map_err(name))?;
+        to.set(slot, values, 0).map_err(map_err(name))?;
+    }
+    Ok(())
 }
 
 /// Flags that only let the program skip lookups that cannot match: no
