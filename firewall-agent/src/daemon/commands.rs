@@ -32,7 +32,11 @@ impl Daemon {
         tracing::debug!(?command, "control command");
         let mut stop = false;
         let result = match command {
-            Command::Show => Ok(self.show()),
+            Command::Show => {
+                // The file may have changed since the last change (no watch).
+                self.refresh_policy_sync();
+                Ok(self.show())
+            }
             Command::Stats => self.stats(),
             Command::RuleList => self.rule_list(),
             Command::RuleAdd { rule, if_generation } => self
@@ -130,6 +134,7 @@ impl Daemon {
             "virtual_network_rules": p.virtual_network_rules.len(),
             "trusted_service_prefixes": p.trusted_services.prefixes.len(),
             "awaiting_confirmation_until": self.pending.as_ref().map(|pa| humantime::format_rfc3339_seconds(pa.deadline).to_string()),
+            "health": self.health,
             "warnings": notes(p),
         })
     }

@@ -20,6 +20,7 @@
 //! `detach` removes it.
 
 mod commands;
+mod health;
 mod observe;
 mod state;
 mod watch;
@@ -187,7 +188,10 @@ pub async fn run(options: RunOptions) -> Result<(), RunError> {
     loop {
         let deadline = sleep_until(daemon.next_deadline());
         tokio::select! {
-            _ = ticker.tick() => observer.report(&daemon, false),
+            _ = ticker.tick() => {
+                daemon.check_socket();
+                observer.report(&daemon, false);
+            }
             Some(pending) = requests.recv() => {
                 let outcome = match pending.command {
                     Command::Logs { after, since, limit } => commands::Outcome {

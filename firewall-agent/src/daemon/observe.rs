@@ -13,7 +13,7 @@ use crate::control::protocol::{ErrorKind, Response};
 use crate::dataplane::{Dataplane, DataplaneError, RuleHitTotals};
 use crate::telemetry::{
     self, AccessLog, AccessRecord, CounterSample, InterfaceCounters, MapFill,
-    MetricsSnapshot, RuleHitSample, RuleRef, StatsReporter, rule_slots,
+    HealthSample, MetricsSnapshot, RuleHitSample, RuleRef, StatsReporter, rule_slots,
 };
 
 use super::state::Daemon;
@@ -96,6 +96,11 @@ impl Daemon {
             rules: self.rule_hit_samples()?,
             generation: self.generation,
             last_apply,
+            health: HealthSample {
+                last_reload: self.health.last_reload.as_ref().map(|r| (r.success, r.at)),
+                policy_in_sync: self.health.policy.in_sync(),
+                control_socket_present: self.health.control_socket_present,
+            },
             map_fill: vec![
                 MapFill {
                     table: "ip_rules",
@@ -166,6 +171,7 @@ impl Observer {
     pub(super) fn timed<T>(&mut self, daemon: &mut Daemon, change: impl FnOnce(&mut Daemon) -> T) -> T {
         let (before, started) = (daemon.generation, Instant::now());
         let result = change(daemon);
+        daemon.refresh_policy_sync();
         if daemon.generation != before {
             self.last_apply = Some(started.elapsed());
         }

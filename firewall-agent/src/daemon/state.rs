@@ -11,6 +11,7 @@ use crate::links::{self, InterfaceIndex};
 use crate::persist::{self, Edit};
 use crate::policy::{self, LoadError, Policy, PolicyWarning, Validated};
 
+use super::health::{Health, PolicySync, ReloadOutcome, SocketIdentity};
 use super::{OnExit, RunError, RunOptions};
 
 /// Where the policy comes from.
@@ -86,6 +87,10 @@ pub struct Daemon {
     pub(super) pending: Option<PendingApply>,
     /// Set once `vaultfw detach` removed the filter.
     pub(super) detached: bool,
+    /// What `show` and the metrics say beyond the kernel's maps.
+    pub(super) health: Health,
+    /// The control socket as bound, to notice its removal.
+    socket: SocketIdentity,
 }
 
 impl Daemon {
@@ -148,6 +153,7 @@ impl Daemon {
             on_exit = ?options.on_exit,
             "filtering"
         );
+        let socket = SocketIdentity::of(&options.socket);
         Ok(Daemon {
             dataplane,
             options,
@@ -156,6 +162,8 @@ impl Daemon {
             generation: report.generation,
             pending: None,
             detached: false,
+            health: Health::default(),
+            socket,
         })
     }
 
@@ -242,41 +250,66 @@ impl Daemon {
     }
 
     /// Re-reads the policy file (SIGHUP, an edit). A bad file is refused
-    /// with its errors and the running policy stays in force.
+    /// with its errors and the running policy stays in force; either way
+    /// the outcome is kept for `show` and the metrics.
     pub fn reload(&mut self, cause: &str) {
+        let outcome = self.reload_file(cause);
+        if let Err(error) = &outcome {
+            tracing::error!(%error, cause, generation = self.generation, "policy reload refused; the running policy stays");
+        }
+        self.health.last_reload = Some(ReloadOutcome {
+            at: SystemTime::now(),
+            cause: cause.to_owned(),
+            success: outcome.is_ok(),
+            error: outcome.err(),
+        });
+    }
+
+    fn reload_file(&mut self, cause: &str) -> Result<(), String> {
         if let Some(pending) = &self.pending {
             let now = policy::input::read_text_file(&self.options.source.path, policy::input::MAX_POLICY_BYTES).ok();
             if now.is_some() && now == pending.file_before {
                 tracing::info!(cause, "policy file unchanged during an unconfirmed apply; nothing to reload");
-                return;
+                return Ok(());
             }
         }
-        let loaded = self
-            .options
-            .source
-            .load()
-            .map_err(|e| e.to_string())
-            .and_then(|Validated { policy, warnings }| {
-                log_warnings(&warnings);
-                let interfaces = endpoint_interfaces(&policy);
-                refuse_missing_endpoints(&policy, &interfaces)?;
-                Ok((policy, interfaces))
-            });
-        match loaded {
-            Ok((policy, interfaces)) => {
-                if self.pending.is_some() {
-                    tracing::warn!(cause, "policy file changed during an unconfirmed apply; the apply is superseded");
-                    self.pending = None;
-                }
-                let _ = self.apply(policy, interfaces, cause);
-            }
-            Err(error) => tracing::error!(
-                %error,
-                cause,
-                generation = self.generation,
-                "policy reload refused; the running policy stays"
-            ),
+        let Validated { policy, warnings } = self.options.source.load().map_err(|e| e.to_string())?;
+        log_warnings(&warnings);
+        let interfaces = endpoint_interfaces(&policy);
+        refuse_missing_endpoints(&policy, &interfaces)?;
+        if self.pending.is_some() {
+            tracing::warn!(cause, "policy file changed during an unconfirmed apply; the apply is superseded");
+            self.pending = None;
         }
+        self.apply(policy, interfaces, cause).map(drop).map_err(|e| e.to_string())
+    }
+
+    /// Compares the policy file with the served policy, for `show` and the
+    /// metrics (after every change, reload and `show`).
+    pub(super) fn refresh_policy_sync(&mut self) {
+        self.health.policy = if self.pending.is_some() {
+            PolicySync::AwaitingConfirmation
+        } else {
+            match self.options.source.load() {
+                Ok(file) if file.policy == self.policy => PolicySync::InSync,
+                Ok(_) => PolicySync::Differs,
+                Err(error) => PolicySync::Invalid { error: error.to_string() },
+            }
+        };
+    }
+
+    /// Notices a control socket removed or replaced behind the daemon's
+    /// back (logged once: the CLI cannot reach the daemon until a restart;
+    /// the filter stays in force).
+    pub(super) fn check_socket(&mut self) {
+        let present = self.socket.present();
+        if !present && self.health.control_socket_present {
+            tracing::error!(
+                socket = %self.socket.path().display(),
+                "the control socket was removed or replaced: the CLI cannot reach this daemon; restart it (the filter stays in force)"
+            );
+        }
+        self.health.control_socket_present = present;
     }
 
     /// A link appeared, vanished or changed: follow endpoint interfaces and

@@ -22,7 +22,7 @@ pub mod rules;
 
 pub use access::{AccessLog, AccessRecord, LogsPage};
 pub use counters::{CounterSample, InterfaceCounters, StatsReporter};
-pub use metrics::{MapFill, MetricsServer, MetricsSnapshot, RuleHitSample};
+pub use metrics::{HealthSample, MapFill, MetricsServer, MetricsSnapshot, RuleHitSample};
 pub use ring::EventRing;
 pub use rules::{RuleKind, RuleRef, rule_slots};
 
