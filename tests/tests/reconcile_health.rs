@@ -2,13 +2,16 @@
 //! ways: a policy file edited and not reloaded (`--no-watch`), a reload
 //! refused (with its error, while the kernel keeps serving the previous
 //! policy), and a control socket removed behind its back — in `show` and in
-//! the metrics.
+//! the metrics; `show` then says which process still holds the pins.
 
 use std::time::Duration;
 
 use nix::sys::signal::Signal;
+use vaultfw_tests::cli::exit;
 use vaultfw_tests::reach::{assert_connects, assert_dropped};
-use vaultfw_tests::{ALLOWED_SRC, Agent, AgentOptions, DENIED_SRC, TcpServer, Topology, http_get};
+use vaultfw_tests::{
+    ALLOWED_SRC, Agent, AgentOptions, DENIED_SRC, TcpServer, Topology, cli_in_netns, http_get,
+};
 
 const POLICY: &str = r#"
 default_action = "Deny"
@@ -127,5 +130,9 @@ fn show_and_metrics_say_when_the_file_and_the_kernel_part_ways() {
         metric(&agent, &topo, "vaultfw_control_socket_present"),
         Some(0.0)
     );
+    // `show` cannot reach it, and says a daemon still holds the pins.
+    let show = cli_in_netns(&topo.server, agent.paths(), &["show"]);
+    show.expect_code(exit::NOT_RUNNING);
+    assert_eq!(show.json()["held_by_pid"], agent.pid(), "{}", show.context());
     agent.stop();
 }

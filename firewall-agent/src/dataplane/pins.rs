@@ -362,6 +362,10 @@ pub struct PinnedState {
     pub interfaces: Vec<PinnedLinkState>,
     /// The generation the pinned tables serve, when readable.
     pub generation: Option<u64>,
+    /// The process that holds the pin directory's lock: a daemon runs on
+    /// these pins but did not answer on the socket asked (its socket was
+    /// removed, or it was started with another `--socket`).
+    pub held_by_pid: Option<u32>,
 }
 
 /// A pinned link as the kernel sees it.
@@ -424,5 +428,23 @@ pub fn inspect(dir: &PinDir) -> PinnedState {
         },
         interfaces,
         generation,
+        held_by_pid: lock_holder(dir.root()),
     }
+}
+
+/// The process holding a `flock` on `dir` (see [`lock`]), read from
+/// `/proc/locks` (`N: FLOCK ADVISORY WRITE PID MAJ:MIN:INODE 0 EOF`)
+/// rather than by taking the lock, which would race a daemon starting.
+fn lock_holder(dir: &Path) -> Option<u32> {
+    use std::os::unix::fs::MetadataExt;
+    let meta = fs::metadata(dir).ok()?;
+    let dev = meta.dev();
+    let id = format!("{:02x}:{:02x}:{}", libc::major(dev), libc::minor(dev), meta.ino());
+    let locks = fs::read_to_string("/proc/locks").ok()?;
+    locks.lines().find_map(|line| {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        (fields.get(1) == Some(&"FLOCK") && fields.get(5) == Some(&id.as_str()))
+            .then(|| fields.get(4)?.parse().ok())
+            .flatten()
+    })
 }
