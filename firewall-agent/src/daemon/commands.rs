@@ -11,7 +11,7 @@ use serde_json::{Value, json};
 use crate::control::protocol::{Command, ErrorKind, Response, RuleSpec};
 use crate::dataplane::{ApplyReport, xdp_attachment};
 use crate::persist::{self, Edit};
-use crate::policy::{self, Endpoint, fmt_ipv4_rule};
+use crate::policy::{self, Endpoint, WriteBack, fmt_ipv4_rule};
 
 use super::observe::hits_json;
 use super::state::{Daemon, PendingApply, endpoint_interfaces, refuse_missing_endpoints};
@@ -49,12 +49,20 @@ impl Daemon {
                 .check_generation(if_generation)
                 .and_then(|()| self.update(default_action, bypass)),
             Command::Apply {
-                path,
+                file,
+                format,
+                text,
+                subnet_map,
                 confirm_within_s,
                 if_generation,
-            } => self
-                .check_generation(if_generation)
-                .and_then(|()| self.apply_file(&path, confirm_within_s)),
+            } => self.check_generation(if_generation).and_then(|()| {
+                let map = subnet_map.map(|m| policy::FileText {
+                    path: m.file.into(),
+                    text: m.text,
+                });
+                let applied = policy::PolicyText::received(file.into(), format, text, map);
+                self.apply_file(&applied, confirm_within_s)
+            }),
             Command::Confirm => self.confirm(),
             // The access log belongs to the daemon loop, which answers this
             // itself (see `observe::Observer::logs`).
@@ -363,13 +371,19 @@ impl Daemon {
         Ok(changed(&report, "updated".to_owned()))
     }
 
-    fn apply_file(&mut self, path: &str, confirm_within_s: Option<u64>) -> Handled {
-        let path = std::path::Path::new(path);
-        let text = policy::input::read_text_file(path, policy::input::MAX_POLICY_BYTES).map_err(|e| invalid(format!("cannot read {}: {e}", path.display())))?;
-        let base = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(std::path::Path::new("."));
-        let validated = policy::parse_toml_with_base(&text, base).map_err(|e| invalid(format!("{}:\n{e}", path.display())))?;
+    /// Applies a whole policy that arrived over the socket (its files
+    /// are the operator's, perhaps out of this daemon's sight). What the
+    /// daemon's own files will hold is settled before the kernel is
+    /// touched.
+    fn apply_file(&mut self, applied: &policy::PolicyText, confirm_within_s: Option<u64>) -> Handled {
+        let validated = applied.validate().map_err(|e| invalid(e.to_string()))?;
         let interfaces = endpoint_interfaces(&validated.policy);
         refuse_missing_endpoints(&validated.policy, &interfaces).map_err(invalid)?;
+        let files = self
+            .options
+            .source
+            .write_back(applied, &validated.policy)
+            .map_err(|e| invalid(e.to_string()))?;
         let previous = (self.policy.clone(), self.interfaces.clone());
         let report = self
             .apply(validated.policy, interfaces, "apply")
@@ -377,16 +391,12 @@ impl Daemon {
         match confirm_within_s {
             Some(seconds) => {
                 let deadline = SystemTime::now() + Duration::from_secs(seconds);
-                let file_before = policy::input::read_text_file(
-                    &self.options.source.path,
-                    policy::input::MAX_POLICY_BYTES,
-                )
-                .ok();
+                let file_before = self.options.source.file_text().ok();
                 self.pending = Some(PendingApply {
                     previous: previous.0,
                     previous_interfaces: previous.1,
                     deadline,
-                    text,
+                    files,
                     file_before,
                 });
                 let mut answer = changed(&report, format!("applied; run `vaultfw confirm` within {seconds} s or it rolls back"));
@@ -394,7 +404,7 @@ impl Daemon {
                 Ok(answer)
             }
             None => {
-                self.persist_or_undo(&text, previous)?;
+                self.persist_or_undo(&files, previous)?;
                 Ok(changed(&report, "applied".to_owned()))
             }
         }
@@ -406,7 +416,7 @@ impl Daemon {
             .take()
             .ok_or_else(|| invalid("nothing awaits confirmation"))?;
         let previous = (pending.previous.clone(), pending.previous_interfaces.clone());
-        self.persist_or_undo(&pending.text, previous)?;
+        self.persist_or_undo(&pending.files, previous)?;
         Ok(json!({ "generation": self.generation, "message": "confirmed; the policy file now holds the applied policy" }))
     }
 
@@ -420,21 +430,45 @@ impl Daemon {
         let report = self
             .apply(validated.policy, interfaces, cause)
             .map_err(|e| Response::error(ErrorKind::KernelRefused, e.to_string()))?;
-        self.persist_or_undo(&text, previous)?;
+        let files = WriteBack { policy: text, subnet_map: None };
+        self.persist_or_undo(&files, previous)?;
         Ok(report)
     }
 
     fn persist_or_undo(
         &mut self,
-        text: &str,
+        files: &WriteBack,
         previous: (policy::Policy, crate::links::InterfaceIndex),
     ) -> Result<(), Response> {
-        if let Err(error) = persist::write_atomically(&self.options.source.path, text) {
+        if let Err(error) = self.write_files(files) {
             let _ = self.apply(previous.0, previous.1, "undo: the policy file could not be written");
             return Err(Response::error(ErrorKind::Internal, format!("{error}; the change was undone")));
         }
         Ok(())
     }
+
+    /// Writes the policy files: the subnet map first, then the policy
+    /// file; a policy file that cannot be written puts the map back.
+    fn write_files(&self, files: &WriteBack) -> Result<(), persist::PersistError> {
+        let source = &self.options.source;
+        let Some((map_path, map_text)) = source.subnet_map.as_ref().zip(files.subnet_map.as_ref())
+        else {
+            return persist::write_atomically(&source.path, &files.policy);
+        };
+        let map_before = source_map_text(map_path);
+        persist::write_atomically(map_path, map_text)?;
+        persist::write_atomically(&source.path, &files.policy).inspect_err(|_| {
+            if let Some(before) = &map_before {
+                let _ = persist::write_atomically(map_path, before);
+            }
+        })
+    }
+}
+
+/// The subnet map's text as it is now (to put back if the policy file
+/// cannot be written after it).
+fn source_map_text(path: &std::path::Path) -> Option<String> {
+    policy::input::read_text_file(path, policy::input::MAX_POLICY_BYTES).ok()
 }
 
 /// Notes an operator should see with `show` (DESIGN.md: rules without

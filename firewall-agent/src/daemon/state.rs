@@ -2,51 +2,19 @@
 //! changes funnel through [`Daemon::apply`]: compile, write the inactive
 //! table set, flip; a failure leaves the running policy in force.
 
-use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
 use crate::compile::{CompiledTables, compile_next, missing_endpoints};
 use crate::dataplane::{ApplyReport, AttachOutcome, Dataplane, DataplaneError};
 use crate::links::{self, InterfaceIndex};
 use crate::persist::{self, Edit};
-use crate::policy::{self, LoadError, Policy, PolicyWarning, Validated};
+use crate::policy::{self, Policy, PolicyFormat, PolicyWarning, Validated, WriteBack};
 
 use super::{OnExit, RunError, RunOptions};
 
-/// Where the policy comes from.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct PolicySource {
-    /// The policy file: native TOML, or a vault's Azure JSON.
-    pub path: PathBuf,
-    /// For Azure JSON: the subnet map giving prefixes and endpoints.
-    pub subnet_map: Option<PathBuf>,
-}
-
-impl PolicySource {
-    /// Reads and validates the policy.
-    pub fn load(&self) -> Result<Validated, LoadError> {
-        policy::load_policy(&self.path, self.subnet_map.as_deref())
-    }
-
-    /// Whether the file is the native format (changes are written back
-    /// only to native files), as the loader decides it.
-    pub fn is_native(&self) -> bool {
-        self.read()
-            .is_ok_and(|text| policy::PolicyFormat::detect(&self.path, &text) == policy::PolicyFormat::Native)
-    }
-
-    /// The policy file's text (bounded, regular files only).
-    fn read(&self) -> std::io::Result<String> {
-        policy::input::read_text_file(&self.path, policy::input::MAX_POLICY_BYTES)
-    }
-
-    fn base_dir(&self) -> &Path {
-        self.path
-            .parent()
-            .filter(|p| !p.as_os_str().is_empty())
-            .unwrap_or(Path::new("."))
-    }
-}
+/// Where the policy comes from (defined with the loader; kept here for the
+/// daemon's callers).
+pub use crate::policy::PolicySource;
 
 /// Loads the policy and checks its endpoints exist (or may wait).
 pub fn load_checked(source: &PolicySource) -> Result<(Policy, InterfaceIndex), RunError> {
@@ -65,8 +33,8 @@ pub struct PendingApply {
     pub previous_interfaces: InterfaceIndex,
     /// When to roll back.
     pub deadline: SystemTime,
-    /// The new policy's file text, written once confirmed.
-    pub text: String,
+    /// What the policy files get once confirmed.
+    pub files: WriteBack,
     /// The policy file as it was when the apply began: a reload that finds
     /// it unchanged has nothing to say and must not cancel the apply.
     pub file_before: Option<String>,
@@ -185,7 +153,7 @@ impl Daemon {
     /// with its errors and the running policy stays in force.
     pub fn reload(&mut self, cause: &str) {
         if let Some(pending) = &self.pending {
-            let now = policy::input::read_text_file(&self.options.source.path, policy::input::MAX_POLICY_BYTES).ok();
+            let now = self.options.source.file_text().ok();
             if now.is_some() && now == pending.file_before {
                 tracing::info!(cause, "policy file unchanged during an unconfirmed apply; nothing to reload");
                 return;
@@ -296,7 +264,7 @@ impl Daemon {
         }
         // Then the file, which now reads as the served policy (a rule past
         // its expiry is left out when parsed).
-        if self.options.source.is_native() {
+        if self.options.source.format().is_ok_and(|f| f == PolicyFormat::Native) {
             let edits: Vec<Edit> = expired.into_iter().map(|(_, edit)| edit).collect();
             if let Err(error) = self.write_back(&edits) {
                 tracing::error!(%error, "could not remove the expired rules from the policy file");
@@ -308,13 +276,10 @@ impl Daemon {
     /// validates the result; returns the new text and policy without
     /// writing anything.
     pub(super) fn edited(&self, edits: &[Edit]) -> Result<(String, Validated), String> {
-        let path = &self.options.source.path;
-        let text = self
-            .options
-            .source
-            .read()
-            .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-        if policy::PolicyFormat::detect(path, &text) != policy::PolicyFormat::Native {
+        let source = &self.options.source;
+        let path = &source.path;
+        let files = source.read().map_err(|e| e.to_string())?;
+        if files.format() != PolicyFormat::Native {
             return Err(format!(
                 "{} is an Azure JSON policy: edit it (or the subnet map) and send SIGHUP, or \
                  switch to the native format",
@@ -323,8 +288,7 @@ impl Daemon {
         }
         // The edit goes on top of the file: it must hold the policy being
         // served, or the change would also apply edits nobody reloaded.
-        let on_disk = policy::parse_toml_with_base(&text, self.options.source.base_dir());
-        if !on_disk.is_ok_and(|v| v.policy == self.policy) {
+        if !files.validate().is_ok_and(|v| v.policy == self.policy) {
             return Err(format!(
                 "{} no longer holds the policy being served (it was edited and not reloaded, \
                  or its reload was refused); reload it (SIGHUP) or restore it, then retry; \
@@ -332,9 +296,14 @@ impl Daemon {
                 path.display()
             ));
         }
-        let edited = persist::edit_native(&text, edits).map_err(|e| e.to_string())?;
-        let validated = policy::parse_toml_with_base(&edited, self.options.source.base_dir())
-            .map_err(|errors| errors.to_string())?;
+        let edited = persist::edit_native(files.text(), edits).map_err(|e| e.to_string())?;
+        let validated = files
+            .with_text(edited.clone())
+            .validate()
+            .map_err(|e| match e {
+                policy::LoadError::Invalid { errors, .. } => errors.to_string(),
+                other => other.to_string(),
+            })?;
         Ok((edited, validated))
     }
 
