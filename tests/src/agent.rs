@@ -61,6 +61,8 @@ pub fn vaultfw(args: &[&str]) -> Output {
 pub struct PolicyFile {
     dir: Option<tempfile::TempDir>,
     path: PathBuf,
+    /// A tmpfs is mounted on `dir` (unmounted on drop).
+    mounted: bool,
 }
 
 impl PolicyFile {
@@ -82,7 +84,43 @@ impl PolicyFile {
         PolicyFile {
             dir: Some(dir),
             path,
+            mounted: false,
         }
+    }
+
+    /// [`PolicyFile::new`] on a tmpfs of `size_kib` KiB mounted on its own
+    /// directory (unmounted on drop), so a test can fill the file system
+    /// that holds the policy (and the socket beside it).
+    pub fn on_small_tmpfs(contents: &str, size_kib: u32) -> Self {
+        let mut file = Self::new("");
+        let dir = file.path.parent().expect("a directory").to_owned();
+        let status = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size_kib}k,mode=0700"), "tmpfs"])
+            .arg(&dir)
+            .status()
+            .expect("running mount");
+        assert!(status.success(), "mounting a tmpfs on {}", dir.display());
+        file.mounted = true;
+        file.write(contents);
+        file
+    }
+
+    /// Fills the file system that holds the policy: writes a filler file
+    /// beside it until the disk is full (ENOSPC).
+    pub fn fill_disk(&self) {
+        use std::io::Write;
+        let filler = self.path.with_file_name("filler");
+        let mut out = File::create(&filler).expect("creating the filler file");
+        let block = vec![0u8; 4096];
+        loop {
+            match out.write_all(&block) {
+                Ok(()) => {}
+                Err(e) if e.raw_os_error() == Some(libc::ENOSPC) => break,
+                Err(e) => panic!("filling {}: {e}", filler.display()),
+            }
+        }
+        // Partial blocks too: not one byte is left.
+        while out.write(&[0u8]).is_ok_and(|n| n == 1) {}
     }
 
     /// A placeholder that owns nothing (for moving a real one out).
@@ -90,6 +128,7 @@ impl PolicyFile {
         PolicyFile {
             dir: None,
             path: PathBuf::new(),
+            mounted: false,
         }
     }
 
@@ -114,6 +153,11 @@ impl Drop for PolicyFile {
     fn drop(&mut self) {
         if let Some(dir) = self.dir.take() {
             let path = dir.path().to_owned();
+            if self.mounted {
+                // Lazily: a socket or file the agent still holds must not
+                // keep the mount alive.
+                let _ = Command::new("umount").arg("-l").arg(&path).status();
+            }
             if let Err(err) = dir.close() {
                 eprintln!("warning: removing {}: {err}", path.display());
             }

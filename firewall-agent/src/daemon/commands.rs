@@ -10,11 +10,11 @@ use serde_json::{Value, json};
 
 use crate::control::protocol::{Command, ErrorKind, Response, RuleSpec};
 use crate::dataplane::{ApplyReport, xdp_attachment};
-use crate::persist::{self, Edit};
+use crate::persist::Edit;
 use crate::policy::{self, Endpoint, WriteBack, fmt_ipv4_rule};
 
 use super::observe::hits_json;
-use super::state::{Daemon, PendingApply, endpoint_interfaces, refuse_missing_endpoints};
+use super::state::{Daemon, DeclareError, PendingApply, endpoint_interfaces, refuse_missing_endpoints};
 
 /// What a command produced, and whether the daemon stops after answering.
 pub struct Outcome {
@@ -384,12 +384,12 @@ impl Daemon {
             .source
             .write_back(applied, &validated.policy)
             .map_err(|e| invalid(e.to_string()))?;
-        let previous = (self.policy.clone(), self.interfaces.clone());
-        let report = self
-            .apply(validated.policy, interfaces, "apply")
-            .map_err(|e| Response::error(ErrorKind::KernelRefused, e.to_string()))?;
         match confirm_within_s {
             Some(seconds) => {
+                let previous = (self.policy.clone(), self.interfaces.clone());
+                let report = self
+                    .apply(validated.policy, interfaces, "apply")
+                    .map_err(|e| Response::error(ErrorKind::KernelRefused, e.to_string()))?;
                 let deadline = SystemTime::now() + Duration::from_secs(seconds);
                 let file_before = self.options.source.file_text().ok();
                 self.pending = Some(PendingApply {
@@ -404,71 +404,56 @@ impl Daemon {
                 Ok(answer)
             }
             None => {
-                self.persist_or_undo(&files, previous)?;
+                let tables = self.compile(&validated.policy, &interfaces);
+                let report = self
+                    .declare_then_apply(&files, &tables, validated.policy, interfaces, "apply")
+                    .map_err(refused)?;
                 Ok(changed(&report, "applied".to_owned()))
             }
         }
     }
 
+    /// Writes the applied policy to the file; until that succeeds the apply
+    /// stays unconfirmed (and rolls back at its deadline).
     fn confirm(&mut self) -> Handled {
         let pending = self
             .pending
-            .take()
+            .as_ref()
             .ok_or_else(|| invalid("nothing awaits confirmation"))?;
-        let previous = (pending.previous.clone(), pending.previous_interfaces.clone());
-        self.persist_or_undo(&pending.files, previous)?;
+        self.write_files(&pending.files).map_err(|error| {
+            Response::error(
+                ErrorKind::Internal,
+                format!(
+                    "{error}; not confirmed: the apply still rolls back at {} unless a confirm succeeds",
+                    humantime::format_rfc3339_seconds(pending.deadline)
+                ),
+            )
+        })?;
+        self.pending = None;
         Ok(json!({ "generation": self.generation, "message": "confirmed; the policy file now holds the applied policy" }))
     }
 
-    /// Applies `edits` (validated as the whole resulting file), then writes
-    /// the file; an unwritable file undoes the kernel change.
+    /// Validates `edits` as the whole resulting file, writes the file, then
+    /// serves it ([`Daemon::declare_then_apply`]): a refusal at any step
+    /// changes nothing.
     fn commit(&mut self, edits: &[Edit], cause: &str) -> Result<ApplyReport, Response> {
         let (text, validated) = self.edited(edits).map_err(invalid)?;
         let interfaces = endpoint_interfaces(&validated.policy);
         refuse_missing_endpoints(&validated.policy, &interfaces).map_err(invalid)?;
-        let previous = (self.policy.clone(), self.interfaces.clone());
-        let report = self
-            .apply(validated.policy, interfaces, cause)
-            .map_err(|e| Response::error(ErrorKind::KernelRefused, e.to_string()))?;
+        let tables = self.compile(&validated.policy, &interfaces);
         let files = WriteBack { policy: text, subnet_map: None };
-        self.persist_or_undo(&files, previous)?;
-        Ok(report)
-    }
-
-    fn persist_or_undo(
-        &mut self,
-        files: &WriteBack,
-        previous: (policy::Policy, crate::links::InterfaceIndex),
-    ) -> Result<(), Response> {
-        if let Err(error) = self.write_files(files) {
-            let _ = self.apply(previous.0, previous.1, "undo: the policy file could not be written");
-            return Err(Response::error(ErrorKind::Internal, format!("{error}; the change was undone")));
-        }
-        Ok(())
-    }
-
-    /// Writes the policy files: the subnet map first, then the policy
-    /// file; a policy file that cannot be written puts the map back.
-    fn write_files(&self, files: &WriteBack) -> Result<(), persist::PersistError> {
-        let source = &self.options.source;
-        let Some((map_path, map_text)) = source.subnet_map.as_ref().zip(files.subnet_map.as_ref())
-        else {
-            return persist::write_atomically(&source.path, &files.policy);
-        };
-        let map_before = source_map_text(map_path);
-        persist::write_atomically(map_path, map_text)?;
-        persist::write_atomically(&source.path, &files.policy).inspect_err(|_| {
-            if let Some(before) = &map_before {
-                let _ = persist::write_atomically(map_path, before);
-            }
-        })
+        self.declare_then_apply(&files, &tables, validated.policy, interfaces, cause)
+            .map_err(refused)
     }
 }
 
-/// The subnet map's text as it is now (to put back if the policy file
-/// cannot be written after it).
-fn source_map_text(path: &std::path::Path) -> Option<String> {
-    policy::input::read_text_file(path, policy::input::MAX_POLICY_BYTES).ok()
+/// The answer to a change refused by the disk or the kernel.
+fn refused(error: DeclareError) -> Response {
+    let kind = match error {
+        DeclareError::File { .. } => ErrorKind::Internal,
+        DeclareError::Kernel(_) => ErrorKind::KernelRefused,
+    };
+    Response::error(kind, error.to_string())
 }
 
 /// Notes an operator should see with `show` (DESIGN.md: rules without

@@ -140,7 +140,17 @@ pub async fn run(options: RunOptions) -> Result<(), RunError> {
     // Subscribe before resolving, so no link change falls between the two.
     let mut link_events =
         crate::links::LinkEvents::subscribe().map_err(setup("subscribe to link events"))?;
+    // Everything that can refuse the start is resolved before the kernel is
+    // touched: a start that fails changes nothing that was in force.
     let (policy, interfaces) = state::load_checked(&options.source)?;
+    require_interfaces(&options.interfaces)?;
+    let access = AccessLog::open(options.access_log.as_deref(), DEFAULT_MEMORY)
+        .map_err(setup("open the access log (--access-log)"))?;
+    let (snapshots_tx, mut snapshots) = mpsc::channel(4);
+    let metrics = match options.metrics_addr {
+        Some(addr) => Some(MetricsServer::start(addr, snapshots_tx.clone()).map_err(setup("serve metrics (--metrics-addr)"))?),
+        None => None,
+    };
 
     let capacity = Capacity::for_limits(
         u32::try_from(policy.limits.ip_rules)
@@ -153,8 +163,6 @@ pub async fn run(options: RunOptions) -> Result<(), RunError> {
     // here, so frames counted before this start are never counted again.
     let baseline = observe::sample(&dataplane, observe::named_interfaces(&options.interfaces))?;
     let stats = StatsReporter::from_sample(&baseline);
-    let access = AccessLog::open(options.access_log.as_deref(), DEFAULT_MEMORY)
-        .map_err(setup("open the access log (--access-log)"))?;
     let mut ring = match dataplane.take_event_ring() {
         Some(ring) => Some(EventRing::new(ring).map_err(setup("watch the access-log ring buffer"))?),
         None => {
@@ -165,11 +173,6 @@ pub async fn run(options: RunOptions) -> Result<(), RunError> {
     let started = Instant::now();
     let mut daemon = Daemon::start(dataplane, options, policy, interfaces)?;
     let mut observer = observe::Observer::new(stats, access, started.elapsed());
-    let (snapshots_tx, mut snapshots) = mpsc::channel(4);
-    let metrics = match daemon.options().metrics_addr {
-        Some(addr) => Some(MetricsServer::start(addr, snapshots_tx.clone()).map_err(setup("serve metrics (--metrics-addr)"))?),
-        None => None,
-    };
 
     let (requests_tx, mut requests) = mpsc::channel(16);
     tokio::spawn(server::serve(listener, requests_tx));
@@ -241,6 +244,24 @@ pub async fn run(options: RunOptions) -> Result<(), RunError> {
     }
     observer.report(&daemon, true);
     daemon.stop()
+}
+
+/// Refuses a start naming an interface that does not exist, before the
+/// kernel is touched (attaching would fail after the policy was written).
+fn require_interfaces(names: &[String]) -> Result<(), RunError> {
+    let missing: Vec<&str> = names
+        .iter()
+        .filter(|name| nix::net::if_::if_nametoindex(name.as_str()).is_err())
+        .map(String::as_str)
+        .collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    Err(RunError::InvalidArguments(format!(
+        "--iface {}: no such interface (see `ip link`); name existing interfaces; nothing was \
+         loaded or changed",
+        missing.join(", --iface ")
+    )))
 }
 
 /// The next batch of access-log events; never, without a ring buffer.

@@ -2,6 +2,7 @@
 //! changes funnel through [`Daemon::apply`]: compile, write the inactive
 //! table set, flip; a failure leaves the running policy in force.
 
+use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
 use crate::compile::{CompiledTables, compile_next, missing_endpoints};
@@ -57,7 +58,11 @@ pub struct Daemon {
 }
 
 impl Daemon {
-    /// Writes the policy, then attaches (adopting pinned links).
+    /// Writes the policy, then attaches (adopting pinned links), then
+    /// detaches the pinned links of interfaces this run no longer names.
+    /// A start that fails changes nothing that was in force: the previous
+    /// generation is served again (one flip back), links this run created
+    /// are removed, and a pin directory this run created is removed whole.
     pub fn start(
         mut dataplane: Dataplane,
         options: RunOptions,
@@ -69,7 +74,6 @@ impl Daemon {
         let started = (|| {
             let tables = compile_for(&dataplane, &options, &policy, &interfaces);
             let report = dataplane.apply(&tables, dataplane.generation() + 1)?;
-            log_applied(&report, "start");
             for interface in &options.interfaces {
                 dataplane.attach(interface, options.xdp_mode)?;
             }
@@ -82,14 +86,29 @@ impl Daemon {
                     let _ = dataplane.detach_all();
                 } else {
                     // Undo what this run attached; adopted links were in
-                    // force before and stay.
+                    // force before and stay, serving what they served.
                     for name in fresh_attachments(&dataplane) {
                         let _ = dataplane.detach(&name);
+                    }
+                    match dataplane.revert() {
+                        Ok(Some(generation)) => tracing::warn!(generation, "start failed: the previous generation is served again"),
+                        Ok(None) => {}
+                        Err(revert) => tracing::error!(error = %revert, "start failed and the previous generation could not be restored"),
                     }
                 }
                 return Err(error.into());
             }
         };
+        log_applied(&report, "start");
+        let named: std::collections::BTreeSet<String> = options.interfaces.iter().cloned().collect();
+        match dataplane.detach_unmanaged(&named) {
+            Ok(detached) => {
+                for interface in detached {
+                    tracing::warn!(interface = %interface, "interface no longer named by --iface: its pinned filter was detached");
+                }
+            }
+            Err(error) => tracing::error!(%error, "could not detach the pinned links of interfaces no longer named"),
+        }
         for a in dataplane.attached() {
             tracing::info!(interface = %a.name, mode = a.mode, outcome = ?a.outcome, "attached");
         }
@@ -135,10 +154,92 @@ impl Daemon {
         interfaces: InterfaceIndex,
         cause: &str,
     ) -> Result<ApplyReport, DataplaneError> {
-        let tables = compile_for(&self.dataplane, &self.options, &policy, &interfaces);
+        let tables = self.compile(&policy, &interfaces);
+        self.enforce(&tables, policy, interfaces, cause)
+    }
+
+    /// `policy` compiled for the loaded maps (nothing is written).
+    pub(super) fn compile(&self, policy: &Policy, interfaces: &InterfaceIndex) -> CompiledTables {
+        compile_for(&self.dataplane, &self.options, policy, interfaces)
+    }
+
+    /// Declared first, then enforced: writes `files` (the policy file,
+    /// and the subnet map when there is one to write), then serves `tables`
+    /// (compiled from `policy`) as the next generation. What can refuse the
+    /// change — the maps' capacity, the disk — is met before the kernel is
+    /// touched, so a refused change never reaches the kernel, costs no
+    /// generation and changes no counter. When the kernel refuses after
+    /// the files were written, they are put back as they were.
+    pub(super) fn declare_then_apply(
+        &mut self,
+        files: &WriteBack,
+        tables: &CompiledTables,
+        policy: Policy,
+        interfaces: InterfaceIndex,
+        cause: &str,
+    ) -> Result<ApplyReport, DeclareError> {
+        self.dataplane.check_capacity(tables).map_err(DeclareError::Kernel)?;
+        let before = self.files_now(files)?;
+        self.write_files(files)?;
+        self.enforce(tables, policy, interfaces, cause).map_err(|error| {
+            if let Err(restore) = self.write_files(&before) {
+                tracing::error!(%restore, "the kernel refused the change and the policy file could not be put back: it holds a policy that is not served");
+            }
+            DeclareError::Kernel(error)
+        })
+    }
+
+    /// What the policy files hold now, of those `files` would replace.
+    fn files_now(&self, files: &WriteBack) -> Result<WriteBack, DeclareError> {
+        let read = |path: &Path| {
+            policy::input::read_text_file(path, policy::input::MAX_POLICY_BYTES).map_err(|error| DeclareError::File {
+                path: path.to_path_buf(),
+                error: error.to_string(),
+            })
+        };
+        let source = &self.options.source;
+        let subnet_map = match (&source.subnet_map, &files.subnet_map) {
+            (Some(map), Some(_)) => Some(read(map)?),
+            _ => None,
+        };
+        Ok(WriteBack { policy: read(&source.path)?, subnet_map })
+    }
+
+    /// Writes the policy files: the subnet map first (when `files` has
+    /// one), then the policy file; a policy file that cannot be written
+    /// puts the map back.
+    pub(super) fn write_files(&self, files: &WriteBack) -> Result<(), DeclareError> {
+        let source = &self.options.source;
+        let write = |path: &Path, text: &str| {
+            persist::write_atomically(path, text).map_err(|error| DeclareError::File {
+                path: path.to_path_buf(),
+                error: error.to_string(),
+            })
+        };
+        let Some((map, map_text)) = source.subnet_map.as_ref().zip(files.subnet_map.as_ref()) else {
+            return write(&source.path, &files.policy);
+        };
+        let map_before = policy::input::read_text_file(map, policy::input::MAX_POLICY_BYTES).ok();
+        write(map, map_text)?;
+        write(&source.path, &files.policy).inspect_err(|_| {
+            if let Some(before) = &map_before {
+                let _ = persist::write_atomically(map, before);
+            }
+        })
+    }
+
+    /// Serves `tables` (compiled from `policy` against `interfaces`) as the
+    /// next generation; on success `policy` is the running policy.
+    fn enforce(
+        &mut self,
+        tables: &CompiledTables,
+        policy: Policy,
+        interfaces: InterfaceIndex,
+        cause: &str,
+    ) -> Result<ApplyReport, DataplaneError> {
         let report = self
             .dataplane
-            .apply(&tables, self.generation + 1)
+            .apply(tables, self.generation + 1)
             .inspect_err(|error| {
                 tracing::error!(%error, cause, generation = self.generation, "applying the policy failed in the kernel; the running policy stays");
             })?;
@@ -256,19 +357,19 @@ impl Daemon {
         let mut policy = self.policy.clone();
         remove_expired(&mut policy, now);
         let interfaces = self.interfaces.clone();
+        // The file first (it then reads as the served policy: a rule past
+        // its expiry is left out when parsed), then the kernel.
+        if self.options.source.format().is_ok_and(|f| f == PolicyFormat::Native) {
+            let edits: Vec<Edit> = expired.iter().map(|(_, edit)| edit.clone()).collect();
+            if let Err(error) = self.write_back(&edits, &policy) {
+                tracing::error!(%error, "could not remove the expired rules from the policy file");
+            }
+        }
         if self.apply(policy, interfaces, "rule expiry").is_err() {
             return;
         }
         for (what, _) in &expired {
             tracing::info!(rule = %what, "rule expired and was removed");
-        }
-        // Then the file, which now reads as the served policy (a rule past
-        // its expiry is left out when parsed).
-        if self.options.source.format().is_ok_and(|f| f == PolicyFormat::Native) {
-            let edits: Vec<Edit> = expired.into_iter().map(|(_, edit)| edit).collect();
-            if let Err(error) = self.write_back(&edits) {
-                tracing::error!(%error, "could not remove the expired rules from the policy file");
-            }
         }
     }
 
@@ -276,6 +377,12 @@ impl Daemon {
     /// validates the result; returns the new text and policy without
     /// writing anything.
     pub(super) fn edited(&self, edits: &[Edit]) -> Result<(String, Validated), String> {
+        self.edited_from(edits, &self.policy)
+    }
+
+    /// [`Daemon::edited`] of a file that must hold `served` (the policy
+    /// the file reads as now: for an expiry, without the expired rules).
+    fn edited_from(&self, edits: &[Edit], served: &Policy) -> Result<(String, Validated), String> {
         let source = &self.options.source;
         let path = &source.path;
         let files = source.read().map_err(|e| e.to_string())?;
@@ -288,7 +395,7 @@ impl Daemon {
         }
         // The edit goes on top of the file: it must hold the policy being
         // served, or the change would also apply edits nobody reloaded.
-        if !files.validate().is_ok_and(|v| v.policy == self.policy) {
+        if !files.validate().is_ok_and(|v| v.policy == *served) {
             return Err(format!(
                 "{} no longer holds the policy being served (it was edited and not reloaded, \
                  or its reload was refused); reload it (SIGHUP) or restore it, then retry; \
@@ -307,9 +414,9 @@ impl Daemon {
         Ok((edited, validated))
     }
 
-    /// Writes `edits` to the policy file.
-    fn write_back(&self, edits: &[Edit]) -> Result<(), String> {
-        let (text, _) = self.edited(edits)?;
+    /// Writes `edits` to the policy file, which must read as `served`.
+    fn write_back(&self, edits: &[Edit], served: &Policy) -> Result<(), String> {
+        let (text, _) = self.edited_from(edits, served)?;
         persist::write_atomically(&self.options.source.path, &text).map_err(|e| e.to_string())
     }
 
@@ -338,6 +445,23 @@ impl Daemon {
         tracing::info!("detached; vaultfw stopped (the interfaces are no longer filtered)");
         Ok(())
     }
+}
+
+/// Why a change that must be declared (written to the policy file) before
+/// it is enforced was refused. Either way the kernel serves what it served.
+#[derive(Debug, thiserror::Error)]
+pub enum DeclareError {
+    /// The policy file could not be read or written: nothing changed.
+    #[error("cannot write the policy file {path}: {error}; nothing changed (the kernel serves the previous generation)", path = path.display())]
+    File {
+        /// The policy file.
+        path: PathBuf,
+        /// What failed.
+        error: String,
+    },
+    /// The kernel refused the tables; the file was put back.
+    #[error("{0}; nothing changed (the kernel serves the previous generation)")]
+    Kernel(DataplaneError),
 }
 
 /// Compiles `policy` for the loaded maps: hit slots stay with their rules

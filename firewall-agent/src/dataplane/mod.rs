@@ -190,6 +190,12 @@ impl Dataplane {
         self.tables.generation()
     }
 
+    /// Refuses tables that would not fit the loaded maps, before anything
+    /// is written ([`DataplaneError::Capacity`]).
+    pub fn check_capacity(&self, compiled: &CompiledTables) -> Result<(), DataplaneError> {
+        self.tables.capacity().check(compiled)
+    }
+
     /// Writes `compiled` as generation `generation` into the inactive table
     /// set and makes it active. When it equals what the active set holds,
     /// nothing is written and the report says so.
@@ -199,6 +205,35 @@ impl Dataplane {
         generation: u64,
     ) -> Result<ApplyReport, DataplaneError> {
         self.tables.apply(compiled, generation)
+    }
+
+    /// Serves again the generation that was served before the last
+    /// [`Dataplane::apply`], with one flip and nothing rewritten; returns
+    /// that generation, or `None` when there is none to return to.
+    pub fn revert(&mut self) -> Result<Option<u64>, DataplaneError> {
+        self.tables.revert()
+    }
+
+    /// Detaches every pinned link of an interface not in `keep` (a restart
+    /// that no longer names it): its pin is removed, which detaches it.
+    /// Returns the interfaces detached.
+    pub fn detach_unmanaged(
+        &mut self,
+        keep: &std::collections::BTreeSet<String>,
+    ) -> Result<Vec<String>, DataplaneError> {
+        let Some(dir) = &self.pin_dir else {
+            return Ok(Vec::new());
+        };
+        let held: std::collections::BTreeSet<&str> = self.attached.iter().map(|a| a.name.as_str()).collect();
+        let mut detached = Vec::new();
+        for interface in pins::pinned_link_names(dir)? {
+            if keep.contains(&interface) || held.contains(interface.as_str()) {
+                continue;
+            }
+            pins::unpin_link(dir, &interface)?;
+            detached.push(interface);
+        }
+        Ok(detached)
     }
 
     /// Attaches the program to `interface` in the requested mode.

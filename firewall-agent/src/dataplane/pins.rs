@@ -214,6 +214,42 @@ pub fn remove_all(dir: &PinDir) -> Result<Vec<String>, DataplaneError> {
     Ok(removed)
 }
 
+/// The interfaces that have a pinned link under `dir`.
+pub(super) fn pinned_link_names(dir: &PinDir) -> Result<Vec<String>, DataplaneError> {
+    let entries = match fs::read_dir(dir.links()) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(source) => {
+            return Err(DataplaneError::Pins {
+                path: dir.links(),
+                operation: "list",
+                source,
+            });
+        }
+    };
+    let mut names: Vec<String> = entries
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    Ok(names)
+}
+
+/// Removes the pinned link of `interface`: the last reference to the link
+/// goes, which detaches the program from it.
+pub(super) fn unpin_link(dir: &PinDir, interface: &str) -> Result<(), DataplaneError> {
+    let path = dir.link(interface);
+    match fs::remove_file(&path) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(source) => Err(DataplaneError::Pins {
+            path,
+            operation: "unpin the XDP link",
+            source,
+        }),
+    }
+}
+
 /// Whether `path` is on a bpffs mount.
 fn is_bpffs(path: &Path) -> bool {
     nix::sys::statfs::statfs(path)

@@ -185,6 +185,9 @@ pub(super) struct Tables {
     contents: [Option<CompiledTables>; TABLE_SETS as usize],
     /// The generation the active set was written for (0: none yet).
     generation: u64,
+    /// The set and generation served before the last flip, while that set
+    /// is untouched: what [`Tables::revert`] returns to.
+    previous: Option<(u32, u64)>,
 }
 
 fn take<T>(ebpf: &mut Ebpf, name: &'static str) -> Result<T, DataplaneError>
@@ -219,6 +222,7 @@ impl Tables {
             active: 0,
             contents: [Some(CompiledTables::empty()), Some(CompiledTables::empty())],
             generation: 0,
+            previous: None,
         })
     }
 
@@ -277,21 +281,24 @@ impl Tables {
             });
         }
         let target = 1 - self.active;
-        // Counters of slots that change owner start from zero.
+        // Writing the spare set ends what a revert could return to.
+        self.previous = None;
+        // Until the write completes the set's contents are unknown.
+        let known = self.contents[target as usize].take();
+        let map_writes = self.write_set(target, known.as_ref(), compiled, generation)?;
+        // Counters of slots that change owner start from zero — only once
+        // the new set is complete, so a refused write changes no counter.
         if let Some(previous) = &previous {
             for slot in compiled.fresh_slots(previous) {
                 self.reset_hits(slot)?;
             }
         }
-        // Until the write completes the set's contents are unknown.
-        let known = self.contents[target as usize].take();
-        let map_writes = self.write_set(target, known.as_ref(), compiled, generation)?;
-        self.active_index
-            .set(0, target, 0)
-            .map_err(map_err(ACTIVE_SET))?;
+        self.flip(target)?;
         self.contents[target as usize] = Some(compiled.clone());
+        let served_before = (self.generation > 0).then_some((1 - target, self.generation));
         self.active = target;
         self.generation = generation;
+        self.previous = served_before;
 
         let before = previous.map(|p| p.ip_rules).unwrap_or_default();
         Ok(ApplyReport {
@@ -308,6 +315,27 @@ impl Tables {
                 .count(),
             map_writes: map_writes + 1,
         })
+    }
+
+    /// Makes the set served before the last apply active again, as it was
+    /// (nothing is rewritten: the double buffer still holds it), and
+    /// returns its generation. `None` when there is nothing to return to:
+    /// no apply since load over a fresh pin directory, or the spare set
+    /// was written since.
+    pub(super) fn revert(&mut self) -> Result<Option<u64>, DataplaneError> {
+        let Some((set, generation)) = self.previous else {
+            return Ok(None);
+        };
+        self.flip(set)?;
+        self.previous = None;
+        self.active = set;
+        self.generation = generation;
+        Ok(Some(generation))
+    }
+
+    /// Makes `set` the one the program reads: one array write.
+    fn flip(&mut self, set: u32) -> Result<(), DataplaneError> {
+        self.active_index.set(0, set, 0).map_err(map_err(ACTIVE_SET))
     }
 
     /// Makes inactive set `set` hold `new`, writing only what differs from
@@ -420,6 +448,10 @@ impl Tables {
             rate_limited: sum(TELEMETRY_EVENTS_RATE_LIMITED)?,
             ring_full: sum(TELEMETRY_EVENTS_RING_FULL)?,
         })
+    }
+
+    pub(super) fn capacity(&self) -> &Capacity {
+        &self.capacity
     }
 
     pub(super) fn hit_slots(&self) -> HitSlots {

@@ -1,0 +1,126 @@
+//! Declared first, then enforced: a change the disk refuses (the policy
+//! file cannot be written) never reaches the kernel — the denied source
+//! stays dropped, the generation stays, every rule keeps its hit counters,
+//! the file keeps its text — and the same change goes through once the
+//! disk has room again.
+
+use vaultfw_tests::cli::exit;
+use vaultfw_tests::reach::{assert_connects, assert_dropped};
+use vaultfw_tests::{
+    ALLOWED_SRC, Agent, AgentOptions, AgentPaths, DENIED_SRC, PolicyFile, TcpServer, Topology,
+};
+
+const POLICY: &str = r#"
+default_action = "Deny"
+bypass = "None"
+ip_rules = ["203.0.113.0/24"]
+
+[data_plane]
+tcp_ports = [443]
+"#;
+
+/// The packets the kernel counted for IP rule `rule`.
+fn rule_packets(agent: &Agent, rule: &str) -> u64 {
+    let list = agent.cli_json(&["network-rule", "list"]).ok();
+    list["ip_rules"]
+        .as_array()
+        .and_then(|rules| rules.iter().find(|r| r["rule"] == rule))
+        .and_then(|r| r["packets"].as_u64())
+        .unwrap_or_else(|| panic!("rule {rule} not listed: {list}"))
+}
+
+#[test]
+fn change_refused_by_a_full_disk_never_reaches_the_kernel() {
+    let topo = Topology::new();
+    let _https = TcpServer::start(&topo.server, topo.server_addr(443));
+    let policy = PolicyFile::on_small_tmpfs(POLICY, 256);
+    let paths = AgentPaths::new(&policy);
+    let mut agent = Agent::spawn(
+        &topo.server,
+        policy,
+        paths,
+        AgentOptions::iface(topo.server_veth()),
+    );
+    agent.wait_ready();
+    agent.wait_serving();
+    for _ in 0..3 {
+        assert_connects(&topo, &agent, ALLOWED_SRC, 443, "before the disk fills");
+    }
+    let generation = agent.generation();
+    let hits = rule_packets(&agent, "203.0.113.0/24");
+    assert!(hits > 0, "the allowed connections hit the rule");
+
+    agent.policy().fill_disk();
+    for change in [
+        vec!["update", "--default-action", "Allow"],
+        vec![
+            "network-rule",
+            "add",
+            "--ip-address",
+            &DENIED_SRC.to_string(),
+        ],
+        vec!["network-rule", "remove", "--ip-address", "203.0.113.0/24"],
+    ] {
+        let refused = agent.cli_json(&change);
+        assert_ne!(
+            refused.code,
+            Some(exit::OK),
+            "a full disk refuses {change:?}; {}",
+            refused.context()
+        );
+        assert!(
+            refused.error_message().contains("nothing changed"),
+            "the refusal says nothing changed; {}",
+            refused.context()
+        );
+        assert_dropped(&topo, &agent, DENIED_SRC, 443, "after a refused change");
+    }
+    assert_eq!(
+        agent.generation(),
+        generation,
+        "a refused change costs no generation"
+    );
+    assert_eq!(
+        rule_packets(&agent, "203.0.113.0/24"),
+        hits,
+        "a refused change keeps every counter"
+    );
+    let text = std::fs::read_to_string(agent.policy().path()).expect("reading the policy file");
+    assert_eq!(text, POLICY, "the policy file keeps its text");
+    assert_connects(
+        &topo,
+        &agent,
+        ALLOWED_SRC,
+        443,
+        "the served policy is unchanged",
+    );
+    let hits = rule_packets(&agent, "203.0.113.0/24");
+
+    std::fs::remove_file(agent.policy().path().with_file_name("filler")).expect("freeing the disk");
+    agent
+        .cli_json(&[
+            "network-rule",
+            "add",
+            "--ip-address",
+            &DENIED_SRC.to_string(),
+        ])
+        .ok();
+    assert_connects(
+        &topo,
+        &agent,
+        DENIED_SRC,
+        443,
+        "the change goes through once the disk has room",
+    );
+    assert_eq!(
+        agent.generation(),
+        generation + 1,
+        "one generation for one change"
+    );
+    assert_eq!(
+        rule_packets(&agent, "203.0.113.0/24"),
+        hits,
+        "the rule keeps its counters across a change of another rule"
+    );
+    agent.stop();
+}
