@@ -5,8 +5,9 @@
 //! naming the field, the path and the fix; a relative `service_tags_file`
 //! is written back absolute, so the policy file still loads after a
 //! restart, a SIGHUP and a CLI edit; Azure JSON with its subnet map is
-//! applied as `run` accepts it; a version-1 (path-sending) `apply` is
-//! refused by name. Every outcome is checked with real connections.
+//! applied as `run` accepts it, into a native policy file (as native TOML)
+//! or into a daemon's own Azure JSON file and subnet map; a version-1
+//! (path-sending) `apply` is refused by name. Every outcome is checked with real connections.
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::Ipv4Addr;
@@ -359,6 +360,80 @@ fn an_azure_json_draft_with_its_subnet_map_is_applied_and_enforced() {
     assert_eq!(
         doc["policy"]["ip_rules"][0]["comment"], "build agent",
         "{doc:#}"
+    );
+    agent.stop();
+}
+
+#[test]
+fn a_daemon_serving_azure_json_takes_an_azure_apply_into_its_json_and_subnet_map_and_a_restart_serves_it()
+ {
+    let topo = Topology::new();
+    let _https = TcpServer::start(&topo.server, topo.server_addr(443));
+    let vault = |rule: &str| {
+        format!(
+            r#"{{"properties": {{"networkAcls": {{"bypass": "None", "defaultAction": "Deny",
+  "ipRules": [{{ "value": "{rule}" }}], "virtualNetworkRules": [] }}}}}}
+"#
+        )
+    };
+    let map_text = |comment: &str| format!("[data_plane]\ntcp_ports = [443]\n# {comment}\n");
+    // The daemon runs with vault.json and subnet-map.toml.
+    let served = PolicyFile::named("vault.json", &vault("203.0.113.0/24"));
+    let served_map = served.path().with_file_name("subnet-map.toml");
+    std::fs::write(&served_map, map_text("served")).expect("writing the served map");
+    let paths = vaultfw_tests::AgentPaths::new(&served);
+    let options = AgentOptions {
+        extra_args: vec!["--subnet-map".to_owned(), served_map.display().to_string()],
+        ..AgentOptions::iface(topo.server_veth())
+    };
+    let mut agent = Agent::spawn(&topo.server, served, paths, options.clone());
+    agent.wait_ready();
+    agent.wait_serving();
+    assert_connects(&topo, &agent, ALLOWED_SRC, 443, "the served JSON's rule");
+
+    let draft = PolicyFile::named("draft.json", &vault("198.51.100.7/32"));
+    let draft_map = draft.path().with_file_name("draft-map.toml");
+    std::fs::write(&draft_map, map_text("applied")).expect("writing the draft map");
+    let map_arg = draft_map.display().to_string();
+    agent
+        .cli_json(&["apply", draft.path_str(), "--subnet-map", &map_arg])
+        .ok();
+    assert_connects(&topo, &agent, DENIED_SRC, 443, "the applied JSON's rule");
+    assert_dropped(
+        &topo,
+        &agent,
+        ALLOWED_SRC,
+        443,
+        "the rule the applied JSON left out",
+    );
+    assert_eq!(
+        policy_text(&agent),
+        vault("198.51.100.7/32"),
+        "the JSON file holds the applied JSON"
+    );
+    assert_eq!(
+        std::fs::read_to_string(&served_map).expect("reading the map"),
+        map_text("applied"),
+        "the daemon's subnet map holds the applied map"
+    );
+
+    let (_, policy, paths) = agent.stop_keeping();
+    let mut agent = Agent::spawn(&topo.server, policy, paths, options);
+    agent.wait_ready();
+    agent.wait_serving();
+    assert_connects(
+        &topo,
+        &agent,
+        DENIED_SRC,
+        443,
+        "the applied rule, after the restart",
+    );
+    assert_dropped(
+        &topo,
+        &agent,
+        ALLOWED_SRC,
+        443,
+        "the removed rule, after the restart",
     );
     agent.stop();
 }
