@@ -168,7 +168,8 @@ pub fn main(args: &CheckArgs) -> ExitCode {
 /// Loads the policy and the frames, runs every frame through the kernel
 /// program and the model, and returns one result per frame.
 pub fn check(args: &CheckArgs) -> Result<Vec<FrameResult>, CheckError> {
-    let validated = crate::policy::load_policy(&args.policy, None)?;
+    let validated =
+        crate::policy::PolicySource::new(&args.policy, args.subnet_map.clone()).load()?;
     let policy = validated.policy;
     let frames = match (&args.pcap, args.src) {
         (Some(path), _) => read_capture(path)?,

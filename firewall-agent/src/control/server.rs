@@ -10,7 +10,7 @@ use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::{mpsc, oneshot};
 
-use super::protocol::{Command, ErrorKind, PROTOCOL_VERSION, Request, Response};
+use super::protocol::{Command, ErrorKind, MAX_REQUEST_BYTES, Response, parse_request};
 
 /// A request waiting for the daemon: the command, the slot for its answer,
 /// and a signal that fires once the answer was written to the client (so
@@ -24,9 +24,6 @@ pub struct Pending {
     /// Resolves when the answer has been written (or the client is gone).
     pub delivered: oneshot::Receiver<()>,
 }
-
-/// Largest request line accepted (a policy path, a rule: far below this).
-const MAX_REQUEST_BYTES: u64 = 64 * 1024;
 
 /// Errors setting up the socket.
 #[derive(Debug, thiserror::Error)]
@@ -112,19 +109,8 @@ async fn handle(stream: UnixStream, requests: mpsc::Sender<Pending>) -> std::io:
     let mut line = String::new();
     let mut reader = BufReader::new(tokio::io::AsyncReadExt::take(reader, MAX_REQUEST_BYTES));
     reader.read_line(&mut line).await?;
-    let response = match serde_json::from_str::<Request>(&line) {
-        Err(error) => Response::error(
-            ErrorKind::InvalidInput,
-            format!("unreadable request: {error}"),
-        ),
-        Ok(request) if request.version != PROTOCOL_VERSION => Response::error(
-            ErrorKind::InvalidInput,
-            format!(
-                "protocol version {} is not spoken by this daemon (it speaks {PROTOCOL_VERSION}); \
-                 use the vaultfw binary of the same release",
-                request.version
-            ),
-        ),
+    let response = match parse_request(&line) {
+        Err(refused) => refused,
         Ok(request) => {
             let (reply, answer) = oneshot::channel();
             let (delivered_tx, delivered) = oneshot::channel();

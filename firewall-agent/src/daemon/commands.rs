@@ -10,8 +10,8 @@ use serde_json::{Value, json};
 
 use crate::control::protocol::{Command, ErrorKind, Response, RuleSpec};
 use crate::dataplane::{ApplyReport, xdp_attachment};
-use crate::persist::{self, Edit};
-use crate::policy::{self, Endpoint, fmt_ipv4_rule};
+use crate::persist::Edit;
+use crate::policy::{self, Endpoint, WriteBack, fmt_ipv4_rule};
 
 use super::observe::hits_json;
 use super::state::{Daemon, DeclareError, PendingApply, endpoint_interfaces, refuse_missing_endpoints};
@@ -53,12 +53,20 @@ impl Daemon {
                 .check_generation(if_generation)
                 .and_then(|()| self.update(default_action, bypass)),
             Command::Apply {
-                path,
+                file,
+                format,
+                text,
+                subnet_map,
                 confirm_within_s,
                 if_generation,
-            } => self
-                .check_generation(if_generation)
-                .and_then(|()| self.apply_file(&path, confirm_within_s)),
+            } => self.check_generation(if_generation).and_then(|()| {
+                let map = subnet_map.map(|m| policy::FileText {
+                    path: m.file.into(),
+                    text: m.text,
+                });
+                let applied = policy::PolicyText::received(file.into(), format, text, map);
+                self.apply_file(&applied, confirm_within_s)
+            }),
             Command::Confirm => self.confirm(),
             // The access log belongs to the daemon loop, which answers this
             // itself (see `observe::Observer::logs`).
@@ -368,13 +376,19 @@ impl Daemon {
         Ok(changed(&report, "updated".to_owned()))
     }
 
-    fn apply_file(&mut self, path: &str, confirm_within_s: Option<u64>) -> Handled {
-        let path = std::path::Path::new(path);
-        let text = policy::input::read_text_file(path, policy::input::MAX_POLICY_BYTES).map_err(|e| invalid(format!("cannot read {}: {e}", path.display())))?;
-        let base = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(std::path::Path::new("."));
-        let validated = policy::parse_toml_with_base(&text, base).map_err(|e| invalid(format!("{}:\n{e}", path.display())))?;
+    /// Applies a whole policy that arrived over the socket (its files
+    /// are the operator's, perhaps out of this daemon's sight). What the
+    /// daemon's own files will hold is settled before the kernel is
+    /// touched.
+    fn apply_file(&mut self, applied: &policy::PolicyText, confirm_within_s: Option<u64>) -> Handled {
+        let validated = applied.validate().map_err(|e| invalid(e.to_string()))?;
         let interfaces = endpoint_interfaces(&validated.policy);
         refuse_missing_endpoints(&validated.policy, &interfaces).map_err(invalid)?;
+        let files = self
+            .options
+            .source
+            .write_back(applied, &validated.policy)
+            .map_err(|e| invalid(e.to_string()))?;
         match confirm_within_s {
             Some(seconds) => {
                 let previous = (self.policy.clone(), self.interfaces.clone());
@@ -382,16 +396,12 @@ impl Daemon {
                     .apply(validated.policy, interfaces, "apply")
                     .map_err(|e| Response::error(ErrorKind::KernelRefused, e.to_string()))?;
                 let deadline = SystemTime::now() + Duration::from_secs(seconds);
-                let file_before = policy::input::read_text_file(
-                    &self.options.source.path,
-                    policy::input::MAX_POLICY_BYTES,
-                )
-                .ok();
+                let file_before = self.options.source.file_text().ok();
                 self.pending = Some(PendingApply {
                     previous: previous.0,
                     previous_interfaces: previous.1,
                     deadline,
-                    text,
+                    files,
                     file_before,
                 });
                 let mut answer = changed(&report, format!("applied; run `vaultfw confirm` within {seconds} s or it rolls back"));
@@ -401,7 +411,7 @@ impl Daemon {
             None => {
                 let tables = self.compile(&validated.policy, &interfaces);
                 let report = self
-                    .declare_then_apply(&text, &tables, validated.policy, interfaces, "apply")
+                    .declare_then_apply(&files, &tables, validated.policy, interfaces, "apply")
                     .map_err(refused)?;
                 Ok(changed(&report, "applied".to_owned()))
             }
@@ -415,7 +425,7 @@ impl Daemon {
             .pending
             .as_ref()
             .ok_or_else(|| invalid("nothing awaits confirmation"))?;
-        persist::write_atomically(&self.options.source.path, &pending.text).map_err(|error| {
+        self.write_files(&pending.files).map_err(|error| {
             Response::error(
                 ErrorKind::Internal,
                 format!(
@@ -436,7 +446,8 @@ impl Daemon {
         let interfaces = endpoint_interfaces(&validated.policy);
         refuse_missing_endpoints(&validated.policy, &interfaces).map_err(invalid)?;
         let tables = self.compile(&validated.policy, &interfaces);
-        self.declare_then_apply(&text, &tables, validated.policy, interfaces, cause)
+        let files = WriteBack { policy: text, subnet_map: None };
+        self.declare_then_apply(&files, &tables, validated.policy, interfaces, cause)
             .map_err(refused)
     }
 }

@@ -9,45 +9,14 @@ use crate::compile::{CompiledTables, compile_next, missing_endpoints};
 use crate::dataplane::{ApplyReport, Dataplane, DataplaneError};
 use crate::links::{self, InterfaceIndex};
 use crate::persist::{self, Edit};
-use crate::policy::{self, LoadError, Policy, PolicyWarning, Validated};
+use crate::policy::{self, Policy, PolicyFormat, PolicyWarning, Validated, WriteBack};
 
 use super::health::{Health, PolicySync, ReloadOutcome, SocketIdentity};
 use super::{OnExit, RunError, RunOptions};
 
-/// Where the policy comes from.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct PolicySource {
-    /// The policy file: native TOML, or a vault's Azure JSON.
-    pub path: PathBuf,
-    /// For Azure JSON: the subnet map giving prefixes and endpoints.
-    pub subnet_map: Option<PathBuf>,
-}
-
-impl PolicySource {
-    /// Reads and validates the policy.
-    pub fn load(&self) -> Result<Validated, LoadError> {
-        policy::load_policy(&self.path, self.subnet_map.as_deref())
-    }
-
-    /// Whether the file is the native format (changes are written back
-    /// only to native files), as the loader decides it.
-    pub fn is_native(&self) -> bool {
-        self.read()
-            .is_ok_and(|text| policy::PolicyFormat::detect(&self.path, &text) == policy::PolicyFormat::Native)
-    }
-
-    /// The policy file's text (bounded, regular files only).
-    fn read(&self) -> std::io::Result<String> {
-        policy::input::read_text_file(&self.path, policy::input::MAX_POLICY_BYTES)
-    }
-
-    fn base_dir(&self) -> &Path {
-        self.path
-            .parent()
-            .filter(|p| !p.as_os_str().is_empty())
-            .unwrap_or(Path::new("."))
-    }
-}
+/// Where the policy comes from (defined with the loader; kept here for the
+/// daemon's callers).
+pub use crate::policy::PolicySource;
 
 /// Loads the policy and checks its endpoints exist (or may wait).
 pub fn load_checked(source: &PolicySource) -> Result<(Policy, InterfaceIndex), RunError> {
@@ -66,8 +35,8 @@ pub struct PendingApply {
     pub previous_interfaces: InterfaceIndex,
     /// When to roll back.
     pub deadline: SystemTime,
-    /// The new policy's file text, written once confirmed.
-    pub text: String,
+    /// What the policy files get once confirmed.
+    pub files: WriteBack,
     /// The policy file as it was when the apply began: a reload that finds
     /// it unchanged has nothing to say and must not cancel the apply.
     pub file_before: Option<String>,
@@ -194,36 +163,68 @@ impl Daemon {
         compile_for(&self.dataplane, &self.options, policy, interfaces)
     }
 
-    /// Declared first, then enforced: writes `text` as the policy file,
-    /// then serves `tables` (compiled from `policy`) as the next
-    /// generation. What can refuse the change — the maps' capacity, the
-    /// disk — is met before the kernel is touched, so a refused change
-    /// never reaches the kernel, costs no generation and changes no
-    /// counter. When the kernel refuses after the file was written, the
-    /// file is put back as it was.
+    /// Declared first, then enforced: writes `files` (the policy file,
+    /// and the subnet map when there is one to write), then serves `tables`
+    /// (compiled from `policy`) as the next generation. What can refuse the
+    /// change — the maps' capacity, the disk — is met before the kernel is
+    /// touched, so a refused change never reaches the kernel, costs no
+    /// generation and changes no counter. When the kernel refuses after
+    /// the files were written, they are put back as they were.
     pub(super) fn declare_then_apply(
         &mut self,
-        text: &str,
+        files: &WriteBack,
         tables: &CompiledTables,
         policy: Policy,
         interfaces: InterfaceIndex,
         cause: &str,
     ) -> Result<ApplyReport, DeclareError> {
         self.dataplane.check_capacity(tables).map_err(DeclareError::Kernel)?;
-        let path = self.options.source.path.clone();
-        let before = self.options.source.read().map_err(|source| DeclareError::File {
-            path: path.clone(),
-            error: source.to_string(),
-        })?;
-        persist::write_atomically(&path, text).map_err(|error| DeclareError::File {
-            path: path.clone(),
-            error: error.to_string(),
-        })?;
+        let before = self.files_now(files)?;
+        self.write_files(files)?;
         self.enforce(tables, policy, interfaces, cause).map_err(|error| {
-            if let Err(restore) = persist::write_atomically(&path, &before) {
-                tracing::error!(%restore, path = %path.display(), "the kernel refused the change and the policy file could not be put back: it holds a policy that is not served");
+            if let Err(restore) = self.write_files(&before) {
+                tracing::error!(%restore, "the kernel refused the change and the policy file could not be put back: it holds a policy that is not served");
             }
             DeclareError::Kernel(error)
+        })
+    }
+
+    /// What the policy files hold now, of those `files` would replace.
+    fn files_now(&self, files: &WriteBack) -> Result<WriteBack, DeclareError> {
+        let read = |path: &Path| {
+            policy::input::read_text_file(path, policy::input::MAX_POLICY_BYTES).map_err(|error| DeclareError::File {
+                path: path.to_path_buf(),
+                error: error.to_string(),
+            })
+        };
+        let source = &self.options.source;
+        let subnet_map = match (&source.subnet_map, &files.subnet_map) {
+            (Some(map), Some(_)) => Some(read(map)?),
+            _ => None,
+        };
+        Ok(WriteBack { policy: read(&source.path)?, subnet_map })
+    }
+
+    /// Writes the policy files: the subnet map first (when `files` has
+    /// one), then the policy file; a policy file that cannot be written
+    /// puts the map back.
+    pub(super) fn write_files(&self, files: &WriteBack) -> Result<(), DeclareError> {
+        let source = &self.options.source;
+        let write = |path: &Path, text: &str| {
+            persist::write_atomically(path, text).map_err(|error| DeclareError::File {
+                path: path.to_path_buf(),
+                error: error.to_string(),
+            })
+        };
+        let Some((map, map_text)) = source.subnet_map.as_ref().zip(files.subnet_map.as_ref()) else {
+            return write(&source.path, &files.policy);
+        };
+        let map_before = policy::input::read_text_file(map, policy::input::MAX_POLICY_BYTES).ok();
+        write(map, map_text)?;
+        write(&source.path, &files.policy).inspect_err(|_| {
+            if let Some(before) = &map_before {
+                let _ = persist::write_atomically(map, before);
+            }
         })
     }
 
@@ -267,7 +268,7 @@ impl Daemon {
 
     fn reload_file(&mut self, cause: &str) -> Result<(), String> {
         if let Some(pending) = &self.pending {
-            let now = policy::input::read_text_file(&self.options.source.path, policy::input::MAX_POLICY_BYTES).ok();
+            let now = self.options.source.file_text().ok();
             if now.is_some() && now == pending.file_before {
                 tracing::info!(cause, "policy file unchanged during an unconfirmed apply; nothing to reload");
                 return Ok(());
@@ -383,7 +384,7 @@ impl Daemon {
         let interfaces = self.interfaces.clone();
         // The file first (it then reads as the served policy: a rule past
         // its expiry is left out when parsed), then the kernel.
-        if self.options.source.is_native() {
+        if self.options.source.format().is_ok_and(|f| f == PolicyFormat::Native) {
             let edits: Vec<Edit> = expired.iter().map(|(_, edit)| edit.clone()).collect();
             if let Err(error) = self.write_back(&edits, &policy) {
                 tracing::error!(%error, "could not remove the expired rules from the policy file");
@@ -407,13 +408,10 @@ impl Daemon {
     /// [`Daemon::edited`] of a file that must hold `served` (the policy
     /// the file reads as now: for an expiry, without the expired rules).
     fn edited_from(&self, edits: &[Edit], served: &Policy) -> Result<(String, Validated), String> {
-        let path = &self.options.source.path;
-        let text = self
-            .options
-            .source
-            .read()
-            .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-        if policy::PolicyFormat::detect(path, &text) != policy::PolicyFormat::Native {
+        let source = &self.options.source;
+        let path = &source.path;
+        let files = source.read().map_err(|e| e.to_string())?;
+        if files.format() != PolicyFormat::Native {
             return Err(format!(
                 "{} is an Azure JSON policy: edit it (or the subnet map) and send SIGHUP, or \
                  switch to the native format",
@@ -422,8 +420,7 @@ impl Daemon {
         }
         // The edit goes on top of the file: it must hold the policy being
         // served, or the change would also apply edits nobody reloaded.
-        let on_disk = policy::parse_toml_with_base(&text, self.options.source.base_dir());
-        if !on_disk.is_ok_and(|v| v.policy == *served) {
+        if !files.validate().is_ok_and(|v| v.policy == *served) {
             return Err(format!(
                 "{} no longer holds the policy being served (it was edited and not reloaded, \
                  or its reload was refused); reload it (SIGHUP) or restore it, then retry; \
@@ -431,9 +428,14 @@ impl Daemon {
                 path.display()
             ));
         }
-        let edited = persist::edit_native(&text, edits).map_err(|e| e.to_string())?;
-        let validated = policy::parse_toml_with_base(&edited, self.options.source.base_dir())
-            .map_err(|errors| errors.to_string())?;
+        let edited = persist::edit_native(files.text(), edits).map_err(|e| e.to_string())?;
+        let validated = files
+            .with_text(edited.clone())
+            .validate()
+            .map_err(|e| match e {
+                policy::LoadError::Invalid { errors, .. } => errors.to_string(),
+                other => other.to_string(),
+            })?;
         Ok((edited, validated))
     }
 
