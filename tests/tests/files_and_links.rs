@@ -5,7 +5,8 @@
 //! - A policy file that is a symbolic link (the layout of a Kubernetes
 //!   ConfigMap volume) is written through: a CLI change lands in the link's
 //!   target, the link stays a link, the kernel serves the change, and a
-//!   later swap of the ConfigMap's `..data` link is still picked up.
+//!   later swap of the ConfigMap's `..data` link, or a pull into the
+//!   checkout a link points into, is still picked up.
 //! - Links planted beside the policy file (at the name the write-back used
 //!   to choose) are neither followed nor replaced: the root-owned file they
 //!   point to keeps its contents and mode. Temporary files an interrupted
@@ -179,6 +180,57 @@ fn a_symlinked_policy_file_stays_a_link_and_cli_edits_reach_its_target() {
         NEXT_VERSION,
         443,
         "the new ConfigMap version's rule",
+    );
+    assert_connects(&topo, &agent, ADDED, 443, "a rule both versions hold");
+    assert_dropped(&topo, &agent, DENIED_SRC, 443, "a source no version names");
+    agent.stop();
+}
+
+#[test]
+fn a_policy_file_linked_into_a_gitops_checkout_serves_cli_edits_and_later_pulls() {
+    let topo = Topology::with_client_addrs(&[ADDED, NEXT_VERSION]);
+    // /etc/vaultfw/policy.toml -> /srv/checkout/policy.toml, in two
+    // directories.
+    let checkout = PolicyFile::named("policy.toml", POLICY);
+    let policy = PolicyFile::new(POLICY);
+    std::fs::remove_file(policy.path()).expect("removing the file");
+    symlink(checkout.path(), policy.path()).expect("linking the policy into the checkout");
+    let link = policy.path().to_owned();
+    let agent = serving(&topo, policy, &[]);
+    let _https = TcpServer::start(&topo.server, topo.server_addr(443));
+
+    agent
+        .cli_json(&["network-rule", "add", "--ip-address", &ADDED.to_string()])
+        .ok();
+    assert_is_link_to(&link, checkout.path_str());
+    assert_connects(&topo, &agent, ADDED, 443, "the added rule");
+
+    // A pull brings the next version (with the added rule, committed
+    // upstream): written beside the file and renamed over it, as git does.
+    let next = POLICY.replace(
+        r#"ip_rules = ["203.0.113.0/24"]"#,
+        &format!(r#"ip_rules = ["203.0.113.0/24", "{ADDED}", "{NEXT_VERSION}"]"#),
+    );
+    let generation = agent.generation();
+    let incoming = checkout.path().with_file_name("policy.toml.lock");
+    std::fs::write(&incoming, &next).expect("writing the pulled version");
+    std::fs::rename(&incoming, checkout.path()).expect("renaming it over the file");
+    let deadline = Instant::now() + WAIT;
+    while agent.generation() == generation {
+        assert!(
+            Instant::now() < deadline,
+            "the pull into the link's directory was not served:\n{}",
+            agent.output()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_is_link_to(&link, checkout.path_str());
+    assert_connects(
+        &topo,
+        &agent,
+        NEXT_VERSION,
+        443,
+        "the pulled version's rule",
     );
     assert_connects(&topo, &agent, ADDED, 443, "a rule both versions hold");
     assert_dropped(&topo, &agent, DENIED_SRC, 443, "a source no version names");
