@@ -61,6 +61,20 @@ pub enum ServerError {
          --socket and --pin-dir"
     )]
     InUse(PathBuf),
+    /// The socket's path may not be written by this user.
+    #[error(
+        "cannot {operation} {path}: {source}; vaultfw run needs root (or the capabilities the \
+         README lists, with a --socket path this user may create)"
+    )]
+    PermissionDenied {
+        /// What was being done.
+        operation: &'static str,
+        /// The path.
+        path: PathBuf,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
     /// A filesystem or socket operation failed.
     #[error("cannot {operation} {path}: {source}")]
     Io {
@@ -78,10 +92,17 @@ pub enum ServerError {
 /// mode 0700, a stale socket file (nobody listening) is replaced, and the
 /// socket gets mode 0600 (root only).
 pub async fn bind(path: &Path) -> Result<UnixListener, ServerError> {
-    let io = |operation, source| ServerError::Io {
-        operation,
-        path: path.to_path_buf(),
-        source,
+    let io = |operation, source: std::io::Error| match source.kind() {
+        std::io::ErrorKind::PermissionDenied => ServerError::PermissionDenied {
+            operation,
+            path: path.to_path_buf(),
+            source,
+        },
+        _ => ServerError::Io {
+            operation,
+            path: path.to_path_buf(),
+            source,
+        },
     };
     if let Some(parent) = path.parent() {
         std::fs::DirBuilder::new()
