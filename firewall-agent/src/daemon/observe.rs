@@ -164,6 +164,7 @@ impl Observer {
             Ok(sample) => self.stats.report_sample(&sample, is_final),
             Err(error) => tracing::error!(%error, "reading the verdict counters failed"),
         }
+        self.access.retry_and_report();
     }
 
     /// Runs `change` (anything that may apply a new generation) and, when
@@ -238,6 +239,7 @@ impl Observer {
         result["event_rate"] = json!(daemon.options.event_rate);
         result["log_allowed"] = json!(daemon.options.log_allowed);
         result["file"] = json!(self.access.path());
+        result["file_health"] = json!(self.access.file_health());
         Response::ok(result)
     }
 }

@@ -119,6 +119,10 @@ impl Dataplane {
     /// Errors: [`DataplaneError::Load`] with the kernel release and the
     /// tail of the verifier log when the kernel refuses the program.
     pub fn load(capacity: Capacity) -> Result<Self, DataplaneError> {
+        Self::load_unpinned(capacity).map_err(DataplaneError::privilege_aware)
+    }
+
+    fn load_unpinned(capacity: Capacity) -> Result<Self, DataplaneError> {
         require_features()?;
         raise_memlock_limit();
         let mut ebpf = loader(&capacity)
@@ -142,6 +146,10 @@ impl Dataplane {
     /// table set survive a restart or an upgrade) and creating the others.
     /// Mounts bpffs when needed. Nothing is attached yet.
     pub fn open_pinned(capacity: Capacity, pin_dir: PinDir) -> Result<Self, DataplaneError> {
+        Self::open_pinned_unchecked(capacity, pin_dir).map_err(DataplaneError::privilege_aware)
+    }
+
+    fn open_pinned_unchecked(capacity: Capacity, pin_dir: PinDir) -> Result<Self, DataplaneError> {
         require_features()?;
         raise_memlock_limit();
         pins::prepare(&pin_dir)?;
@@ -337,7 +345,8 @@ impl Dataplane {
     ) -> Result<&AttachedInterface, DataplaneError> {
         let pin = self.pin_dir.as_ref().map(|dir| dir.link(interface));
         let program = xdp_program(&mut self.ebpf)?;
-        let attached = attach::attach(program, interface, mode, pin.as_deref())?;
+        let attached = attach::attach(program, interface, mode, pin.as_deref())
+            .map_err(DataplaneError::privilege_aware)?;
         self.attached.push(attached);
         Ok(self.attached.last().expect("invariant: just pushed"))
     }
@@ -402,9 +411,12 @@ impl Dataplane {
         self.program()?
             .test_run(options)
             .map(|result| result.return_value)
-            .map_err(|source| DataplaneError::Program {
-                operation: "run the XDP program on a test frame (BPF_PROG_TEST_RUN)",
-                source,
+            .map_err(|source| {
+                DataplaneError::Program {
+                    operation: "run the XDP program on a test frame (BPF_PROG_TEST_RUN)",
+                    source,
+                }
+                .privilege_aware()
             })
     }
 
@@ -435,9 +447,12 @@ impl Dataplane {
         self.program()?
             .test_run(options)
             .map(|result| (result.return_value, result.duration))
-            .map_err(|source| DataplaneError::Program {
-                operation: "run the XDP program on a test frame (BPF_PROG_TEST_RUN)",
-                source,
+            .map_err(|source| {
+                DataplaneError::Program {
+                    operation: "run the XDP program on a test frame (BPF_PROG_TEST_RUN)",
+                    source,
+                }
+                .privilege_aware()
             })
     }
 
@@ -514,10 +529,7 @@ fn error_chain(error: &dyn std::error::Error) -> String {
 
 /// Refuses to go on when the kernel lacks a feature the program needs.
 fn require_features() -> Result<(), DataplaneError> {
-    match features::missing(features::kernel_has, &error::kernel_release()) {
-        Some(message) => Err(DataplaneError::MissingFeatures { message }),
-        None => Ok(()),
-    }
+    features::require(&error::kernel_release())
 }
 
 /// The loader with every trie sized by `capacity`.
