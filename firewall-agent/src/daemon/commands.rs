@@ -9,7 +9,7 @@ use firewall_common::Verdict;
 use serde_json::{Value, json};
 
 use crate::control::protocol::{Command, ErrorKind, Response, RuleSpec};
-use crate::dataplane::{ApplyReport, xdp_attachment};
+use crate::dataplane::{ApplyReport, Confirmation, xdp_attachment};
 use crate::persist::Edit;
 use crate::policy::{self, Endpoint, WriteBack, fmt_ipv4_rule};
 
@@ -392,10 +392,12 @@ impl Daemon {
         match confirm_within_s {
             Some(seconds) => {
                 let previous = (self.policy.clone(), self.interfaces.clone());
-                let report = self
-                    .apply(validated.policy, interfaces, "apply")
-                    .map_err(|e| Response::error(ErrorKind::KernelRefused, e.to_string()))?;
+                // The kernel rolls back at the deadline by itself, daemon
+                // or not.
                 let deadline = SystemTime::now() + Duration::from_secs(seconds);
+                let report = self
+                    .apply_until(validated.policy, interfaces, "apply", Some(deadline))
+                    .map_err(|e| Response::error(ErrorKind::KernelRefused, e.to_string()))?;
                 let file_before = self.options.source.file_text().ok();
                 self.pending = Some(PendingApply {
                     previous: previous.0,
@@ -425,17 +427,50 @@ impl Daemon {
             .pending
             .as_ref()
             .ok_or_else(|| invalid("nothing awaits confirmation"))?;
-        self.write_files(&pending.files).map_err(|error| {
+        let (files, deadline) = (pending.files.clone(), pending.deadline);
+        if SystemTime::now() >= deadline {
+            return Err(self.too_late());
+        }
+        let before = self.files_now(&files);
+        self.write_files(&files).map_err(|error| {
             Response::error(
                 ErrorKind::Internal,
                 format!(
                     "{error}; not confirmed: the apply still rolls back at {} unless a confirm succeeds",
-                    humantime::format_rfc3339_seconds(pending.deadline)
+                    humantime::format_rfc3339_seconds(deadline)
                 ),
             )
         })?;
+        // Then the kernel: clear its fallback deadline.
+        let kept = self.dataplane.confirm();
+        if !matches!(kept, Ok(Confirmation::Confirmed | Confirmation::NothingPending)) {
+            // The kernel did not keep it (its deadline passed while the
+            // files were written, or it refused the write): the files go
+            // back to what is served.
+            if let Err(error) = before.and_then(|before| self.write_files(&before)) {
+                tracing::error!(%error, "the confirm failed in the kernel and the policy file could not be put back: it holds a policy that is not served");
+            }
+            return Err(match kept {
+                Err(e) => Response::error(
+                    ErrorKind::KernelRefused,
+                    format!("{e}; not confirmed: the apply still rolls back at {}", humantime::format_rfc3339_seconds(deadline)),
+                ),
+                _ => self.too_late(),
+            });
+        }
         self.pending = None;
         Ok(json!({ "generation": self.generation, "message": "confirmed; the policy file now holds the applied policy" }))
+    }
+
+    /// A confirm after the deadline: the kernel serves (or is about to
+    /// serve) the previous generation; the rollback is made official.
+    fn too_late(&mut self) -> Response {
+        self.roll_back_pending("confirmed after its deadline");
+        invalid(format!(
+            "too late: the deadline passed and the apply was rolled back (generation {} is \
+             served); apply it again",
+            self.generation
+        ))
     }
 
     /// Validates `edits` as the whole resulting file, writes the file, then

@@ -154,8 +154,21 @@ impl Daemon {
         interfaces: InterfaceIndex,
         cause: &str,
     ) -> Result<ApplyReport, DataplaneError> {
+        self.apply_until(policy, interfaces, cause, None)
+    }
+
+    /// [`Daemon::apply`]; with `fallback`, the kernel itself serves the
+    /// previous generation again from that time on unless it is confirmed
+    /// (see [`Dataplane::apply_with_fallback`]).
+    pub(super) fn apply_until(
+        &mut self,
+        policy: Policy,
+        interfaces: InterfaceIndex,
+        cause: &str,
+        fallback: Option<SystemTime>,
+    ) -> Result<ApplyReport, DataplaneError> {
         let tables = self.compile(&policy, &interfaces);
-        self.enforce(&tables, policy, interfaces, cause)
+        self.enforce(&tables, policy, interfaces, cause, fallback)
     }
 
     /// `policy` compiled for the loaded maps (nothing is written).
@@ -181,7 +194,7 @@ impl Daemon {
         self.dataplane.check_capacity(tables).map_err(DeclareError::Kernel)?;
         let before = self.files_now(files)?;
         self.write_files(files)?;
-        self.enforce(tables, policy, interfaces, cause).map_err(|error| {
+        self.enforce(tables, policy, interfaces, cause, None).map_err(|error| {
             if let Err(restore) = self.write_files(&before) {
                 tracing::error!(%restore, "the kernel refused the change and the policy file could not be put back: it holds a policy that is not served");
             }
@@ -190,7 +203,7 @@ impl Daemon {
     }
 
     /// What the policy files hold now, of those `files` would replace.
-    fn files_now(&self, files: &WriteBack) -> Result<WriteBack, DeclareError> {
+    pub(super) fn files_now(&self, files: &WriteBack) -> Result<WriteBack, DeclareError> {
         let read = |path: &Path| {
             policy::input::read_text_file(path, policy::input::MAX_POLICY_BYTES).map_err(|error| DeclareError::File {
                 path: path.to_path_buf(),
@@ -229,17 +242,22 @@ impl Daemon {
     }
 
     /// Serves `tables` (compiled from `policy` against `interfaces`) as the
-    /// next generation; on success `policy` is the running policy.
+    /// next generation, on probation until `fallback` if given; on success
+    /// `policy` is the running policy.
     fn enforce(
         &mut self,
         tables: &CompiledTables,
         policy: Policy,
         interfaces: InterfaceIndex,
         cause: &str,
+        fallback: Option<SystemTime>,
     ) -> Result<ApplyReport, DataplaneError> {
-        let report = self
-            .dataplane
-            .apply(tables, self.generation + 1)
+        let next = self.generation + 1;
+        let report = match fallback {
+            Some(deadline) => self.dataplane.apply_with_fallback(tables, next, deadline),
+            None => self.dataplane.apply(tables, next),
+        };
+        let report = report
             .inspect_err(|error| {
                 tracing::error!(%error, cause, generation = self.generation, "applying the policy failed in the kernel; the running policy stays");
             })?;
@@ -280,7 +298,7 @@ impl Daemon {
         refuse_missing_endpoints(&policy, &interfaces)?;
         if self.pending.is_some() {
             tracing::warn!(cause, "policy file changed during an unconfirmed apply; the apply is superseded");
-            self.pending = None;
+            self.roll_back_pending("the policy file changed: it is applied instead");
         }
         self.apply(policy, interfaces, cause).map(drop).map_err(|e| e.to_string())
     }
@@ -317,6 +335,10 @@ impl Daemon {
     /// re-attach interfaces that came back.
     pub fn refresh_links(&mut self) {
         self.reattach_interfaces();
+        if endpoint_interfaces(&self.policy) != self.interfaces {
+            // Re-applying must not write the previous generation's set.
+            self.roll_back_pending("an endpoint interface changed: the policy must be applied again");
+        }
         let interfaces = endpoint_interfaces(&self.policy);
         if interfaces == self.interfaces {
             return;
@@ -371,10 +393,13 @@ impl Daemon {
     /// expired rules (from the file too, so a reload agrees).
     pub fn on_deadline(&mut self, now: SystemTime) {
         if self.pending.as_ref().is_some_and(|p| p.deadline <= now) {
-            let pending = self.pending.take().expect("checked just above");
-            tracing::warn!("apply not confirmed in time: rolling back to the previous policy");
-            let _ = self.apply(pending.previous, pending.previous_interfaces, "rollback of an unconfirmed apply");
+            self.roll_back_pending("not confirmed in time");
         }
+        if expired_rules(&self.policy, now).is_empty() {
+            return;
+        }
+        // Re-applying must not write the previous generation's set.
+        self.roll_back_pending("a rule expired: the policy must be applied again");
         let expired = expired_rules(&self.policy, now);
         if expired.is_empty() {
             return;
@@ -445,11 +470,45 @@ impl Daemon {
         persist::write_atomically(&self.options.source.path, &text).map_err(|e| e.to_string())
     }
 
-    /// Stops: keeps or removes the filter as `--on-exit` says.
+    /// Rolls back an unconfirmed apply, if one is pending, logging `why`:
+    /// the kernel serves the previous generation again (one flip of the
+    /// active index — no table is rewritten, as past the deadline the
+    /// kernel already serves that set) and the previous policy runs. If
+    /// the kernel refuses the flip the apply stays pending: the kernel
+    /// falls back by itself at the deadline.
+    pub(super) fn roll_back_pending(&mut self, why: &str) {
+        let Some(pending) = self.pending.take() else {
+            return;
+        };
+        match self.dataplane.revert() {
+            Ok(reverted) => {
+                self.policy = pending.previous;
+                self.interfaces = pending.previous_interfaces;
+                self.generation = self.dataplane.generation();
+                tracing::warn!(
+                    cause = "rollback of an unconfirmed apply",
+                    why,
+                    generation = self.generation,
+                    dropped_generation = reverted.map(|r| r.dropped_generation),
+                    by_kernel = reverted.is_some_and(|r| r.by_kernel),
+                    "unconfirmed apply rolled back"
+                );
+            }
+            Err(error) => {
+                tracing::error!(%error, why, "rolling back the unconfirmed apply failed; the kernel falls back by itself at its deadline");
+                self.pending = Some(pending);
+            }
+        }
+    }
+
+    /// Stops: keeps or removes the filter as `--on-exit` says. An
+    /// unconfirmed apply is rolled back first: nobody could confirm it
+    /// after the stop, and the policy file never held it.
     pub fn stop(mut self) -> Result<(), RunError> {
         if self.detached {
             return Ok(());
         }
+        self.roll_back_pending("vaultfw is stopping");
         match self.options.on_exit {
             OnExit::Keep => {
                 tracing::info!(
@@ -498,7 +557,8 @@ fn compile_for(
     policy: &Policy,
     interfaces: &InterfaceIndex,
 ) -> CompiledTables {
-    compile_next(policy, interfaces, dataplane.hit_slots(), &dataplane.active_tables())
+    let clock = crate::clock::MonotonicClock::now();
+    compile_next(policy, interfaces, dataplane.hit_slots(), &dataplane.active_tables(), &clock)
         .with_access_log(options.event_rate, options.log_allowed)
 }
 

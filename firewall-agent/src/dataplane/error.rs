@@ -88,6 +88,23 @@ pub enum DataplaneError {
         /// Entries per trie.
         capacity: u32,
     },
+    /// An apply was asked for while an earlier apply with a fallback
+    /// deadline is neither confirmed nor reverted: the kernel may be
+    /// serving either table set, so neither may be written.
+    #[error(
+        "generation {generation} was applied with a fallback deadline and is neither confirmed \
+         nor rolled back; confirm or roll it back first (nothing was written)"
+    )]
+    FallbackPending {
+        /// The unconfirmed generation.
+        generation: u64,
+    },
+    /// An apply with a fallback deadline before any generation serves.
+    #[error(
+        "no policy is in force yet to fall back to; apply one without a deadline first \
+         (nothing was written)"
+    )]
+    NothingToFallBackTo,
     /// A pin-directory operation failed.
     #[error("cannot {operation} {path}: {source}")]
     Pins {

@@ -6,6 +6,14 @@
 //! into the inactive table set, then one write to `VFW_ACTIVE` makes it
 //! live. The program reads that index once per frame, so a frame is judged
 //! wholly by the old policy or wholly by the new one.
+//!
+//! Deadlines are the kernel's to keep, so they hold with no daemon running
+//! ([`crate::clock`] converts them): an apply with a fallback deadline
+//! ([`Dataplane::apply_with_fallback`]) is served until that time and then,
+//! by the program itself, the previous generation — still intact in the
+//! other set — until [`Dataplane::confirm`] clears the deadline or
+//! [`Dataplane::revert`] flips back. A rule's `expires_at` is in its trie
+//! entries ([`firewall_common::RuleValue`]).
 
 mod attach;
 mod error;
@@ -31,8 +39,9 @@ use firewall_common::{
 pub use attach::{AttachOutcome, AttachedInterface, XdpModeRequest};
 pub use netlink::{XdpAttachment, xdp_attachment};
 pub use error::DataplaneError;
-pub use tables::{ApplyReport, EventTotals, RuleHitTotals};
+pub use tables::{ApplyReport, Confirmation, EventTotals, Reverted, RuleHitTotals};
 
+use crate::clock::MonotonicClock;
 use crate::compile::{CompiledTables, VnetPrefixKey};
 use crate::paths::PinDir;
 use tables::Tables;
@@ -220,6 +229,9 @@ impl Dataplane {
             migrate::log_inherited(pin_dir, &fresh, &inherited);
             tables
         };
+        if let Some(reverted) = tables.rolled_back_at_start() {
+            log_start_rollback(pin_dir, reverted);
+        }
         Ok(Dataplane {
             ebpf,
             tables,
@@ -280,7 +292,7 @@ impl Dataplane {
             return;
         }
         match self.tables.revert() {
-            Ok(Some(generation)) => tracing::warn!(generation, "start failed: the previous generation is served again"),
+            Ok(Some(reverted)) => tracing::warn!(generation = reverted.generation, "start failed: the previous generation is served again"),
             Ok(None) => {}
             Err(error) => tracing::error!(%error, "start failed and the previous generation could not be restored"),
         }
@@ -300,19 +312,75 @@ impl Dataplane {
     /// Writes `compiled` as generation `generation` into the inactive table
     /// set and makes it active. When it equals what the active set holds,
     /// nothing is written and the report says so.
+    ///
+    /// Errors: [`DataplaneError::FallbackPending`] while an apply with a
+    /// fallback deadline is neither confirmed nor reverted (the kernel may
+    /// be serving either set); nothing is written then.
     pub fn apply(
         &mut self,
         compiled: &CompiledTables,
         generation: u64,
     ) -> Result<ApplyReport, DataplaneError> {
-        self.tables.apply(compiled, generation)
+        self.tables.apply(compiled, generation, 0)
+    }
+
+    /// [`Dataplane::apply`] on probation: the new generation serves until
+    /// `deadline` (wall clock, converted to CLOCK_MONOTONIC once, here: it
+    /// does not advance while the host is suspended), and from then on the
+    /// program itself judges with the previous generation, which stays
+    /// intact in the other set — whether or not a daemon runs. Then
+    /// [`Dataplane::confirm`] keeps the new generation, [`Dataplane::revert`]
+    /// returns to the previous one. A `compiled` equal to what is served
+    /// writes nothing and arms no deadline.
+    ///
+    /// Errors: [`DataplaneError::FallbackPending`] as for `apply`;
+    /// [`DataplaneError::NothingToFallBackTo`] before the first apply.
+    pub fn apply_with_fallback(
+        &mut self,
+        compiled: &CompiledTables,
+        generation: u64,
+        deadline: std::time::SystemTime,
+    ) -> Result<ApplyReport, DataplaneError> {
+        let fallback_at_ns = MonotonicClock::now().to_monotonic_ns(deadline);
+        self.tables.apply(compiled, generation, fallback_at_ns)
+    }
+
+    /// Keeps the generation applied with a fallback deadline: clears the
+    /// deadline (one config write). If the deadline has already passed the
+    /// kernel serves the previous generation: nothing is written and
+    /// [`Confirmation::TooLate`] says so (call [`Dataplane::revert`]).
+    /// Without an armed deadline: [`Confirmation::NothingPending`].
+    pub fn confirm(&mut self) -> Result<Confirmation, DataplaneError> {
+        self.tables.confirm()
     }
 
     /// Serves again the generation that was served before the last
-    /// [`Dataplane::apply`], with one flip and nothing rewritten; returns
-    /// that generation, or `None` when there is none to return to.
-    pub fn revert(&mut self) -> Result<Option<u64>, DataplaneError> {
+    /// [`Dataplane::apply`] or [`Dataplane::apply_with_fallback`]: one
+    /// write of the active index back to the previous set, whose tables
+    /// were never touched (past a fallback deadline the kernel is already
+    /// serving them), with its generation number; an armed deadline is
+    /// cleared. Nothing else is written — a set the kernel may be serving
+    /// is never rewritten. `None` when there is nothing to return to (the
+    /// last apply changed nothing, or none happened since the load). This
+    /// is the rollback of an unconfirmed apply, on time or early (a stop, a
+    /// change that must re-apply first), and of a start that failed.
+    pub fn revert(&mut self) -> Result<Option<Reverted>, DataplaneError> {
         self.tables.revert()
+    }
+
+    /// The armed fallback deadline as wall-clock time, if any.
+    pub fn fallback_deadline(&self) -> Option<std::time::SystemTime> {
+        self.tables
+            .fallback_at_ns()
+            .map(|ns| MonotonicClock::now().to_wall(ns))
+    }
+
+    /// An unconfirmed apply that [`Dataplane::open_pinned`] found pending in
+    /// the pins and rolled back (logged there): `by_kernel` when its
+    /// deadline had passed and the kernel was already serving the previous
+    /// generation.
+    pub fn rolled_back_at_start(&self) -> Option<Reverted> {
+        self.tables.rolled_back_at_start()
     }
 
     /// Detaches every pinned link of an interface not in `keep` (a restart
@@ -513,6 +581,25 @@ impl Dataplane {
     pub fn active_trusted(&self) -> Result<BTreeMap<ipnet::Ipv4Net, u32>, DataplaneError> {
         self.tables.active_trusted()
     }
+}
+
+/// Says that a start found an unconfirmed apply pending in the pins and
+/// rolled it back (or found the kernel had already, at its deadline).
+fn log_start_rollback(pin_dir: &PinDir, reverted: Reverted) {
+    let how = if reverted.by_kernel {
+        "the kernel rolled back an unconfirmed apply at its deadline (no daemon ran to do it); \
+         the pins now record the generation it serves"
+    } else {
+        "an unconfirmed apply was pending when the previous daemon stopped; nobody can confirm \
+         it now, so it was rolled back before its deadline"
+    };
+    tracing::warn!(
+        pin_dir = %pin_dir.root().display(),
+        generation = reverted.generation,
+        dropped_generation = reverted.dropped_generation,
+        by_kernel = reverted.by_kernel,
+        "{how}"
+    );
 }
 
 /// An error with its sources, for errors whose `Display` drops the OS error.

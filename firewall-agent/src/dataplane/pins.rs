@@ -404,6 +404,8 @@ pub fn inspect(dir: &PinDir) -> PinnedState {
             });
         }
     }
+    // The generation the program serves: the active set's, or — past an
+    // unconfirmed apply's deadline — the previous one in the other set.
     let generation = aya::maps::MapData::from_pin(dir.map(POLICY_CONFIG))
         .ok()
         .and_then(|data| aya::maps::Array::<_, PolicyConfig>::try_from(aya::maps::Map::Array(data)).ok())
@@ -412,8 +414,14 @@ pub fn inspect(dir: &PinDir) -> PinnedState {
                 .ok()
                 .and_then(|d| aya::maps::Array::<_, u32>::try_from(aya::maps::Map::Array(d)).ok())
                 .and_then(|a| a.get(&0, 0).ok())
-                .unwrap_or(0);
-            config.get(&(active & 1), 0).ok()
+                .unwrap_or(0)
+                & 1;
+            let active_config = config.get(&active, 0).ok()?;
+            if active_config.fallback_due(crate::clock::kernel_now_ns) {
+                config.get(&(active ^ 1), 0).ok()
+            } else {
+                Some(active_config)
+            }
         })
         .map(|c| c.generation);
     PinnedState {
