@@ -44,7 +44,7 @@ pub use tables::{ApplyReport, Confirmation, EventTotals, Reverted, RuleHitTotals
 use crate::clock::MonotonicClock;
 use crate::compile::{CompiledTables, VnetPrefixKey};
 use crate::paths::PinDir;
-use tables::Tables;
+use tables::{Predecessor, Tables};
 
 /// The XDP program object, built for the BPF target by `build.rs`.
 static PROGRAM_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/firewall-ebpf"));
@@ -221,10 +221,10 @@ impl Dataplane {
             let mut tables = Tables::take(&mut ebpf, capacity)?;
             let inherited = migrate::pinned_capacity(pin_dir)
                 .ok_or(DataplaneError::MissingMap { map: firewall_common::RULE_HITS })
-                .and_then(|old| Tables::open_pinned(pin_dir, old))
+                .and_then(|old| Predecessor::read(pin_dir, old))
                 .and_then(|old| {
                     tables.inherit(&old, fresh.contains(&VERDICT_COUNTERS), fresh.contains(&TELEMETRY))?;
-                    Ok(old.generation())
+                    Ok(old)
                 });
             migrate::log_inherited(pin_dir, &fresh, &inherited);
             tables

@@ -472,7 +472,7 @@ impl Tables {
         })
     }
 
-    /// Takes over from `old` (the tables of the maps this program replaces):
+    /// Takes over from `old` (what the maps this program replaces held):
     /// the generation numbering and the rules' hit slots (in this layout),
     /// and every counter — rule hits by kind and index; verdicts and event
     /// accounting when those maps are new too (`copy_verdicts`,
@@ -480,23 +480,25 @@ impl Tables {
     /// exact up to this moment.
     pub(super) fn inherit(
         &mut self,
-        old: &Tables,
+        old: &Predecessor,
         copy_verdicts: bool,
         copy_telemetry: bool,
     ) -> Result<(), DataplaneError> {
-        let (old_slots, new_slots) = (old.capacity.hit_slots, self.capacity.hit_slots);
-        let remap = |value: &mut RuleValue| {
-            // A slot with no place in this layout is dropped below, with its rule.
-            value.slot = new_slots.remap(&old_slots, value.slot).unwrap_or(u32::MAX);
-        };
-        let mut inherited = old.active_contents();
-        for value in inherited.ip_rules.values_mut().chain(inherited.vnet_rules.values_mut()).chain(inherited.trusted.values_mut()) {
-            remap(value);
+        let (old_slots, new_slots) = (old.slots, self.capacity.hit_slots);
+        if let Some(contents) = &old.contents {
+            let mut inherited = contents.clone();
+            let remap = |value: &mut RuleValue| {
+                // A slot with no place in this layout is dropped below, with its rule.
+                value.slot = new_slots.remap(&old_slots, value.slot).unwrap_or(u32::MAX);
+            };
+            for value in inherited.ip_rules.values_mut().chain(inherited.vnet_rules.values_mut()).chain(inherited.trusted.values_mut()) {
+                remap(value);
+            }
+            inherited.ip_rules.retain(|_, v| v.slot != u32::MAX);
+            inherited.vnet_rules.retain(|_, v| v.slot != u32::MAX);
+            inherited.trusted.retain(|_, v| v.slot != u32::MAX);
+            self.inherited = Some(inherited);
         }
-        inherited.ip_rules.retain(|_, v| v.slot != u32::MAX);
-        inherited.vnet_rules.retain(|_, v| v.slot != u32::MAX);
-        inherited.trusted.retain(|_, v| v.slot != u32::MAX);
-        self.inherited = Some(inherited);
         self.generation = old.generation;
         self.rolled_back_at_start = old.rolled_back_at_start;
         for slot in 0..old_slots.total() {
@@ -730,6 +732,96 @@ impl Tables {
             .into_iter()
             .map(|(k, v)| (Ipv4Net::from(k), v.slot))
             .collect())
+    }
+}
+
+/// What the maps a migration replaces held, as far as this build can read
+/// them from their pins (see `migrate`).
+pub(super) struct Predecessor {
+    /// Their hit-slot layout.
+    slots: HitSlots,
+    /// The generation they served.
+    generation: u64,
+    /// Their active set's contents, slots in their layout; `None` when
+    /// the tries could not be read.
+    contents: Option<CompiledTables>,
+    /// An unconfirmed apply rolled back while reading them.
+    rolled_back_at_start: Option<Reverted>,
+    rule_hits: PerCpuArray<MapData, RuleHits>,
+    verdicts: PerCpuArray<MapData, u64>,
+    telemetry: PerCpuArray<MapData, u64>,
+}
+
+/// A table-set config as releases before kernel-enforced deadlines wrote
+/// it: `flags: u32, event_cost_ns: u32, generation: u64` (16 bytes).
+type LegacyConfig = [u64; 2];
+
+impl Predecessor {
+    /// Reads the pinned maps of `capacity` under `dir`: with this build's
+    /// types when they fit; else, for an upgrade from a release whose trie
+    /// values were bare `u32` hit slots and whose config had no deadline,
+    /// with those types — the counters (whose layout did not change) carry
+    /// over either way.
+    pub(super) fn read(dir: &PinDir, capacity: Capacity) -> Result<Self, DataplaneError> {
+        if let Ok(tables) = Tables::open_pinned(dir, capacity) {
+            return Ok(Predecessor {
+                slots: capacity.hit_slots,
+                generation: tables.generation,
+                contents: Some(tables.active_contents()),
+                rolled_back_at_start: tables.rolled_back_at_start,
+                rule_hits: tables.rule_hits,
+                verdicts: tables.verdicts,
+                telemetry: tables.telemetry,
+            });
+        }
+        let mut maps = MapSource::Pinned(dir);
+        let active = maps.open::<Array<MapData, u32>>(ACTIVE_SET)?.get(&0, 0).map_err(map_err(ACTIVE_SET))? & 1;
+        let config = maps.open::<Array<MapData, LegacyConfig>>(POLICY_CONFIG).and_then(|c| c.get(&active, 0).map_err(map_err(POLICY_CONFIG)));
+        let names = |pair: [&'static str; 2]| pair[active as usize];
+        // The rules as slots; `None` when any of it cannot be read.
+        let mut contents = || -> Option<CompiledTables> {
+            let config = config.as_ref().ok()?;
+            let read = |trie: LpmTrie<MapData, Ipv4Key, u32>| -> Option<BTreeMap<PrefixKey, RuleValue>> {
+                trie.iter()
+                    .map(|entry| entry.map(|(k, slot)| (PrefixKey::from_trie(k), RuleValue::new(slot))))
+                    .collect::<Result<_, _>>()
+                    .ok()
+            };
+            let vnet: LpmTrie<MapData, VnetKey, u32> = maps.open(names([VNET_RULES_0, VNET_RULES_1])).ok()?;
+            let vnet_rules = vnet
+                .iter()
+                .map(|entry| entry.map(|(k, slot)| (VnetPrefixKey::from_trie(k), RuleValue::new(slot))))
+                .collect::<Result<_, _>>()
+                .ok()?;
+            Some(CompiledTables {
+                flags: config[0] as u32,
+                event_cost_ns: (config[0] >> 32) as u32,
+                port_words: vec![0; 2 * PORT_WORDS_PER_ROW as usize],
+                ip_rules: read(maps.open(names([IP_RULES_0, IP_RULES_1])).ok()?)?,
+                vnet_rules,
+                trusted: read(maps.open(names([TRUSTED_0, TRUSTED_1])).ok()?)?,
+            })
+        };
+        let contents = contents();
+        Ok(Predecessor {
+            slots: capacity.hit_slots,
+            generation: config.as_ref().map_or(0, |c| c[1]),
+            contents,
+            rolled_back_at_start: None,
+            rule_hits: maps.open(RULE_HITS)?,
+            verdicts: maps.open(VERDICT_COUNTERS)?,
+            telemetry: maps.open(TELEMETRY)?,
+        })
+    }
+
+    /// The generation the replaced maps served.
+    pub(super) fn generation(&self) -> u64 {
+        self.generation
+    }
+
+    /// Whether their rules (and so their hit slots) could be read.
+    pub(super) fn has_rules(&self) -> bool {
+        self.contents.is_some()
     }
 }
 
