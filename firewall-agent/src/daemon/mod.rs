@@ -20,6 +20,7 @@
 //! `detach` removes it.
 
 mod commands;
+mod interfaces;
 mod observe;
 mod state;
 mod watch;
@@ -38,6 +39,7 @@ use crate::paths::PinDir;
 use crate::policy::LoadError;
 use crate::telemetry::{AccessLog, EventRing, MetricsServer, StatsReporter, access::DEFAULT_MEMORY};
 
+pub use interfaces::IfaceSelection;
 pub use state::PolicySource;
 use state::Daemon;
 
@@ -54,8 +56,9 @@ pub enum OnExit {
 /// What `vaultfw run` was asked to do.
 #[derive(Debug, Clone)]
 pub struct RunOptions {
-    /// Interfaces to attach to.
-    pub interfaces: Vec<String>,
+    /// The interfaces `--iface` selects (the policy's endpoint interfaces
+    /// are filtered too).
+    pub interfaces: IfaceSelection,
     /// The policy file and its format.
     pub source: PolicySource,
     /// Requested XDP mode.
@@ -117,12 +120,6 @@ pub enum RunError {
 /// Runs until SIGINT, SIGTERM or `vaultfw detach`.
 pub async fn run(options: RunOptions) -> Result<(), RunError> {
     let setup = |what| move |source| RunError::Setup { what, source };
-    let mut seen = std::collections::BTreeSet::new();
-    if let Some(twice) = options.interfaces.iter().find(|i| !seen.insert(i.as_str())) {
-        return Err(RunError::InvalidArguments(format!(
-            "--iface {twice} is given twice; name each interface once"
-        )));
-    }
     // Signals first: a stop that arrives at any moment after this is a
     // clean stop, never the default action (death without cleanup).
     if let Some(addr) = options.metrics_addr.filter(|a| !a.ip().is_loopback() && !options.metrics_allow_remote) {
@@ -141,6 +138,8 @@ pub async fn run(options: RunOptions) -> Result<(), RunError> {
     let mut link_events =
         crate::links::LinkEvents::subscribe().map_err(setup("subscribe to link events"))?;
     let (policy, interfaces) = state::load_checked(&options.source)?;
+    let links = crate::links::list().map_err(setup("list the interfaces (netlink)"))?;
+    interfaces::preflight(&options.interfaces, &policy, &links)?;
 
     let capacity = Capacity::for_limits(
         u32::try_from(policy.limits.ip_rules)
@@ -151,7 +150,8 @@ pub async fn run(options: RunOptions) -> Result<(), RunError> {
     let mut dataplane = Dataplane::open_pinned(capacity, PinDir::new(&options.pin_dir))?;
     // The counters as a predecessor left them (or zero): deltas count from
     // here, so frames counted before this start are never counted again.
-    let baseline = observe::sample(&dataplane, observe::named_interfaces(&options.interfaces))?;
+    let to_filter = interfaces::desired(&options.interfaces, &policy, &links);
+    let baseline = observe::sample(&dataplane, to_filter.into_iter().map(|(name, w)| (name, w.ifindex)))?;
     let stats = StatsReporter::from_sample(&baseline);
     let access = AccessLog::open(options.access_log.as_deref(), DEFAULT_MEMORY)
         .map_err(setup("open the access log (--access-log)"))?;

@@ -102,9 +102,7 @@ impl Daemon {
             let tables = compile_for(&dataplane, &options, &policy, &interfaces);
             let report = dataplane.apply(&tables, dataplane.generation() + 1)?;
             log_applied(&report, "start");
-            for interface in &options.interfaces {
-                dataplane.attach(interface, options.xdp_mode)?;
-            }
+            super::interfaces::attach_at_start(&mut dataplane, &options.interfaces, &policy, options.xdp_mode)?;
             Ok::<_, DataplaneError>(report)
         })();
         let report = match started {
@@ -122,13 +120,10 @@ impl Daemon {
                 return Err(error.into());
             }
         };
-        for a in dataplane.attached() {
-            tracing::info!(interface = %a.name, mode = a.mode, outcome = ?a.outcome, "attached");
-        }
         let attached: Vec<String> = dataplane
             .attached()
             .iter()
-            .map(|a| format!("{}({})", a.name, a.mode))
+            .map(|a| format!("{}({},{})", a.name, a.mode, a.program))
             .collect();
         tracing::info!(
             interfaces = attached.join(","),
@@ -160,24 +155,32 @@ impl Daemon {
     }
 
     /// Applies `policy` compiled against `interfaces` as the next
-    /// generation. On success it becomes the running policy.
+    /// generation. On success it becomes the running policy. The
+    /// interfaces it names are attached before it serves; the ones no
+    /// longer named are detached after.
     pub(super) fn apply(
         &mut self,
         policy: Policy,
         interfaces: InterfaceIndex,
         cause: &str,
     ) -> Result<ApplyReport, DataplaneError> {
+        let attached = self.attach_for(&policy).inspect_err(|error| {
+            tracing::error!(%error, cause, generation = self.generation, "an interface the policy names cannot be filtered; the running policy stays");
+        })?;
         let tables = compile_for(&self.dataplane, &self.options, &policy, &interfaces);
-        let report = self
-            .dataplane
-            .apply(&tables, self.generation + 1)
-            .inspect_err(|error| {
+        let report = match self.dataplane.apply(&tables, self.generation + 1) {
+            Ok(report) => report,
+            Err(error) => {
                 tracing::error!(%error, cause, generation = self.generation, "applying the policy failed in the kernel; the running policy stays");
-            })?;
+                self.detach_attached(&attached);
+                return Err(error);
+            }
+        };
         log_applied(&report, cause);
         self.generation = report.generation;
         self.policy = policy;
         self.interfaces = interfaces;
+        self.detach_unwanted();
         Ok(report)
     }
 
@@ -222,7 +225,7 @@ impl Daemon {
     /// A link appeared, vanished or changed: follow endpoint interfaces and
     /// re-attach interfaces that came back.
     pub fn refresh_links(&mut self) {
-        self.reattach_interfaces();
+        self.reconcile_links();
         let interfaces = endpoint_interfaces(&self.policy);
         if interfaces == self.interfaces {
             return;
@@ -235,34 +238,6 @@ impl Daemon {
         }
         let policy = self.policy.clone();
         let _ = self.apply(policy, interfaces, "link change");
-    }
-
-    /// Attaches again to a filtered interface that was deleted and
-    /// re-created (its ifindex changed) or that is missing its program.
-    fn reattach_interfaces(&mut self) {
-        for name in self.options.interfaces.clone() {
-            let now = nix::net::if_::if_nametoindex(name.as_str()).ok();
-            let held = self
-                .dataplane
-                .attached()
-                .iter()
-                .find(|a| a.name == name)
-                .map(|a| a.ifindex);
-            match (now, held) {
-                (None, Some(_)) => {
-                    tracing::warn!(interface = %name, "filtered interface vanished; it is filtered again when it returns");
-                    let _ = self.dataplane.detach(&name);
-                }
-                (Some(index), held) if held != Some(index) => {
-                    let _ = self.dataplane.detach(&name);
-                    match self.dataplane.attach(&name, self.options.xdp_mode) {
-                        Ok(a) => tracing::info!(interface = %name, ifindex = index, mode = a.mode, "interface is back: attached again"),
-                        Err(error) => tracing::error!(interface = %name, %error, "interface is back but attaching failed; it is NOT filtered"),
-                    }
-                }
-                _ => {}
-            }
-        }
     }
 
     /// The next time something must happen by itself: a rule expiry or the

@@ -1,5 +1,8 @@
 //! Attaching the program to an interface in the mode the operator asked for,
 //! with errors that say what the driver lacks instead of a bare errno.
+//!
+//! Each interface runs the entry point its framing needs ([`AttachKind`]);
+//! a pinned link from a previous run is compared with that very program.
 
 use std::path::{Path, PathBuf};
 
@@ -24,6 +27,43 @@ pub enum XdpModeRequest {
     Native,
     /// Generic (skb) XDP: works on every interface, slower.
     Generic,
+}
+
+/// Which entry point of the object an interface runs: the one for its
+/// framing. Serialized as `"l2"` / `"l3"`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AttachKind {
+    /// Ethernet devices (`firewall_common::PROGRAM_NAME`): Ethernet header,
+    /// then up to two VLAN tags.
+    L2,
+    /// L3 devices (`firewall_common::PROGRAM_NAME_L3`: ipip, gre, sit,
+    /// wireguard, tun): the frame starts at the IP header.
+    L3,
+}
+
+impl AttachKind {
+    /// The program's name in the object (and in `bpftool prog`).
+    pub fn program_name(self) -> &'static str {
+        match self {
+            AttachKind::L2 => firewall_common::PROGRAM_NAME,
+            AttachKind::L3 => firewall_common::PROGRAM_NAME_L3,
+        }
+    }
+
+    /// `"l2"` or `"l3"`, as `show` and the logs say it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AttachKind::L2 => "l2",
+            AttachKind::L3 => "l3",
+        }
+    }
+}
+
+impl std::fmt::Display for AttachKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 /// How an attachment came about.
@@ -51,6 +91,8 @@ pub struct AttachedInterface {
     pub mode: &'static str,
     /// How the attachment came about.
     pub outcome: AttachOutcome,
+    /// The entry point the interface runs.
+    pub program: AttachKind,
     #[serde(skip)]
     link: HeldLink,
     /// The link's pin, when the agent pins.
@@ -67,11 +109,13 @@ enum HeldLink {
     Fd(#[allow(dead_code)] FdLink),
 }
 
-/// Attaches `program` to `interface`. With `pin`, an existing link pinned
-/// there is adopted (same program) or updated in place (another build), and
-/// a new link is pinned there, so the filter outlives the agent.
+/// Attaches `program` (the `kind` entry point) to `interface`. With `pin`,
+/// an existing link pinned there is adopted (same program) or updated in
+/// place (another build, or the other entry point), and a new link is
+/// pinned there, so the filter outlives the agent.
 pub(super) fn attach(
     program: &mut Xdp,
+    kind: AttachKind,
     interface: &str,
     request: XdpModeRequest,
     pin: Option<&Path>,
@@ -82,7 +126,7 @@ pub(super) fn attach(
         }
     })?;
     if let Some(pin) = pin
-        && let Some(attached) = reuse_pinned_link(program, interface, ifindex, pin)?
+        && let Some(attached) = reuse_pinned_link(program, kind, interface, ifindex, pin)?
     {
         return Ok(attached);
     }
@@ -104,6 +148,7 @@ pub(super) fn attach(
         ifindex,
         mode: kernel_mode(ifindex),
         outcome: AttachOutcome::Attached,
+        program: kind,
         link,
         pin,
     })
@@ -113,6 +158,7 @@ pub(super) fn attach(
 /// `program`; `None` when there is none (a stale pin is removed).
 fn reuse_pinned_link(
     program: &mut Xdp,
+    kind: AttachKind,
     interface: &str,
     ifindex: u32,
     pin: &Path,
@@ -140,7 +186,8 @@ fn reuse_pinned_link(
         operation: "read the loaded program's tag",
         source,
     })?;
-    // Adopt only the very same program over the very same maps: a map
+    // Adopt only the very same program over the very same maps (the tag
+    // also tells the Ethernet entry from the L3 one): a map
     // re-created at this start (new limits, a new layout) is one the
     // attached program does not read, so it must be swapped even when the
     // instructions are equal (the tag does not cover map references).
@@ -169,6 +216,7 @@ fn reuse_pinned_link(
         ifindex,
         mode: kernel_mode(ifindex),
         outcome,
+        program: kind,
         link,
         pin: Some(pin.to_path_buf()),
     }))
