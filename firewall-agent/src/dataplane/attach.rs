@@ -130,7 +130,7 @@ pub(super) fn attach(
     {
         return Ok(attached);
     }
-    let link_id = attach_requested(program, interface, request)?;
+    let link_id = attach_requested(program, kind, interface, request)?;
     let (link, pin) = match pin {
         None => (HeldLink::Program(link_id), None),
         Some(path) => {
@@ -257,12 +257,31 @@ fn kernel_mode(ifindex: u32) -> &'static str {
         .unwrap_or("unknown")
 }
 
-/// Attaches in the requested mode, falling back for `auto`.
+/// Attaches in the requested mode, falling back for `auto`. An L3 device
+/// always gets generic XDP: ipip, gre, sit and wireguard have no native
+/// XDP, and tun's is for tap-mode devices (6.18 refuses it on a tun-mode
+/// one), so generic is the mode that judges their packets everywhere.
 fn attach_requested(
     program: &mut Xdp,
+    kind: AttachKind,
     interface: &str,
     request: XdpModeRequest,
 ) -> Result<XdpLinkId, DataplaneError> {
+    if kind == AttachKind::L3 {
+        if request == XdpModeRequest::Native {
+            return Err(DataplaneError::Attach {
+                interface: interface.to_owned(),
+                mode: "native",
+                reason: format!(
+                    "{interface} is an L3 device (ipip, gre, sit, wireguard, tun): only generic \
+                     XDP judges its packets; use --xdp-mode auto (or generic)"
+                ),
+                errno: None,
+            });
+        }
+        tracing::info!(interface, "L3 device: generic XDP, the mode that judges its packets");
+        return attach_in(program, interface, XdpMode::Skb);
+    }
     match request {
         XdpModeRequest::Native => attach_in(program, interface, XdpMode::Driver),
         XdpModeRequest::Generic => attach_in(program, interface, XdpMode::Skb),
