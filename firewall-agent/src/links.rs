@@ -13,7 +13,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::os::fd::{AsRawFd, OwnedFd};
 
 use nix::sys::socket::{
-    AddressFamily, NetlinkAddr, SockaddrLike, SockFlag, SockProtocol, SockType, bind, recv, socket, MsgFlags,
+    AddressFamily, NetlinkAddr, SockFlag, SockaddrLike, SockProtocol, SockType, bind, recv, socket, MsgFlags,
 };
 use tokio::io::unix::AsyncFd;
 

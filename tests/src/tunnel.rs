@@ -57,14 +57,19 @@ impl Tunnel {
     /// `inner_sources` and the server end [`TUNNEL_SERVER_IP`], with routes
     /// both ways through it. `Err(reason)` when this kernel (or machine)
     /// cannot create or configure that tunnel type.
-    pub fn over(topo: &Topology, kind: TunnelKind, inner_sources: &[Ipv4Addr]) -> Result<Tunnel, String> {
+    pub fn over(
+        topo: &Topology,
+        kind: TunnelKind,
+        inner_sources: &[Ipv4Addr],
+    ) -> Result<Tunnel, String> {
         let client_dev = unique_name("tc");
         let server_dev = unique_name("ts");
         let (client_outer, server_outer) = (ALLOWED_SRC.to_string(), SERVER_IP.to_string());
         let spec = |local: &str, remote: &str, underlay: &str| -> Vec<String> {
             let words: Vec<&str> = match kind {
                 TunnelKind::Vxlan => vec![
-                    "vxlan", "id", "42", "dstport", "4789", "local", local, "remote", remote, "dev", underlay,
+                    "vxlan", "id", "42", "dstport", "4789", "local", local, "remote", remote,
+                    "dev", underlay,
                 ],
                 TunnelKind::Ipip => vec!["ipip", "local", local, "remote", remote],
                 TunnelKind::Gre => vec!["gre", "local", local, "remote", remote],
@@ -73,20 +78,43 @@ impl Tunnel {
             words.into_iter().map(str::to_owned).collect()
         };
         if kind == TunnelKind::Wireguard && Command::new("wg").arg("--version").output().is_err() {
-            return Err("wireguard: the `wg` tool (wireguard-tools) that configures it is not installed".to_owned());
+            return Err(
+                "wireguard: the `wg` tool (wireguard-tools) that configures it is not installed"
+                    .to_owned(),
+            );
         }
         for (ns, dev, local, remote, underlay) in [
-            (&topo.client, &client_dev, &client_outer, &server_outer, topo.client_veth()),
-            (&topo.server, &server_dev, &server_outer, &client_outer, topo.server_veth()),
+            (
+                &topo.client,
+                &client_dev,
+                &client_outer,
+                &server_outer,
+                topo.client_veth(),
+            ),
+            (
+                &topo.server,
+                &server_dev,
+                &server_outer,
+                &client_outer,
+                topo.server_veth(),
+            ),
         ] {
-            let mut args = vec!["link".to_owned(), "add".to_owned(), dev.clone(), "type".to_owned()];
+            let mut args = vec![
+                "link".to_owned(),
+                "add".to_owned(),
+                dev.clone(),
+                "type".to_owned(),
+            ];
             args.extend(spec(local, remote, underlay));
             let args: Vec<&str> = args.iter().map(String::as_str).collect();
             ns.try_ip(&args)
                 .map_err(|e| format!("{kind:?}: this kernel cannot create the device: {e}"))?;
             ns.sysctl(&format!("net.ipv6.conf.{dev}.disable_ipv6"), "1");
         }
-        let tunnel = Tunnel { client_dev, server_dev };
+        let tunnel = Tunnel {
+            client_dev,
+            server_dev,
+        };
         if kind == TunnelKind::Wireguard {
             tunnel.configure_wireguard(topo, inner_sources)?;
         }
@@ -95,7 +123,11 @@ impl Tunnel {
     }
 
     /// Keys, peers and allowed IPs of both ends (wireguard only).
-    fn configure_wireguard(&self, topo: &Topology, inner_sources: &[Ipv4Addr]) -> Result<(), String> {
+    fn configure_wireguard(
+        &self,
+        topo: &Topology,
+        inner_sources: &[Ipv4Addr],
+    ) -> Result<(), String> {
         let key = || -> Result<(String, String), String> {
             let private = run_wg(&["genkey"], None)?;
             let public = run_wg(&["pubkey"], Some(&private))?;
@@ -107,15 +139,40 @@ impl Tunnel {
         let server_allowed: Vec<String> = inner_sources.iter().map(|a| format!("{a}/32")).collect();
         let server_allowed = server_allowed.join(",");
         for (ns, dev, key, port, peer, allowed, endpoint) in [
-            (&topo.client, &self.client_dev, &client_key, "51820", &server_pub, &client_allowed, Some(SocketAddrV4::new(SERVER_IP, 51821))),
-            (&topo.server, &self.server_dev, &server_key, "51821", &client_pub, &server_allowed, None),
+            (
+                &topo.client,
+                &self.client_dev,
+                &client_key,
+                "51820",
+                &server_pub,
+                &client_allowed,
+                Some(SocketAddrV4::new(SERVER_IP, 51821)),
+            ),
+            (
+                &topo.server,
+                &self.server_dev,
+                &server_key,
+                "51821",
+                &client_pub,
+                &server_allowed,
+                None,
+            ),
         ] {
-            let key_file = tempfile::NamedTempFile::new().map_err(|e| format!("wireguard key file: {e}"))?;
+            let key_file =
+                tempfile::NamedTempFile::new().map_err(|e| format!("wireguard key file: {e}"))?;
             std::fs::write(key_file.path(), key).map_err(|e| format!("wireguard key file: {e}"))?;
             let key_path = key_file.path().display().to_string();
             let mut args = vec![
-                "set", dev.as_str(), "listen-port", port, "private-key", key_path.as_str(), "peer", peer.as_str(),
-                "allowed-ips", allowed.as_str(),
+                "set",
+                dev.as_str(),
+                "listen-port",
+                port,
+                "private-key",
+                key_path.as_str(),
+                "peer",
+                peer.as_str(),
+                "allowed-ips",
+                allowed.as_str(),
             ];
             let endpoint = endpoint.map(|e| e.to_string());
             if let Some(endpoint) = &endpoint {
@@ -137,30 +194,55 @@ fn run_wg(args: &[&str], stdin: Option<&str>) -> Result<String, String> {
         .spawn()
         .map_err(|e| format!("running wg: {e}"))?;
     if let Some(input) = stdin {
-        let _ = child.stdin.take().expect("piped").write_all(input.as_bytes());
+        let _ = child
+            .stdin
+            .take()
+            .expect("piped")
+            .write_all(input.as_bytes());
     }
     drop(child.stdin.take());
-    let out = child.wait_with_output().map_err(|e| format!("running wg: {e}"))?;
+    let out = child
+        .wait_with_output()
+        .map_err(|e| format!("running wg: {e}"))?;
     if !out.status.success() {
-        return Err(format!("wg {} failed: {}", args.join(" "), String::from_utf8_lossy(&out.stderr).trim()));
+        return Err(format!(
+            "wg {} failed: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        ));
     }
     Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned())
 }
 
 /// Both ends up, the inner addresses and the routes through the tunnel.
-fn configure_inner(topo: &Topology, client_dev: &str, server_dev: &str, inner_sources: &[Ipv4Addr]) {
+fn configure_inner(
+    topo: &Topology,
+    client_dev: &str,
+    server_dev: &str,
+    inner_sources: &[Ipv4Addr],
+) {
     topo.client.ip(&["link", "set", client_dev, "up"]);
     topo.server.ip(&["link", "set", server_dev, "up"]);
-    topo.server
-        .ip(&["addr", "add", &format!("{TUNNEL_SERVER_IP}/32"), "dev", server_dev]);
+    topo.server.ip(&[
+        "addr",
+        "add",
+        &format!("{TUNNEL_SERVER_IP}/32"),
+        "dev",
+        server_dev,
+    ]);
     for source in inner_sources {
         topo.client
             .ip(&["addr", "add", &format!("{source}/32"), "dev", client_dev]);
         topo.server
             .ip(&["route", "add", &format!("{source}/32"), "dev", server_dev]);
     }
-    topo.client
-        .ip(&["route", "add", &format!("{TUNNEL_SERVER_IP}/32"), "dev", client_dev]);
+    topo.client.ip(&[
+        "route",
+        "add",
+        &format!("{TUNNEL_SERVER_IP}/32"),
+        "dev",
+        client_dev,
+    ]);
 }
 
 /// An L3 tunnel made of two tun devices (ARPHRD_NONE, like wireguard) and
@@ -185,8 +267,10 @@ impl TunRelay {
         let server_dev = unique_name("us");
         let client = open_tun(&topo.client, &client_dev)?;
         let server = open_tun(&topo.server, &server_dev)?;
-        topo.client.sysctl(&format!("net.ipv6.conf.{client_dev}.disable_ipv6"), "1");
-        topo.server.sysctl(&format!("net.ipv6.conf.{server_dev}.disable_ipv6"), "1");
+        topo.client
+            .sysctl(&format!("net.ipv6.conf.{client_dev}.disable_ipv6"), "1");
+        topo.server
+            .sysctl(&format!("net.ipv6.conf.{server_dev}.disable_ipv6"), "1");
         let (client, server) = (Arc::new(client), Arc::new(server));
         let stop = Arc::new(AtomicBool::new(false));
         let threads = [(client.clone(), server.clone()), (server, client)]
@@ -240,7 +324,10 @@ fn open_tun(ns: &NetNs, name: &str) -> Result<OwnedFd, String> {
         // SAFETY: a plain open(2) of a path literal.
         let fd = unsafe { libc::open(c"/dev/net/tun".as_ptr(), libc::O_RDWR | libc::O_CLOEXEC) };
         if fd < 0 {
-            return Err(format!("cannot open /dev/net/tun: {}", std::io::Error::last_os_error()));
+            return Err(format!(
+                "cannot open /dev/net/tun: {}",
+                std::io::Error::last_os_error()
+            ));
         }
         // SAFETY: `fd` was just opened and is owned here alone.
         let fd = unsafe { OwnedFd::from_raw_fd(fd) };
@@ -252,7 +339,10 @@ fn open_tun(ns: &NetNs, name: &str) -> Result<OwnedFd, String> {
         request.name[..name.len()].copy_from_slice(name.as_bytes());
         // SAFETY: TUNSETIFF reads a struct ifreq, which IfReq lays out.
         if unsafe { libc::ioctl(fd.as_raw_fd(), TUNSETIFF, &mut request) } < 0 {
-            return Err(format!("TUNSETIFF {name}: {}", std::io::Error::last_os_error()));
+            return Err(format!(
+                "TUNSETIFF {name}: {}",
+                std::io::Error::last_os_error()
+            ));
         }
         Ok(fd)
     })

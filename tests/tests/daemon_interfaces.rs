@@ -153,17 +153,29 @@ endpoint = {{ interface = "{endpoint}" }}
 /// A TCP connection from `src` in the client namespace to the server's
 /// private address, port 443.
 fn to_private(topo: &Topology, src: Ipv4Addr, timeout: Duration) -> Connect {
-    connect(&topo.client, src, SocketAddrV4::new(PRIVATE_SERVER, 443), timeout)
+    connect(
+        &topo.client,
+        src,
+        SocketAddrV4::new(PRIVATE_SERVER, 443),
+        timeout,
+    )
 }
 
 /// The entry of `show`'s `interfaces` for `name`.
 fn shown<'a>(show: &'a serde_json::Value, name: &str) -> Option<&'a serde_json::Value> {
-    show["interfaces"].as_array()?.iter().find(|i| i["name"] == name)
+    show["interfaces"]
+        .as_array()?
+        .iter()
+        .find(|i| i["name"] == name)
 }
 
 fn names(list: &serde_json::Value) -> Vec<String> {
     list.as_array()
-        .map(|a| a.iter().filter_map(|i| i["name"].as_str().map(str::to_owned)).collect())
+        .map(|a| {
+            a.iter()
+                .filter_map(|i| i["name"].as_str().map(str::to_owned))
+                .collect()
+        })
         .unwrap_or_default()
 }
 
@@ -178,28 +190,47 @@ fn an_endpoint_interface_not_given_with_iface_is_filtered_and_its_subnet_connect
 
     // The subnet's source first (this also resolves ARP on the link).
     let subnet = to_private(&topo, SUBNET_SRC, Duration::from_secs(3));
-    assert!(subnet.is_established(), "subnet source through its endpoint: {subnet:?}\n{}", agent.output());
+    assert!(
+        subnet.is_established(),
+        "subnet source through its endpoint: {subnet:?}\n{}",
+        agent.output()
+    );
     let outside = to_private(&topo, OUTSIDE_SUBNET, CONNECT_TIMEOUT);
     assert!(
         matches!(outside, Connect::TimedOut),
         "an unauthorised source through the endpoint interface reached the data plane: {outside:?}\n{}",
         agent.output()
     );
-    assert!(xdp_attached(&topo.server, &private), "no XDP program on {private}");
+    assert!(
+        xdp_attached(&topo.server, &private),
+        "no XDP program on {private}"
+    );
 
     let show = agent.show();
-    let entry = shown(&show, &private).unwrap_or_else(|| panic!("{private} not filtered: {show:#}"));
+    let entry =
+        shown(&show, &private).unwrap_or_else(|| panic!("{private} not filtered: {show:#}"));
     assert_eq!(entry["reason"], "endpoint", "{show:#}");
     assert_eq!(entry["program"], "l2", "{show:#}");
-    assert_eq!(shown(&show, topo.server_veth()).map(|i| &i["reason"]), Some(&"iface".into()), "{show:#}");
+    assert_eq!(
+        shown(&show, topo.server_veth()).map(|i| &i["reason"]),
+        Some(&"iface".into()),
+        "{show:#}"
+    );
     assert_eq!(show["protected"], true, "{show:#}");
-    assert_eq!(names(&show["unfiltered_interfaces"]), Vec::<String>::new(), "{show:#}");
+    assert_eq!(
+        names(&show["unfiltered_interfaces"]),
+        Vec::<String>::new(),
+        "{show:#}"
+    );
 
     let stats = agent.stop();
     // The one unauthorised SYN was seen and dropped (not lost on the way).
     assert_eq!(stats.get("deny_no_match"), 1, "{}", stats.log());
     assert!(stats.get("allow_vnet_rule") >= 1, "{}", stats.log());
-    assert!(!xdp_attached(&topo.server, &private), "still attached to {private} after a detaching stop");
+    assert!(
+        !xdp_attached(&topo.server, &private),
+        "still attached to {private} after a detaching stop"
+    );
 }
 
 #[test]
@@ -212,32 +243,74 @@ fn a_subnet_rule_added_through_the_cli_filters_its_endpoint_and_removing_it_deta
 
     // Nothing names the private link yet: show warns that it is open.
     let show = agent.show();
-    assert_eq!(names(&show["unfiltered_interfaces"]), [private.clone()], "{show:#}");
+    assert_eq!(
+        names(&show["unfiltered_interfaces"]),
+        std::slice::from_ref(&private),
+        "{show:#}"
+    );
     assert!(
-        show["warnings"].as_array().is_some_and(|w| w.iter().any(|w| w.as_str().is_some_and(|w| w.contains(&private)))),
+        show["warnings"].as_array().is_some_and(|w| w
+            .iter()
+            .any(|w| w.as_str().is_some_and(|w| w.contains(&private)))),
         "{show:#}"
     );
     assert!(!xdp_attached(&topo.server, &private));
 
     let added = agent.cli_json(&[
-        "network-rule", "add", "--vnet-rule", "vnet-prod/subnets/app", "--subnet", "10.1.2.0/25", "--endpoint", &private,
+        "network-rule",
+        "add",
+        "--vnet-rule",
+        "vnet-prod/subnets/app",
+        "--subnet",
+        "10.1.2.0/25",
+        "--endpoint",
+        &private,
     ]);
     added.ok();
-    assert!(xdp_attached(&topo.server, &private), "the new endpoint is not filtered: {}", agent.output());
+    assert!(
+        xdp_attached(&topo.server, &private),
+        "the new endpoint is not filtered: {}",
+        agent.output()
+    );
     let subnet = to_private(&topo, SUBNET_SRC, Duration::from_secs(3));
     assert!(subnet.is_established(), "{subnet:?}\n{}", agent.output());
     let outside = to_private(&topo, OUTSIDE_SUBNET, CONNECT_TIMEOUT);
-    assert!(matches!(outside, Connect::TimedOut), "{outside:?}\n{}", agent.output());
+    assert!(
+        matches!(outside, Connect::TimedOut),
+        "{outside:?}\n{}",
+        agent.output()
+    );
     let show = agent.show();
-    assert_eq!(shown(&show, &private).map(|i| &i["reason"]), Some(&"endpoint".into()), "{show:#}");
+    assert_eq!(
+        shown(&show, &private).map(|i| &i["reason"]),
+        Some(&"endpoint".into()),
+        "{show:#}"
+    );
     assert_eq!(show["protected"], true, "{show:#}");
 
-    let removed = agent.cli_json(&["network-rule", "remove", "--vnet-rule", "vnet-prod/subnets/app"]);
+    let removed = agent.cli_json(&[
+        "network-rule",
+        "remove",
+        "--vnet-rule",
+        "vnet-prod/subnets/app",
+    ]);
     removed.ok();
-    assert!(!xdp_attached(&topo.server, &private), "detached once nothing names it: {}", agent.output());
+    assert!(
+        !xdp_attached(&topo.server, &private),
+        "detached once nothing names it: {}",
+        agent.output()
+    );
     let show = agent.show();
-    assert_eq!(names(&show["unfiltered_interfaces"]), [private.clone()], "{show:#}");
-    assert_eq!(names(&show["interfaces"]), [topo.server_veth().to_owned()], "{show:#}");
+    assert_eq!(
+        names(&show["unfiltered_interfaces"]),
+        std::slice::from_ref(&private),
+        "{show:#}"
+    );
+    assert_eq!(
+        names(&show["interfaces"]),
+        [topo.server_veth().to_owned()],
+        "{show:#}"
+    );
 
     let stats = agent.stop();
     assert_eq!(stats.get("deny_no_match"), 1, "{}", stats.log());
@@ -251,23 +324,50 @@ fn iface_all_filters_an_interface_created_after_the_start() {
     let mut agent = Agent::start_with(&topo.server, POLICY, AgentOptions::iface("all"));
     agent.wait_ready();
     let show = agent.show();
-    assert_eq!(names(&show["interfaces"]), [topo.server_veth().to_owned()], "lo is not filtered: {show:#}");
+    assert_eq!(
+        names(&show["interfaces"]),
+        [topo.server_veth().to_owned()],
+        "lo is not filtered: {show:#}"
+    );
     assert_eq!(show["iface"], "all", "{show:#}");
-    assert_dropped(&topo, &agent, DENIED_SRC, 443, "on the veth present at the start");
+    assert_dropped(
+        &topo,
+        &agent,
+        DENIED_SRC,
+        443,
+        "on the veth present at the start",
+    );
 
     let mark = agent.log_mark();
     let (_, late) = topo.add_private_link("10.1.2.1/24", &[SUBNET_SRC, allowed_inner]);
-    topo.server.ip(&["route", "add", &format!("{allowed_inner}/32"), "dev", &late]);
-    agent.wait_log(mark, "that the new interface is attached", LOG_TIMEOUT, |l| {
-        l["interface"] == late.as_str() && l["message"].as_str().is_some_and(|m| m.contains("attached"))
-    });
+    topo.server
+        .ip(&["route", "add", &format!("{allowed_inner}/32"), "dev", &late]);
+    agent.wait_log(
+        mark,
+        "that the new interface is attached",
+        LOG_TIMEOUT,
+        |l| {
+            l["interface"] == late.as_str()
+                && l["message"]
+                    .as_str()
+                    .is_some_and(|m| m.contains("attached"))
+        },
+    );
 
     let allowed = to_private(&topo, allowed_inner, Duration::from_secs(3));
     assert!(allowed.is_established(), "{allowed:?}\n{}", agent.output());
     let denied = to_private(&topo, SUBNET_SRC, CONNECT_TIMEOUT);
-    assert!(matches!(denied, Connect::TimedOut), "a denied source through the new interface: {denied:?}\n{}", agent.output());
+    assert!(
+        matches!(denied, Connect::TimedOut),
+        "a denied source through the new interface: {denied:?}\n{}",
+        agent.output()
+    );
     let show = agent.show();
-    assert_eq!(shown(&show, &late).map(|i| &i["reason"]), Some(&"all".into()), "{show:#}");
+    assert_eq!(
+        shown(&show, &late).map(|i| &i["reason"]),
+        Some(&"all".into()),
+        "{show:#}"
+    );
     assert_eq!(show["protected"], true, "{show:#}");
 
     let stats = agent.stop();
@@ -277,11 +377,20 @@ fn iface_all_filters_an_interface_created_after_the_start() {
 #[test]
 fn iface_all_with_other_names_is_refused_with_a_clear_message() {
     let policy = PolicyFile::new(POLICY);
-    let out = vaultfw(&["run", "--iface", "all", "--iface", "eth0", "--policy", policy.path_str()]);
+    let out = vaultfw(&[
+        "run",
+        "--iface",
+        "all",
+        "--iface",
+        "eth0",
+        "--policy",
+        policy.path_str(),
+    ]);
     assert_eq!(out.status.code(), Some(2), "{out:?}");
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
-        stderr.contains("--iface all already selects every interface") && stderr.contains("--iface eth0"),
+        stderr.contains("--iface all already selects every interface")
+            && stderr.contains("--iface eth0"),
         "{stderr}"
     );
 }

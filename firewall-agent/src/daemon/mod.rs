@@ -151,7 +151,10 @@ pub async fn run(options: RunOptions) -> Result<(), RunError> {
     // The counters as a predecessor left them (or zero): deltas count from
     // here, so frames counted before this start are never counted again.
     let to_filter = interfaces::desired(&options.interfaces, &policy, &links);
-    let baseline = observe::sample(&dataplane, to_filter.into_iter().map(|(name, w)| (name, w.ifindex)))?;
+    let baseline = observe::sample(
+        &dataplane,
+        to_filter.into_iter().map(|(name, w)| (name, w.ifindex)),
+    )?;
     let stats = StatsReporter::from_sample(&baseline);
     let access = AccessLog::open(options.access_log.as_deref(), DEFAULT_MEMORY)
         .map_err(setup("open the access log (--access-log)"))?;

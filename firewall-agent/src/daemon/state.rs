@@ -102,7 +102,12 @@ impl Daemon {
             let tables = compile_for(&dataplane, &options, &policy, &interfaces);
             let report = dataplane.apply(&tables, dataplane.generation() + 1)?;
             log_applied(&report, "start");
-            super::interfaces::attach_at_start(&mut dataplane, &options.interfaces, &policy, options.xdp_mode)?;
+            super::interfaces::attach_at_start(
+                &mut dataplane,
+                &options.interfaces,
+                &policy,
+                options.xdp_mode,
+            )?;
             Ok::<_, DataplaneError>(report)
         })();
         let report = match started {

@@ -279,7 +279,10 @@ fn attach_requested(
                 errno: None,
             });
         }
-        tracing::info!(interface, "L3 device: generic XDP, the mode that judges its packets");
+        tracing::info!(
+            interface,
+            "L3 device: generic XDP, the mode that judges its packets"
+        );
         return attach_in(program, interface, XdpMode::Skb);
     }
     match request {
