@@ -15,6 +15,7 @@ use std::net::{Ipv4Addr, SocketAddrV4};
 use std::time::Duration;
 
 use vaultfw_tests::agent::xdp_attached;
+use vaultfw_tests::netns::unique_name;
 use vaultfw_tests::reach::{assert_connects, assert_dropped};
 use vaultfw_tests::{
     ALLOWED_SRC, Agent, AgentOptions, CONNECT_TIMEOUT, Connect, DENIED_SRC, PolicyFile, TcpServer,
@@ -393,4 +394,67 @@ fn iface_all_with_other_names_is_refused_with_a_clear_message() {
             && stderr.contains("--iface eth0"),
         "{stderr}"
     );
+}
+
+#[test]
+fn a_subnet_rule_whose_endpoint_cannot_be_filtered_is_refused_and_changes_nothing() {
+    let topo = Topology::new();
+    // No native XDP on a dummy (an ifb where the kernel has no dummy
+    // driver): under --xdp-mode native it cannot be filtered.
+    let odd = unique_name("d");
+    if topo
+        .server
+        .try_ip(&["link", "add", &odd, "type", "dummy"])
+        .is_err()
+    {
+        topo.server.ip(&["link", "add", &odd, "type", "ifb"]);
+    }
+    topo.server.ip(&["link", "set", &odd, "up"]);
+    let mut options = AgentOptions::iface(topo.server_veth());
+    options.extra_args = vec!["--xdp-mode".to_owned(), "native".to_owned()];
+    let mut agent = Agent::start_with(&topo.server, POLICY, options);
+    agent.wait_ready();
+    let before = agent.show();
+    let file_before = std::fs::read_to_string(agent.policy().path()).expect("read the policy file");
+
+    let refused = agent.cli_json(&[
+        "network-rule",
+        "add",
+        "--vnet-rule",
+        "vnet-prod/subnets/odd",
+        "--subnet",
+        "10.1.2.0/25",
+        "--endpoint",
+        &odd,
+    ]);
+    // Exit 4: the kernel refused to attach (nothing else was wrong).
+    refused.expect_code(4);
+    assert!(
+        refused.error_message().contains(&odd),
+        "{}",
+        refused.context()
+    );
+
+    let after = agent.show();
+    assert_eq!(after["generation"], before["generation"], "{after:#}");
+    assert_eq!(after["virtual_network_rules"], 0, "{after:#}");
+    assert_eq!(
+        names(&after["interfaces"]),
+        [topo.server_veth().to_owned()],
+        "{after:#}"
+    );
+    assert!(!xdp_attached(&topo.server, &odd));
+    let file_after = std::fs::read_to_string(agent.policy().path()).expect("read the policy file");
+    assert_eq!(
+        file_after, file_before,
+        "the refused change reached the policy file"
+    );
+    assert_dropped(
+        &topo,
+        &agent,
+        DENIED_SRC,
+        443,
+        "the running policy stays in force",
+    );
+    agent.stop();
 }

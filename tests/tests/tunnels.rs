@@ -14,6 +14,7 @@
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::time::Duration;
 
+use vaultfw_tests::agent::LeftPins;
 use vaultfw_tests::tunnel::{TUNNEL_SERVER_IP, TunRelay, Tunnel, TunnelKind};
 use vaultfw_tests::{Agent, AgentOptions, CONNECT_TIMEOUT, Connect, TcpServer, Topology, connect};
 
@@ -132,4 +133,59 @@ fn tun_l3_device_a_denied_inner_source_is_refused_and_an_allowed_one_connects() 
         }
     };
     a_denied_inner_source_is_refused_through(&topo, &relay.server_dev, "l3");
+}
+
+#[test]
+fn a_restart_adopts_the_l3_link_of_a_tunnel_device_and_it_keeps_judging() {
+    let topo = Topology::new();
+    let relay = match TunRelay::new(&topo, &[INNER_ALLOWED, INNER_DENIED]) {
+        Ok(relay) => relay,
+        Err(reason) => {
+            eprintln!("skipping: tun: {reason}");
+            return;
+        }
+    };
+    let _https = TcpServer::start(&topo.server, SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 443));
+    let mut keep = AgentOptions::iface("all");
+    keep.on_exit = "keep";
+    let mut agent = Agent::start_with(&topo.server, POLICY, keep);
+    agent.wait_ready();
+    let before = agent.show();
+    let entry = |show: &serde_json::Value| -> serde_json::Value {
+        show["interfaces"]
+            .as_array()
+            .and_then(|all| {
+                all.iter()
+                    .find(|i| i["name"] == relay.server_dev.as_str())
+                    .cloned()
+            })
+            .unwrap_or_else(|| panic!("{} not filtered: {show:#}", relay.server_dev))
+    };
+    let prog_id = entry(&before)["prog_id"].clone();
+    assert!(prog_id.is_u64(), "{before:#}");
+    let (_, policy, paths) = agent.stop_keeping();
+    let _pins = LeftPins(paths.clone());
+
+    let mut agent = Agent::spawn(&topo.server, policy, paths, AgentOptions::iface("all"));
+    agent.wait_ready();
+    let after = agent.show();
+    let tunnel = entry(&after);
+    // Compared with the L3 program it runs, not the Ethernet one: kept.
+    assert_eq!(tunnel["attach"], "adopted", "{after:#}");
+    assert_eq!(tunnel["program"], "l3", "{after:#}");
+    assert_eq!(
+        tunnel["prog_id"], prog_id,
+        "the program was swapped: {after:#}"
+    );
+
+    let target = SocketAddrV4::new(TUNNEL_SERVER_IP, 443);
+    let allowed = connect(&topo.client, INNER_ALLOWED, target, Duration::from_secs(3));
+    assert!(allowed.is_established(), "{allowed:?}\n{}", agent.output());
+    let denied = connect(&topo.client, INNER_DENIED, target, CONNECT_TIMEOUT);
+    assert!(
+        matches!(denied, Connect::TimedOut),
+        "{denied:?}\n{}",
+        agent.output()
+    );
+    agent.stop();
 }

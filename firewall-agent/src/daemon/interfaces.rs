@@ -473,7 +473,7 @@ pub(super) struct InterfaceReport {
     /// Pinned links in the pin directory this daemon does not hold.
     pub unmanaged_links: Vec<Value>,
     /// Every interface the daemon must filter is attached (and at least
-    /// one is).
+    /// one is), and every `--iface` name exists.
     pub protected: bool,
 }
 
@@ -501,9 +501,11 @@ impl InterfaceReport {
         }
         for l in &self.unmanaged_links {
             warnings.push(format!(
-                "a pinned link for {} in the pin directory is not managed by this daemon \
-                 (`vaultfw detach` removes every pin)",
-                l["interface"].as_str().unwrap_or("?")
+                "a vaultfw link pinned for {} (live: {}) is not managed by this daemon: left by \
+                 an earlier run, it may serve stale rules; add the interface to --iface, or \
+                 remove every pin with `vaultfw detach`",
+                l["interface"].as_str().unwrap_or("?"),
+                l["live"]
             ));
         }
         warnings
@@ -550,10 +552,22 @@ fn report(
         .filter(|(name, want)| !attached_ok(name, want))
         .map(|(name, want)| json!({ "name": name, "reason": want.reason, "link_type": want.link_type }))
         .collect();
+    let unmanaged: Vec<_> = crate::dataplane::pins::inspect(&PinDir::new(pin_dir))
+        .interfaces
+        .into_iter()
+        .filter(|p| !held.contains_key(p.interface.as_str()))
+        .collect();
+    // An interface under a live unmanaged link runs a vaultfw program: it
+    // is reported as unmanaged, not as unfiltered.
     let unfiltered: Vec<Value> = links
         .iter()
         .filter(|l| {
             l.has_address && l.link_type != arphrd::LOOPBACK && !held.contains_key(l.name.as_str())
+        })
+        .filter(|l| {
+            !unmanaged
+                .iter()
+                .any(|p| p.interface == l.name && p.live == Some(true))
         })
         .map(|l| json!({ "name": l.name, "ifindex": l.ifindex, "link_type": l.link_type }))
         .collect();
@@ -563,14 +577,12 @@ fn report(
         .filter(|n| !links.iter().any(|l| l.name == **n))
         .cloned()
         .collect();
-    let unmanaged_links: Vec<Value> = crate::dataplane::pins::inspect(&PinDir::new(pin_dir))
-        .interfaces
+    let unmanaged_links: Vec<Value> = unmanaged
         .into_iter()
-        .filter(|p| !held.contains_key(p.interface.as_str()))
         .map(|p| json!({ "interface": p.interface, "ifindex": p.ifindex, "mode": p.mode, "live": p.live }))
         .collect();
     InterfaceReport {
-        protected: !wanted.is_empty() && not_attached.is_empty(),
+        protected: !wanted.is_empty() && not_attached.is_empty() && missing.is_empty(),
         filtered,
         not_attached,
         unfiltered,
