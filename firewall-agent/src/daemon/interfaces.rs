@@ -18,11 +18,14 @@ use std::collections::{BTreeMap, BTreeSet};
 use serde::Serialize;
 use serde_json::{Value, json};
 
-use crate::dataplane::{AttachKind, Dataplane, DataplaneError, XdpModeRequest, xdp_attachment};
+use crate::dataplane::{
+    AttachKind, AttachOutcome, Dataplane, DataplaneError, XdpModeRequest, xdp_attachment,
+};
 use crate::links::{self, LinkInfo};
 use crate::paths::PinDir;
 use crate::policy::Policy;
 
+use super::RunError;
 use super::state::Daemon;
 
 /// What `--iface` selects.
@@ -191,24 +194,28 @@ pub fn desired(selection: &IfaceSelection, policy: &Policy, links: &[LinkInfo]) 
 
 /// Refuses, before anything touches the kernel, a start whose `--iface`
 /// names an interface that does not exist, or one (or an endpoint of
-/// `policy`) whose framing the program cannot parse.
+/// `policy`) whose framing the program cannot parse: invalid input (exit
+/// 2), nothing loaded.
 pub(super) fn preflight(
     selection: &IfaceSelection,
     policy: &Policy,
     links: &[LinkInfo],
-) -> Result<(), DataplaneError> {
+) -> Result<(), RunError> {
     if let Some(missing) = selection
         .names()
         .iter()
         .find(|name| !links.iter().any(|l| l.name == **name))
     {
-        return Err(DataplaneError::NoSuchInterface {
+        return Err(RunError::Dataplane(DataplaneError::NoSuchInterface {
             interface: missing.clone(),
-        });
+        }));
     }
     for (name, wanted) in desired(selection, policy, links) {
         if wanted.kind.is_none() {
-            return Err(unsupported(&name, &wanted));
+            let error = unsupported(&name, &wanted);
+            return Err(RunError::InvalidArguments(format!(
+                "{error}\nnothing was loaded or attached"
+            )));
         }
     }
     Ok(())
@@ -231,7 +238,8 @@ fn unsupported(name: &str, wanted: &Wanted) -> DataplaneError {
 /// What [`attach_wanted`] did.
 #[derive(Debug, Default)]
 pub(super) struct Attaching {
-    /// Interfaces attached now (not held before).
+    /// Interfaces that got a new link now and were not filtered before (not
+    /// held, no pinned link adopted): what undoing this attach detaches.
     pub attached: Vec<String>,
     /// Interfaces that could not be attached.
     pub failed: Vec<(String, Reason, DataplaneError)>,
@@ -282,7 +290,9 @@ pub(super) fn attach_wanted(
                     cause,
                     "{message}"
                 );
-                done.attached.push(name.clone());
+                if !came_back && a.outcome == AttachOutcome::Attached {
+                    done.attached.push(name.clone());
+                }
             }
             Err(error) => done.failed.push((name.clone(), want.reason, error)),
         }
@@ -325,10 +335,10 @@ fn detach_names(dataplane: &mut Dataplane, names: &[String]) {
 }
 
 /// The start's attach: every wanted interface. A failure on an interface
-/// named by `--iface` or by the policy fails the start (what this call
-/// attached is detached again); one only `--iface all` selects is logged
-/// and reported by `show` (one odd device must not leave every other
-/// interface unfiltered).
+/// named by `--iface` or by the policy fails the start (the caller undoes
+/// what this run attached and keeps what it adopted); one only `--iface
+/// all` selects is logged and reported by `show` (one odd device must not
+/// leave every other interface unfiltered).
 pub(super) fn attach_at_start(
     dataplane: &mut Dataplane,
     selection: &IfaceSelection,
@@ -346,13 +356,7 @@ pub(super) fn attach_at_start(
             fatal.get_or_insert(error);
         }
     }
-    match fatal {
-        Some(error) => {
-            detach_names(dataplane, &done.attached);
-            Err(error)
-        }
-        None => Ok(()),
-    }
+    fatal.map_or(Ok(()), Err)
 }
 
 fn list_failed(source: std::io::Error) -> DataplaneError {
@@ -807,7 +811,11 @@ mod tests {
         assert!(preflight(&named(&["eth0"]), &policy(&["eth1"]), &links).is_ok());
         let missing = preflight(&named(&["eth9"]), &policy(&[]), &links).unwrap_err();
         assert!(
-            matches!(missing, DataplaneError::NoSuchInterface { ref interface } if interface == "eth9"),
+            matches!(
+                missing,
+                RunError::Dataplane(DataplaneError::NoSuchInterface { ref interface })
+                    if interface == "eth9"
+            ),
             "{missing}"
         );
         let odd = preflight(&named(&["eth0"]), &policy(&["ib0"]), &links).unwrap_err();

@@ -227,8 +227,8 @@ impl Daemon {
         }
     }
 
-    /// A link appeared, vanished or changed: follow endpoint interfaces and
-    /// re-attach interfaces that came back.
+    /// A link appeared, vanished or changed: attach what appeared or came
+    /// back, detach what vanished, and follow endpoint interfaces.
     pub fn refresh_links(&mut self) {
         self.reconcile_links();
         let interfaces = endpoint_interfaces(&self.policy);
