@@ -34,7 +34,9 @@ pub enum Command {
     /// Run the firewall daemon: load the XDP program, apply the policy,
     /// attach to the interfaces, log verdict counters.
     ///
-    /// Example: vaultfw run --iface eth0 --policy /etc/vaultfw/policy.toml
+    /// Example: vaultfw run --iface all --policy /etc/vaultfw/policy.toml
+    ///
+    /// Example: vaultfw run --iface eth0 --iface eth1 --policy /etc/vaultfw/policy.toml
     Run(RunArgs),
     /// Check a policy file without touching the kernel. Exit 0 when valid,
     /// 2 when not (each error names the value's path, the value, the reason
@@ -119,8 +121,13 @@ pub enum Command {
 /// `vaultfw run`.
 #[derive(Debug, clap::Args)]
 pub struct RunArgs {
-    /// Interface whose ingress traffic is filtered (repeat for several).
-    #[arg(long = "iface", value_name = "IFACE", required = true)]
+    /// Interface whose ingress traffic is filtered (repeat for several), or
+    /// `all`: every interface but lo, including tunnel devices and
+    /// interfaces that appear later. The endpoint interfaces of the
+    /// policy's subnet rules are filtered in any case.
+    ///
+    /// Example: --iface all
+    #[arg(long = "iface", value_name = "IFACE|all", required = true)]
     pub interfaces: Vec<String>,
     /// Policy file: native TOML, or a vault's Azure JSON (with
     /// --subnet-map).

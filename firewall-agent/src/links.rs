@@ -1,13 +1,19 @@
 //! Network interfaces as the kernel names them: resolving names to
-//! ifindexes, and a notification whenever any link appears, disappears or
+//! ifindexes, listing every link with its framing and whether it holds an
+//! address, and a notification whenever any link appears, disappears or
 //! changes (netlink `RTMGRP_LINK`), so service endpoints bound to an
-//! interface follow it (DESIGN.md section 1, `ignore_missing_endpoint`).
+//! interface follow it (DESIGN.md section 1, `ignore_missing_endpoint`)
+//! and `--iface all` covers interfaces that appear later.
+//!
+//! Everything is read through netlink, never `/sys/class/net`: the agent
+//! may share only the network namespace of its interfaces, not the `/sys`
+//! that shows them.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::os::fd::{AsRawFd, OwnedFd};
 
 use nix::sys::socket::{
-    AddressFamily, NetlinkAddr, SockFlag, SockProtocol, SockType, bind, recv, socket, MsgFlags,
+    AddressFamily, NetlinkAddr, SockFlag, SockaddrLike, SockProtocol, SockType, bind, recv, socket, MsgFlags,
 };
 use tokio::io::unix::AsyncFd;
 
@@ -27,6 +33,102 @@ pub fn resolve<'a>(names: impl IntoIterator<Item = &'a str>) -> InterfaceIndex {
                 .map(|index| (name.to_owned(), index))
         })
         .collect()
+}
+
+/// A network interface as the kernel lists it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LinkInfo {
+    /// Its name.
+    pub name: String,
+    /// Its ifindex.
+    pub ifindex: u32,
+    /// Its `ARPHRD_*` link type (linux/if_arp.h, netlink `ifi_type`): 1
+    /// for Ethernet, 768 ipip, 776 sit, 778 gre, 65534 wireguard and tun.
+    pub link_type: u16,
+    /// Whether it holds an IPv4 or IPv6 address.
+    pub has_address: bool,
+}
+
+/// Every link of this network namespace (one RTM_GETLINK dump), with
+/// whether each holds an address (`getifaddrs`).
+///
+/// Errors: the netlink socket failed or the kernel answered with an error.
+pub fn list() -> std::io::Result<Vec<LinkInfo>> {
+    let addressed: BTreeSet<String> = nix::ifaddrs::getifaddrs()?
+        .filter(|a| {
+            a.address.as_ref().is_some_and(|addr| {
+                matches!(
+                    addr.family(),
+                    Some(AddressFamily::Inet | AddressFamily::Inet6)
+                )
+            })
+        })
+        .map(|a| a.interface_name)
+        .collect();
+    let mut links = dump_links()?;
+    for link in &mut links {
+        link.has_address = addressed.contains(&link.name);
+    }
+    Ok(links)
+}
+
+/// RTM_GETLINK with NLM_F_DUMP: every link's name, index and type.
+fn dump_links() -> std::io::Result<Vec<LinkInfo>> {
+    use netlink_packet_core::{
+        NLM_F_DUMP, NLM_F_REQUEST, NetlinkHeader, NetlinkMessage, NetlinkPayload,
+    };
+    use netlink_packet_route::RouteNetlinkMessage;
+    use netlink_packet_route::link::{LinkAttribute, LinkMessage};
+    use netlink_sys::{Socket, SocketAddr, protocols::NETLINK_ROUTE};
+
+    let mut socket = Socket::new(NETLINK_ROUTE)?;
+    socket.bind_auto()?;
+    socket.connect(&SocketAddr::new(0, 0))?;
+    let mut request = NetlinkMessage::new(
+        NetlinkHeader::default(),
+        NetlinkPayload::from(RouteNetlinkMessage::GetLink(LinkMessage::default())),
+    );
+    request.header.flags = NLM_F_REQUEST | NLM_F_DUMP;
+    request.header.sequence_number = 1;
+    request.finalize();
+    let mut buffer = vec![0; request.buffer_len()];
+    request.serialize(&mut buffer);
+    socket.send(&buffer, 0)?;
+
+    let unreadable = |e| std::io::Error::other(format!("unreadable netlink reply: {e}"));
+    let mut links = Vec::new();
+    loop {
+        let (reply, _) = socket.recv_from_full()?;
+        let mut offset = 0;
+        while offset < reply.len() {
+            let message: NetlinkMessage<RouteNetlinkMessage> =
+                NetlinkMessage::deserialize(&reply[offset..]).map_err(unreadable)?;
+            let length = message.header.length as usize;
+            match message.payload {
+                NetlinkPayload::InnerMessage(RouteNetlinkMessage::NewLink(link)) => {
+                    let name = link.attributes.iter().find_map(|a| match a {
+                        LinkAttribute::IfName(name) => Some(name.clone()),
+                        _ => None,
+                    });
+                    if let Some(name) = name {
+                        links.push(LinkInfo {
+                            name,
+                            ifindex: link.header.index,
+                            link_type: u16::from(link.header.link_layer_type),
+                            has_address: false,
+                        });
+                    }
+                }
+                NetlinkPayload::Done(_) => return Ok(links),
+                NetlinkPayload::Error(error) => return Err(error.to_io()),
+                _ => {}
+            }
+            if length == 0 {
+                return Err(std::io::Error::other("netlink message of length 0"));
+            }
+            offset += length;
+        }
+    }
 }
 
 /// The netlink multicast group of link events (`RTMGRP_LINK`, linux/rtnetlink.h).
@@ -84,6 +186,16 @@ impl LinkEvents {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn list_finds_the_loopback_with_its_type() {
+        let links = list().expect("list links");
+        let lo = links.iter().find(|l| l.name == "lo").expect("lo listed");
+        assert_eq!(lo.ifindex, 1);
+        assert_eq!(lo.link_type, 772, "ARPHRD_LOOPBACK");
+        let names: BTreeSet<&str> = links.iter().map(|l| l.name.as_str()).collect();
+        assert_eq!(names.len(), links.len(), "each link once: {links:?}");
+    }
 
     #[test]
     fn resolve_keeps_existing_names_and_drops_missing_ones() {

@@ -41,8 +41,16 @@ fn main() -> ExitCode {
 
 fn run(args: RunArgs) -> ExitCode {
     vaultfw::telemetry::init_json_logs();
+    let interfaces = match daemon::IfaceSelection::parse(&args.interfaces) {
+        Ok(selection) => selection,
+        Err(message) => {
+            tracing::error!(error = %message, "vaultfw run failed");
+            eprintln!("vaultfw: {message}");
+            return ExitCode::from(EXIT_INVALID_INPUT);
+        }
+    };
     let options = RunOptions {
-        interfaces: args.interfaces,
+        interfaces,
         source: PolicySource::new(args.policy, args.subnet_map),
         xdp_mode: args.xdp_mode,
         stats_interval: Duration::from_secs(args.stats_interval),

@@ -93,8 +93,14 @@ pub const FLOW_EVENT_WINDOW_NS: u64 = 1_000_000_000;
 /// Number of table sets (double buffering).
 pub const TABLE_SETS: u32 = 2;
 
-/// The name of the XDP program in the object file.
+/// The name of the XDP program in the object file that judges frames of
+/// Ethernet devices (an Ethernet header, then up to two VLAN tags).
 pub const PROGRAM_NAME: &str = "vaultfw";
+
+/// The name of the XDP program that judges packets of L3 devices (ipip,
+/// gre, sit, wireguard, tun: the frame starts at the IP header). Same maps,
+/// same decision order; frames count as untagged.
+pub const PROGRAM_NAME_L3: &str = "vaultfw_l3";
 
 /// Entries in each IP-rule trie when the agent does not resize it. The
 /// agent sizes the tries from the policy's limits before load.

@@ -1,8 +1,9 @@
 //! vaultfw's XDP program: judges every frame on an attached interface as
 //! DESIGN.md section 2 says and counts exactly one verdict per frame.
 //!
-//! This file owns the entry point and the maps; `parse` reads headers with
-//! bounds checks, `verdict` applies the policy. The map names and layouts
+//! This file owns the two entry points (Ethernet devices and L3 devices,
+//! which differ only in where the IP header starts) and the maps; `parse`
+//! reads headers with bounds checks, `verdict` applies the policy. The map names and layouts
 //! come from `firewall-common`, the only place they are defined.
 #![no_std]
 #![no_main]
@@ -91,12 +92,26 @@ static VFW_EVENT_BUCKET: PerCpuArray<TokenBucket, 1> = PerCpuArray::new();
 #[btf_map]
 static VFW_TELEMETRY: PerCpuArray<u64, { TELEMETRY_COUNT as usize }> = PerCpuArray::new();
 
-/// Entry point: judge, record at the one exit point (xdp-filter's habit:
-/// every frame increments exactly one verdict counter), act.
+/// Entry point of Ethernet devices (firewall_common::PROGRAM_NAME): the
+/// frame starts with an Ethernet header, maybe VLAN tags.
 #[xdp]
 pub fn vaultfw(ctx: XdpContext) -> u32 {
-    let judged = verdict::judge(&ctx);
-    stats::record(&ctx, &judged);
+    act(&ctx, parse::parse_ethernet(&ctx))
+}
+
+/// Entry point of L3 devices (firewall_common::PROGRAM_NAME_L3: ipip, gre,
+/// sit, wireguard, tun): the frame starts at the IP header.
+#[xdp]
+pub fn vaultfw_l3(ctx: XdpContext) -> u32 {
+    act(&ctx, parse::parse_ip_packet(&ctx))
+}
+
+/// Judge, record at the one exit point (xdp-filter's habit: every frame
+/// increments exactly one verdict counter), act.
+#[inline(always)]
+fn act(ctx: &XdpContext, parsed: (parse::Packet, u16)) -> u32 {
+    let judged = verdict::judge(ctx, parsed);
+    stats::record(ctx, &judged);
     if judged.verdict.drops() {
         xdp_action::XDP_DROP
     } else {

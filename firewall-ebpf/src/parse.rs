@@ -2,6 +2,12 @@
 //! options) or IPv6 (with extension headers), and the TCP/UDP destination
 //! port. Every read is checked against `data_end`; every variable offset is
 //! bounded first, so the verifier can prove each access.
+//!
+//! Two ways in, one parser from the IP header on: [`parse_ethernet`] for
+//! Ethernet devices walks the link layer and hands the IP header's offset
+//! to [`parse_ipv4`]/[`parse_ipv6`]; [`parse_ip_packet`] for L3 devices
+//! (ipip, gre, sit, wireguard, tun), whose frames start at the IP header,
+//! picks the version from its first nibble.
 
 use core::mem::size_of;
 
@@ -66,7 +72,8 @@ pub struct Transport {
     /// Frame offset of the TCP/UDP header.
     pub l4: usize,
     /// Frame offset just past the IP packet (its length as the IP header
-    /// says, link-layer header included): the bytes a rule hit counts.
+    /// says, plus the link-layer header on an Ethernet device): the bytes a
+    /// rule hit counts.
     pub end: usize,
 }
 
@@ -129,10 +136,10 @@ fn read_be16(ctx: &XdpContext, offset: usize) -> Option<u16> {
     read::<[u8; 2]>(ctx, offset).map(u16::from_be_bytes)
 }
 
-/// Parses the frame and returns what the policy needs, plus the outer VLAN
-/// id (0 when untagged).
+/// Parses an Ethernet frame and returns what the policy needs, plus the
+/// outer VLAN id (0 when untagged).
 #[inline(always)]
-pub fn parse(ctx: &XdpContext) -> (Packet, u16) {
+pub fn parse_ethernet(ctx: &XdpContext) -> (Packet, u16) {
     let Some(mut ethertype) = read_be16(ctx, 12) else {
         // Shorter than an Ethernet header: nothing to attribute.
         return (Packet::Malformed, 0);
@@ -160,6 +167,27 @@ pub fn parse(ctx: &XdpContext) -> (Packet, u16) {
         _ => Packet::NonIp,
     };
     (packet, vlan_id)
+}
+
+/// Parses the packet of an L3 device: the IP header at offset 0, its
+/// version in the first nibble (the device carries no ethertype). Such a
+/// frame has no VLAN tag: the VLAN id is 0 (untagged).
+#[inline(always)]
+pub fn parse_ip_packet(ctx: &XdpContext) -> (Packet, u16) {
+    // Two bytes, not one: the verifier learns no packet range from the
+    // `data < data_end` test LLVM makes of a one-byte bounds check.
+    let Some(first) = read::<[u8; 2]>(ctx, 0) else {
+        // Shorter than any IP header: nothing to attribute.
+        return (Packet::Malformed, 0);
+    };
+    let packet = match first[0] >> 4 {
+        4 => parse_ipv4(ctx, 0),
+        6 => parse_ipv6(ctx, 0),
+        // Not IP: the kernel's IPv4 and IPv6 receive paths drop a header
+        // whose version is not theirs, so this cannot reach the data plane.
+        _ => Packet::NonIp,
+    };
+    (packet, 0)
 }
 
 /// IPv4 (RFC 791): header length from IHL, total length checked against

@@ -16,7 +16,7 @@ use firewall_common::{
     VLAN_UNTAGGED, VNET_ENDPOINT_BITS, Verdict, VnetKey, port_slot,
 };
 
-use crate::parse::{self, IPPROTO_TCP, Packet, Transport};
+use crate::parse::{IPPROTO_TCP, Packet, Transport};
 use crate::stats::now;
 use crate::{
     VFW_ACTIVE, VFW_CONFIG, VFW_IP_RULES_0, VFW_IP_RULES_1, VFW_PORTS, VFW_TRUSTED_0,
@@ -60,10 +60,10 @@ impl Judged {
     }
 }
 
-/// Judges one frame.
+/// Judges one frame, parsed by the entry point's parser into the packet
+/// and its outer VLAN id (0 untagged).
 #[inline(always)]
-pub fn judge(ctx: &XdpContext) -> Judged {
-    let (packet, vlan) = parse::parse(ctx);
+pub fn judge(ctx: &XdpContext, (packet, vlan): (Packet, u16)) -> Judged {
     let transport = match packet {
         Packet::NonIp => return Judged::plain(Verdict::PassNonIp),
         Packet::NotTransport => return Judged::plain(Verdict::PassControlPlane),

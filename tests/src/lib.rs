@@ -14,6 +14,8 @@
 //! - [`probe`]: a client that keeps connecting in the background.
 //! - [`reach`]: assertions that a source connects, or that its SYN is dropped.
 //! - [`stats`]: counter names, log-line parsing, [`FinalStats`].
+//! - [`tunnel`]: vxlan, ipip, gre, wireguard and tun-relay tunnels between
+//!   the two namespaces of a topology.
 //! - [`cleanup`]: a registry of what exists right now, for Ctrl-C.
 //!
 //! Every guard cleans up on drop and never panics while dropping; the tests
@@ -29,6 +31,7 @@ pub mod reach;
 pub mod stats;
 pub mod topology;
 pub mod traffic;
+pub mod tunnel;
 
 pub use agent::{Agent, AgentOptions, AgentPaths, LogMark, PolicyFile, vaultfw, vaultfw_bin};
 pub use cli::{CliOutput, cli_in_netns};

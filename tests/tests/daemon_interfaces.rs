@@ -1,14 +1,26 @@
+//! Which interfaces the daemon filters, and that the kernel follows.
+//!
 //! Interfaces come and go (issue 5, item 6): when the filtered interface is
 //! deleted and created again with the same name (a new veth pair, same
 //! names and addresses, new ifindex), the daemon attaches to it again by
 //! itself — the denied source is dropped again, the allowed one connects,
 //! `show` reports the new ifindex in native mode, and the log says so.
+//!
+//! The ACL protects the host, not a list (issue 11, item 3): the endpoint
+//! interface of a subnet rule is filtered whether or not `--iface` names
+//! it — added and removed with the rule — and `--iface all` filters every
+//! interface, including one created after the start.
 
+use std::net::{Ipv4Addr, SocketAddrV4};
 use std::time::Duration;
 
 use vaultfw_tests::agent::xdp_attached;
+use vaultfw_tests::netns::unique_name;
 use vaultfw_tests::reach::{assert_connects, assert_dropped};
-use vaultfw_tests::{ALLOWED_SRC, Agent, DENIED_SRC, TcpServer, Topology};
+use vaultfw_tests::{
+    ALLOWED_SRC, Agent, AgentOptions, CONNECT_TIMEOUT, Connect, DENIED_SRC, PolicyFile, TcpServer,
+    Topology, connect, vaultfw,
+};
 
 const POLICY: &str = r#"
 default_action = "Deny"
@@ -119,4 +131,333 @@ fn deleted_and_recreated_interface_is_filtered_again() {
         "{} left behind by a detaching stop",
         pin_dir.display()
     );
+}
+
+/// The server's address on the private link (a subnet's endpoint).
+const PRIVATE_SERVER: Ipv4Addr = Ipv4Addr::new(10, 1, 2, 1);
+/// A source of the subnet rule's prefix (10.1.2.0/25).
+const SUBNET_SRC: Ipv4Addr = Ipv4Addr::new(10, 1, 2, 3);
+/// On the private link but outside the rule's prefix: unauthorised.
+const OUTSIDE_SUBNET: Ipv4Addr = Ipv4Addr::new(10, 1, 2, 200);
+
+fn subnet_policy(endpoint: &str) -> String {
+    format!(
+        r#"{POLICY}
+[[virtual_network_rules]]
+id = "vnet-prod/subnets/app"
+address_prefixes = ["10.1.2.0/25"]
+endpoint = {{ interface = "{endpoint}" }}
+"#
+    )
+}
+
+/// A TCP connection from `src` in the client namespace to the server's
+/// private address, port 443.
+fn to_private(topo: &Topology, src: Ipv4Addr, timeout: Duration) -> Connect {
+    connect(
+        &topo.client,
+        src,
+        SocketAddrV4::new(PRIVATE_SERVER, 443),
+        timeout,
+    )
+}
+
+/// The entry of `show`'s `interfaces` for `name`.
+fn shown<'a>(show: &'a serde_json::Value, name: &str) -> Option<&'a serde_json::Value> {
+    show["interfaces"]
+        .as_array()?
+        .iter()
+        .find(|i| i["name"] == name)
+}
+
+fn names(list: &serde_json::Value) -> Vec<String> {
+    list.as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|i| i["name"].as_str().map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[test]
+fn an_endpoint_interface_not_given_with_iface_is_filtered_and_its_subnet_connects() {
+    let topo = Topology::new();
+    let (_, private) = topo.add_private_link("10.1.2.1/24", &[SUBNET_SRC, OUTSIDE_SUBNET]);
+    let _https = TcpServer::start(&topo.server, SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 443));
+    // --iface names only the public veth; the policy names the private one.
+    let mut agent = Agent::start(&topo.server, topo.server_veth(), &subnet_policy(&private));
+    agent.wait_ready();
+
+    // The subnet's source first (this also resolves ARP on the link).
+    let subnet = to_private(&topo, SUBNET_SRC, Duration::from_secs(3));
+    assert!(
+        subnet.is_established(),
+        "subnet source through its endpoint: {subnet:?}\n{}",
+        agent.output()
+    );
+    let outside = to_private(&topo, OUTSIDE_SUBNET, CONNECT_TIMEOUT);
+    assert!(
+        matches!(outside, Connect::TimedOut),
+        "an unauthorised source through the endpoint interface reached the data plane: {outside:?}\n{}",
+        agent.output()
+    );
+    assert!(
+        xdp_attached(&topo.server, &private),
+        "no XDP program on {private}"
+    );
+
+    let show = agent.show();
+    let entry =
+        shown(&show, &private).unwrap_or_else(|| panic!("{private} not filtered: {show:#}"));
+    assert_eq!(entry["reason"], "endpoint", "{show:#}");
+    assert_eq!(entry["program"], "l2", "{show:#}");
+    assert_eq!(
+        shown(&show, topo.server_veth()).map(|i| &i["reason"]),
+        Some(&"iface".into()),
+        "{show:#}"
+    );
+    assert_eq!(show["protected"], true, "{show:#}");
+    assert_eq!(
+        names(&show["unfiltered_interfaces"]),
+        Vec::<String>::new(),
+        "{show:#}"
+    );
+
+    let stats = agent.stop();
+    // The one unauthorised SYN was seen and dropped (not lost on the way).
+    assert_eq!(stats.get("deny_no_match"), 1, "{}", stats.log());
+    assert!(stats.get("allow_vnet_rule") >= 1, "{}", stats.log());
+    assert!(
+        !xdp_attached(&topo.server, &private),
+        "still attached to {private} after a detaching stop"
+    );
+}
+
+#[test]
+fn a_subnet_rule_added_through_the_cli_filters_its_endpoint_and_removing_it_detaches_it() {
+    let topo = Topology::new();
+    let (_, private) = topo.add_private_link("10.1.2.1/24", &[SUBNET_SRC, OUTSIDE_SUBNET]);
+    let _https = TcpServer::start(&topo.server, SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 443));
+    let mut agent = Agent::start(&topo.server, topo.server_veth(), POLICY);
+    agent.wait_ready();
+
+    // Nothing names the private link yet: show warns that it is open.
+    let show = agent.show();
+    assert_eq!(
+        names(&show["unfiltered_interfaces"]),
+        std::slice::from_ref(&private),
+        "{show:#}"
+    );
+    assert!(
+        show["warnings"].as_array().is_some_and(|w| w
+            .iter()
+            .any(|w| w.as_str().is_some_and(|w| w.contains(&private)))),
+        "{show:#}"
+    );
+    assert!(!xdp_attached(&topo.server, &private));
+
+    let added = agent.cli_json(&[
+        "network-rule",
+        "add",
+        "--vnet-rule",
+        "vnet-prod/subnets/app",
+        "--subnet",
+        "10.1.2.0/25",
+        "--endpoint",
+        &private,
+    ]);
+    added.ok();
+    assert!(
+        xdp_attached(&topo.server, &private),
+        "the new endpoint is not filtered: {}",
+        agent.output()
+    );
+    let subnet = to_private(&topo, SUBNET_SRC, Duration::from_secs(3));
+    assert!(subnet.is_established(), "{subnet:?}\n{}", agent.output());
+    let outside = to_private(&topo, OUTSIDE_SUBNET, CONNECT_TIMEOUT);
+    assert!(
+        matches!(outside, Connect::TimedOut),
+        "{outside:?}\n{}",
+        agent.output()
+    );
+    let show = agent.show();
+    assert_eq!(
+        shown(&show, &private).map(|i| &i["reason"]),
+        Some(&"endpoint".into()),
+        "{show:#}"
+    );
+    assert_eq!(show["protected"], true, "{show:#}");
+
+    let removed = agent.cli_json(&[
+        "network-rule",
+        "remove",
+        "--vnet-rule",
+        "vnet-prod/subnets/app",
+    ]);
+    removed.ok();
+    assert!(
+        !xdp_attached(&topo.server, &private),
+        "detached once nothing names it: {}",
+        agent.output()
+    );
+    let show = agent.show();
+    assert_eq!(
+        names(&show["unfiltered_interfaces"]),
+        std::slice::from_ref(&private),
+        "{show:#}"
+    );
+    assert_eq!(
+        names(&show["interfaces"]),
+        [topo.server_veth().to_owned()],
+        "{show:#}"
+    );
+
+    let stats = agent.stop();
+    assert_eq!(stats.get("deny_no_match"), 1, "{}", stats.log());
+}
+
+#[test]
+fn iface_all_filters_an_interface_created_after_the_start() {
+    let allowed_inner = Ipv4Addr::new(203, 0, 113, 77);
+    let topo = Topology::new();
+    let _https = TcpServer::start(&topo.server, SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 443));
+    let mut agent = Agent::start_with(&topo.server, POLICY, AgentOptions::iface("all"));
+    agent.wait_ready();
+    let show = agent.show();
+    // Every interface but lo (a kernel with tunnel modules adds its
+    // fallback devices, gre0, tunl0, ..., to every namespace: filtered too).
+    let filtered = names(&show["interfaces"]);
+    assert!(filtered.iter().any(|n| n == topo.server_veth()), "{show:#}");
+    assert!(
+        !filtered.iter().any(|n| n == "lo"),
+        "lo is filtered: {show:#}"
+    );
+    assert_eq!(show["iface"], "all", "{show:#}");
+    assert_dropped(
+        &topo,
+        &agent,
+        DENIED_SRC,
+        443,
+        "on the veth present at the start",
+    );
+
+    let mark = agent.log_mark();
+    let (_, late) = topo.add_private_link("10.1.2.1/24", &[SUBNET_SRC, allowed_inner]);
+    topo.server
+        .ip(&["route", "add", &format!("{allowed_inner}/32"), "dev", &late]);
+    agent.wait_log(
+        mark,
+        "that the new interface is attached",
+        LOG_TIMEOUT,
+        |l| {
+            l["interface"] == late.as_str()
+                && l["message"]
+                    .as_str()
+                    .is_some_and(|m| m.contains("attached"))
+        },
+    );
+
+    let allowed = to_private(&topo, allowed_inner, Duration::from_secs(3));
+    assert!(allowed.is_established(), "{allowed:?}\n{}", agent.output());
+    let denied = to_private(&topo, SUBNET_SRC, CONNECT_TIMEOUT);
+    assert!(
+        matches!(denied, Connect::TimedOut),
+        "a denied source through the new interface: {denied:?}\n{}",
+        agent.output()
+    );
+    let show = agent.show();
+    assert_eq!(
+        shown(&show, &late).map(|i| &i["reason"]),
+        Some(&"all".into()),
+        "{show:#}"
+    );
+    assert_eq!(show["protected"], true, "{show:#}");
+
+    let stats = agent.stop();
+    assert_eq!(stats.get("deny_no_match"), 2, "{}", stats.log());
+}
+
+#[test]
+fn iface_all_with_other_names_is_refused_with_a_clear_message() {
+    let policy = PolicyFile::new(POLICY);
+    let out = vaultfw(&[
+        "run",
+        "--iface",
+        "all",
+        "--iface",
+        "eth0",
+        "--policy",
+        policy.path_str(),
+    ]);
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("--iface all already selects every interface")
+            && stderr.contains("--iface eth0"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn a_subnet_rule_whose_endpoint_cannot_be_filtered_is_refused_and_changes_nothing() {
+    let topo = Topology::new();
+    // No native XDP on a dummy (an ifb where the kernel has no dummy
+    // driver): under --xdp-mode native it cannot be filtered.
+    let odd = unique_name("d");
+    if topo
+        .server
+        .try_ip(&["link", "add", &odd, "type", "dummy"])
+        .is_err()
+    {
+        topo.server.ip(&["link", "add", &odd, "type", "ifb"]);
+    }
+    topo.server.ip(&["link", "set", &odd, "up"]);
+    let mut options = AgentOptions::iface(topo.server_veth());
+    options.extra_args = vec!["--xdp-mode".to_owned(), "native".to_owned()];
+    let mut agent = Agent::start_with(&topo.server, POLICY, options);
+    agent.wait_ready();
+    let before = agent.show();
+    let file_before = std::fs::read_to_string(agent.policy().path()).expect("read the policy file");
+
+    let refused = agent.cli_json(&[
+        "network-rule",
+        "add",
+        "--vnet-rule",
+        "vnet-prod/subnets/odd",
+        "--subnet",
+        "10.1.2.0/25",
+        "--endpoint",
+        &odd,
+    ]);
+    // Exit 4: the kernel refused to attach (nothing else was wrong).
+    refused.expect_code(4);
+    assert!(
+        refused.error_message().contains(&odd),
+        "{}",
+        refused.context()
+    );
+
+    let after = agent.show();
+    assert_eq!(after["generation"], before["generation"], "{after:#}");
+    assert_eq!(after["virtual_network_rules"], 0, "{after:#}");
+    assert_eq!(
+        names(&after["interfaces"]),
+        [topo.server_veth().to_owned()],
+        "{after:#}"
+    );
+    assert!(!xdp_attached(&topo.server, &odd));
+    let file_after = std::fs::read_to_string(agent.policy().path()).expect("read the policy file");
+    assert_eq!(
+        file_after, file_before,
+        "the refused change reached the policy file"
+    );
+    assert_dropped(
+        &topo,
+        &agent,
+        DENIED_SRC,
+        443,
+        "the running policy stays in force",
+    );
+    agent.stop();
 }

@@ -9,7 +9,7 @@ use firewall_common::Verdict;
 use serde_json::{Value, json};
 
 use crate::control::protocol::{Command, ErrorKind, Response, RuleSpec};
-use crate::dataplane::{ApplyReport, Confirmation, xdp_attachment};
+use crate::dataplane::{ApplyReport, Confirmation};
 use crate::persist::Edit;
 use crate::policy::{self, Endpoint, WriteBack, fmt_ipv4_rule};
 
@@ -106,29 +106,19 @@ impl Daemon {
     }
 
     fn show(&self) -> Value {
-        let interfaces: Vec<Value> = self
-            .dataplane
-            .attached()
-            .iter()
-            .map(|a| {
-                let kernel = xdp_attachment(a.ifindex).unwrap_or_default();
-                json!({
-                    "name": a.name,
-                    "ifindex": a.ifindex,
-                    "mode": kernel.mode,
-                    "prog_id": kernel.prog_id,
-                    "attach": a.outcome,
-                })
-            })
-            .collect();
-        let protected = !interfaces.is_empty()
-            && interfaces.iter().all(|i| !i["mode"].is_null())
-            && interfaces.len() == self.options.interfaces.len();
+        let report = self.interface_report();
+        let mut warnings = notes(&self.policy);
+        warnings.extend(report.warnings());
         let p = &self.policy;
         json!({
             "generation": self.generation,
-            "protected": protected,
-            "interfaces": interfaces,
+            "protected": report.protected,
+            "iface": self.options.interfaces.to_string(),
+            "interfaces": report.filtered,
+            "interfaces_not_attached": report.not_attached,
+            "unfiltered_interfaces": report.unfiltered,
+            "missing_interfaces": report.missing,
+            "unmanaged_links": report.unmanaged_links,
             "on_exit": self.options.on_exit,
             "pin_dir": self.options.pin_dir,
             "policy_file": self.options.source.path,
@@ -143,7 +133,7 @@ impl Daemon {
             "trusted_service_prefixes": p.trusted_services.prefixes.len(),
             "awaiting_confirmation_until": self.pending.as_ref().map(|pa| humantime::format_rfc3339_seconds(pa.deadline).to_string()),
             "health": self.health,
-            "warnings": notes(p),
+            "warnings": warnings,
         })
     }
 

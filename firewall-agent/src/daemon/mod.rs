@@ -21,6 +21,7 @@
 
 mod commands;
 mod health;
+mod interfaces;
 mod observe;
 mod state;
 mod watch;
@@ -39,6 +40,7 @@ use crate::paths::PinDir;
 use crate::policy::LoadError;
 use crate::telemetry::{AccessLog, EventRing, MetricsServer, StatsReporter, access::DEFAULT_MEMORY};
 
+pub use interfaces::IfaceSelection;
 pub use state::PolicySource;
 use state::Daemon;
 
@@ -55,8 +57,9 @@ pub enum OnExit {
 /// What `vaultfw run` was asked to do.
 #[derive(Debug, Clone)]
 pub struct RunOptions {
-    /// Interfaces to attach to.
-    pub interfaces: Vec<String>,
+    /// The interfaces `--iface` selects (the policy's endpoint interfaces
+    /// are filtered too).
+    pub interfaces: IfaceSelection,
     /// The policy file and its format.
     pub source: PolicySource,
     /// Requested XDP mode.
@@ -118,12 +121,6 @@ pub enum RunError {
 /// Runs until SIGINT, SIGTERM or `vaultfw detach`.
 pub async fn run(options: RunOptions) -> Result<(), RunError> {
     let setup = |what| move |source| RunError::Setup { what, source };
-    let mut seen = std::collections::BTreeSet::new();
-    if let Some(twice) = options.interfaces.iter().find(|i| !seen.insert(i.as_str())) {
-        return Err(RunError::InvalidArguments(format!(
-            "--iface {twice} is given twice; name each interface once"
-        )));
-    }
     // Signals first: a stop that arrives at any moment after this is a
     // clean stop, never the default action (death without cleanup).
     if let Some(addr) = options.metrics_addr.filter(|a| !a.ip().is_loopback() && !options.metrics_allow_remote) {
@@ -145,7 +142,8 @@ pub async fn run(options: RunOptions) -> Result<(), RunError> {
     // Everything that can refuse the start is resolved before the kernel is
     // touched: a start that fails changes nothing that was in force.
     let (policy, interfaces) = state::load_checked(&options.source)?;
-    require_interfaces(&options.interfaces)?;
+    let links = crate::links::list().map_err(setup("list the interfaces (netlink)"))?;
+    interfaces::preflight(&options.interfaces, &policy, &links)?;
     let access = AccessLog::open(options.access_log.as_deref(), DEFAULT_MEMORY)
         .map_err(setup("open the access log (--access-log)"))?;
     let (snapshots_tx, mut snapshots) = mpsc::channel(4);
@@ -163,7 +161,11 @@ pub async fn run(options: RunOptions) -> Result<(), RunError> {
     let mut dataplane = Dataplane::open_pinned(capacity, PinDir::new(&options.pin_dir))?;
     // The counters as a predecessor left them (or zero): deltas count from
     // here, so frames counted before this start are never counted again.
-    let baseline = observe::sample(&dataplane, observe::named_interfaces(&options.interfaces))?;
+    let to_filter = interfaces::desired(&options.interfaces, &policy, &links);
+    let baseline = observe::sample(
+        &dataplane,
+        to_filter.into_iter().map(|(name, w)| (name, w.ifindex)),
+    )?;
     let stats = StatsReporter::from_sample(&baseline);
     let mut ring = match dataplane.take_event_ring() {
         Some(ring) => Some(EventRing::new(ring).map_err(setup("watch the access-log ring buffer"))?),
@@ -249,24 +251,6 @@ pub async fn run(options: RunOptions) -> Result<(), RunError> {
     }
     observer.report(&daemon, true);
     daemon.stop()
-}
-
-/// Refuses a start naming an interface that does not exist, before the
-/// kernel is touched (attaching would fail after the policy was written).
-fn require_interfaces(names: &[String]) -> Result<(), RunError> {
-    let missing: Vec<&str> = names
-        .iter()
-        .filter(|name| nix::net::if_::if_nametoindex(name.as_str()).is_err())
-        .map(String::as_str)
-        .collect();
-    if missing.is_empty() {
-        return Ok(());
-    }
-    Err(RunError::InvalidArguments(format!(
-        "--iface {}: no such interface (see `ip link`); name existing interfaces; nothing was \
-         loaded or changed",
-        missing.join(", --iface ")
-    )))
 }
 
 /// The next batch of access-log events; never, without a ring buffer.

@@ -39,15 +39,6 @@ pub(super) fn sample(
     })
 }
 
-/// The interfaces `--iface` names that exist now, resolved by name (before
-/// the attach, for the baseline at start).
-pub(super) fn named_interfaces(names: &[String]) -> Vec<(String, u32)> {
-    names
-        .iter()
-        .filter_map(|n| nix::net::if_::if_nametoindex(n.as_str()).ok().map(|i| (n.clone(), i)))
-        .collect()
-}
-
 impl Daemon {
     /// The counters now, per attached interface.
     pub(super) fn counter_sample(&self) -> Result<CounterSample, DataplaneError> {

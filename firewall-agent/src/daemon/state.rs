@@ -79,9 +79,12 @@ impl Daemon {
         let started = (|| {
             let tables = compile_for(&dataplane, &options, &policy, &interfaces);
             let report = dataplane.apply(&tables, dataplane.generation() + 1)?;
-            for interface in &options.interfaces {
-                dataplane.attach(interface, options.xdp_mode)?;
-            }
+            super::interfaces::attach_at_start(
+                &mut dataplane,
+                &options.interfaces,
+                &policy,
+                options.xdp_mode,
+            )?;
             dataplane.commit_pins()?;
             Ok::<_, DataplaneError>(report)
         })();
@@ -97,22 +100,11 @@ impl Daemon {
             }
         };
         log_applied(&report, "start");
-        let named: std::collections::BTreeSet<String> = options.interfaces.iter().cloned().collect();
-        match dataplane.detach_unmanaged(&named) {
-            Ok(detached) => {
-                for interface in detached {
-                    tracing::warn!(interface = %interface, "interface no longer named by --iface: its pinned filter was detached");
-                }
-            }
-            Err(error) => tracing::error!(%error, "could not detach the pinned links of interfaces no longer named"),
-        }
-        for a in dataplane.attached() {
-            tracing::info!(interface = %a.name, mode = a.mode, outcome = ?a.outcome, "attached");
-        }
+        detach_unmanaged_at_start(&mut dataplane, &options.interfaces, &policy);
         let attached: Vec<String> = dataplane
             .attached()
             .iter()
-            .map(|a| format!("{}({})", a.name, a.mode))
+            .map(|a| format!("{}({},{})", a.name, a.mode, a.program))
             .collect();
         tracing::info!(
             interfaces = attached.join(","),
@@ -147,7 +139,9 @@ impl Daemon {
     }
 
     /// Applies `policy` compiled against `interfaces` as the next
-    /// generation. On success it becomes the running policy.
+    /// generation. On success it becomes the running policy. The
+    /// interfaces it names are attached before it serves; the ones no
+    /// longer named are detached after.
     pub(super) fn apply(
         &mut self,
         policy: Policy,
@@ -252,19 +246,27 @@ impl Daemon {
         cause: &str,
         fallback: Option<SystemTime>,
     ) -> Result<ApplyReport, DataplaneError> {
+        let attached = self.attach_for(&policy).inspect_err(|error| {
+            tracing::error!(%error, cause, generation = self.generation, "an interface the policy names cannot be filtered; the running policy stays");
+        })?;
         let next = self.generation + 1;
         let report = match fallback {
             Some(deadline) => self.dataplane.apply_with_fallback(tables, next, deadline),
             None => self.dataplane.apply(tables, next),
         };
-        let report = report
-            .inspect_err(|error| {
+        let report = match report {
+            Ok(report) => report,
+            Err(error) => {
                 tracing::error!(%error, cause, generation = self.generation, "applying the policy failed in the kernel; the running policy stays");
-            })?;
+                self.detach_attached(&attached);
+                return Err(error);
+            }
+        };
         log_applied(&report, cause);
         self.generation = report.generation;
         self.policy = policy;
         self.interfaces = interfaces;
+        self.detach_unwanted();
         Ok(report)
     }
 
@@ -331,10 +333,10 @@ impl Daemon {
         self.health.control_socket_present = present;
     }
 
-    /// A link appeared, vanished or changed: follow endpoint interfaces and
-    /// re-attach interfaces that came back.
+    /// A link appeared, vanished or changed: attach what appeared or came
+    /// back, detach what vanished, and follow endpoint interfaces.
     pub fn refresh_links(&mut self) {
-        self.reattach_interfaces();
+        self.reconcile_links();
         if endpoint_interfaces(&self.policy) != self.interfaces {
             // Re-applying must not write the previous generation's set.
             self.roll_back_pending("an endpoint interface changed: the policy must be applied again");
@@ -351,34 +353,6 @@ impl Daemon {
         }
         let policy = self.policy.clone();
         let _ = self.apply(policy, interfaces, "link change");
-    }
-
-    /// Attaches again to a filtered interface that was deleted and
-    /// re-created (its ifindex changed) or that is missing its program.
-    fn reattach_interfaces(&mut self) {
-        for name in self.options.interfaces.clone() {
-            let now = nix::net::if_::if_nametoindex(name.as_str()).ok();
-            let held = self
-                .dataplane
-                .attached()
-                .iter()
-                .find(|a| a.name == name)
-                .map(|a| a.ifindex);
-            match (now, held) {
-                (None, Some(_)) => {
-                    tracing::warn!(interface = %name, "filtered interface vanished; it is filtered again when it returns");
-                    let _ = self.dataplane.detach(&name);
-                }
-                (Some(index), held) if held != Some(index) => {
-                    let _ = self.dataplane.detach(&name);
-                    match self.dataplane.attach(&name, self.options.xdp_mode) {
-                        Ok(a) => tracing::info!(interface = %name, ifindex = index, mode = a.mode, "interface is back: attached again"),
-                        Err(error) => tracing::error!(interface = %name, %error, "interface is back but attaching failed; it is NOT filtered"),
-                    }
-                }
-                _ => {}
-            }
-        }
     }
 
     /// The next time something must happen by itself: a rule expiry or the
@@ -546,6 +520,26 @@ pub enum DeclareError {
     /// The kernel refused the tables; the file was put back.
     #[error("{0}; nothing changed (the kernel serves the previous generation)")]
     Kernel(DataplaneError),
+}
+
+/// Detaches the pinned links of interfaces a start no longer filters (a
+/// restart without an `--iface`, a subnet endpoint the policy dropped).
+fn detach_unmanaged_at_start(dataplane: &mut Dataplane, selection: &super::interfaces::IfaceSelection, policy: &Policy) {
+    let keep: std::collections::BTreeSet<String> = match links::list() {
+        Ok(links) => super::interfaces::desired(selection, policy, &links).into_keys().collect(),
+        Err(error) => {
+            tracing::error!(%error, "cannot list the interfaces; pinned links of interfaces no longer named are left");
+            return;
+        }
+    };
+    match dataplane.detach_unmanaged(&keep) {
+        Ok(detached) => {
+            for interface in detached {
+                tracing::warn!(interface = %interface, "interface no longer named by --iface or the policy: its pinned filter was detached");
+            }
+        }
+        Err(error) => tracing::error!(%error, "could not detach the pinned links of interfaces no longer named"),
+    }
 }
 
 /// Compiles `policy` for the loaded maps: hit slots stay with their rules

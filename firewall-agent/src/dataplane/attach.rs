@@ -1,5 +1,8 @@
 //! Attaching the program to an interface in the mode the operator asked for,
 //! with errors that say what the driver lacks instead of a bare errno.
+//!
+//! Each interface runs the entry point its framing needs ([`AttachKind`]);
+//! a pinned link from a previous run is compared with that very program.
 
 use std::path::{Path, PathBuf};
 
@@ -24,6 +27,43 @@ pub enum XdpModeRequest {
     Native,
     /// Generic (skb) XDP: works on every interface, slower.
     Generic,
+}
+
+/// Which entry point of the object an interface runs: the one for its
+/// framing. Serialized as `"l2"` / `"l3"`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AttachKind {
+    /// Ethernet devices (`firewall_common::PROGRAM_NAME`): Ethernet header,
+    /// then up to two VLAN tags.
+    L2,
+    /// L3 devices (`firewall_common::PROGRAM_NAME_L3`: ipip, gre, sit,
+    /// wireguard, tun): the frame starts at the IP header.
+    L3,
+}
+
+impl AttachKind {
+    /// The program's name in the object (and in `bpftool prog`).
+    pub fn program_name(self) -> &'static str {
+        match self {
+            AttachKind::L2 => firewall_common::PROGRAM_NAME,
+            AttachKind::L3 => firewall_common::PROGRAM_NAME_L3,
+        }
+    }
+
+    /// `"l2"` or `"l3"`, as `show` and the logs say it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AttachKind::L2 => "l2",
+            AttachKind::L3 => "l3",
+        }
+    }
+}
+
+impl std::fmt::Display for AttachKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 /// How an attachment came about.
@@ -51,6 +91,8 @@ pub struct AttachedInterface {
     pub mode: &'static str,
     /// How the attachment came about.
     pub outcome: AttachOutcome,
+    /// The entry point the interface runs.
+    pub program: AttachKind,
     #[serde(skip)]
     link: HeldLink,
     /// The link's pin, when the agent pins.
@@ -71,11 +113,13 @@ enum HeldLink {
     Fd(#[allow(dead_code)] FdLink),
 }
 
-/// Attaches `program` to `interface`. With `pin`, an existing link pinned
-/// there is adopted (same program) or updated in place (another build), and
-/// a new link is pinned there, so the filter outlives the agent.
+/// Attaches `program` (the `kind` entry point) to `interface`. With `pin`,
+/// an existing link pinned there is adopted (same program) or updated in
+/// place (another build, or the other entry point), and a new link is
+/// pinned there, so the filter outlives the agent.
 pub(super) fn attach(
     program: &mut Xdp,
+    kind: AttachKind,
     interface: &str,
     request: XdpModeRequest,
     pin: Option<&Path>,
@@ -86,11 +130,11 @@ pub(super) fn attach(
         }
     })?;
     if let Some(pin) = pin
-        && let Some(attached) = reuse_pinned_link(program, interface, ifindex, pin)?
+        && let Some(attached) = reuse_pinned_link(program, kind, interface, ifindex, pin)?
     {
         return Ok(attached);
     }
-    let link_id = attach_requested(program, interface, request)?;
+    let link_id = attach_requested(program, kind, interface, request)?;
     let (link, pin) = match pin {
         None => (HeldLink::Program(link_id), None),
         Some(path) => {
@@ -108,6 +152,7 @@ pub(super) fn attach(
         ifindex,
         mode: kernel_mode(ifindex),
         outcome: AttachOutcome::Attached,
+        program: kind,
         link,
         pin,
         replaced: None,
@@ -118,6 +163,7 @@ pub(super) fn attach(
 /// `program`; `None` when there is none (a stale pin is removed).
 fn reuse_pinned_link(
     program: &mut Xdp,
+    kind: AttachKind,
     interface: &str,
     ifindex: u32,
     pin: &Path,
@@ -145,7 +191,8 @@ fn reuse_pinned_link(
         operation: "read the loaded program's tag",
         source,
     })?;
-    // Adopt only the very same program over the very same maps: a map
+    // Adopt only the very same program over the very same maps (the tag
+    // also tells the Ethernet entry from the L3 one): a map
     // re-created at this start (new limits, a new layout) is one the
     // attached program does not read, so it must be swapped even when the
     // instructions are equal (the tag does not cover map references).
@@ -177,6 +224,7 @@ fn reuse_pinned_link(
         ifindex,
         mode: kernel_mode(ifindex),
         outcome,
+        program: kind,
         link,
         pin: Some(pin.to_path_buf()),
         replaced,
@@ -218,12 +266,34 @@ fn kernel_mode(ifindex: u32) -> &'static str {
         .unwrap_or("unknown")
 }
 
-/// Attaches in the requested mode, falling back for `auto`.
+/// Attaches in the requested mode, falling back for `auto`. An L3 device
+/// always gets generic XDP: ipip, gre, sit and wireguard have no native
+/// XDP, and tun's is for tap-mode devices (6.18 refuses it on a tun-mode
+/// one), so generic is the mode that judges their packets everywhere.
 fn attach_requested(
     program: &mut Xdp,
+    kind: AttachKind,
     interface: &str,
     request: XdpModeRequest,
 ) -> Result<XdpLinkId, DataplaneError> {
+    if kind == AttachKind::L3 {
+        if request == XdpModeRequest::Native {
+            return Err(DataplaneError::Attach {
+                interface: interface.to_owned(),
+                mode: "native",
+                reason: format!(
+                    "{interface} is an L3 device (ipip, gre, sit, wireguard, tun): only generic \
+                     XDP judges its packets; use --xdp-mode auto (or generic)"
+                ),
+                errno: None,
+            });
+        }
+        tracing::info!(
+            interface,
+            "L3 device: generic XDP, the mode that judges its packets"
+        );
+        return attach_in(program, interface, XdpMode::Skb);
+    }
     match request {
         XdpModeRequest::Native => attach_in(program, interface, XdpMode::Driver),
         XdpModeRequest::Generic => attach_in(program, interface, XdpMode::Skb),

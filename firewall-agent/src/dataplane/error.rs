@@ -19,9 +19,12 @@ pub enum DataplaneError {
         #[source]
         source: EbpfError,
     },
-    /// The object has no program named `vaultfw`: a build problem.
-    #[error("the embedded BPF object has no XDP program named \"vaultfw\" (a broken build)")]
-    MissingProgram,
+    /// The object lacks one of its XDP programs: a build problem.
+    #[error("the embedded BPF object has no XDP program named {name:?} (a broken build)")]
+    MissingProgram {
+        /// The program's name.
+        name: &'static str,
+    },
     /// The kernel's verifier refused the program.
     #[error(
         "the kernel (release {kernel_release}) refused to load the XDP program: {io_error}{privilege_note}\n\

@@ -2,6 +2,11 @@
 //! sizes and fills its maps, attaches it to interfaces, flips table sets and
 //! reads the verdict counters.
 //!
+//! The object holds two entry points over the same maps: one for Ethernet
+//! devices, one for L3 devices whose frames start at the IP header
+//! ([`AttachKind`]). Both are loaded; each interface runs the one its
+//! framing needs.
+//!
 //! Apply is double-buffered (DESIGN.md section 2): a new policy is written
 //! into the inactive table set, then one write to `VFW_ACTIVE` makes it
 //! live. The program reads that index once per frame, so a frame is judged
@@ -32,11 +37,11 @@ use aya::{
 };
 use firewall_common::{
     DEFAULT_TRUSTED_CAPACITY, DEFAULT_VNET_CAPACITY, EVENTS, HitSlots, IP_RULES_0, IP_RULES_1,
-    PROGRAM_NAME, RULE_HITS, TELEMETRY, TRUSTED_0, TRUSTED_1, VERDICT_COUNTERS, VNET_RULES_0,
-    VNET_RULES_1, Verdict,
+    RULE_HITS, TELEMETRY, TRUSTED_0, TRUSTED_1, VERDICT_COUNTERS, VNET_RULES_0, VNET_RULES_1,
+    Verdict,
 };
 
-pub use attach::{AttachOutcome, AttachedInterface, XdpModeRequest};
+pub use attach::{AttachKind, AttachOutcome, AttachedInterface, XdpModeRequest};
 pub use netlink::{XdpAttachment, xdp_attachment};
 pub use error::DataplaneError;
 pub use tables::{ApplyReport, Confirmation, EventTotals, Reverted, RuleHitTotals};
@@ -137,8 +142,7 @@ impl Dataplane {
         let mut ebpf = loader(&capacity)
             .load(PROGRAM_OBJECT)
             .map_err(|source| DataplaneError::Object { source })?;
-        let program = xdp_program(&mut ebpf)?;
-        program.load().map_err(DataplaneError::from_load)?;
+        load_programs(&mut ebpf)?;
         let tables = Tables::take(&mut ebpf, capacity)?;
         Ok(Dataplane {
             ebpf,
@@ -193,8 +197,7 @@ impl Dataplane {
         let mut ebpf = loader
             .load(PROGRAM_OBJECT)
             .map_err(|source| DataplaneError::Object { source })?;
-        let program = xdp_program(&mut ebpf)?;
-        program.load().map_err(DataplaneError::from_load)?;
+        load_programs(&mut ebpf)?;
         if !fresh.is_empty() {
             pins::prepare_staging(pin_dir)?;
         }
@@ -264,17 +267,11 @@ impl Dataplane {
     /// was replaced, the previous generation is served again (one flip).
     /// The pins are then as the previous run left them.
     pub fn abandon_start(&mut self) {
-        let program = match xdp_program(&mut self.ebpf) {
-            Ok(program) => program,
-            Err(error) => {
-                tracing::error!(%error, "undoing the failed start: the program is gone");
-                return;
-            }
-        };
         for attached in std::mem::take(&mut self.attached) {
             let name = attached.name.clone();
             let undone = match attached.outcome {
-                AttachOutcome::Attached => attach::detach(program, attached),
+                AttachOutcome::Attached => xdp_program(&mut self.ebpf, attached.program)
+                    .and_then(|program| attach::detach(program, attached)),
                 AttachOutcome::Replaced => attach::restore_replaced(attached),
                 AttachOutcome::Adopted => Ok(()),
             };
@@ -405,15 +402,18 @@ impl Dataplane {
         Ok(detached)
     }
 
-    /// Attaches the program to `interface` in the requested mode.
+    /// Attaches the `kind` program to `interface` in the requested mode (a
+    /// link pinned there by a previous run is adopted when it runs this
+    /// very program, else moved to it with one link update).
     pub fn attach(
         &mut self,
         interface: &str,
+        kind: AttachKind,
         mode: XdpModeRequest,
     ) -> Result<&AttachedInterface, DataplaneError> {
         let pin = self.pin_dir.as_ref().map(|dir| dir.link(interface));
-        let program = xdp_program(&mut self.ebpf)?;
-        let attached = attach::attach(program, interface, mode, pin.as_deref())
+        let program = xdp_program(&mut self.ebpf, kind)?;
+        let attached = attach::attach(program, kind, interface, mode, pin.as_deref())
             .map_err(DataplaneError::privilege_aware)?;
         self.attached.push(attached);
         Ok(self.attached.last().expect("invariant: just pushed"))
@@ -422,10 +422,11 @@ impl Dataplane {
     /// Detaches the program from every interface it is attached to and, for
     /// a pinned instance, removes the pin directory: nothing stays behind.
     pub fn detach_all(&mut self) -> Result<(), DataplaneError> {
-        let program = xdp_program(&mut self.ebpf)?;
         let mut first_error = None;
-        for attached in self.attached.drain(..) {
-            if let Err(e) = attach::detach(program, attached) {
+        for attached in std::mem::take(&mut self.attached) {
+            let detached = xdp_program(&mut self.ebpf, attached.program)
+                .and_then(|program| attach::detach(program, attached));
+            if let Err(e) = detached {
                 first_error.get_or_insert(e);
             }
         }
@@ -443,7 +444,7 @@ impl Dataplane {
             return Ok(false);
         };
         let attached = self.attached.remove(position);
-        let program = xdp_program(&mut self.ebpf)?;
+        let program = xdp_program(&mut self.ebpf, attached.program)?;
         attach::detach(program, attached).map(|()| true)
     }
 
@@ -461,6 +462,24 @@ impl Dataplane {
         self.test_run_repeated(frame, 1).map(|(action, _)| action)
     }
 
+    /// [`Dataplane::test_run`] with the `kind` entry point: for
+    /// [`AttachKind::L3`], `frame` is an IP packet as an L3 device (ipip,
+    /// gre, wireguard, tun) hands it over, starting at the IP header.
+    pub fn test_run_kind(&self, kind: AttachKind, frame: &[u8]) -> Result<u32, DataplaneError> {
+        let options = TestRunOptions {
+            data_in: Some(frame),
+            repeat: 1,
+            ..TestRunOptions::default()
+        };
+        self.program(kind)?
+            .test_run(options)
+            .map(|result| result.return_value)
+            .map_err(|source| DataplaneError::Program {
+                operation: "run the XDP program on a test frame (BPF_PROG_TEST_RUN)",
+                source,
+            })
+    }
+
     /// [`Dataplane::test_run`] as if `frame` arrived on `ingress_ifindex`
     /// (an existing interface: the kernel resolves it), for subnet rules
     /// bound to an interface. Returns the XDP action.
@@ -476,7 +495,7 @@ impl Dataplane {
             repeat: 1,
             ..TestRunOptions::default()
         };
-        self.program()?
+        self.program(AttachKind::L2)?
             .test_run(options)
             .map(|result| result.return_value)
             .map_err(|source| {
@@ -488,10 +507,11 @@ impl Dataplane {
             })
     }
 
-    fn program(&self) -> Result<&Xdp, DataplaneError> {
+    fn program(&self, kind: AttachKind) -> Result<&Xdp, DataplaneError> {
+        let name = kind.program_name();
         self.ebpf
-            .program(PROGRAM_NAME)
-            .ok_or(DataplaneError::MissingProgram)?
+            .program(name)
+            .ok_or(DataplaneError::MissingProgram { name })?
             .try_into()
             .map_err(|source: ProgramError| DataplaneError::Program {
                 operation: "access the XDP program",
@@ -512,7 +532,7 @@ impl Dataplane {
             repeat,
             ..TestRunOptions::default()
         };
-        self.program()?
+        self.program(AttachKind::L2)?
             .test_run(options)
             .map(|result| (result.return_value, result.duration))
             .map_err(|source| {
@@ -633,9 +653,20 @@ fn loader<'a>(capacity: &Capacity) -> EbpfLoader<'a> {
     loader
 }
 
-fn xdp_program(ebpf: &mut Ebpf) -> Result<&mut Xdp, DataplaneError> {
-    ebpf.program_mut(PROGRAM_NAME)
-        .ok_or(DataplaneError::MissingProgram)?
+/// Loads both entry points into the kernel (they share the object's maps).
+fn load_programs(ebpf: &mut Ebpf) -> Result<(), DataplaneError> {
+    for kind in [AttachKind::L2, AttachKind::L3] {
+        xdp_program(ebpf, kind)?
+            .load()
+            .map_err(DataplaneError::from_load)?;
+    }
+    Ok(())
+}
+
+fn xdp_program(ebpf: &mut Ebpf, kind: AttachKind) -> Result<&mut Xdp, DataplaneError> {
+    let name = kind.program_name();
+    ebpf.program_mut(name)
+        .ok_or(DataplaneError::MissingProgram { name })?
         .try_into()
         .map_err(|source: ProgramError| DataplaneError::Program {
             operation: "access the XDP program",

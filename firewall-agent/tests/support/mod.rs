@@ -7,7 +7,7 @@
 use etherparse::{IpNumber, Ipv4Header, PacketBuilder};
 use firewall_common::Verdict;
 use vaultfw::compile::CompiledTables;
-use vaultfw::dataplane::{ApplyReport, Capacity, Dataplane};
+use vaultfw::dataplane::{ApplyReport, AttachKind, Capacity, Dataplane};
 use vaultfw::policy::parse_toml;
 
 /// XDP_DROP and XDP_PASS as the kernel returns them.
@@ -113,8 +113,14 @@ impl Program {
     /// counter it incremented; panics unless exactly one counter moved by
     /// exactly one.
     pub fn judge(&self, frame: &[u8]) -> (u32, Verdict) {
+        self.judge_with(AttachKind::L2, frame)
+    }
+
+    /// [`Program::judge`] through the `kind` entry point (for
+    /// [`AttachKind::L3`], `frame` starts at the IP header).
+    pub fn judge_with(&self, kind: AttachKind, frame: &[u8]) -> (u32, Verdict) {
         let before = self.dataplane.verdict_totals().expect("read counters");
-        let action = self.dataplane.test_run(frame).expect("test run");
+        let action = self.dataplane.test_run_kind(kind, frame).expect("test run");
         let after = self.dataplane.verdict_totals().expect("read counters");
         let moved: Vec<(Verdict, u64)> = Verdict::ALL
             .iter()
@@ -131,7 +137,12 @@ impl Program {
 
     /// Asserts the action and verdict of `frame`.
     pub fn expect(&self, frame: &[u8], action: u32, verdict: Verdict) {
-        let got = self.judge(frame);
+        self.expect_with(AttachKind::L2, frame, action, verdict);
+    }
+
+    /// [`Program::expect`] through the `kind` entry point.
+    pub fn expect_with(&self, kind: AttachKind, frame: &[u8], action: u32, verdict: Verdict) {
+        let got = self.judge_with(kind, frame);
         assert_eq!(
             got,
             (action, verdict),
@@ -151,6 +162,17 @@ fn action_name(action: u32) -> &'static str {
         XDP_PASS => "XDP_PASS",
         _ => "other",
     }
+}
+
+/// The IP packet inside an untagged Ethernet frame: what an L3 device
+/// (ipip, gre, wireguard, tun) hands the program.
+pub fn ip_packet(frame: &[u8]) -> Vec<u8> {
+    assert!(
+        frame.len() > 14 && matches!(u16::from_be_bytes([frame[12], frame[13]]), 0x0800 | 0x86DD),
+        "not an untagged IPv4/IPv6 frame: {}",
+        hex(frame)
+    );
+    frame[14..].to_vec()
 }
 
 /// Lower-case hex of a frame, for failure messages.

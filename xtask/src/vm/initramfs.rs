@@ -40,7 +40,7 @@ const INIT_SCRIPT: &str = "vm/init";
 const HOST_PROGRAMS: &[&str] = &["ip", "bash", "readlink", "setpriv"];
 /// Host programs copied when the host has them: a test that needs one
 /// skips itself without it, on the host and in the guest alike.
-const OPTIONAL_HOST_PROGRAMS: &[&str] = &["tcpdump"];
+const OPTIONAL_HOST_PROGRAMS: &[&str] = &["tcpdump", "wg"];
 /// busybox applets left out: iproute2's `ip` is the real one. (Debian's
 /// busybox shell still runs its own applet for a bare `ip`: `vm/init` calls
 /// `/sbin/ip`; the tests run `ip` through PATH and get iproute2's.)

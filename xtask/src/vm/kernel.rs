@@ -43,8 +43,11 @@ pub const SERIES: &[Series] = &[
 
 /// The modules the guest loads, with their dependencies: veth (the harness's
 /// links), 8021q (VLAN sub-interfaces), dummy and ifb (devices without
-/// native XDP, for the XDP mode tests).
-pub const GUEST_MODULES: &[&str] = &["veth", "8021q", "dummy", "ifb"];
+/// native XDP, for the XDP mode tests), and the tunnels the tunnel tests
+/// build (vxlan, ipip, ip_gre, wireguard, tun).
+pub const GUEST_MODULES: &[&str] = &[
+    "veth", "8021q", "dummy", "ifb", "vxlan", "ipip", "ip_gre", "wireguard", "tun",
+];
 
 /// An extracted kernel package.
 #[derive(Debug)]
