@@ -201,14 +201,18 @@ pub(super) fn preflight(
     policy: &Policy,
     links: &[LinkInfo],
 ) -> Result<(), RunError> {
-    if let Some(missing) = selection
+    let missing: Vec<&str> = selection
         .names()
         .iter()
-        .find(|name| !links.iter().any(|l| l.name == **name))
-    {
-        return Err(RunError::Dataplane(DataplaneError::NoSuchInterface {
-            interface: missing.clone(),
-        }));
+        .filter(|name| !links.iter().any(|l| l.name == **name))
+        .map(String::as_str)
+        .collect();
+    if !missing.is_empty() {
+        return Err(RunError::InvalidArguments(format!(
+            "--iface {}: no such interface (see `ip link`); name existing interfaces, or use \
+             --iface all to filter every interface as it appears; nothing was loaded or changed",
+            missing.join(", --iface ")
+        )));
     }
     for (name, wanted) in desired(selection, policy, links) {
         if wanted.kind.is_none() {
@@ -811,11 +815,8 @@ mod tests {
         assert!(preflight(&named(&["eth0"]), &policy(&["eth1"]), &links).is_ok());
         let missing = preflight(&named(&["eth9"]), &policy(&[]), &links).unwrap_err();
         assert!(
-            matches!(
-                missing,
-                RunError::Dataplane(DataplaneError::NoSuchInterface { ref interface })
-                    if interface == "eth9"
-            ),
+            matches!(missing, RunError::InvalidArguments(ref text)
+                if text.starts_with("--iface eth9: no such interface") && text.contains("nothing was loaded")),
             "{missing}"
         );
         let odd = preflight(&named(&["eth0"]), &policy(&["ib0"]), &links).unwrap_err();
