@@ -14,7 +14,8 @@ use crate::persist::Edit;
 use crate::policy::{self, Endpoint, WriteBack, fmt_ipv4_rule};
 
 use super::observe::hits_json;
-use super::state::{Daemon, DeclareError, PendingApply, endpoint_interfaces, refuse_missing_endpoints};
+use super::reconcile::{Change, ChangeError};
+use super::state::{Daemon, PendingApply, endpoint_interfaces, refuse_missing_endpoints};
 
 /// What a command produced, and whether the daemon stops after answering.
 pub struct Outcome {
@@ -385,9 +386,11 @@ impl Daemon {
                 // The kernel rolls back at the deadline by itself, daemon
                 // or not.
                 let deadline = SystemTime::now() + Duration::from_secs(seconds);
-                let report = self
-                    .apply_until(validated.policy, interfaces, "apply", Some(deadline))
-                    .map_err(|e| Response::error(ErrorKind::KernelRefused, e.to_string()))?;
+                let change = Change {
+                    fallback: Some(deadline),
+                    ..Change::declared(validated.policy, interfaces, "apply")
+                };
+                let report = self.reconcile(change).map_err(refused)?;
                 let file_before = self.options.source.file_text().ok();
                 self.pending = Some(PendingApply {
                     previous: previous.0,
@@ -401,10 +404,11 @@ impl Daemon {
                 Ok(answer)
             }
             None => {
-                let tables = self.compile(&validated.policy, &interfaces);
-                let report = self
-                    .declare_then_apply(&files, &tables, validated.policy, interfaces, "apply")
-                    .map_err(refused)?;
+                let change = Change {
+                    declare: Some(&files),
+                    ..Change::declared(validated.policy, interfaces, "apply")
+                };
+                let report = self.reconcile(change).map_err(refused)?;
                 Ok(changed(&report, "applied".to_owned()))
             }
         }
@@ -464,24 +468,26 @@ impl Daemon {
     }
 
     /// Validates `edits` as the whole resulting file, writes the file, then
-    /// serves it ([`Daemon::declare_then_apply`]): a refusal at any step
+    /// serves it ([`Daemon::reconcile`]): a refusal at any step
     /// changes nothing.
     fn commit(&mut self, edits: &[Edit], cause: &str) -> Result<ApplyReport, Response> {
         let (text, validated) = self.edited(edits).map_err(invalid)?;
         let interfaces = endpoint_interfaces(&validated.policy);
         refuse_missing_endpoints(&validated.policy, &interfaces).map_err(invalid)?;
-        let tables = self.compile(&validated.policy, &interfaces);
         let files = WriteBack { policy: text, subnet_map: None };
-        self.declare_then_apply(&files, &tables, validated.policy, interfaces, cause)
-            .map_err(refused)
+        let change = Change {
+            declare: Some(&files),
+            ..Change::declared(validated.policy, interfaces, cause)
+        };
+        self.reconcile(change).map_err(refused)
     }
 }
 
 /// The answer to a change refused by the disk or the kernel.
-fn refused(error: DeclareError) -> Response {
+fn refused(error: ChangeError) -> Response {
     let kind = match error {
-        DeclareError::File { .. } => ErrorKind::Internal,
-        DeclareError::Kernel(_) => ErrorKind::KernelRefused,
+        ChangeError::File { .. } => ErrorKind::Internal,
+        ChangeError::Kernel(_) => ErrorKind::KernelRefused,
     };
     Response::error(kind, error.to_string())
 }

@@ -23,6 +23,7 @@ mod commands;
 mod health;
 mod interfaces;
 mod observe;
+mod reconcile;
 mod state;
 mod watch;
 

@@ -2,7 +2,7 @@
 //! changes funnel through [`Daemon::apply`]: compile, write the inactive
 //! table set, flip; a failure leaves the running policy in force.
 
-use std::path::{Path, PathBuf};
+use super::reconcile::Change;
 use std::time::SystemTime;
 
 use crate::compile::{CompiledTables, compile_next, missing_endpoints};
@@ -138,138 +138,6 @@ impl Daemon {
         &self.dataplane
     }
 
-    /// Applies `policy` compiled against `interfaces` as the next
-    /// generation. On success it becomes the running policy. The
-    /// interfaces it names are attached before it serves; the ones no
-    /// longer named are detached after.
-    pub(super) fn apply(
-        &mut self,
-        policy: Policy,
-        interfaces: InterfaceIndex,
-        cause: &str,
-    ) -> Result<ApplyReport, DataplaneError> {
-        self.apply_until(policy, interfaces, cause, None)
-    }
-
-    /// [`Daemon::apply`]; with `fallback`, the kernel itself serves the
-    /// previous generation again from that time on unless it is confirmed
-    /// (see [`Dataplane::apply_with_fallback`]).
-    pub(super) fn apply_until(
-        &mut self,
-        policy: Policy,
-        interfaces: InterfaceIndex,
-        cause: &str,
-        fallback: Option<SystemTime>,
-    ) -> Result<ApplyReport, DataplaneError> {
-        let tables = self.compile(&policy, &interfaces);
-        self.enforce(&tables, policy, interfaces, cause, fallback)
-    }
-
-    /// `policy` compiled for the loaded maps (nothing is written).
-    pub(super) fn compile(&self, policy: &Policy, interfaces: &InterfaceIndex) -> CompiledTables {
-        compile_for(&self.dataplane, &self.options, policy, interfaces)
-    }
-
-    /// Declared first, then enforced: writes `files` (the policy file,
-    /// and the subnet map when there is one to write), then serves `tables`
-    /// (compiled from `policy`) as the next generation. What can refuse the
-    /// change — the maps' capacity, the disk — is met before the kernel is
-    /// touched, so a refused change never reaches the kernel, costs no
-    /// generation and changes no counter. When the kernel refuses after
-    /// the files were written, they are put back as they were.
-    pub(super) fn declare_then_apply(
-        &mut self,
-        files: &WriteBack,
-        tables: &CompiledTables,
-        policy: Policy,
-        interfaces: InterfaceIndex,
-        cause: &str,
-    ) -> Result<ApplyReport, DeclareError> {
-        self.dataplane.check_capacity(tables).map_err(DeclareError::Kernel)?;
-        let before = self.files_now(files)?;
-        self.write_files(files)?;
-        self.enforce(tables, policy, interfaces, cause, None).map_err(|error| {
-            if let Err(restore) = self.write_files(&before) {
-                tracing::error!(%restore, "the kernel refused the change and the policy file could not be put back: it holds a policy that is not served");
-            }
-            DeclareError::Kernel(error)
-        })
-    }
-
-    /// What the policy files hold now, of those `files` would replace.
-    pub(super) fn files_now(&self, files: &WriteBack) -> Result<WriteBack, DeclareError> {
-        let read = |path: &Path| {
-            policy::input::read_text_file(path, policy::input::MAX_POLICY_BYTES).map_err(|error| DeclareError::File {
-                path: path.to_path_buf(),
-                error: error.to_string(),
-            })
-        };
-        let source = &self.options.source;
-        let subnet_map = match (&source.subnet_map, &files.subnet_map) {
-            (Some(map), Some(_)) => Some(read(map)?),
-            _ => None,
-        };
-        Ok(WriteBack { policy: read(&source.path)?, subnet_map })
-    }
-
-    /// Writes the policy files: the subnet map first (when `files` has
-    /// one), then the policy file; a policy file that cannot be written
-    /// puts the map back.
-    pub(super) fn write_files(&self, files: &WriteBack) -> Result<(), DeclareError> {
-        let source = &self.options.source;
-        let write = |path: &Path, text: &str| {
-            persist::write_atomically(path, text).map_err(|error| DeclareError::File {
-                path: path.to_path_buf(),
-                error: error.to_string(),
-            })
-        };
-        let Some((map, map_text)) = source.subnet_map.as_ref().zip(files.subnet_map.as_ref()) else {
-            return write(&source.path, &files.policy);
-        };
-        let map_before = policy::input::read_text_file(map, policy::input::MAX_POLICY_BYTES).ok();
-        write(map, map_text)?;
-        write(&source.path, &files.policy).inspect_err(|_| {
-            if let Some(before) = &map_before {
-                let _ = persist::write_atomically(map, before);
-            }
-        })
-    }
-
-    /// Serves `tables` (compiled from `policy` against `interfaces`) as the
-    /// next generation, on probation until `fallback` if given; on success
-    /// `policy` is the running policy.
-    fn enforce(
-        &mut self,
-        tables: &CompiledTables,
-        policy: Policy,
-        interfaces: InterfaceIndex,
-        cause: &str,
-        fallback: Option<SystemTime>,
-    ) -> Result<ApplyReport, DataplaneError> {
-        let attached = self.attach_for(&policy).inspect_err(|error| {
-            tracing::error!(%error, cause, generation = self.generation, "an interface the policy names cannot be filtered; the running policy stays");
-        })?;
-        let next = self.generation + 1;
-        let report = match fallback {
-            Some(deadline) => self.dataplane.apply_with_fallback(tables, next, deadline),
-            None => self.dataplane.apply(tables, next),
-        };
-        let report = match report {
-            Ok(report) => report,
-            Err(error) => {
-                tracing::error!(%error, cause, generation = self.generation, "applying the policy failed in the kernel; the running policy stays");
-                self.detach_attached(&attached);
-                return Err(error);
-            }
-        };
-        log_applied(&report, cause);
-        self.generation = report.generation;
-        self.policy = policy;
-        self.interfaces = interfaces;
-        self.detach_unwanted();
-        Ok(report)
-    }
-
     /// Re-reads the policy file (SIGHUP, an edit). A bad file is refused
     /// with its errors and the running policy stays in force; either way
     /// the outcome is kept for `show` and the metrics.
@@ -302,7 +170,9 @@ impl Daemon {
             tracing::warn!(cause, "policy file changed during an unconfirmed apply; the apply is superseded");
             self.roll_back_pending("the policy file changed: it is applied instead");
         }
-        self.apply(policy, interfaces, cause).map(drop).map_err(|e| e.to_string())
+        self.reconcile(Change::declared(policy, interfaces, cause))
+            .map(drop)
+            .map_err(|e| e.to_string())
     }
 
     /// Compares the policy file with the served policy, for `show` and the
@@ -352,7 +222,7 @@ impl Daemon {
             tracing::info!(interface = %name, ifindex = index, "endpoint interface present: its subnet rules match again");
         }
         let policy = self.policy.clone();
-        let _ = self.apply(policy, interfaces, "link change");
+        let _ = self.reconcile(Change::declared(policy, interfaces, "link change"));
     }
 
     /// The next time something must happen by itself: a rule expiry or the
@@ -381,15 +251,25 @@ impl Daemon {
         let mut policy = self.policy.clone();
         remove_expired(&mut policy, now);
         let interfaces = self.interfaces.clone();
-        // The file first (it then reads as the served policy: a rule past
-        // its expiry is left out when parsed), then the kernel.
-        if self.options.source.format().is_ok_and(|f| f == PolicyFormat::Native) {
+        // Declared first: the file loses the expired rules (it would read
+        // as the served policy anyway: a rule past its expiry is left out
+        // when parsed), then the kernel. The kernel already stopped them
+        // matching at their time.
+        let files = if self.options.source.format().is_ok_and(|f| f == PolicyFormat::Native) {
             let edits: Vec<Edit> = expired.iter().map(|(_, edit)| edit.clone()).collect();
-            if let Err(error) = self.write_back(&edits, &policy) {
-                tracing::error!(%error, "could not remove the expired rules from the policy file");
-            }
-        }
-        if self.apply(policy, interfaces, "rule expiry").is_err() {
+            self.edited_from(&edits, &policy)
+                .map(|(text, _)| WriteBack { policy: text, subnet_map: None })
+                .inspect_err(|error| tracing::error!(%error, "could not remove the expired rules from the policy file"))
+                .ok()
+        } else {
+            None
+        };
+        let change = Change {
+            declare: files.as_ref(),
+            ..Change::declared(policy, interfaces, "rule expiry")
+        };
+        if let Err(error) = self.reconcile(change) {
+            tracing::error!(%error, "removing the expired rules failed; the kernel keeps them from matching");
             return;
         }
         for (what, _) in &expired {
@@ -436,12 +316,6 @@ impl Daemon {
                 other => other.to_string(),
             })?;
         Ok((edited, validated))
-    }
-
-    /// Writes `edits` to the policy file, which must read as `served`.
-    fn write_back(&self, edits: &[Edit], served: &Policy) -> Result<(), String> {
-        let (text, _) = self.edited_from(edits, served)?;
-        persist::write_atomically(&self.options.source.path, &text).map_err(|e| e.to_string())
     }
 
     /// Rolls back an unconfirmed apply, if one is pending, logging `why`:
@@ -505,23 +379,6 @@ impl Daemon {
     }
 }
 
-/// Why a change that must be declared (written to the policy file) before
-/// it is enforced was refused. Either way the kernel serves what it served.
-#[derive(Debug, thiserror::Error)]
-pub enum DeclareError {
-    /// The policy file could not be read or written: nothing changed.
-    #[error("cannot write the policy file {path}: {error}; nothing changed (the kernel serves the previous generation)", path = path.display())]
-    File {
-        /// The policy file.
-        path: PathBuf,
-        /// What failed.
-        error: String,
-    },
-    /// The kernel refused the tables; the file was put back.
-    #[error("{0}; nothing changed (the kernel serves the previous generation)")]
-    Kernel(DataplaneError),
-}
-
 /// Detaches the pinned links of interfaces a start no longer filters (a
 /// restart without an `--iface`, a subnet endpoint the policy dropped).
 fn detach_unmanaged_at_start(dataplane: &mut Dataplane, selection: &super::interfaces::IfaceSelection, policy: &Policy) {
@@ -545,7 +402,7 @@ fn detach_unmanaged_at_start(dataplane: &mut Dataplane, selection: &super::inter
 /// Compiles `policy` for the loaded maps: hit slots stay with their rules
 /// (relative to what the kernel serves), and the access log is set as the
 /// daemon was told.
-fn compile_for(
+pub(super) fn compile_for(
     dataplane: &Dataplane,
     options: &RunOptions,
     policy: &Policy,
@@ -632,7 +489,7 @@ fn log_warnings(warnings: &[PolicyWarning]) {
     }
 }
 
-fn log_applied(report: &ApplyReport, cause: &str) {
+pub(super) fn log_applied(report: &ApplyReport, cause: &str) {
     if report.changed {
         tracing::info!(
             generation = report.generation,

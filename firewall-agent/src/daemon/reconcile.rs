@@ -1,0 +1,167 @@
+//! The one step every change of the served policy goes through once the
+//! daemon runs — a reload, a CLI change, an `apply`, an expiry, an
+//! interface event — in the order `docs/reconciler.md` describes:
+//!
+//! 1. resolve: compile the policy for the loaded maps and check it fits
+//!    (the caller has validated it and resolved its endpoints);
+//! 2. declare: write the files that declare it, when the change is not
+//!    already in them (a CLI change, an `apply`);
+//! 3. enforce: attach the interfaces it names anew, write the spare table
+//!    set, flip (on probation until a deadline for an unconfirmed apply),
+//!    then detach the interfaces no longer named.
+//!
+//! A refusal at step 1 or 2 never reaches the kernel: no generation, no
+//! counter changes. A refusal at step 3 puts the files back and leaves the
+//! previous generation serving. Returning to the previous generation (an
+//! unconfirmed apply's rollback) is the other way the served policy
+//! changes: one flip back, in `state.rs` (`roll_back_pending`).
+
+use std::path::{Path, PathBuf};
+use std::time::SystemTime;
+
+use crate::dataplane::{ApplyReport, DataplaneError};
+use crate::links::InterfaceIndex;
+use crate::persist;
+use crate::policy::{self, Policy, WriteBack};
+
+use super::state::{Daemon, compile_for, log_applied};
+
+/// One change of what the daemon serves.
+pub(super) struct Change<'a> {
+    /// The validated policy to serve next.
+    pub policy: Policy,
+    /// Its endpoint interfaces, as resolved (name → ifindex).
+    pub interfaces: InterfaceIndex,
+    /// The policy files that declare it, written before the kernel serves
+    /// it; `None` when the files already declare it (a reload, a link
+    /// change) or must not yet (an unconfirmed apply: written on confirm).
+    pub declare: Option<&'a WriteBack>,
+    /// For an unconfirmed apply: from this time on the kernel itself
+    /// serves the previous generation again unless it is confirmed.
+    pub fallback: Option<SystemTime>,
+    /// What asked for it (logged).
+    pub cause: &'a str,
+}
+
+impl<'a> Change<'a> {
+    /// A change the policy file already declares.
+    pub(super) fn declared(policy: Policy, interfaces: InterfaceIndex, cause: &'a str) -> Self {
+        Change {
+            policy,
+            interfaces,
+            declare: None,
+            fallback: None,
+            cause,
+        }
+    }
+}
+
+/// Why a change was refused. Either way the kernel serves what it served.
+#[derive(Debug, thiserror::Error)]
+pub enum ChangeError {
+    /// A policy file could not be read or written: nothing changed.
+    #[error("cannot write the policy file {path}: {error}; nothing changed (the kernel serves the previous generation)", path = path.display())]
+    File {
+        /// The file.
+        path: PathBuf,
+        /// What failed.
+        error: String,
+    },
+    /// The maps or the kernel refused the tables (or an interface the
+    /// policy names could not be attached); the files were put back.
+    #[error("{0}; nothing changed (the kernel serves the previous generation)")]
+    Kernel(DataplaneError),
+}
+
+impl Daemon {
+    /// Makes `change` the served policy: resolve, declare, enforce (see
+    /// the module's documentation). On success it is the running policy.
+    pub(super) fn reconcile(&mut self, change: Change<'_>) -> Result<ApplyReport, ChangeError> {
+        let tables = compile_for(&self.dataplane, &self.options, &change.policy, &change.interfaces);
+        self.dataplane.check_capacity(&tables).map_err(ChangeError::Kernel)?;
+        let restore = match change.declare {
+            Some(files) => {
+                let before = self.files_now(files)?;
+                self.write_files(files)?;
+                Some(before)
+            }
+            None => None,
+        };
+        self.enforce(&tables, change).map_err(|error| {
+            if let Some(before) = &restore
+                && let Err(restore) = self.write_files(before)
+            {
+                tracing::error!(%restore, "the kernel refused the change and the policy file could not be put back: it holds a policy that is not served");
+            }
+            ChangeError::Kernel(error)
+        })
+    }
+
+    /// What the policy files hold now, of those `files` would replace.
+    pub(super) fn files_now(&self, files: &WriteBack) -> Result<WriteBack, ChangeError> {
+        let read = |path: &Path| {
+            policy::input::read_text_file(path, policy::input::MAX_POLICY_BYTES).map_err(|error| ChangeError::File {
+                path: path.to_path_buf(),
+                error: error.to_string(),
+            })
+        };
+        let source = &self.options.source;
+        let subnet_map = match (&source.subnet_map, &files.subnet_map) {
+            (Some(map), Some(_)) => Some(read(map)?),
+            _ => None,
+        };
+        Ok(WriteBack { policy: read(&source.path)?, subnet_map })
+    }
+
+    /// Writes the policy files: the subnet map first (when `files` has
+    /// one), then the policy file; a policy file that cannot be written
+    /// puts the map back.
+    pub(super) fn write_files(&self, files: &WriteBack) -> Result<(), ChangeError> {
+        let source = &self.options.source;
+        let write = |path: &Path, text: &str| {
+            persist::write_atomically(path, text).map_err(|error| ChangeError::File {
+                path: path.to_path_buf(),
+                error: error.to_string(),
+            })
+        };
+        let Some((map, map_text)) = source.subnet_map.as_ref().zip(files.subnet_map.as_ref()) else {
+            return write(&source.path, &files.policy);
+        };
+        let map_before = policy::input::read_text_file(map, policy::input::MAX_POLICY_BYTES).ok();
+        write(map, map_text)?;
+        write(&source.path, &files.policy).inspect_err(|_| {
+            if let Some(before) = &map_before {
+                let _ = persist::write_atomically(map, before);
+            }
+        })
+    }
+
+    /// Step 3: attaches what `change` names anew, serves `tables` as the
+    /// next generation (on probation until `change.fallback`), then
+    /// detaches what is no longer named.
+    fn enforce(&mut self, tables: &crate::compile::CompiledTables, change: Change<'_>) -> Result<ApplyReport, DataplaneError> {
+        let Change { policy, interfaces, fallback, cause, .. } = change;
+        let attached = self.attach_for(&policy).inspect_err(|error| {
+            tracing::error!(%error, cause, generation = self.generation, "an interface the policy names cannot be filtered; the running policy stays");
+        })?;
+        let next = self.generation + 1;
+        let report = match fallback {
+            Some(deadline) => self.dataplane.apply_with_fallback(tables, next, deadline),
+            None => self.dataplane.apply(tables, next),
+        };
+        let report = match report {
+            Ok(report) => report,
+            Err(error) => {
+                tracing::error!(%error, cause, generation = self.generation, "applying the policy failed in the kernel; the running policy stays");
+                self.detach_attached(&attached);
+                return Err(error);
+            }
+        };
+        log_applied(&report, cause);
+        self.generation = report.generation;
+        self.policy = policy;
+        self.interfaces = interfaces;
+        self.detach_unwanted();
+        Ok(report)
+    }
+}
