@@ -46,6 +46,7 @@ fn snapshot() -> MetricsSnapshot {
             last_reload: Some((false, SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_100))),
             policy_in_sync: false,
             control_socket_present: true,
+            unfiltered_interfaces: 2,
         },
     }
 }
@@ -75,6 +76,7 @@ fn a_snapshot_renders_every_family_in_the_prometheus_text_format() {
         "vaultfw_last_reload_timestamp_seconds 1800000100.0",
         "vaultfw_policy_in_sync 0",
         "vaultfw_control_socket_present 1",
+        "vaultfw_unfiltered_interfaces 2",
     ] {
         assert!(lines.contains(&expected), "missing {expected:?} in\n{text}");
     }

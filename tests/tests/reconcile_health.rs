@@ -114,6 +114,25 @@ fn show_and_metrics_say_when_the_file_and_the_kernel_part_ways() {
     assert_eq!(metric(&agent, &topo, "vaultfw_policy_in_sync"), Some(1.0));
     assert_connects(&topo, &agent, DENIED_SRC, 443, "the reloaded policy serves");
 
+    // An interface with an address that nothing filters is counted.
+    assert_eq!(
+        metric(&agent, &topo, "vaultfw_unfiltered_interfaces"),
+        Some(0.0)
+    );
+    let (spare, peer) = (
+        vaultfw_tests::netns::unique_name("d"),
+        vaultfw_tests::netns::unique_name("e"),
+    );
+    topo.server
+        .ip(&["link", "add", &spare, "type", "veth", "peer", "name", &peer]);
+    topo.server
+        .ip(&["addr", "add", "192.0.2.200/32", "dev", &spare]);
+    topo.server.ip(&["link", "set", &spare, "up"]);
+    assert_eq!(
+        metric(&agent, &topo, "vaultfw_unfiltered_interfaces"),
+        Some(1.0)
+    );
+
     // The control socket removed behind the daemon's back.
     assert_eq!(
         metric(&agent, &topo, "vaultfw_control_socket_present"),
@@ -133,6 +152,11 @@ fn show_and_metrics_say_when_the_file_and_the_kernel_part_ways() {
     // `show` cannot reach it, and says a daemon still holds the pins.
     let show = cli_in_netns(&topo.server, agent.paths(), &["show"]);
     show.expect_code(exit::NOT_RUNNING);
-    assert_eq!(show.json()["held_by_pid"], agent.pid(), "{}", show.context());
+    assert_eq!(
+        show.json()["held_by_pid"],
+        agent.pid(),
+        "{}",
+        show.context()
+    );
     agent.stop();
 }

@@ -96,7 +96,8 @@ impl SocketIdentity {
 
     /// Whether `path` still is the socket that was bound.
     pub fn present(&self) -> bool {
-        self.inode.is_some() && std::fs::symlink_metadata(&self.path).ok().map(|m| m.ino()) == self.inode
+        self.inode.is_some()
+            && std::fs::symlink_metadata(&self.path).ok().map(|m| m.ino()) == self.inode
     }
 
     /// The socket's path.

@@ -91,6 +91,10 @@ impl Daemon {
                 last_reload: self.health.last_reload.as_ref().map(|r| (r.success, r.at)),
                 policy_in_sync: self.health.policy.in_sync(),
                 control_socket_present: self.health.control_socket_present,
+                unfiltered_interfaces: {
+                    let report = self.interface_report();
+                    (report.unfiltered.len() + report.not_attached.len()) as u64
+                },
             },
             map_fill: vec![
                 MapFill {

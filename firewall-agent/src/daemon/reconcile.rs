@@ -77,8 +77,15 @@ impl Daemon {
     /// Makes `change` the served policy: resolve, declare, enforce (see
     /// the module's documentation). On success it is the running policy.
     pub(super) fn reconcile(&mut self, change: Change<'_>) -> Result<ApplyReport, ChangeError> {
-        let tables = compile_for(&self.dataplane, &self.options, &change.policy, &change.interfaces);
-        self.dataplane.check_capacity(&tables).map_err(ChangeError::Kernel)?;
+        let tables = compile_for(
+            &self.dataplane,
+            &self.options,
+            &change.policy,
+            &change.interfaces,
+        );
+        self.dataplane
+            .check_capacity(&tables)
+            .map_err(ChangeError::Kernel)?;
         let restore = match change.declare {
             Some(files) => {
                 let before = self.files_now(files)?;
@@ -100,9 +107,11 @@ impl Daemon {
     /// What the policy files hold now, of those `files` would replace.
     pub(super) fn files_now(&self, files: &WriteBack) -> Result<WriteBack, ChangeError> {
         let read = |path: &Path| {
-            policy::input::read_text_file(path, policy::input::MAX_POLICY_BYTES).map_err(|error| ChangeError::File {
-                path: path.to_path_buf(),
-                error: error.to_string(),
+            policy::input::read_text_file(path, policy::input::MAX_POLICY_BYTES).map_err(|error| {
+                ChangeError::File {
+                    path: path.to_path_buf(),
+                    error: error.to_string(),
+                }
             })
         };
         let source = &self.options.source;
@@ -110,7 +119,10 @@ impl Daemon {
             (Some(map), Some(_)) => Some(read(map)?),
             _ => None,
         };
-        Ok(WriteBack { policy: read(&source.path)?, subnet_map })
+        Ok(WriteBack {
+            policy: read(&source.path)?,
+            subnet_map,
+        })
     }
 
     /// Writes the policy files: the subnet map first (when `files` has
@@ -124,7 +136,8 @@ impl Daemon {
                 error: error.to_string(),
             })
         };
-        let Some((map, map_text)) = source.subnet_map.as_ref().zip(files.subnet_map.as_ref()) else {
+        let Some((map, map_text)) = source.subnet_map.as_ref().zip(files.subnet_map.as_ref())
+        else {
             return write(&source.path, &files.policy);
         };
         let map_before = policy::input::read_text_file(map, policy::input::MAX_POLICY_BYTES).ok();
@@ -139,8 +152,18 @@ impl Daemon {
     /// Step 3: attaches what `change` names anew, serves `tables` as the
     /// next generation (on probation until `change.fallback`), then
     /// detaches what is no longer named.
-    fn enforce(&mut self, tables: &crate::compile::CompiledTables, change: Change<'_>) -> Result<ApplyReport, DataplaneError> {
-        let Change { policy, interfaces, fallback, cause, .. } = change;
+    fn enforce(
+        &mut self,
+        tables: &crate::compile::CompiledTables,
+        change: Change<'_>,
+    ) -> Result<ApplyReport, DataplaneError> {
+        let Change {
+            policy,
+            interfaces,
+            fallback,
+            cause,
+            ..
+        } = change;
         let attached = self.attach_for(&policy).inspect_err(|error| {
             tracing::error!(%error, cause, generation = self.generation, "an interface the policy names cannot be filtered; the running policy stays");
         })?;

@@ -77,6 +77,9 @@ pub struct HealthSample {
     pub policy_in_sync: bool,
     /// Whether the control socket is still reachable.
     pub control_socket_present: bool,
+    /// Interfaces with an address that no program filters, plus those the
+    /// daemon must filter but could not attach.
+    pub unfiltered_interfaces: u64,
 }
 
 impl Default for HealthSample {
@@ -85,6 +88,7 @@ impl Default for HealthSample {
             last_reload: None,
             policy_in_sync: true,
             control_socket_present: true,
+            unfiltered_interfaces: 0,
         }
     }
 }
@@ -182,6 +186,13 @@ pub fn render(snapshot: &MetricsSnapshot) -> String {
         "vaultfw_policy_in_sync",
         "1 when the policy file declares exactly the policy the kernel serves",
         flag(health.policy_in_sync),
+    );
+    let unfiltered = Gauge::<i64>::default();
+    unfiltered.set(i64::try_from(health.unfiltered_interfaces).unwrap_or(i64::MAX));
+    registry.register(
+        "vaultfw_unfiltered_interfaces",
+        "Interfaces with an address that no program filters, or that the daemon must filter and could not attach (see `vaultfw show`)",
+        unfiltered,
     );
     registry.register(
         "vaultfw_control_socket_present",
