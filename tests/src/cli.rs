@@ -136,6 +136,18 @@ impl Agent {
         CliOutput::new(all.clone(), crate::agent::vaultfw(&refs))
     }
 
+    /// The packets the kernel counted for IP rule `rule` (as `network-rule
+    /// list` shows it: `a.b.c.d/len`, a /32 bare); panics when it is not
+    /// listed.
+    pub fn rule_packets(&self, rule: &str) -> u64 {
+        let list = self.cli_json(&["network-rule", "list"]).ok();
+        list["ip_rules"]
+            .as_array()
+            .and_then(|rules| rules.iter().find(|r| r["rule"] == rule))
+            .and_then(|r| r["packets"].as_u64())
+            .unwrap_or_else(|| panic!("rule {rule} not listed: {list}"))
+    }
+
     /// `vaultfw show --output json`, which must succeed.
     pub fn show(&self) -> Value {
         self.cli_json(&["show"]).ok()

@@ -38,7 +38,7 @@ pub use cli::{CliOutput, cli_in_netns};
 pub use netns::{NetNs, in_netns};
 pub use probe::{PROBE_TIMEOUT, ProbeLog, Prober};
 pub use stats::{COUNTERS, FinalStats};
-pub use topology::{ALLOWED_SRC, DENIED_SRC, SERVER_IP, Topology};
+pub use topology::{ALLOWED_SRC, DENIED_SRC, OFFICE_POLICY, SERVER_IP, Topology};
 pub use traffic::{
     CONNECT_TIMEOUT, Connect, TcpServer, UdpReceiver, connect, connect_from, http_get, send_udp,
 };

@@ -27,6 +27,18 @@ pub const ALLOWED_SRC: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 5);
 /// A source no test policy allows.
 pub const DENIED_SRC: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 7);
 
+/// The policy most tests serve: deny by default, one IP rule admitting
+/// the office range 203.0.113.0/24 ([`ALLOWED_SRC`], not [`DENIED_SRC`]),
+/// TCP 443 as the data plane.
+pub const OFFICE_POLICY: &str = r#"
+default_action = "Deny"
+bypass = "None"
+ip_rules = ["203.0.113.0/24"]
+
+[data_plane]
+tcp_ports = [443]
+"#;
+
 /// Two namespaces joined by a veth pair; everything is removed on drop.
 pub struct Topology {
     /// The namespace clients send from.

@@ -5,14 +5,8 @@
 
 use vaultfw_tests::{ALLOWED_SRC, Agent, CONNECT_TIMEOUT, Connect, TcpServer, Topology, connect};
 
-const POLICY: &str = r#"
-default_action = "Deny"
-bypass = "None"
-ip_rules = ["203.0.113.0/24"]
-
-[data_plane]
-tcp_ports = [443]
-"#;
+// Deny by default; the office (203.0.113.0/24, ALLOWED_SRC's range) in.
+use vaultfw_tests::OFFICE_POLICY as POLICY;
 
 #[test]
 fn k3_handshake_completes_after_neighbour_flush_under_default_deny() {

@@ -23,14 +23,8 @@ use vaultfw_tests::{
 };
 
 /// What the agent starts with: the 203.0.113.0/24 range (ALLOWED_SRC).
-const POLICY: &str = r#"
-default_action = "Deny"
-bypass = "None"
-ip_rules = ["203.0.113.0/24"]
-
-[data_plane]
-tcp_ports = [443]
-"#;
+// Deny by default; the office (203.0.113.0/24, ALLOWED_SRC's range) in.
+use vaultfw_tests::OFFICE_POLICY as POLICY;
 
 /// The swap: 198.51.100.7 (DENIED_SRC) in, the 203.0.113.0/24 range out.
 const SWAPPED: &str = r#"# the draft: only the build agent

@@ -14,14 +14,8 @@ use vaultfw_tests::reach::{
 };
 use vaultfw_tests::{Agent, AgentOptions, DENIED_SRC, TcpServer, Topology, cli_in_netns};
 
-const POLICY: &str = r#"
-default_action = "Deny"
-bypass = "None"
-ip_rules = ["203.0.113.0/24"]
-
-[data_plane]
-tcp_ports = [443]
-"#;
+// Deny by default; the office (203.0.113.0/24, ALLOWED_SRC's range) in.
+use vaultfw_tests::OFFICE_POLICY as POLICY;
 
 fn keeping(topo: &Topology) -> Agent {
     let options = AgentOptions {

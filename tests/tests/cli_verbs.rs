@@ -17,14 +17,8 @@ use vaultfw_tests::{
     Topology, vaultfw, vaultfw_bin,
 };
 
-const POLICY: &str = r#"
-default_action = "Deny"
-bypass = "None"
-ip_rules = ["203.0.113.0/24"]
-
-[data_plane]
-tcp_ports = [443]
-"#;
+// Deny by default; the office (203.0.113.0/24, ALLOWED_SRC's range) in.
+use vaultfw_tests::OFFICE_POLICY as POLICY;
 
 fn serving(topo: &Topology) -> Agent {
     let mut agent = Agent::start(&topo.server, topo.server_veth(), POLICY);

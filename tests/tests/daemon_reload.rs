@@ -12,14 +12,8 @@ use serde_json::Value;
 use vaultfw_tests::reach::{assert_connects, assert_dropped};
 use vaultfw_tests::{ALLOWED_SRC, Agent, DENIED_SRC, LogMark, TcpServer, Topology};
 
-const POLICY: &str = r#"
-default_action = "Deny"
-bypass = "None"
-ip_rules = ["203.0.113.0/24"]
-
-[data_plane]
-tcp_ports = [443]
-"#;
+// Deny by default; the office (203.0.113.0/24, ALLOWED_SRC's range) in.
+use vaultfw_tests::OFFICE_POLICY as POLICY;
 
 /// The same policy plus a rule for 198.51.100.7.
 const POLICY_WITH_DENIED_SRC: &str = r#"

@@ -23,14 +23,8 @@ use vaultfw_tests::{
 };
 
 /// The office reaches the vault; nobody else.
-const POLICY: &str = r#"
-default_action = "Deny"
-bypass = "None"
-ip_rules = ["203.0.113.0/24"]
-
-[data_plane]
-tcp_ports = [443]
-"#;
+// Deny by default; the office (203.0.113.0/24, ALLOWED_SRC's range) in.
+use vaultfw_tests::OFFICE_POLICY as POLICY;
 
 /// The change an operator regrets: the data plane open to everyone.
 const OPEN: &str = r#"

@@ -22,14 +22,8 @@ use vaultfw_tests::{
     vaultfw, vaultfw_bin,
 };
 
-const POLICY: &str = r#"
-default_action = "Deny"
-bypass = "None"
-ip_rules = ["203.0.113.0/24"]
-
-[data_plane]
-tcp_ports = [443]
-"#;
+// Deny by default; the office (203.0.113.0/24, ALLOWED_SRC's range) in.
+use vaultfw_tests::OFFICE_POLICY as POLICY;
 
 const WAIT: Duration = Duration::from_secs(10);
 

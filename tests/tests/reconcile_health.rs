@@ -13,14 +13,8 @@ use vaultfw_tests::{
     ALLOWED_SRC, Agent, AgentOptions, DENIED_SRC, TcpServer, Topology, cli_in_netns, http_get,
 };
 
-const POLICY: &str = r#"
-default_action = "Deny"
-bypass = "None"
-ip_rules = ["203.0.113.0/24"]
-
-[data_plane]
-tcp_ports = [443]
-"#;
+// Deny by default; the office (203.0.113.0/24, ALLOWED_SRC's range) in.
+use vaultfw_tests::OFFICE_POLICY as POLICY;
 
 /// A valid policy that also admits [`DENIED_SRC`].
 const EDITED: &str = r#"

@@ -100,16 +100,6 @@ impl Host {
     }
 }
 
-/// The packets the kernel counted for IP rule `rule`.
-fn rule_packets(agent: &Agent, rule: &str) -> u64 {
-    let list = agent.cli_json(&["network-rule", "list"]).ok();
-    list["ip_rules"]
-        .as_array()
-        .and_then(|rules| rules.iter().find(|r| r["rule"] == rule))
-        .and_then(|r| r["packets"].as_u64())
-        .unwrap_or_else(|| panic!("rule {rule} not listed: {list}"))
-}
-
 /// An agent serving [`BEFORE`] on both interfaces, with traffic through
 /// both, stopped with its filter left in force. Returns the generation,
 /// the counters of 203.0.113.0/24 and `allow_ip_rule`, the policy and paths.
@@ -130,7 +120,7 @@ fn serve_before(host: &Host) -> (u64, u64, u64, PolicyFile, vaultfw_tests::Agent
         "not yet revoked, second interface"
     );
     let generation = agent.generation();
-    let hits = rule_packets(&agent, "203.0.113.0/24");
+    let hits = agent.rule_packets("203.0.113.0/24");
     let allowed = agent.counter("allow_ip_rule");
     let (_, policy, paths) = agent.stop_keeping();
     (generation, hits, allowed, policy, paths)
@@ -157,7 +147,7 @@ fn limits_change_moves_every_interface_to_the_new_maps_and_keeps_every_counter()
         "the generation numbering goes on"
     );
     assert_eq!(
-        rule_packets(&agent, "203.0.113.0/24"),
+        agent.rule_packets("203.0.113.0/24"),
         hits,
         "the rule keeps its counters"
     );
@@ -299,7 +289,7 @@ fn upgrade_from_the_previous_release_keeps_the_counters() {
         );
     }
     let generation = agent.generation();
-    let hits = rule_packets(&agent, "203.0.113.0/24");
+    let hits = agent.rule_packets("203.0.113.0/24");
     let allowed = agent.counter("allow_ip_rule");
     let (_, policy, paths) = agent.stop_keeping();
     let _pins = LeftPins(paths.clone());
@@ -318,7 +308,7 @@ fn upgrade_from_the_previous_release_keeps_the_counters() {
         "the generation numbering goes on"
     );
     assert_eq!(
-        rule_packets(&upgraded, "203.0.113.0/24"),
+        upgraded.rule_packets("203.0.113.0/24"),
         hits,
         "the rule keeps its counters"
     );

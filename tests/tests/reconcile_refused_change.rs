@@ -10,24 +10,8 @@ use vaultfw_tests::{
     ALLOWED_SRC, Agent, AgentOptions, AgentPaths, DENIED_SRC, PolicyFile, TcpServer, Topology,
 };
 
-const POLICY: &str = r#"
-default_action = "Deny"
-bypass = "None"
-ip_rules = ["203.0.113.0/24"]
-
-[data_plane]
-tcp_ports = [443]
-"#;
-
-/// The packets the kernel counted for IP rule `rule`.
-fn rule_packets(agent: &Agent, rule: &str) -> u64 {
-    let list = agent.cli_json(&["network-rule", "list"]).ok();
-    list["ip_rules"]
-        .as_array()
-        .and_then(|rules| rules.iter().find(|r| r["rule"] == rule))
-        .and_then(|r| r["packets"].as_u64())
-        .unwrap_or_else(|| panic!("rule {rule} not listed: {list}"))
-}
+// Deny by default; the office (203.0.113.0/24, ALLOWED_SRC's range) in.
+use vaultfw_tests::OFFICE_POLICY as POLICY;
 
 #[test]
 fn change_refused_by_a_full_disk_never_reaches_the_kernel() {
@@ -47,7 +31,7 @@ fn change_refused_by_a_full_disk_never_reaches_the_kernel() {
         assert_connects(&topo, &agent, ALLOWED_SRC, 443, "before the disk fills");
     }
     let generation = agent.generation();
-    let hits = rule_packets(&agent, "203.0.113.0/24");
+    let hits = agent.rule_packets("203.0.113.0/24");
     assert!(hits > 0, "the allowed connections hit the rule");
 
     agent.policy().fill_disk();
@@ -81,7 +65,7 @@ fn change_refused_by_a_full_disk_never_reaches_the_kernel() {
         "a refused change costs no generation"
     );
     assert_eq!(
-        rule_packets(&agent, "203.0.113.0/24"),
+        agent.rule_packets("203.0.113.0/24"),
         hits,
         "a refused change keeps every counter"
     );
@@ -94,7 +78,7 @@ fn change_refused_by_a_full_disk_never_reaches_the_kernel() {
         443,
         "the served policy is unchanged",
     );
-    let hits = rule_packets(&agent, "203.0.113.0/24");
+    let hits = agent.rule_packets("203.0.113.0/24");
 
     std::fs::remove_file(agent.policy().path().with_file_name("filler")).expect("freeing the disk");
     agent
@@ -118,7 +102,7 @@ fn change_refused_by_a_full_disk_never_reaches_the_kernel() {
         "one generation for one change"
     );
     assert_eq!(
-        rule_packets(&agent, "203.0.113.0/24"),
+        agent.rule_packets("203.0.113.0/24"),
         hits,
         "the rule keeps its counters across a change of another rule"
     );

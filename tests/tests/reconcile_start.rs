@@ -19,14 +19,8 @@ use vaultfw_tests::{
     Topology, cli_in_netns, in_netns,
 };
 
-const POLICY: &str = r#"
-default_action = "Deny"
-bypass = "None"
-ip_rules = ["203.0.113.0/24"]
-
-[data_plane]
-tcp_ports = [443]
-"#;
+// Deny by default; the office (203.0.113.0/24, ALLOWED_SRC's range) in.
+use vaultfw_tests::OFFICE_POLICY as POLICY;
 
 /// What the failed starts try to serve: everyone in.
 const OPEN_POLICY: &str = r#"

@@ -23,14 +23,8 @@ const INNER_ALLOWED: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 77);
 /// Matched by no rule.
 const INNER_DENIED: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 77);
 
-const POLICY: &str = r#"
-default_action = "Deny"
-bypass = "None"
-ip_rules = ["203.0.113.0/24"]
-
-[data_plane]
-tcp_ports = [443]
-"#;
+// Deny by default; the office (203.0.113.0/24, ALLOWED_SRC's range) in.
+use vaultfw_tests::OFFICE_POLICY as POLICY;
 
 /// Runs the agent with `--iface all` in `topo`'s server namespace, then
 /// connects through the tunnel whose server end is `server_dev`: the
