@@ -554,6 +554,7 @@ fn compile_for(
     let clock = crate::clock::MonotonicClock::now();
     compile_next(policy, interfaces, dataplane.hit_slots(), &dataplane.active_tables(), &clock)
         .with_access_log(options.event_rate, options.log_allowed)
+        .with_pass_forwarded(!options.judge_forwarded)
 }
 
 
