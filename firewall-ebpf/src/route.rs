@@ -64,8 +64,10 @@ pub fn is_forwarded(ctx: &XdpContext, t: &Transport) -> bool {
         };
         params.family = AF_INET;
         params.__bindgen_anon_2.tos = tos[0];
-        params.__bindgen_anon_3.ipv4_src = u32::from_ne_bytes([addrs[0], addrs[1], addrs[2], addrs[3]]);
-        params.__bindgen_anon_4.ipv4_dst = u32::from_ne_bytes([addrs[4], addrs[5], addrs[6], addrs[7]]);
+        params.__bindgen_anon_3.ipv4_src =
+            u32::from_ne_bytes([addrs[0], addrs[1], addrs[2], addrs[3]]);
+        params.__bindgen_anon_4.ipv4_dst =
+            u32::from_ne_bytes([addrs[4], addrs[5], addrs[6], addrs[7]]);
     } else {
         let (Some(first), Some(addrs)) = (
             read_bytes::<4>(ctx, t.l3),
