@@ -65,7 +65,7 @@ pub const fn verdict_slot(ifindex: u32, verdict: crate::Verdict) -> u32 {
 /// is of a verdict this build does not know (a downgrade), or `index` lies
 /// outside the old map.
 pub const fn remap_verdict_slot(old_len: u32, index: u32) -> Option<u32> {
-    if old_len == 0 || old_len % INTERFACE_SLOTS != 0 || index >= old_len {
+    if old_len == 0 || !old_len.is_multiple_of(INTERFACE_SLOTS) || index >= old_len {
         return None;
     }
     let old_count = old_len / INTERFACE_SLOTS;

@@ -850,7 +850,7 @@ fn copy_verdicts_by_slot(
     to: &mut PerCpuArray<MapData, u64>,
 ) -> Result<(), DataplaneError> {
     let old_len = from.len();
-    if old_len % INTERFACE_SLOTS != 0 {
+    if !old_len.is_multiple_of(INTERFACE_SLOTS) {
         tracing::warn!(
             entries = old_len,
             "the replaced verdict counters are not laid out per interface slot: they start from zero"
