@@ -166,6 +166,21 @@ pub struct RunArgs {
     /// rate limit.
     #[arg(long)]
     pub log_allowed: bool,
+    /// Judge traffic this host forwards (pods, containers, routed
+    /// networks) by the policy too, like traffic addressed to the host.
+    ///
+    /// By default a data-plane frame the policy would drop is passed, as
+    /// pass_forwarded, when the kernel's routing would forward it out of
+    /// the host: it is not for this host's data plane (a pod's own HTTPS to
+    /// elsewhere). Use this flag when forwarded traffic can still end at
+    /// the data plane: the service sits behind a DNAT that the routing
+    /// lookup cannot see (a Kubernetes Service in iptables mode in front of
+    /// a host-network pod, TPROXY), or the host should police what it
+    /// routes on the data-plane ports.
+    ///
+    /// Example: vaultfw run --iface all --judge-forwarded --policy /etc/vaultfw/policy.toml
+    #[arg(long)]
+    pub judge_forwarded: bool,
     /// Append the access log (one JSON object per line) to FILE instead of
     /// stdout; SIGHUP reopens it (for logrotate).
     #[arg(long, value_name = "FILE")]

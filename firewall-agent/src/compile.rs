@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use std::time::SystemTime;
 
 use firewall_common::{
-    FLAG_AUDIT, FLAG_BYPASS_TRUSTED, FLAG_DEFAULT_ALLOW, FLAG_IPV6_ALLOW, FLAG_LOG_ALLOWED,
+    FLAG_AUDIT, FLAG_BYPASS_TRUSTED, FLAG_DEFAULT_ALLOW, FLAG_IPV6_ALLOW, FLAG_LOG_ALLOWED, FLAG_PASS_FORWARDED,
     FLAG_VALID, HitSlots, IFINDEX_ANY, PORT_PROTO_TCP, PORT_PROTO_UDP, PORT_WORDS_PER_ROW,
     RuleValue, VLAN_ANY, port_slot,
 };
@@ -91,6 +91,18 @@ impl CompiledTables {
             .map_or(0, |cost| cost.max(1));
         if log_allowed {
             self.flags |= FLAG_LOG_ALLOWED;
+        }
+        self
+    }
+
+    /// Lets data-plane frames the policy would drop pass when the kernel
+    /// would forward them out of the host (`FLAG_PASS_FORWARDED`): they are
+    /// not addressed to this host's data plane. The daemon's choice (off
+    /// with `--judge-forwarded`); `check` and the reference model leave it
+    /// off, as they judge the policy, not the host's routes.
+    pub fn with_pass_forwarded(mut self, pass_forwarded: bool) -> Self {
+        if pass_forwarded {
+            self.flags |= FLAG_PASS_FORWARDED;
         }
         self
     }

@@ -56,6 +56,26 @@ pub const fn verdict_slot(ifindex: u32, verdict: crate::Verdict) -> u32 {
     (ifindex % INTERFACE_SLOTS) * crate::Verdict::COUNT as u32 + verdict as u32
 }
 
+/// The index in this build's [`VERDICT_COUNTERS`] of counter `index` of a
+/// verdict-counter map of `old_len` entries — one a build with another
+/// number of verdicts pinned: the same interface slot and the same verdict.
+/// Verdicts are only ever appended, so a verdict index keeps its meaning
+/// across builds, while the row length (the verdict count) changes.
+/// `None` when `old_len` is not [`INTERFACE_SLOTS`] rows, or the counter
+/// is of a verdict this build does not know (a downgrade), or `index` lies
+/// outside the old map.
+pub const fn remap_verdict_slot(old_len: u32, index: u32) -> Option<u32> {
+    if old_len == 0 || !old_len.is_multiple_of(INTERFACE_SLOTS) || index >= old_len {
+        return None;
+    }
+    let old_count = old_len / INTERFACE_SLOTS;
+    let (interface, verdict) = (index / old_count, index % old_count);
+    match crate::Verdict::from_index(verdict) {
+        Some(verdict) => Some(verdict_slot(interface, verdict)),
+        None => None,
+    }
+}
+
 /// PerCpuArray<[`RuleHits`]>: per-rule hit counters, indexed by the hit
 /// slot the tries' values carry ([`RuleValue::slot`], see [`HitSlots`]);
 /// sized by the agent.
@@ -137,6 +157,15 @@ pub const FLAG_HAS_VLAN_VNET: u32 = 1 << 6;
 /// [`PolicyConfig::flags`]: also log allowed data-plane connection
 /// attempts (`--log-allowed`), under the same rate limit.
 pub const FLAG_LOG_ALLOWED: u32 = 1 << 4;
+
+/// [`PolicyConfig::flags`]: a data-plane frame the policy would drop (or,
+/// in audit mode, would deny) is first looked up in the kernel's routing
+/// table (`bpf_fib_lookup`, from the ingress device); when the host would
+/// forward it out of itself it is not addressed to this host's data plane
+/// and passes as `pass_forwarded`. Set by the daemon (unless
+/// `--judge-forwarded`), never by `check` or the reference model, which
+/// judge the policy, not the host's routes.
+pub const FLAG_PASS_FORWARDED: u32 = 1 << 7;
 
 /// The settings of one table set. 24 bytes, no implicit padding.
 #[repr(C)]
@@ -468,6 +497,40 @@ mod tests {
         assert_eq!(port_slot(0, PORT_PROTO_UDP, 0).0, 2048);
         assert_eq!(port_slot(1, PORT_PROTO_TCP, 0).0, 4096);
         assert_eq!(port_slot(1, PORT_PROTO_UDP, 65535), (PORT_BITMAP_WORDS - 1, 1 << 31));
+    }
+
+    #[test]
+    fn verdict_counters_move_by_interface_slot_and_verdict() {
+        use crate::Verdict;
+        // A build with the first 12 verdicts (before pass_forwarded).
+        let old_len = INTERFACE_SLOTS * 12;
+        let deny_on_7 = 7 * 12 + Verdict::DenyNoMatch.index();
+        assert_eq!(remap_verdict_slot(old_len, deny_on_7), Some(verdict_slot(7, Verdict::DenyNoMatch)));
+        assert_ne!(remap_verdict_slot(old_len, deny_on_7), Some(deny_on_7), "not by flat index");
+        let last = old_len - 1;
+        assert_eq!(
+            remap_verdict_slot(old_len, last),
+            Some(verdict_slot(INTERFACE_SLOTS - 1, Verdict::DenyMalformed))
+        );
+        // The same layout maps onto itself.
+        for index in [0, 5, VERDICT_SLOTS - 1] {
+            assert_eq!(remap_verdict_slot(VERDICT_SLOTS, index), Some(index));
+        }
+        // Every old counter lands on a distinct new one.
+        let mut seen = [false; VERDICT_SLOTS as usize];
+        for index in 0..old_len {
+            let to = remap_verdict_slot(old_len, index).unwrap() as usize;
+            assert!(!seen[to], "two old counters land on slot {to}");
+            seen[to] = true;
+        }
+        // A verdict this build does not know (a downgrade), a length that
+        // is not whole rows, an index outside the old map.
+        let newer_len = INTERFACE_SLOTS * (Verdict::COUNT as u32 + 2);
+        assert_eq!(remap_verdict_slot(newer_len, Verdict::COUNT as u32), None);
+        assert_eq!(remap_verdict_slot(newer_len, 3), Some(verdict_slot(0, Verdict::PassIpv6)));
+        assert_eq!(remap_verdict_slot(12, 3), None);
+        assert_eq!(remap_verdict_slot(old_len, old_len), None);
+        assert_eq!(remap_verdict_slot(0, 0), None);
     }
 
     #[test]

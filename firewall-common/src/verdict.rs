@@ -33,11 +33,16 @@ pub enum Verdict {
     /// A frame that could be data-plane traffic but cannot be parsed
     /// (truncated, bad header length, too many VLAN tags): XDP_DROP.
     DenyMalformed = 11,
+    /// Would have been dropped (a `deny_*` or `audit_would_deny` verdict),
+    /// but the kernel's routing would forward it out of the host, so it is
+    /// not addressed to this host's data plane (only with
+    /// [`crate::FLAG_PASS_FORWARDED`]): XDP_PASS.
+    PassForwarded = 12,
 }
 
 impl Verdict {
     /// Number of verdicts, the size of the verdict counter array.
-    pub const COUNT: usize = 12;
+    pub const COUNT: usize = 13;
 
     /// Every verdict in counter-slot order.
     pub const ALL: [Verdict; Self::COUNT] = [
@@ -53,6 +58,7 @@ impl Verdict {
         Verdict::DenyNoMatch,
         Verdict::DenyIpv6,
         Verdict::DenyMalformed,
+        Verdict::PassForwarded,
     ];
 
     /// The counter name used in logs, JSON and metrics (DESIGN.md section 2).
@@ -70,6 +76,7 @@ impl Verdict {
             Verdict::DenyNoMatch => "deny_no_match",
             Verdict::DenyIpv6 => "deny_ipv6",
             Verdict::DenyMalformed => "deny_malformed",
+            Verdict::PassForwarded => "pass_forwarded",
         }
     }
 

@@ -9,6 +9,7 @@
 #![no_main]
 
 mod parse;
+mod route;
 mod stats;
 mod verdict;
 

@@ -4,6 +4,14 @@
 //! or — once the active set's fallback deadline (an unconfirmed apply) has
 //! passed — the other set, which still holds the previous generation.
 //!
+//! With `FLAG_PASS_FORWARDED` (the daemon's default) a frame the policy
+//! would drop or, in audit mode, would deny is judged once more by the
+//! kernel's routing table (`route`): one the host would forward out of
+//! itself is not addressed to this host's data plane and passes as
+//! `pass_forwarded`. `vaultfw check` and the reference model never set the
+//! flag — they judge the policy, not the host's routes — so the reference
+//! model needs no routing table.
+//!
 //! An entry whose expiry has passed makes its table not match (see
 //! `firewall_common::RuleValue::expires_at_ns`): the decision goes on to the
 //! next table, never to a shorter prefix of the same one.
@@ -11,12 +19,12 @@
 use aya_ebpf::{btf_maps::lpm_trie::Key, programs::XdpContext};
 use firewall_common::{
     FLAG_AUDIT, FLAG_BYPASS_TRUSTED, FLAG_DEFAULT_ALLOW, FLAG_HAS_VLAN_VNET, FLAG_HAS_VNET,
-    FLAG_IPV6_ALLOW, FLAG_LOG_ALLOWED,
-    FLAG_VALID, IFINDEX_ANY, PORT_PROTO_TCP, PORT_PROTO_UDP, PolicyConfig, RuleValue, VLAN_ANY,
+    FLAG_IPV6_ALLOW, FLAG_LOG_ALLOWED, FLAG_PASS_FORWARDED, FLAG_VALID, IFINDEX_ANY, PORT_PROTO_TCP, PORT_PROTO_UDP, PolicyConfig, RuleValue, VLAN_ANY,
     VLAN_UNTAGGED, VNET_ENDPOINT_BITS, Verdict, VnetKey, port_slot,
 };
 
 use crate::parse::{IPPROTO_TCP, Packet, Transport};
+use crate::route;
 use crate::stats::now;
 use crate::{
     VFW_ACTIVE, VFW_CONFIG, VFW_IP_RULES_0, VFW_IP_RULES_1, VFW_PORTS, VFW_TRUSTED_0,
@@ -75,16 +83,22 @@ pub fn judge(ctx: &XdpContext, (packet, vlan): (Packet, u16)) -> Judged {
     if !is_data_plane(set, &transport) {
         return Judged::plain(Verdict::PassControlPlane);
     }
+    // A slot the agent never wrote (FLAG_VALID clear) reads as flags 0:
+    // default Deny, no bypass, enforce, forwarded frames judged — closed,
+    // never open.
+    let flags = if config.flags & FLAG_VALID != 0 { config.flags } else { 0 };
     if !transport.header_complete {
+        if passes_forwarded(ctx, flags, &transport) {
+            return Judged::plain(Verdict::PassForwarded);
+        }
         return Judged::plain(Verdict::DenyMalformed);
     }
-    // A slot the agent never wrote (FLAG_VALID clear) reads as flags 0:
-    // default Deny, no bypass, enforce — closed, never open.
-    let flags = if config.flags & FLAG_VALID != 0 { config.flags } else { 0 };
     let (verdict, rule_slot) = decide(ctx, set, flags, vlan, &transport);
-    let logs = verdict.drops()
-        || verdict == Verdict::AuditWouldDeny
-        || flags & FLAG_LOG_ALLOWED != 0;
+    let refused = verdict.drops() || verdict == Verdict::AuditWouldDeny;
+    if refused && passes_forwarded(ctx, flags, &transport) {
+        return Judged::plain(Verdict::PassForwarded);
+    }
+    let logs = refused || flags & FLAG_LOG_ALLOWED != 0;
     let bytes = transport.end as u64;
     let loggable = (logs && config.event_cost_ns != 0).then_some(Loggable {
         transport,
@@ -97,6 +111,16 @@ pub fn judge(ctx: &XdpContext, (packet, vlan): (Packet, u16)) -> Judged {
         bytes,
         loggable,
     }
+}
+
+/// Step 8 of DESIGN.md section 2, for a data-plane frame the policy would
+/// not admit: whether forwarded frames pass (`FLAG_PASS_FORWARDED`) and the
+/// kernel would forward this one out of the host — then it is not
+/// addressed to this host's data plane. Only such frames pay for the
+/// routing lookup.
+#[inline(always)]
+fn passes_forwarded(ctx: &XdpContext, flags: u32, transport: &Transport) -> bool {
+    flags & FLAG_PASS_FORWARDED != 0 && route::is_forwarded(ctx, transport)
 }
 
 /// Steps 5–7 of DESIGN.md section 2 for a data-plane frame.

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::process::ExitStatus;
 
 /// The verdict counters of DESIGN.md section 2, in counter-slot order.
-pub const COUNTERS: [&str; 12] = [
+pub const COUNTERS: [&str; 13] = [
     "pass_non_ip",
     "pass_control_plane",
     "pass_fragment",
@@ -19,6 +19,7 @@ pub const COUNTERS: [&str; 12] = [
     "deny_no_match",
     "deny_ipv6",
     "deny_malformed",
+    "pass_forwarded",
 ];
 
 /// The log message of a verdict-counter line.

@@ -134,6 +134,7 @@ fn stats_counts_each_verdict_exactly() {
         "pass_non_ip",
         "deny_malformed",
         "audit_would_deny",
+        "pass_forwarded",
     ] {
         assert_eq!(counters[name], 0, "{name}: {counters:?}");
     }

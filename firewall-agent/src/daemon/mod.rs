@@ -79,6 +79,9 @@ pub struct RunOptions {
     pub event_rate: u32,
     /// Log allowed connection attempts too.
     pub log_allowed: bool,
+    /// Judge frames the host forwards like frames addressed to it (by
+    /// default they pass as `pass_forwarded`).
+    pub judge_forwarded: bool,
     /// The access log's file (`None`: stdout).
     pub access_log: Option<PathBuf>,
     /// Where to serve Prometheus metrics (`None`: nowhere).

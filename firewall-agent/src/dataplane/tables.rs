@@ -19,7 +19,7 @@ use firewall_common::{
     POLICY_CONFIG, PORT_WORDS_PER_ROW, PolicyConfig, RULE_HITS, RuleHits, RuleValue, TABLE_SETS,
     TELEMETRY, TELEMETRY_EVENTS_RATE_LIMITED, TELEMETRY_EVENTS_RING_FULL, TELEMETRY_EVENTS_SENT,
     TRUSTED_0, TRUSTED_1, VERDICT_COUNTERS, VNET_ENDPOINT_BITS, VNET_RULES_0, VNET_RULES_1,
-    Verdict, VnetKey, INTERFACE_SLOTS,
+    Verdict, VnetKey, INTERFACE_SLOTS, remap_verdict_slot,
 };
 use ipnet::Ipv4Net;
 use serde::Serialize;
@@ -474,8 +474,9 @@ impl Tables {
 
     /// Takes over from `old` (what the maps this program replaces held):
     /// the generation numbering and the rules' hit slots (in this layout),
-    /// and every counter — rule hits by kind and index; verdicts and event
-    /// accounting when those maps are new too (`copy_verdicts`,
+    /// and every counter — rule hits by kind and index; verdicts (by
+    /// interface slot and verdict, as the number of verdicts may differ)
+    /// and event accounting when those maps are new too (`copy_verdicts`,
     /// `copy_telemetry`). Nothing reads these maps yet, so the copy is
     /// exact up to this moment.
     pub(super) fn inherit(
@@ -509,7 +510,7 @@ impl Tables {
             self.rule_hits.set(to, values, 0).map_err(map_err(RULE_HITS))?;
         }
         if copy_verdicts {
-            copy_per_cpu(&old.verdicts, &mut self.verdicts, VERDICT_COUNTERS)?;
+            copy_verdicts_by_slot(&old.verdicts, &mut self.verdicts)?;
         }
         if copy_telemetry {
             copy_per_cpu(&old.telemetry, &mut self.telemetry, TELEMETRY)?;
@@ -836,6 +837,32 @@ fn copy_per_cpu(
     for slot in 0..slots {
         let values = from.get(&slot, 0).map_err(map_err(name))?;
         to.set(slot, values, 0).map_err(map_err(name))?;
+    }
+    Ok(())
+}
+
+/// Copies every verdict counter of `from` (per CPU) — a map of another
+/// build, whose rows may hold fewer or more verdicts — into the same
+/// (interface slot, verdict) of `to` ([`remap_verdict_slot`]). A counter
+/// of a verdict this build does not know is left behind.
+fn copy_verdicts_by_slot(
+    from: &PerCpuArray<MapData, u64>,
+    to: &mut PerCpuArray<MapData, u64>,
+) -> Result<(), DataplaneError> {
+    let old_len = from.len();
+    if !old_len.is_multiple_of(INTERFACE_SLOTS) {
+        tracing::warn!(
+            entries = old_len,
+            "the replaced verdict counters are not laid out per interface slot: they start from zero"
+        );
+        return Ok(());
+    }
+    for index in 0..old_len {
+        let Some(to_index) = remap_verdict_slot(old_len, index) else {
+            continue;
+        };
+        let values = from.get(&index, 0).map_err(map_err(VERDICT_COUNTERS))?;
+        to.set(to_index, values, 0).map_err(map_err(VERDICT_COUNTERS))?;
     }
     Ok(())
 }

@@ -13,6 +13,14 @@
 //! reading: an IPv6 extension header must lie inside the packet's payload
 //! (a chain that runs past the payload length is a truncated header, so
 //! malformed), as an IPv4 header must lie inside its total length.
+//!
+//! The model judges the policy, not the host's routes: it has no routing
+//! table, so it leaves out step 8 (`FLAG_PASS_FORWARDED`: a frame the
+//! kernel would forward out of the host passes as `pass_forwarded`) and
+//! never reaches that verdict. `vaultfw check` and the differential tests
+//! load table sets without the flag, so the program never asks the
+//! routing table there either; the flag is the daemon's, and the
+//! end-to-end tests (`tests/tests/forwarded_traffic.rs`) prove it.
 
 mod headers;
 mod lookup;

@@ -253,6 +253,8 @@ macro_rules! counter_event {
             "deny_ipv6_delta" = d(V::DenyIpv6),
             "deny_malformed" = t(V::DenyMalformed),
             "deny_malformed_delta" = d(V::DenyMalformed),
+            "pass_forwarded" = t(V::PassForwarded),
+            "pass_forwarded_delta" = d(V::PassForwarded),
             $message
         );
     }};
