@@ -13,7 +13,10 @@ pub mod remote;
 pub mod session;
 
 pub use observe::{LogsArgs, StatsArgs};
-pub use remote::{NetworkRuleArgs, NetworkRuleVerb, UpdateArgs, ApplyArgs, SocketArgs, ShowArgs, DetachArgs, CompletionsArgs};
+pub use remote::{
+    ApplyArgs, CompletionsArgs, DetachArgs, NetworkRuleArgs, NetworkRuleVerb, ShowArgs, SocketArgs,
+    UpdateArgs,
+};
 
 /// vaultfw: Azure Key Vault's network firewall for any Linux service host,
 /// enforced by an XDP program on the host's NIC.
@@ -119,7 +122,8 @@ pub struct RunArgs {
     /// Interface whose ingress traffic is filtered (repeat for several).
     #[arg(long = "iface", value_name = "IFACE", required = true)]
     pub interfaces: Vec<String>,
-    /// Policy file (native TOML format).
+    /// Policy file: native TOML, or a vault's Azure JSON (with
+    /// --subnet-map).
     #[arg(long, value_name = "FILE")]
     pub policy: PathBuf,
     /// XDP attach mode: auto tries native and falls back to generic with a
@@ -226,9 +230,13 @@ pub enum OutputFormat {
 #[derive(Debug, clap::Args)]
 #[command(group(clap::ArgGroup::new("frames").required(true).args(["src", "pcap"])))]
 pub struct CheckArgs {
-    /// Policy file (native TOML format) to judge the frames against.
+    /// Policy file to judge the frames against: native TOML, or a vault's
+    /// Azure JSON.
     #[arg(long, value_name = "FILE")]
     pub policy: PathBuf,
+    /// For an Azure JSON policy: the subnet map.
+    #[arg(long, value_name = "FILE")]
+    pub subnet_map: Option<PathBuf>,
     /// Source address of a synthesized frame (IPv4 or IPv6).
     #[arg(long, value_name = "IP", requires_all = ["dst", "proto"], conflicts_with = "pcap")]
     pub src: Option<std::net::IpAddr>,

@@ -1,8 +1,11 @@
 //! Policy → kernel table contents. Pure: no I/O, no aya. The result is what
 //! one table set must hold for the XDP program to judge frames as the
 //! policy says; `dataplane` diffs it against what a set holds and writes it.
+//! A rule's `expires_at` becomes a CLOCK_MONOTONIC deadline in its entries,
+//! converted with the clock reading the caller passes in.
 
 use std::collections::BTreeMap;
+use std::time::SystemTime;
 
 use firewall_common::{
     FLAG_AUDIT, FLAG_BYPASS_TRUSTED, FLAG_DEFAULT_ALLOW, FLAG_IPV6_ALLOW, FLAG_LOG_ALLOWED,
@@ -11,6 +14,7 @@ use firewall_common::{
 };
 use ipnet::Ipv4Net;
 
+use crate::clock::{MonotonicClock, SAME_DEADLINE};
 use crate::links::InterfaceIndex;
 use crate::policy::{Bypass, DefaultAction, Endpoint, Ipv6Action, Mode, Policy};
 
@@ -68,12 +72,13 @@ pub struct CompiledTables {
     /// is set when port `p` (host byte order) is data plane.
     pub port_words: Vec<u32>,
     /// IP-rule trie entries: key → the rule's hit slot (stable while the
-    /// rule exists, see [`compile_next`]).
+    /// rule exists, see [`compile_next`]) and expiry.
     pub ip_rules: BTreeMap<PrefixKey, RuleValue>,
     /// Virtual-network trie entries: (endpoint, prefix) → the rule's hit
-    /// slot (every prefix of a rule shares it).
+    /// slot and expiry (every prefix of a rule shares them).
     pub vnet_rules: BTreeMap<VnetPrefixKey, RuleValue>,
-    /// Trusted-service trie entries: prefix → the service's hit slot.
+    /// Trusted-service trie entries: prefix → the service's hit slot (they
+    /// never expire).
     pub trusted: BTreeMap<PrefixKey, RuleValue>,
 }
 
@@ -94,15 +99,15 @@ impl CompiledTables {
     /// slot handed to another rule): their counters must start from zero.
     pub fn fresh_slots(&self, previous: &CompiledTables) -> Vec<u32> {
         let mut fresh = Vec::new();
-        let owners = |m: &BTreeMap<PrefixKey, RuleValue>| -> BTreeMap<RuleValue, PrefixKey> {
-            m.iter().map(|(k, v)| (*v, *k)).collect()
+        let owners = |m: &BTreeMap<PrefixKey, RuleValue>| -> BTreeMap<u32, PrefixKey> {
+            m.iter().map(|(k, v)| (v.slot, *k)).collect()
         };
         let (before, now) = (owners(&previous.ip_rules), owners(&self.ip_rules));
         fresh.extend(now.iter().filter(|(s, k)| before.get(s) != Some(k)).map(|(s, _)| *s));
-        let vnet_owner = |m: &BTreeMap<VnetPrefixKey, RuleValue>| -> BTreeMap<RuleValue, Vec<VnetPrefixKey>> {
-            let mut owners: BTreeMap<RuleValue, Vec<VnetPrefixKey>> = BTreeMap::new();
+        let vnet_owner = |m: &BTreeMap<VnetPrefixKey, RuleValue>| -> BTreeMap<u32, Vec<VnetPrefixKey>> {
+            let mut owners: BTreeMap<u32, Vec<VnetPrefixKey>> = BTreeMap::new();
             for (k, v) in m {
-                owners.entry(*v).or_default().push(*k);
+                owners.entry(v.slot).or_default().push(*k);
             }
             owners
         };
@@ -172,8 +177,8 @@ pub fn missing_endpoints<'p>(
 /// Compiles `policy` into the contents of one table set, hit slots laid
 /// out for its own limits (for a fresh program: `check`, tests). See
 /// [`compile_next`].
-pub fn compile(policy: &Policy, interfaces: &InterfaceIndex) -> CompiledTables {
-    compile_next(policy, interfaces, hit_slots_for(policy), &CompiledTables::empty())
+pub fn compile(policy: &Policy, interfaces: &InterfaceIndex, clock: &MonotonicClock) -> CompiledTables {
+    compile_next(policy, interfaces, hit_slots_for(policy), &CompiledTables::empty(), clock)
 }
 
 /// Compiles `policy` into the contents of one table set. `interfaces`
@@ -182,13 +187,31 @@ pub fn compile(policy: &Policy, interfaces: &InterfaceIndex) -> CompiledTables {
 /// no entry. Hit slots follow `slots` (the layout the loaded maps were sized
 /// for) and stay with their rule across generations: a rule found in
 /// `previous` (the tables the kernel serves) keeps its slot, so its
-/// counters keep counting; new rules take free slots.
+/// counters keep counting; new rules take free slots. A rule's `expires_at`
+/// becomes its entries' CLOCK_MONOTONIC deadline through `clock` (a reading
+/// taken now); a deadline within [`SAME_DEADLINE`] of the one `previous`
+/// holds for the entry keeps that value, so an unchanged policy compiles to
+/// unchanged tables.
 pub fn compile_next(
     policy: &Policy,
     interfaces: &InterfaceIndex,
     slots: HitSlots,
     previous: &CompiledTables,
+    clock: &MonotonicClock,
 ) -> CompiledTables {
+    let deadline = |expires_at: Option<SystemTime>, held: Option<&RuleValue>| -> u64 {
+        let Some(at) = expires_at else { return 0 };
+        let ns = clock.to_monotonic_ns(at);
+        match held {
+            Some(held)
+                if held.expires_at_ns() != 0
+                    && u128::from(held.expires_at_ns().abs_diff(ns)) <= SAME_DEADLINE.as_nanos() =>
+            {
+                held.expires_at_ns()
+            }
+            _ => ns,
+        }
+    };
     let mut flags = FLAG_VALID;
     if policy.default_action == DefaultAction::Allow {
         flags |= FLAG_DEFAULT_ALLOW;
@@ -218,14 +241,18 @@ pub fn compile_next(
 
     let ip_keys: Vec<PrefixKey> = policy.ip_rules.iter().map(|r| PrefixKey::from(r.network)).collect();
     let ip_slots = assign_slots(
-        ip_keys.iter().map(|k| previous.ip_rules.get(k).copied()),
-        previous.ip_rules.values().copied(),
+        ip_keys.iter().map(|k| previous.ip_rules.get(k).map(|v| v.slot)),
+        previous.ip_rules.values().map(|v| v.slot),
         slots.ip_rules,
     );
     let ip_rules = ip_keys
         .into_iter()
         .zip(ip_slots)
-        .map(|(key, slot)| (key, slots.ip(slot)))
+        .zip(&policy.ip_rules)
+        .map(|((key, slot), rule)| {
+            let expires = deadline(rule.expires_at, previous.ip_rules.get(&key));
+            (key, RuleValue::expiring(slots.ip(slot), expires))
+        })
         .collect();
 
     let vnet_keys: Vec<Vec<VnetPrefixKey>> = policy
@@ -249,17 +276,19 @@ pub fn compile_next(
         vnet_keys.iter().map(|keys| {
             keys.iter()
                 .find_map(|k| previous.vnet_rules.get(k))
-                .and_then(|s| s.checked_sub(vnet_base))
+                .and_then(|v| v.slot.checked_sub(vnet_base))
         }),
-        previous.vnet_rules.values().filter_map(|s| s.checked_sub(vnet_base)),
+        previous.vnet_rules.values().filter_map(|v| v.slot.checked_sub(vnet_base)),
         slots.vnet_rules,
     );
     let mut vnet_rules = BTreeMap::new();
-    for (keys, slot) in vnet_keys.into_iter().zip(vnet_slots) {
+    for ((keys, slot), rule) in vnet_keys.into_iter().zip(vnet_slots).zip(&policy.virtual_network_rules) {
         for key in keys {
             // The same prefix under the same endpoint in two rules: the
-            // first rule (in policy order) is the one reported.
-            vnet_rules.entry(key).or_insert(slots.vnet(slot));
+            // first rule (in policy order) is the one reported, and its
+            // expiry is the entry's.
+            let expires = deadline(rule.expires_at, previous.vnet_rules.get(&key));
+            vnet_rules.entry(key).or_insert(RuleValue::expiring(slots.vnet(slot), expires));
         }
     }
 
@@ -270,7 +299,7 @@ pub fn compile_next(
         .iter()
         .map(|p| {
             let service = catalogue.iter().position(|s| s.name == p.service).unwrap_or(0);
-            (PrefixKey::from(p.network), slots.trusted(service as u32))
+            (PrefixKey::from(p.network), RuleValue::new(slots.trusted(service as u32)))
         })
         .collect();
 
@@ -315,14 +344,19 @@ fn assign_slots(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::policy::parse_toml;
+    use crate::policy::{parse_toml, parse_toml_at};
 
     fn compiled(text: &str) -> CompiledTables {
         compiled_with(text, &InterfaceIndex::new())
     }
 
     fn compiled_with(text: &str, interfaces: &InterfaceIndex) -> CompiledTables {
-        compile(&parse_toml(text).expect("valid test policy").policy, interfaces)
+        compile(&parse_toml(text).expect("valid test policy").policy, interfaces, &clock())
+    }
+
+    /// A fixed clock reading: monotonic 1000 s at 2030-01-01T00:00:00Z.
+    fn clock() -> MonotonicClock {
+        MonotonicClock::at(humantime::parse_rfc3339("2030-01-01T00:00:00Z").unwrap(), 1_000_000_000_000)
     }
 
     const SUBNETS: &str = r#"
@@ -349,7 +383,7 @@ endpoint = { interface = "eth1", vlan = 7 }
         let entries: Vec<(u32, u32, String, u32)> = tables
             .vnet_rules
             .iter()
-            .map(|(k, v)| (k.ifindex, k.vlan, Ipv4Net::from(k.prefix).to_string(), *v - base))
+            .map(|(k, v)| (k.ifindex, k.vlan, Ipv4Net::from(k.prefix).to_string(), v.slot - base))
             .collect();
         assert_eq!(
             entries,
@@ -370,7 +404,7 @@ endpoint = { interface = "eth1", vlan = 7 }
     #[test]
     fn a_subnet_rule_on_a_missing_interface_compiles_to_nothing() {
         let policy = parse_toml(SUBNETS).unwrap().policy;
-        let tables = compile(&policy, &InterfaceIndex::new());
+        let tables = compile(&policy, &InterfaceIndex::new(), &clock());
         let ifindexes: Vec<u32> = tables.vnet_rules.keys().map(|k| k.ifindex).collect();
         assert_eq!(ifindexes, vec![IFINDEX_ANY]);
         assert_eq!(
@@ -386,15 +420,60 @@ endpoint = { interface = "eth1", vlan = 7 }
         };
         let slots = HitSlots { ip_rules: 4, vnet_rules: 2, trusted_services: 10 };
         let none = InterfaceIndex::new();
-        let first = compile_next(&policy(r#""203.0.113.0/24", "198.51.100.7""#), &none, slots, &CompiledTables::empty());
-        let slot_of = |t: &CompiledTables, net: &str| t.ip_rules[&PrefixKey::from(net.parse::<Ipv4Net>().unwrap())];
+        let first = compile_next(&policy(r#""203.0.113.0/24", "198.51.100.7""#), &none, slots, &CompiledTables::empty(), &clock());
+        let slot_of = |t: &CompiledTables, net: &str| t.ip_rules[&PrefixKey::from(net.parse::<Ipv4Net>().unwrap())].slot;
         assert_eq!((slot_of(&first, "198.51.100.7/32"), slot_of(&first, "203.0.113.0/24")), (0, 1));
         // Remove 198.51.100.7 and add 192.0.2.9: the kept rule keeps slot 1,
         // the new one takes a never-used slot, not the freed slot 0.
-        let second = compile_next(&policy(r#""203.0.113.0/24", "192.0.2.9""#), &none, slots, &first);
+        let second = compile_next(&policy(r#""203.0.113.0/24", "192.0.2.9""#), &none, slots, &first, &clock());
         assert_eq!(slot_of(&second, "203.0.113.0/24"), 1);
         assert_eq!(slot_of(&second, "192.0.2.9/32"), 2);
         assert_eq!(second.fresh_slots(&first), vec![2]);
+    }
+
+    #[test]
+    fn expires_at_becomes_a_monotonic_deadline_in_every_entry_of_its_rule() {
+        let text = r#"
+default_action = "Deny"
+ip_rules = ["203.0.113.0/24", { value = "198.51.100.7", expires_at = "2030-01-01T00:00:30Z" }]
+[[virtual_network_rules]]
+id = "vnet/subnets/a"
+address_prefixes = ["10.1.2.0/24", "10.9.0.0/16"]
+endpoint = { vlan = 120 }
+expires_at = "2030-01-01T00:01:00Z"
+"#;
+        let policy = parse_toml_at(text, humantime::parse_rfc3339("2029-12-31T00:00:00Z").unwrap()).unwrap().policy;
+        let tables = compile(&policy, &InterfaceIndex::new(), &clock());
+        let expiry = |net: &str| tables.ip_rules[&PrefixKey::from(net.parse::<Ipv4Net>().unwrap())].expires_at_ns();
+        assert_eq!(expiry("203.0.113.0/24"), 0, "a rule without expires_at never expires");
+        assert_eq!(expiry("198.51.100.7/32"), 1_030_000_000_000);
+        let vnet: Vec<u64> = tables.vnet_rules.values().map(|v| v.expires_at_ns()).collect();
+        assert_eq!(vnet, [1_060_000_000_000, 1_060_000_000_000]);
+    }
+
+    #[test]
+    fn a_deadline_recomputed_within_a_millisecond_keeps_the_value_the_kernel_holds() {
+        let text = r#"
+default_action = "Deny"
+ip_rules = [{ value = "198.51.100.7", expires_at = "2030-01-01T00:00:30Z" }]
+"#;
+        let policy = parse_toml_at(text, humantime::parse_rfc3339("2029-12-31T00:00:00Z").unwrap()).unwrap().policy;
+        let slots = hit_slots_for(&policy);
+        let none = InterfaceIndex::new();
+        let first = compile_next(&policy, &none, slots, &CompiledTables::empty(), &clock());
+        // The same wall-clock time read 300 µs apart: same tables.
+        let jitter = MonotonicClock::at(
+            humantime::parse_rfc3339("2030-01-01T00:00:00Z").unwrap(),
+            1_000_000_300_000,
+        );
+        assert_eq!(compile_next(&policy, &none, slots, &first, &jitter), first);
+        // The wall clock was stepped by a second: the deadline follows it.
+        let stepped = MonotonicClock::at(
+            humantime::parse_rfc3339("2030-01-01T00:00:00Z").unwrap(),
+            1_001_000_000_000,
+        );
+        let second = compile_next(&policy, &none, slots, &first, &stepped);
+        assert_eq!(second.ip_rules.values().next().unwrap().expires_at_ns(), 1_031_000_000_000);
     }
 
     #[test]

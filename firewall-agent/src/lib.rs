@@ -11,10 +11,12 @@
 //! - `paths`: every pin and socket path (all overridable).
 //! - `links`: interface names → ifindexes, link-change notifications.
 //! - `compile`: policy → table contents (pure).
+//! - `clock`: wall-clock times ↔ the kernel's CLOCK_MONOTONIC deadlines.
 //! - `policy`: the policy model, parsing and validation (pure).
 
 pub mod check;
 pub mod cli;
+pub mod clock;
 pub mod compile;
 pub mod control;
 pub mod daemon;

@@ -43,10 +43,7 @@ fn run(args: RunArgs) -> ExitCode {
     vaultfw::telemetry::init_json_logs();
     let options = RunOptions {
         interfaces: args.interfaces,
-        source: PolicySource {
-            path: args.policy,
-            subnet_map: args.subnet_map,
-        },
+        source: PolicySource::new(args.policy, args.subnet_map),
         xdp_mode: args.xdp_mode,
         stats_interval: Duration::from_secs(args.stats_interval),
         pin_dir: args.pin_dir,
@@ -88,7 +85,7 @@ fn run(args: RunArgs) -> ExitCode {
 }
 
 fn export(args: ExportArgs) -> ExitCode {
-    let validated = match policy::load_policy(&args.file, args.subnet_map.as_deref()) {
+    let validated = match PolicySource::new(&args.file, args.subnet_map.clone()).load() {
         Ok(v) => v,
         Err(error) => {
             eprintln!("vaultfw: {error}");
@@ -111,7 +108,7 @@ fn export(args: ExportArgs) -> ExitCode {
 }
 
 fn validate(args: ValidateArgs) -> ExitCode {
-    match policy::load_policy(&args.file, args.subnet_map.as_deref()) {
+    match PolicySource::new(&args.file, args.subnet_map.clone()).load() {
         Ok(validated) => {
             if !args.force
                 && let Some(port) = vaultfw::cli::session::session_port()

@@ -1,19 +1,21 @@
 //! Writing accepted CLI changes back to the native policy file, so a
 //! restart serves the same policy. Edits go through `toml_edit`, which
 //! keeps the operator's comments, order and formatting around them; the
-//! result is written to a temporary file in the same directory, synced,
-//! and renamed over the original (atomic: a crash leaves the old file or
-//! the new one, never half of one).
+//! result replaces the file atomically ([`write_atomically`]: a crash
+//! leaves the old file or the new one, never half of one; links planted
+//! beside it are never followed; a symlinked policy file is written
+//! through to its target).
 
-use std::fs;
-use std::io::Write;
-use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
+mod files;
+
+use std::path::PathBuf;
 
 use ipnet::Ipv4Net;
 use toml_edit::{Array, ArrayOfTables, DocumentMut, InlineTable, Item, Table, Value};
 
 use crate::policy::Endpoint;
+
+pub use files::{TEMP_MARKER, TEMP_SUFFIX, remove_leftover_temp_files, write_atomically};
 
 /// One change to a native policy document.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -258,31 +260,6 @@ fn value_network(value: &Value) -> Option<Ipv4Net> {
     }
 }
 
-/// Replaces `path` with `contents` atomically, keeping its permissions.
-pub fn write_atomically(path: &Path, contents: &str) -> Result<(), PersistError> {
-    let io = |source| PersistError::Io {
-        path: path.to_path_buf(),
-        source,
-    };
-    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
-    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-    let temp = dir.join(format!(".{name}.vaultfw-{}.tmp", std::process::id()));
-    let result = (|| {
-        let mut file = fs::File::create(&temp)?;
-        file.write_all(contents.as_bytes())?;
-        if let Ok(meta) = fs::metadata(path) {
-            file.set_permissions(fs::Permissions::from_mode(meta.permissions().mode()))?;
-        }
-        file.sync_all()?;
-        fs::rename(&temp, path)?;
-        fs::File::open(dir)?.sync_all()
-    })();
-    if result.is_err() {
-        let _ = fs::remove_file(&temp);
-    }
-    result.map_err(io)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -412,19 +389,5 @@ ip_rules = [
         )
         .unwrap();
         assert!(!text.contains("virtual_network_rules"), "{text}");
-    }
-
-    #[test]
-    fn atomic_write_replaces_the_file_and_keeps_its_mode() {
-        let dir = std::env::temp_dir().join(format!("vfw-persist-{}", std::process::id()));
-        fs::create_dir_all(&dir).unwrap();
-        let path = dir.join("policy.toml");
-        fs::write(&path, "old").unwrap();
-        fs::set_permissions(&path, fs::Permissions::from_mode(0o640)).unwrap();
-        write_atomically(&path, "new").unwrap();
-        assert_eq!(fs::read_to_string(&path).unwrap(), "new");
-        assert_eq!(fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o640);
-        assert_eq!(fs::read_dir(&dir).unwrap().count(), 1, "no temporary file left");
-        fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -8,8 +8,9 @@
 //! reproducible from its seed: valid, edge and malformed frames (0–3 VLAN
 //! tags, IPv4 options and bad IHL, fragments, bad lengths, IPv6 with 0–8
 //! extension headers, random bytes, Ethernet padding) and every truncation
-//! of some of them; table sets with random prefixes, ports, endpoints and
-//! flags. `cargo xtask test` runs a bounded number (20,000 frames);
+//! of some of them; table sets with random prefixes, ports, endpoints,
+//! flags and rule expiries (long past or far ahead, so the verdict does not
+//! hang on the moment). `cargo xtask test` runs a bounded number (20,000 frames);
 //! `cargo xtask fuzz` runs a long one through the same test, with
 //! `VAULTFW_DIFF_FRAMES` and `VAULTFW_DIFF_SEED`.
 //!
@@ -22,8 +23,9 @@ use std::time::{Duration, Instant};
 
 use firewall_common::{
     FLAG_AUDIT, FLAG_BYPASS_TRUSTED, FLAG_DEFAULT_ALLOW, FLAG_IPV6_ALLOW, FLAG_VALID,
-    PORT_PROTO_TCP, PORT_PROTO_UDP, VLAN_ANY, Verdict, port_slot,
+    PORT_PROTO_TCP, PORT_PROTO_UDP, RuleValue, VLAN_ANY, Verdict, port_slot,
 };
+use vaultfw::clock::kernel_now_ns;
 use vaultfw::compile::{CompiledTables, PrefixKey, VnetPrefixKey};
 use vaultfw::dataplane::{Capacity, Dataplane};
 use vaultfw::reference::{self, Judgement};
@@ -96,6 +98,10 @@ fn describe_tables(t: &CompiledTables) -> String {
             .collect()
     };
     let net = |k: &PrefixKey| format!("{}/{}", Ipv4Addr::from(k.octets), k.prefix_len);
+    let entry = |k: &PrefixKey, v: &RuleValue| match v.expires_at_ns() {
+        0 => net(k),
+        at => format!("{} (expires at monotonic {at} ns)", net(k)),
+    };
     let _ = writeln!(out, "  flags: {}", flags.join(" | "));
     let _ = writeln!(
         out,
@@ -106,20 +112,20 @@ fn describe_tables(t: &CompiledTables) -> String {
     let _ = writeln!(
         out,
         "  ip_rules: {:?}",
-        t.ip_rules.keys().map(net).collect::<Vec<_>>()
+        t.ip_rules.iter().map(|(k, v)| entry(k, v)).collect::<Vec<_>>()
     );
     let _ = writeln!(
         out,
         "  trusted: {:?}",
-        t.trusted.keys().map(net).collect::<Vec<_>>()
+        t.trusted.iter().map(|(k, v)| entry(k, v)).collect::<Vec<_>>()
     );
     let vnet: Vec<String> = t
         .vnet_rules
-        .keys()
-        .map(|k| {
+        .iter()
+        .map(|(k, v)| {
             format!(
                 "{} via {}",
-                net(&k.prefix),
+                entry(&k.prefix, v),
                 reference::endpoint_words(k.ifindex, k.vlan)
             )
         })
@@ -213,7 +219,7 @@ impl Runner {
             .dataplane
             .test_run(frame)
             .unwrap_or_else(|e| panic!("frame {}: {e}", hex(frame)));
-        let model = reference::judge(frame, TEST_RUN_IFINDEX, &self.tables);
+        let model = reference::judge(frame, TEST_RUN_IFINDEX, &self.tables, kernel_now_ns());
         self.batch.push(Pending {
             frame: frame.to_vec(),
             code,
@@ -450,7 +456,7 @@ fn deny_443() -> CompiledTables {
 fn expect_all(dataplane: &Dataplane, tables: &CompiledTables, cases: &[(&str, Vec<u8>, Verdict)]) {
     let mut failures = Vec::new();
     for (name, frame, expected) in cases {
-        let model = reference::judge(frame, TEST_RUN_IFINDEX, tables);
+        let model = reference::judge(frame, TEST_RUN_IFINDEX, tables, kernel_now_ns());
         assert_eq!(model.verdict, *expected, "the model's verdict for {name}");
         let (code, got) = kernel_judge(dataplane, frame).unwrap_or_else(|e| panic!("{name}: {e}"));
         let expected_code = reference::XdpAction::of(*expected).code();
@@ -512,7 +518,7 @@ fn test_run_judges_frames_as_received_on_loopback() {
                     octets: [10, 1, 2, 0],
                 },
             },
-            0,
+            RuleValue::new(0),
         );
         let dataplane = loaded(&tables);
         expect_all(

@@ -10,7 +10,7 @@ use firewall_common::Verdict;
 use vaultfw::dataplane::EventTotals;
 use vaultfw::telemetry::metrics::{SnapshotRequest, render};
 use vaultfw::telemetry::{
-    CounterSample, InterfaceCounters, MapFill, MetricsServer, MetricsSnapshot, RuleHitSample, RuleKind, RuleRef,
+    CounterSample, HealthSample, InterfaceCounters, MapFill, MetricsServer, MetricsSnapshot, RuleHitSample, RuleKind, RuleRef,
 };
 
 fn snapshot() -> MetricsSnapshot {
@@ -42,6 +42,11 @@ fn snapshot() -> MetricsSnapshot {
         generation: 7,
         last_apply: Some(Duration::from_millis(12)),
         map_fill: vec![MapFill { table: "ip_rules", entries: 2, capacity: 127 }],
+        health: HealthSample {
+            last_reload: Some((false, SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_100))),
+            policy_in_sync: false,
+            control_socket_present: true,
+        },
     }
 }
 
@@ -66,6 +71,10 @@ fn a_snapshot_renders_every_family_in_the_prometheus_text_format() {
         "vaultfw_policy_apply_duration_seconds 0.012",
         r#"vaultfw_map_entries{table="ip_rules"} 2"#,
         r#"vaultfw_map_capacity_entries{table="ip_rules"} 127"#,
+        "vaultfw_last_reload_success 0",
+        "vaultfw_last_reload_timestamp_seconds 1800000100.0",
+        "vaultfw_policy_in_sync 0",
+        "vaultfw_control_socket_present 1",
     ] {
         assert!(lines.contains(&expected), "missing {expected:?} in\n{text}");
     }

@@ -300,12 +300,13 @@ fn an_allowed_frame_counts_packets_and_bytes_on_its_rule() {
         p.expect(&frame, XDP_PASS, AllowIpRule);
     }
     p.expect(&tcp_syn([192, 0, 2, 200], 443), XDP_DROP, DenyNoMatch);
-    let slot = *p
+    let slot = p
         .dataplane
         .active_tables()
         .ip_rules
         .get(&vaultfw::compile::PrefixKey { prefix_len: 24, octets: [203, 0, 113, 0] })
-        .expect("rule compiled");
+        .expect("rule compiled")
+        .slot;
     let hits = p.dataplane.rule_hits().expect("read hits");
     assert_eq!(hits.len(), 1, "only the matching rule counts: {hits:?}");
     let h = hits[&slot];

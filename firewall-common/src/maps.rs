@@ -6,6 +6,16 @@
 //! rule tries. The program reads [`ACTIVE_SET`] once per frame and judges the
 //! whole frame with that set; the agent fills the inactive set and then
 //! flips the index with one array write, so no frame sees half a policy.
+//!
+//! Deadlines are judged by the program, so they hold with no daemon
+//! running: an unconfirmed apply carries [`PolicyConfig::fallback_at_ns`]
+//! (past it, the frame is judged with the other set: the previous
+//! generation), and an expiring rule's entries carry
+//! [`RuleValue::expires_at_ns`].
+//! Both are CLOCK_MONOTONIC nanoseconds, the clock
+//! `bpf_ktime_get_coarse_ns` reads (a few ms resolution; it does not
+//! advance while the host is suspended, so a deadline falls that much later
+//! in wall-clock time after a suspend).
 
 /// Array<u32, 1>: slot 0 holds the active table set, 0 or 1.
 pub const ACTIVE_SET: &str = "VFW_ACTIVE";
@@ -47,7 +57,8 @@ pub const fn verdict_slot(ifindex: u32, verdict: crate::Verdict) -> u32 {
 }
 
 /// PerCpuArray<[`RuleHits`]>: per-rule hit counters, indexed by the hit
-/// slot the tries' values carry (see [`HitSlots`]); sized by the agent.
+/// slot the tries' values carry ([`RuleValue::slot`], see [`HitSlots`]);
+/// sized by the agent.
 pub const RULE_HITS: &str = "VFW_RULE_HITS";
 /// RingBuf of [`AccessEvent`]s: the deny access log (and, on request,
 /// allow events), rate-limited per CPU in the kernel.
@@ -121,7 +132,7 @@ pub const FLAG_HAS_VLAN_VNET: u32 = 1 << 6;
 /// attempts (`--log-allowed`), under the same rate limit.
 pub const FLAG_LOG_ALLOWED: u32 = 1 << 4;
 
-/// The settings of one table set. 16 bytes, no implicit padding.
+/// The settings of one table set. 24 bytes, no implicit padding.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct PolicyConfig {
@@ -132,6 +143,23 @@ pub struct PolicyConfig {
     pub event_cost_ns: u32,
     /// Policy generation this set was written for (1, 2, ...).
     pub generation: u64,
+    /// An unconfirmed apply's deadline (`apply --confirm-within`): from this
+    /// CLOCK_MONOTONIC time in ns (as `bpf_ktime_get_coarse_ns` reads it;
+    /// it does not advance while the host is suspended) the program judges
+    /// frames with the *other* table set, which still holds the previous
+    /// generation — so the rollback happens on time whether or not a daemon
+    /// runs. 0 = no deadline. Only the active set's value is read.
+    pub fallback_at_ns: u64,
+}
+
+impl PolicyConfig {
+    /// Whether this (active) set's fallback deadline has passed: the
+    /// program then serves the other set. `now_ns` is called only when a
+    /// deadline is set, so a set without one never reads the clock.
+    #[inline(always)]
+    pub fn fallback_due(&self, now_ns: impl FnOnce() -> u64) -> bool {
+        self.fallback_at_ns != 0 && now_ns() >= self.fallback_at_ns
+    }
 }
 
 /// Per-rule counters of one CPU (the agent sums packets and bytes, and
@@ -339,14 +367,78 @@ impl VnetKey {
     }
 }
 
-/// The value of an IP-rule trie entry: the rule's id, its slot in the
-/// agent's rule table (for per-rule reporting).
-pub type RuleValue = u32;
+/// The value of every rule-trie entry (IP rules, virtual network rules,
+/// trusted services): the rule's hit slot and its expiry. 12 bytes, no
+/// padding.
+///
+/// The expiry lives in the entry rather than in a map of deadlines of its
+/// own: the program reads it from the value the lookup already returned
+/// (no second lookup, and no clock read for a rule without one), it is
+/// written in the same update as its entry (a hit slot handed to another
+/// rule can never inherit a stale deadline), and no further map has to be
+/// sized, pinned and kept in step. The cost is 8 bytes per trie entry.
+///
+/// The kernel stores an LPM trie's value right after its key (4 bytes of
+/// data for IPv4), so a value can only be 4-byte aligned: the 64-bit
+/// deadline is kept as two 32-bit halves, read through
+/// [`RuleValue::expires_at_ns`].
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RuleValue {
+    /// The rule's slot in [`RULE_HITS`] (see [`HitSlots`]).
+    pub slot: u32,
+    /// [`RuleValue::expires_at_ns`], low then high 32 bits.
+    expires_at: [u32; 2],
+}
+
+impl RuleValue {
+    /// An entry for hit slot `slot` that never expires.
+    #[inline(always)]
+    pub const fn new(slot: u32) -> Self {
+        Self::expiring(slot, 0)
+    }
+
+    /// An entry for hit slot `slot` that stops matching at
+    /// `expires_at_ns` (see [`RuleValue::expires_at_ns`]; 0 = never).
+    #[inline(always)]
+    pub const fn expiring(slot: u32, expires_at_ns: u64) -> Self {
+        RuleValue {
+            slot,
+            expires_at: [expires_at_ns as u32, (expires_at_ns >> 32) as u32],
+        }
+    }
+
+    /// The rule's `expires_at` as CLOCK_MONOTONIC ns (as
+    /// `bpf_ktime_get_coarse_ns` reads it): from then on the entry no
+    /// longer matches. 0 = never expires.
+    ///
+    /// An expired entry makes its table not match the frame, and the
+    /// decision goes on to the next table: a shorter prefix of the same
+    /// table that also covers the source is *not* consulted (the trie
+    /// answers only its longest match). So an expired rule never admits
+    /// more than the policy without it would; it may admit less until the
+    /// agent removes the entry (fails closed).
+    #[inline(always)]
+    pub const fn expires_at_ns(&self) -> u64 {
+        (self.expires_at[1] as u64) << 32 | self.expires_at[0] as u64
+    }
+
+    /// Whether the entry has expired. `now_ns` (CLOCK_MONOTONIC ns) is
+    /// called only when the entry has a deadline, so a rule without one
+    /// never reads the clock.
+    #[inline(always)]
+    pub fn expired(&self, now_ns: impl FnOnce() -> u64) -> bool {
+        let at = self.expires_at_ns();
+        at != 0 && now_ns() >= at
+    }
+}
 
 #[cfg(feature = "user")]
 mod pod {
     // SAFETY: repr(C), only integer fields, no implicit padding.
     unsafe impl aya::Pod for super::PolicyConfig {}
+    // SAFETY: repr(C), only u32 fields (12 bytes, no padding).
+    unsafe impl aya::Pod for super::RuleValue {}
     // SAFETY: repr(C), byte arrays only, no padding.
     unsafe impl aya::Pod for super::VnetKey {}
     // SAFETY: repr(C), only u64 fields.
@@ -410,6 +502,24 @@ mod tests {
 
     #[test]
     fn policy_config_has_no_implicit_padding() {
-        assert_eq!(core::mem::size_of::<PolicyConfig>(), 16);
+        assert_eq!(core::mem::size_of::<PolicyConfig>(), 24);
+        assert_eq!(core::mem::size_of::<RuleValue>(), 12);
+        assert_eq!(core::mem::align_of::<RuleValue>(), 4, "LPM trie values follow 4-byte keys");
+    }
+
+    #[test]
+    fn deadlines_read_the_clock_only_when_set_and_hold_from_their_instant() {
+        let never = RuleValue::new(3);
+        assert!(!never.expired(|| panic!("a rule without a deadline read the clock")));
+        let at = RuleValue::expiring(3, 1_000);
+        assert!(!at.expired(|| 999));
+        assert!(at.expired(|| 1_000));
+        let far = RuleValue::expiring(3, 0x1234_5678_9abc_def0);
+        assert_eq!((far.slot, far.expires_at_ns()), (3, 0x1234_5678_9abc_def0));
+        let config = PolicyConfig::default();
+        assert!(!config.fallback_due(|| panic!("a set without a deadline read the clock")));
+        let config = PolicyConfig { fallback_at_ns: 50, ..config };
+        assert!(!config.fallback_due(|| 49));
+        assert!(config.fallback_due(|| 50));
     }
 }

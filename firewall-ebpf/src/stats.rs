@@ -45,9 +45,9 @@ pub fn record(ctx: &XdpContext, judged: &Judged) {
 
 /// The coarse monotonic clock: a few ms resolution at a fraction of
 /// `bpf_ktime_get_ns`'s cost (measured ~30 ns per call in a VM), enough for
-/// last-hit times, the rate limiter and log timestamps.
+/// last-hit times, the rate limiter, log timestamps and deadlines.
 #[inline(always)]
-fn now() -> u64 {
+pub fn now() -> u64 {
     // SAFETY: a helper without arguments.
     unsafe { bpf_ktime_get_coarse_ns() }
 }

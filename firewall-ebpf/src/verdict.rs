@@ -1,16 +1,23 @@
 //! The decision order of DESIGN.md section 2, on a parsed frame. The
-//! active table set is read once per frame and used for every lookup, so a
-//! policy flip never mixes two policies in one verdict.
+//! serving table set is chosen once per frame and used for every lookup, so
+//! a policy flip never mixes two policies in one verdict: the active set,
+//! or — once the active set's fallback deadline (an unconfirmed apply) has
+//! passed — the other set, which still holds the previous generation.
+//!
+//! An entry whose expiry has passed makes its table not match (see
+//! `firewall_common::RuleValue::expires_at_ns`): the decision goes on to the
+//! next table, never to a shorter prefix of the same one.
 
 use aya_ebpf::{btf_maps::lpm_trie::Key, programs::XdpContext};
 use firewall_common::{
     FLAG_AUDIT, FLAG_BYPASS_TRUSTED, FLAG_DEFAULT_ALLOW, FLAG_HAS_VLAN_VNET, FLAG_HAS_VNET,
     FLAG_IPV6_ALLOW, FLAG_LOG_ALLOWED,
-    FLAG_VALID, IFINDEX_ANY, PORT_PROTO_TCP, PORT_PROTO_UDP, VLAN_ANY, VLAN_UNTAGGED,
-    VNET_ENDPOINT_BITS, Verdict, VnetKey, port_slot,
+    FLAG_VALID, IFINDEX_ANY, PORT_PROTO_TCP, PORT_PROTO_UDP, PolicyConfig, RuleValue, VLAN_ANY,
+    VLAN_UNTAGGED, VNET_ENDPOINT_BITS, Verdict, VnetKey, port_slot,
 };
 
 use crate::parse::{self, IPPROTO_TCP, Packet, Transport};
+use crate::stats::now;
 use crate::{
     VFW_ACTIVE, VFW_CONFIG, VFW_IP_RULES_0, VFW_IP_RULES_1, VFW_PORTS, VFW_TRUSTED_0,
     VFW_TRUSTED_1, VFW_VNET_RULES_0, VFW_VNET_RULES_1,
@@ -64,7 +71,7 @@ pub fn judge(ctx: &XdpContext) -> Judged {
         Packet::Malformed => return Judged::plain(Verdict::DenyMalformed),
         Packet::Transport(t) => t,
     };
-    let set = active_set();
+    let (set, config) = serving_set();
     if !is_data_plane(set, &transport) {
         return Judged::plain(Verdict::PassControlPlane);
     }
@@ -73,7 +80,6 @@ pub fn judge(ctx: &XdpContext) -> Judged {
     }
     // A slot the agent never wrote (FLAG_VALID clear) reads as flags 0:
     // default Deny, no bypass, enforce — closed, never open.
-    let config = VFW_CONFIG.get(set).copied().unwrap_or_default();
     let flags = if config.flags & FLAG_VALID != 0 { config.flags } else { 0 };
     let (verdict, rule_slot) = decide(ctx, set, flags, vlan, &transport);
     let logs = verdict.drops()
@@ -115,11 +121,11 @@ fn decide(
     }
     // Key Vault's order: trusted services, IP rules, virtual network rules.
     if flags & FLAG_BYPASS_TRUSTED != 0 {
-        if let Some(slot) = trusted_match(set, src) {
+        if let Some(slot) = live(trusted_match(set, src)) {
             return (Verdict::AllowTrustedService, slot);
         }
     }
-    if let Some(slot) = ip_rule_match(set, src) {
+    if let Some(slot) = live(ip_rule_match(set, src)) {
         return (Verdict::AllowIpRule, slot);
     }
     if flags & FLAG_HAS_VNET != 0 {
@@ -128,17 +134,45 @@ fn decide(
         } else {
             VLAN_UNTAGGED // no rule names a VLAN: skip the VLAN lookups
         };
-        if let Some(slot) = vnet_rule_match(set, ctx.ingress_ifindex() as u32, vlan, src) {
+        if let Some(slot) = live(vnet_rule_match(set, ctx.ingress_ifindex() as u32, vlan, src)) {
             return (Verdict::AllowVnetRule, slot);
         }
     }
     (deny(flags, Verdict::DenyNoMatch), NO_SLOT)
 }
 
-/// The table set the agent last flipped to (0 or 1).
+/// The hit slot of a table's match, or `None` when the matching entry has
+/// expired: the table then does not match this frame (fails closed; a
+/// shorter prefix of the same table is not consulted). The clock is read
+/// only for an entry with a deadline.
 #[inline(always)]
-fn active_set() -> u32 {
-    VFW_ACTIVE.get(0).map_or(0, |s| *s & 1)
+fn live(matched: Option<RuleValue>) -> Option<u32> {
+    match matched {
+        Some(value) if !value.expired(now) => Some(value.slot),
+        _ => None,
+    }
+}
+
+/// The table set that judges this frame and its settings: the set the
+/// agent last flipped to, or the other one once the active set's fallback
+/// deadline has passed (an apply nobody confirmed in time: the other set
+/// still holds the previous generation). The clock is read only when a
+/// deadline is set.
+#[inline(always)]
+fn serving_set() -> (u32, PolicyConfig) {
+    let active = VFW_ACTIVE.get(0).map_or(0, |s| *s & 1);
+    let config = config_of(active);
+    if config.fallback_due(now) {
+        let previous = active ^ 1;
+        return (previous, config_of(previous));
+    }
+    (active, config)
+}
+
+/// Table set `set`'s settings (all zero, so closed, if unreadable).
+#[inline(always)]
+fn config_of(set: u32) -> PolicyConfig {
+    VFW_CONFIG.get(set).copied().unwrap_or_default()
 }
 
 /// Whether the frame's destination port is guarded in table set `set`.
@@ -154,9 +188,9 @@ fn is_data_plane(set: u32, t: &Transport) -> bool {
 }
 
 /// Longest-prefix match of the IPv4 source (network byte order) against
-/// table set `set`'s IP rules; the matching rule's hit slot.
+/// table set `set`'s IP rules; the matching entry.
 #[inline(always)]
-fn ip_rule_match(set: u32, src: [u8; 4]) -> Option<u32> {
+fn ip_rule_match(set: u32, src: [u8; 4]) -> Option<RuleValue> {
     let key = Key::new(32, src);
     let hit = if set == 0 {
         VFW_IP_RULES_0.get(&key)
@@ -167,9 +201,9 @@ fn ip_rule_match(set: u32, src: [u8; 4]) -> Option<u32> {
 }
 
 /// Longest-prefix match of the source against table set `set`'s
-/// trusted-service prefixes; the service's hit slot.
+/// trusted-service prefixes; the matching entry.
 #[inline(always)]
-fn trusted_match(set: u32, src: [u8; 4]) -> Option<u32> {
+fn trusted_match(set: u32, src: [u8; 4]) -> Option<RuleValue> {
     let key = Key::new(32, src);
     let hit = if set == 0 {
         VFW_TRUSTED_0.get(&key)
@@ -179,12 +213,13 @@ fn trusted_match(set: u32, src: [u8; 4]) -> Option<u32> {
     hit.copied()
 }
 
-/// The hit slot of a virtual network rule of table set `set` covering
-/// `src` arriving through this endpoint: a rule bound to the interface (any
-/// VLAN), to the interface and the frame's VLAN, or to the frame's VLAN on
-/// any interface.
+/// The entry of a virtual network rule of table set `set` covering `src`
+/// arriving through this endpoint: the first found of a rule bound to the
+/// interface (any VLAN), to the interface and the frame's VLAN, or to the
+/// frame's VLAN on any interface. That first entry is the table's match,
+/// expired or not.
 #[inline(always)]
-fn vnet_rule_match(set: u32, ifindex: u32, vlan: u32, src: [u8; 4]) -> Option<u32> {
+fn vnet_rule_match(set: u32, ifindex: u32, vlan: u32, src: [u8; 4]) -> Option<RuleValue> {
     let prefix_len = VNET_ENDPOINT_BITS + 32;
     let lookup = |key: VnetKey| {
         let key = Key::new(prefix_len, key);

@@ -180,6 +180,11 @@ pub struct AgentOptions {
     pub binary: Option<PathBuf>,
     /// `--on-exit`: tests say what a stop does (default `detach`).
     pub on_exit: &'static str,
+    /// Directories the agent must not see: it runs in a mount namespace of
+    /// its own with an empty tmpfs over each, as a systemd unit's
+    /// PrivateTmp and ProtectHome hide `/tmp` and `/home` from the daemon
+    /// (default none: the host's mounts).
+    pub hidden_dirs: Vec<PathBuf>,
 }
 
 impl AgentOptions {
@@ -191,6 +196,7 @@ impl AgentOptions {
             extra_args: Vec::new(),
             binary: None,
             on_exit: "detach",
+            hidden_dirs: Vec::new(),
         }
     }
 }
@@ -347,8 +353,8 @@ impl Agent {
             ns.name()
         );
         cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
-        let mut child =
-            spawn_in_netns(ns, cmd).unwrap_or_else(|err| panic!("starting {command_line}: {err}"));
+        let mut child = spawn_in_namespaces(ns, cmd, &options.hidden_dirs)
+            .unwrap_or_else(|err| panic!("starting {command_line}: {err}"));
         cleanup::register_pid(child.id() as i32);
         let capture = Arc::new(Capture::default());
         let readers = vec![
@@ -686,16 +692,66 @@ fn agent_command(binary: &Path, args: &[String]) -> Command {
 
 /// Spawn `cmd` in `ns`'s network namespace: `setns(CLONE_NEWNET)` in the
 /// child before exec, so it keeps the host's mount namespace (and bpffs).
-pub fn spawn_in_netns(ns: &NetNs, mut cmd: Command) -> std::io::Result<Child> {
+pub fn spawn_in_netns(ns: &NetNs, cmd: Command) -> std::io::Result<Child> {
+    spawn_in_namespaces(ns, cmd, &[])
+}
+
+/// [`spawn_in_netns`], and when `hidden` names directories, in a mount
+/// namespace of its own (private propagation, so nothing leaks to the
+/// host's) with an empty tmpfs mounted over each: the child cannot see
+/// what they hold, the way a systemd unit's PrivateTmp/ProtectHome hide
+/// directories. Everything else (bpffs, the socket's directory) is the
+/// host's. The namespace and its mounts go when the child exits.
+pub fn spawn_in_namespaces(
+    ns: &NetNs,
+    mut cmd: Command,
+    hidden: &[PathBuf],
+) -> std::io::Result<Child> {
     let ns_file = File::open(ns.path())?;
     let fd = ns_file.as_raw_fd();
-    // SAFETY: between fork and exec the closure only makes one syscall
+    // Built before the fork: the child may not allocate.
+    let c = |s: &str| std::ffi::CString::new(s).expect("no NUL in a literal");
+    let (root, tmpfs, options) = (c("/"), c("tmpfs"), c("mode=0700"));
+    let hidden: Vec<std::ffi::CString> = hidden
+        .iter()
+        .map(|dir| {
+            std::ffi::CString::new(dir.as_os_str().as_encoded_bytes())
+                .expect("hidden directory paths hold no NUL")
+        })
+        .collect();
+    // SAFETY: between fork and exec the closure makes only syscalls
     // (async-signal-safe) on a descriptor the parent keeps open until spawn
-    // returns; it is close-on-exec, so the agent does not inherit it.
+    // returns (close-on-exec, so the agent does not inherit it) and on
+    // C strings built before the fork, which outlive the spawn.
     unsafe {
         cmd.pre_exec(move || {
-            if libc::setns(fd, libc::CLONE_NEWNET) != 0 {
-                return Err(std::io::Error::last_os_error());
+            let check = |rc: libc::c_int| {
+                if rc == 0 {
+                    Ok(())
+                } else {
+                    Err(std::io::Error::last_os_error())
+                }
+            };
+            check(libc::setns(fd, libc::CLONE_NEWNET))?;
+            if hidden.is_empty() {
+                return Ok(());
+            }
+            check(libc::unshare(libc::CLONE_NEWNS))?;
+            check(libc::mount(
+                std::ptr::null(),
+                root.as_ptr(),
+                std::ptr::null(),
+                libc::MS_REC | libc::MS_PRIVATE,
+                std::ptr::null(),
+            ))?;
+            for dir in &hidden {
+                check(libc::mount(
+                    tmpfs.as_ptr(),
+                    dir.as_ptr(),
+                    tmpfs.as_ptr(),
+                    libc::MS_NOSUID | libc::MS_NODEV,
+                    options.as_ptr().cast(),
+                ))?;
             }
             Ok(())
         });

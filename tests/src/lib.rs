@@ -37,5 +37,5 @@ pub use probe::{PROBE_TIMEOUT, ProbeLog, Prober};
 pub use stats::{COUNTERS, FinalStats};
 pub use topology::{ALLOWED_SRC, DENIED_SRC, SERVER_IP, Topology};
 pub use traffic::{
-    CONNECT_TIMEOUT, Connect, TcpServer, UdpReceiver, connect, connect_from, send_udp,
+    CONNECT_TIMEOUT, Connect, TcpServer, UdpReceiver, connect, connect_from, http_get, send_udp,
 };

@@ -259,3 +259,23 @@ impl Drop for UdpReceiver {
         }
     }
 }
+
+/// `GET path` over HTTP/1.0 on `addr` (e.g. the agent's metrics address),
+/// from inside `ns` (the agent's loopback is that namespace's); the whole
+/// answer, status line and headers included.
+pub fn http_get(ns: &NetNs, addr: &str, path: &str) -> String {
+    use std::io::Write;
+    let addr = addr.to_owned();
+    let path = path.to_owned();
+    in_netns(ns, move || {
+        let mut stream =
+            std::net::TcpStream::connect(&addr).unwrap_or_else(|e| panic!("connecting to {addr}: {e}"));
+        stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .expect("read timeout");
+        write!(stream, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").expect("sending the request");
+        let mut answer = String::new();
+        stream.read_to_string(&mut answer).expect("reading the answer");
+        answer
+    })
+}

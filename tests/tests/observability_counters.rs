@@ -11,14 +11,14 @@
 //! links), so every frame the program judges is one the test sent.
 
 use std::collections::BTreeMap;
-use std::io::{Read, Write};
-use std::net::{Ipv4Addr, SocketAddrV4, TcpStream, UdpSocket};
+use std::net::{Ipv4Addr, SocketAddrV4, UdpSocket};
 use std::time::Duration;
 
 use serde_json::Value;
 use vaultfw_tests::agent::LeftPins;
 use vaultfw_tests::raw::{mac, send_frames, tcp_syn};
 use vaultfw_tests::{
+    http_get,
     ALLOWED_SRC, Agent, AgentOptions, DENIED_SRC, NetNs, PolicyFile, SERVER_IP, Topology,
     UdpReceiver, in_netns,
 };
@@ -108,21 +108,6 @@ fn quiet_private_link(topo: &Topology, client_veth: &str, server_veth: &str) {
         "neigh", "replace", &SUBNET_SRC.to_string(), "lladdr", &client_mac, "dev", server_veth,
         "nud", "permanent",
     ]);
-}
-
-/// `GET path` on the agent's metrics address, from inside `ns` (the
-/// agent's loopback is that namespace's).
-fn http_get(ns: &NetNs, addr: &str, path: &str) -> String {
-    let addr = addr.to_owned();
-    let path = path.to_owned();
-    in_netns(ns, move || {
-        let mut stream = TcpStream::connect(&addr).unwrap_or_else(|e| panic!("connecting to {addr}: {e}"));
-        stream.set_read_timeout(Some(Duration::from_secs(10))).expect("read timeout");
-        write!(stream, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").expect("sending the request");
-        let mut answer = String::new();
-        stream.read_to_string(&mut answer).expect("reading the answer");
-        answer
-    })
 }
 
 /// A Prometheus sample: name, labels, value.

@@ -269,3 +269,66 @@ fn start_failing_during_the_move_puts_every_link_back_on_its_program() {
     );
     agent.stop();
 }
+
+/// An upgrade from the release before kernel-enforced deadlines (its trie
+/// values and config were smaller): the new build moves the filter to new
+/// maps and keeps every rule's counters. Needs that release's binary in
+/// `VAULTFW_PREVIOUS_BIN` (build it from the release's tag); skipped
+/// without it.
+#[test]
+fn upgrade_from_the_previous_release_keeps_the_counters() {
+    let Some(previous) = std::env::var_os("VAULTFW_PREVIOUS_BIN") else {
+        eprintln!(
+            "skipping: set VAULTFW_PREVIOUS_BIN to a vaultfw built from the previous release"
+        );
+        return;
+    };
+    let host = Host::new();
+    let mut old = host.options(&[]);
+    old.binary = Some(previous.into());
+    let mut agent = Agent::start_with(&host.topo.server, BEFORE, old);
+    agent.wait_ready();
+    agent.wait_serving();
+    for _ in 0..3 {
+        assert_connects(
+            &host.topo,
+            &agent,
+            ALLOWED_SRC,
+            443,
+            "on the previous release",
+        );
+    }
+    let generation = agent.generation();
+    let hits = rule_packets(&agent, "203.0.113.0/24");
+    let allowed = agent.counter("allow_ip_rule");
+    let (_, policy, paths) = agent.stop_keeping();
+    let _pins = LeftPins(paths.clone());
+
+    let mut upgraded = Agent::spawn(&host.topo.server, policy, paths, host.options(&[]));
+    upgraded.wait_ready();
+    upgraded.wait_serving();
+    assert!(
+        upgraded.output().contains("moving the filter to new maps"),
+        "{}",
+        upgraded.output()
+    );
+    assert_eq!(
+        upgraded.generation(),
+        generation + 1,
+        "the generation numbering goes on"
+    );
+    assert_eq!(
+        rule_packets(&upgraded, "203.0.113.0/24"),
+        hits,
+        "the rule keeps its counters"
+    );
+    assert!(
+        upgraded.counter("allow_ip_rule") >= allowed,
+        "verdict counters carried over"
+    );
+    assert!(
+        host.second_connects(KEPT_SECOND),
+        "the upgraded filter serves the second interface"
+    );
+    upgraded.stop();
+}

@@ -213,6 +213,7 @@ impl Bench {
             &InterfaceIndex::new(),
             self.dataplane.hit_slots(),
             &self.dataplane.active_tables(),
+            &vaultfw::clock::MonotonicClock::now(),
         )
         .with_access_log(crate::EVENT_RATE, false);
         let t2 = Instant::now();

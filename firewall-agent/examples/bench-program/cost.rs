@@ -172,6 +172,7 @@ pub fn run(
             &InterfaceIndex::new(),
             dataplane.hit_slots(),
             &dataplane.active_tables(),
+            &vaultfw::clock::MonotonicClock::now(),
         )
         .with_access_log(crate::EVENT_RATE, false);
         dataplane.apply(&compiled, generation)?;

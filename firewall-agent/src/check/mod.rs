@@ -168,7 +168,8 @@ pub fn main(args: &CheckArgs) -> ExitCode {
 /// Loads the policy and the frames, runs every frame through the kernel
 /// program and the model, and returns one result per frame.
 pub fn check(args: &CheckArgs) -> Result<Vec<FrameResult>, CheckError> {
-    let validated = crate::policy::load_policy(&args.policy, None)?;
+    let validated =
+        crate::policy::PolicySource::new(&args.policy, args.subnet_map.clone()).load()?;
     let policy = validated.policy;
     let frames = match (&args.pcap, args.src) {
         (Some(path), _) => read_capture(path)?,
@@ -190,7 +191,7 @@ pub fn check(args: &CheckArgs) -> Result<Vec<FrameResult>, CheckError> {
         None => TEST_RUN_IFINDEX,
     };
     let interfaces = endpoint_interfaces(&policy);
-    let tables = compile(&policy, &interfaces);
+    let tables = compile(&policy, &interfaces, &crate::clock::MonotonicClock::now());
     // Sized like the daemon sizes them, so the rule-hit slots `compile`
     // lays out for the policy's limits all exist.
     let limit = |n: usize| u32::try_from(n).unwrap_or(u32::MAX);
@@ -235,7 +236,14 @@ fn judge_frame(
     index: usize,
     frame: Frame,
 ) -> Result<FrameResult, CheckError> {
-    let model = reference::judge(&frame.data, context.ingress_ifindex, context.tables);
+    // Judged at the kernel's clock, so a rule's expiry reads the same in
+    // the model as in the program.
+    let model = reference::judge(
+        &frame.data,
+        context.ingress_ifindex,
+        context.tables,
+        crate::clock::kernel_now_ns(),
+    );
     let mut notes = Vec::new();
     if let Some(original) = frame.cut_from {
         notes.push(format!(

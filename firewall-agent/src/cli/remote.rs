@@ -9,8 +9,9 @@ use serde_json::Value;
 
 use super::OutputFormat;
 use crate::control::client::{self, ClientError};
-use crate::control::protocol::{Command, ErrorKind, Response, RuleSpec};
+use crate::control::protocol::{Command, ErrorKind, Response, RuleSpec, SentFile};
 use crate::paths::{DEFAULT_PIN_DIR, DEFAULT_SOCKET, PinDir};
+use crate::policy::PolicySource;
 
 /// Exit codes (README "Exit codes").
 pub mod exit {
@@ -114,8 +115,14 @@ pub struct UpdateArgs {
 /// `vaultfw apply`.
 #[derive(Debug, Args)]
 pub struct ApplyArgs {
-    /// The new policy (native TOML).
+    /// The new policy: native TOML, or a vault's Azure JSON. Its content
+    /// is sent to the daemon (which may not see this file); a relative
+    /// `service_tags_file` is resolved against the file's directory.
     pub file: PathBuf,
+    /// For Azure JSON: the subnet map giving each ARM subnet id its
+    /// prefixes and service endpoint.
+    #[arg(long, value_name = "FILE")]
+    pub subnet_map: Option<PathBuf>,
     /// Roll back unless `vaultfw confirm` arrives within this time
     /// (`60s`, `5m`).
     #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
@@ -186,27 +193,44 @@ pub fn update(args: &UpdateArgs) -> ExitCode {
     )
 }
 
-/// Runs `vaultfw apply`.
+/// Runs `vaultfw apply`: reads and validates the policy here (where the
+/// operator's files are), makes its file references absolute, and sends its
+/// content. Nothing is sent when it is invalid or guards this SSH session's
+/// port (unless `--force`).
 pub fn apply(args: &ApplyArgs) -> ExitCode {
-    let path = match std::path::absolute(&args.file) {
-        Ok(p) => p,
-        Err(e) => {
-            eprintln!("vaultfw: {}: {e}", args.file.display());
-            return ExitCode::from(exit::INVALID_INPUT);
-        }
+    let output = args.socket.output;
+    let refuse = |message: String| {
+        print_response(output, &Response::error(ErrorKind::InvalidInput, message))
     };
+    let absolute = |path: &PathBuf| std::path::absolute(path).unwrap_or_else(|_| path.clone());
+    let source = PolicySource::new(absolute(&args.file), args.subnet_map.as_ref().map(absolute));
+    let applied = match source.read() {
+        Ok(text) => text.with_absolute_references(),
+        Err(error) => return refuse(error.to_string()),
+    };
+    let validated = match applied.validate() {
+        Ok(v) => v,
+        Err(error) => return refuse(error.to_string()),
+    };
+    for warning in &validated.warnings {
+        eprintln!("vaultfw: warning: {warning}");
+    }
     if !args.force
         && let Some(port) = super::session::session_port()
-        && let Ok(validated) = crate::policy::load_file(&path)
         && let Some(refusal) = super::session::guards_session_port(&validated.policy, port)
     {
-        eprintln!("vaultfw: {}: {refusal}", args.file.display());
-        return ExitCode::from(exit::INVALID_INPUT);
+        return refuse(format!("{}: {refusal}", args.file.display()));
     }
     request(
         &args.socket,
         Command::Apply {
-            path: path.display().to_string(),
+            file: applied.file().display().to_string(),
+            format: applied.format(),
+            text: applied.text().to_owned(),
+            subnet_map: applied.subnet_map().map(|m| SentFile {
+                file: m.path.display().to_string(),
+                text: m.text.clone(),
+            }),
             confirm_within_s: args.confirm_within.map(|d| d.as_secs().max(1)),
             if_generation: args.if_generation,
         },

@@ -1,14 +1,36 @@
 //! The control socket's messages. A request is one line of JSON
-//! `{"version":1,"command":{...}}`; a response is one line
+//! `{"version":2,"command":{...}}`; a response is one line
 //! `{"ok":true,"result":...}` or `{"ok":false,"error":{"kind":...,"message":...}}`.
 //! New commands and fields are added, never renamed; `version` changes only
 //! for an incompatible change, and the daemon refuses versions it does not
-//! speak.
+//! speak ([`parse_request`]).
+//!
+//! Versions: 1 is the first release's. 2 changed only `apply`: it carries
+//! the policy's content ([`Command::Apply`]) instead of a path the daemon
+//! read itself, which a daemon in its own mount namespace (a systemd unit's
+//! PrivateTmp, ProtectHome) could not. A daemon speaks both; a version-1
+//! `apply` is refused with a message saying so. A client sends each command
+//! with the oldest version that has it in its current shape
+//! ([`Command::version`]), so a new CLI still reads an older daemon (`show`
+//! during an upgrade), and an older daemon refuses a new `apply` by its
+//! version instead of half-reading it.
 
 use serde::{Deserialize, Serialize};
 
-/// The protocol version this build speaks.
-pub const PROTOCOL_VERSION: u32 = 1;
+use crate::policy::PolicyFormat;
+use crate::policy::input::MAX_POLICY_BYTES;
+
+/// The protocol version this build speaks (the newest).
+pub const PROTOCOL_VERSION: u32 = 2;
+
+/// The oldest protocol version this build still speaks.
+pub const OLDEST_PROTOCOL_VERSION: u32 = 1;
+
+/// Largest request line accepted, in bytes: an `apply` carries a policy
+/// and a subnet map of up to [`MAX_POLICY_BYTES`] each, which JSON
+/// escaping (quotes, newlines) makes longer; the CLI refuses a larger
+/// request before sending it.
+pub const MAX_REQUEST_BYTES: u64 = 3 * MAX_POLICY_BYTES;
 
 /// One request.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -53,12 +75,25 @@ pub enum Command {
         /// Refuse unless the daemon serves this generation.
         if_generation: Option<u64>,
     },
-    /// Applies the policy file at `path` (read by the daemon). With
-    /// `confirm_within_s`, rolls back unless [`Command::Confirm`] arrives in
-    /// time; the policy file is written only once confirmed.
+    /// Applies a whole policy, sent as its content (protocol version 2).
+    /// The daemon validates it, checks that it can read every file it
+    /// names, and works out what its own policy files will hold before the
+    /// kernel serves it. With `confirm_within_s`, rolls back unless
+    /// [`Command::Confirm`] arrives in time; the policy files are written
+    /// only once confirmed.
     Apply {
-        /// Absolute path of the new policy file.
-        path: String,
+        /// The policy file's path as the operator gave it, made absolute:
+        /// for messages only (the daemon never opens it).
+        file: String,
+        /// Its format (`"native"` or `"azure_json"`), as the CLI detected it.
+        format: PolicyFormat,
+        /// Its text, with relative file references (`service_tags_file`)
+        /// made absolute against its directory.
+        text: String,
+        /// For Azure JSON: the subnet map (its relative references made
+        /// absolute the same way).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        subnet_map: Option<SentFile>,
         /// Seconds to wait for a confirmation.
         confirm_within_s: Option<u64>,
         /// Refuse unless the daemon serves this generation.
@@ -83,6 +118,85 @@ pub enum Command {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         limit: Option<usize>,
     },
+}
+
+/// A file sent with a command: its path (for messages) and its text.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SentFile {
+    /// The path as the operator gave it, made absolute.
+    pub file: String,
+    /// The contents.
+    pub text: String,
+}
+
+impl Command {
+    /// The oldest protocol version that has this command in its current
+    /// shape: what a client sends it with.
+    pub fn version(&self) -> u32 {
+        match self {
+            Command::Apply { .. } => 2,
+            _ => 1,
+        }
+    }
+}
+
+/// Reads one request line: a version this build speaks, and a command
+/// that version has. Errors are the response to send, saying what is
+/// wrong and what to do; an `apply` from a version-1 CLI (which sent a
+/// path) is named as such.
+pub fn parse_request(line: &str) -> Result<Request, Response> {
+    let speak = |version: u32| {
+        Response::error(
+            ErrorKind::InvalidInput,
+            format!(
+                "protocol version {version} is not spoken by this daemon (it speaks \
+                 {OLDEST_PROTOCOL_VERSION} to {PROTOCOL_VERSION}); use the vaultfw binary of the \
+                 same release"
+            ),
+        )
+    };
+    match serde_json::from_str::<Request>(line) {
+        Ok(request) if !(OLDEST_PROTOCOL_VERSION..=PROTOCOL_VERSION).contains(&request.version) => {
+            Err(speak(request.version))
+        }
+        Ok(request) if request.version < request.command.version() => Err(old_apply()),
+        Ok(request) => Ok(request),
+        Err(error) => {
+            /// The parts of a request every version shares.
+            #[derive(Deserialize)]
+            struct Envelope {
+                version: u32,
+                command: Verb,
+            }
+            #[derive(Deserialize)]
+            struct Verb {
+                verb: String,
+            }
+            match serde_json::from_str::<Envelope>(line) {
+                Ok(e) if e.version == 1 && e.command.verb == "apply" => Err(old_apply()),
+                Ok(e) if !(OLDEST_PROTOCOL_VERSION..=PROTOCOL_VERSION).contains(&e.version) => {
+                    Err(speak(e.version))
+                }
+                _ => Err(Response::error(
+                    ErrorKind::InvalidInput,
+                    format!("unreadable request: {error}"),
+                )),
+            }
+        }
+    }
+}
+
+/// The answer to a version-1 `apply`.
+fn old_apply() -> Response {
+    Response::error(
+        ErrorKind::InvalidInput,
+        format!(
+            "this `vaultfw apply` speaks control protocol version 1, which sent the policy \
+             file's path; this daemon (version {PROTOCOL_VERSION}) takes the policy's content, \
+             because it may not see your files (a systemd unit's PrivateTmp or ProtectHome). \
+             Run `apply` with the vaultfw binary of the daemon's release; nothing changed"
+        ),
+    )
 }
 
 /// A rule as the CLI names it (the `az keyvault network-rule` options).
@@ -171,14 +285,16 @@ mod tests {
 
     #[test]
     fn requests_have_a_stable_wire_form() {
-        let request = Request {
-            version: PROTOCOL_VERSION,
-            command: Command::RuleAdd {
-                rule: RuleSpec::Ip {
-                    address: "203.0.113.7".into(),
-                },
-                if_generation: Some(3),
+        // Unchanged since version 1: sent as version 1.
+        let command = Command::RuleAdd {
+            rule: RuleSpec::Ip {
+                address: "203.0.113.7".into(),
             },
+            if_generation: Some(3),
+        };
+        let request = Request {
+            version: command.version(),
+            command,
         };
         let line = serde_json::to_string(&request).unwrap();
         assert_eq!(
@@ -189,11 +305,89 @@ mod tests {
     }
 
     #[test]
+    fn apply_carries_the_policy_content_with_version_2() {
+        let command = Command::Apply {
+            file: "/tmp/new.json".into(),
+            format: PolicyFormat::AzureJson,
+            text: "{}".into(),
+            subnet_map: Some(SentFile {
+                file: "/tmp/map.toml".into(),
+                text: "mode = \"Audit\"\n".into(),
+            }),
+            confirm_within_s: None,
+            if_generation: None,
+        };
+        let request = Request {
+            version: command.version(),
+            command,
+        };
+        let line = serde_json::to_string(&request).unwrap();
+        assert_eq!(
+            line,
+            r#"{"version":2,"command":{"verb":"apply","file":"/tmp/new.json","format":"azure_json","text":"{}","subnet_map":{"file":"/tmp/map.toml","text":"mode = \"Audit\"\n"},"confirm_within_s":null,"if_generation":null}}"#
+        );
+        assert_eq!(parse_request(&line).unwrap(), request);
+    }
+
+    #[test]
+    fn a_version_1_apply_of_a_path_is_refused_by_name_and_other_version_1_commands_work() {
+        let old = r#"{"version":1,"command":{"verb":"apply","path":"/home/op/new.toml","confirm_within_s":null,"if_generation":null}}"#;
+        let refused = parse_request(old).unwrap_err();
+        let message = refused.error.unwrap().message;
+        assert!(
+            message.contains("protocol version 1") && message.contains("content"),
+            "{message}"
+        );
+        // The new shape under the old version is refused the same way.
+        let new_shape = r#"{"version":1,"command":{"verb":"apply","file":"/x","format":"native","text":"","confirm_within_s":null,"if_generation":null}}"#;
+        assert!(
+            parse_request(new_shape)
+                .unwrap_err()
+                .error
+                .unwrap()
+                .message
+                .contains("protocol version 1")
+        );
+        assert_eq!(
+            parse_request(r#"{"version":1,"command":{"verb":"show"}}"#)
+                .unwrap()
+                .command,
+            Command::Show
+        );
+        let future = parse_request(r#"{"version":3,"command":{"verb":"show"}}"#).unwrap_err();
+        assert!(
+            future
+                .error
+                .unwrap()
+                .message
+                .contains("protocol version 3 is not spoken")
+        );
+        let junk = parse_request("{").unwrap_err();
+        assert!(
+            junk.error
+                .unwrap()
+                .message
+                .starts_with("unreadable request")
+        );
+    }
+
+    #[test]
     fn logs_requests_leave_out_what_is_not_asked() {
-        let follow = Command::Logs { after: Some(41), since: None, limit: None };
+        let follow = Command::Logs {
+            after: Some(41),
+            since: None,
+            limit: None,
+        };
         let line = serde_json::to_string(&follow).unwrap();
         assert_eq!(line, r#"{"verb":"logs","after":41}"#);
         let bare: Command = serde_json::from_str(r#"{"verb":"logs"}"#).unwrap();
-        assert_eq!(bare, Command::Logs { after: None, since: None, limit: None });
+        assert_eq!(
+            bare,
+            Command::Logs {
+                after: None,
+                since: None,
+                limit: None
+            }
+        );
     }
 }

@@ -9,9 +9,9 @@ use firewall_common::Verdict;
 use serde_json::{Value, json};
 
 use crate::control::protocol::{Command, ErrorKind, Response, RuleSpec};
-use crate::dataplane::{ApplyReport, xdp_attachment};
-use crate::persist::{self, Edit};
-use crate::policy::{self, Endpoint, fmt_ipv4_rule};
+use crate::dataplane::{ApplyReport, Confirmation, xdp_attachment};
+use crate::persist::Edit;
+use crate::policy::{self, Endpoint, WriteBack, fmt_ipv4_rule};
 
 use super::observe::hits_json;
 use super::state::{Daemon, DeclareError, PendingApply, endpoint_interfaces, refuse_missing_endpoints};
@@ -32,7 +32,11 @@ impl Daemon {
         tracing::debug!(?command, "control command");
         let mut stop = false;
         let result = match command {
-            Command::Show => Ok(self.show()),
+            Command::Show => {
+                // The file may have changed since the last change (no watch).
+                self.refresh_policy_sync();
+                Ok(self.show())
+            }
             Command::Stats => self.stats(),
             Command::RuleList => self.rule_list(),
             Command::RuleAdd { rule, if_generation } => self
@@ -49,12 +53,20 @@ impl Daemon {
                 .check_generation(if_generation)
                 .and_then(|()| self.update(default_action, bypass)),
             Command::Apply {
-                path,
+                file,
+                format,
+                text,
+                subnet_map,
                 confirm_within_s,
                 if_generation,
-            } => self
-                .check_generation(if_generation)
-                .and_then(|()| self.apply_file(&path, confirm_within_s)),
+            } => self.check_generation(if_generation).and_then(|()| {
+                let map = subnet_map.map(|m| policy::FileText {
+                    path: m.file.into(),
+                    text: m.text,
+                });
+                let applied = policy::PolicyText::received(file.into(), format, text, map);
+                self.apply_file(&applied, confirm_within_s)
+            }),
             Command::Confirm => self.confirm(),
             // The access log belongs to the daemon loop, which answers this
             // itself (see `observe::Observer::logs`).
@@ -130,6 +142,7 @@ impl Daemon {
             "virtual_network_rules": p.virtual_network_rules.len(),
             "trusted_service_prefixes": p.trusted_services.prefixes.len(),
             "awaiting_confirmation_until": self.pending.as_ref().map(|pa| humantime::format_rfc3339_seconds(pa.deadline).to_string()),
+            "health": self.health,
             "warnings": notes(p),
         })
     }
@@ -363,30 +376,34 @@ impl Daemon {
         Ok(changed(&report, "updated".to_owned()))
     }
 
-    fn apply_file(&mut self, path: &str, confirm_within_s: Option<u64>) -> Handled {
-        let path = std::path::Path::new(path);
-        let text = policy::input::read_text_file(path, policy::input::MAX_POLICY_BYTES).map_err(|e| invalid(format!("cannot read {}: {e}", path.display())))?;
-        let base = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(std::path::Path::new("."));
-        let validated = policy::parse_toml_with_base(&text, base).map_err(|e| invalid(format!("{}:\n{e}", path.display())))?;
+    /// Applies a whole policy that arrived over the socket (its files
+    /// are the operator's, perhaps out of this daemon's sight). What the
+    /// daemon's own files will hold is settled before the kernel is
+    /// touched.
+    fn apply_file(&mut self, applied: &policy::PolicyText, confirm_within_s: Option<u64>) -> Handled {
+        let validated = applied.validate().map_err(|e| invalid(e.to_string()))?;
         let interfaces = endpoint_interfaces(&validated.policy);
         refuse_missing_endpoints(&validated.policy, &interfaces).map_err(invalid)?;
+        let files = self
+            .options
+            .source
+            .write_back(applied, &validated.policy)
+            .map_err(|e| invalid(e.to_string()))?;
         match confirm_within_s {
             Some(seconds) => {
                 let previous = (self.policy.clone(), self.interfaces.clone());
-                let report = self
-                    .apply(validated.policy, interfaces, "apply")
-                    .map_err(|e| Response::error(ErrorKind::KernelRefused, e.to_string()))?;
+                // The kernel rolls back at the deadline by itself, daemon
+                // or not.
                 let deadline = SystemTime::now() + Duration::from_secs(seconds);
-                let file_before = policy::input::read_text_file(
-                    &self.options.source.path,
-                    policy::input::MAX_POLICY_BYTES,
-                )
-                .ok();
+                let report = self
+                    .apply_until(validated.policy, interfaces, "apply", Some(deadline))
+                    .map_err(|e| Response::error(ErrorKind::KernelRefused, e.to_string()))?;
+                let file_before = self.options.source.file_text().ok();
                 self.pending = Some(PendingApply {
                     previous: previous.0,
                     previous_interfaces: previous.1,
                     deadline,
-                    text,
+                    files,
                     file_before,
                 });
                 let mut answer = changed(&report, format!("applied; run `vaultfw confirm` within {seconds} s or it rolls back"));
@@ -396,7 +413,7 @@ impl Daemon {
             None => {
                 let tables = self.compile(&validated.policy, &interfaces);
                 let report = self
-                    .declare_then_apply(&text, &tables, validated.policy, interfaces, "apply")
+                    .declare_then_apply(&files, &tables, validated.policy, interfaces, "apply")
                     .map_err(refused)?;
                 Ok(changed(&report, "applied".to_owned()))
             }
@@ -410,17 +427,50 @@ impl Daemon {
             .pending
             .as_ref()
             .ok_or_else(|| invalid("nothing awaits confirmation"))?;
-        persist::write_atomically(&self.options.source.path, &pending.text).map_err(|error| {
+        let (files, deadline) = (pending.files.clone(), pending.deadline);
+        if SystemTime::now() >= deadline {
+            return Err(self.too_late());
+        }
+        let before = self.files_now(&files);
+        self.write_files(&files).map_err(|error| {
             Response::error(
                 ErrorKind::Internal,
                 format!(
                     "{error}; not confirmed: the apply still rolls back at {} unless a confirm succeeds",
-                    humantime::format_rfc3339_seconds(pending.deadline)
+                    humantime::format_rfc3339_seconds(deadline)
                 ),
             )
         })?;
+        // Then the kernel: clear its fallback deadline.
+        let kept = self.dataplane.confirm();
+        if !matches!(kept, Ok(Confirmation::Confirmed | Confirmation::NothingPending)) {
+            // The kernel did not keep it (its deadline passed while the
+            // files were written, or it refused the write): the files go
+            // back to what is served.
+            if let Err(error) = before.and_then(|before| self.write_files(&before)) {
+                tracing::error!(%error, "the confirm failed in the kernel and the policy file could not be put back: it holds a policy that is not served");
+            }
+            return Err(match kept {
+                Err(e) => Response::error(
+                    ErrorKind::KernelRefused,
+                    format!("{e}; not confirmed: the apply still rolls back at {}", humantime::format_rfc3339_seconds(deadline)),
+                ),
+                _ => self.too_late(),
+            });
+        }
         self.pending = None;
         Ok(json!({ "generation": self.generation, "message": "confirmed; the policy file now holds the applied policy" }))
+    }
+
+    /// A confirm after the deadline: the kernel serves (or is about to
+    /// serve) the previous generation; the rollback is made official.
+    fn too_late(&mut self) -> Response {
+        self.roll_back_pending("confirmed after its deadline");
+        invalid(format!(
+            "too late: the deadline passed and the apply was rolled back (generation {} is \
+             served); apply it again",
+            self.generation
+        ))
     }
 
     /// Validates `edits` as the whole resulting file, writes the file, then
@@ -431,7 +481,8 @@ impl Daemon {
         let interfaces = endpoint_interfaces(&validated.policy);
         refuse_missing_endpoints(&validated.policy, &interfaces).map_err(invalid)?;
         let tables = self.compile(&validated.policy, &interfaces);
-        self.declare_then_apply(&text, &tables, validated.policy, interfaces, cause)
+        let files = WriteBack { policy: text, subnet_map: None };
+        self.declare_then_apply(&files, &tables, validated.policy, interfaces, cause)
             .map_err(refused)
     }
 }

@@ -20,6 +20,7 @@
 //! `detach` removes it.
 
 mod commands;
+mod health;
 mod observe;
 mod state;
 mod watch;
@@ -140,6 +141,7 @@ pub async fn run(options: RunOptions) -> Result<(), RunError> {
     // Subscribe before resolving, so no link change falls between the two.
     let mut link_events =
         crate::links::LinkEvents::subscribe().map_err(setup("subscribe to link events"))?;
+    crate::persist::remove_leftover_temp_files(&options.source.path);
     // Everything that can refuse the start is resolved before the kernel is
     // touched: a start that fails changes nothing that was in force.
     let (policy, interfaces) = state::load_checked(&options.source)?;
@@ -187,7 +189,10 @@ pub async fn run(options: RunOptions) -> Result<(), RunError> {
     loop {
         let deadline = sleep_until(daemon.next_deadline());
         tokio::select! {
-            _ = ticker.tick() => observer.report(&daemon, false),
+            _ = ticker.tick() => {
+                daemon.check_socket();
+                observer.report(&daemon, false);
+            }
             Some(pending) = requests.recv() => {
                 let outcome = match pending.command {
                     Command::Logs { after, since, limit } => commands::Outcome {

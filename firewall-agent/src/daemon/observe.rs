@@ -13,7 +13,7 @@ use crate::control::protocol::{ErrorKind, Response};
 use crate::dataplane::{Dataplane, DataplaneError, RuleHitTotals};
 use crate::telemetry::{
     self, AccessLog, AccessRecord, CounterSample, InterfaceCounters, MapFill,
-    MetricsSnapshot, RuleHitSample, RuleRef, StatsReporter, rule_slots,
+    HealthSample, MetricsSnapshot, RuleHitSample, RuleRef, StatsReporter, rule_slots,
 };
 
 use super::state::Daemon;
@@ -96,6 +96,11 @@ impl Daemon {
             rules: self.rule_hit_samples()?,
             generation: self.generation,
             last_apply,
+            health: HealthSample {
+                last_reload: self.health.last_reload.as_ref().map(|r| (r.success, r.at)),
+                policy_in_sync: self.health.policy.in_sync(),
+                control_socket_present: self.health.control_socket_present,
+            },
             map_fill: vec![
                 MapFill {
                     table: "ip_rules",
@@ -159,6 +164,7 @@ impl Observer {
             Ok(sample) => self.stats.report_sample(&sample, is_final),
             Err(error) => tracing::error!(%error, "reading the verdict counters failed"),
         }
+        self.access.retry_and_report();
     }
 
     /// Runs `change` (anything that may apply a new generation) and, when
@@ -166,6 +172,7 @@ impl Observer {
     pub(super) fn timed<T>(&mut self, daemon: &mut Daemon, change: impl FnOnce(&mut Daemon) -> T) -> T {
         let (before, started) = (daemon.generation, Instant::now());
         let result = change(daemon);
+        daemon.refresh_policy_sync();
         if daemon.generation != before {
             self.last_apply = Some(started.elapsed());
         }
@@ -232,6 +239,7 @@ impl Observer {
         result["event_rate"] = json!(daemon.options.event_rate);
         result["log_allowed"] = json!(daemon.options.log_allowed);
         result["file"] = json!(self.access.path());
+        result["file_health"] = json!(self.access.file_health());
         Response::ok(result)
     }
 }

@@ -9,44 +9,14 @@ use crate::compile::{CompiledTables, compile_next, missing_endpoints};
 use crate::dataplane::{ApplyReport, Dataplane, DataplaneError};
 use crate::links::{self, InterfaceIndex};
 use crate::persist::{self, Edit};
-use crate::policy::{self, LoadError, Policy, PolicyWarning, Validated};
+use crate::policy::{self, Policy, PolicyFormat, PolicyWarning, Validated, WriteBack};
 
+use super::health::{Health, PolicySync, ReloadOutcome, SocketIdentity};
 use super::{OnExit, RunError, RunOptions};
 
-/// Where the policy comes from.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct PolicySource {
-    /// The policy file: native TOML, or a vault's Azure JSON.
-    pub path: PathBuf,
-    /// For Azure JSON: the subnet map giving prefixes and endpoints.
-    pub subnet_map: Option<PathBuf>,
-}
-
-impl PolicySource {
-    /// Reads and validates the policy.
-    pub fn load(&self) -> Result<Validated, LoadError> {
-        policy::load_policy(&self.path, self.subnet_map.as_deref())
-    }
-
-    /// Whether the file is the native format (changes are written back
-    /// only to native files), as the loader decides it.
-    pub fn is_native(&self) -> bool {
-        self.read()
-            .is_ok_and(|text| policy::PolicyFormat::detect(&self.path, &text) == policy::PolicyFormat::Native)
-    }
-
-    /// The policy file's text (bounded, regular files only).
-    fn read(&self) -> std::io::Result<String> {
-        policy::input::read_text_file(&self.path, policy::input::MAX_POLICY_BYTES)
-    }
-
-    fn base_dir(&self) -> &Path {
-        self.path
-            .parent()
-            .filter(|p| !p.as_os_str().is_empty())
-            .unwrap_or(Path::new("."))
-    }
-}
+/// Where the policy comes from (defined with the loader; kept here for the
+/// daemon's callers).
+pub use crate::policy::PolicySource;
 
 /// Loads the policy and checks its endpoints exist (or may wait).
 pub fn load_checked(source: &PolicySource) -> Result<(Policy, InterfaceIndex), RunError> {
@@ -65,8 +35,8 @@ pub struct PendingApply {
     pub previous_interfaces: InterfaceIndex,
     /// When to roll back.
     pub deadline: SystemTime,
-    /// The new policy's file text, written once confirmed.
-    pub text: String,
+    /// What the policy files get once confirmed.
+    pub files: WriteBack,
     /// The policy file as it was when the apply began: a reload that finds
     /// it unchanged has nothing to say and must not cancel the apply.
     pub file_before: Option<String>,
@@ -86,6 +56,10 @@ pub struct Daemon {
     pub(super) pending: Option<PendingApply>,
     /// Set once `vaultfw detach` removed the filter.
     pub(super) detached: bool,
+    /// What `show` and the metrics say beyond the kernel's maps.
+    pub(super) health: Health,
+    /// The control socket as bound, to notice its removal.
+    socket: SocketIdentity,
 }
 
 impl Daemon {
@@ -148,6 +122,7 @@ impl Daemon {
             on_exit = ?options.on_exit,
             "filtering"
         );
+        let socket = SocketIdentity::of(&options.socket);
         Ok(Daemon {
             dataplane,
             options,
@@ -156,6 +131,8 @@ impl Daemon {
             generation: report.generation,
             pending: None,
             detached: false,
+            health: Health::default(),
+            socket,
         })
     }
 
@@ -177,8 +154,21 @@ impl Daemon {
         interfaces: InterfaceIndex,
         cause: &str,
     ) -> Result<ApplyReport, DataplaneError> {
+        self.apply_until(policy, interfaces, cause, None)
+    }
+
+    /// [`Daemon::apply`]; with `fallback`, the kernel itself serves the
+    /// previous generation again from that time on unless it is confirmed
+    /// (see [`Dataplane::apply_with_fallback`]).
+    pub(super) fn apply_until(
+        &mut self,
+        policy: Policy,
+        interfaces: InterfaceIndex,
+        cause: &str,
+        fallback: Option<SystemTime>,
+    ) -> Result<ApplyReport, DataplaneError> {
         let tables = self.compile(&policy, &interfaces);
-        self.enforce(&tables, policy, interfaces, cause)
+        self.enforce(&tables, policy, interfaces, cause, fallback)
     }
 
     /// `policy` compiled for the loaded maps (nothing is written).
@@ -186,51 +176,88 @@ impl Daemon {
         compile_for(&self.dataplane, &self.options, policy, interfaces)
     }
 
-    /// Declared first, then enforced: writes `text` as the policy file,
-    /// then serves `tables` (compiled from `policy`) as the next
-    /// generation. What can refuse the change — the maps' capacity, the
-    /// disk — is met before the kernel is touched, so a refused change
-    /// never reaches the kernel, costs no generation and changes no
-    /// counter. When the kernel refuses after the file was written, the
-    /// file is put back as it was.
+    /// Declared first, then enforced: writes `files` (the policy file,
+    /// and the subnet map when there is one to write), then serves `tables`
+    /// (compiled from `policy`) as the next generation. What can refuse the
+    /// change — the maps' capacity, the disk — is met before the kernel is
+    /// touched, so a refused change never reaches the kernel, costs no
+    /// generation and changes no counter. When the kernel refuses after
+    /// the files were written, they are put back as they were.
     pub(super) fn declare_then_apply(
         &mut self,
-        text: &str,
+        files: &WriteBack,
         tables: &CompiledTables,
         policy: Policy,
         interfaces: InterfaceIndex,
         cause: &str,
     ) -> Result<ApplyReport, DeclareError> {
         self.dataplane.check_capacity(tables).map_err(DeclareError::Kernel)?;
-        let path = self.options.source.path.clone();
-        let before = self.options.source.read().map_err(|source| DeclareError::File {
-            path: path.clone(),
-            error: source.to_string(),
-        })?;
-        persist::write_atomically(&path, text).map_err(|error| DeclareError::File {
-            path: path.clone(),
-            error: error.to_string(),
-        })?;
-        self.enforce(tables, policy, interfaces, cause).map_err(|error| {
-            if let Err(restore) = persist::write_atomically(&path, &before) {
-                tracing::error!(%restore, path = %path.display(), "the kernel refused the change and the policy file could not be put back: it holds a policy that is not served");
+        let before = self.files_now(files)?;
+        self.write_files(files)?;
+        self.enforce(tables, policy, interfaces, cause, None).map_err(|error| {
+            if let Err(restore) = self.write_files(&before) {
+                tracing::error!(%restore, "the kernel refused the change and the policy file could not be put back: it holds a policy that is not served");
             }
             DeclareError::Kernel(error)
         })
     }
 
+    /// What the policy files hold now, of those `files` would replace.
+    pub(super) fn files_now(&self, files: &WriteBack) -> Result<WriteBack, DeclareError> {
+        let read = |path: &Path| {
+            policy::input::read_text_file(path, policy::input::MAX_POLICY_BYTES).map_err(|error| DeclareError::File {
+                path: path.to_path_buf(),
+                error: error.to_string(),
+            })
+        };
+        let source = &self.options.source;
+        let subnet_map = match (&source.subnet_map, &files.subnet_map) {
+            (Some(map), Some(_)) => Some(read(map)?),
+            _ => None,
+        };
+        Ok(WriteBack { policy: read(&source.path)?, subnet_map })
+    }
+
+    /// Writes the policy files: the subnet map first (when `files` has
+    /// one), then the policy file; a policy file that cannot be written
+    /// puts the map back.
+    pub(super) fn write_files(&self, files: &WriteBack) -> Result<(), DeclareError> {
+        let source = &self.options.source;
+        let write = |path: &Path, text: &str| {
+            persist::write_atomically(path, text).map_err(|error| DeclareError::File {
+                path: path.to_path_buf(),
+                error: error.to_string(),
+            })
+        };
+        let Some((map, map_text)) = source.subnet_map.as_ref().zip(files.subnet_map.as_ref()) else {
+            return write(&source.path, &files.policy);
+        };
+        let map_before = policy::input::read_text_file(map, policy::input::MAX_POLICY_BYTES).ok();
+        write(map, map_text)?;
+        write(&source.path, &files.policy).inspect_err(|_| {
+            if let Some(before) = &map_before {
+                let _ = persist::write_atomically(map, before);
+            }
+        })
+    }
+
     /// Serves `tables` (compiled from `policy` against `interfaces`) as the
-    /// next generation; on success `policy` is the running policy.
+    /// next generation, on probation until `fallback` if given; on success
+    /// `policy` is the running policy.
     fn enforce(
         &mut self,
         tables: &CompiledTables,
         policy: Policy,
         interfaces: InterfaceIndex,
         cause: &str,
+        fallback: Option<SystemTime>,
     ) -> Result<ApplyReport, DataplaneError> {
-        let report = self
-            .dataplane
-            .apply(tables, self.generation + 1)
+        let next = self.generation + 1;
+        let report = match fallback {
+            Some(deadline) => self.dataplane.apply_with_fallback(tables, next, deadline),
+            None => self.dataplane.apply(tables, next),
+        };
+        let report = report
             .inspect_err(|error| {
                 tracing::error!(%error, cause, generation = self.generation, "applying the policy failed in the kernel; the running policy stays");
             })?;
@@ -242,47 +269,76 @@ impl Daemon {
     }
 
     /// Re-reads the policy file (SIGHUP, an edit). A bad file is refused
-    /// with its errors and the running policy stays in force.
+    /// with its errors and the running policy stays in force; either way
+    /// the outcome is kept for `show` and the metrics.
     pub fn reload(&mut self, cause: &str) {
+        let outcome = self.reload_file(cause);
+        if let Err(error) = &outcome {
+            tracing::error!(%error, cause, generation = self.generation, "policy reload refused; the running policy stays");
+        }
+        self.health.last_reload = Some(ReloadOutcome {
+            at: SystemTime::now(),
+            cause: cause.to_owned(),
+            success: outcome.is_ok(),
+            error: outcome.err(),
+        });
+    }
+
+    fn reload_file(&mut self, cause: &str) -> Result<(), String> {
         if let Some(pending) = &self.pending {
-            let now = policy::input::read_text_file(&self.options.source.path, policy::input::MAX_POLICY_BYTES).ok();
+            let now = self.options.source.file_text().ok();
             if now.is_some() && now == pending.file_before {
                 tracing::info!(cause, "policy file unchanged during an unconfirmed apply; nothing to reload");
-                return;
+                return Ok(());
             }
         }
-        let loaded = self
-            .options
-            .source
-            .load()
-            .map_err(|e| e.to_string())
-            .and_then(|Validated { policy, warnings }| {
-                log_warnings(&warnings);
-                let interfaces = endpoint_interfaces(&policy);
-                refuse_missing_endpoints(&policy, &interfaces)?;
-                Ok((policy, interfaces))
-            });
-        match loaded {
-            Ok((policy, interfaces)) => {
-                if self.pending.is_some() {
-                    tracing::warn!(cause, "policy file changed during an unconfirmed apply; the apply is superseded");
-                    self.pending = None;
-                }
-                let _ = self.apply(policy, interfaces, cause);
-            }
-            Err(error) => tracing::error!(
-                %error,
-                cause,
-                generation = self.generation,
-                "policy reload refused; the running policy stays"
-            ),
+        let Validated { policy, warnings } = self.options.source.load().map_err(|e| e.to_string())?;
+        log_warnings(&warnings);
+        let interfaces = endpoint_interfaces(&policy);
+        refuse_missing_endpoints(&policy, &interfaces)?;
+        if self.pending.is_some() {
+            tracing::warn!(cause, "policy file changed during an unconfirmed apply; the apply is superseded");
+            self.roll_back_pending("the policy file changed: it is applied instead");
         }
+        self.apply(policy, interfaces, cause).map(drop).map_err(|e| e.to_string())
+    }
+
+    /// Compares the policy file with the served policy, for `show` and the
+    /// metrics (after every change, reload and `show`).
+    pub(super) fn refresh_policy_sync(&mut self) {
+        self.health.policy = if self.pending.is_some() {
+            PolicySync::AwaitingConfirmation
+        } else {
+            match self.options.source.load() {
+                Ok(file) if file.policy == self.policy => PolicySync::InSync,
+                Ok(_) => PolicySync::Differs,
+                Err(error) => PolicySync::Invalid { error: error.to_string() },
+            }
+        };
+    }
+
+    /// Notices a control socket removed or replaced behind the daemon's
+    /// back (logged once: the CLI cannot reach the daemon until a restart;
+    /// the filter stays in force).
+    pub(super) fn check_socket(&mut self) {
+        let present = self.socket.present();
+        if !present && self.health.control_socket_present {
+            tracing::error!(
+                socket = %self.socket.path().display(),
+                "the control socket was removed or replaced: the CLI cannot reach this daemon; restart it (the filter stays in force)"
+            );
+        }
+        self.health.control_socket_present = present;
     }
 
     /// A link appeared, vanished or changed: follow endpoint interfaces and
     /// re-attach interfaces that came back.
     pub fn refresh_links(&mut self) {
         self.reattach_interfaces();
+        if endpoint_interfaces(&self.policy) != self.interfaces {
+            // Re-applying must not write the previous generation's set.
+            self.roll_back_pending("an endpoint interface changed: the policy must be applied again");
+        }
         let interfaces = endpoint_interfaces(&self.policy);
         if interfaces == self.interfaces {
             return;
@@ -337,10 +393,13 @@ impl Daemon {
     /// expired rules (from the file too, so a reload agrees).
     pub fn on_deadline(&mut self, now: SystemTime) {
         if self.pending.as_ref().is_some_and(|p| p.deadline <= now) {
-            let pending = self.pending.take().expect("checked just above");
-            tracing::warn!("apply not confirmed in time: rolling back to the previous policy");
-            let _ = self.apply(pending.previous, pending.previous_interfaces, "rollback of an unconfirmed apply");
+            self.roll_back_pending("not confirmed in time");
         }
+        if expired_rules(&self.policy, now).is_empty() {
+            return;
+        }
+        // Re-applying must not write the previous generation's set.
+        self.roll_back_pending("a rule expired: the policy must be applied again");
         let expired = expired_rules(&self.policy, now);
         if expired.is_empty() {
             return;
@@ -350,7 +409,7 @@ impl Daemon {
         let interfaces = self.interfaces.clone();
         // The file first (it then reads as the served policy: a rule past
         // its expiry is left out when parsed), then the kernel.
-        if self.options.source.is_native() {
+        if self.options.source.format().is_ok_and(|f| f == PolicyFormat::Native) {
             let edits: Vec<Edit> = expired.iter().map(|(_, edit)| edit.clone()).collect();
             if let Err(error) = self.write_back(&edits, &policy) {
                 tracing::error!(%error, "could not remove the expired rules from the policy file");
@@ -374,13 +433,10 @@ impl Daemon {
     /// [`Daemon::edited`] of a file that must hold `served` (the policy
     /// the file reads as now: for an expiry, without the expired rules).
     fn edited_from(&self, edits: &[Edit], served: &Policy) -> Result<(String, Validated), String> {
-        let path = &self.options.source.path;
-        let text = self
-            .options
-            .source
-            .read()
-            .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-        if policy::PolicyFormat::detect(path, &text) != policy::PolicyFormat::Native {
+        let source = &self.options.source;
+        let path = &source.path;
+        let files = source.read().map_err(|e| e.to_string())?;
+        if files.format() != PolicyFormat::Native {
             return Err(format!(
                 "{} is an Azure JSON policy: edit it (or the subnet map) and send SIGHUP, or \
                  switch to the native format",
@@ -389,8 +445,7 @@ impl Daemon {
         }
         // The edit goes on top of the file: it must hold the policy being
         // served, or the change would also apply edits nobody reloaded.
-        let on_disk = policy::parse_toml_with_base(&text, self.options.source.base_dir());
-        if !on_disk.is_ok_and(|v| v.policy == *served) {
+        if !files.validate().is_ok_and(|v| v.policy == *served) {
             return Err(format!(
                 "{} no longer holds the policy being served (it was edited and not reloaded, \
                  or its reload was refused); reload it (SIGHUP) or restore it, then retry; \
@@ -398,9 +453,14 @@ impl Daemon {
                 path.display()
             ));
         }
-        let edited = persist::edit_native(&text, edits).map_err(|e| e.to_string())?;
-        let validated = policy::parse_toml_with_base(&edited, self.options.source.base_dir())
-            .map_err(|errors| errors.to_string())?;
+        let edited = persist::edit_native(files.text(), edits).map_err(|e| e.to_string())?;
+        let validated = files
+            .with_text(edited.clone())
+            .validate()
+            .map_err(|e| match e {
+                policy::LoadError::Invalid { errors, .. } => errors.to_string(),
+                other => other.to_string(),
+            })?;
         Ok((edited, validated))
     }
 
@@ -410,11 +470,45 @@ impl Daemon {
         persist::write_atomically(&self.options.source.path, &text).map_err(|e| e.to_string())
     }
 
-    /// Stops: keeps or removes the filter as `--on-exit` says.
+    /// Rolls back an unconfirmed apply, if one is pending, logging `why`:
+    /// the kernel serves the previous generation again (one flip of the
+    /// active index — no table is rewritten, as past the deadline the
+    /// kernel already serves that set) and the previous policy runs. If
+    /// the kernel refuses the flip the apply stays pending: the kernel
+    /// falls back by itself at the deadline.
+    pub(super) fn roll_back_pending(&mut self, why: &str) {
+        let Some(pending) = self.pending.take() else {
+            return;
+        };
+        match self.dataplane.revert() {
+            Ok(reverted) => {
+                self.policy = pending.previous;
+                self.interfaces = pending.previous_interfaces;
+                self.generation = self.dataplane.generation();
+                tracing::warn!(
+                    cause = "rollback of an unconfirmed apply",
+                    why,
+                    generation = self.generation,
+                    dropped_generation = reverted.map(|r| r.dropped_generation),
+                    by_kernel = reverted.is_some_and(|r| r.by_kernel),
+                    "unconfirmed apply rolled back"
+                );
+            }
+            Err(error) => {
+                tracing::error!(%error, why, "rolling back the unconfirmed apply failed; the kernel falls back by itself at its deadline");
+                self.pending = Some(pending);
+            }
+        }
+    }
+
+    /// Stops: keeps or removes the filter as `--on-exit` says. An
+    /// unconfirmed apply is rolled back first: nobody could confirm it
+    /// after the stop, and the policy file never held it.
     pub fn stop(mut self) -> Result<(), RunError> {
         if self.detached {
             return Ok(());
         }
+        self.roll_back_pending("vaultfw is stopping");
         match self.options.on_exit {
             OnExit::Keep => {
                 tracing::info!(
@@ -463,7 +557,8 @@ fn compile_for(
     policy: &Policy,
     interfaces: &InterfaceIndex,
 ) -> CompiledTables {
-    compile_next(policy, interfaces, dataplane.hit_slots(), &dataplane.active_tables())
+    let clock = crate::clock::MonotonicClock::now();
+    compile_next(policy, interfaces, dataplane.hit_slots(), &dataplane.active_tables(), &clock)
         .with_access_log(options.event_rate, options.log_allowed)
 }
 

@@ -5,7 +5,9 @@
 //! is deleted on update) and a change of the policy file's name or of a
 //! `..`-named entry triggers a reload, a no-op when the policy is
 //! unchanged. Other files beside it (a log, a temporary) do not. A burst of
-//! events (one save) becomes one reload.
+//! events (one save) becomes one reload. When the policy file is a link
+//! into another directory (a GitOps checkout), that directory is watched
+//! too, for the target's name: a `git pull` there is a change as well.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -24,21 +26,31 @@ pub struct PolicyWatch {
 }
 
 impl PolicyWatch {
-    /// Watches the directory that holds `path`.
+    /// Watches the directory that holds `path` (and its link target's).
     pub fn start(path: &Path) -> std::io::Result<Self> {
-        let dir = path
-            .parent()
-            .filter(|p| !p.as_os_str().is_empty())
-            .map(Path::to_path_buf)
-            .unwrap_or_else(|| PathBuf::from("."));
-        let name = path.file_name().map(|n| n.to_owned());
+        let dir_of = |p: &Path| {
+            p.parent()
+                .filter(|p| !p.as_os_str().is_empty())
+                .map(Path::to_path_buf)
+                .unwrap_or_else(|| PathBuf::from("."))
+        };
+        let dir = dir_of(path);
+        let mut names: Vec<std::ffi::OsString> =
+            path.file_name().map(|n| n.to_owned()).into_iter().collect();
+        // A link into another directory: its target's directory too.
+        let target = std::fs::canonicalize(path)
+            .ok()
+            .filter(|t| std::fs::canonicalize(&dir).is_ok_and(|d| t.parent() != Some(d.as_path())));
+        if let Some(name) = target.as_deref().and_then(Path::file_name) {
+            names.push(name.to_owned());
+        }
         let (tx, events) = mpsc::unbounded_channel();
         let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
             let Ok(event) = event else { return };
             // The policy file itself (written, or renamed over), or a
             // Kubernetes `..data` swap; not logs or other files beside it.
             let ours = event.paths.iter().any(|p| match p.file_name() {
-                Some(f) => Some(f) == name.as_deref() || f.to_string_lossy().starts_with(".."),
+                Some(f) => names.iter().any(|n| n == f) || f.to_string_lossy().starts_with(".."),
                 None => false,
             });
             if ours && !event.kind.is_access() {
@@ -49,6 +61,11 @@ impl PolicyWatch {
         watcher
             .watch(&dir, RecursiveMode::NonRecursive)
             .map_err(std::io::Error::other)?;
+        if let Some(target) = &target {
+            watcher
+                .watch(&dir_of(target), RecursiveMode::NonRecursive)
+                .map_err(std::io::Error::other)?;
+        }
         // Debounce in a task of its own, so that waiting on `changed` is
         // cancellation-safe: the daemon's select loop drops that future
         // whenever another event wins, and no change may be lost then.

@@ -24,7 +24,7 @@ pub enum DataplaneError {
     MissingProgram,
     /// The kernel's verifier refused the program.
     #[error(
-        "the kernel (release {kernel_release}) refused to load the XDP program: {io_error}\n\
+        "the kernel (release {kernel_release}) refused to load the XDP program: {io_error}{privilege_note}\n\
          verifier log (last lines):\n{verifier_tail}"
     )]
     Load {
@@ -34,6 +34,22 @@ pub enum DataplaneError {
         io_error: std::io::Error,
         /// The last lines of the verifier log.
         verifier_tail: String,
+        /// Empty, or a sentence naming the capabilities the process lacks
+        /// (without them the verifier judges the program as unprivileged).
+        privilege_note: String,
+    },
+    /// The process may not do what vaultfw needs: EPERM or EACCES from
+    /// bpf(), netlink, bpffs or mount. Never reported as a missing kernel
+    /// feature.
+    #[error("cannot {operation}: {source}; {}", privilege_fix(lacking))]
+    MissingPrivilege {
+        /// What was being done.
+        operation: String,
+        /// The capabilities of [`CAPABILITIES`] this process lacks.
+        lacking: Vec<&'static str>,
+        /// The OS error (EPERM or EACCES).
+        #[source]
+        source: std::io::Error,
     },
     /// Another program operation failed.
     #[error("cannot {operation}: {source}")]
@@ -72,6 +88,23 @@ pub enum DataplaneError {
         /// Entries per trie.
         capacity: u32,
     },
+    /// An apply was asked for while an earlier apply with a fallback
+    /// deadline is neither confirmed nor reverted: the kernel may be
+    /// serving either table set, so neither may be written.
+    #[error(
+        "generation {generation} was applied with a fallback deadline and is neither confirmed \
+         nor rolled back; confirm or roll it back first (nothing was written)"
+    )]
+    FallbackPending {
+        /// The unconfirmed generation.
+        generation: u64,
+    },
+    /// An apply with a fallback deadline before any generation serves.
+    #[error(
+        "no policy is in force yet to fall back to; apply one without a deadline first \
+         (nothing was written)"
+    )]
+    NothingToFallBackTo,
     /// A pin-directory operation failed.
     #[error("cannot {operation} {path}: {source}")]
     Pins {
@@ -130,6 +163,7 @@ impl DataplaneError {
                     kernel_release: kernel_release(),
                     io_error,
                     verifier_tail: tail,
+                    privilege_note: String::new(),
                 }
             }
             source => DataplaneError::Program {
@@ -151,6 +185,81 @@ impl DataplaneError {
         )
     }
 
+    /// Reports a refusal for want of privilege (EPERM, or EACCES outside
+    /// the verifier) as [`DataplaneError::MissingPrivilege`], naming root
+    /// and the capabilities, and adds the lacking capabilities to a
+    /// verifier refusal (EACCES) of a process that lacks some. Every other
+    /// error is returned as it is.
+    pub(crate) fn privilege_aware(self) -> Self {
+        let denied = |errno: Option<i32>| matches!(errno, Some(libc::EPERM | libc::EACCES));
+        let missing = |operation: String, errno: i32| DataplaneError::MissingPrivilege {
+            operation,
+            lacking: lacking_capabilities(),
+            source: std::io::Error::from_raw_os_error(errno),
+        };
+        match self {
+            DataplaneError::Load { io_error, .. }
+                if io_error.raw_os_error() == Some(libc::EPERM) =>
+            {
+                missing("load the XDP program".to_owned(), libc::EPERM)
+            }
+            DataplaneError::Load {
+                kernel_release,
+                io_error,
+                verifier_tail,
+                privilege_note,
+            } if io_error.raw_os_error() == Some(libc::EACCES)
+                && !lacking_capabilities().is_empty() =>
+            {
+                let lacking = lacking_capabilities();
+                DataplaneError::Load {
+                    kernel_release,
+                    io_error,
+                    verifier_tail,
+                    privilege_note: format!(
+                        "{privilege_note}\nthis process lacks {}: without them the verifier \
+                         judges the program as an unprivileged one; {}",
+                        lacking.join(", "),
+                        privilege_fix(&lacking)
+                    ),
+                }
+            }
+            DataplaneError::Pins {
+                path,
+                operation,
+                source,
+            } if denied(source.raw_os_error()) => DataplaneError::MissingPrivilege {
+                operation: format!("{operation} {}", path.display()),
+                lacking: lacking_capabilities(),
+                source,
+            },
+            DataplaneError::Attach {
+                interface,
+                mode,
+                errno: Some(errno),
+                ..
+            } if denied(Some(errno)) => {
+                missing(format!("attach XDP in {mode} mode to {interface}"), errno)
+            }
+            DataplaneError::Object { ref source } if denied(errno_in(source)) => {
+                let errno = errno_in(source).expect("matched just above");
+                missing("create the BPF maps".to_owned(), errno)
+            }
+            DataplaneError::Map { map, ref source } if denied(errno_in(source)) => {
+                let errno = errno_in(source).expect("matched just above");
+                missing(format!("use map {map}"), errno)
+            }
+            DataplaneError::Program {
+                operation,
+                ref source,
+            } if denied(errno_in(source)) => {
+                let errno = errno_in(source).expect("matched just above");
+                missing(operation.to_owned(), errno)
+            }
+            other => other,
+        }
+    }
+
     /// Whether the kernel refused the request (exit code 4) rather than the
     /// input or the build being wrong.
     pub fn is_kernel_refusal(&self) -> bool {
@@ -158,6 +267,7 @@ impl DataplaneError {
             self,
             DataplaneError::Load { .. }
                 | DataplaneError::MissingFeatures { .. }
+                | DataplaneError::MissingPrivilege { .. }
                 | DataplaneError::Program { .. }
                 | DataplaneError::Object { .. }
                 | DataplaneError::Map { .. }
@@ -172,4 +282,120 @@ pub fn kernel_release() -> String {
     nix::sys::utsname::uname()
         .map(|u| u.release().to_string_lossy().into_owned())
         .unwrap_or_else(|_| "unknown".to_owned())
+}
+
+/// The capabilities vaultfw needs when it does not run as root (README
+/// "Requirements"), with their numbers (`linux/capability.h`): load BPF
+/// programs and maps, read the ring buffer and run the verifier as
+/// privileged, attach XDP, mount bpffs.
+pub const CAPABILITIES: [(&str, u32); 4] = [
+    ("CAP_BPF", 39),
+    ("CAP_PERFMON", 38),
+    ("CAP_NET_ADMIN", 12),
+    ("CAP_SYS_ADMIN", 21),
+];
+
+/// The capabilities of [`CAPABILITIES`] missing from this process's
+/// effective set (`CapEff` of `/proc/self/status`); all of them when that
+/// cannot be read.
+pub fn lacking_capabilities() -> Vec<&'static str> {
+    let effective = std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|status| {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix("CapEff:"))
+                .and_then(|hex| u64::from_str_radix(hex.trim(), 16).ok())
+        });
+    lacking_from(effective.unwrap_or(0))
+}
+
+/// The capabilities of [`CAPABILITIES`] not set in the bit mask `effective`.
+fn lacking_from(effective: u64) -> Vec<&'static str> {
+    CAPABILITIES
+        .iter()
+        .filter(|(_, bit)| effective & (1u64 << bit) == 0)
+        .map(|(name, _)| *name)
+        .collect()
+}
+
+/// What a refused privilege needs, as the end of an error message.
+fn privilege_fix(lacking: &[&'static str]) -> String {
+    let names: Vec<&str> = CAPABILITIES.iter().map(|(name, _)| *name).collect();
+    let which = if lacking.is_empty() {
+        "this process has them all, so a security policy (SELinux, AppArmor, seccomp) or the \
+         path's permissions refuse it"
+            .to_owned()
+    } else {
+        format!("this process lacks {}", lacking.join(", "))
+    };
+    format!(
+        "vaultfw needs root, or the capabilities {} ({which}); run it as root (sudo), or grant \
+         them (the systemd unit's AmbientCapabilities= line does)",
+        names.join(", ")
+    )
+}
+
+/// The OS error code somewhere in `error`'s source chain (itself included).
+fn errno_in(error: &(dyn std::error::Error + 'static)) -> Option<i32> {
+    let mut next: Option<&(dyn std::error::Error + 'static)> = Some(error);
+    while let Some(e) = next {
+        if let Some(code) = e
+            .downcast_ref::<std::io::Error>()
+            .and_then(std::io::Error::raw_os_error)
+        {
+            return Some(code);
+        }
+        next = e.source();
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_refused_bpf_call_is_reported_as_a_missing_privilege_not_an_old_kernel() {
+        let error = DataplaneError::Program {
+            operation: "load the XDP program",
+            source: ProgramError::SyscallError(aya::sys::SyscallError {
+                call: "bpf_prog_load",
+                io_error: std::io::Error::from_raw_os_error(libc::EPERM),
+            }),
+        }
+        .privilege_aware();
+        let message = error.to_string();
+        assert!(
+            matches!(error, DataplaneError::MissingPrivilege { .. }),
+            "{message}"
+        );
+        assert!(
+            message.contains("root")
+                && message.contains("CAP_BPF, CAP_PERFMON, CAP_NET_ADMIN, CAP_SYS_ADMIN"),
+            "{message}"
+        );
+        assert!(!message.to_lowercase().contains("kernel"), "{message}");
+    }
+
+    #[test]
+    fn the_lacking_capabilities_are_named() {
+        let only_net_admin = 1u64 << 12;
+        assert_eq!(
+            lacking_from(only_net_admin),
+            ["CAP_BPF", "CAP_PERFMON", "CAP_SYS_ADMIN"]
+        );
+        assert!(lacking_from(u64::MAX).is_empty());
+    }
+
+    #[test]
+    fn other_errors_are_left_as_they_are() {
+        let error = DataplaneError::Pins {
+            path: "/sys/fs/bpf/x".into(),
+            operation: "create the pin directory",
+            source: std::io::Error::from_raw_os_error(libc::ENOSPC),
+        }
+        .privilege_aware();
+        assert!(matches!(error, DataplaneError::Pins { .. }), "{error}");
+    }
 }

@@ -5,6 +5,8 @@
 use aya::maps::MapType;
 use aya::programs::ProgramType;
 
+use super::error::DataplaneError;
+
 /// One kernel feature the program needs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Feature {
@@ -46,16 +48,57 @@ impl Feature {
     }
 }
 
-/// Asks the running kernel whether it has `feature`.
+/// Asks the running kernel whether it has `feature` (a failed probe
+/// counts as "no").
 pub fn kernel_has(feature: Feature) -> bool {
+    probe(feature).unwrap_or(false)
+}
+
+/// Asks the running kernel whether it has `feature`. Errors: the probe's
+/// bpf() call failed in a way that says nothing about the feature — EPERM
+/// or EACCES when the process lacks the privilege to make it.
+pub fn probe(feature: Feature) -> Result<bool, std::io::Error> {
     match feature {
-        Feature::Btf => std::path::Path::new("/sys/kernel/btf/vmlinux").exists(),
-        Feature::Xdp => aya::sys::is_program_supported(ProgramType::Xdp).unwrap_or(false),
-        Feature::LpmTrie => aya::sys::is_map_supported(MapType::LpmTrie).unwrap_or(false),
-        Feature::RingBuf => aya::sys::is_map_supported(MapType::RingBuf).unwrap_or(false),
+        Feature::Btf => Ok(std::path::Path::new("/sys/kernel/btf/vmlinux").exists()),
+        Feature::Xdp => {
+            aya::sys::is_program_supported(ProgramType::Xdp).map_err(|error| match error {
+                aya::programs::ProgramError::SyscallError(e) => e.io_error,
+                other => std::io::Error::other(other.to_string()),
+            })
+        }
+        Feature::LpmTrie => aya::sys::is_map_supported(MapType::LpmTrie).map_err(|e| e.io_error),
+        Feature::RingBuf => aya::sys::is_map_supported(MapType::RingBuf).map_err(|e| e.io_error),
         // Neither can be probed without attaching; the release tells.
-        Feature::XdpLink => release_at_least(5, 9),
-        Feature::CoarseClock => release_at_least(5, 11),
+        Feature::XdpLink => Ok(release_at_least(5, 9)),
+        Feature::CoarseClock => Ok(release_at_least(5, 11)),
+    }
+}
+
+/// Probes every feature once: a probe refused for want of privilege is
+/// [`DataplaneError::MissingPrivilege`] (never "the kernel lacks it"), and
+/// missing features are [`DataplaneError::MissingFeatures`].
+pub fn require(release: &str) -> Result<(), DataplaneError> {
+    let mut has = Vec::with_capacity(Feature::ALL.len());
+    for feature in Feature::ALL {
+        match probe(feature) {
+            Ok(yes) => has.push((feature, yes)),
+            Err(source) if matches!(source.raw_os_error(), Some(libc::EPERM | libc::EACCES)) => {
+                return Err(DataplaneError::MissingPrivilege {
+                    operation: format!(
+                        "probe for {} (bpf() with a trivial program or map)",
+                        feature.describe().0
+                    ),
+                    lacking: super::error::lacking_capabilities(),
+                    source,
+                });
+            }
+            Err(_) => has.push((feature, false)),
+        }
+    }
+    let has = |f: Feature| has.iter().any(|(g, yes)| *g == f && *yes);
+    match missing(has, release) {
+        Some(message) => Err(DataplaneError::MissingFeatures { message }),
+        None => Ok(()),
     }
 }
 

@@ -32,6 +32,7 @@ use firewall_common::{
 };
 
 use super::pins::{MapPin, PinPlan};
+use super::tables::Predecessor;
 use super::{Capacity, DataplaneError};
 use crate::paths::PinDir;
 
@@ -71,14 +72,20 @@ pub(super) fn pinned_capacity(dir: &PinDir) -> Option<Capacity> {
 pub(super) fn log_inherited(
     dir: &PinDir,
     fresh: &[&'static str],
-    outcome: &Result<u64, DataplaneError>,
+    outcome: &Result<Predecessor, DataplaneError>,
 ) {
     match outcome {
-        Ok(generation) => tracing::info!(
+        Ok(old) if old.has_rules() => tracing::info!(
             pin_dir = %dir.root().display(),
-            generation,
+            generation = old.generation(),
             new_maps = ?fresh,
             "moving the filter to new maps: rules, their hit slots and every counter carried over"
+        ),
+        Ok(old) => tracing::warn!(
+            pin_dir = %dir.root().display(),
+            generation = old.generation(),
+            new_maps = ?fresh,
+            "moving the filter to new maps: counters carried over, but the replaced rules could not be read, so rules may get other hit slots"
         ),
         Err(error) => tracing::warn!(
             pin_dir = %dir.root().display(),

@@ -6,6 +6,14 @@
 //! into the inactive table set, then one write to `VFW_ACTIVE` makes it
 //! live. The program reads that index once per frame, so a frame is judged
 //! wholly by the old policy or wholly by the new one.
+//!
+//! Deadlines are the kernel's to keep, so they hold with no daemon running
+//! ([`crate::clock`] converts them): an apply with a fallback deadline
+//! ([`Dataplane::apply_with_fallback`]) is served until that time and then,
+//! by the program itself, the previous generation — still intact in the
+//! other set — until [`Dataplane::confirm`] clears the deadline or
+//! [`Dataplane::revert`] flips back. A rule's `expires_at` is in its trie
+//! entries ([`firewall_common::RuleValue`]).
 
 mod attach;
 mod error;
@@ -31,11 +39,12 @@ use firewall_common::{
 pub use attach::{AttachOutcome, AttachedInterface, XdpModeRequest};
 pub use netlink::{XdpAttachment, xdp_attachment};
 pub use error::DataplaneError;
-pub use tables::{ApplyReport, EventTotals, RuleHitTotals};
+pub use tables::{ApplyReport, Confirmation, EventTotals, Reverted, RuleHitTotals};
 
+use crate::clock::MonotonicClock;
 use crate::compile::{CompiledTables, VnetPrefixKey};
 use crate::paths::PinDir;
-use tables::Tables;
+use tables::{Predecessor, Tables};
 
 /// The XDP program object, built for the BPF target by `build.rs`.
 static PROGRAM_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/firewall-ebpf"));
@@ -119,6 +128,10 @@ impl Dataplane {
     /// Errors: [`DataplaneError::Load`] with the kernel release and the
     /// tail of the verifier log when the kernel refuses the program.
     pub fn load(capacity: Capacity) -> Result<Self, DataplaneError> {
+        Self::load_unpinned(capacity).map_err(DataplaneError::privilege_aware)
+    }
+
+    fn load_unpinned(capacity: Capacity) -> Result<Self, DataplaneError> {
         require_features()?;
         raise_memlock_limit();
         let mut ebpf = loader(&capacity)
@@ -142,6 +155,10 @@ impl Dataplane {
     /// table set survive a restart or an upgrade) and creating the others.
     /// Mounts bpffs when needed. Nothing is attached yet.
     pub fn open_pinned(capacity: Capacity, pin_dir: PinDir) -> Result<Self, DataplaneError> {
+        Self::open_pinned_unchecked(capacity, pin_dir).map_err(DataplaneError::privilege_aware)
+    }
+
+    fn open_pinned_unchecked(capacity: Capacity, pin_dir: PinDir) -> Result<Self, DataplaneError> {
         require_features()?;
         raise_memlock_limit();
         pins::prepare(&pin_dir)?;
@@ -204,14 +221,17 @@ impl Dataplane {
             let mut tables = Tables::take(&mut ebpf, capacity)?;
             let inherited = migrate::pinned_capacity(pin_dir)
                 .ok_or(DataplaneError::MissingMap { map: firewall_common::RULE_HITS })
-                .and_then(|old| Tables::open_pinned(pin_dir, old))
+                .and_then(|old| Predecessor::read(pin_dir, old))
                 .and_then(|old| {
                     tables.inherit(&old, fresh.contains(&VERDICT_COUNTERS), fresh.contains(&TELEMETRY))?;
-                    Ok(old.generation())
+                    Ok(old)
                 });
             migrate::log_inherited(pin_dir, &fresh, &inherited);
             tables
         };
+        if let Some(reverted) = tables.rolled_back_at_start() {
+            log_start_rollback(pin_dir, reverted);
+        }
         Ok(Dataplane {
             ebpf,
             tables,
@@ -272,7 +292,7 @@ impl Dataplane {
             return;
         }
         match self.tables.revert() {
-            Ok(Some(generation)) => tracing::warn!(generation, "start failed: the previous generation is served again"),
+            Ok(Some(reverted)) => tracing::warn!(generation = reverted.generation, "start failed: the previous generation is served again"),
             Ok(None) => {}
             Err(error) => tracing::error!(%error, "start failed and the previous generation could not be restored"),
         }
@@ -292,19 +312,75 @@ impl Dataplane {
     /// Writes `compiled` as generation `generation` into the inactive table
     /// set and makes it active. When it equals what the active set holds,
     /// nothing is written and the report says so.
+    ///
+    /// Errors: [`DataplaneError::FallbackPending`] while an apply with a
+    /// fallback deadline is neither confirmed nor reverted (the kernel may
+    /// be serving either set); nothing is written then.
     pub fn apply(
         &mut self,
         compiled: &CompiledTables,
         generation: u64,
     ) -> Result<ApplyReport, DataplaneError> {
-        self.tables.apply(compiled, generation)
+        self.tables.apply(compiled, generation, 0)
+    }
+
+    /// [`Dataplane::apply`] on probation: the new generation serves until
+    /// `deadline` (wall clock, converted to CLOCK_MONOTONIC once, here: it
+    /// does not advance while the host is suspended), and from then on the
+    /// program itself judges with the previous generation, which stays
+    /// intact in the other set — whether or not a daemon runs. Then
+    /// [`Dataplane::confirm`] keeps the new generation, [`Dataplane::revert`]
+    /// returns to the previous one. A `compiled` equal to what is served
+    /// writes nothing and arms no deadline.
+    ///
+    /// Errors: [`DataplaneError::FallbackPending`] as for `apply`;
+    /// [`DataplaneError::NothingToFallBackTo`] before the first apply.
+    pub fn apply_with_fallback(
+        &mut self,
+        compiled: &CompiledTables,
+        generation: u64,
+        deadline: std::time::SystemTime,
+    ) -> Result<ApplyReport, DataplaneError> {
+        let fallback_at_ns = MonotonicClock::now().to_monotonic_ns(deadline);
+        self.tables.apply(compiled, generation, fallback_at_ns)
+    }
+
+    /// Keeps the generation applied with a fallback deadline: clears the
+    /// deadline (one config write). If the deadline has already passed the
+    /// kernel serves the previous generation: nothing is written and
+    /// [`Confirmation::TooLate`] says so (call [`Dataplane::revert`]).
+    /// Without an armed deadline: [`Confirmation::NothingPending`].
+    pub fn confirm(&mut self) -> Result<Confirmation, DataplaneError> {
+        self.tables.confirm()
     }
 
     /// Serves again the generation that was served before the last
-    /// [`Dataplane::apply`], with one flip and nothing rewritten; returns
-    /// that generation, or `None` when there is none to return to.
-    pub fn revert(&mut self) -> Result<Option<u64>, DataplaneError> {
+    /// [`Dataplane::apply`] or [`Dataplane::apply_with_fallback`]: one
+    /// write of the active index back to the previous set, whose tables
+    /// were never touched (past a fallback deadline the kernel is already
+    /// serving them), with its generation number; an armed deadline is
+    /// cleared. Nothing else is written — a set the kernel may be serving
+    /// is never rewritten. `None` when there is nothing to return to (the
+    /// last apply changed nothing, or none happened since the load). This
+    /// is the rollback of an unconfirmed apply, on time or early (a stop, a
+    /// change that must re-apply first), and of a start that failed.
+    pub fn revert(&mut self) -> Result<Option<Reverted>, DataplaneError> {
         self.tables.revert()
+    }
+
+    /// The armed fallback deadline as wall-clock time, if any.
+    pub fn fallback_deadline(&self) -> Option<std::time::SystemTime> {
+        self.tables
+            .fallback_at_ns()
+            .map(|ns| MonotonicClock::now().to_wall(ns))
+    }
+
+    /// An unconfirmed apply that [`Dataplane::open_pinned`] found pending in
+    /// the pins and rolled back (logged there): `by_kernel` when its
+    /// deadline had passed and the kernel was already serving the previous
+    /// generation.
+    pub fn rolled_back_at_start(&self) -> Option<Reverted> {
+        self.tables.rolled_back_at_start()
     }
 
     /// Detaches every pinned link of an interface not in `keep` (a restart
@@ -337,7 +413,8 @@ impl Dataplane {
     ) -> Result<&AttachedInterface, DataplaneError> {
         let pin = self.pin_dir.as_ref().map(|dir| dir.link(interface));
         let program = xdp_program(&mut self.ebpf)?;
-        let attached = attach::attach(program, interface, mode, pin.as_deref())?;
+        let attached = attach::attach(program, interface, mode, pin.as_deref())
+            .map_err(DataplaneError::privilege_aware)?;
         self.attached.push(attached);
         Ok(self.attached.last().expect("invariant: just pushed"))
     }
@@ -402,9 +479,12 @@ impl Dataplane {
         self.program()?
             .test_run(options)
             .map(|result| result.return_value)
-            .map_err(|source| DataplaneError::Program {
-                operation: "run the XDP program on a test frame (BPF_PROG_TEST_RUN)",
-                source,
+            .map_err(|source| {
+                DataplaneError::Program {
+                    operation: "run the XDP program on a test frame (BPF_PROG_TEST_RUN)",
+                    source,
+                }
+                .privilege_aware()
             })
     }
 
@@ -435,9 +515,12 @@ impl Dataplane {
         self.program()?
             .test_run(options)
             .map(|result| (result.return_value, result.duration))
-            .map_err(|source| DataplaneError::Program {
-                operation: "run the XDP program on a test frame (BPF_PROG_TEST_RUN)",
-                source,
+            .map_err(|source| {
+                DataplaneError::Program {
+                    operation: "run the XDP program on a test frame (BPF_PROG_TEST_RUN)",
+                    source,
+                }
+                .privilege_aware()
             })
     }
 
@@ -500,6 +583,25 @@ impl Dataplane {
     }
 }
 
+/// Says that a start found an unconfirmed apply pending in the pins and
+/// rolled it back (or found the kernel had already, at its deadline).
+fn log_start_rollback(pin_dir: &PinDir, reverted: Reverted) {
+    let how = if reverted.by_kernel {
+        "the kernel rolled back an unconfirmed apply at its deadline (no daemon ran to do it); \
+         the pins now record the generation it serves"
+    } else {
+        "an unconfirmed apply was pending when the previous daemon stopped; nobody can confirm \
+         it now, so it was rolled back before its deadline"
+    };
+    tracing::warn!(
+        pin_dir = %pin_dir.root().display(),
+        generation = reverted.generation,
+        dropped_generation = reverted.dropped_generation,
+        by_kernel = reverted.by_kernel,
+        "{how}"
+    );
+}
+
 /// An error with its sources, for errors whose `Display` drops the OS error.
 fn error_chain(error: &dyn std::error::Error) -> String {
     let mut text = error.to_string();
@@ -514,10 +616,7 @@ fn error_chain(error: &dyn std::error::Error) -> String {
 
 /// Refuses to go on when the kernel lacks a feature the program needs.
 fn require_features() -> Result<(), DataplaneError> {
-    match features::missing(features::kernel_has, &error::kernel_release()) {
-        Some(message) => Err(DataplaneError::MissingFeatures { message }),
-        None => Ok(()),
-    }
+    features::require(&error::kernel_release())
 }
 
 /// The loader with every trie sized by `capacity`.

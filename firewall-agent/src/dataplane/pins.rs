@@ -362,6 +362,10 @@ pub struct PinnedState {
     pub interfaces: Vec<PinnedLinkState>,
     /// The generation the pinned tables serve, when readable.
     pub generation: Option<u64>,
+    /// The process that holds the pin directory's lock: a daemon runs on
+    /// these pins but did not answer on the socket asked (its socket was
+    /// removed, or it was started with another `--socket`).
+    pub held_by_pid: Option<u32>,
 }
 
 /// A pinned link as the kernel sees it.
@@ -400,6 +404,8 @@ pub fn inspect(dir: &PinDir) -> PinnedState {
             });
         }
     }
+    // The generation the program serves: the active set's, or — past an
+    // unconfirmed apply's deadline — the previous one in the other set.
     let generation = aya::maps::MapData::from_pin(dir.map(POLICY_CONFIG))
         .ok()
         .and_then(|data| aya::maps::Array::<_, PolicyConfig>::try_from(aya::maps::Map::Array(data)).ok())
@@ -408,8 +414,14 @@ pub fn inspect(dir: &PinDir) -> PinnedState {
                 .ok()
                 .and_then(|d| aya::maps::Array::<_, u32>::try_from(aya::maps::Map::Array(d)).ok())
                 .and_then(|a| a.get(&0, 0).ok())
-                .unwrap_or(0);
-            config.get(&(active & 1), 0).ok()
+                .unwrap_or(0)
+                & 1;
+            let active_config = config.get(&active, 0).ok()?;
+            if active_config.fallback_due(crate::clock::kernel_now_ns) {
+                config.get(&(active ^ 1), 0).ok()
+            } else {
+                Some(active_config)
+            }
         })
         .map(|c| c.generation);
     PinnedState {
@@ -424,5 +436,23 @@ pub fn inspect(dir: &PinDir) -> PinnedState {
         },
         interfaces,
         generation,
+        held_by_pid: lock_holder(dir.root()),
     }
+}
+
+/// The process holding a `flock` on `dir` (see [`lock`]), read from
+/// `/proc/locks` (`N: FLOCK ADVISORY WRITE PID MAJ:MIN:INODE 0 EOF`)
+/// rather than by taking the lock, which would race a daemon starting.
+fn lock_holder(dir: &Path) -> Option<u32> {
+    use std::os::unix::fs::MetadataExt;
+    let meta = fs::metadata(dir).ok()?;
+    let dev = meta.dev();
+    let id = format!("{:02x}:{:02x}:{}", libc::major(dev), libc::minor(dev), meta.ino());
+    let locks = fs::read_to_string("/proc/locks").ok()?;
+    locks.lines().find_map(|line| {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        (fields.get(1) == Some(&"FLOCK") && fields.get(5) == Some(&id.as_str()))
+            .then(|| fields.get(4)?.parse().ok())
+            .flatten()
+    })
 }

@@ -1,5 +1,12 @@
 //! The maps of both table sets, what the agent knows each set holds, and
-//! the double-buffered apply.
+//! the double-buffered apply — with or without a fallback deadline.
+//!
+//! An apply with a fallback deadline (`apply --confirm-within`) leaves the
+//! previous generation intact in the other set: past the deadline the
+//! program judges with it by itself. Until the deadline is cleared
+//! ([`Tables::confirm`]) or the flip undone ([`Tables::revert`]) the kernel
+//! may be serving either set, so nothing may write either: every apply is
+//! refused while a deadline is armed.
 
 use std::collections::BTreeMap;
 
@@ -18,6 +25,7 @@ use ipnet::Ipv4Net;
 use serde::Serialize;
 
 use super::{Capacity, DataplaneError, VerdictTotals};
+use crate::clock::{self, MonotonicClock};
 use crate::paths::PinDir;
 use crate::compile::{CompiledTables, PrefixKey, VnetPrefixKey};
 
@@ -34,6 +42,35 @@ pub struct ApplyReport {
     pub ip_rules_removed: usize,
     /// Map element writes and deletes performed.
     pub map_writes: usize,
+}
+
+/// An unconfirmed apply undone: by [`super::Dataplane::revert`], by a
+/// confirmation that came too late, or at a start that found one pending in
+/// the pins.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub struct Reverted {
+    /// The generation the kernel serves again (the one before the apply).
+    pub generation: u64,
+    /// The unconfirmed generation that no longer serves.
+    pub dropped_generation: u64,
+    /// True when the deadline had already passed: the kernel was serving
+    /// the previous generation on its own, and the flip made it official.
+    pub by_kernel: bool,
+}
+
+/// What [`super::Dataplane::confirm`] did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Confirmation {
+    /// The deadline is cleared: the new generation stays.
+    Confirmed,
+    /// No deadline was armed (the apply changed nothing, or it was
+    /// confirmed or reverted already): nothing to do.
+    NothingPending,
+    /// Too late: the deadline has passed and the kernel serves the previous
+    /// generation. Nothing was written; [`super::Dataplane::revert`] makes
+    /// the rollback official (until then every apply is refused).
+    TooLate,
 }
 
 /// One rule's hit counters, summed over CPUs.
@@ -192,6 +229,12 @@ pub(super) struct Tables {
     /// Until the first apply after a migration: what the replaced maps'
     /// active set held, slots in this layout, so every rule keeps its slot.
     inherited: Option<CompiledTables>,
+    /// The active set's fallback deadline (CLOCK_MONOTONIC ns; 0: none).
+    /// While set, the kernel serves either set and neither may be written;
+    /// `previous` then names the set it falls back to.
+    fallback_at_ns: u64,
+    /// An unconfirmed apply this start found in the pins and undid.
+    rolled_back_at_start: Option<Reverted>,
 }
 
 /// Where the typed maps come from: a loaded object, or the pins a
@@ -268,6 +311,8 @@ impl Tables {
             generation: 0,
             previous: None,
             inherited: None,
+            fallback_at_ns: 0,
+            rolled_back_at_start: None,
         })
     }
 
@@ -275,17 +320,42 @@ impl Tables {
     /// previous agent left — the active set, its contents and generation —
     /// is read back from the kernel, so the next apply is a diff and the
     /// counters keep counting.
+    ///
+    /// An unconfirmed apply left pending (its daemon stopped or crashed) is
+    /// undone first: the index flips to the previous generation — which the
+    /// kernel already serves once the deadline has passed — because nobody
+    /// can confirm it any more and the policy file never held it.
     pub(super) fn adopt(ebpf: &mut Ebpf, capacity: Capacity) -> Result<Self, DataplaneError> {
         Self::take(ebpf, capacity)?.read_back()
     }
 
-    /// Reads back the active set, its contents and generation.
+    /// Reads back the active set, its contents and generation (undoing an
+    /// unconfirmed apply left pending, see [`Tables::adopt`]).
     fn read_back(self) -> Result<Self, DataplaneError> {
         let mut tables = self;
-        let active = tables.active_index.get(&0, 0).map_err(map_err(ACTIVE_SET))? & 1;
-        let config = tables.config.get(&active, 0).map_err(map_err(POLICY_CONFIG))?;
+        let mut active = tables.active_index.get(&0, 0).map_err(map_err(ACTIVE_SET))? & 1;
+        let mut config = tables.config.get(&active, 0).map_err(map_err(POLICY_CONFIG))?;
         if config.flags & FLAG_VALID == 0 {
-            return Ok(tables); // fresh maps: nothing to adopt
+            // Nothing to adopt. Maps kept from a program whose config map
+            // was recreated (an upgrade) may still hold its tables, so both
+            // sets' contents are unknown; and the set the index names is
+            // the one such a program serves, so the next apply writes the
+            // other one.
+            tables.active = active;
+            tables.contents = [None, None];
+            return Ok(tables);
+        }
+        if config.fallback_at_ns != 0 {
+            let previous = active ^ 1;
+            let previous_config = tables.config.get(&previous, 0).map_err(map_err(POLICY_CONFIG))?;
+            let by_kernel = config.fallback_due(clock::kernel_now_ns);
+            tables.active_index.set(0, previous, 0).map_err(map_err(ACTIVE_SET))?;
+            tables.rolled_back_at_start = Some(Reverted {
+                generation: previous_config.generation,
+                dropped_generation: config.generation,
+                by_kernel,
+            });
+            (active, config) = (previous, previous_config);
         }
         let mut port_words = Vec::with_capacity(2 * PORT_WORDS_PER_ROW as usize);
         let base = active * 2 * PORT_WORDS_PER_ROW;
@@ -314,11 +384,36 @@ impl Tables {
         self.generation
     }
 
+    /// An unconfirmed apply this start found in the pins and undid.
+    pub(super) fn rolled_back_at_start(&self) -> Option<Reverted> {
+        self.rolled_back_at_start
+    }
+
+    /// The active set's fallback deadline (CLOCK_MONOTONIC ns), if armed.
+    pub(super) fn fallback_at_ns(&self) -> Option<u64> {
+        (self.fallback_at_ns != 0).then_some(self.fallback_at_ns)
+    }
+
+    /// Writes `compiled` as `generation` into the inactive set and flips to
+    /// it. With `fallback_at_ns` (CLOCK_MONOTONIC ns, 0: none) the kernel
+    /// judges with the previous generation from that time on, until
+    /// [`Tables::confirm`]. Refused while a deadline is armed, and (with a
+    /// deadline) when no generation serves yet to fall back to.
     pub(super) fn apply(
         &mut self,
         compiled: &CompiledTables,
         generation: u64,
+        fallback_at_ns: u64,
     ) -> Result<ApplyReport, DataplaneError> {
+        if self.fallback_at_ns != 0 {
+            return Err(DataplaneError::FallbackPending {
+                generation: self.generation,
+            });
+        }
+        // A fallback needs a generation these maps serve to fall back to.
+        if fallback_at_ns != 0 && (self.generation == 0 || self.inherited.is_some()) {
+            return Err(DataplaneError::NothingToFallBackTo);
+        }
         self.capacity.check(compiled)?;
         let served = self.contents[self.active as usize].clone();
         // After a migration nothing is served from these maps yet: the
@@ -327,6 +422,9 @@ impl Tables {
         let migrated = self.inherited.is_some();
         let previous = self.inherited.clone().or(served);
         if !migrated && previous.as_ref() == Some(compiled) {
+            // Nothing changed, so nothing for a revert to undo (it must
+            // never return to what an earlier apply replaced).
+            self.previous = None;
             return Ok(ApplyReport {
                 generation: self.generation,
                 changed: false,
@@ -340,7 +438,7 @@ impl Tables {
         self.previous = None;
         // Until the write completes the set's contents are unknown.
         let known = self.contents[target as usize].take();
-        let map_writes = self.write_set(target, known.as_ref(), compiled, generation)?;
+        let map_writes = self.write_set(target, known.as_ref(), compiled, generation, fallback_at_ns)?;
         // Counters of slots that change owner start from zero — only once
         // the new set is complete, so a refused write changes no counter.
         if let Some(previous) = &previous {
@@ -355,6 +453,7 @@ impl Tables {
         self.active = target;
         self.generation = generation;
         self.previous = served_before;
+        self.fallback_at_ns = fallback_at_ns;
 
         let before = previous.map(|p| p.ip_rules).unwrap_or_default();
         Ok(ApplyReport {
@@ -373,7 +472,7 @@ impl Tables {
         })
     }
 
-    /// Takes over from `old` (the tables of the maps this program replaces):
+    /// Takes over from `old` (what the maps this program replaces held):
     /// the generation numbering and the rules' hit slots (in this layout),
     /// and every counter — rule hits by kind and index; verdicts and event
     /// accounting when those maps are new too (`copy_verdicts`,
@@ -381,24 +480,27 @@ impl Tables {
     /// exact up to this moment.
     pub(super) fn inherit(
         &mut self,
-        old: &Tables,
+        old: &Predecessor,
         copy_verdicts: bool,
         copy_telemetry: bool,
     ) -> Result<(), DataplaneError> {
-        let (old_slots, new_slots) = (old.capacity.hit_slots, self.capacity.hit_slots);
-        let remap = |value: &mut RuleValue| {
-            // A slot with no place in this layout is dropped below, with its rule.
-            *value = new_slots.remap(&old_slots, *value).unwrap_or(u32::MAX);
-        };
-        let mut inherited = old.active_contents();
-        for value in inherited.ip_rules.values_mut().chain(inherited.vnet_rules.values_mut()).chain(inherited.trusted.values_mut()) {
-            remap(value);
+        let (old_slots, new_slots) = (old.slots, self.capacity.hit_slots);
+        if let Some(contents) = &old.contents {
+            let mut inherited = contents.clone();
+            let remap = |value: &mut RuleValue| {
+                // A slot with no place in this layout is dropped below, with its rule.
+                value.slot = new_slots.remap(&old_slots, value.slot).unwrap_or(u32::MAX);
+            };
+            for value in inherited.ip_rules.values_mut().chain(inherited.vnet_rules.values_mut()).chain(inherited.trusted.values_mut()) {
+                remap(value);
+            }
+            inherited.ip_rules.retain(|_, v| v.slot != u32::MAX);
+            inherited.vnet_rules.retain(|_, v| v.slot != u32::MAX);
+            inherited.trusted.retain(|_, v| v.slot != u32::MAX);
+            self.inherited = Some(inherited);
         }
-        inherited.ip_rules.retain(|_, v| *v != u32::MAX);
-        inherited.vnet_rules.retain(|_, v| *v != u32::MAX);
-        inherited.trusted.retain(|_, v| *v != u32::MAX);
-        self.inherited = Some(inherited);
         self.generation = old.generation;
+        self.rolled_back_at_start = old.rolled_back_at_start;
         for slot in 0..old_slots.total() {
             let Some(to) = new_slots.remap(&old_slots, slot) else {
                 continue;
@@ -415,20 +517,55 @@ impl Tables {
         Ok(())
     }
 
+    /// Clears the armed fallback deadline (one config write): the new
+    /// generation stays. When the deadline has already passed the kernel
+    /// serves the previous generation, and nothing is written.
+    pub(super) fn confirm(&mut self) -> Result<Confirmation, DataplaneError> {
+        if self.fallback_at_ns == 0 {
+            return Ok(Confirmation::NothingPending);
+        }
+        let mut config = self.config.get(&self.active, 0).map_err(map_err(POLICY_CONFIG))?;
+        if config.fallback_due(clock::kernel_now_ns) {
+            return Ok(Confirmation::TooLate);
+        }
+        config.fallback_at_ns = 0;
+        self.config
+            .set(self.active, config, 0)
+            .map_err(map_err(POLICY_CONFIG))?;
+        self.fallback_at_ns = 0;
+        Ok(Confirmation::Confirmed)
+    }
+
     /// Makes the set served before the last apply active again, as it was
-    /// (nothing is rewritten: the double buffer still holds it), and
-    /// returns its generation. `None` when there is nothing to return to:
-    /// no apply since load over a fresh pin directory, or the spare set
-    /// was written since.
-    pub(super) fn revert(&mut self) -> Result<Option<u64>, DataplaneError> {
+    /// (nothing is rewritten: the double buffer still holds it — and past
+    /// an armed fallback deadline the kernel is serving it already), with
+    /// its generation number, and clears the deadline. `None` when there is
+    /// nothing to return to: no apply since load over a fresh pin
+    /// directory, or the spare set was written since.
+    ///
+    /// The abandoned set keeps its deadline in its config: it is never
+    /// read (the program reads the other set's config only through the
+    /// active set's deadline), and the next apply rewrites that config.
+    pub(super) fn revert(&mut self) -> Result<Option<Reverted>, DataplaneError> {
         let Some((set, generation)) = self.previous else {
             return Ok(None);
         };
+        let deadline = PolicyConfig {
+            fallback_at_ns: self.fallback_at_ns,
+            ..PolicyConfig::default()
+        };
+        let by_kernel = deadline.fallback_due(clock::kernel_now_ns);
         self.flip(set)?;
+        let reverted = Reverted {
+            generation,
+            dropped_generation: self.generation,
+            by_kernel,
+        };
         self.previous = None;
         self.active = set;
         self.generation = generation;
-        Ok(Some(generation))
+        self.fallback_at_ns = 0;
+        Ok(Some(reverted))
     }
 
     /// Makes `set` the one the program reads: one array write.
@@ -444,6 +581,7 @@ impl Tables {
         old: Option<&CompiledTables>,
         new: &CompiledTables,
         generation: u64,
+        fallback_at_ns: u64,
     ) -> Result<usize, DataplaneError> {
         let mut writes = 0;
         writes += self.ip_rules.sync(set, old.map(|o| &o.ip_rules), &new.ip_rules)?;
@@ -464,6 +602,7 @@ impl Tables {
             flags: new.flags | lookup_hints(new),
             event_cost_ns: new.event_cost_ns,
             generation,
+            fallback_at_ns,
         };
         self.config
             .set(set, config, 0)
@@ -512,7 +651,7 @@ impl Tables {
     }
 
     pub(super) fn rule_hits(&self) -> Result<BTreeMap<u32, RuleHitTotals>, DataplaneError> {
-        let boot_offset = monotonic_to_wall();
+        let clock = MonotonicClock::now();
         let mut totals = BTreeMap::new();
         for slot in 0..self.capacity.hit_slots.total() {
             let per_cpu = self.rule_hits.get(&slot, 0).map_err(map_err(RULE_HITS))?;
@@ -523,9 +662,7 @@ impl Tables {
                 last = last.max(hits.last_hit_ns);
             }
             if packets > 0 {
-                let last_hit = (last > 0)
-                    .then(|| boot_offset.map(|o| o + std::time::Duration::from_nanos(last)))
-                    .flatten();
+                let last_hit = (last > 0).then(|| clock.to_wall(last));
                 totals.insert(slot, RuleHitTotals { packets, bytes, last_hit });
             }
         }
@@ -573,13 +710,18 @@ impl Tables {
             .ip_rules
             .read(self.active)?
             .into_iter()
-            .map(|(k, v)| (Ipv4Net::from(k), v))
+            .map(|(k, v)| (Ipv4Net::from(k), v.slot))
             .collect())
     }
 
     /// The active set's virtual-network entries as the kernel holds them.
     pub(super) fn active_vnet_rules(&self) -> Result<BTreeMap<VnetPrefixKey, u32>, DataplaneError> {
-        self.vnet_rules.read(self.active)
+        Ok(self
+            .vnet_rules
+            .read(self.active)?
+            .into_iter()
+            .map(|(k, v)| (k, v.slot))
+            .collect())
     }
 
     /// The active set's trusted-service entries as the kernel holds them.
@@ -588,8 +730,98 @@ impl Tables {
             .trusted
             .read(self.active)?
             .into_iter()
-            .map(|(k, v)| (Ipv4Net::from(k), v))
+            .map(|(k, v)| (Ipv4Net::from(k), v.slot))
             .collect())
+    }
+}
+
+/// What the maps a migration replaces held, as far as this build can read
+/// them from their pins (see `migrate`).
+pub(super) struct Predecessor {
+    /// Their hit-slot layout.
+    slots: HitSlots,
+    /// The generation they served.
+    generation: u64,
+    /// Their active set's contents, slots in their layout; `None` when
+    /// the tries could not be read.
+    contents: Option<CompiledTables>,
+    /// An unconfirmed apply rolled back while reading them.
+    rolled_back_at_start: Option<Reverted>,
+    rule_hits: PerCpuArray<MapData, RuleHits>,
+    verdicts: PerCpuArray<MapData, u64>,
+    telemetry: PerCpuArray<MapData, u64>,
+}
+
+/// A table-set config as releases before kernel-enforced deadlines wrote
+/// it: `flags: u32, event_cost_ns: u32, generation: u64` (16 bytes).
+type LegacyConfig = [u64; 2];
+
+impl Predecessor {
+    /// Reads the pinned maps of `capacity` under `dir`: with this build's
+    /// types when they fit; else, for an upgrade from a release whose trie
+    /// values were bare `u32` hit slots and whose config had no deadline,
+    /// with those types — the counters (whose layout did not change) carry
+    /// over either way.
+    pub(super) fn read(dir: &PinDir, capacity: Capacity) -> Result<Self, DataplaneError> {
+        if let Ok(tables) = Tables::open_pinned(dir, capacity) {
+            return Ok(Predecessor {
+                slots: capacity.hit_slots,
+                generation: tables.generation,
+                contents: Some(tables.active_contents()),
+                rolled_back_at_start: tables.rolled_back_at_start,
+                rule_hits: tables.rule_hits,
+                verdicts: tables.verdicts,
+                telemetry: tables.telemetry,
+            });
+        }
+        let mut maps = MapSource::Pinned(dir);
+        let active = maps.open::<Array<MapData, u32>>(ACTIVE_SET)?.get(&0, 0).map_err(map_err(ACTIVE_SET))? & 1;
+        let config = maps.open::<Array<MapData, LegacyConfig>>(POLICY_CONFIG).and_then(|c| c.get(&active, 0).map_err(map_err(POLICY_CONFIG)));
+        let names = |pair: [&'static str; 2]| pair[active as usize];
+        // The rules as slots; `None` when any of it cannot be read.
+        let mut contents = || -> Option<CompiledTables> {
+            let config = config.as_ref().ok()?;
+            let read = |trie: LpmTrie<MapData, Ipv4Key, u32>| -> Option<BTreeMap<PrefixKey, RuleValue>> {
+                trie.iter()
+                    .map(|entry| entry.map(|(k, slot)| (PrefixKey::from_trie(k), RuleValue::new(slot))))
+                    .collect::<Result<_, _>>()
+                    .ok()
+            };
+            let vnet: LpmTrie<MapData, VnetKey, u32> = maps.open(names([VNET_RULES_0, VNET_RULES_1])).ok()?;
+            let vnet_rules = vnet
+                .iter()
+                .map(|entry| entry.map(|(k, slot)| (VnetPrefixKey::from_trie(k), RuleValue::new(slot))))
+                .collect::<Result<_, _>>()
+                .ok()?;
+            Some(CompiledTables {
+                flags: config[0] as u32,
+                event_cost_ns: (config[0] >> 32) as u32,
+                port_words: vec![0; 2 * PORT_WORDS_PER_ROW as usize],
+                ip_rules: read(maps.open(names([IP_RULES_0, IP_RULES_1])).ok()?)?,
+                vnet_rules,
+                trusted: read(maps.open(names([TRUSTED_0, TRUSTED_1])).ok()?)?,
+            })
+        };
+        let contents = contents();
+        Ok(Predecessor {
+            slots: capacity.hit_slots,
+            generation: config.as_ref().map_or(0, |c| c[1]),
+            contents,
+            rolled_back_at_start: None,
+            rule_hits: maps.open(RULE_HITS)?,
+            verdicts: maps.open(VERDICT_COUNTERS)?,
+            telemetry: maps.open(TELEMETRY)?,
+        })
+    }
+
+    /// The generation the replaced maps served.
+    pub(super) fn generation(&self) -> u64 {
+        self.generation
+    }
+
+    /// Whether their rules (and so their hit slots) could be read.
+    pub(super) fn has_rules(&self) -> bool {
+        self.contents.is_some()
     }
 }
 
@@ -620,12 +852,4 @@ fn lookup_hints(tables: &CompiledTables) -> u32 {
         hints |= FLAG_HAS_VLAN_VNET;
     }
     hints
-}
-
-/// The wall-clock time of CLOCK_MONOTONIC's zero (what `bpf_ktime_get_ns`
-/// counts from), so kernel timestamps can be shown as dates.
-pub(crate) fn monotonic_to_wall() -> Option<std::time::SystemTime> {
-    let mono = nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC).ok()?;
-    let mono = std::time::Duration::new(mono.tv_sec() as u64, mono.tv_nsec() as u32);
-    std::time::SystemTime::now().checked_sub(mono)
 }

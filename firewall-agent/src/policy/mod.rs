@@ -2,13 +2,17 @@
 //! two formats:
 //!
 //! - the native TOML format (DESIGN.md section 1): [`parse_toml`],
-//!   [`parse_toml_with_base`], [`load_file`];
+//!   [`parse_toml_with_base`], and back with [`export_native`];
 //! - Azure's JSON (`properties.networkAcls` of a vault, as the ARM API and
 //!   `az keyvault show` return it) with a *subnet map*, a small TOML file
 //!   that gives what the JSON lacks (subnet prefixes and endpoints, the
-//!   settings Key Vault has no field for): [`parse_azure_json`],
-//!   [`load_policy`], and back with [`export_azure`] and
-//!   [`export_subnet_map`].
+//!   settings Key Vault has no field for): [`parse_azure_json`], and back
+//!   with [`export_azure`] and [`export_subnet_map`].
+//!
+//! Files are read in one place, [`source`]: a [`PolicySource`] (the policy
+//! file and, for Azure JSON, its subnet map) read into a [`PolicyText`] and
+//! validated. Every command and the daemon load policies through it; a
+//! policy `apply` sends over the control socket is a [`PolicyText`] too.
 //!
 //! Both go through two stages, raw (syntax and the shape of each key) then
 //! validation into a [`Policy`]; every error of the input is collected and
@@ -27,13 +31,14 @@ pub use model::*;
 mod azure;
 mod error;
 mod expiry;
-pub mod input;
 mod export;
+pub mod input;
 mod ip_rules;
 pub mod ipv4;
 mod raw;
 mod raw_rules;
 pub mod service_tags;
+pub mod source;
 mod subnet_map;
 mod trusted;
 mod validate;
@@ -43,14 +48,15 @@ mod vnet;
 mod tests;
 
 pub use error::{LoadError, PolicyError, PolicyErrors, PolicyWarning};
-pub use export::{export_azure, export_subnet_map};
+pub use export::{export_azure, export_native, export_subnet_map};
+pub use source::{FileText, PolicySource, PolicyText, WriteBack};
 pub use trusted::{catalogue, find as find_trusted_service};
 pub use vnet::check_interface_name;
 
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use validate::Context;
 
@@ -64,8 +70,10 @@ pub struct Validated {
     pub warnings: Vec<PolicyWarning>,
 }
 
-/// The two input formats.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+/// The two input formats. On the wire (the control protocol's `apply`):
+/// `"native"` and `"azure_json"`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum PolicyFormat {
     /// The native TOML format.
     Native,
@@ -152,15 +160,23 @@ pub(crate) fn parse_azure_at(
     subnet_map: Option<(&Path, &str)>,
     now: SystemTime,
 ) -> Result<Validated, PolicyErrors> {
-    let mut errors = Vec::new();
-    let mut warnings = Vec::new();
     let base_dir = subnet_map
         .and_then(|(path, _)| path.parent())
         .map_or_else(current_dir, Path::to_path_buf);
-    let ctx = Context {
-        now,
-        base_dir: &base_dir,
-    };
+    parse_azure_in(json, subnet_map, &base_dir, now)
+}
+
+/// [`parse_azure_json`] whose map's relative paths resolve against
+/// `base_dir` (the map's directory).
+pub(crate) fn parse_azure_in(
+    json: &str,
+    subnet_map: Option<(&Path, &str)>,
+    base_dir: &Path,
+    now: SystemTime,
+) -> Result<Validated, PolicyErrors> {
+    let mut errors = Vec::new();
+    let mut warnings = Vec::new();
+    let ctx = Context { now, base_dir };
     let policy = azure::read(json, subnet_map, &mut errors, &mut warnings)
         .and_then(|raw| validate::validate(raw, &ctx, &mut errors, &mut warnings));
     // A map entry used by two ARM rules reports its own problems once.
@@ -186,62 +202,10 @@ fn current_dir() -> PathBuf {
     std::env::current_dir().unwrap_or_default()
 }
 
-/// Read a native policy file and [`parse_toml`] it; a relative
-/// `service_tags_file` resolves against the file's directory.
-pub fn load_file(path: &Path) -> Result<Validated, LoadError> {
-    let text = read(path)?;
-    parse_toml_with_base(&text, &parent_dir(path)).map_err(|errors| LoadError::Invalid {
-        path: path.to_path_buf(),
-        errors,
-    })
-}
-
-/// Read a policy file in either format ([`PolicyFormat::detect`]) and
-/// validate it. `subnet_map` is the map file for Azure JSON (required when
-/// the JSON has virtual network rules); given with a native policy it is
-/// not read, and a warning says so.
+/// Read a policy file in either format and validate it: shorthand for
+/// [`PolicySource::load`] (the one loader; see [`source`]).
 pub fn load_policy(path: &Path, subnet_map: Option<&Path>) -> Result<Validated, LoadError> {
-    let text = read(path)?;
-    let invalid = |errors| LoadError::Invalid {
-        path: path.to_path_buf(),
-        errors,
-    };
-    match PolicyFormat::detect(path, &text) {
-        PolicyFormat::Native => {
-            let mut v = parse_toml_with_base(&text, &parent_dir(path)).map_err(invalid)?;
-            if let Some(map) = subnet_map {
-                v.warnings.push(PolicyWarning::new(
-                    map.display().to_string(),
-                    format!(
-                        "a subnet map applies only to an Azure JSON policy; {} is a native \
-                         TOML policy, so the map is not read",
-                        path.display()
-                    ),
-                ));
-            }
-            Ok(v)
-        }
-        PolicyFormat::AzureJson => {
-            let map_text = subnet_map.map(|m| read(m).map(|t| (m, t))).transpose()?;
-            let map = map_text.as_ref().map(|(m, t)| (*m, t.as_str()));
-            parse_azure_json(&text, map).map_err(invalid)
-        }
-    }
-}
-
-fn read(path: &Path) -> Result<String, LoadError> {
-    input::read_text_file(path, input::MAX_POLICY_BYTES).map_err(|source| LoadError::Io {
-        path: path.to_path_buf(),
-        source,
-    })
-}
-
-/// The directory of `path` (`.` for a bare file name).
-fn parent_dir(path: &Path) -> PathBuf {
-    match path.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-        _ => PathBuf::from("."),
-    }
+    PolicySource::new(path, subnet_map.map(Path::to_path_buf)).load()
 }
 
 /// Strictly parse one IP-rule value (as written by an operator on the CLI

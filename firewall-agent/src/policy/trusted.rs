@@ -320,9 +320,14 @@ fn resolve(
         ));
         return None;
     }
+    Some(absolute_against(base_dir, written))
+}
+
+/// `written` made absolute against `base_dir` (lexically: links are not
+/// followed, so the path names what the operator wrote).
+pub(super) fn absolute_against(base_dir: &Path, written: &str) -> PathBuf {
     let joined = base_dir.join(written);
-    let absolute = std::path::absolute(&joined).unwrap_or(joined);
-    Some(absolute)
+    std::path::absolute(&joined).unwrap_or(joined)
 }
 
 fn read_tags(

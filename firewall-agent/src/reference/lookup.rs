@@ -80,14 +80,14 @@ mod tests {
     #[test]
     fn the_longest_covering_prefix_wins() {
         let entries = BTreeMap::from([
-            (key([203, 0, 113, 0], 24), 0),
-            (key([203, 0, 113, 0], 28), 1),
-            (key([203, 0, 0, 0], 16), 2),
+            (key([203, 0, 113, 0], 24), RuleValue::new(0)),
+            (key([203, 0, 113, 0], 28), RuleValue::new(1)),
+            (key([203, 0, 0, 0], 16), RuleValue::new(2)),
         ]);
         let a = |s: &str| s.parse::<Ipv4Addr>().unwrap();
-        assert_eq!(longest(&entries, a("203.0.113.5")).map(|m| m.1), Some(1));
-        assert_eq!(longest(&entries, a("203.0.113.200")).map(|m| m.1), Some(0));
-        assert_eq!(longest(&entries, a("203.0.9.9")).map(|m| m.1), Some(2));
+        assert_eq!(longest(&entries, a("203.0.113.5")).map(|m| m.1.slot), Some(1));
+        assert_eq!(longest(&entries, a("203.0.113.200")).map(|m| m.1.slot), Some(0));
+        assert_eq!(longest(&entries, a("203.0.9.9")).map(|m| m.1.slot), Some(2));
         assert_eq!(longest(&entries, a("198.51.100.7")), None);
     }
 }

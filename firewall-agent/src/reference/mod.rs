@@ -8,7 +8,8 @@
 //!
 //! Where DESIGN.md is silent the model follows the program's contract in
 //! `firewall-common` (tag and extension-header bounds, endpoint wildcards,
-//! `FLAG_VALID`). Where the two could differ, the model keeps the design's
+//! `FLAG_VALID`, rule expiry: a table whose matching entry has expired
+//! does not match, and no shorter prefix of it is consulted). Where the two could differ, the model keeps the design's
 //! reading: an IPv6 extension header must lie inside the packet's payload
 //! (a chain that runs past the payload length is a truncated header, so
 //! malformed), as an IPv4 header must lie inside its total length.
@@ -104,9 +105,8 @@ impl RuleKind {
 pub struct MatchedRule {
     /// The table.
     pub kind: RuleKind,
-    /// The entry's value, as the compiled tables hold it (the rule's
-    /// hit-counter slot).
-    pub id: RuleValue,
+    /// The entry's hit-counter slot ([`RuleValue::slot`]).
+    pub id: u32,
     /// The prefix that covered the source.
     pub prefix: Ipv4Net,
     /// For a virtual network rule, the endpoint of the entry that matched:
@@ -300,11 +300,14 @@ pub struct Judgement {
 }
 
 /// Judges `frame` (an Ethernet frame as the NIC hands it to XDP) arriving
-/// through interface `ingress_ifindex` against one table set.
-pub fn judge(frame: &[u8], ingress_ifindex: u32, tables: &CompiledTables) -> Judgement {
+/// through interface `ingress_ifindex` against one table set, at
+/// CLOCK_MONOTONIC time `now_ns` (what `bpf_ktime_get_coarse_ns` would
+/// read; see [`crate::clock::kernel_now_ns`]) for rule expiry.
+pub fn judge(frame: &[u8], ingress_ifindex: u32, tables: &CompiledTables, now_ns: u64) -> Judgement {
     let mut steps = Vec::new();
     let walked = headers::walk(frame, &mut steps);
-    let (verdict, matched, malformed) = decide(walked, ingress_ifindex, tables, &mut steps);
+    let at = Context { ingress_ifindex, now_ns };
+    let (verdict, matched, malformed) = decide(walked, &at, tables, &mut steps);
     let action = XdpAction::of(verdict);
     steps.push(format!("verdict {} ({})", verdict.name(), action.name()));
     Judgement {
@@ -318,9 +321,15 @@ pub fn judge(frame: &[u8], ingress_ifindex: u32, tables: &CompiledTables) -> Jud
 
 type Decision = (Verdict, Option<MatchedRule>, Option<Malformed>);
 
+/// Where and when a frame is judged.
+struct Context {
+    ingress_ifindex: u32,
+    now_ns: u64,
+}
+
 fn decide(
     walked: headers::Walked,
-    ingress_ifindex: u32,
+    at: &Context,
     tables: &CompiledTables,
     steps: &mut Vec<String>,
 ) -> Decision {
@@ -388,7 +397,7 @@ fn decide(
         .then(|| {
             first_match(
                 source,
-                ingress_ifindex,
+                at,
                 walked.outer_vlan,
                 flags,
                 tables,
@@ -421,41 +430,51 @@ fn guarded(tables: &CompiledTables, proto: Proto, dport: u16) -> bool {
 /// virtual network rules through the frame's endpoint.
 fn first_match(
     source: Ipv4Addr,
-    ingress_ifindex: u32,
+    at: &Context,
     outer_vlan: u16,
     flags: u32,
     tables: &CompiledTables,
     steps: &mut Vec<String>,
 ) -> Option<MatchedRule> {
     if flags & FLAG_BYPASS_TRUSTED != 0 {
-        if let Some((key, id)) = lookup::longest(&tables.trusted, source) {
-            let prefix = Ipv4Net::from(key);
-            steps.push(format!("source {source} in trusted services {prefix}"));
-            return Some(MatchedRule {
-                kind: RuleKind::TrustedService,
-                id,
-                prefix,
-                endpoint: None,
-            });
+        match lookup::longest(&tables.trusted, source) {
+            Some((key, value)) => {
+                let prefix = Ipv4Net::from(key);
+                if live(value, at, &format!("trusted services {prefix}"), steps) {
+                    steps.push(format!("source {source} in trusted services {prefix}"));
+                    return Some(MatchedRule {
+                        kind: RuleKind::TrustedService,
+                        id: value.slot,
+                        prefix,
+                        endpoint: None,
+                    });
+                }
+            }
+            None => steps.push(format!("source {source} not in trusted services")),
         }
-        steps.push(format!("source {source} not in trusted services"));
     } else {
         steps.push("bypass None: trusted services not consulted".to_owned());
     }
-    if let Some((key, id)) = lookup::longest(&tables.ip_rules, source) {
-        let prefix = Ipv4Net::from(key);
-        steps.push(format!("source {source} in ip_rules {prefix}"));
-        return Some(MatchedRule {
-            kind: RuleKind::IpRule,
-            id,
-            prefix,
-            endpoint: None,
-        });
+    match lookup::longest(&tables.ip_rules, source) {
+        Some((key, value)) => {
+            let prefix = Ipv4Net::from(key);
+            if live(value, at, &format!("ip_rules {prefix}"), steps) {
+                steps.push(format!("source {source} in ip_rules {prefix}"));
+                return Some(MatchedRule {
+                    kind: RuleKind::IpRule,
+                    id: value.slot,
+                    prefix,
+                    endpoint: None,
+                });
+            }
+        }
+        None => steps.push(format!("source {source} not in ip_rules")),
     }
-    steps.push(format!("source {source} not in ip_rules"));
 
     // The endpoints a frame can match: its interface on any VLAN; and, when
     // tagged, its interface on its VLAN, then its VLAN on any interface.
+    // The first endpoint with a covering entry is the table's match.
+    let ingress_ifindex = at.ingress_ifindex;
     let vlan = u32::from(outer_vlan);
     let mut endpoints = vec![(ingress_ifindex, VLAN_ANY)];
     if outer_vlan != 0 {
@@ -463,17 +482,18 @@ fn first_match(
         endpoints.push((IFINDEX_ANY, vlan));
     }
     for (ifindex, vlan) in endpoints {
-        if let Some((key, id)) =
+        if let Some((key, value)) =
             lookup::longest_at_endpoint(&tables.vnet_rules, ifindex, vlan, source)
         {
             let prefix = Ipv4Net::from(key.prefix);
-            steps.push(format!(
-                "source {source} in virtual network rule {prefix} via {}",
-                endpoint_words(ifindex, vlan)
-            ));
+            let via = endpoint_words(ifindex, vlan);
+            if !live(value, at, &format!("virtual network rule {prefix} via {via}"), steps) {
+                return None;
+            }
+            steps.push(format!("source {source} in virtual network rule {prefix} via {via}"));
             return Some(MatchedRule {
                 kind: RuleKind::VnetRule,
-                id,
+                id: value.slot,
                 prefix,
                 endpoint: Some((ifindex, vlan)),
             });
@@ -488,6 +508,22 @@ fn first_match(
         "source {source} in no virtual network rule of its endpoint ({arrived})"
     ));
     None
+}
+
+/// Whether the entry a table matched is still in force at `at.now_ns`; an
+/// expired one is said, and its table does not match (no shorter prefix of
+/// the table is consulted: the kernel's trie answers only the longest).
+fn live(value: RuleValue, at: &Context, entry: &str, steps: &mut Vec<String>) -> bool {
+    if value.expired(|| at.now_ns) {
+        steps.push(format!(
+            "{entry} matched but expired (at monotonic {} ns, now {} ns): the table does not \
+             match; a shorter prefix in it is not consulted",
+            value.expires_at_ns(), at.now_ns
+        ));
+        false
+    } else {
+        true
+    }
 }
 
 /// `ifindex 3, any VLAN`, `ifindex 3, VLAN 120`, `any interface, VLAN 120`.

@@ -15,6 +15,8 @@ use crate::compile::{PrefixKey, VnetPrefixKey};
 
 const LO: u32 = 1;
 const ETH1: u32 = 7;
+/// The CLOCK_MONOTONIC time the frames are judged at.
+const NOW: u64 = 5_000_000_000;
 
 fn key(octets: [u8; 4], prefix_len: u32) -> PrefixKey {
     PrefixKey { prefix_len, octets }
@@ -28,7 +30,7 @@ fn tables(ip_rules: &[([u8; 4], u32)]) -> CompiledTables {
     t.ip_rules = ip_rules
         .iter()
         .enumerate()
-        .map(|(i, (o, l))| (key(*o, *l), i as u32))
+        .map(|(i, (o, l))| (key(*o, *l), RuleValue::new(i as u32)))
         .collect();
     t
 }
@@ -99,7 +101,7 @@ fn ipv6(first: u8, rest: &[u8]) -> Vec<u8> {
 }
 
 fn verdict(frame: &[u8], t: &CompiledTables) -> Verdict {
-    judge(frame, LO, t).verdict
+    judge(frame, LO, t, NOW).verdict
 }
 
 #[test]
@@ -111,7 +113,7 @@ fn k1_the_reversed_twin_of_an_allowed_address_is_denied() {
             vlan: VLAN_ANY,
             prefix: key([10, 20, 0, 0], 16),
         },
-        0,
+        RuleValue::new(0),
     )]);
     assert_eq!(verdict(&syn([203, 0, 113, 10], 443), &t), AllowIpRule);
     assert_eq!(verdict(&syn([10, 113, 0, 203], 443), &t), DenyNoMatch);
@@ -152,8 +154,8 @@ fn k5_default_allow_and_the_trusted_bypass() {
 
     let mut bypass = tables(&[]);
     bypass.flags |= FLAG_BYPASS_TRUSTED;
-    bypass.trusted = BTreeMap::from([(key([192, 0, 2, 128], 29), 4)]);
-    let j = judge(&syn([192, 0, 2, 130], 443), LO, &bypass);
+    bypass.trusted = BTreeMap::from([(key([192, 0, 2, 128], 29), RuleValue::new(4))]);
+    let j = judge(&syn([192, 0, 2, 130], 443), LO, &bypass, NOW);
     assert_eq!(j.verdict, AllowTrustedService);
     let m = j.matched.expect("a trusted prefix matched");
     assert_eq!(
@@ -174,14 +176,14 @@ fn k5_default_allow_and_the_trusted_bypass() {
 fn trusted_comes_before_ip_rules_and_ip_rules_before_subnets() {
     let mut t = tables(&[([203, 0, 113, 0], 24)]);
     t.flags |= FLAG_BYPASS_TRUSTED;
-    t.trusted = BTreeMap::from([(key([203, 0, 113, 0], 25), 0)]);
+    t.trusted = BTreeMap::from([(key([203, 0, 113, 0], 25), RuleValue::new(0))]);
     t.vnet_rules = BTreeMap::from([(
         VnetPrefixKey {
             ifindex: LO,
             vlan: VLAN_ANY,
             prefix: key([203, 0, 0, 0], 16),
         },
-        0,
+        RuleValue::new(0),
     )]);
     assert_eq!(
         verdict(&syn([203, 0, 113, 5], 443), &t),
@@ -201,7 +203,7 @@ fn subnet_rules_match_only_through_their_endpoint() {
                 vlan,
                 prefix: key(octets, 16),
             },
-            id,
+            RuleValue::new(id),
         )
     };
     t.vnet_rules = BTreeMap::from([
@@ -214,7 +216,7 @@ fn subnet_rules_match_only_through_their_endpoint() {
         f.extend(ipv4(src, 6, 0, 0, &tcp(443)));
         f
     };
-    let at = |frame: &[u8], ifindex| judge(frame, ifindex, &t).verdict;
+    let at = |frame: &[u8], ifindex| judge(frame, ifindex, &t, NOW).verdict;
     // Interface-bound: any VLAN on eth1, nothing on another interface.
     assert_eq!(at(&syn([10, 1, 0, 1], 443), ETH1), AllowVnetRule);
     assert_eq!(at(&tagged([10, 1, 0, 1], 99), ETH1), AllowVnetRule);
@@ -272,7 +274,7 @@ fn ipv4_header_checks() {
     for words in 1..=10 {
         let mut f = eth(&[], 0x0800);
         f.extend(ipv4([203, 0, 113, 5], 6, words * 4, 0, &tcp(443)));
-        let j = judge(&f, LO, &t);
+        let j = judge(&f, LO, &t, NOW);
         assert_eq!(j.verdict, AllowIpRule);
         assert!(j.explanation[0].starts_with(&format!("IPv4 IHL {} (options", 5 + words)));
     }
@@ -361,7 +363,7 @@ fn ipv6_fragments_and_chains_past_the_payload() {
     // ...and one that lies past the payload, in the frame's padding.
     cut = ipv6(0, &[]);
     cut.extend_from_slice(&[58, 0, 0, 0, 0, 0, 0, 0]);
-    let j = judge(&cut, LO, &t);
+    let j = judge(&cut, LO, &t, NOW);
     assert_eq!(
         j.malformed,
         Some(Malformed::Ipv6ExtensionBeyondPayload { header: 0 })
@@ -372,7 +374,7 @@ fn ipv6_fragments_and_chains_past_the_payload() {
     deep.resize(2048, 0);
     deep.extend(tcp(22));
     assert_eq!(
-        judge(&ipv6(0, &deep), LO, &t).malformed,
+        judge(&ipv6(0, &deep), LO, &t, NOW).malformed,
         Some(Malformed::Ipv6ChainTooDeep { offset: 2088 })
     );
 }
@@ -390,7 +392,7 @@ fn the_explanation_names_each_step() {
     let t = tables(&[([203, 0, 113, 0], 24)]);
     let mut f = eth(&[(0x8100, 120)], 0x0800);
     f.extend(ipv4([203, 0, 113, 5], 6, 4, 0, &tcp(443)));
-    let j = judge(&f, LO, &t);
+    let j = judge(&f, LO, &t, NOW);
     let text = j.explanation.join("\n");
     for step in [
         "802.1Q tag VLAN 120",
@@ -401,4 +403,39 @@ fn the_explanation_names_each_step() {
     ] {
         assert!(text.contains(step), "missing {step:?} in:\n{text}");
     }
+}
+
+#[test]
+fn an_expired_longest_match_stops_its_table_but_not_the_later_ones() {
+    let mut t = tables(&[([203, 0, 113, 0], 24)]);
+    // 203.0.113.0/28 is the longest match for .5 and has expired: the /24
+    // of the same table is not consulted; the subnet table still is.
+    t.ip_rules.insert(key([203, 0, 113, 0], 28), RuleValue::expiring(1, NOW));
+    assert_eq!(verdict(&syn([203, 0, 113, 5], 443), &t), DenyNoMatch);
+    assert_eq!(verdict(&syn([203, 0, 113, 200], 443), &t), AllowIpRule);
+    t.vnet_rules.insert(
+        VnetPrefixKey { ifindex: LO, vlan: VLAN_ANY, prefix: key([203, 0, 113, 0], 29) },
+        RuleValue::new(7),
+    );
+    let j = judge(&syn([203, 0, 113, 5], 443), LO, &t, NOW);
+    assert_eq!((j.verdict, j.matched.map(|m| m.id)), (AllowVnetRule, Some(7)));
+    assert!(j.explanation.iter().any(|s| s.contains("expired")), "{:?}", j.explanation);
+    // A moment earlier the rule still admitted.
+    assert_eq!(judge(&syn([203, 0, 113, 5], 443), LO, &t, NOW - 1).verdict, AllowIpRule);
+}
+
+#[test]
+fn an_expired_subnet_entry_stops_the_subnet_table_for_the_other_endpoints_too() {
+    let mut t = tables(&[]);
+    let entry = |ifindex, vlan, value| {
+        (VnetPrefixKey { ifindex, vlan, prefix: key([10, 1, 0, 0], 16) }, value)
+    };
+    t.vnet_rules = BTreeMap::from([
+        entry(ETH1, VLAN_ANY, RuleValue::expiring(0, 1)),
+        entry(IFINDEX_ANY, 120, RuleValue::new(1)),
+    ]);
+    let mut tagged = eth(&[(0x8100, 120)], 0x0800);
+    tagged.extend(ipv4([10, 1, 0, 1], 6, 0, 0, &tcp(443)));
+    assert_eq!(judge(&tagged, ETH1, &t, NOW).verdict, DenyNoMatch);
+    assert_eq!(judge(&tagged, LO, &t, NOW).verdict, AllowVnetRule);
 }

@@ -6,18 +6,25 @@
 //!
 //! Records are numbered (`seq`, from 1, per agent run) so a follower can
 //! ask for what came after the last one it saw.
+//!
+//! The file is never opened through a link, is created 0640, and gets
+//! whole records only, even on a full disk ([`file`]).
+
+mod file;
 
 use std::collections::VecDeque;
-use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, SystemTime};
 
 use firewall_common::{AccessEvent, Verdict};
 use serde::{Deserialize, Serialize};
 
 use super::rules::RuleRef;
+use file::FileSink;
+
+pub use file::{FILE_MODE, FileHealth, UNWRITTEN_MAX, open_append};
 
 /// Records kept in memory for `vaultfw logs`.
 pub const DEFAULT_MEMORY: usize = 10_000;
@@ -124,7 +131,7 @@ fn addresses(event: &AccessEvent) -> (IpAddr, IpAddr) {
 #[derive(Debug)]
 enum Sink {
     Stdout,
-    File { path: PathBuf, file: File },
+    File(FileSink),
 }
 
 /// What `vaultfw logs` gets back.
@@ -150,8 +157,6 @@ pub struct AccessLog {
     capacity: usize,
     next_seq: u64,
     evicted: u64,
-    /// Set while writes fail, so the failure is logged once, not per event.
-    failing: bool,
 }
 
 impl AccessLog {
@@ -160,10 +165,7 @@ impl AccessLog {
     pub fn open(path: Option<&Path>, capacity: usize) -> std::io::Result<Self> {
         let sink = match path {
             None => Sink::Stdout,
-            Some(path) => Sink::File {
-                path: path.to_path_buf(),
-                file: open_append(path)?,
-            },
+            Some(path) => Sink::File(FileSink::open(path)?),
         };
         Ok(AccessLog {
             sink,
@@ -171,7 +173,6 @@ impl AccessLog {
             capacity: capacity.max(1),
             next_seq: 1,
             evicted: 0,
-            failing: false,
         })
     }
 
@@ -184,7 +185,25 @@ impl AccessLog {
     pub fn path(&self) -> Option<&Path> {
         match &self.sink {
             Sink::Stdout => None,
-            Sink::File { path, .. } => Some(path),
+            Sink::File(sink) => Some(sink.path()),
+        }
+    }
+
+    /// How writing the file goes (`None`: stdout).
+    pub fn file_health(&self) -> Option<FileHealth> {
+        match &self.sink {
+            Sink::Stdout => None,
+            Sink::File(sink) => Some(sink.health()),
+        }
+    }
+
+    /// Writes records held back by failed writes, then logs how writing
+    /// the file went since the last call if anything failed. Called once
+    /// per counter interval.
+    pub fn retry_and_report(&mut self) {
+        if let Sink::File(sink) = &mut self.sink {
+            sink.flush();
+            sink.report();
         }
     }
 
@@ -211,39 +230,23 @@ impl AccessLog {
         };
         line.push(b'\n');
         // One write per line: lines never interleave with the other log
-        // lines on stdout, nor with another writer appending to the file.
-        let result = match &mut self.sink {
+        // lines on stdout, and a file gets each record whole or not at all.
+        match &mut self.sink {
             Sink::Stdout => {
                 let mut out = std::io::stdout().lock();
-                out.write_all(&line).and_then(|()| out.flush())
+                if let Err(error) = out.write_all(&line).and_then(|()| out.flush()) {
+                    tracing::debug!(%error, "writing an access-log record to stdout failed");
+                }
             }
-            Sink::File { file, .. } => file.write_all(&line),
-        };
-        match result {
-            Ok(()) if self.failing => {
-                self.failing = false;
-                tracing::info!(path = ?self.path(), "access log writable again");
-            }
-            Ok(()) => {}
-            Err(error) if !self.failing => {
-                self.failing = true;
-                tracing::error!(%error, path = ?self.path(), "writing the access log failed; records are kept in memory only until it works again");
-            }
-            Err(_) => {}
+            Sink::File(sink) => sink.push(line),
         }
     }
 
     /// Opens the file again at its path (after logrotate moved it away);
     /// the old handle is kept when that fails. Stdout: nothing to do.
     pub fn reopen(&mut self) {
-        if let Sink::File { path, file } = &mut self.sink {
-            match open_append(path) {
-                Ok(new) => {
-                    *file = new;
-                    tracing::info!(path = %path.display(), "access log reopened");
-                }
-                Err(error) => tracing::error!(%error, path = %path.display(), "cannot reopen the access log; still writing to the old file"),
-            }
+        if let Sink::File(sink) = &mut self.sink {
+            sink.reopen();
         }
     }
 
@@ -272,10 +275,6 @@ impl AccessLog {
             capacity: self.capacity,
         }
     }
-}
-
-fn open_append(path: &Path) -> std::io::Result<File> {
-    OpenOptions::new().create(true).append(true).open(path)
 }
 
 #[cfg(test)]

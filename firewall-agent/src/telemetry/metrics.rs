@@ -63,6 +63,30 @@ pub struct MetricsSnapshot {
     pub last_apply: Option<Duration>,
     /// Fill of each trie.
     pub map_fill: Vec<MapFill>,
+    /// The daemon's state beyond the kernel.
+    pub health: HealthSample,
+}
+
+/// The daemon's health as the metrics show it (default: no reload yet,
+/// file in sync, socket in place).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct HealthSample {
+    /// The latest reload: whether it was accepted, and when.
+    pub last_reload: Option<(bool, std::time::SystemTime)>,
+    /// Whether the policy file declares the served policy.
+    pub policy_in_sync: bool,
+    /// Whether the control socket is still reachable.
+    pub control_socket_present: bool,
+}
+
+impl Default for HealthSample {
+    fn default() -> Self {
+        HealthSample {
+            last_reload: None,
+            policy_in_sync: true,
+            control_socket_present: true,
+        }
+    }
 }
 
 type Labels = Vec<(String, String)>;
@@ -133,6 +157,37 @@ pub fn render(snapshot: &MetricsSnapshot) -> String {
             duration,
         );
     }
+
+    let flag = |value: bool| {
+        let gauge = Gauge::<i64>::default();
+        gauge.set(i64::from(value));
+        gauge
+    };
+    let health = &snapshot.health;
+    if let Some((success, at)) = health.last_reload {
+        registry.register(
+            "vaultfw_last_reload_success",
+            "1 when the latest reload of the policy file (SIGHUP, an edit) was accepted, 0 when it was refused",
+            flag(success),
+        );
+        let seconds = Gauge::<f64, AtomicU64>::default();
+        seconds.set(at.duration_since(std::time::UNIX_EPOCH).map_or(0.0, |d| d.as_secs_f64()));
+        registry.register(
+            "vaultfw_last_reload_timestamp_seconds",
+            "When the latest reload of the policy file ran (Unix time)",
+            seconds,
+        );
+    }
+    registry.register(
+        "vaultfw_policy_in_sync",
+        "1 when the policy file declares exactly the policy the kernel serves",
+        flag(health.policy_in_sync),
+    );
+    registry.register(
+        "vaultfw_control_socket_present",
+        "1 while the control socket the daemon bound is in place",
+        flag(health.control_socket_present),
+    );
 
     let entries = Family::<Labels, Gauge>::default();
     let capacity = Family::<Labels, Gauge>::default();

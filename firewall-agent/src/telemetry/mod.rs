@@ -22,7 +22,7 @@ pub mod rules;
 
 pub use access::{AccessLog, AccessRecord, LogsPage};
 pub use counters::{CounterSample, InterfaceCounters, StatsReporter};
-pub use metrics::{MapFill, MetricsServer, MetricsSnapshot, RuleHitSample};
+pub use metrics::{HealthSample, MapFill, MetricsServer, MetricsSnapshot, RuleHitSample};
 pub use ring::EventRing;
 pub use rules::{RuleKind, RuleRef, rule_slots};
 
@@ -45,7 +45,5 @@ pub fn init_json_logs() {
 /// counts from), so kernel timestamps can be shown as dates. Computed
 /// anew each time: the wall clock may be stepped while the agent runs.
 pub fn boot_offset() -> Option<std::time::SystemTime> {
-    let mono = nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC).ok()?;
-    let mono = std::time::Duration::new(mono.tv_sec() as u64, mono.tv_nsec() as u32);
-    std::time::SystemTime::now().checked_sub(mono)
+    Some(crate::clock::MonotonicClock::now().to_wall(0))
 }

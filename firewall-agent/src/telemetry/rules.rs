@@ -71,9 +71,9 @@ pub fn rule_slots(
     slots: HitSlots,
 ) -> BTreeMap<u32, RuleRef> {
     let mut owners = BTreeMap::new();
-    for (key, slot) in &tables.ip_rules {
+    for (key, value) in &tables.ip_rules {
         owners.insert(
-            *slot,
+            value.slot,
             RuleRef {
                 kind: RuleKind::Ip,
                 name: shown(Ipv4Net::from(*key)),
@@ -90,13 +90,13 @@ pub fn rule_slots(
                 vlan,
                 prefix: (*prefix).into(),
             };
-            tables.vnet_rules.get(&key)
+            tables.vnet_rules.get(&key).map(|v| v.slot)
         });
         if let Some(slot) = slot {
             // A prefix another rule already holds under the same endpoint
             // counts for that rule (compile keeps the first in policy
             // order); `or_insert` keeps that first owner.
-            owners.entry(*slot).or_insert(RuleRef {
+            owners.entry(slot).or_insert(RuleRef {
                 kind: RuleKind::Vnet,
                 name: rule.id.clone(),
             });
@@ -139,7 +139,7 @@ enabled = ["AzureBackup"]
         .expect("valid")
         .policy;
         let interfaces = InterfaceIndex::new();
-        let tables = compile(&policy, &interfaces);
+        let tables = compile(&policy, &interfaces, &crate::clock::MonotonicClock::now());
         let slots = crate::compile::hit_slots_for(&policy);
         let owners = rule_slots(&policy, &interfaces, &tables, slots);
         let names: Vec<(u32, &str, &str)> = owners

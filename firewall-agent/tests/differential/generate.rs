@@ -4,7 +4,7 @@
 
 use firewall_common::{
     FLAG_AUDIT, FLAG_BYPASS_TRUSTED, FLAG_DEFAULT_ALLOW, FLAG_IPV6_ALLOW, FLAG_VALID, IFINDEX_ANY,
-    PORT_PROTO_TCP, PORT_PROTO_UDP, VLAN_ANY, port_slot,
+    PORT_PROTO_TCP, PORT_PROTO_UDP, RuleValue, VLAN_ANY, port_slot,
 };
 use vaultfw::compile::{CompiledTables, PrefixKey, VnetPrefixKey};
 
@@ -87,6 +87,16 @@ fn random_prefix(rng: &mut Rng) -> PrefixKey {
     }
 }
 
+/// An entry for hit slot `slot`: mostly without expiry, else one that
+/// expired long ago (monotonic 1 ns) or expires far ahead.
+fn random_value(rng: &mut Rng, slot: u32) -> RuleValue {
+    match rng.below(10) {
+        0 => RuleValue::expiring(slot, 1),
+        1 => RuleValue::expiring(slot, u64::MAX),
+        _ => RuleValue::new(slot),
+    }
+}
+
 pub fn random_scenario(rng: &mut Rng) -> Scenario {
     let mut tables = CompiledTables::empty();
     tables.flags = FLAG_VALID;
@@ -131,12 +141,12 @@ pub fn random_scenario(rng: &mut Rng) -> Scenario {
     let mut prefixes = Vec::new();
     for id in 0..rng.below(16) {
         let key = random_prefix(rng);
-        tables.ip_rules.insert(key, id as u32);
+        tables.ip_rules.insert(key, random_value(rng, id as u32));
         prefixes.push(key);
     }
     for id in 0..rng.below(10) {
         let key = random_prefix(rng);
-        tables.trusted.insert(key, id as u32);
+        tables.trusted.insert(key, random_value(rng, id as u32));
         prefixes.push(key);
     }
     for id in 0..rng.below(10) {
@@ -158,7 +168,7 @@ pub fn random_scenario(rng: &mut Rng) -> Scenario {
                 vlan,
                 prefix,
             },
-            id as u32,
+            random_value(rng, id as u32),
         );
         prefixes.push(prefix);
     }

@@ -6,6 +6,7 @@
 
 use etherparse::{IpNumber, Ipv4Header, PacketBuilder};
 use firewall_common::Verdict;
+use vaultfw::compile::CompiledTables;
 use vaultfw::dataplane::{ApplyReport, Capacity, Dataplane};
 use vaultfw::policy::parse_toml;
 
@@ -60,22 +61,52 @@ impl Program {
 
     /// Applies a policy with the access log at `events_per_second` per CPU.
     pub fn apply_with_events(&mut self, policy: &str, events_per_second: u32) -> ApplyReport {
+        let tables = self.compile(policy).with_access_log(events_per_second, false);
+        self.apply_tables(&tables)
+    }
+
+    /// Compiles the native-format `policy` as the daemon would for the next
+    /// generation (hit slots stay with their rules, deadlines converted
+    /// now).
+    pub fn compile(&self, policy: &str) -> CompiledTables {
         let validated = parse_toml(policy).unwrap_or_else(|e| panic!("test policy invalid:\n{e}"));
-        let tables = vaultfw::compile::compile_next(
+        vaultfw::compile::compile_next(
             &validated.policy,
             &self.interfaces,
             self.dataplane.hit_slots(),
             &self.dataplane.active_tables(),
+            &vaultfw::clock::MonotonicClock::now(),
         )
-        .with_access_log(events_per_second, false);
+    }
+
+    /// Applies `tables` as the next generation.
+    pub fn apply_tables(&mut self, tables: &CompiledTables) -> ApplyReport {
         let report = self
             .dataplane
-            .apply(&tables, self.generation + 1)
+            .apply(tables, self.generation + 1)
             .unwrap_or_else(|e| panic!("apply failed: {e}"));
         if report.changed {
             self.generation = report.generation;
         }
         report
+    }
+
+    /// Applies `tables` as the next generation on probation until
+    /// `deadline` (see `Dataplane::apply_with_fallback`).
+    pub fn apply_with_fallback(&mut self, tables: &CompiledTables, deadline: std::time::SystemTime) -> ApplyReport {
+        let report = self
+            .dataplane
+            .apply_with_fallback(tables, self.generation + 1, deadline)
+            .unwrap_or_else(|e| panic!("apply with a fallback deadline failed: {e}"));
+        if report.changed {
+            self.generation = report.generation;
+        }
+        report
+    }
+
+    /// The generation the program serves as the agent records it.
+    pub fn generation(&self) -> u64 {
+        self.dataplane.generation()
     }
 
     /// Runs `frame` and returns the XDP action and the one verdict whose

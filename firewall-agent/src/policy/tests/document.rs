@@ -1,12 +1,12 @@
 //! The native TOML document as a whole: syntax, keys, settings, defaults,
 //! the data plane, warnings that concern settings, error reporting and
-//! `load_file`.
+//! `PolicySource::load`.
 
 use std::collections::BTreeSet;
 
 use super::super::{
     Bypass, DataPlane, DefaultAction, Ipv6Action, LimitProfile, Limits, LoadError, Mode,
-    PolicyError, PolicyErrors, PolicyWarning, load_file, parse_toml,
+    PolicyError, PolicyErrors, PolicySource, PolicyWarning, parse_toml,
 };
 use super::{fixture, load, refuse, single};
 
@@ -522,19 +522,19 @@ impl Drop for TempFile {
 }
 
 #[test]
-fn load_file_reads_and_validates() {
+fn a_policy_source_reads_and_validates() {
     let f = TempFile::new(
         "good",
         "default_action = \"Deny\"\nip_rules = [\"203.0.113.7\"]\n",
     );
-    let v = load_file(&f.0).expect("loads");
+    let v = PolicySource::new(&f.0, None).load().expect("loads");
     assert_eq!(v.policy.ip_rules.len(), 1);
 }
 
 #[test]
-fn load_file_reports_an_unreadable_file_with_its_path() {
+fn a_policy_source_reports_an_unreadable_file_with_its_path() {
     let path = std::env::temp_dir().join("vaultfw-policy-test-does-not-exist.toml");
-    match load_file(&path) {
+    match PolicySource::new(&path, None).load() {
         Err(e @ LoadError::Io { .. }) => {
             let shown = e.to_string();
             assert!(shown.starts_with("cannot read policy file "), "{shown}");
@@ -545,9 +545,9 @@ fn load_file_reports_an_unreadable_file_with_its_path() {
 }
 
 #[test]
-fn load_file_reports_every_error_of_an_invalid_file() {
+fn a_policy_source_reports_every_error_of_an_invalid_file() {
     let f = TempFile::new("bad", "ip_rules = [\"10.0.0.0/8\"]\n");
-    match load_file(&f.0) {
+    match PolicySource::new(&f.0, None).load() {
         Err(LoadError::Invalid { path, errors }) => {
             assert_eq!(path, f.0);
             let PolicyErrors(list) = &errors;
@@ -555,7 +555,10 @@ fn load_file_reports_every_error_of_an_invalid_file() {
         }
         other => panic!("{other:?}"),
     }
-    let shown = load_file(&f.0).expect_err("invalid").to_string();
+    let shown = PolicySource::new(&f.0, None)
+        .load()
+        .expect_err("invalid")
+        .to_string();
     assert!(shown.contains("is invalid:\ndefault_action: "), "{shown}");
 }
 
@@ -564,7 +567,10 @@ fn guarding_the_ssh_port_is_refused_unless_done_on_purpose() {
     let refused = parse_toml("default_action = \"Deny\"\n[data_plane]\ntcp_ports = [443, 22]\n")
         .expect_err("port 22 in the data plane is refused");
     let e = &refused.0[0];
-    assert_eq!((e.path.as_str(), e.value.as_str()), ("data_plane.tcp_ports[1]", "22"));
+    assert_eq!(
+        (e.path.as_str(), e.value.as_str()),
+        ("data_plane.tcp_ports[1]", "22")
+    );
     assert!(e.reason.contains("SSH"), "{e}");
     assert!(e.fix.contains("guard_control_ports = [22]"), "{e}");
     let on_purpose = parse_toml(

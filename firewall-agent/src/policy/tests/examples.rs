@@ -2,7 +2,7 @@
 
 use std::path::{Path, PathBuf};
 
-use super::super::{Bypass, Mode, load_file, load_policy};
+use super::super::{Bypass, Mode, load_policy};
 
 fn example(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -13,10 +13,10 @@ fn example(name: &str) -> PathBuf {
 #[test]
 fn the_example_policies_load_without_warnings() {
     for name in ["policy.toml", "policy-full.toml"] {
-        let v = load_file(&example(name)).unwrap_or_else(|e| panic!("{e}"));
+        let v = load_policy(&example(name), None).unwrap_or_else(|e| panic!("{e}"));
         assert!(v.warnings.is_empty(), "{name}: {:?}", v.warnings);
     }
-    let v = load_file(&example("policy-full.toml")).expect("loads");
+    let v = load_policy(&example("policy-full.toml"), None).expect("loads");
     assert_eq!(v.policy.virtual_network_rules.len(), 2);
     assert_eq!(v.policy.trusted_services.prefixes.len(), 2);
 }

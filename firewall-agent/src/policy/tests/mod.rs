@@ -8,6 +8,7 @@ mod ip_rule_value;
 mod ip_rules;
 mod round_trip;
 mod service_tags;
+mod source;
 mod trusted;
 mod vnet_rules;
 

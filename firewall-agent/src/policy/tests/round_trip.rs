@@ -1,9 +1,10 @@
-//! Azure JSON out and back: native → `export_azure` + `export_subnet_map`
-//! → `parse_azure_json` gives the same policy.
+//! Policies out and back: native → `export_azure` + `export_subnet_map`
+//! → `parse_azure_json`, and any policy → `export_native` → `parse_toml`,
+//! give the same policy.
 
 use serde_json::json;
 
-use super::super::{export_azure, export_subnet_map, load_policy};
+use super::super::{export_azure, export_native, export_subnet_map, load_policy};
 use super::{TempDir, fixture, load, load_azure};
 
 /// A policy that uses every field the model has.
@@ -163,4 +164,40 @@ fn the_az_keyvault_show_fixture_round_trips_through_export() {
         json.contains("/virtualnetworks/vnet-prod/subnets/app"),
         "{json}"
     );
+}
+
+#[test]
+fn native_out_and_back_is_lossless_for_every_field_and_for_defaults() {
+    let mut texts = vec![everything()];
+    texts.extend(
+        [
+            "default_action = \"Allow\"\n",
+            "default_action = \"Deny\"\nbypass = \"AzureServices\"\nlimits = \"kv-current\"\n",
+            "default_action = \"Deny\"\n[trusted_services]\nenabled = []\n",
+            "default_action = \"Deny\"\n[data_plane]\nudp_ports = [443]\nguard_control_ports = [22]\ntcp_ports = [22, 443]\n",
+        ]
+        .map(str::to_owned),
+    );
+    for text in texts {
+        let native = load(&text);
+        let out = export_native(&native.policy);
+        let back = load(&out);
+        assert_eq!(back.policy, native.policy, "{text}\nexported:\n{out}");
+        assert!(
+            back.warnings.is_empty() || !native.warnings.is_empty(),
+            "{:?}",
+            back.warnings
+        );
+    }
+}
+
+#[test]
+fn an_azure_policy_written_as_native_toml_loads_the_same() {
+    let v = load_policy(
+        &fixture("az-keyvault-show.json"),
+        Some(&fixture("az-keyvault-show.subnet-map.toml")),
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let out = export_native(&v.policy);
+    assert_eq!(load(&out).policy, v.policy, "exported:\n{out}");
 }

@@ -1,0 +1,209 @@
+//! Deadlines hold with no daemon running (issue 11, item 2: "Deadlines
+//! enforced in the kernel"). An unconfirmed `apply --confirm-within` that
+//! opened the data plane (`default_action = "Allow"`) is rolled back by the
+//! XDP program itself at its deadline after the daemon was killed, and a
+//! restart then reports the rollback, with `show`, the policy file and the
+//! kernel in agreement; a stop (SIGTERM, `--on-exit keep`) rolls a pending
+//! apply back before it exits; an IP rule's `expires_at` stops admitting on
+//! time after the daemon was killed. Every check is a real TCP connection.
+//!
+//! Waits past a deadline are generous (seconds); a check that must come
+//! before a deadline has tens of seconds of room, or is made right after
+//! the step that starts the clock.
+
+use std::time::{Duration, SystemTime};
+
+use vaultfw_tests::agent::{LeftPins, xdp_attached};
+use vaultfw_tests::cli::exit;
+use vaultfw_tests::reach::{
+    assert_connects, assert_connects_without_agent, assert_dropped, assert_dropped_without_agent,
+};
+use vaultfw_tests::{
+    ALLOWED_SRC, Agent, AgentOptions, DENIED_SRC, PolicyFile, TcpServer, Topology, cli_in_netns,
+};
+
+/// The office reaches the vault; nobody else.
+const POLICY: &str = r#"
+default_action = "Deny"
+bypass = "None"
+ip_rules = ["203.0.113.0/24"]
+
+[data_plane]
+tcp_ports = [443]
+"#;
+
+/// The change an operator regrets: the data plane open to everyone.
+const OPEN: &str = r#"
+default_action = "Allow"
+bypass = "None"
+ip_rules = ["203.0.113.0/24"]
+
+[data_plane]
+tcp_ports = [443]
+"#;
+
+/// How long past a deadline the checks wait: the coarse clock is exact to
+/// a few ms; this is for a busy machine.
+const PAST_DEADLINE: Duration = Duration::from_secs(2);
+
+fn keep_options(topo: &Topology) -> AgentOptions {
+    AgentOptions {
+        on_exit: "keep",
+        ..AgentOptions::iface(topo.server_veth())
+    }
+}
+
+fn serving(topo: &Topology) -> Agent {
+    let mut agent = Agent::start_with(&topo.server, POLICY, keep_options(topo));
+    agent.wait_ready();
+    agent.wait_serving();
+    agent
+}
+
+fn sleep_until(at: SystemTime) {
+    std::thread::sleep(at.duration_since(SystemTime::now()).unwrap_or_default());
+}
+
+#[test]
+fn an_unconfirmed_allow_is_rolled_back_by_the_kernel_at_its_deadline_after_sigkill() {
+    let topo = Topology::new();
+    let _https = TcpServer::start(&topo.server, topo.server_addr(443));
+    let agent = serving(&topo);
+    let generation = agent.generation();
+    assert_dropped(&topo, &agent, DENIED_SRC, 443, "before the apply");
+
+    let open = PolicyFile::named("open.toml", OPEN);
+    let applied_at = SystemTime::now();
+    let out = agent.cli_json(&["apply", open.path_str(), "--confirm-within", "3s"]);
+    let doc = out.ok();
+    assert_eq!(doc["generation"], generation + 1, "{}", out.context());
+    let deadline = SystemTime::now() + Duration::from_secs(3);
+    assert_connects(
+        &topo,
+        &agent,
+        DENIED_SRC,
+        443,
+        "the unconfirmed Allow, before its deadline",
+    );
+
+    let (policy, paths) = agent.kill();
+    let _pins = LeftPins(paths.clone());
+    if SystemTime::now() + Duration::from_millis(1500) < applied_at + Duration::from_secs(3) {
+        // Nothing but the deadline rolls it back: killed, it stays open.
+        assert_connects_without_agent(&topo, DENIED_SRC, 443, "after SIGKILL, before the deadline");
+    }
+    sleep_until(deadline + PAST_DEADLINE);
+    assert_dropped_without_agent(&topo, DENIED_SRC, 443, "past the deadline with no daemon");
+    assert_connects_without_agent(&topo, ALLOWED_SRC, 443, "the previous policy's rule");
+    let pinned = cli_in_netns(&topo.server, &paths, &["show"]);
+    pinned.expect_code(exit::NOT_RUNNING);
+    assert_eq!(
+        pinned.json()["generation"],
+        generation,
+        "without a daemon, show reads the generation the kernel serves: {}",
+        pinned.context()
+    );
+
+    // A restart on the same pins says what the kernel did, and everything
+    // agrees with what it enforces.
+    let mut agent = Agent::spawn(&topo.server, policy, paths.clone(), keep_options(&topo));
+    agent.wait_ready();
+    agent.wait_serving();
+    let reported = agent
+        .log_lines()
+        .into_iter()
+        .find(|l| l["by_kernel"] == true && l["dropped_generation"] == generation + 1);
+    assert!(
+        reported.is_some(),
+        "the start did not report the kernel's rollback:\n{}",
+        agent.output()
+    );
+    let show = agent.show();
+    assert_eq!(show["default_action"], "Deny", "{show:#}");
+    assert_eq!(show["generation"], generation, "{show:#}");
+    assert!(show["awaiting_confirmation_until"].is_null(), "{show:#}");
+    let file = std::fs::read_to_string(agent.policy().path()).expect("policy file");
+    assert_eq!(
+        file, POLICY,
+        "the policy file must hold the policy in force"
+    );
+    assert_dropped(&topo, &agent, DENIED_SRC, 443, "after the restart");
+    assert_connects(&topo, &agent, ALLOWED_SRC, 443, "after the restart");
+    agent.stop();
+}
+
+#[test]
+fn a_stop_with_on_exit_keep_rolls_a_pending_apply_back_before_exiting() {
+    let topo = Topology::new();
+    let _https = TcpServer::start(&topo.server, topo.server_addr(443));
+    let agent = serving(&topo);
+    let generation = agent.generation();
+    let open = PolicyFile::named("open.toml", OPEN);
+    // A deadline far enough away that anything seen before it is the
+    // stop's doing, not the kernel's.
+    agent
+        .cli_json(&["apply", open.path_str(), "--confirm-within", "120s"])
+        .ok();
+    let deadline = SystemTime::now() + Duration::from_secs(120);
+    assert_connects(&topo, &agent, DENIED_SRC, 443, "the unconfirmed Allow");
+
+    let (stats, _policy, paths) = agent.stop_keeping();
+    let _pins = LeftPins(paths.clone());
+    assert_dropped_without_agent(&topo, DENIED_SRC, 443, "right after the stop");
+    assert_connects_without_agent(&topo, ALLOWED_SRC, 443, "the previous policy's rule");
+    assert!(
+        SystemTime::now() < deadline,
+        "checked after the deadline: proves nothing"
+    );
+    let rolled_back = stats.stdout_lines().any(|l| {
+        serde_json::from_str::<serde_json::Value>(l).is_ok_and(|l| {
+            l["message"] == "unconfirmed apply rolled back" && l["generation"] == generation
+        })
+    });
+    assert!(
+        rolled_back,
+        "the stop did not log the rollback:\n{}",
+        stats.log()
+    );
+    assert!(
+        xdp_attached(&topo.server, topo.server_veth()),
+        "--on-exit keep must leave the filter attached"
+    );
+    let pinned = cli_in_netns(&topo.server, &paths, &["show"]);
+    pinned.expect_code(exit::NOT_RUNNING);
+    assert_eq!(
+        pinned.json()["generation"],
+        generation,
+        "{}",
+        pinned.context()
+    );
+}
+
+#[test]
+fn an_expiring_ip_rule_stops_admitting_on_time_after_sigkill() {
+    let topo = Topology::new();
+    let _https = TcpServer::start(&topo.server, topo.server_addr(443));
+    let agent = serving(&topo);
+    let expires = SystemTime::now() + Duration::from_secs(3);
+    let with_contractor = PolicyFile::named(
+        "contractor.toml",
+        &format!(
+            r#"default_action = "Deny"
+bypass = "None"
+ip_rules = ["203.0.113.0/24", {{ value = "{DENIED_SRC}", comment = "contractor", expires_at = "{}" }}]
+
+[data_plane]
+tcp_ports = [443]
+"#,
+            humantime::format_rfc3339_millis(expires)
+        ),
+    );
+    agent.cli_json(&["apply", with_contractor.path_str()]).ok();
+
+    let (_policy, paths) = agent.kill();
+    let _pins = LeftPins(paths);
+    assert_connects_without_agent(&topo, DENIED_SRC, 443, "before its expiry, no daemon");
+    sleep_until(expires + PAST_DEADLINE);
+    assert_dropped_without_agent(&topo, DENIED_SRC, 443, "after its expiry, no daemon");
+    assert_connects_without_agent(&topo, ALLOWED_SRC, 443, "the rule without expiry");
+}
