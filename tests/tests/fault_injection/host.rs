@@ -12,14 +12,15 @@ use std::time::{Duration, SystemTime};
 
 use vaultfw_tests::traffic::connect;
 use vaultfw_tests::{
-    AgentOptions, CliOutput, NetNs, PROBE_TIMEOUT, SERVER_IP, TcpServer, Topology, vaultfw,
+    ALLOWED_SRC, AgentOptions, CliOutput, DENIED_SRC, NetNs, PROBE_TIMEOUT, SERVER_IP, TcpServer,
+    Topology, vaultfw,
 };
 
 /// Allowed by the alternate policy only: whether it connects says which
 /// policy the kernel serves.
 pub const SWITCHED: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 99);
 /// On the private link; every policy allows it (203.0.113.0/24).
-pub(super) const ALLOWED_PRIVATE: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 77);
+const ALLOWED_PRIVATE: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 77);
 /// On the private link; allowed there by the subnet rule, and nowhere else.
 pub(super) const SUBNET_SRC: Ipv4Addr = Ipv4Addr::new(10, 1, 2, 3);
 /// The server's address on the private link.
@@ -280,10 +281,73 @@ fn contains(network: &str, addr: Ipv4Addr) -> bool {
 
 /// One connection the kernel must let through, or drop.
 pub(super) struct Check {
-    pub(super) what: &'static str,
-    pub(super) src: Ipv4Addr,
-    pub(super) dst: SocketAddrV4,
-    pub(super) connects: bool,
+    what: &'static str,
+    src: Ipv4Addr,
+    dst: SocketAddrV4,
+    connects: bool,
+}
+
+impl Host {
+    /// The office on the public veth: every policy allows it.
+    pub(super) fn office(&self) -> Check {
+        Check {
+            what: "the office (every policy allows it), public veth",
+            src: ALLOWED_SRC,
+            dst: self.public(),
+            connects: true,
+        }
+    }
+
+    /// [`SWITCHED`] on the public veth: admitted exactly when `allowed`.
+    pub(super) fn switched(&self, allowed: bool) -> Check {
+        Check {
+            what: "the source only the alternate policy allows, public veth",
+            src: SWITCHED,
+            dst: self.public(),
+            connects: allowed,
+        }
+    }
+
+    /// What a policy that allows [`SWITCHED`] or not (`switched`) admits
+    /// and drops on both interfaces.
+    pub(super) fn policy_checks(&self, switched: bool) -> Vec<Check> {
+        let check = |what, src, dst, connects| Check {
+            what,
+            src,
+            dst,
+            connects,
+        };
+        let (public, private) = (self.public(), self.private());
+        vec![
+            self.office(),
+            self.switched(switched),
+            check(
+                "a source no policy allows, public veth",
+                DENIED_SRC,
+                public,
+                false,
+            ),
+            check(
+                "the lab subnet spoofed on the public veth",
+                SUBNET_SRC,
+                public,
+                false,
+            ),
+            check(
+                "the lab subnet through its endpoint",
+                SUBNET_SRC,
+                private,
+                true,
+            ),
+            check("the office, private link", ALLOWED_PRIVATE, private, true),
+            check(
+                "a source no policy allows, private link",
+                DENIED_SRC,
+                private,
+                false,
+            ),
+        ]
+    }
 }
 
 /// Makes every check at once (each is one TCP handshake, or one SYN

@@ -6,7 +6,8 @@
 //! [`Run::verify`] is the invariant after every kill + restart, with real
 //! connections: what the policy file declares is what the kernel enforces
 //! on both interfaces, the daemon says so (`show`, and the generation the
-//! pins hold), and nothing of a killed start is left behind.
+//! pins hold), and nothing of a killed start or write-back is left behind
+//! (staged maps, temp files).
 //! [`Run::verify_without_agent`] checks the pinned filter alone, between a
 //! kill and the restart. Probers run through the whole test: a source every
 //! policy allows must never fail a connection, a source none allows must
@@ -24,9 +25,7 @@ use vaultfw_tests::{
     cli_in_netns, vaultfw_bin,
 };
 
-use super::host::{
-    ALLOWED_PRIVATE, Check, Declared, Host, SUBNET_SRC, SWITCHED, Spec, failed_checks,
-};
+use super::host::{Declared, Host, SUBNET_SRC, SWITCHED, Spec, failed_checks};
 use super::schedule::{Rng, seed};
 
 /// Background probes: one handshake every 20 ms.
@@ -68,6 +67,9 @@ pub struct Run {
     began: Instant,
     kills: usize,
     label: String,
+    /// When each fault was announced, and its label: a failed probe is
+    /// reported with the fault it fell in.
+    faults: Vec<(Instant, String)>,
 }
 
 impl Run {
@@ -96,6 +98,7 @@ impl Run {
             began: Instant::now(),
             kills: 0,
             label: "first start".to_owned(),
+            faults: Vec::new(),
         };
         run.restart();
         run.verify();
@@ -157,6 +160,16 @@ impl Run {
             self.seed
         );
         println!("{}", self.label);
+        self.faults.push((Instant::now(), self.label.clone()));
+    }
+
+    /// The fault a probe started at `at` fell in.
+    fn fault_at(&self, at: Instant) -> &str {
+        self.faults
+            .iter()
+            .rev()
+            .find(|(announced, _)| *announced <= at)
+            .map_or("before the first fault", |(_, label)| label.as_str())
     }
 
     /// The fault of the moment, for failure messages.
@@ -304,12 +317,8 @@ impl Run {
     /// served). The denied sources are the probers' to watch meanwhile.
     pub fn verify_without_agent(&self, switched: Option<bool>, when: &str) {
         assert!(self.agent.is_none(), "an agent runs");
-        let checks: Vec<Check> = self
-            .public_checks(switched.unwrap_or_default())
-            .into_iter()
-            .filter(|check| check.connects || check.src == SWITCHED)
-            .filter(|check| check.src != SWITCHED || switched.is_some())
-            .collect();
+        let mut checks = vec![self.host.office()];
+        checks.extend(switched.map(|allowed| self.host.switched(allowed)));
         let failed = failed_checks(&self.host.topo.client, &checks);
         assert!(
             failed.is_empty(),
@@ -317,36 +326,6 @@ impl Run {
             self.label,
             failed.join("\n")
         );
-    }
-
-    fn public_checks(&self, switched: bool) -> Vec<Check> {
-        let public = self.host.public();
-        vec![
-            Check {
-                what: "the office (every policy allows it), public veth",
-                src: ALLOWED_SRC,
-                dst: public,
-                connects: true,
-            },
-            Check {
-                what: "a source no policy allows, public veth",
-                src: DENIED_SRC,
-                dst: public,
-                connects: false,
-            },
-            Check {
-                what: "the lab subnet spoofed on the public veth",
-                src: SUBNET_SRC,
-                dst: public,
-                connects: false,
-            },
-            Check {
-                what: "the source only the alternate policy allows",
-                src: SWITCHED,
-                dst: public,
-                connects: switched,
-            },
-        ]
     }
 
     /// The invariant after a kill + restart: the running agent enforces,
@@ -370,28 +349,7 @@ impl Run {
             );
         }
         let declared = self.declared();
-        let private = self.host.private();
-        let mut checks = self.public_checks(declared.allows(SWITCHED));
-        checks.extend([
-            Check {
-                what: "the lab subnet through its endpoint",
-                src: SUBNET_SRC,
-                dst: private,
-                connects: true,
-            },
-            Check {
-                what: "the office, private link",
-                src: ALLOWED_PRIVATE,
-                dst: private,
-                connects: true,
-            },
-            Check {
-                what: "a source no policy allows, private link",
-                src: DENIED_SRC,
-                dst: private,
-                connects: false,
-            },
-        ]);
+        let checks = self.host.policy_checks(declared.allows(SWITCHED));
         let failed = failed_checks(&self.host.topo.client, &checks);
         assert!(
             failed.is_empty(),
@@ -524,7 +482,34 @@ impl Run {
         }
         for (prober, what, allowed) in std::mem::take(&mut self.probers) {
             let log = prober.stop();
+            let describe = |probe: &vaultfw_tests::probe::Probe| {
+                format!(
+                    "  {:?} (took {:?}) during {}",
+                    probe.outcome,
+                    probe.took,
+                    self.fault_at(probe.at)
+                )
+            };
+            // The first 20 are enough to see where they fell.
+            let listed = |lines: &[String]| {
+                let more = lines.len().saturating_sub(20);
+                let mut text = lines[..lines.len() - more].join("\n");
+                if more > 0 {
+                    text.push_str(&format!("\n  ... and {more} more"));
+                }
+                text
+            };
+            assert!(!log.probes.is_empty(), "{what}: no probe ran");
             if allowed {
+                let failed: Vec<String> = log.failures().into_iter().map(describe).collect();
+                assert!(
+                    failed.is_empty(),
+                    "path {:?}: {what}: {} of {} connections failed:\n{}",
+                    self.path,
+                    failed.len(),
+                    log.probes.len(),
+                    listed(&failed)
+                );
                 // At least one probe a second: the machine is busy, not idle.
                 let min = (ended - self.began).as_secs() as usize;
                 log.assert_all_established(min, self.began, ended);
@@ -537,16 +522,15 @@ impl Run {
                     .probes
                     .iter()
                     .filter(|p| p.outcome == ProbeOutcome::Established)
-                    .map(|p| format!("  at +{:?}", p.at - self.began))
+                    .map(describe)
                     .collect();
-                assert!(!log.probes.is_empty(), "no denied probe ran");
                 assert!(
                     got_in.is_empty(),
                     "path {:?}: {what} connected {} times of {}:\n{}",
                     self.path,
                     got_in.len(),
                     log.probes.len(),
-                    got_in.join("\n")
+                    listed(&got_in)
                 );
                 summary.push(format!(
                     "{what}: {} probes, none connected",
