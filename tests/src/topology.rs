@@ -239,33 +239,48 @@ impl Topology {
     ) -> (String, String) {
         let cv = unique_name("cp");
         let sv = unique_name("sp");
+        self.add_private_link_named(&cv, &sv, server_cidr, client_addrs);
+        (cv, sv)
+    }
+
+    /// [`Topology::add_private_link`] with the given names: after the link
+    /// was deleted (`ip link del` of either end), this brings it back with
+    /// the same names, addresses and route (new ifindexes and MACs), as an
+    /// interface that goes away and returns.
+    pub fn add_private_link_named(
+        &self,
+        client_veth: &str,
+        server_veth: &str,
+        server_cidr: &str,
+        client_addrs: &[Ipv4Addr],
+    ) {
+        let (cv, sv) = (client_veth, server_veth);
         crate::netns::ip(&[
             "link",
             "add",
-            &cv,
+            cv,
             "netns",
             self.client.name(),
             "type",
             "veth",
             "peer",
             "name",
-            &sv,
+            sv,
             "netns",
             self.server.name(),
         ]);
-        for (ns, veth) in [(&self.client, &cv), (&self.server, &sv)] {
+        for (ns, veth) in [(&self.client, cv), (&self.server, sv)] {
             ns.sysctl(&format!("net.ipv6.conf.{veth}.disable_ipv6"), "1");
             ns.ip(&["link", "set", veth, "up"]);
         }
-        self.server.ip(&["addr", "add", server_cidr, "dev", &sv]);
+        self.server.ip(&["addr", "add", server_cidr, "dev", sv]);
         for addr in client_addrs {
             self.client
-                .ip(&["addr", "add", &format!("{addr}/32"), "dev", &cv]);
+                .ip(&["addr", "add", &format!("{addr}/32"), "dev", cv]);
         }
         let server_ip = server_cidr.split('/').next().expect("a CIDR");
         self.client
-            .ip(&["route", "add", &format!("{server_ip}/32"), "dev", &cv]);
-        (cv, sv)
+            .ip(&["route", "add", &format!("{server_ip}/32"), "dev", cv]);
     }
 
     /// The neighbour table of the server veth, as `ip neigh show` prints it.
