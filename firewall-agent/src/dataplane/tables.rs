@@ -779,28 +779,17 @@ impl Predecessor {
         let active = maps.open::<Array<MapData, u32>>(ACTIVE_SET)?.get(&0, 0).map_err(map_err(ACTIVE_SET))? & 1;
         let config = maps.open::<Array<MapData, LegacyConfig>>(POLICY_CONFIG).and_then(|c| c.get(&active, 0).map_err(map_err(POLICY_CONFIG)));
         let names = |pair: [&'static str; 2]| pair[active as usize];
-        // The rules as slots; `None` when any of it cannot be read.
+        // The rules as slots (only the slots are inherited, so the port
+        // bitmap is not read); `None` when any of it cannot be read.
         let mut contents = || -> Option<CompiledTables> {
             let config = config.as_ref().ok()?;
-            let read = |trie: LpmTrie<MapData, Ipv4Key, u32>| -> Option<BTreeMap<PrefixKey, RuleValue>> {
-                trie.iter()
-                    .map(|entry| entry.map(|(k, slot)| (PrefixKey::from_trie(k), RuleValue::new(slot))))
-                    .collect::<Result<_, _>>()
-                    .ok()
-            };
-            let vnet: LpmTrie<MapData, VnetKey, u32> = maps.open(names([VNET_RULES_0, VNET_RULES_1])).ok()?;
-            let vnet_rules = vnet
-                .iter()
-                .map(|entry| entry.map(|(k, slot)| (VnetPrefixKey::from_trie(k), RuleValue::new(slot))))
-                .collect::<Result<_, _>>()
-                .ok()?;
             Some(CompiledTables {
                 flags: config[0] as u32,
                 event_cost_ns: (config[0] >> 32) as u32,
                 port_words: vec![0; 2 * PORT_WORDS_PER_ROW as usize],
-                ip_rules: read(maps.open(names([IP_RULES_0, IP_RULES_1])).ok()?)?,
-                vnet_rules,
-                trusted: read(maps.open(names([TRUSTED_0, TRUSTED_1])).ok()?)?,
+                ip_rules: legacy_slots(maps.open(names([IP_RULES_0, IP_RULES_1])).ok()?)?,
+                vnet_rules: legacy_slots(maps.open(names([VNET_RULES_0, VNET_RULES_1])).ok()?)?,
+                trusted: legacy_slots(maps.open(names([TRUSTED_0, TRUSTED_1])).ok()?)?,
             })
         };
         let contents = contents();
@@ -824,6 +813,15 @@ impl Predecessor {
     pub(super) fn has_rules(&self) -> bool {
         self.contents.is_some()
     }
+}
+
+/// A trie whose values are bare `u32` hit slots (the release before
+/// [`RuleValue`] carried an expiry), as entries of this build.
+fn legacy_slots<K: TrieKey>(trie: LpmTrie<MapData, K::Data, u32>) -> Option<BTreeMap<K, RuleValue>> {
+    trie.iter()
+        .map(|entry| entry.map(|(key, slot)| (K::from_trie(key), RuleValue::new(slot))))
+        .collect::<Result<_, _>>()
+        .ok()
 }
 
 /// Copies every slot of `from` (per CPU) into the same slot of `to`, as far
