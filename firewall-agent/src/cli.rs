@@ -166,21 +166,21 @@ pub struct RunArgs {
     /// rate limit.
     #[arg(long)]
     pub log_allowed: bool,
-    /// Judge traffic this host forwards (pods, containers, routed
-    /// networks) by the policy too, like traffic addressed to the host.
+    /// Let pass traffic this host forwards (it is not addressed to the
+    /// host's data plane): a data-plane frame the policy would drop passes,
+    /// counted as pass_forwarded, when the kernel's routing would forward
+    /// it out of the host. For hosts that route for pods or containers
+    /// (with --iface all their own HTTPS to elsewhere crosses the filter).
     ///
-    /// By default a data-plane frame the policy would drop is passed, as
-    /// pass_forwarded, when the kernel's routing would forward it out of
-    /// the host: it is not for this host's data plane (a pod's own HTTPS to
-    /// elsewhere). Use this flag when forwarded traffic can still end at
-    /// the data plane: the service sits behind a DNAT that the routing
-    /// lookup cannot see (a Kubernetes Service in iptables mode in front of
-    /// a host-network pod, TPROXY), or the host should police what it
-    /// routes on the data-plane ports.
+    /// Off by default, so nothing passes by a path the filter cannot see:
+    /// the routing lookup runs before netfilter, so traffic that a DNAT
+    /// sends to this host (a Kubernetes Service in iptables mode in front
+    /// of a host-network data plane, TPROXY) looks forwarded and would pass
+    /// unjudged. Leave it off where that can happen.
     ///
-    /// Example: vaultfw run --iface all --judge-forwarded --policy /etc/vaultfw/policy.toml
+    /// Example: vaultfw run --iface all --pass-forwarded --policy /etc/vaultfw/policy.toml
     #[arg(long)]
-    pub judge_forwarded: bool,
+    pub pass_forwarded: bool,
     /// Append the access log (one JSON object per line) to FILE instead of
     /// stdout; SIGHUP reopens it (for logrotate).
     #[arg(long, value_name = "FILE")]

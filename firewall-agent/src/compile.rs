@@ -97,8 +97,8 @@ impl CompiledTables {
 
     /// Lets data-plane frames the policy would drop pass when the kernel
     /// would forward them out of the host (`FLAG_PASS_FORWARDED`): they are
-    /// not addressed to this host's data plane. The daemon's choice (off
-    /// with `--judge-forwarded`); `check` and the reference model leave it
+    /// not addressed to this host's data plane. The daemon's choice (on
+    /// with `--pass-forwarded`); `check` and the reference model leave it
     /// off, as they judge the policy, not the host's routes.
     pub fn with_pass_forwarded(mut self, pass_forwarded: bool) -> Self {
         if pass_forwarded {

@@ -60,7 +60,7 @@ fn run(args: RunArgs) -> ExitCode {
         watch_policy: !args.no_watch,
         event_rate: args.event_rate,
         log_allowed: args.log_allowed,
-        judge_forwarded: args.judge_forwarded,
+        pass_forwarded: args.pass_forwarded,
         access_log: args.access_log,
         metrics_addr: args.metrics_addr,
         metrics_allow_remote: args.metrics_allow_remote,

@@ -162,8 +162,8 @@ pub const FLAG_LOG_ALLOWED: u32 = 1 << 4;
 /// in audit mode, would deny) is first looked up in the kernel's routing
 /// table (`bpf_fib_lookup`, from the ingress device); when the host would
 /// forward it out of itself it is not addressed to this host's data plane
-/// and passes as `pass_forwarded`. Set by the daemon (unless
-/// `--judge-forwarded`), never by `check` or the reference model, which
+/// and passes as `pass_forwarded`. Set by the daemon with
+/// `--pass-forwarded`, never by `check` or the reference model, which
 /// judge the policy, not the host's routes.
 pub const FLAG_PASS_FORWARDED: u32 = 1 << 7;
 

@@ -2,11 +2,12 @@
 //! (the systemd unit, the DaemonSet) the program runs on every interface of
 //! a host that routes for pods, containers or networks; their own
 //! connections to a data-plane port elsewhere cross it. A frame the policy
-//! would drop is passed, as `pass_forwarded`, when the kernel's routing
-//! would forward it out of the host — while a connection to the host's own
-//! address stays dropped. `--judge-forwarded` judges forwarded traffic like
-//! local traffic, and a router with forwarding off keeps the drop (fails
-//! closed).
+//! would drop is passed with `--pass-forwarded`, as `pass_forwarded`, when
+//! the kernel's routing would forward it out of the host — while a
+//! connection to the host's own address stays dropped. By default forwarded
+//! traffic is judged like local traffic (nothing passes by a path the
+//! filter cannot see), and a router with forwarding off keeps the drop
+//! (fails closed).
 //!
 //! ```text
 //!   client ns (a "pod")       router ns (vaultfw --iface all)    upstream ns
@@ -188,7 +189,8 @@ fn count(counters: &serde_json::Map<String, Value>, name: &str) -> u64 {
 #[test]
 fn forwarded_connection_passes_while_the_hosts_own_data_plane_stays_closed() {
     let net = Routed::new();
-    let agent = net.agent(POLICY, &[]);
+    let agent = net.agent(POLICY, &["--pass-forwarded"]);
+    assert_eq!(agent.show()["forwarded_traffic"], "passed");
 
     match net.connect_upstream(DENIED_SRC, PROBE_TIMEOUT) {
         Connect::Established { greeting } => assert_eq!(greeting.trim(), "vaultfw-test 443"),
@@ -259,9 +261,11 @@ fn forwarded_connection_passes_while_the_hosts_own_data_plane_stays_closed() {
 }
 
 #[test]
-fn judge_forwarded_drops_forwarded_connections_the_policy_does_not_admit() {
+fn forwarded_connections_the_policy_does_not_admit_are_dropped_by_default() {
     let net = Routed::new();
-    let agent = net.agent(POLICY, &["--judge-forwarded"]);
+    let agent = net.agent(POLICY, &[]);
+    assert_eq!(agent.show()["forwarded_traffic"], "judged");
+    assert!(agent.output().contains("run with --pass-forwarded"), "a forwarding host is warned:\n{}", agent.output());
 
     match net.connect_upstream(DENIED_SRC, CONNECT_TIMEOUT) {
         Connect::TimedOut => {}
@@ -288,7 +292,7 @@ fn judge_forwarded_drops_forwarded_connections_the_policy_does_not_admit() {
 fn router_with_forwarding_off_keeps_the_drop() {
     let net = Routed::new();
     net.topo.server.sysctl("net.ipv4.conf.all.forwarding", "0");
-    let agent = net.agent(POLICY, &[]);
+    let agent = net.agent(POLICY, &["--pass-forwarded"]);
 
     match net.connect_upstream(DENIED_SRC, CONNECT_TIMEOUT) {
         Connect::TimedOut => {}
@@ -312,6 +316,7 @@ fn restart_with_other_map_shapes_keeps_verdict_counters_per_interface() {
     let net = Routed::new();
     let mut options = AgentOptions::iface("all");
     options.on_exit = "keep";
+    options.extra_args = vec!["--pass-forwarded".into()];
     let mut agent = Agent::start_with(&net.topo.server, POLICY, options.clone());
     agent.wait_ready();
     agent.wait_serving();

@@ -134,6 +134,7 @@ impl Daemon {
             "trusted_service_prefixes": p.trusted_services.prefixes.len(),
             "awaiting_confirmation_until": self.pending.as_ref().map(|pa| humantime::format_rfc3339_seconds(pa.deadline).to_string()),
             "health": self.health,
+            "forwarded_traffic": if self.options.pass_forwarded { "passed" } else { "judged" },
             "warnings": warnings,
         })
     }

@@ -79,9 +79,9 @@ pub struct RunOptions {
     pub event_rate: u32,
     /// Log allowed connection attempts too.
     pub log_allowed: bool,
-    /// Judge frames the host forwards like frames addressed to it (by
-    /// default they pass as `pass_forwarded`).
-    pub judge_forwarded: bool,
+    /// Let frames the host forwards pass as `pass_forwarded` instead of
+    /// judging them like frames addressed to it (the default).
+    pub pass_forwarded: bool,
     /// The access log's file (`None`: stdout).
     pub access_log: Option<PathBuf>,
     /// Where to serve Prometheus metrics (`None`: nowhere).
@@ -155,6 +155,14 @@ pub async fn run(options: RunOptions) -> Result<(), RunError> {
         Some(addr) => Some(MetricsServer::start(addr, snapshots_tx.clone()).map_err(setup("serve metrics (--metrics-addr)"))?),
         None => None,
     };
+
+    if !options.pass_forwarded && host_forwards() {
+        tracing::warn!(
+            "this host forwards traffic (ip_forward is on): forwarded connections to data-plane \
+             ports are judged by the policy like connections to the host; if pods or containers \
+             routed by this host need them, run with --pass-forwarded"
+        );
+    }
 
     let capacity = Capacity::for_limits(
         u32::try_from(policy.limits.ip_rules)
@@ -255,6 +263,13 @@ pub async fn run(options: RunOptions) -> Result<(), RunError> {
     }
     observer.report(&daemon, true);
     daemon.stop()
+}
+
+/// Whether this network namespace forwards IPv4 or IPv6 traffic.
+fn host_forwards() -> bool {
+    ["/proc/sys/net/ipv4/ip_forward", "/proc/sys/net/ipv6/conf/all/forwarding"]
+        .iter()
+        .any(|path| std::fs::read_to_string(path).is_ok_and(|v| v.trim() == "1"))
 }
 
 /// The next batch of access-log events; never, without a ring buffer.

@@ -411,7 +411,7 @@ pub(super) fn compile_for(
     let clock = crate::clock::MonotonicClock::now();
     compile_next(policy, interfaces, dataplane.hit_slots(), &dataplane.active_tables(), &clock)
         .with_access_log(options.event_rate, options.log_allowed)
-        .with_pass_forwarded(!options.judge_forwarded)
+        .with_pass_forwarded(options.pass_forwarded)
 }
 
 
