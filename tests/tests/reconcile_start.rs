@@ -231,3 +231,45 @@ fn restart_without_an_interface_detaches_its_pinned_filter() {
     );
     restarted.stop();
 }
+
+#[test]
+fn start_in_a_mount_namespace_of_its_own_is_refused_before_anything_is_loaded() {
+    let topo = Topology::new();
+    let veth = topo.server_veth();
+    let policy = PolicyFile::new(POLICY);
+    let paths = AgentPaths::new(&policy);
+    // `ip netns exec` also gives the command a private mount namespace
+    // with a fresh /sys: a bpffs mounted there vanishes with the process.
+    let binary = vaultfw_tests::vaultfw_bin();
+    let mut args = vec![
+        "20".to_owned(),
+        "ip".to_owned(),
+        "netns".to_owned(),
+        "exec".to_owned(),
+        topo.server.name().to_owned(),
+        binary.display().to_string(),
+        "run".to_owned(),
+        "--iface".to_owned(),
+        veth.to_owned(),
+        "--policy".to_owned(),
+        policy.path_str().to_owned(),
+        "--on-exit".to_owned(),
+        "keep".to_owned(),
+    ];
+    args.extend(paths.args());
+    let output = std::process::Command::new("timeout")
+        .args(&args)
+        .output()
+        .expect("running ip netns exec");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        !output.status.success(),
+        "the start must be refused:\n{stderr}"
+    );
+    assert!(
+        stderr.contains("mount namespace of its own") && stderr.contains("nsenter --net="),
+        "the refusal says why and what to do:\n{stderr}"
+    );
+    assert!(!xdp_attached(&topo.server, veth), "nothing is attached");
+    assert!(!paths.pin_dir.exists(), "nothing is pinned on the host");
+}

@@ -87,6 +87,7 @@ pub(super) fn shape_of(name: &'static str, info: &MapInfo) -> Option<MapShape> {
 /// `links/` with mode 0700.
 pub(super) fn prepare(dir: &PinDir) -> Result<(), DataplaneError> {
     if dir.root().starts_with(BPFFS_MOUNT) && !is_bpffs(Path::new(BPFFS_MOUNT)) {
+        refuse_private_mount_namespace()?;
         nix::mount::mount(
             Some("bpf"),
             BPFFS_MOUNT,
@@ -118,6 +119,35 @@ pub(super) fn prepare(dir: &PinDir) -> Result<(), DataplaneError> {
             path: dir.root().to_path_buf(),
             operation: "use as a pin directory (it is not on bpffs)",
             source: std::io::Error::from_raw_os_error(libc::EINVAL),
+        });
+    }
+    Ok(())
+}
+
+/// Refuses to mount bpffs in a mount namespace that is not the host's
+/// (`ip netns exec` gives its command a private one, with a fresh `/sys`):
+/// pins made there vanish with the process, so a stop with `--on-exit
+/// keep` would open the host while the log says the filter stays.
+///
+/// Told by the parent process: a daemon started by a shell, systemd or a
+/// test harness shares its parent's mount namespace; one that `ip netns
+/// exec` started does not (the check is skipped where the parent's
+/// namespace cannot be read, e.g. PID 1 of a container).
+fn refuse_private_mount_namespace() -> Result<(), DataplaneError> {
+    let namespace = |pid: &str| fs::read_link(format!("/proc/{pid}/ns/mnt")).ok();
+    let parent = nix::unistd::getppid().as_raw().to_string();
+    let (ours, theirs) = (namespace("self"), namespace(&parent));
+    if ours.is_some() && theirs.is_some() && ours != theirs {
+        return Err(DataplaneError::Pins {
+            path: BPFFS_MOUNT.into(),
+            operation: "mount bpffs on",
+            source: std::io::Error::other(
+                "this process runs in a mount namespace of its own (`ip netns exec` makes one, \
+                 with a fresh /sys), where pins would vanish with the process and --on-exit keep \
+                 could not keep the filter; enter only the network namespace \
+                 (`nsenter --net=/run/netns/NAME vaultfw run ...`), or mount the host's bpffs \
+                 at /sys/fs/bpf there; nothing was loaded",
+            ),
         });
     }
     Ok(())
