@@ -22,7 +22,6 @@ use vaultfw_tests::{
     ALLOWED_SRC, Agent, AgentOptions, DENIED_SRC, PolicyFile, TcpServer, Topology, vaultfw,
 };
 
-/// What the agent starts with: the 203.0.113.0/24 range (ALLOWED_SRC).
 // Deny by default; the office (203.0.113.0/24, ALLOWED_SRC's range) in.
 use vaultfw_tests::OFFICE_POLICY as POLICY;
 

@@ -22,7 +22,6 @@ use vaultfw_tests::{
     ALLOWED_SRC, Agent, AgentOptions, DENIED_SRC, PolicyFile, TcpServer, Topology, cli_in_netns,
 };
 
-/// The office reaches the vault; nobody else.
 // Deny by default; the office (203.0.113.0/24, ALLOWED_SRC's range) in.
 use vaultfw_tests::OFFICE_POLICY as POLICY;
 
@@ -200,4 +199,50 @@ tcp_ports = [443]
     sleep_until(expires + PAST_DEADLINE);
     assert_dropped_without_agent(&topo, DENIED_SRC, 443, "after its expiry, no daemon");
     assert_connects_without_agent(&topo, ALLOWED_SRC, 443, "the rule without expiry");
+}
+
+/// After a rollback the next change gets a number above the rolled-back
+/// generation — also across a restart — so `--if-generation N` always
+/// names one policy (review: numbers were issued twice).
+#[test]
+fn a_rolled_back_generation_number_is_never_issued_again() {
+    let topo = Topology::new();
+    let _https = TcpServer::start(&topo.server, topo.server_addr(443));
+    let agent = serving(&topo);
+    let generation = agent.generation();
+    let open = PolicyFile::named("open.toml", OPEN);
+    let applied = agent
+        .cli_json(&["apply", open.path_str(), "--confirm-within", "120s"])
+        .ok();
+    assert_eq!(applied["generation"], generation + 1);
+    // A stop rolls it back; the restart serves `generation` again.
+    let (_, policy, paths) = agent.stop_keeping();
+    let _pins = LeftPins(paths.clone());
+    let mut restarted = Agent::spawn(&topo.server, policy, paths, keep_options(&topo));
+    restarted.wait_ready();
+    restarted.wait_serving();
+    assert_eq!(
+        restarted.generation(),
+        generation,
+        "the rollback serves the previous generation"
+    );
+    let refused = restarted.cli_json(&[
+        "network-rule",
+        "add",
+        "--ip-address",
+        "198.51.100.7",
+        "--if-generation",
+        &(generation + 1).to_string(),
+    ]);
+    refused.expect_code(exit::CONFLICT);
+    let added = restarted
+        .cli_json(&["network-rule", "add", "--ip-address", "198.51.100.7"])
+        .ok();
+    assert_eq!(
+        added["generation"],
+        generation + 2,
+        "the rolled-back number is skipped"
+    );
+    assert_connects(&topo, &restarted, DENIED_SRC, 443, "the added rule serves");
+    restarted.stop();
 }

@@ -167,7 +167,7 @@ impl Daemon {
         let attached = self.attach_for(&policy).inspect_err(|error| {
             tracing::error!(%error, cause, generation = self.generation, "an interface the policy names cannot be filtered; the running policy stays");
         })?;
-        let next = self.generation + 1;
+        let next = self.dataplane.next_generation();
         let report = match fallback {
             Some(deadline) => self.dataplane.apply_with_fallback(tables, next, deadline),
             None => self.dataplane.apply(tables, next),

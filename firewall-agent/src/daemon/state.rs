@@ -78,7 +78,7 @@ impl Daemon {
         let fresh = dataplane.generation() == 0 && !dataplane.migrating();
         let started = (|| {
             let tables = compile_for(&dataplane, &options, &policy, &interfaces);
-            let report = dataplane.apply(&tables, dataplane.generation() + 1)?;
+            let report = dataplane.apply(&tables, dataplane.next_generation())?;
             super::interfaces::attach_at_start(
                 &mut dataplane,
                 &options.interfaces,

@@ -300,6 +300,13 @@ impl Dataplane {
         self.tables.generation()
     }
 
+    /// The number to give the next generation: above every generation
+    /// ever written to these maps, a rolled-back one included, so a
+    /// generation number always names one policy (`--if-generation`).
+    pub fn next_generation(&self) -> u64 {
+        self.tables.next_generation()
+    }
+
     /// Refuses tables that would not fit the loaded maps, before anything
     /// is written ([`DataplaneError::Capacity`]).
     pub fn check_capacity(&self, compiled: &CompiledTables) -> Result<(), DataplaneError> {

@@ -223,6 +223,10 @@ pub(super) struct Tables {
     contents: [Option<CompiledTables>; TABLE_SETS as usize],
     /// The generation the active set was written for (0: none yet).
     generation: u64,
+    /// The highest generation either set was ever written for: a
+    /// rolled-back generation's number is never issued again, so
+    /// `--if-generation N` always names one policy.
+    issued: u64,
     /// The set and generation served before the last flip, while that set
     /// is untouched: what [`Tables::revert`] returns to.
     previous: Option<(u32, u64)>,
@@ -309,6 +313,7 @@ impl Tables {
             active: 0,
             contents: [Some(CompiledTables::empty()), Some(CompiledTables::empty())],
             generation: 0,
+            issued: 0,
             previous: None,
             inherited: None,
             fallback_at_ns: 0,
@@ -333,6 +338,10 @@ impl Tables {
     /// unconfirmed apply left pending, see [`Tables::adopt`]).
     fn read_back(self) -> Result<Self, DataplaneError> {
         let mut tables = self;
+        for set in 0..TABLE_SETS {
+            let written = tables.config.get(&set, 0).map_err(map_err(POLICY_CONFIG))?;
+            tables.issued = tables.issued.max(written.generation);
+        }
         let mut active = tables.active_index.get(&0, 0).map_err(map_err(ACTIVE_SET))? & 1;
         let mut config = tables.config.get(&active, 0).map_err(map_err(POLICY_CONFIG))?;
         if config.flags & FLAG_VALID == 0 {
@@ -382,6 +391,12 @@ impl Tables {
     /// The generation the active set was written for (0: none yet).
     pub(super) fn generation(&self) -> u64 {
         self.generation
+    }
+
+    /// The number the next generation gets: above every generation either
+    /// set was written for, including one rolled back.
+    pub(super) fn next_generation(&self) -> u64 {
+        self.issued.max(self.generation) + 1
     }
 
     /// An unconfirmed apply this start found in the pins and undid.
@@ -452,6 +467,7 @@ impl Tables {
         let served_before = (self.generation > 0 && !migrated).then_some((1 - target, self.generation));
         self.active = target;
         self.generation = generation;
+        self.issued = self.issued.max(generation);
         self.previous = served_before;
         self.fallback_at_ns = fallback_at_ns;
 
@@ -501,6 +517,7 @@ impl Tables {
             self.inherited = Some(inherited);
         }
         self.generation = old.generation;
+        self.issued = old.issued;
         self.rolled_back_at_start = old.rolled_back_at_start;
         for slot in 0..old_slots.total() {
             let Some(to) = new_slots.remap(&old_slots, slot) else {
@@ -743,6 +760,8 @@ pub(super) struct Predecessor {
     slots: HitSlots,
     /// The generation they served.
     generation: u64,
+    /// The highest generation they were ever written for.
+    issued: u64,
     /// Their active set's contents, slots in their layout; `None` when
     /// the tries could not be read.
     contents: Option<CompiledTables>,
@@ -768,6 +787,7 @@ impl Predecessor {
             return Ok(Predecessor {
                 slots: capacity.hit_slots,
                 generation: tables.generation,
+                issued: tables.issued,
                 contents: Some(tables.active_contents()),
                 rolled_back_at_start: tables.rolled_back_at_start,
                 rule_hits: tables.rule_hits,
@@ -796,6 +816,7 @@ impl Predecessor {
         Ok(Predecessor {
             slots: capacity.hit_slots,
             generation: config.as_ref().map_or(0, |c| c[1]),
+            issued: config.as_ref().map_or(0, |c| c[1]),
             contents,
             rolled_back_at_start: None,
             rule_hits: maps.open(RULE_HITS)?,
