@@ -7,6 +7,7 @@
 use std::time::Duration;
 
 use nix::sys::signal::Signal;
+use vaultfw_tests::agent::run_in_netns;
 use vaultfw_tests::cli::exit;
 use vaultfw_tests::reach::{assert_connects, assert_dropped};
 use vaultfw_tests::{
@@ -151,6 +152,23 @@ fn show_and_metrics_say_when_the_file_and_the_kernel_part_ways() {
         agent.pid(),
         "{}",
         show.context()
+    );
+    // A second daemon on those pins is refused, naming the one that holds them.
+    let mut second = vec![
+        "run",
+        "--iface",
+        topo.server_veth(),
+        "--policy",
+        agent.policy().path_str(),
+    ];
+    let pins = agent.paths().args();
+    second.extend(pins.iter().map(String::as_str));
+    let refused = run_in_netns(&topo.server, &second, Duration::from_secs(20));
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(!refused.status.success(), "{stderr}");
+    assert!(
+        stderr.contains(&format!("(pid {})", agent.pid())),
+        "the refusal names the holder: {stderr}"
     );
     agent.stop();
 }

@@ -121,12 +121,16 @@ pub enum DataplaneError {
     },
     /// Another daemon holds the pin directory.
     #[error(
-        "another vaultfw daemon uses the pin directory {path} ({source}); stop it, or give this \
-         one its own --pin-dir (and --socket)"
+        "another vaultfw daemon{holder} uses the pin directory {path} ({source}); stop it, or \
+         give this one its own --pin-dir (and --socket); if `vaultfw show` cannot reach it, its \
+         control socket was removed: restart it (the filter stays in force)",
+        holder = holder.map(|pid| format!(" (pid {pid})")).unwrap_or_default()
     )]
     PinDirInUse {
         /// The directory.
         path: std::path::PathBuf,
+        /// The process holding it, when `/proc/locks` says.
+        holder: Option<u32>,
         /// What flock said.
         source: std::io::Error,
     },

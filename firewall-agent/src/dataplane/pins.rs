@@ -174,6 +174,7 @@ pub(super) fn lock(dir: &PinDir) -> Result<PinDirLock, DataplaneError> {
         let source = std::io::Error::last_os_error();
         return Err(DataplaneError::PinDirInUse {
             path: dir.root().to_path_buf(),
+            holder: lock_holder(dir.root()),
             source,
         });
     }
