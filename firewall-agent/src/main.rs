@@ -87,6 +87,10 @@ fn run(args: RunArgs) -> ExitCode {
                 RunError::Dataplane(e) if e.is_kernel_refusal() => {
                     ExitCode::from(EXIT_KERNEL_REFUSED)
                 }
+                // A missing privilege exits as the kernel's refusal does (README).
+                RunError::Socket(vaultfw::control::server::ServerError::PermissionDenied { .. }) => {
+                    ExitCode::from(EXIT_KERNEL_REFUSED)
+                }
                 _ => ExitCode::FAILURE,
             }
         }

@@ -12,6 +12,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use vaultfw_tests::agent::{LeftPins, run_program_in_netns, xdp_attached};
+use vaultfw_tests::cli::exit;
 use vaultfw_tests::{AgentPaths, CliOutput, PolicyFile, Topology, vaultfw_bin};
 
 const POLICY: &str = r#"
@@ -152,9 +153,39 @@ fn without_privileges_check_and_run_name_root_and_the_capabilities_not_the_kerne
         run_program_in_netns(&topo.server, Path::new("setpriv"), &refs, RUN_TIMEOUT),
     );
     assert_names_the_missing_privilege(&out);
+    assert_eq!(
+        out.code,
+        Some(exit::KERNEL_REFUSED),
+        "a missing privilege exits 4: {}",
+        out.context()
+    );
     assert!(
         !xdp_attached(&topo.server, topo.server_veth()),
         "something was attached"
+    );
+
+    // The same start with a socket in a directory only root may write (the
+    // default /run/vaultfw is one): refused on the socket, naming the same.
+    let root_only = tempfile::tempdir().expect("a temp dir");
+    let socket = root_only.path().join("vaultfw.sock");
+    let mut run_default = run.clone();
+    let at = run_default
+        .iter()
+        .position(|a| a == "--socket")
+        .expect("--socket given")
+        + 1;
+    run_default[at] = text(&socket).to_owned();
+    let refs: Vec<&str> = run_default.iter().map(String::as_str).collect();
+    let out = CliOutput::new(
+        run_default.clone(),
+        run_program_in_netns(&topo.server, Path::new("setpriv"), &refs, RUN_TIMEOUT),
+    );
+    assert_names_the_missing_privilege(&out);
+    assert_eq!(
+        out.code,
+        Some(exit::KERNEL_REFUSED),
+        "a missing privilege exits 4: {}",
+        out.context()
     );
     assert!(
         !paths.pin_dir.exists(),

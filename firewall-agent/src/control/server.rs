@@ -60,8 +60,9 @@ pub enum ServerError {
     InUse(PathBuf),
     /// The socket's path may not be written by this user.
     #[error(
-        "cannot {operation} {path}: {source}; vaultfw run needs root (or the capabilities the \
-         README lists, with a --socket path this user may create)"
+        "cannot {operation} {path}: {source}; vaultfw run needs root (or CAP_BPF, \
+         CAP_PERFMON, CAP_NET_ADMIN and CAP_SYS_ADMIN, with a --socket path this user may \
+         create)"
     )]
     PermissionDenied {
         /// What was being done.
