@@ -246,3 +246,80 @@ fn a_rolled_back_generation_number_is_never_issued_again() {
     assert_connects(&topo, &restarted, DENIED_SRC, 443, "the added rule serves");
     restarted.stop();
 }
+
+/// A policy whose subnet rule makes a second link an endpoint (filtered
+/// without `--iface`), and one without it.
+fn endpoint_policies(endpoint: &str) -> (String, String) {
+    let with = format!(
+        "{POLICY}\n[[virtual_network_rules]]\nid = \"vnet-app/subnets/app\"\naddress_prefixes = [\"10.1.2.0/24\"]\nendpoint = {{ interface = \"{endpoint}\" }}\n"
+    );
+    (with, POLICY.to_owned())
+}
+
+/// `src` to the second link's server, through that link.
+fn through_endpoint(topo: &Topology, src: std::net::Ipv4Addr) -> vaultfw_tests::Connect {
+    let addr = std::net::SocketAddrV4::new(std::net::Ipv4Addr::new(10, 1, 2, 1), 443);
+    vaultfw_tests::connect(&topo.client, src, addr, Duration::from_millis(800))
+}
+
+/// An unconfirmed apply that stops naming an endpoint interface leaves it
+/// filtered until it is confirmed: rolled back — by the daemon at the
+/// deadline, or by the kernel alone after a SIGKILL — the previous policy
+/// judges that interface again (review: the interface was left open).
+#[test]
+fn a_rolled_back_apply_leaves_the_previous_policys_endpoint_filtered() {
+    let inside = std::net::Ipv4Addr::new(10, 1, 2, 5);
+    let outside = std::net::Ipv4Addr::new(10, 9, 9, 9);
+    let topo = Topology::new();
+    let (_, endpoint) = topo.add_private_link("10.1.2.1/24", &[inside, outside]);
+    let _https = TcpServer::start(&topo.server, topo.server_addr(443));
+    let _private = TcpServer::start(
+        &topo.server,
+        std::net::SocketAddrV4::new(std::net::Ipv4Addr::new(10, 1, 2, 1), 443),
+    );
+    let (with, without) = endpoint_policies(&endpoint);
+    let check = |why: &str| {
+        assert!(
+            matches!(
+                through_endpoint(&topo, outside),
+                vaultfw_tests::Connect::TimedOut
+            ),
+            "{why}: {outside} through {endpoint} is dropped"
+        );
+        assert!(
+            matches!(
+                through_endpoint(&topo, inside),
+                vaultfw_tests::Connect::Established { .. }
+            ),
+            "{why}: the subnet connects through {endpoint}"
+        );
+    };
+    for kill in [false, true] {
+        let mut agent = Agent::start_with(&topo.server, &with, keep_options(&topo));
+        agent.wait_ready();
+        agent.wait_serving();
+        check("the declared policy");
+        let draft = PolicyFile::named("without.toml", &without);
+        agent
+            .cli_json(&["apply", draft.path_str(), "--confirm-within", "3s"])
+            .ok();
+        let deadline = SystemTime::now() + Duration::from_secs(3);
+        assert!(
+            matches!(
+                through_endpoint(&topo, outside),
+                vaultfw_tests::Connect::TimedOut
+            ),
+            "while unconfirmed, {endpoint} stays filtered"
+        );
+        if kill {
+            let (_policy, paths) = agent.kill();
+            let _pins = LeftPins(paths);
+            sleep_until(deadline + PAST_DEADLINE);
+            check("rolled back by the kernel, no daemon");
+        } else {
+            sleep_until(deadline + PAST_DEADLINE);
+            check("rolled back by the daemon");
+            agent.stop();
+        }
+    }
+}

@@ -454,6 +454,8 @@ impl Daemon {
             });
         }
         self.pending = None;
+        // Confirmed: interfaces only the previous policy named go now.
+        self.detach_unwanted();
         Ok(json!({ "generation": self.generation, "message": "confirmed; the policy file now holds the applied policy" }))
     }
 

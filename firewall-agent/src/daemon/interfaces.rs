@@ -406,6 +406,20 @@ impl Daemon {
         }
     }
 
+    /// What must be filtered now: what `--iface` and the running policy
+    /// name, and, while an apply awaits confirmation, what the policy it
+    /// replaced names too (the kernel serves that one again at the
+    /// deadline, daemon or not).
+    fn wanted_now(&self, links: &[LinkInfo]) -> Desired {
+        let mut wanted = desired(&self.options.interfaces, &self.policy, links);
+        if let Some(pending) = &self.pending {
+            for (name, want) in desired(&self.options.interfaces, &pending.previous, links) {
+                wanted.entry(name).or_insert(want);
+            }
+        }
+        wanted
+    }
+
     /// Undoes [`Daemon::attach_for`] for a change that was refused.
     pub(super) fn detach_attached(&mut self, names: &[String]) {
         detach_names(&mut self.dataplane, names);
@@ -416,7 +430,7 @@ impl Daemon {
     pub(super) fn detach_unwanted(&mut self) {
         match links::list() {
             Ok(links) => {
-                let wanted = desired(&self.options.interfaces, &self.policy, &links);
+                let wanted = self.wanted_now(&links);
                 detach_unwanted(&mut self.dataplane, &wanted, &links);
             }
             Err(error) => tracing::error!(%error, "cannot list the interfaces; nothing detached"),
@@ -433,7 +447,7 @@ impl Daemon {
                 return;
             }
         };
-        let wanted = desired(&self.options.interfaces, &self.policy, &links);
+        let wanted = self.wanted_now(&links);
         detach_unwanted(&mut self.dataplane, &wanted, &links);
         let done = attach_wanted(
             &mut self.dataplane,
@@ -455,7 +469,7 @@ impl Daemon {
             tracing::error!(%error, "cannot list the interfaces");
             Vec::new()
         });
-        let wanted = desired(&self.options.interfaces, &self.policy, &links);
+        let wanted = self.wanted_now(&links);
         report(
             &self.dataplane,
             &wanted,

@@ -184,7 +184,12 @@ impl Daemon {
         self.generation = report.generation;
         self.policy = policy;
         self.interfaces = interfaces;
-        self.detach_unwanted();
+        // On probation the previous generation may serve again (by the
+        // kernel, with no daemon): what it filters stays attached until
+        // the change is confirmed (see `wanted_now`).
+        if fallback.is_none() {
+            self.detach_unwanted();
+        }
         Ok(report)
     }
 }

@@ -333,6 +333,9 @@ impl Daemon {
                 self.policy = pending.previous;
                 self.interfaces = pending.previous_interfaces;
                 self.generation = self.dataplane.generation();
+                // The interfaces follow the policy back: what it names is
+                // filtered again, what only the dropped apply named is not.
+                self.reconcile_links();
                 tracing::warn!(
                     cause = "rollback of an unconfirmed apply",
                     why,
