@@ -108,3 +108,65 @@ fn change_refused_by_a_full_disk_never_reaches_the_kernel() {
     );
     agent.stop();
 }
+
+/// A rule that expires while the policy file cannot be written (a full
+/// disk; a read-only ConfigMap does the same) leaves the kernel anyway —
+/// the file reads without it, as an expired rule is left out when parsed
+/// — once, without retrying in a loop (attacker review: the daemon spun).
+#[test]
+fn a_rule_expiring_on_a_full_disk_leaves_the_kernel_once() {
+    let topo = Topology::new();
+    let _https = TcpServer::start(&topo.server, topo.server_addr(443));
+    let expires = std::time::SystemTime::now() + std::time::Duration::from_secs(4);
+    let text = POLICY.replace(
+        r#"ip_rules = ["203.0.113.0/24"]"#,
+        &format!(
+            r#"ip_rules = ["203.0.113.0/24", {{ value = "{DENIED_SRC}", expires_at = "{}" }}]"#,
+            humantime::format_rfc3339_seconds(expires)
+        ),
+    );
+    let policy = PolicyFile::on_small_tmpfs(&text, 256);
+    let paths = AgentPaths::new(&policy);
+    let mut agent = Agent::spawn(
+        &topo.server,
+        policy,
+        paths,
+        AgentOptions::iface(topo.server_veth()),
+    );
+    agent.wait_ready();
+    agent.wait_serving();
+    assert_connects(&topo, &agent, DENIED_SRC, 443, "before its expiry");
+    agent.policy().fill_disk();
+    std::thread::sleep(
+        expires
+            .duration_since(std::time::SystemTime::now())
+            .unwrap_or_default()
+            + std::time::Duration::from_secs(3),
+    );
+    assert_dropped(&topo, &agent, DENIED_SRC, 443, "after its expiry");
+    assert_eq!(
+        agent.show()["ip_rules"],
+        1,
+        "the daemon serves the policy without the expired rule"
+    );
+    let lines = agent.log_lines();
+    let about = |needle: &str| {
+        lines
+            .iter()
+            .filter(|l| l["message"].as_str().is_some_and(|m| m.contains(needle)))
+            .count()
+    };
+    assert_eq!(
+        about("the expired rules stay in the policy file"),
+        1,
+        "said once:\n{}",
+        agent.output()
+    );
+    assert_eq!(
+        about("removing the expired rules failed"),
+        0,
+        "{}",
+        agent.output()
+    );
+    agent.stop();
+}

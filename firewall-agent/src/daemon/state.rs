@@ -1,9 +1,10 @@
-//! The running daemon's state and every way the served policy changes. All
-//! changes funnel through [`Daemon::apply`]: compile, write the inactive
-//! table set, flip; a failure leaves the running policy in force.
+//! The running daemon's state and its lifecycle: start, stop, reloads,
+//! deadlines (an unconfirmed apply's rollback, rule expiry) and interface
+//! events. Every change of the served policy goes through
+//! [`Daemon::reconcile`] (`reconcile.rs`): resolve, declare, enforce; a
+//! failure leaves the running policy in force.
 
-use super::reconcile::Change;
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use crate::compile::{CompiledTables, compile_next, missing_endpoints};
 use crate::dataplane::{ApplyReport, Dataplane, DataplaneError};
@@ -12,7 +13,11 @@ use crate::persist::{self, Edit};
 use crate::policy::{self, Policy, PolicyFormat, PolicyWarning, Validated, WriteBack};
 
 use super::health::{Health, PolicySync, ReloadOutcome, SocketIdentity};
+use super::reconcile::{Change, ChangeError};
 use super::{OnExit, RunError, RunOptions};
+
+/// How long after a refused removal of expired rules it is tried again.
+const EXPIRY_RETRY: Duration = Duration::from_secs(5);
 
 /// Where the policy comes from (defined with the loader; kept here for the
 /// daemon's callers).
@@ -60,6 +65,9 @@ pub struct Daemon {
     pub(super) health: Health,
     /// The control socket as bound, to notice its removal.
     socket: SocketIdentity,
+    /// After the kernel refused removing expired rules: not before then
+    /// again (the kernel keeps them from matching meanwhile).
+    expiry_retry_at: Option<SystemTime>,
 }
 
 impl Daemon {
@@ -125,6 +133,7 @@ impl Daemon {
             detached: false,
             health: Health::default(),
             socket,
+            expiry_retry_at: None,
         })
     }
 
@@ -228,7 +237,7 @@ impl Daemon {
     /// The next time something must happen by itself: a rule expiry or the
     /// rollback of an unconfirmed apply.
     pub fn next_deadline(&self) -> Option<SystemTime> {
-        let expiry = next_expiry(&self.policy);
+        let expiry = next_expiry(&self.policy).map(|at| self.expiry_retry_at.map_or(at, |retry| at.max(retry)));
         let rollback = self.pending.as_ref().map(|p| p.deadline);
         expiry.into_iter().chain(rollback).min()
     }
@@ -239,7 +248,7 @@ impl Daemon {
         if self.pending.as_ref().is_some_and(|p| p.deadline <= now) {
             self.roll_back_pending("not confirmed in time");
         }
-        if expired_rules(&self.policy, now).is_empty() {
+        if expired_rules(&self.policy, now).is_empty() || self.expiry_retry_at.is_some_and(|at| now < at) {
             return;
         }
         // Re-applying must not write the previous generation's set.
@@ -266,12 +275,24 @@ impl Daemon {
         };
         let change = Change {
             declare: files.as_ref(),
-            ..Change::declared(policy, interfaces, "rule expiry")
+            ..Change::declared(policy.clone(), interfaces.clone(), "rule expiry")
         };
-        if let Err(error) = self.reconcile(change) {
-            tracing::error!(%error, "removing the expired rules failed; the kernel keeps them from matching");
+        let removed = match self.reconcile(change) {
+            // The file reads without the expired rules anyway (they are
+            // left out when parsed): a file that cannot be written (a full
+            // disk, a read-only ConfigMap) does not keep them in the kernel.
+            Err(ChangeError::File { path, error }) => {
+                tracing::warn!(path = %path.display(), %error, "the expired rules stay in the policy file (it cannot be written); they are left out whenever it is read");
+                self.reconcile(Change::declared(policy, interfaces, "rule expiry"))
+            }
+            other => other,
+        };
+        if let Err(error) = removed {
+            self.expiry_retry_at = Some(now + EXPIRY_RETRY);
+            tracing::error!(%error, retry_in_s = EXPIRY_RETRY.as_secs(), "removing the expired rules failed; the kernel keeps them from matching");
             return;
         }
+        self.expiry_retry_at = None;
         for (what, _) in &expired {
             tracing::info!(rule = %what, "rule expired and was removed");
         }
