@@ -455,3 +455,48 @@ fn a_subnet_rule_whose_endpoint_cannot_be_filtered_is_refused_and_changes_nothin
     );
     agent.stop();
 }
+
+/// An interface `--iface all` could not attach (another XDP program held
+/// it) is attached once it can be: the daemon retries on its tick, with no
+/// link event to prompt it (attacker review: a failed attach was final).
+#[test]
+fn an_interface_that_could_not_be_attached_is_filtered_once_it_can_be() {
+    let topo = Topology::new();
+    let (_, busy) = topo.add_private_link("10.1.2.1/24", &[OUTSIDE_SUBNET]);
+    let _https = TcpServer::start(&topo.server, SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 443));
+    let mut holder = Agent::start_with(&topo.server, POLICY, AgentOptions::iface(&busy));
+    holder.wait_ready();
+    let mut agent = Agent::start_with(&topo.server, POLICY, AgentOptions::iface("all"));
+    agent.wait_ready();
+    agent.wait_serving();
+    assert!(
+        shown(&agent.show(), &busy).is_none(),
+        "{busy} is held by the other program"
+    );
+    holder.stop();
+
+    let mark = agent.log_mark();
+    agent.wait_log(
+        mark,
+        "that the freed interface is attached",
+        LOG_TIMEOUT,
+        |l| {
+            l["interface"] == busy.as_str()
+                && l["message"]
+                    .as_str()
+                    .is_some_and(|m| m.contains("attached"))
+        },
+    );
+    assert!(
+        shown(&agent.show(), &busy).is_some(),
+        "{busy} is filtered now"
+    );
+    assert!(
+        matches!(
+            to_private(&topo, OUTSIDE_SUBNET, Duration::from_millis(800)),
+            Connect::TimedOut
+        ),
+        "a denied source through {busy} is dropped"
+    );
+    agent.stop();
+}

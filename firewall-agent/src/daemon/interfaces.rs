@@ -460,6 +460,26 @@ impl Daemon {
         }
     }
 
+    /// On the stats tick: retries attaching what must be filtered and is
+    /// not (an attach refused at a link event, a listing that failed for
+    /// lack of file descriptors): a failure is never final.
+    pub(super) fn retry_unattached(&mut self) {
+        let Ok(links) = links::list() else {
+            return;
+        };
+        let missing = self.wanted_now(&links).into_iter().any(|(name, want)| {
+            want.kind.is_some()
+                && !self
+                    .dataplane
+                    .attached()
+                    .iter()
+                    .any(|a| a.name == name && a.ifindex == want.ifindex)
+        });
+        if missing {
+            self.reconcile_links();
+        }
+    }
+
     /// What `show` says about the interfaces: each filtered one with its
     /// program, every interface with an address left unfiltered, every
     /// pinned link this daemon does not hold, and whether every interface

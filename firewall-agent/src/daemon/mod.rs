@@ -205,6 +205,7 @@ pub async fn run(options: RunOptions) -> Result<(), RunError> {
         tokio::select! {
             _ = ticker.tick() => {
                 daemon.check_socket();
+                daemon.retry_unattached();
                 observer.report(&daemon, false);
             }
             Some(pending) = requests.recv() => {
