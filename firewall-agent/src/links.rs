@@ -47,6 +47,21 @@ pub struct LinkInfo {
     pub link_type: u16,
     /// Whether it holds an IPv4 or IPv6 address.
     pub has_address: bool,
+    /// Where it sits in a stack of devices, lowest first: 0 for a device
+    /// with no kind (a NIC) or a veth; 1 for a master (bond, team, bridge,
+    /// vrf) over its ports; 2 for devices over another one (vlan, macvlan,
+    /// vxlan, tunnels, ...). The kernel refuses XDP on a device whose upper
+    /// device already has a program, so lower devices are attached first.
+    pub stack_level: u8,
+}
+
+/// [`LinkInfo::stack_level`] for an `IFLA_INFO_KIND` (`None`: no kind).
+pub fn stack_level(kind: Option<&str>) -> u8 {
+    match kind {
+        None | Some("veth") => 0,
+        Some("bond" | "team" | "bridge" | "vrf") => 1,
+        Some(_) => 2,
+    }
 }
 
 /// Every link of this network namespace (one RTM_GETLINK dump), with
@@ -110,12 +125,20 @@ fn dump_links() -> std::io::Result<Vec<LinkInfo>> {
                         LinkAttribute::IfName(name) => Some(name.clone()),
                         _ => None,
                     });
+                    let kind = link.attributes.iter().find_map(|a| match a {
+                        LinkAttribute::LinkInfo(infos) => infos.iter().find_map(|info| match info {
+                            netlink_packet_route::link::LinkInfo::Kind(kind) => Some(kind.to_string()),
+                            _ => None,
+                        }),
+                        _ => None,
+                    });
                     if let Some(name) = name {
                         links.push(LinkInfo {
                             name,
                             ifindex: link.header.index,
                             link_type: u16::from(link.header.link_layer_type),
                             has_address: false,
+                            stack_level: stack_level(kind.as_deref()),
                         });
                     }
                 }
@@ -202,5 +225,20 @@ mod tests {
         let index = resolve(["lo", "vfw-no-such-if"]);
         assert_eq!(index.len(), 1);
         assert_eq!(index.get("lo"), Some(&1));
+    }
+}
+
+#[cfg(test)]
+mod stack_tests {
+    use super::stack_level;
+
+    #[test]
+    fn nics_come_before_masters_and_masters_before_stacked_devices() {
+        assert_eq!(stack_level(None), 0);
+        assert_eq!(stack_level(Some("veth")), 0);
+        assert_eq!(stack_level(Some("bond")), 1);
+        assert_eq!(stack_level(Some("bridge")), 1);
+        assert_eq!(stack_level(Some("vxlan")), 2);
+        assert_eq!(stack_level(Some("vlan")), 2);
     }
 }

@@ -500,3 +500,45 @@ fn an_interface_that_could_not_be_attached_is_filtered_once_it_can_be() {
     );
     agent.stop();
 }
+
+/// A device stacked on a NIC (here a vxlan whose name sorts first) does
+/// not keep the NIC unfiltered: `--iface all` attaches lower devices first,
+/// as the kernel refuses XDP under an upper device that has a program
+/// (attacker review: the NIC was left open at every fresh start).
+#[test]
+fn iface_all_attaches_a_nic_before_the_device_stacked_on_it() {
+    let source = Ipv4Addr::new(10, 3, 3, 5);
+    let topo = Topology::new();
+    let (_, nic) = topo.add_private_link("10.3.3.1/24", &[source]);
+    let upper = format!("a{}", unique_name("x"));
+    topo.server.ip(&[
+        "link", "add", &upper, "type", "vxlan", "id", "42", "dstport", "4789", "dev", &nic,
+        "local", "10.3.3.1", "remote", "10.3.3.5",
+    ]);
+    topo.server
+        .ip(&["addr", "add", "10.4.4.1/24", "dev", &upper]);
+    topo.server.ip(&["link", "set", &upper, "up"]);
+    let _https = TcpServer::start(&topo.server, SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 443));
+    let mut agent = Agent::start_with(&topo.server, POLICY, AgentOptions::iface("all"));
+    agent.wait_ready();
+    agent.wait_serving();
+    let show = agent.show();
+    assert!(shown(&show, &nic).is_some(), "{nic} is filtered: {show:#}");
+    assert!(
+        shown(&show, &upper).is_some(),
+        "{upper} is filtered: {show:#}"
+    );
+    assert!(
+        matches!(
+            connect(
+                &topo.client,
+                source,
+                SocketAddrV4::new(Ipv4Addr::new(10, 3, 3, 1), 443),
+                Duration::from_millis(800)
+            ),
+            Connect::TimedOut
+        ),
+        "a denied source through {nic} is dropped"
+    );
+    agent.stop();
+}

@@ -120,6 +120,8 @@ pub struct Wanted {
     pub kind: Option<AttachKind>,
     /// Why it is filtered.
     pub reason: Reason,
+    /// [`LinkInfo::stack_level`]: lower devices are attached first.
+    pub stack_level: u8,
 }
 
 /// Interface name → what it must run.
@@ -186,6 +188,7 @@ pub fn desired(selection: &IfaceSelection, policy: &Policy, links: &[LinkInfo]) 
                 link_type: link.link_type,
                 kind,
                 reason,
+                stack_level: link.stack_level,
             };
             Some((link.name.clone(), wanted))
         })
@@ -259,7 +262,11 @@ pub(super) fn attach_wanted(
     cause: &str,
 ) -> Attaching {
     let mut done = Attaching::default();
-    for (name, want) in wanted {
+    // Lower devices first: XDP on a device whose upper device already has
+    // a program is refused (a vxlan over its NIC, a vlan, a bond's ports).
+    let mut in_order: Vec<(&String, &Wanted)> = wanted.iter().collect();
+    in_order.sort_by_key(|(name, want)| (want.stack_level, *name));
+    for (name, want) in in_order {
         let held = dataplane.attached().iter().find(|a| a.name == *name);
         let came_back = match held {
             Some(a) if a.ifindex == want.ifindex && Some(a.program) == want.kind => continue,
@@ -643,6 +650,7 @@ mod tests {
             ifindex,
             link_type,
             has_address: true,
+            stack_level: 0,
         }
     }
 
