@@ -149,6 +149,10 @@ fn idle_connections_under_a_1024_fd_limit_leave_show_answering_and_the_agent_idl
     agent.wait_ready();
     agent.wait_serving();
     let socket = agent.paths().socket.clone();
+    // What `show` costs here with no load (a CLI process's start included:
+    // far more under emulation), so the bound holds on every machine.
+    let unloaded = best_show(&agent);
+    let bound = Duration::from_millis(100).max(unloaded * 2);
 
     let mut idle: Vec<UnixStream> = (0..1500).map(|_| connect(&socket)).collect();
     // One beyond the cap is answered at once and closed, not held.
@@ -184,10 +188,12 @@ fn idle_connections_under_a_1024_fd_limit_leave_show_answering_and_the_agent_idl
         std::thread::sleep(Duration::from_millis(100));
     }
     let best = best_show(&agent);
-    eprintln!("show: {best:?} at best of three; the agent holds {held} descriptors");
+    eprintln!(
+        "show: {best:?} at best of three ({unloaded:?} unloaded); the agent holds {held} descriptors"
+    );
     assert!(
-        best < Duration::from_millis(100),
-        "show took {best:?} at best of three"
+        best < bound,
+        "show took {best:?} at best of three, over {bound:?} ({unloaded:?} unloaded)"
     );
     assert_near_idle(pid, &agent, "1,500 connections open on the client side");
     drop(idle);
