@@ -132,6 +132,23 @@ pub(super) fn attach(
     if let Some(pin) = pin
         && let Some(attached) = reuse_pinned_link(program, kind, interface, ifindex, pin)?
     {
+        let asked = match request {
+            XdpModeRequest::Native => Some("native"),
+            XdpModeRequest::Generic => Some("generic"),
+            XdpModeRequest::Auto => None,
+        };
+        if let Some(asked) = asked.filter(|asked| *asked != attached.mode) {
+            // A link's mode is fixed at attach: changing it means a moment
+            // without a filter, which a restart never takes on its own.
+            tracing::warn!(
+                interface,
+                running = attached.mode,
+                asked,
+                "--xdp-mode differs from the pinned link's mode, which is kept (no moment without a \
+                 filter); to change it, `vaultfw detach` and start again (the interface is \
+                 unfiltered in between)"
+            );
+        }
         return Ok(attached);
     }
     let link_id = attach_requested(program, kind, interface, request)?;
