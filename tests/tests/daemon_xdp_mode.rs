@@ -168,3 +168,33 @@ fn show_reports_the_mode_the_kernel_holds_for_a_generic_request_on_a_veth() {
     assert!(link.contains("xdpgeneric"), "{link}");
     agent.stop();
 }
+
+/// A restart asking generic mode over a native pinned link keeps the link
+/// (never a moment unfiltered) and says so (review: silently ignored).
+#[test]
+fn a_restart_asking_another_mode_keeps_the_pinned_link_and_says_so() {
+    let topo = Topology::new();
+    let mut options = AgentOptions::iface(topo.server_veth());
+    options.on_exit = "keep";
+    let mut agent = Agent::start_with(&topo.server, POLICY, options.clone());
+    agent.wait_ready();
+    assert_eq!(agent.show()["interfaces"][0]["mode"], "native");
+    let (_, policy, paths) = agent.stop_keeping();
+    let _pins = LeftPins(paths.clone());
+    options.extra_args = vec!["--xdp-mode".into(), "generic".into()];
+    let mut restarted = Agent::spawn(&topo.server, policy, paths, options);
+    restarted.wait_ready();
+    assert_eq!(
+        restarted.show()["interfaces"][0]["mode"],
+        "native",
+        "the link is kept"
+    );
+    assert!(
+        restarted
+            .output()
+            .contains("differs from the pinned link's mode"),
+        "the kept mode is logged:\n{}",
+        restarted.output()
+    );
+    restarted.stop();
+}
