@@ -624,3 +624,59 @@ fn the_access_log_on_a_full_disk_never_holds_a_partial_line_and_catches_up_in_or
     assert_eq!(written, all, "the file and `vaultfw logs` differ");
     agent.stop();
 }
+
+/// A release switch on the way to the policy (`policy.toml ->
+/// repo/current/policy.toml`, `current -> releases/v1` swapped to
+/// `releases/v2`, as git-sync and release directories do) is a change of
+/// the policy: served, and the next switch too (attacker review: not
+/// watched).
+#[test]
+fn a_release_switch_on_the_way_to_the_policy_is_served() {
+    let topo = Topology::with_client_addrs(&[NEXT_VERSION]);
+    let _https = TcpServer::start(&topo.server, topo.server_addr(443));
+    let repo = PolicyFile::named("README", "");
+    let root = repo.path().parent().expect("a temp dir").to_owned();
+    let release = |version: &str, contents: &str| {
+        let dir = root.join("releases").join(version);
+        std::fs::create_dir_all(&dir).expect("creating a release");
+        std::fs::write(dir.join("policy.toml"), contents).expect("writing a release");
+    };
+    let switch = |version: &str| {
+        let swap = root.join("current.tmp");
+        symlink(format!("releases/{version}"), &swap).expect("linking the release");
+        std::fs::rename(&swap, root.join("current")).expect("switching the release");
+    };
+    let next = POLICY.replace(
+        r#"ip_rules = ["203.0.113.0/24"]"#,
+        &format!(r#"ip_rules = ["203.0.113.0/24", "{NEXT_VERSION}"]"#),
+    );
+    release("v1", POLICY);
+    release("v2", &next);
+    release("v3", POLICY);
+    switch("v1");
+    let policy = PolicyFile::new(POLICY);
+    std::fs::remove_file(policy.path()).expect("removing the file");
+    symlink(root.join("current/policy.toml"), policy.path()).expect("linking the policy");
+    let agent = serving(&topo, policy, &[]);
+    assert_dropped(&topo, &agent, NEXT_VERSION, 443, "release v1");
+
+    for (version, admits) in [("v2", true), ("v3", false)] {
+        let generation = agent.generation();
+        switch(version);
+        let deadline = Instant::now() + WAIT;
+        while agent.generation() == generation {
+            assert!(
+                Instant::now() < deadline,
+                "release {version} was not served:\n{}",
+                agent.output()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        if admits {
+            assert_connects(&topo, &agent, NEXT_VERSION, 443, "release v2");
+        } else {
+            assert_dropped(&topo, &agent, NEXT_VERSION, 443, "release v3");
+        }
+    }
+    agent.stop();
+}

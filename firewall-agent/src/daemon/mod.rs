@@ -227,7 +227,14 @@ pub async fn run(options: RunOptions) -> Result<(), RunError> {
                 observer.reopen();
                 observer.timed(&mut daemon, |d| d.reload("SIGHUP"));
             }
-            Some(()) = next_file_event(&mut file_events) => observer.timed(&mut daemon, |d| d.reload("policy file changed")),
+            Some(()) = next_file_event(&mut file_events) => {
+                observer.timed(&mut daemon, |d| d.reload("policy file changed"));
+                // A link on the way may point elsewhere now: watch where.
+                match watch::PolicyWatch::start(&daemon.options().source.path) {
+                    Ok(renewed) => file_events = Some(renewed),
+                    Err(error) => tracing::error!(%error, "renewing the policy file's watch failed; the previous watch stays"),
+                }
+            }
             changed = link_events.changed() => match changed {
                 Ok(()) => observer.timed(&mut daemon, Daemon::refresh_links),
                 Err(error) => tracing::error!(%error, "reading link events failed"),
