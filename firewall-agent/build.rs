@@ -16,7 +16,9 @@ fn main() -> anyhow::Result<()> {
         "cargo:rerun-if-changed={}",
         workspace.join("firewall-common").display()
     );
-    let root_dir = ebpf_dir.to_str().ok_or_else(|| anyhow::anyhow!("non-UTF-8 path"))?;
+    let root_dir = ebpf_dir
+        .to_str()
+        .ok_or_else(|| anyhow::anyhow!("non-UTF-8 path"))?;
     aya_build::build_ebpf(
         [aya_build::Package {
             name: "firewall-ebpf",

@@ -8,9 +8,9 @@ use std::collections::BTreeMap;
 use std::time::SystemTime;
 
 use firewall_common::{
-    FLAG_AUDIT, FLAG_BYPASS_TRUSTED, FLAG_DEFAULT_ALLOW, FLAG_IPV6_ALLOW, FLAG_LOG_ALLOWED, FLAG_PASS_FORWARDED,
-    FLAG_VALID, HitSlots, IFINDEX_ANY, PORT_PROTO_TCP, PORT_PROTO_UDP, PORT_WORDS_PER_ROW,
-    RuleValue, VLAN_ANY, port_slot,
+    FLAG_AUDIT, FLAG_BYPASS_TRUSTED, FLAG_DEFAULT_ALLOW, FLAG_IPV6_ALLOW, FLAG_LOG_ALLOWED,
+    FLAG_PASS_FORWARDED, FLAG_VALID, HitSlots, IFINDEX_ANY, PORT_PROTO_TCP, PORT_PROTO_UDP,
+    PORT_WORDS_PER_ROW, RuleValue, VLAN_ANY, port_slot,
 };
 use ipnet::Ipv4Net;
 
@@ -115,15 +115,23 @@ impl CompiledTables {
             m.iter().map(|(k, v)| (v.slot, *k)).collect()
         };
         let (before, now) = (owners(&previous.ip_rules), owners(&self.ip_rules));
-        fresh.extend(now.iter().filter(|(s, k)| before.get(s) != Some(k)).map(|(s, _)| *s));
-        let vnet_owner = |m: &BTreeMap<VnetPrefixKey, RuleValue>| -> BTreeMap<u32, Vec<VnetPrefixKey>> {
-            let mut owners: BTreeMap<u32, Vec<VnetPrefixKey>> = BTreeMap::new();
-            for (k, v) in m {
-                owners.entry(v.slot).or_default().push(*k);
-            }
-            owners
-        };
-        let (before, now) = (vnet_owner(&previous.vnet_rules), vnet_owner(&self.vnet_rules));
+        fresh.extend(
+            now.iter()
+                .filter(|(s, k)| before.get(s) != Some(k))
+                .map(|(s, _)| *s),
+        );
+        let vnet_owner =
+            |m: &BTreeMap<VnetPrefixKey, RuleValue>| -> BTreeMap<u32, Vec<VnetPrefixKey>> {
+                let mut owners: BTreeMap<u32, Vec<VnetPrefixKey>> = BTreeMap::new();
+                for (k, v) in m {
+                    owners.entry(v.slot).or_default().push(*k);
+                }
+                owners
+            };
+        let (before, now) = (
+            vnet_owner(&previous.vnet_rules),
+            vnet_owner(&self.vnet_rules),
+        );
         for (slot, keys) in &now {
             let kept = before
                 .get(slot)
@@ -189,8 +197,18 @@ pub fn missing_endpoints<'p>(
 /// Compiles `policy` into the contents of one table set, hit slots laid
 /// out for its own limits (for a fresh program: `check`, tests). See
 /// [`compile_next`].
-pub fn compile(policy: &Policy, interfaces: &InterfaceIndex, clock: &MonotonicClock) -> CompiledTables {
-    compile_next(policy, interfaces, hit_slots_for(policy), &CompiledTables::empty(), clock)
+pub fn compile(
+    policy: &Policy,
+    interfaces: &InterfaceIndex,
+    clock: &MonotonicClock,
+) -> CompiledTables {
+    compile_next(
+        policy,
+        interfaces,
+        hit_slots_for(policy),
+        &CompiledTables::empty(),
+        clock,
+    )
 }
 
 /// Compiles `policy` into the contents of one table set. `interfaces`
@@ -217,7 +235,8 @@ pub fn compile_next(
         match held {
             Some(held)
                 if held.expires_at_ns() != 0
-                    && u128::from(held.expires_at_ns().abs_diff(ns)) <= SAME_DEADLINE.as_nanos() =>
+                    && u128::from(held.expires_at_ns().abs_diff(ns))
+                        <= SAME_DEADLINE.as_nanos() =>
             {
                 held.expires_at_ns()
             }
@@ -251,9 +270,15 @@ pub fn compile_next(
         }
     }
 
-    let ip_keys: Vec<PrefixKey> = policy.ip_rules.iter().map(|r| PrefixKey::from(r.network)).collect();
+    let ip_keys: Vec<PrefixKey> = policy
+        .ip_rules
+        .iter()
+        .map(|r| PrefixKey::from(r.network))
+        .collect();
     let ip_slots = assign_slots(
-        ip_keys.iter().map(|k| previous.ip_rules.get(k).map(|v| v.slot)),
+        ip_keys
+            .iter()
+            .map(|k| previous.ip_rules.get(k).map(|v| v.slot)),
         previous.ip_rules.values().map(|v| v.slot),
         slots.ip_rules,
     );
@@ -290,17 +315,26 @@ pub fn compile_next(
                 .find_map(|k| previous.vnet_rules.get(k))
                 .and_then(|v| v.slot.checked_sub(vnet_base))
         }),
-        previous.vnet_rules.values().filter_map(|v| v.slot.checked_sub(vnet_base)),
+        previous
+            .vnet_rules
+            .values()
+            .filter_map(|v| v.slot.checked_sub(vnet_base)),
         slots.vnet_rules,
     );
     let mut vnet_rules = BTreeMap::new();
-    for ((keys, slot), rule) in vnet_keys.into_iter().zip(vnet_slots).zip(&policy.virtual_network_rules) {
+    for ((keys, slot), rule) in vnet_keys
+        .into_iter()
+        .zip(vnet_slots)
+        .zip(&policy.virtual_network_rules)
+    {
         for key in keys {
             // The same prefix under the same endpoint in two rules: the
             // first rule (in policy order) is the one reported, and its
             // expiry is the entry's.
             let expires = deadline(rule.expires_at, previous.vnet_rules.get(&key));
-            vnet_rules.entry(key).or_insert(RuleValue::expiring(slots.vnet(slot), expires));
+            vnet_rules
+                .entry(key)
+                .or_insert(RuleValue::expiring(slots.vnet(slot), expires));
         }
     }
 
@@ -310,8 +344,14 @@ pub fn compile_next(
         .prefixes
         .iter()
         .map(|p| {
-            let service = catalogue.iter().position(|s| s.name == p.service).unwrap_or(0);
-            (PrefixKey::from(p.network), RuleValue::new(slots.trusted(service as u32)))
+            let service = catalogue
+                .iter()
+                .position(|s| s.name == p.service)
+                .unwrap_or(0);
+            (
+                PrefixKey::from(p.network),
+                RuleValue::new(slots.trusted(service as u32)),
+            )
         })
         .collect();
 
@@ -343,12 +383,21 @@ fn assign_slots(
         .collect();
     let held_before: std::collections::BTreeSet<u32> = held_before.collect();
     let mut never_used = (0..capacity).filter(|s| !held_before.contains(s) && !taken.contains(s));
-    let mut reusable: Vec<u32> = held_before.iter().copied().filter(|s| *s < capacity && !taken.contains(s)).collect();
+    let mut reusable: Vec<u32> = held_before
+        .iter()
+        .copied()
+        .filter(|s| *s < capacity && !taken.contains(s))
+        .collect();
     reusable.reverse();
     for slot in slots.iter_mut().filter(|s| s.is_none()) {
         // Validation keeps the rule count within the capacity, so a slot is
         // always left; u32::MAX would only ever miss the hit counters.
-        *slot = Some(never_used.next().or_else(|| reusable.pop()).unwrap_or(u32::MAX));
+        *slot = Some(
+            never_used
+                .next()
+                .or_else(|| reusable.pop())
+                .unwrap_or(u32::MAX),
+        );
     }
     slots.into_iter().map(|s| s.unwrap_or(u32::MAX)).collect()
 }
@@ -363,12 +412,19 @@ mod tests {
     }
 
     fn compiled_with(text: &str, interfaces: &InterfaceIndex) -> CompiledTables {
-        compile(&parse_toml(text).expect("valid test policy").policy, interfaces, &clock())
+        compile(
+            &parse_toml(text).expect("valid test policy").policy,
+            interfaces,
+            &clock(),
+        )
     }
 
     /// A fixed clock reading: monotonic 1000 s at 2030-01-01T00:00:00Z.
     fn clock() -> MonotonicClock {
-        MonotonicClock::at(humantime::parse_rfc3339("2030-01-01T00:00:00Z").unwrap(), 1_000_000_000_000)
+        MonotonicClock::at(
+            humantime::parse_rfc3339("2030-01-01T00:00:00Z").unwrap(),
+            1_000_000_000_000,
+        )
     }
 
     const SUBNETS: &str = r#"
@@ -395,7 +451,14 @@ endpoint = { interface = "eth1", vlan = 7 }
         let entries: Vec<(u32, u32, String, u32)> = tables
             .vnet_rules
             .iter()
-            .map(|(k, v)| (k.ifindex, k.vlan, Ipv4Net::from(k.prefix).to_string(), v.slot - base))
+            .map(|(k, v)| {
+                (
+                    k.ifindex,
+                    k.vlan,
+                    Ipv4Net::from(k.prefix).to_string(),
+                    v.slot - base,
+                )
+            })
             .collect();
         assert_eq!(
             entries,
@@ -428,16 +491,44 @@ endpoint = { interface = "eth1", vlan = 7 }
     #[test]
     fn hit_slots_stay_with_their_rule_and_new_rules_avoid_freed_slots() {
         let policy = |rules: &str| {
-            parse_toml(&format!("default_action = \"Deny\"\nip_rules = [{rules}]\n")).unwrap().policy
+            parse_toml(&format!(
+                "default_action = \"Deny\"\nip_rules = [{rules}]\n"
+            ))
+            .unwrap()
+            .policy
         };
-        let slots = HitSlots { ip_rules: 4, vnet_rules: 2, trusted_services: 10 };
+        let slots = HitSlots {
+            ip_rules: 4,
+            vnet_rules: 2,
+            trusted_services: 10,
+        };
         let none = InterfaceIndex::new();
-        let first = compile_next(&policy(r#""203.0.113.0/24", "198.51.100.7""#), &none, slots, &CompiledTables::empty(), &clock());
-        let slot_of = |t: &CompiledTables, net: &str| t.ip_rules[&PrefixKey::from(net.parse::<Ipv4Net>().unwrap())].slot;
-        assert_eq!((slot_of(&first, "198.51.100.7/32"), slot_of(&first, "203.0.113.0/24")), (0, 1));
+        let first = compile_next(
+            &policy(r#""203.0.113.0/24", "198.51.100.7""#),
+            &none,
+            slots,
+            &CompiledTables::empty(),
+            &clock(),
+        );
+        let slot_of = |t: &CompiledTables, net: &str| {
+            t.ip_rules[&PrefixKey::from(net.parse::<Ipv4Net>().unwrap())].slot
+        };
+        assert_eq!(
+            (
+                slot_of(&first, "198.51.100.7/32"),
+                slot_of(&first, "203.0.113.0/24")
+            ),
+            (0, 1)
+        );
         // Remove 198.51.100.7 and add 192.0.2.9: the kept rule keeps slot 1,
         // the new one takes a never-used slot, not the freed slot 0.
-        let second = compile_next(&policy(r#""203.0.113.0/24", "192.0.2.9""#), &none, slots, &first, &clock());
+        let second = compile_next(
+            &policy(r#""203.0.113.0/24", "192.0.2.9""#),
+            &none,
+            slots,
+            &first,
+            &clock(),
+        );
         assert_eq!(slot_of(&second, "203.0.113.0/24"), 1);
         assert_eq!(slot_of(&second, "192.0.2.9/32"), 2);
         assert_eq!(second.fresh_slots(&first), vec![2]);
@@ -454,12 +545,27 @@ address_prefixes = ["10.1.2.0/24", "10.9.0.0/16"]
 endpoint = { vlan = 120 }
 expires_at = "2030-01-01T00:01:00Z"
 "#;
-        let policy = parse_toml_at(text, humantime::parse_rfc3339("2029-12-31T00:00:00Z").unwrap()).unwrap().policy;
+        let policy = parse_toml_at(
+            text,
+            humantime::parse_rfc3339("2029-12-31T00:00:00Z").unwrap(),
+        )
+        .unwrap()
+        .policy;
         let tables = compile(&policy, &InterfaceIndex::new(), &clock());
-        let expiry = |net: &str| tables.ip_rules[&PrefixKey::from(net.parse::<Ipv4Net>().unwrap())].expires_at_ns();
-        assert_eq!(expiry("203.0.113.0/24"), 0, "a rule without expires_at never expires");
+        let expiry = |net: &str| {
+            tables.ip_rules[&PrefixKey::from(net.parse::<Ipv4Net>().unwrap())].expires_at_ns()
+        };
+        assert_eq!(
+            expiry("203.0.113.0/24"),
+            0,
+            "a rule without expires_at never expires"
+        );
         assert_eq!(expiry("198.51.100.7/32"), 1_030_000_000_000);
-        let vnet: Vec<u64> = tables.vnet_rules.values().map(|v| v.expires_at_ns()).collect();
+        let vnet: Vec<u64> = tables
+            .vnet_rules
+            .values()
+            .map(|v| v.expires_at_ns())
+            .collect();
         assert_eq!(vnet, [1_060_000_000_000, 1_060_000_000_000]);
     }
 
@@ -469,7 +575,12 @@ expires_at = "2030-01-01T00:01:00Z"
 default_action = "Deny"
 ip_rules = [{ value = "198.51.100.7", expires_at = "2030-01-01T00:00:30Z" }]
 "#;
-        let policy = parse_toml_at(text, humantime::parse_rfc3339("2029-12-31T00:00:00Z").unwrap()).unwrap().policy;
+        let policy = parse_toml_at(
+            text,
+            humantime::parse_rfc3339("2029-12-31T00:00:00Z").unwrap(),
+        )
+        .unwrap()
+        .policy;
         let slots = hit_slots_for(&policy);
         let none = InterfaceIndex::new();
         let first = compile_next(&policy, &none, slots, &CompiledTables::empty(), &clock());
@@ -485,7 +596,10 @@ ip_rules = [{ value = "198.51.100.7", expires_at = "2030-01-01T00:00:30Z" }]
             1_001_000_000_000,
         );
         let second = compile_next(&policy, &none, slots, &first, &stepped);
-        assert_eq!(second.ip_rules.values().next().unwrap().expires_at_ns(), 1_031_000_000_000);
+        assert_eq!(
+            second.ip_rules.values().next().unwrap().expires_at_ns(),
+            1_031_000_000_000
+        );
     }
 
     #[test]

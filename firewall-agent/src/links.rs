@@ -13,7 +13,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::os::fd::{AsRawFd, OwnedFd};
 
 use nix::sys::socket::{
-    AddressFamily, NetlinkAddr, SockFlag, SockaddrLike, SockProtocol, SockType, bind, recv, socket, MsgFlags,
+    AddressFamily, MsgFlags, NetlinkAddr, SockFlag, SockProtocol, SockType, SockaddrLike, bind,
+    recv, socket,
 };
 use tokio::io::unix::AsyncFd;
 
@@ -126,10 +127,14 @@ fn dump_links() -> std::io::Result<Vec<LinkInfo>> {
                         _ => None,
                     });
                     let kind = link.attributes.iter().find_map(|a| match a {
-                        LinkAttribute::LinkInfo(infos) => infos.iter().find_map(|info| match info {
-                            netlink_packet_route::link::LinkInfo::Kind(kind) => Some(kind.to_string()),
-                            _ => None,
-                        }),
+                        LinkAttribute::LinkInfo(infos) => {
+                            infos.iter().find_map(|info| match info {
+                                netlink_packet_route::link::LinkInfo::Kind(kind) => {
+                                    Some(kind.to_string())
+                                }
+                                _ => None,
+                            })
+                        }
                         _ => None,
                     });
                     if let Some(name) = name {
@@ -177,8 +182,8 @@ impl LinkEvents {
         bind(fd.as_raw_fd(), &NetlinkAddr::new(0, RTMGRP_LINK))?;
         // SAFETY: `fd` is an open socket that the AsyncFd owns (OwnedFd) for
         // its whole life, and OwnedFd::as_raw_fd always returns that fd.
-        let socket = unsafe { AsyncFd::register(fd) }
-            .map_err(|e| std::io::Error::other(e.to_string()))?;
+        let socket =
+            unsafe { AsyncFd::register(fd) }.map_err(|e| std::io::Error::other(e.to_string()))?;
         Ok(LinkEvents { socket })
     }
 
@@ -189,7 +194,11 @@ impl LinkEvents {
             let mut guard = self.socket.readable().await?;
             let mut drained_any = false;
             loop {
-                match recv(guard.get_inner().as_raw_fd(), &mut buffer, MsgFlags::MSG_DONTWAIT) {
+                match recv(
+                    guard.get_inner().as_raw_fd(),
+                    &mut buffer,
+                    MsgFlags::MSG_DONTWAIT,
+                ) {
                     Ok(0) => break,
                     Ok(_) => drained_any = true,
                     Err(nix::errno::Errno::EAGAIN) => break,

@@ -65,7 +65,10 @@ fn run(args: RunArgs) -> ExitCode {
         metrics_addr: args.metrics_addr,
         metrics_allow_remote: args.metrics_allow_remote,
     };
-    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(error) => {
             eprintln!("vaultfw: cannot start the async runtime: {error}");
@@ -81,16 +84,16 @@ fn run(args: RunArgs) -> ExitCode {
                 RunError::Policy(_)
                 | RunError::MissingEndpoint(_)
                 | RunError::InvalidArguments(_)
-                | RunError::Dataplane(vaultfw::dataplane::DataplaneError::NoSuchInterface { .. }) => {
-                    ExitCode::from(EXIT_INVALID_INPUT)
-                }
+                | RunError::Dataplane(vaultfw::dataplane::DataplaneError::NoSuchInterface {
+                    ..
+                }) => ExitCode::from(EXIT_INVALID_INPUT),
                 RunError::Dataplane(e) if e.is_kernel_refusal() => {
                     ExitCode::from(EXIT_KERNEL_REFUSED)
                 }
                 // A missing privilege exits as the kernel's refusal does (README).
-                RunError::Socket(vaultfw::control::server::ServerError::PermissionDenied { .. }) => {
-                    ExitCode::from(EXIT_KERNEL_REFUSED)
-                }
+                RunError::Socket(vaultfw::control::server::ServerError::PermissionDenied {
+                    ..
+                }) => ExitCode::from(EXIT_KERNEL_REFUSED),
                 _ => ExitCode::FAILURE,
             }
         }
@@ -125,7 +128,8 @@ fn validate(args: ValidateArgs) -> ExitCode {
         Ok(validated) => {
             if !args.force
                 && let Some(port) = vaultfw::cli::session::session_port()
-                && let Some(refusal) = vaultfw::cli::session::guards_session_port(&validated.policy, port)
+                && let Some(refusal) =
+                    vaultfw::cli::session::guards_session_port(&validated.policy, port)
             {
                 eprintln!("vaultfw: {}: {refusal}", args.file.display());
                 return ExitCode::from(EXIT_INVALID_INPUT);
@@ -135,7 +139,8 @@ fn validate(args: ValidateArgs) -> ExitCode {
                     let mut policy = serde_json::to_value(&validated.policy).unwrap_or_default();
                     // Thousands of trusted prefixes say less than their count.
                     let trusted = &validated.policy.trusted_services;
-                    policy["trusted_services"]["prefixes"] = serde_json::json!(trusted.prefixes.len());
+                    policy["trusted_services"]["prefixes"] =
+                        serde_json::json!(trusted.prefixes.len());
                     let doc = serde_json::json!({
                         "valid": true,
                         "policy": policy,
@@ -189,8 +194,17 @@ fn print_validated(args: &ValidateArgs, validated: &policy::Validated) {
         println!("  allow {rule}");
     }
     for rule in &p.virtual_network_rules {
-        let prefixes: Vec<String> = rule.address_prefixes.iter().map(|n| n.to_string()).collect();
-        println!("  allow subnet {} ({}) through {}", rule.id, prefixes.join(", "), rule.endpoint);
+        let prefixes: Vec<String> = rule
+            .address_prefixes
+            .iter()
+            .map(|n| n.to_string())
+            .collect();
+        println!(
+            "  allow subnet {} ({}) through {}",
+            rule.id,
+            prefixes.join(", "),
+            rule.endpoint
+        );
     }
     let trusted = &p.trusted_services;
     if !trusted.prefixes.is_empty() || p.bypass == policy::Bypass::AzureServices {
@@ -200,7 +214,11 @@ fn print_validated(args: &ValidateArgs, validated: &policy::Validated) {
             names.join(", "),
             trusted.prefixes.len(),
             trusted.ipv6_skipped,
-            if p.bypass == policy::Bypass::None { " — inactive (bypass = None)" } else { "" }
+            if p.bypass == policy::Bypass::None {
+                " — inactive (bypass = None)"
+            } else {
+                ""
+            }
         );
     }
     for warning in &validated.warnings {

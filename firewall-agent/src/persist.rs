@@ -77,7 +77,9 @@ pub enum PersistError {
 
 /// Applies `edits` to the native policy `text`.
 pub fn edit_native(text: &str, edits: &[Edit]) -> Result<String, PersistError> {
-    let mut doc: DocumentMut = text.parse().map_err(|e| PersistError::Parse(format!("{e}")))?;
+    let mut doc: DocumentMut = text
+        .parse()
+        .map_err(|e| PersistError::Parse(format!("{e}")))?;
     for edit in edits {
         apply(&mut doc, edit)?;
     }
@@ -90,14 +92,19 @@ fn apply(doc: &mut DocumentMut, edit: &Edit) -> Result<(), PersistError> {
         Edit::RemoveIpRule(network) => {
             let rules = ip_rules(doc)?;
             loop {
-                let found = rules.iter().position(|item| rule_network(item) == Some(*network));
+                let found = rules
+                    .iter()
+                    .position(|item| rule_network(item) == Some(*network));
                 let Some(i) = found else { break };
                 remove_keeping_comments(rules, i);
             }
         }
         Edit::SetString(key, value) => {
             // Keep the comment beside the setting (the old value's decor).
-            let decor = doc.get(key).and_then(Item::as_value).map(|v| v.decor().clone());
+            let decor = doc
+                .get(key)
+                .and_then(Item::as_value)
+                .map(|v| v.decor().clone());
             let mut new = Value::from(value.as_str());
             if let Some(decor) = decor {
                 *new.decor_mut() = decor;
@@ -171,7 +178,9 @@ fn push_keeping_comments(array: &mut Array, text: &str) {
         None => (trailing.clone(), "\n".to_owned()),
     };
     let mut value = Value::from(text);
-    value.decor_mut().set_prefix(format!("{last_comment}\n{indent}"));
+    value
+        .decor_mut()
+        .set_prefix(format!("{last_comment}\n{indent}"));
     value.decor_mut().set_suffix("");
     array.push_formatted(value);
     array.set_trailing(rest);
@@ -304,7 +313,12 @@ ip_rules = [
         text.lines()
             .filter_map(|l| {
                 let (code, comment) = l.split_once('#')?;
-                let rule = code.trim().trim_end_matches(',').trim().trim_matches('"').to_owned();
+                let rule = code
+                    .trim()
+                    .trim_end_matches(',')
+                    .trim()
+                    .trim_matches('"')
+                    .to_owned();
                 Some((rule, comment.trim().to_owned()))
             })
             .collect()
@@ -314,31 +328,52 @@ ip_rules = [
     fn an_added_rule_leaves_every_comment_on_its_own_rule() {
         let text = edit_native(COMMENTED, &[Edit::AddIpRule("198.51.100.40".into())]).unwrap();
         let c = comments(&text);
-        assert!(c.contains(&("198.51.100.30".into(), "build agent".into())), "{text}");
-        assert!(c.contains(&("203.0.113.0/24".into(), "office".into())), "{text}");
+        assert!(
+            c.contains(&("198.51.100.30".into(), "build agent".into())),
+            "{text}"
+        );
+        assert!(
+            c.contains(&("203.0.113.0/24".into(), "office".into())),
+            "{text}"
+        );
         assert!(text.contains("\n    \"198.51.100.40\""), "{text}");
     }
 
     #[test]
     fn a_removed_rule_takes_only_its_own_comment() {
-        let middle = edit_native(COMMENTED, &[Edit::RemoveIpRule(net("198.51.100.20/32"))]).unwrap();
+        let middle =
+            edit_native(COMMENTED, &[Edit::RemoveIpRule(net("198.51.100.20/32"))]).unwrap();
         let c = comments(&middle);
         assert_eq!(
             c[1..],
-            [("203.0.113.0/24".to_owned(), "office".to_owned()), ("198.51.100.30".to_owned(), "build agent".to_owned())],
+            [
+                ("203.0.113.0/24".to_owned(), "office".to_owned()),
+                ("198.51.100.30".to_owned(), "build agent".to_owned())
+            ],
             "{middle}"
         );
         let last = edit_native(COMMENTED, &[Edit::RemoveIpRule(net("198.51.100.30/32"))]).unwrap();
         let c = comments(&last);
         assert_eq!(c.len(), 3, "{last}");
-        assert_eq!(c[2], ("198.51.100.20".to_owned(), "vpn gateway".to_owned()), "{last}");
+        assert_eq!(
+            c[2],
+            ("198.51.100.20".to_owned(), "vpn gateway".to_owned()),
+            "{last}"
+        );
         assert!(!last.contains("build agent"), "{last}");
     }
 
     #[test]
     fn an_update_keeps_the_comment_beside_the_changed_setting() {
-        let text = edit_native(COMMENTED, &[Edit::SetString("default_action", "Allow".into())]).unwrap();
-        assert!(text.starts_with("default_action = \"Allow\" # closed unless a rule says otherwise\n"), "{text}");
+        let text = edit_native(
+            COMMENTED,
+            &[Edit::SetString("default_action", "Allow".into())],
+        )
+        .unwrap();
+        assert!(
+            text.starts_with("default_action = \"Allow\" # closed unless a rule says otherwise\n"),
+            "{text}"
+        );
     }
 
     #[test]
@@ -372,7 +407,11 @@ ip_rules = [
             }],
         )
         .unwrap();
-        assert_eq!(text.matches("[[virtual_network_rules]]").count(), 1, "{text}");
+        assert_eq!(
+            text.matches("[[virtual_network_rules]]").count(),
+            1,
+            "{text}"
+        );
         assert!(text.contains("10.1.3.0/24"));
         let text = edit_native(
             &text,

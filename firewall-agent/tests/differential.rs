@@ -112,12 +112,18 @@ fn describe_tables(t: &CompiledTables) -> String {
     let _ = writeln!(
         out,
         "  ip_rules: {:?}",
-        t.ip_rules.iter().map(|(k, v)| entry(k, v)).collect::<Vec<_>>()
+        t.ip_rules
+            .iter()
+            .map(|(k, v)| entry(k, v))
+            .collect::<Vec<_>>()
     );
     let _ = writeln!(
         out,
         "  trusted: {:?}",
-        t.trusted.iter().map(|(k, v)| entry(k, v)).collect::<Vec<_>>()
+        t.trusted
+            .iter()
+            .map(|(k, v)| entry(k, v))
+            .collect::<Vec<_>>()
     );
     let vnet: Vec<String> = t
         .vnet_rules

@@ -46,7 +46,13 @@ fn event(verdict: Verdict, src: [u8; 4], dport: u16) -> AccessEvent {
 
 fn record(log: &AccessLog, event: &AccessEvent) -> AccessRecord {
     let boot = SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000);
-    AccessRecord::decode(event, log.next_seq(), Some(boot), |i| (i == 4).then(|| "eth0".to_owned()), |_| None)
+    AccessRecord::decode(
+        event,
+        log.next_seq(),
+        Some(boot),
+        |i| (i == 4).then(|| "eth0".to_owned()),
+        |_| None,
+    )
 }
 
 #[test]
@@ -71,16 +77,38 @@ fn allow_events_name_their_rule_and_vlan_and_ipv6_decode() {
     allowed.rule_slot = 130;
     allowed.vlan = 120;
     allowed.proto = 17;
-    let rule = |slot: u32| (slot == 130).then(|| RuleRef { kind: RuleKind::Vnet, name: "vnet/subnets/a".into() });
+    let rule = |slot: u32| {
+        (slot == 130).then(|| RuleRef {
+            kind: RuleKind::Vnet,
+            name: "vnet/subnets/a".into(),
+        })
+    };
     let r = AccessRecord::decode(&allowed, 1, None, |_| None, rule);
-    assert_eq!((r.action.as_str(), r.reason.as_str(), r.proto.as_str()), ("pass", "allow_vnet_rule", "udp"));
-    assert_eq!((r.rule.as_deref(), r.rule_kind.as_deref(), r.vlan, r.interface.as_deref()), (Some("vnet/subnets/a"), Some("vnet"), Some(120), None));
+    assert_eq!(
+        (r.action.as_str(), r.reason.as_str(), r.proto.as_str()),
+        ("pass", "allow_vnet_rule", "udp")
+    );
+    assert_eq!(
+        (
+            r.rule.as_deref(),
+            r.rule_kind.as_deref(),
+            r.vlan,
+            r.interface.as_deref()
+        ),
+        (Some("vnet/subnets/a"), Some("vnet"), Some(120), None)
+    );
 
     let mut v6 = event(Verdict::DenyIpv6, [0; 4], 443);
     v6.family = 6;
-    v6.src = "2001:db8::7".parse::<std::net::Ipv6Addr>().unwrap().octets();
+    v6.src = "2001:db8::7"
+        .parse::<std::net::Ipv6Addr>()
+        .unwrap()
+        .octets();
     let r = AccessRecord::decode(&v6, 2, None, |_| None, |_| None);
-    assert_eq!((r.src.to_string().as_str(), r.reason.as_str()), ("2001:db8::7", "deny_ipv6"));
+    assert_eq!(
+        (r.src.to_string().as_str(), r.reason.as_str()),
+        ("2001:db8::7", "deny_ipv6")
+    );
 }
 
 #[test]
@@ -95,7 +123,11 @@ fn the_file_gets_one_line_per_record_and_a_reopen_follows_a_rotation() {
     let second = record(&log, &event(Verdict::DenyNoMatch, [198, 51, 100, 8], 443));
     log.push(second.clone());
     let read = |p: PathBuf| -> Vec<AccessRecord> {
-        std::fs::read_to_string(p).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect()
+        std::fs::read_to_string(p)
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
     };
     assert_eq!(read(dir.0.join("access.log.1")), vec![first]);
     assert_eq!(read(path.clone()), vec![second]);
@@ -119,17 +151,27 @@ fn queries_follow_a_cursor_filter_by_time_and_say_what_was_evicted() {
         log.push(r);
     }
     let all = log.query(None, None, None);
-    assert_eq!(all.records.iter().map(|r| r.seq).collect::<Vec<_>>(), vec![3, 4, 5], "the last 3 are kept");
+    assert_eq!(
+        all.records.iter().map(|r| r.seq).collect::<Vec<_>>(),
+        vec![3, 4, 5],
+        "the last 3 are kept"
+    );
     assert_eq!((all.cursor, all.evicted, all.capacity), (5, 2, 3));
     let after = log.query(Some(4), None, None);
-    assert_eq!(after.records.iter().map(|r| r.seq).collect::<Vec<_>>(), vec![5]);
+    assert_eq!(
+        after.records.iter().map(|r| r.seq).collect::<Vec<_>>(),
+        vec![5]
+    );
     let nothing_new = log.query(Some(5), None, None);
     assert!(nothing_new.records.is_empty());
     assert_eq!(nothing_new.cursor, 5);
     // A cursor from a previous agent run (numbering restarted) gets all.
     assert_eq!(log.query(Some(99), None, None).records.len(), 3);
     let since = log.query(None, Some(base + Duration::from_secs(4)), None);
-    assert_eq!(since.records.iter().map(|r| r.seq).collect::<Vec<_>>(), vec![5]);
+    assert_eq!(
+        since.records.iter().map(|r| r.seq).collect::<Vec<_>>(),
+        vec![5]
+    );
     // With nothing matching, the cursor still moves past what was looked at.
     let future = log.query(Some(3), Some(base + Duration::from_secs(60)), None);
     assert_eq!((future.records.len(), future.cursor), (0, 5));
@@ -147,5 +189,8 @@ fn since_takes_a_duration_ago_or_an_rfc3339_time() {
         SystemTime::UNIX_EPOCH + Duration::from_secs(1_769_860_800)
     );
     let error = parse_since("yesterday").unwrap_err();
-    assert!(error.contains("RFC 3339") && error.contains("10m"), "{error}");
+    assert!(
+        error.contains("RFC 3339") && error.contains("10m"),
+        "{error}"
+    );
 }

@@ -37,7 +37,11 @@ fn logged(f: impl FnOnce()) -> Vec<Value> {
         .finish();
     tracing::subscriber::with_default(subscriber, f);
     let bytes = captured.0.lock().unwrap().clone();
-    String::from_utf8(bytes).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect()
+    String::from_utf8(bytes)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
 }
 
 fn row(pairs: &[(Verdict, u64)]) -> [u64; Verdict::COUNT] {
@@ -60,36 +64,108 @@ fn deltas_count_from_the_baseline_and_every_line_says_what_it_counts() {
     let baseline = CounterSample {
         totals: row(&[(Verdict::DenyNoMatch, 100), (Verdict::AllowIpRule, 10)]),
         interfaces: vec![eth0(100, 10)],
-        events: EventTotals { sent: 5, rate_limited: 1, ring_full: 0 },
+        events: EventTotals {
+            sent: 5,
+            rate_limited: 1,
+            ring_full: 0,
+        },
     };
     let mut reporter = StatsReporter::from_sample(&baseline);
     let now = CounterSample {
         totals: row(&[(Verdict::DenyNoMatch, 130), (Verdict::AllowIpRule, 13)]),
         interfaces: vec![eth0(130, 13)],
-        events: EventTotals { sent: 7, rate_limited: 30, ring_full: 2 },
+        events: EventTotals {
+            sent: 7,
+            rate_limited: 30,
+            ring_full: 2,
+        },
     };
     let lines = logged(|| reporter.report_sample(&now, true));
     assert_eq!(lines.len(), 2, "{lines:?}");
     let (interface, total) = (&lines[0], &lines[1]);
     assert_eq!(interface["message"], "interface verdict counters");
-    assert_eq!((interface["interface"].as_str(), interface["ifindex"].as_u64()), (Some("eth0"), Some(2)));
+    assert_eq!(
+        (
+            interface["interface"].as_str(),
+            interface["ifindex"].as_u64()
+        ),
+        (Some("eth0"), Some(2))
+    );
     assert_eq!(total["message"], "verdict counters");
     for line in [interface, total] {
-        assert_eq!((line["deny_no_match"].as_u64(), line["deny_no_match_delta"].as_u64()), (Some(130), Some(30)), "{line}");
-        assert_eq!((line["allow_ip_rule"].as_u64(), line["allow_ip_rule_delta"].as_u64()), (Some(13), Some(3)), "{line}");
-        assert_eq!(line["pass_non_ip"].as_u64(), Some(0), "every counter is on the line: {line}");
+        assert_eq!(
+            (
+                line["deny_no_match"].as_u64(),
+                line["deny_no_match_delta"].as_u64()
+            ),
+            (Some(130), Some(30)),
+            "{line}"
+        );
+        assert_eq!(
+            (
+                line["allow_ip_rule"].as_u64(),
+                line["allow_ip_rule_delta"].as_u64()
+            ),
+            (Some(13), Some(3)),
+            "{line}"
+        );
+        assert_eq!(
+            line["pass_non_ip"].as_u64(),
+            Some(0),
+            "every counter is on the line: {line}"
+        );
         assert_eq!(line["packets_delta"].as_u64(), Some(33), "{line}");
-        assert!(line["packets_per_s"].as_f64().is_some_and(|r| r > 0.0), "{line}");
+        assert!(
+            line["packets_per_s"].as_f64().is_some_and(|r| r > 0.0),
+            "{line}"
+        );
         assert_eq!(line["final"], true);
-        assert!(line["totals"].as_str().unwrap().contains("survive agent restarts"), "{line}");
-        assert!(line["deltas"].as_str().unwrap().contains("this agent's start"), "{line}");
+        assert!(
+            line["totals"]
+                .as_str()
+                .unwrap()
+                .contains("survive agent restarts"),
+            "{line}"
+        );
+        assert!(
+            line["deltas"]
+                .as_str()
+                .unwrap()
+                .contains("this agent's start"),
+            "{line}"
+        );
     }
-    assert_eq!((total["events_sent"].as_u64(), total["events_sent_delta"].as_u64()), (Some(7), Some(2)), "{total}");
-    assert_eq!((total["events_dropped"].as_u64(), total["events_dropped_delta"].as_u64()), (Some(32), Some(31)), "{total}");
-    assert_eq!((total["events_rate_limited"].as_u64(), total["events_ring_full"].as_u64()), (Some(30), Some(2)), "{total}");
+    assert_eq!(
+        (
+            total["events_sent"].as_u64(),
+            total["events_sent_delta"].as_u64()
+        ),
+        (Some(7), Some(2)),
+        "{total}"
+    );
+    assert_eq!(
+        (
+            total["events_dropped"].as_u64(),
+            total["events_dropped_delta"].as_u64()
+        ),
+        (Some(32), Some(31)),
+        "{total}"
+    );
+    assert_eq!(
+        (
+            total["events_rate_limited"].as_u64(),
+            total["events_ring_full"].as_u64()
+        ),
+        (Some(30), Some(2)),
+        "{total}"
+    );
 
     // The next line's deltas count from this one.
-    let later = CounterSample { totals: row(&[(Verdict::DenyNoMatch, 131), (Verdict::AllowIpRule, 13)]), interfaces: vec![eth0(131, 13)], events: now.events };
+    let later = CounterSample {
+        totals: row(&[(Verdict::DenyNoMatch, 131), (Verdict::AllowIpRule, 13)]),
+        interfaces: vec![eth0(131, 13)],
+        events: now.events,
+    };
     let lines = logged(|| reporter.report_sample(&later, false));
     assert_eq!(lines[1]["deny_no_match_delta"].as_u64(), Some(1));
     assert_eq!(lines[1]["events_dropped_delta"].as_u64(), Some(0));
@@ -103,6 +179,12 @@ fn the_original_report_keeps_its_fields() {
     assert_eq!(lines.len(), 1);
     let line = &lines[0];
     assert_eq!(line["message"], "verdict counters");
-    assert_eq!((line["pass_control_plane"].as_u64(), line["pass_control_plane_delta"].as_u64()), (Some(9), Some(5)));
+    assert_eq!(
+        (
+            line["pass_control_plane"].as_u64(),
+            line["pass_control_plane_delta"].as_u64()
+        ),
+        (Some(9), Some(5))
+    );
     assert!(line["interval_s"].is_number());
 }

@@ -10,7 +10,8 @@ use firewall_common::Verdict;
 use vaultfw::dataplane::EventTotals;
 use vaultfw::telemetry::metrics::{SnapshotRequest, render};
 use vaultfw::telemetry::{
-    CounterSample, HealthSample, InterfaceCounters, MapFill, MetricsServer, MetricsSnapshot, RuleHitSample, RuleKind, RuleRef,
+    CounterSample, HealthSample, InterfaceCounters, MapFill, MetricsServer, MetricsSnapshot,
+    RuleHitSample, RuleKind, RuleRef,
 };
 
 fn snapshot() -> MetricsSnapshot {
@@ -22,18 +23,32 @@ fn snapshot() -> MetricsSnapshot {
     MetricsSnapshot {
         counters: CounterSample {
             totals,
-            interfaces: vec![InterfaceCounters { name: "eth0".into(), ifindex: 2, totals: eth0 }],
-            events: EventTotals { sent: 6, rate_limited: 4, ring_full: 1 },
+            interfaces: vec![InterfaceCounters {
+                name: "eth0".into(),
+                ifindex: 2,
+                totals: eth0,
+            }],
+            events: EventTotals {
+                sent: 6,
+                rate_limited: 4,
+                ring_full: 1,
+            },
         },
         rules: vec![
             RuleHitSample {
-                rule: RuleRef { kind: RuleKind::Ip, name: "203.0.113.0/24".into() },
+                rule: RuleRef {
+                    kind: RuleKind::Ip,
+                    name: "203.0.113.0/24".into(),
+                },
                 packets: 43,
                 bytes: 5842,
                 last_hit: Some(SystemTime::UNIX_EPOCH + Duration::from_millis(1_800_000_000_500)),
             },
             RuleHitSample {
-                rule: RuleRef { kind: RuleKind::Trusted, name: "Sql".into() },
+                rule: RuleRef {
+                    kind: RuleKind::Trusted,
+                    name: "Sql".into(),
+                },
                 packets: 0,
                 bytes: 0,
                 last_hit: None,
@@ -41,9 +56,16 @@ fn snapshot() -> MetricsSnapshot {
         ],
         generation: 7,
         last_apply: Some(Duration::from_millis(12)),
-        map_fill: vec![MapFill { table: "ip_rules", entries: 2, capacity: 127 }],
+        map_fill: vec![MapFill {
+            table: "ip_rules",
+            entries: 2,
+            capacity: 127,
+        }],
         health: HealthSample {
-            last_reload: Some((false, SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_100))),
+            last_reload: Some((
+                false,
+                SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_100),
+            )),
             policy_in_sync: false,
             control_socket_present: true,
             unfiltered_interfaces: 2,
@@ -81,7 +103,10 @@ fn a_snapshot_renders_every_family_in_the_prometheus_text_format() {
         assert!(lines.contains(&expected), "missing {expected:?} in\n{text}");
     }
     // A rule never hit has no last-hit sample (not a 1970 date).
-    assert!(!text.contains(r#"vaultfw_rule_last_hit_timestamp_seconds{kind="trusted""#), "{text}");
+    assert!(
+        !text.contains(r#"vaultfw_rule_last_hit_timestamp_seconds{kind="trusted""#),
+        "{text}"
+    );
     // Every frame appears once: the interface rows add up to the totals.
     let verdict_sum: u64 = lines
         .iter()
@@ -93,7 +118,9 @@ fn a_snapshot_renders_every_family_in_the_prometheus_text_format() {
 
 fn get(addr: std::net::SocketAddr, request: &str) -> String {
     let mut stream = TcpStream::connect(addr).unwrap();
-    stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
     stream.write_all(request.as_bytes()).unwrap();
     let mut answer = String::new();
     stream.read_to_string(&mut answer).unwrap();
@@ -112,17 +139,43 @@ fn the_server_answers_scrapes_with_a_fresh_snapshot_and_stops() {
         let mut generation = 0;
         while let Some(reply) = rx.blocking_recv() {
             generation += 1;
-            let _ = reply.send(MetricsSnapshot { generation, ..snapshot() });
+            let _ = reply.send(MetricsSnapshot {
+                generation,
+                ..snapshot()
+            });
         }
     });
     let first = get(addr, "GET /metrics HTTP/1.0\r\n\r\n");
-    assert!(first.starts_with("HTTP/1.") && first.contains(" 200 "), "{first}");
-    assert!(first.to_ascii_lowercase().contains("content-type: text/plain; version=0.0.4"), "{first}");
+    assert!(
+        first.starts_with("HTTP/1.") && first.contains(" 200 "),
+        "{first}"
+    );
+    assert!(
+        first
+            .to_ascii_lowercase()
+            .contains("content-type: text/plain; version=0.0.4"),
+        "{first}"
+    );
     assert!(first.contains("\nvaultfw_policy_generation 1\n"), "{first}");
     let second = get(addr, "GET /metrics?x=1 HTTP/1.0\r\n\r\n");
-    assert!(second.contains("\nvaultfw_policy_generation 2\n"), "{second}");
-    assert!(get(addr, "GET /other HTTP/1.0\r\n\r\n").lines().next().unwrap().contains(" 404"));
-    assert!(get(addr, "POST /metrics HTTP/1.0\r\nContent-Length: 0\r\n\r\n").lines().next().unwrap().contains(" 405"));
+    assert!(
+        second.contains("\nvaultfw_policy_generation 2\n"),
+        "{second}"
+    );
+    assert!(
+        get(addr, "GET /other HTTP/1.0\r\n\r\n")
+            .lines()
+            .next()
+            .unwrap()
+            .contains(" 404")
+    );
+    assert!(
+        get(addr, "POST /metrics HTTP/1.0\r\nContent-Length: 0\r\n\r\n")
+            .lines()
+            .next()
+            .unwrap()
+            .contains(" 405")
+    );
     server.stop();
     answering.join().unwrap();
     // tiny_http closes the listener from its accept thread, a moment later.

@@ -41,16 +41,26 @@ fn k2_prefix_edges_at_32_29_and_23() {
         return;
     }
     let cases: [(&str, &[[u8; 4]], &[[u8; 4]]); 3] = [
-        ("203.0.113.10/32", &[[203, 0, 113, 10]], &[[203, 0, 113, 11]]),
+        (
+            "203.0.113.10/32",
+            &[[203, 0, 113, 10]],
+            &[[203, 0, 113, 11]],
+        ),
         (
             "203.0.113.8/29",
             &[[203, 0, 113, 8], [203, 0, 113, 15]],
             &[[203, 0, 113, 7], [203, 0, 113, 16]],
         ),
-        ("198.51.100.0/23", &[[198, 51, 101, 255]], &[[198, 51, 102, 0]]),
+        (
+            "198.51.100.0/23",
+            &[[198, 51, 101, 255]],
+            &[[198, 51, 102, 0]],
+        ),
     ];
     for (rule, pass, drop) in cases {
-        let p = Program::with_policy(&format!("default_action = \"Deny\"\nip_rules = [\"{rule}\"]\n"));
+        let p = Program::with_policy(&format!(
+            "default_action = \"Deny\"\nip_rules = [\"{rule}\"]\n"
+        ));
         for src in pass {
             p.expect(&tcp_syn(*src, 443), XDP_PASS, AllowIpRule);
         }
@@ -107,7 +117,11 @@ fn k4_counters_are_exact_across_cpus_and_survive_a_policy_change() {
     assert_eq!(count(&p, DenyNoMatch), 1000);
     let report = p.apply("default_action = \"Deny\"\nip_rules = [\"203.0.113.0/25\"]\n");
     assert!(report.changed);
-    assert_eq!(count(&p, DenyNoMatch), 1000, "applying a policy must not reset counters");
+    assert_eq!(
+        count(&p, DenyNoMatch),
+        1000,
+        "applying a policy must not reset counters"
+    );
 }
 
 #[test]
@@ -136,7 +150,9 @@ fn udp_data_plane_ports_are_guarded_and_tcp_ones_are_not_implied() {
     if !require_root() {
         return;
     }
-    let p = Program::with_policy(&format!("{P0}[data_plane]\ntcp_ports = []\nudp_ports = [4433]\n"));
+    let p = Program::with_policy(&format!(
+        "{P0}[data_plane]\ntcp_ports = []\nudp_ports = [4433]\n"
+    ));
     p.expect(&udp(DENIED, 4433), XDP_DROP, DenyNoMatch);
     p.expect(&udp(ALLOWED, 4433), XDP_PASS, AllowIpRule);
     p.expect(&tcp_syn(DENIED, 443), XDP_PASS, PassControlPlane);
@@ -150,12 +166,28 @@ fn vlan_tagged_frames_are_judged_and_a_deeper_stack_is_malformed() {
     let p = Program::with_policy(P0);
     p.expect(&tcp_syn_vlan(ALLOWED, 443, &[120]), XDP_PASS, AllowIpRule);
     p.expect(&tcp_syn_vlan(DENIED, 443, &[120]), XDP_DROP, DenyNoMatch);
-    p.expect(&tcp_syn_vlan(DENIED, 443, &[100, 120]), XDP_DROP, DenyNoMatch);
-    p.expect(&tcp_syn_vlan(ALLOWED, 443, &[100, 120]), XDP_PASS, AllowIpRule);
+    p.expect(
+        &tcp_syn_vlan(DENIED, 443, &[100, 120]),
+        XDP_DROP,
+        DenyNoMatch,
+    );
+    p.expect(
+        &tcp_syn_vlan(ALLOWED, 443, &[100, 120]),
+        XDP_PASS,
+        AllowIpRule,
+    );
     // Three tags: more than the parser walks, never passed unread — even
     // to a control-plane port or from an allowed source.
-    p.expect(&tcp_syn_vlan(ALLOWED, 443, &[1, 2, 3]), XDP_DROP, DenyMalformed);
-    p.expect(&tcp_syn_vlan(DENIED, 22, &[1, 2, 3]), XDP_DROP, DenyMalformed);
+    p.expect(
+        &tcp_syn_vlan(ALLOWED, 443, &[1, 2, 3]),
+        XDP_DROP,
+        DenyMalformed,
+    );
+    p.expect(
+        &tcp_syn_vlan(DENIED, 22, &[1, 2, 3]),
+        XDP_DROP,
+        DenyMalformed,
+    );
 }
 
 #[test]
@@ -167,9 +199,21 @@ fn ipv4_options_move_the_transport_header() {
     for words in 1..=10usize {
         // NOP options (type 1); IHL = 5 + words, up to 15.
         let options = vec![1u8; words * 4];
-        p.expect(&tcp_syn_with_options(DENIED, 443, &options), XDP_DROP, DenyNoMatch);
-        p.expect(&tcp_syn_with_options(ALLOWED, 443, &options), XDP_PASS, AllowIpRule);
-        p.expect(&tcp_syn_with_options(DENIED, 22, &options), XDP_PASS, PassControlPlane);
+        p.expect(
+            &tcp_syn_with_options(DENIED, 443, &options),
+            XDP_DROP,
+            DenyNoMatch,
+        );
+        p.expect(
+            &tcp_syn_with_options(ALLOWED, 443, &options),
+            XDP_PASS,
+            AllowIpRule,
+        );
+        p.expect(
+            &tcp_syn_with_options(DENIED, 22, &options),
+            XDP_PASS,
+            PassControlPlane,
+        );
     }
 }
 
@@ -193,9 +237,17 @@ fn bad_ipv4_headers_are_malformed() {
     // Version other than 4 under the IPv4 ethertype.
     p.expect(&mutate(&|fr| fr[ip] = 0x65), XDP_DROP, DenyMalformed);
     // Total length shorter than the header.
-    p.expect(&mutate(&|fr| fr[ip + 2..ip + 4].copy_from_slice(&19u16.to_be_bytes())), XDP_DROP, DenyMalformed);
+    p.expect(
+        &mutate(&|fr| fr[ip + 2..ip + 4].copy_from_slice(&19u16.to_be_bytes())),
+        XDP_DROP,
+        DenyMalformed,
+    );
     // Total length longer than the frame.
-    p.expect(&mutate(&|fr| fr[ip + 2..ip + 4].copy_from_slice(&1500u16.to_be_bytes())), XDP_DROP, DenyMalformed);
+    p.expect(
+        &mutate(&|fr| fr[ip + 2..ip + 4].copy_from_slice(&1500u16.to_be_bytes())),
+        XDP_DROP,
+        DenyMalformed,
+    );
     // IHL claims options the frame does not hold.
     p.expect(&mutate(&|fr| fr[ip] = 0x4F), XDP_DROP, DenyMalformed);
 }
@@ -225,12 +277,18 @@ fn fragments_first_judged_with_ports_later_ones_pass() {
     if !require_root() {
         return;
     }
-    let p = Program::with_policy(&format!("{P0}[data_plane]\ntcp_ports = [443]\nudp_ports = [4433]\n"));
+    let p = Program::with_policy(&format!(
+        "{P0}[data_plane]\ntcp_ports = [443]\nudp_ports = [4433]\n"
+    ));
     p.expect(&udp_fragment(DENIED, 4433, 0, true), XDP_DROP, DenyNoMatch);
     p.expect(&udp_fragment(ALLOWED, 4433, 0, true), XDP_PASS, AllowIpRule);
     // Non-first fragments carry no ports, whatever their payload looks like.
     p.expect(&udp_fragment(DENIED, 4433, 1, true), XDP_PASS, PassFragment);
-    p.expect(&udp_fragment(DENIED, 4433, 185, false), XDP_PASS, PassFragment);
+    p.expect(
+        &udp_fragment(DENIED, 4433, 185, false),
+        XDP_PASS,
+        PassFragment,
+    );
 }
 
 #[test]
@@ -242,10 +300,18 @@ fn ipv6_to_the_data_plane_follows_the_ipv6_setting() {
     deny.expect(&ipv6_tcp_syn(443), XDP_DROP, DenyIpv6);
     deny.expect(&ipv6_tcp_syn(22), XDP_PASS, PassControlPlane);
     deny.expect(&ipv6_tcp_syn_behind_ext_headers(443, 3), XDP_DROP, DenyIpv6);
-    deny.expect(&ipv6_tcp_syn_behind_ext_headers(22, 3), XDP_PASS, PassControlPlane);
+    deny.expect(
+        &ipv6_tcp_syn_behind_ext_headers(22, 3),
+        XDP_PASS,
+        PassControlPlane,
+    );
     // Longer than the walk's bound: it could hide port 443.
     let too_long = firewall_common::MAX_IPV6_EXT_HEADERS + 1;
-    deny.expect(&ipv6_tcp_syn_behind_ext_headers(22, too_long), XDP_DROP, DenyMalformed);
+    deny.expect(
+        &ipv6_tcp_syn_behind_ext_headers(22, too_long),
+        XDP_DROP,
+        DenyMalformed,
+    );
 
     let allow = Program::with_policy(&format!("{P0}ipv6 = \"Allow\"\n"));
     allow.expect(&ipv6_tcp_syn(443), XDP_PASS, PassIpv6);
@@ -263,7 +329,8 @@ fn p1_applying_the_same_policy_twice_writes_nothing() {
     assert_eq!(again.map_writes, 0);
     assert_eq!(again.generation, 1);
     // The same rule spelled as /32 and bare is one rule.
-    let spelled = "default_action = \"Deny\"\nip_rules = [\"203.0.113.0/24\", \"198.51.100.7/32\"]\n";
+    let spelled =
+        "default_action = \"Deny\"\nip_rules = [\"203.0.113.0/24\", \"198.51.100.7/32\"]\n";
     let bare = "default_action = \"Deny\"\nip_rules = [\"203.0.113.0/24\", \"198.51.100.7\"]\n";
     assert!(p.apply(spelled).changed);
     assert!(!p.apply(bare).changed);
@@ -277,7 +344,14 @@ fn a_flip_serves_the_new_policy_whole_and_forgets_removed_rules() {
     let mut p = Program::with_policy(P0);
     p.expect(&tcp_syn(ALLOWED, 443), XDP_PASS, AllowIpRule);
     let report = p.apply("default_action = \"Deny\"\nip_rules = [\"198.51.100.0/24\"]\n[data_plane]\ntcp_ports = [8443]\n");
-    assert_eq!((report.generation, report.ip_rules_added, report.ip_rules_removed), (2, 1, 1));
+    assert_eq!(
+        (
+            report.generation,
+            report.ip_rules_added,
+            report.ip_rules_removed
+        ),
+        (2, 1, 1)
+    );
     p.expect(&tcp_syn(ALLOWED, 8443), XDP_DROP, DenyNoMatch);
     p.expect(&tcp_syn(DENIED, 8443), XDP_PASS, AllowIpRule);
     p.expect(&tcp_syn(ALLOWED, 443), XDP_PASS, PassControlPlane);
@@ -294,7 +368,9 @@ fn an_allowed_frame_counts_packets_and_bytes_on_its_rule() {
     if !require_root() {
         return;
     }
-    let p = Program::with_policy("default_action = \"Deny\"\nip_rules = [\"203.0.113.0/24\", \"198.51.100.0/24\"]\n");
+    let p = Program::with_policy(
+        "default_action = \"Deny\"\nip_rules = [\"203.0.113.0/24\", \"198.51.100.0/24\"]\n",
+    );
     let frame = tcp_syn(ALLOWED, 443);
     for _ in 0..3 {
         p.expect(&frame, XDP_PASS, AllowIpRule);
@@ -304,7 +380,10 @@ fn an_allowed_frame_counts_packets_and_bytes_on_its_rule() {
         .dataplane
         .active_tables()
         .ip_rules
-        .get(&vaultfw::compile::PrefixKey { prefix_len: 24, octets: [203, 0, 113, 0] })
+        .get(&vaultfw::compile::PrefixKey {
+            prefix_len: 24,
+            octets: [203, 0, 113, 0],
+        })
         .expect("rule compiled")
         .slot;
     let hits = p.dataplane.rule_hits().expect("read hits");
@@ -320,33 +399,56 @@ fn a_denied_syn_is_logged_with_its_fields_and_the_rate_limit_holds() {
         return;
     }
     let mut p = Program::with_policy(P0);
-    p.apply_with_events(&format!("{P0}[data_plane]\ntcp_ports = [443]\nudp_ports = [4433]\n"), 10);
+    p.apply_with_events(
+        &format!("{P0}[data_plane]\ntcp_ports = [443]\nudp_ports = [4433]\n"),
+        10,
+    );
     let mut ring = p.dataplane.take_event_ring().expect("ring buffer");
     // A flood of 50 SYNs inside one test run (microseconds: the bucket
     // refills by a negligible fraction). The bucket starts with one second
     // of budget, 10 events at 10/s: 10 are logged, 40 counted as dropped.
-    let (action, _) = p.dataplane.test_run_repeated(&tcp_syn(DENIED, 443), 50).expect("test run");
+    let (action, _) = p
+        .dataplane
+        .test_run_repeated(&tcp_syn(DENIED, 443), 50)
+        .expect("test run");
     assert_eq!(action, XDP_DROP);
-    assert_eq!(p.dataplane.verdict_totals().unwrap()[DenyNoMatch.index() as usize], 50);
+    assert_eq!(
+        p.dataplane.verdict_totals().unwrap()[DenyNoMatch.index() as usize],
+        50
+    );
     let totals = p.dataplane.event_totals().expect("telemetry");
-    assert_eq!((totals.sent, totals.rate_limited, totals.ring_full), (10, 40, 0));
+    assert_eq!(
+        (totals.sent, totals.rate_limited, totals.ring_full),
+        (10, 40, 0)
+    );
     let mut events = Vec::new();
     while let Some(item) = ring.next() {
         // SAFETY: the program writes whole AccessEvent records.
-        events.push(unsafe { std::ptr::read_unaligned(item.as_ptr().cast::<firewall_common::AccessEvent>()) });
+        events.push(unsafe {
+            std::ptr::read_unaligned(item.as_ptr().cast::<firewall_common::AccessEvent>())
+        });
     }
     assert_eq!(events.len(), 10);
     let event = events[0];
     assert_eq!(&event.src[..4], &DENIED);
     assert_eq!(&event.dst[..4], &HOST);
-    assert_eq!((event.sport, event.dport, event.proto, event.family), (40000, 443, 6, 4));
+    assert_eq!(
+        (event.sport, event.dport, event.proto, event.family),
+        (40000, 443, 6, 4)
+    );
     assert_eq!(event.verdict as u32, DenyNoMatch.index());
     // A non-SYN segment is dropped but is no connection attempt: not logged.
     p.expect(&tcp_ack(DENIED, 40000, 443), XDP_DROP, DenyNoMatch);
-    assert_eq!(p.dataplane.event_totals().unwrap().sent + p.dataplane.event_totals().unwrap().rate_limited, 50);
+    assert_eq!(
+        p.dataplane.event_totals().unwrap().sent + p.dataplane.event_totals().unwrap().rate_limited,
+        50
+    );
     // A UDP flow logs once per window, however many datagrams it sends.
     let mut q = Program::with_policy(P0);
-    q.apply_with_events(&format!("{P0}[data_plane]\ntcp_ports = [443]\nudp_ports = [4433]\n"), 1000);
+    q.apply_with_events(
+        &format!("{P0}[data_plane]\ntcp_ports = [443]\nudp_ports = [4433]\n"),
+        1000,
+    );
     let mut ring = q.dataplane.take_event_ring().expect("ring buffer");
     for _ in 0..5 {
         q.expect(&udp(DENIED, 4433), XDP_DROP, DenyNoMatch);

@@ -264,11 +264,19 @@ impl HitSlots {
         } else if slot < old.ip_rules + old.vnet_rules {
             (slot - old.ip_rules, self.vnet_rules, self.vnet(0))
         } else if slot < old.total() {
-            (slot - old.ip_rules - old.vnet_rules, self.trusted_services, self.trusted(0))
+            (
+                slot - old.ip_rules - old.vnet_rules,
+                self.trusted_services,
+                self.trusted(0),
+            )
         } else {
             return None;
         };
-        if index < room { Some(base + index) } else { None }
+        if index < room {
+            Some(base + index)
+        } else {
+            None
+        }
     }
 }
 
@@ -496,7 +504,10 @@ mod tests {
         assert_eq!(port_slot(0, PORT_PROTO_TCP, 443), (13, 1 << 27));
         assert_eq!(port_slot(0, PORT_PROTO_UDP, 0).0, 2048);
         assert_eq!(port_slot(1, PORT_PROTO_TCP, 0).0, 4096);
-        assert_eq!(port_slot(1, PORT_PROTO_UDP, 65535), (PORT_BITMAP_WORDS - 1, 1 << 31));
+        assert_eq!(
+            port_slot(1, PORT_PROTO_UDP, 65535),
+            (PORT_BITMAP_WORDS - 1, 1 << 31)
+        );
     }
 
     #[test]
@@ -505,8 +516,15 @@ mod tests {
         // A build with the first 12 verdicts (before pass_forwarded).
         let old_len = INTERFACE_SLOTS * 12;
         let deny_on_7 = 7 * 12 + Verdict::DenyNoMatch.index();
-        assert_eq!(remap_verdict_slot(old_len, deny_on_7), Some(verdict_slot(7, Verdict::DenyNoMatch)));
-        assert_ne!(remap_verdict_slot(old_len, deny_on_7), Some(deny_on_7), "not by flat index");
+        assert_eq!(
+            remap_verdict_slot(old_len, deny_on_7),
+            Some(verdict_slot(7, Verdict::DenyNoMatch))
+        );
+        assert_ne!(
+            remap_verdict_slot(old_len, deny_on_7),
+            Some(deny_on_7),
+            "not by flat index"
+        );
         let last = old_len - 1;
         assert_eq!(
             remap_verdict_slot(old_len, last),
@@ -527,7 +545,10 @@ mod tests {
         // is not whole rows, an index outside the old map.
         let newer_len = INTERFACE_SLOTS * (Verdict::COUNT as u32 + 2);
         assert_eq!(remap_verdict_slot(newer_len, Verdict::COUNT as u32), None);
-        assert_eq!(remap_verdict_slot(newer_len, 3), Some(verdict_slot(0, Verdict::PassIpv6)));
+        assert_eq!(
+            remap_verdict_slot(newer_len, 3),
+            Some(verdict_slot(0, Verdict::PassIpv6))
+        );
         assert_eq!(remap_verdict_slot(12, 3), None);
         assert_eq!(remap_verdict_slot(old_len, old_len), None);
         assert_eq!(remap_verdict_slot(0, 0), None);
@@ -551,8 +572,15 @@ mod tests {
 
     #[test]
     fn hit_slots_are_laid_out_ip_vnet_trusted() {
-        let slots = HitSlots { ip_rules: 127, vnet_rules: 127, trusted_services: 10 };
-        assert_eq!((slots.ip(3), slots.vnet(0), slots.trusted(9), slots.total()), (3, 127, 263, 264));
+        let slots = HitSlots {
+            ip_rules: 127,
+            vnet_rules: 127,
+            trusted_services: 10,
+        };
+        assert_eq!(
+            (slots.ip(3), slots.vnet(0), slots.trusted(9), slots.total()),
+            (3, 127, 263, 264)
+        );
     }
 
     #[test]
@@ -573,7 +601,11 @@ mod tests {
     fn policy_config_has_no_implicit_padding() {
         assert_eq!(core::mem::size_of::<PolicyConfig>(), 24);
         assert_eq!(core::mem::size_of::<RuleValue>(), 12);
-        assert_eq!(core::mem::align_of::<RuleValue>(), 4, "LPM trie values follow 4-byte keys");
+        assert_eq!(
+            core::mem::align_of::<RuleValue>(),
+            4,
+            "LPM trie values follow 4-byte keys"
+        );
     }
 
     #[test]
@@ -587,7 +619,10 @@ mod tests {
         assert_eq!((far.slot, far.expires_at_ns()), (3, 0x1234_5678_9abc_def0));
         let config = PolicyConfig::default();
         assert!(!config.fallback_due(|| panic!("a set without a deadline read the clock")));
-        let config = PolicyConfig { fallback_at_ns: 50, ..config };
+        let config = PolicyConfig {
+            fallback_at_ns: 50,
+            ..config
+        };
         assert!(!config.fallback_due(|| 49));
         assert!(config.fallback_due(|| 50));
     }

@@ -82,8 +82,7 @@ static VFW_EVENTS: RingBuf<AccessEvent, { EVENTS_RING_BYTES as usize }> = RingBu
 
 /// When each UDP flow last logged.
 #[btf_map]
-static VFW_FLOW_SEEN: LruHashMap<FlowKey, u64, { FLOW_SEEN_ENTRIES as usize }> =
-    LruHashMap::new();
+static VFW_FLOW_SEEN: LruHashMap<FlowKey, u64, { FLOW_SEEN_ENTRIES as usize }> = LruHashMap::new();
 
 /// The access log's per-CPU rate limiter.
 #[btf_map]

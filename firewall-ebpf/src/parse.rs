@@ -257,7 +257,8 @@ fn parse_ipv6(ctx: &XdpContext, l3: usize) -> Packet {
         if l3 + offset + header_len > end {
             return Packet::Malformed;
         }
-        if next == IPPROTO_FRAGMENT && u16::from_be_bytes([h[2], h[3]]) & IPV6_FRAG_OFFSET_MASK != 0 {
+        if next == IPPROTO_FRAGMENT && u16::from_be_bytes([h[2], h[3]]) & IPV6_FRAG_OFFSET_MASK != 0
+        {
             return Packet::Fragment;
         }
         next = h[0];

@@ -3,10 +3,7 @@
 //! rate-limited per CPU with a token bucket, one per TCP connection attempt
 //! (SYN) or per UDP flow and window, so a flood cannot swamp the agent.
 
-use aya_ebpf::{
-    helpers::bpf_ktime_get_coarse_ns,
-    programs::XdpContext,
-};
+use aya_ebpf::{helpers::bpf_ktime_get_coarse_ns, programs::XdpContext};
 use firewall_common::{
     AccessEvent, FLOW_EVENT_WINDOW_NS, FlowKey, TELEMETRY_EVENTS_RATE_LIMITED,
     TELEMETRY_EVENTS_RING_FULL, TELEMETRY_EVENTS_SENT, verdict_slot,
@@ -14,7 +11,9 @@ use firewall_common::{
 
 use crate::parse::{IPPROTO_TCP, read_bytes};
 use crate::verdict::{Judged, Loggable, NO_SLOT};
-use crate::{VFW_EVENT_BUCKET, VFW_EVENTS, VFW_FLOW_SEEN, VFW_RULE_HITS, VFW_TELEMETRY, VFW_VERDICTS};
+use crate::{
+    VFW_EVENT_BUCKET, VFW_EVENTS, VFW_FLOW_SEEN, VFW_RULE_HITS, VFW_TELEMETRY, VFW_VERDICTS,
+};
 
 /// One second of event budget: the bucket's size (burst = rate).
 const BUCKET_NS: u64 = 1_000_000_000;

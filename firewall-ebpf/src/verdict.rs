@@ -19,8 +19,9 @@
 use aya_ebpf::{btf_maps::lpm_trie::Key, programs::XdpContext};
 use firewall_common::{
     FLAG_AUDIT, FLAG_BYPASS_TRUSTED, FLAG_DEFAULT_ALLOW, FLAG_HAS_VLAN_VNET, FLAG_HAS_VNET,
-    FLAG_IPV6_ALLOW, FLAG_LOG_ALLOWED, FLAG_PASS_FORWARDED, FLAG_VALID, IFINDEX_ANY, PORT_PROTO_TCP, PORT_PROTO_UDP, PolicyConfig, RuleValue, VLAN_ANY,
-    VLAN_UNTAGGED, VNET_ENDPOINT_BITS, Verdict, VnetKey, port_slot,
+    FLAG_IPV6_ALLOW, FLAG_LOG_ALLOWED, FLAG_PASS_FORWARDED, FLAG_VALID, IFINDEX_ANY,
+    PORT_PROTO_TCP, PORT_PROTO_UDP, PolicyConfig, RuleValue, VLAN_ANY, VLAN_UNTAGGED,
+    VNET_ENDPOINT_BITS, Verdict, VnetKey, port_slot,
 };
 
 use crate::parse::{IPPROTO_TCP, Packet, Transport};
@@ -86,7 +87,11 @@ pub fn judge(ctx: &XdpContext, (packet, vlan): (Packet, u16)) -> Judged {
     // A slot the agent never wrote (FLAG_VALID clear) reads as flags 0:
     // default Deny, no bypass, enforce, forwarded frames judged — closed,
     // never open.
-    let flags = if config.flags & FLAG_VALID != 0 { config.flags } else { 0 };
+    let flags = if config.flags & FLAG_VALID != 0 {
+        config.flags
+    } else {
+        0
+    };
     if !transport.header_complete {
         if passes_forwarded(ctx, flags, &transport) {
             return Judged::plain(Verdict::PassForwarded);
@@ -158,7 +163,12 @@ fn decide(
         } else {
             VLAN_UNTAGGED // no rule names a VLAN: skip the VLAN lookups
         };
-        if let Some(slot) = live(vnet_rule_match(set, ctx.ingress_ifindex() as u32, vlan, src)) {
+        if let Some(slot) = live(vnet_rule_match(
+            set,
+            ctx.ingress_ifindex() as u32,
+            vlan,
+            src,
+        )) {
             return (Verdict::AllowVnetRule, slot);
         }
     }
@@ -259,7 +269,8 @@ fn vnet_rule_match(set: u32, ifindex: u32, vlan: u32, src: [u8; 4]) -> Option<Ru
     if vlan == VLAN_UNTAGGED {
         return None;
     }
-    lookup(VnetKey::new(ifindex, vlan, src)).or_else(|| lookup(VnetKey::new(IFINDEX_ANY, vlan, src)))
+    lookup(VnetKey::new(ifindex, vlan, src))
+        .or_else(|| lookup(VnetKey::new(IFINDEX_ANY, vlan, src)))
 }
 
 /// `denial`, or `audit_would_deny` when the set is in audit mode.

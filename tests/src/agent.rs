@@ -95,7 +95,13 @@ impl PolicyFile {
         let mut file = Self::new("");
         let dir = file.path.parent().expect("a directory").to_owned();
         let status = Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={size_kib}k,mode=0700"), "tmpfs"])
+            .args([
+                "-t",
+                "tmpfs",
+                "-o",
+                &format!("size={size_kib}k,mode=0700"),
+                "tmpfs",
+            ])
             .arg(&dir)
             .status()
             .expect("running mount");

@@ -54,7 +54,11 @@ pub fn send_frames(ns: &NetNs, iface: &str, frames: &[Vec<u8>]) {
             .unwrap_or_else(|e| panic!("interface {iface}: {e}"));
         // SAFETY: plain socket(2); the fd is closed below.
         let fd = unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_RAW, 0) };
-        assert!(fd >= 0, "AF_PACKET socket: {}", std::io::Error::last_os_error());
+        assert!(
+            fd >= 0,
+            "AF_PACKET socket: {}",
+            std::io::Error::last_os_error()
+        );
         let mut addr: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
         addr.sll_family = libc::AF_PACKET as u16;
         addr.sll_ifindex = ifindex as i32;
@@ -71,7 +75,12 @@ pub fn send_frames(ns: &NetNs, iface: &str, frames: &[Vec<u8>]) {
                     std::mem::size_of::<libc::sockaddr_ll>() as u32,
                 )
             };
-            assert_eq!(sent, frame.len() as isize, "sendto: {}", std::io::Error::last_os_error());
+            assert_eq!(
+                sent,
+                frame.len() as isize,
+                "sendto: {}",
+                std::io::Error::last_os_error()
+            );
         }
         // SAFETY: closing the fd opened above.
         unsafe { libc::close(fd) };

@@ -268,14 +268,16 @@ pub fn http_get(ns: &NetNs, addr: &str, path: &str) -> String {
     let addr = addr.to_owned();
     let path = path.to_owned();
     in_netns(ns, move || {
-        let mut stream =
-            std::net::TcpStream::connect(&addr).unwrap_or_else(|e| panic!("connecting to {addr}: {e}"));
+        let mut stream = std::net::TcpStream::connect(&addr)
+            .unwrap_or_else(|e| panic!("connecting to {addr}: {e}"));
         stream
             .set_read_timeout(Some(Duration::from_secs(10)))
             .expect("read timeout");
         write!(stream, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").expect("sending the request");
         let mut answer = String::new();
-        stream.read_to_string(&mut answer).expect("reading the answer");
+        stream
+            .read_to_string(&mut answer)
+            .expect("reading the answer");
         answer
     })
 }

@@ -102,7 +102,10 @@ fn an_unconfirmed_apply_rolls_back_at_its_deadline() {
         mark,
         "the rollback",
         ROLLBACK_SLACK + Duration::from_secs(2),
-        |l| l["message"] == "unconfirmed apply rolled back" && l["cause"] == "rollback of an unconfirmed apply",
+        |l| {
+            l["message"] == "unconfirmed apply rolled back"
+                && l["cause"] == "rollback of an unconfirmed apply"
+        },
     );
     assert!(
         SystemTime::now() >= deadline,

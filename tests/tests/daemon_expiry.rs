@@ -26,11 +26,21 @@ ip_rules = [
     agent.wait_ready();
     let mark = agent.log_mark();
     assert_connects(&topo, &agent, DENIED_SRC, 443, "before its expiry");
-    agent.wait_message(mark, "rule expired and was removed", Duration::from_secs(15));
+    agent.wait_message(
+        mark,
+        "rule expired and was removed",
+        Duration::from_secs(15),
+    );
     assert_dropped(&topo, &agent, DENIED_SRC, 443, "after its expiry");
     assert_connects(&topo, &agent, ALLOWED_SRC, 443, "the other rule stays");
     let file = std::fs::read_to_string(agent.policy().path()).expect("policy file");
-    assert!(!file.contains(&DENIED_SRC.to_string()), "the expired rule is still in the file:\n{file}");
-    assert!(file.contains("# office"), "the operator's comment went:\n{file}");
+    assert!(
+        !file.contains(&DENIED_SRC.to_string()),
+        "the expired rule is still in the file:\n{file}"
+    );
+    assert!(
+        file.contains("# office"),
+        "the operator's comment went:\n{file}"
+    );
     agent.stop();
 }

@@ -268,13 +268,20 @@ fn a_restart_that_resizes_the_maps_swaps_the_program_so_changes_are_enforced() {
     agent.wait_ready();
     agent.wait_serving();
     assert_eq!(
-        agent.show()["interfaces"][0]["attach"], "replaced",
+        agent.show()["interfaces"][0]["attach"],
+        "replaced",
         "the link must move to the program that reads the new maps"
     );
     assert_connects(&topo, &agent, ALLOWED_SRC, 443, "after the resize");
     agent
         .cli_json(&["network-rule", "remove", "--ip-address", "203.0.113.0/24"])
         .ok();
-    assert_dropped(&topo, &agent, ALLOWED_SRC, 443, "the removed rule no longer admits");
+    assert_dropped(
+        &topo,
+        &agent,
+        ALLOWED_SRC,
+        443,
+        "the removed rule no longer admits",
+    );
     agent.stop();
 }

@@ -265,7 +265,11 @@ fn forwarded_connections_the_policy_does_not_admit_are_dropped_by_default() {
     let net = Routed::new();
     let agent = net.agent(POLICY, &[]);
     assert_eq!(agent.show()["forwarded_traffic"], "judged");
-    assert!(agent.output().contains("run with --pass-forwarded"), "a forwarding host is warned:\n{}", agent.output());
+    assert!(
+        agent.output().contains("run with --pass-forwarded"),
+        "a forwarding host is warned:\n{}",
+        agent.output()
+    );
 
     match net.connect_upstream(DENIED_SRC, CONNECT_TIMEOUT) {
         Connect::TimedOut => {}

@@ -33,7 +33,10 @@ fn records(out: &CliOutput) -> Vec<Value> {
     out.stdout
         .lines()
         .filter(|l| !l.trim().is_empty())
-        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not a JSON record ({e}): {l}\n{}", out.context())))
+        .map(|l| {
+            serde_json::from_str(l)
+                .unwrap_or_else(|e| panic!("not a JSON record ({e}): {l}\n{}", out.context()))
+        })
         .collect()
 }
 
@@ -46,7 +49,12 @@ fn wait_records(agent: &Agent, args: &[&str], n: usize) -> Vec<Value> {
     loop {
         let found = records(&agent.cli_json(&all));
         if found.len() >= n || Instant::now() > deadline {
-            assert!(found.len() >= n, "{} access-log record(s), expected {n}: {found:?}\n{}", found.len(), agent.output());
+            assert!(
+                found.len() >= n,
+                "{} access-log record(s), expected {n}: {found:?}\n{}",
+                found.len(),
+                agent.output()
+            );
             return found;
         }
         std::thread::sleep(Duration::from_millis(50));
@@ -58,13 +66,23 @@ fn file_records(path: &std::path::Path) -> Vec<Value> {
     std::fs::read_to_string(path)
         .unwrap_or_else(|e| panic!("reading {}: {e}", path.display()))
         .lines()
-        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{}: not JSON ({e}): {l}", path.display())))
+        .map(|l| {
+            serde_json::from_str(l)
+                .unwrap_or_else(|e| panic!("{}: not JSON ({e}): {l}", path.display()))
+        })
         .collect()
 }
 
 /// One raw SYN from `src`:40000 to the server's `port`.
 fn syn(topo: &Topology, src: Ipv4Addr, port: u16) -> Vec<u8> {
-    tcp_syn(mac(&topo.client, topo.client_veth()), mac(&topo.server, topo.server_veth()), None, src, SERVER_IP, port)
+    tcp_syn(
+        mac(&topo.client, topo.client_veth()),
+        mac(&topo.server, topo.server_veth()),
+        None,
+        src,
+        SERVER_IP,
+        port,
+    )
 }
 
 /// Checks the fields of the record of a denied SYN from `src`.
@@ -85,10 +103,21 @@ fn assert_denied_syn(record: &Value, src: Ipv4Addr, interface: &str) {
         assert_eq!(record[field], want, "field {field} of {record}");
     }
     // RFC 3339 in UTC: 2026-01-31T12:00:00.123456Z
-    let time = record["time"].as_str().unwrap_or_else(|| panic!("no time in {record}"));
-    assert!(time.len() >= 20 && time.as_bytes()[10] == b'T' && time.ends_with('Z'), "time {time:?} is not RFC 3339 UTC");
-    assert!(record["ifindex"].as_u64().is_some_and(|i| i > 0), "{record}");
-    assert!(record.get("rule").is_none(), "a denied attempt names no rule: {record}");
+    let time = record["time"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no time in {record}"));
+    assert!(
+        time.len() >= 20 && time.as_bytes()[10] == b'T' && time.ends_with('Z'),
+        "time {time:?} is not RFC 3339 UTC"
+    );
+    assert!(
+        record["ifindex"].as_u64().is_some_and(|i| i > 0),
+        "{record}"
+    );
+    assert!(
+        record.get("rule").is_none(),
+        "a denied attempt names no rule: {record}"
+    );
 }
 
 #[test]
@@ -103,15 +132,28 @@ fn a_denied_syn_is_in_the_access_log_file_and_in_vaultfw_logs_with_its_fields() 
     agent.wait_serving();
     let veth = topo.server_veth().to_owned();
 
-    send_frames(&topo.client, topo.client_veth(), &[syn(&topo, DENIED_SRC, 443)]);
+    send_frames(
+        &topo.client,
+        topo.client_veth(),
+        &[syn(&topo, DENIED_SRC, 443)],
+    );
     let first = wait_records(&agent, &[], 1);
     assert_eq!(first.len(), 1, "{first:?}");
     assert_denied_syn(&first[0], DENIED_SRC, &veth);
-    assert_eq!(file_records(&log_path), first, "the file and `vaultfw logs` differ");
+    assert_eq!(
+        file_records(&log_path),
+        first,
+        "the file and `vaultfw logs` differ"
+    );
     // The table form, for people.
     let table = agent.cli(&["logs"]);
     let table = String::from_utf8_lossy(&table.stdout).into_owned();
-    assert!(table.contains(&format!("{veth}  deny_no_match  tcp {DENIED_SRC}:40000 -> {SERVER_IP}:443")), "{table}");
+    assert!(
+        table.contains(&format!(
+            "{veth}  deny_no_match  tcp {DENIED_SRC}:40000 -> {SERVER_IP}:443"
+        )),
+        "{table}"
+    );
 
     // logrotate: move the file away, SIGHUP, and the next record goes to a
     // new file at the same path.
@@ -121,14 +163,29 @@ fn a_denied_syn_is_in_the_access_log_file_and_in_vaultfw_logs_with_its_fields() 
     agent.signal(Signal::SIGHUP);
     agent.wait_message(mark, "access log reopened", WAIT);
     let second_src = Ipv4Addr::new(198, 51, 100, 8);
-    send_frames(&topo.client, topo.client_veth(), &[syn(&topo, second_src, 443)]);
+    send_frames(
+        &topo.client,
+        topo.client_veth(),
+        &[syn(&topo, second_src, 443)],
+    );
     let both = wait_records(&agent, &[], 2);
     assert_denied_syn(&both[1], second_src, &veth);
-    assert_eq!(file_records(&rotated), vec![both[0].clone()], "the rotated file");
-    assert_eq!(file_records(&log_path), vec![both[1].clone()], "the reopened file");
+    assert_eq!(
+        file_records(&rotated),
+        vec![both[0].clone()],
+        "the rotated file"
+    );
+    assert_eq!(
+        file_records(&log_path),
+        vec![both[1].clone()],
+        "the reopened file"
+    );
 
     // --since: a duration ago, or a time.
-    assert_eq!(records(&agent.cli_json(&["logs", "--since", "1h"])).len(), 2);
+    assert_eq!(
+        records(&agent.cli_json(&["logs", "--since", "1h"])).len(),
+        2
+    );
     assert!(records(&agent.cli_json(&["logs", "--since", "2099-01-01T00:00:00Z"])).is_empty());
     let bad = agent.cli_json(&["logs", "--since", "yesterday-ish"]);
     bad.expect_code(2);
@@ -155,23 +212,41 @@ fn a_denied_syn_is_in_the_access_log_file_and_in_vaultfw_logs_with_its_fields() 
     let mut followed = Vec::new();
     let deadline = Instant::now() + WAIT;
     let mut sent_third = false;
-    while !followed.iter().any(|r: &Value| r["src"] == third_src.to_string()) {
+    while !followed
+        .iter()
+        .any(|r: &Value| r["src"] == third_src.to_string())
+    {
         let left = deadline.saturating_duration_since(Instant::now());
         match lines.recv_timeout(left.min(Duration::from_millis(200))) {
-            Ok(line) => followed.push(serde_json::from_str(&line).unwrap_or_else(|e| panic!("{e}: {line}"))),
+            Ok(line) => {
+                followed.push(serde_json::from_str(&line).unwrap_or_else(|e| panic!("{e}: {line}")))
+            }
             Err(_) if Instant::now() < deadline => {}
             Err(_) => break,
         }
         if followed.len() >= 2 && !sent_third {
-            send_frames(&topo.client, topo.client_veth(), &[syn(&topo, third_src, 443)]);
+            send_frames(
+                &topo.client,
+                topo.client_veth(),
+                &[syn(&topo, third_src, 443)],
+            );
             sent_third = true;
         }
     }
     let _ = child.kill();
     let _ = child.wait();
     let _ = reader.join();
-    assert_eq!(followed.len(), 3, "logs --follow printed {followed:?}\n{}", agent.output());
-    assert_eq!(&followed[..2], &both[..], "--follow starts with what is there");
+    assert_eq!(
+        followed.len(),
+        3,
+        "logs --follow printed {followed:?}\n{}",
+        agent.output()
+    );
+    assert_eq!(
+        &followed[..2],
+        &both[..],
+        "--follow starts with what is there"
+    );
     assert_denied_syn(&followed[2], third_src, &veth);
     agent.stop();
 }
@@ -187,9 +262,15 @@ fn allowed_attempts_are_logged_with_their_rule_when_asked() {
     // Nothing listens on 443: the SYN is judged, answered by a RST, and
     // the client's kernel ignores that.
     let mark = agent.log_mark();
-    send_frames(&topo.client, topo.client_veth(), &[syn(&topo, ALLOWED_SRC, 443)]);
+    send_frames(
+        &topo.client,
+        topo.client_veth(),
+        &[syn(&topo, ALLOWED_SRC, 443)],
+    );
     // Without --access-log, records go to stdout among the log lines.
-    let line = agent.wait_log(mark, "an access record on stdout", WAIT, |l| l["log"] == "access");
+    let line = agent.wait_log(mark, "an access record on stdout", WAIT, |l| {
+        l["log"] == "access"
+    });
     assert_eq!(line["reason"], "allow_ip_rule", "{line}");
     assert_eq!(line["action"], "pass", "{line}");
     assert_eq!(line["rule"], "203.0.113.0/24", "{line}");
@@ -208,10 +289,18 @@ fn metrics_on_a_non_loopback_address_are_refused_unless_allowed() {
     let mut agent = Agent::start_with(&topo.server, POLICY, options);
     let status = agent.wait_exit(WAIT);
     assert_eq!(status.code(), Some(2), "{}", agent.output());
-    assert!(agent.output().contains("--metrics-allow-remote"), "{}", agent.output());
+    assert!(
+        agent.output().contains("--metrics-allow-remote"),
+        "{}",
+        agent.output()
+    );
 
     let mut options = AgentOptions::iface(topo.server_veth());
-    options.extra_args = vec!["--metrics-addr".into(), "0.0.0.0:9464".into(), "--metrics-allow-remote".into()];
+    options.extra_args = vec![
+        "--metrics-addr".into(),
+        "0.0.0.0:9464".into(),
+        "--metrics-allow-remote".into(),
+    ];
     let mut agent = Agent::start_with(&topo.server, POLICY, options);
     agent.wait_ready();
     agent.wait_serving();
@@ -225,10 +314,15 @@ fn metrics_on_a_non_loopback_address_are_refused_unless_allowed() {
 fn send_paced(ns: &NetNs, iface: &str, frames: &[Vec<u8>]) {
     let iface = iface.to_owned();
     in_netns(ns, || {
-        let ifindex = nix::net::if_::if_nametoindex(iface.as_str()).unwrap_or_else(|e| panic!("{iface}: {e}"));
+        let ifindex = nix::net::if_::if_nametoindex(iface.as_str())
+            .unwrap_or_else(|e| panic!("{iface}: {e}"));
         // SAFETY: plain socket(2); closed below.
         let fd = unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_RAW, 0) };
-        assert!(fd >= 0, "AF_PACKET socket: {}", std::io::Error::last_os_error());
+        assert!(
+            fd >= 0,
+            "AF_PACKET socket: {}",
+            std::io::Error::last_os_error()
+        );
         // SAFETY: all-zero is a valid sockaddr_ll; the fields that matter are set below.
         let mut addr: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
         addr.sll_family = libc::AF_PACKET as u16;
@@ -247,7 +341,12 @@ fn send_paced(ns: &NetNs, iface: &str, frames: &[Vec<u8>]) {
                         size_of::<libc::sockaddr_ll>() as u32,
                     )
                 };
-                assert_eq!(sent, frame.len() as isize, "sendto: {}", std::io::Error::last_os_error());
+                assert_eq!(
+                    sent,
+                    frame.len() as isize,
+                    "sendto: {}",
+                    std::io::Error::last_os_error()
+                );
             }
             std::thread::sleep(Duration::from_micros(500));
         }
@@ -264,7 +363,8 @@ fn possible_cpus() -> u64 {
 }
 
 #[test]
-fn a_flood_of_denied_syns_is_logged_at_the_configured_rate_and_every_other_one_counted_as_dropped() {
+fn a_flood_of_denied_syns_is_logged_at_the_configured_rate_and_every_other_one_counted_as_dropped()
+{
     const FLOOD: usize = 20_000;
     const RATE: u64 = 50;
     let topo = Topology::new();
@@ -276,7 +376,10 @@ fn a_flood_of_denied_syns_is_logged_at_the_configured_rate_and_every_other_one_c
 
     // 20,000 SYNs from 20,000 sources in 198.18.0.0/15 (benchmarking
     // space: never a real host), none of them allowed.
-    let (client_mac, server_mac) = (mac(&topo.client, topo.client_veth()), mac(&topo.server, topo.server_veth()));
+    let (client_mac, server_mac) = (
+        mac(&topo.client, topo.client_veth()),
+        mac(&topo.server, topo.server_veth()),
+    );
     let frames: Vec<Vec<u8>> = (0..FLOOD)
         .map(|i| {
             let src = Ipv4Addr::new(198, 18, (i / 250) as u8, (i % 250 + 1) as u8);
@@ -294,7 +397,11 @@ fn a_flood_of_denied_syns_is_logged_at_the_configured_rate_and_every_other_one_c
                 let asked = Instant::now();
                 let out = vaultfw(&["show", "--output", "json", "--socket", &socket]);
                 let took = asked.elapsed();
-                assert!(out.status.success(), "show failed during the flood: {}", String::from_utf8_lossy(&out.stderr));
+                assert!(
+                    out.status.success(),
+                    "show failed during the flood: {}",
+                    String::from_utf8_lossy(&out.stderr)
+                );
                 slowest = slowest.max(took);
                 answered += 1;
                 std::thread::sleep(Duration::from_millis(20));
@@ -304,43 +411,93 @@ fn a_flood_of_denied_syns_is_logged_at_the_configured_rate_and_every_other_one_c
         send_paced(&topo.client, topo.client_veth(), &frames);
         // A control-plane SYN behind the flood on the same queue: once it is
         // counted, every SYN of the flood was judged.
-        send_frames(&topo.client, topo.client_veth(), &[syn(&topo, Ipv4Addr::new(198, 19, 255, 1), 22)]);
+        send_frames(
+            &topo.client,
+            topo.client_veth(),
+            &[syn(&topo, Ipv4Addr::new(198, 19, 255, 1), 22)],
+        );
         let deadline = Instant::now() + WAIT;
         while agent.counter("pass_control_plane") < 1 {
-            assert!(Instant::now() < deadline, "the fence frame was never counted\n{}", agent.output());
+            assert!(
+                Instant::now() < deadline,
+                "the fence frame was never counted\n{}",
+                agent.output()
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
         flooding.store(false, Ordering::SeqCst);
         prober.join().expect("the show prober panicked")
     });
     let elapsed = started.elapsed();
-    eprintln!("flood: {FLOOD} SYNs judged in {elapsed:?}; show answered {answered} time(s), the slowest in {slowest:?}");
+    eprintln!(
+        "flood: {FLOOD} SYNs judged in {elapsed:?}; show answered {answered} time(s), the slowest in {slowest:?}"
+    );
     assert!(answered >= 1, "show was never asked during the flood");
-    assert!(slowest < Duration::from_secs(1), "show took {slowest:?} during the flood");
+    assert!(
+        slowest < Duration::from_secs(1),
+        "show took {slowest:?} during the flood"
+    );
 
     let stats = agent.cli_json(&["stats"]).ok();
     let denied = stats["counters"]["deny_no_match"].as_u64();
-    assert_eq!(denied, Some(FLOOD as u64), "every SYN of the flood judged once: {stats:#}");
+    assert_eq!(
+        denied,
+        Some(FLOOD as u64),
+        "every SYN of the flood judged once: {stats:#}"
+    );
     let events = &stats["events"];
     let (sent, rate_limited, ring_full) = (
         events["sent"].as_u64().expect("events.sent"),
-        events["rate_limited"].as_u64().expect("events.rate_limited"),
+        events["rate_limited"]
+            .as_u64()
+            .expect("events.rate_limited"),
         events["ring_full"].as_u64().expect("events.ring_full"),
     );
-    assert_eq!(sent + rate_limited + ring_full, FLOOD as u64, "every denied SYN is either logged or counted as dropped: {stats:#}");
-    assert_eq!(events["dropped"].as_u64(), Some(rate_limited + ring_full), "{stats:#}");
+    assert_eq!(
+        sent + rate_limited + ring_full,
+        FLOOD as u64,
+        "every denied SYN is either logged or counted as dropped: {stats:#}"
+    );
+    assert_eq!(
+        events["dropped"].as_u64(),
+        Some(rate_limited + ring_full),
+        "{stats:#}"
+    );
     // Each CPU's bucket holds one second of budget and refills at RATE/s.
-    let bound = (possible_cpus() as f64 * RATE as f64 * (1.0 + elapsed.as_secs_f64())).ceil() as u64;
-    assert!(sent <= bound, "{sent} events in {elapsed:?} exceed {} CPU(s) × {RATE}/s (+1 s of burst): {stats:#}", possible_cpus());
-    assert!(sent >= RATE, "a full bucket logs its first {RATE} events: {stats:#}");
+    let bound =
+        (possible_cpus() as f64 * RATE as f64 * (1.0 + elapsed.as_secs_f64())).ceil() as u64;
+    assert!(
+        sent <= bound,
+        "{sent} events in {elapsed:?} exceed {} CPU(s) × {RATE}/s (+1 s of burst): {stats:#}",
+        possible_cpus()
+    );
+    assert!(
+        sent >= RATE,
+        "a full bucket logs its first {RATE} events: {stats:#}"
+    );
 
     // Every event sent reached the access log, and only those.
     let logged = wait_records(&agent, &[], sent as usize);
     assert_eq!(logged.len() as u64, sent, "{stats:#}");
-    assert!(logged.iter().all(|r| r["reason"] == "deny_no_match" && r["dport"] == 443), "{logged:?}");
+    assert!(
+        logged
+            .iter()
+            .all(|r| r["reason"] == "deny_no_match" && r["dport"] == 443),
+        "{logged:?}"
+    );
     let final_stats = agent.stop();
-    assert_eq!(final_stats.get("events_sent"), sent, "{}", final_stats.log());
-    assert_eq!(final_stats.get("events_dropped"), rate_limited + ring_full, "{}", final_stats.log());
+    assert_eq!(
+        final_stats.get("events_sent"),
+        sent,
+        "{}",
+        final_stats.log()
+    );
+    assert_eq!(
+        final_stats.get("events_dropped"),
+        rate_limited + ring_full,
+        "{}",
+        final_stats.log()
+    );
     let stdout_records = final_stats
         .stdout_lines()
         .filter_map(|l| serde_json::from_str::<Value>(l).ok())

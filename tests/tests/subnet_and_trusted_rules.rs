@@ -20,7 +20,10 @@ const PRIVATE_SERVER: Ipv4Addr = Ipv4Addr::new(10, 1, 2, 1);
 fn a_subnet_passes_through_its_endpoint_and_is_dropped_when_spoofed_on_the_public_interface() {
     let topo = Topology::new();
     let (_, private_server) = topo.add_private_link("10.1.2.1/24", &[SUBNET_SRC]);
-    let _https = TcpServer::start(&topo.server, std::net::SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 443));
+    let _https = TcpServer::start(
+        &topo.server,
+        std::net::SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 443),
+    );
     let policy = format!(
         r#"
 default_action = "Deny"
@@ -44,11 +47,24 @@ endpoint = {{ interface = "{private_server}" }}
         std::net::SocketAddrV4::new(PRIVATE_SERVER, 443),
         Duration::from_secs(2),
     );
-    assert!(via_endpoint.is_established(), "{via_endpoint:?}\n{}", agent.output());
+    assert!(
+        via_endpoint.is_established(),
+        "{via_endpoint:?}\n{}",
+        agent.output()
+    );
     // The same private source on the public interface: spoofed, dropped.
     for _ in 0..3 {
-        let spoofed = connect(&topo.client, SUBNET_SRC, topo.server_addr(443), CONNECT_TIMEOUT);
-        assert!(matches!(spoofed, Connect::TimedOut), "{spoofed:?}\n{}", agent.output());
+        let spoofed = connect(
+            &topo.client,
+            SUBNET_SRC,
+            topo.server_addr(443),
+            CONNECT_TIMEOUT,
+        );
+        assert!(
+            matches!(spoofed, Connect::TimedOut),
+            "{spoofed:?}\n{}",
+            agent.output()
+        );
     }
     let stats = agent.stop();
     assert!(stats.get("allow_vnet_rule") >= 1, "{}", stats.log());
@@ -125,14 +141,47 @@ fn a_trusted_service_passes_only_with_the_bypass_on() {
     let _https = TcpServer::start(&topo.server, topo.server_addr(443));
     let tags = PolicyFile::named("ServiceTags_Public.json", SERVICE_TAGS);
 
-    let mut agent = Agent::start(&topo.server, topo.server_veth(), &trusted_policy("AzureServices", &tags));
+    let mut agent = Agent::start(
+        &topo.server,
+        topo.server_veth(),
+        &trusted_policy("AzureServices", &tags),
+    );
     agent.wait_ready();
-    assert!(connect_from(&topo.client, trusted, topo.server_addr(443), Duration::from_secs(2)), "{}", agent.output());
-    assert!(matches!(connect(&topo.client, outside, topo.server_addr(443), CONNECT_TIMEOUT), Connect::TimedOut));
+    assert!(
+        connect_from(
+            &topo.client,
+            trusted,
+            topo.server_addr(443),
+            Duration::from_secs(2)
+        ),
+        "{}",
+        agent.output()
+    );
+    assert!(matches!(
+        connect(
+            &topo.client,
+            outside,
+            topo.server_addr(443),
+            CONNECT_TIMEOUT
+        ),
+        Connect::TimedOut
+    ));
     // Bypass off through the CLI: the same source is refused from then on.
     let out = agent.cli(&["update", "--bypass", "None", "--output", "json"]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    assert!(matches!(connect(&topo.client, trusted, topo.server_addr(443), CONNECT_TIMEOUT), Connect::TimedOut));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(matches!(
+        connect(
+            &topo.client,
+            trusted,
+            topo.server_addr(443),
+            CONNECT_TIMEOUT
+        ),
+        Connect::TimedOut
+    ));
     let stats = agent.stop();
     assert!(stats.get("allow_trusted_service") >= 1, "{}", stats.log());
     assert_eq!(stats.get("deny_no_match"), 2, "{}", stats.log());

@@ -71,11 +71,24 @@ pub fn bench(options: &BenchOptions) -> Result<()> {
 
     println!("xtask: building vaultfw, bench-program and vaultfw-bench-veth (release)");
     run(cargo_cmd().args([
-        "build", "--release", "--package", "firewall-agent", "--bins", "--example", "bench-program",
+        "build",
+        "--release",
+        "--package",
+        "firewall-agent",
+        "--bins",
+        "--example",
+        "bench-program",
     ]))
     .context("building the agent and bench-program")?;
-    run(cargo_cmd().args(["build", "--release", "--package", "vaultfw-tests", "--bin", "vaultfw-bench-veth"]))
-        .context("building vaultfw-bench-veth")?;
+    run(cargo_cmd().args([
+        "build",
+        "--release",
+        "--package",
+        "vaultfw-tests",
+        "--bin",
+        "vaultfw-bench-veth",
+    ]))
+    .context("building vaultfw-bench-veth")?;
     let release = target_dir().join("release");
 
     let (runs, total, seconds, veth_runs) = if options.quick {
@@ -87,16 +100,40 @@ pub fn bench(options: &BenchOptions) -> Result<()> {
     let program_json = out_dir.join("program.json");
     run_child(
         Command::new(release.join("examples/bench-program"))
-            .args(["--objects", path_str(&obj_dir)?, "--prefix-dir", path_str(&out_dir)?])
-            .args(["--out", path_str(&program_json)?, "--runs", runs, "--total", total]),
+            .args([
+                "--objects",
+                path_str(&obj_dir)?,
+                "--prefix-dir",
+                path_str(&out_dir)?,
+            ])
+            .args([
+                "--out",
+                path_str(&program_json)?,
+                "--runs",
+                runs,
+                "--total",
+                total,
+            ]),
     )
     .context("bench-program failed")?;
     println!("xtask: receive cost on a veth pair, agent memory and CPU, peers' apply");
     let veth_json = out_dir.join("veth.json");
     run_child(
         Command::new(release.join("vaultfw-bench-veth"))
-            .args(["--objects", path_str(&obj_dir)?, "--prefix-dir", path_str(&out_dir)?])
-            .args(["--out", path_str(&veth_json)?, "--seconds", seconds, "--runs", veth_runs])
+            .args([
+                "--objects",
+                path_str(&obj_dir)?,
+                "--prefix-dir",
+                path_str(&out_dir)?,
+            ])
+            .args([
+                "--out",
+                path_str(&veth_json)?,
+                "--seconds",
+                seconds,
+                "--runs",
+                veth_runs,
+            ])
             .env("VAULTFW_BIN", release.join("vaultfw")),
     )
     .context("vaultfw-bench-veth failed")?;
@@ -115,8 +152,11 @@ pub fn bench(options: &BenchOptions) -> Result<()> {
     results["targets"] = Value::Array(targets(&results));
     results["seconds"] = json!(started.elapsed().as_secs_f64());
     let markdown = render(&results);
-    std::fs::write(out_dir.join("results.json"), serde_json::to_vec_pretty(&results)?)
-        .context("writing target/bench/results.json")?;
+    std::fs::write(
+        out_dir.join("results.json"),
+        serde_json::to_vec_pretty(&results)?,
+    )
+    .context("writing target/bench/results.json")?;
     std::fs::write(out_dir.join("results.md"), &markdown).context("writing results.md")?;
     println!("\n{markdown}");
     println!(
@@ -199,7 +239,10 @@ fn ensure_packages() -> Result<()> {
         println!("xtask: bench packages present: {}", names(PACKAGES));
         return Ok(());
     }
-    println!("xtask: installing from Debian's packages: {}", missing.join(" "));
+    println!(
+        "xtask: installing from Debian's packages: {}",
+        missing.join(" ")
+    );
     run(Command::new("apt-get").arg("update").arg("-q")).context("apt-get update")?;
     run(Command::new("apt-get")
         .args(["install", "-y", "-q", "--no-install-recommends"])
@@ -209,7 +252,11 @@ fn ensure_packages() -> Result<()> {
 }
 
 fn names(packages: &[(&str, Probe)]) -> String {
-    packages.iter().map(|(n, _)| *n).collect::<Vec<_>>().join(" ")
+    packages
+        .iter()
+        .map(|(n, _)| *n)
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 /// clang -O2 -g -target bpf for each peer program.
@@ -219,7 +266,9 @@ fn build_peer_programs(obj_dir: &Path) -> Result<()> {
         let source = workspace_root().join("bench").join(format!("{name}.c"));
         let object = obj_dir.join(format!("{name}.o"));
         run(Command::new("clang")
-            .args(["-O2", "-g", "-Wall", "-target", "bpf", "-I", &multiarch, "-c"])
+            .args([
+                "-O2", "-g", "-Wall", "-target", "bpf", "-I", &multiarch, "-c",
+            ])
             .arg(&source)
             .arg("-o")
             .arg(&object))
@@ -238,7 +287,10 @@ fn machine() -> Value {
     let cpu = std::fs::read_to_string("/proc/cpuinfo")
         .unwrap_or_default()
         .lines()
-        .find_map(|l| l.strip_prefix("model name").map(|v| v.trim_start_matches([' ', '\t', ':']).to_owned()))
+        .find_map(|l| {
+            l.strip_prefix("model name")
+                .map(|v| v.trim_start_matches([' ', '\t', ':']).to_owned())
+        })
         .unwrap_or_default();
     let cpus = std::thread::available_parallelism().map_or(0, |n| n.get());
     json!({ "kernel": kernel.trim(), "cpu": cpu, "cpus": cpus })
@@ -276,9 +328,21 @@ fn targets(r: &Value) -> Vec<Value> {
     counts.dedup();
     for count in counts {
         let worst = rows(cost)
-            .filter(|c| c["prefixes"].as_u64() == Some(count) && c["method"] == "rotating" && c["frame"] != "control_plane")
-            .map(|c| (c["ratio_to_one_lookup"].as_f64().unwrap_or(f64::NAN), c["frame"].as_str().unwrap_or("").to_owned()))
-            .fold((f64::MIN, String::new()), |a, b| if b.0 > a.0 { b } else { a });
+            .filter(|c| {
+                c["prefixes"].as_u64() == Some(count)
+                    && c["method"] == "rotating"
+                    && c["frame"] != "control_plane"
+            })
+            .map(|c| {
+                (
+                    c["ratio_to_one_lookup"].as_f64().unwrap_or(f64::NAN),
+                    c["frame"].as_str().unwrap_or("").to_owned(),
+                )
+            })
+            .fold(
+                (f64::MIN, String::new()),
+                |a, b| if b.0 > a.0 { b } else { a },
+            );
         out.push(json!({
             "target": format!("per-frame cost ≤ 1.2× the one-lookup floor at {count} prefixes"),
             "measured": format!("worst {:.2}× ({})", worst.0, worst.1),
@@ -289,14 +353,23 @@ fn targets(r: &Value) -> Vec<Value> {
     let receive = &r["receive"]["rows"];
     let above = |filter: &str, count: u64| {
         rows(receive)
-            .find(|x| x["filter"].as_str().is_some_and(|f| f.contains(filter)) && x["prefixes"].as_u64() == Some(count))
+            .find(|x| {
+                x["filter"].as_str().is_some_and(|f| f.contains(filter))
+                    && x["prefixes"].as_u64() == Some(count)
+            })
             .map(|x| med(&x["above_floor"]))
     };
-    let mut veth_counts: Vec<u64> = rows(receive).filter_map(|x| x["prefixes"].as_u64()).collect();
+    let mut veth_counts: Vec<u64> = rows(receive)
+        .filter_map(|x| x["prefixes"].as_u64())
+        .collect();
     veth_counts.sort();
     veth_counts.dedup();
     for count in veth_counts {
-        if let (Some(v), Some(n), Some(i)) = (above("vaultfw", count), above("nft", count), above("ipset", count)) {
+        if let (Some(v), Some(n), Some(i)) = (
+            above("vaultfw", count),
+            above("nft", count),
+            above("ipset", count),
+        ) {
             let (rn, ri) = (n / v, i / v);
             out.push(json!({
                 "target": format!("receive cost above the floor ≥ 5× lower than nftables and ipset at {count} prefixes"),
@@ -307,7 +380,9 @@ fn targets(r: &Value) -> Vec<Value> {
     }
     // Apply latency and loss.
     for (count, limit) in [(10_000u64, 50.0), (100_000, 500.0)] {
-        if let Some(a) = rows(&r["apply"]).find(|a| a["rules"].as_u64() == Some(count) && a["change"] == "full") {
+        if let Some(a) =
+            rows(&r["apply"]).find(|a| a["rules"].as_u64() == Some(count) && a["change"] == "full")
+        {
             let total = med(&a["total_ms"]);
             let lost = a["allowed_frames_lost"].as_u64().unwrap_or(u64::MAX);
             out.push(json!({
@@ -321,14 +396,20 @@ fn targets(r: &Value) -> Vec<Value> {
             }));
         }
     }
-    let lost: u64 = rows(&r["apply"]).filter_map(|a| a["allowed_frames_lost"].as_u64()).sum();
-    let judged: u64 = rows(&r["apply"]).filter_map(|a| a["allowed_frames_during_apply"].as_u64()).sum();
+    let lost: u64 = rows(&r["apply"])
+        .filter_map(|a| a["allowed_frames_lost"].as_u64())
+        .sum();
+    let judged: u64 = rows(&r["apply"])
+        .filter_map(|a| a["allowed_frames_during_apply"].as_u64())
+        .sum();
     out.push(json!({
         "target": "0 allowed-flow loss during apply (all applies)",
         "measured": format!("{lost} of {judged} allowed frames lost"),
         "met": lost == 0 && judged > 0,
     }));
-    let idle = rows(&r["agent"]).filter_map(|a| a["idle"]["rss_mib"].as_f64()).fold(0.0, f64::max);
+    let idle = rows(&r["agent"])
+        .filter_map(|a| a["idle"]["rss_mib"].as_f64())
+        .fold(0.0, f64::max);
     out.push(json!({
         "target": "idle agent < 20 MiB RSS",
         "measured": format!("{idle:.1} MiB (largest policy)"),
@@ -375,9 +456,9 @@ fn render(r: &Value) -> String {
     let cost_rows: Vec<&Value> = rows(&pc["rows"]).collect();
     for c in cost_rows.iter().filter(|c| c["method"] == "rotating") {
         let same = |method: &str| {
-            cost_rows
-                .iter()
-                .find(|o| o["method"] == method && o["prefixes"] == c["prefixes"] && o["frame"] == c["frame"])
+            cost_rows.iter().find(|o| {
+                o["method"] == method && o["prefixes"] == c["prefixes"] && o["frame"] == c["frame"]
+            })
         };
         let pool = same("pool");
         let fixed = same("fixed");
@@ -392,7 +473,10 @@ fn render(r: &Value) -> String {
             fig(&c["vaultfw_above_floor"], 0),
             fig(&c["one_lookup_above_floor"], 0),
             c["ratio_to_one_lookup"].as_f64().unwrap_or(f64::NAN),
-            pool.map_or("–".into(), |p| format!("{:.2}×", p["ratio_to_one_lookup"].as_f64().unwrap_or(f64::NAN))),
+            pool.map_or("–".into(), |p| format!(
+                "{:.2}×",
+                p["ratio_to_one_lookup"].as_f64().unwrap_or(f64::NAN)
+            )),
             pool.map_or("–".into(), |p| format!("{:.0}", med(&p["vaultfw"]))),
             fixed.map_or("–".into(), |p| format!("{:.0}", med(&p["vaultfw"]))),
         );
@@ -407,7 +491,9 @@ fn render(r: &Value) -> String {
     md.push_str("| filter | hook | prefixes | ns/packet | above the hook's drop-all floor | × vaultfw (above floor) | Mpps received |\n");
     md.push_str("|---|---|---:|---:|---:|---:|---:|\n");
     let vaultfw_above = |count: &Value| {
-        rows(&rc["rows"]).find(|x| x["filter"] == "vaultfw" && &x["prefixes"] == count).map(|x| med(&x["above_floor"]))
+        rows(&rc["rows"])
+            .find(|x| x["filter"] == "vaultfw" && &x["prefixes"] == count)
+            .map(|x| med(&x["above_floor"]))
     };
     for x in rows(&rc["rows"]) {
         let ratio = match (vaultfw_above(&x["prefixes"]), x["above_floor"].is_null()) {
@@ -419,7 +505,9 @@ fn render(r: &Value) -> String {
             "| {} | {} | {} | {} | {} | {} | {} |",
             x["filter"].as_str().unwrap_or(""),
             x["hook"].as_str().unwrap_or(""),
-            x["prefixes"].as_u64().map_or("–".to_owned(), |p| p.to_string()),
+            x["prefixes"]
+                .as_u64()
+                .map_or("–".to_owned(), |p| p.to_string()),
             fig(&x["ns_per_packet"], 0),
             fig(&x["above_floor"], 0),
             ratio,
@@ -473,14 +561,20 @@ fn render(r: &Value) -> String {
         );
     }
 
-    md.push_str("\n### Targets (issue 7, section 3)\n\n| target | measured | met |\n|---|---|---|\n");
+    md.push_str(
+        "\n### Targets (issue 7, section 3)\n\n| target | measured | met |\n|---|---|---|\n",
+    );
     for t in rows(&r["targets"]) {
         let _ = writeln!(
             md,
             "| {} | {} | {} |",
             t["target"].as_str().unwrap_or(""),
             t["measured"].as_str().unwrap_or(""),
-            if t["met"].as_bool() == Some(true) { "yes" } else { "**no**" }
+            if t["met"].as_bool() == Some(true) {
+                "yes"
+            } else {
+                "**no**"
+            }
         );
     }
     md

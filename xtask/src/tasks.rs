@@ -104,7 +104,14 @@ pub fn test(extra_args: &[String]) -> Result<()> {
     println!("xtask: end-to-end tests (network namespaces, one test at a time)");
     let integration = run_tests(
         cargo_cmd()
-            .args(["test", "--no-fail-fast", "--package", TESTS_PACKAGE, "--", "--test-threads=1"])
+            .args([
+                "test",
+                "--no-fail-fast",
+                "--package",
+                TESTS_PACKAGE,
+                "--",
+                "--test-threads=1",
+            ])
             .args(extra_args)
             .env(VAULTFW_BIN_ENV, &binary),
         &mut totals,

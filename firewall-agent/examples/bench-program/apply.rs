@@ -35,8 +35,8 @@ use vaultfw::policy::parse_toml;
 
 use crate::frames::{DATA_PORT, tcp_syn};
 use crate::prefixes::{self, Matcher, Rng};
-use crate::stats::Summary;
 use crate::scratch::Scratch;
+use crate::stats::Summary;
 use crate::testrun;
 
 const XDP_DROP: u32 = 1;
@@ -151,13 +151,25 @@ fn at_count(count: usize, runs: usize) -> Result<Vec<ApplyRow>> {
     first.push(bench.apply(&text(&sets[1], &[]), Some(probe_fd))?);
     bench.expect(probe_fd, &sets[1], None, XDP_PASS, &mut rng)?;
     let with_stable = |s: &[Ipv4Net]| stable.iter().chain(s).copied().collect::<Vec<_>>();
-    bench.expect(probe_fd, &sets[0], Some(&with_stable(&sets[1])), XDP_DROP, &mut rng)?;
+    bench.expect(
+        probe_fd,
+        &sets[0],
+        Some(&with_stable(&sets[1])),
+        XDP_DROP,
+        &mut rng,
+    )?;
     for i in 0..runs {
         let next = &sets[(i + 2) % sets.len()];
         let previous = &sets[(i + 1) % sets.len()];
         full.push(bench.apply(&text(next, &[]), Some(probe_fd))?);
         bench.expect(probe_fd, next, None, XDP_PASS, &mut rng)?;
-        bench.expect(probe_fd, previous, Some(&with_stable(next)), XDP_DROP, &mut rng)?;
+        bench.expect(
+            probe_fd,
+            previous,
+            Some(&with_stable(next)),
+            XDP_DROP,
+            &mut rng,
+        )?;
     }
     let base = &sets[(runs + 1) % sets.len()];
     let added = prefixes::random_public_prefixes(runs + 1, &mut rng, &used);
@@ -253,11 +265,18 @@ impl Bench {
         })?;
         let report = report.context("Dataplane::apply")?;
         if !report.changed || report.generation != self.generation {
-            bail!("apply reported {report:?}, expected generation {}", self.generation);
+            bail!(
+                "apply reported {report:?}, expected generation {}",
+                self.generation
+            );
         }
         let after = self.dataplane.verdict_totals()?;
         let delta = |v: Verdict| after[v.index() as usize] - before[v.index() as usize];
-        let lost: u64 = Verdict::ALL.iter().filter(|v| v.drops()).map(|v| delta(*v)).sum();
+        let lost: u64 = Verdict::ALL
+            .iter()
+            .filter(|v| v.drops())
+            .map(|v| delta(*v))
+            .sum();
         let frames: u64 = Verdict::ALL.iter().map(|v| delta(*v)).sum();
         // (A stray frame on the scratch interface may add to the counters.)
         if probe.is_some() && frames < judged.load(Ordering::Relaxed) {

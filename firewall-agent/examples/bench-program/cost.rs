@@ -187,7 +187,10 @@ pub fn run(
                 ("vaultfw".to_owned(), testrun::program_size(&vaultfw_info)),
                 ("one_lookup".to_owned(), testrun::program_size(&one.info()?)),
                 ("pass".to_owned(), testrun::program_size(&pass.info()?)),
-                ("rotate".to_owned(), testrun::program_size(&rotator.loaded.info()?)),
+                (
+                    "rotate".to_owned(),
+                    testrun::program_size(&rotator.loaded.info()?),
+                ),
             ];
         }
         let programs = Programs {
@@ -202,7 +205,13 @@ pub fn run(
             let pool: Vec<Vec<u8>> = sources[..POOL].iter().map(|s| kind.frame(*s)).collect();
             rotator.set_sources(&sources, kind.src_offset())?;
             rows.extend(measure_kind(
-                count, kind, &programs, &mut rotator, &pool, runs, total,
+                count,
+                kind,
+                &programs,
+                &mut rotator,
+                &pool,
+                runs,
+                total,
             )?);
         }
         drop(links);

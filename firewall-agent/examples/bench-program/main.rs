@@ -58,7 +58,10 @@ fn parse_args() -> Result<Args> {
         let counts = |v: String| -> Result<Vec<usize>> {
             v.split(',')
                 .filter(|s| !s.is_empty())
-                .map(|s| s.parse::<usize>().with_context(|| format!("bad count {s:?}")))
+                .map(|s| {
+                    s.parse::<usize>()
+                        .with_context(|| format!("bad count {s:?}"))
+                })
                 .collect()
         };
         match flag.as_str() {

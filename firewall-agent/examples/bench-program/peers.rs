@@ -112,22 +112,36 @@ impl Rotator {
     /// Fills the source pool (cycled if shorter than [`ROTATE_SOURCES`])
     /// and sets the offset of the source field in the frames to come.
     pub fn set_sources(&mut self, sources: &[[u8; 4]], offset: u32) -> Result<()> {
-        let mut pool: Array<_, u32> =
-            Array::try_from(self.loaded.ebpf.map_mut("BENCH_SOURCES").context("BENCH_SOURCES")?)?;
+        let mut pool: Array<_, u32> = Array::try_from(
+            self.loaded
+                .ebpf
+                .map_mut("BENCH_SOURCES")
+                .context("BENCH_SOURCES")?,
+        )?;
         for i in 0..ROTATE_SOURCES {
             pool.set(i as u32, u32::from_ne_bytes(sources[i % sources.len()]), 0)?;
         }
-        let mut state: Array<_, RotateState> =
-            Array::try_from(self.loaded.ebpf.map_mut("BENCH_STATE").context("BENCH_STATE")?)?;
+        let mut state: Array<_, RotateState> = Array::try_from(
+            self.loaded
+                .ebpf
+                .map_mut("BENCH_STATE")
+                .context("BENCH_STATE")?,
+        )?;
         state.set(0, RotateState { next: 0, offset }, 0)?;
         Ok(())
     }
 
     /// Makes `target` the program the rotator tail-calls.
     pub fn set_target(&mut self, target: &ProgramFd) -> Result<()> {
-        let mut slots =
-            ProgramArray::try_from(self.loaded.ebpf.map_mut("BENCH_TARGET").context("BENCH_TARGET")?)?;
-        slots.set(0, target, 0).context("setting the tail-call target")?;
+        let mut slots = ProgramArray::try_from(
+            self.loaded
+                .ebpf
+                .map_mut("BENCH_TARGET")
+                .context("BENCH_TARGET")?,
+        )?;
+        slots
+            .set(0, target, 0)
+            .context("setting the tail-call target")?;
         Ok(())
     }
 

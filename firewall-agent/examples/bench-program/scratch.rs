@@ -68,7 +68,18 @@ impl Scratch {
         };
         for i in 0..pairs {
             let (a, b) = (format!("a{i}"), format!("b{i}"));
-            ip(&["-n", &scratch.name, "link", "add", &a, "type", "veth", "peer", "name", &b])?;
+            ip(&[
+                "-n",
+                &scratch.name,
+                "link",
+                "add",
+                &a,
+                "type",
+                "veth",
+                "peer",
+                "name",
+                &b,
+            ])?;
             for dev in [&a, &b] {
                 ip(&["-n", &scratch.name, "link", "set", dev, "up"])?;
             }
@@ -117,7 +128,10 @@ fn link_create(prog_fd: i32, ifindex: u32) -> Result<OwnedFd> {
         )
     };
     if fd < 0 {
-        bail!("BPF_LINK_CREATE (XDP, native): {}", std::io::Error::last_os_error());
+        bail!(
+            "BPF_LINK_CREATE (XDP, native): {}",
+            std::io::Error::last_os_error()
+        );
     }
     // SAFETY: the kernel just returned this fd to us.
     Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })

@@ -73,9 +73,13 @@ pub fn find_vaultfw(generation: u64) -> Result<(ProgramFd, ProgramInfo)> {
         if info.name_as_str() != Some(PROGRAM_NAME) {
             continue;
         }
-        let Ok(Some(map_ids)) = info.map_ids() else { continue };
+        let Ok(Some(map_ids)) = info.map_ids() else {
+            continue;
+        };
         for id in map_ids {
-            let Ok(map) = MapData::from_id(id) else { continue };
+            let Ok(map) = MapData::from_id(id) else {
+                continue;
+            };
             let Ok(map_info) = map.info() else { continue };
             if map_info.name_as_str() != Some(POLICY_CONFIG) {
                 continue;
@@ -84,8 +88,11 @@ pub fn find_vaultfw(generation: u64) -> Result<(ProgramFd, ProgramInfo)> {
             else {
                 continue;
             };
-            let hit = (0..TABLE_SETS)
-                .any(|set| config.get(&set, 0).is_ok_and(|c| c.generation == generation));
+            let hit = (0..TABLE_SETS).any(|set| {
+                config
+                    .get(&set, 0)
+                    .is_ok_and(|c| c.generation == generation)
+            });
             if hit {
                 let fd = info.fd().context("opening the vaultfw program by id")?;
                 return Ok((fd, info));

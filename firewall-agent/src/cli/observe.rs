@@ -52,7 +52,9 @@ const FOLLOW_POLL: Duration = Duration::from_millis(500);
 fn positive_seconds(text: &str) -> Result<f64, String> {
     match text.parse::<f64>() {
         Ok(s) if s.is_finite() && (0.05..=86_400.0).contains(&s) => Ok(s),
-        _ => Err(format!("{text:?}: give seconds between 0.05 and 86400 (e.g. 1 or 0.5)")),
+        _ => Err(format!(
+            "{text:?}: give seconds between 0.05 and 86400 (e.g. 1 or 0.5)"
+        )),
     }
 }
 
@@ -96,7 +98,10 @@ pub fn stats(args: &StatsArgs) -> ExitCode {
                 shown += 1;
             }
             None if socket.output == OutputFormat::Table => {
-                println!("vaultfw stats: first sample taken; rates follow every {} s (Ctrl-C stops)", args.interval);
+                println!(
+                    "vaultfw stats: first sample taken; rates follow every {} s (Ctrl-C stops)",
+                    args.interval
+                );
             }
             None => {}
         }
@@ -126,7 +131,12 @@ struct Rates {
 impl Rates {
     fn between(before: &Value, now: &Value, elapsed: Duration) -> Self {
         let seconds = elapsed.as_secs_f64().max(1e-6);
-        let rate = |a: &Value, b: &Value| b.as_u64().unwrap_or(0).saturating_sub(a.as_u64().unwrap_or(0)) as f64 / seconds;
+        let rate = |a: &Value, b: &Value| {
+            b.as_u64()
+                .unwrap_or(0)
+                .saturating_sub(a.as_u64().unwrap_or(0)) as f64
+                / seconds
+        };
         let totals = Verdict::ALL
             .iter()
             .map(|v| {
@@ -141,9 +151,10 @@ impl Rates {
             .iter()
             .map(|i| {
                 let name = i["name"].as_str().unwrap_or("?").to_owned();
-                let old = before["interfaces"]
-                    .as_array()
-                    .and_then(|list| list.iter().find(|o| o["name"] == i["name"] && o["ifindex"] == i["ifindex"]));
+                let old = before["interfaces"].as_array().and_then(|list| {
+                    list.iter()
+                        .find(|o| o["name"] == i["name"] && o["ifindex"] == i["ifindex"])
+                });
                 let rates = Verdict::ALL
                     .iter()
                     .map(|v| match old {
@@ -164,8 +175,11 @@ impl Rates {
     }
 
     fn json(&self, now: &Value) -> Value {
-        let rates: serde_json::Map<String, Value> =
-            self.totals.iter().map(|(n, _, r)| (n.clone(), json!(round2(*r)))).collect();
+        let rates: serde_json::Map<String, Value> = self
+            .totals
+            .iter()
+            .map(|(n, _, r)| (n.clone(), json!(round2(*r))))
+            .collect();
         let interfaces: Vec<Value> = self
             .interfaces
             .iter()
@@ -287,7 +301,9 @@ fn record_line(r: &Value) -> String {
     let mut line = format!(
         "{}  {}  {}  {} {}:{} -> {}:{}",
         text(&r["time"]),
-        r["interface"].as_str().map_or_else(|| format!("ifindex {}", r["ifindex"]), str::to_owned),
+        r["interface"]
+            .as_str()
+            .map_or_else(|| format!("ifindex {}", r["ifindex"]), str::to_owned),
         text(&r["reason"]),
         text(&r["proto"]),
         text(&r["src"]),

@@ -78,7 +78,12 @@ pub enum NetworkRuleVerb {
 #[derive(Debug, Args)]
 pub struct RuleArgs {
     /// A public IPv4 address or CIDR range (`203.0.113.7`, `203.0.113.0/24`).
-    #[arg(long, value_name = "ADDRESS", conflicts_with = "vnet_rule", required_unless_present = "vnet_rule")]
+    #[arg(
+        long,
+        value_name = "ADDRESS",
+        conflicts_with = "vnet_rule",
+        required_unless_present = "vnet_rule"
+    )]
     pub ip_address: Option<String>,
     /// A subnet rule id (`vnet-prod/subnets/app`).
     #[arg(long, value_name = "ID")]
@@ -249,7 +254,10 @@ pub fn show(args: &ShowArgs) -> ExitCode {
         Ok(response) => print_response(args.socket.output, &response),
         Err(ClientError::NotRunning { .. }) => {
             let state = crate::dataplane::pins::inspect(&PinDir::new(&args.pin_dir));
-            print_value(args.socket.output, &serde_json::to_value(&state).unwrap_or(Value::Null));
+            print_value(
+                args.socket.output,
+                &serde_json::to_value(&state).unwrap_or(Value::Null),
+            );
             ExitCode::from(exit::NOT_RUNNING)
         }
         Err(error) => client_error(&error),
@@ -303,7 +311,10 @@ pub(super) fn client_error(error: &ClientError) -> ExitCode {
 pub(super) fn print_response(output: OutputFormat, response: &Response) -> ExitCode {
     if let Some(error) = &response.error {
         match output {
-            OutputFormat::Json => print_value(output, &serde_json::to_value(response).unwrap_or(Value::Null)),
+            OutputFormat::Json => print_value(
+                output,
+                &serde_json::to_value(response).unwrap_or(Value::Null),
+            ),
             OutputFormat::Table => eprintln!("vaultfw: {}", error.message),
         }
         return ExitCode::from(match error.kind {

@@ -40,10 +40,16 @@ impl Daemon {
             }
             Command::Stats => self.stats(),
             Command::RuleList => self.rule_list(),
-            Command::RuleAdd { rule, if_generation } => self
+            Command::RuleAdd {
+                rule,
+                if_generation,
+            } => self
                 .check_generation(if_generation)
                 .and_then(|()| self.rule_add(rule)),
-            Command::RuleRemove { rule, if_generation } => self
+            Command::RuleRemove {
+                rule,
+                if_generation,
+            } => self
                 .check_generation(if_generation)
                 .and_then(|()| self.rule_remove(rule)),
             Command::Update {
@@ -143,12 +149,13 @@ impl Daemon {
         let sample = self
             .counter_sample()
             .map_err(|e| Response::error(ErrorKind::KernelRefused, e.to_string()))?;
-        let counters = |totals: &crate::dataplane::VerdictTotals| -> serde_json::Map<String, Value> {
-            Verdict::ALL
-                .iter()
-                .map(|v| (v.name().to_owned(), json!(totals[v.index() as usize])))
-                .collect()
-        };
+        let counters =
+            |totals: &crate::dataplane::VerdictTotals| -> serde_json::Map<String, Value> {
+                Verdict::ALL
+                    .iter()
+                    .map(|v| (v.name().to_owned(), json!(totals[v.index() as usize])))
+                    .collect()
+            };
         let interfaces: Vec<Value> = sample
             .interfaces
             .iter()
@@ -173,7 +180,9 @@ impl Daemon {
     /// hit): an IP rule's slot is its trie value; the prefixes of one
     /// subnet rule share the rule's slot; each trusted service has one.
     fn rule_list(&self) -> Handled {
-        let kernel = |e: crate::dataplane::DataplaneError| Response::error(ErrorKind::KernelRefused, e.to_string());
+        let kernel = |e: crate::dataplane::DataplaneError| {
+            Response::error(ErrorKind::KernelRefused, e.to_string())
+        };
         let hits = self.dataplane.rule_hits().map_err(kernel)?;
         let with_hits = |mut entry: Value, slot: u32| {
             if let (Value::Object(entry), Value::Object(h)) = (&mut entry, hits_json(&hits, slot)) {
@@ -205,7 +214,8 @@ impl Daemon {
                 let prefix = ipnet::Ipv4Net::from(key.prefix);
                 let rule = self.policy.virtual_network_rules.iter().find(|r| {
                     r.address_prefixes.contains(&prefix)
-                        && crate::compile::endpoint_key(&r.endpoint, &self.interfaces) == Some((key.ifindex, key.vlan))
+                        && crate::compile::endpoint_key(&r.endpoint, &self.interfaces)
+                            == Some((key.ifindex, key.vlan))
                 });
                 let entry = json!({
                     "id": rule.map(|r| r.id.clone()),
@@ -231,9 +241,21 @@ impl Daemon {
         let services: Vec<Value> = policy::catalogue()
             .iter()
             .enumerate()
-            .filter(|(_, s)| self.policy.trusted_services.enabled.iter().any(|e| e.name == s.name))
+            .filter(|(_, s)| {
+                self.policy
+                    .trusted_services
+                    .enabled
+                    .iter()
+                    .any(|e| e.name == s.name)
+            })
             .map(|(index, s)| {
-                let prefixes = self.policy.trusted_services.prefixes.iter().filter(|p| p.service == s.name).count();
+                let prefixes = self
+                    .policy
+                    .trusted_services
+                    .prefixes
+                    .iter()
+                    .filter(|p| p.service == s.name)
+                    .count();
                 let entry = json!({ "service": s.name, "prefixes": prefixes, "active": bypass_on });
                 with_hits(entry, slots.trusted(index as u32))
             })
@@ -255,7 +277,10 @@ impl Daemon {
                     .map_err(|e| invalid(e.to_string()))?;
                 let shown = Shown(network).to_string();
                 if self.policy.ip_rules.iter().any(|r| r.network == network) {
-                    return Ok(unchanged(self.generation, format!("{shown} is already present")));
+                    return Ok(unchanged(
+                        self.generation,
+                        format!("{shown} is already present"),
+                    ));
                 }
                 let limit = &self.policy.limits;
                 if self.policy.ip_rules.len() >= limit.ip_rules {
@@ -269,8 +294,13 @@ impl Daemon {
                 let report = self.commit(&[Edit::AddIpRule(shown.clone())], "network-rule add")?;
                 Ok(changed(&report, format!("added {shown}")))
             }
-            RuleSpec::Vnet { id, subnet, endpoint } => {
-                let subnet = subnet.ok_or_else(|| invalid("--subnet is required to add a subnet rule prefix"))?;
+            RuleSpec::Vnet {
+                id,
+                subnet,
+                endpoint,
+            } => {
+                let subnet = subnet
+                    .ok_or_else(|| invalid("--subnet is required to add a subnet rule prefix"))?;
                 let prefix = policy::parse_subnet_prefix("--subnet", &subnet)
                     .map_err(|e| invalid(e.to_string()))?;
                 let endpoint = endpoint.as_deref().map(parse_endpoint).transpose()?;
@@ -281,7 +311,10 @@ impl Daemon {
                     .find(|r| r.id.eq_ignore_ascii_case(&id));
                 match existing {
                     Some(rule) if rule.address_prefixes.contains(&prefix) => {
-                        return Ok(unchanged(self.generation, format!("{prefix} is already in {}", rule.id)));
+                        return Ok(unchanged(
+                            self.generation,
+                            format!("{prefix} is already in {}", rule.id),
+                        ));
                     }
                     Some(rule) if endpoint.as_ref().is_some_and(|e| *e != rule.endpoint) => {
                         return Err(invalid(format!(
@@ -298,7 +331,11 @@ impl Daemon {
                     }
                     _ => {}
                 }
-                let edit = Edit::AddVnetPrefix { id: id.clone(), prefix: prefix.to_string(), endpoint };
+                let edit = Edit::AddVnetPrefix {
+                    id: id.clone(),
+                    prefix: prefix.to_string(),
+                    endpoint,
+                };
                 let report = self.commit(&[edit], "network-rule add")?;
                 Ok(changed(&report, format!("added {prefix} to {id}")))
             }
@@ -325,16 +362,24 @@ impl Daemon {
                     .virtual_network_rules
                     .iter()
                     .find(|r| r.id.eq_ignore_ascii_case(&id))
-                    .ok_or_else(|| invalid(format!("subnet rule {id:?} not found; nothing changed")))?;
+                    .ok_or_else(|| {
+                        invalid(format!("subnet rule {id:?} not found; nothing changed"))
+                    })?;
                 let edit = match subnet {
                     None => Edit::RemoveVnetRule(rule.id.clone()),
                     Some(subnet) => {
                         let prefix = policy::parse_subnet_prefix("--subnet", &subnet)
                             .map_err(|e| invalid(e.to_string()))?;
                         if !rule.address_prefixes.contains(&prefix) {
-                            return Err(invalid(format!("{prefix} is not in subnet rule {}; nothing changed", rule.id)));
+                            return Err(invalid(format!(
+                                "{prefix} is not in subnet rule {}; nothing changed",
+                                rule.id
+                            )));
                         }
-                        Edit::RemoveVnetPrefix { id: rule.id.clone(), prefix }
+                        Edit::RemoveVnetPrefix {
+                            id: rule.id.clone(),
+                            prefix,
+                        }
                     }
                 };
                 let report = self.commit(&[edit], "network-rule remove")?;
@@ -354,15 +399,22 @@ impl Daemon {
             edits.push(Edit::SetString("bypass", value));
         }
         if edits.is_empty() {
-            return Err(invalid("nothing to update: give --default-action and/or --bypass"));
+            return Err(invalid(
+                "nothing to update: give --default-action and/or --bypass",
+            ));
         }
         let already = edits.iter().all(|edit| match edit {
-            Edit::SetString("default_action", v) => format!("{:?}", self.policy.default_action) == *v,
+            Edit::SetString("default_action", v) => {
+                format!("{:?}", self.policy.default_action) == *v
+            }
             Edit::SetString("bypass", v) => format!("{:?}", self.policy.bypass) == *v,
             _ => false,
         });
         if already {
-            return Ok(unchanged(self.generation, "already so; nothing changed".to_owned()));
+            return Ok(unchanged(
+                self.generation,
+                "already so; nothing changed".to_owned(),
+            ));
         }
         let report = self.commit(&edits, "update")?;
         Ok(changed(&report, "updated".to_owned()))
@@ -372,7 +424,11 @@ impl Daemon {
     /// are the operator's, perhaps out of this daemon's sight). What the
     /// daemon's own files will hold is settled before the kernel is
     /// touched.
-    fn apply_file(&mut self, applied: &policy::PolicyText, confirm_within_s: Option<u64>) -> Handled {
+    fn apply_file(
+        &mut self,
+        applied: &policy::PolicyText,
+        confirm_within_s: Option<u64>,
+    ) -> Handled {
         let validated = applied.validate().map_err(|e| invalid(e.to_string()))?;
         let interfaces = endpoint_interfaces(&validated.policy);
         refuse_missing_endpoints(&validated.policy, &interfaces).map_err(invalid)?;
@@ -400,8 +456,12 @@ impl Daemon {
                     files,
                     file_before,
                 });
-                let mut answer = changed(&report, format!("applied; run `vaultfw confirm` within {seconds} s or it rolls back"));
-                answer["awaiting_confirmation_until"] = json!(humantime::format_rfc3339_seconds(deadline).to_string());
+                let mut answer = changed(
+                    &report,
+                    format!("applied; run `vaultfw confirm` within {seconds} s or it rolls back"),
+                );
+                answer["awaiting_confirmation_until"] =
+                    json!(humantime::format_rfc3339_seconds(deadline).to_string());
                 Ok(answer)
             }
             None => {
@@ -438,7 +498,10 @@ impl Daemon {
         })?;
         // Then the kernel: clear its fallback deadline.
         let kept = self.dataplane.confirm();
-        if !matches!(kept, Ok(Confirmation::Confirmed | Confirmation::NothingPending)) {
+        if !matches!(
+            kept,
+            Ok(Confirmation::Confirmed | Confirmation::NothingPending)
+        ) {
             // The kernel did not keep it (its deadline passed while the
             // files were written, or it refused the write): the files go
             // back to what is served.
@@ -448,7 +511,10 @@ impl Daemon {
             return Err(match kept {
                 Err(e) => Response::error(
                     ErrorKind::KernelRefused,
-                    format!("{e}; not confirmed: the apply still rolls back at {}", humantime::format_rfc3339_seconds(deadline)),
+                    format!(
+                        "{e}; not confirmed: the apply still rolls back at {}",
+                        humantime::format_rfc3339_seconds(deadline)
+                    ),
                 ),
                 _ => self.too_late(),
             });
@@ -456,7 +522,9 @@ impl Daemon {
         self.pending = None;
         // Confirmed: interfaces only the previous policy named go now.
         self.detach_unwanted();
-        Ok(json!({ "generation": self.generation, "message": "confirmed; the policy file now holds the applied policy" }))
+        Ok(
+            json!({ "generation": self.generation, "message": "confirmed; the policy file now holds the applied policy" }),
+        )
     }
 
     /// A confirm after the deadline: the kernel serves (or is about to
@@ -477,7 +545,10 @@ impl Daemon {
         let (text, validated) = self.edited(edits).map_err(invalid)?;
         let interfaces = endpoint_interfaces(&validated.policy);
         refuse_missing_endpoints(&validated.policy, &interfaces).map_err(invalid)?;
-        let files = WriteBack { policy: text, subnet_map: None };
+        let files = WriteBack {
+            policy: text,
+            subnet_map: None,
+        };
         let change = Change {
             declare: Some(&files),
             ..Change::declared(validated.policy, interfaces, cause)
@@ -512,14 +583,21 @@ fn notes(p: &policy::Policy) -> Vec<String> {
 
 /// `IFACE`, `vlan:N`, or `IFACE,vlan:N`.
 fn parse_endpoint(text: &str) -> Result<Endpoint, Response> {
-    let mut endpoint = Endpoint { interface: None, vlan: None };
+    let mut endpoint = Endpoint {
+        interface: None,
+        vlan: None,
+    };
     for part in text.split(',').map(str::trim) {
         if let Some(vlan) = part.strip_prefix("vlan:") {
             let vlan: u16 = vlan
                 .parse()
                 .ok()
                 .filter(|v| (1..=4094).contains(v))
-                .ok_or_else(|| invalid(format!("--endpoint {text:?}: VLAN id {vlan:?} must be 1–4094 (802.1Q)")))?;
+                .ok_or_else(|| {
+                    invalid(format!(
+                        "--endpoint {text:?}: VLAN id {vlan:?} must be 1–4094 (802.1Q)"
+                    ))
+                })?;
             endpoint.vlan = Some(vlan);
         } else {
             policy::check_interface_name("--endpoint", part).map_err(|e| invalid(e.to_string()))?;
@@ -534,7 +612,12 @@ fn one_of(flag: &str, value: &str, allowed: &[&str]) -> Result<String, Response>
         .iter()
         .find(|a| a.eq_ignore_ascii_case(value))
         .map(|a| (*a).to_owned())
-        .ok_or_else(|| invalid(format!("{flag} {value:?}: use one of {}", allowed.join(", "))))
+        .ok_or_else(|| {
+            invalid(format!(
+                "{flag} {value:?}: use one of {}",
+                allowed.join(", ")
+            ))
+        })
 }
 
 fn invalid(message: impl Into<String>) -> Response {

@@ -39,11 +39,13 @@ use crate::control::server;
 use crate::dataplane::{Capacity, Dataplane, DataplaneError, XdpModeRequest};
 use crate::paths::PinDir;
 use crate::policy::LoadError;
-use crate::telemetry::{AccessLog, EventRing, MetricsServer, StatsReporter, access::DEFAULT_MEMORY};
+use crate::telemetry::{
+    AccessLog, EventRing, MetricsServer, StatsReporter, access::DEFAULT_MEMORY,
+};
 
 pub use interfaces::IfaceSelection;
-pub use state::PolicySource;
 use state::Daemon;
+pub use state::PolicySource;
 
 /// What a stop of the daemon does to the filter.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
@@ -127,7 +129,10 @@ pub async fn run(options: RunOptions) -> Result<(), RunError> {
     let setup = |what| move |source| RunError::Setup { what, source };
     // Signals first: a stop that arrives at any moment after this is a
     // clean stop, never the default action (death without cleanup).
-    if let Some(addr) = options.metrics_addr.filter(|a| !a.ip().is_loopback() && !options.metrics_allow_remote) {
+    if let Some(addr) = options
+        .metrics_addr
+        .filter(|a| !a.ip().is_loopback() && !options.metrics_allow_remote)
+    {
         return Err(RunError::InvalidArguments(format!(
             "--metrics-addr {addr} is not a loopback address: anyone who reaches it reads the \
              counters and rules; use 127.0.0.1:PORT, or add --metrics-allow-remote"
@@ -152,7 +157,10 @@ pub async fn run(options: RunOptions) -> Result<(), RunError> {
         .map_err(setup("open the access log (--access-log)"))?;
     let (snapshots_tx, mut snapshots) = mpsc::channel(4);
     let metrics = match options.metrics_addr {
-        Some(addr) => Some(MetricsServer::start(addr, snapshots_tx.clone()).map_err(setup("serve metrics (--metrics-addr)"))?),
+        Some(addr) => Some(
+            MetricsServer::start(addr, snapshots_tx.clone())
+                .map_err(setup("serve metrics (--metrics-addr)"))?,
+        ),
         None => None,
     };
 
@@ -180,7 +188,9 @@ pub async fn run(options: RunOptions) -> Result<(), RunError> {
     )?;
     let stats = StatsReporter::from_sample(&baseline);
     let mut ring = match dataplane.take_event_ring() {
-        Some(ring) => Some(EventRing::new(ring).map_err(setup("watch the access-log ring buffer"))?),
+        Some(ring) => {
+            Some(EventRing::new(ring).map_err(setup("watch the access-log ring buffer"))?)
+        }
         None => {
             tracing::warn!("the access-log ring buffer is unavailable: no access log this run");
             None
@@ -193,7 +203,10 @@ pub async fn run(options: RunOptions) -> Result<(), RunError> {
     let (requests_tx, mut requests) = mpsc::channel(16);
     tokio::spawn(server::serve(listener, requests_tx));
     let mut file_events = if daemon.options().watch_policy {
-        Some(watch::PolicyWatch::start(&daemon.options().source.path).map_err(setup("watch the policy file"))?)
+        Some(
+            watch::PolicyWatch::start(&daemon.options().source.path)
+                .map_err(setup("watch the policy file"))?,
+        )
     } else {
         None
     };
@@ -265,7 +278,8 @@ pub async fn run(options: RunOptions) -> Result<(), RunError> {
     }
     // Events the kernel wrote before the stop are still logged.
     if let Some(ring) = ring.as_mut()
-        && let Ok(Ok(events)) = tokio::time::timeout(Duration::from_millis(1), ring.next_batch()).await
+        && let Ok(Ok(events)) =
+            tokio::time::timeout(Duration::from_millis(1), ring.next_batch()).await
     {
         observer.record(&daemon, &events);
     }
@@ -275,13 +289,18 @@ pub async fn run(options: RunOptions) -> Result<(), RunError> {
 
 /// Whether this network namespace forwards IPv4 or IPv6 traffic.
 fn host_forwards() -> bool {
-    ["/proc/sys/net/ipv4/ip_forward", "/proc/sys/net/ipv6/conf/all/forwarding"]
-        .iter()
-        .any(|path| std::fs::read_to_string(path).is_ok_and(|v| v.trim() == "1"))
+    [
+        "/proc/sys/net/ipv4/ip_forward",
+        "/proc/sys/net/ipv6/conf/all/forwarding",
+    ]
+    .iter()
+    .any(|path| std::fs::read_to_string(path).is_ok_and(|v| v.trim() == "1"))
 }
 
 /// The next batch of access-log events; never, without a ring buffer.
-async fn next_events(ring: &mut Option<EventRing>) -> std::io::Result<Vec<firewall_common::AccessEvent>> {
+async fn next_events(
+    ring: &mut Option<EventRing>,
+) -> std::io::Result<Vec<firewall_common::AccessEvent>> {
     match ring {
         Some(ring) => ring.next_batch().await,
         None => std::future::pending().await,
@@ -299,7 +318,9 @@ async fn next_file_event(watch: &mut Option<watch::PolicyWatch>) -> Option<()> {
 async fn sleep_until(at: Option<SystemTime>) {
     match at {
         Some(at) => {
-            let wait = at.duration_since(SystemTime::now()).unwrap_or(Duration::ZERO);
+            let wait = at
+                .duration_since(SystemTime::now())
+                .unwrap_or(Duration::ZERO);
             tokio::time::sleep(wait).await;
         }
         None => std::future::pending().await,

@@ -12,8 +12,8 @@ use serde_json::json;
 use crate::control::protocol::{ErrorKind, Response};
 use crate::dataplane::{Dataplane, DataplaneError, RuleHitTotals};
 use crate::telemetry::{
-    self, AccessLog, AccessRecord, CounterSample, InterfaceCounters, MapFill,
-    HealthSample, MetricsSnapshot, RuleHitSample, RuleRef, StatsReporter, rule_slots,
+    self, AccessLog, AccessRecord, CounterSample, HealthSample, InterfaceCounters, MapFill,
+    MetricsSnapshot, RuleHitSample, RuleRef, StatsReporter, rule_slots,
 };
 
 use super::state::Daemon;
@@ -29,7 +29,11 @@ pub(super) fn sample(
         .map(|(name, ifindex)| {
             dataplane
                 .verdict_totals_for(ifindex)
-                .map(|totals| InterfaceCounters { name, ifindex, totals })
+                .map(|totals| InterfaceCounters {
+                    name,
+                    ifindex,
+                    totals,
+                })
         })
         .collect::<Result<_, _>>()?;
     Ok(CounterSample {
@@ -79,7 +83,10 @@ impl Daemon {
     }
 
     /// What a metrics scrape shows.
-    pub(super) fn metrics_snapshot(&self, last_apply: Option<Duration>) -> Result<MetricsSnapshot, DataplaneError> {
+    pub(super) fn metrics_snapshot(
+        &self,
+        last_apply: Option<Duration>,
+    ) -> Result<MetricsSnapshot, DataplaneError> {
         let tables = self.dataplane.active_tables();
         let slots = self.dataplane.hit_slots();
         Ok(MetricsSnapshot {
@@ -164,7 +171,11 @@ impl Observer {
 
     /// Runs `change` (anything that may apply a new generation) and, when
     /// the generation moved, remembers how long it took.
-    pub(super) fn timed<T>(&mut self, daemon: &mut Daemon, change: impl FnOnce(&mut Daemon) -> T) -> T {
+    pub(super) fn timed<T>(
+        &mut self,
+        daemon: &mut Daemon,
+        change: impl FnOnce(&mut Daemon) -> T,
+    ) -> T {
         let (before, started) = (daemon.generation, Instant::now());
         let result = change(daemon);
         daemon.refresh_policy_sync();
@@ -179,7 +190,11 @@ impl Observer {
         if events.is_empty() {
             return;
         }
-        if self.owners.as_ref().is_none_or(|(g, _)| *g != daemon.generation) {
+        if self
+            .owners
+            .as_ref()
+            .is_none_or(|(g, _)| *g != daemon.generation)
+        {
             self.owners = Some((daemon.generation, daemon.rule_owners()));
         }
         let owners = &self.owners.as_ref().expect("set just above").1;
@@ -190,7 +205,12 @@ impl Observer {
                 event,
                 self.access.next_seq(),
                 boot,
-                |ifindex| attached.iter().find(|a| a.ifindex == ifindex).map(|a| a.name.clone()),
+                |ifindex| {
+                    attached
+                        .iter()
+                        .find(|a| a.ifindex == ifindex)
+                        .map(|a| a.name.clone())
+                },
                 |slot| owners.get(&slot).cloned(),
             );
             self.access.push(record);
@@ -241,6 +261,7 @@ impl Observer {
 
 /// `--since` as the daemon receives it: RFC 3339.
 fn parse_since(text: &str) -> Result<SystemTime, String> {
-    humantime::parse_rfc3339_weak(text)
-        .map_err(|e| format!("since {text:?}: {e}; give an RFC 3339 time such as 2026-01-31T12:00:00Z"))
+    humantime::parse_rfc3339_weak(text).map_err(|e| {
+        format!("since {text:?}: {e}; give an RFC 3339 time such as 2026-01-31T12:00:00Z")
+    })
 }

@@ -167,16 +167,23 @@ impl Daemon {
         if let Some(pending) = &self.pending {
             let now = self.options.source.file_text().ok();
             if now.is_some() && now == pending.file_before {
-                tracing::info!(cause, "policy file unchanged during an unconfirmed apply; nothing to reload");
+                tracing::info!(
+                    cause,
+                    "policy file unchanged during an unconfirmed apply; nothing to reload"
+                );
                 return Ok(());
             }
         }
-        let Validated { policy, warnings } = self.options.source.load().map_err(|e| e.to_string())?;
+        let Validated { policy, warnings } =
+            self.options.source.load().map_err(|e| e.to_string())?;
         log_warnings(&warnings);
         let interfaces = endpoint_interfaces(&policy);
         refuse_missing_endpoints(&policy, &interfaces)?;
         if self.pending.is_some() {
-            tracing::warn!(cause, "policy file changed during an unconfirmed apply; the apply is superseded");
+            tracing::warn!(
+                cause,
+                "policy file changed during an unconfirmed apply; the apply is superseded"
+            );
             self.roll_back_pending("the policy file changed: it is applied instead");
         }
         self.reconcile(Change::declared(policy, interfaces, cause))
@@ -193,7 +200,9 @@ impl Daemon {
             match self.options.source.load() {
                 Ok(file) if file.policy == self.policy => PolicySync::InSync,
                 Ok(_) => PolicySync::Differs,
-                Err(error) => PolicySync::Invalid { error: error.to_string() },
+                Err(error) => PolicySync::Invalid {
+                    error: error.to_string(),
+                },
             }
         };
     }
@@ -218,16 +227,25 @@ impl Daemon {
         self.reconcile_links();
         if endpoint_interfaces(&self.policy) != self.interfaces {
             // Re-applying must not write the previous generation's set.
-            self.roll_back_pending("an endpoint interface changed: the policy must be applied again");
+            self.roll_back_pending(
+                "an endpoint interface changed: the policy must be applied again",
+            );
         }
         let interfaces = endpoint_interfaces(&self.policy);
         if interfaces == self.interfaces {
             return;
         }
-        for name in self.interfaces.keys().filter(|n| !interfaces.contains_key(*n)) {
+        for name in self
+            .interfaces
+            .keys()
+            .filter(|n| !interfaces.contains_key(*n))
+        {
             tracing::warn!(interface = %name, "endpoint interface vanished: its subnet rules match nothing until it returns");
         }
-        for (name, index) in interfaces.iter().filter(|(n, i)| self.interfaces.get(*n) != Some(i)) {
+        for (name, index) in interfaces
+            .iter()
+            .filter(|(n, i)| self.interfaces.get(*n) != Some(i))
+        {
             tracing::info!(interface = %name, ifindex = index, "endpoint interface present: its subnet rules match again");
         }
         let policy = self.policy.clone();
@@ -237,7 +255,8 @@ impl Daemon {
     /// The next time something must happen by itself: a rule expiry or the
     /// rollback of an unconfirmed apply.
     pub fn next_deadline(&self) -> Option<SystemTime> {
-        let expiry = next_expiry(&self.policy).map(|at| self.expiry_retry_at.map_or(at, |retry| at.max(retry)));
+        let expiry = next_expiry(&self.policy)
+            .map(|at| self.expiry_retry_at.map_or(at, |retry| at.max(retry)));
         let rollback = self.pending.as_ref().map(|p| p.deadline);
         expiry.into_iter().chain(rollback).min()
     }
@@ -248,7 +267,9 @@ impl Daemon {
         if self.pending.as_ref().is_some_and(|p| p.deadline <= now) {
             self.roll_back_pending("not confirmed in time");
         }
-        if expired_rules(&self.policy, now).is_empty() || self.expiry_retry_at.is_some_and(|at| now < at) {
+        if expired_rules(&self.policy, now).is_empty()
+            || self.expiry_retry_at.is_some_and(|at| now < at)
+        {
             return;
         }
         // Re-applying must not write the previous generation's set.
@@ -264,7 +285,12 @@ impl Daemon {
         // as the served policy anyway: a rule past its expiry is left out
         // when parsed), then the kernel. The kernel already stopped them
         // matching at their time.
-        let files = if self.options.source.format().is_ok_and(|f| f == PolicyFormat::Native) {
+        let files = if self
+            .options
+            .source
+            .format()
+            .is_ok_and(|f| f == PolicyFormat::Native)
+        {
             let edits: Vec<Edit> = expired.iter().map(|(_, edit)| edit.clone()).collect();
             self.edited_from(&edits, &policy)
                 .map(|(text, _)| WriteBack { policy: text, subnet_map: None })
@@ -405,9 +431,15 @@ impl Daemon {
 
 /// Detaches the pinned links of interfaces a start no longer filters (a
 /// restart without an `--iface`, a subnet endpoint the policy dropped).
-fn detach_unmanaged_at_start(dataplane: &mut Dataplane, selection: &super::interfaces::IfaceSelection, policy: &Policy) {
+fn detach_unmanaged_at_start(
+    dataplane: &mut Dataplane,
+    selection: &super::interfaces::IfaceSelection,
+    policy: &Policy,
+) {
     let keep: std::collections::BTreeSet<String> = match links::list() {
-        Ok(links) => super::interfaces::desired(selection, policy, &links).into_keys().collect(),
+        Ok(links) => super::interfaces::desired(selection, policy, &links)
+            .into_keys()
+            .collect(),
         Err(error) => {
             tracing::error!(%error, "cannot list the interfaces; pinned links of interfaces no longer named are left");
             return;
@@ -419,7 +451,9 @@ fn detach_unmanaged_at_start(dataplane: &mut Dataplane, selection: &super::inter
                 tracing::warn!(interface = %interface, "interface no longer named by --iface or the policy: its pinned filter was detached");
             }
         }
-        Err(error) => tracing::error!(%error, "could not detach the pinned links of interfaces no longer named"),
+        Err(error) => {
+            tracing::error!(%error, "could not detach the pinned links of interfaces no longer named")
+        }
     }
 }
 
@@ -433,11 +467,16 @@ pub(super) fn compile_for(
     interfaces: &InterfaceIndex,
 ) -> CompiledTables {
     let clock = crate::clock::MonotonicClock::now();
-    compile_next(policy, interfaces, dataplane.hit_slots(), &dataplane.active_tables(), &clock)
-        .with_access_log(options.event_rate, options.log_allowed)
-        .with_pass_forwarded(options.pass_forwarded)
+    compile_next(
+        policy,
+        interfaces,
+        dataplane.hit_slots(),
+        &dataplane.active_tables(),
+        &clock,
+    )
+    .with_access_log(options.event_rate, options.log_allowed)
+    .with_pass_forwarded(options.pass_forwarded)
 }
-
 
 /// The endpoint interfaces `policy` names, resolved now.
 pub(super) fn endpoint_interfaces(policy: &Policy) -> InterfaceIndex {
@@ -462,7 +501,11 @@ pub(super) fn refuse_missing_endpoints(
             .iter()
             .any(|r| r.id == id && r.ignore_missing_endpoint);
         if ignore {
-            tracing::warn!(rule = id, interface, "endpoint interface missing: the rule matches nothing until it appears (ignore_missing_endpoint = true)");
+            tracing::warn!(
+                rule = id,
+                interface,
+                "endpoint interface missing: the rule matches nothing until it appears (ignore_missing_endpoint = true)"
+            );
         } else {
             refused.push(format!(
                 "virtual_network_rules {id:?}: endpoint interface {interface:?} does not exist; \
@@ -489,13 +532,20 @@ fn expired_rules(policy: &Policy, now: SystemTime) -> Vec<(String, Edit)> {
         .virtual_network_rules
         .iter()
         .filter(|r| r.expires_at.is_some_and(|t| t <= now))
-        .map(|r| (format!("virtual network rule {}", r.id), Edit::RemoveVnetRule(r.id.clone())));
+        .map(|r| {
+            (
+                format!("virtual network rule {}", r.id),
+                Edit::RemoveVnetRule(r.id.clone()),
+            )
+        });
     ip.chain(vnet).collect()
 }
 
 /// Removes expired IP and subnet rules from `policy`.
 fn remove_expired(policy: &mut Policy, now: SystemTime) {
-    policy.ip_rules.retain(|r| r.expires_at.is_none_or(|t| t > now));
+    policy
+        .ip_rules
+        .retain(|r| r.expires_at.is_none_or(|t| t > now));
     policy
         .virtual_network_rules
         .retain(|r| r.expires_at.is_none_or(|t| t > now));
@@ -504,7 +554,10 @@ fn remove_expired(policy: &mut Policy, now: SystemTime) {
 /// The earliest `expires_at` among `policy`'s rules.
 fn next_expiry(policy: &Policy) -> Option<SystemTime> {
     let ip = policy.ip_rules.iter().filter_map(|r| r.expires_at);
-    let vnet = policy.virtual_network_rules.iter().filter_map(|r| r.expires_at);
+    let vnet = policy
+        .virtual_network_rules
+        .iter()
+        .filter_map(|r| r.expires_at);
     ip.chain(vnet).min()
 }
 
@@ -525,7 +578,11 @@ pub(super) fn log_applied(report: &ApplyReport, cause: &str) {
             "policy applied"
         );
     } else {
-        tracing::info!(generation = report.generation, cause, "policy unchanged; nothing written");
+        tracing::info!(
+            generation = report.generation,
+            cause,
+            "policy unchanged; nothing written"
+        );
     }
 }
 
@@ -551,7 +608,10 @@ ip_rules = ["203.0.113.0/24", { value = "198.51.100.7", expires_at = "2099-01-01
         let expired = expired_rules(&policy, expiry);
         assert_eq!(expired.len(), 1);
         assert_eq!(expired[0].0, "ip rule 198.51.100.7");
-        assert_eq!(expired[0].1, Edit::RemoveIpRule("198.51.100.7/32".parse().unwrap()));
+        assert_eq!(
+            expired[0].1,
+            Edit::RemoveIpRule("198.51.100.7/32".parse().unwrap())
+        );
         remove_expired(&mut policy, expiry);
         assert_eq!(policy.ip_rules.len(), 1);
         assert_eq!(next_expiry(&policy), None);

@@ -124,11 +124,10 @@ pub(super) fn attach(
     request: XdpModeRequest,
     pin: Option<&Path>,
 ) -> Result<AttachedInterface, DataplaneError> {
-    let ifindex = nix::net::if_::if_nametoindex(interface).map_err(|_| {
-        DataplaneError::NoSuchInterface {
+    let ifindex =
+        nix::net::if_::if_nametoindex(interface).map_err(|_| DataplaneError::NoSuchInterface {
             interface: interface.to_owned(),
-        }
-    })?;
+        })?;
     if let Some(pin) = pin
         && let Some(attached) = reuse_pinned_link(program, kind, interface, ifindex, pin)?
     {
@@ -250,7 +249,9 @@ fn reuse_pinned_link(
 
 /// The loaded program with id `id`.
 fn linked_program(id: u32) -> Option<aya::programs::ProgramInfo> {
-    loaded_programs().filter_map(Result::ok).find(|p| p.id() == id)
+    loaded_programs()
+        .filter_map(Result::ok)
+        .find(|p| p.id() == id)
 }
 
 /// The ids of the maps a program uses, sorted (kernels since 4.15 say).
@@ -270,7 +271,9 @@ fn take_fd_link(program: &mut Xdp, link_id: XdpLinkId) -> Result<FdLink, Datapla
     FdLink::try_from(link).map_err(|e| DataplaneError::Attach {
         interface: String::new(),
         mode: "link",
-        reason: format!("the kernel attached without a bpf_link (netlink fallback), which cannot be pinned: {e}"),
+        reason: format!(
+            "the kernel attached without a bpf_link (netlink fallback), which cannot be pinned: {e}"
+        ),
         errno: None,
     })
 }
@@ -342,16 +345,24 @@ fn mode_name(mode: XdpMode) -> &'static str {
     }
 }
 
-fn attach_in(program: &mut Xdp, interface: &str, mode: XdpMode) -> Result<XdpLinkId, DataplaneError> {
-    program.attach(interface, mode).map_err(|error| match error {
-        ProgramError::UnknownInterface { name } => DataplaneError::NoSuchInterface { interface: name },
-        error => DataplaneError::Attach {
-            interface: interface.to_owned(),
-            mode: mode_name(mode),
-            reason: explain_attach_error(interface, mode, &error),
-            errno: errno_of(&error),
-        },
-    })
+fn attach_in(
+    program: &mut Xdp,
+    interface: &str,
+    mode: XdpMode,
+) -> Result<XdpLinkId, DataplaneError> {
+    program
+        .attach(interface, mode)
+        .map_err(|error| match error {
+            ProgramError::UnknownInterface { name } => {
+                DataplaneError::NoSuchInterface { interface: name }
+            }
+            error => DataplaneError::Attach {
+                interface: interface.to_owned(),
+                mode: mode_name(mode),
+                reason: explain_attach_error(interface, mode, &error),
+                errno: errno_of(&error),
+            },
+        })
 }
 
 /// Turns an attach errno into a sentence with a fix.
@@ -392,7 +403,10 @@ fn explain_attach_error(interface: &str, mode: XdpMode, error: &ProgramError) ->
 fn errno_of(error: &ProgramError) -> Option<i32> {
     let mut source: Option<&(dyn std::error::Error + 'static)> = Some(error);
     while let Some(e) = source {
-        if let Some(code) = e.downcast_ref::<std::io::Error>().and_then(|io| io.raw_os_error()) {
+        if let Some(code) = e
+            .downcast_ref::<std::io::Error>()
+            .and_then(|io| io.raw_os_error())
+        {
             return Some(code);
         }
         source = e.source();
@@ -437,10 +451,12 @@ pub(super) fn detach(program: &mut Xdp, attached: AttachedInterface) -> Result<(
         }
     }
     match attached.link {
-        HeldLink::Program(id) => program.detach(id).map_err(|source| DataplaneError::Program {
-            operation: "detach the XDP program",
-            source,
-        }),
+        HeldLink::Program(id) => program
+            .detach(id)
+            .map_err(|source| DataplaneError::Program {
+                operation: "detach the XDP program",
+                source,
+            }),
         // Dropping the last fd of an unpinned link detaches it.
         HeldLink::Fd(link) => {
             drop(link);

@@ -141,7 +141,10 @@ pub enum DataplaneError {
         interface: String,
     },
     /// The kernel refused to attach the program to an interface.
-    #[error("cannot attach XDP in {mode} mode to {interface} (kernel {}): {reason}", kernel_release())]
+    #[error(
+        "cannot attach XDP in {mode} mode to {interface} (kernel {}): {reason}",
+        kernel_release()
+    )]
     Attach {
         /// The interface.
         interface: String,

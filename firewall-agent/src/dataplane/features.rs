@@ -125,7 +125,9 @@ pub fn missing(has: impl Fn(Feature) -> bool, release: &str) -> Option<String> {
 /// Whether the running kernel's release is at least `major.minor`.
 fn release_at_least(major: u32, minor: u32) -> bool {
     let release = super::error::kernel_release();
-    let mut parts = release.split(|c: char| !c.is_ascii_digit()).filter_map(|p| p.parse::<u32>().ok());
+    let mut parts = release
+        .split(|c: char| !c.is_ascii_digit())
+        .filter_map(|p| p.parse::<u32>().ok());
     match (parts.next(), parts.next()) {
         (Some(a), Some(b)) => (a, b) >= (major, minor),
         _ => true, // unknown: let the load say
@@ -139,7 +141,10 @@ mod tests {
     #[test]
     fn a_missing_ring_buffer_is_named_with_its_release_and_the_kernels() {
         let message = missing(|f| f != Feature::RingBuf, "5.4.0-test").expect("one missing");
-        assert!(message.contains("ring buffer maps (BPF_MAP_TYPE_RINGBUF) needs Linux 5.8"), "{message}");
+        assert!(
+            message.contains("ring buffer maps (BPF_MAP_TYPE_RINGBUF) needs Linux 5.8"),
+            "{message}"
+        );
         assert!(message.contains("release 5.4.0-test"), "{message}");
         assert!(!message.contains("LPM"), "{message}");
     }

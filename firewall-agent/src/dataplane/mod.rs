@@ -42,8 +42,8 @@ use firewall_common::{
 };
 
 pub use attach::{AttachKind, AttachOutcome, AttachedInterface, XdpModeRequest};
-pub use netlink::{XdpAttachment, xdp_attachment};
 pub use error::DataplaneError;
+pub use netlink::{XdpAttachment, xdp_attachment};
 pub use tables::{ApplyReport, Confirmation, EventTotals, Reverted, RuleHitTotals};
 
 use crate::clock::MonotonicClock;
@@ -52,7 +52,8 @@ use crate::paths::PinDir;
 use tables::{Predecessor, Tables};
 
 /// The XDP program object, built for the BPF target by `build.rs`.
-static PROGRAM_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/firewall-ebpf"));
+static PROGRAM_OBJECT: &[u8] =
+    aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/firewall-ebpf"));
 
 /// Verdict counter totals, summed over every possible CPU, indexed by
 /// [`Verdict::index`].
@@ -109,8 +110,16 @@ impl Capacity {
     pub(crate) fn check(&self, compiled: &CompiledTables) -> Result<(), DataplaneError> {
         let checks = [
             ("IP rule", compiled.ip_rules.len(), self.ip_rules),
-            ("virtual network", compiled.vnet_rules.len(), self.vnet_entries),
-            ("trusted service", compiled.trusted.len(), self.trusted_entries),
+            (
+                "virtual network",
+                compiled.vnet_rules.len(),
+                self.vnet_entries,
+            ),
+            (
+                "trusted service",
+                compiled.trusted.len(),
+                self.trusted_entries,
+            ),
         ];
         for (kind, entries, capacity) in checks {
             if entries > capacity as usize {
@@ -203,7 +212,9 @@ impl Dataplane {
         }
         for name in &fresh {
             let path = pins::staged_map(pin_dir, name);
-            let map = ebpf.map(name).ok_or(DataplaneError::MissingMap { map: name })?;
+            let map = ebpf
+                .map(name)
+                .ok_or(DataplaneError::MissingMap { map: name })?;
             map.pin(&path).map_err(|e| DataplaneError::Pins {
                 path: path.clone(),
                 operation: "stage the new map at",
@@ -223,10 +234,16 @@ impl Dataplane {
         } else {
             let mut tables = Tables::take(&mut ebpf, capacity)?;
             let inherited = migrate::pinned_capacity(pin_dir)
-                .ok_or(DataplaneError::MissingMap { map: firewall_common::RULE_HITS })
+                .ok_or(DataplaneError::MissingMap {
+                    map: firewall_common::RULE_HITS,
+                })
                 .and_then(|old| Predecessor::read(pin_dir, old))
                 .and_then(|old| {
-                    tables.inherit(&old, fresh.contains(&VERDICT_COUNTERS), fresh.contains(&TELEMETRY))?;
+                    tables.inherit(
+                        &old,
+                        fresh.contains(&VERDICT_COUNTERS),
+                        fresh.contains(&TELEMETRY),
+                    )?;
                     Ok(old)
                 });
             migrate::log_inherited(pin_dir, &fresh, &inherited);
@@ -289,9 +306,14 @@ impl Dataplane {
             return;
         }
         match self.tables.revert() {
-            Ok(Some(reverted)) => tracing::warn!(generation = reverted.generation, "start failed: the previous generation is served again"),
+            Ok(Some(reverted)) => tracing::warn!(
+                generation = reverted.generation,
+                "start failed: the previous generation is served again"
+            ),
             Ok(None) => {}
-            Err(error) => tracing::error!(%error, "start failed and the previous generation could not be restored"),
+            Err(error) => {
+                tracing::error!(%error, "start failed and the previous generation could not be restored")
+            }
         }
     }
 
@@ -397,7 +419,8 @@ impl Dataplane {
         let Some(dir) = &self.pin_dir else {
             return Ok(Vec::new());
         };
-        let held: std::collections::BTreeSet<&str> = self.attached.iter().map(|a| a.name.as_str()).collect();
+        let held: std::collections::BTreeSet<&str> =
+            self.attached.iter().map(|a| a.name.as_str()).collect();
         let mut detached = Vec::new();
         for interface in pins::pinned_link_names(dir)? {
             if keep.contains(&interface) || held.contains(interface.as_str()) {

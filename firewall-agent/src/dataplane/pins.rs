@@ -17,8 +17,8 @@ use firewall_common::{
     ACTIVE_SET, DATA_PLANE_PORTS, EVENT_BUCKET, EVENTS, EVENTS_RING_BYTES, FLOW_SEEN,
     FLOW_SEEN_ENTRIES, FlowKey, IP_RULES_0, IP_RULES_1, Ipv4Key, POLICY_CONFIG, PORT_BITMAP_WORDS,
     PolicyConfig, RULE_HITS, RuleHits, RuleValue, TABLE_SETS, TELEMETRY, TELEMETRY_COUNT,
-    TRUSTED_0, TRUSTED_1, TokenBucket, VERDICT_COUNTERS, VERDICT_SLOTS, VNET_RULES_0,
-    VNET_RULES_1, VnetKey,
+    TRUSTED_0, TRUSTED_1, TokenBucket, VERDICT_COUNTERS, VERDICT_SLOTS, VNET_RULES_0, VNET_RULES_1,
+    VnetKey,
 };
 
 use super::{Capacity, DataplaneError};
@@ -54,19 +54,79 @@ pub(super) fn expected_shapes(capacity: &Capacity) -> Vec<MapShape> {
     };
     vec![
         shape(ACTIVE_SET, MapType::Array, 4, 4, 1),
-        shape(POLICY_CONFIG, MapType::Array, 4, size::<PolicyConfig>(), TABLE_SETS),
+        shape(
+            POLICY_CONFIG,
+            MapType::Array,
+            4,
+            size::<PolicyConfig>(),
+            TABLE_SETS,
+        ),
         shape(DATA_PLANE_PORTS, MapType::Array, 4, 4, PORT_BITMAP_WORDS),
-        shape(IP_RULES_0, MapType::LpmTrie, lpm_ipv4, size::<RuleValue>(), capacity.ip_rules),
-        shape(IP_RULES_1, MapType::LpmTrie, lpm_ipv4, size::<RuleValue>(), capacity.ip_rules),
-        shape(VNET_RULES_0, MapType::LpmTrie, lpm_vnet, size::<RuleValue>(), capacity.vnet_entries),
-        shape(VNET_RULES_1, MapType::LpmTrie, lpm_vnet, size::<RuleValue>(), capacity.vnet_entries),
-        shape(TRUSTED_0, MapType::LpmTrie, lpm_ipv4, size::<RuleValue>(), capacity.trusted_entries),
-        shape(TRUSTED_1, MapType::LpmTrie, lpm_ipv4, size::<RuleValue>(), capacity.trusted_entries),
+        shape(
+            IP_RULES_0,
+            MapType::LpmTrie,
+            lpm_ipv4,
+            size::<RuleValue>(),
+            capacity.ip_rules,
+        ),
+        shape(
+            IP_RULES_1,
+            MapType::LpmTrie,
+            lpm_ipv4,
+            size::<RuleValue>(),
+            capacity.ip_rules,
+        ),
+        shape(
+            VNET_RULES_0,
+            MapType::LpmTrie,
+            lpm_vnet,
+            size::<RuleValue>(),
+            capacity.vnet_entries,
+        ),
+        shape(
+            VNET_RULES_1,
+            MapType::LpmTrie,
+            lpm_vnet,
+            size::<RuleValue>(),
+            capacity.vnet_entries,
+        ),
+        shape(
+            TRUSTED_0,
+            MapType::LpmTrie,
+            lpm_ipv4,
+            size::<RuleValue>(),
+            capacity.trusted_entries,
+        ),
+        shape(
+            TRUSTED_1,
+            MapType::LpmTrie,
+            lpm_ipv4,
+            size::<RuleValue>(),
+            capacity.trusted_entries,
+        ),
         shape(VERDICT_COUNTERS, MapType::PerCpuArray, 4, 8, VERDICT_SLOTS),
-        shape(RULE_HITS, MapType::PerCpuArray, 4, size::<RuleHits>(), capacity.hit_slots.total()),
+        shape(
+            RULE_HITS,
+            MapType::PerCpuArray,
+            4,
+            size::<RuleHits>(),
+            capacity.hit_slots.total(),
+        ),
         shape(EVENTS, MapType::RingBuf, 0, 0, EVENTS_RING_BYTES),
-        shape(FLOW_SEEN, MapType::LruHash, size::<FlowKey>(), 8, FLOW_SEEN_ENTRIES),
-        shape(EVENT_BUCKET, MapType::PerCpuArray, 4, size::<TokenBucket>(), 1),
+        shape(
+            FLOW_SEEN,
+            MapType::LruHash,
+            size::<FlowKey>(),
+            8,
+            FLOW_SEEN_ENTRIES,
+        ),
+        shape(
+            EVENT_BUCKET,
+            MapType::PerCpuArray,
+            4,
+            size::<TokenBucket>(),
+            1,
+        ),
         shape(TELEMETRY, MapType::PerCpuArray, 4, 8, TELEMETRY_COUNT),
     ]
 }
@@ -240,7 +300,9 @@ impl PinPlan {
     /// The pinned shape of `name` as the kernel reports it (for reading the
     /// old maps' layout during a migration).
     pub(super) fn pinned_max_entries(dir: &PinDir, name: &str) -> Option<u32> {
-        MapInfo::from_pin(dir.map(name)).ok().map(|info| info.max_entries())
+        MapInfo::from_pin(dir.map(name))
+            .ok()
+            .map(|info| info.max_entries())
     }
 }
 
@@ -426,7 +488,9 @@ pub fn inspect(dir: &PinDir) -> PinnedState {
                 .and_then(|l| l.info().ok())
                 .map(|info| info.program_id());
             let ifindex = nix::net::if_::if_nametoindex(interface.as_str()).ok();
-            let kernel = ifindex.and_then(|i| super::xdp_attachment(i).ok()).unwrap_or_default();
+            let kernel = ifindex
+                .and_then(|i| super::xdp_attachment(i).ok())
+                .unwrap_or_default();
             interfaces.push(PinnedLinkState {
                 live: ifindex.map(|_| link_prog.is_some() && kernel.prog_id == link_prog),
                 interface,
@@ -439,7 +503,9 @@ pub fn inspect(dir: &PinDir) -> PinnedState {
     // unconfirmed apply's deadline — the previous one in the other set.
     let generation = aya::maps::MapData::from_pin(dir.map(POLICY_CONFIG))
         .ok()
-        .and_then(|data| aya::maps::Array::<_, PolicyConfig>::try_from(aya::maps::Map::Array(data)).ok())
+        .and_then(|data| {
+            aya::maps::Array::<_, PolicyConfig>::try_from(aya::maps::Map::Array(data)).ok()
+        })
         .and_then(|config| {
             let active = aya::maps::MapData::from_pin(dir.map(ACTIVE_SET))
                 .ok()
@@ -478,7 +544,12 @@ fn lock_holder(dir: &Path) -> Option<u32> {
     use std::os::unix::fs::MetadataExt;
     let meta = fs::metadata(dir).ok()?;
     let dev = meta.dev();
-    let id = format!("{:02x}:{:02x}:{}", libc::major(dev), libc::minor(dev), meta.ino());
+    let id = format!(
+        "{:02x}:{:02x}:{}",
+        libc::major(dev),
+        libc::minor(dev),
+        meta.ino()
+    );
     let locks = fs::read_to_string("/proc/locks").ok()?;
     locks.lines().find_map(|line| {
         let fields: Vec<&str> = line.split_whitespace().collect();

@@ -15,19 +15,20 @@ use aya::{
     maps::{Array, LpmTrie, Map, MapData, MapError, PerCpuArray, lpm_trie::Key},
 };
 use firewall_common::{
-    ACTIVE_SET, DATA_PLANE_PORTS, FLAG_HAS_VLAN_VNET, FLAG_HAS_VNET, FLAG_VALID, HitSlots, IP_RULES_0, IP_RULES_1, Ipv4Key,
-    POLICY_CONFIG, PORT_WORDS_PER_ROW, PolicyConfig, RULE_HITS, RuleHits, RuleValue, TABLE_SETS,
-    TELEMETRY, TELEMETRY_EVENTS_RATE_LIMITED, TELEMETRY_EVENTS_RING_FULL, TELEMETRY_EVENTS_SENT,
-    TRUSTED_0, TRUSTED_1, VERDICT_COUNTERS, VNET_ENDPOINT_BITS, VNET_RULES_0, VNET_RULES_1,
-    Verdict, VnetKey, INTERFACE_SLOTS, remap_verdict_slot,
+    ACTIVE_SET, DATA_PLANE_PORTS, FLAG_HAS_VLAN_VNET, FLAG_HAS_VNET, FLAG_VALID, HitSlots,
+    INTERFACE_SLOTS, IP_RULES_0, IP_RULES_1, Ipv4Key, POLICY_CONFIG, PORT_WORDS_PER_ROW,
+    PolicyConfig, RULE_HITS, RuleHits, RuleValue, TABLE_SETS, TELEMETRY,
+    TELEMETRY_EVENTS_RATE_LIMITED, TELEMETRY_EVENTS_RING_FULL, TELEMETRY_EVENTS_SENT, TRUSTED_0,
+    TRUSTED_1, VERDICT_COUNTERS, VNET_ENDPOINT_BITS, VNET_RULES_0, VNET_RULES_1, Verdict, VnetKey,
+    remap_verdict_slot,
 };
 use ipnet::Ipv4Net;
 use serde::Serialize;
 
 use super::{Capacity, DataplaneError, VerdictTotals};
 use crate::clock::{self, MonotonicClock};
-use crate::paths::PinDir;
 use crate::compile::{CompiledTables, PrefixKey, VnetPrefixKey};
+use crate::paths::PinDir;
 
 /// What an apply did.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -85,7 +86,10 @@ pub struct RuleHitTotals {
     pub last_hit: Option<std::time::SystemTime>,
 }
 
-fn serialize_time<S: serde::Serializer>(t: &Option<std::time::SystemTime>, s: S) -> Result<S::Ok, S::Error> {
+fn serialize_time<S: serde::Serializer>(
+    t: &Option<std::time::SystemTime>,
+    s: S,
+) -> Result<S::Ok, S::Error> {
     match t {
         Some(t) => s.collect_str(&humantime::format_rfc3339_millis(*t)),
         None => s.serialize_none(),
@@ -170,7 +174,11 @@ impl<K: TrieKey> TriePair<K> {
         let name = self.names[set as usize];
         let trie = &mut self.tries[set as usize];
         let stale: Vec<K> = match old {
-            Some(old) => old.keys().filter(|k| !new.contains_key(k)).copied().collect(),
+            Some(old) => old
+                .keys()
+                .filter(|k| !new.contains_key(k))
+                .copied()
+                .collect(),
             None => trie
                 .keys()
                 .map(|k| k.map(K::from_trie))
@@ -187,7 +195,8 @@ impl<K: TrieKey> TriePair<K> {
         }
         for (key, value) in new {
             if old.and_then(|o| o.get(key)) != Some(value) {
-                trie.insert(&key.to_trie(), *value, 0).map_err(map_err(name))?;
+                trie.insert(&key.to_trie(), *value, 0)
+                    .map_err(map_err(name))?;
                 writes += 1;
             }
         }
@@ -273,7 +282,8 @@ impl MapSource<'_> {
                 .take_map(name)
                 .ok_or(DataplaneError::MissingMap { map: name })?,
             MapSource::Pinned(dir) => {
-                let data = MapData::from_pin(dir.map(name)).map_err(|source| DataplaneError::Map { map: name, source })?;
+                let data = MapData::from_pin(dir.map(name))
+                    .map_err(|source| DataplaneError::Map { map: name, source })?;
                 T::VARIANT(data)
             }
         };
@@ -342,8 +352,15 @@ impl Tables {
             let written = tables.config.get(&set, 0).map_err(map_err(POLICY_CONFIG))?;
             tables.issued = tables.issued.max(written.generation);
         }
-        let mut active = tables.active_index.get(&0, 0).map_err(map_err(ACTIVE_SET))? & 1;
-        let mut config = tables.config.get(&active, 0).map_err(map_err(POLICY_CONFIG))?;
+        let mut active = tables
+            .active_index
+            .get(&0, 0)
+            .map_err(map_err(ACTIVE_SET))?
+            & 1;
+        let mut config = tables
+            .config
+            .get(&active, 0)
+            .map_err(map_err(POLICY_CONFIG))?;
         if config.flags & FLAG_VALID == 0 {
             // Nothing to adopt. Maps kept from a program whose config map
             // was recreated (an upgrade) may still hold its tables, so both
@@ -356,9 +373,15 @@ impl Tables {
         }
         if config.fallback_at_ns != 0 {
             let previous = active ^ 1;
-            let previous_config = tables.config.get(&previous, 0).map_err(map_err(POLICY_CONFIG))?;
+            let previous_config = tables
+                .config
+                .get(&previous, 0)
+                .map_err(map_err(POLICY_CONFIG))?;
             let by_kernel = config.fallback_due(clock::kernel_now_ns);
-            tables.active_index.set(0, previous, 0).map_err(map_err(ACTIVE_SET))?;
+            tables
+                .active_index
+                .set(0, previous, 0)
+                .map_err(map_err(ACTIVE_SET))?;
             tables.rolled_back_at_start = Some(Reverted {
                 generation: previous_config.generation,
                 dropped_generation: config.generation,
@@ -369,7 +392,12 @@ impl Tables {
         let mut port_words = Vec::with_capacity(2 * PORT_WORDS_PER_ROW as usize);
         let base = active * 2 * PORT_WORDS_PER_ROW;
         for i in 0..2 * PORT_WORDS_PER_ROW {
-            port_words.push(tables.ports.get(&(base + i), 0).map_err(map_err(DATA_PLANE_PORTS))?);
+            port_words.push(
+                tables
+                    .ports
+                    .get(&(base + i), 0)
+                    .map_err(map_err(DATA_PLANE_PORTS))?,
+            );
         }
         let contents = CompiledTables {
             flags: config.flags & !(FLAG_HAS_VNET | FLAG_HAS_VLAN_VNET),
@@ -453,7 +481,8 @@ impl Tables {
         self.previous = None;
         // Until the write completes the set's contents are unknown.
         let known = self.contents[target as usize].take();
-        let map_writes = self.write_set(target, known.as_ref(), compiled, generation, fallback_at_ns)?;
+        let map_writes =
+            self.write_set(target, known.as_ref(), compiled, generation, fallback_at_ns)?;
         // Counters of slots that change owner start from zero — only once
         // the new set is complete, so a refused write changes no counter.
         if let Some(previous) = &previous {
@@ -464,7 +493,8 @@ impl Tables {
         self.flip(target)?;
         self.inherited = None;
         self.contents[target as usize] = Some(compiled.clone());
-        let served_before = (self.generation > 0 && !migrated).then_some((1 - target, self.generation));
+        let served_before =
+            (self.generation > 0 && !migrated).then_some((1 - target, self.generation));
         self.active = target;
         self.generation = generation;
         self.issued = self.issued.max(generation);
@@ -508,7 +538,12 @@ impl Tables {
                 // A slot with no place in this layout is dropped below, with its rule.
                 value.slot = new_slots.remap(&old_slots, value.slot).unwrap_or(u32::MAX);
             };
-            for value in inherited.ip_rules.values_mut().chain(inherited.vnet_rules.values_mut()).chain(inherited.trusted.values_mut()) {
+            for value in inherited
+                .ip_rules
+                .values_mut()
+                .chain(inherited.vnet_rules.values_mut())
+                .chain(inherited.trusted.values_mut())
+            {
                 remap(value);
             }
             inherited.ip_rules.retain(|_, v| v.slot != u32::MAX);
@@ -524,7 +559,9 @@ impl Tables {
                 continue;
             };
             let values = old.rule_hits.get(&slot, 0).map_err(map_err(RULE_HITS))?;
-            self.rule_hits.set(to, values, 0).map_err(map_err(RULE_HITS))?;
+            self.rule_hits
+                .set(to, values, 0)
+                .map_err(map_err(RULE_HITS))?;
         }
         if copy_verdicts {
             copy_verdicts_by_slot(&old.verdicts, &mut self.verdicts)?;
@@ -542,7 +579,10 @@ impl Tables {
         if self.fallback_at_ns == 0 {
             return Ok(Confirmation::NothingPending);
         }
-        let mut config = self.config.get(&self.active, 0).map_err(map_err(POLICY_CONFIG))?;
+        let mut config = self
+            .config
+            .get(&self.active, 0)
+            .map_err(map_err(POLICY_CONFIG))?;
         if config.fallback_due(clock::kernel_now_ns) {
             return Ok(Confirmation::TooLate);
         }
@@ -588,7 +628,9 @@ impl Tables {
 
     /// Makes `set` the one the program reads: one array write.
     fn flip(&mut self, set: u32) -> Result<(), DataplaneError> {
-        self.active_index.set(0, set, 0).map_err(map_err(ACTIVE_SET))
+        self.active_index
+            .set(0, set, 0)
+            .map_err(map_err(ACTIVE_SET))
     }
 
     /// Makes inactive set `set` hold `new`, writing only what differs from
@@ -602,9 +644,15 @@ impl Tables {
         fallback_at_ns: u64,
     ) -> Result<usize, DataplaneError> {
         let mut writes = 0;
-        writes += self.ip_rules.sync(set, old.map(|o| &o.ip_rules), &new.ip_rules)?;
-        writes += self.vnet_rules.sync(set, old.map(|o| &o.vnet_rules), &new.vnet_rules)?;
-        writes += self.trusted.sync(set, old.map(|o| &o.trusted), &new.trusted)?;
+        writes += self
+            .ip_rules
+            .sync(set, old.map(|o| &o.ip_rules), &new.ip_rules)?;
+        writes += self
+            .vnet_rules
+            .sync(set, old.map(|o| &o.vnet_rules), &new.vnet_rules)?;
+        writes += self
+            .trusted
+            .sync(set, old.map(|o| &o.trusted), &new.trusted)?;
 
         let base = set * 2 * PORT_WORDS_PER_ROW;
         for (i, word) in new.port_words.iter().enumerate() {
@@ -663,9 +711,16 @@ impl Tables {
             operation: "read",
             source: e,
         })?;
-        let zeros = aya::maps::PerCpuValues::try_from(vec![RuleHits::default(); cpus])
-            .map_err(|e| DataplaneError::Map { map: RULE_HITS, source: aya::maps::MapError::from(e) })?;
-        self.rule_hits.set(slot, zeros, 0).map_err(map_err(RULE_HITS))
+        let zeros =
+            aya::maps::PerCpuValues::try_from(vec![RuleHits::default(); cpus]).map_err(|e| {
+                DataplaneError::Map {
+                    map: RULE_HITS,
+                    source: aya::maps::MapError::from(e),
+                }
+            })?;
+        self.rule_hits
+            .set(slot, zeros, 0)
+            .map_err(map_err(RULE_HITS))
     }
 
     pub(super) fn rule_hits(&self) -> Result<BTreeMap<u32, RuleHitTotals>, DataplaneError> {
@@ -681,7 +736,14 @@ impl Tables {
             }
             if packets > 0 {
                 let last_hit = (last > 0).then(|| clock.to_wall(last));
-                totals.insert(slot, RuleHitTotals { packets, bytes, last_hit });
+                totals.insert(
+                    slot,
+                    RuleHitTotals {
+                        packets,
+                        bytes,
+                        last_hit,
+                    },
+                );
             }
         }
         Ok(totals)
@@ -796,8 +858,14 @@ impl Predecessor {
             });
         }
         let mut maps = MapSource::Pinned(dir);
-        let active = maps.open::<Array<MapData, u32>>(ACTIVE_SET)?.get(&0, 0).map_err(map_err(ACTIVE_SET))? & 1;
-        let config = maps.open::<Array<MapData, LegacyConfig>>(POLICY_CONFIG).and_then(|c| c.get(&active, 0).map_err(map_err(POLICY_CONFIG)));
+        let active = maps
+            .open::<Array<MapData, u32>>(ACTIVE_SET)?
+            .get(&0, 0)
+            .map_err(map_err(ACTIVE_SET))?
+            & 1;
+        let config = maps
+            .open::<Array<MapData, LegacyConfig>>(POLICY_CONFIG)
+            .and_then(|c| c.get(&active, 0).map_err(map_err(POLICY_CONFIG)));
         let names = |pair: [&'static str; 2]| pair[active as usize];
         // The rules as slots (only the slots are inherited, so the port
         // bitmap is not read); `None` when any of it cannot be read.
@@ -838,7 +906,9 @@ impl Predecessor {
 
 /// A trie whose values are bare `u32` hit slots (the release before
 /// [`RuleValue`] carried an expiry), as entries of this build.
-fn legacy_slots<K: TrieKey>(trie: LpmTrie<MapData, K::Data, u32>) -> Option<BTreeMap<K, RuleValue>> {
+fn legacy_slots<K: TrieKey>(
+    trie: LpmTrie<MapData, K::Data, u32>,
+) -> Option<BTreeMap<K, RuleValue>> {
     trie.iter()
         .map(|entry| entry.map(|(key, slot)| (K::from_trie(key), RuleValue::new(slot))))
         .collect::<Result<_, _>>()
@@ -881,7 +951,8 @@ fn copy_verdicts_by_slot(
             continue;
         };
         let values = from.get(&index, 0).map_err(map_err(VERDICT_COUNTERS))?;
-        to.set(to_index, values, 0).map_err(map_err(VERDICT_COUNTERS))?;
+        to.set(to_index, values, 0)
+            .map_err(map_err(VERDICT_COUNTERS))?;
     }
     Ok(())
 }
@@ -894,7 +965,11 @@ fn lookup_hints(tables: &CompiledTables) -> u32 {
     if !tables.vnet_rules.is_empty() {
         hints |= FLAG_HAS_VNET;
     }
-    if tables.vnet_rules.keys().any(|k| k.vlan != firewall_common::VLAN_ANY) {
+    if tables
+        .vnet_rules
+        .keys()
+        .any(|k| k.vlan != firewall_common::VLAN_ANY)
+    {
         hints |= FLAG_HAS_VLAN_VNET;
     }
     hints

@@ -41,14 +41,19 @@ pub fn read_text_file(path: &Path, max_bytes: u64) -> std::io::Result<String> {
     if bytes.len() as u64 > max_bytes {
         return Err(std::io::Error::new(
             std::io::ErrorKind::InvalidInput,
-            format!("the file grew past {} MiB while being read", max_bytes / (1024 * 1024)),
+            format!(
+                "the file grew past {} MiB while being read",
+                max_bytes / (1024 * 1024)
+            ),
         ));
     }
     String::from_utf8(bytes).map_err(|e| {
         let at = e.utf8_error().valid_up_to();
         std::io::Error::new(
             std::io::ErrorKind::InvalidData,
-            format!("not UTF-8 text: the byte at offset {at} is not valid UTF-8; save the file as UTF-8"),
+            format!(
+                "not UTF-8 text: the byte at offset {at} is not valid UTF-8; save the file as UTF-8"
+            ),
         )
     })
 }
@@ -63,14 +68,34 @@ mod tests {
         std::fs::create_dir_all(&dir).unwrap();
         let fifo = dir.join("fifo");
         nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::S_IRWXU).unwrap();
-        assert!(read_text_file(&fifo, 100).unwrap_err().to_string().contains("not a regular file"));
-        assert!(read_text_file(&dir, 100).unwrap_err().to_string().contains("not a regular file"));
+        assert!(
+            read_text_file(&fifo, 100)
+                .unwrap_err()
+                .to_string()
+                .contains("not a regular file")
+        );
+        assert!(
+            read_text_file(&dir, 100)
+                .unwrap_err()
+                .to_string()
+                .contains("not a regular file")
+        );
         let big = dir.join("big");
         std::fs::write(&big, vec![b'a'; 101]).unwrap();
-        assert!(read_text_file(&big, 100).unwrap_err().to_string().contains("101 bytes"));
+        assert!(
+            read_text_file(&big, 100)
+                .unwrap_err()
+                .to_string()
+                .contains("101 bytes")
+        );
         let bad = dir.join("bad");
         std::fs::write(&bad, b"ok\xffno").unwrap();
-        assert!(read_text_file(&bad, 100).unwrap_err().to_string().contains("offset 2"));
+        assert!(
+            read_text_file(&bad, 100)
+                .unwrap_err()
+                .to_string()
+                .contains("offset 2")
+        );
         std::fs::write(&bad, "fine").unwrap();
         assert_eq!(read_text_file(&bad, 100).unwrap(), "fine");
         std::fs::remove_dir_all(&dir).unwrap();

@@ -317,7 +317,14 @@ pub fn vnet_rule(
 }
 
 fn prefixes(path: &str, value: &Value, errors: &mut Vec<PolicyError>) -> Field<Vec<At<String>>> {
-    string_array(path, value, errors, "address_prefixes", "prefix", "\"10.1.2.0/24\"")
+    string_array(
+        path,
+        value,
+        errors,
+        "address_prefixes",
+        "prefix",
+        "\"10.1.2.0/24\"",
+    )
 }
 
 fn endpoint(path: &str, value: &Value, errors: &mut Vec<PolicyError>) -> Field<RawEndpoint> {
@@ -424,7 +431,14 @@ pub fn trusted_services(
 }
 
 fn names(path: &str, value: &Value, errors: &mut Vec<PolicyError>) -> Field<Vec<At<String>>> {
-    string_array(path, value, errors, "enabled", "service name", "\"AzureBackup\"")
+    string_array(
+        path,
+        value,
+        errors,
+        "enabled",
+        "service name",
+        "\"AzureBackup\"",
+    )
 }
 
 /// An array of strings at `path` (the key `key`), each a `what` such as
@@ -442,7 +456,12 @@ fn string_array(
             Value::String(s) => format!("write it as an array: {key} = [{s:?}]"),
             _ => format!("write {key} = [{example}]"),
         };
-        errors.push(type_error(path, value, &format!("an array of {what}s"), fix));
+        errors.push(type_error(
+            path,
+            value,
+            &format!("an array of {what}s"),
+            fix,
+        ));
         return Field::Invalid;
     };
     let mut out = Vec::with_capacity(items.len());
@@ -462,5 +481,9 @@ fn string_array(
             }
         }
     }
-    if ok { Field::Given(out) } else { Field::Invalid }
+    if ok {
+        Field::Given(out)
+    } else {
+        Field::Invalid
+    }
 }

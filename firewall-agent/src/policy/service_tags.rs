@@ -102,10 +102,12 @@ fn show(errors: &[PolicyError]) -> String {
 
 /// Reads and parses the service-tags file at `path`.
 pub fn read(path: &Path) -> Result<ServiceTagsFile, ServiceTagsError> {
-    let text = super::input::read_text_file(path, super::input::MAX_SERVICE_TAGS_BYTES).map_err(|source| ServiceTagsError::Io {
-        path: path.to_path_buf(),
-        source,
-    })?;
+    let text = super::input::read_text_file(path, super::input::MAX_SERVICE_TAGS_BYTES).map_err(
+        |source| ServiceTagsError::Io {
+            path: path.to_path_buf(),
+            source,
+        },
+    )?;
     parse(&text, &path.display().to_string()).map_err(|errors| ServiceTagsError::Invalid {
         path: path.to_path_buf(),
         errors,

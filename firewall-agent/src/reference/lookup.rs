@@ -85,8 +85,14 @@ mod tests {
             (key([203, 0, 0, 0], 16), RuleValue::new(2)),
         ]);
         let a = |s: &str| s.parse::<Ipv4Addr>().unwrap();
-        assert_eq!(longest(&entries, a("203.0.113.5")).map(|m| m.1.slot), Some(1));
-        assert_eq!(longest(&entries, a("203.0.113.200")).map(|m| m.1.slot), Some(0));
+        assert_eq!(
+            longest(&entries, a("203.0.113.5")).map(|m| m.1.slot),
+            Some(1)
+        );
+        assert_eq!(
+            longest(&entries, a("203.0.113.200")).map(|m| m.1.slot),
+            Some(0)
+        );
         assert_eq!(longest(&entries, a("203.0.9.9")).map(|m| m.1.slot), Some(2));
         assert_eq!(longest(&entries, a("198.51.100.7")), None);
     }

@@ -311,10 +311,18 @@ pub struct Judgement {
 /// through interface `ingress_ifindex` against one table set, at
 /// CLOCK_MONOTONIC time `now_ns` (what `bpf_ktime_get_coarse_ns` would
 /// read; see [`crate::clock::kernel_now_ns`]) for rule expiry.
-pub fn judge(frame: &[u8], ingress_ifindex: u32, tables: &CompiledTables, now_ns: u64) -> Judgement {
+pub fn judge(
+    frame: &[u8],
+    ingress_ifindex: u32,
+    tables: &CompiledTables,
+    now_ns: u64,
+) -> Judgement {
     let mut steps = Vec::new();
     let walked = headers::walk(frame, &mut steps);
-    let at = Context { ingress_ifindex, now_ns };
+    let at = Context {
+        ingress_ifindex,
+        now_ns,
+    };
     let (verdict, matched, malformed) = decide(walked, &at, tables, &mut steps);
     let action = XdpAction::of(verdict);
     steps.push(format!("verdict {} ({})", verdict.name(), action.name()));
@@ -402,16 +410,7 @@ fn decide(
         return plain(Verdict::AllowDefault);
     }
     let matched = written
-        .then(|| {
-            first_match(
-                source,
-                at,
-                walked.outer_vlan,
-                flags,
-                tables,
-                steps,
-            )
-        })
+        .then(|| first_match(source, at, walked.outer_vlan, flags, tables, steps))
         .flatten();
     if let Some(matched) = matched {
         return (matched.kind.verdict(), Some(matched), None);
@@ -495,10 +494,17 @@ fn first_match(
         {
             let prefix = Ipv4Net::from(key.prefix);
             let via = endpoint_words(ifindex, vlan);
-            if !live(value, at, &format!("virtual network rule {prefix} via {via}"), steps) {
+            if !live(
+                value,
+                at,
+                &format!("virtual network rule {prefix} via {via}"),
+                steps,
+            ) {
                 return None;
             }
-            steps.push(format!("source {source} in virtual network rule {prefix} via {via}"));
+            steps.push(format!(
+                "source {source} in virtual network rule {prefix} via {via}"
+            ));
             return Some(MatchedRule {
                 kind: RuleKind::VnetRule,
                 id: value.slot,
@@ -526,7 +532,8 @@ fn live(value: RuleValue, at: &Context, entry: &str, steps: &mut Vec<String>) ->
         steps.push(format!(
             "{entry} matched but expired (at monotonic {} ns, now {} ns): the table does not \
              match; a shorter prefix in it is not consulted",
-            value.expires_at_ns(), at.now_ns
+            value.expires_at_ns(),
+            at.now_ns
         ));
         false
     } else {

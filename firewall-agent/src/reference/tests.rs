@@ -410,25 +410,47 @@ fn an_expired_longest_match_stops_its_table_but_not_the_later_ones() {
     let mut t = tables(&[([203, 0, 113, 0], 24)]);
     // 203.0.113.0/28 is the longest match for .5 and has expired: the /24
     // of the same table is not consulted; the subnet table still is.
-    t.ip_rules.insert(key([203, 0, 113, 0], 28), RuleValue::expiring(1, NOW));
+    t.ip_rules
+        .insert(key([203, 0, 113, 0], 28), RuleValue::expiring(1, NOW));
     assert_eq!(verdict(&syn([203, 0, 113, 5], 443), &t), DenyNoMatch);
     assert_eq!(verdict(&syn([203, 0, 113, 200], 443), &t), AllowIpRule);
     t.vnet_rules.insert(
-        VnetPrefixKey { ifindex: LO, vlan: VLAN_ANY, prefix: key([203, 0, 113, 0], 29) },
+        VnetPrefixKey {
+            ifindex: LO,
+            vlan: VLAN_ANY,
+            prefix: key([203, 0, 113, 0], 29),
+        },
         RuleValue::new(7),
     );
     let j = judge(&syn([203, 0, 113, 5], 443), LO, &t, NOW);
-    assert_eq!((j.verdict, j.matched.map(|m| m.id)), (AllowVnetRule, Some(7)));
-    assert!(j.explanation.iter().any(|s| s.contains("expired")), "{:?}", j.explanation);
+    assert_eq!(
+        (j.verdict, j.matched.map(|m| m.id)),
+        (AllowVnetRule, Some(7))
+    );
+    assert!(
+        j.explanation.iter().any(|s| s.contains("expired")),
+        "{:?}",
+        j.explanation
+    );
     // A moment earlier the rule still admitted.
-    assert_eq!(judge(&syn([203, 0, 113, 5], 443), LO, &t, NOW - 1).verdict, AllowIpRule);
+    assert_eq!(
+        judge(&syn([203, 0, 113, 5], 443), LO, &t, NOW - 1).verdict,
+        AllowIpRule
+    );
 }
 
 #[test]
 fn an_expired_subnet_entry_stops_the_subnet_table_for_the_other_endpoints_too() {
     let mut t = tables(&[]);
     let entry = |ifindex, vlan, value| {
-        (VnetPrefixKey { ifindex, vlan, prefix: key([10, 1, 0, 0], 16) }, value)
+        (
+            VnetPrefixKey {
+                ifindex,
+                vlan,
+                prefix: key([10, 1, 0, 0], 16),
+            },
+            value,
+        )
     };
     t.vnet_rules = BTreeMap::from([
         entry(ETH1, VLAN_ANY, RuleValue::expiring(0, 1)),

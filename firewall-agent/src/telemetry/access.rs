@@ -102,8 +102,16 @@ impl AccessRecord {
                 17 => "udp".to_owned(),
                 other => other.to_string(),
             },
-            action: if verdict.is_some_and(Verdict::drops) { "drop" } else { "pass" }.to_owned(),
-            reason: verdict.map_or_else(|| format!("verdict {}", event.verdict), |v| v.name().to_owned()),
+            action: if verdict.is_some_and(Verdict::drops) {
+                "drop"
+            } else {
+                "pass"
+            }
+            .to_owned(),
+            reason: verdict.map_or_else(
+                || format!("verdict {}", event.verdict),
+                |v| v.name().to_owned(),
+            ),
             rule: owner.as_ref().map(|r| r.name.clone()),
             rule_kind: owner.map(|r| r.kind.name().to_owned()),
         }
@@ -254,7 +262,12 @@ impl AccessLog {
     /// `since`, at most `limit` of them (the oldest first). An `after`
     /// beyond the newest record comes from a follower of a previous agent
     /// run (numbering restarts at 1): it gets everything.
-    pub fn query(&self, after: Option<u64>, since: Option<SystemTime>, limit: Option<usize>) -> LogsPage {
+    pub fn query(
+        &self,
+        after: Option<u64>,
+        since: Option<SystemTime>,
+        limit: Option<usize>,
+    ) -> LogsPage {
         let newest = self.next_seq - 1;
         let after = after.filter(|a| *a <= newest).unwrap_or(0);
         let records: Vec<AccessRecord> = self
@@ -298,7 +311,14 @@ mod tests {
         let record = AccessRecord::decode(&event, 1, None, |_| Some("eth0".into()), |_| None);
         assert_eq!(record.src.to_string(), "198.51.100.7");
         assert_eq!(record.dst.to_string(), "192.0.2.1");
-        assert_eq!((record.proto.as_str(), record.action.as_str(), record.reason.as_str()), ("tcp", "drop", "deny_no_match"));
+        assert_eq!(
+            (
+                record.proto.as_str(),
+                record.action.as_str(),
+                record.reason.as_str()
+            ),
+            ("tcp", "drop", "deny_no_match")
+        );
         assert_eq!(record.vlan, None);
         assert_eq!(record.rule, None);
     }

@@ -17,9 +17,11 @@ use firewall_common::{INTERFACE_SLOTS, Verdict};
 use crate::dataplane::{EventTotals, VerdictTotals};
 
 /// What the `totals` field of a counter line says.
-pub const TOTALS_ARE: &str = "kernel counters since the pinned maps were created; they survive agent restarts";
+pub const TOTALS_ARE: &str =
+    "kernel counters since the pinned maps were created; they survive agent restarts";
 /// What the `deltas` field of a counter line says.
-pub const DELTAS_ARE: &str = "since the previous line; the first line counts from this agent's start";
+pub const DELTAS_ARE: &str =
+    "since the previous line; the first line counts from this agent's start";
 
 /// One attached interface's verdict counters.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -168,7 +170,12 @@ struct Line<'a> {
 }
 
 impl<'a> Line<'a> {
-    fn new(totals: &'a VerdictTotals, deltas: &'a VerdictTotals, interval_s: f64, is_final: bool) -> Self {
+    fn new(
+        totals: &'a VerdictTotals,
+        deltas: &'a VerdictTotals,
+        interval_s: f64,
+        is_final: bool,
+    ) -> Self {
         let frames_delta = frames(deltas);
         let packets_per_s = if interval_s > 0.0 {
             // Two decimals are plenty for a rate, and keep the line short.
@@ -310,9 +317,21 @@ mod tests {
         let sample = CounterSample {
             totals: row,
             interfaces: vec![
-                InterfaceCounters { name: "a".into(), ifindex: 2, totals: row },
-                InterfaceCounters { name: "b".into(), ifindex: 66, totals: row },
-                InterfaceCounters { name: "c".into(), ifindex: 3, totals: row },
+                InterfaceCounters {
+                    name: "a".into(),
+                    ifindex: 2,
+                    totals: row,
+                },
+                InterfaceCounters {
+                    name: "b".into(),
+                    ifindex: 66,
+                    totals: row,
+                },
+                InterfaceCounters {
+                    name: "c".into(),
+                    ifindex: 3,
+                    totals: row,
+                },
             ],
             events: EventTotals::default(),
         };

@@ -96,7 +96,10 @@ impl Default for HealthSample {
 type Labels = Vec<(String, String)>;
 
 fn labels(pairs: &[(&str, &str)]) -> Labels {
-    pairs.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect()
+    pairs
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .collect()
 }
 
 /// Renders `snapshot` in the Prometheus text format.
@@ -112,7 +115,10 @@ pub fn render(snapshot: &MetricsSnapshot) -> String {
     for (interface, row) in interface_rows(&snapshot.counters) {
         for verdict in Verdict::ALL {
             verdicts
-                .get_or_create(&labels(&[("interface", &interface), ("verdict", verdict.name())]))
+                .get_or_create(&labels(&[
+                    ("interface", &interface),
+                    ("verdict", verdict.name()),
+                ]))
                 .inc_by(row[verdict.index() as usize]);
         }
     }
@@ -120,8 +126,16 @@ pub fn render(snapshot: &MetricsSnapshot) -> String {
     let packets = Family::<Labels, Counter>::default();
     let bytes = Family::<Labels, Counter>::default();
     let last_hit = Family::<Labels, Gauge<f64, AtomicU64>>::default();
-    registry.register("vaultfw_rule_hit_packets", "Frames each rule allowed", packets.clone());
-    registry.register("vaultfw_rule_hit_bytes", "Bytes of the frames each rule allowed", bytes.clone());
+    registry.register(
+        "vaultfw_rule_hit_packets",
+        "Frames each rule allowed",
+        packets.clone(),
+    );
+    registry.register(
+        "vaultfw_rule_hit_bytes",
+        "Bytes of the frames each rule allowed",
+        bytes.clone(),
+    );
     registry.register(
         "vaultfw_rule_last_hit_timestamp_seconds",
         "When each rule last allowed a frame (Unix time; absent for rules never hit)",
@@ -131,7 +145,10 @@ pub fn render(snapshot: &MetricsSnapshot) -> String {
         let l = labels(&[("kind", hit.rule.kind.name()), ("rule", &hit.rule.name)]);
         packets.get_or_create(&l).inc_by(hit.packets);
         bytes.get_or_create(&l).inc_by(hit.bytes);
-        if let Some(at) = hit.last_hit.and_then(|t| t.duration_since(SystemTime::UNIX_EPOCH).ok()) {
+        if let Some(at) = hit
+            .last_hit
+            .and_then(|t| t.duration_since(SystemTime::UNIX_EPOCH).ok())
+        {
             last_hit.get_or_create(&l).set(at.as_secs_f64());
         }
     }
@@ -139,19 +156,31 @@ pub fn render(snapshot: &MetricsSnapshot) -> String {
     let events = &snapshot.counters.events;
     let sent = Counter::<u64>::default();
     sent.inc_by(events.sent);
-    registry.register("vaultfw_events_sent", "Access-log events the program wrote to the ring buffer", sent);
+    registry.register(
+        "vaultfw_events_sent",
+        "Access-log events the program wrote to the ring buffer",
+        sent,
+    );
     let dropped = Family::<Labels, Counter>::default();
     registry.register(
         "vaultfw_events_dropped",
         "Access-log events not written: over the per-CPU rate limit, or the ring buffer was full",
         dropped.clone(),
     );
-    dropped.get_or_create(&labels(&[("reason", "rate_limited")])).inc_by(events.rate_limited);
-    dropped.get_or_create(&labels(&[("reason", "ring_full")])).inc_by(events.ring_full);
+    dropped
+        .get_or_create(&labels(&[("reason", "rate_limited")]))
+        .inc_by(events.rate_limited);
+    dropped
+        .get_or_create(&labels(&[("reason", "ring_full")]))
+        .inc_by(events.ring_full);
 
     let generation = Gauge::<i64>::default();
     generation.set(i64::try_from(snapshot.generation).unwrap_or(i64::MAX));
-    registry.register("vaultfw_policy_generation", "The policy generation the kernel serves", generation);
+    registry.register(
+        "vaultfw_policy_generation",
+        "The policy generation the kernel serves",
+        generation,
+    );
     if let Some(apply) = snapshot.last_apply {
         let duration = Gauge::<f64, AtomicU64>::default();
         duration.set(apply.as_secs_f64());
@@ -175,7 +204,10 @@ pub fn render(snapshot: &MetricsSnapshot) -> String {
             flag(success),
         );
         let seconds = Gauge::<f64, AtomicU64>::default();
-        seconds.set(at.duration_since(std::time::UNIX_EPOCH).map_or(0.0, |d| d.as_secs_f64()));
+        seconds.set(
+            at.duration_since(std::time::UNIX_EPOCH)
+                .map_or(0.0, |d| d.as_secs_f64()),
+        );
         registry.register(
             "vaultfw_last_reload_timestamp_seconds",
             "When the latest reload of the policy file ran (Unix time)",
@@ -202,12 +234,24 @@ pub fn render(snapshot: &MetricsSnapshot) -> String {
 
     let entries = Family::<Labels, Gauge>::default();
     let capacity = Family::<Labels, Gauge>::default();
-    registry.register("vaultfw_map_entries", "Entries in each rule trie of the active table set", entries.clone());
-    registry.register("vaultfw_map_capacity_entries", "Entries each rule trie can hold", capacity.clone());
+    registry.register(
+        "vaultfw_map_entries",
+        "Entries in each rule trie of the active table set",
+        entries.clone(),
+    );
+    registry.register(
+        "vaultfw_map_capacity_entries",
+        "Entries each rule trie can hold",
+        capacity.clone(),
+    );
     for fill in &snapshot.map_fill {
         let l = labels(&[("table", fill.table)]);
-        entries.get_or_create(&l).set(i64::try_from(fill.entries).unwrap_or(i64::MAX));
-        capacity.get_or_create(&l).set(i64::try_from(fill.capacity).unwrap_or(i64::MAX));
+        entries
+            .get_or_create(&l)
+            .set(i64::try_from(fill.entries).unwrap_or(i64::MAX));
+        capacity
+            .get_or_create(&l)
+            .set(i64::try_from(fill.capacity).unwrap_or(i64::MAX));
     }
 
     let mut text = String::new();
@@ -221,7 +265,8 @@ pub fn render(snapshot: &MetricsSnapshot) -> String {
 /// counted in slots of no attached interface (an interface detached or
 /// re-created since), so the rows always add up to the totals.
 fn interface_rows(sample: &CounterSample) -> Vec<(String, [u64; Verdict::COUNT])> {
-    let mut by_slot: std::collections::BTreeMap<u32, (Vec<&str>, [u64; Verdict::COUNT])> = Default::default();
+    let mut by_slot: std::collections::BTreeMap<u32, (Vec<&str>, [u64; Verdict::COUNT])> =
+        Default::default();
     for i in &sample.interfaces {
         let entry = by_slot
             .entry(i.ifindex % INTERFACE_SLOTS)
@@ -260,7 +305,10 @@ pub struct MetricsServer {
 impl MetricsServer {
     /// Listens on `addr` and serves scrapes, each answered with a snapshot
     /// asked for through `snapshots`.
-    pub fn start(addr: SocketAddr, snapshots: mpsc::Sender<SnapshotRequest>) -> std::io::Result<Self> {
+    pub fn start(
+        addr: SocketAddr,
+        snapshots: mpsc::Sender<SnapshotRequest>,
+    ) -> std::io::Result<Self> {
         let server = Arc::new(tiny_http::Server::http(addr).map_err(std::io::Error::other)?);
         let bound = server.server_addr().to_ip().unwrap_or(addr);
         let stop = Arc::new(AtomicBool::new(false));
@@ -320,14 +368,25 @@ fn serve(server: &tiny_http::Server, stop: &AtomicBool, snapshots: &mpsc::Sender
             }
         };
         let path = request.url().split('?').next().unwrap_or("");
-        let is_get = matches!(request.method(), tiny_http::Method::Get | tiny_http::Method::Head);
+        let is_get = matches!(
+            request.method(),
+            tiny_http::Method::Get | tiny_http::Method::Head
+        );
         let (status, body, content_type) = match (is_get, path) {
             (true, "/metrics") => match snapshot(snapshots) {
                 Some(snapshot) => (200, render(&snapshot), prometheus_text::CONTENT_TYPE),
                 None => (503, "the daemon did not answer\n".to_owned(), "text/plain"),
             },
-            (true, "/") => (200, "vaultfw: metrics are on /metrics\n".to_owned(), "text/plain"),
-            (true, _) => (404, "not found: metrics are on /metrics\n".to_owned(), "text/plain"),
+            (true, "/") => (
+                200,
+                "vaultfw: metrics are on /metrics\n".to_owned(),
+                "text/plain",
+            ),
+            (true, _) => (
+                404,
+                "not found: metrics are on /metrics\n".to_owned(),
+                "text/plain",
+            ),
             (false, _) => (405, "only GET\n".to_owned(), "text/plain"),
         };
         let mut response = tiny_http::Response::from_string(body).with_status_code(status);
@@ -359,7 +418,11 @@ mod tests {
         totals[9] += 2;
         let sample = CounterSample {
             totals,
-            interfaces: vec![InterfaceCounters { name: "eth0".into(), ifindex: 3, totals: a }],
+            interfaces: vec![InterfaceCounters {
+                name: "eth0".into(),
+                ifindex: 3,
+                totals: a,
+            }],
             events: Default::default(),
         };
         let rows = interface_rows(&sample);

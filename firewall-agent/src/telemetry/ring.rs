@@ -60,7 +60,11 @@ impl EventRing {
         }
         if malformed > 0 {
             self.malformed += malformed;
-            tracing::warn!(malformed, total = self.malformed, "access-log ring held records of an unexpected size (agent and program from different builds?)");
+            tracing::warn!(
+                malformed,
+                total = self.malformed,
+                "access-log ring held records of an unexpected size (agent and program from different builds?)"
+            );
         }
         Ok(events)
     }

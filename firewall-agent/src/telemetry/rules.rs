@@ -103,7 +103,12 @@ pub fn rule_slots(
         }
     }
     for (index, service) in catalogue().iter().enumerate() {
-        if policy.trusted_services.enabled.iter().any(|s| s.name == service.name) {
+        if policy
+            .trusted_services
+            .enabled
+            .iter()
+            .any(|s| s.name == service.name)
+        {
             owners.insert(
                 slots.trusted(index as u32),
                 RuleRef {
@@ -146,7 +151,10 @@ enabled = ["AzureBackup"]
             .iter()
             .map(|(slot, r)| (*slot, r.kind.name(), r.name.as_str()))
             .collect();
-        let backup = catalogue().iter().position(|s| s.name == "AzureBackup").unwrap() as u32;
+        let backup = catalogue()
+            .iter()
+            .position(|s| s.name == "AzureBackup")
+            .unwrap() as u32;
         assert_eq!(
             names,
             vec![

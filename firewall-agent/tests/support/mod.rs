@@ -61,7 +61,9 @@ impl Program {
 
     /// Applies a policy with the access log at `events_per_second` per CPU.
     pub fn apply_with_events(&mut self, policy: &str, events_per_second: u32) -> ApplyReport {
-        let tables = self.compile(policy).with_access_log(events_per_second, false);
+        let tables = self
+            .compile(policy)
+            .with_access_log(events_per_second, false);
         self.apply_tables(&tables)
     }
 
@@ -93,7 +95,11 @@ impl Program {
 
     /// Applies `tables` as the next generation on probation until
     /// `deadline` (see `Dataplane::apply_with_fallback`).
-    pub fn apply_with_fallback(&mut self, tables: &CompiledTables, deadline: std::time::SystemTime) -> ApplyReport {
+    pub fn apply_with_fallback(
+        &mut self,
+        tables: &CompiledTables,
+        deadline: std::time::SystemTime,
+    ) -> ApplyReport {
         let report = self
             .dataplane
             .apply_with_fallback(tables, self.generation + 1, deadline)
@@ -234,7 +240,11 @@ pub fn tcp_syn_vlan(src: [u8; 4], dport: u16, tags: &[u16]) -> Vec<u8> {
 pub fn with_vlan_tags(frame: &[u8], tags: &[u16]) -> Vec<u8> {
     let mut out = frame[..12].to_vec();
     for (i, vid) in tags.iter().enumerate() {
-        let tpid: u16 = if i == 0 && tags.len() > 1 { 0x88A8 } else { 0x8100 };
+        let tpid: u16 = if i == 0 && tags.len() > 1 {
+            0x88A8
+        } else {
+            0x8100
+        };
         out.extend_from_slice(&tpid.to_be_bytes());
         out.extend_from_slice(&vid.to_be_bytes());
     }
@@ -247,7 +257,9 @@ pub fn with_vlan_tags(frame: &[u8], tags: &[u16]) -> Vec<u8> {
 pub fn tcp_syn_with_options(src: [u8; 4], dport: u16, options: &[u8]) -> Vec<u8> {
     let mut header = Ipv4Header::new(0, 64, IpNumber::TCP, src, HOST).expect("header");
     header.dont_fragment = true;
-    header.options = options.try_into().expect("options: a multiple of 4 bytes, at most 40");
+    header.options = options
+        .try_into()
+        .expect("options: a multiple of 4 bytes, at most 40");
     build(
         PacketBuilder::ethernet2(CLIENT_MAC, HOST_MAC)
             .ip(etherparse::IpHeaders::Ipv4(header, Default::default()))

@@ -233,29 +233,67 @@ enabled = ["AzureBackup"]
     options.ifaces.push(private.clone());
     let mut agent = Agent::start_with(&topo.server, &policy, options);
     agent.wait_ready();
-    println!("  filtering on {} (public) and {private} (the subnet's endpoint)", topo.server_veth());
+    println!(
+        "  filtering on {} (public) and {private} (the subnet's endpoint)",
+        topo.server_veth()
+    );
 
     let mut ok = true;
     let attempt = |src: Ipv4Addr, dst: Ipv4Addr, expect: Expect, why: &str| -> bool {
-        let outcome = connect(&topo.client, src, std::net::SocketAddrV4::new(dst, 443), CONNECT_TIMEOUT);
+        let outcome = connect(
+            &topo.client,
+            src,
+            std::net::SocketAddrV4::new(dst, 443),
+            CONNECT_TIMEOUT,
+        );
         let matched = match expect {
             Expect::Connects => outcome.is_established(),
             Expect::TimesOut => matches!(outcome, Connect::TimedOut),
         };
-        let what = if outcome.is_established() { "connected" } else { "timed out (dropped by XDP)" };
+        let what = if outcome.is_established() {
+            "connected"
+        } else {
+            "timed out (dropped by XDP)"
+        };
         let verdict = if matched { "ok" } else { "UNEXPECTED" };
         println!("  {src:<15} -> {dst}:443  {what:<28} {why:<45} {verdict}");
         matched
     };
-    ok &= attempt(SUBNET_SRC, PRIVATE_SERVER, Expect::Connects, "subnet rule, through its endpoint");
-    ok &= attempt(SUBNET_SRC, SERVER_IP, Expect::TimesOut, "same address spoofed on the public interface");
-    ok &= attempt(TRUSTED_SRC, SERVER_IP, Expect::Connects, "trusted service AzureBackup, bypass on");
+    ok &= attempt(
+        SUBNET_SRC,
+        PRIVATE_SERVER,
+        Expect::Connects,
+        "subnet rule, through its endpoint",
+    );
+    ok &= attempt(
+        SUBNET_SRC,
+        SERVER_IP,
+        Expect::TimesOut,
+        "same address spoofed on the public interface",
+    );
+    ok &= attempt(
+        TRUSTED_SRC,
+        SERVER_IP,
+        Expect::Connects,
+        "trusted service AzureBackup, bypass on",
+    );
 
     println!("  $ vaultfw update --bypass None");
     let out = agent.cli(&["update", "--bypass", "None"]);
-    print!("{}", String::from_utf8_lossy(&out.stdout).lines().map(|l| format!("    {l}\n")).collect::<String>());
+    print!(
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(|l| format!("    {l}\n"))
+            .collect::<String>()
+    );
     ok &= out.status.success();
-    ok &= attempt(TRUSTED_SRC, SERVER_IP, Expect::TimesOut, "trusted service, bypass off");
+    ok &= attempt(
+        TRUSTED_SRC,
+        SERVER_IP,
+        Expect::TimesOut,
+        "trusted service, bypass off",
+    );
 
     let stats = agent.stop();
     println!("\n== verdict counters of the whole-ACL run");

@@ -46,7 +46,15 @@ pub const SERIES: &[Series] = &[
 /// native XDP, for the XDP mode tests), and the tunnels the tunnel tests
 /// build (vxlan, ipip, ip_gre, wireguard, tun).
 pub const GUEST_MODULES: &[&str] = &[
-    "veth", "8021q", "dummy", "ifb", "vxlan", "ipip", "ip_gre", "wireguard", "tun",
+    "veth",
+    "8021q",
+    "dummy",
+    "ifb",
+    "vxlan",
+    "ipip",
+    "ip_gre",
+    "wireguard",
+    "tun",
 ];
 
 /// An extracted kernel package.

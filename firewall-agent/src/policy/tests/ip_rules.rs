@@ -300,7 +300,13 @@ fn an_expired_rule_is_left_out_with_a_warning_and_the_rest_loads() {
     assert_eq!(rules, ["198.51.100.7"]);
     assert_eq!(v.warnings.len(), 1, "{:?}", v.warnings);
     assert_eq!(v.warnings[0].path, "ip_rules[0].expires_at");
-    assert!(v.warnings[0].message.contains("expired at 2026-05-31T23:59:59Z"), "{}", v.warnings[0]);
+    assert!(
+        v.warnings[0]
+            .message
+            .contains("expired at 2026-05-31T23:59:59Z"),
+        "{}",
+        v.warnings[0]
+    );
 }
 
 #[test]

@@ -436,8 +436,15 @@ fn a_past_expiry_leaves_the_rule_out_and_a_close_one_warns() {
                 address_prefixes = [\"10.1.2.0/24\"]\nendpoint = { interface = \"eth1\" }\n";
     let expired = load(&format!("{base}expires_at = \"2026-05-01T00:00:00Z\"\n"));
     assert!(expired.policy.virtual_network_rules.is_empty());
-    assert_eq!(expired.warnings[0].path, "virtual_network_rules[0].expires_at");
-    assert!(expired.warnings[0].message.contains("expired at"), "{}", expired.warnings[0]);
+    assert_eq!(
+        expired.warnings[0].path,
+        "virtual_network_rules[0].expires_at"
+    );
+    assert!(
+        expired.warnings[0].message.contains("expired at"),
+        "{}",
+        expired.warnings[0]
+    );
     let v = load(&format!("{base}expires_at = 2026-06-01T02:00:00Z\n"));
     assert_eq!(v.warnings.len(), 1);
     assert_eq!(v.warnings[0].path, "virtual_network_rules[0].expires_at");

@@ -117,7 +117,11 @@ fn summary(runs: &[f64]) -> Value {
     let mut s = runs.to_vec();
     s.sort_by(f64::total_cmp);
     let n = s.len();
-    let median = if n % 2 == 1 { s[n / 2] } else { (s[n / 2 - 1] + s[n / 2]) / 2.0 };
+    let median = if n % 2 == 1 {
+        s[n / 2]
+    } else {
+        (s[n / 2 - 1] + s[n / 2]) / 2.0
+    };
     json!({ "median": median, "min": s[0], "max": s[n - 1], "runs": runs })
 }
 
@@ -126,7 +130,13 @@ fn median(runs: &[f64]) -> f64 {
 }
 
 /// One receive row from its windows.
-fn row(filter: &str, hook: &str, prefixes: Option<usize>, windows: &[Window], floor: Option<f64>) -> Value {
+fn row(
+    filter: &str,
+    hook: &str,
+    prefixes: Option<usize>,
+    windows: &[Window],
+    floor: Option<f64>,
+) -> Value {
     let per_packet: Vec<f64> = windows.iter().map(Window::ns_per_packet).collect();
     let mpps: Vec<f64> = windows.iter().map(Window::mpps).collect();
     let m = median(&per_packet);
@@ -137,7 +147,10 @@ fn row(filter: &str, hook: &str, prefixes: Option<usize>, windows: &[Window], fl
     eprintln!(
         "bench-veth: {filter:<24} {:>7} prefixes: {m:7.1} ns/packet{} at {:.2} Mpps",
         prefixes.map_or("-".to_owned(), |p| p.to_string()),
-        floor.map_or(String::new(), |f| format!(" ({:+.1} above the floor)", m - f)),
+        floor.map_or(String::new(), |f| format!(
+            " ({:+.1} above the floor)",
+            m - f
+        )),
         median(&mpps)
     );
     json!({
@@ -198,7 +211,13 @@ fn run(args: &Args) -> Value {
 
     eprintln!("bench-veth: floors (drop everything at each hook)");
     let xdp_floor = {
-        let _p = XdpPeer::attach(server, &sdev, &args.objects.join("drop.o"), "bench_drop", &[]);
+        let _p = XdpPeer::attach(
+            server,
+            &sdev,
+            &args.objects.join("drop.o"),
+            "bench_drop",
+            &[],
+        );
         flood(None)
     };
     let nft_floor = {
@@ -210,13 +229,40 @@ fn run(args: &Args) -> Value {
         flood(None)
     };
     let floors = [
-        median(&xdp_floor.iter().map(Window::ns_per_packet).collect::<Vec<_>>()),
-        median(&nft_floor.iter().map(Window::ns_per_packet).collect::<Vec<_>>()),
-        median(&ipt_floor.iter().map(Window::ns_per_packet).collect::<Vec<_>>()),
+        median(
+            &xdp_floor
+                .iter()
+                .map(Window::ns_per_packet)
+                .collect::<Vec<_>>(),
+        ),
+        median(
+            &nft_floor
+                .iter()
+                .map(Window::ns_per_packet)
+                .collect::<Vec<_>>(),
+        ),
+        median(
+            &ipt_floor
+                .iter()
+                .map(Window::ns_per_packet)
+                .collect::<Vec<_>>(),
+        ),
     ];
     rows.push(row("xdp_drop_floor", "xdp", None, &xdp_floor, None));
-    rows.push(row("nft_drop_floor", "nft_netdev_ingress", None, &nft_floor, None));
-    rows.push(row(&format!("{iptables}_drop_floor"), "iptables_raw_prerouting", None, &ipt_floor, None));
+    rows.push(row(
+        "nft_drop_floor",
+        "nft_netdev_ingress",
+        None,
+        &nft_floor,
+        None,
+    ));
+    rows.push(row(
+        &format!("{iptables}_drop_floor"),
+        "iptables_raw_prerouting",
+        None,
+        &ipt_floor,
+        None,
+    ));
 
     for &count in &args.counts {
         let prefixes = peers::read_prefixes(&args.prefix_dir, count);
@@ -258,25 +304,55 @@ fn run(args: &Args) -> Value {
             stats.get("deny_no_match"),
             stats.get("allow_ip_rule")
         );
-        rows.push(row("vaultfw", "xdp", Some(count), &windows, Some(floors[0])));
+        rows.push(row(
+            "vaultfw",
+            "xdp",
+            Some(count),
+            &windows,
+            Some(floors[0]),
+        ));
 
         let windows = {
-            let _p = XdpPeer::attach(server, &sdev, &args.objects.join("one_lookup.o"), "bench_one_lookup", &parsed);
+            let _p = XdpPeer::attach(
+                server,
+                &sdev,
+                &args.objects.join("one_lookup.o"),
+                "bench_one_lookup",
+                &parsed,
+            );
             flood(None)
         };
-        rows.push(row("one_lookup_c", "xdp", Some(count), &windows, Some(floors[0])));
+        rows.push(row(
+            "one_lookup_c",
+            "xdp",
+            Some(count),
+            &windows,
+            Some(floors[0]),
+        ));
 
         let windows = {
             let (_n, _) = Nft::with_set(server, &sdev, &prefixes);
             flood(None)
         };
-        rows.push(row("nft_interval_set", "nft_netdev_ingress", Some(count), &windows, Some(floors[1])));
+        rows.push(row(
+            "nft_interval_set",
+            "nft_netdev_ingress",
+            Some(count),
+            &windows,
+            Some(floors[1]),
+        ));
 
         let windows = {
             let (_i, _) = Ipt::with_ipset(server, &prefixes);
             flood(None)
         };
-        rows.push(row(&format!("{iptables}_ipset_hash_net"), "iptables_raw_prerouting", Some(count), &windows, Some(floors[2])));
+        rows.push(row(
+            &format!("{iptables}_ipset_hash_net"),
+            "iptables_raw_prerouting",
+            Some(count),
+            &windows,
+            Some(floors[2]),
+        ));
     }
 
     let peer_apply = peer_apply(server, &sdev, args);
@@ -295,7 +371,8 @@ fn peer_apply(server: &NetNs, sdev: &str, args: &Args) -> Vec<Value> {
     for &count in &args.apply_counts {
         let prefixes = peers::read_prefixes(&args.prefix_dir, count);
         let runs = if count > 20_000 { 1 } else { args.runs };
-        let (mut nft_load, mut nft_replace, mut ipset_load, mut ipset_replace) = (vec![], vec![], vec![], vec![]);
+        let (mut nft_load, mut nft_replace, mut ipset_load, mut ipset_replace) =
+            (vec![], vec![], vec![], vec![]);
         for _ in 0..runs {
             let (nft, ms) = Nft::with_set(server, sdev, &prefixes);
             nft_load.push(ms);
@@ -305,7 +382,12 @@ fn peer_apply(server: &NetNs, sdev: &str, args: &Args) -> Vec<Value> {
             );
             nft_replace.push(peers::run_in(server, "nft", &["-f", "-"], Some(&script)));
             drop(nft);
-            ipset_load.push(peers::run_in(server, "ipset", &["restore"], Some(&peers::ipset_script("vfwapply", &prefixes))));
+            ipset_load.push(peers::run_in(
+                server,
+                "ipset",
+                &["restore"],
+                Some(&peers::ipset_script("vfwapply", &prefixes)),
+            ));
             let script = format!(
                 "{}swap vfwapply vfwapply2\ndestroy vfwapply2\n",
                 peers::ipset_script("vfwapply2", &prefixes)
@@ -315,7 +397,10 @@ fn peer_apply(server: &NetNs, sdev: &str, args: &Args) -> Vec<Value> {
         }
         eprintln!(
             "bench-veth: peers' apply at {count}: nft load {:.0} ms, replace {:.0} ms; ipset load {:.0} ms, replace {:.0} ms",
-            median(&nft_load), median(&nft_replace), median(&ipset_load), median(&ipset_replace)
+            median(&nft_load),
+            median(&nft_replace),
+            median(&ipset_load),
+            median(&ipset_replace)
         );
         out.push(json!({
             "rules": count,

@@ -122,7 +122,13 @@ impl Flood {
     pub fn start(ns: &NetNs, dev: &str, config: &Path) -> Flood {
         let child = Command::new("ip")
             .args(["netns", "exec", ns.name(), "trafgen"])
-            .args(["--no-sock-mem", "--notouch-irq", "--no-cpu-stats", "--cpus", "1"])
+            .args([
+                "--no-sock-mem",
+                "--notouch-irq",
+                "--no-cpu-stats",
+                "--cpus",
+                "1",
+            ])
             .args(["--dev", dev, "--conf"])
             .arg(config)
             .stdin(Stdio::null())
@@ -152,7 +158,9 @@ use std::os::unix::process::CommandExt;
 
 impl Drop for Flood {
     fn drop(&mut self) {
-        let Some(mut child) = self.child.take() else { return };
+        let Some(mut child) = self.child.take() else {
+            return;
+        };
         let pid = child.id() as i32;
         let _ = kill(Pid::from_raw(-pid), Signal::SIGINT);
         let deadline = Instant::now() + Duration::from_secs(3);

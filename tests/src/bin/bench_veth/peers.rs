@@ -22,7 +22,11 @@ pub fn run_in(ns: &NetNs, cmd: &str, args: &[&str], stdin: Option<&str>) -> f64 
     let mut child = Command::new("ip")
         .args(["netns", "exec", ns.name(), cmd])
         .args(args)
-        .stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() })
+        .stdin(if stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
@@ -54,7 +58,13 @@ pub struct XdpPeer {
 impl XdpPeer {
     /// `object` (`drop.o` or `one_lookup.o`), program `name`, with
     /// `prefixes` in BENCH_RULES when it has that map.
-    pub fn attach(ns: &NetNs, dev: &str, object: &Path, name: &str, prefixes: &[(u32, [u8; 4])]) -> XdpPeer {
+    pub fn attach(
+        ns: &NetNs,
+        dev: &str,
+        object: &Path,
+        name: &str,
+        prefixes: &[(u32, [u8; 4])],
+    ) -> XdpPeer {
         let mut loader = EbpfLoader::new();
         loader.map_max_entries("BENCH_RULES", (prefixes.len() as u32).max(1));
         let mut ebpf = loader
@@ -62,9 +72,11 @@ impl XdpPeer {
             .unwrap_or_else(|e| panic!("loading {}: {e}", object.display()));
         if !prefixes.is_empty() {
             let mut trie: LpmTrie<_, [u8; 4], u32> =
-                LpmTrie::try_from(ebpf.map_mut("BENCH_RULES").expect("BENCH_RULES")).expect("an LPM trie");
+                LpmTrie::try_from(ebpf.map_mut("BENCH_RULES").expect("BENCH_RULES"))
+                    .expect("an LPM trie");
             for (i, (len, addr)) in prefixes.iter().enumerate() {
-                trie.insert(&Key::new(*len, *addr), i as u32, 0).expect("filling BENCH_RULES");
+                trie.insert(&Key::new(*len, *addr), i as u32, 0)
+                    .expect("filling BENCH_RULES");
             }
         }
         let prog: &mut Xdp = ebpf
@@ -88,7 +100,11 @@ pub fn iptables() -> &'static str {
         .arg("--version")
         .output()
         .is_ok_and(|o| o.status.success());
-    if legacy { "iptables-legacy" } else { "iptables" }
+    if legacy {
+        "iptables-legacy"
+    } else {
+        "iptables"
+    }
 }
 
 /// nftables: table `vfwbench`, netdev ingress on `dev`.
@@ -121,7 +137,16 @@ impl<'a> Nft<'a> {
 impl Drop for Nft<'_> {
     fn drop(&mut self) {
         let _ = Command::new("ip")
-            .args(["netns", "exec", self.ns.name(), "nft", "delete", "table", "netdev", "vfwbench"])
+            .args([
+                "netns",
+                "exec",
+                self.ns.name(),
+                "nft",
+                "delete",
+                "table",
+                "netdev",
+                "vfwbench",
+            ])
             .output();
     }
 }
@@ -134,20 +159,44 @@ pub struct Ipt<'a> {
 
 impl<'a> Ipt<'a> {
     pub fn drop_all(ns: &'a NetNs) -> Ipt<'a> {
-        run_in(ns, iptables(), &["-t", "raw", "-A", "PREROUTING", "-j", "DROP"], None);
+        run_in(
+            ns,
+            iptables(),
+            &["-t", "raw", "-A", "PREROUTING", "-j", "DROP"],
+            None,
+        );
         Ipt { ns, ipset: false }
     }
 
     /// Drops TCP to 443 unless the source is in a hash:net set; returns
     /// the ipset load time (ms) too.
     pub fn with_ipset(ns: &'a NetNs, prefixes: &[String]) -> (Ipt<'a>, f64) {
-        let ms = run_in(ns, "ipset", &["restore"], Some(&ipset_script("vfwbench", prefixes)));
+        let ms = run_in(
+            ns,
+            "ipset",
+            &["restore"],
+            Some(&ipset_script("vfwbench", prefixes)),
+        );
         run_in(
             ns,
             iptables(),
             &[
-                "-t", "raw", "-A", "PREROUTING", "-p", "tcp", "--dport", "443", "-m", "set", "!",
-                "--match-set", "vfwbench", "src", "-j", "DROP",
+                "-t",
+                "raw",
+                "-A",
+                "PREROUTING",
+                "-p",
+                "tcp",
+                "--dport",
+                "443",
+                "-m",
+                "set",
+                "!",
+                "--match-set",
+                "vfwbench",
+                "src",
+                "-j",
+                "DROP",
             ],
             None,
         );
@@ -188,7 +237,12 @@ pub fn read_prefixes(dir: &Path, count: usize) -> Vec<String> {
     let text = std::fs::read_to_string(&path)
         .unwrap_or_else(|e| panic!("reading {} (run bench-program first): {e}", path.display()));
     let prefixes: Vec<String> = text.lines().map(str::to_owned).collect();
-    assert_eq!(prefixes.len(), count, "{} holds the wrong count", path.display());
+    assert_eq!(
+        prefixes.len(),
+        count,
+        "{} holds the wrong count",
+        path.display()
+    );
     prefixes
 }
 
