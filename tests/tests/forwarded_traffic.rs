@@ -33,14 +33,8 @@ use vaultfw_tests::{
 
 /// Only 203.0.113.0/24 may reach the data plane (TCP 443): the client's
 /// 198.51.100.7 is a "pod" the vault does not admit.
-const POLICY: &str = r#"
-default_action = "Deny"
-bypass = "None"
-ip_rules = ["203.0.113.0/24"]
-
-[data_plane]
-tcp_ports = [443]
-"#;
+// Deny by default; the office (203.0.113.0/24, ALLOWED_SRC's range) in.
+use vaultfw_tests::OFFICE_POLICY as POLICY;
 
 /// [`POLICY`] with other limits, so other map shapes.
 const POLICY_OTHER_LIMITS: &str = r#"
