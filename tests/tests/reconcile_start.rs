@@ -242,8 +242,6 @@ fn start_in_a_mount_namespace_of_its_own_is_refused_before_anything_is_loaded() 
     // with a fresh /sys: a bpffs mounted there vanishes with the process.
     let binary = vaultfw_tests::vaultfw_bin();
     let mut args = vec![
-        "20".to_owned(),
-        "ip".to_owned(),
         "netns".to_owned(),
         "exec".to_owned(),
         topo.server.name().to_owned(),
@@ -257,10 +255,28 @@ fn start_in_a_mount_namespace_of_its_own_is_refused_before_anything_is_loaded() 
         "keep".to_owned(),
     ];
     args.extend(paths.args());
-    let output = std::process::Command::new("timeout")
+    // iproute2's `ip` itself (a `timeout` wrapper may be busybox, whose
+    // own `ip` applet has no `netns exec`), bounded here.
+    let mut child = std::process::Command::new("ip")
         .args(&args)
-        .output()
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
         .expect("running ip netns exec");
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while child
+        .try_wait()
+        .expect("waiting for ip netns exec")
+        .is_none()
+    {
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let output = child.wait_with_output().expect("collecting its output");
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(
         !output.status.success(),
