@@ -147,18 +147,22 @@ fn without_privileges_check_and_run_name_root_and_the_capabilities_not_the_kerne
     );
     run.extend(paths.args());
     run.extend(["--on-exit".to_owned(), "detach".to_owned()]);
-    let refs: Vec<&str> = run.iter().map(String::as_str).collect();
-    let out = CliOutput::new(
-        run.clone(),
-        run_program_in_netns(&topo.server, Path::new("setpriv"), &refs, RUN_TIMEOUT),
-    );
-    assert_names_the_missing_privilege(&out);
-    assert_eq!(
-        out.code,
-        Some(exit::KERNEL_REFUSED),
-        "a missing privilege exits 4: {}",
-        out.context()
-    );
+    // Runs `args` as nobody: refused, naming the privilege, exit 4.
+    let refused = |args: &[String]| {
+        let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+        let out = CliOutput::new(
+            args.to_vec(),
+            run_program_in_netns(&topo.server, Path::new("setpriv"), &refs, RUN_TIMEOUT),
+        );
+        assert_names_the_missing_privilege(&out);
+        assert_eq!(
+            out.code,
+            Some(exit::KERNEL_REFUSED),
+            "a missing privilege exits 4: {}",
+            out.context()
+        );
+    };
+    refused(&run);
     assert!(
         !xdp_attached(&topo.server, topo.server_veth()),
         "something was attached"
@@ -168,25 +172,13 @@ fn without_privileges_check_and_run_name_root_and_the_capabilities_not_the_kerne
     // default /run/vaultfw is one): refused on the socket, naming the same.
     let root_only = tempfile::tempdir().expect("a temp dir");
     let socket = root_only.path().join("vaultfw.sock");
-    let mut run_default = run.clone();
-    let at = run_default
+    let at = run
         .iter()
         .position(|a| a == "--socket")
         .expect("--socket given")
         + 1;
-    run_default[at] = text(&socket).to_owned();
-    let refs: Vec<&str> = run_default.iter().map(String::as_str).collect();
-    let out = CliOutput::new(
-        run_default.clone(),
-        run_program_in_netns(&topo.server, Path::new("setpriv"), &refs, RUN_TIMEOUT),
-    );
-    assert_names_the_missing_privilege(&out);
-    assert_eq!(
-        out.code,
-        Some(exit::KERNEL_REFUSED),
-        "a missing privilege exits 4: {}",
-        out.context()
-    );
+    run[at] = text(&socket).to_owned();
+    refused(&run);
     assert!(
         !paths.pin_dir.exists(),
         "{} was created",
