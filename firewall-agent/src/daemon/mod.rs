@@ -241,12 +241,15 @@ pub async fn run(options: RunOptions) -> Result<(), RunError> {
                 observer.timed(&mut daemon, |d| d.reload("SIGHUP"));
             }
             Some(()) = next_file_event(&mut file_events) => {
-                observer.timed(&mut daemon, |d| d.reload("policy file changed"));
-                // A link on the way may point elsewhere now: watch where.
+                // A link on the way may point elsewhere now: watch where,
+                // before reading, so that a change made during the reload
+                // is an event of the new watch (the old one's are dropped
+                // with it, and the reload reads what they announced).
                 match watch::PolicyWatch::start(&daemon.options().source.path) {
                     Ok(renewed) => file_events = Some(renewed),
                     Err(error) => tracing::error!(%error, "renewing the policy file's watch failed; the previous watch stays"),
                 }
+                observer.timed(&mut daemon, |d| d.reload("policy file changed"));
             }
             changed = link_events.changed() => match changed {
                 Ok(()) => observer.timed(&mut daemon, Daemon::refresh_links),
