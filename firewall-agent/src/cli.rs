@@ -4,8 +4,6 @@ use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
 
-use crate::daemon::OnExit;
-use crate::dataplane::XdpModeRequest;
 use crate::paths::{DEFAULT_PIN_DIR, DEFAULT_SOCKET};
 
 pub mod observe;
@@ -136,7 +134,7 @@ pub struct RunArgs {
     /// XDP attach mode: auto tries native and falls back to generic with a
     /// warning.
     #[arg(long, value_enum, default_value = "auto")]
-    pub xdp_mode: XdpModeRequest,
+    pub xdp_mode: XdpModeArg,
     /// Seconds between verdict-counter log lines.
     #[arg(long, value_name = "SECS", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=86400))]
     pub stats_interval: u64,
@@ -153,7 +151,7 @@ pub struct RunArgs {
     /// What stopping the daemon does: keep the pinned filter in force
     /// (a crash, stop or upgrade never opens the vault), or detach it.
     #[arg(long, value_enum, default_value = "keep")]
-    pub on_exit: OnExit,
+    pub on_exit: OnExitArg,
     /// Do not reload when the policy file changes (SIGHUP still does).
     #[arg(long)]
     pub no_watch: bool,
@@ -302,4 +300,45 @@ pub enum CheckProto {
     Udp,
     /// An ICMP (ICMPv6 for IPv6) echo request.
     Icmp,
+}
+
+/// `vaultfw run --xdp-mode`: clap's mirror of
+/// [`crate::dataplane::XdpModeRequest`] (clap types stay in `cli/`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum XdpModeArg {
+    /// Native (driver) XDP where the driver has it, else generic with a
+    /// warning.
+    Auto,
+    /// Native XDP only; fail when the driver lacks it.
+    Native,
+    /// Generic (skb) XDP: works on every interface, slower.
+    Generic,
+}
+
+impl From<XdpModeArg> for crate::dataplane::XdpModeRequest {
+    fn from(arg: XdpModeArg) -> Self {
+        match arg {
+            XdpModeArg::Auto => Self::Auto,
+            XdpModeArg::Native => Self::Native,
+            XdpModeArg::Generic => Self::Generic,
+        }
+    }
+}
+
+/// `vaultfw run --on-exit`: clap's mirror of [`crate::daemon::OnExit`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum OnExitArg {
+    /// Leave the pinned program and policy in force (default).
+    Keep,
+    /// Detach and remove every pin.
+    Detach,
+}
+
+impl From<OnExitArg> for crate::daemon::OnExit {
+    fn from(arg: OnExitArg) -> Self {
+        match arg {
+            OnExitArg::Keep => Self::Keep,
+            OnExitArg::Detach => Self::Detach,
+        }
+    }
 }

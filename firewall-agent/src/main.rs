@@ -52,11 +52,11 @@ fn run(args: RunArgs) -> ExitCode {
     let options = RunOptions {
         interfaces,
         source: PolicySource::new(args.policy, args.subnet_map),
-        xdp_mode: args.xdp_mode,
+        xdp_mode: args.xdp_mode.into(),
         stats_interval: Duration::from_secs(args.stats_interval),
         pin_dir: args.pin_dir,
         socket: args.socket,
-        on_exit: args.on_exit,
+        on_exit: args.on_exit.into(),
         watch_policy: !args.no_watch,
         event_rate: args.event_rate,
         log_allowed: args.log_allowed,

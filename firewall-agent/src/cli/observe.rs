@@ -9,12 +9,15 @@ use std::time::{Duration, Instant, SystemTime};
 
 use clap::Args;
 use firewall_common::Verdict;
+use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 
 use super::OutputFormat;
 use super::remote::{ShowArgs, SocketArgs, client_error, print_response, request};
 use crate::control::client;
 use crate::control::protocol::{Command, Response};
+use crate::control::replies::{LogsReply, StatsReply, VerdictCounts};
+use crate::telemetry::access::AccessRecord;
 
 /// `vaultfw stats`.
 #[derive(Debug, Args)]
@@ -77,15 +80,16 @@ pub fn stats(args: &StatsArgs) -> ExitCode {
     }
     let socket = &args.show.socket;
     let interval = Duration::from_secs_f64(args.interval);
-    let mut previous: Option<(Instant, Value)> = None;
+    let mut previous: Option<(Instant, StatsReply)> = None;
     let mut shown = 0u64;
     loop {
         let response = match client::send(&socket.socket, Command::Stats) {
             Ok(response) => response,
             Err(error) => return client_error(&error),
         };
-        let Some(now) = ok_result(&response) else {
-            return print_response(socket.output, &response);
+        let now: StatsReply = match reply(&response) {
+            Ok(now) => now,
+            Err(exit) => return exit.unwrap_or_else(|| print_response(socket.output, &response)),
         };
         let at = Instant::now();
         match &previous {
@@ -114,9 +118,20 @@ pub fn stats(args: &StatsArgs) -> ExitCode {
     }
 }
 
-/// The result of a successful response.
-fn ok_result(response: &Response) -> Option<Value> {
-    response.ok.then(|| response.result.clone()).flatten()
+/// The reply of a successful response; `Err(None)` for a failure (to
+/// print), `Err(Some(exit))` for a reply of another shape (said here).
+fn reply<T: DeserializeOwned>(response: &Response) -> Result<T, Option<ExitCode>> {
+    match response.result_as::<T>() {
+        Some(Ok(reply)) => Ok(reply),
+        Some(Err(error)) => {
+            eprintln!(
+                "vaultfw: unreadable answer from the daemon ({error}); use the vaultfw binary of \
+                 the daemon's release"
+            );
+            Err(Some(ExitCode::FAILURE))
+        }
+        None => Err(None),
+    }
 }
 
 /// Counter growth per second between two `Stats` answers.
@@ -129,52 +144,46 @@ struct Rates {
 }
 
 impl Rates {
-    fn between(before: &Value, now: &Value, elapsed: Duration) -> Self {
+    fn between(before: &StatsReply, now: &StatsReply, elapsed: Duration) -> Self {
         let seconds = elapsed.as_secs_f64().max(1e-6);
-        let rate = |a: &Value, b: &Value| {
-            b.as_u64()
-                .unwrap_or(0)
-                .saturating_sub(a.as_u64().unwrap_or(0)) as f64
-                / seconds
-        };
+        let rate = |a: u64, b: u64| b.saturating_sub(a) as f64 / seconds;
+        let count =
+            |counters: &VerdictCounts, v: &Verdict| counters.get(v.name()).copied().unwrap_or(0);
         let totals = Verdict::ALL
             .iter()
             .map(|v| {
-                let (a, b) = (&before["counters"][v.name()], &now["counters"][v.name()]);
-                (v.name().to_owned(), b.as_u64().unwrap_or(0), rate(a, b))
+                let (a, b) = (count(&before.counters, v), count(&now.counters, v));
+                (v.name().to_owned(), b, rate(a, b))
             })
             .collect();
-        let empty = Vec::new();
-        let interfaces = now["interfaces"]
-            .as_array()
-            .unwrap_or(&empty)
+        let interfaces = now
+            .interfaces
             .iter()
             .map(|i| {
-                let name = i["name"].as_str().unwrap_or("?").to_owned();
-                let old = before["interfaces"].as_array().and_then(|list| {
-                    list.iter()
-                        .find(|o| o["name"] == i["name"] && o["ifindex"] == i["ifindex"])
-                });
+                let old = before
+                    .interfaces
+                    .iter()
+                    .find(|o| o.name == i.name && o.ifindex == i.ifindex);
                 let rates = Verdict::ALL
                     .iter()
                     .map(|v| match old {
-                        Some(old) => rate(&old["counters"][v.name()], &i["counters"][v.name()]),
+                        Some(old) => rate(count(&old.counters, v), count(&i.counters, v)),
                         None => 0.0,
                     })
                     .collect();
-                (name, rates)
+                (i.name.clone(), rates)
             })
             .collect();
         Rates {
             seconds,
             totals,
             interfaces,
-            events_sent: rate(&before["events"]["sent"], &now["events"]["sent"]),
-            events_dropped: rate(&before["events"]["dropped"], &now["events"]["dropped"]),
+            events_sent: rate(before.events.sent, now.events.sent),
+            events_dropped: rate(before.events.dropped, now.events.dropped),
         }
     }
 
-    fn json(&self, now: &Value) -> Value {
+    fn json(&self, now: &StatsReply) -> Value {
         let rates: serde_json::Map<String, Value> = self
             .totals
             .iter()
@@ -195,16 +204,16 @@ impl Rates {
         json!({
             "time": humantime::format_rfc3339_millis(SystemTime::now()).to_string(),
             "interval_s": round2(self.seconds),
-            "generation": now["generation"],
+            "generation": now.generation,
             "packets_per_s": round2(self.totals.iter().map(|(_, _, r)| r).sum()),
             "rates": rates,
-            "totals": now["counters"],
+            "totals": now.counters,
             "interfaces": interfaces,
             "events": {
                 "sent_per_s": round2(self.events_sent),
                 "dropped_per_s": round2(self.events_dropped),
-                "sent": now["events"]["sent"],
-                "dropped": now["events"]["dropped"],
+                "sent": now.events.sent,
+                "dropped": now.events.dropped,
             },
         })
     }
@@ -214,14 +223,14 @@ fn round2(x: f64) -> f64 {
     (x * 100.0).round() / 100.0
 }
 
-fn print_rates(rates: &Rates, now: &Value, interval: f64) {
+fn print_rates(rates: &Rates, now: &StatsReply, interval: f64) {
     let mut out = String::new();
     if std::io::stdout().is_terminal() {
         out.push_str("\x1b[2J\x1b[H"); // clear the screen, cursor home
     }
     out.push_str(&format!(
         "vaultfw stats — generation {} — {} — every {interval} s (Ctrl-C stops)\n\n",
-        now["generation"],
+        now.generation,
         humantime::format_rfc3339_seconds(SystemTime::now()),
     ));
     out.push_str(&format!("{:<24}{:>14}{:>12}", "verdict", "total", "per s"));
@@ -241,7 +250,7 @@ fn print_rates(rates: &Rates, now: &Value, interval: f64) {
     out.push_str(&format!("{:<24}{frames:>14}{all:>12.1}\n\n", "all frames"));
     out.push_str(&format!(
         "access-log events: sent {} ({:.1}/s), dropped {} ({:.1}/s)\n",
-        now["events"]["sent"], rates.events_sent, now["events"]["dropped"], rates.events_dropped
+        now.events.sent, rates.events_sent, now.events.dropped, rates.events_dropped
     ));
     print!("{out}");
 }
@@ -262,14 +271,20 @@ pub fn logs(args: &LogsArgs) -> ExitCode {
             Ok(response) => response,
             Err(error) => return client_error(&error),
         };
-        let Some(page) = ok_result(&response) else {
-            return print_response(args.socket.output, &response);
+        let page: LogsReply = match reply(&response) {
+            Ok(page) => page,
+            Err(exit) => {
+                return exit.unwrap_or_else(|| print_response(args.socket.output, &response));
+            }
         };
-        let records = page["records"].as_array().cloned().unwrap_or_default();
+        let records = &page.page.records;
         let mut out = std::io::stdout().lock();
-        for record in &records {
+        for record in records {
             let line = match args.socket.output {
-                OutputFormat::Json => record.to_string(),
+                // As the JSON value the daemon sent (key order included).
+                OutputFormat::Json => serde_json::to_value(record)
+                    .map(|v| v.to_string())
+                    .unwrap_or_default(),
                 OutputFormat::Table => record_line(record),
             };
             if writeln!(out, "{line}").is_err() {
@@ -283,39 +298,39 @@ pub fn logs(args: &LogsArgs) -> ExitCode {
                 eprintln!(
                     "{} record(s); kernel events sent {}, dropped {} (rate limit {}/s per CPU)",
                     records.len(),
-                    page["events"]["sent"],
-                    page["events"]["dropped"],
-                    page["event_rate"],
+                    page.events.sent,
+                    page.events.dropped,
+                    page.event_rate,
                 );
             }
             return ExitCode::SUCCESS;
         }
-        after = page["cursor"].as_u64().or(after);
+        after = Some(page.page.cursor);
         std::thread::sleep(FOLLOW_POLL);
     }
 }
 
 /// One record for people: time, interface, reason, flow, VLAN, rule.
-fn record_line(r: &Value) -> String {
-    let text = |v: &Value| v.as_str().map_or_else(|| v.to_string(), str::to_owned);
+fn record_line(r: &AccessRecord) -> String {
     let mut line = format!(
         "{}  {}  {}  {} {}:{} -> {}:{}",
-        text(&r["time"]),
-        r["interface"]
-            .as_str()
-            .map_or_else(|| format!("ifindex {}", r["ifindex"]), str::to_owned),
-        text(&r["reason"]),
-        text(&r["proto"]),
-        text(&r["src"]),
-        r["sport"],
-        text(&r["dst"]),
-        r["dport"],
+        r.time,
+        r.interface
+            .clone()
+            .unwrap_or_else(|| format!("ifindex {}", r.ifindex)),
+        r.reason,
+        r.proto,
+        r.src,
+        r.sport,
+        r.dst,
+        r.dport,
     );
-    if let Some(vlan) = r["vlan"].as_u64() {
+    if let Some(vlan) = r.vlan {
         line.push_str(&format!("  vlan {vlan}"));
     }
-    if let Some(rule) = r["rule"].as_str() {
-        line.push_str(&format!("  rule {} {rule}", text(&r["rule_kind"])));
+    if let Some(rule) = &r.rule {
+        let kind = r.rule_kind.as_deref().unwrap_or("-");
+        line.push_str(&format!("  rule {kind} {rule}"));
     }
     line
 }

@@ -10,6 +10,7 @@ use serde_json::Value;
 use super::OutputFormat;
 use crate::control::client::{self, ClientError};
 use crate::control::protocol::{Command, ErrorKind, Response, RuleSpec, SentFile};
+use crate::control::replies::DetachReply;
 use crate::paths::{DEFAULT_PIN_DIR, DEFAULT_SOCKET, PinDir};
 use crate::policy::PolicySource;
 
@@ -271,8 +272,15 @@ pub fn detach(args: &DetachArgs) -> ExitCode {
         Err(ClientError::NotRunning { .. }) => {
             match crate::dataplane::pins::remove_all(&PinDir::new(&args.pin_dir)) {
                 Ok(removed) => {
-                    let doc = serde_json::json!({ "detached": true, "daemon_running": false, "unpinned": removed });
-                    print_value(args.socket.output, &doc);
+                    let reply = DetachReply {
+                        detached: true,
+                        daemon_running: Some(false),
+                        unpinned: Some(removed),
+                    };
+                    print_value(
+                        args.socket.output,
+                        &serde_json::to_value(&reply).unwrap_or(Value::Null),
+                    );
                     ExitCode::SUCCESS
                 }
                 Err(error) => {

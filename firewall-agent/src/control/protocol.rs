@@ -224,7 +224,9 @@ pub enum RuleSpec {
 pub struct Response {
     /// Whether the command succeeded (an idempotent no-op succeeds).
     pub ok: bool,
-    /// The command's output.
+    /// The command's output: the command's reply type
+    /// ([`super::replies`]) as JSON ([`Response::reply`],
+    /// [`Response::result_as`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub result: Option<serde_json::Value>,
     /// Why it failed.
@@ -264,6 +266,24 @@ impl Response {
             result: Some(result),
             error: None,
         }
+    }
+
+    /// A success answered with `reply`, one of the [`super::replies`]
+    /// types.
+    pub fn reply(reply: &impl Serialize) -> Self {
+        // Invariant: the reply types are plain structs with string keys,
+        // which always serialize to JSON.
+        Response::ok(serde_json::to_value(reply).expect("invariant: replies serialize to JSON"))
+    }
+
+    /// The result of a success read as reply type `T`: `None` for a
+    /// failure, an error when the result does not have `T`'s shape (a
+    /// daemon of another release).
+    pub fn result_as<T: serde::de::DeserializeOwned>(
+        &self,
+    ) -> Option<Result<T, serde_json::Error>> {
+        let result = self.result.as_ref().filter(|_| self.ok)?;
+        Some(T::deserialize(result))
     }
 
     /// A failure.

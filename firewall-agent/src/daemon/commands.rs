@@ -5,15 +5,19 @@
 
 use std::time::{Duration, SystemTime};
 
-use firewall_common::Verdict;
-use serde_json::{Value, json};
+use serde::Serialize;
 
 use crate::control::protocol::{Command, ErrorKind, Response, RuleSpec};
+use crate::control::replies::{
+    ChangeReply, ConfirmReply, DataPlaneShown, DetachReply, InterfaceStats, IpRuleShown,
+    LimitsShown, RuleListReply, ShowReply, StatsReply, TrustedServiceShown, VnetPrefixShown,
+    WaitingRule,
+};
 use crate::dataplane::{ApplyReport, Confirmation};
 use crate::persist::Edit;
 use crate::policy::{self, Endpoint, WriteBack, fmt_ipv4_rule};
 
-use super::observe::hits_json;
+use super::observe::{rule_hits, verdict_counts};
 use super::reconcile::{Change, ChangeError};
 use super::state::{Daemon, PendingApply, endpoint_interfaces, refuse_missing_endpoints};
 
@@ -25,7 +29,8 @@ pub struct Outcome {
     pub stop: bool,
 }
 
-type Handled = Result<Value, Response>;
+/// A command's reply, or the error response to send instead.
+type Handled<T = ChangeReply> = Result<T, Response>;
 
 impl Daemon {
     /// Handles one command.
@@ -36,29 +41,32 @@ impl Daemon {
             Command::Show => {
                 // The file may have changed since the last change (no watch).
                 self.refresh_policy_sync();
-                Ok(self.show())
+                Ok(reply(&self.show()))
             }
-            Command::Stats => self.stats(),
-            Command::RuleList => self.rule_list(),
+            Command::Stats => self.stats().map(|r| reply(&r)),
+            Command::RuleList => self.rule_list().map(|r| reply(&r)),
             Command::RuleAdd {
                 rule,
                 if_generation,
             } => self
                 .check_generation(if_generation)
-                .and_then(|()| self.rule_add(rule)),
+                .and_then(|()| self.rule_add(rule))
+                .map(|r| reply(&r)),
             Command::RuleRemove {
                 rule,
                 if_generation,
             } => self
                 .check_generation(if_generation)
-                .and_then(|()| self.rule_remove(rule)),
+                .and_then(|()| self.rule_remove(rule))
+                .map(|r| reply(&r)),
             Command::Update {
                 default_action,
                 bypass,
                 if_generation,
             } => self
                 .check_generation(if_generation)
-                .and_then(|()| self.update(default_action, bypass)),
+                .and_then(|()| self.update(default_action, bypass))
+                .map(|r| reply(&r)),
             Command::Apply {
                 file,
                 format,
@@ -66,15 +74,18 @@ impl Daemon {
                 subnet_map,
                 confirm_within_s,
                 if_generation,
-            } => self.check_generation(if_generation).and_then(|()| {
-                let map = subnet_map.map(|m| policy::FileText {
-                    path: m.file.into(),
-                    text: m.text,
-                });
-                let applied = policy::PolicyText::received(file.into(), format, text, map);
-                self.apply_file(&applied, confirm_within_s)
-            }),
-            Command::Confirm => self.confirm(),
+            } => self
+                .check_generation(if_generation)
+                .and_then(|()| {
+                    let map = subnet_map.map(|m| policy::FileText {
+                        path: m.file.into(),
+                        text: m.text,
+                    });
+                    let applied = policy::PolicyText::received(file.into(), format, text, map);
+                    self.apply_file(&applied, confirm_within_s)
+                })
+                .map(|r| reply(&r)),
+            Command::Confirm => self.confirm().map(|r| reply(&r)),
             // The access log belongs to the daemon loop, which answers this
             // itself (see `observe::Observer::logs`).
             Command::Logs { .. } => Err(Response::error(
@@ -84,11 +95,17 @@ impl Daemon {
             Command::Detach => {
                 stop = true;
                 self.detach()
-                    .map(|()| json!({ "detached": true }))
+                    .map(|()| {
+                        reply(&DetachReply {
+                            detached: true,
+                            daemon_running: None,
+                            unpinned: None,
+                        })
+                    })
                     .map_err(|e| Response::error(ErrorKind::KernelRefused, e.to_string()))
             }
         };
-        let response = result.map_or_else(|error| error, Response::ok);
+        let response = result.unwrap_or_else(|error| error);
         Outcome { response, stop }
     }
 
@@ -112,100 +129,98 @@ impl Daemon {
         Ok(())
     }
 
-    fn show(&self) -> Value {
+    fn show(&self) -> ShowReply {
         let report = self.interface_report();
         let mut warnings = notes(&self.policy);
         warnings.extend(report.warnings());
         let p = &self.policy;
-        json!({
-            "generation": self.generation,
-            "protected": report.protected,
-            "iface": self.options.interfaces.to_string(),
-            "interfaces": report.filtered,
-            "interfaces_not_attached": report.not_attached,
-            "unfiltered_interfaces": report.unfiltered,
-            "missing_interfaces": report.missing,
-            "unmanaged_links": report.unmanaged_links,
-            "on_exit": self.options.on_exit,
-            "pin_dir": self.options.pin_dir,
-            "policy_file": self.options.source.path,
-            "default_action": p.default_action,
-            "bypass": p.bypass,
-            "mode": p.mode,
-            "ipv6": p.ipv6,
-            "limits": p.limits,
-            "data_plane": p.data_plane,
-            "ip_rules": p.ip_rules.len(),
-            "virtual_network_rules": p.virtual_network_rules.len(),
-            "trusted_service_prefixes": p.trusted_services.prefixes.len(),
-            "awaiting_confirmation_until": self.pending.as_ref().map(|pa| humantime::format_rfc3339_seconds(pa.deadline).to_string()),
-            "health": self.health,
-            "forwarded_traffic": if self.options.pass_forwarded { "passed" } else { "judged" },
-            "warnings": warnings,
-        })
+        ShowReply {
+            generation: self.generation,
+            protected: report.protected,
+            iface: self.options.interfaces.to_string(),
+            interfaces: report.filtered,
+            interfaces_not_attached: report.not_attached,
+            unfiltered_interfaces: report.unfiltered,
+            missing_interfaces: report.missing,
+            unmanaged_links: report.unmanaged_links,
+            on_exit: wire_name(self.options.on_exit),
+            pin_dir: self.options.pin_dir.clone(),
+            policy_file: self.options.source.path.clone(),
+            default_action: wire_name(p.default_action),
+            bypass: wire_name(p.bypass),
+            mode: wire_name(p.mode),
+            ipv6: wire_name(p.ipv6),
+            limits: LimitsShown {
+                profile: p.limits.profile.name().to_owned(),
+                ip_rules: p.limits.ip_rules,
+                virtual_network_rules: p.limits.virtual_network_rules,
+            },
+            data_plane: DataPlaneShown {
+                tcp_ports: p.data_plane.tcp_ports.clone(),
+                udp_ports: p.data_plane.udp_ports.clone(),
+                guard_control_ports: p.data_plane.guard_control_ports.clone(),
+            },
+            ip_rules: p.ip_rules.len(),
+            virtual_network_rules: p.virtual_network_rules.len(),
+            trusted_service_prefixes: p.trusted_services.prefixes.len(),
+            awaiting_confirmation_until: self.pending.as_ref().map(|pa| rfc3339(pa.deadline)),
+            health: serde_json::to_value(&self.health)
+                .expect("invariant: Health serializes to JSON"),
+            forwarded_traffic: if self.options.pass_forwarded {
+                "passed"
+            } else {
+                "judged"
+            }
+            .to_owned(),
+            warnings,
+        }
     }
 
-    fn stats(&self) -> Handled {
+    fn stats(&self) -> Handled<StatsReply> {
         let sample = self
             .counter_sample()
             .map_err(|e| Response::error(ErrorKind::KernelRefused, e.to_string()))?;
-        let counters =
-            |totals: &crate::dataplane::VerdictTotals| -> serde_json::Map<String, Value> {
-                Verdict::ALL
-                    .iter()
-                    .map(|v| (v.name().to_owned(), json!(totals[v.index() as usize])))
-                    .collect()
-            };
-        let interfaces: Vec<Value> = sample
-            .interfaces
-            .iter()
-            .map(|i| json!({ "name": i.name, "ifindex": i.ifindex, "counters": counters(&i.totals) }))
-            .collect();
-        let events = sample.events;
-        Ok(json!({
-            "generation": self.generation,
-            "counters": counters(&sample.totals),
-            "interfaces": interfaces,
-            "events": {
-                "sent": events.sent,
-                "dropped": events.rate_limited + events.ring_full,
-                "rate_limited": events.rate_limited,
-                "ring_full": events.ring_full,
-            },
-        }))
+        Ok(StatsReply {
+            generation: self.generation,
+            counters: verdict_counts(&sample.totals),
+            interfaces: sample
+                .interfaces
+                .iter()
+                .map(|i| InterfaceStats {
+                    name: i.name.clone(),
+                    ifindex: i.ifindex,
+                    counters: verdict_counts(&i.totals),
+                })
+                .collect(),
+            events: sample.events.into(),
+        })
     }
 
     /// The rules as the kernel serves them (read back from the maps),
     /// described from the policy, each with its hits (packets, bytes, last
     /// hit): an IP rule's slot is its trie value; the prefixes of one
     /// subnet rule share the rule's slot; each trusted service has one.
-    fn rule_list(&self) -> Handled {
+    fn rule_list(&self) -> Handled<RuleListReply> {
         let kernel = |e: crate::dataplane::DataplaneError| {
             Response::error(ErrorKind::KernelRefused, e.to_string())
         };
         let hits = self.dataplane.rule_hits().map_err(kernel)?;
-        let with_hits = |mut entry: Value, slot: u32| {
-            if let (Value::Object(entry), Value::Object(h)) = (&mut entry, hits_json(&hits, slot)) {
-                entry.extend(h);
-            }
-            entry
-        };
-        let ip: Vec<Value> = self
+        let ip: Vec<IpRuleShown> = self
             .dataplane
             .active_ip_rules()
             .map_err(kernel)?
             .into_iter()
             .map(|(network, slot)| {
                 let rule = self.policy.ip_rules.iter().find(|r| r.network == network);
-                let entry = json!({
-                    "rule": Shown(network).to_string(),
-                    "comment": rule.and_then(|r| r.comment.clone()),
-                    "expires_at": rule.and_then(|r| r.expires_at).map(|t| humantime::format_rfc3339_seconds(t).to_string()),
-                });
-                with_hits(entry, slot)
+                IpRuleShown {
+                    rule: Shown(network).to_string(),
+                    comment: rule.and_then(|r| r.comment.clone()),
+                    expires_at: rule.and_then(|r| r.expires_at).map(rfc3339),
+                    hits: rule_hits(&hits, slot),
+                }
             })
             .collect();
-        let vnet: Vec<Value> = self
+        let vnet: Vec<VnetPrefixShown> = self
             .dataplane
             .active_vnet_rules()
             .map_err(kernel)?
@@ -217,28 +232,37 @@ impl Daemon {
                         && crate::compile::endpoint_key(&r.endpoint, &self.interfaces)
                             == Some((key.ifindex, key.vlan))
                 });
-                let entry = json!({
-                    "id": rule.map(|r| r.id.clone()),
-                    "subnet": Shown(prefix).to_string(),
-                    "endpoint": rule.map(|r| r.endpoint.to_string()),
-                    "ifindex": key.ifindex,
-                    "vlan": (key.vlan != firewall_common::VLAN_ANY).then_some(key.vlan),
-                });
-                // The hits are the whole rule's (its prefixes share them).
-                with_hits(entry, slot)
+                VnetPrefixShown {
+                    id: rule.map(|r| r.id.clone()),
+                    subnet: Shown(prefix).to_string(),
+                    endpoint: rule.map(|r| r.endpoint.to_string()),
+                    ifindex: key.ifindex,
+                    vlan: (key.vlan != firewall_common::VLAN_ANY).then_some(key.vlan),
+                    // The whole rule's (its prefixes share them).
+                    hits: rule_hits(&hits, slot),
+                }
             })
             .collect();
-        let waiting: Vec<Value> = self
+        let waiting: Vec<WaitingRule> = self
             .policy
             .virtual_network_rules
             .iter()
-            .filter(|r| r.endpoint.interface.as_ref().is_some_and(|i| !self.interfaces.contains_key(i)))
-            .map(|r| json!({ "id": r.id, "endpoint": r.endpoint.to_string(), "state": "interface missing: matches nothing" }))
+            .filter(|r| {
+                r.endpoint
+                    .interface
+                    .as_ref()
+                    .is_some_and(|i| !self.interfaces.contains_key(i))
+            })
+            .map(|r| WaitingRule {
+                id: r.id.clone(),
+                endpoint: r.endpoint.to_string(),
+                state: "interface missing: matches nothing".to_owned(),
+            })
             .collect();
         let trusted = self.dataplane.active_trusted().map_err(kernel)?.len();
         let slots = self.dataplane.hit_slots();
         let bypass_on = self.policy.bypass == policy::Bypass::AzureServices;
-        let services: Vec<Value> = policy::catalogue()
+        let services: Vec<TrustedServiceShown> = policy::catalogue()
             .iter()
             .enumerate()
             .filter(|(_, s)| {
@@ -256,18 +280,22 @@ impl Daemon {
                     .iter()
                     .filter(|p| p.service == s.name)
                     .count();
-                let entry = json!({ "service": s.name, "prefixes": prefixes, "active": bypass_on });
-                with_hits(entry, slots.trusted(index as u32))
+                TrustedServiceShown {
+                    service: s.name.to_owned(),
+                    prefixes,
+                    active: bypass_on,
+                    hits: rule_hits(&hits, slots.trusted(index as u32)),
+                }
             })
             .collect();
-        Ok(json!({
-            "generation": self.generation,
-            "ip_rules": ip,
-            "virtual_network_rules": vnet,
-            "virtual_network_rules_waiting": waiting,
-            "trusted_service_prefixes": trusted,
-            "trusted_services": services,
-        }))
+        Ok(RuleListReply {
+            generation: self.generation,
+            ip_rules: ip,
+            virtual_network_rules: vnet,
+            virtual_network_rules_waiting: waiting,
+            trusted_service_prefixes: trusted,
+            trusted_services: services,
+        })
     }
 
     fn rule_add(&mut self, rule: RuleSpec) -> Handled {
@@ -456,13 +484,15 @@ impl Daemon {
                     files,
                     file_before,
                 });
-                let mut answer = changed(
-                    &report,
-                    format!("applied; run `vaultfw confirm` within {seconds} s or it rolls back"),
-                );
-                answer["awaiting_confirmation_until"] =
-                    json!(humantime::format_rfc3339_seconds(deadline).to_string());
-                Ok(answer)
+                Ok(ChangeReply {
+                    awaiting_confirmation_until: Some(rfc3339(deadline)),
+                    ..changed(
+                        &report,
+                        format!(
+                            "applied; run `vaultfw confirm` within {seconds} s or it rolls back"
+                        ),
+                    )
+                })
             }
             None => {
                 let change = Change {
@@ -477,7 +507,7 @@ impl Daemon {
 
     /// Writes the applied policy to the file; until that succeeds the apply
     /// stays unconfirmed (and rolls back at its deadline).
-    fn confirm(&mut self) -> Handled {
+    fn confirm(&mut self) -> Handled<ConfirmReply> {
         let pending = self
             .pending
             .as_ref()
@@ -522,9 +552,10 @@ impl Daemon {
         self.pending = None;
         // Confirmed: interfaces only the previous policy named go now.
         self.detach_unwanted();
-        Ok(
-            json!({ "generation": self.generation, "message": "confirmed; the policy file now holds the applied policy" }),
-        )
+        Ok(ConfirmReply {
+            generation: self.generation,
+            message: "confirmed; the policy file now holds the applied policy".to_owned(),
+        })
     }
 
     /// A confirm after the deadline: the kernel serves (or is about to
@@ -624,12 +655,45 @@ fn invalid(message: impl Into<String>) -> Response {
     Response::error(ErrorKind::InvalidInput, message)
 }
 
-fn unchanged(generation: u64, message: String) -> Value {
-    json!({ "changed": false, "generation": generation, "message": message })
+/// A reply as the response's `result`.
+fn reply(reply: &impl Serialize) -> Response {
+    Response::reply(reply)
 }
 
-fn changed(report: &ApplyReport, message: String) -> Value {
-    json!({ "changed": report.changed, "generation": report.generation, "message": message, "map_writes": report.map_writes })
+/// `value`'s name on the wire: a policy or option enum as the policy file
+/// and `show` spell it (`"Deny"`, `"keep"`).
+fn wire_name(value: impl Serialize) -> String {
+    match serde_json::to_value(value) {
+        Ok(serde_json::Value::String(name)) => name,
+        other => unreachable!("invariant: a unit enum serializes to its name, not {other:?}"),
+    }
+}
+
+/// A time as replies carry it: RFC 3339, UTC, seconds.
+fn rfc3339(at: SystemTime) -> String {
+    humantime::format_rfc3339_seconds(at).to_string()
+}
+
+/// The answer to a change that was not needed: nothing was written.
+fn unchanged(generation: u64, message: String) -> ChangeReply {
+    ChangeReply {
+        changed: false,
+        generation,
+        message,
+        map_writes: None,
+        awaiting_confirmation_until: None,
+    }
+}
+
+/// The answer to a change the kernel serves now.
+fn changed(report: &ApplyReport, message: String) -> ChangeReply {
+    ChangeReply {
+        changed: report.changed,
+        generation: report.generation,
+        message,
+        map_writes: Some(report.map_writes),
+        awaiting_confirmation_until: None,
+    }
 }
 
 /// An IPv4 network shown the way rules are (`a.b.c.d` for a /32).

@@ -25,6 +25,8 @@ mod interfaces;
 mod observe;
 mod reconcile;
 mod state;
+#[cfg(test)]
+mod tests;
 mod watch;
 
 use std::net::SocketAddr;
@@ -48,7 +50,7 @@ use state::Daemon;
 pub use state::PolicySource;
 
 /// What a stop of the daemon does to the filter.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum OnExit {
     /// Leave the pinned program and policy in force (default).
@@ -124,11 +126,10 @@ pub enum RunError {
     },
 }
 
-/// Runs until SIGINT, SIGTERM or `vaultfw detach`.
+/// Runs until SIGINT, SIGTERM or `vaultfw detach`: installs the signal
+/// handlers, claims the control socket, then [`serve`]s.
 pub async fn run(options: RunOptions) -> Result<(), RunError> {
     let setup = |what| move |source| RunError::Setup { what, source };
-    // Signals first: a stop that arrives at any moment after this is a
-    // clean stop, never the default action (death without cleanup).
     if let Some(addr) = options
         .metrics_addr
         .filter(|a| !a.ip().is_loopback() && !options.metrics_allow_remote)
@@ -138,12 +139,47 @@ pub async fn run(options: RunOptions) -> Result<(), RunError> {
              counters and rules; use 127.0.0.1:PORT, or add --metrics-allow-remote"
         )));
     }
+    // Signals first: a stop that arrives at any moment after this is a
+    // clean stop, never the default action (death without cleanup).
     let mut sigint = signal(SignalKind::interrupt()).map_err(setup("handle SIGINT"))?;
     let mut sigterm = signal(SignalKind::terminate()).map_err(setup("handle SIGTERM"))?;
     let mut sighup = signal(SignalKind::hangup()).map_err(setup("handle SIGHUP"))?;
     let listener = server::bind(&options.socket).await?;
     // However `run` ends from here on, the socket file goes with it.
     let _socket_file = server::SocketFile(options.socket.clone());
+    let shutdown = async move {
+        tokio::select! {
+            _ = sigint.recv() => {}
+            _ = sigterm.recv() => {}
+        }
+    };
+    let (reload_tx, reloads) = mpsc::channel(1);
+    // A SIGHUP while a reload is queued already is the same reload.
+    let forward_sighup = tokio::spawn(async move {
+        while sighup.recv().await.is_some() {
+            let _ = reload_tx.try_send(());
+        }
+    });
+    let served = serve(listener, shutdown, reloads, options).await;
+    forward_sighup.abort();
+    served
+}
+
+/// Serves `options` with the control socket `listener` until `shutdown`
+/// resolves or `vaultfw detach` arrives; each message on `reloads` reloads
+/// the policy file and reopens the access log (what SIGHUP does). Loads the
+/// policy, the program and the maps, attaches, then runs the event loop;
+/// on the way out the filter stays or goes as `options.on_exit` says.
+///
+/// The seam for tests: [`run`] passes the signals; a test passes a channel
+/// and a socket in a temporary directory.
+pub async fn serve(
+    listener: tokio::net::UnixListener,
+    shutdown: impl Future<Output = ()>,
+    mut reloads: mpsc::Receiver<()>,
+    options: RunOptions,
+) -> Result<(), RunError> {
+    let setup = |what| move |source| RunError::Setup { what, source };
     // Subscribe before resolving, so no link change falls between the two.
     let mut link_events =
         crate::links::LinkEvents::subscribe().map_err(setup("subscribe to link events"))?;
@@ -212,6 +248,7 @@ pub async fn run(options: RunOptions) -> Result<(), RunError> {
     };
     let mut ticker = tokio::time::interval(daemon.options().stats_interval);
     ticker.tick().await; // the first tick is immediate
+    let mut shutdown = std::pin::pin!(shutdown);
 
     loop {
         let deadline = sleep_until(daemon.next_deadline());
@@ -236,7 +273,7 @@ pub async fn run(options: RunOptions) -> Result<(), RunError> {
                     break;
                 }
             }
-            _ = sighup.recv() => {
+            Some(()) = reloads.recv() => {
                 observer.reopen();
                 observer.timed(&mut daemon, |d| d.reload("SIGHUP"));
             }
@@ -268,8 +305,7 @@ pub async fn run(options: RunOptions) -> Result<(), RunError> {
                     let _ = reply.send(snapshot);
                 }
             }
-            _ = sigint.recv() => break,
-            _ = sigterm.recv() => break,
+            () = &mut shutdown => break,
         }
     }
 

@@ -6,11 +6,11 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant, SystemTime};
 
-use firewall_common::{AccessEvent, DEFAULT_TRUSTED_CAPACITY, DEFAULT_VNET_CAPACITY};
-use serde_json::json;
+use firewall_common::{AccessEvent, DEFAULT_TRUSTED_CAPACITY, DEFAULT_VNET_CAPACITY, Verdict};
 
 use crate::control::protocol::{ErrorKind, Response};
-use crate::dataplane::{Dataplane, DataplaneError, RuleHitTotals};
+use crate::control::replies::{EventCounts, LogsReply, RuleHits, VerdictCounts};
+use crate::dataplane::{Dataplane, DataplaneError, EventTotals, RuleHitTotals, VerdictTotals};
 use crate::telemetry::{
     self, AccessLog, AccessRecord, CounterSample, HealthSample, InterfaceCounters, MapFill,
     MetricsSnapshot, RuleHitSample, RuleRef, StatsReporter, rule_slots,
@@ -125,14 +125,28 @@ impl Daemon {
 }
 
 /// The hit totals of hit slot `slot` (zeros when never hit).
-pub(super) fn hits_json(hits: &BTreeMap<u32, RuleHitTotals>, slot: u32) -> serde_json::Value {
-    match hits.get(&slot) {
-        Some(h) => json!({
-            "packets": h.packets,
-            "bytes": h.bytes,
-            "last_hit": h.last_hit.map(|t| humantime::format_rfc3339_millis(t).to_string()),
-        }),
-        None => json!({ "packets": 0, "bytes": 0, "last_hit": null }),
+pub(super) fn rule_hits(hits: &BTreeMap<u32, RuleHitTotals>, slot: u32) -> RuleHits {
+    hits.get(&slot)
+        .map_or_else(RuleHits::default, |h| RuleHits {
+            packets: h.packets,
+            bytes: h.bytes,
+            last_hit: h
+                .last_hit
+                .map(|t| humantime::format_rfc3339_millis(t).to_string()),
+        })
+}
+
+/// Verdict counters by their names.
+pub(super) fn verdict_counts(totals: &VerdictTotals) -> VerdictCounts {
+    Verdict::ALL
+        .iter()
+        .map(|v| (v.name().to_owned(), totals[v.index() as usize]))
+        .collect()
+}
+
+impl From<EventTotals> for EventCounts {
+    fn from(totals: EventTotals) -> Self {
+        EventCounts::new(totals.sent, totals.rate_limited, totals.ring_full)
     }
 }
 
@@ -242,20 +256,14 @@ impl Observer {
             Ok(since) => since,
             Err(message) => return Response::error(ErrorKind::InvalidInput, message),
         };
-        let page = self.access.query(after, since, limit);
-        let events = daemon.dataplane.event_totals().unwrap_or_default();
-        let mut result = serde_json::to_value(&page).unwrap_or_else(|_| json!({}));
-        result["events"] = json!({
-            "sent": events.sent,
-            "dropped": events.rate_limited + events.ring_full,
-            "rate_limited": events.rate_limited,
-            "ring_full": events.ring_full,
-        });
-        result["event_rate"] = json!(daemon.options.event_rate);
-        result["log_allowed"] = json!(daemon.options.log_allowed);
-        result["file"] = json!(self.access.path());
-        result["file_health"] = json!(self.access.file_health());
-        Response::ok(result)
+        Response::reply(&LogsReply {
+            page: self.access.query(after, since, limit),
+            events: daemon.dataplane.event_totals().unwrap_or_default().into(),
+            event_rate: daemon.options.event_rate,
+            log_allowed: daemon.options.log_allowed,
+            file: self.access.path().map(Into::into),
+            file_health: self.access.file_health(),
+        })
     }
 }
 

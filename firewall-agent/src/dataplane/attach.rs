@@ -17,8 +17,8 @@ use serde::Serialize;
 use super::DataplaneError;
 use super::netlink::xdp_attachment;
 
-/// The `--xdp-mode` an operator asks for.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+/// The XDP mode an operator asks for (`vaultfw run --xdp-mode`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum XdpModeRequest {
     /// Native (driver) XDP where the driver has it, else generic with a
     /// warning.

@@ -1,0 +1,551 @@
+//! The `result` of each successful control command: one type per verb,
+//! built by the daemon and read by the CLI, so a field renamed on one side
+//! fails to compile on the other (and the golden tests below fix the wire
+//! form operators' scripts read with `--output json`).
+//!
+//! | command | reply |
+//! |---|---|
+//! | `show` | [`ShowReply`] |
+//! | `stats` | [`StatsReply`] |
+//! | `rule_list` | [`RuleListReply`] |
+//! | `rule_add`, `rule_remove`, `update`, `apply` | [`ChangeReply`] |
+//! | `confirm` | [`ConfirmReply`] |
+//! | `detach` | [`DetachReply`] |
+//! | `logs` | [`LogsReply`] |
+//!
+//! Fields are added, never renamed (see [`super::protocol`]). Times are
+//! RFC 3339 strings, UTC.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::telemetry::access::{FileHealth, LogsPage};
+
+/// `show`: the policy in force, its generation, and the interfaces as the
+/// kernel holds them.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ShowReply {
+    /// The generation the kernel serves.
+    pub generation: u64,
+    /// Every interface the daemon must filter is attached (at least one),
+    /// and every `--iface` name exists.
+    pub protected: bool,
+    /// `--iface` as given (`all`, or the names joined).
+    pub iface: String,
+    /// One object per filtered interface (name, ifindex, attach mode and
+    /// kind, as `daemon/interfaces.rs` reports them).
+    pub interfaces: Vec<Value>,
+    /// Interfaces that must be filtered and are not (failed attaches).
+    pub interfaces_not_attached: Vec<Value>,
+    /// Interfaces with an address that nothing filters.
+    pub unfiltered_interfaces: Vec<Value>,
+    /// `--iface` names that do not exist now.
+    pub missing_interfaces: Vec<String>,
+    /// Pinned links in the pin directory this daemon does not hold.
+    pub unmanaged_links: Vec<Value>,
+    /// `--on-exit`: `"keep"` or `"detach"`.
+    pub on_exit: String,
+    /// The pin directory.
+    pub pin_dir: PathBuf,
+    /// The policy file.
+    pub policy_file: PathBuf,
+    /// `"Allow"` or `"Deny"`.
+    pub default_action: String,
+    /// `"AzureServices"` or `"None"`.
+    pub bypass: String,
+    /// `"Enforce"` or `"Audit"`.
+    pub mode: String,
+    /// What IPv6 to the data plane gets: `"Deny"` or `"Allow"`.
+    pub ipv6: String,
+    /// The rule-count limits the policy was validated against.
+    pub limits: LimitsShown,
+    /// The guarded ports.
+    pub data_plane: DataPlaneShown,
+    /// Number of IP rules.
+    pub ip_rules: usize,
+    /// Number of virtual network (subnet) rules.
+    pub virtual_network_rules: usize,
+    /// Number of trusted-service prefixes in the catalogue in use.
+    pub trusted_service_prefixes: usize,
+    /// The deadline of an unconfirmed `apply --confirm-within`.
+    pub awaiting_confirmation_until: Option<String>,
+    /// The daemon's health beyond the kernel (policy file in sync, the last
+    /// reload, the control socket), as `daemon/health.rs` reports it.
+    pub health: Value,
+    /// `"passed"` (`--pass-forwarded`) or `"judged"`.
+    pub forwarded_traffic: String,
+    /// Sentences an operator should read.
+    pub warnings: Vec<String>,
+}
+
+/// A policy's `limits` as `show` reports them.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LimitsShown {
+    /// `"kv-2020"`, `"kv-current"` or `"explicit"`.
+    pub profile: String,
+    /// Maximum IP rules.
+    pub ip_rules: usize,
+    /// Maximum virtual network rules.
+    pub virtual_network_rules: usize,
+}
+
+/// A policy's `data_plane` ports as `show` reports them (host byte order).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DataPlaneShown {
+    /// Guarded TCP destination ports.
+    pub tcp_ports: BTreeSet<u16>,
+    /// Guarded UDP destination ports.
+    pub udp_ports: BTreeSet<u16>,
+    /// Control-plane TCP ports guarded on purpose.
+    pub guard_control_ports: BTreeSet<u16>,
+}
+
+/// Verdict counters by counter name (`firewall_common::Verdict::name`):
+/// frames counted since the counters were created.
+pub type VerdictCounts = BTreeMap<String, u64>;
+
+/// `stats`: the verdict counters in total and per attached interface.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StatsReply {
+    /// The generation the kernel serves.
+    pub generation: u64,
+    /// Over every interface.
+    pub counters: VerdictCounts,
+    /// Per attached interface.
+    pub interfaces: Vec<InterfaceStats>,
+    /// The access log's kernel-side accounting.
+    pub events: EventCounts,
+}
+
+/// One attached interface's counters.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InterfaceStats {
+    /// Its name.
+    pub name: String,
+    /// Its ifindex.
+    pub ifindex: u32,
+    /// Its counters.
+    pub counters: VerdictCounts,
+}
+
+/// Access-log events the kernel sent and dropped, summed over CPUs.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EventCounts {
+    /// Written to the ring buffer.
+    pub sent: u64,
+    /// Not written: `rate_limited + ring_full`.
+    pub dropped: u64,
+    /// Dropped by the per-CPU rate limit (`--event-rate`).
+    pub rate_limited: u64,
+    /// Dropped because the ring buffer was full.
+    pub ring_full: u64,
+}
+
+impl EventCounts {
+    /// The counts, with `dropped` their sum.
+    pub fn new(sent: u64, rate_limited: u64, ring_full: u64) -> Self {
+        EventCounts {
+            sent,
+            dropped: rate_limited + ring_full,
+            rate_limited,
+            ring_full,
+        }
+    }
+}
+
+/// `rule_list`: the rules the kernel serves, read back from its maps and
+/// described from the policy, each with its hits.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RuleListReply {
+    /// The generation the kernel serves.
+    pub generation: u64,
+    /// IP rules.
+    pub ip_rules: Vec<IpRuleShown>,
+    /// Subnet rules, one entry per prefix and endpoint key.
+    pub virtual_network_rules: Vec<VnetPrefixShown>,
+    /// Subnet rules whose endpoint interface does not exist now.
+    pub virtual_network_rules_waiting: Vec<WaitingRule>,
+    /// Trusted-service prefixes in the kernel's table.
+    pub trusted_service_prefixes: usize,
+    /// The trusted services the policy enables.
+    pub trusted_services: Vec<TrustedServiceShown>,
+}
+
+/// The frames a rule allowed (zeros when never hit).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RuleHits {
+    /// Frames.
+    pub packets: u64,
+    /// Their bytes.
+    pub bytes: u64,
+    /// The latest hit (RFC 3339 with milliseconds).
+    pub last_hit: Option<String>,
+}
+
+/// One IP rule the kernel serves.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IpRuleShown {
+    /// The address or range (a /32 shown bare).
+    pub rule: String,
+    /// The policy's comment on it.
+    pub comment: Option<String>,
+    /// When it expires (RFC 3339, seconds).
+    pub expires_at: Option<String>,
+    /// Its hits.
+    #[serde(flatten)]
+    pub hits: RuleHits,
+}
+
+/// One prefix of a subnet rule the kernel serves.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VnetPrefixShown {
+    /// The rule's id (`None`: no rule of the policy owns the key).
+    pub id: Option<String>,
+    /// The prefix (a /32 shown bare).
+    pub subnet: String,
+    /// The rule's endpoint as written.
+    pub endpoint: Option<String>,
+    /// The key's ifindex (`firewall_common::IFINDEX_ANY` for VLAN only).
+    pub ifindex: u32,
+    /// The key's VLAN id (`None`: any VLAN).
+    pub vlan: Option<u32>,
+    /// The whole rule's hits (its prefixes share them).
+    #[serde(flatten)]
+    pub hits: RuleHits,
+}
+
+/// A subnet rule whose endpoint interface is missing.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WaitingRule {
+    /// Its id.
+    pub id: String,
+    /// Its endpoint as written.
+    pub endpoint: String,
+    /// Why it matches nothing.
+    pub state: String,
+}
+
+/// One trusted service the policy enables.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TrustedServiceShown {
+    /// Its catalogue name.
+    pub service: String,
+    /// Its prefixes in the catalogue in use.
+    pub prefixes: usize,
+    /// Whether `bypass = AzureServices` makes it pass.
+    pub active: bool,
+    /// Its hits.
+    #[serde(flatten)]
+    pub hits: RuleHits,
+}
+
+/// `rule_add`, `rule_remove`, `update`, `apply`: what a change did.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChangeReply {
+    /// False when the policy already said so (nothing was written).
+    pub changed: bool,
+    /// The generation served after the change.
+    pub generation: u64,
+    /// One sentence for the operator.
+    pub message: String,
+    /// Map element writes and deletes (absent when nothing was tried).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub map_writes: Option<usize>,
+    /// For `apply --confirm-within`: the rollback deadline.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub awaiting_confirmation_until: Option<String>,
+}
+
+/// `confirm`: the pending apply is now the declared policy.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConfirmReply {
+    /// The generation served.
+    pub generation: u64,
+    /// One sentence for the operator.
+    pub message: String,
+}
+
+/// `detach` (and the CLI's own detach when no daemon runs).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DetachReply {
+    /// Always true in a success.
+    pub detached: bool,
+    /// `Some(false)` when the CLI unpinned by itself (no daemon ran).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub daemon_running: Option<bool>,
+    /// The pins the CLI removed by itself.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unpinned: Option<Vec<String>>,
+}
+
+/// `logs`: a page of the in-memory access log and its accounting.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LogsReply {
+    /// The records, the cursor to follow with, and the memory's use.
+    #[serde(flatten)]
+    pub page: LogsPage,
+    /// The kernel's event accounting.
+    pub events: EventCounts,
+    /// `--event-rate`: events per second per CPU (0: off).
+    pub event_rate: u32,
+    /// `--log-allowed`.
+    pub log_allowed: bool,
+    /// The `--access-log` file (`None`: stdout).
+    pub file: Option<PathBuf>,
+    /// How writing that file goes (`None`: stdout).
+    pub file_health: Option<FileHealth>,
+}
+
+#[cfg(test)]
+mod tests {
+    //! One golden wire form per reply: a renamed or retyped field fails
+    //! here before it breaks a script or an older CLI.
+
+    use serde::de::DeserializeOwned;
+
+    use super::*;
+    use crate::telemetry::access::AccessRecord;
+
+    /// `reply` serializes to exactly `golden` and reads back to itself.
+    #[track_caller]
+    fn assert_wire<T>(reply: &T, golden: &str)
+    where
+        T: Serialize + DeserializeOwned + PartialEq + std::fmt::Debug,
+    {
+        let golden: Value = serde_json::from_str(golden).expect("golden JSON parses");
+        let wire = serde_json::to_value(reply).unwrap();
+        assert_eq!(wire, golden, "wire form changed");
+        assert_eq!(&serde_json::from_value::<T>(golden).unwrap(), reply);
+    }
+
+    fn hits() -> RuleHits {
+        RuleHits {
+            packets: 3,
+            bytes: 180,
+            last_hit: Some("2026-01-31T12:00:00.000Z".into()),
+        }
+    }
+
+    #[test]
+    fn show_reply_has_a_stable_wire_form() {
+        let reply = ShowReply {
+            generation: 4,
+            protected: true,
+            iface: "eth0".into(),
+            interfaces: vec![serde_json::json!({"name": "eth0", "ifindex": 2})],
+            interfaces_not_attached: vec![],
+            unfiltered_interfaces: vec![],
+            missing_interfaces: vec!["eth9".into()],
+            unmanaged_links: vec![],
+            on_exit: "keep".into(),
+            pin_dir: "/sys/fs/bpf/vaultfw".into(),
+            policy_file: "/etc/vaultfw/policy.toml".into(),
+            default_action: "Deny".into(),
+            bypass: "None".into(),
+            mode: "Enforce".into(),
+            ipv6: "Deny".into(),
+            limits: LimitsShown {
+                profile: "kv-2020".into(),
+                ip_rules: 127,
+                virtual_network_rules: 127,
+            },
+            data_plane: DataPlaneShown {
+                tcp_ports: BTreeSet::from([443]),
+                udp_ports: BTreeSet::new(),
+                guard_control_ports: BTreeSet::new(),
+            },
+            ip_rules: 2,
+            virtual_network_rules: 1,
+            trusted_service_prefixes: 0,
+            awaiting_confirmation_until: None,
+            health: serde_json::json!({"control_socket_present": true}),
+            forwarded_traffic: "judged".into(),
+            warnings: vec!["w".into()],
+        };
+        assert_wire(
+            &reply,
+            r#"{"generation":4,"protected":true,"iface":"eth0",
+                "interfaces":[{"name":"eth0","ifindex":2}],"interfaces_not_attached":[],
+                "unfiltered_interfaces":[],"missing_interfaces":["eth9"],"unmanaged_links":[],
+                "on_exit":"keep","pin_dir":"/sys/fs/bpf/vaultfw",
+                "policy_file":"/etc/vaultfw/policy.toml","default_action":"Deny",
+                "bypass":"None","mode":"Enforce","ipv6":"Deny",
+                "limits":{"profile":"kv-2020","ip_rules":127,"virtual_network_rules":127},
+                "data_plane":{"tcp_ports":[443],"udp_ports":[],"guard_control_ports":[]},
+                "ip_rules":2,"virtual_network_rules":1,"trusted_service_prefixes":0,
+                "awaiting_confirmation_until":null,"health":{"control_socket_present":true},
+                "forwarded_traffic":"judged","warnings":["w"]}"#,
+        );
+    }
+
+    #[test]
+    fn stats_reply_has_a_stable_wire_form() {
+        let counters =
+            VerdictCounts::from([("allow_ip_rule".into(), 5), ("deny_no_match".into(), 7)]);
+        let reply = StatsReply {
+            generation: 2,
+            counters: counters.clone(),
+            interfaces: vec![InterfaceStats {
+                name: "eth0".into(),
+                ifindex: 2,
+                counters,
+            }],
+            events: EventCounts::new(10, 2, 1),
+        };
+        assert_wire(
+            &reply,
+            r#"{"generation":2,"counters":{"allow_ip_rule":5,"deny_no_match":7},
+                "interfaces":[{"name":"eth0","ifindex":2,
+                               "counters":{"allow_ip_rule":5,"deny_no_match":7}}],
+                "events":{"sent":10,"dropped":3,"rate_limited":2,"ring_full":1}}"#,
+        );
+    }
+
+    #[test]
+    fn rule_list_reply_has_a_stable_wire_form_with_hits_beside_each_rule() {
+        let reply = RuleListReply {
+            generation: 3,
+            ip_rules: vec![IpRuleShown {
+                rule: "203.0.113.7".into(),
+                comment: Some("office".into()),
+                expires_at: None,
+                hits: hits(),
+            }],
+            virtual_network_rules: vec![VnetPrefixShown {
+                id: Some("vnet/subnets/app".into()),
+                subnet: "10.1.2.0/24".into(),
+                endpoint: Some("eth1".into()),
+                ifindex: 3,
+                vlan: None,
+                hits: RuleHits::default(),
+            }],
+            virtual_network_rules_waiting: vec![WaitingRule {
+                id: "vnet/subnets/db".into(),
+                endpoint: "eth7".into(),
+                state: "interface missing: matches nothing".into(),
+            }],
+            trusted_service_prefixes: 12,
+            trusted_services: vec![TrustedServiceShown {
+                service: "AzureBackup".into(),
+                prefixes: 12,
+                active: false,
+                hits: RuleHits::default(),
+            }],
+        };
+        assert_wire(
+            &reply,
+            r#"{"generation":3,
+                "ip_rules":[{"rule":"203.0.113.7","comment":"office","expires_at":null,
+                             "packets":3,"bytes":180,"last_hit":"2026-01-31T12:00:00.000Z"}],
+                "virtual_network_rules":[{"id":"vnet/subnets/app","subnet":"10.1.2.0/24",
+                    "endpoint":"eth1","ifindex":3,"vlan":null,
+                    "packets":0,"bytes":0,"last_hit":null}],
+                "virtual_network_rules_waiting":[{"id":"vnet/subnets/db","endpoint":"eth7",
+                    "state":"interface missing: matches nothing"}],
+                "trusted_service_prefixes":12,
+                "trusted_services":[{"service":"AzureBackup","prefixes":12,"active":false,
+                    "packets":0,"bytes":0,"last_hit":null}]}"#,
+        );
+    }
+
+    #[test]
+    fn change_replies_say_map_writes_only_when_the_kernel_was_written() {
+        let unchanged = ChangeReply {
+            changed: false,
+            generation: 5,
+            message: "203.0.113.7 is already present".into(),
+            map_writes: None,
+            awaiting_confirmation_until: None,
+        };
+        assert_wire(
+            &unchanged,
+            r#"{"changed":false,"generation":5,"message":"203.0.113.7 is already present"}"#,
+        );
+        let pending = ChangeReply {
+            changed: true,
+            generation: 6,
+            message: "applied".into(),
+            map_writes: Some(4),
+            awaiting_confirmation_until: Some("2026-01-31T12:01:00Z".into()),
+        };
+        assert_wire(
+            &pending,
+            r#"{"changed":true,"generation":6,"message":"applied","map_writes":4,
+                "awaiting_confirmation_until":"2026-01-31T12:01:00Z"}"#,
+        );
+    }
+
+    #[test]
+    fn confirm_and_detach_replies_have_a_stable_wire_form() {
+        assert_wire(
+            &ConfirmReply {
+                generation: 6,
+                message: "confirmed".into(),
+            },
+            r#"{"generation":6,"message":"confirmed"}"#,
+        );
+        assert_wire(
+            &DetachReply {
+                detached: true,
+                daemon_running: None,
+                unpinned: None,
+            },
+            r#"{"detached":true}"#,
+        );
+        assert_wire(
+            &DetachReply {
+                detached: true,
+                daemon_running: Some(false),
+                unpinned: Some(vec!["link_eth0".into()]),
+            },
+            r#"{"detached":true,"daemon_running":false,"unpinned":["link_eth0"]}"#,
+        );
+    }
+
+    #[test]
+    fn logs_reply_has_the_page_fields_at_its_top_level() {
+        let record = AccessRecord {
+            log: "access".into(),
+            seq: 9,
+            time: "2026-01-31T12:00:00.000000Z".into(),
+            interface: Some("eth0".into()),
+            ifindex: 2,
+            vlan: None,
+            src: "198.51.100.7".parse().unwrap(),
+            dst: "203.0.113.10".parse().unwrap(),
+            sport: 40000,
+            dport: 443,
+            proto: "tcp".into(),
+            action: "drop".into(),
+            reason: "deny_no_match".into(),
+            rule: None,
+            rule_kind: None,
+        };
+        let reply = LogsReply {
+            page: LogsPage {
+                records: vec![record],
+                cursor: 9,
+                evicted: 0,
+                capacity: 10_000,
+            },
+            events: EventCounts::new(9, 0, 0),
+            event_rate: 100,
+            log_allowed: false,
+            file: None,
+            file_health: None,
+        };
+        assert_wire(
+            &reply,
+            r#"{"records":[{"log":"access","seq":9,"time":"2026-01-31T12:00:00.000000Z",
+                  "interface":"eth0","ifindex":2,"vlan":null,"src":"198.51.100.7",
+                  "dst":"203.0.113.10","sport":40000,"dport":443,"proto":"tcp",
+                  "action":"drop","reason":"deny_no_match"}],
+                "cursor":9,"evicted":0,"capacity":10000,
+                "events":{"sent":9,"dropped":0,"rate_limited":0,"ring_full":0},
+                "event_rate":100,"log_allowed":false,"file":null,"file_health":null}"#,
+        );
+    }
+}
