@@ -334,3 +334,82 @@ fn record_line(r: &AccessRecord) -> String {
     }
     line
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::control::replies::{EventCounts, InterfaceStats};
+
+    fn sample(passed: u64, on_eth0: u64, sent: u64) -> StatsReply {
+        let counters = |n: u64| VerdictCounts::from([(Verdict::ALL[0].name().to_owned(), n)]);
+        StatsReply {
+            generation: 7,
+            counters: counters(passed),
+            interfaces: vec![InterfaceStats {
+                name: "eth0".into(),
+                ifindex: 2,
+                counters: counters(on_eth0),
+            }],
+            events: EventCounts::new(sent, 0, 0),
+        }
+    }
+
+    #[test]
+    fn watch_rates_are_counter_growth_per_second_in_total_and_per_interface() {
+        let rates = Rates::between(
+            &sample(10, 4, 1),
+            &sample(30, 14, 5),
+            Duration::from_secs(2),
+        );
+        let first = Verdict::ALL[0].name();
+        assert_eq!(rates.totals[0], (first.to_owned(), 30, 10.0));
+        assert_eq!(
+            rates.interfaces,
+            [("eth0".to_owned(), {
+                let mut per = vec![0.0; Verdict::ALL.len()];
+                per[0] = 5.0;
+                per
+            })]
+        );
+        assert_eq!(rates.events_sent, 2.0);
+        let json = rates.json(&sample(30, 14, 5));
+        assert_eq!(json["generation"], 7);
+        assert_eq!(json["rates"][first], 10.0);
+        assert_eq!(json["totals"][first], 30);
+        assert_eq!(json["events"]["sent_per_s"], 2.0);
+    }
+
+    #[test]
+    fn an_interface_new_since_the_last_sample_has_no_rate_yet() {
+        let mut before = sample(10, 4, 0);
+        before.interfaces[0].ifindex = 9; // same name, another interface
+        let rates = Rates::between(&before, &sample(30, 14, 0), Duration::from_secs(1));
+        assert!(rates.interfaces[0].1.iter().all(|r| *r == 0.0));
+    }
+
+    #[test]
+    fn a_log_record_line_names_the_flow_vlan_and_rule() {
+        let record = AccessRecord {
+            log: "access".into(),
+            seq: 1,
+            time: "2026-01-31T12:00:00.000000Z".into(),
+            interface: None,
+            ifindex: 4,
+            vlan: Some(120),
+            src: "198.51.100.7".parse().unwrap(),
+            dst: "203.0.113.10".parse().unwrap(),
+            sport: 40000,
+            dport: 443,
+            proto: "tcp".into(),
+            action: "pass".into(),
+            reason: "allow_ip_rule".into(),
+            rule: Some("198.51.100.7".into()),
+            rule_kind: Some("ip".into()),
+        };
+        assert_eq!(
+            record_line(&record),
+            "2026-01-31T12:00:00.000000Z  ifindex 4  allow_ip_rule  tcp 198.51.100.7:40000 -> \
+             203.0.113.10:443  vlan 120  rule ip 198.51.100.7"
+        );
+    }
+}

@@ -704,3 +704,47 @@ impl std::fmt::Display for Shown {
         fmt_ipv4_rule(&self.0, f)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn policy(text: &str) -> policy::Policy {
+        policy::parse_toml(text).expect("valid policy").policy
+    }
+
+    #[test]
+    fn show_notes_rules_without_effect_under_allow_and_no_bypass() {
+        let open = policy("default_action = \"Allow\"\nip_rules = [\"198.51.100.7\"]\n");
+        assert_eq!(
+            notes(&open),
+            ["default_action = Allow: the rules have no effect"]
+        );
+        let closed = policy("default_action = \"Deny\"\nip_rules = [\"198.51.100.7\"]\n");
+        assert!(notes(&closed).is_empty());
+    }
+
+    #[test]
+    fn enums_go_on_the_wire_by_their_policy_file_names() {
+        let p = policy("default_action = \"Deny\"\nbypass = \"AzureServices\"\n");
+        assert_eq!(wire_name(p.default_action), "Deny");
+        assert_eq!(wire_name(p.bypass), "AzureServices");
+        assert_eq!(wire_name(super::super::OnExit::Keep), "keep");
+    }
+
+    #[test]
+    fn an_unwritable_policy_file_is_an_internal_error_with_its_path() {
+        let file = ChangeError::File {
+            path: "/etc/vaultfw/policy.toml".into(),
+            error: "disk full".into(),
+        };
+        let error = refused(file).error.unwrap();
+        assert_eq!(error.kind, ErrorKind::Internal);
+        assert!(
+            error.message.contains("/etc/vaultfw/policy.toml")
+                && error.message.contains("disk full"),
+            "{}",
+            error.message
+        );
+    }
+}
