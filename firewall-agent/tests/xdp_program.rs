@@ -14,6 +14,9 @@ bypass = "None"
 ip_rules = ["203.0.113.0/24"]
 "#;
 
+/// A rule, sources it lets through, sources just outside it.
+type EdgeCase = (&'static str, &'static [[u8; 4]], &'static [[u8; 4]]);
+
 const DENIED: [u8; 4] = [198, 51, 100, 7];
 const ALLOWED: [u8; 4] = [203, 0, 113, 5];
 
@@ -40,7 +43,7 @@ fn k2_prefix_edges_at_32_29_and_23() {
     if !require_root() {
         return;
     }
-    let cases: [(&str, &[[u8; 4]], &[[u8; 4]]); 3] = [
+    let cases: [EdgeCase; 3] = [
         (
             "203.0.113.10/32",
             &[[203, 0, 113, 10]],
