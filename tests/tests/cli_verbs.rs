@@ -1,5 +1,5 @@
 //! The read and settings verbs through the real control socket, JSON output
-//! parsed and checked (issue 5, item 4; case K6 row 4): `show` reports the
+//! parsed and checked: `show` reports the
 //! generation, the policy and each interface's XDP mode and program as the
 //! kernel holds them; `stats` counts each verdict exactly; `update` changes
 //! the default action and the bypass (invalid values: exit 2); every verb
