@@ -140,7 +140,7 @@ endpoint = { interface = "lo" }
 "#;
 
 #[test]
-fn k1_flags_mode_names_verdict_reason_and_rule() {
+fn flags_mode_names_verdict_reason_and_rule() {
     if !require_root() {
         return;
     }
@@ -181,7 +181,7 @@ fn k1_flags_mode_names_verdict_reason_and_rule() {
 }
 
 #[test]
-fn k3_control_plane_and_non_data_plane_protocols_pass() {
+fn control_plane_and_non_data_plane_protocols_pass() {
     if !require_root() {
         return;
     }
@@ -241,7 +241,7 @@ fn k3_control_plane_and_non_data_plane_protocols_pass() {
 }
 
 #[test]
-fn k5_a_trusted_service_match_names_the_service_and_tag() {
+fn a_trusted_service_match_names_the_service_and_tag() {
     if !require_root() {
         return;
     }

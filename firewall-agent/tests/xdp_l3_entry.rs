@@ -11,7 +11,7 @@ use firewall_common::Verdict::{self, *};
 use support::*;
 use vaultfw::dataplane::AttachKind::{L2, L3};
 
-const P0: &str = r#"
+const POLICY: &str = r#"
 default_action = "Deny"
 bypass = "None"
 ip_rules = ["203.0.113.0/24"]
@@ -108,7 +108,7 @@ fn the_l3_entry_judges_a_raw_ip_packet_as_the_ethernet_entry_judges_its_frame() 
     if !require_root() {
         return;
     }
-    let p = Program::with_policy(P0);
+    let p = Program::with_policy(POLICY);
     for (what, frame, action, verdict) in cases() {
         let l2 = p.judge_with(L2, &frame);
         let l3 = p.judge_with(L3, &ip_packet(&frame));
@@ -127,7 +127,7 @@ fn the_l3_entry_follows_the_ipv6_setting_and_default_allow_like_the_ethernet_ent
     if !require_root() {
         return;
     }
-    let allow6 = Program::with_policy(&format!("ipv6 = \"Allow\"\n{P0}"));
+    let allow6 = Program::with_policy(&format!("ipv6 = \"Allow\"\n{POLICY}"));
     allow6.expect_with(L3, &ip_packet(&ipv6_tcp_syn(443)), XDP_PASS, PassIpv6);
     let open = Program::with_policy("default_action = \"Allow\"\n");
     open.expect_with(
@@ -136,7 +136,7 @@ fn the_l3_entry_follows_the_ipv6_setting_and_default_allow_like_the_ethernet_ent
         XDP_PASS,
         AllowDefault,
     );
-    let audit = Program::with_policy(&format!("mode = \"Audit\"\n{P0}"));
+    let audit = Program::with_policy(&format!("mode = \"Audit\"\n{POLICY}"));
     audit.expect_with(
         L3,
         &ip_packet(&tcp_syn(DENIED, 443)),
@@ -150,7 +150,7 @@ fn every_truncation_of_a_raw_ipv4_syn_is_malformed() {
     if !require_root() {
         return;
     }
-    let p = Program::with_policy(P0);
+    let p = Program::with_policy(POLICY);
     let packet = ip_packet(&tcp_syn(ALLOWED, 443));
     // BPF_PROG_TEST_RUN refuses data shorter than an Ethernet header
     // (EINVAL); an L3 device delivers at least an IP header anyway.
@@ -169,7 +169,7 @@ fn the_version_nibble_picks_the_parser_and_anything_else_is_not_ip() {
     if !require_root() {
         return;
     }
-    let p = Program::with_policy(P0);
+    let p = Program::with_policy(POLICY);
     let v4 = ip_packet(&tcp_syn(DENIED, 443));
     // An IPv4 header read as IPv6 (or the reverse) would not be malformed
     // here: the nibble decides, not a guess.
@@ -191,11 +191,11 @@ fn l3_packets_are_untagged_for_subnet_rules_and_match_their_interface() {
     }
     // BPF_PROG_TEST_RUN runs on the loopback's ingress (ifindex 1).
     let subnet = [10, 1, 2, 3];
-    let mut p = Program::with_policy(P0);
+    let mut p = Program::with_policy(POLICY);
     p.interfaces.insert("lo".to_owned(), 1);
     let vnet = |endpoint: &str| {
         format!(
-            "{P0}\n[[virtual_network_rules]]\nid = \"vnet/subnets/app\"\naddress_prefixes = [\"10.1.2.0/24\"]\nendpoint = {endpoint}\n"
+            "{POLICY}\n[[virtual_network_rules]]\nid = \"vnet/subnets/app\"\naddress_prefixes = [\"10.1.2.0/24\"]\nendpoint = {endpoint}\n"
         )
     };
     p.apply(&vnet("{ interface = \"lo\" }"));
@@ -229,7 +229,7 @@ fn both_entries_serve_the_same_generation_and_count_hits_on_the_same_rule() {
     if !require_root() {
         return;
     }
-    let mut p = Program::with_policy(P0);
+    let mut p = Program::with_policy(POLICY);
     let frame = tcp_syn(ALLOWED, 443);
     p.expect_with(L3, &ip_packet(&frame), XDP_PASS, AllowIpRule);
     p.expect_with(L2, &frame, XDP_PASS, AllowIpRule);

@@ -1,24 +1,28 @@
 //! The XDP program judged on crafted frames through BPF_PROG_TEST_RUN (root,
-//! no network namespace): the packet cases K1–K4 of the case files, the
-//! parser's edges (VLAN stacks, IPv4 options, fragments, truncation, IPv6
-//! extension headers) and the double-buffered apply.
+//! no network namespace): key byte order, prefix edges, what keeps flowing
+//! under default deny, exact per-CPU counters, the parser's edges (VLAN
+//! stacks, IPv4 options, fragments, truncation, IPv6 extension headers) and
+//! the double-buffered apply.
 
 mod support;
 
 use firewall_common::Verdict::{self, *};
 use support::*;
 
-const P0: &str = r#"
+const POLICY: &str = r#"
 default_action = "Deny"
 bypass = "None"
 ip_rules = ["203.0.113.0/24"]
 "#;
 
+/// A rule, sources it lets through, sources just outside it.
+type EdgeCase = (&'static str, &'static [[u8; 4]], &'static [[u8; 4]]);
+
 const DENIED: [u8; 4] = [198, 51, 100, 7];
 const ALLOWED: [u8; 4] = [203, 0, 113, 5];
 
 #[test]
-fn k1_lpm_key_byte_order_matches_the_address_not_its_reversed_twin() {
+fn lpm_key_byte_order_matches_the_address_not_its_reversed_twin() {
     if !require_root() {
         return;
     }
@@ -36,11 +40,11 @@ fn k1_lpm_key_byte_order_matches_the_address_not_its_reversed_twin() {
 }
 
 #[test]
-fn k2_prefix_edges_at_32_29_and_23() {
+fn prefix_edges_at_32_29_and_23() {
     if !require_root() {
         return;
     }
-    let cases: [(&str, &[[u8; 4]], &[[u8; 4]]); 3] = [
+    let cases: [EdgeCase; 3] = [
         (
             "203.0.113.10/32",
             &[[203, 0, 113, 10]],
@@ -71,7 +75,7 @@ fn k2_prefix_edges_at_32_29_and_23() {
 }
 
 #[test]
-fn k3_traffic_that_must_keep_flowing_under_default_deny() {
+fn traffic_that_must_keep_flowing_under_default_deny() {
     if !require_root() {
         return;
     }
@@ -88,16 +92,16 @@ fn k3_traffic_that_must_keep_flowing_under_default_deny() {
 }
 
 #[test]
-fn k4_counters_are_exact_across_cpus_and_survive_a_policy_change() {
+fn counters_are_exact_across_cpus_and_survive_a_policy_change() {
     if !require_root() {
         return;
     }
     let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
     if cpus < 2 {
-        eprintln!("skipping: case K4 needs two CPUs, this machine has {cpus}");
+        eprintln!("skipping: exact counters across CPUs need two CPUs, this machine has {cpus}");
         return;
     }
-    let mut p = Program::with_policy(P0);
+    let mut p = Program::with_policy(POLICY);
     let frame = tcp_syn(DENIED, 443);
     std::thread::scope(|s| {
         for (cpu, runs) in [(0usize, 600), (1, 400)] {
@@ -140,7 +144,7 @@ fn audit_mode_passes_and_counts_what_it_would_deny() {
     if !require_root() {
         return;
     }
-    let p = Program::with_policy(&format!("{P0}mode = \"Audit\"\n"));
+    let p = Program::with_policy(&format!("{POLICY}mode = \"Audit\"\n"));
     p.expect(&tcp_syn(DENIED, 443), XDP_PASS, AuditWouldDeny);
     p.expect(&tcp_syn(ALLOWED, 443), XDP_PASS, AllowIpRule);
 }
@@ -151,7 +155,7 @@ fn udp_data_plane_ports_are_guarded_and_tcp_ones_are_not_implied() {
         return;
     }
     let p = Program::with_policy(&format!(
-        "{P0}[data_plane]\ntcp_ports = []\nudp_ports = [4433]\n"
+        "{POLICY}[data_plane]\ntcp_ports = []\nudp_ports = [4433]\n"
     ));
     p.expect(&udp(DENIED, 4433), XDP_DROP, DenyNoMatch);
     p.expect(&udp(ALLOWED, 4433), XDP_PASS, AllowIpRule);
@@ -163,7 +167,7 @@ fn vlan_tagged_frames_are_judged_and_a_deeper_stack_is_malformed() {
     if !require_root() {
         return;
     }
-    let p = Program::with_policy(P0);
+    let p = Program::with_policy(POLICY);
     p.expect(&tcp_syn_vlan(ALLOWED, 443, &[120]), XDP_PASS, AllowIpRule);
     p.expect(&tcp_syn_vlan(DENIED, 443, &[120]), XDP_DROP, DenyNoMatch);
     p.expect(
@@ -195,7 +199,7 @@ fn ipv4_options_move_the_transport_header() {
     if !require_root() {
         return;
     }
-    let p = Program::with_policy(P0);
+    let p = Program::with_policy(POLICY);
     for words in 1..=10usize {
         // NOP options (type 1); IHL = 5 + words, up to 15.
         let options = vec![1u8; words * 4];
@@ -222,7 +226,7 @@ fn bad_ipv4_headers_are_malformed() {
     if !require_root() {
         return;
     }
-    let p = Program::with_policy(P0);
+    let p = Program::with_policy(POLICY);
     let good = tcp_syn(ALLOWED, 443);
     let ip = 14;
     let mutate = |f: &dyn Fn(&mut Vec<u8>)| {
@@ -257,7 +261,7 @@ fn every_truncation_of_a_data_plane_syn_is_dropped_or_harmless() {
     if !require_root() {
         return;
     }
-    let p = Program::with_policy(P0);
+    let p = Program::with_policy(POLICY);
     let frame = tcp_syn(ALLOWED, 443);
     // BPF_PROG_TEST_RUN refuses frames shorter than an Ethernet header
     // (EINVAL), as no NIC delivers one; start there.
@@ -278,7 +282,7 @@ fn fragments_first_judged_with_ports_later_ones_pass() {
         return;
     }
     let p = Program::with_policy(&format!(
-        "{P0}[data_plane]\ntcp_ports = [443]\nudp_ports = [4433]\n"
+        "{POLICY}[data_plane]\ntcp_ports = [443]\nudp_ports = [4433]\n"
     ));
     p.expect(&udp_fragment(DENIED, 4433, 0, true), XDP_DROP, DenyNoMatch);
     p.expect(&udp_fragment(ALLOWED, 4433, 0, true), XDP_PASS, AllowIpRule);
@@ -296,7 +300,7 @@ fn ipv6_to_the_data_plane_follows_the_ipv6_setting() {
     if !require_root() {
         return;
     }
-    let deny = Program::with_policy(P0);
+    let deny = Program::with_policy(POLICY);
     deny.expect(&ipv6_tcp_syn(443), XDP_DROP, DenyIpv6);
     deny.expect(&ipv6_tcp_syn(22), XDP_PASS, PassControlPlane);
     deny.expect(&ipv6_tcp_syn_behind_ext_headers(443, 3), XDP_DROP, DenyIpv6);
@@ -313,18 +317,18 @@ fn ipv6_to_the_data_plane_follows_the_ipv6_setting() {
         DenyMalformed,
     );
 
-    let allow = Program::with_policy(&format!("{P0}ipv6 = \"Allow\"\n"));
+    let allow = Program::with_policy(&format!("{POLICY}ipv6 = \"Allow\"\n"));
     allow.expect(&ipv6_tcp_syn(443), XDP_PASS, PassIpv6);
     allow.expect(&ipv6_tcp_syn_behind_ext_headers(443, 2), XDP_PASS, PassIpv6);
 }
 
 #[test]
-fn p1_applying_the_same_policy_twice_writes_nothing() {
+fn applying_the_same_policy_twice_writes_nothing() {
     if !require_root() {
         return;
     }
-    let mut p = Program::with_policy(P0);
-    let again = p.apply(P0);
+    let mut p = Program::with_policy(POLICY);
+    let again = p.apply(POLICY);
     assert!(!again.changed);
     assert_eq!(again.map_writes, 0);
     assert_eq!(again.generation, 1);
@@ -341,7 +345,7 @@ fn a_flip_serves_the_new_policy_whole_and_forgets_removed_rules() {
     if !require_root() {
         return;
     }
-    let mut p = Program::with_policy(P0);
+    let mut p = Program::with_policy(POLICY);
     p.expect(&tcp_syn(ALLOWED, 443), XDP_PASS, AllowIpRule);
     let report = p.apply("default_action = \"Deny\"\nip_rules = [\"198.51.100.0/24\"]\n[data_plane]\ntcp_ports = [8443]\n");
     assert_eq!(
@@ -355,8 +359,8 @@ fn a_flip_serves_the_new_policy_whole_and_forgets_removed_rules() {
     p.expect(&tcp_syn(ALLOWED, 8443), XDP_DROP, DenyNoMatch);
     p.expect(&tcp_syn(DENIED, 8443), XDP_PASS, AllowIpRule);
     p.expect(&tcp_syn(ALLOWED, 443), XDP_PASS, PassControlPlane);
-    // Back to P0: set 0 is rewritten by diff, not from scratch.
-    let back = p.apply(P0);
+    // Back to POLICY: set 0 is rewritten by diff, not from scratch.
+    let back = p.apply(POLICY);
     assert_eq!(back.generation, 3);
     p.expect(&tcp_syn(ALLOWED, 443), XDP_PASS, AllowIpRule);
     p.expect(&tcp_syn(DENIED, 443), XDP_DROP, DenyNoMatch);
@@ -398,9 +402,9 @@ fn a_denied_syn_is_logged_with_its_fields_and_the_rate_limit_holds() {
     if !require_root() {
         return;
     }
-    let mut p = Program::with_policy(P0);
+    let mut p = Program::with_policy(POLICY);
     p.apply_with_events(
-        &format!("{P0}[data_plane]\ntcp_ports = [443]\nudp_ports = [4433]\n"),
+        &format!("{POLICY}[data_plane]\ntcp_ports = [443]\nudp_ports = [4433]\n"),
         10,
     );
     let mut ring = p.dataplane.take_event_ring().expect("ring buffer");
@@ -444,9 +448,9 @@ fn a_denied_syn_is_logged_with_its_fields_and_the_rate_limit_holds() {
         50
     );
     // A UDP flow logs once per window, however many datagrams it sends.
-    let mut q = Program::with_policy(P0);
+    let mut q = Program::with_policy(POLICY);
     q.apply_with_events(
-        &format!("{P0}[data_plane]\ntcp_ports = [443]\nudp_ports = [4433]\n"),
+        &format!("{POLICY}[data_plane]\ntcp_ports = [443]\nudp_ports = [4433]\n"),
         1000,
     );
     let mut ring = q.dataplane.take_event_ring().expect("ring buffer");

@@ -1,4 +1,4 @@
-//! Case K3 (packet-cases.md), end to end: a default-Deny filter must let ARP
+//! End to end: a default-Deny filter must let ARP
 //! through, or clients are cut off when neighbour entries expire. With the
 //! neighbour tables flushed, a connection from an allowed source needs ARP
 //! both ways before its handshake can complete.
@@ -9,7 +9,7 @@ use vaultfw_tests::{ALLOWED_SRC, Agent, CONNECT_TIMEOUT, Connect, TcpServer, Top
 use vaultfw_tests::OFFICE_POLICY as POLICY;
 
 #[test]
-fn k3_handshake_completes_after_neighbour_flush_under_default_deny() {
+fn handshake_completes_after_neighbour_flush_under_default_deny() {
     let topo = Topology::new();
     let _https = TcpServer::start(&topo.server, topo.server_addr(443));
     let mut agent = Agent::start(&topo.server, topo.server_veth(), POLICY);

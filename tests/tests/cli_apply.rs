@@ -1,5 +1,5 @@
 //! `vaultfw apply FILE [--confirm-within D]` and `vaultfw confirm` through
-//! the real socket (issue 5, item 5; case P1 row 4): an unconfirmed apply
+//! the real socket: an unconfirmed apply
 //! rolls back by itself at its deadline — the rule it added stops working
 //! and the policy file never held it; a confirmed one stays past its
 //! deadline and the policy file now holds it; other changes wait (exit 5)
@@ -220,7 +220,6 @@ fn changes_wait_with_exit_5_while_an_apply_awaits_confirmation() {
     agent.stop();
 }
 
-/// Case P1 row 4.
 #[test]
 fn applying_the_same_policy_twice_writes_nothing_the_second_time() {
     let topo = Topology::new();

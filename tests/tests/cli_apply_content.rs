@@ -1,7 +1,7 @@
-//! `vaultfw apply` sends the policy's content, not its path (issue 11,
-//! item 4): a daemon that cannot see the operator's directory (its own
-//! mount namespace, as the systemd unit's PrivateTmp/ProtectHome give it)
-//! serves a draft from there; a service-tags file it cannot see is refused
+//! `vaultfw apply` sends the policy's content, not its path: a daemon that
+//! cannot see the operator's directory (its own mount namespace, as the
+//! systemd unit's PrivateTmp/ProtectHome give it) serves a draft from
+//! there; a service-tags file it cannot see is refused
 //! naming the field, the path and the fix; a relative `service_tags_file`
 //! is written back absolute, so the policy file still loads after a
 //! restart, a SIGHUP and a CLI edit; Azure JSON with its subnet map is

@@ -1,5 +1,5 @@
-//! `vaultfw detach` removes the filter at any time (issue 5, item 1; the
-//! xdp-filter test shape "... unload → pins gone"): through a running daemon
+//! `vaultfw detach` removes the filter at any time (xdp-filter's test shape
+//! "... unload → pins gone"): through a running daemon
 //! — even one started with `--on-exit keep` — the answer comes back, the
 //! daemon exits 0, no XDP program is left on the interface, the pin
 //! directory is gone and the denied source gets in; and without a daemon

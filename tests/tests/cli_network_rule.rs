@@ -1,5 +1,5 @@
 //! `vaultfw network-rule add|remove|list` through the real control socket,
-//! JSON output parsed and checked (issue 5, cases P1, P2, P5, P6): an
+//! JSON output parsed and checked: an
 //! address and its /32 are one rule; adding a present rule is an idempotent
 //! no-op; removing a /32 removes the bare rule and its SYNs are then
 //! dropped; removing what was never added, adding past the limit and
@@ -79,7 +79,6 @@ impl Unchanged {
     }
 }
 
-/// Case P1 row 1.
 #[test]
 fn an_address_and_its_slash32_in_one_policy_are_listed_as_one_rule() {
     let topo = Topology::new();
@@ -106,7 +105,6 @@ fn an_address_and_its_slash32_in_one_policy_are_listed_as_one_rule() {
     agent.stop();
 }
 
-/// Case P1 row 2.
 #[test]
 fn adding_the_slash32_of_a_present_address_says_already_present_and_changes_nothing() {
     let topo = Topology::new();
@@ -133,7 +131,6 @@ fn adding_the_slash32_of_a_present_address_says_already_present_and_changes_noth
     agent.stop();
 }
 
-/// Case P1 row 3.
 #[test]
 fn removing_the_slash32_of_a_bare_rule_removes_it_and_its_syn_is_then_dropped() {
     let topo = Topology::with_client_addrs(&[SINGLE]);
@@ -156,7 +153,6 @@ fn removing_the_slash32_of_a_bare_rule_removes_it_and_its_syn_is_then_dropped() 
     agent.stop();
 }
 
-/// Case P5 row 3.
 #[test]
 fn removing_a_never_added_overlapping_range_is_refused_and_changes_nothing() {
     let topo = Topology::new();
@@ -177,7 +173,6 @@ fn removing_a_never_added_overlapping_range_is_refused_and_changes_nothing() {
     agent.stop();
 }
 
-/// Case P6 row 3.
 #[test]
 fn adding_a_rule_at_the_limit_of_127_is_refused_and_changes_nothing() {
     let topo = Topology::new();
@@ -200,7 +195,6 @@ fn adding_a_rule_at_the_limit_of_127_is_refused_and_changes_nothing() {
     agent.stop();
 }
 
-/// Case P2 row 3, P3, P4 through the CLI.
 #[test]
 fn invalid_rule_input_exits_2_names_the_value_and_changes_nothing() {
     let topo = Topology::new();

@@ -1,5 +1,5 @@
 //! The read and settings verbs through the real control socket, JSON output
-//! parsed and checked (issue 5, item 4; case K6 row 4): `show` reports the
+//! parsed and checked: `show` reports the
 //! generation, the policy and each interface's XDP mode and program as the
 //! kernel holds them; `stats` counts each verdict exactly; `update` changes
 //! the default action and the bypass (invalid values: exit 2); every verb
@@ -121,8 +121,9 @@ fn stats_counts_each_verdict_exactly() {
     assert_connects(&topo, &agent, ALLOWED_SRC, 443, "barrier");
     let counters = agent.counters();
     assert_eq!(counters["deny_no_match"], 3, "{counters:?}");
+    // At least three frames of the allowed connection, plus the barrier's SYN.
     assert!(
-        counters["allow_ip_rule"].as_u64().unwrap() >= 3 + 1,
+        counters["allow_ip_rule"].as_u64().unwrap() >= 4,
         "{counters:?}"
     );
     assert!(

@@ -1,6 +1,6 @@
-//! Accepted CLI changes are written back to the policy file (issue 5, item
-//! 3: atomically, comments kept where the format allows), so a restart
-//! serves the same policy. TOML keeps a comment where the operator wrote it;
+//! Accepted CLI changes are written back to the policy file (atomically,
+//! comments kept where the format allows), so a restart serves the same
+//! policy. TOML keeps a comment where the operator wrote it;
 //! the write-back must too: an added rule does not take another rule's
 //! comment, a removed rule takes only its own, and a changed setting keeps
 //! the comment beside it.

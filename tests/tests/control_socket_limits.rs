@@ -1,4 +1,4 @@
-//! A control socket that cannot be starved (issue 11, item 9): idle
+//! A control socket that cannot be starved: idle
 //! connections cannot exhaust the agent's file descriptors or its CPU.
 //!
 //! - 1,500 idle connections to an agent limited to 1,024 descriptors: at

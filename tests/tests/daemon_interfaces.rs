@@ -1,12 +1,12 @@
 //! Which interfaces the daemon filters, and that the kernel follows.
 //!
-//! Interfaces come and go (issue 5, item 6): when the filtered interface is
+//! Interfaces come and go: when the filtered interface is
 //! deleted and created again with the same name (a new veth pair, same
 //! names and addresses, new ifindex), the daemon attaches to it again by
 //! itself — the denied source is dropped again, the allowed one connects,
 //! `show` reports the new ifindex in native mode, and the log says so.
 //!
-//! The ACL protects the host, not a list (issue 11, item 3): the endpoint
+//! The ACL protects the host, not a list: the endpoint
 //! interface of a subnet rule is filtered whether or not `--iface` names
 //! it — added and removed with the rule — and `--iface all` filters every
 //! interface, including one created after the start.

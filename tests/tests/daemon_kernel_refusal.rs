@@ -1,4 +1,4 @@
-//! Failing closed and saying so (case P7): when the kernel refuses the XDP
+//! Failing closed and saying so: when the kernel refuses the XDP
 //! program, `vaultfw run` exits non-zero (4, kernel refusal) with the kernel
 //! release and the tail of the verifier log — not a bare errno — attaches
 //! nothing, and `show` does not claim the host is protected.
@@ -32,7 +32,6 @@ fn kernel_release() -> String {
         .into_owned()
 }
 
-/// Case P7.
 #[test]
 fn a_program_the_kernel_refuses_fails_the_run_with_the_release_and_verifier_log() {
     let topo = Topology::new();

@@ -1,4 +1,4 @@
-//! Policy changes are atomic (issue 5, DESIGN.md section 2): the new rule
+//! Policy changes are atomic (DESIGN.md section 2): the new rule
 //! set is written into the inactive table set and one index flips, so no
 //! packet is judged by a half-applied policy. While the policy is swapped
 //! hundreds of times through the control socket, a client allowed by every

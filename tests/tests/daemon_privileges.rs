@@ -1,7 +1,7 @@
 //! Without root, `vaultfw check` and `vaultfw run` say that a privilege is
 //! missing — root, or the capabilities the README lists — never that the
-//! kernel is too old (issue 11, item 7: they said "the running kernel lacks
-//! XDP ... run a newer kernel").
+//! kernel is too old (before this was fixed they said "the running kernel
+//! lacks XDP ... run a newer kernel").
 //!
 //! Both run as uid/gid 65534 with no capabilities at all (`setpriv`), on a
 //! throwaway pin directory and socket; nothing may be attached or pinned.

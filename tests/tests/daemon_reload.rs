@@ -1,4 +1,4 @@
-//! The policy file is watched (issue 5, "Sources of change"): a bad edit —
+//! The policy file is watched: a bad edit —
 //! a TOML syntax error, or a file whose valid half would open the host — is
 //! refused with its errors logged, and the running policy keeps filtering
 //! unchanged, also when SIGHUP asks for a reload; a valid edit is picked up

@@ -1,5 +1,5 @@
 //! A crash, a stop or a restart of the daemon never opens the vault and
-//! never locks its clients out (issue 5, "Done when"): a daemon killed with
+//! never locks its clients out: a daemon killed with
 //! SIGKILL under traffic leaves its pinned filter in force with the last
 //! policy (a rule added through the CLI included); a new daemon on the same
 //! pins adopts them — same program, same generation, counters carried over —

@@ -1,4 +1,4 @@
-//! A stop is explicit at every moment (issue 5, item 1): the daemon says
+//! A stop is explicit at every moment: the daemon says
 //! `"filtering"` only once SIGTERM and SIGINT lead to its ordered shutdown,
 //! so a service manager (or a test) that stops it right after it reported
 //! ready still gets the `--on-exit` action, the final counters and exit 0 —

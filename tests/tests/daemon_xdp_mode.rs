@@ -1,4 +1,4 @@
-//! The attach mode is what the kernel says (case K6): `--xdp-mode native`
+//! The attach mode is what the kernel says: `--xdp-mode native`
 //! on an interface whose driver lacks native XDP fails, naming the
 //! interface and suggesting `--xdp-mode generic`; `--xdp-mode auto` on it
 //! attaches in generic mode with a warning and `show` reports `generic`,
@@ -57,7 +57,6 @@ fn failing_run(ns: &NetNs, iface: &str, mode: &str) -> CliOutput {
     out
 }
 
-/// Case K6 row 1.
 #[test]
 fn native_mode_without_driver_support_fails_naming_the_interface_and_generic_mode() {
     let ns = NetNs::new("k");
@@ -85,7 +84,6 @@ fn native_mode_without_driver_support_fails_naming_the_interface_and_generic_mod
     );
 }
 
-/// Case K6 row 2.
 #[test]
 fn auto_mode_without_driver_support_attaches_generic_with_a_warning() {
     let ns = NetNs::new("k");
@@ -118,7 +116,6 @@ fn auto_mode_without_driver_support_attaches_generic_with_a_warning() {
     agent.stop();
 }
 
-/// Case K6 row 3.
 #[test]
 fn native_mode_on_a_veth_with_mtu_9000_is_refused_naming_the_mtu() {
     let ns = NetNs::new("k");
@@ -149,7 +146,6 @@ fn native_mode_on_a_veth_with_mtu_9000_is_refused_naming_the_mtu() {
     assert!(!xdp_attached(&ns, &a), "something was attached to {a}");
 }
 
-/// Case K6 row 4.
 #[test]
 fn show_reports_the_mode_the_kernel_holds_for_a_generic_request_on_a_veth() {
     let topo = Topology::new();

@@ -1,4 +1,4 @@
-//! Fault injection (issue 11, "Done when"): the daemon is killed with
+//! Fault injection: the daemon is killed with
 //! SIGKILL at random points of each way the served policy changes — a
 //! start (maps migrating to new `limits` included), an `apply`, an `apply
 //! --confirm-within` and its confirm or its rollback, a rule expiry, an

@@ -1,4 +1,4 @@
-//! Safe file handling (issue 11, items 6 and 10): the policy write-back and
+//! Safe file handling: the policy write-back and
 //! the access log never follow a link they did not create, and never leave
 //! half a record behind.
 //!

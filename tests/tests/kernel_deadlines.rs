@@ -1,6 +1,5 @@
-//! Deadlines hold with no daemon running (issue 11, item 2: "Deadlines
-//! enforced in the kernel"). An unconfirmed `apply --confirm-within` that
-//! opened the data plane (`default_action = "Allow"`) is rolled back by the
+//! Deadlines hold with no daemon running: the kernel enforces them. An
+//! unconfirmed `apply --confirm-within` that opened the data plane (`default_action = "Allow"`) is rolled back by the
 //! XDP program itself at its deadline after the daemon was killed, and a
 //! restart then reports the rollback, with `show`, the policy file and the
 //! kernel in agreement; a stop (SIGTERM, `--on-exit keep`) rolls a pending

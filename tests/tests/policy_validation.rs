@@ -1,8 +1,9 @@
 //! `vaultfw validate` and `vaultfw run` with bad policies: every invalid IP
-//! rule kind of DESIGN.md section 1 is refused (exit 2) with its own message
-//! naming the path, the value and the fix (cases P2, P3, P4, P6), each error
-//! on its own line; a valid file passes; and `run` with a bad policy exits
-//! non-zero without attaching anything.
+//! rule kind (private and special-purpose ranges, host bits, /31, leading
+//! zeros, IPv6, bad syntax, too many rules) is refused (exit 2) with its own
+//! message naming the path, the value and the fix, each error on its own
+//! line; a valid file passes; and `run` with a bad policy exits non-zero
+//! without attaching anything.
 
 use std::time::Duration;
 
@@ -149,7 +150,7 @@ fn each_invalid_ip_rule_kind_is_refused_with_its_own_message() {
 
 #[test]
 fn malformed_prefixes_are_refused_with_the_valid_form() {
-    // Case P3: one kind (bad syntax), several spellings.
+    // One kind (bad syntax), several spellings.
     for rule in [
         "203.0.113.0/33",
         "203.0.113.0/",

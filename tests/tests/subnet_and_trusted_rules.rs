@@ -106,7 +106,7 @@ endpoint = { vlan = 120 }
 }
 
 /// A Microsoft-format service-tags file holding 192.0.2.128/29 under
-/// AzureBackup (case K5), an IPv6 prefix to be skipped, and Sql.
+/// AzureBackup, an IPv6 prefix to be skipped, and Sql.
 const SERVICE_TAGS: &str = r#"{
   "changeNumber": 1,
   "cloud": "Public",

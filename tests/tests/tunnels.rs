@@ -1,5 +1,5 @@
-//! Traffic a host decapsulates is judged too (issue 11, "the ACL protects
-//! the host, not a list"): a tunnel between the two namespaces over their
+//! Traffic a host decapsulates is judged too (the ACL protects the host,
+//! not a list of interfaces): a tunnel between the two namespaces over their
 //! veth, the agent run with `--iface all` as the systemd unit and the
 //! DaemonSet run it, and real TCP to the data-plane port through the
 //! tunnel — a denied inner source is refused, an allowed one connects.

@@ -6,6 +6,8 @@
 //!
 //! Exit codes: 0 success, 1 a step failed (the message says which).
 
+// The bench driver lives with the bench programs it builds and runs.
+#[path = "../../bench/driver.rs"]
 mod bench;
 mod bootstrap;
 mod fuzz;

@@ -15,7 +15,7 @@ pub const XDP_DROP: u32 = 1;
 /// See [`XDP_DROP`].
 pub const XDP_PASS: u32 = 2;
 
-/// The protected host of the case files (192.0.2.1).
+/// The protected host of these tests (192.0.2.1).
 pub const HOST: [u8; 4] = [192, 0, 2, 1];
 const CLIENT_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x0c];
 const HOST_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x01];
@@ -186,7 +186,7 @@ pub fn hex(frame: &[u8]) -> String {
     frame.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// The case files' frame: Ethernet II, IPv4 IHL 5, DF, TTL 64, TCP SYN from
+/// The tests' standard frame: Ethernet II, IPv4 IHL 5, DF, TTL 64, TCP SYN from
 /// port 40000 to `dport`, from `src` to the host.
 pub fn tcp_syn(src: [u8; 4], dport: u16) -> Vec<u8> {
     build(

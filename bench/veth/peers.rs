@@ -1,5 +1,5 @@
 //! The receivers: XDP programs (vaultfw's agent, and the C objects from
-//! `bench/` loaded with aya), nftables with an interval set in a netdev
+//! `bench/xdp/` loaded with aya), nftables with an interval set in a netdev
 //! ingress hook, and iptables raw PREROUTING with an ipset hash:net; each
 //! with its drop-everything floor. Everything lives in the server
 //! namespace and goes with it.
@@ -49,7 +49,7 @@ pub fn run_in(ns: &NetNs, cmd: &str, args: &[&str], stdin: Option<&str>) -> f64 
     t0.elapsed().as_secs_f64() * 1e3
 }
 
-/// An XDP object from `bench/` attached natively to `dev` in `ns`;
+/// An XDP object from `bench/xdp/` attached natively to `dev` in `ns`;
 /// detached on drop.
 pub struct XdpPeer {
     _ebpf: Ebpf,

@@ -135,9 +135,8 @@ fn at_count(count: usize, runs: usize) -> Result<Vec<ApplyRow>> {
     };
     let fd = {
         // Load something so the program can be found by its generation.
-        let m = bench.apply(&text(&sets[0], &[]), None)?;
+        bench.apply(&text(&sets[0], &[]), None)?;
         let (fd, _) = testrun::find_vaultfw(bench.generation)?;
-        drop(m);
         fd
     };
     let probe_fd = fd.as_fd();

@@ -4,7 +4,7 @@
 //!
 //! - `pool`: 1024 frames with random sources, each run `repeat` times so
 //!   the total is at least `total` (the kernel's mean per call, averaged);
-//! - `rotating`: one run of `total` repetitions through bench/rotate.c,
+//! - `rotating`: one run of `total` repetitions through bench/xdp/rotate.c,
 //!   which writes the next of 65,536 random sources into the frame before
 //!   every repetition, so the trie path changes every time (the rotator's
 //!   own cost, measured as rotate -> pass, is subtracted);

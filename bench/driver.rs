@@ -3,10 +3,10 @@
 //! and the same as JSON in `target/bench/results.json`.
 //!
 //! Steps: install what the bench needs from Debian's packages (saying
-//! what), compile the peer programs of `bench/*.c` with clang `-target
+//! what), compile the peer programs of `bench/xdp/*.c` with clang `-target
 //! bpf`, build the agent, the `bench-program` example and the
 //! `vaultfw-bench-veth` binary in release mode, run them in turn, merge
-//! their JSON, judge the targets of issue 7 and render the tables. Each
+//! their JSON, judge the performance targets ([`targets`]) and render the tables. Each
 //! binary removes what it creates; xtask also deletes any scratch namespace
 //! a killed child left.
 
@@ -33,7 +33,7 @@ const PACKAGES: &[(&str, Probe)] = &[
     ("bpftool", Probe::Command("bpftool")),
 ];
 
-/// The C peer programs (bench/NAME.c → target/bench/obj/NAME.o).
+/// The C peer programs (bench/xdp/NAME.c → target/bench/obj/NAME.o).
 const PEER_PROGRAMS: &[&str] = &["pass", "drop", "one_lookup", "rotate"];
 
 enum Probe {
@@ -167,7 +167,7 @@ pub fn bench(options: &BenchOptions) -> Result<()> {
     Ok(())
 }
 
-/// The workspace root (xtask lives one level below it).
+/// The workspace root (xtask's manifest lives one level below it).
 fn workspace_root() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .parent()
@@ -263,7 +263,7 @@ fn names(packages: &[(&str, Probe)]) -> String {
 fn build_peer_programs(obj_dir: &Path) -> Result<()> {
     let multiarch = format!("/usr/include/{}-linux-gnu", std::env::consts::ARCH);
     for name in PEER_PROGRAMS {
-        let source = workspace_root().join("bench").join(format!("{name}.c"));
+        let source = workspace_root().join("bench/xdp").join(format!("{name}.c"));
         let object = obj_dir.join(format!("{name}.o"));
         run(Command::new("clang")
             .args([
@@ -314,11 +314,11 @@ fn fig(v: &Value, digits: usize) -> String {
     )
 }
 
-fn rows<'a>(v: &'a Value) -> impl Iterator<Item = &'a Value> {
+fn rows(v: &Value) -> impl Iterator<Item = &Value> {
     v.as_array().into_iter().flatten()
 }
 
-/// Issue 7 section 3, judged on this run.
+/// vaultfw's performance targets, judged on this run.
 fn targets(r: &Value) -> Vec<Value> {
     let mut out = Vec::new();
     // Per-frame cost ≤ 1.2× the one-lookup floor (above the no-lookup
@@ -561,9 +561,7 @@ fn render(r: &Value) -> String {
         );
     }
 
-    md.push_str(
-        "\n### Targets (issue 7, section 3)\n\n| target | measured | met |\n|---|---|---|\n",
-    );
+    md.push_str("\n### Targets\n\n| target | measured | met |\n|---|---|---|\n");
     for t in rows(&r["targets"]) {
         let _ = writeln!(
             md,

@@ -5,7 +5,7 @@
 //! trafgen, and the server filters them with, in turn:
 //!
 //! - XDP: a drop-everything program (the floor), the C one-lookup program
-//!   from `bench/`, and the real `vaultfw run` (native XDP);
+//!   from `bench/xdp/`, and the real `vaultfw run` (native XDP);
 //! - nftables: a netdev ingress `drop` (the floor), then an interval set;
 //! - iptables raw PREROUTING: `-j DROP` (the floor), then an ipset hash:net.
 //!

@@ -1,4 +1,4 @@
-//! The peer programs of the program-cost bench, built from `bench/*.c` by
+//! The peer programs of the program-cost bench, built from `bench/xdp/*.c` by
 //! `cargo xtask bench` with clang `-target bpf` and loaded here with aya:
 //! `one_lookup` (the design's floor), `pass` (the test-run overhead) and
 //! `rotate` (feeds a new source address to the program under test on every
@@ -14,7 +14,7 @@ use aya::programs::{ProgramFd, ProgramInfo, Xdp};
 use aya::{Ebpf, EbpfLoader, Pod};
 use ipnet::Ipv4Net;
 
-/// `struct rotate_state` of bench/rotate.c.
+/// `struct rotate_state` of bench/xdp/rotate.c.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default)]
 struct RotateState {
@@ -24,7 +24,7 @@ struct RotateState {
 // SAFETY: repr(C), two u32, no padding.
 unsafe impl Pod for RotateState {}
 
-/// Entries of BENCH_SOURCES in bench/rotate.c.
+/// Entries of BENCH_SOURCES in bench/xdp/rotate.c.
 pub const ROTATE_SOURCES: usize = 65536;
 
 /// A loaded single-program object.
@@ -68,7 +68,7 @@ impl Loaded {
     }
 }
 
-/// bench/one_lookup.c with `prefixes` in its trie.
+/// bench/xdp/one_lookup.c with `prefixes` in its trie.
 pub fn one_lookup(objects: &Path, prefixes: &[Ipv4Net]) -> Result<Loaded> {
     let mut loaded = Loaded::load(
         &objects.join("one_lookup.o"),
@@ -92,12 +92,12 @@ pub fn one_lookup(objects: &Path, prefixes: &[Ipv4Net]) -> Result<Loaded> {
     Ok(loaded)
 }
 
-/// bench/pass.c.
+/// bench/xdp/pass.c.
 pub fn pass(objects: &Path) -> Result<Loaded> {
     Loaded::load(&objects.join("pass.o"), "bench_pass", None)
 }
 
-/// bench/rotate.c.
+/// bench/xdp/rotate.c.
 pub struct Rotator {
     pub loaded: Loaded,
 }

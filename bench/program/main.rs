@@ -1,7 +1,7 @@
 //! `bench-program`: the in-kernel half of `cargo xtask bench` (root).
 //!
 //! 1. Program cost per frame with BPF_PROG_TEST_RUN ([`cost`]): vaultfw
-//!    beside the one-lookup floor and the no-lookup control from `bench/`.
+//!    beside the one-lookup floor and the no-lookup control from `bench/xdp/`.
 //! 2. Policy apply latency and allowed-flow loss ([`apply`]).
 //!
 //! Writes one JSON document (`--out`) and the random prefix lists it used
@@ -103,7 +103,7 @@ fn main() -> Result<()> {
         )?)
     };
     let cost_s = started.elapsed().as_secs_f64();
-    let apply = apply::run(&args.apply_counts, args.runs.min(3).max(1))?;
+    let apply = apply::run(&args.apply_counts, args.runs.clamp(1, 3))?;
     let doc = serde_json::json!({
         "program_cost": cost,
         "apply": apply,
