@@ -8,6 +8,7 @@ use std::time::{Duration, SystemTime};
 use firewall_common::Verdict;
 use serde_json::{Value, json};
 
+use crate::compile::RuleKind;
 use crate::control::protocol::{Command, ErrorKind, Response, RuleSpec};
 use crate::dataplane::{ApplyReport, Confirmation};
 use crate::persist::Edit;
@@ -184,6 +185,14 @@ impl Daemon {
             Response::error(ErrorKind::KernelRefused, e.to_string())
         };
         let hits = self.dataplane.rule_hits().map_err(kernel)?;
+        // The policy rule behind a hit slot, as the compiler resolved it.
+        let owners = self.rule_owners();
+        let owned = |slot: u32, kind: RuleKind| {
+            owners
+                .get(&slot)
+                .filter(|r| r.kind == kind)
+                .map(|r| r.index)
+        };
         let with_hits = |mut entry: Value, slot: u32| {
             if let (Value::Object(entry), Value::Object(h)) = (&mut entry, hits_json(&hits, slot)) {
                 entry.extend(h);
@@ -196,7 +205,7 @@ impl Daemon {
             .map_err(kernel)?
             .into_iter()
             .map(|(network, slot)| {
-                let rule = self.policy.ip_rules.iter().find(|r| r.network == network);
+                let rule = owned(slot, RuleKind::Ip).map(|i| &self.policy.ip_rules[i]);
                 let entry = json!({
                     "rule": Shown(network).to_string(),
                     "comment": rule.and_then(|r| r.comment.clone()),
@@ -212,11 +221,8 @@ impl Daemon {
             .into_iter()
             .map(|(key, slot)| {
                 let prefix = ipnet::Ipv4Net::from(key.prefix);
-                let rule = self.policy.virtual_network_rules.iter().find(|r| {
-                    r.address_prefixes.contains(&prefix)
-                        && crate::compile::endpoint_key(&r.endpoint, &self.interfaces)
-                            == Some((key.ifindex, key.vlan))
-                });
+                let rule =
+                    owned(slot, RuleKind::Vnet).map(|i| &self.policy.virtual_network_rules[i]);
                 let entry = json!({
                     "id": rule.map(|r| r.id.clone()),
                     "subnet": Shown(prefix).to_string(),

@@ -18,6 +18,10 @@ use crate::clock::{MonotonicClock, SAME_DEADLINE};
 use crate::links::InterfaceIndex;
 use crate::policy::{Bypass, DefaultAction, Endpoint, Ipv6Action, Mode, Policy};
 
+mod rules;
+
+pub use rules::{RuleKind, RuleRef, RuleTable, rule_table};
+
 /// An IPv4 LPM-trie key as the kernel stores it: the prefix length in bits
 /// (0–32) and the network address's octets in network byte order.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -329,8 +333,8 @@ pub fn compile_next(
     {
         for key in keys {
             // The same prefix under the same endpoint in two rules: the
-            // first rule (in policy order) is the one reported, and its
-            // expiry is the entry's.
+            // entry is the first rule's (in policy order) — its slot, so
+            // [`rule_table`] names it, and its expiry.
             let expires = deadline(rule.expires_at, previous.vnet_rules.get(&key));
             vnet_rules
                 .entry(key)
