@@ -18,13 +18,13 @@ pub mod counters;
 pub mod metrics;
 pub mod ring;
 
+/// Rules as telemetry names them: resolved by the compiler
+/// ([`crate::compile::rule_table`]).
+pub use crate::compile::{RuleKind, RuleRef};
 pub use access::{AccessLog, AccessRecord, LogsPage};
 pub use counters::{CounterSample, InterfaceCounters, StatsReporter};
 pub use metrics::{HealthSample, MapFill, MetricsServer, MetricsSnapshot, RuleHitSample};
 pub use ring::EventRing;
-/// Rules as telemetry names them: resolved by the compiler
-/// ([`crate::compile::rule_table`]).
-pub use crate::compile::{RuleKind, RuleRef};
 
 /// Installs the JSON log subscriber: one JSON object per line on stdout,
 /// event fields at the top level. `RUST_LOG` overrides the `info` default.
