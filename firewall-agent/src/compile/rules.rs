@@ -171,8 +171,9 @@ enabled = ["AzureBackup"]
         assert_eq!(
             names,
             vec![
-                (0, "ip", "198.51.100.7", 1),
-                (1, "ip", "203.0.113.0/24", 0),
+                // Validation sorts IP rules by address.
+                (0, "ip", "198.51.100.7", 0),
+                (1, "ip", "203.0.113.0/24", 1),
                 (slots.vnet(0), "vnet", "vnet/subnets/a", 0),
                 (
                     slots.trusted(backup as u32),
