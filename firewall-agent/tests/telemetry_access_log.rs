@@ -80,6 +80,7 @@ fn allow_events_name_their_rule_and_vlan_and_ipv6_decode() {
     let rule = |slot: u32| {
         (slot == 130).then(|| RuleRef {
             kind: RuleKind::Vnet,
+            index: 0,
             name: "vnet/subnets/a".into(),
         })
     };

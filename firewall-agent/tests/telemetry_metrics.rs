@@ -39,6 +39,7 @@ fn snapshot() -> MetricsSnapshot {
                 rule: RuleRef {
                     kind: RuleKind::Ip,
                     name: "203.0.113.0/24".into(),
+                    index: 0,
                 },
                 packets: 43,
                 bytes: 5842,
@@ -48,6 +49,7 @@ fn snapshot() -> MetricsSnapshot {
                 rule: RuleRef {
                     kind: RuleKind::Trusted,
                     name: "Sql".into(),
+                    index: 0,
                 },
                 packets: 0,
                 bytes: 0,

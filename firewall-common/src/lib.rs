@@ -9,9 +9,11 @@
 //! program. Ports in the port bitmap are indexed by their host-order value.
 #![no_std]
 
+pub mod layout;
 pub mod maps;
 pub mod verdict;
 
+pub use layout::*;
 pub use maps::*;
 pub use verdict::Verdict;
 

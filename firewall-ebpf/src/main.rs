@@ -20,77 +20,110 @@ use aya_ebpf::{
     programs::XdpContext,
 };
 use firewall_common::{
-    AccessEvent, DEFAULT_IP_RULE_CAPACITY, DEFAULT_TRUSTED_CAPACITY, DEFAULT_VNET_CAPACITY,
-    EVENTS_RING_BYTES, FLOW_SEEN_ENTRIES, FlowKey, Ipv4Key, PORT_BITMAP_WORDS, PolicyConfig,
-    RuleHits, RuleValue, TABLE_SETS, TELEMETRY_COUNT, TokenBucket, VERDICT_SLOTS, VnetKey,
+    ACTIVE_SET_MAP, AccessEvent, DATA_PLANE_PORTS_MAP, EVENT_BUCKET_MAP, EVENTS_MAP, FLOW_SEEN_MAP,
+    FlowKey, IP_RULES_MAPS, Ipv4Key, POLICY_CONFIG_MAP, PolicyConfig, RULE_HITS_MAP, RuleHits,
+    RuleValue, TELEMETRY_MAP, TRUSTED_MAPS, TokenBucket, VERDICT_COUNTERS_MAP, VNET_RULES_MAPS,
+    VnetKey,
 };
+
+// Each map's entries come from its `firewall_common` layout entry (the
+// static's name is the map's name); a test in the agent parses this
+// object and checks every map against that layout.
 
 /// Slot 0: the active table set (firewall_common::ACTIVE_SET).
 #[btf_map]
-static VFW_ACTIVE: Array<u32, 1> = Array::new();
+static VFW_ACTIVE: Array<u32, { ACTIVE_SET_MAP.max_entries as usize }> = Array::new();
 
 /// One [`PolicyConfig`] per table set (firewall_common::POLICY_CONFIG).
 #[btf_map]
-static VFW_CONFIG: Array<PolicyConfig, { TABLE_SETS as usize }> = Array::new();
+static VFW_CONFIG: Array<PolicyConfig, { POLICY_CONFIG_MAP.max_entries as usize }> = Array::new();
 
 /// Data-plane destination ports (firewall_common::DATA_PLANE_PORTS).
 #[btf_map]
-static VFW_PORTS: Array<u32, { PORT_BITMAP_WORDS as usize }> = Array::new();
+static VFW_PORTS: Array<u32, { DATA_PLANE_PORTS_MAP.max_entries as usize }> = Array::new();
 
 /// Table set 0's IP rules; the agent resizes both tries before load.
 #[btf_map]
-static VFW_IP_RULES_0: LpmTrie<Ipv4Key, RuleValue, { DEFAULT_IP_RULE_CAPACITY as usize }> =
-    LpmTrie::new();
+static VFW_IP_RULES_0: LpmTrie<
+    Ipv4Key,
+    RuleValue,
+    { IP_RULES_MAPS[0].max_entries as usize },
+    { IP_RULES_MAPS[0].flags as usize },
+> = LpmTrie::new();
 
 /// Table set 1's IP rules.
 #[btf_map]
-static VFW_IP_RULES_1: LpmTrie<Ipv4Key, RuleValue, { DEFAULT_IP_RULE_CAPACITY as usize }> =
-    LpmTrie::new();
+static VFW_IP_RULES_1: LpmTrie<
+    Ipv4Key,
+    RuleValue,
+    { IP_RULES_MAPS[1].max_entries as usize },
+    { IP_RULES_MAPS[1].flags as usize },
+> = LpmTrie::new();
 
 /// Table set 0's virtual network rules, keyed by (endpoint, source).
 #[btf_map]
-static VFW_VNET_RULES_0: LpmTrie<VnetKey, RuleValue, { DEFAULT_VNET_CAPACITY as usize }> =
-    LpmTrie::new();
+static VFW_VNET_RULES_0: LpmTrie<
+    VnetKey,
+    RuleValue,
+    { VNET_RULES_MAPS[0].max_entries as usize },
+    { VNET_RULES_MAPS[0].flags as usize },
+> = LpmTrie::new();
 
 /// Table set 1's virtual network rules.
 #[btf_map]
-static VFW_VNET_RULES_1: LpmTrie<VnetKey, RuleValue, { DEFAULT_VNET_CAPACITY as usize }> =
-    LpmTrie::new();
+static VFW_VNET_RULES_1: LpmTrie<
+    VnetKey,
+    RuleValue,
+    { VNET_RULES_MAPS[1].max_entries as usize },
+    { VNET_RULES_MAPS[1].flags as usize },
+> = LpmTrie::new();
 
 /// Table set 0's trusted-service prefixes.
 #[btf_map]
-static VFW_TRUSTED_0: LpmTrie<Ipv4Key, RuleValue, { DEFAULT_TRUSTED_CAPACITY as usize }> =
-    LpmTrie::new();
+static VFW_TRUSTED_0: LpmTrie<
+    Ipv4Key,
+    RuleValue,
+    { TRUSTED_MAPS[0].max_entries as usize },
+    { TRUSTED_MAPS[0].flags as usize },
+> = LpmTrie::new();
 
 /// Table set 1's trusted-service prefixes.
 #[btf_map]
-static VFW_TRUSTED_1: LpmTrie<Ipv4Key, RuleValue, { DEFAULT_TRUSTED_CAPACITY as usize }> =
-    LpmTrie::new();
+static VFW_TRUSTED_1: LpmTrie<
+    Ipv4Key,
+    RuleValue,
+    { TRUSTED_MAPS[1].max_entries as usize },
+    { TRUSTED_MAPS[1].flags as usize },
+> = LpmTrie::new();
 
 /// Frames per (interface slot, verdict), per CPU
 /// (firewall_common::VERDICT_COUNTERS).
 #[btf_map]
-static VFW_VERDICTS: PerCpuArray<u64, { VERDICT_SLOTS as usize }> = PerCpuArray::new();
+static VFW_VERDICTS: PerCpuArray<u64, { VERDICT_COUNTERS_MAP.max_entries as usize }> =
+    PerCpuArray::new();
 
 /// Per-rule hits, per CPU; the agent sizes it from the limits.
 #[btf_map]
-static VFW_RULE_HITS: PerCpuArray<RuleHits, 1> = PerCpuArray::new();
+static VFW_RULE_HITS: PerCpuArray<RuleHits, { RULE_HITS_MAP.max_entries as usize }> =
+    PerCpuArray::new();
 
 /// The access log.
 #[btf_map]
-static VFW_EVENTS: RingBuf<AccessEvent, { EVENTS_RING_BYTES as usize }> = RingBuf::new();
+static VFW_EVENTS: RingBuf<AccessEvent, { EVENTS_MAP.max_entries as usize }> = RingBuf::new();
 
 /// When each UDP flow last logged.
 #[btf_map]
-static VFW_FLOW_SEEN: LruHashMap<FlowKey, u64, { FLOW_SEEN_ENTRIES as usize }> = LruHashMap::new();
+static VFW_FLOW_SEEN: LruHashMap<FlowKey, u64, { FLOW_SEEN_MAP.max_entries as usize }> =
+    LruHashMap::new();
 
 /// The access log's per-CPU rate limiter.
 #[btf_map]
-static VFW_EVENT_BUCKET: PerCpuArray<TokenBucket, 1> = PerCpuArray::new();
+static VFW_EVENT_BUCKET: PerCpuArray<TokenBucket, { EVENT_BUCKET_MAP.max_entries as usize }> =
+    PerCpuArray::new();
 
 /// Event accounting (sent, rate-limited, ring full), per CPU.
 #[btf_map]
-static VFW_TELEMETRY: PerCpuArray<u64, { TELEMETRY_COUNT as usize }> = PerCpuArray::new();
+static VFW_TELEMETRY: PerCpuArray<u64, { TELEMETRY_MAP.max_entries as usize }> = PerCpuArray::new();
 
 /// Entry point of Ethernet devices (firewall_common::PROGRAM_NAME): the
 /// frame starts with an Ethernet header, maybe VLAN tags.

@@ -22,7 +22,7 @@ pub use input::{FlowFlags, Frame, read_capture, synthesize};
 pub use report::{FrameResult, describe_rule};
 
 use crate::cli::{CheckArgs, OutputFormat};
-use crate::compile::{CompiledTables, compile};
+use crate::compile::{CompiledTables, RuleTable, compile, hit_slots_for, rule_table};
 use crate::dataplane::{Capacity, Dataplane, DataplaneError};
 use crate::policy::{LoadError, Policy};
 use crate::{links, reference};
@@ -209,9 +209,11 @@ pub fn check(args: &CheckArgs) -> Result<Vec<FrameResult>, CheckError> {
             operation: "apply the policy to the program's maps",
             source,
         })?;
+    let rules = rule_table(&policy, &interfaces, &tables, hit_slots_for(&policy));
     let context = Context {
         policy: &policy,
         tables: &tables,
+        rules: &rules,
         interfaces: &interfaces,
         ingress_ifindex,
     };
@@ -226,6 +228,7 @@ pub fn check(args: &CheckArgs) -> Result<Vec<FrameResult>, CheckError> {
 struct Context<'a> {
     policy: &'a Policy,
     tables: &'a CompiledTables,
+    rules: &'a RuleTable,
     interfaces: &'a links::InterfaceIndex,
     ingress_ifindex: u32,
 }
@@ -327,7 +330,7 @@ fn judge_frame(
     let rule = model
         .matched
         .filter(|m| m.kind.verdict() == verdict)
-        .map(|m| describe_rule(context.policy, context.interfaces, &m));
+        .map(|m| describe_rule(context.policy, context.interfaces, context.rules, &m));
     Ok(FrameResult {
         index,
         kernel: Some((code, verdict)),

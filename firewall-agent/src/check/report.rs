@@ -7,10 +7,10 @@ use std::io::{self, Write};
 
 use firewall_common::{IFINDEX_ANY, VLAN_ANY, Verdict};
 
-use crate::compile::endpoint_key;
+use crate::compile::{RuleKind, RuleTable};
 use crate::links::InterfaceIndex;
 use crate::policy::Policy;
-use crate::reference::{Judgement, MatchedRule, RuleKind, XdpAction};
+use crate::reference::{Judgement, MatchedRule, XdpAction};
 
 /// One judged frame.
 #[derive(Clone, Debug)]
@@ -64,43 +64,40 @@ impl FrameResult {
 
 /// The matched rule in the policy's words: `ip rule 203.0.113.0/24`,
 /// `virtual network rule vnet-prod/subnets/app: 10.1.2.0/24 via interface
-/// eth1`, `trusted service Sql (tag Sql): 192.0.2.128/29`. The rule is
-/// found by the table entry that matched (its prefix, and for a subnet its
-/// endpoint), not by the entry's value, which is a hit-counter slot.
+/// eth1`, `trusted service Sql (tag Sql): 192.0.2.128/29`. An IP or subnet
+/// rule is the owner of the entry's hit slot in `rules` (the compiler's
+/// [`crate::compile::rule_table`] for `policy`); a trusted prefix is found
+/// by its network.
 pub fn describe_rule(
     policy: &Policy,
     interfaces: &InterfaceIndex,
+    rules: &RuleTable,
     matched: &MatchedRule,
 ) -> String {
     let prefix = shown_prefix(&matched.prefix);
+    let owner = rules
+        .get(&matched.id)
+        .filter(|r| r.kind == matched.kind)
+        .map(|r| r.index);
     match matched.kind {
-        RuleKind::IpRule => {
-            let rule = policy.ip_rules.iter().find(|r| r.network == matched.prefix);
-            match rule {
-                Some(rule) => match &rule.comment {
-                    Some(comment) => format!("ip rule {rule} ({comment:?})"),
-                    None => format!("ip rule {rule}"),
-                },
-                None => format!("ip rule {prefix}"),
-            }
-        }
-        RuleKind::VnetRule => {
+        RuleKind::Ip => match owner.map(|i| &policy.ip_rules[i]) {
+            Some(rule) => match &rule.comment {
+                Some(comment) => format!("ip rule {rule} ({comment:?})"),
+                None => format!("ip rule {rule}"),
+            },
+            None => format!("ip rule {prefix}"),
+        },
+        RuleKind::Vnet => {
             let via = match matched.endpoint {
                 Some((ifindex, vlan)) => endpoint_name(interfaces, ifindex, vlan),
                 None => "its endpoint".to_owned(),
             };
-            // Two rules with the same prefix and endpoint compile to one
-            // entry, the first rule's (in policy order).
-            let rule = policy.virtual_network_rules.iter().find(|r| {
-                r.address_prefixes.contains(&matched.prefix)
-                    && endpoint_key(&r.endpoint, interfaces) == matched.endpoint
-            });
-            match rule {
+            match owner.map(|i| &policy.virtual_network_rules[i]) {
                 Some(rule) => format!("virtual network rule {}: {prefix} via {via}", rule.id),
                 None => format!("virtual network rule {prefix} via {via}"),
             }
         }
-        RuleKind::TrustedService => {
+        RuleKind::Trusted => {
             let trusted = policy
                 .trusted_services
                 .prefixes

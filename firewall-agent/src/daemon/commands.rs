@@ -7,6 +7,7 @@ use std::time::{Duration, SystemTime};
 
 use serde::Serialize;
 
+use crate::compile::RuleKind;
 use crate::control::protocol::{Command, ErrorKind, Response, RuleSpec};
 use crate::control::replies::{
     ChangeReply, ConfirmReply, DataPlaneShown, DetachReply, InterfaceStats, IpRuleShown,
@@ -205,13 +206,21 @@ impl Daemon {
             Response::error(ErrorKind::KernelRefused, e.to_string())
         };
         let hits = self.dataplane.rule_hits().map_err(kernel)?;
+        // The policy rule behind a hit slot, as the compiler resolved it.
+        let owners = self.rule_owners();
+        let owned = |slot: u32, kind: RuleKind| {
+            owners
+                .get(&slot)
+                .filter(|r| r.kind == kind)
+                .map(|r| r.index)
+        };
         let ip: Vec<IpRuleShown> = self
             .dataplane
             .active_ip_rules()
             .map_err(kernel)?
             .into_iter()
             .map(|(network, slot)| {
-                let rule = self.policy.ip_rules.iter().find(|r| r.network == network);
+                let rule = owned(slot, RuleKind::Ip).map(|i| &self.policy.ip_rules[i]);
                 IpRuleShown {
                     rule: Shown(network).to_string(),
                     comment: rule.and_then(|r| r.comment.clone()),
@@ -227,11 +236,8 @@ impl Daemon {
             .into_iter()
             .map(|(key, slot)| {
                 let prefix = ipnet::Ipv4Net::from(key.prefix);
-                let rule = self.policy.virtual_network_rules.iter().find(|r| {
-                    r.address_prefixes.contains(&prefix)
-                        && crate::compile::endpoint_key(&r.endpoint, &self.interfaces)
-                            == Some((key.ifindex, key.vlan))
-                });
+                let rule =
+                    owned(slot, RuleKind::Vnet).map(|i| &self.policy.virtual_network_rules[i]);
                 VnetPrefixShown {
                     id: rule.map(|r| r.id.clone()),
                     subnet: Shown(prefix).to_string(),

@@ -8,12 +8,13 @@ use std::time::{Duration, Instant, SystemTime};
 
 use firewall_common::{AccessEvent, DEFAULT_TRUSTED_CAPACITY, DEFAULT_VNET_CAPACITY, Verdict};
 
+use crate::compile::{RuleTable, rule_table};
 use crate::control::protocol::{ErrorKind, Response};
 use crate::control::replies::{EventCounts, LogsReply, RuleHits, VerdictCounts};
 use crate::dataplane::{Dataplane, DataplaneError, EventTotals, RuleHitTotals, VerdictTotals};
 use crate::telemetry::{
     self, AccessLog, AccessRecord, CounterSample, HealthSample, InterfaceCounters, MapFill,
-    MetricsSnapshot, RuleHitSample, RuleRef, StatsReporter, rule_slots,
+    MetricsSnapshot, RuleHitSample, StatsReporter,
 };
 
 use super::state::Daemon;
@@ -55,8 +56,8 @@ impl Daemon {
     }
 
     /// Hit slot → rule, for what the kernel serves now.
-    pub(super) fn rule_owners(&self) -> BTreeMap<u32, RuleRef> {
-        rule_slots(
+    pub(super) fn rule_owners(&self) -> RuleTable {
+        rule_table(
             &self.policy,
             &self.interfaces,
             &self.dataplane.active_tables(),
@@ -156,7 +157,7 @@ pub(super) struct Observer {
     stats: StatsReporter,
     access: AccessLog,
     /// Rule names by hit slot, for the generation they were computed for.
-    owners: Option<(u64, BTreeMap<u32, RuleRef>)>,
+    owners: Option<(u64, RuleTable)>,
     last_apply: Option<Duration>,
 }
 

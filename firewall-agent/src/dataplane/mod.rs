@@ -36,9 +36,8 @@ use aya::{
     programs::{ProgramError, TestRun, TestRunOptions, Xdp},
 };
 use firewall_common::{
-    DEFAULT_TRUSTED_CAPACITY, DEFAULT_VNET_CAPACITY, EVENTS, HitSlots, IP_RULES_0, IP_RULES_1,
-    RULE_HITS, TELEMETRY, TRUSTED_0, TRUSTED_1, VERDICT_COUNTERS, VNET_RULES_0, VNET_RULES_1,
-    Verdict,
+    DEFAULT_TRUSTED_CAPACITY, DEFAULT_VNET_CAPACITY, EVENTS, HitSlots, MAPS, MapSpec, Sizing,
+    TELEMETRY, VERDICT_COUNTERS, Verdict,
 };
 
 pub use attach::{AttachKind, AttachOutcome, AttachedInterface, XdpModeRequest};
@@ -104,6 +103,18 @@ impl Capacity {
     /// network rules.
     pub fn for_ip_rule_limit(ip_rules: u32) -> Self {
         Self::for_limits(ip_rules, 127)
+    }
+
+    /// The entries `spec` gets at load time: its declared entries, or
+    /// this capacity's for a map with a load-time [`Sizing`].
+    pub fn entries(&self, spec: &MapSpec) -> u32 {
+        match spec.sizing {
+            Sizing::Fixed => spec.max_entries,
+            Sizing::IpRules => self.ip_rules,
+            Sizing::VnetEntries => self.vnet_entries,
+            Sizing::TrustedEntries => self.trusted_entries,
+            Sizing::HitSlots => self.hit_slots.total(),
+        }
     }
 
     /// Refuses tables that would not fit, before anything is written.
@@ -669,17 +680,13 @@ fn require_features() -> Result<(), DataplaneError> {
     features::require(&error::kernel_release())
 }
 
-/// The loader with every trie sized by `capacity`.
+/// The loader with every map that has a load-time [`Sizing`] sized by
+/// `capacity`.
 fn loader<'a>(capacity: &Capacity) -> EbpfLoader<'a> {
     let mut loader = EbpfLoader::new();
-    loader
-        .map_max_entries(IP_RULES_0, capacity.ip_rules)
-        .map_max_entries(IP_RULES_1, capacity.ip_rules)
-        .map_max_entries(VNET_RULES_0, capacity.vnet_entries)
-        .map_max_entries(VNET_RULES_1, capacity.vnet_entries)
-        .map_max_entries(TRUSTED_0, capacity.trusted_entries)
-        .map_max_entries(TRUSTED_1, capacity.trusted_entries)
-        .map_max_entries(RULE_HITS, capacity.hit_slots.total());
+    for spec in MAPS.iter().filter(|m| m.sizing != Sizing::Fixed) {
+        loader.map_max_entries(spec.name, capacity.entries(spec));
+    }
     loader
 }
 

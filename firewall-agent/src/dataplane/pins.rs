@@ -13,13 +13,7 @@ use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::Path;
 
 use aya::maps::{MapInfo, MapType};
-use firewall_common::{
-    ACTIVE_SET, DATA_PLANE_PORTS, EVENT_BUCKET, EVENTS, EVENTS_RING_BYTES, FLOW_SEEN,
-    FLOW_SEEN_ENTRIES, FlowKey, IP_RULES_0, IP_RULES_1, Ipv4Key, POLICY_CONFIG, PORT_BITMAP_WORDS,
-    PolicyConfig, RULE_HITS, RuleHits, RuleValue, TABLE_SETS, TELEMETRY, TELEMETRY_COUNT,
-    TRUSTED_0, TRUSTED_1, TokenBucket, VERDICT_COUNTERS, VERDICT_SLOTS, VNET_RULES_0, VNET_RULES_1,
-    VnetKey,
-};
+use firewall_common::{ACTIVE_SET, MAPS, MapKind, POLICY_CONFIG, PolicyConfig};
 
 use super::{Capacity, DataplaneError};
 use crate::paths::{BPFFS_MOUNT, PinDir};
@@ -37,98 +31,29 @@ pub(super) struct MapShape {
     pub max_entries: u32,
 }
 
-const fn size<T>() -> u32 {
-    size_of::<T>() as u32
+/// Every map of the program with the shape this build gives it: the
+/// `firewall_common` layout, entries sized by `capacity`.
+pub(super) fn expected_shapes(capacity: &Capacity) -> Vec<MapShape> {
+    MAPS.iter()
+        .map(|spec| MapShape {
+            name: spec.name,
+            map_type: map_type(spec.kind),
+            key_size: spec.key_size,
+            value_size: spec.value_size,
+            max_entries: capacity.entries(spec),
+        })
+        .collect()
 }
 
-/// Every map of the program with the shape this build gives it.
-pub(super) fn expected_shapes(capacity: &Capacity) -> Vec<MapShape> {
-    let lpm_ipv4 = size::<u32>() + size::<Ipv4Key>();
-    let lpm_vnet = size::<u32>() + size::<VnetKey>();
-    let shape = |name, map_type, key_size, value_size, max_entries| MapShape {
-        name,
-        map_type,
-        key_size,
-        value_size,
-        max_entries,
-    };
-    vec![
-        shape(ACTIVE_SET, MapType::Array, 4, 4, 1),
-        shape(
-            POLICY_CONFIG,
-            MapType::Array,
-            4,
-            size::<PolicyConfig>(),
-            TABLE_SETS,
-        ),
-        shape(DATA_PLANE_PORTS, MapType::Array, 4, 4, PORT_BITMAP_WORDS),
-        shape(
-            IP_RULES_0,
-            MapType::LpmTrie,
-            lpm_ipv4,
-            size::<RuleValue>(),
-            capacity.ip_rules,
-        ),
-        shape(
-            IP_RULES_1,
-            MapType::LpmTrie,
-            lpm_ipv4,
-            size::<RuleValue>(),
-            capacity.ip_rules,
-        ),
-        shape(
-            VNET_RULES_0,
-            MapType::LpmTrie,
-            lpm_vnet,
-            size::<RuleValue>(),
-            capacity.vnet_entries,
-        ),
-        shape(
-            VNET_RULES_1,
-            MapType::LpmTrie,
-            lpm_vnet,
-            size::<RuleValue>(),
-            capacity.vnet_entries,
-        ),
-        shape(
-            TRUSTED_0,
-            MapType::LpmTrie,
-            lpm_ipv4,
-            size::<RuleValue>(),
-            capacity.trusted_entries,
-        ),
-        shape(
-            TRUSTED_1,
-            MapType::LpmTrie,
-            lpm_ipv4,
-            size::<RuleValue>(),
-            capacity.trusted_entries,
-        ),
-        shape(VERDICT_COUNTERS, MapType::PerCpuArray, 4, 8, VERDICT_SLOTS),
-        shape(
-            RULE_HITS,
-            MapType::PerCpuArray,
-            4,
-            size::<RuleHits>(),
-            capacity.hit_slots.total(),
-        ),
-        shape(EVENTS, MapType::RingBuf, 0, 0, EVENTS_RING_BYTES),
-        shape(
-            FLOW_SEEN,
-            MapType::LruHash,
-            size::<FlowKey>(),
-            8,
-            FLOW_SEEN_ENTRIES,
-        ),
-        shape(
-            EVENT_BUCKET,
-            MapType::PerCpuArray,
-            4,
-            size::<TokenBucket>(),
-            1,
-        ),
-        shape(TELEMETRY, MapType::PerCpuArray, 4, 8, TELEMETRY_COUNT),
-    ]
+/// aya's name for a layout's map type.
+fn map_type(kind: MapKind) -> MapType {
+    match kind {
+        MapKind::Array => MapType::Array,
+        MapKind::PerCpuArray => MapType::PerCpuArray,
+        MapKind::LruHash => MapType::LruHash,
+        MapKind::LpmTrie => MapType::LpmTrie,
+        MapKind::RingBuf => MapType::RingBuf,
+    }
 }
 
 /// The shape of a map as the kernel holds it.
@@ -557,4 +482,67 @@ fn lock_holder(dir: &Path) -> Option<u32> {
             .then(|| fields.get(4)?.parse().ok())
             .flatten()
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+
+    use firewall_common::{MAPS, MapKind};
+
+    use super::map_type;
+
+    /// The object the agent embeds, parsed as aya parses it before load
+    /// (nothing is loaded: no root needed). A map declared otherwise than
+    /// the `firewall_common` layout says would fail the pin-shape check on
+    /// every start, and be recreated with its counters lost.
+    #[test]
+    fn the_embedded_object_declares_every_map_as_the_common_layout_does() {
+        let object = aya_obj::Object::parse(super::super::PROGRAM_OBJECT)
+            .expect("the embedded BPF object parses");
+        // Data sections (`.rodata`, `.bss`) become maps too; they are not
+        // part of the layout.
+        let declared: BTreeSet<&str> = object
+            .maps
+            .keys()
+            .map(String::as_str)
+            .filter(|name| !name.starts_with('.'))
+            .collect();
+        let layout: BTreeSet<&str> = MAPS.iter().map(|m| m.name).collect();
+        assert_eq!(declared, layout, "the object's maps are the layout's");
+        for spec in &MAPS {
+            let map = &object.maps[spec.name];
+            assert_eq!(
+                (
+                    map.map_type(),
+                    map.key_size(),
+                    map.value_size(),
+                    map.max_entries(),
+                    map.map_flags(),
+                ),
+                (
+                    spec.kind as u32,
+                    spec.key_size,
+                    spec.value_size,
+                    spec.max_entries,
+                    spec.flags,
+                ),
+                "{}: (type, key size, value size, max entries, flags) in the object vs the layout",
+                spec.name
+            );
+        }
+    }
+
+    #[test]
+    fn layout_map_kinds_name_the_same_kernel_map_types_as_aya() {
+        for kind in [
+            MapKind::Array,
+            MapKind::PerCpuArray,
+            MapKind::LruHash,
+            MapKind::LpmTrie,
+            MapKind::RingBuf,
+        ] {
+            assert_eq!(map_type(kind) as u32, kind as u32, "{kind:?}");
+        }
+    }
 }

@@ -15,12 +15,11 @@ use aya::{
     maps::{Array, LpmTrie, Map, MapData, MapError, PerCpuArray, lpm_trie::Key},
 };
 use firewall_common::{
-    ACTIVE_SET, DATA_PLANE_PORTS, FLAG_HAS_VLAN_VNET, FLAG_HAS_VNET, FLAG_VALID, HitSlots,
-    INTERFACE_SLOTS, IP_RULES_0, IP_RULES_1, Ipv4Key, POLICY_CONFIG, PORT_WORDS_PER_ROW,
-    PolicyConfig, RULE_HITS, RuleHits, RuleValue, TABLE_SETS, TELEMETRY,
-    TELEMETRY_EVENTS_RATE_LIMITED, TELEMETRY_EVENTS_RING_FULL, TELEMETRY_EVENTS_SENT, TRUSTED_0,
-    TRUSTED_1, VERDICT_COUNTERS, VNET_ENDPOINT_BITS, VNET_RULES_0, VNET_RULES_1, Verdict, VnetKey,
-    remap_verdict_slot,
+    ACTIVE_SET, DATA_PLANE_PORTS, FLAG_VALID, HitSlots, INTERFACE_SLOTS, IP_RULES_0, IP_RULES_1,
+    Ipv4Key, POLICY_CONFIG, PORT_WORDS_PER_ROW, PolicyConfig, RULE_HITS, RuleHits, RuleValue,
+    TABLE_SETS, TELEMETRY, TELEMETRY_EVENTS_RATE_LIMITED, TELEMETRY_EVENTS_RING_FULL,
+    TELEMETRY_EVENTS_SENT, TRUSTED_0, TRUSTED_1, VERDICT_COUNTERS, VNET_ENDPOINT_BITS,
+    VNET_RULES_0, VNET_RULES_1, Verdict, VnetKey, remap_verdict_slot,
 };
 use ipnet::Ipv4Net;
 use serde::Serialize;
@@ -400,7 +399,7 @@ impl Tables {
             );
         }
         let contents = CompiledTables {
-            flags: config.flags & !(FLAG_HAS_VNET | FLAG_HAS_VLAN_VNET),
+            flags: CompiledTables::flags_of_config(config.flags),
             event_cost_ns: config.event_cost_ns,
             port_words,
             ip_rules: tables.ip_rules.read(active)?,
@@ -665,7 +664,7 @@ impl Tables {
         }
 
         let config = PolicyConfig {
-            flags: new.flags | lookup_hints(new),
+            flags: new.config_flags(),
             event_cost_ns: new.event_cost_ns,
             generation,
             fallback_at_ns,
@@ -872,7 +871,7 @@ impl Predecessor {
         let mut contents = || -> Option<CompiledTables> {
             let config = config.as_ref().ok()?;
             Some(CompiledTables {
-                flags: config[0] as u32,
+                flags: CompiledTables::flags_of_config(config[0] as u32),
                 event_cost_ns: (config[0] >> 32) as u32,
                 port_words: vec![0; 2 * PORT_WORDS_PER_ROW as usize],
                 ip_rules: legacy_slots(maps.open(names([IP_RULES_0, IP_RULES_1])).ok()?)?,
@@ -955,22 +954,4 @@ fn copy_verdicts_by_slot(
             .map_err(map_err(VERDICT_COUNTERS))?;
     }
     Ok(())
-}
-
-/// Flags that only let the program skip lookups that cannot match: no
-/// subnet entry at all, or none bound to a VLAN. Derived from the contents
-/// written, so they can never disagree with them.
-fn lookup_hints(tables: &CompiledTables) -> u32 {
-    let mut hints = 0;
-    if !tables.vnet_rules.is_empty() {
-        hints |= FLAG_HAS_VNET;
-    }
-    if tables
-        .vnet_rules
-        .keys()
-        .any(|k| k.vlan != firewall_common::VLAN_ANY)
-    {
-        hints |= FLAG_HAS_VLAN_VNET;
-    }
-    hints
 }

@@ -86,27 +86,8 @@ impl XdpAction {
     }
 }
 
-/// Which table a matched rule sits in.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum RuleKind {
-    /// The trusted-services trie.
-    TrustedService,
-    /// The IP-rule trie.
-    IpRule,
-    /// The virtual-network trie.
-    VnetRule,
-}
-
-impl RuleKind {
-    /// The verdict a match in this table leads to.
-    pub fn verdict(self) -> Verdict {
-        match self {
-            RuleKind::TrustedService => Verdict::AllowTrustedService,
-            RuleKind::IpRule => Verdict::AllowIpRule,
-            RuleKind::VnetRule => Verdict::AllowVnetRule,
-        }
-    }
-}
+/// Which table a matched rule sits in: the compiler's rule kinds.
+pub use crate::compile::RuleKind;
 
 /// The table entry that let a frame through.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -450,7 +431,7 @@ fn first_match(
                 if live(value, at, &format!("trusted services {prefix}"), steps) {
                     steps.push(format!("source {source} in trusted services {prefix}"));
                     return Some(MatchedRule {
-                        kind: RuleKind::TrustedService,
+                        kind: RuleKind::Trusted,
                         id: value.slot,
                         prefix,
                         endpoint: None,
@@ -468,7 +449,7 @@ fn first_match(
             if live(value, at, &format!("ip_rules {prefix}"), steps) {
                 steps.push(format!("source {source} in ip_rules {prefix}"));
                 return Some(MatchedRule {
-                    kind: RuleKind::IpRule,
+                    kind: RuleKind::Ip,
                     id: value.slot,
                     prefix,
                     endpoint: None,
@@ -506,7 +487,7 @@ fn first_match(
                 "source {source} in virtual network rule {prefix} via {via}"
             ));
             return Some(MatchedRule {
-                kind: RuleKind::VnetRule,
+                kind: RuleKind::Vnet,
                 id: value.slot,
                 prefix,
                 endpoint: Some((ifindex, vlan)),

@@ -160,7 +160,7 @@ fn k5_default_allow_and_the_trusted_bypass() {
     let m = j.matched.expect("a trusted prefix matched");
     assert_eq!(
         (m.kind, m.id, m.prefix.to_string()),
-        (RuleKind::TrustedService, 4, "192.0.2.128/29".to_owned())
+        (RuleKind::Trusted, 4, "192.0.2.128/29".to_owned())
     );
     assert_eq!(verdict(&syn([192, 0, 2, 140], 443), &bypass), DenyNoMatch);
 

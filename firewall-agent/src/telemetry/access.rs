@@ -21,7 +21,7 @@ use std::time::{Duration, SystemTime};
 use firewall_common::{AccessEvent, Verdict};
 use serde::{Deserialize, Serialize};
 
-use super::rules::RuleRef;
+use crate::compile::RuleRef;
 use file::FileSink;
 
 pub use file::{FILE_MODE, FileHealth, UNWRITTEN_MAX, open_append};

@@ -23,7 +23,7 @@ use prometheus_client::registry::Registry;
 use tokio::sync::mpsc;
 
 use super::counters::CounterSample;
-use super::rules::RuleRef;
+use crate::compile::RuleRef;
 
 /// One rule's hits.
 #[derive(Clone, Debug, PartialEq, Eq)]

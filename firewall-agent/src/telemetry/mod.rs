@@ -4,7 +4,6 @@
 //! - [`counters`]: the periodic `verdict counters` log line (kernel totals
 //!   and deltas, in total and per interface, packets per second, access-log
 //!   accounting).
-//! - [`rules`]: which policy rule owns each per-rule hit slot.
 //! - [`access`]: the deny access log — kernel events decoded into JSON
 //!   records, written to stdout or a file (reopened on SIGHUP) and kept in
 //!   memory for `vaultfw logs`.
@@ -18,13 +17,14 @@ pub mod access;
 pub mod counters;
 pub mod metrics;
 pub mod ring;
-pub mod rules;
 
+/// Rules as telemetry names them: resolved by the compiler
+/// ([`crate::compile::rule_table`]).
+pub use crate::compile::{RuleKind, RuleRef};
 pub use access::{AccessLog, AccessRecord, LogsPage};
 pub use counters::{CounterSample, InterfaceCounters, StatsReporter};
 pub use metrics::{HealthSample, MapFill, MetricsServer, MetricsSnapshot, RuleHitSample};
 pub use ring::EventRing;
-pub use rules::{RuleKind, RuleRef, rule_slots};
 
 /// Installs the JSON log subscriber: one JSON object per line on stdout,
 /// event fields at the top level. `RUST_LOG` overrides the `info` default.

@@ -8,15 +8,19 @@ use std::collections::BTreeMap;
 use std::time::SystemTime;
 
 use firewall_common::{
-    FLAG_AUDIT, FLAG_BYPASS_TRUSTED, FLAG_DEFAULT_ALLOW, FLAG_IPV6_ALLOW, FLAG_LOG_ALLOWED,
-    FLAG_PASS_FORWARDED, FLAG_VALID, HitSlots, IFINDEX_ANY, PORT_PROTO_TCP, PORT_PROTO_UDP,
-    PORT_WORDS_PER_ROW, RuleValue, VLAN_ANY, port_slot,
+    FLAG_AUDIT, FLAG_BYPASS_TRUSTED, FLAG_DEFAULT_ALLOW, FLAG_HAS_VLAN_VNET, FLAG_HAS_VNET,
+    FLAG_IPV6_ALLOW, FLAG_LOG_ALLOWED, FLAG_PASS_FORWARDED, FLAG_VALID, HitSlots, IFINDEX_ANY,
+    PORT_PROTO_TCP, PORT_PROTO_UDP, PORT_WORDS_PER_ROW, RuleValue, VLAN_ANY, port_slot,
 };
 use ipnet::Ipv4Net;
 
 use crate::clock::{MonotonicClock, SAME_DEADLINE};
 use crate::links::InterfaceIndex;
 use crate::policy::{Bypass, DefaultAction, Endpoint, Ipv6Action, Mode, Policy};
+
+mod rules;
+
+pub use rules::{RuleKind, RuleRef, RuleTable, rule_table};
 
 /// An IPv4 LPM-trie key as the kernel stores it: the prefix length in bits
 /// (0–32) and the network address's octets in network byte order.
@@ -59,10 +63,14 @@ pub struct VnetPrefixKey {
     pub prefix: PrefixKey,
 }
 
-/// What one table set holds for a policy.
+/// What one table set holds for a policy: every entry of its tries and
+/// port bitmap, and its config word ([`CompiledTables::config_flags`]) —
+/// the data plane writes exactly this and reads it back.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct CompiledTables {
-    /// `FLAG_*` bits of the set's `PolicyConfig` (always with `FLAG_VALID`).
+    /// The policy's `FLAG_*` bits (always with `FLAG_VALID`); the set's
+    /// `PolicyConfig` holds these plus the lookup hints derived from the
+    /// entries, see [`CompiledTables::config_flags`].
     pub flags: u32,
     /// The access log's per-CPU event cost in ns (0: no events); see
     /// [`CompiledTables::with_access_log`].
@@ -82,7 +90,33 @@ pub struct CompiledTables {
     pub trusted: BTreeMap<PrefixKey, RuleValue>,
 }
 
+/// The `FLAG_*` bits that only let the program skip lookups that cannot
+/// match (`FLAG_HAS_VNET`: some subnet entry exists; `FLAG_HAS_VLAN_VNET`:
+/// some subnet entry is bound to a VLAN). They are a function of the
+/// entries, never stored apart from them, so they cannot disagree with what
+/// a set holds — tables built or edited entry by entry included.
+pub const LOOKUP_HINTS: u32 = FLAG_HAS_VNET | FLAG_HAS_VLAN_VNET;
+
 impl CompiledTables {
+    /// The `flags` word of the set's `PolicyConfig`: [`CompiledTables::flags`]
+    /// plus the [`LOOKUP_HINTS`] these entries call for.
+    pub fn config_flags(&self) -> u32 {
+        let mut word = self.flags & !LOOKUP_HINTS;
+        if !self.vnet_rules.is_empty() {
+            word |= FLAG_HAS_VNET;
+        }
+        if self.vnet_rules.keys().any(|k| k.vlan != VLAN_ANY) {
+            word |= FLAG_HAS_VLAN_VNET;
+        }
+        word
+    }
+
+    /// [`CompiledTables::flags`] of a set whose `PolicyConfig` holds
+    /// `config_flags` (the inverse of [`CompiledTables::config_flags`]).
+    pub fn flags_of_config(config_flags: u32) -> u32 {
+        config_flags & !LOOKUP_HINTS
+    }
+
     /// Turns the access log on at `events_per_second` per CPU (0: off),
     /// with allowed attempts too when `log_allowed`.
     pub fn with_access_log(mut self, events_per_second: u32, log_allowed: bool) -> Self {
@@ -329,8 +363,8 @@ pub fn compile_next(
     {
         for key in keys {
             // The same prefix under the same endpoint in two rules: the
-            // first rule (in policy order) is the one reported, and its
-            // expiry is the entry's.
+            // entry is the first rule's (in policy order) — its slot, so
+            // [`rule_table`] names it, and its expiry.
             let expires = deadline(rule.expires_at, previous.vnet_rules.get(&key));
             vnet_rules
                 .entry(key)
@@ -645,6 +679,27 @@ ip_rules = [{ value = "198.51.100.7", expires_at = "2030-01-01T00:00:30Z" }]
             all.flags,
             FLAG_VALID | FLAG_DEFAULT_ALLOW | FLAG_BYPASS_TRUSTED | FLAG_AUDIT | FLAG_IPV6_ALLOW
         );
+    }
+
+    #[test]
+    fn the_config_word_adds_lookup_hints_only_for_the_subnet_entries_a_set_holds() {
+        let none = compiled("default_action = \"Deny\"\n");
+        assert_eq!(none.config_flags(), FLAG_VALID);
+        let interfaces = InterfaceIndex::from([("eth1".to_owned(), 7)]);
+        let subnets = compiled_with(SUBNETS, &interfaces);
+        assert_eq!(
+            subnets.config_flags(),
+            FLAG_VALID | FLAG_HAS_VNET | FLAG_HAS_VLAN_VNET
+        );
+        assert_eq!(
+            CompiledTables::flags_of_config(subnets.config_flags()),
+            subnets.flags
+        );
+        let untagged = compiled_with(
+            "default_action = \"Deny\"\n[[virtual_network_rules]]\nid = \"a\"\naddress_prefixes = [\"10.1.2.0/24\"]\nendpoint = { interface = \"eth1\" }\n",
+            &interfaces,
+        );
+        assert_eq!(untagged.config_flags(), FLAG_VALID | FLAG_HAS_VNET);
     }
 
     #[test]
