@@ -10,7 +10,7 @@ use std::fmt::Write as _;
 
 use serde_json::{Value, json};
 
-use super::catalogue;
+use super::trusted::catalogue;
 use super::ipv4::shown;
 use super::model::{Bypass, DefaultAction, Ipv6Action, LimitProfile, Mode, Policy, VnetRule};
 

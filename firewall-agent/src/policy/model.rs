@@ -298,19 +298,6 @@ pub struct TrustedServices {
     pub change_number: Option<u64>,
 }
 
-impl Default for TrustedServices {
-    /// No tags file, the whole catalogue enabled, no prefixes.
-    fn default() -> Self {
-        TrustedServices {
-            service_tags_file: None,
-            enabled: super::trusted::catalogue().iter().collect(),
-            prefixes: Vec::new(),
-            ipv6_skipped: 0,
-            change_number: None,
-        }
-    }
-}
-
 /// One trusted source prefix and where it comes from (for `check` and
 /// per-entry hit counts).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]

@@ -34,7 +34,8 @@ use super::export::{export_azure, export_native, export_subnet_map};
 use super::input::{MAX_POLICY_BYTES, read_text_file};
 use super::model::Policy;
 use super::trusted::absolute_against;
-use super::{PolicyFormat, Validated, parse_azure_in, parse_toml_in, subnet_map};
+use super::parse::{PolicyFormat, Validated, parse_azure_in, parse_toml_in};
+use super::subnet_map;
 
 /// The table and key of the one file reference a policy (or a subnet map)
 /// holds.

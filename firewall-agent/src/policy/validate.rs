@@ -14,7 +14,8 @@ use super::model::CONTROL_PLANE_TCP_PORTS;
 use super::model::{
     Bypass, DataPlane, DefaultAction, Ipv6Action, LimitProfile, Limits, Mode, Policy,
 };
-use super::raw::{Field, Key, RawDataPlane, RawLimits, RawPolicy};
+use super::raw::{Key, RawDataPlane, RawLimits, RawPolicy};
+use super::raw_value::Field;
 use super::{ip_rules, trusted, vnet};
 
 /// What validation needs besides the input.

@@ -14,7 +14,8 @@ use super::error::{PolicyError, PolicyWarning};
 use super::expiry;
 use super::ipv4::{self, shown};
 use super::model::{Endpoint, VnetRule};
-use super::raw::{At, Field, RawEndpoint, RawVnetRule};
+use super::raw::{RawEndpoint, RawVnetRule};
+use super::raw_value::{At, Field};
 
 /// Linux's `IFNAMSIZ` less the terminating NUL: the longest interface name.
 pub const MAX_INTERFACE_NAME: usize = 15;
