@@ -72,7 +72,7 @@ pub fn describe_rule(
     interfaces: &InterfaceIndex,
     matched: &MatchedRule,
 ) -> String {
-    let prefix = shown_prefix(&matched.prefix);
+    let prefix = crate::policy::shown(matched.prefix);
     match matched.kind {
         RuleKind::IpRule => {
             let rule = policy.ip_rules.iter().find(|r| r.network == matched.prefix);
@@ -111,14 +111,6 @@ pub fn describe_rule(
                 None => format!("trusted service prefix {prefix}"),
             }
         }
-    }
-}
-
-fn shown_prefix(net: &ipnet::Ipv4Net) -> String {
-    if net.prefix_len() == 32 {
-        net.addr().to_string()
-    } else {
-        net.to_string()
     }
 }
 

@@ -10,9 +10,8 @@ use std::fmt::Write as _;
 
 use serde_json::{Value, json};
 
+use super::model::{Ipv6Action, LimitProfile, Mode, Policy, VnetRule, shown};
 use super::trusted::catalogue;
-use super::ipv4::shown;
-use super::model::{Bypass, DefaultAction, Ipv6Action, LimitProfile, Mode, Policy, VnetRule};
 
 /// `policy` as Azure JSON: `{"properties": {"networkAcls": {"bypass",
 /// "defaultAction", "ipRules": [{"value"}], "virtualNetworkRules": [{"id",
@@ -40,14 +39,8 @@ pub fn export_azure(policy: &Policy) -> Value {
     json!({
         "properties": {
             "networkAcls": {
-                "bypass": match policy.bypass {
-                    Bypass::AzureServices => "AzureServices",
-                    Bypass::None => "None",
-                },
-                "defaultAction": match policy.default_action {
-                    DefaultAction::Allow => "Allow",
-                    DefaultAction::Deny => "Deny",
-                },
+                "bypass": policy.bypass.name(),
+                "defaultAction": policy.default_action.name(),
                 "ipRules": ip_rules,
                 "virtualNetworkRules": vnet_rules,
             }
@@ -102,18 +95,9 @@ pub fn export_native(policy: &Policy) -> String {
     out.line("# vaultfw policy (native format), written by vaultfw from an applied policy.");
     out.line(format!(
         "default_action = {}",
-        quote(match policy.default_action {
-            DefaultAction::Allow => "Allow",
-            DefaultAction::Deny => "Deny",
-        })
+        quote(policy.default_action.name())
     ));
-    out.line(format!(
-        "bypass = {}",
-        quote(match policy.bypass {
-            Bypass::AzureServices => "AzureServices",
-            Bypass::None => "None",
-        })
-    ));
+    out.line(format!("bypass = {}", quote(policy.bypass.name())));
     settings(&mut out, policy);
     out.line("ip_rules = [");
     for rule in &policy.ip_rules {

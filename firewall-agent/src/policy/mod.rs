@@ -51,13 +51,13 @@ mod tests;
 
 pub use error::{LoadError, PolicyError, PolicyErrors, PolicyWarning};
 pub use export::{export_azure, export_native, export_subnet_map};
-#[cfg(test)]
-pub(crate) use parse::parse_toml_at;
-pub(crate) use parse::{parse_azure_at, parse_toml_in};
 pub use parse::{PolicyFormat, Validated, parse_azure_json, parse_toml, parse_toml_with_base};
+#[cfg(test)]
+pub(crate) use parse::{parse_azure_at, parse_toml_at, parse_toml_in};
 pub use source::{FileText, PolicySource, PolicyText, WriteBack};
 pub use trusted::{catalogue, find as find_trusted_service};
-pub use vnet::check_interface_name;
+pub use validate::{parse_bypass, parse_default_action};
+pub use vnet::{check_interface_name, check_vlan_id, parse_endpoint};
 
 use std::path::Path;
 

@@ -154,4 +154,3 @@ fn finish(
 fn current_dir() -> PathBuf {
     std::env::current_dir().unwrap_or_default()
 }
-

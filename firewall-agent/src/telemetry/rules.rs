@@ -14,7 +14,7 @@ use serde::Serialize;
 
 use crate::compile::{CompiledTables, VnetPrefixKey, endpoint_key};
 use crate::links::InterfaceIndex;
-use crate::policy::{Policy, catalogue, fmt_ipv4_rule};
+use crate::policy::{Policy, catalogue, shown};
 
 /// The three kinds of rule that count hits.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
@@ -47,17 +47,6 @@ pub struct RuleRef {
     /// `203.0.113.0/24` (a /32 as the bare address), the subnet rule's id,
     /// or the trusted service's catalogue name.
     pub name: String,
-}
-
-/// An IPv4 network shown the way rules are (`a.b.c.d` for a /32).
-pub fn shown(net: Ipv4Net) -> String {
-    struct Shown(Ipv4Net);
-    impl std::fmt::Display for Shown {
-        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-            fmt_ipv4_rule(&self.0, f)
-        }
-    }
-    Shown(net).to_string()
 }
 
 /// Hit slot → rule, for the rules `tables` (what the kernel serves,

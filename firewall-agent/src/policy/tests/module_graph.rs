@@ -19,7 +19,11 @@ fn code(text: &str) -> String {
     let mut lines = text.lines().peekable();
     while let Some(line) = lines.next() {
         let t = line.trim_start();
-        if t == "#[cfg(test)]" && lines.peek().is_some_and(|l| l.trim_start().starts_with("mod tests {")) {
+        if t == "#[cfg(test)]"
+            && lines
+                .peek()
+                .is_some_and(|l| l.trim_start().starts_with("mod tests {"))
+        {
             break;
         }
         if t.starts_with("//") {
@@ -83,7 +87,11 @@ fn policy_graph() -> Graph {
     let mut files = Vec::new();
     for entry in std::fs::read_dir(&dir).expect("read src/policy") {
         let path = entry.expect("dir entry").path();
-        let name = path.file_stem().and_then(|s| s.to_str()).unwrap_or_default().to_string();
+        let name = path
+            .file_stem()
+            .and_then(|s| s.to_str())
+            .unwrap_or_default()
+            .to_string();
         if path.is_dir() {
             if name == "tests" {
                 continue;
@@ -115,7 +123,11 @@ fn policy_graph() -> Graph {
         }
         let deps = graph.entry(module.clone()).or_default();
         for n in names {
-            let target = if modules.contains(&n) { n } else { "mod".to_string() };
+            let target = if modules.contains(&n) {
+                n
+            } else {
+                "mod".to_string()
+            };
             if &target != module {
                 deps.insert(target);
             }
@@ -192,7 +204,10 @@ fn policy_modules_depend_on_each_other_without_cycles() {
         println!("{module} -> {}", deps.join(", "));
     }
     let cycles = cycles(&graph);
-    assert!(cycles.is_empty(), "policy/ has dependency cycles: {cycles:?}");
+    assert!(
+        cycles.is_empty(),
+        "policy/ has dependency cycles: {cycles:?}"
+    );
 }
 
 #[test]
@@ -209,7 +224,10 @@ fn the_cycle_finder_finds_a_cycle() {
     graph.entry("b".into()).or_default().insert("c".into());
     graph.entry("c".into()).or_default().insert("a".into());
     graph.entry("d".into()).or_default().insert("a".into());
-    assert_eq!(cycles(&graph), vec![vec!["a".to_string(), "b".into(), "c".into()]]);
+    assert_eq!(
+        cycles(&graph),
+        vec![vec!["a".to_string(), "b".into(), "c".into()]]
+    );
 }
 
 #[test]

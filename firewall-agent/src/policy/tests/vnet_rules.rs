@@ -587,3 +587,30 @@ fn subnet_rules_serialize_with_prefixes_as_text() {
     assert_eq!(rule["endpoint"]["interface"], "eth1");
     assert_eq!(json["trusted_services"]["enabled"][0], "VirtualMachines");
 }
+
+#[test]
+fn an_endpoint_flag_is_checked_as_a_file_endpoint_is() {
+    use super::super::parse_endpoint;
+    assert_eq!(
+        parse_endpoint("--endpoint", "eth1,vlan:120").expect("valid"),
+        Endpoint {
+            interface: Some("eth1".into()),
+            vlan: Some(120)
+        }
+    );
+    assert_eq!(
+        parse_endpoint("--endpoint", "vlan:7").expect("valid"),
+        Endpoint {
+            interface: None,
+            vlan: Some(7)
+        }
+    );
+    let e = parse_endpoint("--endpoint", "eth1,vlan:4095").expect_err("reserved VLAN");
+    assert_eq!((e.path.as_str(), e.value.as_str()), ("--endpoint", "4095"));
+    assert!(e.fix.contains("1–4094"), "{e}");
+    let e = parse_endpoint("--endpoint", "vlan:x").expect_err("not a number");
+    assert_eq!(e.value, "vlan:x");
+    assert!(e.fix.contains("1–4094"), "{e}");
+    let e = parse_endpoint("--endpoint", "eth:1").expect_err("':' in a name");
+    assert_eq!((e.path.as_str(), e.value.as_str()), ("--endpoint", "eth:1"));
+}
