@@ -4,7 +4,7 @@
 //! daemon loop owns one [`Observer`]; nothing here changes the policy.
 
 use std::collections::BTreeMap;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 use firewall_common::{AccessEvent, DEFAULT_TRUSTED_CAPACITY, DEFAULT_VNET_CAPACITY};
 use serde_json::json;
@@ -12,7 +12,7 @@ use serde_json::json;
 use crate::control::protocol::{ErrorKind, Response};
 use crate::dataplane::{Dataplane, DataplaneError, RuleHitTotals};
 use crate::telemetry::{
-    self, AccessLog, AccessRecord, CounterSample, HealthSample, InterfaceCounters, MapFill,
+    AccessLog, AccessRecord, CounterSample, HealthSample, InterfaceCounters, MapFill,
     MetricsSnapshot, RuleHitSample, RuleRef, StatsReporter, rule_slots,
 };
 
@@ -198,7 +198,7 @@ impl Observer {
             self.owners = Some((daemon.generation, daemon.rule_owners()));
         }
         let owners = &self.owners.as_ref().expect("set just above").1;
-        let boot = telemetry::boot_offset();
+        let boot = Some(crate::clock::boot_time());
         let attached = daemon.dataplane().attached();
         for event in events {
             let record = AccessRecord::decode(
@@ -238,7 +238,7 @@ impl Observer {
         since: Option<&str>,
         limit: Option<usize>,
     ) -> Response {
-        let since = match since.map(parse_since).transpose() {
+        let since = match since.map(crate::clock::parse_time).transpose() {
             Ok(since) => since,
             Err(message) => return Response::error(ErrorKind::InvalidInput, message),
         };
@@ -257,11 +257,4 @@ impl Observer {
         result["file_health"] = json!(self.access.file_health());
         Response::ok(result)
     }
-}
-
-/// `--since` as the daemon receives it: RFC 3339.
-fn parse_since(text: &str) -> Result<SystemTime, String> {
-    humantime::parse_rfc3339_weak(text).map_err(|e| {
-        format!("since {text:?}: {e}; give an RFC 3339 time such as 2026-01-31T12:00:00Z")
-    })
 }
