@@ -294,7 +294,7 @@ ip_rules = [
         assert!(text.contains("\"192.0.2.77\""));
         let text = edit_native(&text, &[Edit::RemoveIpRule(net("198.51.100.7/32"))]).unwrap();
         assert!(!text.contains("198.51.100.7"), "{text}");
-        // A /32 written with its length is found by its network too (P1).
+        // A /32 written with its length is found by its network too.
         let text = edit_native(&text, &[Edit::RemoveIpRule(net("192.0.2.10/32"))]).unwrap();
         assert!(!text.contains("192.0.2.10"), "{text}");
         assert!(text.contains("203.0.113.0/24"));

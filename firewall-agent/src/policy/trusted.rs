@@ -16,7 +16,7 @@
 //!   (the weekly `ServiceTags_Public_*.json` download) as described in
 //!   "Virtual network service tags" (learn.microsoft.com/azure/
 //!   virtual-network/service-tags-overview); every tag named below is
-//!   present in `shared/data/ServiceTags_Public_subset.json` (change 301).
+//!   present in `tests/fixtures/ServiceTags_Public_subset.json` (change 301).
 //!
 //! Where no tag is dedicated to a service, the choice is documented on the
 //! entry. `AzureCloud` (every public address of Azure) is never used: it

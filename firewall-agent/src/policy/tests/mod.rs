@@ -1,5 +1,4 @@
-//! Unit tests of policy loading, by topic. Case ids (P1…P6) refer to
-//! `shared/cases/policy-cases.md`.
+//! Unit tests of policy loading, by topic.
 
 mod azure;
 mod document;
