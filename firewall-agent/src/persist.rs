@@ -11,9 +11,9 @@ mod files;
 use std::path::PathBuf;
 
 use ipnet::Ipv4Net;
-use toml_edit::{Array, ArrayOfTables, DocumentMut, InlineTable, Item, Table, Value};
+use toml_edit::{Array, ArrayOfTables, DocumentMut, Item, Table, Value};
 
-use crate::policy::Endpoint;
+use crate::policy::{Endpoint, endpoint_table};
 
 pub use files::{TEMP_MARKER, TEMP_SUFFIX, remove_leftover_temp_files, write_atomically};
 
@@ -212,16 +212,7 @@ fn new_vnet_rule(id: &str, prefix: &str, endpoint: Option<&Endpoint>) -> Table {
     let mut prefixes = Array::new();
     prefixes.push(prefix);
     rule["address_prefixes"] = toml_edit::value(prefixes);
-    let mut ep = InlineTable::new();
-    if let Some(endpoint) = endpoint {
-        if let Some(interface) = &endpoint.interface {
-            ep.insert("interface", interface.as_str().into());
-        }
-        if let Some(vlan) = endpoint.vlan {
-            ep.insert("vlan", i64::from(vlan).into());
-        }
-    }
-    rule["endpoint"] = toml_edit::value(ep);
+    rule["endpoint"] = toml_edit::value(endpoint.map(endpoint_table).unwrap_or_default());
     rule
 }
 

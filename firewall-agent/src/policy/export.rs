@@ -11,7 +11,7 @@ use std::collections::BTreeSet;
 use serde_json::{Value, json};
 use toml_edit::{Array, ArrayOfTables, DocumentMut, InlineTable, Item, Table, value};
 
-use super::model::{Ipv6Action, LimitProfile, Mode, Policy, VnetRule, shown};
+use super::model::{Endpoint, Ipv6Action, LimitProfile, Mode, Policy, VnetRule, shown};
 use super::trusted::catalogue;
 
 /// `policy` as Azure JSON: `{"properties": {"networkAcls": {"bypass",
@@ -224,19 +224,25 @@ fn vnet_rule(rule: &VnetRule) -> Table {
             .map(|p| shown(*p))
             .collect::<Array>(),
     );
-    let mut endpoint = InlineTable::new();
-    if let Some(i) = &rule.endpoint.interface {
-        endpoint.insert("interface", i.as_str().into());
-    }
-    if let Some(v) = rule.endpoint.vlan {
-        endpoint.insert("vlan", i64::from(v).into());
-    }
-    t["endpoint"] = value(endpoint);
+    t["endpoint"] = value(endpoint_table(&rule.endpoint));
     if let Some(c) = &rule.comment {
         t["comment"] = value(c.as_str());
     }
     if let Some(at) = rule.expires_at {
         t["expires_at"] = value(time(at));
+    }
+    t
+}
+
+/// `endpoint` as a rule's `endpoint` key holds it: `{ interface = "eth1",
+/// vlan = 120 }`, either key left out when unset.
+pub fn endpoint_table(endpoint: &Endpoint) -> InlineTable {
+    let mut t = InlineTable::new();
+    if let Some(i) = &endpoint.interface {
+        t.insert("interface", i.as_str().into());
+    }
+    if let Some(v) = endpoint.vlan {
+        t.insert("vlan", i64::from(v).into());
     }
     t
 }

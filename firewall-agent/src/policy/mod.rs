@@ -50,7 +50,7 @@ mod vnet;
 mod tests;
 
 pub use error::{LoadError, PolicyError, PolicyErrors, PolicyWarning};
-pub use export::{export_azure, export_native, export_subnet_map};
+pub use export::{endpoint_table, export_azure, export_native, export_subnet_map};
 pub use parse::{PolicyFormat, Validated, parse_azure_json, parse_toml, parse_toml_with_base};
 #[cfg(test)]
 pub(crate) use parse::{parse_azure_at, parse_toml_at, parse_toml_in};
