@@ -79,7 +79,7 @@ pub(super) fn sorted(t: &Table) -> Vec<(&String, &Value)> {
 
 /// A value as it appears in a message: strings bare, others in TOML form,
 /// clipped to one readable line.
-pub fn shown(value: &Value) -> String {
+fn as_written(value: &Value) -> String {
     match value {
         Value::String(s) => clip(s),
         other => clip(&other.to_string()),
@@ -99,7 +99,7 @@ pub(super) fn clip(s: &str) -> String {
 pub(super) fn type_error(path: &str, value: &Value, expected: &str, fix: String) -> PolicyError {
     PolicyError::new(
         path,
-        shown(value),
+        as_written(value),
         format!(
             "expected {expected}, found {} {}",
             article(value.type_str()),
