@@ -73,6 +73,35 @@ impl MonotonicClock {
     }
 }
 
+/// The wall-clock time of CLOCK_MONOTONIC's zero (what `bpf_ktime_get_ns`
+/// counts from), so kernel timestamps can be shown as dates. Computed anew
+/// each call: the wall clock may be stepped while the agent runs.
+pub fn boot_time() -> SystemTime {
+    MonotonicClock::now().to_wall(0)
+}
+
+/// An RFC 3339 time (`2026-01-31T12:00:00Z`), as `--since` travels over
+/// the control socket. The error names the value and the form.
+pub fn parse_time(text: &str) -> Result<SystemTime, String> {
+    humantime::parse_rfc3339_weak(text).map_err(|e| {
+        format!("since {text:?}: {e}; give an RFC 3339 time such as 2026-01-31T12:00:00Z")
+    })
+}
+
+/// `--since` as an operator writes it: a duration back from now (`30s`,
+/// `10m`, `2h`) or an RFC 3339 time. The error names the value and both
+/// forms.
+pub fn parse_since(text: &str) -> Result<SystemTime, String> {
+    if let Ok(ago) = humantime::parse_duration(text) {
+        return SystemTime::now()
+            .checked_sub(ago)
+            .ok_or_else(|| format!("{text:?} reaches before 1970"));
+    }
+    humantime::parse_rfc3339_weak(text).map_err(|_| {
+        format!("{text:?}: give a duration (`30s`, `10m`, `2h`) or an RFC 3339 time (`2026-01-31T12:00:00Z`)")
+    })
+}
+
 /// CLOCK_MONOTONIC_COARSE now, in ns: exactly the clock the program reads
 /// (`bpf_ktime_get_coarse_ns`), so "has the kernel passed this deadline?"
 /// gets the kernel's answer.

@@ -3,6 +3,7 @@
 //!
 //! Layout (dependencies point down the list only):
 //! - `cli`: clap types for the `vaultfw` binary.
+//! - `exit`: the binary's exit codes.
 //! - `daemon`: `vaultfw run`, start-up and shutdown order, the command loop.
 //! - `control`: the control socket (protocol, server, client).
 //! - `persist`: writing accepted changes back to the policy file.
@@ -21,6 +22,7 @@ pub mod compile;
 pub mod control;
 pub mod daemon;
 pub mod dataplane;
+pub mod exit;
 pub mod links;
 pub mod paths;
 pub mod persist;

@@ -9,10 +9,7 @@ use clap::Parser;
 use vaultfw::cli::remote;
 use vaultfw::cli::{Cli, Command, ExportArgs, ExportFormat, OutputFormat, RunArgs, ValidateArgs};
 use vaultfw::daemon::{self, PolicySource, RunError, RunOptions};
-use vaultfw::policy;
-
-const EXIT_INVALID_INPUT: u8 = 2;
-const EXIT_KERNEL_REFUSED: u8 = 4;
+use vaultfw::{exit, policy};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -46,7 +43,7 @@ fn run(args: RunArgs) -> ExitCode {
         Err(message) => {
             tracing::error!(error = %message, "vaultfw run failed");
             eprintln!("vaultfw: {message}");
-            return ExitCode::from(EXIT_INVALID_INPUT);
+            return ExitCode::from(exit::INVALID_INPUT);
         }
     };
     let options = RunOptions {
@@ -86,14 +83,14 @@ fn run(args: RunArgs) -> ExitCode {
                 | RunError::InvalidArguments(_)
                 | RunError::Dataplane(vaultfw::dataplane::DataplaneError::NoSuchInterface {
                     ..
-                }) => ExitCode::from(EXIT_INVALID_INPUT),
+                }) => ExitCode::from(exit::INVALID_INPUT),
                 RunError::Dataplane(e) if e.is_kernel_refusal() => {
-                    ExitCode::from(EXIT_KERNEL_REFUSED)
+                    ExitCode::from(exit::KERNEL_REFUSED)
                 }
                 // A missing privilege exits as the kernel's refusal does (README).
                 RunError::Socket(vaultfw::control::server::ServerError::PermissionDenied {
                     ..
-                }) => ExitCode::from(EXIT_KERNEL_REFUSED),
+                }) => ExitCode::from(exit::KERNEL_REFUSED),
                 _ => ExitCode::FAILURE,
             }
         }
@@ -105,7 +102,7 @@ fn export(args: ExportArgs) -> ExitCode {
         Ok(v) => v,
         Err(error) => {
             eprintln!("vaultfw: {error}");
-            return ExitCode::from(EXIT_INVALID_INPUT);
+            return ExitCode::from(exit::INVALID_INPUT);
         }
     };
     match args.format {
@@ -132,7 +129,7 @@ fn validate(args: ValidateArgs) -> ExitCode {
                     vaultfw::cli::session::guards_session_port(&validated.policy, port)
             {
                 eprintln!("vaultfw: {}: {refusal}", args.file.display());
-                return ExitCode::from(EXIT_INVALID_INPUT);
+                return ExitCode::from(exit::INVALID_INPUT);
             }
             match args.output {
                 OutputFormat::Json => {
@@ -164,7 +161,7 @@ fn validate(args: ValidateArgs) -> ExitCode {
                 }
                 _ => eprintln!("vaultfw: {error}"),
             }
-            ExitCode::from(EXIT_INVALID_INPUT)
+            ExitCode::from(exit::INVALID_INPUT)
         }
     }
 }

@@ -11,9 +11,9 @@ mod files;
 use std::path::PathBuf;
 
 use ipnet::Ipv4Net;
-use toml_edit::{Array, ArrayOfTables, DocumentMut, InlineTable, Item, Table, Value};
+use toml_edit::{Array, ArrayOfTables, DocumentMut, Item, Table, Value};
 
-use crate::policy::Endpoint;
+use crate::policy::{Endpoint, endpoint_table};
 
 pub use files::{TEMP_MARKER, TEMP_SUFFIX, remove_leftover_temp_files, write_atomically};
 
@@ -212,16 +212,7 @@ fn new_vnet_rule(id: &str, prefix: &str, endpoint: Option<&Endpoint>) -> Table {
     let mut prefixes = Array::new();
     prefixes.push(prefix);
     rule["address_prefixes"] = toml_edit::value(prefixes);
-    let mut ep = InlineTable::new();
-    if let Some(endpoint) = endpoint {
-        if let Some(interface) = &endpoint.interface {
-            ep.insert("interface", interface.as_str().into());
-        }
-        if let Some(vlan) = endpoint.vlan {
-            ep.insert("vlan", i64::from(vlan).into());
-        }
-    }
-    rule["endpoint"] = toml_edit::value(ep);
+    rule["endpoint"] = toml_edit::value(endpoint.map(endpoint_table).unwrap_or_default());
     rule
 }
 
@@ -294,7 +285,7 @@ ip_rules = [
         assert!(text.contains("\"192.0.2.77\""));
         let text = edit_native(&text, &[Edit::RemoveIpRule(net("198.51.100.7/32"))]).unwrap();
         assert!(!text.contains("198.51.100.7"), "{text}");
-        // A /32 written with its length is found by its network too (P1).
+        // A /32 written with its length is found by its network too.
         let text = edit_native(&text, &[Edit::RemoveIpRule(net("192.0.2.10/32"))]).unwrap();
         assert!(!text.contains("192.0.2.10"), "{text}");
         assert!(text.contains("203.0.113.0/24"));

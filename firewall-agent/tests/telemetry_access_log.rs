@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::time::{Duration, SystemTime};
 
 use firewall_common::{AccessEvent, Verdict};
-use vaultfw::cli::observe::parse_since;
+use vaultfw::clock::parse_since;
 use vaultfw::telemetry::{AccessLog, AccessRecord, RuleKind, RuleRef};
 
 /// A private directory under the system temp dir, removed on drop.

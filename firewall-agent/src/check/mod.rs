@@ -25,14 +25,7 @@ use crate::cli::{CheckArgs, OutputFormat};
 use crate::compile::{CompiledTables, RuleTable, compile, hit_slots_for, rule_table};
 use crate::dataplane::{Capacity, Dataplane, DataplaneError};
 use crate::policy::{LoadError, Policy};
-use crate::{links, reference};
-
-/// Exit code: a frame the kernel and the model judge differently.
-pub const EXIT_DISAGREEMENT: u8 = 1;
-/// Exit code: the policy, the flags or the capture are invalid.
-pub const EXIT_INVALID_INPUT: u8 = 2;
-/// Exit code: the kernel refused the program, a map write or a test run.
-pub const EXIT_KERNEL_REFUSED: u8 = 4;
+use crate::{exit, links, reference};
 
 /// The ifindex BPF_PROG_TEST_RUN reports as `ingress_ifindex` when it is
 /// not given one: the loopback device's, which is 1 in every network
@@ -125,9 +118,9 @@ impl CheckError {
             | CheckError::Flags { .. }
             | CheckError::CaptureIo { .. }
             | CheckError::Capture { .. }
-            | CheckError::Interface { .. } => EXIT_INVALID_INPUT,
+            | CheckError::Interface { .. } => exit::INVALID_INPUT,
             CheckError::Dataplane { source, .. } if source.is_kernel_refusal() => {
-                EXIT_KERNEL_REFUSED
+                exit::KERNEL_REFUSED
             }
             CheckError::Dataplane { .. } | CheckError::Counters { .. } => 1,
         }
@@ -155,7 +148,7 @@ pub fn main(args: &CheckArgs) -> ExitCode {
             if disagreements.is_empty() {
                 ExitCode::SUCCESS
             } else {
-                ExitCode::from(EXIT_DISAGREEMENT)
+                ExitCode::from(exit::DISAGREEMENT)
             }
         }
         Err(error) => {
@@ -190,7 +183,7 @@ pub fn check(args: &CheckArgs) -> Result<Vec<FrameResult>, CheckError> {
         Some(name) => resolve_interface(name)?,
         None => TEST_RUN_IFINDEX,
     };
-    let interfaces = endpoint_interfaces(&policy);
+    let interfaces = links::endpoint_interfaces(&policy);
     let tables = compile(&policy, &interfaces, &crate::clock::MonotonicClock::now());
     // Sized like the daemon sizes them, so the rule-hit slots `compile`
     // lays out for the policy's limits all exist.
@@ -353,15 +346,4 @@ fn resolve_interface(name: &str) -> Result<u32, CheckError> {
         name: name.to_owned(),
         reason: format!("no such interface ({errno}); `ip link` lists them"),
     })
-}
-
-/// The endpoint interfaces the policy names, resolved now; a rule bound to
-/// a missing interface matches nothing, as in the daemon.
-fn endpoint_interfaces(policy: &Policy) -> links::InterfaceIndex {
-    links::resolve(
-        policy
-            .virtual_network_rules
-            .iter()
-            .filter_map(|r| r.endpoint.interface.as_deref()),
-    )
 }

@@ -74,7 +74,7 @@ pub fn describe_rule(
     rules: &RuleTable,
     matched: &MatchedRule,
 ) -> String {
-    let prefix = shown_prefix(&matched.prefix);
+    let prefix = crate::policy::shown(matched.prefix);
     let owner = rules
         .get(&matched.id)
         .filter(|r| r.kind == matched.kind)
@@ -108,14 +108,6 @@ pub fn describe_rule(
                 None => format!("trusted service prefix {prefix}"),
             }
         }
-    }
-}
-
-fn shown_prefix(net: &ipnet::Ipv4Net) -> String {
-    if net.prefix_len() == 32 {
-        net.addr().to_string()
-    } else {
-        net.to_string()
     }
 }
 

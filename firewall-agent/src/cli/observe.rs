@@ -45,7 +45,7 @@ pub struct LogsArgs {
     pub follow: bool,
     /// Only records since then: a duration ago (`30s`, `10m`, `2h`) or an
     /// RFC 3339 time (`2026-01-31T12:00:00Z`).
-    #[arg(long, value_name = "DURATION|TIME", value_parser = parse_since)]
+    #[arg(long, value_name = "DURATION|TIME", value_parser = crate::clock::parse_since)]
     pub since: Option<SystemTime>,
 }
 
@@ -59,18 +59,6 @@ fn positive_seconds(text: &str) -> Result<f64, String> {
             "{text:?}: give seconds between 0.05 and 86400 (e.g. 1 or 0.5)"
         )),
     }
-}
-
-/// `--since`: `10m` (ago) or an RFC 3339 time.
-pub fn parse_since(text: &str) -> Result<SystemTime, String> {
-    if let Ok(ago) = humantime::parse_duration(text) {
-        return SystemTime::now()
-            .checked_sub(ago)
-            .ok_or_else(|| format!("{text:?} reaches before 1970"));
-    }
-    humantime::parse_rfc3339_weak(text).map_err(|_| {
-        format!("{text:?}: give a duration (`30s`, `10m`, `2h`) or an RFC 3339 time (`2026-01-31T12:00:00Z`)")
-    })
 }
 
 /// Runs `vaultfw stats`.

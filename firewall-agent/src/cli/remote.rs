@@ -11,20 +11,9 @@ use super::OutputFormat;
 use crate::control::client::{self, ClientError};
 use crate::control::protocol::{Command, ErrorKind, Response, RuleSpec, SentFile};
 use crate::control::replies::DetachReply;
+use crate::exit;
 use crate::paths::{DEFAULT_PIN_DIR, DEFAULT_SOCKET, PinDir};
 use crate::policy::PolicySource;
-
-/// Exit codes (README "Exit codes").
-pub mod exit {
-    /// Invalid input, or a rule that does not exist.
-    pub const INVALID_INPUT: u8 = 2;
-    /// No daemon listens on the socket.
-    pub const NOT_RUNNING: u8 = 3;
-    /// The kernel refused.
-    pub const KERNEL_REFUSED: u8 = 4;
-    /// `--if-generation` no longer matches, or an apply awaits confirmation.
-    pub const CONFLICT: u8 = 5;
-}
 
 /// `--socket`.
 #[derive(Debug, Args)]

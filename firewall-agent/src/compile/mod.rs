@@ -638,7 +638,7 @@ ip_rules = [{ value = "198.51.100.7", expires_at = "2030-01-01T00:00:30Z" }]
 
     #[test]
     fn keys_hold_octets_in_network_byte_order() {
-        // Case K1: a key in host byte order would match the reversed twin.
+        // A key in host byte order would match the byte-reversed twin.
         let tables = compiled("default_action = \"Deny\"\nip_rules = [\"203.0.113.10\"]\n");
         let key = *tables.ip_rules.keys().next().expect("one rule");
         assert_eq!(key.octets, [203, 0, 113, 10]);
@@ -704,7 +704,7 @@ ip_rules = [{ value = "198.51.100.7", expires_at = "2030-01-01T00:00:30Z" }]
 
     #[test]
     fn prefix_key_round_trips_every_prefix_length() {
-        // Case K2: /0 and /32 are the edges where mask arithmetic breaks.
+        // /0 and /32 are the edges where mask arithmetic breaks.
         for len in 0..=32u8 {
             let net = Ipv4Net::new([203, 0, 113, 10].into(), len).unwrap().trunc();
             let key = PrefixKey::from(net);

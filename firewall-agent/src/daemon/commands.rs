@@ -16,7 +16,7 @@ use crate::control::replies::{
 };
 use crate::dataplane::{ApplyReport, Confirmation};
 use crate::persist::Edit;
-use crate::policy::{self, Endpoint, WriteBack, fmt_ipv4_rule};
+use crate::policy::{self, WriteBack, shown};
 
 use super::observe::{rule_hits, verdict_counts};
 use super::reconcile::{Change, ChangeError};
@@ -222,7 +222,7 @@ impl Daemon {
             .map(|(network, slot)| {
                 let rule = owned(slot, RuleKind::Ip).map(|i| &self.policy.ip_rules[i]);
                 IpRuleShown {
-                    rule: Shown(network).to_string(),
+                    rule: shown(network),
                     comment: rule.and_then(|r| r.comment.clone()),
                     expires_at: rule.and_then(|r| r.expires_at).map(rfc3339),
                     hits: rule_hits(&hits, slot),
@@ -240,7 +240,7 @@ impl Daemon {
                     owned(slot, RuleKind::Vnet).map(|i| &self.policy.virtual_network_rules[i]);
                 VnetPrefixShown {
                     id: rule.map(|r| r.id.clone()),
-                    subnet: Shown(prefix).to_string(),
+                    subnet: shown(prefix),
                     endpoint: rule.map(|r| r.endpoint.to_string()),
                     ifindex: key.ifindex,
                     vlan: (key.vlan != firewall_common::VLAN_ANY).then_some(key.vlan),
@@ -309,7 +309,7 @@ impl Daemon {
             RuleSpec::Ip { address } => {
                 let network = policy::parse_ip_rule("--ip-address", &address)
                     .map_err(|e| invalid(e.to_string()))?;
-                let shown = Shown(network).to_string();
+                let shown = policy::shown(network);
                 if self.policy.ip_rules.iter().any(|r| r.network == network) {
                     return Ok(unchanged(
                         self.generation,
@@ -337,7 +337,11 @@ impl Daemon {
                     .ok_or_else(|| invalid("--subnet is required to add a subnet rule prefix"))?;
                 let prefix = policy::parse_subnet_prefix("--subnet", &subnet)
                     .map_err(|e| invalid(e.to_string()))?;
-                let endpoint = endpoint.as_deref().map(parse_endpoint).transpose()?;
+                let endpoint = endpoint
+                    .as_deref()
+                    .map(|text| policy::parse_endpoint("--endpoint", text))
+                    .transpose()
+                    .map_err(|e| invalid(e.to_string()))?;
                 let existing = self
                     .policy
                     .virtual_network_rules
@@ -381,7 +385,7 @@ impl Daemon {
             RuleSpec::Ip { address } => {
                 let network = policy::parse_ip_rule("--ip-address", &address)
                     .map_err(|e| invalid(e.to_string()))?;
-                let shown = Shown(network).to_string();
+                let shown = policy::shown(network);
                 if !self.policy.ip_rules.iter().any(|r| r.network == network) {
                     return Err(invalid(format!(
                         "IP rule {shown} not found; nothing changed (`vaultfw network-rule list` shows the rules)"
@@ -425,12 +429,14 @@ impl Daemon {
     fn update(&mut self, default_action: Option<String>, bypass: Option<String>) -> Handled {
         let mut edits = Vec::new();
         if let Some(value) = default_action {
-            let value = one_of("--default-action", &value, &["Allow", "Deny"])?;
-            edits.push(Edit::SetString("default_action", value));
+            let value = policy::parse_default_action("--default-action", &value)
+                .map_err(|e| invalid(e.to_string()))?;
+            edits.push(Edit::SetString("default_action", value.name().to_owned()));
         }
         if let Some(value) = bypass {
-            let value = one_of("--bypass", &value, &["AzureServices", "None"])?;
-            edits.push(Edit::SetString("bypass", value));
+            let value =
+                policy::parse_bypass("--bypass", &value).map_err(|e| invalid(e.to_string()))?;
+            edits.push(Edit::SetString("bypass", value.name().to_owned()));
         }
         if edits.is_empty() {
             return Err(invalid(
@@ -438,10 +444,8 @@ impl Daemon {
             ));
         }
         let already = edits.iter().all(|edit| match edit {
-            Edit::SetString("default_action", v) => {
-                format!("{:?}", self.policy.default_action) == *v
-            }
-            Edit::SetString("bypass", v) => format!("{:?}", self.policy.bypass) == *v,
+            Edit::SetString("default_action", v) => self.policy.default_action.name() == v,
+            Edit::SetString("bypass", v) => self.policy.bypass.name() == v,
             _ => false,
         });
         if already {
@@ -619,44 +623,6 @@ fn notes(p: &policy::Policy) -> Vec<String> {
 }
 
 /// `IFACE`, `vlan:N`, or `IFACE,vlan:N`.
-fn parse_endpoint(text: &str) -> Result<Endpoint, Response> {
-    let mut endpoint = Endpoint {
-        interface: None,
-        vlan: None,
-    };
-    for part in text.split(',').map(str::trim) {
-        if let Some(vlan) = part.strip_prefix("vlan:") {
-            let vlan: u16 = vlan
-                .parse()
-                .ok()
-                .filter(|v| (1..=4094).contains(v))
-                .ok_or_else(|| {
-                    invalid(format!(
-                        "--endpoint {text:?}: VLAN id {vlan:?} must be 1–4094 (802.1Q)"
-                    ))
-                })?;
-            endpoint.vlan = Some(vlan);
-        } else {
-            policy::check_interface_name("--endpoint", part).map_err(|e| invalid(e.to_string()))?;
-            endpoint.interface = Some(part.to_owned());
-        }
-    }
-    Ok(endpoint)
-}
-
-fn one_of(flag: &str, value: &str, allowed: &[&str]) -> Result<String, Response> {
-    allowed
-        .iter()
-        .find(|a| a.eq_ignore_ascii_case(value))
-        .map(|a| (*a).to_owned())
-        .ok_or_else(|| {
-            invalid(format!(
-                "{flag} {value:?}: use one of {}",
-                allowed.join(", ")
-            ))
-        })
-}
-
 fn invalid(message: impl Into<String>) -> Response {
     Response::error(ErrorKind::InvalidInput, message)
 }
@@ -699,15 +665,6 @@ fn changed(report: &ApplyReport, message: String) -> ChangeReply {
         message,
         map_writes: Some(report.map_writes),
         awaiting_confirmation_until: None,
-    }
-}
-
-/// An IPv4 network shown the way rules are (`a.b.c.d` for a /32).
-struct Shown(ipnet::Ipv4Net);
-
-impl std::fmt::Display for Shown {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        fmt_ipv4_rule(&self.0, f)
     }
 }
 

@@ -4,7 +4,7 @@
 //! daemon loop owns one [`Observer`]; nothing here changes the policy.
 
 use std::collections::BTreeMap;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 use firewall_common::{AccessEvent, DEFAULT_TRUSTED_CAPACITY, DEFAULT_VNET_CAPACITY, Verdict};
 
@@ -13,7 +13,7 @@ use crate::control::protocol::{ErrorKind, Response};
 use crate::control::replies::{EventCounts, LogsReply, RuleHits, VerdictCounts};
 use crate::dataplane::{Dataplane, DataplaneError, EventTotals, RuleHitTotals, VerdictTotals};
 use crate::telemetry::{
-    self, AccessLog, AccessRecord, CounterSample, HealthSample, InterfaceCounters, MapFill,
+    AccessLog, AccessRecord, CounterSample, HealthSample, InterfaceCounters, MapFill,
     MetricsSnapshot, RuleHitSample, StatsReporter,
 };
 
@@ -213,7 +213,7 @@ impl Observer {
             self.owners = Some((daemon.generation, daemon.rule_owners()));
         }
         let owners = &self.owners.as_ref().expect("set just above").1;
-        let boot = telemetry::boot_offset();
+        let boot = Some(crate::clock::boot_time());
         let attached = daemon.dataplane().attached();
         for event in events {
             let record = AccessRecord::decode(
@@ -253,7 +253,7 @@ impl Observer {
         since: Option<&str>,
         limit: Option<usize>,
     ) -> Response {
-        let since = match since.map(parse_since).transpose() {
+        let since = match since.map(crate::clock::parse_time).transpose() {
             Ok(since) => since,
             Err(message) => return Response::error(ErrorKind::InvalidInput, message),
         };
@@ -266,11 +266,4 @@ impl Observer {
             file_health: self.access.file_health(),
         })
     }
-}
-
-/// `--since` as the daemon receives it: RFC 3339.
-fn parse_since(text: &str) -> Result<SystemTime, String> {
-    humantime::parse_rfc3339_weak(text).map_err(|e| {
-        format!("since {text:?}: {e}; give an RFC 3339 time such as 2026-01-31T12:00:00Z")
-    })
 }

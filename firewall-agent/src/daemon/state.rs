@@ -8,6 +8,7 @@ use std::time::{Duration, SystemTime};
 
 use crate::compile::{CompiledTables, compile_next, missing_endpoints};
 use crate::dataplane::{ApplyReport, Dataplane, DataplaneError};
+pub(super) use crate::links::endpoint_interfaces;
 use crate::links::{self, InterfaceIndex};
 use crate::persist::{self, Edit};
 use crate::policy::{self, Policy, PolicyFormat, PolicyWarning, Validated, WriteBack};
@@ -476,16 +477,6 @@ pub(super) fn compile_for(
     )
     .with_access_log(options.event_rate, options.log_allowed)
     .with_pass_forwarded(options.pass_forwarded)
-}
-
-/// The endpoint interfaces `policy` names, resolved now.
-pub(super) fn endpoint_interfaces(policy: &Policy) -> InterfaceIndex {
-    links::resolve(
-        policy
-            .virtual_network_rules
-            .iter()
-            .filter_map(|r| r.endpoint.interface.as_deref()),
-    )
 }
 
 /// Refuses a policy whose subnet rule names a missing interface without

@@ -87,7 +87,7 @@ pub struct AttachedInterface {
     /// Interface index.
     pub ifindex: u32,
     /// The mode the kernel reports for the interface after the attach
-    /// (`"native"`, `"generic"`, ...), not the one requested (case K6).
+    /// (`"native"`, `"generic"`, ...), not the one requested.
     pub mode: &'static str,
     /// How the attachment came about.
     pub outcome: AttachOutcome,

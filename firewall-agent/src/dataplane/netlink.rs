@@ -1,6 +1,6 @@
 //! What the kernel says is attached to an interface: one RTM_GETLINK
 //! request, its IFLA_XDP attributes read back. `show` reports this, not
-//! the mode that was requested (case K6), and the agent uses the program id
+//! the mode that was requested, and the agent uses the program id
 //! to tell a live pinned link from one whose interface went away.
 
 use netlink_packet_core::{NLM_F_REQUEST, NetlinkHeader, NetlinkMessage, NetlinkPayload};

@@ -676,7 +676,8 @@ impl Tables {
     }
 
     /// Verdict totals per interface slot (`ifindex % INTERFACE_SLOTS`),
-    /// per-CPU values summed over every possible CPU (case K4).
+    /// per-CPU values summed over every possible CPU (not only
+    /// the online ones, and not one CPU's slot).
     pub(super) fn verdict_slots(&self) -> Result<Vec<VerdictTotals>, DataplaneError> {
         let mut slots = vec![[0u64; Verdict::COUNT]; INTERFACE_SLOTS as usize];
         for (index, per_cpu) in self.verdicts.iter().enumerate() {

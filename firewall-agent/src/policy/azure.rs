@@ -28,8 +28,9 @@ use serde_json::{Map, Value};
 use super::error::{PolicyError, PolicyWarning};
 use super::ipv4::{self, Dialect, ValueKind};
 use super::model::Bypass;
-use super::raw::{At, Field, Key, Keys, RawPolicy};
+use super::raw::{Key, Keys, RawPolicy};
 use super::raw_rules::{RawIpRule, RawVnetRule};
+use super::raw_value::{At, Field};
 use super::subnet_map::{self, MatchKind, SubnetMap};
 
 /// The fields of `networkAcls` that are read.

@@ -6,13 +6,13 @@
 //! [`parse_toml`](super::parse_toml) to the same policy. Both round trips
 //! are tested.
 
-use std::fmt::Write as _;
+use std::collections::BTreeSet;
 
 use serde_json::{Value, json};
+use toml_edit::{Array, ArrayOfTables, DocumentMut, InlineTable, Item, Table, value};
 
-use super::catalogue;
-use super::ipv4::shown;
-use super::model::{Bypass, DefaultAction, Ipv6Action, LimitProfile, Mode, Policy, VnetRule};
+use super::model::{Endpoint, Ipv6Action, LimitProfile, Mode, Policy, VnetRule, shown};
+use super::trusted::catalogue;
 
 /// `policy` as Azure JSON: `{"properties": {"networkAcls": {"bypass",
 /// "defaultAction", "ipRules": [{"value"}], "virtualNetworkRules": [{"id",
@@ -40,14 +40,8 @@ pub fn export_azure(policy: &Policy) -> Value {
     json!({
         "properties": {
             "networkAcls": {
-                "bypass": match policy.bypass {
-                    Bypass::AzureServices => "AzureServices",
-                    Bypass::None => "None",
-                },
-                "defaultAction": match policy.default_action {
-                    DefaultAction::Allow => "Allow",
-                    DefaultAction::Deny => "Deny",
-                },
+                "bypass": policy.bypass.name(),
+                "defaultAction": policy.default_action.name(),
                 "ipRules": ip_rules,
                 "virtualNetworkRules": vnet_rules,
             }
@@ -62,32 +56,41 @@ pub fn export_azure(policy: &Policy) -> Value {
 /// per virtual network rule (its full id, prefixes, endpoint, comment and
 /// expiry).
 pub fn export_subnet_map(policy: &Policy) -> String {
-    let mut out = Lines::default();
-    out.line("# vaultfw subnet map: what Azure's networkAcls JSON has no field for.");
-    out.line("# Read with the JSON it was exported with (vaultfw validate --subnet-map).");
-    settings(&mut out, policy);
-    out.line("");
-    tables(&mut out, policy);
+    let mut doc = DocumentMut::new();
+    settings(&mut doc, policy);
+    header(
+        &mut doc,
+        "mode",
+        "# vaultfw subnet map: what Azure's networkAcls JSON has no field for.\n\
+         # Read with the JSON it was exported with (vaultfw validate --subnet-map).\n",
+    );
+    tables(&mut doc, policy);
+    let mut ip_rules = ArrayOfTables::new();
     for rule in &policy.ip_rules {
         if rule.comment.is_none() && rule.expires_at.is_none() {
             continue;
         }
-        out.line("");
-        out.line("[[ip_rule]]");
-        out.line(format!("value = {}", quote(&shown(rule.network))));
+        let mut t = spaced_table();
+        t["value"] = value(shown(rule.network));
         if let Some(c) = &rule.comment {
-            out.line(format!("comment = {}", quote(c)));
+            t["comment"] = value(c.as_str());
         }
-        if let Some(t) = rule.expires_at {
-            out.line(format!("expires_at = {}", time(t)));
+        if let Some(at) = rule.expires_at {
+            t["expires_at"] = value(time(at));
         }
+        ip_rules.push(t);
     }
+    if !ip_rules.is_empty() {
+        doc["ip_rule"] = Item::ArrayOfTables(ip_rules);
+    }
+    let mut subnets = ArrayOfTables::new();
     for rule in &policy.virtual_network_rules {
-        out.line("");
-        out.line("[[subnet]]");
-        vnet_rule(&mut out, rule);
+        subnets.push(vnet_rule(rule));
     }
-    out.0
+    if !subnets.is_empty() {
+        doc["subnet"] = Item::ArrayOfTables(subnets);
+    }
+    doc.to_string()
 }
 
 /// `policy` in the native TOML format (DESIGN.md section 1): every setting
@@ -98,171 +101,153 @@ pub fn export_subnet_map(policy: &Policy) -> String {
 /// is tested); a daemon serving a native file writes a policy applied as
 /// Azure JSON into it this way.
 pub fn export_native(policy: &Policy) -> String {
-    let mut out = Lines::default();
-    out.line("# vaultfw policy (native format), written by vaultfw from an applied policy.");
-    out.line(format!(
-        "default_action = {}",
-        quote(match policy.default_action {
-            DefaultAction::Allow => "Allow",
-            DefaultAction::Deny => "Deny",
-        })
-    ));
-    out.line(format!(
-        "bypass = {}",
-        quote(match policy.bypass {
-            Bypass::AzureServices => "AzureServices",
-            Bypass::None => "None",
-        })
-    ));
-    settings(&mut out, policy);
-    out.line("ip_rules = [");
+    let mut doc = DocumentMut::new();
+    doc["default_action"] = value(policy.default_action.name());
+    header(
+        &mut doc,
+        "default_action",
+        "# vaultfw policy (native format), written by vaultfw from an applied policy.\n",
+    );
+    doc["bypass"] = value(policy.bypass.name());
+    settings(&mut doc, policy);
+    // One rule a line: a diff of the file shows the rule that changed.
+    let mut ip_rules = Array::new();
     for rule in &policy.ip_rules {
-        let value = quote(&shown(rule.network));
-        if rule.comment.is_none() && rule.expires_at.is_none() {
-            out.line(format!("    {value},"));
-            continue;
-        }
-        let mut item = vec![format!("value = {value}")];
-        if let Some(c) = &rule.comment {
-            item.push(format!("comment = {}", quote(c)));
-        }
-        if let Some(t) = rule.expires_at {
-            item.push(format!("expires_at = {}", time(t)));
-        }
-        out.line(format!("    {{ {} }},", item.join(", ")));
+        let network = shown(rule.network);
+        let mut item = if rule.comment.is_none() && rule.expires_at.is_none() {
+            toml_edit::Value::from(network)
+        } else {
+            let mut t = InlineTable::new();
+            t.insert("value", network.into());
+            if let Some(c) = &rule.comment {
+                t.insert("comment", c.as_str().into());
+            }
+            if let Some(at) = rule.expires_at {
+                t.insert("expires_at", time(at).into());
+            }
+            toml_edit::Value::InlineTable(t)
+        };
+        item.decor_mut().set_prefix("\n    ");
+        ip_rules.push_formatted(item);
     }
-    out.line("]");
-    out.line("");
-    tables(&mut out, policy);
+    ip_rules.set_trailing_comma(!ip_rules.is_empty());
+    ip_rules.set_trailing("\n");
+    doc["ip_rules"] = value(ip_rules);
+    tables(&mut doc, policy);
+    let mut vnet_rules = ArrayOfTables::new();
     for rule in &policy.virtual_network_rules {
-        out.line("");
-        out.line("[[virtual_network_rules]]");
-        vnet_rule(&mut out, rule);
+        let mut t = vnet_rule(rule);
         if rule.ignore_missing_endpoint {
-            out.line("ignore_missing_endpoint = true");
+            t["ignore_missing_endpoint"] = value(true);
         }
+        vnet_rules.push(t);
     }
-    out.0
+    if !vnet_rules.is_empty() {
+        doc["virtual_network_rules"] = Item::ArrayOfTables(vnet_rules);
+    }
+    doc.to_string()
 }
 
-/// Text built line by line.
-#[derive(Default)]
-struct Lines(String);
-
-impl Lines {
-    fn line(&mut self, line: impl AsRef<str>) {
-        self.0.push_str(line.as_ref());
-        self.0.push('\n');
+/// Puts the comment lines `text` above the key `key` of `doc`.
+fn header(doc: &mut DocumentMut, key: &str, text: &str) {
+    if let Some(mut key) = doc.key_mut(key) {
+        key.leaf_decor_mut().set_prefix(text);
     }
+}
+
+/// A table written after a blank line.
+fn spaced_table() -> Table {
+    let mut t = Table::new();
+    t.decor_mut().set_prefix("\n");
+    t
 }
 
 /// `mode`, `ipv6` and `limits` (top-level keys of both TOML forms).
-fn settings(out: &mut Lines, policy: &Policy) {
-    out.line(format!(
-        "mode = {}",
-        quote(match policy.mode {
-            Mode::Enforce => "Enforce",
-            Mode::Audit => "Audit",
-        })
-    ));
-    out.line(format!(
-        "ipv6 = {}",
-        quote(match policy.ipv6 {
-            Ipv6Action::Deny => "Deny",
-            Ipv6Action::Allow => "Allow",
-        })
-    ));
-    out.line(match policy.limits.profile {
-        LimitProfile::Kv2020 | LimitProfile::KvCurrent => {
-            format!("limits = {}", quote(policy.limits.profile.name()))
-        }
-        LimitProfile::Explicit => format!(
-            "limits = {{ ip_rules = {}, virtual_network_rules = {} }}",
-            policy.limits.ip_rules, policy.limits.virtual_network_rules
-        ),
+fn settings(doc: &mut DocumentMut, policy: &Policy) {
+    doc["mode"] = value(match policy.mode {
+        Mode::Enforce => "Enforce",
+        Mode::Audit => "Audit",
     });
+    doc["ipv6"] = value(match policy.ipv6 {
+        Ipv6Action::Deny => "Deny",
+        Ipv6Action::Allow => "Allow",
+    });
+    doc["limits"] = match policy.limits.profile {
+        LimitProfile::Kv2020 | LimitProfile::KvCurrent => value(policy.limits.profile.name()),
+        LimitProfile::Explicit => {
+            let mut t = InlineTable::new();
+            // Invariant: validated limits are at most `Limits::MAX_LOADABLE`.
+            let count = |n: usize| i64::try_from(n).expect("invariant: a limit fits an i64");
+            t.insert("ip_rules", count(policy.limits.ip_rules).into());
+            t.insert(
+                "virtual_network_rules",
+                count(policy.limits.virtual_network_rules).into(),
+            );
+            value(t)
+        }
+    };
 }
 
 /// `[data_plane]`, and `[trusted_services]` when it differs from the
 /// default (tables of both TOML forms).
-fn tables(out: &mut Lines, policy: &Policy) {
-    out.line("[data_plane]");
-    out.line(format!(
-        "tcp_ports = {}",
-        list(&policy.data_plane.tcp_ports)
-    ));
-    out.line(format!(
-        "udp_ports = {}",
-        list(&policy.data_plane.udp_ports)
-    ));
+fn tables(doc: &mut DocumentMut, policy: &Policy) {
+    let ports = |set: &BTreeSet<u16>| value(set.iter().map(|p| i64::from(*p)).collect::<Array>());
+    let mut data_plane = spaced_table();
+    data_plane["tcp_ports"] = ports(&policy.data_plane.tcp_ports);
+    data_plane["udp_ports"] = ports(&policy.data_plane.udp_ports);
     if !policy.data_plane.guard_control_ports.is_empty() {
-        out.line(format!(
-            "guard_control_ports = {}",
-            list(&policy.data_plane.guard_control_ports)
-        ));
+        data_plane["guard_control_ports"] = ports(&policy.data_plane.guard_control_ports);
     }
+    doc["data_plane"] = Item::Table(data_plane);
     let trusted = &policy.trusted_services;
     let whole_catalogue = trusted.enabled.len() == catalogue().len();
     if trusted.service_tags_file.is_some() || !whole_catalogue {
-        out.line("");
-        out.line("[trusted_services]");
+        let mut t = spaced_table();
         if let Some(file) = &trusted.service_tags_file {
-            out.line(format!(
-                "service_tags_file = {}",
-                quote(&file.display().to_string())
-            ));
+            t["service_tags_file"] = value(file.display().to_string());
         }
         if !whole_catalogue {
-            let names: Vec<String> = trusted.enabled.iter().map(|s| quote(s.name)).collect();
-            out.line(format!("enabled = [{}]", names.join(", ")));
+            t["enabled"] = value(trusted.enabled.iter().map(|s| s.name).collect::<Array>());
         }
+        doc["trusted_services"] = Item::Table(t);
     }
 }
 
 /// The keys of one subnet rule that both TOML forms share: id, prefixes,
 /// endpoint, comment, expiry.
-fn vnet_rule(out: &mut Lines, rule: &VnetRule) {
-    out.line(format!("id = {}", quote(&rule.id)));
-    let prefixes: Vec<String> = rule
-        .address_prefixes
-        .iter()
-        .map(|p| quote(&shown(*p)))
-        .collect();
-    out.line(format!("address_prefixes = [{}]", prefixes.join(", ")));
-    let mut endpoint = Vec::new();
-    if let Some(i) = &rule.endpoint.interface {
-        endpoint.push(format!("interface = {}", quote(i)));
-    }
-    if let Some(v) = rule.endpoint.vlan {
-        endpoint.push(format!("vlan = {v}"));
-    }
-    out.line(format!("endpoint = {{ {} }}", endpoint.join(", ")));
+fn vnet_rule(rule: &VnetRule) -> Table {
+    let mut t = spaced_table();
+    t["id"] = value(rule.id.as_str());
+    t["address_prefixes"] = value(
+        rule.address_prefixes
+            .iter()
+            .map(|p| shown(*p))
+            .collect::<Array>(),
+    );
+    t["endpoint"] = value(endpoint_table(&rule.endpoint));
     if let Some(c) = &rule.comment {
-        out.line(format!("comment = {}", quote(c)));
+        t["comment"] = value(c.as_str());
     }
-    if let Some(t) = rule.expires_at {
-        out.line(format!("expires_at = {}", time(t)));
+    if let Some(at) = rule.expires_at {
+        t["expires_at"] = value(time(at));
     }
+    t
 }
 
-/// An expiry as a quoted RFC 3339 time.
+/// `endpoint` as a rule's `endpoint` key holds it: `{ interface = "eth1",
+/// vlan = 120 }`, either key left out when unset.
+pub fn endpoint_table(endpoint: &Endpoint) -> InlineTable {
+    let mut t = InlineTable::new();
+    if let Some(i) = &endpoint.interface {
+        t.insert("interface", i.as_str().into());
+    }
+    if let Some(v) = endpoint.vlan {
+        t.insert("vlan", i64::from(v).into());
+    }
+    t
+}
+
+/// An expiry as an RFC 3339 time (written as a string).
 fn time(t: std::time::SystemTime) -> String {
-    quote(&humantime::format_rfc3339(t).to_string())
-}
-
-/// A TOML basic string, escaped.
-fn quote(s: &str) -> String {
-    toml::Value::String(s.to_string()).to_string()
-}
-
-fn list(ports: &std::collections::BTreeSet<u16>) -> String {
-    let mut s = String::from("[");
-    for (i, p) in ports.iter().enumerate() {
-        if i > 0 {
-            s.push_str(", ");
-        }
-        let _ = write!(s, "{p}");
-    }
-    s.push(']');
-    s
+    humantime::format_rfc3339(t).to_string()
 }

@@ -11,9 +11,10 @@ use ipnet::Ipv4Net;
 
 use super::error::{PolicyError, PolicyWarning};
 use super::expiry;
-use super::ipv4::{self, Dialect, ValueKind, shown};
-use super::model::IpRule;
-use super::raw::{Field, RawIpRule};
+use super::ipv4::{self, Dialect, ValueKind};
+use super::model::{IpRule, shown};
+use super::raw::RawIpRule;
+use super::raw_value::Field;
 
 /// A rule that passed its own checks, before duplicates are merged.
 struct Checked<'a> {

@@ -30,6 +30,27 @@ pub enum Bypass {
     None,
 }
 
+impl DefaultAction {
+    /// The value as a policy file and Key Vault write it (`"Allow"`, `"Deny"`).
+    pub const fn name(self) -> &'static str {
+        match self {
+            DefaultAction::Allow => "Allow",
+            DefaultAction::Deny => "Deny",
+        }
+    }
+}
+
+impl Bypass {
+    /// The value as a policy file and Key Vault write it (`"AzureServices"`,
+    /// `"None"`).
+    pub const fn name(self) -> &'static str {
+        match self {
+            Bypass::AzureServices => "AzureServices",
+            Bypass::None => "None",
+        }
+    }
+}
+
 /// Enforce verdicts, or only count what would be denied.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 pub enum Mode {
@@ -161,16 +182,17 @@ impl IpRule {
 impl fmt::Display for IpRule {
     /// `a.b.c.d` for a single address (Key Vault's `/32`), CIDR otherwise.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        fmt_ipv4_rule(&self.network, f)
+        f.write_str(&shown(self.network))
     }
 }
 
-/// Writes `net` the way rules are shown: `a.b.c.d` for a `/32`, else CIDR.
-pub fn fmt_ipv4_rule(net: &Ipv4Net, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+/// `net` shown the way rules are: the bare address for a /32 (how Key
+/// Vault writes a single address), CIDR otherwise.
+pub fn shown(net: Ipv4Net) -> String {
     if net.prefix_len() == 32 {
-        write!(f, "{}", net.addr())
+        net.addr().to_string()
     } else {
-        write!(f, "{net}")
+        net.to_string()
     }
 }
 
@@ -298,19 +320,6 @@ pub struct TrustedServices {
     pub change_number: Option<u64>,
 }
 
-impl Default for TrustedServices {
-    /// No tags file, the whole catalogue enabled, no prefixes.
-    fn default() -> Self {
-        TrustedServices {
-            service_tags_file: None,
-            enabled: super::trusted::catalogue().iter().collect(),
-            prefixes: Vec::new(),
-            ipv6_skipped: 0,
-            change_number: None,
-        }
-    }
-}
-
 /// One trusted source prefix and where it comes from (for `check` and
 /// per-entry hit counts).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -324,13 +333,7 @@ pub struct TrustedPrefix {
 }
 
 fn serialize_display<S: serde::Serializer>(net: &Ipv4Net, s: S) -> Result<S::Ok, S::Error> {
-    struct Shown<'a>(&'a Ipv4Net);
-    impl fmt::Display for Shown<'_> {
-        fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-            fmt_ipv4_rule(self.0, f)
-        }
-    }
-    s.collect_str(&Shown(net))
+    s.collect_str(&shown(*net))
 }
 
 fn serialize_time<S: serde::Serializer>(t: &Option<SystemTime>, s: S) -> Result<S::Ok, S::Error> {

@@ -22,36 +22,7 @@ use super::ipv4::Dialect;
 use super::model::Bypass;
 pub use super::raw_rules::{RawEndpoint, RawIpRule, RawTrusted, RawVnetRule};
 use super::raw_rules::{ip_rules, trusted_services, vnet_rules};
-
-/// A value that may be missing, or present but already reported as invalid.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Field<T> {
-    /// The key is not in the file.
-    Absent,
-    /// The key is there but its value was refused (error already recorded).
-    Invalid,
-    /// The key is there with a value of the right shape.
-    Given(T),
-}
-
-/// A value and the path it is reported under.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct At<T> {
-    /// Where the value is in the input (`virtual_network_rules[0].id`).
-    pub path: String,
-    /// The value as written.
-    pub value: T,
-}
-
-impl<T> At<T> {
-    /// `value` at `path`.
-    pub fn new(path: impl Into<String>, value: T) -> Self {
-        At {
-            path: path.into(),
-            value,
-        }
-    }
-}
+use super::raw_value::{Field, TOP_KEYS, clip, hint, sorted, type_error, unknown_key};
 
 /// A setting's path and how it is spelt in its input.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -143,38 +114,6 @@ impl Keys {
         }
     }
 }
-
-/// The top-level keys of the native format and what a valid line looks like.
-const TOP_KEYS: [(&str, &str); 9] = [
-    (
-        "default_action",
-        "default_action = \"Deny\" or default_action = \"Allow\"",
-    ),
-    ("bypass", "bypass = \"None\" or bypass = \"AzureServices\""),
-    ("mode", "mode = \"Enforce\" or mode = \"Audit\""),
-    ("ipv6", "ipv6 = \"Deny\" or ipv6 = \"Allow\""),
-    (
-        "limits",
-        "limits = \"kv-2020\", limits = \"kv-current\" or \
-         limits = { ip_rules = N, virtual_network_rules = M }",
-    ),
-    (
-        "ip_rules",
-        "ip_rules = [\"203.0.113.7\", \"198.51.100.0/24\"]",
-    ),
-    (
-        "virtual_network_rules",
-        "[[virtual_network_rules]] with id, address_prefixes and endpoint",
-    ),
-    (
-        "data_plane",
-        "[data_plane] with tcp_ports = [443] and udp_ports = []",
-    ),
-    (
-        "trusted_services",
-        "[trusted_services] with service_tags_file and enabled",
-    ),
-];
 
 /// Keys of `[data_plane]`.
 const DATA_PLANE_KEYS: [&str; 3] = ["tcp_ports", "udp_ports", "guard_control_ports"];
@@ -296,14 +235,6 @@ pub fn shared_key(
     true
 }
 
-/// The entries of `t` by key name, so that errors come in the same order
-/// whichever map type `toml` was built with.
-pub(super) fn sorted(t: &Table) -> Vec<(&String, &Value)> {
-    let mut entries: Vec<_> = t.iter().collect();
-    entries.sort_by(|a, b| a.0.cmp(b.0));
-    entries
-}
-
 /// A TOML syntax error, with `line:column` (1-based) as its path.
 fn syntax_error(text: &str, e: &toml::de::Error) -> PolicyError {
     let reason = e
@@ -329,83 +260,6 @@ fn syntax_error(text: &str, e: &toml::de::Error) -> PolicyError {
     let column = text[line_start..start].chars().count() + 1;
     let line_text = text[line_start..].lines().next().unwrap_or("").trim();
     PolicyError::new(format!("{line}:{column}"), clip(line_text), reason, fix)
-}
-
-/// A value as it appears in a message: strings bare, others in TOML form,
-/// clipped to one readable line.
-pub fn shown(value: &Value) -> String {
-    match value {
-        Value::String(s) => clip(s),
-        other => clip(&other.to_string()),
-    }
-}
-
-fn clip(s: &str) -> String {
-    const MAX: usize = 80;
-    if s.chars().count() <= MAX {
-        s.to_string()
-    } else {
-        let head: String = s.chars().take(MAX).collect();
-        format!("{head}…")
-    }
-}
-
-pub(super) fn type_error(path: &str, value: &Value, expected: &str, fix: String) -> PolicyError {
-    PolicyError::new(
-        path,
-        shown(value),
-        format!(
-            "expected {expected}, found {} {}",
-            article(value.type_str()),
-            value.type_str()
-        ),
-        fix,
-    )
-}
-
-fn article(word: &str) -> &'static str {
-    if word.starts_with(['a', 'e', 'i', 'o', 'u']) {
-        "an"
-    } else {
-        "a"
-    }
-}
-
-pub(super) fn hint(key: &str) -> &'static str {
-    TOP_KEYS
-        .iter()
-        .find(|(name, _)| *name == key)
-        .map_or("", |(_, h)| *h)
-}
-
-/// An unknown key, with the valid ones (and the closest, if one is close).
-pub(super) fn unknown_key(path: &str, key: &str, place: &str, valid: &[&str]) -> PolicyError {
-    let near = valid
-        .iter()
-        .map(|v| (edit_distance(&key.to_ascii_lowercase(), v), *v))
-        .filter(|(d, _)| *d <= 2)
-        .min_by_key(|(d, _)| *d);
-    let list = valid.join(", ");
-    let fix = match near {
-        Some((_, v)) => format!("did you mean `{v}`? The valid keys {place} are: {list}"),
-        None => format!("remove it or correct its name; the valid keys {place} are: {list}"),
-    };
-    PolicyError::new(path, "", format!("unknown key `{key}`"), fix)
-}
-
-/// Levenshtein distance, for "did you mean".
-pub(super) fn edit_distance(a: &str, b: &str) -> usize {
-    let b: Vec<char> = b.chars().collect();
-    let mut prev: Vec<usize> = (0..=b.len()).collect();
-    for (i, ca) in a.chars().enumerate() {
-        let mut cur = vec![i + 1; b.len() + 1];
-        for (j, cb) in b.iter().enumerate() {
-            let substitute = prev[j] + usize::from(ca != *cb);
-            cur[j + 1] = substitute.min(prev[j + 1] + 1).min(cur[j] + 1);
-        }
-        prev = cur;
-    }
-    prev[b.len()]
 }
 
 /// A string setting at `path` whose native key is `key` (for the hint).

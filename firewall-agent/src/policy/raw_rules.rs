@@ -7,7 +7,7 @@ use toml::{Table, Value};
 
 use super::error::PolicyError;
 use super::expiry;
-use super::raw::{At, Field, hint, sorted, type_error, unknown_key};
+use super::raw_value::{At, Field, hint, sorted, type_error, unknown_key};
 
 /// Keys of one table item in `ip_rules` (and of `[[ip_rule]]` in a map).
 pub const IP_RULE_KEYS: [&str; 3] = ["value", "comment", "expires_at"];

@@ -33,8 +33,9 @@ use super::error::{LoadError, PolicyError, PolicyErrors, PolicyWarning};
 use super::export::{export_azure, export_native, export_subnet_map};
 use super::input::{MAX_POLICY_BYTES, read_text_file};
 use super::model::Policy;
+use super::parse::{PolicyFormat, Validated, parse_azure_in, parse_toml_in};
+use super::subnet_map;
 use super::trusted::absolute_against;
-use super::{PolicyFormat, Validated, parse_azure_in, parse_toml_in, subnet_map};
 
 /// The table and key of the one file reference a policy (or a subnet map)
 /// holds.

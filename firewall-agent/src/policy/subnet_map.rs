@@ -36,8 +36,9 @@ use std::path::Path;
 use toml::Value;
 
 use super::error::PolicyError;
-use super::raw::{Field, RawPolicy, parse_table, shared_key, sorted, type_error, unknown_key};
+use super::raw::{RawPolicy, parse_table, shared_key};
 use super::raw_rules::{RawIpRule, RawVnetRule, ip_rule, vnet_rule};
+use super::raw_value::{Field, sorted, type_error, unknown_key};
 
 /// The keys a subnet map may hold.
 const MAP_KEYS: [&str; 7] = [

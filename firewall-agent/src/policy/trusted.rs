@@ -16,7 +16,7 @@
 //!   (the weekly `ServiceTags_Public_*.json` download) as described in
 //!   "Virtual network service tags" (learn.microsoft.com/azure/
 //!   virtual-network/service-tags-overview); every tag named below is
-//!   present in `shared/data/ServiceTags_Public_subset.json` (change 301).
+//!   present in `tests/fixtures/ServiceTags_Public_subset.json` (change 301).
 //!
 //! Where no tag is dedicated to a service, the choice is documented on the
 //! entry. `AzureCloud` (every public address of Azure) is never used: it
@@ -28,7 +28,8 @@ use std::path::{Path, PathBuf};
 
 use super::error::{PolicyError, PolicyWarning};
 use super::model::{Bypass, TrustedPrefix, TrustedService, TrustedServices};
-use super::raw::{Field, Keys, RawTrusted};
+use super::raw::{Keys, RawTrusted};
+use super::raw_value::Field;
 use super::service_tags::{self, ServiceTagsError, ServiceTagsFile};
 
 /// The built-in catalogue, in the order of Key Vault's documentation. That
@@ -121,6 +122,19 @@ static CATALOGUE: [TrustedService; 10] = [
 /// documentation for each mapping and its source).
 pub fn catalogue() -> &'static [TrustedService] {
     &CATALOGUE
+}
+
+impl Default for TrustedServices {
+    /// No tags file, the whole catalogue enabled, no prefixes.
+    fn default() -> Self {
+        TrustedServices {
+            service_tags_file: None,
+            enabled: CATALOGUE.iter().collect(),
+            prefixes: Vec::new(),
+            ipv6_skipped: 0,
+            change_number: None,
+        }
+    }
 }
 
 /// The catalogue entry named `name`, compared case-insensitively.
@@ -253,7 +267,7 @@ fn enabled(
             let near = CATALOGUE
                 .iter()
                 .map(|s| {
-                    let d = super::raw::edit_distance(
+                    let d = strsim::levenshtein(
                         &at.value.to_ascii_lowercase(),
                         &s.name.to_ascii_lowercase(),
                     );

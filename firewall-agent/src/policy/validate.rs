@@ -14,7 +14,8 @@ use super::model::CONTROL_PLANE_TCP_PORTS;
 use super::model::{
     Bypass, DataPlane, DefaultAction, Ipv6Action, LimitProfile, Limits, Mode, Policy,
 };
-use super::raw::{Field, Key, RawDataPlane, RawLimits, RawPolicy};
+use super::raw::{Key, RawDataPlane, RawLimits, RawPolicy};
+use super::raw_value::Field;
 use super::{ip_rules, trusted, vnet};
 
 /// What validation needs besides the input.
@@ -38,32 +39,14 @@ pub fn validate(
     let default_action = choice(
         &keys.default_action,
         &raw.default_action,
-        &[
-            (
-                "Deny",
-                DefaultAction::Deny,
-                "only sources matched by a rule reach the data plane",
-            ),
-            (
-                "Allow",
-                DefaultAction::Allow,
-                "every source reaches the data plane and rules are not consulted",
-            ),
-        ],
+        &DEFAULT_ACTIONS,
         None,
         errors,
     );
     let bypass = choice(
         &keys.bypass,
         &raw.bypass,
-        &[
-            ("None", Bypass::None, "no bypass"),
-            (
-                "AzureServices",
-                Bypass::AzureServices,
-                "trusted Azure services pass",
-            ),
-        ],
+        &BYPASSES,
         Some(keys.bypass_default),
         errors,
     );
@@ -164,6 +147,87 @@ fn plural(n: usize, noun: &str) -> String {
     }
 }
 
+/// The values of `default_action`, with what each means (for the fix).
+const DEFAULT_ACTIONS: [(&str, DefaultAction, &str); 2] = [
+    (
+        DefaultAction::Deny.name(),
+        DefaultAction::Deny,
+        "only sources matched by a rule reach the data plane",
+    ),
+    (
+        DefaultAction::Allow.name(),
+        DefaultAction::Allow,
+        "every source reaches the data plane and rules are not consulted",
+    ),
+];
+
+/// The values of `bypass`, with what each means (for the fix).
+const BYPASSES: [(&str, Bypass, &str); 2] = [
+    (Bypass::None.name(), Bypass::None, "no bypass"),
+    (
+        Bypass::AzureServices.name(),
+        Bypass::AzureServices,
+        "trusted Azure services pass",
+    ),
+];
+
+/// Checks one `default_action` value given as a command-line flag
+/// (`--default-action allow`) as a policy file's is checked: `Allow` or
+/// `Deny`, any case. The error names `flag`, the value and the valid ones.
+pub fn parse_default_action(flag: &str, text: &str) -> Result<DefaultAction, PolicyError> {
+    flag_choice(flag, text, &DEFAULT_ACTIONS)
+}
+
+/// Checks one `bypass` value given as a command-line flag (`--bypass
+/// AzureServices`) as a policy file's is checked: `AzureServices` or
+/// `None`, any case. The error names `flag`, the value and the valid ones.
+pub fn parse_bypass(flag: &str, text: &str) -> Result<Bypass, PolicyError> {
+    flag_choice(flag, text, &BYPASSES)
+}
+
+fn flag_choice<T: Copy>(
+    flag: &str,
+    text: &str,
+    choices: &[(&str, T, &str)],
+) -> Result<T, PolicyError> {
+    lookup(choices, text)
+        .ok_or_else(|| not_one_of(flag, text, choices, |name| format!("{flag} {name}")))
+}
+
+/// The choice named `text`, matched case-insensitively (as Azure does).
+fn lookup<T: Copy>(choices: &[(&str, T, &str)], text: &str) -> Option<T> {
+    choices
+        .iter()
+        .find(|(name, _, _)| name.eq_ignore_ascii_case(text))
+        .map(|(_, v, _)| *v)
+}
+
+/// `text` at `path` is none of `choices`; `assign` writes one of them as
+/// its input would.
+fn not_one_of<T>(
+    path: &str,
+    text: &str,
+    choices: &[(&str, T, &str)],
+    assign: impl Fn(&str) -> String,
+) -> PolicyError {
+    let names: Vec<String> = choices.iter().map(|(n, _, _)| format!("\"{n}\"")).collect();
+    PolicyError::new(
+        path,
+        text,
+        format!("not one of {}", names.join(", ")),
+        format!("write {}", either(choices, assign)),
+    )
+}
+
+/// `a = "X" (meaning) or a = "Y" (meaning)`.
+fn either<T>(choices: &[(&str, T, &str)], assign: impl Fn(&str) -> String) -> String {
+    choices
+        .iter()
+        .map(|(name, _, meaning)| format!("{} ({meaning})", assign(name)))
+        .collect::<Vec<_>>()
+        .join(" or ")
+}
+
 /// One of a few names, matched case-insensitively (as Azure does).
 /// `default: None` makes the key required.
 fn choice<T: Copy>(
@@ -173,11 +237,7 @@ fn choice<T: Copy>(
     default: Option<T>,
     errors: &mut Vec<PolicyError>,
 ) -> Option<T> {
-    let either = choices
-        .iter()
-        .map(|(name, _, meaning)| format!("{} ({meaning})", key.assign(name)))
-        .collect::<Vec<_>>()
-        .join(" or ");
+    let either = either(choices, |name| key.assign(name));
     let name = key.name;
     match field {
         Field::Invalid => None,
@@ -196,19 +256,11 @@ fn choice<T: Copy>(
             default
         }
         Field::Given(text) => {
-            let found = choices
-                .iter()
-                .find(|(name, _, _)| name.eq_ignore_ascii_case(text))
-                .map(|(_, v, _)| *v);
+            let found = lookup(choices, text);
             if found.is_none() {
-                let names: Vec<String> =
-                    choices.iter().map(|(n, _, _)| format!("\"{n}\"")).collect();
-                errors.push(PolicyError::new(
-                    &key.path,
-                    text.as_str(),
-                    format!("not one of {}", names.join(", ")),
-                    format!("write {either}"),
-                ));
+                errors.push(not_one_of(&key.path, text, choices, |name| {
+                    key.assign(name)
+                }));
             }
             found
         }

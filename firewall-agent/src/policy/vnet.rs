@@ -12,9 +12,10 @@ use ipnet::Ipv4Net;
 
 use super::error::{PolicyError, PolicyWarning};
 use super::expiry;
-use super::ipv4::{self, shown};
-use super::model::{Endpoint, VnetRule};
-use super::raw::{At, Field, RawEndpoint, RawVnetRule};
+use super::ipv4;
+use super::model::{Endpoint, VnetRule, shown};
+use super::raw::{RawEndpoint, RawVnetRule};
+use super::raw_value::{At, Field};
 
 /// Linux's `IFNAMSIZ` less the terminating NUL: the longest interface name.
 pub const MAX_INTERFACE_NAME: usize = 15;
@@ -51,6 +52,57 @@ pub fn check_interface_name(path: &str, name: &str) -> Result<(), PolicyError> {
         ));
     }
     Ok(())
+}
+
+/// Checks a VLAN id as 802.1Q allows it in a rule: 1–4094 (see
+/// [`VLAN_IDS`]). `path` names the value in the error.
+pub fn check_vlan_id(path: &str, value: i64) -> Result<u16, PolicyError> {
+    match u16::try_from(value) {
+        Ok(v) if VLAN_IDS.contains(&v) => Ok(v),
+        _ => {
+            let reason = match value {
+                0 => "VLAN id 0 is reserved: in 802.1Q it marks a priority tag without a VLAN"
+                    .to_string(),
+                4095 => "VLAN id 4095 is reserved by 802.1Q".to_string(),
+                n => format!("VLAN id {n} is outside 1–4094"),
+            };
+            Err(PolicyError::new(
+                path,
+                value.to_string(),
+                reason,
+                "use the 802.1Q VLAN id the subnet's frames carry (1–4094), or leave vlan \
+                 out to match by interface only",
+            ))
+        }
+    }
+}
+
+/// Parses an endpoint written on the command line: `IFACE`, `vlan:N` or
+/// `IFACE,vlan:N`, each part checked as in a policy file
+/// ([`check_interface_name`], [`check_vlan_id`]). `path` names the value
+/// in the error (`--endpoint`).
+pub fn parse_endpoint(path: &str, text: &str) -> Result<Endpoint, PolicyError> {
+    let mut endpoint = Endpoint {
+        interface: None,
+        vlan: None,
+    };
+    for part in text.split(',').map(str::trim) {
+        if let Some(vlan) = part.strip_prefix("vlan:") {
+            let id = vlan.parse::<i64>().map_err(|_| {
+                PolicyError::new(
+                    path,
+                    text,
+                    format!("VLAN id {vlan:?} is not a number"),
+                    "write the 802.1Q VLAN id as a number, 1–4094, e.g. vlan:120",
+                )
+            })?;
+            endpoint.vlan = Some(check_vlan_id(path, id)?);
+        } else {
+            check_interface_name(path, part)?;
+            endpoint.interface = Some(part.to_owned());
+        }
+    }
+    Ok(endpoint)
 }
 
 /// A rule that passed its own checks, with where its parts were written.
@@ -259,23 +311,10 @@ fn endpoint(raw: &RawVnetRule, errors: &mut Vec<PolicyError>) -> Option<Endpoint
     };
     let vlan = match &ep.vlan {
         None => Some(None),
-        Some(at) => match u16::try_from(at.value) {
-            Ok(v) if VLAN_IDS.contains(&v) => Some(Some(v)),
-            _ => {
-                let reason = match at.value {
-                    0 => "VLAN id 0 is reserved: in 802.1Q it marks a priority tag without \
-                          a VLAN"
-                        .to_string(),
-                    4095 => "VLAN id 4095 is reserved by 802.1Q".to_string(),
-                    n => format!("VLAN id {n} is outside 1–4094"),
-                };
-                errors.push(PolicyError::new(
-                    &at.path,
-                    at.value.to_string(),
-                    reason,
-                    "use the 802.1Q VLAN id the subnet's frames carry (1–4094), or leave vlan \
-                     out to match by interface only",
-                ));
+        Some(at) => match check_vlan_id(&at.path, at.value) {
+            Ok(v) => Some(Some(v)),
+            Err(e) => {
+                errors.push(e);
                 None
             }
         },

@@ -72,7 +72,7 @@ mod tests {
         assert!(!covers(&key([203, 0, 113, 8], 29), a("203.0.113.16")));
         assert!(covers(&key([198, 51, 100, 0], 23), a("198.51.101.255")));
         assert!(!covers(&key([198, 51, 100, 0], 23), a("198.51.102.0")));
-        // Case K1: the byte-reversed twin is another address.
+        // The byte-reversed twin is another address.
         assert!(!covers(&key([203, 0, 113, 10], 32), a("10.113.0.203")));
         assert!(!covers(&key([1, 2, 3, 4], 33), a("1.2.3.4")));
     }

@@ -1,5 +1,6 @@
-//! The model on crafted frames: the packet cases of `cases/packet-cases.md`
-//! (K1–K3, K5) and the parser's edges, without a kernel.
+//! The model on crafted frames, without a kernel: key byte order, prefix
+//! edges, the traffic that keeps flowing under default Deny, default Allow
+//! and the trusted bypass, and the parser's edges.
 
 use std::collections::BTreeMap;
 
@@ -105,7 +106,7 @@ fn verdict(frame: &[u8], t: &CompiledTables) -> Verdict {
 }
 
 #[test]
-fn k1_the_reversed_twin_of_an_allowed_address_is_denied() {
+fn the_reversed_twin_of_an_allowed_address_is_denied() {
     let mut t = tables(&[([203, 0, 113, 10], 32)]);
     t.vnet_rules = BTreeMap::from([(
         VnetPrefixKey {
@@ -122,7 +123,7 @@ fn k1_the_reversed_twin_of_an_allowed_address_is_denied() {
 }
 
 #[test]
-fn k3_traffic_that_keeps_flowing_under_default_deny() {
+fn traffic_that_keeps_flowing_under_default_deny() {
     let t = tables(&[]);
     let mut arp = eth(&[], 0x0806);
     arp.extend_from_slice(&[0, 1, 8, 0, 6, 4, 0, 1]);
@@ -147,7 +148,7 @@ fn k3_traffic_that_keeps_flowing_under_default_deny() {
 }
 
 #[test]
-fn k5_default_allow_and_the_trusted_bypass() {
+fn default_allow_and_the_trusted_bypass() {
     let mut allow = tables(&[([203, 0, 113, 0], 24)]);
     allow.flags |= FLAG_DEFAULT_ALLOW;
     assert_eq!(verdict(&syn([198, 51, 100, 7], 443), &allow), AllowDefault);

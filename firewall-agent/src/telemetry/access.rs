@@ -69,7 +69,7 @@ pub struct AccessRecord {
 
 impl AccessRecord {
     /// Decodes `event`. `boot` is the wall-clock time of CLOCK_MONOTONIC's
-    /// zero ([`super::boot_offset`]); `interface` names an ifindex; `rule`
+    /// zero ([`crate::clock::boot_time`]); `interface` names an ifindex; `rule`
     /// names a hit slot.
     pub fn decode(
         event: &AccessEvent,

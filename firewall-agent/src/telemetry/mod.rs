@@ -40,10 +40,3 @@ pub fn init_json_logs() {
         .with_writer(std::io::stdout)
         .init();
 }
-
-/// The wall-clock time of CLOCK_MONOTONIC's zero (what `bpf_ktime_get_ns`
-/// counts from), so kernel timestamps can be shown as dates. Computed
-/// anew each time: the wall clock may be stepped while the agent runs.
-pub fn boot_offset() -> Option<std::time::SystemTime> {
-    Some(crate::clock::MonotonicClock::now().to_wall(0))
-}

@@ -12,6 +12,7 @@ use std::net::Ipv4Addr;
 use ipnet::Ipv4Net;
 
 use super::error::PolicyError;
+use super::model::shown;
 
 mod text;
 pub(crate) use text::parse_cidr;
@@ -316,15 +317,6 @@ pub fn check_value(
         return Err(conflict_error(net, &c));
     }
     Ok(net)
-}
-
-/// `net` shown the way rules are: bare address for a /32, CIDR otherwise.
-pub fn shown(net: Ipv4Net) -> String {
-    if net.prefix_len() == 32 {
-        net.addr().to_string()
-    } else {
-        net.to_string()
-    }
 }
 
 /// `the private range 10.0.0.0/8 (10.0.0.0–10.255.255.255, RFC 1918)`.

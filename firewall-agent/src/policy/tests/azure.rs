@@ -130,7 +130,7 @@ fn ip_rule_errors_carry_json_paths_in_the_shape_of_the_input() {
 }
 
 #[test]
-fn p1_an_address_and_its_slash_32_in_json_are_one_rule_reported_once() {
+fn an_address_and_its_slash_32_in_json_are_one_rule_reported_once() {
     let v = load_azure(
         r#"{"defaultAction": "Deny", "bypass": "None",
             "ipRules": [{"value": "203.0.113.10"}, {"value": "203.0.113.10/32"}]}"#,

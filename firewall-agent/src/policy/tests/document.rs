@@ -579,3 +579,30 @@ fn guarding_the_ssh_port_is_refused_unless_done_on_purpose() {
     .expect("guarded on purpose");
     assert!(on_purpose.policy.data_plane.tcp_ports.contains(&22));
 }
+
+#[test]
+fn setting_flags_take_the_file_values_in_any_case_and_name_the_choices_when_refused() {
+    use super::super::{parse_bypass, parse_default_action};
+    assert_eq!(
+        parse_default_action("--default-action", "allow"),
+        Ok(DefaultAction::Allow)
+    );
+    assert_eq!(
+        parse_bypass("--bypass", "azureservices"),
+        Ok(Bypass::AzureServices)
+    );
+    let e = parse_bypass("--bypass", "Everyone").expect_err("not a bypass");
+    assert_eq!(
+        (e.path.as_str(), e.value.as_str()),
+        ("--bypass", "Everyone")
+    );
+    assert!(
+        e.fix.contains("--bypass None") && e.fix.contains("--bypass AzureServices"),
+        "{e}"
+    );
+    let e = parse_default_action("--default-action", "Open").expect_err("not an action");
+    assert!(
+        e.reason.contains("\"Allow\"") && e.reason.contains("\"Deny\""),
+        "{e}"
+    );
+}

@@ -76,7 +76,7 @@ fn public_ranges_of_every_legal_size_are_accepted() {
 }
 
 #[test]
-fn p3_malformed_prefixes_are_refused_with_the_valid_form_and_range() {
+fn malformed_prefixes_are_refused_with_the_valid_form_and_range() {
     for text in [
         "203.0.113.0/33",
         "203.0.113.0/",
@@ -93,7 +93,7 @@ fn p3_malformed_prefixes_are_refused_with_the_valid_form_and_range() {
 }
 
 #[test]
-fn p3_each_malformed_prefix_says_what_is_wrong() {
+fn each_malformed_prefix_says_what_is_wrong() {
     assert!(
         refused("203.0.113.0/33")
             .reason
@@ -186,7 +186,7 @@ fn an_address_with_a_port_is_refused_pointing_to_the_data_plane() {
 }
 
 #[test]
-fn p3_slash_31_is_refused_naming_the_two_addresses() {
+fn slash_31_is_refused_naming_the_two_addresses() {
     let e = refused("203.0.113.10/31");
     assert!(e.reason.contains("/31 is not supported as a range"), "{e}");
     assert!(e.fix.contains("203.0.113.10 and 203.0.113.11"), "{e}");
@@ -205,7 +205,7 @@ fn slash_31_inside_private_space_names_the_range_not_the_pair() {
 }
 
 #[test]
-fn p2_host_bits_are_refused_suggesting_the_network_or_the_host() {
+fn host_bits_are_refused_suggesting_the_network_or_the_host() {
     let e = refused("203.0.113.77/24");
     assert!(e.reason.contains("host bits"), "{e}");
     assert!(e.reason.contains("203.0.113.0/24"), "{e}");
@@ -234,7 +234,7 @@ fn host_bits_inside_private_space_name_the_private_range() {
 }
 
 #[test]
-fn p3_everything_slash_0_is_refused_pointing_to_default_action_allow() {
+fn everything_slash_0_is_refused_pointing_to_default_action_allow() {
     for text in ["0.0.0.0/0", "203.0.113.7/0"] {
         let e = refused(text);
         assert!(e.reason.contains("every IPv4 address"), "{e}");
@@ -244,7 +244,7 @@ fn p3_everything_slash_0_is_refused_pointing_to_default_action_allow() {
 }
 
 /// (input, the range the message must name, its RFC, a word of its purpose)
-const P4_REFUSED: [(&str, &str, &str, &str); 13] = [
+const SPECIAL_VALUES_REFUSED: [(&str, &str, &str, &str); 13] = [
     (
         "10.0.0.0/8",
         "10.0.0.0–10.255.255.255",
@@ -286,8 +286,8 @@ const P4_REFUSED: [(&str, &str, &str, &str); 13] = [
 ];
 
 #[test]
-fn p4_private_and_special_addresses_are_refused_naming_their_range_and_rfc() {
-    for (text, range, rfc, purpose) in P4_REFUSED {
+fn private_and_special_addresses_are_refused_naming_their_range_and_rfc() {
+    for (text, range, rfc, purpose) in SPECIAL_VALUES_REFUSED {
         let e = refused(text);
         assert!(
             e.reason.contains(range),
@@ -303,7 +303,7 @@ fn p4_private_and_special_addresses_are_refused_naming_their_range_and_rfc() {
 }
 
 #[test]
-fn p4_private_ranges_point_to_virtual_network_rules() {
+fn private_ranges_point_to_virtual_network_rules() {
     for text in ["10.0.0.0/8", "172.31.255.0/24", "192.168.1.0/24"] {
         let e = refused(text);
         assert!(e.fix.contains("virtual network rule"), "{e}");
@@ -323,7 +323,7 @@ fn limited_broadcast_is_named_as_such_not_as_reserved() {
 }
 
 #[test]
-fn p4_172_32_is_public_and_accepted() {
+fn an_address_in_172_32_is_public_and_accepted() {
     assert_eq!(
         parse_ip_rule("p", "172.32.0.0/24"),
         Ok(net("172.32.0.0/24"))
@@ -332,7 +332,7 @@ fn p4_172_32_is_public_and_accepted() {
 }
 
 #[test]
-fn p4_a_range_containing_private_space_names_the_range_inside_it() {
+fn a_range_containing_private_space_names_the_range_inside_it() {
     let e = refused("8.0.0.0/6");
     assert!(
         e.reason

@@ -1,5 +1,6 @@
-//! `ip_rules` in a document: paths of errors, canonical rules (P1),
-//! ordering, overlaps, expiry and the count limits (P6).
+//! `ip_rules` in a document: paths of errors, canonical rules (an address
+//! and its /32 are one rule), ordering, overlaps, expiry and the count
+//! limits.
 
 use std::time::Duration;
 
@@ -7,7 +8,7 @@ use super::super::{LimitProfile, Limits};
 use super::{deny_with_rules, distinct_rules, load, now, refuse, single};
 
 #[test]
-fn p1_an_address_and_its_slash_32_load_as_one_rule_with_one_warning() {
+fn an_address_and_its_slash_32_load_as_one_rule_with_one_warning() {
     let v = load(&deny_with_rules(&[
         "\"203.0.113.10\"",
         "\"203.0.113.10/32\"",
@@ -24,7 +25,7 @@ fn p1_an_address_and_its_slash_32_load_as_one_rule_with_one_warning() {
 }
 
 #[test]
-fn p1_the_same_network_three_times_is_one_rule_with_a_warning_per_repeat() {
+fn the_same_network_three_times_is_one_rule_with_a_warning_per_repeat() {
     let v = load(&deny_with_rules(&[
         "\"203.0.113.10/32\"",
         "\"198.51.100.0/24\"",
@@ -155,7 +156,7 @@ fn errors_in_string_rules_name_the_item_and_in_table_rules_its_value() {
 }
 
 #[test]
-fn p2_host_bits_in_a_policy_are_refused_suggesting_network_or_host() {
+fn host_bits_in_a_policy_are_refused_suggesting_network_or_host() {
     let errors = refuse(&deny_with_rules(&["\"203.0.113.77/24\""]));
     let e = single(&errors);
     assert_eq!(
@@ -329,14 +330,14 @@ fn expires_at_within_24_hours_is_a_warning() {
 }
 
 #[test]
-fn p6_127_rules_load_under_the_default_limits() {
+fn a_policy_of_127_ip_rules_loads_under_the_default_limits() {
     let v = load(&deny_with_rules(&distinct_rules(127)));
     assert_eq!(v.policy.ip_rules.len(), 127);
     assert_eq!(v.policy.limits.profile, LimitProfile::Kv2020);
 }
 
 #[test]
-fn p6_128_rules_are_refused_with_the_exact_limit_message() {
+fn a_policy_of_128_ip_rules_is_refused_with_the_exact_limit_message() {
     let errors = refuse(&deny_with_rules(&distinct_rules(128)));
     let e = single(&errors);
     assert_eq!(e.path, "ip_rules");
@@ -357,7 +358,7 @@ fn p6_128_rules_are_refused_with_the_exact_limit_message() {
 }
 
 #[test]
-fn p6_the_limit_counts_rules_after_duplicates_are_merged() {
+fn the_limit_counts_rules_after_duplicates_are_merged() {
     let mut rules = distinct_rules(127);
     let first = rules[0].trim_matches('"').to_string();
     rules.push(format!("\"{first}/32\""));
@@ -367,7 +368,7 @@ fn p6_the_limit_counts_rules_after_duplicates_are_merged() {
 }
 
 #[test]
-fn p6_kv_current_loads_1000_rules_and_refuses_1001() {
+fn kv_current_loads_1000_rules_and_refuses_1001() {
     let policy = |n| {
         format!(
             "limits = \"kv-current\"\n{}",

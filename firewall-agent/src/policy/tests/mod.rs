@@ -1,11 +1,11 @@
-//! Unit tests of policy loading, by topic. Case ids (P1…P6) refer to
-//! `shared/cases/policy-cases.md`.
+//! Unit tests of policy loading, by topic.
 
 mod azure;
 mod document;
 mod examples;
 mod ip_rule_value;
 mod ip_rules;
+mod module_graph;
 mod round_trip;
 mod service_tags;
 mod source;

@@ -1,5 +1,5 @@
 //! `[trusted_services]`: the catalogue, `enabled`, the service-tags file
-//! and the prefixes it gives (K5, P5).
+//! and the prefixes it gives.
 
 use std::path::Path;
 
@@ -60,7 +60,7 @@ fn every_catalogue_tag_is_in_the_real_service_tags_file() {
 }
 
 #[test]
-fn k5_a_tag_holding_192_0_2_128_29_gives_that_prefix_to_azure_backup() {
+fn a_tag_holding_192_0_2_128_29_gives_that_prefix_to_azure_backup() {
     let v = load(&with_trusted(
         "AzureServices",
         &format!("{}\nenabled = [\"AzureBackup\"]", tags_file_line()),
@@ -80,7 +80,7 @@ fn k5_a_tag_holding_192_0_2_128_29_gives_that_prefix_to_azure_backup() {
 }
 
 #[test]
-fn k5_with_bypass_none_the_catalogue_is_loaded_but_reported_inactive() {
+fn with_bypass_none_the_catalogue_is_loaded_but_reported_inactive() {
     let v = load(&with_trusted("None", &tags_file_line()));
     assert_eq!(v.policy.bypass, Bypass::None);
     assert!(!v.policy.trusted_services.prefixes.is_empty());
@@ -115,7 +115,7 @@ fn the_whole_catalogue_is_the_default_and_uses_no_azure_cloud_prefix() {
             "198.51.100.64/27 Sql Sql",
             "198.51.100.128/26 AppService AppService",
             "198.51.100.250/31 AppService AppService",
-            // P5: also in AzureDataLake; Storage comes first.
+            // Also in AzureDataLake; Storage comes first in catalogue order.
             "203.0.113.64/26 Storage Storage",
             "203.0.113.192/27 DataLakeStore AzureDataLake",
         ]

@@ -1,4 +1,5 @@
-//! `[[virtual_network_rules]]` in the native format: prefixes (P2, P4),
+//! `[[virtual_network_rules]]` in the native format: prefixes (host bits,
+//! private space),
 //! ids, endpoints, canonical form, overlaps and the count limit.
 
 use ipnet::Ipv4Net;
@@ -32,7 +33,7 @@ fn one_rule(prefixes: &str) -> String {
 }
 
 #[test]
-fn p4_a_private_range_is_accepted_as_a_subnet_prefix() {
+fn a_private_range_is_accepted_as_a_subnet_prefix() {
     let v = load(&one_rule("[\"10.1.2.0/24\"]"));
     let rule = &v.policy.virtual_network_rules[0];
     assert_eq!(rule.address_prefixes, [net("10.1.2.0/24")]);
@@ -48,7 +49,7 @@ fn p4_a_private_range_is_accepted_as_a_subnet_prefix() {
 }
 
 #[test]
-fn p2_host_bits_in_a_subnet_prefix_are_refused_suggesting_the_network() {
+fn host_bits_in_a_subnet_prefix_are_refused_suggesting_the_network() {
     let errors = refuse(&one_rule("[\"10.1.2.3/24\"]"));
     let e = single(&errors);
     assert_eq!(
@@ -522,7 +523,7 @@ fn many(n: usize) -> String {
 }
 
 #[test]
-fn p6_127_subnet_rules_load_and_128_are_refused_with_the_exact_limit_message() {
+fn a_policy_of_127_subnet_rules_loads_and_one_of_128_is_refused_with_the_exact_limit_message() {
     assert_eq!(load(&many(127)).policy.virtual_network_rules.len(), 127);
     let errors = refuse(&many(128));
     let e = single(&errors);
@@ -586,4 +587,31 @@ fn subnet_rules_serialize_with_prefixes_as_text() {
     assert_eq!(rule["address_prefixes"][0], "10.1.2.0/24");
     assert_eq!(rule["endpoint"]["interface"], "eth1");
     assert_eq!(json["trusted_services"]["enabled"][0], "VirtualMachines");
+}
+
+#[test]
+fn an_endpoint_flag_is_checked_as_a_file_endpoint_is() {
+    use super::super::parse_endpoint;
+    assert_eq!(
+        parse_endpoint("--endpoint", "eth1,vlan:120").expect("valid"),
+        Endpoint {
+            interface: Some("eth1".into()),
+            vlan: Some(120)
+        }
+    );
+    assert_eq!(
+        parse_endpoint("--endpoint", "vlan:7").expect("valid"),
+        Endpoint {
+            interface: None,
+            vlan: Some(7)
+        }
+    );
+    let e = parse_endpoint("--endpoint", "eth1,vlan:4095").expect_err("reserved VLAN");
+    assert_eq!((e.path.as_str(), e.value.as_str()), ("--endpoint", "4095"));
+    assert!(e.fix.contains("1–4094"), "{e}");
+    let e = parse_endpoint("--endpoint", "vlan:x").expect_err("not a number");
+    assert_eq!(e.value, "vlan:x");
+    assert!(e.fix.contains("1–4094"), "{e}");
+    let e = parse_endpoint("--endpoint", "eth:1").expect_err("':' in a name");
+    assert_eq!((e.path.as_str(), e.value.as_str()), ("--endpoint", "eth:1"));
 }
