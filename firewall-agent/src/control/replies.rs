@@ -20,8 +20,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
 
+use crate::dataplane::{AttachKind, AttachOutcome};
 use crate::telemetry::access::{FileHealth, LogsPage};
 
 /// `show`: the policy in force, its generation, and the interfaces as the
@@ -35,17 +35,16 @@ pub struct ShowReply {
     pub protected: bool,
     /// `--iface` as given (`all`, or the names joined).
     pub iface: String,
-    /// One object per filtered interface (name, ifindex, attach mode and
-    /// kind, as `daemon/interfaces.rs` reports them).
-    pub interfaces: Vec<Value>,
+    /// Each filtered interface and the program the kernel runs there.
+    pub interfaces: Vec<FilteredInterface>,
     /// Interfaces that must be filtered and are not (failed attaches).
-    pub interfaces_not_attached: Vec<Value>,
+    pub interfaces_not_attached: Vec<UnattachedInterface>,
     /// Interfaces with an address that nothing filters.
-    pub unfiltered_interfaces: Vec<Value>,
+    pub unfiltered_interfaces: Vec<UnfilteredInterface>,
     /// `--iface` names that do not exist now.
     pub missing_interfaces: Vec<String>,
     /// Pinned links in the pin directory this daemon does not hold.
-    pub unmanaged_links: Vec<Value>,
+    pub unmanaged_links: Vec<UnmanagedLink>,
     /// `--on-exit`: `"keep"` or `"detach"`.
     pub on_exit: String,
     /// The pin directory.
@@ -73,12 +72,134 @@ pub struct ShowReply {
     /// The deadline of an unconfirmed `apply --confirm-within`.
     pub awaiting_confirmation_until: Option<String>,
     /// The daemon's health beyond the kernel (policy file in sync, the last
-    /// reload, the control socket), as `daemon/health.rs` reports it.
-    pub health: Value,
+    /// reload, the control socket).
+    pub health: HealthShown,
     /// `"passed"` (`--pass-forwarded`) or `"judged"`.
     pub forwarded_traffic: String,
     /// Sentences an operator should read.
     pub warnings: Vec<String>,
+}
+
+/// Why an interface is filtered (the first that applies). Serialized in
+/// snake case: `"iface"`, `"endpoint"`, `"all"`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FilterReason {
+    /// Named with `--iface`.
+    Iface,
+    /// A subnet rule of the policy names it as its endpoint.
+    Endpoint,
+    /// Selected by `--iface all`.
+    All,
+}
+
+/// An interface the daemon filters, as the kernel holds it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FilteredInterface {
+    /// Its name.
+    pub name: String,
+    /// Its ifindex.
+    pub ifindex: u32,
+    /// The XDP mode the kernel reports now (`"native"`, `"generic"`, ...;
+    /// `None`: no XDP program attached).
+    pub mode: Option<String>,
+    /// The id of the program the kernel runs there (`bpftool prog show id N`).
+    pub prog_id: Option<u32>,
+    /// The entry point the daemon attached (`"l2"` or `"l3"`).
+    pub program: AttachKind,
+    /// How the attachment came about.
+    pub attach: AttachOutcome,
+    /// Why it is filtered (`None`: attached, no longer wanted).
+    pub reason: Option<FilterReason>,
+}
+
+/// An interface the daemon must filter and does not (its attach failed).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UnattachedInterface {
+    /// Its name.
+    pub name: String,
+    /// Why it must be filtered.
+    pub reason: FilterReason,
+    /// Its `ARPHRD_*` link type.
+    pub link_type: u16,
+}
+
+/// An interface with an address that nothing filters.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UnfilteredInterface {
+    /// Its name.
+    pub name: String,
+    /// Its ifindex.
+    pub ifindex: u32,
+    /// Its `ARPHRD_*` link type.
+    pub link_type: u16,
+}
+
+/// A pinned vaultfw link in the pin directory that this daemon does not hold.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UnmanagedLink {
+    /// The interface (the pin's file name).
+    pub interface: String,
+    /// Its ifindex now, if it exists.
+    pub ifindex: Option<u32>,
+    /// The XDP mode the kernel reports for it.
+    pub mode: Option<String>,
+    /// Whether the pinned link's program is what the interface runs
+    /// (`None`: the interface is not visible from the daemon's namespace).
+    pub live: Option<bool>,
+}
+
+/// The daemon's health beyond the kernel, as `show` reports it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HealthShown {
+    /// The policy file against the served policy (as of the last change,
+    /// reload or `show`).
+    pub policy: PolicySync,
+    /// The latest reload; `None` before the first.
+    pub last_reload: Option<ReloadShown>,
+    /// Whether the control socket file is still the one the daemon bound
+    /// (removed by hand, the CLI cannot reach the daemon).
+    pub control_socket_present: bool,
+}
+
+/// How the policy file relates to the policy the kernel serves. On the
+/// wire an object whose `state` is the variant in snake case.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "state", rename_all = "snake_case")]
+pub enum PolicySync {
+    /// The file declares exactly the served policy.
+    InSync,
+    /// An `apply --confirm-within` is served; the file holds the previous
+    /// policy until `confirm`.
+    AwaitingConfirmation,
+    /// The file declares another policy (edited and not reloaded, or its
+    /// reload was refused).
+    Differs,
+    /// The file cannot be read or is invalid.
+    Invalid {
+        /// Why.
+        error: String,
+    },
+}
+
+impl PolicySync {
+    /// Whether the file declares what is served.
+    pub fn in_sync(&self) -> bool {
+        *self == PolicySync::InSync
+    }
+}
+
+/// The outcome of the latest reload (SIGHUP, an edit of the file).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReloadShown {
+    /// When it ran (RFC 3339, seconds).
+    pub at: String,
+    /// What caused it.
+    pub cause: String,
+    /// Whether the file was accepted (served, or already served).
+    pub success: bool,
+    /// Why it was refused.
+    pub error: Option<String>,
 }
 
 /// A policy's `limits` as `show` reports them.
@@ -305,6 +426,7 @@ mod tests {
     //! here before it breaks a script or an older CLI.
 
     use serde::de::DeserializeOwned;
+    use serde_json::Value;
 
     use super::*;
     use crate::telemetry::access::AccessRecord;
@@ -335,11 +457,32 @@ mod tests {
             generation: 4,
             protected: true,
             iface: "eth0".into(),
-            interfaces: vec![serde_json::json!({"name": "eth0", "ifindex": 2})],
-            interfaces_not_attached: vec![],
-            unfiltered_interfaces: vec![],
+            interfaces: vec![FilteredInterface {
+                name: "eth0".into(),
+                ifindex: 2,
+                mode: Some("native".into()),
+                prog_id: Some(31),
+                program: AttachKind::L2,
+                attach: AttachOutcome::Adopted,
+                reason: Some(FilterReason::Iface),
+            }],
+            interfaces_not_attached: vec![UnattachedInterface {
+                name: "gre0".into(),
+                reason: FilterReason::Endpoint,
+                link_type: 778,
+            }],
+            unfiltered_interfaces: vec![UnfilteredInterface {
+                name: "eth1".into(),
+                ifindex: 3,
+                link_type: 1,
+            }],
             missing_interfaces: vec!["eth9".into()],
-            unmanaged_links: vec![],
+            unmanaged_links: vec![UnmanagedLink {
+                interface: "eth5".into(),
+                ifindex: None,
+                mode: None,
+                live: None,
+            }],
             on_exit: "keep".into(),
             pin_dir: "/sys/fs/bpf/vaultfw".into(),
             policy_file: "/etc/vaultfw/policy.toml".into(),
@@ -361,23 +504,83 @@ mod tests {
             virtual_network_rules: 1,
             trusted_service_prefixes: 0,
             awaiting_confirmation_until: None,
-            health: serde_json::json!({"control_socket_present": true}),
+            health: HealthShown {
+                policy: PolicySync::InSync,
+                last_reload: Some(ReloadShown {
+                    at: "2026-01-31T12:00:00Z".into(),
+                    cause: "SIGHUP".into(),
+                    success: false,
+                    error: Some("line 3: bad".into()),
+                }),
+                control_socket_present: true,
+            },
             forwarded_traffic: "judged".into(),
             warnings: vec!["w".into()],
         };
         assert_wire(
             &reply,
             r#"{"generation":4,"protected":true,"iface":"eth0",
-                "interfaces":[{"name":"eth0","ifindex":2}],"interfaces_not_attached":[],
-                "unfiltered_interfaces":[],"missing_interfaces":["eth9"],"unmanaged_links":[],
+                "interfaces":[{"name":"eth0","ifindex":2,"mode":"native","prog_id":31,
+                               "program":"l2","attach":"adopted","reason":"iface"}],
+                "interfaces_not_attached":[{"name":"gre0","reason":"endpoint","link_type":778}],
+                "unfiltered_interfaces":[{"name":"eth1","ifindex":3,"link_type":1}],
+                "missing_interfaces":["eth9"],
+                "unmanaged_links":[{"interface":"eth5","ifindex":null,"mode":null,"live":null}],
                 "on_exit":"keep","pin_dir":"/sys/fs/bpf/vaultfw",
                 "policy_file":"/etc/vaultfw/policy.toml","default_action":"Deny",
                 "bypass":"None","mode":"Enforce","ipv6":"Deny",
                 "limits":{"profile":"kv-2020","ip_rules":127,"virtual_network_rules":127},
                 "data_plane":{"tcp_ports":[443],"udp_ports":[],"guard_control_ports":[]},
                 "ip_rules":2,"virtual_network_rules":1,"trusted_service_prefixes":0,
-                "awaiting_confirmation_until":null,"health":{"control_socket_present":true},
+                "awaiting_confirmation_until":null,
+                "health":{"policy":{"state":"in_sync"},
+                          "last_reload":{"at":"2026-01-31T12:00:00Z","cause":"SIGHUP",
+                                         "success":false,"error":"line 3: bad"},
+                          "control_socket_present":true},
                 "forwarded_traffic":"judged","warnings":["w"]}"#,
+        );
+    }
+
+    #[test]
+    fn show_health_states_and_a_first_reload_keep_their_wire_form() {
+        let cases = [
+            (PolicySync::InSync, r#"{"state":"in_sync"}"#),
+            (
+                PolicySync::AwaitingConfirmation,
+                r#"{"state":"awaiting_confirmation"}"#,
+            ),
+            (PolicySync::Differs, r#"{"state":"differs"}"#),
+            (
+                PolicySync::Invalid {
+                    error: "line 3: bad".into(),
+                },
+                r#"{"state":"invalid","error":"line 3: bad"}"#,
+            ),
+        ];
+        for (state, golden) in cases {
+            assert_wire(&state, golden);
+        }
+        assert_wire(
+            &HealthShown {
+                policy: PolicySync::Differs,
+                last_reload: None,
+                control_socket_present: false,
+            },
+            r#"{"policy":{"state":"differs"},"last_reload":null,
+                "control_socket_present":false}"#,
+        );
+        assert_wire(
+            &FilteredInterface {
+                name: "gre0".into(),
+                ifindex: 7,
+                mode: None,
+                prog_id: None,
+                program: AttachKind::L3,
+                attach: AttachOutcome::Replaced,
+                reason: None,
+            },
+            r#"{"name":"gre0","ifindex":7,"mode":null,"prog_id":null,"program":"l3",
+                "attach":"replaced","reason":null}"#,
         );
     }
 
