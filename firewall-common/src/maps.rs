@@ -367,7 +367,8 @@ pub const fn port_slot(set: u32, proto: u32, port: u16) -> (u32, u32) {
 /// The data of an IPv4 LPM-trie key: the address octets in network byte
 /// order. The kernel matches the first `prefix_len` bits of these bytes,
 /// most significant bit of byte 0 first — which is why the octets must be
-/// in network byte order (case K1).
+/// in network byte order: in host order on a little-endian machine a /24
+/// rule would match on the address's last three octets instead of its first.
 pub type Ipv4Key = [u8; 4];
 
 /// The data of a virtual-network trie key: the service endpoint a frame

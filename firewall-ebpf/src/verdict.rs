@@ -4,7 +4,8 @@
 //! or — once the active set's fallback deadline (an unconfirmed apply) has
 //! passed — the other set, which still holds the previous generation.
 //!
-//! With `FLAG_PASS_FORWARDED` (the daemon's default) a frame the policy
+//! With `FLAG_PASS_FORWARDED` (set by the daemon's opt-in `--pass-forwarded`,
+//! off by default) a frame the policy
 //! would drop or, in audit mode, would deny is judged once more by the
 //! kernel's routing table (`route`): one the host would forward out of
 //! itself is not addressed to this host's data plane and passes as

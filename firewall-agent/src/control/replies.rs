@@ -1,7 +1,7 @@
 //! The `result` of each successful control command: one type per verb,
 //! built by the daemon and read by the CLI, so a field renamed on one side
-//! fails to compile on the other (and the golden tests below fix the wire
-//! form operators' scripts read with `--output json`).
+//! fails to compile on the other (and the golden tests in `replies/tests.rs`
+//! fix the wire form operators' scripts read with `--output json`).
 //!
 //! | command | reply |
 //! |---|---|
@@ -20,8 +20,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
 
+use crate::dataplane::{AttachKind, AttachOutcome};
 use crate::telemetry::access::{FileHealth, LogsPage};
 
 /// `show`: the policy in force, its generation, and the interfaces as the
@@ -35,17 +35,16 @@ pub struct ShowReply {
     pub protected: bool,
     /// `--iface` as given (`all`, or the names joined).
     pub iface: String,
-    /// One object per filtered interface (name, ifindex, attach mode and
-    /// kind, as `daemon/interfaces.rs` reports them).
-    pub interfaces: Vec<Value>,
+    /// Each filtered interface and the program the kernel runs there.
+    pub interfaces: Vec<FilteredInterface>,
     /// Interfaces that must be filtered and are not (failed attaches).
-    pub interfaces_not_attached: Vec<Value>,
+    pub interfaces_not_attached: Vec<UnattachedInterface>,
     /// Interfaces with an address that nothing filters.
-    pub unfiltered_interfaces: Vec<Value>,
+    pub unfiltered_interfaces: Vec<UnfilteredInterface>,
     /// `--iface` names that do not exist now.
     pub missing_interfaces: Vec<String>,
     /// Pinned links in the pin directory this daemon does not hold.
-    pub unmanaged_links: Vec<Value>,
+    pub unmanaged_links: Vec<UnmanagedLink>,
     /// `--on-exit`: `"keep"` or `"detach"`.
     pub on_exit: String,
     /// The pin directory.
@@ -73,12 +72,134 @@ pub struct ShowReply {
     /// The deadline of an unconfirmed `apply --confirm-within`.
     pub awaiting_confirmation_until: Option<String>,
     /// The daemon's health beyond the kernel (policy file in sync, the last
-    /// reload, the control socket), as `daemon/health.rs` reports it.
-    pub health: Value,
+    /// reload, the control socket).
+    pub health: HealthShown,
     /// `"passed"` (`--pass-forwarded`) or `"judged"`.
     pub forwarded_traffic: String,
     /// Sentences an operator should read.
     pub warnings: Vec<String>,
+}
+
+/// Why an interface is filtered (the first that applies). Serialized in
+/// snake case: `"iface"`, `"endpoint"`, `"all"`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FilterReason {
+    /// Named with `--iface`.
+    Iface,
+    /// A subnet rule of the policy names it as its endpoint.
+    Endpoint,
+    /// Selected by `--iface all`.
+    All,
+}
+
+/// An interface the daemon filters, as the kernel holds it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FilteredInterface {
+    /// Its name.
+    pub name: String,
+    /// Its ifindex.
+    pub ifindex: u32,
+    /// The XDP mode the kernel reports now (`"native"`, `"generic"`, ...;
+    /// `None`: no XDP program attached).
+    pub mode: Option<String>,
+    /// The id of the program the kernel runs there (`bpftool prog show id N`).
+    pub prog_id: Option<u32>,
+    /// The entry point the daemon attached (`"l2"` or `"l3"`).
+    pub program: AttachKind,
+    /// How the attachment came about.
+    pub attach: AttachOutcome,
+    /// Why it is filtered (`None`: attached, no longer wanted).
+    pub reason: Option<FilterReason>,
+}
+
+/// An interface the daemon must filter and does not (its attach failed).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UnattachedInterface {
+    /// Its name.
+    pub name: String,
+    /// Why it must be filtered.
+    pub reason: FilterReason,
+    /// Its `ARPHRD_*` link type.
+    pub link_type: u16,
+}
+
+/// An interface with an address that nothing filters.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UnfilteredInterface {
+    /// Its name.
+    pub name: String,
+    /// Its ifindex.
+    pub ifindex: u32,
+    /// Its `ARPHRD_*` link type.
+    pub link_type: u16,
+}
+
+/// A pinned vaultfw link in the pin directory that this daemon does not hold.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UnmanagedLink {
+    /// The interface (the pin's file name).
+    pub interface: String,
+    /// Its ifindex now, if it exists.
+    pub ifindex: Option<u32>,
+    /// The XDP mode the kernel reports for it.
+    pub mode: Option<String>,
+    /// Whether the pinned link's program is what the interface runs
+    /// (`None`: the interface is not visible from the daemon's namespace).
+    pub live: Option<bool>,
+}
+
+/// The daemon's health beyond the kernel, as `show` reports it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HealthShown {
+    /// The policy file against the served policy (as of the last change,
+    /// reload or `show`).
+    pub policy: PolicySync,
+    /// The latest reload; `None` before the first.
+    pub last_reload: Option<ReloadShown>,
+    /// Whether the control socket file is still the one the daemon bound
+    /// (removed by hand, the CLI cannot reach the daemon).
+    pub control_socket_present: bool,
+}
+
+/// How the policy file relates to the policy the kernel serves. On the
+/// wire an object whose `state` is the variant in snake case.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "state", rename_all = "snake_case")]
+pub enum PolicySync {
+    /// The file declares exactly the served policy.
+    InSync,
+    /// An `apply --confirm-within` is served; the file holds the previous
+    /// policy until `confirm`.
+    AwaitingConfirmation,
+    /// The file declares another policy (edited and not reloaded, or its
+    /// reload was refused).
+    Differs,
+    /// The file cannot be read or is invalid.
+    Invalid {
+        /// Why.
+        error: String,
+    },
+}
+
+impl PolicySync {
+    /// Whether the file declares what is served.
+    pub fn in_sync(&self) -> bool {
+        *self == PolicySync::InSync
+    }
+}
+
+/// The outcome of the latest reload (SIGHUP, an edit of the file).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReloadShown {
+    /// When it ran (RFC 3339, seconds).
+    pub at: String,
+    /// What caused it.
+    pub cause: String,
+    /// Whether the file was accepted (served, or already served).
+    pub success: bool,
+    /// Why it was refused.
+    pub error: Option<String>,
 }
 
 /// A policy's `limits` as `show` reports them.
@@ -300,252 +421,4 @@ pub struct LogsReply {
 }
 
 #[cfg(test)]
-mod tests {
-    //! One golden wire form per reply: a renamed or retyped field fails
-    //! here before it breaks a script or an older CLI.
-
-    use serde::de::DeserializeOwned;
-
-    use super::*;
-    use crate::telemetry::access::AccessRecord;
-
-    /// `reply` serializes to exactly `golden` and reads back to itself.
-    #[track_caller]
-    fn assert_wire<T>(reply: &T, golden: &str)
-    where
-        T: Serialize + DeserializeOwned + PartialEq + std::fmt::Debug,
-    {
-        let golden: Value = serde_json::from_str(golden).expect("golden JSON parses");
-        let wire = serde_json::to_value(reply).unwrap();
-        assert_eq!(wire, golden, "wire form changed");
-        assert_eq!(&serde_json::from_value::<T>(golden).unwrap(), reply);
-    }
-
-    fn hits() -> RuleHits {
-        RuleHits {
-            packets: 3,
-            bytes: 180,
-            last_hit: Some("2026-01-31T12:00:00.000Z".into()),
-        }
-    }
-
-    #[test]
-    fn show_reply_has_a_stable_wire_form() {
-        let reply = ShowReply {
-            generation: 4,
-            protected: true,
-            iface: "eth0".into(),
-            interfaces: vec![serde_json::json!({"name": "eth0", "ifindex": 2})],
-            interfaces_not_attached: vec![],
-            unfiltered_interfaces: vec![],
-            missing_interfaces: vec!["eth9".into()],
-            unmanaged_links: vec![],
-            on_exit: "keep".into(),
-            pin_dir: "/sys/fs/bpf/vaultfw".into(),
-            policy_file: "/etc/vaultfw/policy.toml".into(),
-            default_action: "Deny".into(),
-            bypass: "None".into(),
-            mode: "Enforce".into(),
-            ipv6: "Deny".into(),
-            limits: LimitsShown {
-                profile: "kv-2020".into(),
-                ip_rules: 127,
-                virtual_network_rules: 127,
-            },
-            data_plane: DataPlaneShown {
-                tcp_ports: BTreeSet::from([443]),
-                udp_ports: BTreeSet::new(),
-                guard_control_ports: BTreeSet::new(),
-            },
-            ip_rules: 2,
-            virtual_network_rules: 1,
-            trusted_service_prefixes: 0,
-            awaiting_confirmation_until: None,
-            health: serde_json::json!({"control_socket_present": true}),
-            forwarded_traffic: "judged".into(),
-            warnings: vec!["w".into()],
-        };
-        assert_wire(
-            &reply,
-            r#"{"generation":4,"protected":true,"iface":"eth0",
-                "interfaces":[{"name":"eth0","ifindex":2}],"interfaces_not_attached":[],
-                "unfiltered_interfaces":[],"missing_interfaces":["eth9"],"unmanaged_links":[],
-                "on_exit":"keep","pin_dir":"/sys/fs/bpf/vaultfw",
-                "policy_file":"/etc/vaultfw/policy.toml","default_action":"Deny",
-                "bypass":"None","mode":"Enforce","ipv6":"Deny",
-                "limits":{"profile":"kv-2020","ip_rules":127,"virtual_network_rules":127},
-                "data_plane":{"tcp_ports":[443],"udp_ports":[],"guard_control_ports":[]},
-                "ip_rules":2,"virtual_network_rules":1,"trusted_service_prefixes":0,
-                "awaiting_confirmation_until":null,"health":{"control_socket_present":true},
-                "forwarded_traffic":"judged","warnings":["w"]}"#,
-        );
-    }
-
-    #[test]
-    fn stats_reply_has_a_stable_wire_form() {
-        let counters =
-            VerdictCounts::from([("allow_ip_rule".into(), 5), ("deny_no_match".into(), 7)]);
-        let reply = StatsReply {
-            generation: 2,
-            counters: counters.clone(),
-            interfaces: vec![InterfaceStats {
-                name: "eth0".into(),
-                ifindex: 2,
-                counters,
-            }],
-            events: EventCounts::new(10, 2, 1),
-        };
-        assert_wire(
-            &reply,
-            r#"{"generation":2,"counters":{"allow_ip_rule":5,"deny_no_match":7},
-                "interfaces":[{"name":"eth0","ifindex":2,
-                               "counters":{"allow_ip_rule":5,"deny_no_match":7}}],
-                "events":{"sent":10,"dropped":3,"rate_limited":2,"ring_full":1}}"#,
-        );
-    }
-
-    #[test]
-    fn rule_list_reply_has_a_stable_wire_form_with_hits_beside_each_rule() {
-        let reply = RuleListReply {
-            generation: 3,
-            ip_rules: vec![IpRuleShown {
-                rule: "203.0.113.7".into(),
-                comment: Some("office".into()),
-                expires_at: None,
-                hits: hits(),
-            }],
-            virtual_network_rules: vec![VnetPrefixShown {
-                id: Some("vnet/subnets/app".into()),
-                subnet: "10.1.2.0/24".into(),
-                endpoint: Some("eth1".into()),
-                ifindex: 3,
-                vlan: None,
-                hits: RuleHits::default(),
-            }],
-            virtual_network_rules_waiting: vec![WaitingRule {
-                id: "vnet/subnets/db".into(),
-                endpoint: "eth7".into(),
-                state: "interface missing: matches nothing".into(),
-            }],
-            trusted_service_prefixes: 12,
-            trusted_services: vec![TrustedServiceShown {
-                service: "AzureBackup".into(),
-                prefixes: 12,
-                active: false,
-                hits: RuleHits::default(),
-            }],
-        };
-        assert_wire(
-            &reply,
-            r#"{"generation":3,
-                "ip_rules":[{"rule":"203.0.113.7","comment":"office","expires_at":null,
-                             "packets":3,"bytes":180,"last_hit":"2026-01-31T12:00:00.000Z"}],
-                "virtual_network_rules":[{"id":"vnet/subnets/app","subnet":"10.1.2.0/24",
-                    "endpoint":"eth1","ifindex":3,"vlan":null,
-                    "packets":0,"bytes":0,"last_hit":null}],
-                "virtual_network_rules_waiting":[{"id":"vnet/subnets/db","endpoint":"eth7",
-                    "state":"interface missing: matches nothing"}],
-                "trusted_service_prefixes":12,
-                "trusted_services":[{"service":"AzureBackup","prefixes":12,"active":false,
-                    "packets":0,"bytes":0,"last_hit":null}]}"#,
-        );
-    }
-
-    #[test]
-    fn change_replies_say_map_writes_only_when_the_kernel_was_written() {
-        let unchanged = ChangeReply {
-            changed: false,
-            generation: 5,
-            message: "203.0.113.7 is already present".into(),
-            map_writes: None,
-            awaiting_confirmation_until: None,
-        };
-        assert_wire(
-            &unchanged,
-            r#"{"changed":false,"generation":5,"message":"203.0.113.7 is already present"}"#,
-        );
-        let pending = ChangeReply {
-            changed: true,
-            generation: 6,
-            message: "applied".into(),
-            map_writes: Some(4),
-            awaiting_confirmation_until: Some("2026-01-31T12:01:00Z".into()),
-        };
-        assert_wire(
-            &pending,
-            r#"{"changed":true,"generation":6,"message":"applied","map_writes":4,
-                "awaiting_confirmation_until":"2026-01-31T12:01:00Z"}"#,
-        );
-    }
-
-    #[test]
-    fn confirm_and_detach_replies_have_a_stable_wire_form() {
-        assert_wire(
-            &ConfirmReply {
-                generation: 6,
-                message: "confirmed".into(),
-            },
-            r#"{"generation":6,"message":"confirmed"}"#,
-        );
-        assert_wire(
-            &DetachReply {
-                detached: true,
-                daemon_running: None,
-                unpinned: None,
-            },
-            r#"{"detached":true}"#,
-        );
-        assert_wire(
-            &DetachReply {
-                detached: true,
-                daemon_running: Some(false),
-                unpinned: Some(vec!["link_eth0".into()]),
-            },
-            r#"{"detached":true,"daemon_running":false,"unpinned":["link_eth0"]}"#,
-        );
-    }
-
-    #[test]
-    fn logs_reply_has_the_page_fields_at_its_top_level() {
-        let record = AccessRecord {
-            log: "access".into(),
-            seq: 9,
-            time: "2026-01-31T12:00:00.000000Z".into(),
-            interface: Some("eth0".into()),
-            ifindex: 2,
-            vlan: None,
-            src: "198.51.100.7".parse().unwrap(),
-            dst: "203.0.113.10".parse().unwrap(),
-            sport: 40000,
-            dport: 443,
-            proto: "tcp".into(),
-            action: "drop".into(),
-            reason: "deny_no_match".into(),
-            rule: None,
-            rule_kind: None,
-        };
-        let reply = LogsReply {
-            page: LogsPage {
-                records: vec![record],
-                cursor: 9,
-                evicted: 0,
-                capacity: 10_000,
-            },
-            events: EventCounts::new(9, 0, 0),
-            event_rate: 100,
-            log_allowed: false,
-            file: None,
-            file_health: None,
-        };
-        assert_wire(
-            &reply,
-            r#"{"records":[{"log":"access","seq":9,"time":"2026-01-31T12:00:00.000000Z",
-                  "interface":"eth0","ifindex":2,"vlan":null,"src":"198.51.100.7",
-                  "dst":"203.0.113.10","sport":40000,"dport":443,"proto":"tcp",
-                  "action":"drop","reason":"deny_no_match"}],
-                "cursor":9,"evicted":0,"capacity":10000,
-                "events":{"sent":9,"dropped":0,"rate_limited":0,"ring_full":0},
-                "event_rate":100,"log_allowed":false,"file":null,"file_health":null}"#,
-        );
-    }
-}
+mod tests;

@@ -165,8 +165,7 @@ impl Daemon {
             virtual_network_rules: p.virtual_network_rules.len(),
             trusted_service_prefixes: p.trusted_services.prefixes.len(),
             awaiting_confirmation_until: self.pending.as_ref().map(|pa| rfc3339(pa.deadline)),
-            health: serde_json::to_value(&self.health)
-                .expect("invariant: Health serializes to JSON"),
+            health: self.health.shown(),
             forwarded_traffic: if self.options.pass_forwarded {
                 "passed"
             } else {

@@ -8,39 +8,12 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
-use serde::Serialize;
-
-/// How the policy file relates to the policy the kernel serves.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-#[serde(tag = "state", rename_all = "snake_case")]
-pub enum PolicySync {
-    /// The file declares exactly the served policy.
-    InSync,
-    /// An `apply --confirm-within` is served; the file holds the previous
-    /// policy until `confirm`.
-    AwaitingConfirmation,
-    /// The file declares another policy (edited and not reloaded, or its
-    /// reload was refused).
-    Differs,
-    /// The file cannot be read or is invalid.
-    Invalid {
-        /// Why.
-        error: String,
-    },
-}
-
-impl PolicySync {
-    /// Whether the file declares what is served.
-    pub fn in_sync(&self) -> bool {
-        *self == PolicySync::InSync
-    }
-}
+use crate::control::replies::{HealthShown, PolicySync, ReloadShown};
 
 /// The outcome of the latest reload (SIGHUP, an edit of the file).
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug)]
 pub struct ReloadOutcome {
-    /// When it ran (RFC 3339).
-    #[serde(serialize_with = "rfc3339")]
+    /// When it ran.
     pub at: SystemTime,
     /// What caused it.
     pub cause: String,
@@ -50,12 +23,8 @@ pub struct ReloadOutcome {
     pub error: Option<String>,
 }
 
-fn rfc3339<S: serde::Serializer>(at: &SystemTime, s: S) -> Result<S::Ok, S::Error> {
-    s.collect_str(&humantime::format_rfc3339_seconds(*at))
-}
-
 /// The daemon's health beyond the kernel.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug)]
 pub struct Health {
     /// The policy file against the served policy (as of the last change,
     /// reload or `show`).
@@ -65,6 +34,22 @@ pub struct Health {
     /// Whether the control socket file is still the one the daemon bound
     /// (removed by hand, the CLI cannot reach the daemon).
     pub control_socket_present: bool,
+}
+
+impl Health {
+    /// The health as `show` reports it (times as RFC 3339, seconds).
+    pub fn shown(&self) -> HealthShown {
+        HealthShown {
+            policy: self.policy.clone(),
+            last_reload: self.last_reload.as_ref().map(|r| ReloadShown {
+                at: humantime::format_rfc3339_seconds(r.at).to_string(),
+                cause: r.cause.clone(),
+                success: r.success,
+                error: r.error.clone(),
+            }),
+            control_socket_present: self.control_socket_present,
+        }
+    }
 }
 
 impl Default for Health {

@@ -15,9 +15,9 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use serde::Serialize;
-use serde_json::{Value, json};
-
+use crate::control::replies::{
+    FilterReason, FilteredInterface, UnattachedInterface, UnfilteredInterface, UnmanagedLink,
+};
 use crate::dataplane::{
     AttachKind, AttachOutcome, Dataplane, DataplaneError, XdpModeRequest, xdp_attachment,
 };
@@ -96,18 +96,6 @@ impl std::fmt::Display for IfaceSelection {
     }
 }
 
-/// Why an interface is filtered (the first that applies).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Reason {
-    /// Named with `--iface`.
-    Iface,
-    /// A subnet rule of the policy names it as its endpoint.
-    Endpoint,
-    /// Selected by `--iface all`.
-    All,
-}
-
 /// An interface the daemon must filter.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Wanted {
@@ -119,7 +107,7 @@ pub struct Wanted {
     /// program cannot parse (attaching it fails with a clear error).
     pub kind: Option<AttachKind>,
     /// Why it is filtered.
-    pub reason: Reason,
+    pub reason: FilterReason,
     /// [`LinkInfo::stack_level`]: lower devices are attached first.
     pub stack_level: u8,
 }
@@ -172,14 +160,14 @@ pub fn desired(selection: &IfaceSelection, policy: &Policy, links: &[LinkInfo]) 
         .filter_map(|link| {
             let kind = kind_for_link_type(link.link_type);
             let reason = if named.contains(link.name.as_str()) {
-                Reason::Iface
+                FilterReason::Iface
             } else if endpoints.contains(link.name.as_str()) {
-                Reason::Endpoint
+                FilterReason::Endpoint
             } else if *selection == IfaceSelection::All
                 && link.link_type != arphrd::LOOPBACK
                 && kind.is_some()
             {
-                Reason::All
+                FilterReason::All
             } else {
                 return None;
             };
@@ -249,7 +237,7 @@ pub(super) struct Attaching {
     /// held, no pinned link adopted): what undoing this attach detaches.
     pub attached: Vec<String>,
     /// Interfaces that could not be attached.
-    pub failed: Vec<(String, Reason, DataplaneError)>,
+    pub failed: Vec<(String, FilterReason, DataplaneError)>,
 }
 
 /// Attaches every interface of `wanted` the dataplane does not hold as it
@@ -286,10 +274,10 @@ pub(super) fn attach_wanted(
             Ok(a) => {
                 let message = match (cause, want.reason) {
                     ("start", _) => "attached",
-                    (_, Reason::Iface) => "interface is back: attached again",
+                    (_, FilterReason::Iface) => "interface is back: attached again",
                     _ if came_back => "interface is back: attached again",
-                    (_, Reason::Endpoint) => "endpoint interface attached",
-                    (_, Reason::All) => "new interface attached (--iface all)",
+                    (_, FilterReason::Endpoint) => "endpoint interface attached",
+                    (_, FilterReason::All) => "new interface attached (--iface all)",
                 };
                 tracing::info!(
                     interface = %name,
@@ -361,7 +349,7 @@ pub(super) fn attach_at_start(
     let done = attach_wanted(dataplane, &wanted, mode, "start");
     let mut fatal = None;
     for (name, reason, error) in done.failed {
-        if reason == Reason::All {
+        if reason == FilterReason::All {
             tracing::error!(interface = %name, %error, "attaching failed; this interface is NOT filtered (see `vaultfw show`)");
         } else {
             fatal.get_or_insert(error);
@@ -510,17 +498,17 @@ impl Daemon {
 /// See [`Daemon::interface_report`].
 #[derive(Debug)]
 pub(super) struct InterfaceReport {
-    /// One object per filtered interface.
-    pub filtered: Vec<Value>,
+    /// Each filtered interface.
+    pub filtered: Vec<FilteredInterface>,
     /// Interfaces the daemon must filter and does not (failed attaches).
-    pub not_attached: Vec<Value>,
+    pub not_attached: Vec<UnattachedInterface>,
     /// Interfaces with an address that nothing filters (`lo` aside: it
     /// carries only the host's own traffic).
-    pub unfiltered: Vec<Value>,
+    pub unfiltered: Vec<UnfilteredInterface>,
     /// `--iface` names that do not exist now.
     pub missing: Vec<String>,
     /// Pinned links in the pin directory this daemon does not hold.
-    pub unmanaged_links: Vec<Value>,
+    pub unmanaged_links: Vec<UnmanagedLink>,
     /// Every interface the daemon must filter is attached (and at least
     /// one is), and every `--iface` name exists.
     pub protected: bool,
@@ -533,14 +521,14 @@ impl InterfaceReport {
         for i in &self.not_attached {
             warnings.push(format!(
                 "interface {} must be filtered but is not (attaching failed; see the log)",
-                i["name"].as_str().unwrap_or("?")
+                i.name
             ));
         }
         for i in &self.unfiltered {
             warnings.push(format!(
                 "interface {} has an address and is NOT filtered: traffic arriving there reaches \
                  the data plane unjudged (add --iface {0}, or run with --iface all)",
-                i["name"].as_str().unwrap_or("?")
+                i.name
             ));
         }
         for name in &self.missing {
@@ -553,8 +541,10 @@ impl InterfaceReport {
                 "a vaultfw link pinned for {} (live: {}) is not managed by this daemon: left by \
                  an earlier run, it may serve stale rules; add the interface to --iface, or \
                  remove every pin with `vaultfw detach`",
-                l["interface"].as_str().unwrap_or("?"),
-                l["live"]
+                l.interface,
+                // As the JSON says it.
+                l.live
+                    .map_or("null", |live| if live { "true" } else { "false" })
             ));
         }
         warnings
@@ -573,20 +563,20 @@ fn report(
         .iter()
         .map(|a| (a.name.as_str(), a))
         .collect();
-    let filtered: Vec<Value> = dataplane
+    let filtered: Vec<FilteredInterface> = dataplane
         .attached()
         .iter()
         .map(|a| {
             let kernel = xdp_attachment(a.ifindex).unwrap_or_default();
-            json!({
-                "name": a.name,
-                "ifindex": a.ifindex,
-                "mode": kernel.mode,
-                "prog_id": kernel.prog_id,
-                "program": a.program,
-                "attach": a.outcome,
-                "reason": wanted.get(&a.name).map(|w| w.reason),
-            })
+            FilteredInterface {
+                name: a.name.clone(),
+                ifindex: a.ifindex,
+                mode: kernel.mode.map(str::to_owned),
+                prog_id: kernel.prog_id,
+                program: a.program,
+                attach: a.outcome,
+                reason: wanted.get(&a.name).map(|w| w.reason),
+            }
         })
         .collect();
     let attached_ok = |name: &str, want: &Wanted| {
@@ -596,10 +586,14 @@ fn report(
                 && xdp_attachment(a.ifindex).is_ok_and(|k| k.mode.is_some())
         })
     };
-    let not_attached: Vec<Value> = wanted
+    let not_attached: Vec<UnattachedInterface> = wanted
         .iter()
         .filter(|(name, want)| !attached_ok(name, want))
-        .map(|(name, want)| json!({ "name": name, "reason": want.reason, "link_type": want.link_type }))
+        .map(|(name, want)| UnattachedInterface {
+            name: name.clone(),
+            reason: want.reason,
+            link_type: want.link_type,
+        })
         .collect();
     let unmanaged: Vec<_> = crate::dataplane::pins::inspect(&PinDir::new(pin_dir))
         .interfaces
@@ -608,7 +602,7 @@ fn report(
         .collect();
     // An interface under a live unmanaged link runs a vaultfw program: it
     // is reported as unmanaged, not as unfiltered.
-    let unfiltered: Vec<Value> = links
+    let unfiltered: Vec<UnfilteredInterface> = links
         .iter()
         .filter(|l| {
             l.has_address && l.link_type != arphrd::LOOPBACK && !held.contains_key(l.name.as_str())
@@ -618,7 +612,11 @@ fn report(
                 .iter()
                 .any(|p| p.interface == l.name && p.live == Some(true))
         })
-        .map(|l| json!({ "name": l.name, "ifindex": l.ifindex, "link_type": l.link_type }))
+        .map(|l| UnfilteredInterface {
+            name: l.name.clone(),
+            ifindex: l.ifindex,
+            link_type: l.link_type,
+        })
         .collect();
     let missing: Vec<String> = selection
         .names()
@@ -626,9 +624,14 @@ fn report(
         .filter(|n| !links.iter().any(|l| l.name == **n))
         .cloned()
         .collect();
-    let unmanaged_links: Vec<Value> = unmanaged
+    let unmanaged_links: Vec<UnmanagedLink> = unmanaged
         .into_iter()
-        .map(|p| json!({ "interface": p.interface, "ifindex": p.ifindex, "mode": p.mode, "live": p.live }))
+        .map(|p| UnmanagedLink {
+            interface: p.interface,
+            ifindex: p.ifindex,
+            mode: p.mode.map(str::to_owned),
+            live: p.live,
+        })
         .collect();
     InterfaceReport {
         protected: !wanted.is_empty() && not_attached.is_empty() && missing.is_empty(),
@@ -685,7 +688,7 @@ mod tests {
         IfaceSelection::Named(names.iter().map(|n| (*n).to_owned()).collect())
     }
 
-    fn summary(desired: &Desired) -> Vec<(&str, Option<AttachKind>, Reason)> {
+    fn summary(desired: &Desired) -> Vec<(&str, Option<AttachKind>, FilterReason)> {
         desired
             .iter()
             .map(|(n, w)| (n.as_str(), w.kind, w.reason))
@@ -695,7 +698,10 @@ mod tests {
     #[test]
     fn named_interfaces_only_without_endpoints() {
         let d = desired(&named(&["eth0"]), &policy(&[]), &host());
-        assert_eq!(summary(&d), [("eth0", Some(AttachKind::L2), Reason::Iface)]);
+        assert_eq!(
+            summary(&d),
+            [("eth0", Some(AttachKind::L2), FilterReason::Iface)]
+        );
         assert_eq!(d["eth0"].ifindex, 2);
     }
 
@@ -705,8 +711,8 @@ mod tests {
         assert_eq!(
             summary(&d),
             [
-                ("eth0", Some(AttachKind::L2), Reason::Iface),
-                ("eth1", Some(AttachKind::L2), Reason::Endpoint)
+                ("eth0", Some(AttachKind::L2), FilterReason::Iface),
+                ("eth1", Some(AttachKind::L2), FilterReason::Endpoint)
             ]
         );
     }
@@ -721,8 +727,8 @@ mod tests {
         assert_eq!(
             summary(&d),
             [
-                ("eth0", Some(AttachKind::L2), Reason::Iface),
-                ("eth1", Some(AttachKind::L2), Reason::Iface)
+                ("eth0", Some(AttachKind::L2), FilterReason::Iface),
+                ("eth1", Some(AttachKind::L2), FilterReason::Iface)
             ]
         );
     }
@@ -739,9 +745,9 @@ mod tests {
         assert_eq!(
             summary(&d),
             [
-                ("eth0", Some(AttachKind::L2), Reason::Iface),
-                ("gre0", Some(AttachKind::L3), Reason::Endpoint),
-                ("wg0", Some(AttachKind::L3), Reason::Endpoint),
+                ("eth0", Some(AttachKind::L2), FilterReason::Iface),
+                ("gre0", Some(AttachKind::L3), FilterReason::Endpoint),
+                ("wg0", Some(AttachKind::L3), FilterReason::Endpoint),
             ]
         );
     }
@@ -752,12 +758,12 @@ mod tests {
         assert_eq!(
             summary(&d),
             [
-                ("eth0", Some(AttachKind::L2), Reason::All),
-                ("eth1", Some(AttachKind::L2), Reason::All),
-                ("gre0", Some(AttachKind::L3), Reason::All),
-                ("ipip0", Some(AttachKind::L3), Reason::All),
-                ("vx0", Some(AttachKind::L2), Reason::All),
-                ("wg0", Some(AttachKind::L3), Reason::All),
+                ("eth0", Some(AttachKind::L2), FilterReason::All),
+                ("eth1", Some(AttachKind::L2), FilterReason::All),
+                ("gre0", Some(AttachKind::L3), FilterReason::All),
+                ("ipip0", Some(AttachKind::L3), FilterReason::All),
+                ("vx0", Some(AttachKind::L2), FilterReason::All),
+                ("wg0", Some(AttachKind::L3), FilterReason::All),
             ]
         );
     }
@@ -765,12 +771,12 @@ mod tests {
     #[test]
     fn all_keeps_the_endpoint_reason_and_an_unparseable_device_only_when_named() {
         let d = desired(&IfaceSelection::All, &policy(&["eth1", "ib0"]), &host());
-        assert_eq!(d["eth1"].reason, Reason::Endpoint);
+        assert_eq!(d["eth1"].reason, FilterReason::Endpoint);
         assert_eq!(
             d["ib0"].kind, None,
             "named, so wanted; its attach fails with a clear error"
         );
-        assert_eq!(d["ib0"].reason, Reason::Endpoint);
+        assert_eq!(d["ib0"].reason, FilterReason::Endpoint);
         let without = desired(&IfaceSelection::All, &policy(&[]), &host());
         assert!(
             !without.contains_key("ib0"),
@@ -797,10 +803,10 @@ mod tests {
         assert!(with.contains_key("eth1") && !without.contains_key("eth1"));
         // Named by --iface as well: it stays.
         let named_too = desired(&named(&["eth0", "eth1"]), &policy(&["vx0"]), &links);
-        assert_eq!(named_too["eth1"].reason, Reason::Iface);
+        assert_eq!(named_too["eth1"].reason, FilterReason::Iface);
         // With --iface all, it stays (for all).
         let all = desired(&IfaceSelection::All, &policy(&["vx0"]), &links);
-        assert_eq!(all["eth1"].reason, Reason::All);
+        assert_eq!(all["eth1"].reason, FilterReason::All);
     }
 
     #[test]

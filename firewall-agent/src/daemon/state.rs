@@ -13,9 +13,10 @@ use crate::links::{self, InterfaceIndex};
 use crate::persist::{self, Edit};
 use crate::policy::{self, Policy, PolicyFormat, PolicyWarning, Validated, WriteBack};
 
-use super::health::{Health, PolicySync, ReloadOutcome, SocketIdentity};
+use super::health::{Health, ReloadOutcome, SocketIdentity};
 use super::reconcile::{Change, ChangeError};
 use super::{OnExit, RunError, RunOptions};
+use crate::control::replies::PolicySync;
 
 /// How long after a refused removal of expired rules it is tried again.
 const EXPIRY_RETRY: Duration = Duration::from_secs(5);

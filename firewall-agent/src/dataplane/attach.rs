@@ -12,7 +12,7 @@ use aya::programs::{
     loaded_programs,
     xdp::{XdpLink, XdpLinkId},
 };
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::DataplaneError;
 use super::netlink::xdp_attachment;
@@ -31,7 +31,7 @@ pub enum XdpModeRequest {
 
 /// Which entry point of the object an interface runs: the one for its
 /// framing. Serialized as `"l2"` / `"l3"`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum AttachKind {
     /// Ethernet devices (`firewall_common::PROGRAM_NAME`): Ethernet header,
@@ -67,7 +67,7 @@ impl std::fmt::Display for AttachKind {
 }
 
 /// How an attachment came about.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum AttachOutcome {
     /// A new XDP link.

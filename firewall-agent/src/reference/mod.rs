@@ -1,10 +1,10 @@
-//! The reference model of the packet path (DESIGN.md section 2): a pure
-//! function from a frame, its ingress interface and one table set's
-//! contents to the verdict the XDP program must reach, with the steps that
-//! lead there in words. It is written from the design, not from the eBPF
-//! code, and reads the frame as a plain byte slice; `vaultfw check
-//! --explain` prints its steps, and the differential tests hold the kernel
-//! program to it frame by frame.
+//! The reference model of the packet path: a pure function from a frame,
+//! its ingress interface and one table set's contents to the verdict the
+//! XDP program must reach, with the steps that lead there in words. Its
+//! source is the decision order in `docs/DESIGN.md` §2 (the packet path),
+//! not the eBPF code, and it reads the frame as a plain byte slice;
+//! `vaultfw check --explain` prints its steps, and the differential tests
+//! hold the kernel program to it frame by frame.
 //!
 //! Where DESIGN.md is silent the model follows the program's contract in
 //! `firewall-common` (tag and extension-header bounds, endpoint wildcards,
