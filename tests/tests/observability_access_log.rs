@@ -1,4 +1,4 @@
-//! Issue 6, "Done when" (second part): a denied SYN appears in the access
+//! The access log end to end: a denied SYN appears in the access
 //! log — `vaultfw logs` (JSON and table, `--since`, `--follow`) and the
 //! `--access-log` file, which SIGHUP reopens after a rotation — with its
 //! fields; `--log-allowed` names the rule that allowed an attempt; and a

@@ -307,7 +307,7 @@ mod tests {
         assert_eq!(fs::read_to_string(&path).unwrap(), "new");
     }
 
-    /// The name the write-back used before random names (issue 11, item 6):
+    /// The name the write-back used before it chose random temporary names:
     /// a link planted there got its target overwritten and chmod'ed.
     #[test]
     fn a_link_planted_at_a_would_be_temp_name_is_not_followed() {
