@@ -1,5 +1,6 @@
 //! Replacing a file on disk without trusting what else sits in its
-//! directory (DESIGN.md §6, "Files").
+//! directory (the write-back the README's "The CLI" describes; step 2 of
+//! `docs/reconciler.md`, "The order of every change").
 //!
 //! A write goes to a new file with a random name, created with
 //! `O_CREAT|O_EXCL|O_NOFOLLOW` (mode 0600) in the directory of the file it
