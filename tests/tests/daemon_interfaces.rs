@@ -15,6 +15,7 @@ use std::net::{Ipv4Addr, SocketAddrV4};
 use std::time::Duration;
 
 use vaultfw_tests::agent::xdp_attached;
+use vaultfw_tests::cli::exit;
 use vaultfw_tests::netns::unique_name;
 use vaultfw_tests::reach::{assert_connects, assert_dropped};
 use vaultfw_tests::{
@@ -384,7 +385,7 @@ fn iface_all_with_other_names_is_refused_with_a_clear_message() {
         "--policy",
         policy.path_str(),
     ]);
-    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    assert_eq!(out.status.code(), Some(exit::INVALID_INPUT), "{out:?}");
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
         stderr.contains("--iface all already selects every interface")
