@@ -1,19 +1,21 @@
 //! vaultfw's agent: compiles a Key Vault-style network ACL into the maps of
 //! an XDP program and runs it.
 //!
-//! Layout (dependencies point down the list only):
-//! - `cli`: clap types for the `vaultfw` binary.
-//! - `exit`: the binary's exit codes.
+//! Layout (a module uses only modules below it in this list):
+//! - `check`: `vaultfw check`, test runs compared with the reference model.
+//! - `cli`: clap types and the verbs of the `vaultfw` binary.
 //! - `daemon`: `vaultfw run`, start-up and shutdown order, the command loop.
 //! - `control`: the control socket (protocol, server, client).
 //! - `persist`: writing accepted changes back to the policy file.
-//! - `telemetry`: log setup and the verdict-counter lines.
+//! - `telemetry`: log setup, the verdict-counter lines, the access log.
 //! - `dataplane`: the only module that touches the kernel (aya).
-//! - `paths`: every pin and socket path (all overridable).
-//! - `links`: interface names → ifindexes, link-change notifications.
+//! - `reference`: the program's decision order as a pure function.
 //! - `compile`: policy → table contents (pure).
-//! - `clock`: wall-clock times ↔ the kernel's CLOCK_MONOTONIC deadlines.
+//! - `links`: interface names → ifindexes, link-change notifications.
 //! - `policy`: the policy model, parsing and validation (pure).
+//! - `paths`: every pin and socket path (all overridable).
+//! - `clock`: wall-clock times ↔ the kernel's CLOCK_MONOTONIC deadlines.
+//! - `exit`: the binary's exit codes.
 
 pub mod check;
 pub mod cli;

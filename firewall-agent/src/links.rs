@@ -2,7 +2,7 @@
 //! ifindexes, listing every link with its framing and whether it holds an
 //! address, and a notification whenever any link appears, disappears or
 //! changes (netlink `RTMGRP_LINK`), so service endpoints bound to an
-//! interface follow it (DESIGN.md section 1, `ignore_missing_endpoint`)
+//! interface follow it (`ignore_missing_endpoint`; README, "Running it")
 //! and `--iface all` covers interfaces that appear later.
 //!
 //! Everything is read through netlink, never `/sys/class/net`: the agent

@@ -496,7 +496,7 @@ fn refused(args: &[&str]) -> String {
     let stderr = text(&out.stderr).into_owned();
     assert_eq!(
         out.status.code(),
-        Some(2),
+        Some(i32::from(vaultfw::exit::INVALID_INPUT)),
         "stdout:\n{}\nstderr:\n{stderr}",
         text(&out.stdout)
     );
@@ -621,9 +621,12 @@ fn invalid_flags_and_policies_exit_2() {
         "tcp",
     ]);
     assert!(stderr.contains("--dport"), "{stderr}");
-    // Neither flags nor a capture (clap's usage error, exit 2).
+    // Neither flags nor a capture (clap's usage error, the same exit code).
     let out = check(&["--policy", p]);
-    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(
+        out.status.code(),
+        Some(i32::from(vaultfw::exit::INVALID_INPUT))
+    );
     // An invalid policy names the file.
     let bad = dir.file("bad.toml", "default_action = \"Maybe\"\n");
     let stderr = refused(&[

@@ -151,9 +151,9 @@ struct KnownBug {
     explains: fn(&Judgement, Verdict) -> bool,
 }
 
-/// None open. B1 (an IPv6 extension chain running past the payload length
-/// passed as control plane) was fixed in the program; its test below holds
-/// the case.
+/// None open. An IPv6 extension chain running past the payload length used
+/// to pass as control plane; it was fixed in the program, and
+/// `an_ipv6_extension_chain_past_the_payload_is_malformed` holds the case.
 const KNOWN_BUGS: &[KnownBug] = &[];
 
 struct Disagreement {
@@ -535,7 +535,7 @@ fn test_run_judges_frames_as_received_on_loopback() {
     }
 }
 
-/// Found by the differential run (B1, fixed in `firewall-ebpf/src/parse.rs`):
+/// Found by the differential run (fixed in `firewall-ebpf/src/parse.rs`):
 /// the extension-header walk bounded its reads by the end of the frame, not
 /// by the end of the IPv6 payload, and read only each header's first bytes.
 /// A chain running past the payload length — a truncated header — was then
@@ -545,7 +545,7 @@ fn test_run_judges_frames_as_received_on_loopback() {
 /// data plane is malformed; the IPv4 path treats a header overrunning its
 /// total length the same way.
 #[test]
-fn b1_an_ipv6_extension_chain_past_the_payload_is_malformed() {
+fn an_ipv6_extension_chain_past_the_payload_is_malformed() {
     if !require_root() {
         return;
     }

@@ -1,7 +1,7 @@
 //! A rule with `expires_at` is removed on time: it
 //! admits its source until then, the daemon logs the removal, the source is
 //! refused from then on, and the policy file no longer holds the rule, so a
-//! reload or a restart agrees (found missing by a fresh-clone review).
+//! reload or a restart agrees.
 
 use std::time::{Duration, SystemTime};
 

@@ -15,6 +15,7 @@ use std::net::{Ipv4Addr, SocketAddrV4};
 use std::time::Duration;
 
 use vaultfw_tests::agent::xdp_attached;
+use vaultfw_tests::cli::exit;
 use vaultfw_tests::netns::unique_name;
 use vaultfw_tests::reach::{assert_connects, assert_dropped};
 use vaultfw_tests::{
@@ -384,7 +385,7 @@ fn iface_all_with_other_names_is_refused_with_a_clear_message() {
         "--policy",
         policy.path_str(),
     ]);
-    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    assert_eq!(out.status.code(), Some(exit::INVALID_INPUT), "{out:?}");
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
         stderr.contains("--iface all already selects every interface")
@@ -457,8 +458,8 @@ fn a_subnet_rule_whose_endpoint_cannot_be_filtered_is_refused_and_changes_nothin
 }
 
 /// An interface `--iface all` could not attach (another XDP program held
-/// it) is attached once it can be: the daemon retries on its tick, with no
-/// link event to prompt it (attacker review: a failed attach was final).
+/// it) is attached once it can be: a failed attach is not final, the daemon
+/// retries on its tick, with no link event to prompt it.
 #[test]
 fn an_interface_that_could_not_be_attached_is_filtered_once_it_can_be() {
     let topo = Topology::new();
@@ -504,7 +505,7 @@ fn an_interface_that_could_not_be_attached_is_filtered_once_it_can_be() {
 /// A device stacked on a NIC (here a vxlan whose name sorts first) does
 /// not keep the NIC unfiltered: `--iface all` attaches lower devices first,
 /// as the kernel refuses XDP under an upper device that has a program
-/// (attacker review: the NIC was left open at every fresh start).
+/// (upper first would leave the NIC open at every fresh start).
 #[test]
 fn iface_all_attaches_a_nic_before_the_device_stacked_on_it() {
     let source = Ipv4Addr::new(10, 3, 3, 5);

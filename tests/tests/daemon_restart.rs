@@ -245,7 +245,7 @@ fn stop_with_on_exit_keep_leaves_the_filter_and_show_says_so() {
     assert_eq!(doc["generation"], generation, "{}", show.context());
 }
 
-/// Regression (fresh-clone review, F1): a restart that re-creates the rule
+/// A restart that re-creates the rule
 /// maps (new limits) must move the pinned link to the new program; adopting
 /// it because the instructions are equal left the kernel reading the old
 /// tries, and every later change reached maps nobody read.

@@ -166,7 +166,8 @@ fn show_reports_the_mode_the_kernel_holds_for_a_generic_request_on_a_veth() {
 }
 
 /// A restart asking generic mode over a native pinned link keeps the link
-/// (never a moment unfiltered) and says so (review: silently ignored).
+/// (never a moment unfiltered) and says so rather than ignoring the request
+/// silently.
 #[test]
 fn a_restart_asking_another_mode_keeps_the_pinned_link_and_says_so() {
     let topo = Topology::new();

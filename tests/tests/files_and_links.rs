@@ -628,8 +628,7 @@ fn the_access_log_on_a_full_disk_never_holds_a_partial_line_and_catches_up_in_or
 /// A release switch on the way to the policy (`policy.toml ->
 /// repo/current/policy.toml`, `current -> releases/v1` swapped to
 /// `releases/v2`, as git-sync and release directories do) is a change of
-/// the policy: served, and the next switch too (attacker review: not
-/// watched).
+/// the policy: watched and served, and the next switch too.
 #[test]
 fn a_release_switch_on_the_way_to_the_policy_is_served() {
     let topo = Topology::with_client_addrs(&[NEXT_VERSION]);

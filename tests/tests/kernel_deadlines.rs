@@ -202,7 +202,7 @@ tcp_ports = [443]
 
 /// After a rollback the next change gets a number above the rolled-back
 /// generation — also across a restart — so `--if-generation N` always
-/// names one policy (review: numbers were issued twice).
+/// names one policy, never two.
 #[test]
 fn a_rolled_back_generation_number_is_never_issued_again() {
     let topo = Topology::new();
@@ -264,7 +264,7 @@ fn through_endpoint(topo: &Topology, src: std::net::Ipv4Addr) -> vaultfw_tests::
 /// An unconfirmed apply that stops naming an endpoint interface leaves it
 /// filtered until it is confirmed: rolled back — by the daemon at the
 /// deadline, or by the kernel alone after a SIGKILL — the previous policy
-/// judges that interface again (review: the interface was left open).
+/// judges that interface again; it is never left open.
 #[test]
 fn a_rolled_back_apply_leaves_the_previous_policys_endpoint_filtered() {
     let inside = std::net::Ipv4Addr::new(10, 1, 2, 5);

@@ -1,4 +1,4 @@
-//! Issue 6, "Done when" (second part): a denied SYN appears in the access
+//! The access log end to end: a denied SYN appears in the access
 //! log — `vaultfw logs` (JSON and table, `--since`, `--follow`) and the
 //! `--access-log` file, which SIGHUP reopens after a rotation — with its
 //! fields; `--log-allowed` names the rule that allowed an attempt; and a
@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use nix::sys::signal::Signal;
 use serde_json::Value;
-use vaultfw_tests::cli::CliOutput;
+use vaultfw_tests::cli::{CliOutput, exit};
 use vaultfw_tests::raw::{mac, send_frames, tcp_syn};
 use vaultfw_tests::{
     ALLOWED_SRC, Agent, AgentOptions, DENIED_SRC, NetNs, PolicyFile, SERVER_IP, Topology, in_netns,
@@ -288,7 +288,12 @@ fn metrics_on_a_non_loopback_address_are_refused_unless_allowed() {
     options.extra_args = vec!["--metrics-addr".into(), "0.0.0.0:9464".into()];
     let mut agent = Agent::start_with(&topo.server, POLICY, options);
     let status = agent.wait_exit(WAIT);
-    assert_eq!(status.code(), Some(2), "{}", agent.output());
+    assert_eq!(
+        status.code(),
+        Some(exit::INVALID_INPUT),
+        "{}",
+        agent.output()
+    );
     assert!(
         agent.output().contains("--metrics-allow-remote"),
         "{}",

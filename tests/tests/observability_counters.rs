@@ -1,4 +1,4 @@
-//! Issue 6, "Done when" (first part): for a known mix of traffic across two
+//! Counters end to end: for a known mix of traffic across two
 //! veth pairs — UDP to a data-plane port from an IP-rule source, a trusted
 //! service, a subnet through its endpoint and a denied source, UDP to a
 //! control-plane port, raw TCP SYNs allowed and denied — the counter log

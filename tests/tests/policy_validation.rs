@@ -8,10 +8,8 @@
 use std::time::Duration;
 
 use vaultfw_tests::agent::{run_in_netns, xdp_attached};
+use vaultfw_tests::cli::exit;
 use vaultfw_tests::{PolicyFile, Topology, vaultfw};
-
-/// `vaultfw validate`'s exit code for an invalid policy.
-const EXIT_INVALID: i32 = 2;
 
 fn policy_with_rules(rules: &[&str]) -> String {
     let quoted: Vec<String> = rules.iter().map(|r| format!("{r:?}")).collect();
@@ -109,7 +107,7 @@ fn each_invalid_ip_rule_kind_is_refused_with_its_own_message() {
             "{} ({:?}): exit {:?}\nstdout:\n{}\nstderr:\n{}",
             kind.name, kind.rule, v.code, v.stdout, v.stderr
         );
-        assert_eq!(v.code, Some(EXIT_INVALID), "{context}");
+        assert_eq!(v.code, Some(exit::INVALID_INPUT), "{context}");
         let line = v
             .stderr
             .lines()
@@ -162,7 +160,7 @@ fn malformed_prefixes_are_refused_with_the_valid_form() {
         let v = validate(&policy_with_rules(&[rule]));
         assert_eq!(
             v.code,
-            Some(EXIT_INVALID),
+            Some(exit::INVALID_INPUT),
             "{rule:?}: stdout:\n{}\nstderr:\n{}",
             v.stdout,
             v.stderr
@@ -181,7 +179,7 @@ fn more_than_127_ip_rules_are_refused_under_the_default_limits() {
     let v = validate(&policy_with_rules(&refs));
     assert_eq!(
         v.code,
-        Some(EXIT_INVALID),
+        Some(exit::INVALID_INPUT),
         "stdout:\n{}\nstderr:\n{}",
         v.stdout,
         v.stderr
@@ -211,7 +209,7 @@ fn each_error_is_on_its_own_line_naming_its_path() {
         "203.0.113.77/24",
         "2001:db8::1",
     ]));
-    assert_eq!(v.code, Some(EXIT_INVALID), "{}", v.stderr);
+    assert_eq!(v.code, Some(exit::INVALID_INPUT), "{}", v.stderr);
     for (path, value) in [
         ("ip_rules[0]", "10.0.0.0/8"),
         ("ip_rules[2]", "203.0.113.77/24"),
@@ -231,7 +229,13 @@ fn each_error_is_on_its_own_line_naming_its_path() {
 #[test]
 fn a_missing_default_action_is_refused() {
     let v = validate("ip_rules = [\"203.0.113.0/24\"]\n");
-    assert_eq!(v.code, Some(EXIT_INVALID), "{}{}", v.stdout, v.stderr);
+    assert_eq!(
+        v.code,
+        Some(exit::INVALID_INPUT),
+        "{}{}",
+        v.stdout,
+        v.stderr
+    );
     assert!(v.stderr.contains("default_action"), "{}", v.stderr);
 }
 

@@ -112,7 +112,7 @@ fn change_refused_by_a_full_disk_never_reaches_the_kernel() {
 /// A rule that expires while the policy file cannot be written (a full
 /// disk; a read-only ConfigMap does the same) leaves the kernel anyway —
 /// the file reads without it, as an expired rule is left out when parsed
-/// — once, without retrying in a loop (attacker review: the daemon spun).
+/// — once: the daemon does not spin retrying the write.
 #[test]
 fn a_rule_expiring_on_a_full_disk_leaves_the_kernel_once() {
     let topo = Topology::new();

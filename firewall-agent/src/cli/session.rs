@@ -1,6 +1,6 @@
 //! The operator's own session: a policy that would guard the port this SSH
 //! session came in on is refused by `validate` and `apply` unless
-//! `--force` (a lockout guard for remote operators; DESIGN.md section 3).
+//! `--force` (a lockout guard for remote operators; README, "The CLI").
 
 use crate::policy::Policy;
 

@@ -1,5 +1,5 @@
 //! Which interfaces the daemon filters, and keeping the kernel there
-//! (DESIGN.md section 6, "the host, not a list").
+//! (`docs/reconciler.md`, "Interfaces: the host, not a list").
 //!
 //! The set is computed in one place, [`desired`]: the `--iface` names, every
 //! endpoint interface the policy names (a subnet rule's traffic must be

@@ -1,4 +1,4 @@
-//! The daemon's side of observability (issue 6): reads counters, hits and
+//! The daemon's side of observability: reads counters, hits and
 //! events from the dataplane and feeds them to `telemetry` — the counter
 //! lines, the access log, `vaultfw logs`, and metrics snapshots. The
 //! daemon loop owns one [`Observer`]; nothing here changes the policy.

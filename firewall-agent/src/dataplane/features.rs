@@ -48,12 +48,6 @@ impl Feature {
     }
 }
 
-/// Asks the running kernel whether it has `feature` (a failed probe
-/// counts as "no").
-pub fn kernel_has(feature: Feature) -> bool {
-    probe(feature).unwrap_or(false)
-}
-
 /// Asks the running kernel whether it has `feature`. Errors: the probe's
 /// bpf() call failed in a way that says nothing about the feature — EPERM
 /// or EACCES when the process lacks the privilege to make it.

@@ -1,5 +1,6 @@
 //! Replacing a file on disk without trusting what else sits in its
-//! directory (DESIGN.md §6, "Files").
+//! directory (the write-back the README's "The CLI" describes; step 2 of
+//! `docs/reconciler.md`, "The order of every change").
 //!
 //! A write goes to a new file with a random name, created with
 //! `O_CREAT|O_EXCL|O_NOFOLLOW` (mode 0600) in the directory of the file it
@@ -307,7 +308,7 @@ mod tests {
         assert_eq!(fs::read_to_string(&path).unwrap(), "new");
     }
 
-    /// The name the write-back used before random names (issue 11, item 6):
+    /// The name the write-back used before it chose random temporary names:
     /// a link planted there got its target overwritten and chmod'ed.
     #[test]
     fn a_link_planted_at_a_would_be_temp_name_is_not_followed() {

@@ -265,8 +265,8 @@ pub struct Endpoint {
     /// `.` or `..`); `None` means any interface.
     pub interface: Option<String>,
     /// An 802.1Q VLAN id, 1–4094 (0 and 4095 are reserved); `None` means
-    /// any: tagged or untagged (how a tag stripped by the NIC is read is
-    /// the kernel side's business; DESIGN.md section 2).
+    /// any: tagged or untagged (a tag the NIC strips before XDP is not seen;
+    /// README, "What the filter does not see").
     pub vlan: Option<u16>,
 }
 

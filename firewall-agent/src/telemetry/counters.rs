@@ -267,10 +267,8 @@ macro_rules! counter_event {
     }};
 }
 
-/// The message of the per-interface lines (the totals line keeps
-/// `verdict counters`, which tools already look for).
-pub const INTERFACE_MESSAGE: &str = "interface verdict counters";
-
+/// The per-interface lines have their own message: the totals line keeps
+/// `verdict counters`, which tools already look for.
 fn log_interface(line: &Line<'_>, name: &str, ifindex: u32, shared_slot: bool) {
     counter_event!(
         line,

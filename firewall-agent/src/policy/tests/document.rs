@@ -27,7 +27,7 @@ fn minimal_policy_gets_the_documented_defaults() {
 }
 
 #[test]
-fn design_example_settings_and_ip_rules_load() {
+fn settings_and_ip_rules_with_comment_and_expiry_load() {
     let v = load(
         r#"
 default_action = "Deny"            # "Allow" | "Deny"
@@ -186,9 +186,9 @@ fn a_misspelt_key_gets_a_suggestion() {
 }
 
 #[test]
-fn the_whole_design_example_loads_with_subnets_and_trusted_services() {
-    // DESIGN.md section 1's example, with the service-tags file pointed at
-    // the test fixture instead of /etc/vaultfw.
+fn a_policy_using_every_section_loads_with_subnets_and_trusted_services() {
+    // The README's example policy with a third IP rule, and the
+    // service-tags file pointed at the test fixture instead of /etc/vaultfw.
     let v = load(&format!(
         r#"
 default_action = "Deny"            # "Allow" | "Deny"

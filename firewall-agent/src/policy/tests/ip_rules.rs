@@ -292,7 +292,7 @@ fn expires_at_without_time_zone_or_malformed_is_refused_with_the_expected_form()
 #[test]
 fn an_expired_rule_is_left_out_with_a_warning_and_the_rest_loads() {
     // An expired rule must neither stay in force nor stop a restarting
-    // daemon from loading the rest (found by a fresh-clone review).
+    // daemon from loading the rest.
     let v = load(&deny_with_rules(&[
         "{ value = \"203.0.113.1\", expires_at = \"2026-05-31T23:59:59Z\" }",
         "\"198.51.100.7\"",
