@@ -26,6 +26,8 @@ pub mod daemon;
 pub mod dataplane;
 pub mod exit;
 pub mod links;
+#[cfg(test)]
+mod module_graph;
 pub mod paths;
 pub mod persist;
 pub mod policy;

@@ -5,7 +5,6 @@ mod document;
 mod examples;
 mod ip_rule_value;
 mod ip_rules;
-mod module_graph;
 mod round_trip;
 mod service_tags;
 mod source;

@@ -1,14 +1,16 @@
-//! The modules of `policy/` depend on each other in one direction only.
+//! The modules of the agent depend on each other in one direction only:
+//! the crate's top-level modules as the layout list in `lib.rs` orders them
+//! (each uses only modules below it), and the modules of `policy/` without
+//! cycles, the model a leaf.
 //!
-//! Reads the sources of `src/policy/` (not the tests) and collects, for each
-//! module, the sibling modules it names in code: `super::x` in a submodule,
-//! `x::` in `mod.rs`, and `crate::policy::x` anywhere. `mod.rs` itself is a
-//! node (`mod`): a submodule that names one of its items depends on it.
-//! Comments and `#[cfg(test)] mod tests` blocks are left out. Run with
-//! `--nocapture` to see the graph.
+//! Reads the sources (not the tests) and collects, for each module, the
+//! modules it names in code: `crate::x` for the crate; `super::x` in a
+//! submodule, `x::` in `mod.rs` and `crate::policy::x` for `policy/`
+//! (`mod.rs` itself is a node, `mod`). Comments and `#[cfg(test)] mod tests`
+//! blocks are left out. Run with `--nocapture` to see the graphs.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 /// Module name → the sibling modules (or `mod`) it depends on.
 type Graph = BTreeMap<String, BTreeSet<String>>;
@@ -82,7 +84,7 @@ fn ident(s: &str) -> String {
 
 /// The dependency graph of `src/policy/`.
 fn policy_graph() -> Graph {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("src/policy");
+    let dir = source_dir().join("policy");
     // (module, file, whether `super::` in the file means the policy module)
     let mut files = Vec::new();
     for entry in std::fs::read_dir(&dir).expect("read src/policy") {
@@ -194,6 +196,87 @@ fn cycles(graph: &Graph) -> Vec<Vec<String>> {
         }
     }
     s.out
+}
+
+/// `firewall-agent/src`.
+fn source_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("src")
+}
+
+/// The top-level modules in the order of `lib.rs`'s layout list (the
+/// `//! - `name`: ...` lines), highest first.
+fn crate_layers() -> Vec<String> {
+    let lib = std::fs::read_to_string(source_dir().join("lib.rs")).expect("read lib.rs");
+    lib.lines()
+        .filter_map(|l| l.strip_prefix("//! - `"))
+        .filter_map(|l| l.split('`').next())
+        .map(str::to_string)
+        .collect()
+}
+
+/// The `.rs` files under `path` (a file or a directory), test files left out.
+fn sources(path: &Path, out: &mut Vec<PathBuf>) {
+    if path.is_dir() {
+        for entry in std::fs::read_dir(path).expect("read a source dir") {
+            let entry = entry.expect("dir entry").path();
+            if entry.file_stem().is_some_and(|s| s != "tests") {
+                sources(&entry, out);
+            }
+        }
+    } else if path.is_file() && path.extension().is_some_and(|e| e == "rs") {
+        out.push(path.to_path_buf());
+    }
+}
+
+/// Top-level module → the other top-level modules its code names.
+fn crate_graph(layers: &[String]) -> Graph {
+    let src = source_dir();
+    let mut graph = Graph::new();
+    for module in layers {
+        let mut files = Vec::new();
+        sources(&src.join(module), &mut files);
+        sources(&src.join(format!("{module}.rs")), &mut files);
+        let deps = graph.entry(module.clone()).or_default();
+        for file in files {
+            let text = code(&std::fs::read_to_string(&file).expect("read a source"));
+            for name in heads(&text, "crate::") {
+                if layers.contains(&name) && &name != module {
+                    deps.insert(name);
+                }
+            }
+        }
+    }
+    graph
+}
+
+#[test]
+fn every_module_uses_only_modules_below_it_in_the_lib_rs_layout() {
+    let layers = crate_layers();
+    let lib = std::fs::read_to_string(source_dir().join("lib.rs")).expect("read lib.rs");
+    for line in lib.lines().filter_map(|l| l.strip_prefix("pub mod ")) {
+        let module = line.trim_end_matches(';');
+        assert!(
+            layers.iter().any(|l| l == module),
+            "`{module}` is missing from lib.rs's layout list"
+        );
+    }
+    let graph = crate_graph(&layers);
+    let rank = |m: &str| layers.iter().position(|l| l == m).expect("listed");
+    let mut upward = Vec::new();
+    for (module, deps) in &graph {
+        let deps: Vec<&str> = deps.iter().map(String::as_str).collect();
+        println!("{module} -> {}", deps.join(", "));
+        upward.extend(
+            deps.iter()
+                .filter(|d| rank(d) < rank(module))
+                .map(|d| format!("{module} -> {d}")),
+        );
+    }
+    assert!(
+        upward.is_empty(),
+        "modules use modules above them in lib.rs's layout: {upward:?}"
+    );
+    assert!(cycles(&graph).is_empty());
 }
 
 #[test]
