@@ -240,6 +240,17 @@ pub struct Policy {
     pub data_plane: DataPlane,
 }
 
+impl Policy {
+    /// The endpoint interface names the virtual network rules give, each
+    /// once, sorted.
+    pub fn endpoint_interfaces(&self) -> BTreeSet<&str> {
+        self.virtual_network_rules
+            .iter()
+            .filter_map(|r| r.endpoint.interface.as_deref())
+            .collect()
+    }
+}
+
 /// A virtual network rule: a named subnet whose sources reach the data
 /// plane when they arrive through the rule's service endpoint (Key Vault's
 /// `virtualNetworkRules[]`, with the prefixes and endpoint that an ARM
