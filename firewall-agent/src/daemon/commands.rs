@@ -208,19 +208,15 @@ impl Daemon {
         let hits = self.dataplane.rule_hits().map_err(kernel)?;
         // The policy rule behind a hit slot, as the compiler resolved it.
         let owners = self.rule_owners();
-        let owned = |slot: u32, kind: RuleKind| {
-            owners
-                .get(&slot)
-                .filter(|r| r.kind == kind)
-                .map(|r| r.index)
-        };
         let ip: Vec<IpRuleShown> = self
             .dataplane
             .active_ip_rules()
             .map_err(kernel)?
             .into_iter()
             .map(|(network, slot)| {
-                let rule = owned(slot, RuleKind::Ip).map(|i| &self.policy.ip_rules[i]);
+                let rule = owners
+                    .owner_index(slot, RuleKind::Ip)
+                    .map(|i| &self.policy.ip_rules[i]);
                 IpRuleShown {
                     rule: shown(network),
                     comment: rule.and_then(|r| r.comment.clone()),
@@ -236,8 +232,9 @@ impl Daemon {
             .into_iter()
             .map(|(key, slot)| {
                 let prefix = ipnet::Ipv4Net::from(key.prefix);
-                let rule =
-                    owned(slot, RuleKind::Vnet).map(|i| &self.policy.virtual_network_rules[i]);
+                let rule = owners
+                    .owner_index(slot, RuleKind::Vnet)
+                    .map(|i| &self.policy.virtual_network_rules[i]);
                 VnetPrefixShown {
                     id: rule.map(|r| r.id.clone()),
                     subnet: shown(prefix),
