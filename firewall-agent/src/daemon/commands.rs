@@ -5,8 +5,6 @@
 
 use std::time::{Duration, SystemTime};
 
-use serde::Serialize;
-
 use crate::compile::RuleKind;
 use crate::control::protocol::{Command, ErrorKind, Response, RuleSpec};
 use crate::control::replies::{
@@ -42,24 +40,24 @@ impl Daemon {
             Command::Show => {
                 // The file may have changed since the last change (no watch).
                 self.refresh_policy_sync();
-                Ok(reply(&self.show()))
+                Ok(Response::reply(&self.show()))
             }
-            Command::Stats => self.stats().map(|r| reply(&r)),
-            Command::RuleList => self.rule_list().map(|r| reply(&r)),
+            Command::Stats => self.stats().map(|r| Response::reply(&r)),
+            Command::RuleList => self.rule_list().map(|r| Response::reply(&r)),
             Command::RuleAdd {
                 rule,
                 if_generation,
             } => self
                 .check_generation(if_generation)
                 .and_then(|()| self.rule_add(rule))
-                .map(|r| reply(&r)),
+                .map(|r| Response::reply(&r)),
             Command::RuleRemove {
                 rule,
                 if_generation,
             } => self
                 .check_generation(if_generation)
                 .and_then(|()| self.rule_remove(rule))
-                .map(|r| reply(&r)),
+                .map(|r| Response::reply(&r)),
             Command::Update {
                 default_action,
                 bypass,
@@ -67,7 +65,7 @@ impl Daemon {
             } => self
                 .check_generation(if_generation)
                 .and_then(|()| self.update(default_action, bypass))
-                .map(|r| reply(&r)),
+                .map(|r| Response::reply(&r)),
             Command::Apply {
                 file,
                 format,
@@ -85,8 +83,8 @@ impl Daemon {
                     let applied = policy::PolicyText::received(file.into(), format, text, map);
                     self.apply_file(&applied, confirm_within_s)
                 })
-                .map(|r| reply(&r)),
-            Command::Confirm => self.confirm().map(|r| reply(&r)),
+                .map(|r| Response::reply(&r)),
+            Command::Confirm => self.confirm().map(|r| Response::reply(&r)),
             // The access log belongs to the daemon loop, which answers this
             // itself (see `observe::Observer::logs`).
             Command::Logs { .. } => Err(Response::error(
@@ -97,7 +95,7 @@ impl Daemon {
                 stop = true;
                 self.detach()
                     .map(|()| {
-                        reply(&DetachReply {
+                        Response::reply(&DetachReply {
                             detached: true,
                             daemon_running: None,
                             unpinned: None,
@@ -529,7 +527,7 @@ impl Daemon {
                 ErrorKind::Internal,
                 format!(
                     "{error}; not confirmed: the apply still rolls back at {} unless a confirm succeeds",
-                    humantime::format_rfc3339_seconds(deadline)
+                    rfc3339(deadline)
                 ),
             )
         })?;
@@ -550,7 +548,7 @@ impl Daemon {
                     ErrorKind::KernelRefused,
                     format!(
                         "{e}; not confirmed: the apply still rolls back at {}",
-                        humantime::format_rfc3339_seconds(deadline)
+                        rfc3339(deadline)
                     ),
                 ),
                 _ => self.too_late(),
@@ -619,14 +617,8 @@ fn notes(p: &policy::Policy) -> Vec<String> {
     notes
 }
 
-/// `IFACE`, `vlan:N`, or `IFACE,vlan:N`.
 fn invalid(message: impl Into<String>) -> Response {
     Response::error(ErrorKind::InvalidInput, message)
-}
-
-/// A reply as the response's `result`.
-fn reply(reply: &impl Serialize) -> Response {
-    Response::reply(reply)
 }
 
 /// A time as replies carry it: RFC 3339, UTC, seconds.
