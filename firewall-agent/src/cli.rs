@@ -302,6 +302,45 @@ pub enum CheckProto {
     Icmp,
 }
 
+impl From<CheckProto> for crate::check::FlowProto {
+    fn from(proto: CheckProto) -> Self {
+        match proto {
+            CheckProto::Tcp => Self::Tcp,
+            CheckProto::Udp => Self::Udp,
+            CheckProto::Icmp => Self::Icmp,
+        }
+    }
+}
+
+impl From<OutputFormat> for crate::check::ReportFormat {
+    fn from(output: OutputFormat) -> Self {
+        match output {
+            OutputFormat::Table => Self::Table,
+            OutputFormat::Json => Self::Json,
+        }
+    }
+}
+
+impl CheckArgs {
+    /// The flags as `check` takes them.
+    pub fn request(&self) -> crate::check::CheckRequest {
+        crate::check::CheckRequest {
+            policy: self.policy.clone(),
+            subnet_map: self.subnet_map.clone(),
+            src: self.src,
+            dst: self.dst,
+            proto: self.proto.map(Into::into),
+            dport: self.dport,
+            sport: self.sport,
+            vlan: self.vlan,
+            iface: self.iface.clone(),
+            pcap: self.pcap.clone(),
+            output: self.output.into(),
+            explain: self.explain,
+        }
+    }
+}
+
 /// `vaultfw run --xdp-mode`: clap's mirror of
 /// [`crate::dataplane::XdpModeRequest`] (clap types stay in `cli/`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]

@@ -80,10 +80,10 @@ pub fn boot_time() -> SystemTime {
     MonotonicClock::now().to_wall(0)
 }
 
-/// An RFC 3339 time (`2026-01-31T12:00:00Z`), as `--since` travels over
-/// the control socket. The error names the value and the form.
+/// An RFC 3339 time (`2026-01-31T12:00:00Z` or `…+01:00`), as `--since`
+/// travels over the control socket. The error names the value and the form.
 pub fn parse_time(text: &str) -> Result<SystemTime, String> {
-    humantime::parse_rfc3339_weak(text).map_err(|e| {
+    parse_rfc3339(text).map_err(|e| {
         format!("since {text:?}: {e}; give an RFC 3339 time such as 2026-01-31T12:00:00Z")
     })
 }
@@ -97,9 +97,58 @@ pub fn parse_since(text: &str) -> Result<SystemTime, String> {
             .checked_sub(ago)
             .ok_or_else(|| format!("{text:?} reaches before 1970"));
     }
-    humantime::parse_rfc3339_weak(text).map_err(|_| {
+    parse_rfc3339(text).map_err(|_| {
         format!("{text:?}: give a duration (`30s`, `10m`, `2h`) or an RFC 3339 time (`2026-01-31T12:00:00Z`)")
     })
+}
+
+/// Parses an RFC 3339 date-time with `Z` or a `±HH:MM` offset (a space may
+/// stand for `T`; fractional seconds are allowed). The error is a reason
+/// without the expected form.
+pub fn parse_rfc3339(text: &str) -> Result<SystemTime, String> {
+    let upper = text.to_ascii_uppercase();
+    let (local, offset_secs) = if let Some(rest) = upper.strip_suffix('Z') {
+        (rest.to_string(), 0i64)
+    } else if let Some((rest, offset)) = split_offset(&upper) {
+        (rest.to_string(), offset)
+    } else {
+        return Err("it has no time zone (Z or an offset like +01:00)".into());
+    };
+    // humantime reads a time without zone as UTC; the offset is applied below.
+    let as_utc = humantime::parse_rfc3339_weak(&local)
+        .map_err(|e| format!("it is not an RFC 3339 date-time ({e})"))?;
+    let shift = Duration::from_secs(offset_secs.unsigned_abs());
+    let utc = if offset_secs >= 0 {
+        as_utc.checked_sub(shift)
+    } else {
+        as_utc.checked_add(shift)
+    };
+    utc.ok_or_else(|| "it is out of the representable range".to_string())
+}
+
+/// `…+HH:MM` / `…-HH:MM` → (the rest, offset in seconds east of UTC).
+fn split_offset(text: &str) -> Option<(&str, i64)> {
+    let split = text.len().checked_sub(6)?;
+    if !text.is_char_boundary(split) {
+        return None;
+    }
+    let (rest, offset) = text.split_at(split);
+    let b = offset.as_bytes();
+    let sign = match b[0] {
+        b'+' => 1,
+        b'-' => -1,
+        _ => return None,
+    };
+    let digit = |i: usize| (b[i] as char).to_digit(10).map(i64::from);
+    if b[3] != b':' {
+        return None;
+    }
+    let hours = digit(1)? * 10 + digit(2)?;
+    let minutes = digit(4)? * 10 + digit(5)?;
+    if hours > 23 || minutes > 59 {
+        return None;
+    }
+    Some((rest, sign * (hours * 3600 + minutes * 60)))
 }
 
 /// CLOCK_MONOTONIC_COARSE now, in ns: exactly the clock the program reads
@@ -123,6 +172,16 @@ fn saturating_ns(d: Duration) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn rfc3339_times_with_an_offset_are_the_same_instant_as_in_utc() {
+        let utc = parse_rfc3339("2026-01-31T12:00:00Z").unwrap();
+        assert_eq!(parse_rfc3339("2026-01-31T13:00:00+01:00"), Ok(utc));
+        assert_eq!(parse_rfc3339("2026-01-31T07:30:00-04:30"), Ok(utc));
+        assert_eq!(parse_time("2026-01-31T13:00:00+01:00"), Ok(utc));
+        assert_eq!(parse_since("2026-01-31T13:00:00+01:00"), Ok(utc));
+        assert!(parse_rfc3339("2026-01-31T12:00:00").is_err());
+    }
 
     #[test]
     fn wall_times_convert_by_the_difference_of_the_two_clocks() {

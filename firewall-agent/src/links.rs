@@ -39,12 +39,7 @@ pub fn resolve<'a>(names: impl IntoIterator<Item = &'a str>) -> InterfaceIndex {
 /// The endpoint interfaces `policy`'s virtual network rules name, resolved
 /// now; a rule bound to a missing one matches nothing until it appears.
 pub fn endpoint_interfaces(policy: &crate::policy::Policy) -> InterfaceIndex {
-    resolve(
-        policy
-            .virtual_network_rules
-            .iter()
-            .filter_map(|r| r.endpoint.interface.as_deref()),
-    )
+    resolve(policy.endpoint_interfaces())
 }
 
 /// A network interface as the kernel lists it.

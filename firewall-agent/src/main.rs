@@ -23,7 +23,7 @@ fn main() -> ExitCode {
         Command::Run(args) => run(args),
         Command::Validate(args) => validate(args),
         Command::Export(args) => export(args),
-        Command::Check(args) => vaultfw::check::main(&args),
+        Command::Check(args) => vaultfw::check::main(&args.request()),
         Command::NetworkRule(args) => remote::network_rule(&args),
         Command::Update(args) => remote::update(&args),
         Command::Apply(args) => remote::apply(&args),

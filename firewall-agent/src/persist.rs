@@ -13,7 +13,7 @@ use std::path::PathBuf;
 use ipnet::Ipv4Net;
 use toml_edit::{Array, ArrayOfTables, DocumentMut, Item, Table, Value};
 
-use crate::policy::{Endpoint, endpoint_table};
+use crate::policy::{self, Endpoint, endpoint_table};
 
 pub use files::{TEMP_MARKER, TEMP_SUFFIX, remove_leftover_temp_files, write_atomically};
 
@@ -138,7 +138,7 @@ fn apply(doc: &mut DocumentMut, edit: &Edit) -> Result<(), PersistError> {
                     .get_mut("address_prefixes")
                     .and_then(Item::as_array_mut)
                 {
-                    prefixes.retain(|v| value_network(v) != Some(*prefix));
+                    prefixes.retain(|v| prefix_network(v) != Some(*prefix));
                 }
             }
             rules.retain(|t| {
@@ -244,20 +244,16 @@ fn has_id(rule: &Table, id: &str) -> bool {
 
 /// The network of an `ip_rules` item: a string or `{ value = "..." }`.
 fn rule_network(item: &Value) -> Option<Ipv4Net> {
-    match item {
-        Value::InlineTable(table) => table.get("value").and_then(value_network),
-        other => value_network(other),
-    }
+    let value = match item {
+        Value::InlineTable(table) => table.get("value")?,
+        other => other,
+    };
+    policy::parse_ip_rule("ip_rules", value.as_str()?).ok()
 }
 
-/// A validated file's address or CIDR string as a network.
-fn value_network(value: &Value) -> Option<Ipv4Net> {
-    let text = value.as_str()?;
-    if text.contains('/') {
-        text.parse().ok()
-    } else {
-        text.parse::<std::net::Ipv4Addr>().ok().map(Ipv4Net::from)
-    }
+/// The network of an `address_prefixes` item.
+fn prefix_network(value: &Value) -> Option<Ipv4Net> {
+    policy::parse_subnet_prefix("address_prefixes", value.as_str()?).ok()
 }
 
 #[cfg(test)]

@@ -7,7 +7,8 @@ use std::time::{Duration, SystemTime};
 
 use firewall_common::{AccessEvent, Verdict};
 use vaultfw::clock::parse_since;
-use vaultfw::telemetry::{AccessLog, AccessRecord, RuleKind, RuleRef};
+use vaultfw::compile::{RuleKind, RuleRef};
+use vaultfw::telemetry::{AccessLog, AccessRecord};
 
 /// A private directory under the system temp dir, removed on drop.
 struct TempDir(PathBuf);

@@ -7,11 +7,12 @@ use std::net::TcpStream;
 use std::time::{Duration, SystemTime};
 
 use firewall_common::Verdict;
+use vaultfw::compile::{RuleKind, RuleRef};
 use vaultfw::dataplane::EventTotals;
 use vaultfw::telemetry::metrics::{SnapshotRequest, render};
 use vaultfw::telemetry::{
     CounterSample, HealthSample, InterfaceCounters, MapFill, MetricsServer, MetricsSnapshot,
-    RuleHitSample, RuleKind, RuleRef,
+    RuleHitSample,
 };
 
 fn snapshot() -> MetricsSnapshot {

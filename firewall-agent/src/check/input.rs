@@ -11,7 +11,6 @@ use pcap_file::pcapng::{Block, PcapNgParser};
 use pcap_file::{DataLink, PcapError};
 
 use super::CheckError;
-use crate::cli::CheckProto;
 
 /// The client and host MAC addresses of synthesized frames.
 const CLIENT_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x0c];
@@ -28,6 +27,17 @@ pub struct Frame {
     pub cut_from: Option<u32>,
 }
 
+/// The kind of frame to synthesize (`--proto`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FlowProto {
+    /// A TCP SYN.
+    Tcp,
+    /// A UDP datagram.
+    Udp,
+    /// An ICMP (ICMPv6 for IPv6) echo request.
+    Icmp,
+}
+
 /// What `--src ... --dst ...` asks for.
 #[derive(Clone, Debug)]
 pub struct FlowFlags {
@@ -36,7 +46,7 @@ pub struct FlowFlags {
     /// Destination address (same family as `src`).
     pub dst: IpAddr,
     /// Protocol.
-    pub proto: CheckProto,
+    pub proto: FlowProto,
     /// Destination port (TCP/UDP).
     pub dport: Option<u16>,
     /// Source port (TCP/UDP).
@@ -84,15 +94,15 @@ pub fn synthesize(flow: &FlowFlags) -> Result<Frame, CheckError> {
     };
     let mut data = Vec::new();
     let written = match flow.proto {
-        CheckProto::Tcp => {
+        FlowProto::Tcp => {
             let dport = need_dport("tcp")?;
             step.tcp(sport, dport, 1, 64240).syn().write(&mut data, &[])
         }
-        CheckProto::Udp => {
+        FlowProto::Udp => {
             let dport = need_dport("udp")?;
             step.udp(sport, dport).write(&mut data, &[0u8; 8])
         }
-        CheckProto::Icmp => {
+        FlowProto::Icmp => {
             if flow.dport.is_some() || flow.sport.is_some() {
                 return Err(invalid(
                     "--dport/--sport are TCP/UDP ports: --proto icmp has none".to_owned(),

@@ -18,10 +18,9 @@ use std::process::ExitCode;
 
 use firewall_common::Verdict;
 
-pub use input::{FlowFlags, Frame, read_capture, synthesize};
+pub use input::{FlowFlags, FlowProto, Frame, read_capture, synthesize};
 pub use report::{FrameResult, describe_rule};
 
-use crate::cli::{CheckArgs, OutputFormat};
 use crate::compile::{CompiledTables, RuleTable, compile, hit_slots_for, rule_table};
 use crate::dataplane::{Capacity, Dataplane, DataplaneError};
 use crate::policy::{LoadError, Policy};
@@ -44,6 +43,45 @@ pub const MIN_TEST_RUN_FRAME: usize = 14;
 /// capture holds one when GRO or TSO merged segments before tcpdump saw
 /// them.
 pub const MAX_TEST_RUN_FRAME: usize = 3520;
+
+/// What `vaultfw check` is asked to do (the command line's flags, as
+/// `cli` read them).
+#[derive(Clone, Debug)]
+pub struct CheckRequest {
+    /// The policy file: native TOML or a vault's Azure JSON.
+    pub policy: PathBuf,
+    /// For an Azure JSON policy: the subnet map.
+    pub subnet_map: Option<PathBuf>,
+    /// Source address of a synthesized frame.
+    pub src: Option<std::net::IpAddr>,
+    /// Destination address of the synthesized frame.
+    pub dst: Option<std::net::IpAddr>,
+    /// The synthesized frame's kind.
+    pub proto: Option<FlowProto>,
+    /// Destination port (TCP/UDP).
+    pub dport: Option<u16>,
+    /// Source port (TCP/UDP).
+    pub sport: Option<u16>,
+    /// An 802.1Q tag (1–4094) for the synthesized frame.
+    pub vlan: Option<u16>,
+    /// The interface the frames are judged as received on.
+    pub iface: Option<String>,
+    /// A capture whose every packet is judged.
+    pub pcap: Option<PathBuf>,
+    /// How the results are printed.
+    pub output: ReportFormat,
+    /// Also print the reference model's steps.
+    pub explain: bool,
+}
+
+/// How `check` prints its results.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ReportFormat {
+    /// Human-readable text.
+    Table,
+    /// One JSON object per frame and line.
+    Json,
+}
 
 /// Why `check` could not judge the frames.
 #[derive(Debug, thiserror::Error)]
@@ -128,14 +166,14 @@ impl CheckError {
 }
 
 /// `vaultfw check`: judges, prints, and returns the exit code.
-pub fn main(args: &CheckArgs) -> ExitCode {
+pub fn main(args: &CheckRequest) -> ExitCode {
     match check(args) {
         Ok(results) => {
             let stdout = std::io::stdout();
             let mut out = stdout.lock();
             let printed = match args.output {
-                OutputFormat::Table => report::print_table(&mut out, &results, args.explain),
-                OutputFormat::Json => report::print_json(&mut out, &results, args.explain),
+                ReportFormat::Table => report::print_table(&mut out, &results, args.explain),
+                ReportFormat::Json => report::print_json(&mut out, &results, args.explain),
             };
             if let Err(error) = printed {
                 eprintln!("vaultfw: cannot write the report: {error}");
@@ -160,7 +198,7 @@ pub fn main(args: &CheckArgs) -> ExitCode {
 
 /// Loads the policy and the frames, runs every frame through the kernel
 /// program and the model, and returns one result per frame.
-pub fn check(args: &CheckArgs) -> Result<Vec<FrameResult>, CheckError> {
+pub fn check(args: &CheckRequest) -> Result<Vec<FrameResult>, CheckError> {
     let validated =
         crate::policy::PolicySource::new(&args.policy, args.subnet_map.clone()).load()?;
     let policy = validated.policy;

@@ -75,10 +75,7 @@ pub fn describe_rule(
     matched: &MatchedRule,
 ) -> String {
     let prefix = crate::policy::shown(matched.prefix);
-    let owner = rules
-        .get(&matched.id)
-        .filter(|r| r.kind == matched.kind)
-        .map(|r| r.index);
+    let owner = rules.owner_index(matched.id, matched.kind);
     match matched.kind {
         RuleKind::Ip => match owner.map(|i| &policy.ip_rules[i]) {
             Some(rule) => match &rule.comment {

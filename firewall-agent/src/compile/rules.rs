@@ -66,7 +66,37 @@ pub struct RuleRef {
 }
 
 /// Hit slot → the rule that owns it.
-pub type RuleTable = BTreeMap<u32, RuleRef>;
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RuleTable(BTreeMap<u32, RuleRef>);
+
+impl RuleTable {
+    /// The rule that owns hit slot `slot`, if any.
+    pub fn get(&self, slot: u32) -> Option<&RuleRef> {
+        self.0.get(&slot)
+    }
+
+    /// The position of the rule of `kind` that owns `slot` (in
+    /// `policy.ip_rules`, `policy.virtual_network_rules` or the catalogue, by
+    /// `kind`); `None` when no rule of that kind owns it.
+    pub fn owner_index(&self, slot: u32, kind: RuleKind) -> Option<usize> {
+        self.get(slot).filter(|r| r.kind == kind).map(|r| r.index)
+    }
+
+    /// (slot, owner) in slot order.
+    pub fn iter(&self) -> impl Iterator<Item = (u32, &RuleRef)> {
+        self.0.iter().map(|(slot, r)| (*slot, r))
+    }
+}
+
+impl IntoIterator for RuleTable {
+    type Item = (u32, RuleRef);
+    type IntoIter = std::collections::btree_map::IntoIter<u32, RuleRef>;
+
+    /// (slot, owner) in slot order.
+    fn into_iter(self) -> Self::IntoIter {
+        self.0.into_iter()
+    }
+}
 
 /// Hit slot → rule, for the rules `tables` (compiled from `policy` against
 /// `interfaces`, slots laid out by `slots`) holds: every IP rule with an
@@ -84,7 +114,7 @@ pub fn rule_table(
     tables: &CompiledTables,
     slots: HitSlots,
 ) -> RuleTable {
-    let mut owners = RuleTable::new();
+    let mut owners = BTreeMap::new();
     for (index, rule) in policy.ip_rules.iter().enumerate() {
         if let Some(value) = tables.ip_rules.get(&PrefixKey::from(rule.network)) {
             owners.entry(value.slot).or_insert(RuleRef {
@@ -131,7 +161,7 @@ pub fn rule_table(
             );
         }
     }
-    owners
+    RuleTable(owners)
 }
 
 #[cfg(test)]
@@ -162,7 +192,7 @@ enabled = ["AzureBackup"]
         let owners = rule_table(&policy, &interfaces, &tables, slots);
         let names: Vec<(u32, &str, &str, usize)> = owners
             .iter()
-            .map(|(slot, r)| (*slot, r.kind.name(), r.name.as_str(), r.index))
+            .map(|(slot, r)| (slot, r.kind.name(), r.name.as_str(), r.index))
             .collect();
         let backup = catalogue()
             .iter()
@@ -207,7 +237,10 @@ endpoint = { vlan = 120 }
         let owners = rule_table(&policy, &interfaces, &tables, hit_slots_for(&policy));
         let entry_slot = tables.vnet_rules.values().next().expect("one entry").slot;
         assert_eq!(tables.vnet_rules.len(), 1);
-        assert_eq!(owners[&entry_slot].name, "vnet/subnets/first");
-        assert_eq!(owners[&entry_slot].index, 0);
+        let owner = owners
+            .get(entry_slot)
+            .expect("the entry's slot has an owner");
+        assert_eq!(owner.name, "vnet/subnets/first");
+        assert_eq!(owner.index, 0);
     }
 }

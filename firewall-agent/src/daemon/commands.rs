@@ -5,8 +5,6 @@
 
 use std::time::{Duration, SystemTime};
 
-use serde::Serialize;
-
 use crate::compile::RuleKind;
 use crate::control::protocol::{Command, ErrorKind, Response, RuleSpec};
 use crate::control::replies::{
@@ -42,24 +40,24 @@ impl Daemon {
             Command::Show => {
                 // The file may have changed since the last change (no watch).
                 self.refresh_policy_sync();
-                Ok(reply(&self.show()))
+                Ok(Response::reply(&self.show()))
             }
-            Command::Stats => self.stats().map(|r| reply(&r)),
-            Command::RuleList => self.rule_list().map(|r| reply(&r)),
+            Command::Stats => self.stats().map(|r| Response::reply(&r)),
+            Command::RuleList => self.rule_list().map(|r| Response::reply(&r)),
             Command::RuleAdd {
                 rule,
                 if_generation,
             } => self
                 .check_generation(if_generation)
                 .and_then(|()| self.rule_add(rule))
-                .map(|r| reply(&r)),
+                .map(|r| Response::reply(&r)),
             Command::RuleRemove {
                 rule,
                 if_generation,
             } => self
                 .check_generation(if_generation)
                 .and_then(|()| self.rule_remove(rule))
-                .map(|r| reply(&r)),
+                .map(|r| Response::reply(&r)),
             Command::Update {
                 default_action,
                 bypass,
@@ -67,7 +65,7 @@ impl Daemon {
             } => self
                 .check_generation(if_generation)
                 .and_then(|()| self.update(default_action, bypass))
-                .map(|r| reply(&r)),
+                .map(|r| Response::reply(&r)),
             Command::Apply {
                 file,
                 format,
@@ -85,8 +83,8 @@ impl Daemon {
                     let applied = policy::PolicyText::received(file.into(), format, text, map);
                     self.apply_file(&applied, confirm_within_s)
                 })
-                .map(|r| reply(&r)),
-            Command::Confirm => self.confirm().map(|r| reply(&r)),
+                .map(|r| Response::reply(&r)),
+            Command::Confirm => self.confirm().map(|r| Response::reply(&r)),
             // The access log belongs to the daemon loop, which answers this
             // itself (see `observe::Observer::logs`).
             Command::Logs { .. } => Err(Response::error(
@@ -97,7 +95,7 @@ impl Daemon {
                 stop = true;
                 self.detach()
                     .map(|()| {
-                        reply(&DetachReply {
+                        Response::reply(&DetachReply {
                             detached: true,
                             daemon_running: None,
                             unpinned: None,
@@ -144,13 +142,13 @@ impl Daemon {
             unfiltered_interfaces: report.unfiltered,
             missing_interfaces: report.missing,
             unmanaged_links: report.unmanaged_links,
-            on_exit: wire_name(self.options.on_exit),
+            on_exit: self.options.on_exit.name().to_owned(),
             pin_dir: self.options.pin_dir.clone(),
             policy_file: self.options.source.path.clone(),
-            default_action: wire_name(p.default_action),
-            bypass: wire_name(p.bypass),
-            mode: wire_name(p.mode),
-            ipv6: wire_name(p.ipv6),
+            default_action: p.default_action.name().to_owned(),
+            bypass: p.bypass.name().to_owned(),
+            mode: p.mode.name().to_owned(),
+            ipv6: p.ipv6.name().to_owned(),
             limits: LimitsShown {
                 profile: p.limits.profile.name().to_owned(),
                 ip_rules: p.limits.ip_rules,
@@ -207,19 +205,15 @@ impl Daemon {
         let hits = self.dataplane.rule_hits().map_err(kernel)?;
         // The policy rule behind a hit slot, as the compiler resolved it.
         let owners = self.rule_owners();
-        let owned = |slot: u32, kind: RuleKind| {
-            owners
-                .get(&slot)
-                .filter(|r| r.kind == kind)
-                .map(|r| r.index)
-        };
         let ip: Vec<IpRuleShown> = self
             .dataplane
             .active_ip_rules()
             .map_err(kernel)?
             .into_iter()
             .map(|(network, slot)| {
-                let rule = owned(slot, RuleKind::Ip).map(|i| &self.policy.ip_rules[i]);
+                let rule = owners
+                    .owner_index(slot, RuleKind::Ip)
+                    .map(|i| &self.policy.ip_rules[i]);
                 IpRuleShown {
                     rule: shown(network),
                     comment: rule.and_then(|r| r.comment.clone()),
@@ -235,8 +229,9 @@ impl Daemon {
             .into_iter()
             .map(|(key, slot)| {
                 let prefix = ipnet::Ipv4Net::from(key.prefix);
-                let rule =
-                    owned(slot, RuleKind::Vnet).map(|i| &self.policy.virtual_network_rules[i]);
+                let rule = owners
+                    .owner_index(slot, RuleKind::Vnet)
+                    .map(|i| &self.policy.virtual_network_rules[i]);
                 VnetPrefixShown {
                     id: rule.map(|r| r.id.clone()),
                     subnet: shown(prefix),
@@ -531,7 +526,7 @@ impl Daemon {
                 ErrorKind::Internal,
                 format!(
                     "{error}; not confirmed: the apply still rolls back at {} unless a confirm succeeds",
-                    humantime::format_rfc3339_seconds(deadline)
+                    rfc3339(deadline)
                 ),
             )
         })?;
@@ -552,7 +547,7 @@ impl Daemon {
                     ErrorKind::KernelRefused,
                     format!(
                         "{e}; not confirmed: the apply still rolls back at {}",
-                        humantime::format_rfc3339_seconds(deadline)
+                        rfc3339(deadline)
                     ),
                 ),
                 _ => self.too_late(),
@@ -621,23 +616,8 @@ fn notes(p: &policy::Policy) -> Vec<String> {
     notes
 }
 
-/// `IFACE`, `vlan:N`, or `IFACE,vlan:N`.
 fn invalid(message: impl Into<String>) -> Response {
     Response::error(ErrorKind::InvalidInput, message)
-}
-
-/// A reply as the response's `result`.
-fn reply(reply: &impl Serialize) -> Response {
-    Response::reply(reply)
-}
-
-/// `value`'s name on the wire: a policy or option enum as the policy file
-/// and `show` spell it (`"Deny"`, `"keep"`).
-fn wire_name(value: impl Serialize) -> String {
-    match serde_json::to_value(value) {
-        Ok(serde_json::Value::String(name)) => name,
-        other => unreachable!("invariant: a unit enum serializes to its name, not {other:?}"),
-    }
 }
 
 /// A time as replies carry it: RFC 3339, UTC, seconds.
@@ -684,14 +664,6 @@ mod tests {
         );
         let closed = policy("default_action = \"Deny\"\nip_rules = [\"198.51.100.7\"]\n");
         assert!(notes(&closed).is_empty());
-    }
-
-    #[test]
-    fn enums_go_on_the_wire_by_their_policy_file_names() {
-        let p = policy("default_action = \"Deny\"\nbypass = \"AzureServices\"\n");
-        assert_eq!(wire_name(p.default_action), "Deny");
-        assert_eq!(wire_name(p.bypass), "AzureServices");
-        assert_eq!(wire_name(super::super::OnExit::Keep), "keep");
     }
 
     #[test]

@@ -150,11 +150,7 @@ pub fn kind_for_link_type(link_type: u16) -> Option<AttachKind> {
 /// exists in `links`.
 pub fn desired(selection: &IfaceSelection, policy: &Policy, links: &[LinkInfo]) -> Desired {
     let named: BTreeSet<&str> = selection.names().iter().map(String::as_str).collect();
-    let endpoints: BTreeSet<&str> = policy
-        .virtual_network_rules
-        .iter()
-        .filter_map(|r| r.endpoint.interface.as_deref())
-        .collect();
+    let endpoints = policy.endpoint_interfaces();
     links
         .iter()
         .filter_map(|link| {

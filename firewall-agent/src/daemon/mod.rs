@@ -50,13 +50,22 @@ use state::Daemon;
 pub use state::PolicySource;
 
 /// What a stop of the daemon does to the filter.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
-#[serde(rename_all = "snake_case")]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum OnExit {
     /// Leave the pinned program and policy in force (default).
     Keep,
     /// Detach and remove every pin.
     Detach,
+}
+
+impl OnExit {
+    /// The value as `--on-exit` and `show` spell it (`"keep"`, `"detach"`).
+    pub const fn name(self) -> &'static str {
+        match self {
+            OnExit::Keep => "keep",
+            OnExit::Detach => "detach",
+        }
+    }
 }
 
 /// What `vaultfw run` was asked to do.

@@ -226,7 +226,7 @@ impl Observer {
                         .find(|a| a.ifindex == ifindex)
                         .map(|a| a.name.clone())
                 },
-                |slot| owners.get(&slot).cloned(),
+                |slot| owners.get(slot).cloned(),
             );
             self.access.push(record);
         }

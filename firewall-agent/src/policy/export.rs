@@ -11,7 +11,7 @@ use std::collections::BTreeSet;
 use serde_json::{Value, json};
 use toml_edit::{Array, ArrayOfTables, DocumentMut, InlineTable, Item, Table, value};
 
-use super::model::{Endpoint, Ipv6Action, LimitProfile, Mode, Policy, VnetRule, shown};
+use super::model::{Endpoint, LimitProfile, Policy, VnetRule, shown};
 use super::trusted::catalogue;
 
 /// `policy` as Azure JSON: `{"properties": {"networkAcls": {"bypass",
@@ -164,14 +164,8 @@ fn spaced_table() -> Table {
 
 /// `mode`, `ipv6` and `limits` (top-level keys of both TOML forms).
 fn settings(doc: &mut DocumentMut, policy: &Policy) {
-    doc["mode"] = value(match policy.mode {
-        Mode::Enforce => "Enforce",
-        Mode::Audit => "Audit",
-    });
-    doc["ipv6"] = value(match policy.ipv6 {
-        Ipv6Action::Deny => "Deny",
-        Ipv6Action::Allow => "Allow",
-    });
+    doc["mode"] = value(policy.mode.name());
+    doc["ipv6"] = value(policy.ipv6.name());
     doc["limits"] = match policy.limits.profile {
         LimitProfile::Kv2020 | LimitProfile::KvCurrent => value(policy.limits.profile.name()),
         LimitProfile::Explicit => {

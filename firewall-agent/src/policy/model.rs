@@ -60,6 +60,16 @@ pub enum Mode {
     Audit,
 }
 
+impl Mode {
+    /// The value as a policy file writes it (`"Enforce"`, `"Audit"`).
+    pub const fn name(self) -> &'static str {
+        match self {
+            Mode::Enforce => "Enforce",
+            Mode::Audit => "Audit",
+        }
+    }
+}
+
 /// IPv6 to the data plane (rules name only IPv4).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 pub enum Ipv6Action {
@@ -67,6 +77,16 @@ pub enum Ipv6Action {
     Deny,
     /// Passed and counted as `pass_ipv6`.
     Allow,
+}
+
+impl Ipv6Action {
+    /// The value as a policy file writes it (`"Deny"`, `"Allow"`).
+    pub const fn name(self) -> &'static str {
+        match self {
+            Ipv6Action::Deny => "Deny",
+            Ipv6Action::Allow => "Allow",
+        }
+    }
 }
 
 /// The rule-count limits a policy is validated against; the agent sizes the
@@ -100,7 +120,7 @@ pub enum LimitProfile {
 impl LimitProfile {
     /// The name used in the policy file (`"kv-2020"`, `"kv-current"`,
     /// `"explicit"`).
-    pub fn name(self) -> &'static str {
+    pub const fn name(self) -> &'static str {
         match self {
             LimitProfile::Kv2020 => "kv-2020",
             LimitProfile::KvCurrent => "kv-current",
@@ -218,6 +238,17 @@ pub struct Policy {
     pub trusted_services: TrustedServices,
     /// See [`DataPlane`].
     pub data_plane: DataPlane,
+}
+
+impl Policy {
+    /// The endpoint interface names the virtual network rules give, each
+    /// once, sorted.
+    pub fn endpoint_interfaces(&self) -> BTreeSet<&str> {
+        self.virtual_network_rules
+            .iter()
+            .filter_map(|r| r.endpoint.interface.as_deref())
+            .collect()
+    }
 }
 
 /// A virtual network rule: a named subnet whose sources reach the data
@@ -348,4 +379,38 @@ fn serialize_service_names<S: serde::Serializer>(
     s: S,
 ) -> Result<S::Ok, S::Error> {
     s.collect_seq(services.iter().map(|t| t.name))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `name()` and serde must spell a value alike: `show` and the exporter
+    /// use `name()`, JSON output uses serde.
+    fn assert_serde_name(value: impl Serialize, name: &str) {
+        assert_eq!(serde_json::to_value(value).unwrap(), name);
+    }
+
+    #[test]
+    fn every_policy_enum_name_matches_its_serde_name() {
+        for v in [DefaultAction::Allow, DefaultAction::Deny] {
+            assert_serde_name(v, v.name());
+        }
+        for v in [Bypass::AzureServices, Bypass::None] {
+            assert_serde_name(v, v.name());
+        }
+        for v in [Mode::Enforce, Mode::Audit] {
+            assert_serde_name(v, v.name());
+        }
+        for v in [Ipv6Action::Deny, Ipv6Action::Allow] {
+            assert_serde_name(v, v.name());
+        }
+        for v in [
+            LimitProfile::Kv2020,
+            LimitProfile::KvCurrent,
+            LimitProfile::Explicit,
+        ] {
+            assert_serde_name(v, v.name());
+        }
+    }
 }

@@ -82,9 +82,15 @@ pub fn validate(
     let ip_rules = ip_rules::validate(&raw.ip_rules, keys.dialect, ctx.now, errors, warnings);
     let vnet_rules = vnet::validate(&raw.virtual_network_rules, ctx.now, errors, warnings);
     if let Some(limits) = &limits {
-        check_count(RuleKind::Ip, &keys.ip_rules, ip_rules.len(), limits, errors);
         check_count(
-            RuleKind::Vnet,
+            LimitedRules::Ip,
+            &keys.ip_rules,
+            ip_rules.len(),
+            limits,
+            errors,
+        );
+        check_count(
+            LimitedRules::Vnet,
             &keys.virtual_network_rules,
             vnet_rules.len(),
             limits,
@@ -346,30 +352,30 @@ fn limit_number(
 
 /// The two kinds of rules that the limits count.
 #[derive(Clone, Copy)]
-enum RuleKind {
+enum LimitedRules {
     Ip,
     Vnet,
 }
 
-impl RuleKind {
+impl LimitedRules {
     fn noun(self) -> &'static str {
         match self {
-            RuleKind::Ip => "IP rules",
-            RuleKind::Vnet => "virtual network rules",
+            LimitedRules::Ip => "IP rules",
+            LimitedRules::Vnet => "virtual network rules",
         }
     }
 
     fn limit(self, limits: &Limits) -> usize {
         match self {
-            RuleKind::Ip => limits.ip_rules,
-            RuleKind::Vnet => limits.virtual_network_rules,
+            LimitedRules::Ip => limits.ip_rules,
+            LimitedRules::Vnet => limits.virtual_network_rules,
         }
     }
 
     fn key(self) -> &'static str {
         match self {
-            RuleKind::Ip => "ip_rules",
-            RuleKind::Vnet => "virtual_network_rules",
+            LimitedRules::Ip => "ip_rules",
+            LimitedRules::Vnet => "virtual_network_rules",
         }
     }
 }
@@ -377,7 +383,7 @@ impl RuleKind {
 /// "128 IP rules exceed the limit of 127 (profile kv-2020)", with the ways
 /// to raise the limit that would admit `count`.
 fn check_count(
-    kind: RuleKind,
+    kind: LimitedRules,
     path: &str,
     count: usize,
     limits: &Limits,

@@ -37,7 +37,7 @@ use firewall_common::{
 };
 use ipnet::Ipv4Net;
 
-use crate::compile::CompiledTables;
+use crate::compile::{CompiledTables, RuleKind};
 
 pub use headers::{Proto, Source};
 
@@ -85,9 +85,6 @@ impl XdpAction {
         }
     }
 }
-
-/// Which table a matched rule sits in: the compiler's rule kinds.
-pub use crate::compile::RuleKind;
 
 /// The table entry that let a frame through.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

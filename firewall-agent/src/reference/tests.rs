@@ -12,7 +12,7 @@ use firewall_common::{
 };
 
 use super::*;
-use crate::compile::{PrefixKey, VnetPrefixKey};
+use crate::compile::{PrefixKey, RuleKind, VnetPrefixKey};
 
 const LO: u32 = 1;
 const ETH1: u32 = 7;

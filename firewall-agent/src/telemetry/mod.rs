@@ -18,9 +18,6 @@ pub mod counters;
 pub mod metrics;
 pub mod ring;
 
-/// Rules as telemetry names them: resolved by the compiler
-/// ([`crate::compile::rule_table`]).
-pub use crate::compile::{RuleKind, RuleRef};
 pub use access::{AccessLog, AccessRecord, LogsPage};
 pub use counters::{CounterSample, InterfaceCounters, StatsReporter};
 pub use metrics::{HealthSample, MapFill, MetricsServer, MetricsSnapshot, RuleHitSample};

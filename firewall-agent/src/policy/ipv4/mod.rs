@@ -321,18 +321,12 @@ pub fn check_value(
 
 /// `the private range 10.0.0.0/8 (10.0.0.0–10.255.255.255, RFC 1918)`.
 fn describe_range(s: &SpecialRange) -> String {
-    if s.network.prefix_len() == 32 {
-        format!("the {} {} ({})", s.purpose, s.network.addr(), s.rfc)
+    let span = if s.network.prefix_len() == 32 {
+        String::new()
     } else {
-        format!(
-            "the {} {} ({}–{}, {})",
-            s.purpose,
-            s.network,
-            s.network.network(),
-            s.network.broadcast(),
-            s.rfc
-        )
-    }
+        format!("{}–{}, ", s.network.network(), s.network.broadcast())
+    };
+    format!("the {} {} ({span}{})", s.purpose, shown(s.network), s.rfc)
 }
 
 /// How `net` meets the ranges of `c`, as a clause for a message
