@@ -2,8 +2,8 @@
 //! an XDP program and runs it.
 //!
 //! Layout (a module uses only modules below it in this list):
-//! - `check`: `vaultfw check`, test runs compared with the reference model.
 //! - `cli`: clap types and the verbs of the `vaultfw` binary.
+//! - `check`: `vaultfw check`, test runs compared with the reference model.
 //! - `daemon`: `vaultfw run`, start-up and shutdown order, the command loop.
 //! - `control`: the control socket (protocol, server, client).
 //! - `persist`: writing accepted changes back to the policy file.
