@@ -7,6 +7,7 @@ use clap::{Parser, Subcommand};
 use crate::paths::{DEFAULT_PIN_DIR, DEFAULT_SOCKET};
 
 pub mod observe;
+pub mod output;
 pub mod remote;
 pub mod session;
 
@@ -228,6 +229,11 @@ pub struct ExportArgs {
     /// endpoints ARM ids do not carry, comments and expiry) to this file.
     #[arg(long, value_name = "FILE")]
     pub subnet_map_out: Option<PathBuf>,
+    /// Output format: `table` prints the exported document itself (to
+    /// redirect into a file); `json` wraps it as `{"ok":true,"verb":"export",
+    /// "document":...}` like every verb's JSON.
+    #[arg(long, value_enum, default_value = "table")]
+    pub output: OutputFormat,
 }
 
 /// `vaultfw export --format`.
@@ -242,7 +248,9 @@ pub enum ExportFormat {
 pub enum OutputFormat {
     /// Human-readable text.
     Table,
-    /// One JSON document.
+    /// JSON (docs/output.md): one document `{"ok":true,"verb":...}` or
+    /// `{"ok":false,"error":...}`; JSON lines, one record a line, for the
+    /// streams (`logs`, `stats --watch`, `check`).
     Json,
 }
 
@@ -283,7 +291,8 @@ pub struct CheckArgs {
     /// Judge every packet of this capture (pcap or pcapng, Ethernet).
     #[arg(long, value_name = "FILE")]
     pub pcap: Option<PathBuf>,
-    /// Output format: a table, or one JSON object per frame and line.
+    /// Output format: a table, or JSON lines (one JSON object per frame
+    /// and line; a failure is the error document of docs/output.md).
     #[arg(long, value_enum, default_value = "table")]
     pub output: OutputFormat,
     /// Also print the reference model's steps for each frame.

@@ -1,15 +1,17 @@
 //! The `vaultfw` binary: parses the command line and dispatches. Exit
-//! codes: 0 success, 1 other failure, 2 invalid input (policy or flags),
-//! 4 the kernel refused (load or attach).
+//! codes are [`vaultfw::exit`]'s; `--output json` documents are
+//! [`vaultfw::cli::output`]'s (docs/output.md).
 
 use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::Parser;
+use vaultfw::cli::output::{ErrorDetail, fail, print_failure, print_success};
 use vaultfw::cli::remote;
 use vaultfw::cli::{Cli, Command, ExportArgs, ExportFormat, OutputFormat, RunArgs, ValidateArgs};
 use vaultfw::daemon::{self, PolicySource, RunError, RunOptions};
-use vaultfw::{exit, policy};
+use vaultfw::exit::{self, Failure};
+use vaultfw::policy;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -23,7 +25,7 @@ fn main() -> ExitCode {
         Command::Run(args) => run(args),
         Command::Validate(args) => validate(args),
         Command::Export(args) => export(args),
-        Command::Check(args) => vaultfw::check::main(&args.request()),
+        Command::Check(args) => check(&args),
         Command::NetworkRule(args) => remote::network_rule(&args),
         Command::Update(args) => remote::update(&args),
         Command::Apply(args) => remote::apply(&args),
@@ -77,91 +79,111 @@ fn run(args: RunArgs) -> ExitCode {
         Err(error) => {
             tracing::error!(%error, "vaultfw run failed");
             eprintln!("vaultfw: {error}");
-            match error {
-                RunError::Policy(_)
-                | RunError::MissingEndpoint(_)
-                | RunError::InvalidArguments(_)
-                | RunError::Dataplane(vaultfw::dataplane::DataplaneError::NoSuchInterface {
-                    ..
-                }) => ExitCode::from(exit::INVALID_INPUT),
-                RunError::Dataplane(e) if e.is_kernel_refusal() => {
-                    ExitCode::from(exit::KERNEL_REFUSED)
-                }
-                // A missing privilege exits as the kernel's refusal does (README).
-                RunError::Socket(vaultfw::control::server::ServerError::PermissionDenied {
-                    ..
-                }) => ExitCode::from(exit::KERNEL_REFUSED),
-                _ => ExitCode::FAILURE,
-            }
+            ExitCode::from(run_failure(&error).exit_code())
         }
+    }
+}
+
+/// The class of a start-up failure (its exit code).
+fn run_failure(error: &RunError) -> Failure {
+    use vaultfw::control::server::ServerError;
+    use vaultfw::dataplane::DataplaneError;
+    match error {
+        RunError::Policy(_)
+        | RunError::MissingEndpoint(_)
+        | RunError::InvalidArguments(_)
+        | RunError::Dataplane(DataplaneError::NoSuchInterface { .. }) => Failure::InvalidInput,
+        // Another daemon holds the pins: someone else has what this needs.
+        RunError::Dataplane(DataplaneError::PinDirInUse { .. }) => Failure::Conflict,
+        RunError::Dataplane(e) if e.is_kernel_refusal() => Failure::KernelRefused,
+        // A missing privilege exits as the kernel's refusal does (README).
+        RunError::Socket(ServerError::PermissionDenied { .. }) => Failure::KernelRefused,
+        _ => Failure::Internal,
     }
 }
 
 fn export(args: ExportArgs) -> ExitCode {
+    let output = args.output;
     let validated = match PolicySource::new(&args.file, args.subnet_map.clone()).load() {
         Ok(v) => v,
-        Err(error) => {
-            eprintln!("vaultfw: {error}");
-            return ExitCode::from(exit::INVALID_INPUT);
-        }
+        Err(error) => return print_failure(output, "export", ErrorDetail::load(&error)),
     };
-    match args.format {
-        ExportFormat::Azure => {
-            println!("{:#}", policy::export_azure(&validated.policy));
-            if let Some(path) = &args.subnet_map_out {
-                let map = policy::export_subnet_map(&validated.policy);
-                if let Err(error) = vaultfw::persist::write_atomically(path, &map) {
-                    eprintln!("vaultfw: {error}");
-                    return ExitCode::FAILURE;
-                }
-            }
+    let document = match args.format {
+        ExportFormat::Azure => policy::export_azure(&validated.policy),
+    };
+    let mut subnet_map_written = None;
+    if let Some(path) = &args.subnet_map_out {
+        let map = policy::export_subnet_map(&validated.policy);
+        if let Err(error) = vaultfw::persist::write_atomically(path, &map) {
+            let mut detail = ErrorDetail::new(Failure::Internal, error.to_string());
+            detail.field = Some("--subnet-map-out".to_owned());
+            detail.value = Some(serde_json::json!(path));
+            return fail(output, "export", detail);
         }
+        subnet_map_written = Some(path.clone());
     }
-    ExitCode::SUCCESS
+    let doc = serde_json::json!({
+        "format": "azure",
+        "document": document,
+        "subnet_map_written": subnet_map_written,
+    });
+    // The human form is the document itself, to redirect into a file.
+    print_success(output, "export", &doc, || println!("{document:#}"))
 }
 
 fn validate(args: ValidateArgs) -> ExitCode {
-    match PolicySource::new(&args.file, args.subnet_map.clone()).load() {
-        Ok(validated) => {
-            if !args.force
-                && let Some(port) = vaultfw::cli::session::session_port()
-                && let Some(refusal) =
-                    vaultfw::cli::session::guards_session_port(&validated.policy, port)
-            {
-                eprintln!("vaultfw: {}: {refusal}", args.file.display());
-                return ExitCode::from(exit::INVALID_INPUT);
-            }
-            match args.output {
-                OutputFormat::Json => {
-                    let mut policy = serde_json::to_value(&validated.policy).unwrap_or_default();
-                    // Thousands of trusted prefixes say less than their count.
-                    let trusted = &validated.policy.trusted_services;
-                    policy["trusted_services"]["prefixes"] =
-                        serde_json::json!(trusted.prefixes.len());
-                    let doc = serde_json::json!({
-                        "valid": true,
-                        "policy": policy,
-                        "warnings": validated.warnings,
-                    });
-                    println!("{doc:#}");
-                }
-                OutputFormat::Table => print_validated(&args, &validated),
-            }
-            ExitCode::SUCCESS
-        }
+    let output = args.output;
+    let validated = match PolicySource::new(&args.file, args.subnet_map.clone()).load() {
+        Ok(validated) => validated,
+        Err(error) => return print_failure(output, "validate", ErrorDetail::load(&error)),
+    };
+    if !args.force
+        && let Some(port) = vaultfw::cli::session::session_port()
+        && let Some(refusal) = vaultfw::cli::session::guards_session_port(&validated.policy, port)
+    {
+        let detail = ErrorDetail::new(
+            Failure::InvalidInput,
+            format!("{}: {refusal}", args.file.display()),
+        );
+        return fail(output, "validate", detail);
+    }
+    let mut policy = serde_json::to_value(&validated.policy).unwrap_or_default();
+    // Thousands of trusted prefixes say less than their count.
+    let trusted = &validated.policy.trusted_services;
+    policy["trusted_services"]["prefixes"] = serde_json::json!(trusted.prefixes.len());
+    let doc = serde_json::json!({
+        "valid": true,
+        "policy": policy,
+        "warnings": validated.warnings,
+    });
+    print_success(output, "validate", &doc, || {
+        print_validated(&args, &validated)
+    })
+}
+
+/// `vaultfw check`: with `--output json`, its failures are the error
+/// document; its frames are JSON lines (`check` prints them).
+fn check(args: &vaultfw::cli::CheckArgs) -> ExitCode {
+    let request = args.request();
+    match vaultfw::check::check(&request) {
+        Ok(results) => vaultfw::check::report(&request, &results),
         Err(error) => {
-            match (args.output, &error) {
-                (OutputFormat::Json, policy::LoadError::Invalid { errors, .. }) => {
-                    let doc = serde_json::json!({ "valid": false, "errors": errors.0 });
-                    println!("{doc:#}");
+            let class = match error.exit_code() {
+                exit::INVALID_INPUT => Failure::InvalidInput,
+                exit::KERNEL_REFUSED => Failure::KernelRefused,
+                _ => Failure::Internal,
+            };
+            match args.output {
+                OutputFormat::Json => fail(
+                    args.output,
+                    "check",
+                    ErrorDetail::new(class, error.to_string()),
+                ),
+                OutputFormat::Table => {
+                    eprintln!("vaultfw check: {error}");
+                    ExitCode::from(class.exit_code())
                 }
-                (OutputFormat::Json, error) => {
-                    let doc = serde_json::json!({ "valid": false, "errors": [{ "path": "", "value": args.file, "reason": error.to_string(), "fix": "give the path of a readable policy file" }] });
-                    println!("{doc:#}");
-                }
-                _ => eprintln!("vaultfw: {error}"),
             }
-            ExitCode::from(exit::INVALID_INPUT)
         }
     }
 }

@@ -127,10 +127,13 @@ fn an_unconfirmed_apply_rolls_back_at_its_deadline() {
         file_before,
         "the rollback left the file changed"
     );
+    // Nothing pending: `confirm` is idempotent (exit 0, `confirmed: false`).
     let out = agent.cli_json(&["confirm"]);
-    out.expect_code(exit::INVALID_INPUT);
-    assert!(
-        out.error_message().contains("nothing awaits confirmation"),
+    let doc = out.ok();
+    assert_eq!(doc["confirmed"], false, "{}", out.context());
+    assert_eq!(
+        doc["message"],
+        "nothing awaits confirmation",
         "{}",
         out.context()
     );
@@ -253,14 +256,25 @@ fn applying_an_invalid_file_is_refused_with_exit_2_and_changes_nothing() {
     );
     let out = agent.cli_json(&["apply", bad.path_str(), "--confirm-within", "30s"]);
     out.expect_code(exit::INVALID_INPUT);
-    let message = out.error_message();
+    // The error names the field, the value and the fix apart.
+    let doc = out.json();
+    let error = &doc["error"];
+    assert_eq!(error["code"], "invalid_input", "{}", out.context());
+    assert_eq!(error["field"], "ip_rules[1]", "{}", out.context());
+    assert_eq!(error["value"], "192.168.1.0/24", "{}", out.context());
     assert!(
-        message.contains("192.168.1.0/24") && message.contains("ip_rules[1]"),
+        error["fix"].as_str().is_some_and(|f| !f.is_empty()),
         "{}",
         out.context()
     );
     let missing = agent.cli_json(&["apply", "/nonexistent/policy.toml"]);
     missing.expect_code(exit::INVALID_INPUT);
+    assert_eq!(
+        missing.json()["error"]["field"],
+        "file",
+        "{}",
+        missing.context()
+    );
     assert_eq!(agent.generation(), generation);
     assert!(agent.show()["awaiting_confirmation_until"].is_null());
     assert_eq!(policy_text(&agent), file_before);

@@ -285,7 +285,7 @@ fn a_stale_if_generation_is_refused_with_exit_5_and_a_current_one_is_accepted() 
     ] {
         let out = agent.cli_json(&args);
         out.expect_code(exit::CONFLICT);
-        assert_eq!(out.json()["error"]["kind"], "conflict", "{}", out.context());
+        assert_eq!(out.json()["error"]["code"], "conflict", "{}", out.context());
         assert!(out.error_message().contains(&current), "{}", out.context());
     }
     before.assert_same(&agent, "stale --if-generation");

@@ -189,7 +189,7 @@ fn update_changes_default_action_and_bypass_and_refuses_invalid_values() {
         let out = agent.cli_json(&args);
         out.expect_code(exit::INVALID_INPUT);
         assert_eq!(
-            out.json()["error"]["kind"],
+            out.json()["error"]["code"],
             "invalid_input",
             "{}",
             out.context()
@@ -239,9 +239,16 @@ fn every_verb_exits_3_when_no_daemon_listens() {
         for verb in verbs {
             let out = run(verb);
             out.expect_code(exit::NOT_RUNNING);
-            if verb[0] != "show" {
+            if verb[0] != "show" && verb[0] != "stats" {
+                // The one error document of `--output json`.
+                let doc = out.json();
+                assert_eq!(doc["ok"], false, "{}", out.context());
+                assert_eq!(doc["error"]["code"], "not_running", "{}", out.context());
+                assert_eq!(doc["exit_code"], exit::NOT_RUNNING, "{}", out.context());
                 assert!(
-                    out.stderr.contains("not running"),
+                    doc["error"]["message"]
+                        .as_str()
+                        .is_some_and(|m| m.contains("not running")),
                     "stale socket file: {stale}; {}",
                     out.context()
                 );

@@ -117,12 +117,7 @@ fn sigkill_under_traffic_leaves_the_last_policy_in_force_and_the_pins_in_place()
     assert_eq!(doc["daemon_running"], false, "{}", show.context());
     assert_eq!(doc["filtering"], true, "{}", show.context());
     assert_eq!(doc["generation"], generation, "{}", show.context());
-    assert_eq!(
-        doc["interfaces"][0]["interface"],
-        veth,
-        "{}",
-        show.context()
-    );
+    assert_eq!(doc["interfaces"][0]["name"], veth, "{}", show.context());
     assert_eq!(doc["interfaces"][0]["live"], true, "{}", show.context());
     assert_eq!(doc["interfaces"][0]["mode"], "native", "{}", show.context());
 }

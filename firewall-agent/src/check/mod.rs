@@ -168,31 +168,36 @@ impl CheckError {
 /// `vaultfw check`: judges, prints, and returns the exit code.
 pub fn main(args: &CheckRequest) -> ExitCode {
     match check(args) {
-        Ok(results) => {
-            let stdout = std::io::stdout();
-            let mut out = stdout.lock();
-            let printed = match args.output {
-                ReportFormat::Table => report::print_table(&mut out, &results, args.explain),
-                ReportFormat::Json => report::print_json(&mut out, &results, args.explain),
-            };
-            if let Err(error) = printed {
-                eprintln!("vaultfw: cannot write the report: {error}");
-                return ExitCode::FAILURE;
-            }
-            let disagreements: Vec<&FrameResult> = results.iter().filter(|r| !r.agrees()).collect();
-            for result in &disagreements {
-                eprintln!("{}", report::disagreement_message(result));
-            }
-            if disagreements.is_empty() {
-                ExitCode::SUCCESS
-            } else {
-                ExitCode::from(exit::DISAGREEMENT)
-            }
-        }
+        Ok(results) => report(args, &results),
         Err(error) => {
             eprintln!("vaultfw check: {error}");
             ExitCode::from(error.exit_code())
         }
+    }
+}
+
+/// Prints the results of [`check`] and returns the exit code: 0, or
+/// [`exit::DISAGREEMENT`] when the kernel and the model disagree on a
+/// frame (each disagreement is also said on stderr).
+pub fn report(args: &CheckRequest, results: &[FrameResult]) -> ExitCode {
+    let stdout = std::io::stdout();
+    let mut out = stdout.lock();
+    let printed = match args.output {
+        ReportFormat::Table => report::print_table(&mut out, results, args.explain),
+        ReportFormat::Json => report::print_json(&mut out, results, args.explain),
+    };
+    if let Err(error) = printed {
+        eprintln!("vaultfw: cannot write the report: {error}");
+        return ExitCode::FAILURE;
+    }
+    let disagreements: Vec<&FrameResult> = results.iter().filter(|r| !r.agrees()).collect();
+    for result in &disagreements {
+        eprintln!("{}", report::disagreement_message(result));
+    }
+    if disagreements.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(exit::DISAGREEMENT)
     }
 }
 

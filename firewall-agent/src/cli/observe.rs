@@ -9,13 +9,12 @@ use std::time::{Duration, Instant, SystemTime};
 
 use clap::Args;
 use firewall_common::Verdict;
-use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 
 use super::OutputFormat;
-use super::remote::{ShowArgs, SocketArgs, client_error, print_response, request};
+use super::remote::{ShowArgs, SocketArgs, client_error, daemon_reply, print_response, request};
 use crate::control::client;
-use crate::control::protocol::{Command, Response};
+use crate::control::protocol::Command;
 use crate::control::replies::{LogsReply, StatsReply, VerdictCounts};
 use crate::telemetry::access::AccessRecord;
 
@@ -64,7 +63,7 @@ fn positive_seconds(text: &str) -> Result<f64, String> {
 /// Runs `vaultfw stats`.
 pub fn stats(args: &StatsArgs) -> ExitCode {
     if !args.watch {
-        return request(&args.show.socket, Command::Stats);
+        return request(&args.show.socket, "stats", Command::Stats);
     }
     let socket = &args.show.socket;
     let interval = Duration::from_secs_f64(args.interval);
@@ -73,11 +72,13 @@ pub fn stats(args: &StatsArgs) -> ExitCode {
     loop {
         let response = match client::send(&socket.socket, Command::Stats) {
             Ok(response) => response,
-            Err(error) => return client_error(&error),
+            Err(error) => return client_error(socket.output, "stats", &error),
         };
-        let now: StatsReply = match reply(&response) {
+        let now: StatsReply = match daemon_reply(&response) {
             Ok(now) => now,
-            Err(exit) => return exit.unwrap_or_else(|| print_response(socket.output, &response)),
+            Err(exit) => {
+                return exit.unwrap_or_else(|| print_response(socket.output, "stats", &response));
+            }
         };
         let at = Instant::now();
         match &previous {
@@ -103,22 +104,6 @@ pub fn stats(args: &StatsArgs) -> ExitCode {
         }
         previous = Some((at, now));
         std::thread::sleep(interval);
-    }
-}
-
-/// The reply of a successful response; `Err(None)` for a failure (to
-/// print), `Err(Some(exit))` for a reply of another shape (said here).
-fn reply<T: DeserializeOwned>(response: &Response) -> Result<T, Option<ExitCode>> {
-    match response.result_as::<T>() {
-        Some(Ok(reply)) => Ok(reply),
-        Some(Err(error)) => {
-            eprintln!(
-                "vaultfw: unreadable answer from the daemon ({error}); use the vaultfw binary of \
-                 the daemon's release"
-            );
-            Err(Some(ExitCode::FAILURE))
-        }
-        None => Err(None),
     }
 }
 
@@ -257,12 +242,13 @@ pub fn logs(args: &LogsArgs) -> ExitCode {
         };
         let response = match client::send(&args.socket.socket, command) {
             Ok(response) => response,
-            Err(error) => return client_error(&error),
+            Err(error) => return client_error(args.socket.output, "logs", &error),
         };
-        let page: LogsReply = match reply(&response) {
+        let page: LogsReply = match daemon_reply(&response) {
             Ok(page) => page,
             Err(exit) => {
-                return exit.unwrap_or_else(|| print_response(args.socket.output, &response));
+                return exit
+                    .unwrap_or_else(|| print_response(args.socket.output, "logs", &response));
             }
         };
         let records = &page.page.records;

@@ -5,13 +5,15 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Args, Subcommand};
+use serde::de::DeserializeOwned;
 use serde_json::Value;
 
 use super::OutputFormat;
+use super::output::{ErrorDetail, fail, print_failure, print_success};
 use crate::control::client::{self, ClientError};
-use crate::control::protocol::{Command, ErrorKind, Response, RuleSpec, SentFile};
-use crate::control::replies::DetachReply;
-use crate::exit;
+use crate::control::protocol::{Command, Response, RuleSpec, SentFile};
+use crate::control::replies::{DetachReply, ShowReply, ShowView};
+use crate::exit::{self, Failure};
 use crate::paths::{DEFAULT_PIN_DIR, DEFAULT_SOCKET, PinDir};
 use crate::policy::PolicySource;
 
@@ -160,6 +162,7 @@ pub fn network_rule(args: &NetworkRuleArgs) -> ExitCode {
     match &args.verb {
         NetworkRuleVerb::Add(rule) => request(
             &rule.socket,
+            "network-rule add",
             Command::RuleAdd {
                 rule: rule.spec(),
                 if_generation: rule.if_generation,
@@ -167,12 +170,13 @@ pub fn network_rule(args: &NetworkRuleArgs) -> ExitCode {
         ),
         NetworkRuleVerb::Remove(rule) => request(
             &rule.socket,
+            "network-rule remove",
             Command::RuleRemove {
                 rule: rule.spec(),
                 if_generation: rule.if_generation,
             },
         ),
-        NetworkRuleVerb::List(socket) => request(socket, Command::RuleList),
+        NetworkRuleVerb::List(socket) => request(socket, "network-rule list", Command::RuleList),
     }
 }
 
@@ -180,6 +184,7 @@ pub fn network_rule(args: &NetworkRuleArgs) -> ExitCode {
 pub fn update(args: &UpdateArgs) -> ExitCode {
     request(
         &args.socket,
+        "update",
         Command::Update {
             default_action: args.default_action.clone(),
             bypass: args.bypass.clone(),
@@ -194,18 +199,16 @@ pub fn update(args: &UpdateArgs) -> ExitCode {
 /// port (unless `--force`).
 pub fn apply(args: &ApplyArgs) -> ExitCode {
     let output = args.socket.output;
-    let refuse = |message: String| {
-        print_response(output, &Response::error(ErrorKind::InvalidInput, message))
-    };
+    let refuse = |errors: Vec<ErrorDetail>| print_failure(output, "apply", errors);
     let absolute = |path: &PathBuf| std::path::absolute(path).unwrap_or_else(|_| path.clone());
     let source = PolicySource::new(absolute(&args.file), args.subnet_map.as_ref().map(absolute));
     let applied = match source.read() {
         Ok(text) => text.with_absolute_references(),
-        Err(error) => return refuse(error.to_string()),
+        Err(error) => return refuse(ErrorDetail::load(&error)),
     };
     let validated = match applied.validate() {
         Ok(v) => v,
-        Err(error) => return refuse(error.to_string()),
+        Err(error) => return refuse(ErrorDetail::load(&error)),
     };
     for warning in &validated.warnings {
         eprintln!("vaultfw: warning: {warning}");
@@ -214,10 +217,14 @@ pub fn apply(args: &ApplyArgs) -> ExitCode {
         && let Some(port) = super::session::session_port()
         && let Some(refusal) = super::session::guards_session_port(&validated.policy, port)
     {
-        return refuse(format!("{}: {refusal}", args.file.display()));
+        return refuse(vec![ErrorDetail::new(
+            Failure::InvalidInput,
+            format!("{}: {refusal}", args.file.display()),
+        )]);
     }
     request(
         &args.socket,
+        "apply",
         Command::Apply {
             file: applied.file().display().to_string(),
             format: applied.format(),
@@ -234,30 +241,47 @@ pub fn apply(args: &ApplyArgs) -> ExitCode {
 
 /// Runs `vaultfw confirm`.
 pub fn confirm(args: &SocketArgs) -> ExitCode {
-    request(args, Command::Confirm)
+    request(args, "confirm", Command::Confirm)
 }
 
 /// Runs `vaultfw show`: from the daemon, or, when none runs, from the pins
-/// (so a stopped host still says whether it is filtered).
+/// (so a stopped host still says whether it is filtered). Both give a
+/// [`ShowView`]; without a daemon the exit code is [`exit::NOT_RUNNING`].
 pub fn show(args: &ShowArgs) -> ExitCode {
+    let output = args.socket.output;
     match client::send(&args.socket.socket, Command::Show) {
-        Ok(response) => print_response(args.socket.output, &response),
+        Ok(response) => match daemon_reply::<ShowReply>(&response) {
+            Ok(reply) => {
+                let view = ShowView::from_daemon(&reply);
+                print_success(output, "show", &view, || print_show(&view))
+            }
+            Err(exit) => exit.unwrap_or_else(|| print_response(output, "show", &response)),
+        },
         Err(ClientError::NotRunning { .. }) => {
             let state = crate::dataplane::pins::inspect(&PinDir::new(&args.pin_dir));
-            print_value(
-                args.socket.output,
-                &serde_json::to_value(&state).unwrap_or(Value::Null),
-            );
+            let view = ShowView::from_pins(state);
+            print_success(output, "show", &view, || print_show(&view));
             ExitCode::from(exit::NOT_RUNNING)
         }
-        Err(error) => client_error(&error),
+        Err(error) => client_error(output, "show", &error),
     }
+}
+
+/// `show` for people: the keys that say something (those a daemon did not
+/// fill are left out).
+fn print_show(view: &ShowView) {
+    let mut value = serde_json::to_value(view).unwrap_or(Value::Null);
+    if let Value::Object(map) = &mut value {
+        map.retain(|_, v| !v.is_null());
+    }
+    print_table(&value, 0);
 }
 
 /// Runs `vaultfw detach`: through the daemon when it runs, else directly.
 pub fn detach(args: &DetachArgs) -> ExitCode {
+    let output = args.socket.output;
     match client::send(&args.socket.socket, Command::Detach) {
-        Ok(response) => print_response(args.socket.output, &response),
+        Ok(response) => print_response(output, "detach", &response),
         Err(ClientError::NotRunning { .. }) => {
             match crate::dataplane::pins::remove_all(&PinDir::new(&args.pin_dir)) {
                 Ok(removed) => {
@@ -266,19 +290,16 @@ pub fn detach(args: &DetachArgs) -> ExitCode {
                         daemon_running: Some(false),
                         unpinned: Some(removed),
                     };
-                    print_value(
-                        args.socket.output,
-                        &serde_json::to_value(&reply).unwrap_or(Value::Null),
-                    );
-                    ExitCode::SUCCESS
+                    print_success(output, "detach", &reply, || print_value(&reply))
                 }
-                Err(error) => {
-                    eprintln!("vaultfw: {error}");
-                    ExitCode::from(exit::KERNEL_REFUSED)
-                }
+                Err(error) => fail(
+                    output,
+                    "detach",
+                    ErrorDetail::new(Failure::KernelRefused, error.to_string()),
+                ),
             }
         }
-        Err(error) => client_error(&error),
+        Err(error) => client_error(output, "detach", &error),
     }
 }
 
@@ -289,48 +310,64 @@ pub fn completions(args: &CompletionsArgs) -> ExitCode {
     ExitCode::SUCCESS
 }
 
-pub(super) fn request(socket: &SocketArgs, command: Command) -> ExitCode {
+/// Sends `command` and prints the answer as `verb`'s.
+pub(super) fn request(socket: &SocketArgs, verb: &str, command: Command) -> ExitCode {
     match client::send(&socket.socket, command) {
-        Ok(response) => print_response(socket.output, &response),
-        Err(error) => client_error(&error),
+        Ok(response) => print_response(socket.output, verb, &response),
+        Err(error) => client_error(socket.output, verb, &error),
     }
 }
 
-pub(super) fn client_error(error: &ClientError) -> ExitCode {
-    eprintln!("vaultfw: {error}");
-    match error {
-        ClientError::NotRunning { .. } => ExitCode::from(exit::NOT_RUNNING),
-        _ => ExitCode::FAILURE,
-    }
+/// The socket could not be asked: no daemon ([`Failure::NotRunning`]), or
+/// the exchange failed.
+pub(super) fn client_error(output: OutputFormat, verb: &str, error: &ClientError) -> ExitCode {
+    let class = match error {
+        ClientError::NotRunning { .. } => Failure::NotRunning,
+        _ => Failure::Internal,
+    };
+    fail(output, verb, ErrorDetail::new(class, error.to_string()))
 }
 
-/// Prints a response and returns the exit code its outcome maps to.
-pub(super) fn print_response(output: OutputFormat, response: &Response) -> ExitCode {
-    if let Some(error) = &response.error {
-        match output {
-            OutputFormat::Json => print_value(
-                output,
-                &serde_json::to_value(response).unwrap_or(Value::Null),
-            ),
-            OutputFormat::Table => eprintln!("vaultfw: {}", error.message),
+/// Prints a response as `verb`'s and returns the exit code its outcome
+/// maps to.
+pub(super) fn print_response(output: OutputFormat, verb: &str, response: &Response) -> ExitCode {
+    match (&response.error, &response.result) {
+        (Some(error), _) => fail(output, verb, ErrorDetail::daemon(error)),
+        (None, Some(result)) if response.ok => {
+            print_success(output, verb, result, || print_value(result))
         }
-        return ExitCode::from(match error.kind {
-            ErrorKind::InvalidInput => exit::INVALID_INPUT,
-            ErrorKind::Conflict => exit::CONFLICT,
-            ErrorKind::KernelRefused => exit::KERNEL_REFUSED,
-            ErrorKind::Internal => 1,
-        });
+        (None, _) => fail(
+            output,
+            verb,
+            ErrorDetail::new(
+                Failure::Internal,
+                "the daemon answered without a result; use the vaultfw binary of the daemon's release",
+            ),
+        ),
     }
-    print_value(output, response.result.as_ref().unwrap_or(&Value::Null));
-    ExitCode::SUCCESS
 }
 
-/// JSON as a document, or as indented `key: value` lines for people.
-fn print_value(output: OutputFormat, value: &Value) {
-    match output {
-        OutputFormat::Json => println!("{value:#}"),
-        OutputFormat::Table => print_table(value, 0),
+/// The reply of a successful response; `Err(None)` for a failure (to
+/// print), `Err(Some(exit))` for a reply of another shape (said here).
+pub(super) fn daemon_reply<T: DeserializeOwned>(
+    response: &Response,
+) -> Result<T, Option<ExitCode>> {
+    match response.result_as::<T>() {
+        Some(Ok(reply)) => Ok(reply),
+        Some(Err(error)) => {
+            eprintln!(
+                "vaultfw: unreadable answer from the daemon ({error}); use the vaultfw binary of \
+                 the daemon's release"
+            );
+            Err(Some(ExitCode::FAILURE))
+        }
+        None => Err(None),
     }
+}
+
+/// A document for people: indented `key: value` lines.
+pub(super) fn print_value(value: &impl serde::Serialize) {
+    print_table(&serde_json::to_value(value).unwrap_or(Value::Null), 0);
 }
 
 fn print_table(value: &Value, indent: usize) {

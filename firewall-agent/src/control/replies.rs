@@ -5,7 +5,7 @@
 //!
 //! | command | reply |
 //! |---|---|
-//! | `show` | [`ShowReply`] |
+//! | `show` | [`ShowReply`] (the CLI prints it as a [`ShowView`]) |
 //! | `stats` | [`StatsReply`] |
 //! | `rule_list` | [`RuleListReply`] |
 //! | `rule_add`, `rule_remove`, `update`, `apply` | [`ChangeReply`] |
@@ -25,8 +25,8 @@ use crate::dataplane::{AttachKind, AttachOutcome};
 use crate::telemetry::access::{FileHealth, LogsPage};
 
 /// `show`: the policy in force, its generation, and the interfaces as the
-/// kernel holds them.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+/// kernel holds them. (`Default` only gives [`ShowView`] the key set.)
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct ShowReply {
     /// The generation the kernel serves.
     pub generation: u64,
@@ -78,6 +78,145 @@ pub struct ShowReply {
     pub forwarded_traffic: String,
     /// Sentences an operator should read.
     pub warnings: Vec<String>,
+}
+
+/// Where `vaultfw show` read what it shows.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ShowSource {
+    /// The daemon answered on its socket.
+    Daemon,
+    /// No daemon answered: the pin directory and the kernel were read.
+    Pins,
+}
+
+/// `vaultfw show`'s document: one schema whether the daemon answered or
+/// only the pins were read. Every key is always present; what only a
+/// daemon knows (the policy, its health) is `null` from the pins.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ShowView {
+    /// Where this was read.
+    pub source: ShowSource,
+    /// Whether a daemon answered.
+    pub daemon_running: bool,
+    /// Whether some interface runs a vaultfw program now (`None`: read
+    /// from the pins, and no pinned interface is visible from here).
+    pub filtering: Option<bool>,
+    /// The generation the kernel serves (`None`: the pinned tables are
+    /// unreadable or absent).
+    pub generation: Option<u64>,
+    /// The pin directory.
+    pub pin_dir: PathBuf,
+    /// From the pins: the process holding the pin directory's lock (a
+    /// daemon that did not answer on this socket); `None` otherwise.
+    pub held_by_pid: Option<u32>,
+    /// Each filtered (daemon) or pinned (pins) interface.
+    pub interfaces: Vec<ShownInterface>,
+    /// The other keys of [`ShowReply`], each `null` from the pins.
+    #[serde(flatten)]
+    pub served: serde_json::Map<String, serde_json::Value>,
+}
+
+/// An interface as `show` reports it, daemon or pins.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ShownInterface {
+    /// Its name.
+    pub name: String,
+    /// Its ifindex (`None`: not visible from this network namespace).
+    pub ifindex: Option<u32>,
+    /// The XDP mode the kernel reports (`"native"`, `"generic"`, ...;
+    /// `None`: no XDP program attached).
+    pub mode: Option<String>,
+    /// The id of the program the kernel runs there.
+    pub prog_id: Option<u32>,
+    /// Whether vaultfw's program is what the interface runs (`None`: not
+    /// visible from here).
+    pub live: Option<bool>,
+    /// The entry point the daemon attached (`None` from the pins).
+    pub program: Option<AttachKind>,
+    /// How the attachment came about (`None` from the pins).
+    pub attach: Option<AttachOutcome>,
+    /// Why it is filtered (`None` from the pins, or attached and no
+    /// longer wanted).
+    pub reason: Option<FilterReason>,
+}
+
+/// The keys [`ShowView`] takes from [`ShowReply`] as typed fields.
+const VIEW_KEYS: [&str; 3] = ["generation", "pin_dir", "interfaces"];
+
+/// `reply` as a JSON object without [`VIEW_KEYS`].
+fn served_keys(reply: &ShowReply) -> serde_json::Map<String, serde_json::Value> {
+    match serde_json::to_value(reply) {
+        Ok(serde_json::Value::Object(mut map)) => {
+            for key in VIEW_KEYS {
+                map.remove(key);
+            }
+            map
+        }
+        // Invariant: a struct serializes to an object.
+        _ => unreachable!("invariant: ShowReply serializes to a JSON object"),
+    }
+}
+
+impl ShowView {
+    /// What the daemon answered.
+    pub fn from_daemon(reply: &ShowReply) -> Self {
+        let interfaces: Vec<ShownInterface> = reply
+            .interfaces
+            .iter()
+            .map(|i| ShownInterface {
+                name: i.name.clone(),
+                ifindex: Some(i.ifindex),
+                mode: i.mode.clone(),
+                prog_id: i.prog_id,
+                live: Some(i.prog_id.is_some()),
+                program: Some(i.program),
+                attach: Some(i.attach),
+                reason: i.reason,
+            })
+            .collect();
+        ShowView {
+            source: ShowSource::Daemon,
+            daemon_running: true,
+            filtering: Some(interfaces.iter().any(|i| i.live == Some(true))),
+            generation: Some(reply.generation),
+            pin_dir: reply.pin_dir.clone(),
+            held_by_pid: None,
+            interfaces,
+            served: served_keys(reply),
+        }
+    }
+
+    /// What the pins and the kernel say when no daemon answered.
+    pub fn from_pins(state: crate::dataplane::pins::PinnedState) -> Self {
+        let mut served = served_keys(&ShowReply::default());
+        served
+            .values_mut()
+            .for_each(|v| *v = serde_json::Value::Null);
+        ShowView {
+            source: ShowSource::Pins,
+            daemon_running: false,
+            filtering: state.filtering,
+            generation: state.generation,
+            pin_dir: state.pin_dir,
+            held_by_pid: state.held_by_pid,
+            interfaces: state
+                .interfaces
+                .into_iter()
+                .map(|i| ShownInterface {
+                    name: i.interface,
+                    ifindex: i.ifindex,
+                    mode: i.mode.map(str::to_owned),
+                    prog_id: i.prog_id,
+                    live: i.live,
+                    program: None,
+                    attach: None,
+                    reason: None,
+                })
+                .collect(),
+            served,
+        }
+    }
 }
 
 /// Why an interface is filtered (the first that applies). Serialized in
@@ -150,7 +289,7 @@ pub struct UnmanagedLink {
 }
 
 /// The daemon's health beyond the kernel, as `show` reports it.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct HealthShown {
     /// The policy file against the served policy (as of the last change,
     /// reload or `show`).
@@ -164,10 +303,11 @@ pub struct HealthShown {
 
 /// How the policy file relates to the policy the kernel serves. On the
 /// wire an object whose `state` is the variant in snake case.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "state", rename_all = "snake_case")]
 pub enum PolicySync {
     /// The file declares exactly the served policy.
+    #[default]
     InSync,
     /// An `apply --confirm-within` is served; the file holds the previous
     /// policy until `confirm`.
@@ -203,7 +343,7 @@ pub struct ReloadShown {
 }
 
 /// A policy's `limits` as `show` reports them.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LimitsShown {
     /// `"kv-2020"`, `"kv-current"` or `"explicit"`.
     pub profile: String,
@@ -214,7 +354,7 @@ pub struct LimitsShown {
 }
 
 /// A policy's `data_plane` ports as `show` reports them (host byte order).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DataPlaneShown {
     /// Guarded TCP destination ports.
     pub tcp_ports: BTreeSet<u16>,
@@ -380,13 +520,23 @@ pub struct ChangeReply {
     pub awaiting_confirmation_until: Option<String>,
 }
 
-/// `confirm`: the pending apply is now the declared policy.
+/// `confirm`: the pending apply is now the declared policy, or nothing
+/// awaited confirmation (a success too: `confirm` is idempotent).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ConfirmReply {
     /// The generation served.
     pub generation: u64,
+    /// True when a pending apply was confirmed; false when nothing awaited
+    /// confirmation. (Absent from an older daemon, which answered only a
+    /// real confirmation with success.)
+    #[serde(default = "confirmed_by_default")]
+    pub confirmed: bool,
     /// One sentence for the operator.
     pub message: String,
+}
+
+fn confirmed_by_default() -> bool {
+    true
 }
 
 /// `detach` (and the CLI's own detach when no daemon runs).

@@ -512,10 +512,15 @@ impl Daemon {
     /// Writes the applied policy to the file; until that succeeds the apply
     /// stays unconfirmed (and rolls back at its deadline).
     fn confirm(&mut self) -> Handled<ConfirmReply> {
-        let pending = self
-            .pending
-            .as_ref()
-            .ok_or_else(|| invalid("nothing awaits confirmation"))?;
+        let Some(pending) = self.pending.as_ref() else {
+            // Idempotent: a second confirm, or one after a script's retry,
+            // finds the state it wants.
+            return Ok(ConfirmReply {
+                generation: self.generation,
+                confirmed: false,
+                message: "nothing awaits confirmation".to_owned(),
+            });
+        };
         let (files, deadline) = (pending.files.clone(), pending.deadline);
         if SystemTime::now() >= deadline {
             return Err(self.too_late());
@@ -558,6 +563,7 @@ impl Daemon {
         self.detach_unwanted();
         Ok(ConfirmReply {
             generation: self.generation,
+            confirmed: true,
             message: "confirmed; the policy file now holds the applied policy".to_owned(),
         })
     }

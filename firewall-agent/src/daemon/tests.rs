@@ -16,7 +16,7 @@ use tokio::sync::{mpsc, oneshot};
 use super::{IfaceSelection, OnExit, PolicySource, RunOptions, serve};
 use crate::control::protocol::{Command, ErrorKind, Response, RuleSpec};
 use crate::control::replies::{
-    ChangeReply, DetachReply, LogsReply, RuleListReply, ShowReply, StatsReply,
+    ChangeReply, ConfirmReply, DetachReply, LogsReply, RuleListReply, ShowReply, StatsReply,
 };
 use crate::control::{client, server};
 use crate::dataplane::{XdpModeRequest, pins};
@@ -228,8 +228,10 @@ fn control_commands_change_the_policy_file_and_answer_in_their_reply_types() {
             assert_eq!(kind, ErrorKind::InvalidInput);
             assert!(message.contains("--default-action"), "{message}");
 
-            let (kind, _) = refusal(&send(&socket, Command::Confirm).await);
-            assert_eq!(kind, ErrorKind::InvalidInput);
+            // Nothing pending: a success that says so (idempotent).
+            let confirm: ConfirmReply = reply(&send(&socket, Command::Confirm).await);
+            assert!(!confirm.confirmed, "{confirm:?}");
+            assert_eq!(confirm.generation, start + 1);
 
             // The kernel's maps, read back, hold both rules.
             let list: RuleListReply = reply(&send(&socket, Command::RuleList).await);

@@ -395,10 +395,34 @@ pub struct PinnedLinkState {
     pub ifindex: Option<u32>,
     /// The XDP mode the kernel reports for it.
     pub mode: Option<&'static str>,
+    /// The id of the program the interface runs (`bpftool prog show id N`).
+    pub prog_id: Option<u32>,
     /// Whether the pinned link's program is what the interface runs;
     /// `None` when the interface is not visible from this network
     /// namespace (run `show` where the daemon runs).
     pub live: Option<bool>,
+}
+
+/// The verdict counters and access-log accounting the pinned maps hold.
+#[derive(Debug)]
+pub struct PinnedCounters {
+    /// Over every interface.
+    pub totals: super::VerdictTotals,
+    /// Per interface slot (`ifindex % firewall_common::INTERFACE_SLOTS`).
+    pub slots: Vec<super::VerdictTotals>,
+    /// The access log's kernel-side accounting.
+    pub events: super::EventTotals,
+}
+
+/// Reads the pinned counters while no daemon runs (`vaultfw stats`
+/// without a daemon). Errors: the maps are not pinned or unreadable.
+pub fn counters(dir: &PinDir) -> Result<PinnedCounters, DataplaneError> {
+    let (slots, events) = super::tables::pinned_counters(dir)?;
+    Ok(PinnedCounters {
+        totals: super::tables::sum_slots(&slots),
+        slots,
+        events,
+    })
 }
 
 /// Reads the pin directory and the kernel's view of each pinned link.
@@ -421,6 +445,7 @@ pub fn inspect(dir: &PinDir) -> PinnedState {
                 interface,
                 ifindex,
                 mode: kernel.mode,
+                prog_id: kernel.prog_id,
             });
         }
     }

@@ -290,6 +290,60 @@ impl MapSource<'_> {
     }
 }
 
+/// The verdict counters and the access log's accounting of the maps
+/// pinned under `dir`, read while no daemon holds them: per interface slot
+/// (`ifindex % INTERFACE_SLOTS`), and the events.
+pub(super) fn pinned_counters(
+    dir: &PinDir,
+) -> Result<(Vec<VerdictTotals>, EventTotals), DataplaneError> {
+    let mut maps = MapSource::Pinned(dir);
+    let verdicts: PerCpuArray<MapData, u64> = maps.open(VERDICT_COUNTERS)?;
+    let telemetry: PerCpuArray<MapData, u64> = maps.open(TELEMETRY)?;
+    Ok((verdict_slots(&verdicts)?, event_totals(&telemetry)?))
+}
+
+/// Per-CPU verdict counters summed, per interface slot.
+fn verdict_slots(
+    verdicts: &PerCpuArray<MapData, u64>,
+) -> Result<Vec<VerdictTotals>, DataplaneError> {
+    let mut slots = vec![[0u64; Verdict::COUNT]; INTERFACE_SLOTS as usize];
+    for (index, per_cpu) in verdicts.iter().enumerate() {
+        let per_cpu = per_cpu.map_err(map_err(VERDICT_COUNTERS))?;
+        let (interface, verdict) = (index / Verdict::COUNT, index % Verdict::COUNT);
+        if let Some(row) = slots.get_mut(interface) {
+            row[verdict] = per_cpu.iter().sum();
+        }
+    }
+    Ok(slots)
+}
+
+/// The totals over every interface slot.
+pub(super) fn sum_slots(slots: &[VerdictTotals]) -> VerdictTotals {
+    let mut totals = [0u64; Verdict::COUNT];
+    for row in slots {
+        for (total, value) in totals.iter_mut().zip(row) {
+            *total += value;
+        }
+    }
+    totals
+}
+
+/// The access log's accounting, per-CPU values summed.
+fn event_totals(telemetry: &PerCpuArray<MapData, u64>) -> Result<EventTotals, DataplaneError> {
+    let sum = |slot: u32| -> Result<u64, DataplaneError> {
+        Ok(telemetry
+            .get(&slot, 0)
+            .map_err(map_err(TELEMETRY))?
+            .iter()
+            .sum())
+    };
+    Ok(EventTotals {
+        sent: sum(TELEMETRY_EVENTS_SENT)?,
+        rate_limited: sum(TELEMETRY_EVENTS_RATE_LIMITED)?,
+        ring_full: sum(TELEMETRY_EVENTS_RING_FULL)?,
+    })
+}
+
 fn map_err(map: &'static str) -> impl FnOnce(MapError) -> DataplaneError {
     move |source| DataplaneError::Map { map, source }
 }
@@ -679,25 +733,11 @@ impl Tables {
     /// per-CPU values summed over every possible CPU (not only
     /// the online ones, and not one CPU's slot).
     pub(super) fn verdict_slots(&self) -> Result<Vec<VerdictTotals>, DataplaneError> {
-        let mut slots = vec![[0u64; Verdict::COUNT]; INTERFACE_SLOTS as usize];
-        for (index, per_cpu) in self.verdicts.iter().enumerate() {
-            let per_cpu = per_cpu.map_err(map_err(VERDICT_COUNTERS))?;
-            let (interface, verdict) = (index / Verdict::COUNT, index % Verdict::COUNT);
-            if let Some(row) = slots.get_mut(interface) {
-                row[verdict] = per_cpu.iter().sum();
-            }
-        }
-        Ok(slots)
+        verdict_slots(&self.verdicts)
     }
 
     pub(super) fn verdict_totals(&self) -> Result<VerdictTotals, DataplaneError> {
-        let mut totals = [0u64; Verdict::COUNT];
-        for row in self.verdict_slots()? {
-            for (total, value) in totals.iter_mut().zip(row) {
-                *total += value;
-            }
-        }
-        Ok(totals)
+        Ok(sum_slots(&self.verdict_slots()?))
     }
 
     /// Zeroes one hit slot on every CPU (a slot outside the map is ignored:
@@ -750,19 +790,7 @@ impl Tables {
     }
 
     pub(super) fn event_totals(&self) -> Result<EventTotals, DataplaneError> {
-        let sum = |slot: u32| -> Result<u64, DataplaneError> {
-            Ok(self
-                .telemetry
-                .get(&slot, 0)
-                .map_err(map_err(TELEMETRY))?
-                .iter()
-                .sum())
-        };
-        Ok(EventTotals {
-            sent: sum(TELEMETRY_EVENTS_SENT)?,
-            rate_limited: sum(TELEMETRY_EVENTS_RATE_LIMITED)?,
-            ring_full: sum(TELEMETRY_EVENTS_RING_FULL)?,
-        })
+        event_totals(&self.telemetry)
     }
 
     pub(super) fn capacity(&self) -> &Capacity {

@@ -5,6 +5,7 @@ use serde::de::DeserializeOwned;
 use serde_json::Value;
 
 use super::*;
+use crate::dataplane::pins::{PinnedLinkState, PinnedState};
 use crate::telemetry::access::AccessRecord;
 
 /// `reply` serializes to exactly `golden` and reads back to itself.
@@ -27,9 +28,8 @@ fn hits() -> RuleHits {
     }
 }
 
-#[test]
-fn show_reply_has_a_stable_wire_form() {
-    let reply = ShowReply {
+fn show_reply() -> ShowReply {
+    ShowReply {
         generation: 4,
         protected: true,
         iface: "eth0".into(),
@@ -92,7 +92,12 @@ fn show_reply_has_a_stable_wire_form() {
         },
         forwarded_traffic: "judged".into(),
         warnings: vec!["w".into()],
-    };
+    }
+}
+
+#[test]
+fn show_reply_has_a_stable_wire_form() {
+    let reply = show_reply();
     assert_wire(
         &reply,
         r#"{"generation":4,"protected":true,"iface":"eth0",
@@ -261,10 +266,15 @@ fn confirm_and_detach_replies_have_a_stable_wire_form() {
     assert_wire(
         &ConfirmReply {
             generation: 6,
+            confirmed: true,
             message: "confirmed".into(),
         },
-        r#"{"generation":6,"message":"confirmed"}"#,
+        r#"{"generation":6,"confirmed":true,"message":"confirmed"}"#,
     );
+    // An older daemon's confirmation (no `confirmed` key) was a real one.
+    let old: ConfirmReply =
+        serde_json::from_str(r#"{"generation":6,"message":"confirmed"}"#).unwrap();
+    assert!(old.confirmed);
     assert_wire(
         &DetachReply {
             detached: true,
@@ -325,4 +335,54 @@ fn logs_reply_has_the_page_fields_at_its_top_level() {
                 "events":{"sent":9,"dropped":0,"rate_limited":0,"ring_full":0},
                 "event_rate":100,"log_allowed":false,"file":null,"file_health":null}"#,
     );
+}
+
+/// The keys of a JSON object, sorted.
+fn keys(value: &Value) -> Vec<String> {
+    let mut keys: Vec<String> = value
+        .as_object()
+        .expect("an object")
+        .keys()
+        .cloned()
+        .collect();
+    keys.sort();
+    keys
+}
+
+#[test]
+fn show_has_one_schema_whether_the_daemon_answered_or_the_pins_were_read() {
+    let daemon = serde_json::to_value(ShowView::from_daemon(&show_reply())).unwrap();
+    let pins = serde_json::to_value(ShowView::from_pins(PinnedState {
+        daemon_running: false,
+        pin_dir: "/sys/fs/bpf/vaultfw".into(),
+        filtering: Some(true),
+        interfaces: vec![PinnedLinkState {
+            interface: "eth0".into(),
+            ifindex: Some(2),
+            mode: Some("native"),
+            prog_id: Some(31),
+            live: Some(true),
+        }],
+        generation: Some(4),
+        held_by_pid: None,
+    }))
+    .unwrap();
+    assert_eq!(keys(&daemon), keys(&pins));
+    assert_eq!(keys(&daemon["interfaces"][0]), keys(&pins["interfaces"][0]));
+    assert_eq!(daemon["source"], "daemon");
+    assert_eq!(pins["source"], "pins");
+    for key in ["generation", "filtering", "pin_dir"] {
+        assert_eq!(daemon[key], pins[key], "{key}");
+    }
+    for key in ["name", "ifindex", "mode", "prog_id", "live"] {
+        assert_eq!(
+            daemon["interfaces"][0][key], pins["interfaces"][0][key],
+            "{key}"
+        );
+    }
+    // What only a daemon knows is null from the pins, never missing.
+    assert_eq!(daemon["default_action"], "Deny");
+    assert!(pins["default_action"].is_null() && pins["health"].is_null());
+    assert_eq!(daemon["daemon_running"], true);
+    assert_eq!(pins["daemon_running"], false);
 }
