@@ -665,7 +665,18 @@ fn stats_watch_shows_the_rates_per_second_in_total_and_per_interface() {
         .collect();
     assert_eq!(lines.len(), 2, "{}", watch.context());
     for line in &lines {
-        assert_eq!(line["totals"]["deny_no_match"], 30, "{line}");
+        // The stats document with its rates: the same names as `stats`.
+        assert_eq!(line["ok"], true, "{line}");
+        assert_eq!(line["verb"], "stats", "{line}");
+        assert_eq!(line["counters"]["deny_no_match"], 30, "{line}");
+        assert_eq!(
+            line["interfaces"][0]["counters"]["deny_no_match"], 30,
+            "{line}"
+        );
+        assert_eq!(
+            line["interfaces"][0]["rates"]["deny_no_match"], 0.0,
+            "{line}"
+        );
         assert_eq!(
             line["rates"]["deny_no_match"], 0.0,
             "nothing was sent while watching: {line}"
@@ -679,11 +690,21 @@ fn stats_watch_shows_the_rates_per_second_in_total_and_per_interface() {
     }
     let table = agent.cli(&["stats", "--watch", "--interval", "0.2", "--count", "1"]);
     let table = String::from_utf8_lossy(&table.stdout);
+    // A table (borders `│`, inner columns `┆`): a row per verdict with its
+    // rate and its total.
+    let row = |l: &str| -> Vec<String> {
+        l.split(['│', '┆'])
+            .map(|c| c.trim().to_owned())
+            .filter(|c| !c.is_empty())
+            .collect()
+    };
     assert!(
         table.contains("per s")
-            && table
-                .lines()
-                .any(|l| l.starts_with("deny_no_match") && l.contains(" 30 ")),
+            && table.lines().map(row).any(|cells| cells
+                .first()
+                .is_some_and(|c| c == "deny_no_match")
+                && cells.get(1).is_some_and(|c| c == "0.0")
+                && cells.get(2).is_some_and(|c| c == "30")),
         "{table}"
     );
     agent.stop();

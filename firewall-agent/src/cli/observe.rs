@@ -9,13 +9,21 @@ use std::time::{Duration, Instant, SystemTime};
 
 use clap::Args;
 use firewall_common::Verdict;
-use serde_json::{Value, json};
+
+use comfy_table::{CellAlignment, Table};
 
 use super::OutputFormat;
-use super::remote::{ShowArgs, SocketArgs, client_error, daemon_reply, print_response, request};
-use crate::control::client;
+use super::output::{ErrorDetail, fail, print_success, success_line};
+use super::remote::{ShowArgs, SocketArgs, client_error, daemon_reply, print_response};
+use crate::control::client::{self, ClientError};
 use crate::control::protocol::Command;
-use crate::control::replies::{LogsReply, StatsReply, VerdictCounts};
+use crate::control::replies::{
+    EventCounts, EventStatsView, InterfaceStatsView, LogsReply, ShowSource, StatsReply, StatsView,
+    VerdictCounts, VerdictRates,
+};
+use crate::dataplane::pins;
+use crate::exit::{self, Failure};
+use crate::paths::PinDir;
 use crate::telemetry::access::AccessRecord;
 
 /// `vaultfw stats`.
@@ -60,37 +68,39 @@ fn positive_seconds(text: &str) -> Result<f64, String> {
     }
 }
 
-/// Runs `vaultfw stats`.
+/// Runs `vaultfw stats`: one sample, or with `--watch` the rates between
+/// samples. From the daemon, or, when none runs, from the pinned counters
+/// (which keep counting); then the exit code is [`exit::NOT_RUNNING`].
 pub fn stats(args: &StatsArgs) -> ExitCode {
+    let output = args.show.socket.output;
     if !args.watch {
-        return request(&args.show.socket, "stats", Command::Stats);
+        return match sample(args) {
+            Ok((view, code)) => {
+                print_success(output, "stats", &view, || print_counters(&view));
+                code
+            }
+            Err(code) => code,
+        };
     }
-    let socket = &args.show.socket;
     let interval = Duration::from_secs_f64(args.interval);
-    let mut previous: Option<(Instant, StatsReply)> = None;
+    let mut previous: Option<(Instant, StatsView)> = None;
     let mut shown = 0u64;
     loop {
-        let response = match client::send(&socket.socket, Command::Stats) {
-            Ok(response) => response,
-            Err(error) => return client_error(socket.output, "stats", &error),
-        };
-        let now: StatsReply = match daemon_reply(&response) {
-            Ok(now) => now,
-            Err(exit) => {
-                return exit.unwrap_or_else(|| print_response(socket.output, "stats", &response));
-            }
+        let (now, code) = match sample(args) {
+            Ok(sampled) => sampled,
+            Err(code) => return code,
         };
         let at = Instant::now();
         match &previous {
             Some((then, before)) => {
-                let rates = Rates::between(before, &now, at.duration_since(*then));
-                match socket.output {
-                    OutputFormat::Json => println!("{}", rates.json(&now)),
-                    OutputFormat::Table => print_rates(&rates, &now, args.interval),
+                let rated = with_rates(before, now.clone(), at.duration_since(*then));
+                match output {
+                    OutputFormat::Json => println!("{}", success_line("stats", &rated)),
+                    OutputFormat::Table => print_rates(&rated, args.interval),
                 }
                 shown += 1;
             }
-            None if socket.output == OutputFormat::Table => {
+            None if output == OutputFormat::Table => {
                 println!(
                     "vaultfw stats: first sample taken; rates follow every {} s (Ctrl-C stops)",
                     args.interval
@@ -100,130 +110,226 @@ pub fn stats(args: &StatsArgs) -> ExitCode {
         }
         let _ = std::io::stdout().flush();
         if args.count.is_some_and(|n| shown >= n) {
-            return ExitCode::SUCCESS;
+            return code;
         }
         previous = Some((at, now));
         std::thread::sleep(interval);
     }
 }
 
-/// Counter growth per second between two `Stats` answers.
-struct Rates {
-    seconds: f64,
-    totals: Vec<(String, u64, f64)>,
-    interfaces: Vec<(String, Vec<f64>)>,
-    events_sent: f64,
-    events_dropped: f64,
+/// One sample and the exit code it implies (0 from the daemon,
+/// [`exit::NOT_RUNNING`] from the pins); `Err`: the failure, printed.
+fn sample(args: &StatsArgs) -> Result<(StatsView, ExitCode), ExitCode> {
+    let socket = &args.show.socket;
+    match client::send(&socket.socket, Command::Stats) {
+        Ok(response) => match daemon_reply::<StatsReply>(&response) {
+            Ok(reply) => Ok((StatsView::from_daemon(&reply), ExitCode::SUCCESS)),
+            Err(code) => {
+                Err(code.unwrap_or_else(|| print_response(socket.output, "stats", &response)))
+            }
+        },
+        Err(not_running @ ClientError::NotRunning { .. }) => {
+            let dir = PinDir::new(&args.show.pin_dir);
+            match pinned_stats(&dir) {
+                Ok(view) => Ok((view, ExitCode::from(exit::NOT_RUNNING))),
+                Err(error) => Err(fail(
+                    socket.output,
+                    "stats",
+                    ErrorDetail::new(
+                        Failure::NotRunning,
+                        format!(
+                            "{not_running}; and no pinned counters in {} to read ({error})",
+                            args.show.pin_dir.display()
+                        ),
+                    ),
+                )),
+            }
+        }
+        Err(error) => Err(client_error(socket.output, "stats", &error)),
+    }
 }
 
-impl Rates {
-    fn between(before: &StatsReply, now: &StatsReply, elapsed: Duration) -> Self {
-        let seconds = elapsed.as_secs_f64().max(1e-6);
-        let rate = |a: u64, b: u64| b.saturating_sub(a) as f64 / seconds;
-        let count =
-            |counters: &VerdictCounts, v: &Verdict| counters.get(v.name()).copied().unwrap_or(0);
-        let totals = Verdict::ALL
+/// The counters pinned under `dir`, per pinned interface that exists here.
+fn pinned_stats(dir: &PinDir) -> Result<StatsView, crate::dataplane::DataplaneError> {
+    let counters = pins::counters(dir)?;
+    let state = pins::inspect(dir);
+    let interfaces = state
+        .interfaces
+        .iter()
+        .filter_map(|link| {
+            let ifindex = link.ifindex?;
+            let slot = counters
+                .slots
+                .get((ifindex % firewall_common::INTERFACE_SLOTS) as usize)?;
+            Some(InterfaceStatsView {
+                name: link.interface.clone(),
+                ifindex,
+                counters: verdict_counts(slot),
+                rates: None,
+            })
+        })
+        .collect();
+    let events = counters.events;
+    Ok(StatsView {
+        source: ShowSource::Pins,
+        generation: state.generation,
+        counters: verdict_counts(&counters.totals),
+        interfaces,
+        events: EventStatsView {
+            counts: EventCounts::new(events.sent, events.rate_limited, events.ring_full),
+            sent_per_s: None,
+            dropped_per_s: None,
+        },
+        time: None,
+        interval_s: None,
+        packets_per_s: None,
+        rates: None,
+    })
+}
+
+/// Counter totals by counter name.
+fn verdict_counts(totals: &crate::dataplane::VerdictTotals) -> VerdictCounts {
+    Verdict::ALL
+        .iter()
+        .map(|v| (v.name().to_owned(), totals[v.index() as usize]))
+        .collect()
+}
+
+/// `now` with the rates of its counters since `before`, `elapsed` earlier.
+fn with_rates(before: &StatsView, mut now: StatsView, elapsed: Duration) -> StatsView {
+    let seconds = elapsed.as_secs_f64().max(1e-6);
+    let rate = |a: u64, b: u64| round2(b.saturating_sub(a) as f64 / seconds);
+    let rates = |old: Option<&VerdictCounts>, new: &VerdictCounts| -> VerdictRates {
+        Verdict::ALL
             .iter()
             .map(|v| {
-                let (a, b) = (count(&before.counters, v), count(&now.counters, v));
-                (v.name().to_owned(), b, rate(a, b))
+                let name = v.name();
+                let count = |c: &VerdictCounts| c.get(name).copied().unwrap_or(0);
+                let per_s = old.map_or(0.0, |old| rate(count(old), count(new)));
+                (name.to_owned(), per_s)
             })
-            .collect();
-        let interfaces = now
+            .collect()
+    };
+    let totals = rates(Some(&before.counters), &now.counters);
+    for interface in &mut now.interfaces {
+        let old = before
             .interfaces
             .iter()
-            .map(|i| {
-                let old = before
-                    .interfaces
-                    .iter()
-                    .find(|o| o.name == i.name && o.ifindex == i.ifindex);
-                let rates = Verdict::ALL
-                    .iter()
-                    .map(|v| match old {
-                        Some(old) => rate(count(&old.counters, v), count(&i.counters, v)),
-                        None => 0.0,
-                    })
-                    .collect();
-                (i.name.clone(), rates)
-            })
-            .collect();
-        Rates {
-            seconds,
-            totals,
-            interfaces,
-            events_sent: rate(before.events.sent, now.events.sent),
-            events_dropped: rate(before.events.dropped, now.events.dropped),
-        }
+            .find(|o| o.name == interface.name && o.ifindex == interface.ifindex);
+        interface.rates = Some(rates(old.map(|o| &o.counters), &interface.counters));
     }
-
-    fn json(&self, now: &StatsReply) -> Value {
-        let rates: serde_json::Map<String, Value> = self
-            .totals
-            .iter()
-            .map(|(n, _, r)| (n.clone(), json!(round2(*r))))
-            .collect();
-        let interfaces: Vec<Value> = self
-            .interfaces
-            .iter()
-            .map(|(name, rates)| {
-                let rates: serde_json::Map<String, Value> = Verdict::ALL
-                    .iter()
-                    .zip(rates)
-                    .map(|(v, r)| (v.name().to_owned(), json!(round2(*r))))
-                    .collect();
-                json!({ "name": name, "rates": rates })
-            })
-            .collect();
-        json!({
-            "time": humantime::format_rfc3339_millis(SystemTime::now()).to_string(),
-            "interval_s": round2(self.seconds),
-            "generation": now.generation,
-            "packets_per_s": round2(self.totals.iter().map(|(_, _, r)| r).sum()),
-            "rates": rates,
-            "totals": now.counters,
-            "interfaces": interfaces,
-            "events": {
-                "sent_per_s": round2(self.events_sent),
-                "dropped_per_s": round2(self.events_dropped),
-                "sent": now.events.sent,
-                "dropped": now.events.dropped,
-            },
-        })
-    }
+    now.packets_per_s = Some(round2(totals.values().sum()));
+    now.rates = Some(totals);
+    now.events.sent_per_s = Some(rate(before.events.counts.sent, now.events.counts.sent));
+    now.events.dropped_per_s = Some(rate(
+        before.events.counts.dropped,
+        now.events.counts.dropped,
+    ));
+    now.interval_s = Some(round2(seconds));
+    now.time = Some(humantime::format_rfc3339_millis(SystemTime::now()).to_string());
+    now
 }
 
 fn round2(x: f64) -> f64 {
     (x * 100.0).round() / 100.0
 }
 
-fn print_rates(rates: &Rates, now: &StatsReply, interval: f64) {
+/// A table with the given header, right-aligned but for the first column.
+fn table(header: Vec<String>) -> Table {
+    let mut table = Table::new();
+    table.load_style(comfy_table::presets::UTF8_FULL_CONDENSED);
+    let columns = header.len();
+    table.set_header(header);
+    for index in 1..columns {
+        if let Some(column) = table.column_mut(index) {
+            column.set_cell_alignment(CellAlignment::Right);
+        }
+    }
+    table
+}
+
+/// One sample for people: a verdict per row, the total and each
+/// interface's count per column; then the access log's accounting.
+fn print_counters(view: &StatsView) {
+    let mut header = vec!["verdict".to_owned(), "total".to_owned()];
+    header.extend(view.interfaces.iter().map(|i| i.name.clone()));
+    let mut rows = table(header);
+    let count = |c: &VerdictCounts, name: &str| c.get(name).copied().unwrap_or(0);
+    for verdict in Verdict::ALL {
+        let name = verdict.name();
+        let mut row = vec![name.to_owned(), count(&view.counters, name).to_string()];
+        row.extend(
+            view.interfaces
+                .iter()
+                .map(|i| count(&i.counters, name).to_string()),
+        );
+        rows.add_row(row);
+    }
+    let source = match view.source {
+        ShowSource::Daemon => "the daemon",
+        ShowSource::Pins => "the pinned counters (no daemon answered)",
+    };
+    let generation = view
+        .generation
+        .map_or_else(|| "unknown".to_owned(), |g| g.to_string());
+    println!("vaultfw stats — generation {generation} — from {source}");
+    println!("{rows}");
+    let e = &view.events.counts;
+    println!(
+        "access-log events: sent {}, dropped {} (rate limit {}, ring full {})",
+        e.sent, e.dropped, e.rate_limited, e.ring_full
+    );
+}
+
+/// `--watch` for people: each verdict's rate per second (in total and
+/// per interface) beside its total.
+fn print_rates(view: &StatsView, interval: f64) {
     let mut out = String::new();
     if std::io::stdout().is_terminal() {
         out.push_str("\x1b[2J\x1b[H"); // clear the screen, cursor home
     }
+    let generation = view
+        .generation
+        .map_or_else(|| "unknown".to_owned(), |g| g.to_string());
     out.push_str(&format!(
-        "vaultfw stats — generation {} — {} — every {interval} s (Ctrl-C stops)\n\n",
-        now.generation,
+        "vaultfw stats — generation {generation} — {} — every {interval} s (Ctrl-C stops)\n",
         humantime::format_rfc3339_seconds(SystemTime::now()),
     ));
-    out.push_str(&format!("{:<24}{:>14}{:>12}", "verdict", "total", "per s"));
-    for (name, _) in &rates.interfaces {
-        out.push_str(&format!("{:>16}", format!("{name} /s")));
+    let mut header = vec!["verdict".to_owned(), "per s".to_owned(), "total".to_owned()];
+    header.extend(view.interfaces.iter().map(|i| format!("{} /s", i.name)));
+    let mut rows = table(header);
+    let rate = |r: &Option<VerdictRates>, name: &str| {
+        format!(
+            "{:.1}",
+            r.as_ref().and_then(|r| r.get(name)).copied().unwrap_or(0.0)
+        )
+    };
+    for verdict in Verdict::ALL {
+        let name = verdict.name();
+        let total = view.counters.get(name).copied().unwrap_or(0);
+        let mut row = vec![name.to_owned(), rate(&view.rates, name), total.to_string()];
+        row.extend(view.interfaces.iter().map(|i| rate(&i.rates, name)));
+        rows.add_row(row);
     }
-    out.push('\n');
-    for (i, (name, total, rate)) in rates.totals.iter().enumerate() {
-        out.push_str(&format!("{name:<24}{total:>14}{rate:>12.1}"));
-        for (_, per) in &rates.interfaces {
-            out.push_str(&format!("{:>16.1}", per[i]));
-        }
-        out.push('\n');
-    }
-    let all: f64 = rates.totals.iter().map(|(_, _, r)| r).sum();
-    let frames: u64 = rates.totals.iter().map(|(_, t, _)| t).sum();
-    out.push_str(&format!("{:<24}{frames:>14}{all:>12.1}\n\n", "all frames"));
+    let frames: u64 = view.counters.values().sum();
+    let mut all = vec![
+        "all frames".to_owned(),
+        format!("{:.1}", view.packets_per_s.unwrap_or(0.0)),
+        frames.to_string(),
+    ];
+    all.extend(view.interfaces.iter().map(|i| {
+        let sum: f64 = i.rates.as_ref().map_or(0.0, |r| r.values().sum());
+        format!("{sum:.1}")
+    }));
+    rows.add_row(all);
+    out.push_str(&format!("{rows}\n"));
+    let e = &view.events;
     out.push_str(&format!(
         "access-log events: sent {} ({:.1}/s), dropped {} ({:.1}/s)\n",
-        now.events.sent, rates.events_sent, now.events.dropped, rates.events_dropped
+        e.counts.sent,
+        e.sent_per_s.unwrap_or(0.0),
+        e.counts.dropped,
+        e.dropped_per_s.unwrap_or(0.0)
     ));
     print!("{out}");
 }
@@ -312,11 +418,11 @@ fn record_line(r: &AccessRecord) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::control::replies::{EventCounts, InterfaceStats};
+    use crate::control::replies::InterfaceStats;
 
-    fn sample(passed: u64, on_eth0: u64, sent: u64) -> StatsReply {
+    fn sample(passed: u64, on_eth0: u64, sent: u64) -> StatsView {
         let counters = |n: u64| VerdictCounts::from([(Verdict::ALL[0].name().to_owned(), n)]);
-        StatsReply {
+        StatsView::from_daemon(&StatsReply {
             generation: 7,
             counters: counters(passed),
             interfaces: vec![InterfaceStats {
@@ -325,40 +431,41 @@ mod tests {
                 counters: counters(on_eth0),
             }],
             events: EventCounts::new(sent, 0, 0),
-        }
+        })
     }
 
     #[test]
     fn watch_rates_are_counter_growth_per_second_in_total_and_per_interface() {
-        let rates = Rates::between(
-            &sample(10, 4, 1),
-            &sample(30, 14, 5),
-            Duration::from_secs(2),
-        );
+        let rated = with_rates(&sample(10, 4, 1), sample(30, 14, 5), Duration::from_secs(2));
         let first = Verdict::ALL[0].name();
-        assert_eq!(rates.totals[0], (first.to_owned(), 30, 10.0));
-        assert_eq!(
-            rates.interfaces,
-            [("eth0".to_owned(), {
-                let mut per = vec![0.0; Verdict::ALL.len()];
-                per[0] = 5.0;
-                per
-            })]
-        );
-        assert_eq!(rates.events_sent, 2.0);
-        let json = rates.json(&sample(30, 14, 5));
+        let rates = rated.rates.as_ref().unwrap();
+        assert_eq!(rates[first], 10.0);
+        assert_eq!(rates[Verdict::ALL[1].name()], 0.0);
+        assert_eq!(rated.packets_per_s, Some(10.0));
+        assert_eq!(rated.interfaces[0].rates.as_ref().unwrap()[first], 5.0);
+        assert_eq!(rated.events.sent_per_s, Some(2.0));
+        assert_eq!(rated.interval_s, Some(2.0));
+        // The same names as a single sample: the counters stay `counters`.
+        let json = serde_json::to_value(&rated).unwrap();
         assert_eq!(json["generation"], 7);
+        assert_eq!(json["counters"][first], 30);
         assert_eq!(json["rates"][first], 10.0);
-        assert_eq!(json["totals"][first], 30);
+        assert_eq!(json["events"]["sent"], 5);
         assert_eq!(json["events"]["sent_per_s"], 2.0);
+        let single = serde_json::to_value(sample(30, 14, 5)).unwrap();
+        let keys =
+            |v: &serde_json::Value| v.as_object().unwrap().keys().cloned().collect::<Vec<_>>();
+        assert_eq!(keys(&json), keys(&single));
+        assert!(single["rates"].is_null() && single["events"]["sent_per_s"].is_null());
     }
 
     #[test]
     fn an_interface_new_since_the_last_sample_has_no_rate_yet() {
         let mut before = sample(10, 4, 0);
         before.interfaces[0].ifindex = 9; // same name, another interface
-        let rates = Rates::between(&before, &sample(30, 14, 0), Duration::from_secs(1));
-        assert!(rates.interfaces[0].1.iter().all(|r| *r == 0.0));
+        let rated = with_rates(&before, sample(30, 14, 0), Duration::from_secs(1));
+        let rates = rated.interfaces[0].rates.as_ref().unwrap();
+        assert!(rates.values().all(|r| *r == 0.0));
     }
 
     #[test]

@@ -192,7 +192,12 @@ pub fn print_success(
 pub fn print_failure(output: OutputFormat, verb: &str, errors: Vec<ErrorDetail>) -> ExitCode {
     let doc = ErrorDoc::new(verb, errors);
     match output {
-        OutputFormat::Json => println!("{:#}", doc.to_value()),
+        OutputFormat::Json => {
+            // Written from the struct: `ok` first, as in a success.
+            let pretty = serde_json::to_string_pretty(&doc)
+                .expect("invariant: the error document serializes");
+            println!("{pretty}");
+        }
         OutputFormat::Table => {
             for error in &doc.errors {
                 eprintln!("vaultfw: {}", human(error));

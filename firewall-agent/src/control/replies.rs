@@ -6,7 +6,7 @@
 //! | command | reply |
 //! |---|---|
 //! | `show` | [`ShowReply`] (the CLI prints it as a [`ShowView`]) |
-//! | `stats` | [`StatsReply`] |
+//! | `stats` | [`StatsReply`] (the CLI prints it as a [`StatsView`]) |
 //! | `rule_list` | [`RuleListReply`] |
 //! | `rule_add`, `rule_remove`, `update`, `apply` | [`ChangeReply`] |
 //! | `confirm` | [`ConfirmReply`] |
@@ -413,6 +413,93 @@ impl EventCounts {
             dropped: rate_limited + ring_full,
             rate_limited,
             ring_full,
+        }
+    }
+}
+
+/// Frames per second by counter name (`firewall_common::Verdict::name`).
+pub type VerdictRates = BTreeMap<String, f64>;
+
+/// `vaultfw stats`'s document, and each JSON line of `stats --watch`: one
+/// schema whether the daemon answered or the pinned counters were read,
+/// and whether rates were measured. The rate keys (`time`, `interval_s`,
+/// `packets_per_s`, `rates`, an interface's `rates`, `events.*_per_s`) are
+/// `null` in a single sample.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct StatsView {
+    /// Where the counters were read.
+    pub source: ShowSource,
+    /// The generation the kernel serves (`None`: unreadable from the pins).
+    pub generation: Option<u64>,
+    /// Frames counted since the counters were created, over every
+    /// interface.
+    pub counters: VerdictCounts,
+    /// Per filtered (daemon) or pinned (pins) interface.
+    pub interfaces: Vec<InterfaceStatsView>,
+    /// The access log's kernel-side accounting.
+    pub events: EventStatsView,
+    /// `--watch`: when the later sample was taken (RFC 3339, ms).
+    pub time: Option<String>,
+    /// `--watch`: seconds between the two samples.
+    pub interval_s: Option<f64>,
+    /// `--watch`: frames per second over every counter.
+    pub packets_per_s: Option<f64>,
+    /// `--watch`: each counter's growth per second.
+    pub rates: Option<VerdictRates>,
+}
+
+/// One interface's counters in [`StatsView`].
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct InterfaceStatsView {
+    /// Its name.
+    pub name: String,
+    /// Its ifindex.
+    pub ifindex: u32,
+    /// Its counters.
+    pub counters: VerdictCounts,
+    /// `--watch`: each counter's growth per second (zeros for an interface
+    /// new since the previous sample).
+    pub rates: Option<VerdictRates>,
+}
+
+/// The access log's accounting in [`StatsView`].
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct EventStatsView {
+    /// The counts.
+    #[serde(flatten)]
+    pub counts: EventCounts,
+    /// `--watch`: events sent per second.
+    pub sent_per_s: Option<f64>,
+    /// `--watch`: events dropped per second.
+    pub dropped_per_s: Option<f64>,
+}
+
+impl StatsView {
+    /// A single sample the daemon answered.
+    pub fn from_daemon(reply: &StatsReply) -> Self {
+        StatsView {
+            source: ShowSource::Daemon,
+            generation: Some(reply.generation),
+            counters: reply.counters.clone(),
+            interfaces: reply
+                .interfaces
+                .iter()
+                .map(|i| InterfaceStatsView {
+                    name: i.name.clone(),
+                    ifindex: i.ifindex,
+                    counters: i.counters.clone(),
+                    rates: None,
+                })
+                .collect(),
+            events: EventStatsView {
+                counts: reply.events,
+                sent_per_s: None,
+                dropped_per_s: None,
+            },
+            time: None,
+            interval_s: None,
+            packets_per_s: None,
+            rates: None,
         }
     }
 }
