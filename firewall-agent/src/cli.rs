@@ -80,7 +80,8 @@ pub enum Command {
     ///
     /// Example: vaultfw apply new-policy.toml --confirm-within 60s
     Apply(ApplyArgs),
-    /// Confirm a pending `apply --confirm-within`.
+    /// Confirm a pending `apply --confirm-within`. Idempotent: with
+    /// nothing pending it exits 0 and says so (`"confirmed": false`).
     ///
     /// Example: vaultfw confirm
     Confirm(SocketArgs),
@@ -92,6 +93,7 @@ pub enum Command {
     Show(ShowArgs),
     /// Verdict counter totals (in total and per interface) and the access
     /// log's accounting; with --watch, a live view of the rates per second.
+    /// With no daemon running, the pinned counters (exit 3).
     ///
     /// Example: vaultfw stats
     ///
