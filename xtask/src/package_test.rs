@@ -340,6 +340,14 @@ fn daemon_with_fewer_capabilities(root: &Path) -> Result<()> {
     let namespace = format!("vfwpkg{id}");
     let pins = PathBuf::from(format!("/sys/fs/bpf/vaultfw-pkgtest-{id}"));
     let socket = PathBuf::from(format!("/run/vaultfw-pkgtest-{id}.sock"));
+    // systemd mounts bpffs at boot, and the kubelet's hosts have it; a
+    // bare CI machine may not: mount it as systemd would, since the daemon
+    // without CAP_SYS_ADMIN cannot.
+    let fs_type = output(Command::new("stat").args(["-f", "-c", "%T", "/sys/fs/bpf"]))?;
+    if fs_type.trim() != "bpf_fs" {
+        run(Command::new("mount").args(["-t", "bpf", "bpffs", "/sys/fs/bpf"]))
+            .context("mounting bpffs at /sys/fs/bpf")?;
+    }
     run(Command::new("ip").args(["netns", "add", &namespace]))?;
     let result = (|| -> Result<()> {
         let ip = |args: &[&str]| run(Command::new("ip").args(["-n", &namespace]).args(args));
