@@ -6,6 +6,7 @@ use clap::{Parser, Subcommand};
 
 use crate::paths::{DEFAULT_PIN_DIR, DEFAULT_SOCKET};
 
+pub mod man_pages;
 pub mod observe;
 pub mod output;
 pub mod remote;
@@ -117,6 +118,9 @@ pub enum Command {
     ///
     /// Example: vaultfw completions bash > /etc/bash_completion.d/vaultfw
     Completions(CompletionsArgs),
+    /// Write the man pages into DIR (for packaging).
+    #[command(hide = true)]
+    ManPages(man_pages::ManPagesArgs),
 }
 
 /// `vaultfw run`.

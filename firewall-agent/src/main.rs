@@ -35,6 +35,7 @@ fn main() -> ExitCode {
         Command::Logs(args) => vaultfw::cli::observe::logs(&args),
         Command::Detach(args) => remote::detach(&args),
         Command::Completions(args) => remote::completions(&args),
+        Command::ManPages(args) => vaultfw::cli::man_pages::man_pages(&args),
     }
 }
 

@@ -158,6 +158,14 @@ fn panic(_info: &core::panic::PanicInfo) -> ! {
     loop {}
 }
 
+// The kernel lets a program call a GPL-only helper only when its license
+// string is GPL-compatible. This program calls one: `bpf_fib_lookup`
+// (route.rs, the routing lookup behind --pass-forwarded; its XDP prototype
+// is `gpl_only`), so the object declares "Dual MIT/GPL", which the kernel
+// accepts as GPL-compatible. The source stays under the workspace's
+// `MIT OR Apache-2.0` (LICENSE-MIT, LICENSE-APACHE); the other helpers it
+// calls (map lookups, `bpf_ringbuf_output`, `bpf_ktime_get_coarse_ns`) are
+// not GPL-only.
 #[unsafe(link_section = "license")]
 #[unsafe(no_mangle)]
 static LICENSE: [u8; 13] = *b"Dual MIT/GPL\0";

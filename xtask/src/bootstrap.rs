@@ -153,6 +153,46 @@ fn ensure_iproute2() -> Result<()> {
     }
 }
 
+/// Install the Debian packages of `packages` (name, why) that dpkg does not
+/// list as installed, saying which and why, after one `apt-get update`.
+/// `purpose` names the command in the messages (`package`). Needs root when
+/// something is missing.
+pub fn ensure_debian_packages(purpose: &str, packages: &[(&str, &str)]) -> Result<()> {
+    let missing: Vec<&(&str, &str)> = packages
+        .iter()
+        .filter(|(p, _)| !debian_package_installed(p))
+        .collect();
+    if missing.is_empty() {
+        println!("xtask: {purpose}: Debian packages: present");
+        return Ok(());
+    }
+    let names: Vec<&str> = missing.iter().map(|(p, _)| *p).collect();
+    if !nix::unistd::geteuid().is_root() {
+        bail!(
+            "{purpose} needs these Debian packages, and installing them needs root: \
+             `apt-get install {}`",
+            names.join(" ")
+        );
+    }
+    for (package, why) in &missing {
+        println!("xtask: {purpose}: installing: {package} ({why})");
+    }
+    run(Command::new("apt-get").args(["update", "-qq"])).context("apt-get update")?;
+    run(Command::new("apt-get")
+        .args(["install", "-y", "--no-install-recommends"])
+        .args(&names)
+        .env("DEBIAN_FRONTEND", "noninteractive"))
+    .with_context(|| format!("installing {purpose}'s Debian packages"))
+}
+
+/// Whether dpkg says `package` is installed.
+fn debian_package_installed(package: &str) -> bool {
+    Command::new("dpkg-query")
+        .args(["-W", "-f=${db:Status-Status}", package])
+        .output()
+        .is_ok_and(|out| out.status.success() && out.stdout == b"installed")
+}
+
 /// The cargo that runs xtask (so nested builds use the same toolchain).
 pub fn cargo() -> String {
     env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned())

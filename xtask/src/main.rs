@@ -11,6 +11,7 @@
 mod bench;
 mod bootstrap;
 mod fuzz;
+mod package;
 mod tasks;
 mod vm;
 
@@ -80,6 +81,15 @@ enum Command {
         #[arg(long)]
         quick: bool,
     },
+    /// Build what an operator installs, under target/package/: the
+    /// statically linked `vaultfw`, a .deb (binary, systemd unit,
+    /// /etc/default/vaultfw, example policy, man pages, completions;
+    /// checked by lintian) and an OCI image FROM scratch (an OCI archive,
+    /// built with buildah). Installs file, lintian, buildah and podman with
+    /// apt-get if missing. With --test (root), also tests them.
+    ///
+    /// Example: cargo xtask package --test
+    Package(package::PackageArgs),
 }
 
 fn main() -> ExitCode {
@@ -98,6 +108,7 @@ fn main() -> ExitCode {
         Command::VmTest(args) => vm::vm_test(args),
         Command::Fuzz(args) => fuzz::fuzz(args),
         Command::Bench { quick } => bench::bench(&bench::BenchOptions { quick }),
+        Command::Package(args) => package::package(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -20,14 +20,14 @@ const DEMO_BIN: &str = "vaultfw-demo";
 const VAULTFW_BIN_ENV: &str = "VAULTFW_BIN";
 
 /// The workspace root (xtask lives one level below it).
-fn workspace_root() -> &'static Path {
+pub(crate) fn workspace_root() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .parent()
         .expect("xtask/ has a parent directory")
 }
 
 /// A `cargo` command run from the workspace root.
-fn cargo_cmd() -> Command {
+pub(crate) fn cargo_cmd() -> Command {
     let mut cmd = Command::new(cargo());
     cmd.current_dir(workspace_root());
     cmd

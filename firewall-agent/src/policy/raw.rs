@@ -116,9 +116,9 @@ impl Keys {
 }
 
 /// Keys of `[data_plane]`.
-const DATA_PLANE_KEYS: [&str; 3] = ["tcp_ports", "udp_ports", "guard_control_ports"];
+pub(super) const DATA_PLANE_KEYS: [&str; 3] = ["tcp_ports", "udp_ports", "guard_control_ports"];
 /// Keys of an explicit `limits` table.
-const LIMITS_KEYS: [&str; 2] = ["ip_rules", "virtual_network_rules"];
+pub(super) const LIMITS_KEYS: [&str; 2] = ["ip_rules", "virtual_network_rules"];
 
 /// The policy file as written, shape-checked.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -21,9 +21,9 @@ pub const VNET_RULE_KEYS: [&str; 6] = [
     "expires_at",
 ];
 /// Keys of an `endpoint` table.
-const ENDPOINT_KEYS: [&str; 2] = ["interface", "vlan"];
+pub(super) const ENDPOINT_KEYS: [&str; 2] = ["interface", "vlan"];
 /// Keys of `[trusted_services]`.
-const TRUSTED_KEYS: [&str; 2] = ["service_tags_file", "enabled"];
+pub(super) const TRUSTED_KEYS: [&str; 2] = ["service_tags_file", "enabled"];
 
 /// One IP rule as written.
 #[derive(Clone, Debug, PartialEq, Eq)]

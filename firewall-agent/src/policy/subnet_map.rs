@@ -41,7 +41,7 @@ use super::raw_rules::{RawIpRule, RawVnetRule, ip_rule, vnet_rule};
 use super::raw_value::{Field, sorted, type_error, unknown_key};
 
 /// The keys a subnet map may hold.
-const MAP_KEYS: [&str; 7] = [
+pub(super) const MAP_KEYS: [&str; 7] = [
     "mode",
     "ipv6",
     "limits",
