@@ -4,7 +4,7 @@
 //! kernel holds them; `stats` counts each verdict exactly; `update` changes
 //! the default action and the bypass (invalid values: exit 2); every verb
 //! exits 3 when no daemon listens; a non-root caller is told the socket is
-//! root-only; `--help` has an example for each verb; completions print.
+//! root-only; `--help` has an example for each verb; completions print (hidden verbs left out).
 
 use std::os::unix::fs::PermissionsExt;
 use std::process::Command;
@@ -341,6 +341,10 @@ fn every_verb_has_help_with_an_example_and_completions_print() {
         assert!(
             text.contains("if-generation"),
             "{shell} completions lack the options"
+        );
+        assert!(
+            !text.contains("man-pages"),
+            "{shell} completions offer the hidden packaging verb"
         );
     }
 }

@@ -305,7 +305,17 @@ pub fn detach(args: &DetachArgs) -> ExitCode {
 
 /// Prints a completion script.
 pub fn completions(args: &CompletionsArgs) -> ExitCode {
-    let mut command = <super::Cli as clap::CommandFactory>::command();
+    let full = <super::Cli as clap::CommandFactory>::command();
+    // clap_complete offers hidden verbs too (`man-pages`, for packaging):
+    // complete a copy that holds only what the help shows.
+    let mut command = clap::Command::new("vaultfw")
+        .version(env!("CARGO_PKG_VERSION"))
+        .args(full.get_arguments().cloned())
+        .subcommands(
+            full.get_subcommands()
+                .filter(|verb| !verb.is_hide_set())
+                .cloned(),
+        );
     clap_complete::generate(args.shell, &mut command, "vaultfw", &mut std::io::stdout());
     ExitCode::SUCCESS
 }
