@@ -10,7 +10,7 @@ use serde_json::Value;
 use super::OutputFormat;
 use crate::control::client::{self, ClientError};
 use crate::control::protocol::{Command, ErrorKind, Response, RuleSpec, SentFile};
-use crate::control::replies::DetachReply;
+use crate::control::replies::{DetachReply, Readiness, ShowReply};
 use crate::exit;
 use crate::paths::{DEFAULT_PIN_DIR, DEFAULT_SOCKET, PinDir};
 use crate::policy::PolicySource;
@@ -34,6 +34,20 @@ pub struct ShowArgs {
     /// Pin directory to inspect when no daemon runs.
     #[arg(long, value_name = "DIR", default_value = DEFAULT_PIN_DIR)]
     pub pin_dir: PathBuf,
+}
+
+/// `vaultfw show`.
+#[derive(Debug, Args)]
+pub struct ShowCmd {
+    #[command(flatten)]
+    pub show: ShowArgs,
+    /// Exit 0 when the filter is in force as declared (every interface to
+    /// filter attached, the policy file in sync, the last reload accepted),
+    /// 1 when not or when no daemon runs; print why. For exec probes.
+    ///
+    /// Example: vaultfw show --check
+    #[arg(long)]
+    pub check: bool,
 }
 
 /// `vaultfw detach`.
@@ -238,8 +252,13 @@ pub fn confirm(args: &SocketArgs) -> ExitCode {
 }
 
 /// Runs `vaultfw show`: from the daemon, or, when none runs, from the pins
-/// (so a stopped host still says whether it is filtered).
-pub fn show(args: &ShowArgs) -> ExitCode {
+/// (so a stopped host still says whether it is filtered). With `--check`,
+/// only whether the daemon is ready.
+pub fn show(cmd: &ShowCmd) -> ExitCode {
+    let args = &cmd.show;
+    if cmd.check {
+        return check_ready(&args.socket);
+    }
     match client::send(&args.socket.socket, Command::Show) {
         Ok(response) => print_response(args.socket.output, &response),
         Err(ClientError::NotRunning { .. }) => {
@@ -251,6 +270,47 @@ pub fn show(args: &ShowArgs) -> ExitCode {
             ExitCode::from(exit::NOT_RUNNING)
         }
         Err(error) => client_error(&error),
+    }
+}
+
+/// `vaultfw show --check`: the daemon's readiness (the one `/readyz`
+/// answers) as the exit code, 0 ready, 1 not; the reasons on stdout.
+fn check_ready(socket: &SocketArgs) -> ExitCode {
+    let readiness = match client::send(&socket.socket, Command::Show) {
+        Ok(response) => match response.result_as::<ShowReply>() {
+            Some(Ok(show)) => show.health.readiness,
+            Some(Err(error)) => Readiness {
+                ready: false,
+                reasons: vec![format!("the daemon's answer is unreadable: {error}")],
+            },
+            None => Readiness {
+                ready: false,
+                reasons: vec![format!(
+                    "the daemon refused `show`: {}",
+                    response
+                        .error
+                        .as_ref()
+                        .map_or("no reason given", |e| &e.message)
+                )],
+            },
+        },
+        Err(error) => Readiness {
+            ready: false,
+            reasons: vec![error.to_string()],
+        },
+    };
+    match socket.output {
+        OutputFormat::Json => println!(
+            "{}",
+            serde_json::to_string_pretty(&readiness).unwrap_or_default()
+        ),
+        OutputFormat::Table if readiness.ready => println!("ready"),
+        OutputFormat::Table => println!("not ready: {}", readiness.reasons.join("; ")),
+    }
+    if readiness.ready {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
     }
 }
 

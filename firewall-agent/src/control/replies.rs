@@ -160,6 +160,21 @@ pub struct HealthShown {
     /// Whether the control socket file is still the one the daemon bound
     /// (removed by hand, the CLI cannot reach the daemon).
     pub control_socket_present: bool,
+    /// Whether the filter is in force as declared (what `/readyz`,
+    /// systemd's `READY=1` and `show --check` report).
+    pub readiness: Readiness,
+}
+
+/// Whether the filter is in force as declared: every interface the daemon
+/// must filter is attached, the policy file declares the served policy
+/// (or an apply awaits confirmation), and the last reload was accepted.
+/// Also the body of `/readyz`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Readiness {
+    /// All of the above holds.
+    pub ready: bool,
+    /// Why not, one short sentence each (empty when ready).
+    pub reasons: Vec<String>,
 }
 
 /// How the policy file relates to the policy the kernel serves. On the
