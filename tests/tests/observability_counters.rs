@@ -474,7 +474,12 @@ fn counter_lines_rule_hits_and_metrics_equal_the_traffic_sent() {
     assert_eq!(rule("trusted", "Sql", "packets"), 0.0, "{text}");
     // Events: one per denied SYN, one for the denied UDP flow (one per flow
     // and second), all within the default rate.
-    let sent = metric(&samples, "vaultfw_access_log_events_written_total", &[], text);
+    let sent = metric(
+        &samples,
+        "vaultfw_access_log_events_written_total",
+        &[],
+        text,
+    );
     let dropped: f64 = ["rate_limited", "ring_full"]
         .iter()
         .map(|r| {
