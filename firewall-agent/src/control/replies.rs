@@ -165,17 +165,9 @@ pub struct HealthShown {
     pub readiness: Readiness,
 }
 
-/// Whether the filter is in force as declared: every interface the daemon
-/// must filter is attached, the policy file declares the served policy
-/// (or an apply awaits confirmation), and the last reload was accepted.
-/// Also the body of `/readyz`.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Readiness {
-    /// All of the above holds.
-    pub ready: bool,
-    /// Why not, one short sentence each (empty when ready).
-    pub reasons: Vec<String>,
-}
+/// Whether the filter is in force as declared (defined with the `/readyz`
+/// answer it also is).
+pub use crate::telemetry::Readiness;
 
 /// How the policy file relates to the policy the kernel serves. On the
 /// wire an object whose `state` is the variant in snake case.

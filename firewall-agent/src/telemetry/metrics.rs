@@ -26,11 +26,11 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::{MetricType, TypedMetric};
 use prometheus_client::registry::Registry;
+use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 
 use super::counters::CounterSample;
 use crate::compile::{RuleKind, RuleRef};
-use crate::control::replies::Readiness;
 
 /// One rule's hits.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -80,6 +80,18 @@ pub struct MetricsSnapshot {
     pub confirmation_deadline: Option<SystemTime>,
     /// The service-tags file of the served policy (`None`: none configured).
     pub service_tags: Option<ServiceTagsSample>,
+}
+
+/// Whether the filter is in force as declared: every interface the daemon
+/// must filter is attached, the policy file declares the served policy
+/// (or an apply awaits confirmation), and the last reload was accepted.
+/// Also the body of `/readyz`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Readiness {
+    /// All of the above holds.
+    pub ready: bool,
+    /// Why not, one short sentence each (empty when ready).
+    pub reasons: Vec<String>,
 }
 
 /// One interface the daemon filters or must filter.

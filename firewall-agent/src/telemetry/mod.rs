@@ -22,7 +22,7 @@ pub use access::{AccessLog, AccessRecord, LogsPage};
 pub use counters::{CounterSample, InterfaceCounters, StatsReporter};
 pub use metrics::{
     DurationHistogram, HealthSample, InterfaceSample, MapFill, MetricsServer, MetricsSnapshot,
-    RuleHitSample, ServiceTagsSample, SnapshotRequest,
+    Readiness, RuleHitSample, ServiceTagsSample, SnapshotRequest,
 };
 pub use ring::EventRing;
 
