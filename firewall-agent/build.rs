@@ -16,6 +16,7 @@ fn main() -> anyhow::Result<()> {
         "cargo:rerun-if-changed={}",
         workspace.join("firewall-common").display()
     );
+    commit(workspace);
     let root_dir = ebpf_dir
         .to_str()
         .ok_or_else(|| anyhow::anyhow!("non-UTF-8 path"))?;
@@ -27,4 +28,36 @@ fn main() -> anyhow::Result<()> {
         }],
         aya_build::Toolchain::default(),
     )
+}
+
+/// Passes the git commit the binary is built from as `VAULTFW_COMMIT`
+/// (`vaultfw_build_info`); outside a git checkout the variable stays unset
+/// and the metric says "unknown".
+fn commit(workspace: &Path) {
+    let git = |args: &[&str]| {
+        std::process::Command::new("git")
+            .arg("-C")
+            .arg(workspace)
+            .args(args)
+            .output()
+            .ok()
+            .filter(|o| o.status.success())
+            .and_then(|o| String::from_utf8(o.stdout).ok())
+            .map(|s| s.trim().to_owned())
+    };
+    if let Some(commit) = git(&["rev-parse", "--short=12", "HEAD"]) {
+        println!("cargo:rustc-env=VAULTFW_COMMIT={commit}");
+        // A new commit moves HEAD or the branch it names.
+        for path in ["HEAD", "logs/HEAD"] {
+            if let Some(file) = git(&["rev-parse", "--git-path", path]) {
+                let file = Path::new(&file);
+                let file = if file.is_absolute() {
+                    file.to_owned()
+                } else {
+                    workspace.join(file)
+                };
+                println!("cargo:rerun-if-changed={}", file.display());
+            }
+        }
+    }
 }

@@ -14,8 +14,8 @@ pub mod session;
 
 pub use observe::{LogsArgs, StatsArgs};
 pub use remote::{
-    ApplyArgs, CompletionsArgs, DetachArgs, NetworkRuleArgs, NetworkRuleVerb, ShowArgs, SocketArgs,
-    UpdateArgs,
+    ApplyArgs, CompletionsArgs, DetachArgs, NetworkRuleArgs, NetworkRuleVerb, ShowArgs, ShowCmd,
+    SocketArgs, UpdateArgs,
 };
 
 /// vaultfw: Azure Key Vault's network firewall for any Linux service host,
@@ -91,7 +91,7 @@ pub enum Command {
     /// when no daemon runs.
     ///
     /// Example: vaultfw show --output json
-    Show(ShowArgs),
+    Show(ShowCmd),
     /// Verdict counter totals (in total and per interface) and the access
     /// log's accounting; with --watch, a live view of the rates per second.
     /// With no daemon running, the pinned counters (exit 3).

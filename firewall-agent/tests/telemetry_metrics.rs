@@ -1,6 +1,6 @@
 //! Metrics without a kernel: the Prometheus text a snapshot renders to,
-//! and the HTTP server answering scrapes through the daemon loop's channel
-//! (here a stand-in thread).
+//! and the HTTP server answering scrapes and probes through the daemon
+//! loop's channel (here a stand-in thread).
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -8,11 +8,12 @@ use std::time::{Duration, SystemTime};
 
 use firewall_common::Verdict;
 use vaultfw::compile::{RuleKind, RuleRef};
+use vaultfw::control::replies::Readiness;
 use vaultfw::dataplane::EventTotals;
 use vaultfw::telemetry::metrics::{SnapshotRequest, render};
 use vaultfw::telemetry::{
-    CounterSample, HealthSample, InterfaceCounters, MapFill, MetricsServer, MetricsSnapshot,
-    RuleHitSample,
+    CounterSample, DurationHistogram, HealthSample, InterfaceCounters, InterfaceSample, MapFill,
+    MetricsServer, MetricsSnapshot, RuleHitSample, ServiceTagsSample,
 };
 
 fn snapshot() -> MetricsSnapshot {
@@ -58,7 +59,12 @@ fn snapshot() -> MetricsSnapshot {
             },
         ],
         generation: 7,
-        last_apply: Some(Duration::from_millis(12)),
+        apply_durations: {
+            let mut h = DurationHistogram::default();
+            h.observe(Duration::from_millis(12));
+            h.observe(Duration::from_secs(30));
+            h
+        },
         map_fill: vec![MapFill {
             table: "ip_rules",
             entries: 2,
@@ -73,6 +79,27 @@ fn snapshot() -> MetricsSnapshot {
             control_socket_present: true,
             unfiltered_interfaces: 2,
         },
+        readiness: Readiness {
+            ready: false,
+            reasons: vec!["r".into()],
+        },
+        interfaces: vec![
+            InterfaceSample {
+                name: "eth0".into(),
+                attached: true,
+                mode: Some("native".into()),
+            },
+            InterfaceSample {
+                name: "eth1".into(),
+                attached: false,
+                mode: None,
+            },
+        ],
+        confirmation_deadline: Some(SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_200)),
+        service_tags: Some(ServiceTagsSample {
+            change_number: Some(301),
+            modified: Some(SystemTime::now() - Duration::from_secs(7200)),
+        }),
     }
 }
 
@@ -90,11 +117,26 @@ fn a_snapshot_renders_every_family_in_the_prometheus_text_format() {
         r#"vaultfw_rule_hit_bytes_total{kind="ip",rule="203.0.113.0/24"} 5842"#,
         r#"vaultfw_rule_last_hit_timestamp_seconds{kind="ip",rule="203.0.113.0/24"} 1800000000.5"#,
         r#"vaultfw_rule_hit_packets_total{kind="trusted",rule="Sql"} 0"#,
-        "vaultfw_events_sent_total 6",
-        r#"vaultfw_events_dropped_total{reason="rate_limited"} 4"#,
-        r#"vaultfw_events_dropped_total{reason="ring_full"} 1"#,
+        "vaultfw_access_log_events_written_total 6",
+        r#"vaultfw_access_log_events_dropped_total{reason="rate_limited"} 4"#,
+        r#"vaultfw_access_log_events_dropped_total{reason="ring_full"} 1"#,
         "vaultfw_policy_generation 7",
-        "vaultfw_policy_apply_duration_seconds 0.012",
+        "# TYPE vaultfw_apply_duration_seconds histogram",
+        r#"vaultfw_apply_duration_seconds_bucket{le="0.01"} 0"#,
+        r#"vaultfw_apply_duration_seconds_bucket{le="0.025"} 1"#,
+        r#"vaultfw_apply_duration_seconds_bucket{le="10"} 1"#,
+        r#"vaultfw_apply_duration_seconds_bucket{le="+Inf"} 2"#,
+        "vaultfw_apply_duration_seconds_sum 30.012",
+        "vaultfw_apply_duration_seconds_count 2",
+        r#"vaultfw_rules{kind="ip"} 1"#,
+        r#"vaultfw_rules{kind="vnet"} 0"#,
+        r#"vaultfw_rules{kind="trusted"} 1"#,
+        "vaultfw_ready 0",
+        r#"vaultfw_interface_attached{interface="eth0"} 1"#,
+        r#"vaultfw_interface_attached{interface="eth1"} 0"#,
+        r#"vaultfw_interface_xdp_mode{interface="eth0",mode="native"} 1"#,
+        "vaultfw_confirmation_deadline_timestamp_seconds 1800000200.0",
+        "vaultfw_service_tags_change_number 301",
         r#"vaultfw_map_entries{table="ip_rules"} 2"#,
         r#"vaultfw_map_capacity_entries{table="ip_rules"} 127"#,
         "vaultfw_last_reload_success 0",
@@ -105,6 +147,24 @@ fn a_snapshot_renders_every_family_in_the_prometheus_text_format() {
     ] {
         assert!(lines.contains(&expected), "missing {expected:?} in\n{text}");
     }
+    // The labels say which build runs on which kernel.
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.starts_with("vaultfw_build_info{version=\"")
+                && l.contains(",commit=\"")
+                && l.contains(",kernel=\"")
+                && l.ends_with("} 1")),
+        "{text}"
+    );
+    let age: f64 = lines
+        .iter()
+        .find_map(|l| l.strip_prefix("vaultfw_service_tags_file_age_seconds "))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("the file's age in\n{text}"));
+    assert!((7200.0..7300.0).contains(&age), "{age}");
+    // An interface not attached has no mode.
+    assert!(!text.contains(r#"vaultfw_interface_xdp_mode{interface="eth1""#));
     // A rule never hit has no last-hit sample (not a 1970 date).
     assert!(
         !text.contains(r#"vaultfw_rule_last_hit_timestamp_seconds{kind="trusted""#),
@@ -140,14 +200,37 @@ fn the_server_answers_scrapes_with_a_fresh_snapshot_and_stops() {
     // up, so two scrapes prove nothing is cached.
     let answering = std::thread::spawn(move || {
         let mut generation = 0;
-        while let Some(reply) = rx.blocking_recv() {
-            generation += 1;
-            let _ = reply.send(MetricsSnapshot {
-                generation,
-                ..snapshot()
-            });
+        while let Some(request) = rx.blocking_recv() {
+            match request {
+                SnapshotRequest::Metrics(reply) => {
+                    generation += 1;
+                    let _ = reply.send(MetricsSnapshot {
+                        generation,
+                        ..snapshot()
+                    });
+                }
+                // Ready once two scrapes were answered.
+                SnapshotRequest::Readiness(reply) => {
+                    let _ = reply.send(Readiness {
+                        ready: generation >= 2,
+                        reasons: if generation >= 2 {
+                            vec![]
+                        } else {
+                            vec!["not yet".into()]
+                        },
+                    });
+                }
+            }
         }
     });
+    let alive = get(addr, "GET /healthz HTTP/1.0\r\n\r\n");
+    assert!(alive.contains(" 200 "), "{alive}");
+    let unready = get(addr, "GET /readyz HTTP/1.0\r\n\r\n");
+    assert!(unready.contains(" 503 "), "{unready}");
+    assert!(
+        unready.ends_with("{\"ready\":false,\"reasons\":[\"not yet\"]}\n"),
+        "{unready}"
+    );
     let first = get(addr, "GET /metrics HTTP/1.0\r\n\r\n");
     assert!(
         first.starts_with("HTTP/1.") && first.contains(" 200 "),
@@ -164,6 +247,12 @@ fn the_server_answers_scrapes_with_a_fresh_snapshot_and_stops() {
     assert!(
         second.contains("\nvaultfw_policy_generation 2\n"),
         "{second}"
+    );
+    let ready = get(addr, "GET /readyz HTTP/1.0\r\n\r\n");
+    assert!(ready.contains(" 200 "), "{ready}");
+    assert!(
+        ready.ends_with("{\"ready\":true,\"reasons\":[]}\n"),
+        "{ready}"
     );
     assert!(
         get(addr, "GET /other HTTP/1.0\r\n\r\n")

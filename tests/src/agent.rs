@@ -191,6 +191,9 @@ pub struct AgentOptions {
     /// PrivateTmp and ProtectHome hide `/tmp` and `/home` from the daemon
     /// (default none: the host's mounts).
     pub hidden_dirs: Vec<PathBuf>,
+    /// Environment variables set for the agent (e.g. `NOTIFY_SOCKET`), on
+    /// top of the test's own.
+    pub env: Vec<(String, String)>,
 }
 
 impl AgentOptions {
@@ -203,6 +206,7 @@ impl AgentOptions {
             binary: None,
             on_exit: "detach",
             hidden_dirs: Vec::new(),
+            env: Vec::new(),
         }
     }
 }
@@ -352,6 +356,7 @@ impl Agent {
         args.extend(options.extra_args.iter().cloned());
         let binary = options.binary.clone().unwrap_or_else(vaultfw_bin);
         let mut cmd = agent_command(&binary, &args);
+        cmd.envs(options.env.iter().map(|(k, v)| (k, v)));
         let command_line = format!(
             "{} {} (in netns {})",
             binary.display(),

@@ -474,13 +474,18 @@ fn counter_lines_rule_hits_and_metrics_equal_the_traffic_sent() {
     assert_eq!(rule("trusted", "Sql", "packets"), 0.0, "{text}");
     // Events: one per denied SYN, one for the denied UDP flow (one per flow
     // and second), all within the default rate.
-    let sent = metric(&samples, "vaultfw_events_sent_total", &[], text);
+    let sent = metric(
+        &samples,
+        "vaultfw_access_log_events_written_total",
+        &[],
+        text,
+    );
     let dropped: f64 = ["rate_limited", "ring_full"]
         .iter()
         .map(|r| {
             metric(
                 &samples,
-                "vaultfw_events_dropped_total",
+                "vaultfw_access_log_events_dropped_total",
                 &[("reason", r)],
                 text,
             )
@@ -493,8 +498,13 @@ fn counter_lines_rule_hits_and_metrics_equal_the_traffic_sent() {
         generation as f64,
         "{text}"
     );
+    // The start-up apply is observed.
     assert!(
-        metric(&samples, "vaultfw_policy_apply_duration_seconds", &[], text) > 0.0,
+        metric(&samples, "vaultfw_apply_duration_seconds_count", &[], text) >= 1.0,
+        "{text}"
+    );
+    assert!(
+        metric(&samples, "vaultfw_apply_duration_seconds_sum", &[], text) > 0.0,
         "{text}"
     );
     assert_eq!(

@@ -12,7 +12,7 @@ use super::OutputFormat;
 use super::output::{ErrorDetail, fail, print_failure, print_success};
 use crate::control::client::{self, ClientError};
 use crate::control::protocol::{Command, Response, RuleSpec, SentFile};
-use crate::control::replies::{DetachReply, ShowReply, ShowView};
+use crate::control::replies::{DetachReply, Readiness, ShowReply, ShowView};
 use crate::exit::{self, Failure};
 use crate::paths::{DEFAULT_PIN_DIR, DEFAULT_SOCKET, PinDir};
 use crate::policy::PolicySource;
@@ -36,6 +36,20 @@ pub struct ShowArgs {
     /// Pin directory to inspect when no daemon runs.
     #[arg(long, value_name = "DIR", default_value = DEFAULT_PIN_DIR)]
     pub pin_dir: PathBuf,
+}
+
+/// `vaultfw show`.
+#[derive(Debug, Args)]
+pub struct ShowCmd {
+    #[command(flatten)]
+    pub show: ShowArgs,
+    /// Exit 0 when the filter is in force as declared (every interface to
+    /// filter attached, the policy file in sync, the last reload accepted),
+    /// 1 when not or when no daemon runs; print why. For exec probes.
+    ///
+    /// Example: vaultfw show --check
+    #[arg(long)]
+    pub check: bool,
 }
 
 /// `vaultfw detach`.
@@ -247,7 +261,12 @@ pub fn confirm(args: &SocketArgs) -> ExitCode {
 /// Runs `vaultfw show`: from the daemon, or, when none runs, from the pins
 /// (so a stopped host still says whether it is filtered). Both give a
 /// [`ShowView`]; without a daemon the exit code is [`exit::NOT_RUNNING`].
-pub fn show(args: &ShowArgs) -> ExitCode {
+/// With `--check`, only whether the daemon is ready.
+pub fn show(cmd: &ShowCmd) -> ExitCode {
+    let args = &cmd.show;
+    if cmd.check {
+        return check_ready(&args.socket);
+    }
     let output = args.socket.output;
     match client::send(&args.socket.socket, Command::Show) {
         Ok(response) => match daemon_reply::<ShowReply>(&response) {
@@ -275,6 +294,47 @@ fn print_show(view: &ShowView) {
         map.retain(|_, v| !v.is_null());
     }
     print_table(&value, 0);
+}
+
+/// `vaultfw show --check`: the daemon's readiness (the one `/readyz`
+/// answers) as the exit code, 0 ready, 1 not; the reasons on stdout.
+fn check_ready(socket: &SocketArgs) -> ExitCode {
+    let readiness = match client::send(&socket.socket, Command::Show) {
+        Ok(response) => match response.result_as::<ShowReply>() {
+            Some(Ok(show)) => show.health.readiness,
+            Some(Err(error)) => Readiness {
+                ready: false,
+                reasons: vec![format!("the daemon's answer is unreadable: {error}")],
+            },
+            None => Readiness {
+                ready: false,
+                reasons: vec![format!(
+                    "the daemon refused `show`: {}",
+                    response
+                        .error
+                        .as_ref()
+                        .map_or("no reason given", |e| &e.message)
+                )],
+            },
+        },
+        Err(error) => Readiness {
+            ready: false,
+            reasons: vec![error.to_string()],
+        },
+    };
+    // Not ready is an answer, not a failure: the success document, exit 1.
+    print_success(socket.output, "show", &readiness, || {
+        if readiness.ready {
+            println!("ready");
+        } else {
+            println!("not ready: {}", readiness.reasons.join("; "));
+        }
+    });
+    if readiness.ready {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
 }
 
 /// Runs `vaultfw detach`: through the daemon when it runs, else directly.

@@ -299,7 +299,14 @@ pub struct HealthShown {
     /// Whether the control socket file is still the one the daemon bound
     /// (removed by hand, the CLI cannot reach the daemon).
     pub control_socket_present: bool,
+    /// Whether the filter is in force as declared (what `/readyz`,
+    /// systemd's `READY=1` and `show --check` report).
+    pub readiness: Readiness,
 }
+
+/// Whether the filter is in force as declared (defined with the `/readyz`
+/// answer it also is).
+pub use crate::telemetry::Readiness;
 
 /// How the policy file relates to the policy the kernel serves. On the
 /// wire an object whose `state` is the variant in snake case.

@@ -130,6 +130,7 @@ impl Daemon {
 
     fn show(&self) -> ShowReply {
         let report = self.interface_report();
+        let readiness = super::health::readiness(&report, &self.health);
         let mut warnings = notes(&self.policy);
         warnings.extend(report.warnings());
         let p = &self.policy;
@@ -163,7 +164,7 @@ impl Daemon {
             virtual_network_rules: p.virtual_network_rules.len(),
             trusted_service_prefixes: p.trusted_services.prefixes.len(),
             awaiting_confirmation_until: self.pending.as_ref().map(|pa| rfc3339(pa.deadline)),
-            health: self.health.shown(),
+            health: self.health.shown(readiness),
             forwarded_traffic: if self.options.pass_forwarded {
                 "passed"
             } else {

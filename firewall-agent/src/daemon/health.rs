@@ -8,7 +8,10 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
-use crate::control::replies::{HealthShown, PolicySync, ReloadShown};
+use crate::control::replies::{HealthShown, PolicySync, Readiness, ReloadShown};
+
+use super::interfaces::InterfaceReport;
+use super::state::Daemon;
 
 /// The outcome of the latest reload (SIGHUP, an edit of the file).
 #[derive(Clone, Debug)]
@@ -37,8 +40,9 @@ pub struct Health {
 }
 
 impl Health {
-    /// The health as `show` reports it (times as RFC 3339, seconds).
-    pub fn shown(&self) -> HealthShown {
+    /// The health as `show` reports it (times as RFC 3339, seconds), with
+    /// the daemon's `readiness`.
+    pub fn shown(&self, readiness: Readiness) -> HealthShown {
         HealthShown {
             policy: self.policy.clone(),
             last_reload: self.last_reload.as_ref().map(|r| ReloadShown {
@@ -48,7 +52,76 @@ impl Health {
                 error: r.error.clone(),
             }),
             control_socket_present: self.control_socket_present,
+            readiness,
         }
+    }
+}
+
+/// Whether the filter is in force as declared — the one definition of
+/// "ready". Ready when all of these hold, else not, with one reason each:
+/// - every interface the daemon must filter is attached, at least one is,
+///   and every `--iface` name exists (`show`'s `protected`);
+/// - the policy file declares the served policy, or an apply awaits
+///   `vaultfw confirm` (the file then holds the previous policy by design);
+/// - the latest reload, if any, was accepted.
+pub fn readiness(interfaces: &InterfaceReport, health: &Health) -> Readiness {
+    let mut reasons = Vec::new();
+    for i in &interfaces.not_attached {
+        reasons.push(format!(
+            "interface {} must be filtered and is not attached",
+            i.name
+        ));
+    }
+    for name in &interfaces.missing {
+        reasons.push(format!("--iface {name} does not exist"));
+    }
+    if !interfaces.protected && reasons.is_empty() {
+        reasons.push("no interface is filtered".to_owned());
+    }
+    match &health.policy {
+        PolicySync::InSync | PolicySync::AwaitingConfirmation => {}
+        PolicySync::Differs => reasons.push(
+            "the policy file declares another policy than the kernel serves (reload it)".to_owned(),
+        ),
+        PolicySync::Invalid { error } => {
+            reasons.push(format!("the policy file is invalid: {}", one_line(error)));
+        }
+    }
+    if let Some(reload) = health.last_reload.as_ref().filter(|r| !r.success) {
+        reasons.push(format!(
+            "the last reload ({}) was refused: {}",
+            reload.cause,
+            one_line(reload.error.as_deref().unwrap_or("no error recorded"))
+        ));
+    }
+    Readiness {
+        ready: reasons.is_empty(),
+        reasons,
+    }
+}
+
+/// A multi-line error as one line (a reason is one line of `STATUS=`).
+fn one_line(text: &str) -> String {
+    text.lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+impl Daemon {
+    /// Whether the filter is in force as declared, now (see [`readiness`]).
+    pub(super) fn readiness(&self) -> Readiness {
+        readiness(&self.interface_report(), &self.health)
+    }
+
+    /// The interfaces the daemon's program is attached to, by name.
+    pub(super) fn attached_names(&self) -> Vec<String> {
+        self.dataplane
+            .attached()
+            .iter()
+            .map(|a| a.name.clone())
+            .collect()
     }
 }
 
@@ -88,5 +161,84 @@ impl SocketIdentity {
     /// The socket's path.
     pub fn path(&self) -> &Path {
         &self.path
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::control::replies::{FilterReason, UnattachedInterface};
+
+    fn interfaces(protected: bool) -> InterfaceReport {
+        InterfaceReport {
+            filtered: Vec::new(),
+            not_attached: Vec::new(),
+            unfiltered: Vec::new(),
+            missing: Vec::new(),
+            unmanaged_links: Vec::new(),
+            protected,
+        }
+    }
+
+    #[test]
+    fn ready_when_filtered_in_sync_and_the_last_reload_accepted() {
+        let mut health = Health::default();
+        assert!(readiness(&interfaces(true), &health).ready);
+        health.policy = PolicySync::AwaitingConfirmation;
+        assert!(readiness(&interfaces(true), &health).ready);
+        health.last_reload = Some(ReloadOutcome {
+            at: SystemTime::now(),
+            cause: "SIGHUP".into(),
+            success: true,
+            error: None,
+        });
+        assert_eq!(
+            readiness(&interfaces(true), &health),
+            Readiness {
+                ready: true,
+                reasons: vec![]
+            }
+        );
+    }
+
+    #[test]
+    fn each_broken_condition_gives_its_own_reason() {
+        let mut report = interfaces(false);
+        report.not_attached.push(UnattachedInterface {
+            name: "eth1".into(),
+            reason: FilterReason::Iface,
+            link_type: 1,
+        });
+        report.missing.push("eth9".into());
+        let health = Health {
+            policy: PolicySync::Invalid {
+                error: "line 1: default_action\nmore".into(),
+            },
+            last_reload: Some(ReloadOutcome {
+                at: SystemTime::now(),
+                cause: "SIGHUP".into(),
+                success: false,
+                error: Some("line 1: default_action".into()),
+            }),
+            control_socket_present: true,
+        };
+        let r = readiness(&report, &health);
+        assert!(!r.ready);
+        assert_eq!(
+            r.reasons,
+            [
+                "interface eth1 must be filtered and is not attached",
+                "--iface eth9 does not exist",
+                "the policy file is invalid: line 1: default_action more",
+                "the last reload (SIGHUP) was refused: line 1: default_action",
+            ]
+        );
+        let nothing = readiness(&interfaces(false), &Health::default());
+        assert_eq!(nothing.reasons, ["no interface is filtered"]);
+        let differs = Health {
+            policy: PolicySync::Differs,
+            ..Health::default()
+        };
+        assert!(!readiness(&interfaces(true), &differs).ready);
     }
 }

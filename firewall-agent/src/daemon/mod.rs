@@ -22,6 +22,7 @@
 mod commands;
 mod health;
 mod interfaces;
+mod notify;
 mod observe;
 mod reconcile;
 mod state;
@@ -42,10 +43,11 @@ use crate::dataplane::{Capacity, Dataplane, DataplaneError, XdpModeRequest};
 use crate::paths::PinDir;
 use crate::policy::LoadError;
 use crate::telemetry::{
-    AccessLog, EventRing, MetricsServer, StatsReporter, access::DEFAULT_MEMORY,
+    AccessLog, EventRing, MetricsServer, SnapshotRequest, StatsReporter, access::DEFAULT_MEMORY,
 };
 
 pub use interfaces::IfaceSelection;
+use notify::Notifier;
 use state::Daemon;
 pub use state::PolicySource;
 
@@ -258,6 +260,11 @@ pub async fn serve(
     let mut ticker = tokio::time::interval(daemon.options().stats_interval);
     ticker.tick().await; // the first tick is immediate
     let mut shutdown = std::pin::pin!(shutdown);
+    // Everything is attached, the first generation served, the control
+    // socket and the metrics listener answer: systemd may hear READY=1.
+    let mut notifier = Notifier::from_env();
+    notify_state(&mut notifier, &daemon);
+    let mut watchdog = notifier.watchdog_interval().map(tokio::time::interval);
 
     loop {
         let deadline = sleep_until(daemon.next_deadline());
@@ -266,14 +273,20 @@ pub async fn serve(
                 daemon.check_socket();
                 daemon.retry_unattached();
                 observer.report(&daemon, false);
+                notify_state(&mut notifier, &daemon);
             }
+            () = next_tick(&mut watchdog) => notifier.ping(),
             Some(pending) = requests.recv() => {
                 let outcome = match pending.command {
                     Command::Logs { after, since, limit } => commands::Outcome {
                         response: observer.logs(&daemon, after, since.as_deref(), limit),
                         stop: false,
                     },
-                    command => observer.timed(&mut daemon, |d| d.handle(command)),
+                    command => {
+                        let outcome = observer.timed(&mut daemon, |d| d.handle(command));
+                        notify_state(&mut notifier, &daemon);
+                        outcome
+                    }
                 };
                 let _ = pending.reply.send(outcome.response);
                 if outcome.stop {
@@ -283,8 +296,10 @@ pub async fn serve(
                 }
             }
             Some(()) = reloads.recv() => {
+                notifier.reloading();
                 observer.reopen();
                 observer.timed(&mut daemon, |d| d.reload("SIGHUP"));
+                notify_reloaded(&mut notifier, &daemon);
             }
             Some(()) = next_file_event(&mut file_events) => {
                 // A link on the way may point elsewhere now: watch where,
@@ -295,13 +310,21 @@ pub async fn serve(
                     Ok(renewed) => file_events = Some(renewed),
                     Err(error) => tracing::error!(%error, "renewing the policy file's watch failed; the previous watch stays"),
                 }
+                notifier.reloading();
                 observer.timed(&mut daemon, |d| d.reload("policy file changed"));
+                notify_reloaded(&mut notifier, &daemon);
             }
             changed = link_events.changed() => match changed {
-                Ok(()) => observer.timed(&mut daemon, Daemon::refresh_links),
+                Ok(()) => {
+                    observer.timed(&mut daemon, Daemon::refresh_links);
+                    notify_state(&mut notifier, &daemon);
+                }
                 Err(error) => tracing::error!(%error, "reading link events failed"),
             },
-            () = deadline => observer.timed(&mut daemon, |d| d.on_deadline(SystemTime::now())),
+            () = deadline => {
+                observer.timed(&mut daemon, |d| d.on_deadline(SystemTime::now()));
+                notify_state(&mut notifier, &daemon);
+            }
             batch = next_events(&mut ring) => match batch {
                 Ok(events) => observer.record(&daemon, &events),
                 Err(error) => {
@@ -309,14 +332,20 @@ pub async fn serve(
                     ring = None;
                 }
             },
-            Some(reply) = snapshots.recv() => {
-                if let Some(snapshot) = observer.snapshot(&daemon) {
-                    let _ = reply.send(snapshot);
+            Some(request) = snapshots.recv() => match request {
+                SnapshotRequest::Metrics(reply) => {
+                    if let Some(snapshot) = observer.snapshot(&daemon) {
+                        let _ = reply.send(snapshot);
+                    }
                 }
-            }
+                SnapshotRequest::Readiness(reply) => {
+                    let _ = reply.send(daemon.readiness());
+                }
+            },
             () = &mut shutdown => break,
         }
     }
+    notifier.stopping();
 
     // Dropping the receiver first fails a scrape in flight at once instead
     // of leaving it waiting for an answer that never comes.
@@ -333,6 +362,38 @@ pub async fn serve(
     }
     observer.report(&daemon, true);
     daemon.stop()
+}
+
+/// Tells systemd the daemon's state (nothing when it does not listen).
+fn notify_state(notifier: &mut Notifier, daemon: &Daemon) {
+    if notifier.enabled() {
+        notifier.update(
+            daemon.generation,
+            &daemon.attached_names(),
+            &daemon.readiness(),
+        );
+    }
+}
+
+/// Tells systemd a reload of the policy file is over.
+fn notify_reloaded(notifier: &mut Notifier, daemon: &Daemon) {
+    if notifier.enabled() {
+        notifier.reloaded(
+            daemon.generation,
+            &daemon.attached_names(),
+            &daemon.readiness(),
+        );
+    }
+}
+
+/// The next watchdog tick; never, without a watchdog.
+async fn next_tick(watchdog: &mut Option<tokio::time::Interval>) {
+    match watchdog {
+        Some(interval) => {
+            interval.tick().await;
+        }
+        None => std::future::pending().await,
+    }
 }
 
 /// Whether this network namespace forwards IPv4 or IPv6 traffic.

@@ -13,8 +13,8 @@ use crate::control::protocol::{ErrorKind, Response};
 use crate::control::replies::{EventCounts, LogsReply, RuleHits, VerdictCounts};
 use crate::dataplane::{Dataplane, DataplaneError, EventTotals, RuleHitTotals, VerdictTotals};
 use crate::telemetry::{
-    AccessLog, AccessRecord, CounterSample, HealthSample, InterfaceCounters, MapFill,
-    MetricsSnapshot, RuleHitSample, StatsReporter,
+    AccessLog, AccessRecord, CounterSample, DurationHistogram, HealthSample, InterfaceCounters,
+    InterfaceSample, MapFill, MetricsSnapshot, RuleHitSample, ServiceTagsSample, StatsReporter,
 };
 
 use super::state::Daemon;
@@ -86,24 +86,46 @@ impl Daemon {
     /// What a metrics scrape shows.
     pub(super) fn metrics_snapshot(
         &self,
-        last_apply: Option<Duration>,
+        apply_durations: &DurationHistogram,
     ) -> Result<MetricsSnapshot, DataplaneError> {
         let tables = self.dataplane.active_tables();
         let slots = self.dataplane.hit_slots();
+        let report = self.interface_report();
+        let trusted = &self.policy.trusted_services;
         Ok(MetricsSnapshot {
             counters: self.counter_sample()?,
             rules: self.rule_hit_samples()?,
             generation: self.generation,
-            last_apply,
+            apply_durations: apply_durations.clone(),
             health: HealthSample {
                 last_reload: self.health.last_reload.as_ref().map(|r| (r.success, r.at)),
                 policy_in_sync: self.health.policy.in_sync(),
                 control_socket_present: self.health.control_socket_present,
-                unfiltered_interfaces: {
-                    let report = self.interface_report();
-                    (report.unfiltered.len() + report.not_attached.len()) as u64
-                },
+                unfiltered_interfaces: (report.unfiltered.len() + report.not_attached.len()) as u64,
             },
+            readiness: super::health::readiness(&report, &self.health),
+            interfaces: report
+                .filtered
+                .iter()
+                .map(|i| InterfaceSample {
+                    name: i.name.clone(),
+                    attached: i.mode.is_some(),
+                    mode: i.mode.clone(),
+                })
+                .chain(report.not_attached.iter().map(|i| InterfaceSample {
+                    name: i.name.clone(),
+                    attached: false,
+                    mode: None,
+                }))
+                .collect(),
+            confirmation_deadline: self.pending.as_ref().map(|p| p.deadline),
+            service_tags: trusted
+                .service_tags_file
+                .as_ref()
+                .map(|file| ServiceTagsSample {
+                    change_number: trusted.change_number,
+                    modified: std::fs::metadata(file).and_then(|m| m.modified()).ok(),
+                }),
             map_fill: vec![
                 MapFill {
                     table: "ip_rules",
@@ -152,13 +174,13 @@ impl From<EventTotals> for EventCounts {
 }
 
 /// The loop's observability state: counter lines, the access log, the
-/// rule names allow events carry, and the duration of the last apply.
+/// rule names allow events carry, and the durations of the applies.
 pub(super) struct Observer {
     stats: StatsReporter,
     access: AccessLog,
     /// Rule names by hit slot, for the generation they were computed for.
     owners: Option<(u64, RuleTable)>,
-    last_apply: Option<Duration>,
+    apply_durations: DurationHistogram,
 }
 
 impl Observer {
@@ -166,11 +188,13 @@ impl Observer {
     /// before the first apply) and the access log opened; `first_apply` is
     /// how long the start-up apply and attach took.
     pub(super) fn new(stats: StatsReporter, access: AccessLog, first_apply: Duration) -> Self {
+        let mut apply_durations = DurationHistogram::default();
+        apply_durations.observe(first_apply);
         Observer {
             stats,
             access,
             owners: None,
-            last_apply: Some(first_apply),
+            apply_durations,
         }
     }
 
@@ -195,7 +219,7 @@ impl Observer {
         let result = change(daemon);
         daemon.refresh_policy_sync();
         if daemon.generation != before {
-            self.last_apply = Some(started.elapsed());
+            self.apply_durations.observe(started.elapsed());
         }
         result
     }
@@ -240,7 +264,7 @@ impl Observer {
     /// What a metrics scrape shows.
     pub(super) fn snapshot(&self, daemon: &Daemon) -> Option<MetricsSnapshot> {
         daemon
-            .metrics_snapshot(self.last_apply)
+            .metrics_snapshot(&self.apply_durations)
             .inspect_err(|error| tracing::error!(%error, "reading metrics from the maps failed"))
             .ok()
     }

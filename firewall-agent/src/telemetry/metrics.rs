@@ -1,7 +1,12 @@
 //! Metrics in the Prometheus text format (0.0.4), served on `GET /metrics`
-//! of an opt-in address (`--metrics-addr`): verdict counters per interface,
-//! per-rule hits, access-log events sent and dropped, the policy generation
-//! and the duration of the last apply, and map fill.
+//! of an opt-in address (`--metrics-addr`): build info, verdict counters
+//! per interface, per-rule hits, rule counts, access-log events written and
+//! dropped, the policy generation, apply durations (a histogram), reload
+//! and readiness state, per-interface attach state and XDP mode, a pending
+//! confirmation's deadline, the service-tags file, and map fill. The same
+//! listener answers the probes: `GET /healthz` (the daemon loop answers)
+//! and `GET /readyz` (the filter is in force as declared). Every name is
+//! listed in `docs/operations.md`.
 //!
 //! The HTTP server ([`tiny_http`]) runs on its own thread. Each scrape asks
 //! the daemon loop — the only owner of the maps — for a [`MetricsSnapshot`]
@@ -15,15 +20,17 @@ use std::thread::JoinHandle;
 use std::time::{Duration, SystemTime};
 
 use firewall_common::{INTERFACE_SLOTS, Verdict};
-use prometheus_client::encoding::prometheus_text;
+use prometheus_client::encoding::{EncodeMetric, MetricEncoder, NoLabelSet, prometheus_text};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::{MetricType, TypedMetric};
 use prometheus_client::registry::Registry;
+use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 
 use super::counters::CounterSample;
-use crate::compile::RuleRef;
+use crate::compile::{RuleKind, RuleRef};
 
 /// One rule's hits.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -58,13 +65,132 @@ pub struct MetricsSnapshot {
     pub rules: Vec<RuleHitSample>,
     /// The generation the kernel serves.
     pub generation: u64,
-    /// How long the change that produced it took (validate, compile,
-    /// write, flip).
-    pub last_apply: Option<Duration>,
+    /// How long each change that produced a generation took (validate,
+    /// compile, write, flip), since the daemon started.
+    pub apply_durations: DurationHistogram,
     /// Fill of each trie.
     pub map_fill: Vec<MapFill>,
     /// The daemon's state beyond the kernel.
     pub health: HealthSample,
+    /// Whether the filter is in force as declared (`/readyz`).
+    pub readiness: Readiness,
+    /// Each interface the daemon filters or must filter.
+    pub interfaces: Vec<InterfaceSample>,
+    /// When an unconfirmed apply rolls back (`None`: none pending).
+    pub confirmation_deadline: Option<SystemTime>,
+    /// The service-tags file of the served policy (`None`: none configured).
+    pub service_tags: Option<ServiceTagsSample>,
+}
+
+/// Whether the filter is in force as declared: every interface the daemon
+/// must filter is attached, the policy file declares the served policy
+/// (or an apply awaits confirmation), and the last reload was accepted.
+/// Also the body of `/readyz`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Readiness {
+    /// All of the above holds.
+    pub ready: bool,
+    /// Why not, one short sentence each (empty when ready).
+    pub reasons: Vec<String>,
+}
+
+/// One interface the daemon filters or must filter.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct InterfaceSample {
+    /// Its name.
+    pub name: String,
+    /// Whether the kernel runs the daemon's program there.
+    pub attached: bool,
+    /// The XDP mode the kernel reports (`"native"`, `"generic"`,
+    /// `"offload"`; `None` when not attached).
+    pub mode: Option<String>,
+}
+
+/// The service-tags file the trusted-services prefixes come from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ServiceTagsSample {
+    /// The file's top-level `changeNumber` as served (`None`: it has none).
+    pub change_number: Option<u64>,
+    /// When the file was last modified (`None`: unreadable now).
+    pub modified: Option<SystemTime>,
+}
+
+/// Upper bounds (seconds) of the apply-duration buckets: a few ms for a
+/// small policy, seconds for one at the map limits.
+const APPLY_BUCKETS: [f64; 13] = [
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+
+/// A histogram of durations with the [`APPLY_BUCKETS`] bounds (plus
+/// `+Inf`): plain counts, so a snapshot is a value the daemon loop hands to
+/// the metrics thread.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DurationHistogram {
+    /// Observations per bucket (not cumulative); the last is `+Inf`.
+    counts: [u64; APPLY_BUCKETS.len() + 1],
+    /// Their sum.
+    sum: Duration,
+}
+
+impl Default for DurationHistogram {
+    fn default() -> Self {
+        DurationHistogram {
+            counts: [0; APPLY_BUCKETS.len() + 1],
+            sum: Duration::ZERO,
+        }
+    }
+}
+
+impl DurationHistogram {
+    /// Counts one observation.
+    pub fn observe(&mut self, duration: Duration) {
+        let seconds = duration.as_secs_f64();
+        let bucket = APPLY_BUCKETS
+            .iter()
+            .position(|bound| seconds <= *bound)
+            .unwrap_or(APPLY_BUCKETS.len());
+        self.counts[bucket] += 1;
+        self.sum += duration;
+    }
+
+    /// Observations so far.
+    pub fn count(&self) -> u64 {
+        self.counts.iter().sum()
+    }
+}
+
+impl TypedMetric for DurationHistogram {
+    const TYPE: MetricType = MetricType::Histogram;
+}
+
+impl EncodeMetric for DurationHistogram {
+    fn encode(&self, mut encoder: MetricEncoder) -> Result<(), std::fmt::Error> {
+        let buckets: Vec<(f64, u64)> = APPLY_BUCKETS
+            .iter()
+            .copied()
+            .chain([f64::INFINITY])
+            .zip(self.counts)
+            .collect();
+        encoder.encode_histogram::<NoLabelSet>(self.sum.as_secs_f64(), self.count(), &buckets, None)
+    }
+
+    fn metric_type(&self) -> MetricType {
+        Self::TYPE
+    }
+}
+
+/// The commit the binary was built from (`build.rs`; `"unknown"` outside a
+/// git checkout).
+const COMMIT: &str = match option_env!("VAULTFW_COMMIT") {
+    Some(commit) => commit,
+    None => "unknown",
+};
+
+/// The running kernel's release (`uname -r`).
+fn kernel_release() -> String {
+    nix::sys::utsname::uname()
+        .map(|u| u.release().to_string_lossy().into_owned())
+        .unwrap_or_else(|_| "unknown".to_owned())
 }
 
 /// The daemon's health as the metrics show it (default: no reload yet,
@@ -106,6 +232,20 @@ fn labels(pairs: &[(&str, &str)]) -> Labels {
 pub fn render(snapshot: &MetricsSnapshot) -> String {
     let mut registry = Registry::default();
 
+    let build = Family::<Labels, Gauge>::default();
+    registry.register(
+        "vaultfw_build_info",
+        "Always 1; the labels say which vaultfw runs (version, git commit) on which kernel",
+        build.clone(),
+    );
+    build
+        .get_or_create(&labels(&[
+            ("version", env!("CARGO_PKG_VERSION")),
+            ("commit", COMMIT),
+            ("kernel", &kernel_release()),
+        ]))
+        .set(1);
+
     let verdicts = Family::<Labels, Counter>::default();
     registry.register(
         "vaultfw_verdict_packets",
@@ -141,6 +281,22 @@ pub fn render(snapshot: &MetricsSnapshot) -> String {
         "When each rule last allowed a frame (Unix time; absent for rules never hit)",
         last_hit.clone(),
     );
+    let rules = Family::<Labels, Gauge>::default();
+    registry.register(
+        "vaultfw_rules",
+        "Rules the kernel serves, by kind (ip, vnet: one per prefix; trusted: one per service-tag prefix)",
+        rules.clone(),
+    );
+    for kind in [RuleKind::Ip, RuleKind::Vnet, RuleKind::Trusted] {
+        let served = snapshot
+            .rules
+            .iter()
+            .filter(|h| h.rule.kind == kind)
+            .count();
+        rules
+            .get_or_create(&labels(&[("kind", kind.name())]))
+            .set(i64::try_from(served).unwrap_or(i64::MAX));
+    }
     for hit in &snapshot.rules {
         let l = labels(&[("kind", hit.rule.kind.name()), ("rule", &hit.rule.name)]);
         packets.get_or_create(&l).inc_by(hit.packets);
@@ -157,13 +313,13 @@ pub fn render(snapshot: &MetricsSnapshot) -> String {
     let sent = Counter::<u64>::default();
     sent.inc_by(events.sent);
     registry.register(
-        "vaultfw_events_sent",
+        "vaultfw_access_log_events_written",
         "Access-log events the program wrote to the ring buffer",
         sent,
     );
     let dropped = Family::<Labels, Counter>::default();
     registry.register(
-        "vaultfw_events_dropped",
+        "vaultfw_access_log_events_dropped",
         "Access-log events not written: over the per-CPU rate limit, or the ring buffer was full",
         dropped.clone(),
     );
@@ -181,21 +337,83 @@ pub fn render(snapshot: &MetricsSnapshot) -> String {
         "The policy generation the kernel serves",
         generation,
     );
-    if let Some(apply) = snapshot.last_apply {
-        let duration = Gauge::<f64, AtomicU64>::default();
-        duration.set(apply.as_secs_f64());
-        registry.register(
-            "vaultfw_policy_apply_duration_seconds",
-            "How long the last policy change took to validate, compile and write into the kernel",
-            duration,
-        );
-    }
+    registry.register(
+        "vaultfw_apply_duration_seconds",
+        "How long each policy change took to validate, compile and write into the kernel (start-up included)",
+        snapshot.apply_durations.clone(),
+    );
 
     let flag = |value: bool| {
         let gauge = Gauge::<i64>::default();
         gauge.set(i64::from(value));
         gauge
     };
+    let timestamp = |at: SystemTime| {
+        let gauge = Gauge::<f64, AtomicU64>::default();
+        gauge.set(
+            at.duration_since(SystemTime::UNIX_EPOCH)
+                .map_or(0.0, |d| d.as_secs_f64()),
+        );
+        gauge
+    };
+    registry.register(
+        "vaultfw_ready",
+        "1 when the filter is in force as declared: every interface to filter attached, the policy file in sync, the last reload accepted (what /readyz answers)",
+        flag(snapshot.readiness.ready),
+    );
+    let attached = Family::<Labels, Gauge>::default();
+    let modes = Family::<Labels, Gauge>::default();
+    registry.register(
+        "vaultfw_interface_attached",
+        "1 when the kernel runs vaultfw's program on an interface the daemon filters, 0 when it must filter it and does not",
+        attached.clone(),
+    );
+    registry.register(
+        "vaultfw_interface_xdp_mode",
+        "Always 1; the mode label says how the program is attached (native, generic, offload)",
+        modes.clone(),
+    );
+    for i in &snapshot.interfaces {
+        attached
+            .get_or_create(&labels(&[("interface", &i.name)]))
+            .set(i64::from(i.attached));
+        if let Some(mode) = &i.mode {
+            modes
+                .get_or_create(&labels(&[("interface", &i.name), ("mode", mode)]))
+                .set(1);
+        }
+    }
+    registry.register(
+        "vaultfw_confirmation_deadline_timestamp_seconds",
+        "When an unconfirmed `apply --confirm-within` rolls back (Unix time; 0 when none is pending)",
+        snapshot
+            .confirmation_deadline
+            .map_or_else(|| timestamp(SystemTime::UNIX_EPOCH), timestamp),
+    );
+    if let Some(tags) = &snapshot.service_tags {
+        if let Some(change) = tags.change_number {
+            let gauge = Gauge::<i64>::default();
+            gauge.set(i64::try_from(change).unwrap_or(i64::MAX));
+            registry.register(
+                "vaultfw_service_tags_change_number",
+                "The top-level changeNumber of the service-tags file the served policy was built from",
+                gauge,
+            );
+        }
+        if let Some(modified) = tags.modified {
+            let age = Gauge::<f64, AtomicU64>::default();
+            age.set(
+                SystemTime::now()
+                    .duration_since(modified)
+                    .map_or(0.0, |d| d.as_secs_f64()),
+            );
+            registry.register(
+                "vaultfw_service_tags_file_age_seconds",
+                "Seconds since the service-tags file was last modified (refresh it weekly: Azure publishes weekly)",
+                age,
+            );
+        }
+    }
     let health = &snapshot.health;
     if let Some((success, at)) = health.last_reload {
         registry.register(
@@ -203,15 +421,10 @@ pub fn render(snapshot: &MetricsSnapshot) -> String {
             "1 when the latest reload of the policy file (SIGHUP, an edit) was accepted, 0 when it was refused",
             flag(success),
         );
-        let seconds = Gauge::<f64, AtomicU64>::default();
-        seconds.set(
-            at.duration_since(std::time::UNIX_EPOCH)
-                .map_or(0.0, |d| d.as_secs_f64()),
-        );
         registry.register(
             "vaultfw_last_reload_timestamp_seconds",
             "When the latest reload of the policy file ran (Unix time)",
-            seconds,
+            timestamp(at),
         );
     }
     registry.register(
@@ -287,11 +500,21 @@ fn interface_rows(sample: &CounterSample) -> Vec<(String, [u64; Verdict::COUNT])
     rows
 }
 
-/// A scrape's request to the daemon loop: where to send the snapshot.
-pub type SnapshotRequest = std::sync::mpsc::SyncSender<MetricsSnapshot>;
+/// A request of the HTTP thread to the daemon loop, with where to send the
+/// answer.
+pub enum SnapshotRequest {
+    /// `/metrics`: everything.
+    Metrics(std::sync::mpsc::SyncSender<MetricsSnapshot>),
+    /// `/healthz` and `/readyz`: readiness only (no map is read).
+    Readiness(std::sync::mpsc::SyncSender<Readiness>),
+}
 
 /// How long a scrape waits for the daemon loop.
 const SNAPSHOT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How long a probe waits for the daemon loop: a loop that does not answer
+/// within it is not alive (a reload at the map limits takes well under it).
+const PROBE_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// The HTTP server thread.
 pub struct MetricsServer {
@@ -318,7 +541,7 @@ impl MetricsServer {
                 .name("vaultfw-metrics".into())
                 .spawn(move || serve(&server, &stop, &snapshots))?
         };
-        tracing::info!(addr = %bound, "serving metrics on /metrics");
+        tracing::info!(addr = %bound, "serving metrics on /metrics, probes on /healthz and /readyz");
         Ok(MetricsServer {
             server: Some(server),
             stop,
@@ -373,18 +596,38 @@ fn serve(server: &tiny_http::Server, stop: &AtomicBool, snapshots: &mpsc::Sender
             tiny_http::Method::Get | tiny_http::Method::Head
         );
         let (status, body, content_type) = match (is_get, path) {
-            (true, "/metrics") => match snapshot(snapshots) {
-                Some(snapshot) => (200, render(&snapshot), prometheus_text::CONTENT_TYPE),
-                None => (503, "the daemon did not answer\n".to_owned(), "text/plain"),
+            (true, "/metrics") => {
+                match ask(snapshots, SnapshotRequest::Metrics, SNAPSHOT_TIMEOUT) {
+                    Some(snapshot) => (200, render(&snapshot), prometheus_text::CONTENT_TYPE),
+                    None => (503, "the daemon did not answer\n".to_owned(), "text/plain"),
+                }
+            }
+            (true, "/healthz") => match ask(snapshots, SnapshotRequest::Readiness, PROBE_TIMEOUT) {
+                Some(_) => (200, "ok\n".to_owned(), "text/plain"),
+                None => (
+                    503,
+                    "the daemon loop did not answer\n".to_owned(),
+                    "text/plain",
+                ),
             },
+            (true, "/readyz") => {
+                let readiness = ask(snapshots, SnapshotRequest::Readiness, PROBE_TIMEOUT)
+                    .unwrap_or_else(|| Readiness {
+                        ready: false,
+                        reasons: vec!["the daemon loop did not answer".to_owned()],
+                    });
+                let status = if readiness.ready { 200 } else { 503 };
+                let body = serde_json::to_string(&readiness).unwrap_or_default() + "\n";
+                (status, body, "application/json")
+            }
             (true, "/") => (
                 200,
-                "vaultfw: metrics are on /metrics\n".to_owned(),
+                "vaultfw: metrics are on /metrics, probes on /healthz and /readyz\n".to_owned(),
                 "text/plain",
             ),
             (true, _) => (
                 404,
-                "not found: metrics are on /metrics\n".to_owned(),
+                "not found: metrics are on /metrics, probes on /healthz and /readyz\n".to_owned(),
                 "text/plain",
             ),
             (false, _) => (405, "only GET\n".to_owned(), "text/plain"),
@@ -399,10 +642,17 @@ fn serve(server: &tiny_http::Server, stop: &AtomicBool, snapshots: &mpsc::Sender
     }
 }
 
-fn snapshot(snapshots: &mpsc::Sender<SnapshotRequest>) -> Option<MetricsSnapshot> {
+/// Asks the daemon loop (`request` wraps where to answer) and waits at most
+/// `timeout`.
+fn ask<T>(
+    snapshots: &mpsc::Sender<SnapshotRequest>,
+    request: impl FnOnce(std::sync::mpsc::SyncSender<T>) -> SnapshotRequest,
+    timeout: Duration,
+) -> Option<T> {
     let (reply, answer) = std::sync::mpsc::sync_channel(1);
-    snapshots.blocking_send(reply).ok()?;
-    answer.recv_timeout(SNAPSHOT_TIMEOUT).ok()
+    // A full queue means the loop is not taking requests: no answer.
+    snapshots.try_send(request(reply)).ok()?;
+    answer.recv_timeout(timeout).ok()
 }
 
 #[cfg(test)]

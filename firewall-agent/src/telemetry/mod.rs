@@ -20,7 +20,10 @@ pub mod ring;
 
 pub use access::{AccessLog, AccessRecord, LogsPage};
 pub use counters::{CounterSample, InterfaceCounters, StatsReporter};
-pub use metrics::{HealthSample, MapFill, MetricsServer, MetricsSnapshot, RuleHitSample};
+pub use metrics::{
+    DurationHistogram, HealthSample, InterfaceSample, MapFill, MetricsServer, MetricsSnapshot,
+    Readiness, RuleHitSample, ServiceTagsSample, SnapshotRequest,
+};
 pub use ring::EventRing;
 
 /// Installs the JSON log subscriber: one JSON object per line on stdout,

@@ -89,6 +89,10 @@ fn show_reply() -> ShowReply {
                 error: Some("line 3: bad".into()),
             }),
             control_socket_present: true,
+            readiness: Readiness {
+                ready: false,
+                reasons: vec!["the last reload (SIGHUP) was refused: line 3: bad".into()],
+            },
         },
         forwarded_traffic: "judged".into(),
         warnings: vec!["w".into()],
@@ -117,7 +121,9 @@ fn show_reply_has_a_stable_wire_form() {
                 "health":{"policy":{"state":"in_sync"},
                           "last_reload":{"at":"2026-01-31T12:00:00Z","cause":"SIGHUP",
                                          "success":false,"error":"line 3: bad"},
-                          "control_socket_present":true},
+                          "control_socket_present":true,
+                          "readiness":{"ready":false,"reasons":
+                              ["the last reload (SIGHUP) was refused: line 3: bad"]}},
                 "forwarded_traffic":"judged","warnings":["w"]}"#,
     );
 }
@@ -146,9 +152,13 @@ fn show_health_states_and_a_first_reload_keep_their_wire_form() {
             policy: PolicySync::Differs,
             last_reload: None,
             control_socket_present: false,
+            readiness: Readiness {
+                ready: false,
+                reasons: vec!["r".into()],
+            },
         },
         r#"{"policy":{"state":"differs"},"last_reload":null,
-                "control_socket_present":false}"#,
+                "control_socket_present":false,"readiness":{"ready":false,"reasons":["r"]}}"#,
     );
     assert_wire(
         &FilteredInterface {
