@@ -19,6 +19,7 @@
 //! filter in force (a crash, a stop or an upgrade never opens the vault);
 //! `detach` removes it.
 
+mod audit;
 mod commands;
 mod health;
 mod interfaces;
@@ -42,7 +43,7 @@ use crate::dataplane::{Capacity, Dataplane, DataplaneError, XdpModeRequest};
 use crate::paths::PinDir;
 use crate::policy::LoadError;
 use crate::telemetry::{
-    AccessLog, EventRing, MetricsServer, StatsReporter, access::DEFAULT_MEMORY,
+    AccessLog, EventRing, MetricsServer, StatsReporter, access::DEFAULT_MEMORY, audit::AuditLog,
 };
 
 pub use interfaces::IfaceSelection;
@@ -97,6 +98,8 @@ pub struct RunOptions {
     pub pass_forwarded: bool,
     /// The access log's file (`None`: stdout).
     pub access_log: Option<PathBuf>,
+    /// The audit trail's own file (`None`: the daemon log only).
+    pub audit_log: Option<PathBuf>,
     /// Where to serve Prometheus metrics (`None`: nowhere).
     pub metrics_addr: Option<SocketAddr>,
     /// Serve metrics on a non-loopback address.
@@ -200,6 +203,8 @@ pub async fn serve(
     interfaces::preflight(&options.interfaces, &policy, &links)?;
     let access = AccessLog::open(options.access_log.as_deref(), DEFAULT_MEMORY)
         .map_err(setup("open the access log (--access-log)"))?;
+    let audit = AuditLog::open(options.audit_log.as_deref())
+        .map_err(setup("open the audit log (--audit-log)"))?;
     let (snapshots_tx, mut snapshots) = mpsc::channel(4);
     let metrics = match options.metrics_addr {
         Some(addr) => Some(
@@ -242,7 +247,7 @@ pub async fn serve(
         }
     };
     let started = Instant::now();
-    let mut daemon = Daemon::start(dataplane, options, policy, interfaces)?;
+    let mut daemon = Daemon::start(dataplane, options, policy, interfaces)?.with_audit_log(audit);
     let mut observer = observe::Observer::new(stats, access, started.elapsed());
 
     let (requests_tx, mut requests) = mpsc::channel(16);
@@ -264,6 +269,7 @@ pub async fn serve(
         tokio::select! {
             _ = ticker.tick() => {
                 daemon.check_socket();
+                daemon.audit_log().retry_and_report();
                 daemon.retry_unattached();
                 observer.report(&daemon, false);
             }
@@ -273,7 +279,7 @@ pub async fn serve(
                         response: observer.logs(&daemon, after, since.as_deref(), limit),
                         stop: false,
                     },
-                    command => observer.timed(&mut daemon, |d| d.handle(command)),
+                    command => observer.timed(&mut daemon, |d| d.handle(command, &pending.caller)),
                 };
                 let _ = pending.reply.send(outcome.response);
                 if outcome.stop {
@@ -284,6 +290,7 @@ pub async fn serve(
             }
             Some(()) = reloads.recv() => {
                 observer.reopen();
+                daemon.audit_log().reopen();
                 observer.timed(&mut daemon, |d| d.reload("SIGHUP"));
             }
             Some(()) = next_file_event(&mut file_events) => {
@@ -295,7 +302,7 @@ pub async fn serve(
                     Ok(renewed) => file_events = Some(renewed),
                     Err(error) => tracing::error!(%error, "renewing the policy file's watch failed; the previous watch stays"),
                 }
-                observer.timed(&mut daemon, |d| d.reload("policy file changed"));
+                observer.timed(&mut daemon, |d| d.reload(state::FILE_CHANGED));
             }
             changed = link_events.changed() => match changed {
                 Ok(()) => observer.timed(&mut daemon, Daemon::refresh_links),

@@ -8,9 +8,7 @@
 //! ask for what came after the last one it saw.
 //!
 //! The file is never opened through a link, is created 0640, and gets
-//! whole records only, even on a full disk ([`file`]).
-
-mod file;
+//! whole records only, even on a full disk ([`super::file`]).
 
 use std::collections::VecDeque;
 use std::io::Write;
@@ -21,10 +19,10 @@ use std::time::{Duration, SystemTime};
 use firewall_common::{AccessEvent, Verdict};
 use serde::{Deserialize, Serialize};
 
+use super::file::{ACCESS_LOG, FileSink};
 use crate::compile::RuleRef;
-use file::FileSink;
 
-pub use file::{FILE_MODE, FileHealth, UNWRITTEN_MAX, open_append};
+pub use super::file::{FILE_MODE, FileHealth, UNWRITTEN_MAX};
 
 /// Records kept in memory for `vaultfw logs`.
 pub const DEFAULT_MEMORY: usize = 10_000;
@@ -173,7 +171,7 @@ impl AccessLog {
     pub fn open(path: Option<&Path>, capacity: usize) -> std::io::Result<Self> {
         let sink = match path {
             None => Sink::Stdout,
-            Some(path) => Sink::File(FileSink::open(path)?),
+            Some(path) => Sink::File(FileSink::open(ACCESS_LOG, path)?),
         };
         Ok(AccessLog {
             sink,
