@@ -61,10 +61,10 @@ fn wait_refused(agent: &Agent, mark: LogMark, cause: &str) -> Value {
         mark,
         &format!("{REFUSED:?} (cause {cause})"),
         LOG_TIMEOUT,
-        |l| l["message"] == REFUSED && l["cause"] == cause,
+        |l| l["message"] == REFUSED && l["vaultfw"]["cause"] == cause,
     );
     assert_eq!(
-        line["level"], "ERROR",
+        line["log"]["level"], "error",
         "a refused reload is an error: {line}"
     );
     line
@@ -124,7 +124,7 @@ fn valid_policy_edit_is_applied_without_sighup() {
     let mark = agent.log_mark();
     save_like_an_editor(agent.policy().path(), POLICY_WITH_DENIED_SRC);
     let applied = agent.wait_log(mark, "the edit applied", LOG_TIMEOUT, |l| {
-        l["message"] == "policy applied" && l["cause"] == "policy file changed"
+        l["message"] == "policy applied" && l["vaultfw"]["cause"] == "policy file changed"
     });
     assert_eq!(applied["generation"], generation + 1, "{applied}");
     assert_connects(
@@ -143,7 +143,7 @@ fn valid_policy_edit_is_applied_without_sighup() {
     let mark = agent.log_mark();
     agent.policy().write(POLICY);
     agent.wait_log(mark, "the in-place edit applied", LOG_TIMEOUT, |l| {
-        l["message"] == "policy applied" && l["cause"] == "policy file changed"
+        l["message"] == "policy applied" && l["vaultfw"]["cause"] == "policy file changed"
     });
     assert_dropped(
         &topo,

@@ -201,7 +201,7 @@ pub async fn serve(
     let (policy, interfaces) = state::load_checked(&options.source)?;
     let links = crate::links::list().map_err(setup("list the interfaces (netlink)"))?;
     interfaces::preflight(&options.interfaces, &policy, &links)?;
-    let access = AccessLog::open(options.access_log.as_deref(), DEFAULT_MEMORY)
+    let mut access = AccessLog::open(options.access_log.as_deref(), DEFAULT_MEMORY)
         .map_err(setup("open the access log (--access-log)"))?;
     let audit = AuditLog::open(options.audit_log.as_deref())
         .map_err(setup("open the audit log (--audit-log)"))?;
@@ -237,6 +237,7 @@ pub async fn serve(
         to_filter.into_iter().map(|(name, w)| (name, w.ifindex)),
     )?;
     let stats = StatsReporter::from_sample(&baseline);
+    access.continue_after(baseline.events.sent);
     let mut ring = match dataplane.take_event_ring() {
         Some(ring) => {
             Some(EventRing::new(ring).map_err(setup("watch the access-log ring buffer"))?)
