@@ -102,7 +102,7 @@ fn deleted_and_recreated_interface_is_filtered_again() {
         "{show:#}"
     );
     assert_eq!(
-        show["interfaces"][0]["ifindex"], back["ifindex"],
+        show["interfaces"][0]["ifindex"], back["vaultfw"]["ifindex"],
         "{show:#}"
     );
     assert_eq!(show["interfaces"][0]["mode"], "native", "{show:#}");

@@ -21,6 +21,7 @@ use serde_json::{Map, Value};
 use tracing::field::{Field, Visit};
 use tracing::{Event, Level, Subscriber};
 use tracing_journald::{Priority, PriorityMappings};
+use tracing_subscriber::fmt::MakeWriter;
 use tracing_subscriber::layer::{Context, SubscriberExt};
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{EnvFilter, Layer};
@@ -89,7 +90,9 @@ pub fn init(format: LogFormat) {
     let filter = || EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     let registry = tracing_subscriber::registry();
     match format {
-        LogFormat::Json => registry.with(EcsJsonLayer.with_filter(filter())).init(),
+        LogFormat::Json => registry
+            .with(EcsJsonLayer::stdout().with_filter(filter()))
+            .init(),
         LogFormat::Text => registry
             .with(
                 tracing_subscriber::fmt::layer()
@@ -108,17 +111,38 @@ pub fn init(format: LogFormat) {
                 )
                 .init(),
             Err(error) => {
-                registry.with(EcsJsonLayer.with_filter(filter())).init();
+                registry
+                    .with(EcsJsonLayer::stdout().with_filter(filter()))
+                    .init();
                 tracing::warn!(%error, "cannot reach the journal; logging JSON lines to stdout");
             }
         },
     }
 }
 
-/// Writes each event as one ECS JSON line on stdout.
-pub struct EcsJsonLayer;
+/// Writes each event as one ECS JSON line to what `W` makes (stdout for
+/// the daemon).
+pub struct EcsJsonLayer<W = fn() -> std::io::Stdout> {
+    make_writer: W,
+}
 
-impl<S: Subscriber> Layer<S> for EcsJsonLayer {
+impl EcsJsonLayer {
+    /// Lines on stdout.
+    pub fn stdout() -> Self {
+        EcsJsonLayer {
+            make_writer: std::io::stdout,
+        }
+    }
+}
+
+impl<W: for<'a> MakeWriter<'a> + 'static> EcsJsonLayer<W> {
+    /// Lines to the writers `make_writer` makes (tests capture them).
+    pub fn new(make_writer: W) -> Self {
+        EcsJsonLayer { make_writer }
+    }
+}
+
+impl<S: Subscriber, W: for<'a> MakeWriter<'a> + 'static> Layer<S> for EcsJsonLayer<W> {
     fn on_event(&self, event: &Event<'_>, _ctx: Context<'_, S>) {
         let mut line = match serde_json::to_vec(&to_record(event)) {
             Ok(line) => line,
@@ -127,7 +151,7 @@ impl<S: Subscriber> Layer<S> for EcsJsonLayer {
         line.push(b'\n');
         // One write per line: lines never interleave with access-log
         // records on stdout.
-        let mut out = std::io::stdout().lock();
+        let mut out = self.make_writer.make_writer();
         let _ = out.write_all(&line).and_then(|()| out.flush());
     }
 }
