@@ -190,6 +190,21 @@ pub struct RunArgs {
     /// stdout; SIGHUP reopens it (for logrotate).
     #[arg(long, value_name = "FILE")]
     pub access_log: Option<PathBuf>,
+    /// Also append the audit trail (one JSON record per change request:
+    /// who, what, generations, outcome) to FILE; it always goes to the
+    /// daemon log too. Never written through a link; created 0640; SIGHUP
+    /// reopens it (for logrotate).
+    ///
+    /// Example: --audit-log /var/log/vaultfw/audit.log
+    #[arg(long, value_name = "FILE")]
+    pub audit_log: Option<PathBuf>,
+    /// Form of the daemon log: JSON lines (ECS field names), text for
+    /// people, or native journal entries. Default: journald when stderr
+    /// is the journal (a systemd unit), json otherwise.
+    ///
+    /// Example: --log-format text
+    #[arg(long, value_enum, value_name = "FORMAT")]
+    pub log_format: Option<LogFormatArg>,
     /// Serve Prometheus metrics on http://ADDR/metrics (off by default).
     /// Only loopback addresses unless --metrics-allow-remote.
     ///
@@ -352,6 +367,30 @@ impl CheckArgs {
             pcap: self.pcap.clone(),
             output: self.output.into(),
             explain: self.explain,
+        }
+    }
+}
+
+/// `vaultfw run --log-format`: clap's mirror of
+/// [`crate::telemetry::logging::LogFormat`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormatArg {
+    /// One JSON object per line (Elastic Common Schema field names; see
+    /// docs/logging.md) on stdout.
+    Json,
+    /// Human-readable lines on stdout.
+    Text,
+    /// Native journal entries with their priority (the default when
+    /// stderr is the journal).
+    Journald,
+}
+
+impl From<LogFormatArg> for crate::telemetry::logging::LogFormat {
+    fn from(arg: LogFormatArg) -> Self {
+        match arg {
+            LogFormatArg::Json => Self::Json,
+            LogFormatArg::Text => Self::Text,
+            LogFormatArg::Journald => Self::Journald,
         }
     }
 }

@@ -40,7 +40,10 @@ fn main() -> ExitCode {
 }
 
 fn run(args: RunArgs) -> ExitCode {
-    vaultfw::telemetry::init_json_logs();
+    vaultfw::telemetry::logging::init(
+        args.log_format
+            .map_or_else(vaultfw::telemetry::logging::LogFormat::detect, Into::into),
+    );
     let interfaces = match daemon::IfaceSelection::parse(&args.interfaces) {
         Ok(selection) => selection,
         Err(message) => {
@@ -62,6 +65,7 @@ fn run(args: RunArgs) -> ExitCode {
         log_allowed: args.log_allowed,
         pass_forwarded: args.pass_forwarded,
         access_log: args.access_log,
+        audit_log: args.audit_log,
         metrics_addr: args.metrics_addr,
         metrics_allow_remote: args.metrics_allow_remote,
     };

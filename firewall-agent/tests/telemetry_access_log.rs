@@ -28,6 +28,27 @@ impl Drop for TempDir {
     }
 }
 
+#[test]
+fn numbering_continues_from_the_kernels_count_of_events_sent_so_a_cursor_survives_a_restart() {
+    // A previous run numbered its records up to 41 (the kernel had sent
+    // 41 events); a follower saw them all and holds cursor 41.
+    let mut log = AccessLog::open(None, 10).unwrap();
+    log.continue_after(41);
+    assert_eq!(log.next_seq(), 42);
+    let r = record(&log, &event(Verdict::DenyNoMatch, [198, 51, 100, 9], 443));
+    log.push(r);
+    let page = log.query(Some(41), None, None);
+    assert_eq!(
+        page.records
+            .iter()
+            .map(AccessRecord::seq)
+            .collect::<Vec<_>>(),
+        vec![42],
+        "the follower gets exactly the new record"
+    );
+    assert_eq!(page.cursor, 42);
+}
+
 fn event(verdict: Verdict, src: [u8; 4], dport: u16) -> AccessEvent {
     let mut event = AccessEvent {
         ts_ns: 1_000_000_000,
@@ -64,10 +85,19 @@ fn a_denied_syn_decodes_to_the_documented_fields() {
     assert_eq!(
         json,
         serde_json::json!({
-            "log": "access", "seq": 1, "time": "2027-01-15T08:00:01.000000Z",
-            "interface": "eth0", "ifindex": 4, "vlan": null,
-            "src": "198.51.100.7", "dst": "192.0.2.1", "sport": 40000, "dport": 443,
-            "proto": "tcp", "action": "drop", "reason": "deny_no_match",
+            "@timestamp": "2027-01-15T08:00:01.000000Z",
+            "log": {"level": "info", "logger": "vaultfw::access"},
+            "message": "connection denied",
+            "event": {
+                "kind": "event", "category": ["network"], "type": ["connection", "denied"],
+                "action": "drop", "outcome": "success", "dataset": "vaultfw.access",
+                "sequence": 1,
+            },
+            "source": {"ip": "198.51.100.7", "port": 40000},
+            "destination": {"ip": "192.0.2.1", "port": 443},
+            "network": {"transport": "tcp", "iana_number": "6", "type": "ipv4"},
+            "observer": {"ingress": {"interface": {"name": "eth0", "id": "4"}}},
+            "vaultfw": {"verdict": "deny_no_match"},
         })
     );
 }
@@ -87,17 +117,22 @@ fn allow_events_name_their_rule_and_vlan_and_ipv6_decode() {
     };
     let r = AccessRecord::decode(&allowed, 1, None, |_| None, rule);
     assert_eq!(
-        (r.action.as_str(), r.reason.as_str(), r.proto.as_str()),
+        (
+            r.event.action.as_str(),
+            r.vaultfw.verdict.as_str(),
+            r.network.transport.as_str()
+        ),
         ("pass", "allow_vnet_rule", "udp")
     );
+    let rule = r.rule.as_ref().expect("the rule");
     assert_eq!(
         (
-            r.rule.as_deref(),
-            r.rule_kind.as_deref(),
-            r.vlan,
-            r.interface.as_deref()
+            rule.name.as_str(),
+            rule.category.as_str(),
+            r.network.vlan.as_ref().map(|v| v.id.as_str()),
+            r.observer.ingress.interface.name.as_deref()
         ),
-        (Some("vnet/subnets/a"), Some("vnet"), Some(120), None)
+        ("vnet/subnets/a", "vnet", Some("120"), None)
     );
 
     let mut v6 = event(Verdict::DenyIpv6, [0; 4], 443);
@@ -108,8 +143,12 @@ fn allow_events_name_their_rule_and_vlan_and_ipv6_decode() {
         .octets();
     let r = AccessRecord::decode(&v6, 2, None, |_| None, |_| None);
     assert_eq!(
-        (r.src.to_string().as_str(), r.reason.as_str()),
-        ("2001:db8::7", "deny_ipv6")
+        (
+            r.source.ip.to_string().as_str(),
+            r.vaultfw.verdict.as_str(),
+            r.network.family.as_str()
+        ),
+        ("2001:db8::7", "deny_ipv6", "ipv6")
     );
 }
 
@@ -154,24 +193,35 @@ fn queries_follow_a_cursor_filter_by_time_and_say_what_was_evicted() {
     }
     let all = log.query(None, None, None);
     assert_eq!(
-        all.records.iter().map(|r| r.seq).collect::<Vec<_>>(),
+        all.records
+            .iter()
+            .map(AccessRecord::seq)
+            .collect::<Vec<_>>(),
         vec![3, 4, 5],
         "the last 3 are kept"
     );
     assert_eq!((all.cursor, all.evicted, all.capacity), (5, 2, 3));
     let after = log.query(Some(4), None, None);
     assert_eq!(
-        after.records.iter().map(|r| r.seq).collect::<Vec<_>>(),
+        after
+            .records
+            .iter()
+            .map(AccessRecord::seq)
+            .collect::<Vec<_>>(),
         vec![5]
     );
     let nothing_new = log.query(Some(5), None, None);
     assert!(nothing_new.records.is_empty());
     assert_eq!(nothing_new.cursor, 5);
-    // A cursor from a previous agent run (numbering restarted) gets all.
+    // A cursor from maps since replaced (numbering restarted) gets all.
     assert_eq!(log.query(Some(99), None, None).records.len(), 3);
     let since = log.query(None, Some(base + Duration::from_secs(4)), None);
     assert_eq!(
-        since.records.iter().map(|r| r.seq).collect::<Vec<_>>(),
+        since
+            .records
+            .iter()
+            .map(AccessRecord::seq)
+            .collect::<Vec<_>>(),
         vec![5]
     );
     // With nothing matching, the cursor still moves past what was looked at.

@@ -1,5 +1,6 @@
 //! What the agent reports: the verdict-counter names of DESIGN.md section 2,
-//! its JSON log lines (`message`, flattened fields), and [`FinalStats`], the
+//! its JSON log lines (ECS records: `message`, nested fields, the agent's
+//! own under `vaultfw`; docs/logging.md), and [`FinalStats`], the
 //! totals of the last `"verdict counters"` line it logged before exiting.
 
 use std::collections::BTreeMap;
@@ -137,25 +138,24 @@ fn field<'a>(value: &'a serde_json::Value, name: &str) -> Option<&'a serde_json:
 }
 
 /// The totals of a `"verdict counters"` line, and whether it is the final
-/// one: every unsigned field not ending in `_delta`, except `interval_s`.
+/// one: each counter of `vaultfw.counters.totals`, and the access-log
+/// accounting of `vaultfw.events` as `events_<name>` (deltas left out).
 pub fn parse_counters(line: &str) -> Option<(BTreeMap<String, u64>, bool)> {
     let value: serde_json::Value = serde_json::from_str(line).ok()?;
     if field(&value, "message")?.as_str()? != COUNTERS_MESSAGE {
         return None;
     }
-    let is_final = field(&value, "final")
-        .and_then(|f| f.as_bool())
-        .unwrap_or(false);
+    let own = &value["vaultfw"];
+    let is_final = own["final"].as_bool().unwrap_or(false);
     let mut counters = BTreeMap::new();
-    let objects = [Some(&value), value.get("fields")];
-    for object in objects.into_iter().flatten().filter_map(|o| o.as_object()) {
-        for (key, v) in object {
-            if key.ends_with("_delta") || key == "interval_s" {
-                continue;
-            }
-            if let Some(n) = v.as_u64() {
-                counters.insert(key.clone(), n);
-            }
+    for (key, v) in own["counters"]["totals"].as_object()? {
+        if let Some(n) = v.as_u64() {
+            counters.insert(key.clone(), n);
+        }
+    }
+    for (key, v) in own["events"].as_object().into_iter().flatten() {
+        if let Some(n) = v.as_u64().filter(|_| !key.ends_with("_delta")) {
+            counters.insert(format!("events_{key}"), n);
         }
     }
     Some((counters, is_final))
@@ -166,22 +166,15 @@ mod tests {
     use super::*;
 
     #[test]
-    fn counters_are_read_from_a_flattened_json_line() {
-        let line = r#"{"timestamp":"2026-01-01T00:00:00Z","level":"INFO","message":"verdict counters","target":"vaultfw::stats","interval_s":1,"final":true,"pass_non_ip":2,"pass_non_ip_delta":0,"deny_no_match":7,"deny_no_match_delta":3}"#;
+    fn counters_are_read_from_an_ecs_line() {
+        let line = r#"{"@timestamp":"2026-01-01T00:00:00Z","log":{"level":"info","logger":"vaultfw::stats"},"message":"verdict counters","vaultfw":{"interval_s":1,"final":true,"counters":{"totals":{"pass_non_ip":2,"deny_no_match":7},"deltas":{"pass_non_ip":0,"deny_no_match":3}},"events":{"sent":5,"sent_delta":1}}}"#;
         let (counters, is_final) = parse_counters(line).expect("a counters line");
         assert!(is_final);
         assert_eq!(counters.get("pass_non_ip"), Some(&2));
         assert_eq!(counters.get("deny_no_match"), Some(&7));
+        assert_eq!(counters.get("events_sent"), Some(&5));
         assert!(!counters.contains_key("interval_s"));
-        assert!(!counters.contains_key("deny_no_match_delta"));
-    }
-
-    #[test]
-    fn counters_are_read_from_nested_fields() {
-        let line = r#"{"level":"INFO","fields":{"message":"verdict counters","allow_ip_rule":4,"allow_ip_rule_delta":4},"target":"vaultfw::stats"}"#;
-        let (counters, is_final) = parse_counters(line).expect("a counters line");
-        assert!(!is_final);
-        assert_eq!(counters.get("allow_ip_rule"), Some(&4));
+        assert!(!counters.contains_key("events_sent_delta"));
     }
 
     #[test]

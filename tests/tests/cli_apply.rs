@@ -104,7 +104,7 @@ fn an_unconfirmed_apply_rolls_back_at_its_deadline() {
         ROLLBACK_SLACK + Duration::from_secs(2),
         |l| {
             l["message"] == "unconfirmed apply rolled back"
-                && l["cause"] == "rollback of an unconfirmed apply"
+                && l["vaultfw"]["cause"] == "rollback of an unconfirmed apply"
         },
     );
     assert!(
@@ -180,7 +180,7 @@ fn a_confirmed_apply_stays_past_its_deadline_and_is_written_to_the_policy_file()
         !agent
             .log_lines()
             .iter()
-            .any(|l| l["cause"] == "rollback of an unconfirmed apply"),
+            .any(|l| l["vaultfw"]["cause"] == "rollback of an unconfirmed apply"),
         "a confirmed apply rolled back:\n{}",
         agent.output()
     );

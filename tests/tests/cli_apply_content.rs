@@ -258,7 +258,8 @@ fn a_relative_service_tags_file_is_written_back_absolute_and_the_policy_survives
     let mark = agent.log_mark();
     agent.signal(Signal::SIGHUP);
     let reload = agent.wait_log(mark, "the SIGHUP reload", LOG_TIMEOUT, |l| {
-        l["cause"] == "SIGHUP" || l["message"] == "policy reload refused; the running policy stays"
+        l["vaultfw"]["cause"] == "SIGHUP"
+            || l["message"] == "policy reload refused; the running policy stays"
     });
     assert_ne!(
         reload["message"],

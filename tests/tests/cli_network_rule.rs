@@ -90,7 +90,7 @@ fn an_address_and_its_slash32_in_one_policy_are_listed_as_one_rule() {
         .log_lines()
         .into_iter()
         .filter(|l| {
-            l["level"] == "WARN"
+            l["log"]["level"] == "warn"
                 && l["message"].as_str().is_some_and(|m| {
                     m.contains("\"203.0.113.10/32\"") && m.contains("\"203.0.113.10\"")
                 })

@@ -220,7 +220,7 @@ fn out_of_descriptors_the_accept_loop_backs_off_logs_once_per_interval_and_recov
             .is_some_and(|m| m.starts_with("accepting a control connection failed"))
     });
     assert!(
-        failed["error"]
+        failed["error"]["message"]
             .as_str()
             .is_some_and(|e| e.contains("os error 24")),
         "not EMFILE: {failed}"

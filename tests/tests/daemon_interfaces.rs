@@ -46,8 +46,8 @@ fn deleted_and_recreated_interface_is_filtered_again() {
         "that the filtered interface vanished",
         LOG_TIMEOUT,
         |l| {
-            l["level"] == "WARN"
-                && l["interface"] == topo.server_veth()
+            l["log"]["level"] == "warn"
+                && l["vaultfw"]["interface"] == topo.server_veth()
                 && l["message"]
                     .as_str()
                     .is_some_and(|m| m.contains("vanished"))
@@ -61,7 +61,7 @@ fn deleted_and_recreated_interface_is_filtered_again() {
         "that the interface is attached again",
         LOG_TIMEOUT,
         |l| {
-            l["interface"] == topo.server_veth()
+            l["vaultfw"]["interface"] == topo.server_veth()
                 && l["message"]
                     .as_str()
                     .is_some_and(|m| m.contains("attached again"))
@@ -102,7 +102,7 @@ fn deleted_and_recreated_interface_is_filtered_again() {
         "{show:#}"
     );
     assert_eq!(
-        show["interfaces"][0]["ifindex"], back["ifindex"],
+        show["interfaces"][0]["ifindex"], back["vaultfw"]["ifindex"],
         "{show:#}"
     );
     assert_eq!(show["interfaces"][0]["mode"], "native", "{show:#}");
@@ -346,7 +346,7 @@ fn iface_all_filters_an_interface_created_after_the_start() {
         "that the new interface is attached",
         LOG_TIMEOUT,
         |l| {
-            l["interface"] == late.as_str()
+            l["vaultfw"]["interface"] == late.as_str()
                 && l["message"]
                     .as_str()
                     .is_some_and(|m| m.contains("attached"))
@@ -482,7 +482,7 @@ fn an_interface_that_could_not_be_attached_is_filtered_once_it_can_be() {
         "that the freed interface is attached",
         LOG_TIMEOUT,
         |l| {
-            l["interface"] == busy.as_str()
+            l["vaultfw"]["interface"] == busy.as_str()
                 && l["message"]
                     .as_str()
                     .is_some_and(|m| m.contains("attached"))

@@ -61,10 +61,10 @@ fn wait_refused(agent: &Agent, mark: LogMark, cause: &str) -> Value {
         mark,
         &format!("{REFUSED:?} (cause {cause})"),
         LOG_TIMEOUT,
-        |l| l["message"] == REFUSED && l["cause"] == cause,
+        |l| l["message"] == REFUSED && l["vaultfw"]["cause"] == cause,
     );
     assert_eq!(
-        line["level"], "ERROR",
+        line["log"]["level"], "error",
         "a refused reload is an error: {line}"
     );
     line
@@ -89,7 +89,9 @@ fn invalid_policy_edits_are_refused_and_the_running_policy_stays() {
     agent.policy().write(INVALID_TOML);
     let refused = wait_refused(&agent, mark, "policy file changed");
     assert!(
-        refused["error"].as_str().is_some_and(|e| !e.is_empty()),
+        refused["error"]["message"]
+            .as_str()
+            .is_some_and(|e| !e.is_empty()),
         "the refusal does not say why: {refused}"
     );
     assert_old_policy_in_force(&topo, &agent, generation, "after a TOML syntax error");
@@ -97,7 +99,7 @@ fn invalid_policy_edits_are_refused_and_the_running_policy_stays() {
     let mark = agent.log_mark();
     save_like_an_editor(agent.policy().path(), INVALID_PRIVATE_RULE);
     let refused = wait_refused(&agent, mark, "policy file changed");
-    let error = refused["error"].as_str().unwrap_or_default();
+    let error = refused["error"]["message"].as_str().unwrap_or_default();
     assert!(
         error.contains("10.0.0.0/8") && error.contains("ip_rules[1]"),
         "the refusal names neither the value nor its path: {refused}"
@@ -124,9 +126,13 @@ fn valid_policy_edit_is_applied_without_sighup() {
     let mark = agent.log_mark();
     save_like_an_editor(agent.policy().path(), POLICY_WITH_DENIED_SRC);
     let applied = agent.wait_log(mark, "the edit applied", LOG_TIMEOUT, |l| {
-        l["message"] == "policy applied" && l["cause"] == "policy file changed"
+        l["message"] == "policy applied" && l["vaultfw"]["cause"] == "policy file changed"
     });
-    assert_eq!(applied["generation"], generation + 1, "{applied}");
+    assert_eq!(
+        applied["vaultfw"]["generation"],
+        generation + 1,
+        "{applied}"
+    );
     assert_connects(
         &topo,
         &agent,
@@ -143,7 +149,7 @@ fn valid_policy_edit_is_applied_without_sighup() {
     let mark = agent.log_mark();
     agent.policy().write(POLICY);
     agent.wait_log(mark, "the in-place edit applied", LOG_TIMEOUT, |l| {
-        l["message"] == "policy applied" && l["cause"] == "policy file changed"
+        l["message"] == "policy applied" && l["vaultfw"]["cause"] == "policy file changed"
     });
     assert_dropped(
         &topo,

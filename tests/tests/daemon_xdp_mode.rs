@@ -96,8 +96,8 @@ fn auto_mode_without_driver_support_attaches_generic_with_a_warning() {
     agent.wait_ready();
     agent.wait_serving();
     let warned = agent.log_lines().into_iter().any(|l| {
-        l["level"] == "WARN"
-            && l["interface"] == iface.as_str()
+        l["log"]["level"] == "warn"
+            && l["vaultfw"]["interface"] == iface.as_str()
             && l["message"].as_str().is_some_and(|m| m.contains("generic"))
     });
     assert!(

@@ -592,13 +592,13 @@ fn the_access_log_on_a_full_disk_never_holds_a_partial_line_and_catches_up_in_or
         "a line counting failed access-log writes",
         WAIT,
         |l| {
-            l["access_log_failed_writes"]
+            l["vaultfw"]["failed_writes"]
                 .as_u64()
                 .is_some_and(|n| n > 0)
         },
     );
-    assert_eq!(line["access_log_records_lost"], 0, "{line}");
-    assert_eq!(line["path"], log.display().to_string(), "{line}");
+    assert_eq!(line["vaultfw"]["records_lost"], 0, "{line}");
+    assert_eq!(line["file"]["path"], log.display().to_string(), "{line}");
 
     let mark = agent.log_mark();
     std::fs::remove_file(tmpfs.path().join("filler")).expect("freeing space");
@@ -613,7 +613,7 @@ fn the_access_log_on_a_full_disk_never_holds_a_partial_line_and_catches_up_in_or
     let seqs = |records: &[Value]| {
         records
             .iter()
-            .map(|r| r["seq"].as_u64().expect("seq"))
+            .map(|r| r["event"]["sequence"].as_u64().expect("event.sequence"))
             .collect::<Vec<u64>>()
     };
     assert_eq!(

@@ -243,9 +243,9 @@ const FAKE_AGENT: &str = r#"#!/bin/bash
 echo "{\"level\":\"INFO\",\"message\":\"starting\",\"args\":\"$*\",\"netns\":\"$(readlink /proc/self/ns/net)\"}"
 echo "attaching" >&2
 counters='"pass_non_ip":0,"pass_control_plane":3,"pass_fragment":0,"pass_ipv6":0,"allow_default":0,"allow_ip_rule":5,"allow_vnet_rule":0,"allow_trusted_service":0,"audit_would_deny":0,"deny_no_match":2,"deny_ipv6":0,"deny_malformed":0,"pass_forwarded":0'
-trap 'echo "{\"message\":\"verdict counters\",\"final\":true,\"interval_s\":1,$counters}"; exit 0' TERM
+trap 'echo "{\"message\":\"verdict counters\",\"vaultfw\":{\"final\":true,\"interval_s\":1,\"counters\":{\"totals\":{$counters}}}}"; exit 0' TERM
 echo "{\"level\":\"INFO\",\"message\":\"filtering\",\"target\":\"vaultfw\"}"
-echo "{\"message\":\"verdict counters\",\"interval_s\":1,\"deny_no_match\":1,\"deny_no_match_delta\":1}"
+echo "{\"message\":\"verdict counters\",\"vaultfw\":{\"interval_s\":1,\"counters\":{\"totals\":{\"deny_no_match\":1},\"deltas\":{\"deny_no_match\":1}}}}"
 while true; do sleep 0.05; done
 "#;
 

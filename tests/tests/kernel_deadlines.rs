@@ -101,10 +101,9 @@ fn an_unconfirmed_allow_is_rolled_back_by_the_kernel_at_its_deadline_after_sigki
     let mut agent = Agent::spawn(&topo.server, policy, paths.clone(), keep_options(&topo));
     agent.wait_ready();
     agent.wait_serving();
-    let reported = agent
-        .log_lines()
-        .into_iter()
-        .find(|l| l["by_kernel"] == true && l["dropped_generation"] == generation + 1);
+    let reported = agent.log_lines().into_iter().find(|l| {
+        l["vaultfw"]["by_kernel"] == true && l["vaultfw"]["dropped_generation"] == generation + 1
+    });
     assert!(
         reported.is_some(),
         "the start did not report the kernel's rollback:\n{}",
@@ -149,7 +148,8 @@ fn a_stop_with_on_exit_keep_rolls_a_pending_apply_back_before_exiting() {
     );
     let rolled_back = stats.stdout_lines().any(|l| {
         serde_json::from_str::<serde_json::Value>(l).is_ok_and(|l| {
-            l["message"] == "unconfirmed apply rolled back" && l["generation"] == generation
+            l["message"] == "unconfirmed apply rolled back"
+                && l["vaultfw"]["generation"] == generation
         })
     });
     assert!(

@@ -88,22 +88,24 @@ fn syn(topo: &Topology, src: Ipv4Addr, port: u16) -> Vec<u8> {
 /// Checks the fields of the record of a denied SYN from `src`.
 fn assert_denied_syn(record: &Value, src: Ipv4Addr, interface: &str) {
     let expected = [
-        ("log", Value::from("access")),
-        ("src", Value::from(src.to_string())),
-        ("dst", Value::from(SERVER_IP.to_string())),
-        ("sport", Value::from(40000)),
-        ("dport", Value::from(443)),
-        ("proto", Value::from("tcp")),
-        ("reason", Value::from("deny_no_match")),
-        ("action", Value::from("drop")),
-        ("interface", Value::from(interface)),
-        ("vlan", Value::Null),
+        ("event.dataset", Value::from("vaultfw.access")),
+        ("source.ip", Value::from(src.to_string())),
+        ("destination.ip", Value::from(SERVER_IP.to_string())),
+        ("source.port", Value::from(40000)),
+        ("destination.port", Value::from(443)),
+        ("network.transport", Value::from("tcp")),
+        ("vaultfw.verdict", Value::from("deny_no_match")),
+        ("event.action", Value::from("drop")),
+        ("event.type", serde_json::json!(["connection", "denied"])),
+        ("observer.ingress.interface.name", Value::from(interface)),
+        ("network.vlan", Value::Null),
     ];
     for (field, want) in expected {
-        assert_eq!(record[field], want, "field {field} of {record}");
+        let got = field.split('.').fold(record, |v, part| &v[part]);
+        assert_eq!(*got, want, "field {field} of {record}");
     }
     // RFC 3339 in UTC: 2026-01-31T12:00:00.123456Z
-    let time = record["time"]
+    let time = record["@timestamp"]
         .as_str()
         .unwrap_or_else(|| panic!("no time in {record}"));
     assert!(
@@ -111,7 +113,10 @@ fn assert_denied_syn(record: &Value, src: Ipv4Addr, interface: &str) {
         "time {time:?} is not RFC 3339 UTC"
     );
     assert!(
-        record["ifindex"].as_u64().is_some_and(|i| i > 0),
+        record["observer"]["ingress"]["interface"]["id"]
+            .as_str()
+            .and_then(|i| i.parse::<u32>().ok())
+            .is_some_and(|i| i > 0),
         "{record}"
     );
     assert!(
@@ -214,7 +219,7 @@ fn a_denied_syn_is_in_the_access_log_file_and_in_vaultfw_logs_with_its_fields() 
     let mut sent_third = false;
     while !followed
         .iter()
-        .any(|r: &Value| r["src"] == third_src.to_string())
+        .any(|r: &Value| r["source"]["ip"] == third_src.to_string())
     {
         let left = deadline.saturating_duration_since(Instant::now());
         match lines.recv_timeout(left.min(Duration::from_millis(200))) {
@@ -269,13 +274,13 @@ fn allowed_attempts_are_logged_with_their_rule_when_asked() {
     );
     // Without --access-log, records go to stdout among the log lines.
     let line = agent.wait_log(mark, "an access record on stdout", WAIT, |l| {
-        l["log"] == "access"
+        l["event"]["dataset"] == "vaultfw.access"
     });
-    assert_eq!(line["reason"], "allow_ip_rule", "{line}");
-    assert_eq!(line["action"], "pass", "{line}");
-    assert_eq!(line["rule"], "203.0.113.0/24", "{line}");
-    assert_eq!(line["rule_kind"], "ip", "{line}");
-    assert_eq!(line["src"], ALLOWED_SRC.to_string(), "{line}");
+    assert_eq!(line["vaultfw"]["verdict"], "allow_ip_rule", "{line}");
+    assert_eq!(line["event"]["action"], "pass", "{line}");
+    assert_eq!(line["rule"]["name"], "203.0.113.0/24", "{line}");
+    assert_eq!(line["rule"]["category"], "ip", "{line}");
+    assert_eq!(line["source"]["ip"], ALLOWED_SRC.to_string(), "{line}");
     let logged = wait_records(&agent, &[], 1);
     assert_eq!(logged, vec![line]);
     agent.stop();
@@ -487,7 +492,7 @@ fn a_flood_of_denied_syns_is_logged_at_the_configured_rate_and_every_other_one_c
     assert!(
         logged
             .iter()
-            .all(|r| r["reason"] == "deny_no_match" && r["dport"] == 443),
+            .all(|r| r["vaultfw"]["verdict"] == "deny_no_match" && r["destination"]["port"] == 443),
         "{logged:?}"
     );
     let final_stats = agent.stop();
@@ -506,7 +511,7 @@ fn a_flood_of_denied_syns_is_logged_at_the_configured_rate_and_every_other_one_c
     let stdout_records = final_stats
         .stdout_lines()
         .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-        .filter(|l| l["log"] == "access")
+        .filter(|l| l["event"]["dataset"] == "vaultfw.access")
         .count() as u64;
     assert_eq!(stdout_records, sent, "access records on stdout");
 }

@@ -391,26 +391,26 @@ pub fn logs(args: &LogsArgs) -> ExitCode {
 }
 
 /// One record for people: time, interface, reason, flow, VLAN, rule.
+/// Endpoints are written as socket addresses (IPv6 bracketed).
 fn record_line(r: &AccessRecord) -> String {
+    let interface = &r.observer.ingress.interface;
     let mut line = format!(
-        "{}  {}  {}  {} {}:{} -> {}:{}",
-        r.time,
-        r.interface
+        "{}  {}  {}  {} {} -> {}",
+        r.timestamp,
+        interface
+            .name
             .clone()
-            .unwrap_or_else(|| format!("ifindex {}", r.ifindex)),
-        r.reason,
-        r.proto,
-        r.src,
-        r.sport,
-        r.dst,
-        r.dport,
+            .unwrap_or_else(|| format!("ifindex {}", interface.id)),
+        r.vaultfw.verdict,
+        r.network.transport,
+        std::net::SocketAddr::new(r.source.ip, r.source.port),
+        std::net::SocketAddr::new(r.destination.ip, r.destination.port),
     );
-    if let Some(vlan) = r.vlan {
-        line.push_str(&format!("  vlan {vlan}"));
+    if let Some(vlan) = &r.network.vlan {
+        line.push_str(&format!("  vlan {}", vlan.id));
     }
     if let Some(rule) = &r.rule {
-        let kind = r.rule_kind.as_deref().unwrap_or("-");
-        line.push_str(&format!("  rule {kind} {rule}"));
+        line.push_str(&format!("  rule {} {}", rule.category, rule.name));
     }
     line
 }
@@ -470,27 +470,49 @@ mod tests {
 
     #[test]
     fn a_log_record_line_names_the_flow_vlan_and_rule() {
-        let record = AccessRecord {
-            log: "access".into(),
-            seq: 1,
-            time: "2026-01-31T12:00:00.000000Z".into(),
-            interface: None,
+        let mut event = firewall_common::AccessEvent {
+            family: 4,
+            proto: 6,
+            verdict: firewall_common::Verdict::AllowIpRule.index() as u8,
+            rule_slot: 3,
             ifindex: 4,
-            vlan: Some(120),
-            src: "198.51.100.7".parse().unwrap(),
-            dst: "203.0.113.10".parse().unwrap(),
             sport: 40000,
             dport: 443,
-            proto: "tcp".into(),
-            action: "pass".into(),
-            reason: "allow_ip_rule".into(),
-            rule: Some("198.51.100.7".into()),
-            rule_kind: Some("ip".into()),
+            vlan: 120,
+            ..Default::default()
         };
+        event.src[..4].copy_from_slice(&[198, 51, 100, 7]);
+        event.dst[..4].copy_from_slice(&[203, 0, 113, 10]);
+        let boot = humantime::parse_rfc3339("2026-01-31T12:00:00Z").ok();
+        let rule = |_| {
+            Some(crate::compile::RuleRef {
+                kind: crate::compile::RuleKind::Ip,
+                name: "198.51.100.7".into(),
+                index: 0,
+            })
+        };
+        let record = AccessRecord::decode(&event, 1, boot, |_| None, rule);
         assert_eq!(
             record_line(&record),
             "2026-01-31T12:00:00.000000Z  ifindex 4  allow_ip_rule  tcp 198.51.100.7:40000 -> \
              203.0.113.10:443  vlan 120  rule ip 198.51.100.7"
+        );
+        // IPv6 endpoints are bracketed.
+        event.family = 6;
+        event.vlan = firewall_common::VLAN_UNTAGGED;
+        event.src = "2001:db8::7"
+            .parse::<std::net::Ipv6Addr>()
+            .unwrap()
+            .octets();
+        event.dst = "2001:db8::1"
+            .parse::<std::net::Ipv6Addr>()
+            .unwrap()
+            .octets();
+        let record = AccessRecord::decode(&event, 2, boot, |_| Some("eth0".into()), |_| None);
+        assert!(
+            record_line(&record).contains("tcp [2001:db8::7]:40000 -> [2001:db8::1]:443"),
+            "{}",
+            record_line(&record)
         );
     }
 }

@@ -11,6 +11,9 @@
 //! again, from [`ACCEPT_BACKOFF_MIN`] doubling to [`ACCEPT_BACKOFF_MAX`],
 //! and logs one line per [`ACCEPT_LOG_EVERY`] at most, with the number of
 //! failures it did not log.
+//!
+//! Each request carries its client's credentials (`SO_PEERCRED`: uid, gid,
+//! pid, and the command name read at once), for the audit trail.
 
 use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::{Path, PathBuf};
@@ -22,6 +25,7 @@ use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::{Semaphore, mpsc, oneshot};
 
 use super::protocol::{Command, ErrorKind, MAX_REQUEST_BYTES, Response, parse_request};
+use crate::telemetry::audit::Caller;
 
 /// A request waiting for the daemon: the command, the slot for its answer,
 /// and a signal that fires once the answer was written to the client (so
@@ -30,6 +34,8 @@ use super::protocol::{Command, ErrorKind, MAX_REQUEST_BYTES, Response, parse_req
 pub struct Pending {
     /// What was asked.
     pub command: Command,
+    /// Who asked: the client's credentials.
+    pub caller: Caller,
     /// Where the answer goes.
     pub reply: oneshot::Sender<Response>,
     /// Resolves when the answer has been written (or the client is gone).
@@ -243,6 +249,11 @@ impl Throttle {
 }
 
 async fn handle(stream: UnixStream, requests: mpsc::Sender<Pending>) -> std::io::Result<()> {
+    // Read at accept: the client may be gone by the time it is answered.
+    let caller = match stream.peer_cred() {
+        Ok(cred) => Caller::peer(cred.uid(), cred.gid(), cred.pid()),
+        Err(_) => Caller::UnknownPeer,
+    };
     let (reader, mut writer) = stream.into_split();
     // Dropped (firing the daemon's `delivered`) when this function returns.
     let mut delivered_guard: Option<oneshot::Sender<()>> = None;
@@ -273,6 +284,7 @@ async fn handle(stream: UnixStream, requests: mpsc::Sender<Pending>) -> std::io:
                 delivered_guard = Some(delivered_tx);
                 let pending = Pending {
                     command: request.command,
+                    caller,
                     reply,
                     delivered,
                 };

@@ -15,7 +15,9 @@ use crate::control::replies::{
 use crate::dataplane::{ApplyReport, Confirmation};
 use crate::persist::Edit;
 use crate::policy::{self, WriteBack, shown};
+use crate::telemetry::audit::Caller;
 
+use super::audit::{Request, change_request, outcome_of};
 use super::observe::{rule_hits, verdict_counts};
 use super::reconcile::{Change, ChangeError};
 use super::state::{Daemon, PendingApply, endpoint_interfaces, refuse_missing_endpoints};
@@ -32,9 +34,26 @@ pub struct Outcome {
 type Handled<T = ChangeReply> = Result<T, Response>;
 
 impl Daemon {
-    /// Handles one command.
-    pub fn handle(&mut self, command: Command) -> Outcome {
+    /// Handles one command from `caller`; a change request gets one
+    /// audit record, whatever its outcome.
+    pub fn handle(&mut self, command: Command, caller: &Caller) -> Outcome {
         tracing::debug!(?command, "control command");
+        let audited = change_request(&command)
+            .map(|(action, request)| (action, request, self.audit_snapshot()));
+        let outcome = self.handle_command(command);
+        if let Some((action, request, before)) = audited {
+            let request = Request {
+                action,
+                caller,
+                cause: None,
+                request: Some(request),
+            };
+            self.audit(request, &before, Some(outcome_of(&outcome.response)));
+        }
+        outcome
+    }
+
+    fn handle_command(&mut self, command: Command) -> Outcome {
         let mut stop = false;
         let result = match command {
             Command::Show => {

@@ -19,6 +19,7 @@
 //! filter in force (a crash, a stop or an upgrade never opens the vault);
 //! `detach` removes it.
 
+mod audit;
 mod commands;
 mod health;
 mod interfaces;
@@ -44,6 +45,7 @@ use crate::paths::PinDir;
 use crate::policy::LoadError;
 use crate::telemetry::{
     AccessLog, EventRing, MetricsServer, SnapshotRequest, StatsReporter, access::DEFAULT_MEMORY,
+    audit::AuditLog,
 };
 
 pub use interfaces::IfaceSelection;
@@ -99,6 +101,8 @@ pub struct RunOptions {
     pub pass_forwarded: bool,
     /// The access log's file (`None`: stdout).
     pub access_log: Option<PathBuf>,
+    /// The audit trail's own file (`None`: the daemon log only).
+    pub audit_log: Option<PathBuf>,
     /// Where to serve Prometheus metrics (`None`: nowhere).
     pub metrics_addr: Option<SocketAddr>,
     /// Serve metrics on a non-loopback address.
@@ -200,8 +204,10 @@ pub async fn serve(
     let (policy, interfaces) = state::load_checked(&options.source)?;
     let links = crate::links::list().map_err(setup("list the interfaces (netlink)"))?;
     interfaces::preflight(&options.interfaces, &policy, &links)?;
-    let access = AccessLog::open(options.access_log.as_deref(), DEFAULT_MEMORY)
+    let mut access = AccessLog::open(options.access_log.as_deref(), DEFAULT_MEMORY)
         .map_err(setup("open the access log (--access-log)"))?;
+    let audit = AuditLog::open(options.audit_log.as_deref())
+        .map_err(setup("open the audit log (--audit-log)"))?;
     let (snapshots_tx, mut snapshots) = mpsc::channel(4);
     let metrics = match options.metrics_addr {
         Some(addr) => Some(
@@ -234,6 +240,7 @@ pub async fn serve(
         to_filter.into_iter().map(|(name, w)| (name, w.ifindex)),
     )?;
     let stats = StatsReporter::from_sample(&baseline);
+    access.continue_after(baseline.events.sent);
     let mut ring = match dataplane.take_event_ring() {
         Some(ring) => {
             Some(EventRing::new(ring).map_err(setup("watch the access-log ring buffer"))?)
@@ -244,7 +251,7 @@ pub async fn serve(
         }
     };
     let started = Instant::now();
-    let mut daemon = Daemon::start(dataplane, options, policy, interfaces)?;
+    let mut daemon = Daemon::start(dataplane, options, policy, interfaces)?.with_audit_log(audit);
     let mut observer = observe::Observer::new(stats, access, started.elapsed());
 
     let (requests_tx, mut requests) = mpsc::channel(16);
@@ -271,6 +278,7 @@ pub async fn serve(
         tokio::select! {
             _ = ticker.tick() => {
                 daemon.check_socket();
+                daemon.audit_log().retry_and_report();
                 daemon.retry_unattached();
                 observer.report(&daemon, false);
                 notify_state(&mut notifier, &daemon);
@@ -283,7 +291,8 @@ pub async fn serve(
                         stop: false,
                     },
                     command => {
-                        let outcome = observer.timed(&mut daemon, |d| d.handle(command));
+                        let outcome =
+                            observer.timed(&mut daemon, |d| d.handle(command, &pending.caller));
                         notify_state(&mut notifier, &daemon);
                         outcome
                     }
@@ -298,6 +307,7 @@ pub async fn serve(
             Some(()) = reloads.recv() => {
                 notifier.reloading();
                 observer.reopen();
+                daemon.audit_log().reopen();
                 observer.timed(&mut daemon, |d| d.reload("SIGHUP"));
                 notify_reloaded(&mut notifier, &daemon);
             }
@@ -311,7 +321,7 @@ pub async fn serve(
                     Err(error) => tracing::error!(%error, "renewing the policy file's watch failed; the previous watch stays"),
                 }
                 notifier.reloading();
-                observer.timed(&mut daemon, |d| d.reload("policy file changed"));
+                observer.timed(&mut daemon, |d| d.reload(state::FILE_CHANGED));
                 notify_reloaded(&mut notifier, &daemon);
             }
             changed = link_events.changed() => match changed {

@@ -127,8 +127,10 @@ impl Daemon {
 
     /// Writes the policy files: the subnet map first (when `files` has
     /// one), then the policy file; a policy file that cannot be written
-    /// puts the map back.
-    pub(super) fn write_files(&self, files: &WriteBack) -> Result<(), ChangeError> {
+    /// puts the map back. The text written is remembered: the watch's
+    /// event for it is no reload.
+    pub(super) fn write_files(&mut self, files: &WriteBack) -> Result<(), ChangeError> {
+        self.written_back = Some(files.policy.clone());
         let source = &self.options.source;
         let write = |path: &Path, text: &str| {
             persist::write_atomically(path, text).map_err(|error| ChangeError::File {

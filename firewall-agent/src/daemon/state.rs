@@ -13,10 +13,15 @@ use crate::links::{self, InterfaceIndex};
 use crate::persist::{self, Edit};
 use crate::policy::{self, Policy, PolicyFormat, PolicyWarning, Validated, WriteBack};
 
+use super::audit::Request;
 use super::health::{Health, ReloadOutcome, SocketIdentity};
 use super::reconcile::{Change, ChangeError};
 use super::{OnExit, RunError, RunOptions};
 use crate::control::replies::PolicySync;
+use crate::telemetry::audit::{AuditLog, Caller, Outcome};
+
+/// The cause of a reload the policy file's watch asked for.
+pub const FILE_CHANGED: &str = "policy file changed";
 
 /// How long after a refused removal of expired rules it is tried again.
 const EXPIRY_RETRY: Duration = Duration::from_secs(5);
@@ -70,6 +75,11 @@ pub struct Daemon {
     /// After the kernel refused removing expired rules: not before then
     /// again (the kernel keeps them from matching meanwhile).
     expiry_retry_at: Option<SystemTime>,
+    /// Where audit records go.
+    pub(super) audit: AuditLog,
+    /// The policy file's text as the daemon last wrote it: the watch's
+    /// event for that write is not a reload.
+    pub(super) written_back: Option<String>,
 }
 
 impl Daemon {
@@ -136,7 +146,20 @@ impl Daemon {
             health: Health::default(),
             socket,
             expiry_retry_at: None,
+            audit: AuditLog::default(),
+            written_back: None,
         })
+    }
+
+    /// Records the audit trail to `audit` (the daemon log only until then).
+    pub fn with_audit_log(mut self, audit: AuditLog) -> Self {
+        self.audit = audit;
+        self
+    }
+
+    /// Where audit records go.
+    pub fn audit_log(&mut self) -> &mut AuditLog {
+        &mut self.audit
     }
 
     /// The options the daemon runs with.
@@ -151,9 +174,30 @@ impl Daemon {
 
     /// Re-reads the policy file (SIGHUP, an edit). A bad file is refused
     /// with its errors and the running policy stays in force; either way
-    /// the outcome is kept for `show` and the metrics.
+    /// the outcome is kept for `show` and the metrics, and audited. The
+    /// watch's event for the daemon's own write of the file (a CLI
+    /// change's write-back) is not a reload: nothing is recorded for it.
     pub fn reload(&mut self, cause: &str) {
+        if cause == FILE_CHANGED && self.is_own_write_back() {
+            tracing::info!(
+                cause,
+                "the policy file holds what the daemon wrote; not a reload"
+            );
+            return;
+        }
+        let before = self.audit_snapshot();
         let outcome = self.reload_file(cause);
+        let request = Request {
+            action: "reload",
+            caller: &Caller::File,
+            cause: Some(cause),
+            request: None,
+        };
+        self.audit(
+            request,
+            &before,
+            outcome.clone().err().map(Outcome::Refused),
+        );
         if let Err(error) = &outcome {
             tracing::error!(%error, cause, generation = self.generation, "policy reload refused; the running policy stays");
         }
@@ -163,6 +207,19 @@ impl Daemon {
             success: outcome.is_ok(),
             error: outcome.err(),
         });
+    }
+
+    /// Whether the policy file holds exactly what the daemon last wrote,
+    /// declaring what it serves.
+    fn is_own_write_back(&self) -> bool {
+        self.pending.is_none()
+            && self.written_back.is_some()
+            && self.options.source.file_text().ok() == self.written_back
+            && self
+                .options
+                .source
+                .load()
+                .is_ok_and(|file| file.policy == self.policy)
     }
 
     fn reload_file(&mut self, cause: &str) -> Result<(), String> {
@@ -266,19 +323,44 @@ impl Daemon {
     /// Rolls back an unconfirmed apply whose time is up, and removes
     /// expired rules (from the file too, so a reload agrees).
     pub fn on_deadline(&mut self, now: SystemTime) {
+        let timer = |action| Request {
+            action,
+            caller: &Caller::Timer,
+            cause: None,
+            request: None,
+        };
         if self.pending.as_ref().is_some_and(|p| p.deadline <= now) {
+            let before = self.audit_snapshot();
             self.roll_back_pending("not confirmed in time");
+            let failed = self.pending.is_some().then(|| {
+                Outcome::Refused(
+                    "the kernel refused the rollback; it falls back by itself at the deadline"
+                        .to_owned(),
+                )
+            });
+            self.audit(timer("rollback"), &before, failed);
         }
         if expired_rules(&self.policy, now).is_empty()
             || self.expiry_retry_at.is_some_and(|at| now < at)
         {
             return;
         }
+        let before = self.audit_snapshot();
+        let outcome = self.expire(now);
+        self.audit(
+            timer("expiry"),
+            &before,
+            outcome.err().map(Outcome::Refused),
+        );
+    }
+
+    /// Removes the rules of the served policy that expired by `now`.
+    fn expire(&mut self, now: SystemTime) -> Result<(), String> {
         // Re-applying must not write the previous generation's set.
         self.roll_back_pending("a rule expired: the policy must be applied again");
         let expired = expired_rules(&self.policy, now);
         if expired.is_empty() {
-            return;
+            return Ok(());
         }
         let mut policy = self.policy.clone();
         remove_expired(&mut policy, now);
@@ -318,12 +400,13 @@ impl Daemon {
         if let Err(error) = removed {
             self.expiry_retry_at = Some(now + EXPIRY_RETRY);
             tracing::error!(%error, retry_in_s = EXPIRY_RETRY.as_secs(), "removing the expired rules failed; the kernel keeps them from matching");
-            return;
+            return Err(error.to_string());
         }
         self.expiry_retry_at = None;
         for (what, _) in &expired {
             tracing::info!(rule = %what, "rule expired and was removed");
         }
+        Ok(())
     }
 
     /// Edits the native policy file in place (keeping comments) and

@@ -65,6 +65,7 @@ impl Sandbox {
             log_allowed: false,
             pass_forwarded: false,
             access_log: None,
+            audit_log: None,
             metrics_addr: None,
             metrics_allow_remote: false,
         }

@@ -4,13 +4,14 @@
 //! reopened on SIGHUP, so logrotate can move it away), and kept in memory —
 //! the last [`DEFAULT_MEMORY`] records — for `vaultfw logs`.
 //!
-//! Records are numbered (`seq`, from 1, per agent run) so a follower can
-//! ask for what came after the last one it saw.
+//! Records are numbered (`event.sequence`) so a follower can ask for what
+//! came after the last one it saw. The numbering continues across agent
+//! restarts: it counts on from the kernel's count of events sent, kept in
+//! the pinned maps ([`AccessLog::continue_after`]); it restarts at 1 only
+//! with new maps (after `vaultfw detach`).
 //!
 //! The file is never opened through a link, is created 0640, and gets
-//! whole records only, even on a full disk ([`file`]).
-
-mod file;
+//! whole records only, even on a full disk ([`super::file`]).
 
 use std::collections::VecDeque;
 use std::io::Write;
@@ -21,50 +22,146 @@ use std::time::{Duration, SystemTime};
 use firewall_common::{AccessEvent, Verdict};
 use serde::{Deserialize, Serialize};
 
+use super::file::{ACCESS_LOG, FileSink};
 use crate::compile::RuleRef;
-use file::FileSink;
 
-pub use file::{FILE_MODE, FileHealth, UNWRITTEN_MAX, open_append};
+pub use super::file::{FILE_MODE, FileHealth, UNWRITTEN_MAX};
 
 /// Records kept in memory for `vaultfw logs`.
 pub const DEFAULT_MEMORY: usize = 10_000;
 
-/// One access-log record, as written and as `vaultfw logs` shows it.
+/// One access-log record, as written and as `vaultfw logs` shows it: an
+/// ECS record ([`super::ecs`]; docs/logging.md lists every field).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AccessRecord {
-    /// Always `"access"`: tells these lines from the agent's other log
-    /// lines when both go to stdout.
-    pub log: String,
-    /// Position in this agent's access log, from 1.
-    pub seq: u64,
     /// When the frame was judged (RFC 3339, UTC, microseconds).
-    pub time: String,
-    /// Ingress interface name (`null` when the interface is gone).
-    pub interface: Option<String>,
-    /// Ingress ifindex.
-    pub ifindex: u32,
-    /// Outer VLAN id; `null` when untagged.
-    pub vlan: Option<u32>,
-    /// Source address.
-    pub src: IpAddr,
-    /// Destination address.
-    pub dst: IpAddr,
-    /// Source port.
-    pub sport: u16,
-    /// Destination port.
-    pub dport: u16,
-    /// `"tcp"`, `"udp"`, or the IANA protocol number.
-    pub proto: String,
-    /// What the program did: `"drop"` or `"pass"`.
-    pub action: String,
-    /// The verdict counter the frame counted in (`deny_no_match`, ...).
-    pub reason: String,
+    #[serde(rename = "@timestamp")]
+    pub timestamp: String,
+    /// `log.level` (`info`) and `log.logger` ([`TARGET`]).
+    pub log: LogFields,
+    /// `connection denied` or `connection allowed`.
+    pub message: String,
+    /// What happened.
+    pub event: EventFields,
+    /// Where the attempt came from.
+    pub source: Address,
+    /// Where it went.
+    pub destination: Address,
+    /// Protocol and VLAN.
+    pub network: NetworkFields,
+    /// The interface it arrived on.
+    pub observer: ObserverFields,
     /// The rule that allowed it (allow events only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub rule: Option<String>,
-    /// That rule's kind: `ip`, `vnet` or `trusted`.
+    pub rule: Option<RuleFields>,
+    /// The agent's own fields.
+    pub vaultfw: AccessVaultfw,
+}
+
+/// The tracing target / `log.logger` of access-log records.
+pub const TARGET: &str = "vaultfw::access";
+
+/// `log.*`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LogFields {
+    /// Always `info`.
+    pub level: String,
+    /// Always [`TARGET`].
+    pub logger: String,
+}
+
+/// `event.*` of an access record.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EventFields {
+    /// Always `event`.
+    pub kind: String,
+    /// Always `["network"]`.
+    pub category: Vec<String>,
+    /// `["connection", "denied"]` or `["connection", "allowed"]`.
+    #[serde(rename = "type")]
+    pub kind_of: Vec<String>,
+    /// What the program did: `drop` or `pass`.
+    pub action: String,
+    /// Always `success`: the filter did what its policy says (whether the
+    /// attempt got through is `event.type` and `event.action`).
+    pub outcome: String,
+    /// Always `vaultfw.access`.
+    pub dataset: String,
+    /// Position in the access log. It continues across agent restarts
+    /// while the pinned maps live (it counts from the kernel's count of
+    /// events sent); numbers of events lost on the way are skipped.
+    pub sequence: u64,
+}
+
+/// `source.*` / `destination.*`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Address {
+    /// The address.
+    pub ip: IpAddr,
+    /// The port.
+    pub port: u16,
+}
+
+/// `network.*`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NetworkFields {
+    /// `tcp`, `udp`, or the IANA protocol number.
+    pub transport: String,
+    /// The IANA protocol number.
+    pub iana_number: String,
+    /// `ipv4` or `ipv6`.
+    #[serde(rename = "type")]
+    pub family: String,
+    /// The outer VLAN; absent when untagged.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub rule_kind: Option<String>,
+    pub vlan: Option<VlanFields>,
+}
+
+/// `network.vlan.*`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VlanFields {
+    /// The VLAN id (ECS keeps it a string).
+    pub id: String,
+}
+
+/// `observer.*`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ObserverFields {
+    /// `observer.ingress.*`.
+    pub ingress: IngressFields,
+}
+
+/// `observer.ingress.*`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IngressFields {
+    /// `observer.ingress.interface.*`.
+    pub interface: InterfaceFields,
+}
+
+/// `observer.ingress.interface.*`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InterfaceFields {
+    /// Its name (`null` when the interface is gone).
+    pub name: Option<String>,
+    /// Its ifindex (a string, as ECS keeps ids).
+    pub id: String,
+}
+
+/// `rule.*`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RuleFields {
+    /// The rule (an IP rule's value, a subnet rule's id, a trusted
+    /// service).
+    pub name: String,
+    /// Its kind: `ip`, `vnet` or `trusted`.
+    pub category: String,
+}
+
+/// `vaultfw.*` of an access record.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AccessVaultfw {
+    /// The verdict counter the frame counted in (`deny_no_match`, ...).
+    pub verdict: String,
 }
 
 impl AccessRecord {
@@ -86,40 +183,77 @@ impl AccessRecord {
         let owner = (event.rule_slot != u32::MAX)
             .then(|| rule(event.rule_slot))
             .flatten();
+        let drops = verdict.is_some_and(Verdict::drops);
+        let s = |v: &str| v.to_owned();
         AccessRecord {
-            log: "access".to_owned(),
-            seq,
-            time: humantime::format_rfc3339_micros(at).to_string(),
-            interface: interface(event.ifindex),
-            ifindex: event.ifindex,
-            vlan: (event.vlan != firewall_common::VLAN_UNTAGGED).then_some(event.vlan),
-            src,
-            dst,
-            sport: event.sport,
-            dport: event.dport,
-            proto: match event.proto {
-                6 => "tcp".to_owned(),
-                17 => "udp".to_owned(),
-                other => other.to_string(),
+            timestamp: super::ecs::timestamp(at),
+            log: LogFields {
+                level: s("info"),
+                logger: s(TARGET),
             },
-            action: if verdict.is_some_and(Verdict::drops) {
-                "drop"
+            message: s(if drops {
+                "connection denied"
             } else {
-                "pass"
-            }
-            .to_owned(),
-            reason: verdict.map_or_else(
-                || format!("verdict {}", event.verdict),
-                |v| v.name().to_owned(),
-            ),
-            rule: owner.as_ref().map(|r| r.name.clone()),
-            rule_kind: owner.map(|r| r.kind.name().to_owned()),
+                "connection allowed"
+            }),
+            event: EventFields {
+                kind: s("event"),
+                category: vec![s("network")],
+                kind_of: vec![s("connection"), s(if drops { "denied" } else { "allowed" })],
+                action: s(if drops { "drop" } else { "pass" }),
+                outcome: s("success"),
+                dataset: s("vaultfw.access"),
+                sequence: seq,
+            },
+            source: Address {
+                ip: src,
+                port: event.sport,
+            },
+            destination: Address {
+                ip: dst,
+                port: event.dport,
+            },
+            network: NetworkFields {
+                transport: match event.proto {
+                    6 => s("tcp"),
+                    17 => s("udp"),
+                    other => other.to_string(),
+                },
+                iana_number: event.proto.to_string(),
+                family: s(if src.is_ipv6() { "ipv6" } else { "ipv4" }),
+                vlan: (event.vlan != firewall_common::VLAN_UNTAGGED).then(|| VlanFields {
+                    id: event.vlan.to_string(),
+                }),
+            },
+            observer: ObserverFields {
+                ingress: IngressFields {
+                    interface: InterfaceFields {
+                        name: interface(event.ifindex),
+                        id: event.ifindex.to_string(),
+                    },
+                },
+            },
+            rule: owner.map(|r| RuleFields {
+                name: r.name.clone(),
+                category: r.kind.name().to_owned(),
+            }),
+            vaultfw: AccessVaultfw {
+                verdict: verdict.map_or_else(
+                    || format!("verdict {}", event.verdict),
+                    |v| v.name().to_owned(),
+                ),
+            },
         }
+    }
+
+    /// Its position in the access log (`event.sequence`).
+    pub fn seq(&self) -> u64 {
+        self.event.sequence
     }
 
     /// The record's time, parsed back.
     pub fn at(&self) -> Option<SystemTime> {
-        humantime::parse_rfc3339(&self.time).ok()
+        humantime::parse_rfc3339(&self.timestamp).ok()
     }
 }
 
@@ -173,7 +307,7 @@ impl AccessLog {
     pub fn open(path: Option<&Path>, capacity: usize) -> std::io::Result<Self> {
         let sink = match path {
             None => Sink::Stdout,
-            Some(path) => Sink::File(FileSink::open(path)?),
+            Some(path) => Sink::File(FileSink::open(ACCESS_LOG, path)?),
         };
         Ok(AccessLog {
             sink,
@@ -187,6 +321,15 @@ impl AccessLog {
     /// The `seq` the next record gets.
     pub fn next_seq(&self) -> u64 {
         self.next_seq
+    }
+
+    /// Numbers the records from `sent + 1` on: `sent` is the kernel's
+    /// count of events sent when this agent started, which survives
+    /// restarts with the pinned maps, so a record's number never repeats
+    /// one a previous run gave. Called before the first record.
+    pub fn continue_after(&mut self, sent: u64) {
+        debug_assert!(self.memory.is_empty());
+        self.next_seq = sent + 1;
     }
 
     /// The file written to (`None`: stdout).
@@ -218,8 +361,8 @@ impl AccessLog {
     /// Writes `record` (whose `seq` must be [`AccessLog::next_seq`]) and
     /// keeps it in memory.
     pub fn push(&mut self, record: AccessRecord) {
-        debug_assert_eq!(record.seq, self.next_seq);
-        self.next_seq = record.seq + 1;
+        debug_assert_eq!(record.seq(), self.next_seq);
+        self.next_seq = record.seq() + 1;
         self.write(&record);
         if self.memory.len() == self.capacity {
             self.memory.pop_front();
@@ -260,8 +403,9 @@ impl AccessLog {
 
     /// Records with `seq > after` (all when `None`) and a time at or after
     /// `since`, at most `limit` of them (the oldest first). An `after`
-    /// beyond the newest record comes from a follower of a previous agent
-    /// run (numbering restarts at 1): it gets everything.
+    /// beyond the newest record comes from a follower of maps that were
+    /// since replaced (numbering restarted after a detach): it gets
+    /// everything.
     pub fn query(
         &self,
         after: Option<u64>,
@@ -273,14 +417,14 @@ impl AccessLog {
         let records: Vec<AccessRecord> = self
             .memory
             .iter()
-            .filter(|r| r.seq > after)
+            .filter(|r| r.seq() > after)
             .filter(|r| since.is_none_or(|s| r.at().is_none_or(|t| t >= s)))
             .take(limit.unwrap_or(usize::MAX))
             .cloned()
             .collect();
         // With nothing new matching, the cursor still moves past records
         // the time filter left out: a follower never gets them later.
-        let cursor = records.last().map_or(newest, |r| r.seq);
+        let cursor = records.last().map_or(newest, AccessRecord::seq);
         LogsPage {
             records,
             cursor,
@@ -309,17 +453,24 @@ mod tests {
         event.src[..4].copy_from_slice(&[198, 51, 100, 7]);
         event.dst[..4].copy_from_slice(&[192, 0, 2, 1]);
         let record = AccessRecord::decode(&event, 1, None, |_| Some("eth0".into()), |_| None);
-        assert_eq!(record.src.to_string(), "198.51.100.7");
-        assert_eq!(record.dst.to_string(), "192.0.2.1");
+        assert_eq!(record.source.ip.to_string(), "198.51.100.7");
+        assert_eq!(record.destination.ip.to_string(), "192.0.2.1");
         assert_eq!(
             (
-                record.proto.as_str(),
-                record.action.as_str(),
-                record.reason.as_str()
+                record.network.transport.as_str(),
+                record.event.action.as_str(),
+                record.vaultfw.verdict.as_str()
             ),
             ("tcp", "drop", "deny_no_match")
         );
-        assert_eq!(record.vlan, None);
+        assert_eq!(record.network.vlan, None);
         assert_eq!(record.rule, None);
+        let json = serde_json::to_value(&record).unwrap();
+        assert_eq!(json["observer"]["ingress"]["interface"]["name"], "eth0");
+        assert_eq!(
+            json["event"]["type"],
+            serde_json::json!(["connection", "denied"])
+        );
+        assert_eq!(json["source"]["port"], 40000);
     }
 }

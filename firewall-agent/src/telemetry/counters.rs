@@ -2,26 +2,23 @@
 //!
 //! Each interval the daemon logs one `interface verdict counters` line per
 //! attached interface, then one `verdict counters` line for all of them.
-//! Every line carries each verdict counter twice: `<name>` is the kernel's
-//! total (per-CPU values summed; the counters live in pinned maps, so they
-//! survive restarts and upgrades of the agent), `<name>_delta` what was
-//! added since the previous line — since this agent started for the first
-//! line, so an agent that adopts a predecessor's pins never counts a frame
-//! twice. The lines say so themselves (`totals`, `deltas`).
+//! Every line carries each verdict counter twice: under
+//! `vaultfw.counters.totals` the kernel's total (per-CPU values summed; the
+//! counters live in pinned maps, so they survive restarts and upgrades of
+//! the agent), under `vaultfw.counters.deltas` what was added since the
+//! previous line — since this agent started for the first line, so an
+//! agent that adopts a predecessor's pins never counts a frame twice.
+//! docs/logging.md says so once, instead of every line.
 
 use std::collections::BTreeMap;
 use std::time::Instant;
 
 use firewall_common::{INTERFACE_SLOTS, Verdict};
+use serde_json::{Map, Value, json};
+
+use super::ecs;
 
 use crate::dataplane::{EventTotals, VerdictTotals};
-
-/// What the `totals` field of a counter line says.
-pub const TOTALS_ARE: &str =
-    "kernel counters since the pinned maps were created; they survive agent restarts";
-/// What the `deltas` field of a counter line says.
-pub const DELTAS_ARE: &str =
-    "since the previous line; the first line counts from this agent's start";
 
 /// One attached interface's verdict counters.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -218,80 +215,67 @@ impl EventLine {
     }
 }
 
-/// One tracing event whose fields are named exactly like the counters of
-/// DESIGN.md section 2 (totals) and `<name>_delta` (deltas), plus the
-/// fields given first.
-macro_rules! counter_event {
-    ($line:expr, $message:literal, $($extra:tt)*) => {{
-        use firewall_common::Verdict as V;
-        let line: &Line<'_> = $line;
-        let t = |v: V| line.totals[v.index() as usize];
-        let d = |v: V| line.deltas[v.index() as usize];
-        tracing::info!(
-            target: "vaultfw::stats",
-            $($extra)*
-            interval_s = line.interval_s,
-            "final" = line.is_final,
-            packets_delta = line.frames_delta,
-            packets_per_s = line.packets_per_s,
-            totals = TOTALS_ARE,
-            deltas = DELTAS_ARE,
-            "pass_non_ip" = t(V::PassNonIp),
-            "pass_non_ip_delta" = d(V::PassNonIp),
-            "pass_control_plane" = t(V::PassControlPlane),
-            "pass_control_plane_delta" = d(V::PassControlPlane),
-            "pass_fragment" = t(V::PassFragment),
-            "pass_fragment_delta" = d(V::PassFragment),
-            "pass_ipv6" = t(V::PassIpv6),
-            "pass_ipv6_delta" = d(V::PassIpv6),
-            "allow_default" = t(V::AllowDefault),
-            "allow_default_delta" = d(V::AllowDefault),
-            "allow_ip_rule" = t(V::AllowIpRule),
-            "allow_ip_rule_delta" = d(V::AllowIpRule),
-            "allow_vnet_rule" = t(V::AllowVnetRule),
-            "allow_vnet_rule_delta" = d(V::AllowVnetRule),
-            "allow_trusted_service" = t(V::AllowTrustedService),
-            "allow_trusted_service_delta" = d(V::AllowTrustedService),
-            "audit_would_deny" = t(V::AuditWouldDeny),
-            "audit_would_deny_delta" = d(V::AuditWouldDeny),
-            "deny_no_match" = t(V::DenyNoMatch),
-            "deny_no_match_delta" = d(V::DenyNoMatch),
-            "deny_ipv6" = t(V::DenyIpv6),
-            "deny_ipv6_delta" = d(V::DenyIpv6),
-            "deny_malformed" = t(V::DenyMalformed),
-            "deny_malformed_delta" = d(V::DenyMalformed),
-            "pass_forwarded" = t(V::PassForwarded),
-            "pass_forwarded_delta" = d(V::PassForwarded),
-            $message
-        );
-    }};
+/// The counters of a line as JSON objects: name → total, name → delta,
+/// named exactly like the counters of DESIGN.md section 2.
+fn counters_json(line: &Line<'_>) -> (Map<String, Value>, Map<String, Value>) {
+    let mut totals = Map::new();
+    let mut deltas = Map::new();
+    for v in Verdict::ALL {
+        let i = v.index() as usize;
+        totals.insert(v.name().to_owned(), line.totals[i].into());
+        deltas.insert(v.name().to_owned(), line.deltas[i].into());
+    }
+    (totals, deltas)
+}
+
+/// The fields every counter line has.
+fn line_body(line: &Line<'_>) -> Map<String, Value> {
+    let (totals, deltas) = counters_json(line);
+    ecs::object([
+        ("event.kind", json!("metric")),
+        ("event.dataset", json!("vaultfw.counters")),
+        ("vaultfw.interval_s", json!(line.interval_s)),
+        ("vaultfw.final", json!(line.is_final)),
+        ("vaultfw.packets_delta", json!(line.frames_delta)),
+        ("vaultfw.packets_per_s", json!(line.packets_per_s)),
+        ("vaultfw.counters.totals", Value::Object(totals)),
+        ("vaultfw.counters.deltas", Value::Object(deltas)),
+    ])
 }
 
 /// The per-interface lines have their own message: the totals line keeps
 /// `verdict counters`, which tools already look for.
 fn log_interface(line: &Line<'_>, name: &str, ifindex: u32, shared_slot: bool) {
-    counter_event!(
-        line,
-        "interface verdict counters",
-        interface = name,
-        ifindex,
-        counter_slot = ifindex % INTERFACE_SLOTS,
-        shared_slot,
+    let mut body = line_body(line);
+    ecs::merge(
+        &mut body,
+        ecs::object([
+            ("observer.ingress.interface.name", json!(name)),
+            ("observer.ingress.interface.id", json!(ifindex.to_string())),
+            ("vaultfw.counter_slot", json!(ifindex % INTERFACE_SLOTS)),
+            ("vaultfw.shared_slot", json!(shared_slot)),
+        ]),
     );
+    let body = Value::Object(body);
+    tracing::info!(target: "vaultfw::stats", ecs = %body, "interface verdict counters");
 }
 
 fn log_totals(line: &Line<'_>, events: &EventLine, interfaces: usize) {
-    counter_event!(
-        line,
-        "verdict counters",
-        interfaces,
-        events_sent = events.sent,
-        events_sent_delta = events.sent_delta,
-        events_dropped = events.dropped,
-        events_dropped_delta = events.dropped_delta,
-        events_rate_limited = events.rate_limited,
-        events_ring_full = events.ring_full,
+    let mut body = line_body(line);
+    ecs::merge(
+        &mut body,
+        ecs::object([
+            ("vaultfw.interfaces", json!(interfaces)),
+            ("vaultfw.events.sent", json!(events.sent)),
+            ("vaultfw.events.sent_delta", json!(events.sent_delta)),
+            ("vaultfw.events.dropped", json!(events.dropped)),
+            ("vaultfw.events.dropped_delta", json!(events.dropped_delta)),
+            ("vaultfw.events.rate_limited", json!(events.rate_limited)),
+            ("vaultfw.events.ring_full", json!(events.ring_full)),
+        ]),
     );
+    let body = Value::Object(body);
+    tracing::info!(target: "vaultfw::stats", ecs = %body, "verdict counters");
 }
 
 #[cfg(test)]

@@ -7,6 +7,11 @@
 //! - [`access`]: the deny access log — kernel events decoded into JSON
 //!   records, written to stdout or a file (reopened on SIGHUP) and kept in
 //!   memory for `vaultfw logs`.
+//! - [`audit`]: the audit trail — one record per change request, to the
+//!   daemon log and `--audit-log FILE`.
+//! - [`ecs`]: the one record schema (Elastic Common Schema names) all of
+//!   them follow; [`file`]: the log files, written safely; [`logging`]:
+//!   the daemon log's subscriber (JSON, text or journald).
 //! - [`ring`]: the reader of the kernel's event ring buffer.
 //! - [`metrics`]: the Prometheus text exposition and its opt-in HTTP server.
 //!
@@ -14,7 +19,11 @@
 //! holds a kernel object (the ring buffer the dataplane handed out).
 
 pub mod access;
+pub mod audit;
 pub mod counters;
+pub mod ecs;
+pub mod file;
+pub mod logging;
 pub mod metrics;
 pub mod ring;
 
@@ -25,18 +34,3 @@ pub use metrics::{
     Readiness, RuleHitSample, ServiceTagsSample, SnapshotRequest,
 };
 pub use ring::EventRing;
-
-/// Installs the JSON log subscriber: one JSON object per line on stdout,
-/// event fields at the top level. `RUST_LOG` overrides the `info` default.
-pub fn init_json_logs() {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt()
-        .json()
-        .flatten_event(true)
-        .with_current_span(false)
-        .with_span_list(false)
-        .with_env_filter(filter)
-        .with_writer(std::io::stdout)
-        .init();
-}

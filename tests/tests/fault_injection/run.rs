@@ -201,7 +201,7 @@ impl Run {
         self.write_policy(spec);
         agent.signal(nix::sys::signal::Signal::SIGHUP);
         agent.wait_log(mark, "the SIGHUP reload", Duration::from_secs(20), |line| {
-            line["cause"] == "SIGHUP"
+            line["vaultfw"]["cause"] == "SIGHUP"
                 && matches!(
                     line["message"].as_str(),
                     Some("policy applied" | "policy unchanged; nothing written")

@@ -305,23 +305,21 @@ fn confirm_and_detach_replies_have_a_stable_wire_form() {
 
 #[test]
 fn logs_reply_has_the_page_fields_at_its_top_level() {
-    let record = AccessRecord {
-        log: "access".into(),
-        seq: 9,
-        time: "2026-01-31T12:00:00.000000Z".into(),
-        interface: Some("eth0".into()),
+    let mut event = firewall_common::AccessEvent {
+        family: 4,
+        proto: 6,
+        verdict: firewall_common::Verdict::DenyNoMatch.index() as u8,
+        rule_slot: u32::MAX,
         ifindex: 2,
-        vlan: None,
-        src: "198.51.100.7".parse().unwrap(),
-        dst: "203.0.113.10".parse().unwrap(),
         sport: 40000,
         dport: 443,
-        proto: "tcp".into(),
-        action: "drop".into(),
-        reason: "deny_no_match".into(),
-        rule: None,
-        rule_kind: None,
+        vlan: firewall_common::VLAN_UNTAGGED,
+        ..Default::default()
     };
+    event.src[..4].copy_from_slice(&[198, 51, 100, 7]);
+    event.dst[..4].copy_from_slice(&[203, 0, 113, 10]);
+    let boot = humantime::parse_rfc3339("2026-01-31T12:00:00Z").ok();
+    let record = AccessRecord::decode(&event, 9, boot, |_| Some("eth0".into()), |_| None);
     let reply = LogsReply {
         page: LogsPage {
             records: vec![record],
@@ -337,10 +335,17 @@ fn logs_reply_has_the_page_fields_at_its_top_level() {
     };
     assert_wire(
         &reply,
-        r#"{"records":[{"log":"access","seq":9,"time":"2026-01-31T12:00:00.000000Z",
-                  "interface":"eth0","ifindex":2,"vlan":null,"src":"198.51.100.7",
-                  "dst":"203.0.113.10","sport":40000,"dport":443,"proto":"tcp",
-                  "action":"drop","reason":"deny_no_match"}],
+        r#"{"records":[{"@timestamp":"2026-01-31T12:00:00.000000Z",
+                  "log":{"level":"info","logger":"vaultfw::access"},
+                  "message":"connection denied",
+                  "event":{"kind":"event","category":["network"],"type":["connection","denied"],
+                           "action":"drop","outcome":"success","dataset":"vaultfw.access",
+                           "sequence":9},
+                  "source":{"ip":"198.51.100.7","port":40000},
+                  "destination":{"ip":"203.0.113.10","port":443},
+                  "network":{"transport":"tcp","iana_number":"6","type":"ipv4"},
+                  "observer":{"ingress":{"interface":{"name":"eth0","id":"2"}}},
+                  "vaultfw":{"verdict":"deny_no_match"}}],
                 "cursor":9,"evicted":0,"capacity":10000,
                 "events":{"sent":9,"dropped":0,"rate_limited":0,"ring_full":0},
                 "event_rate":100,"log_allowed":false,"file":null,"file_health":null}"#,

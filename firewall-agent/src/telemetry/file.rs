@@ -1,5 +1,6 @@
-//! The `--access-log` file, handled so that nothing else is ever written
-//! through it and it never holds half a record.
+//! The log files the agent appends records to (`--access-log`,
+//! `--audit-log`), handled so that nothing else is ever written through
+//! them and they never hold half a record.
 //!
 //! It is opened with `O_NOFOLLOW` (a link at its path is refused: one
 //! planted there would make the agent append to any file) and created with
@@ -22,13 +23,36 @@ use serde::{Deserialize, Serialize};
 /// oldest go beyond this, counted in [`FileHealth::lost`].
 pub const UNWRITTEN_MAX: usize = 1_000;
 
-/// Mode of an access-log file the agent creates: the owner writes, a log
+/// Which log file a [`FileSink`] writes: the option that names it and
+/// what messages call it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LogFileKind {
+    /// The command-line option that gives its path (`--access-log`).
+    pub option: &'static str,
+    /// What messages call it (`access log`).
+    pub name: &'static str,
+}
+
+/// The `--access-log` file.
+pub const ACCESS_LOG: LogFileKind = LogFileKind {
+    option: "--access-log",
+    name: "access log",
+};
+
+/// The `--audit-log` file.
+pub const AUDIT_LOG: LogFileKind = LogFileKind {
+    option: "--audit-log",
+    name: "audit log",
+};
+
+/// Mode of a log file the agent creates: the owner writes, a log
 /// reader group reads, nobody else.
 pub const FILE_MODE: u32 = 0o640;
 
-/// The `--access-log` file and what could not be written to it yet.
+/// A log file and what could not be written to it yet.
 #[derive(Debug)]
-pub(super) struct FileSink {
+pub struct FileSink {
+    kind: LogFileKind,
     path: PathBuf,
     file: File,
     /// Whole lines not written yet, oldest first.
@@ -42,7 +66,7 @@ pub(super) struct FileSink {
     last_error: Option<String>,
 }
 
-/// How writing the access-log file goes (counted since the agent started).
+/// How writing a log file goes (counted since the agent started).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FileHealth {
     /// Writes of a record that failed or were short (each undone).
@@ -55,10 +79,11 @@ pub struct FileHealth {
 
 impl FileSink {
     /// Opens `path` ([`open_append`]) with nothing held back.
-    pub(super) fn open(path: &Path) -> io::Result<Self> {
+    pub fn open(kind: LogFileKind, path: &Path) -> io::Result<Self> {
         Ok(FileSink {
+            kind,
             path: path.to_path_buf(),
-            file: open_append(path)?,
+            file: open_append(kind, path)?,
             unwritten: VecDeque::new(),
             truncate_to: None,
             health: FileHealth::default(),
@@ -68,34 +93,35 @@ impl FileSink {
     }
 
     /// The file's path.
-    pub(super) fn path(&self) -> &Path {
+    pub fn path(&self) -> &Path {
         &self.path
     }
 
     /// How writing the file goes.
-    pub(super) fn health(&self) -> FileHealth {
+    pub fn health(&self) -> FileHealth {
         self.health
     }
 
     /// Opens the file again at its path (after logrotate moved it away);
     /// keeps the old handle when that fails.
-    pub(super) fn reopen(&mut self) {
-        match open_append(&self.path) {
+    pub fn reopen(&mut self) {
+        let name = self.kind.name;
+        match open_append(self.kind, &self.path) {
             Ok(new) => {
                 self.file = new;
                 // A partial record to cut belongs to the old file.
                 self.truncate_to = None;
-                tracing::info!(path = %self.path.display(), "access log reopened");
+                tracing::info!(file.path = %self.path.display(), "{name} reopened");
                 self.flush();
             }
             Err(error) => {
-                tracing::error!(%error, path = %self.path.display(), "cannot reopen the access log; still writing to the old file")
+                tracing::error!(%error, file.path = %self.path.display(), "cannot reopen the {name}; still writing to the old file")
             }
         }
     }
 
     /// Queues `line` and writes every queued line that the file takes.
-    pub(super) fn push(&mut self, line: Vec<u8>) {
+    pub fn push(&mut self, line: Vec<u8>) {
         self.unwritten.push_back(line);
         if self.unwritten.len() > UNWRITTEN_MAX {
             self.unwritten.pop_front();
@@ -105,7 +131,7 @@ impl FileSink {
     }
 
     /// Writes the queued lines, oldest first, until one fails.
-    pub(super) fn flush(&mut self) {
+    pub fn flush(&mut self) {
         while !self.unwritten.is_empty() {
             let written = self
                 .cut_back()
@@ -140,21 +166,22 @@ impl FileSink {
     /// Logs how writing went since the last call, when something failed
     /// (the daemon calls it once per counter interval, so a full disk
     /// costs one line per interval, not one per record).
-    pub(super) fn report(&mut self) {
+    pub fn report(&mut self) {
         let (now, before) = (self.health, self.reported);
+        let name = self.kind.name;
+        // docs/logging.md says what happens to the held records.
         if now.failed_writes > before.failed_writes || now.lost > before.lost {
             tracing::warn!(
-                path = %self.path.display(),
-                error = self.last_error.as_deref().unwrap_or(""),
-                access_log_failed_writes = now.failed_writes,
-                access_log_failed_writes_delta = now.failed_writes - before.failed_writes,
-                access_log_records_pending = now.pending,
-                access_log_records_lost = now.lost,
-                "writing the access log failed; records are kept (up to {UNWRITTEN_MAX}) and \
-                 written in order once it works again, and no partial record is left in the file"
+                file.path = %self.path.display(),
+                error.message = self.last_error.as_deref().unwrap_or(""),
+                failed_writes = now.failed_writes,
+                failed_writes_delta = now.failed_writes - before.failed_writes,
+                records_pending = now.pending,
+                records_lost = now.lost,
+                "writing the {name} failed"
             );
         } else if before.pending > 0 && now.pending == 0 {
-            tracing::info!(path = %self.path.display(), "access log writable again; every held record was written");
+            tracing::info!(file.path = %self.path.display(), "{name} writable again; every held record was written");
         }
         self.reported = now;
     }
@@ -215,12 +242,12 @@ fn append_whole(file: &File, line: &[u8]) -> Result<(), WriteFailure> {
     }
 }
 
-/// Opens the access-log file at `path` for appending, never through a
+/// Opens the log file at `path` for appending, never through a
 /// link: a missing file is created with mode [`FILE_MODE`]; an existing
 /// regular file (or character device such as `/dev/null`) is used as it
 /// is. A symbolic link, a directory, a FIFO or a socket at `path` is
 /// refused with an error that names the path and the fix.
-pub fn open_append(path: &Path) -> io::Result<File> {
+pub fn open_append(kind: LogFileKind, path: &Path) -> io::Result<File> {
     let options = |create: bool| {
         let mut options = OpenOptions::new();
         // O_NONBLOCK: a FIFO at the path fails the open instead of
@@ -233,7 +260,7 @@ pub fn open_append(path: &Path) -> io::Result<File> {
         }
         options
     };
-    let refused = |error: io::Error| explain_open_error(path, error);
+    let refused = |error: io::Error| explain_open_error(kind, path, error);
     let file = match options(true).open(path) {
         Ok(file) => {
             // Ours: its mode is ours to set, whatever the umask took away.
@@ -246,13 +273,14 @@ pub fn open_append(path: &Path) -> io::Result<File> {
         }
         Err(error) => return Err(refused(error)),
     };
-    let kind = file.metadata().map_err(refused)?.file_type();
-    if !(kind.is_file() || kind.is_char_device()) {
+    let file_type = file.metadata().map_err(refused)?.file_type();
+    if !(file_type.is_file() || file_type.is_char_device()) {
         return Err(io::Error::new(
             io::ErrorKind::InvalidInput,
             format!(
-                "--access-log {}: it is not a regular file (a directory, FIFO or socket); give \
+                "{} {}: it is not a regular file (a directory, FIFO or socket); give \
                  the path of a file",
+                kind.option,
                 path.display()
             ),
         ));
@@ -260,8 +288,9 @@ pub fn open_append(path: &Path) -> io::Result<File> {
     Ok(file)
 }
 
-/// An open error of the access log as a sentence with the path and a fix.
-fn explain_open_error(path: &Path, error: io::Error) -> io::Error {
+/// An open error of a log file as a sentence with the path and a fix.
+fn explain_open_error(kind: LogFileKind, path: &Path, error: io::Error) -> io::Error {
+    let LogFileKind { option, name } = kind;
     if error.raw_os_error() == Some(libc::ELOOP) {
         let target = std::fs::read_link(path)
             .map(|t| format!(" (it points to {})", t.display()))
@@ -269,16 +298,16 @@ fn explain_open_error(path: &Path, error: io::Error) -> io::Error {
         return io::Error::new(
             io::ErrorKind::InvalidInput,
             format!(
-                "--access-log {} is a symbolic link{target}: the access log is never written \
+                "{option} {} is a symbolic link{target}: the {name} is never written \
                  through a link, since one planted there would make vaultfw append to any file; \
-                 give --access-log the path of the real file, or remove the link",
+                 give {option} the path of the real file, or remove the link",
                 path.display()
             ),
         );
     }
     io::Error::new(
         error.kind(),
-        format!("--access-log {}: {error}", path.display()),
+        format!("{option} {}: {error}", path.display()),
     )
 }
 
@@ -290,12 +319,12 @@ mod tests {
     fn the_file_is_created_0640_and_a_link_at_its_path_is_refused() {
         let dir = tempfile::tempdir().expect("a temp dir");
         let path = dir.path().join("access.log");
-        open_append(&path).expect("created");
+        open_append(ACCESS_LOG, &path).expect("created");
         let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode, FILE_MODE);
         // An existing file keeps the mode it has.
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
-        open_append(&path).expect("opened");
+        open_append(ACCESS_LOG, &path).expect("opened");
         assert_eq!(
             std::fs::metadata(&path).unwrap().permissions().mode() & 0o777,
             0o600
@@ -305,7 +334,7 @@ mod tests {
         std::fs::write(&victim, "secret").unwrap();
         let link = dir.path().join("link.log");
         std::os::unix::fs::symlink(&victim, &link).unwrap();
-        let error = open_append(&link).expect_err("a link is refused");
+        let error = open_append(ACCESS_LOG, &link).expect_err("a link is refused");
         let message = error.to_string();
         assert!(
             message.contains(&link.display().to_string()) && message.contains("symbolic link"),
@@ -318,7 +347,7 @@ mod tests {
         let dangling = dir.path().join("dangling.log");
         std::os::unix::fs::symlink(dir.path().join("nothing"), &dangling).unwrap();
         assert!(
-            open_append(&dangling).is_err(),
+            open_append(ACCESS_LOG, &dangling).is_err(),
             "a dangling link is refused"
         );
         assert!(
