@@ -7,7 +7,9 @@ use std::time::Duration;
 
 use clap::Parser;
 use vaultfw::cli::remote;
-use vaultfw::cli::{Cli, Command, ExportArgs, ExportFormat, OutputFormat, RunArgs, ValidateArgs};
+use vaultfw::cli::{
+    Cli, Command, ConvertArgs, ExportArgs, ExportFormat, OutputFormat, RunArgs, ValidateArgs,
+};
 use vaultfw::daemon::{self, PolicySource, RunError, RunOptions};
 use vaultfw::{exit, policy};
 
@@ -23,6 +25,7 @@ fn main() -> ExitCode {
         Command::Run(args) => run(args),
         Command::Validate(args) => validate(args),
         Command::Export(args) => export(args),
+        Command::Convert(args) => convert(&args),
         Command::Check(args) => vaultfw::check::main(&args.request()),
         Command::NetworkRule(args) => remote::network_rule(&args),
         Command::Update(args) => remote::update(&args),
@@ -98,6 +101,13 @@ fn run(args: RunArgs) -> ExitCode {
 }
 
 fn export(args: ExportArgs) -> ExitCode {
+    if args.format == ExportFormat::Native {
+        return convert(&ConvertArgs {
+            file: args.file,
+            subnet_map: args.subnet_map,
+            out: None,
+        });
+    }
     let validated = match PolicySource::new(&args.file, args.subnet_map.clone()).load() {
         Ok(v) => v,
         Err(error) => {
@@ -105,17 +115,107 @@ fn export(args: ExportArgs) -> ExitCode {
             return ExitCode::from(exit::INVALID_INPUT);
         }
     };
-    match args.format {
-        ExportFormat::Azure => {
-            println!("{:#}", policy::export_azure(&validated.policy));
-            if let Some(path) = &args.subnet_map_out {
-                let map = policy::export_subnet_map(&validated.policy);
-                if let Err(error) = vaultfw::persist::write_atomically(path, &map) {
-                    eprintln!("vaultfw: {error}");
-                    return ExitCode::FAILURE;
+    let policy = &validated.policy;
+    let exported = match policy::export_azure(policy, args.allow_short_ids) {
+        Ok(exported) => exported,
+        Err(error) => {
+            eprintln!("vaultfw: {}: {error}", args.file.display());
+            return ExitCode::from(exit::INVALID_INPUT);
+        }
+    };
+    for id in &exported.short_ids {
+        eprintln!(
+            "vaultfw: WARNING: virtual network rule {id:?} is written with its short id \
+             (--allow-short-ids): ARM rejects it; give the policy [defaults] subscription and \
+             resource_group to write its full ARM id"
+        );
+    }
+    match &args.subnet_map_out {
+        Some(path) => {
+            let map = policy::export_subnet_map(policy);
+            if let Err(error) = vaultfw::persist::write_atomically(path, &map) {
+                eprintln!("vaultfw: {error}");
+                return ExitCode::FAILURE;
+            }
+        }
+        None => {
+            // The JSON alone must read back as this policy: nothing is
+            // dropped silently.
+            let text = exported.json.to_string();
+            let alone = policy::parse_azure_json(&text, None).map(|v| v.policy);
+            let uncommented = without_comments(policy);
+            match alone {
+                Ok(read) if read == *policy => {}
+                Ok(read) if read == uncommented => eprintln!(
+                    "vaultfw: warning: the IP rules' comments and expiry are not in Azure's JSON; \
+                     give --subnet-map-out FILE to keep them"
+                ),
+                _ => {
+                    eprintln!(
+                        "vaultfw: {}: the JSON alone would not read back as this policy: {} \
+                         and vaultfw's own settings are in the subnet map; give --subnet-map-out \
+                         FILE; nothing written",
+                        args.file.display(),
+                        policy::needs_subnet_map(policy).unwrap_or("its settings")
+                    );
+                    return ExitCode::from(exit::INVALID_INPUT);
                 }
             }
         }
+    }
+    println!("{:#}", exported.json);
+    ExitCode::SUCCESS
+}
+
+/// `policy` without rule comments and expiry (what Azure's JSON has no
+/// field for).
+fn without_comments(policy: &policy::Policy) -> policy::Policy {
+    let mut bare = policy.clone();
+    for rule in &mut bare.ip_rules {
+        rule.comment = None;
+        rule.expires_at = None;
+    }
+    bare
+}
+
+/// `vaultfw convert` (and `export --format native`): the policy in the
+/// native format, with a comment naming its source.
+fn convert(args: &ConvertArgs) -> ExitCode {
+    let source = PolicySource::new(&args.file, args.subnet_map.clone());
+    let text = match source.read() {
+        Ok(text) => text,
+        Err(error) => {
+            eprintln!("vaultfw: {error}");
+            return ExitCode::from(exit::INVALID_INPUT);
+        }
+    };
+    let validated = match text.validate() {
+        Ok(v) => v,
+        Err(error) => {
+            eprintln!("vaultfw: {error}");
+            return ExitCode::from(exit::INVALID_INPUT);
+        }
+    };
+    for warning in &validated.warnings {
+        eprintln!("vaultfw: warning: {warning}");
+    }
+    let (vault_name, vault_id) = policy::vault_identity(text.text());
+    let native = policy::export_native_from(
+        &validated.policy,
+        &policy::NativeSource {
+            file: args.file.display().to_string(),
+            vault_name,
+            vault_id,
+        },
+    );
+    match &args.out {
+        Some(path) => {
+            if let Err(error) = vaultfw::persist::write_atomically(path, &native) {
+                eprintln!("vaultfw: {error}");
+                return ExitCode::FAILURE;
+            }
+        }
+        None => print!("{native}"),
     }
     ExitCode::SUCCESS
 }

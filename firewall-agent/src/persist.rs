@@ -13,7 +13,7 @@ use std::path::PathBuf;
 use ipnet::Ipv4Net;
 use toml_edit::{Array, ArrayOfTables, DocumentMut, Item, Table, Value};
 
-use crate::policy::{self, Endpoint, endpoint_table};
+use crate::policy::{self, Endpoint, endpoint_table, subnet_id};
 
 pub use files::{TEMP_MARKER, TEMP_SUFFIX, remove_leftover_temp_files, write_atomically};
 
@@ -239,7 +239,7 @@ fn vnet_rules(doc: &mut DocumentMut) -> Result<&mut ArrayOfTables, PersistError>
 fn has_id(rule: &Table, id: &str) -> bool {
     rule.get("id")
         .and_then(Item::as_str)
-        .is_some_and(|have| have.eq_ignore_ascii_case(id))
+        .is_some_and(|have| subnet_id::canonical(have) == subnet_id::canonical(id))
 }
 
 /// The network of an `ip_rules` item: a string or `{ value = "..." }`.

@@ -336,11 +336,7 @@ impl Daemon {
                     .map(|text| policy::parse_endpoint("--endpoint", text))
                     .transpose()
                     .map_err(|e| invalid(e.to_string()))?;
-                let existing = self
-                    .policy
-                    .virtual_network_rules
-                    .iter()
-                    .find(|r| r.id.eq_ignore_ascii_case(&id));
+                let existing = self.find_vnet_rule(&id)?;
                 match existing {
                     Some(rule) if rule.address_prefixes.contains(&prefix) => {
                         return Ok(unchanged(
@@ -363,6 +359,8 @@ impl Daemon {
                     }
                     _ => {}
                 }
+                // The rule as the file writes it, however the CLI named it.
+                let id = existing.map_or(id, |rule| rule.id.clone());
                 let edit = Edit::AddVnetPrefix {
                     id: id.clone(),
                     prefix: prefix.to_string(),
@@ -371,6 +369,37 @@ impl Daemon {
                 let report = self.commit(&[edit], "network-rule add")?;
                 Ok(changed(&report, format!("added {prefix} to {id}")))
             }
+        }
+    }
+
+    /// The subnet rule `id` names: the same subnet short or full, in any
+    /// case ([`policy::subnet_id::same_subnet`]). A short id that several
+    /// full ids end with is ambiguous: an error naming them.
+    fn find_vnet_rule(&self, id: &str) -> Result<Option<&policy::VnetRule>, Response> {
+        let found: Vec<&policy::VnetRule> = self
+            .policy
+            .virtual_network_rules
+            .iter()
+            .filter(|r| policy::subnet_id::same_subnet(&r.id, id))
+            .collect();
+        if let Some(exact) = found
+            .iter()
+            .find(|r| policy::subnet_id::canonical(&r.id) == policy::subnet_id::canonical(id))
+        {
+            return Ok(Some(exact));
+        }
+        match found.as_slice() {
+            [] => Ok(None),
+            [one] => Ok(Some(one)),
+            several => Err(invalid(format!(
+                "{id:?} names {} subnet rules ({}); give the full ARM id; nothing changed",
+                several.len(),
+                several
+                    .iter()
+                    .map(|r| r.id.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ))),
         }
     }
 
@@ -389,14 +418,12 @@ impl Daemon {
                 Ok(changed(&report, format!("removed {shown}")))
             }
             RuleSpec::Vnet { id, subnet, .. } => {
-                let rule = self
-                    .policy
-                    .virtual_network_rules
-                    .iter()
-                    .find(|r| r.id.eq_ignore_ascii_case(&id))
-                    .ok_or_else(|| {
-                        invalid(format!("subnet rule {id:?} not found; nothing changed"))
-                    })?;
+                let rule = self.find_vnet_rule(&id)?.ok_or_else(|| {
+                    invalid(format!(
+                        "subnet rule {id:?} not found; nothing changed (`vaultfw network-rule \
+                         list` shows the rules; ids compare case-insensitively, short or full)"
+                    ))
+                })?;
                 let edit = match subnet {
                     None => Edit::RemoveVnetRule(rule.id.clone()),
                     Some(subnet) => {

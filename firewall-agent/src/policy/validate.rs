@@ -13,10 +13,12 @@ use super::error::{PolicyError, PolicyWarning};
 use super::model::CONTROL_PLANE_TCP_PORTS;
 use super::model::{
     Bypass, DataPlane, DefaultAction, Ipv6Action, LimitProfile, Limits, Mode, Policy,
+    PublicNetworkAccess,
 };
 use super::raw::{Key, RawDataPlane, RawLimits, RawPolicy};
 use super::raw_value::Field;
-use super::{ip_rules, trusted, vnet};
+use super::subnet_id::{self, ArmScope};
+use super::{access, ip_rules, trusted, vnet};
 
 /// What validation needs besides the input.
 pub struct Context<'a> {
@@ -78,6 +80,31 @@ pub fn validate(
         Some(Ipv6Action::Deny),
         errors,
     );
+    let public_network_access = choice(
+        &keys.public_network_access,
+        &raw.public_network_access,
+        &[
+            (
+                PublicNetworkAccess::Enabled.name(),
+                PublicNetworkAccess::Enabled,
+                "the IP rules apply",
+            ),
+            (
+                PublicNetworkAccess::Disabled.name(),
+                PublicNetworkAccess::Disabled,
+                "the IP rules do not apply; subnet rules, trusted services and private \
+                 endpoints still admit",
+            ),
+        ],
+        Some(PublicNetworkAccess::Enabled),
+        errors,
+    );
+    let private_endpoints = access::validate(&raw.private_endpoints, errors, warnings);
+    let defaults = match &raw.defaults {
+        Field::Given(scope) => subnet_id::validate_scope(scope, errors),
+        Field::Absent => Some(ArmScope::default()),
+        Field::Invalid => None,
+    };
     let limits = limits(&keys.limits, &raw.limits, errors);
     let ip_rules = ip_rules::validate(&raw.ip_rules, keys.dialect, ctx.now, errors, warnings);
     let vnet_rules = vnet::validate(&raw.virtual_network_rules, ctx.now, errors, warnings);
@@ -89,10 +116,11 @@ pub fn validate(
             limits,
             errors,
         );
+        // A private endpoint's entries sit in the virtual-network table.
         check_count(
             LimitedRules::Vnet,
             &keys.virtual_network_rules,
-            vnet_rules.len(),
+            vnet_rules.len() + private_endpoints.len(),
             limits,
             errors,
         );
@@ -128,6 +156,19 @@ pub fn validate(
         ));
     }
 
+    if public_network_access == Some(PublicNetworkAccess::Disabled) && !ip_rules.is_empty() {
+        warnings.push(PolicyWarning::new(
+            &keys.public_network_access.path,
+            format!(
+                "the IP rules do not apply while {}: {} kept but admit nothing (reason: {}); \
+                 subnet rules, trusted services and private endpoints still admit",
+                keys.public_network_access.assign("Disabled"),
+                plural(ip_rules.len(), "IP rule"),
+                super::model::PUBLIC_ACCESS_DISABLED
+            ),
+        ));
+    }
+
     if !errors.is_empty() {
         return None;
     }
@@ -141,6 +182,9 @@ pub fn validate(
         virtual_network_rules: vnet_rules,
         trusted_services: trusted?,
         data_plane: data_plane?,
+        public_network_access: public_network_access?,
+        private_endpoints,
+        defaults: defaults?,
     })
 }
 

@@ -1,5 +1,7 @@
 //! Unit tests of policy loading, by topic.
 
+mod access;
+mod arm_ids;
 mod azure;
 mod document;
 mod examples;
