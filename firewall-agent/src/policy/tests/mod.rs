@@ -8,6 +8,7 @@ mod examples;
 mod ip_rule_value;
 mod ip_rules;
 mod round_trip;
+mod round_trip_generated;
 mod service_tags;
 mod source;
 mod trusted;
