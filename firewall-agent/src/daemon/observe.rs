@@ -228,6 +228,7 @@ impl Observer {
                 },
                 |slot| owners.get(slot).cloned(),
             );
+            let record = public_access_reason(record, &daemon.policy);
             self.access.push(record);
         }
     }
@@ -266,4 +267,20 @@ impl Observer {
             file_health: self.access.file_health(),
         })
     }
+}
+
+/// `record` with the reason `public_network_access_disabled` when it was
+/// refused (or would be, in audit mode) although an IP rule lists its
+/// source: the kernel counts it as unmatched (the rule has no entry while
+/// public access is disabled); the policy says why.
+fn public_access_reason(mut record: AccessRecord, policy: &crate::policy::Policy) -> AccessRecord {
+    let refused = [Verdict::DenyNoMatch, Verdict::AuditWouldDeny]
+        .iter()
+        .any(|v| record.reason == v.name());
+    if let (true, std::net::IpAddr::V4(source)) = (refused, record.src)
+        && policy.refused_by_public_access(source).is_some()
+    {
+        record.reason = crate::policy::PUBLIC_ACCESS_DISABLED_REASON.to_owned();
+    }
+    record
 }

@@ -501,6 +501,15 @@ pub(super) fn refuse_missing_endpoints(
             ));
         }
     }
+    for endpoint in &policy.private_endpoints {
+        if !interfaces.contains_key(&endpoint.interface) {
+            refused.push(format!(
+                "private_endpoints {:?}: interface {:?} does not exist; create it or fix the \
+                 interface name",
+                endpoint.interface, endpoint.interface
+            ));
+        }
+    }
     if refused.is_empty() {
         Ok(())
     } else {

@@ -76,8 +76,12 @@ impl PublicNetworkAccess {
 
 /// Why a source that an IP rule lists is refused while
 /// `public_network_access = "Disabled"`: the words `show`, `check
-/// --explain` and the access log use.
+/// --explain` and warnings use.
 pub const PUBLIC_ACCESS_DISABLED: &str = "public network access disabled";
+
+/// [`PUBLIC_ACCESS_DISABLED`] as the access log's `reason` writes it (its
+/// reasons are snake_case names, like the verdict counters').
+pub const PUBLIC_ACCESS_DISABLED_REASON: &str = "public_network_access_disabled";
 
 /// A private endpoint (`[[private_endpoints]]`): the sources of
 /// `allowed_prefixes` arriving on `interface` reach the data plane whatever
@@ -338,6 +342,20 @@ impl Policy {
     /// not `Disabled`).
     pub fn ip_rules_apply(&self) -> bool {
         self.public_network_access == PublicNetworkAccess::Enabled
+    }
+
+    /// The IP rule that lists `source` but does not apply because
+    /// `public_network_access` is `Disabled` (the longest prefix); `None`
+    /// when public access is enabled or no IP rule lists it. A refused
+    /// frame from such a source was refused for [`PUBLIC_ACCESS_DISABLED`].
+    pub fn refused_by_public_access(&self, source: std::net::Ipv4Addr) -> Option<&IpRule> {
+        if self.ip_rules_apply() {
+            return None;
+        }
+        self.ip_rules
+            .iter()
+            .filter(|r| r.network.contains(&source))
+            .max_by_key(|r| r.network.prefix_len())
     }
 }
 

@@ -66,6 +66,8 @@ fn show_reply_has_a_stable_wire_form() {
         bypass: "None".into(),
         mode: "Enforce".into(),
         ipv6: "Deny".into(),
+        public_network_access: "Enabled".into(),
+        private_endpoints: 0,
         limits: LimitsShown {
             profile: "kv-2020".into(),
             ip_rules: 127,
@@ -105,6 +107,7 @@ fn show_reply_has_a_stable_wire_form() {
                 "on_exit":"keep","pin_dir":"/sys/fs/bpf/vaultfw",
                 "policy_file":"/etc/vaultfw/policy.toml","default_action":"Deny",
                 "bypass":"None","mode":"Enforce","ipv6":"Deny",
+                "public_network_access":"Enabled","private_endpoints":0,
                 "limits":{"profile":"kv-2020","ip_rules":127,"virtual_network_rules":127},
                 "data_plane":{"tcp_ports":[443],"udp_ports":[],"guard_control_ports":[]},
                 "ip_rules":2,"virtual_network_rules":1,"trusted_service_prefixes":0,
