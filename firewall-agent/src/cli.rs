@@ -8,6 +8,7 @@ use crate::paths::{DEFAULT_PIN_DIR, DEFAULT_SOCKET};
 
 pub mod observe;
 pub mod remote;
+pub mod rule_table;
 pub mod session;
 
 pub use observe::{LogsArgs, StatsArgs};

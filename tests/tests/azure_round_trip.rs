@@ -262,6 +262,17 @@ fn an_az_keyvault_show_vault_runs_converts_takes_cli_changes_and_exports_back_se
         .clone();
     assert_eq!(rule["comment"], "build agents", "{rule}");
     assert!(rule["expires_at"].is_string(), "{rule}");
+    // The table: az's columns plus hits.
+    let table = agent.cli(&["network-rule", "list"]);
+    let table = String::from_utf8_lossy(&table.stdout);
+    for cell in [
+        "Value",
+        "IgnoreMissingVnetServiceEndpoint",
+        "Hits",
+        "build agents",
+    ] {
+        assert!(table.contains(cell), "{cell:?} missing:\n{table}");
+    }
     let added = Expect {
         public_allowed: &[ALLOWED_SRC, LISTED_SLASH32, DENIED_SRC, ADDED_TOO],
         public_dropped: &[],

@@ -321,7 +321,28 @@ pub fn network_rule(args: &NetworkRuleArgs) -> ExitCode {
             ),
             Err(message) => refuse(rule.socket.output, message),
         },
-        NetworkRuleVerb::List(socket) => request(socket, Command::RuleList),
+        NetworkRuleVerb::List(socket) => list(socket),
+    }
+}
+
+/// `network-rule list`: JSON as replied, or the tables of
+/// [`super::rule_table`].
+fn list(socket: &SocketArgs) -> ExitCode {
+    if socket.output == OutputFormat::Json {
+        return request(socket, Command::RuleList);
+    }
+    match client::send(&socket.socket, Command::RuleList) {
+        Ok(response) if response.error.is_none() => {
+            match response.result_as::<crate::control::replies::RuleListReply>() {
+                Some(Ok(reply)) => {
+                    print!("{}", super::rule_table::render(&reply));
+                    ExitCode::SUCCESS
+                }
+                _ => print_response(socket.output, &response),
+            }
+        }
+        Ok(response) => print_response(socket.output, &response),
+        Err(error) => client_error(&error),
     }
 }
 
@@ -529,5 +550,99 @@ fn scalar(value: &Value) -> String {
         Value::Null => "-".to_owned(),
         Value::Array(a) if a.is_empty() => "[]".to_owned(),
         other => other.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+    use crate::cli::{Cli, Command as Verb};
+
+    /// The rule `vaultfw network-rule add|remove ARGS` sends, or the refusal.
+    fn spec(args: &str) -> Result<RuleSpec, String> {
+        let cli = Cli::try_parse_from(format!("vaultfw network-rule {args}").split_whitespace())
+            .map_err(|e| e.to_string())?;
+        let Verb::NetworkRule(NetworkRuleArgs { verb }) = cli.command else {
+            unreachable!("parsed as network-rule")
+        };
+        match verb {
+            NetworkRuleVerb::Add(add) => add.rule.spec(add.ignore_missing_vnet_service_endpoint),
+            NetworkRuleVerb::Remove(rule) => rule.spec(false),
+            NetworkRuleVerb::List(_) => Err("list".into()),
+        }
+    }
+
+    fn addresses(spec: RuleSpec) -> Vec<String> {
+        match spec {
+            RuleSpec::Ip { address, more, .. } => std::iter::once(address).chain(more).collect(),
+            other => panic!("not an IP rule: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn ip_addresses_come_space_or_comma_separated_or_repeated() {
+        let want = ["203.0.113.7", "198.51.100.0/24", "192.0.2.9"];
+        for args in [
+            "add --ip-address 203.0.113.7 198.51.100.0/24 192.0.2.9",
+            "add --ip-address 203.0.113.7,198.51.100.0/24,192.0.2.9",
+            "remove --ip-address 203.0.113.7 --ip-address 198.51.100.0/24,192.0.2.9",
+        ] {
+            assert_eq!(addresses(spec(args).expect(args)), want, "{args}");
+        }
+    }
+
+    #[test]
+    fn a_subnet_is_named_as_az_names_it_and_its_prefix_with_subnet_prefix() {
+        let vnet = |s: RuleSpec| match s {
+            RuleSpec::Vnet {
+                id,
+                subnet,
+                ignore_missing_endpoint,
+                ..
+            } => (id, subnet, ignore_missing_endpoint),
+            other => panic!("not a subnet rule: {other:?}"),
+        };
+        assert_eq!(
+            vnet(spec("add --vnet-name vnet-prod --subnet app --subnet-prefix 10.1.2.0/24 --endpoint eth1 --ignore-missing-vnet-service-endpoint").unwrap()),
+            ("vnet-prod/subnets/app".to_owned(), Some("10.1.2.0/24".to_owned()), true)
+        );
+        let full = "/subscriptions/x/resourceGroups/rg/providers/Microsoft.Network/virtualNetworks/v/subnets/s";
+        assert_eq!(
+            vnet(spec(&format!("remove --subnet {full}")).unwrap()),
+            (full.to_owned(), None, false)
+        );
+        // The old form: --subnet PREFIX with --vnet-rule, kept while unambiguous.
+        assert_eq!(
+            vnet(spec("add --vnet-rule v/subnets/s --subnet 10.1.2.0/24 --endpoint eth1").unwrap())
+                .1,
+            Some("10.1.2.0/24".to_owned())
+        );
+        let e = spec("add --vnet-rule v/subnets/s --subnet app").unwrap_err();
+        assert!(
+            e.contains("--subnet-prefix") && e.contains("--vnet-name"),
+            "{e}"
+        );
+        let e = spec("remove --subnet app").unwrap_err();
+        assert!(e.contains("--vnet-name"), "{e}");
+        let e = spec("add --ip-address 203.0.113.7 --vnet-name v --subnet s").unwrap_err();
+        assert!(e.contains("another call"), "{e}");
+    }
+
+    #[test]
+    fn expires_at_takes_a_time_or_a_duration_and_names_both_when_neither() {
+        assert_eq!(
+            expiry("2027-01-31T00:00:00Z").as_deref(),
+            Ok("2027-01-31T00:00:00Z")
+        );
+        let at = expiry("8h").expect("a duration");
+        let parsed = crate::clock::parse_rfc3339(&at).expect("RFC 3339");
+        let ahead = parsed
+            .duration_since(std::time::SystemTime::now())
+            .expect("in the future");
+        assert!(ahead > std::time::Duration::from_secs(7 * 3600), "{at}");
+        let e = expiry("tomorrow").unwrap_err();
+        assert!(e.contains("RFC 3339") && e.contains("8h"), "{e}");
     }
 }

@@ -338,6 +338,10 @@ pub struct VnetPrefixShown {
     pub ifindex: u32,
     /// The key's VLAN id (`None`: any VLAN).
     pub vlan: Option<u32>,
+    /// The rule's `ignore_missing_endpoint` (Azure's
+    /// `ignoreMissingVnetServiceEndpoint`).
+    #[serde(default)]
+    pub ignore_missing_endpoint: bool,
     /// The whole rule's hits (its prefixes share them).
     #[serde(flatten)]
     pub hits: RuleHits,

@@ -250,6 +250,7 @@ impl Daemon {
                     id,
                     subnet: shown(prefix),
                     endpoint,
+                    ignore_missing_endpoint: rule.is_some_and(|r| r.ignore_missing_endpoint),
                     ifindex: key.ifindex,
                     vlan: (key.vlan != firewall_common::VLAN_ANY).then_some(key.vlan),
                     // The whole rule's (its prefixes share them).

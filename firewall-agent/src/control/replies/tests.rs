@@ -201,6 +201,7 @@ fn rule_list_reply_has_a_stable_wire_form_with_hits_beside_each_rule() {
             endpoint: Some("eth1".into()),
             ifindex: 3,
             vlan: None,
+            ignore_missing_endpoint: false,
             hits: RuleHits::default(),
         }],
         virtual_network_rules_waiting: vec![WaitingRule {
@@ -223,7 +224,7 @@ fn rule_list_reply_has_a_stable_wire_form_with_hits_beside_each_rule() {
                              "packets":3,"bytes":180,"last_hit":"2026-01-31T12:00:00.000Z"}],
                 "virtual_network_rules":[{"id":"vnet/subnets/app","subnet":"10.1.2.0/24",
                     "endpoint":"eth1","ifindex":3,"vlan":null,
-                    "packets":0,"bytes":0,"last_hit":null}],
+                    "ignore_missing_endpoint":false,"packets":0,"bytes":0,"last_hit":null}],
                 "virtual_network_rules_waiting":[{"id":"vnet/subnets/db","endpoint":"eth7",
                     "state":"interface missing: matches nothing"}],
                 "trusted_service_prefixes":12,
