@@ -469,11 +469,11 @@ fn find_entry(map: &SubnetMap, defaults: &RawScope, id: &str) -> Option<(usize, 
             continue;
         }
         let scope = own.or(&defaults);
-        if let Some(full) = subnet_id::full_id(entry, &scope) {
-            if subnet_id::canonical(&full) == want {
-                let rule_id = if own.is_empty() { entry } else { id };
-                return Some((*i, rule_id.to_string()));
-            }
+        if let Some(full) = subnet_id::full_id(entry, &scope)
+            && subnet_id::canonical(&full) == want
+        {
+            let rule_id = if own.is_empty() { entry } else { id };
+            return Some((*i, rule_id.to_string()));
         }
     }
     entries
