@@ -6,16 +6,15 @@ use clap::{Parser, Subcommand};
 
 use crate::paths::{DEFAULT_PIN_DIR, DEFAULT_SOCKET};
 
+pub mod network_rule;
 pub mod observe;
 pub mod remote;
 pub mod rule_table;
 pub mod session;
 
+pub use network_rule::{NetworkRuleArgs, NetworkRuleVerb};
 pub use observe::{LogsArgs, StatsArgs};
-pub use remote::{
-    ApplyArgs, CompletionsArgs, DetachArgs, NetworkRuleArgs, NetworkRuleVerb, ShowArgs, SocketArgs,
-    UpdateArgs,
-};
+pub use remote::{ApplyArgs, CompletionsArgs, DetachArgs, ShowArgs, SocketArgs, UpdateArgs};
 
 /// vaultfw: Azure Key Vault's network firewall for any Linux service host,
 /// enforced by an XDP program on the host's NIC.

@@ -27,7 +27,7 @@ fn main() -> ExitCode {
         Command::Export(args) => export(args),
         Command::Convert(args) => convert(&args),
         Command::Check(args) => vaultfw::check::main(&args.request()),
-        Command::NetworkRule(args) => remote::network_rule(&args),
+        Command::NetworkRule(args) => vaultfw::cli::network_rule::network_rule(&args),
         Command::Update(args) => remote::update(&args),
         Command::Apply(args) => remote::apply(&args),
         Command::Confirm(args) => remote::confirm(&args),
