@@ -57,7 +57,7 @@ use super::error::PolicyError;
 use super::raw::{RawPolicy, parse_table, shared_key};
 use super::raw_rules::{RawIpRule, RawVnetRule, ip_rule, vnet_rule};
 use super::raw_value::{Field, sorted, type_error, unknown_key};
-use super::subnet_id::{RawScope, canonical, read_scope_keys};
+use super::subnet_id::{RawScope, canonical, read_scope_keys, validate_scope};
 
 /// The keys a subnet map may hold.
 const MAP_KEYS: [&str; 9] = [
@@ -179,6 +179,7 @@ fn subnets(
         };
         let entry = vnet_rule(&item_path, t, false, errors);
         let scope = read_scope_keys(&item_path, t, errors);
+        validate_scope(&scope, errors);
         match &entry.id {
             Field::Given(_) => {
                 out.push(entry);

@@ -15,8 +15,8 @@ use super::model::{
     Bypass, DataPlane, DefaultAction, Ipv6Action, LimitProfile, Limits, Mode, Policy,
     PublicNetworkAccess,
 };
-use super::raw::{Key, RawDataPlane, RawLimits, RawPolicy};
-use super::raw_value::Field;
+use super::raw::{Key, RawDataPlane, RawLimits, RawPolicy, RawVnetRule};
+use super::raw_value::{At, Field};
 use super::subnet_id::{self, ArmScope};
 use super::{access, ip_rules, trusted, vnet};
 
@@ -108,6 +108,9 @@ pub fn validate(
     let limits = limits(&keys.limits, &raw.limits, errors);
     let ip_rules = ip_rules::validate(&raw.ip_rules, keys.dialect, ctx.now, errors, warnings);
     let vnet_rules = vnet::validate(&raw.virtual_network_rules, ctx.now, errors, warnings);
+    if let (Some(defaults), Field::Given(rules)) = (&defaults, &raw.virtual_network_rules) {
+        same_subnet_through_defaults(rules, defaults, errors);
+    }
     if let Some(limits) = &limits {
         check_count(
             LimitedRules::Ip,
@@ -186,6 +189,43 @@ pub fn validate(
         private_endpoints,
         defaults: defaults?,
     })
+}
+
+/// A short id and a full id that `[defaults]` makes the same subnet are
+/// one subnet written twice (they would export as one ARM id twice): an
+/// error at the second. Ids equal as written are reported by `vnet`.
+fn same_subnet_through_defaults(
+    rules: &[RawVnetRule],
+    defaults: &ArmScope,
+    errors: &mut Vec<PolicyError>,
+) {
+    let mut seen: BTreeMap<String, &At<String>> = BTreeMap::new();
+    for rule in rules {
+        let Field::Given(at) = &rule.id else {
+            continue;
+        };
+        let full = subnet_id::full_id(&at.value, defaults).unwrap_or_else(|| at.value.clone());
+        let key = subnet_id::canonical(&full);
+        match seen.get(&key) {
+            Some(first)
+                if subnet_id::canonical(&first.value) != subnet_id::canonical(&at.value) =>
+            {
+                errors.push(PolicyError::new(
+                    &at.path,
+                    &at.value,
+                    format!(
+                        "the same subnet as {} {:?} once [defaults] makes the short id full ({full})",
+                        first.path, first.value
+                    ),
+                    format!("give the subnet one rule: merge it into {}", first.path),
+                ));
+            }
+            Some(_) => {}
+            None => {
+                seen.insert(key, at);
+            }
+        }
+    }
 }
 
 /// `1 IP rule`, `2 IP rules`.

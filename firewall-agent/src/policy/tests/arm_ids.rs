@@ -78,6 +78,15 @@ fn defaults_values_are_refused_with_their_path_in_either_file() {
         Some(("m.toml", "[defaults]\nsubscription = 7\n")),
     );
     assert_eq!(single(&e).path, "m.toml:defaults.subscription");
+    let e = refuse_azure(
+        &vault("v/subnets/s"),
+        Some((
+            "m.toml",
+            "[[subnet]]\nid = \"v/subnets/s\"\nsubscription = \"x\"\n\
+             address_prefixes = [\"10.1.0.0/16\"]\nendpoint = { vlan = 7 }\n",
+        )),
+    );
+    assert_eq!(single(&e).path, "m.toml:subnet[0].subscription");
 }
 
 #[test]
@@ -106,4 +115,18 @@ fn a_short_and_a_full_id_of_one_subnet_in_one_map_are_one_entry_twice() {
                address_prefixes = [\"10.2.0.0/16\"]\nendpoint = { vlan = 8 }\n";
     let e = refuse_azure(&vault("vnet/subnets/a"), Some(("m.toml", map)));
     assert_eq!(single(&e).path, "m.toml:subnet[1].id");
+}
+
+#[test]
+fn a_short_id_and_the_full_id_defaults_make_of_it_are_one_subnet_twice() {
+    let e = refuse(&format!(
+        "default_action = \"Deny\"\n[defaults]\nsubscription = \"{SUB}\"\nresource_group = \"rg\"\n\
+         [[virtual_network_rules]]\nid = \"vnet/subnets/a\"\naddress_prefixes = [\"10.1.0.0/16\"]\n\
+         endpoint = {{ vlan = 7 }}\n[[virtual_network_rules]]\n\
+         id = \"/subscriptions/{SUB}/resourceGroups/RG/providers/Microsoft.Network/virtualNetworks/VNET/subnets/a\"\n\
+         address_prefixes = [\"10.2.0.0/16\"]\nendpoint = {{ vlan = 8 }}\n"
+    ));
+    let e = single(&e);
+    assert_eq!(e.path, "virtual_network_rules[1].id");
+    assert!(e.reason.contains("[defaults]"), "{e}");
 }
