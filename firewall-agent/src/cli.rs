@@ -7,15 +7,17 @@ use clap::{Parser, Subcommand};
 use crate::paths::{DEFAULT_PIN_DIR, DEFAULT_SOCKET};
 
 pub mod man_pages;
+pub mod network_rule;
 pub mod observe;
 pub mod output;
 pub mod remote;
+pub mod rule_table;
 pub mod session;
 
+pub use network_rule::{NetworkRuleArgs, NetworkRuleVerb};
 pub use observe::{LogsArgs, StatsArgs};
 pub use remote::{
-    ApplyArgs, CompletionsArgs, DetachArgs, NetworkRuleArgs, NetworkRuleVerb, ShowArgs, ShowCmd,
-    SocketArgs, UpdateArgs,
+    ApplyArgs, CompletionsArgs, DetachArgs, ShowArgs, ShowCmd, SocketArgs, UpdateArgs,
 };
 
 /// vaultfw: Azure Key Vault's network firewall for any Linux service host,
@@ -44,11 +46,27 @@ pub enum Command {
     ///
     /// Example: vaultfw validate /etc/vaultfw/policy.toml
     Validate(ValidateArgs),
-    /// Write a policy in Azure's `networkAcls` JSON (plus the subnet map),
-    /// to apply to a real vault or to round-trip back.
+    /// Write a policy in Azure's JSON (plus the subnet map), to apply to a
+    /// real vault or to round-trip back; or (`--format native`, the same as
+    /// `vaultfw convert`) in the native TOML format.
+    ///
+    /// Subnet ids are written as full ARM ids (short ones expanded with the
+    /// policy's `[defaults]`); a short id that cannot be expanded is refused
+    /// unless --allow-short-ids. Without --subnet-map-out, an export whose
+    /// JSON alone would not read back as the same policy (subnet rules,
+    /// private endpoints, vaultfw's own settings) is refused; one that
+    /// would lose only rule comments and expiry warns.
     ///
     /// Example: vaultfw export policy.toml --format azure --subnet-map-out subnets.toml > vault.json
     Export(ExportArgs),
+    /// Convert a vault's Azure JSON (`az keyvault show`, with its subnet
+    /// map) to the native TOML format, losslessly, with a comment naming
+    /// the vault; `export --format native` does the same. A daemon serving
+    /// Azure JSON refuses CLI changes and names this command: convert once,
+    /// then run on the native file.
+    ///
+    /// Example: vaultfw convert vault.json --subnet-map subnets.toml --out /etc/vaultfw/policy.toml
+    Convert(ConvertArgs),
     /// IP flow verify: run frames through the real XDP program with
     /// BPF_PROG_TEST_RUN against a policy (nothing is attached) and print
     /// each verdict, its reason (the counter name) and the rule that matched.
@@ -255,13 +273,40 @@ pub struct ExportArgs {
     /// "document":...}` like every verb's JSON.
     #[arg(long, value_enum, default_value = "table")]
     pub output: OutputFormat,
+    /// With `--format azure`: write a short subnet id (`vnet/subnets/s`)
+    /// that the policy's `[defaults]` cannot expand as it is, with a
+    /// warning (ARM rejects it; the subnet map reads it back).
+    #[arg(long)]
+    pub allow_short_ids: bool,
+}
+
+/// `vaultfw convert`.
+#[derive(Debug, clap::Args)]
+pub struct ConvertArgs {
+    /// The policy to convert: a vault's Azure JSON (or a native policy,
+    /// rewritten in canonical form).
+    pub file: PathBuf,
+    /// For Azure JSON input: its subnet map.
+    #[arg(long, value_name = "FILE")]
+    pub subnet_map: Option<PathBuf>,
+    /// Write the native policy to this file (atomically) instead of
+    /// standard output.
+    #[arg(long, value_name = "FILE")]
+    pub out: Option<PathBuf>,
+    /// Output format: `table` prints the native policy itself; `json`
+    /// wraps it as `{"ok":true,"verb":"convert","document":"..."}`.
+    #[arg(long, value_enum, default_value = "table")]
+    pub output: OutputFormat,
 }
 
 /// `vaultfw export --format`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum ExportFormat {
-    /// `{"properties":{"networkAcls":{...}}}` as the ARM API takes it.
+    /// `{"properties":{"publicNetworkAccess":...,"networkAcls":{...}}}` as
+    /// the ARM API takes it.
     Azure,
+    /// The native TOML format (what `vaultfw convert` writes).
+    Native,
 }
 
 /// `--output`.

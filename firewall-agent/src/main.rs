@@ -8,7 +8,9 @@ use std::time::Duration;
 use clap::Parser;
 use vaultfw::cli::output::{ErrorDetail, fail, print_failure, print_success};
 use vaultfw::cli::remote;
-use vaultfw::cli::{Cli, Command, ExportArgs, ExportFormat, OutputFormat, RunArgs, ValidateArgs};
+use vaultfw::cli::{
+    Cli, Command, ConvertArgs, ExportArgs, ExportFormat, OutputFormat, RunArgs, ValidateArgs,
+};
 use vaultfw::daemon::{self, PolicySource, RunError, RunOptions};
 use vaultfw::exit::{self, Failure};
 use vaultfw::policy;
@@ -25,8 +27,9 @@ fn main() -> ExitCode {
         Command::Run(args) => run(args),
         Command::Validate(args) => validate(args),
         Command::Export(args) => export(args),
+        Command::Convert(args) => convert(&args),
         Command::Check(args) => check(&args),
-        Command::NetworkRule(args) => remote::network_rule(&args),
+        Command::NetworkRule(args) => vaultfw::cli::network_rule::network_rule(&args),
         Command::Update(args) => remote::update(&args),
         Command::Apply(args) => remote::apply(&args),
         Command::Confirm(args) => remote::confirm(&args),
@@ -109,31 +112,149 @@ fn run_failure(error: &RunError) -> Failure {
 
 fn export(args: ExportArgs) -> ExitCode {
     let output = args.output;
+    if args.format == ExportFormat::Native {
+        return convert(&ConvertArgs {
+            file: args.file,
+            subnet_map: args.subnet_map,
+            out: None,
+            output,
+        });
+    }
     let validated = match PolicySource::new(&args.file, args.subnet_map.clone()).load() {
         Ok(v) => v,
         Err(error) => return print_failure(output, "export", ErrorDetail::load(&error)),
     };
-    let document = match args.format {
-        ExportFormat::Azure => policy::export_azure(&validated.policy),
-    };
-    let mut subnet_map_written = None;
-    if let Some(path) = &args.subnet_map_out {
-        let map = policy::export_subnet_map(&validated.policy);
-        if let Err(error) = vaultfw::persist::write_atomically(path, &map) {
-            let mut detail = ErrorDetail::new(Failure::Internal, error.to_string());
-            detail.field = Some("--subnet-map-out".to_owned());
-            detail.value = Some(serde_json::json!(path));
+    let policy = &validated.policy;
+    let exported = match policy::export_azure(policy, args.allow_short_ids) {
+        Ok(exported) => exported,
+        Err(error) => {
+            let mut detail = ErrorDetail::new(Failure::InvalidInput, error.to_string());
+            detail.field = Some("virtual_network_rules".to_owned());
+            detail.value = Some(serde_json::json!(error.id));
+            detail.fix = Some(
+                "add [defaults] subscription and resource_group, write the full ARM id, or pass \
+                 --allow-short-ids"
+                    .to_owned(),
+            );
             return fail(output, "export", detail);
         }
-        subnet_map_written = Some(path.clone());
+    };
+    let mut warnings: Vec<String> = exported
+        .short_ids
+        .iter()
+        .map(|id| {
+            format!(
+                "virtual network rule {id:?} is written with its short id (--allow-short-ids): \
+                 ARM rejects it; give the policy [defaults] subscription and resource_group to \
+                 write its full ARM id"
+            )
+        })
+        .collect();
+    match &args.subnet_map_out {
+        Some(path) => {
+            let map = policy::export_subnet_map(policy);
+            if let Err(error) = vaultfw::persist::write_atomically(path, &map) {
+                let mut detail = ErrorDetail::new(Failure::Internal, error.to_string());
+                detail.field = Some("--subnet-map-out".to_owned());
+                detail.value = Some(serde_json::json!(path));
+                return fail(output, "export", detail);
+            }
+        }
+        None => {
+            // The JSON alone must read back as this policy: nothing is
+            // dropped silently.
+            let text = exported.json.to_string();
+            let alone = policy::parse_azure_json(&text, None).map(|v| v.policy);
+            match alone {
+                Ok(read) if read == *policy => {}
+                Ok(read) if read == without_comments(policy) => warnings.push(
+                    "the IP rules' comments and expiry are not in Azure's JSON; give \
+                     --subnet-map-out FILE to keep them"
+                        .to_owned(),
+                ),
+                _ => {
+                    let lost = policy::needs_subnet_map(policy).unwrap_or("its settings");
+                    let mut detail = ErrorDetail::new(
+                        Failure::InvalidInput,
+                        format!(
+                            "the JSON alone would not read back as this policy: {lost} and \
+                             vaultfw's own settings are in the subnet map; nothing written"
+                        ),
+                    );
+                    detail.field = Some("--subnet-map-out".to_owned());
+                    detail.fix = Some("give --subnet-map-out FILE".to_owned());
+                    return fail(output, "export", detail);
+                }
+            }
+        }
+    }
+    for warning in &warnings {
+        eprintln!("vaultfw: warning: {warning}");
     }
     let doc = serde_json::json!({
         "format": "azure",
-        "document": document,
-        "subnet_map_written": subnet_map_written,
+        "document": exported.json,
+        "subnet_map_written": args.subnet_map_out,
+        "warnings": warnings,
     });
     // The human form is the document itself, to redirect into a file.
-    print_success(output, "export", &doc, || println!("{document:#}"))
+    print_success(output, "export", &doc, || println!("{:#}", exported.json))
+}
+
+/// `policy` without rule comments and expiry (what Azure's JSON has no
+/// field for).
+fn without_comments(policy: &policy::Policy) -> policy::Policy {
+    let mut bare = policy.clone();
+    for rule in &mut bare.ip_rules {
+        rule.comment = None;
+        rule.expires_at = None;
+    }
+    bare
+}
+
+/// `vaultfw convert` (and `export --format native`): the policy in the
+/// native format, with a comment naming its source.
+fn convert(args: &ConvertArgs) -> ExitCode {
+    let output = args.output;
+    let source = PolicySource::new(&args.file, args.subnet_map.clone());
+    let validated_text = source
+        .read()
+        .and_then(|text| text.validate().map(|validated| (text, validated)));
+    let (text, validated) = match validated_text {
+        Ok(both) => both,
+        Err(error) => return print_failure(output, "convert", ErrorDetail::load(&error)),
+    };
+    for warning in &validated.warnings {
+        eprintln!("vaultfw: warning: {warning}");
+    }
+    let (vault_name, vault_id) = policy::vault_identity(text.text());
+    let native = policy::export_native_from(
+        &validated.policy,
+        &policy::NativeSource {
+            file: args.file.display().to_string(),
+            vault_name,
+            vault_id,
+        },
+    );
+    if let Some(path) = &args.out {
+        if let Err(error) = vaultfw::persist::write_atomically(path, &native) {
+            let mut detail = ErrorDetail::new(Failure::Internal, error.to_string());
+            detail.field = Some("--out".to_owned());
+            detail.value = Some(serde_json::json!(path));
+            return fail(output, "convert", detail);
+        }
+    }
+    let doc = serde_json::json!({
+        "format": "native",
+        "document": native,
+        "written_to": args.out,
+    });
+    // The human form is the policy itself (unless it went to --out).
+    print_success(output, "convert", &doc, || {
+        if args.out.is_none() {
+            print!("{native}");
+        }
+    })
 }
 
 fn validate(args: ValidateArgs) -> ExitCode {

@@ -13,7 +13,7 @@ use std::path::PathBuf;
 use ipnet::Ipv4Net;
 use toml_edit::{Array, ArrayOfTables, DocumentMut, Item, Table, Value};
 
-use crate::policy::{self, Endpoint, endpoint_table};
+use crate::policy::{self, Endpoint, endpoint_table, subnet_id};
 
 pub use files::{TEMP_MARKER, TEMP_SUFFIX, remove_leftover_temp_files, write_atomically};
 
@@ -22,6 +22,16 @@ pub use files::{TEMP_MARKER, TEMP_SUFFIX, remove_leftover_temp_files, write_atom
 pub enum Edit {
     /// Appends an IP rule written as `text` (canonical form).
     AddIpRule(String),
+    /// Appends an IP rule with a comment and/or an expiry, written as a
+    /// table item `{ value = "…", comment = "…", expires_at = "…" }`.
+    AddIpRuleWith {
+        /// The address or range, canonical text.
+        value: String,
+        /// `comment`.
+        comment: Option<String>,
+        /// `expires_at`, RFC 3339.
+        expires_at: Option<String>,
+    },
     /// Removes every IP rule whose network is this one (whatever its
     /// spelling: `a.b.c.d`, `a.b.c.d/32`, or a table with `value`).
     RemoveIpRule(Ipv4Net),
@@ -36,6 +46,8 @@ pub enum Edit {
         prefix: String,
         /// The endpoint of a new rule.
         endpoint: Option<Endpoint>,
+        /// `ignore_missing_endpoint = true` on a new rule.
+        ignore_missing_endpoint: bool,
     },
     /// Removes `prefix` from subnet rule `id`; the rule goes when it has no
     /// prefix left.
@@ -88,7 +100,22 @@ pub fn edit_native(text: &str, edits: &[Edit]) -> Result<String, PersistError> {
 
 fn apply(doc: &mut DocumentMut, edit: &Edit) -> Result<(), PersistError> {
     match edit {
-        Edit::AddIpRule(text) => push_keeping_comments(ip_rules(doc)?, text),
+        Edit::AddIpRule(text) => push_keeping_comments(ip_rules(doc)?, Value::from(text.as_str())),
+        Edit::AddIpRuleWith {
+            value,
+            comment,
+            expires_at,
+        } => {
+            let mut t = toml_edit::InlineTable::new();
+            t.insert("value", value.as_str().into());
+            if let Some(c) = comment {
+                t.insert("comment", c.as_str().into());
+            }
+            if let Some(at) = expires_at {
+                t.insert("expires_at", at.as_str().into());
+            }
+            push_keeping_comments(ip_rules(doc)?, Value::InlineTable(t));
+        }
         Edit::RemoveIpRule(network) => {
             let rules = ip_rules(doc)?;
             loop {
@@ -115,6 +142,7 @@ fn apply(doc: &mut DocumentMut, edit: &Edit) -> Result<(), PersistError> {
             id,
             prefix,
             endpoint,
+            ignore_missing_endpoint,
         } => {
             let rules = vnet_rules(doc)?;
             if let Some(rule) = rules.iter_mut().find(|t| has_id(t, id)) {
@@ -129,7 +157,11 @@ fn apply(doc: &mut DocumentMut, edit: &Edit) -> Result<(), PersistError> {
                 prefixes.push(prefix.as_str());
                 return Ok(());
             }
-            rules.push(new_vnet_rule(id, prefix, endpoint.as_ref()));
+            let mut rule = new_vnet_rule(id, prefix, endpoint.as_ref());
+            if *ignore_missing_endpoint {
+                rule["ignore_missing_endpoint"] = toml_edit::value(true);
+            }
+            rules.push(rule);
         }
         Edit::RemoveVnetPrefix { id, prefix } => {
             let rules = vnet_rules(doc)?;
@@ -158,9 +190,9 @@ fn apply(doc: &mut DocumentMut, edit: &Edit) -> Result<(), PersistError> {
 // comment in the array's trailing text. So edits move that text along with
 // the line it belongs to.
 
-/// Appends `text` to `array` as its own line, leaving the last item's
+/// Appends `item` to `array` as its own line, leaving the last item's
 /// comment on the last item's line.
-fn push_keeping_comments(array: &mut Array, text: &str) {
+fn push_keeping_comments(array: &mut Array, item: Value) {
     let last_prefix = array
         .iter()
         .last()
@@ -168,7 +200,7 @@ fn push_keeping_comments(array: &mut Array, text: &str) {
         .and_then(|p| p.as_str())
         .map(str::to_owned);
     let Some(last_prefix) = last_prefix.filter(|p| p.contains('\n')) else {
-        array.push(text); // single-line (or empty) array: toml_edit's layout
+        array.push(item); // single-line (or empty) array: toml_edit's layout
         return;
     };
     let indent = last_prefix.rsplit('\n').next().unwrap_or("").to_owned();
@@ -177,7 +209,7 @@ fn push_keeping_comments(array: &mut Array, text: &str) {
         Some(at) => (trailing[..at].to_owned(), trailing[at..].to_owned()),
         None => (trailing.clone(), "\n".to_owned()),
     };
-    let mut value = Value::from(text);
+    let mut value = item;
     value
         .decor_mut()
         .set_prefix(format!("{last_comment}\n{indent}"));
@@ -239,7 +271,7 @@ fn vnet_rules(doc: &mut DocumentMut) -> Result<&mut ArrayOfTables, PersistError>
 fn has_id(rule: &Table, id: &str) -> bool {
     rule.get("id")
         .and_then(Item::as_str)
-        .is_some_and(|have| have.eq_ignore_ascii_case(id))
+        .is_some_and(|have| subnet_id::canonical(have) == subnet_id::canonical(id))
 }
 
 /// The network of an `ip_rules` item: a string or `{ value = "..." }`.
@@ -382,6 +414,7 @@ ip_rules = [
                 id: "vnet/subnets/app".into(),
                 prefix: "10.1.2.0/24".into(),
                 endpoint: Some(endpoint),
+                ignore_missing_endpoint: false,
             }],
         )
         .unwrap();
@@ -391,6 +424,7 @@ ip_rules = [
                 id: "VNET/subnets/APP".into(),
                 prefix: "10.1.3.0/24".into(),
                 endpoint: None,
+                ignore_missing_endpoint: false,
             }],
         )
         .unwrap();

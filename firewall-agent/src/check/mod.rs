@@ -363,6 +363,17 @@ fn judge_frame(
             });
         }
     };
+    if verdict.drops() || verdict == Verdict::AuditWouldDeny {
+        let listed = reference::ipv4_source(&frame.data)
+            .and_then(|source| Some((source, context.policy.refused_by_public_access(source)?)));
+        if let Some((source, rule)) = listed {
+            let why = format!(
+                "source {source} is listed by ip rule {rule}, which does not apply: {}",
+                crate::policy::PUBLIC_ACCESS_DISABLED
+            );
+            notes.push(why);
+        }
+    }
     let rule = model
         .matched
         .filter(|m| m.kind.verdict() == verdict)

@@ -84,11 +84,22 @@ pub fn describe_rule(
             },
             None => format!("ip rule {prefix}"),
         },
-        RuleKind::Vnet => {
+        RuleKind::Vnet | RuleKind::PrivateEndpoint => {
             let via = match matched.endpoint {
                 Some((ifindex, vlan)) => endpoint_name(interfaces, ifindex, vlan),
                 None => "its endpoint".to_owned(),
             };
+            // The kernel's virtual-network table holds private endpoints too.
+            let private = rules
+                .owner_index(matched.id, RuleKind::PrivateEndpoint)
+                .map(|i| &policy.private_endpoints[i]);
+            if let Some(endpoint) = private {
+                return format!(
+                    "private endpoint on {}: {prefix} (not subject to the IP rules or \
+                     public_network_access)",
+                    endpoint.interface
+                );
+            }
             match owner.map(|i| &policy.virtual_network_rules[i]) {
                 Some(rule) => format!("virtual network rule {}: {prefix} via {via}", rule.id),
                 None => format!("virtual network rule {prefix} via {via}"),

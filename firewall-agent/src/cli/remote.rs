@@ -4,14 +4,14 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Args, Subcommand};
+use clap::Args;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
 use super::OutputFormat;
 use super::output::{ErrorDetail, fail, print_failure, print_success};
 use crate::control::client::{self, ClientError};
-use crate::control::protocol::{Command, Response, RuleSpec, SentFile};
+use crate::control::protocol::{Command, Response, SentFile};
 use crate::control::replies::{DetachReply, Readiness, ShowReply, ShowView};
 use crate::exit::{self, Failure};
 use crate::paths::{DEFAULT_PIN_DIR, DEFAULT_SOCKET, PinDir};
@@ -62,51 +62,6 @@ pub struct DetachArgs {
     pub pin_dir: PathBuf,
 }
 
-/// `vaultfw network-rule`.
-#[derive(Debug, Args)]
-pub struct NetworkRuleArgs {
-    #[command(subcommand)]
-    pub verb: NetworkRuleVerb,
-}
-
-/// `add`, `remove`, `list`.
-#[derive(Debug, Subcommand)]
-pub enum NetworkRuleVerb {
-    /// Add an IP rule, or a prefix of a subnet rule.
-    Add(RuleArgs),
-    /// Remove an IP rule, a prefix of a subnet rule, or a whole subnet rule.
-    Remove(RuleArgs),
-    /// List the rules the kernel serves (read back from the maps).
-    List(SocketArgs),
-}
-
-/// A rule on the command line.
-#[derive(Debug, Args)]
-pub struct RuleArgs {
-    /// A public IPv4 address or CIDR range (`203.0.113.7`, `203.0.113.0/24`).
-    #[arg(
-        long,
-        value_name = "ADDRESS",
-        conflicts_with = "vnet_rule",
-        required_unless_present = "vnet_rule"
-    )]
-    pub ip_address: Option<String>,
-    /// A subnet rule id (`vnet-prod/subnets/app`).
-    #[arg(long, value_name = "ID")]
-    pub vnet_rule: Option<String>,
-    /// A prefix of the subnet rule (`10.1.2.0/24`).
-    #[arg(long, value_name = "PREFIX", requires = "vnet_rule")]
-    pub subnet: Option<String>,
-    /// The subnet's service endpoint: `IFACE`, `vlan:N` or `IFACE,vlan:N`.
-    #[arg(long, value_name = "ENDPOINT", requires = "vnet_rule")]
-    pub endpoint: Option<String>,
-    /// Refuse unless the daemon serves this generation (no lost update).
-    #[arg(long, value_name = "N")]
-    pub if_generation: Option<u64>,
-    #[command(flatten)]
-    pub socket: SocketArgs,
-}
-
 /// `vaultfw update`.
 #[derive(Debug, Args)]
 pub struct UpdateArgs {
@@ -153,45 +108,6 @@ pub struct ApplyArgs {
 pub struct CompletionsArgs {
     /// The shell.
     pub shell: clap_complete::Shell,
-}
-
-impl RuleArgs {
-    fn spec(&self) -> RuleSpec {
-        match (&self.ip_address, &self.vnet_rule) {
-            (Some(address), _) => RuleSpec::Ip {
-                address: address.clone(),
-            },
-            (None, Some(id)) => RuleSpec::Vnet {
-                id: id.clone(),
-                subnet: self.subnet.clone(),
-                endpoint: self.endpoint.clone(),
-            },
-            (None, None) => unreachable!("clap requires --ip-address or --vnet-rule"),
-        }
-    }
-}
-
-/// Runs `vaultfw network-rule ...`.
-pub fn network_rule(args: &NetworkRuleArgs) -> ExitCode {
-    match &args.verb {
-        NetworkRuleVerb::Add(rule) => request(
-            &rule.socket,
-            "network-rule add",
-            Command::RuleAdd {
-                rule: rule.spec(),
-                if_generation: rule.if_generation,
-            },
-        ),
-        NetworkRuleVerb::Remove(rule) => request(
-            &rule.socket,
-            "network-rule remove",
-            Command::RuleRemove {
-                rule: rule.spec(),
-                if_generation: rule.if_generation,
-            },
-        ),
-        NetworkRuleVerb::List(socket) => request(socket, "network-rule list", Command::RuleList),
-    }
 }
 
 /// Runs `vaultfw update`.

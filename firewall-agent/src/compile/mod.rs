@@ -304,8 +304,15 @@ pub fn compile_next(
         }
     }
 
-    let ip_keys: Vec<PrefixKey> = policy
-        .ip_rules
+    // publicNetworkAccess = Disabled: the IP rules admit nothing, so they
+    // get no entries (the program is unchanged; `check` and the access log
+    // name the reason from the policy).
+    let applied_ip_rules: &[crate::policy::IpRule] = if policy.ip_rules_apply() {
+        &policy.ip_rules
+    } else {
+        &[]
+    };
+    let ip_keys: Vec<PrefixKey> = applied_ip_rules
         .iter()
         .map(|r| PrefixKey::from(r.network))
         .collect();
@@ -319,29 +326,33 @@ pub fn compile_next(
     let ip_rules = ip_keys
         .into_iter()
         .zip(ip_slots)
-        .zip(&policy.ip_rules)
+        .zip(applied_ip_rules)
         .map(|((key, slot), rule)| {
             let expires = deadline(rule.expires_at, previous.ip_rules.get(&key));
             (key, RuleValue::expiring(slots.ip(slot), expires))
         })
         .collect();
 
-    let vnet_keys: Vec<Vec<VnetPrefixKey>> = policy
+    // Subnet rules, then private endpoints (entries of the same table, each
+    // endpoint with its own slot after the rules'; they never expire).
+    let mut vnet_keys: Vec<Vec<VnetPrefixKey>> = policy
         .virtual_network_rules
         .iter()
-        .map(|rule| match endpoint_key(&rule.endpoint, interfaces) {
-            None => Vec::new(),
-            Some((ifindex, vlan)) => rule
-                .address_prefixes
-                .iter()
-                .map(|prefix| VnetPrefixKey {
-                    ifindex,
-                    vlan,
-                    prefix: PrefixKey::from(*prefix),
-                })
-                .collect(),
-        })
+        .map(|rule| vnet_entry_keys(&rule.endpoint, &rule.address_prefixes, interfaces))
         .collect();
+    let expiries: Vec<Option<SystemTime>> = policy
+        .virtual_network_rules
+        .iter()
+        .map(|r| r.expires_at)
+        .chain(policy.private_endpoints.iter().map(|_| None))
+        .collect();
+    vnet_keys.extend(policy.private_endpoints.iter().map(|p| {
+        let endpoint = Endpoint {
+            interface: Some(p.interface.clone()),
+            vlan: None,
+        };
+        vnet_entry_keys(&endpoint, &p.allowed_prefixes, interfaces)
+    }));
     let vnet_base = slots.vnet(0);
     let vnet_slots = assign_slots(
         vnet_keys.iter().map(|keys| {
@@ -356,16 +367,12 @@ pub fn compile_next(
         slots.vnet_rules,
     );
     let mut vnet_rules = BTreeMap::new();
-    for ((keys, slot), rule) in vnet_keys
-        .into_iter()
-        .zip(vnet_slots)
-        .zip(&policy.virtual_network_rules)
-    {
+    for ((keys, slot), expires_at) in vnet_keys.into_iter().zip(vnet_slots).zip(expiries) {
         for key in keys {
             // The same prefix under the same endpoint in two rules: the
             // entry is the first rule's (in policy order) — its slot, so
             // [`rule_table`] names it, and its expiry.
-            let expires = deadline(rule.expires_at, previous.vnet_rules.get(&key));
+            let expires = deadline(expires_at, previous.vnet_rules.get(&key));
             vnet_rules
                 .entry(key)
                 .or_insert(RuleValue::expiring(slots.vnet(slot), expires));
@@ -396,6 +403,26 @@ pub fn compile_next(
         ip_rules,
         vnet_rules,
         trusted,
+    }
+}
+
+/// The virtual-network trie keys of `prefixes` under `endpoint`; none
+/// while its interface is absent from `interfaces`.
+fn vnet_entry_keys(
+    endpoint: &Endpoint,
+    prefixes: &[Ipv4Net],
+    interfaces: &InterfaceIndex,
+) -> Vec<VnetPrefixKey> {
+    match endpoint_key(endpoint, interfaces) {
+        None => Vec::new(),
+        Some((ifindex, vlan)) => prefixes
+            .iter()
+            .map(|prefix| VnetPrefixKey {
+                ifindex,
+                vlan,
+                prefix: PrefixKey::from(*prefix),
+            })
+            .collect(),
     }
 }
 

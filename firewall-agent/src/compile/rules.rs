@@ -28,6 +28,10 @@ pub enum RuleKind {
     Vnet,
     /// A trusted service of the catalogue (the trusted-services trie).
     Trusted,
+    /// A private endpoint (`private_endpoints`; entries of the
+    /// virtual-network trie, so the kernel's verdict is the subnet rules'
+    /// `allow_vnet_rule`; the endpoint has its own hit slot).
+    PrivateEndpoint,
 }
 
 impl RuleKind {
@@ -37,6 +41,7 @@ impl RuleKind {
             RuleKind::Ip => "ip",
             RuleKind::Vnet => "vnet",
             RuleKind::Trusted => "trusted",
+            RuleKind::PrivateEndpoint => "private_endpoint",
         }
     }
 
@@ -45,7 +50,7 @@ impl RuleKind {
         match self {
             RuleKind::Trusted => Verdict::AllowTrustedService,
             RuleKind::Ip => Verdict::AllowIpRule,
-            RuleKind::Vnet => Verdict::AllowVnetRule,
+            RuleKind::Vnet | RuleKind::PrivateEndpoint => Verdict::AllowVnetRule,
         }
     }
 }
@@ -140,6 +145,26 @@ pub fn rule_table(
             owners.entry(slot).or_insert(RuleRef {
                 kind: RuleKind::Vnet,
                 name: rule.id.clone(),
+                index,
+            });
+        }
+    }
+    for (index, endpoint) in policy.private_endpoints.iter().enumerate() {
+        let Some(&ifindex) = interfaces.get(&endpoint.interface) else {
+            continue;
+        };
+        let slot = endpoint.allowed_prefixes.iter().find_map(|prefix| {
+            let key = VnetPrefixKey {
+                ifindex,
+                vlan: firewall_common::VLAN_ANY,
+                prefix: (*prefix).into(),
+            };
+            tables.vnet_rules.get(&key).map(|v| v.slot)
+        });
+        if let Some(slot) = slot {
+            owners.entry(slot).or_insert(RuleRef {
+                kind: RuleKind::PrivateEndpoint,
+                name: endpoint.interface.clone(),
                 index,
             });
         }

@@ -203,12 +203,23 @@ fn old_apply() -> Response {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum RuleSpec {
-    /// `--ip-address 203.0.113.7` or a CIDR range.
+    /// `--ip-address 203.0.113.7` or a CIDR range; with several
+    /// addresses, one atomic change.
     Ip {
-        /// As typed.
+        /// As typed (the first address).
         address: String,
+        /// The other addresses, as typed (absent: none).
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        more: Vec<String>,
+        /// `--comment` (add only).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        comment: Option<String>,
+        /// `--expires-at`, RFC 3339 (the CLI turns a duration into a time;
+        /// add only).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        expires_at: Option<String>,
     },
-    /// `--vnet-rule ID [--subnet PREFIX] [--endpoint IFACE|vlan:N]`.
+    /// `--vnet-rule ID [--subnet-prefix PREFIX] [--endpoint IFACE|vlan:N]`.
     Vnet {
         /// The subnet rule's id.
         id: String,
@@ -216,6 +227,10 @@ pub enum RuleSpec {
         subnet: Option<String>,
         /// The endpoint (add: required for a new rule).
         endpoint: Option<String>,
+        /// `--ignore-missing-vnet-service-endpoint`: a new rule gets
+        /// `ignore_missing_endpoint = true`.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        ignore_missing_endpoint: bool,
     },
 }
 
@@ -309,6 +324,9 @@ mod tests {
         let command = Command::RuleAdd {
             rule: RuleSpec::Ip {
                 address: "203.0.113.7".into(),
+                more: Vec::new(),
+                comment: None,
+                expires_at: None,
             },
             if_generation: Some(3),
         };

@@ -59,6 +59,11 @@ pub struct ShowReply {
     pub mode: String,
     /// What IPv6 to the data plane gets: `"Deny"` or `"Allow"`.
     pub ipv6: String,
+    /// `"Enabled"` or `"Disabled"` (then the IP rules admit nothing; a
+    /// warning says so).
+    pub public_network_access: String,
+    /// Number of private endpoints (`[[private_endpoints]]`).
+    pub private_endpoints: usize,
     /// The rule-count limits the policy was validated against.
     pub limits: LimitsShown,
     /// The guarded ports.
@@ -567,6 +572,10 @@ pub struct VnetPrefixShown {
     pub ifindex: u32,
     /// The key's VLAN id (`None`: any VLAN).
     pub vlan: Option<u32>,
+    /// The rule's `ignore_missing_endpoint` (Azure's
+    /// `ignoreMissingVnetServiceEndpoint`).
+    #[serde(default)]
+    pub ignore_missing_endpoint: bool,
     /// The whole rule's hits (its prefixes share them).
     #[serde(flatten)]
     pub hits: RuleHits,

@@ -169,6 +169,8 @@ impl Daemon {
             bypass: p.bypass.name().to_owned(),
             mode: p.mode.name().to_owned(),
             ipv6: p.ipv6.name().to_owned(),
+            public_network_access: p.public_network_access.name().to_owned(),
+            private_endpoints: p.private_endpoints.len(),
             limits: LimitsShown {
                 profile: p.limits.profile.name().to_owned(),
                 ip_rules: p.limits.ip_rules,
@@ -252,10 +254,23 @@ impl Daemon {
                 let rule = owners
                     .owner_index(slot, RuleKind::Vnet)
                     .map(|i| &self.policy.virtual_network_rules[i]);
+                // A private endpoint's entries share the table.
+                let private = owners
+                    .owner_index(slot, RuleKind::PrivateEndpoint)
+                    .map(|i| &self.policy.private_endpoints[i]);
+                let (id, endpoint) = match (rule, private) {
+                    (Some(r), _) => (Some(r.id.clone()), Some(r.endpoint.to_string())),
+                    (None, Some(p)) => (
+                        Some(format!("private endpoint {}", p.interface)),
+                        Some(format!("interface {}", p.interface)),
+                    ),
+                    (None, None) => (None, None),
+                };
                 VnetPrefixShown {
-                    id: rule.map(|r| r.id.clone()),
+                    id,
                     subnet: shown(prefix),
-                    endpoint: rule.map(|r| r.endpoint.to_string()),
+                    endpoint,
+                    ignore_missing_endpoint: rule.is_some_and(|r| r.ignore_missing_endpoint),
                     ifindex: key.ifindex,
                     vlan: (key.vlan != firewall_common::VLAN_ANY).then_some(key.vlan),
                     // The whole rule's (its prefixes share them).
@@ -320,47 +335,81 @@ impl Daemon {
 
     fn rule_add(&mut self, rule: RuleSpec) -> Handled {
         match rule {
-            RuleSpec::Ip { address } => {
-                let network = policy::parse_ip_rule("--ip-address", &address)
-                    .map_err(|e| invalid(e.to_string()))?;
-                let shown = policy::shown(network);
-                if self.policy.ip_rules.iter().any(|r| r.network == network) {
+            RuleSpec::Ip {
+                address,
+                more,
+                comment,
+                expires_at,
+            } => {
+                let networks = ip_networks(&address, &more)?;
+                if let Some(at) = &expires_at {
+                    crate::clock::parse_rfc3339(at).map_err(|e| {
+                        invalid(format!(
+                            "--expires-at {at:?}: {e}; give an RFC 3339 time (2027-01-31T00:00:00Z) \
+                             or a duration (8h); nothing changed"
+                        ))
+                    })?;
+                }
+                let new: Vec<ipnet::Ipv4Net> = networks
+                    .iter()
+                    .copied()
+                    .filter(|n| !self.policy.ip_rules.iter().any(|r| r.network == *n))
+                    .collect();
+                let shown_all = |nets: &[ipnet::Ipv4Net]| {
+                    nets.iter()
+                        .map(|n| shown(*n))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                };
+                if new.is_empty() {
                     return Ok(unchanged(
                         self.generation,
-                        format!("{shown} is already present"),
+                        format!("{} already present", shown_all(&networks)),
                     ));
                 }
                 let limit = &self.policy.limits;
-                if self.policy.ip_rules.len() >= limit.ip_rules {
+                if self.policy.ip_rules.len() + new.len() > limit.ip_rules {
                     return Err(invalid(format!(
                         "limit of {} IP rules reached (profile {}); remove a rule first, or raise \
-                         `limits` in the policy file",
+                         `limits` in the policy file; nothing changed",
                         limit.ip_rules,
                         limit.profile.name()
                     )));
                 }
-                let report = self.commit(&[Edit::AddIpRule(shown.clone())], "network-rule add")?;
-                Ok(changed(&report, format!("added {shown}")))
+                let edits: Vec<Edit> = new
+                    .iter()
+                    .map(|n| {
+                        if comment.is_none() && expires_at.is_none() {
+                            Edit::AddIpRule(shown(*n))
+                        } else {
+                            Edit::AddIpRuleWith {
+                                value: shown(*n),
+                                comment: comment.clone(),
+                                expires_at: expires_at.clone(),
+                            }
+                        }
+                    })
+                    .collect();
+                let report = self.commit(&edits, "network-rule add")?;
+                Ok(changed(&report, format!("added {}", shown_all(&new))))
             }
             RuleSpec::Vnet {
                 id,
                 subnet,
                 endpoint,
+                ignore_missing_endpoint,
             } => {
-                let subnet = subnet
-                    .ok_or_else(|| invalid("--subnet is required to add a subnet rule prefix"))?;
-                let prefix = policy::parse_subnet_prefix("--subnet", &subnet)
+                let subnet = subnet.ok_or_else(|| {
+                    invalid("--subnet-prefix is required to add a subnet rule prefix")
+                })?;
+                let prefix = policy::parse_subnet_prefix("--subnet-prefix", &subnet)
                     .map_err(|e| invalid(e.to_string()))?;
                 let endpoint = endpoint
                     .as_deref()
                     .map(|text| policy::parse_endpoint("--endpoint", text))
                     .transpose()
                     .map_err(|e| invalid(e.to_string()))?;
-                let existing = self
-                    .policy
-                    .virtual_network_rules
-                    .iter()
-                    .find(|r| r.id.eq_ignore_ascii_case(&id));
+                let existing = self.find_vnet_rule(&id)?;
                 match existing {
                     Some(rule) if rule.address_prefixes.contains(&prefix) => {
                         return Ok(unchanged(
@@ -383,10 +432,13 @@ impl Daemon {
                     }
                     _ => {}
                 }
+                // The rule as the file writes it, however the CLI named it.
+                let id = existing.map_or(id, |rule| rule.id.clone());
                 let edit = Edit::AddVnetPrefix {
                     id: id.clone(),
                     prefix: prefix.to_string(),
                     endpoint,
+                    ignore_missing_endpoint,
                 };
                 let report = self.commit(&[edit], "network-rule add")?;
                 Ok(changed(&report, format!("added {prefix} to {id}")))
@@ -394,33 +446,69 @@ impl Daemon {
         }
     }
 
+    /// The subnet rule `id` names: the same subnet short or full, in any
+    /// case ([`policy::subnet_id::same_subnet`]). A short id that several
+    /// full ids end with is ambiguous: an error naming them.
+    fn find_vnet_rule(&self, id: &str) -> Result<Option<&policy::VnetRule>, Response> {
+        let found: Vec<&policy::VnetRule> = self
+            .policy
+            .virtual_network_rules
+            .iter()
+            .filter(|r| policy::subnet_id::same_subnet(&r.id, id))
+            .collect();
+        if let Some(exact) = found
+            .iter()
+            .find(|r| policy::subnet_id::canonical(&r.id) == policy::subnet_id::canonical(id))
+        {
+            return Ok(Some(exact));
+        }
+        match found.as_slice() {
+            [] => Ok(None),
+            [one] => Ok(Some(one)),
+            several => Err(invalid(format!(
+                "{id:?} names {} subnet rules ({}); give the full ARM id; nothing changed",
+                several.len(),
+                several
+                    .iter()
+                    .map(|r| r.id.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ))),
+        }
+    }
+
     fn rule_remove(&mut self, rule: RuleSpec) -> Handled {
         match rule {
-            RuleSpec::Ip { address } => {
-                let network = policy::parse_ip_rule("--ip-address", &address)
-                    .map_err(|e| invalid(e.to_string()))?;
-                let shown = policy::shown(network);
-                if !self.policy.ip_rules.iter().any(|r| r.network == network) {
+            RuleSpec::Ip { address, more, .. } => {
+                let networks = ip_networks(&address, &more)?;
+                let missing: Vec<String> = networks
+                    .iter()
+                    .filter(|n| !self.policy.ip_rules.iter().any(|r| r.network == **n))
+                    .map(|n| shown(*n))
+                    .collect();
+                if !missing.is_empty() {
                     return Err(invalid(format!(
-                        "IP rule {shown} not found; nothing changed (`vaultfw network-rule list` shows the rules)"
+                        "IP rule {} not found; nothing changed (`vaultfw network-rule list` shows \
+                         the rules)",
+                        missing.join(", ")
                     )));
                 }
-                let report = self.commit(&[Edit::RemoveIpRule(network)], "network-rule remove")?;
-                Ok(changed(&report, format!("removed {shown}")))
+                let edits: Vec<Edit> = networks.iter().map(|n| Edit::RemoveIpRule(*n)).collect();
+                let report = self.commit(&edits, "network-rule remove")?;
+                let removed: Vec<String> = networks.iter().map(|n| shown(*n)).collect();
+                Ok(changed(&report, format!("removed {}", removed.join(", "))))
             }
             RuleSpec::Vnet { id, subnet, .. } => {
-                let rule = self
-                    .policy
-                    .virtual_network_rules
-                    .iter()
-                    .find(|r| r.id.eq_ignore_ascii_case(&id))
-                    .ok_or_else(|| {
-                        invalid(format!("subnet rule {id:?} not found; nothing changed"))
-                    })?;
+                let rule = self.find_vnet_rule(&id)?.ok_or_else(|| {
+                    invalid(format!(
+                        "subnet rule {id:?} not found; nothing changed (`vaultfw network-rule \
+                         list` shows the rules; ids compare case-insensitively, short or full)"
+                    ))
+                })?;
                 let edit = match subnet {
                     None => Edit::RemoveVnetRule(rule.id.clone()),
                     Some(subnet) => {
-                        let prefix = policy::parse_subnet_prefix("--subnet", &subnet)
+                        let prefix = policy::parse_subnet_prefix("--subnet-prefix", &subnet)
                             .map_err(|e| invalid(e.to_string()))?;
                         if !rule.address_prefixes.contains(&prefix) {
                             return Err(invalid(format!(
@@ -639,7 +727,28 @@ fn notes(p: &policy::Policy) -> Vec<String> {
     if p.bypass == policy::Bypass::None && !p.trusted_services.prefixes.is_empty() {
         notes.push("bypass = None: the trusted-services catalogue is inactive".to_owned());
     }
+    if !p.ip_rules_apply() && !p.ip_rules.is_empty() {
+        notes.push(format!(
+            "public_network_access = Disabled: the {} IP rules admit nothing (reason: {})",
+            p.ip_rules.len(),
+            policy::PUBLIC_ACCESS_DISABLED
+        ));
+    }
     notes
+}
+
+/// The networks of `--ip-address` (every value checked; each once, in the
+/// order given). The first invalid value is the error.
+fn ip_networks(first: &str, more: &[String]) -> Result<Vec<ipnet::Ipv4Net>, Response> {
+    let mut networks = Vec::with_capacity(1 + more.len());
+    for text in std::iter::once(first).chain(more.iter().map(String::as_str)) {
+        let network = policy::parse_ip_rule("--ip-address", text)
+            .map_err(|e| invalid(format!("{e}; nothing changed")))?;
+        if !networks.contains(&network) {
+            networks.push(network);
+        }
+    }
+    Ok(networks)
 }
 
 fn invalid(message: impl Into<String>) -> Response {

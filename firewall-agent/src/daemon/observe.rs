@@ -252,6 +252,7 @@ impl Observer {
                 },
                 |slot| owners.get(slot).cloned(),
             );
+            let record = public_access_reason(record, &daemon.policy);
             self.access.push(record);
         }
     }
@@ -290,4 +291,20 @@ impl Observer {
             file_health: self.access.file_health(),
         })
     }
+}
+
+/// `record` with the reason `public_network_access_disabled` when it was
+/// refused (or would be, in audit mode) although an IP rule lists its
+/// source: the kernel counts it as unmatched (the rule has no entry while
+/// public access is disabled); the policy says why.
+fn public_access_reason(mut record: AccessRecord, policy: &crate::policy::Policy) -> AccessRecord {
+    let refused = [Verdict::DenyNoMatch, Verdict::AuditWouldDeny]
+        .iter()
+        .any(|v| record.vaultfw.verdict == v.name());
+    if let (true, std::net::IpAddr::V4(source)) = (refused, record.source.ip)
+        && policy.refused_by_public_access(source).is_some()
+    {
+        record.event.reason = Some(crate::policy::PUBLIC_ACCESS_DISABLED_REASON.to_owned());
+    }
+    record
 }

@@ -423,11 +423,7 @@ impl Daemon {
         let path = &source.path;
         let files = source.read().map_err(|e| e.to_string())?;
         if files.format() != PolicyFormat::Native {
-            return Err(format!(
-                "{} is an Azure JSON policy: edit it (or the subnet map) and send SIGHUP, or \
-                 switch to the native format",
-                path.display()
-            ));
+            return Err(azure_json_refusal(source));
         }
         // The edit goes on top of the file: it must hold the policy being
         // served, or the change would also apply edits nobody reloaded.
@@ -588,11 +584,44 @@ pub(super) fn refuse_missing_endpoints(
             ));
         }
     }
+    for endpoint in &policy.private_endpoints {
+        if !interfaces.contains_key(&endpoint.interface) {
+            refused.push(format!(
+                "private_endpoints {:?}: interface {:?} does not exist; create it or fix the \
+                 interface name",
+                endpoint.interface, endpoint.interface
+            ));
+        }
+    }
     if refused.is_empty() {
         Ok(())
     } else {
         Err(refused.join("\n"))
     }
+}
+
+/// Why a CLI change to an Azure JSON policy is refused, with the exact
+/// command that converts it. The daemon does not edit ARM documents: the
+/// JSON is the vault's (exported with `az keyvault show`, perhaps applied
+/// back with `az`), and a change made here would be lost or fought over
+/// on its next export; a converted native policy is vaultfw's own.
+pub(super) fn azure_json_refusal(source: &PolicySource) -> String {
+    let path = &source.path;
+    let native = path.with_extension("toml");
+    let map = source
+        .subnet_map
+        .as_ref()
+        .map(|m| format!(" --subnet-map {}", m.display()))
+        .unwrap_or_default();
+    format!(
+        "{} is an Azure JSON policy: vaultfw does not edit the vault's JSON; nothing changed. \
+         Convert it once with `vaultfw convert {}{map} --out {}`, then run the daemon with \
+         --policy {} (or edit the JSON or the subnet map and send SIGHUP)",
+        path.display(),
+        path.display(),
+        native.display(),
+        native.display()
+    )
 }
 
 /// The rules of `policy` whose `expires_at` has passed, described, with

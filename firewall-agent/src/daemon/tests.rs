@@ -147,6 +147,9 @@ fn refusal(response: &Response) -> (ErrorKind, String) {
 fn ip(address: &str) -> RuleSpec {
     RuleSpec::Ip {
         address: address.to_owned(),
+        more: Vec::new(),
+        comment: None,
+        expires_at: None,
     }
 }
 

@@ -12,10 +12,13 @@
 //!   (absent or null means false); each rule's prefixes and endpoint come
 //!   from the subnet map ([`subnet_map`](super::subnet_map)), matched by id.
 //!
+//! - `properties.publicNetworkAccess` (`"Enabled"` or `"Disabled"`; absent
+//!   or null means Enabled, as ARM reads it), when the input is a vault or
+//!   its `properties`.
+//!
 //! Other fields of `networkAcls` and of its rule items are ignored with a
 //! warning (a field this version does not know could change what Azure
-//! admits); fields outside `networkAcls` are ignored silently, except
-//! `properties.publicNetworkAccess = "Disabled"`, which is worth a warning.
+//! admits); other fields outside `networkAcls` are ignored silently.
 //! The result is a [`RawPolicy`] whose paths are JSON paths in the shape
 //! the input had (`properties.networkAcls.ipRules[0].value`), validated like
 //! the native format.
@@ -31,7 +34,8 @@ use super::model::Bypass;
 use super::raw::{Key, Keys, RawPolicy};
 use super::raw_rules::{RawIpRule, RawVnetRule};
 use super::raw_value::{At, Field};
-use super::subnet_map::{self, MatchKind, SubnetMap};
+use super::subnet_id::{self, ArmScope, RawScope};
+use super::subnet_map::{self, SubnetMap};
 
 /// The fields of `networkAcls` that are read.
 const ACL_FIELDS: [&str; 4] = ["bypass", "defaultAction", "ipRules", "virtualNetworkRules"];
@@ -58,7 +62,7 @@ pub fn read(
             return None;
         }
     };
-    let (acls, prefix) = locate(&root, errors, warnings)?;
+    let (acls, prefix, public_access) = locate(&root, errors)?;
 
     let map_prefix = map.map(|(p, _)| subnet_map::prefix(p)).unwrap_or_default();
     let keys = Keys {
@@ -66,6 +70,9 @@ pub fn read(
         bypass: Key::json(format!("{prefix}bypass"), "bypass"),
         mode: Key::toml(&map_prefix, "mode"),
         ipv6: Key::toml(&map_prefix, "ipv6"),
+        public_network_access: Key::json(PUBLIC_ACCESS_PATH.to_string(), "publicNetworkAccess"),
+        private_endpoints: format!("{map_prefix}private_endpoints"),
+        defaults: format!("{map_prefix}defaults"),
         limits: format!("{map_prefix}limits"),
         ip_rules: format!("{prefix}ipRules"),
         virtual_network_rules: format!("{prefix}virtualNetworkRules"),
@@ -80,10 +87,27 @@ pub fn read(
         None => SubnetMap::default(),
     };
 
+    raw.public_network_access = match public_access {
+        None | Some(Value::Null) => Field::Absent,
+        Some(Value::String(s)) => Field::Given(s.clone()),
+        Some(other) => {
+            errors.push(json_type_error(
+                PUBLIC_ACCESS_PATH,
+                other,
+                "a string",
+                "write \"publicNetworkAccess\": \"Enabled\" or \"publicNetworkAccess\": \"Disabled\"",
+            ));
+            Field::Invalid
+        }
+    };
     raw.default_action = string(&acls, "defaultAction", &prefix, errors);
     raw.bypass = string(&acls, "bypass", &prefix, errors);
     raw.ip_rules = ip_rules(&acls, &prefix, &map, errors, warnings);
-    raw.virtual_network_rules = vnet_rules(&acls, &prefix, &map, errors, warnings);
+    let defaults = match &raw.defaults {
+        Field::Given(scope) => scope.clone(),
+        _ => RawScope::default(),
+    };
+    raw.virtual_network_rules = vnet_rules(&acls, &prefix, &map, &defaults, errors, warnings);
     for key in acls.keys().filter(|k| !ACL_FIELDS.contains(&k.as_str())) {
         warnings.push(PolicyWarning::new(
             format!("{prefix}{key}"),
@@ -96,13 +120,16 @@ pub fn read(
     Some(raw)
 }
 
+/// The path `publicNetworkAccess` is read from.
+const PUBLIC_ACCESS_PATH: &str = "properties.publicNetworkAccess";
+
 /// Finds `networkAcls` in the input; returns it with the path prefix of
-/// its fields (`properties.networkAcls.`, `networkAcls.` or empty).
-fn locate(
-    root: &Value,
+/// its fields (`properties.networkAcls.`, `networkAcls.` or empty), and
+/// `properties.publicNetworkAccess` when the input has it.
+fn locate<'a>(
+    root: &'a Value,
     errors: &mut Vec<PolicyError>,
-    warnings: &mut Vec<PolicyWarning>,
-) -> Option<(Map<String, Value>, String)> {
+) -> Option<(Map<String, Value>, String, Option<&'a Value>)> {
     let Value::Object(obj) = root else {
         errors.push(PolicyError::new(
             "policy",
@@ -115,19 +142,14 @@ fn locate(
         ));
         return None;
     };
+    let mut public_access = None;
     let (found, path) = if let Some(Value::Object(props)) = obj.get("properties") {
-        if props.get("publicNetworkAccess").and_then(Value::as_str) == Some("Disabled") {
-            warnings.push(PolicyWarning::new(
-                "properties.publicNetworkAccess",
-                "this vault has public network access disabled: Azure refuses every public \
-                 source whatever networkAcls say, while vaultfw applies networkAcls as written",
-            ));
-        }
+        public_access = props.get("publicNetworkAccess");
         (props.get("networkAcls"), "properties.networkAcls")
     } else if obj.contains_key("networkAcls") {
         (obj.get("networkAcls"), "networkAcls")
     } else if ACL_FIELDS.iter().any(|f| obj.contains_key(*f)) {
-        return Some((obj.clone(), String::new()));
+        return Some((obj.clone(), String::new(), None));
     } else {
         errors.push(PolicyError::new(
             "policy",
@@ -139,7 +161,7 @@ fn locate(
         return None;
     };
     match found {
-        Some(Value::Object(acls)) => Some((acls.clone(), format!("{path}."))),
+        Some(Value::Object(acls)) => Some((acls.clone(), format!("{path}."), public_access)),
         None | Some(Value::Null) => {
             errors.push(PolicyError::new(
                 path,
@@ -311,6 +333,7 @@ fn vnet_rules(
     acls: &Map<String, Value>,
     prefix: &str,
     map: &SubnetMap,
+    defaults: &RawScope,
     errors: &mut Vec<PolicyError>,
     warnings: &mut Vec<PolicyWarning>,
 ) -> Field<Vec<RawVnetRule>> {
@@ -373,7 +396,7 @@ fn vnet_rules(
                 false
             }
         };
-        let Some(index) = find_entry(map, &id) else {
+        let Some((index, rule_id)) = find_entry(map, defaults, &id) else {
             errors.push(missing_entry(&id_path, &id, map.subnets.is_empty()));
             continue;
         };
@@ -381,7 +404,7 @@ fn vnet_rules(
         let entry = &map.subnets[index];
         rules.push(RawVnetRule {
             path,
-            id: Field::Given(At::new(id_path, id)),
+            id: Field::Given(At::new(id_path, rule_id)),
             address_prefixes: entry.address_prefixes.clone(),
             prefixes_path: entry.prefixes_path.clone(),
             endpoint: entry.endpoint.clone(),
@@ -406,27 +429,65 @@ fn vnet_rules(
     Field::Given(rules)
 }
 
-/// The map entry for the rule id `id`: an exact match first, else one
-/// matching its trailing `<vnet>/subnets/<subnet>`.
-fn find_entry(map: &SubnetMap, id: &str) -> Option<usize> {
-    let kind_of = |entry: &RawVnetRule| match &entry.id {
-        Field::Given(at) => subnet_map::matches(&at.value, id),
-        _ => MatchKind::No,
+/// The map entry for the rule id `id` and the id the rule takes (see the
+/// `subnet_map` module): an entry with the same id; else a short entry
+/// whose full id in its scope (its own, else `defaults`) is `id` — the rule
+/// takes the entry's short id when the scope came wholly from `defaults`;
+/// else a short entry without a full scope that `id` ends with.
+fn find_entry(map: &SubnetMap, defaults: &RawScope, id: &str) -> Option<(usize, String)> {
+    let value = |at: &Option<At<String>>| at.as_ref().map(|a| a.value.clone());
+    let defaults = ArmScope {
+        subscription: value(&defaults.subscription),
+        resource_group: value(&defaults.resource_group),
     };
-    let position = |want: MatchKind| map.subnets.iter().position(|e| kind_of(e) == want);
-    position(MatchKind::Exact).or_else(|| position(MatchKind::Trailing))
+    let entries: Vec<(usize, &str, ArmScope)> = map
+        .subnets
+        .iter()
+        .zip(&map.scopes)
+        .enumerate()
+        .filter_map(|(i, (entry, scope))| match &entry.id {
+            Field::Given(at) => Some((
+                i,
+                at.value.as_str(),
+                ArmScope {
+                    subscription: value(&scope.subscription),
+                    resource_group: value(&scope.resource_group),
+                },
+            )),
+            _ => None,
+        })
+        .collect();
+    let want = subnet_id::canonical(id);
+    if let Some((i, ..)) = entries
+        .iter()
+        .find(|(_, e, _)| subnet_id::canonical(e) == want)
+    {
+        return Some((*i, id.to_string()));
+    }
+    for (i, entry, own) in &entries {
+        if subnet_id::is_full(entry) {
+            continue;
+        }
+        let scope = own.or(&defaults);
+        if let Some(full) = subnet_id::full_id(entry, &scope)
+            && subnet_id::canonical(&full) == want
+        {
+            let rule_id = if own.is_empty() { entry } else { id };
+            return Some((*i, rule_id.to_string()));
+        }
+    }
+    entries
+        .iter()
+        .find(|(_, entry, own)| {
+            !subnet_id::is_full(entry)
+                && subnet_id::full_id(entry, &own.or(&defaults)).is_none()
+                && subnet_id::same_subnet(entry, id)
+        })
+        .map(|(i, ..)| (*i, id.to_string()))
 }
 
 fn missing_entry(path: &str, id: &str, no_map: bool) -> PolicyError {
-    let short = {
-        let segments: Vec<&str> = id.trim_end_matches('/').split('/').collect();
-        match segments.as_slice() {
-            [.., vnet, subnets, subnet] if subnets.eq_ignore_ascii_case("subnets") => {
-                format!("{vnet}/subnets/{subnet}")
-            }
-            _ => id.to_string(),
-        }
-    };
+    let short = subnet_id::short(id).unwrap_or_else(|| id.to_string());
     let reason = if no_map {
         "an ARM subnet id carries neither the subnet's address prefixes nor the endpoint its \
          traffic arrives through, and no subnet map gives them"
@@ -495,4 +556,14 @@ fn clip(s: &str) -> String {
         let head: String = s.chars().take(MAX).collect();
         format!("{head}…")
     }
+}
+
+/// The vault's `name` and `id` as `az keyvault show` gives them (top-level
+/// fields), when the JSON has them: what a converted policy's comments name.
+pub fn vault_identity(json: &str) -> (Option<String>, Option<String>) {
+    let Ok(Value::Object(root)) = serde_json::from_str::<Value>(json) else {
+        return (None, None);
+    };
+    let field = |k: &str| root.get(k).and_then(Value::as_str).map(str::to_owned);
+    (field("name"), field("id"))
 }

@@ -1,5 +1,5 @@
-//! A [`Policy`] written out. Azure JSON: `{"properties": {"networkAcls":
-//! …}}`, the shape `az keyvault update` and ARM templates take, plus the
+//! A [`Policy`] written out. Azure JSON: `{"properties":
+//! {"publicNetworkAccess": …, "networkAcls": …}}`, the shape `az keyvault update` and ARM templates take, plus the
 //! subnet map that carries what the JSON has no field for; reading the two
 //! back with [`parse_azure_json`](super::parse_azure_json) gives the same
 //! policy. Native TOML: [`export_native`], read back with
@@ -11,34 +11,73 @@ use std::collections::BTreeSet;
 use serde_json::{Value, json};
 use toml_edit::{Array, ArrayOfTables, DocumentMut, InlineTable, Item, Table, value};
 
-use super::model::{Endpoint, LimitProfile, Policy, VnetRule, shown};
+use super::model::{Endpoint, LimitProfile, Policy, PrivateEndpoint, VnetRule, shown};
+use super::subnet_id::{self, ArmScope};
 use super::trusted::catalogue;
 
-/// `policy` as Azure JSON: `{"properties": {"networkAcls": {"bypass",
-/// "defaultAction", "ipRules": [{"value"}], "virtualNetworkRules": [{"id",
-/// "ignoreMissingVnetServiceEndpoint"}]}}}`. Single addresses are written
-/// `a.b.c.d/32`, as Key Vault stores them; subnet ids as the rules hold
-/// them (an ARM id stays an ARM id). The subnets' prefixes and endpoints,
-/// rule comments and expiry, and vaultfw's own settings are in
+/// A subnet rule whose short id cannot be written as a full ARM id.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "virtual network rule {id:?} has a short id and the policy does not know its subscription \
+     and resource group: ARM rejects {id:?} as a subnet id; add [defaults] with subscription = \
+     \"<guid>\" and resource_group = \"<rg>\" to the policy (or write the rule's full ARM id), \
+     or pass --allow-short-ids to write it short anyway"
+)]
+pub struct ShortIdError {
+    /// The rule's id as the policy holds it.
+    pub id: String,
+}
+
+/// [`export_azure`]'s result: the JSON, and the rule ids written short
+/// (with `allow_short_ids`), which ARM will refuse.
+#[derive(Debug)]
+pub struct AzureExport {
+    /// `{"properties": {"publicNetworkAccess", "networkAcls"}}`.
+    pub json: Value,
+    /// Ids written short.
+    pub short_ids: Vec<String>,
+}
+
+/// `policy` as Azure JSON: `{"properties": {"publicNetworkAccess",
+/// "networkAcls": {"bypass", "defaultAction", "ipRules": [{"value"}],
+/// "virtualNetworkRules": [{"id", "ignoreMissingVnetServiceEndpoint"}]}}}`.
+/// Single addresses are written `a.b.c.d/32`, as Key Vault stores them.
+/// Subnet ids are written as full ARM ids: a full id as the rule holds it,
+/// a short one (`vnet/subnets/s`) expanded with the policy's `[defaults]`;
+/// a short id that cannot be expanded is an error naming the rule, unless
+/// `allow_short_ids` (then it is written short and listed in
+/// [`AzureExport::short_ids`]). The subnets' prefixes and endpoints, rule
+/// comments and expiry, and vaultfw's own settings are in
 /// [`export_subnet_map`].
-pub fn export_azure(policy: &Policy) -> Value {
+pub fn export_azure(policy: &Policy, allow_short_ids: bool) -> Result<AzureExport, ShortIdError> {
     let ip_rules: Vec<Value> = policy
         .ip_rules
         .iter()
         .map(|r| json!({ "value": r.network.to_string() }))
         .collect();
-    let vnet_rules: Vec<Value> = policy
-        .virtual_network_rules
-        .iter()
-        .map(|r| {
-            json!({
-                "id": r.id,
-                "ignoreMissingVnetServiceEndpoint": r.ignore_missing_endpoint,
-            })
-        })
-        .collect();
-    json!({
+    let mut short_ids = Vec::new();
+    let mut vnet_rules = Vec::with_capacity(policy.virtual_network_rules.len());
+    for rule in &policy.virtual_network_rules {
+        let id = if subnet_id::is_full(&rule.id) {
+            rule.id.clone()
+        } else if let Some(full) = subnet_id::full_id(&rule.id, &policy.defaults) {
+            full
+        } else if allow_short_ids {
+            short_ids.push(rule.id.clone());
+            rule.id.clone()
+        } else {
+            return Err(ShortIdError {
+                id: rule.id.clone(),
+            });
+        };
+        vnet_rules.push(json!({
+            "id": id,
+            "ignoreMissingVnetServiceEndpoint": rule.ignore_missing_endpoint,
+        }));
+    }
+    let json = json!({
         "properties": {
+            "publicNetworkAccess": policy.public_network_access.name(),
             "networkAcls": {
                 "bypass": policy.bypass.name(),
                 "defaultAction": policy.default_action.name(),
@@ -46,7 +85,26 @@ pub fn export_azure(policy: &Policy) -> Value {
                 "virtualNetworkRules": vnet_rules,
             }
         }
-    })
+    });
+    Ok(AzureExport { json, short_ids })
+}
+
+/// What [`export_azure`]'s JSON alone does not carry: the subnet map
+/// holds it. `None` when the JSON alone reads back as `policy`.
+pub fn needs_subnet_map(policy: &Policy) -> Option<&'static str> {
+    if !policy.virtual_network_rules.is_empty() {
+        Some("the subnets' address prefixes and endpoints")
+    } else if !policy.private_endpoints.is_empty() {
+        Some("the private endpoints")
+    } else if policy
+        .ip_rules
+        .iter()
+        .any(|r| r.comment.is_some() || r.expires_at.is_some())
+    {
+        Some("the IP rules' comments and expiry")
+    } else {
+        None
+    }
 }
 
 /// The subnet map (TOML text, see the `subnet_map` module) that, read with
@@ -65,6 +123,7 @@ pub fn export_subnet_map(policy: &Policy) -> String {
          # Read with the JSON it was exported with (vaultfw validate --subnet-map).\n",
     );
     tables(&mut doc, policy);
+    defaults_and_private_endpoints(&mut doc, policy);
     let mut ip_rules = ArrayOfTables::new();
     for rule in &policy.ip_rules {
         if rule.comment.is_none() && rule.expires_at.is_none() {
@@ -93,6 +152,34 @@ pub fn export_subnet_map(policy: &Policy) -> String {
     doc.to_string()
 }
 
+/// Where a policy converted to the native format came from, for the
+/// comment at its head.
+#[derive(Clone, Debug, Default)]
+pub struct NativeSource {
+    /// The policy file.
+    pub file: String,
+    /// The vault's name (`name` of `az keyvault show`), if known.
+    pub vault_name: Option<String>,
+    /// The vault's ARM id, if known.
+    pub vault_id: Option<String>,
+}
+
+/// [`export_native`] with a head comment naming `source` (the vault and
+/// the file it was converted from).
+pub fn export_native_from(policy: &Policy, source: &NativeSource) -> String {
+    let mut head =
+        String::from("# vaultfw policy (native format), converted by `vaultfw convert`\n");
+    head.push_str(&format!("# from {}", source.file));
+    match (&source.vault_name, &source.vault_id) {
+        (Some(name), Some(id)) => head.push_str(&format!(", vault {name} ({id})")),
+        (Some(name), None) => head.push_str(&format!(", vault {name}")),
+        (None, Some(id)) => head.push_str(&format!(", vault {id}")),
+        (None, None) => {}
+    }
+    head.push('\n');
+    native(policy, &head)
+}
+
 /// `policy` in the native TOML format (DESIGN.md section 1): every setting
 /// written explicitly, each IP rule (a table item when it has a comment or
 /// an expiry), `[trusted_services]` when it differs from the default, one
@@ -101,14 +188,18 @@ pub fn export_subnet_map(policy: &Policy) -> String {
 /// is tested); a daemon serving a native file writes a policy applied as
 /// Azure JSON into it this way.
 pub fn export_native(policy: &Policy) -> String {
+    native(
+        policy,
+        "# vaultfw policy (native format), written by vaultfw from an applied policy.\n",
+    )
+}
+
+fn native(policy: &Policy, head: &str) -> String {
     let mut doc = DocumentMut::new();
     doc["default_action"] = value(policy.default_action.name());
-    header(
-        &mut doc,
-        "default_action",
-        "# vaultfw policy (native format), written by vaultfw from an applied policy.\n",
-    );
+    header(&mut doc, "default_action", head);
     doc["bypass"] = value(policy.bypass.name());
+    doc["public_network_access"] = value(policy.public_network_access.name());
     settings(&mut doc, policy);
     // One rule a line: a diff of the file shows the rule that changed.
     let mut ip_rules = Array::new();
@@ -134,6 +225,7 @@ pub fn export_native(policy: &Policy) -> String {
     ip_rules.set_trailing("\n");
     doc["ip_rules"] = value(ip_rules);
     tables(&mut doc, policy);
+    defaults_and_private_endpoints(&mut doc, policy);
     let mut vnet_rules = ArrayOfTables::new();
     for rule in &policy.virtual_network_rules {
         let mut t = vnet_rule(rule);
@@ -204,6 +296,44 @@ fn tables(doc: &mut DocumentMut, policy: &Policy) {
             t["enabled"] = value(trusted.enabled.iter().map(|s| s.name).collect::<Array>());
         }
         doc["trusted_services"] = Item::Table(t);
+    }
+}
+
+/// `[defaults]` when the policy has an ARM scope, and
+/// `[[private_endpoints]]` (tables of both TOML forms).
+fn defaults_and_private_endpoints(doc: &mut DocumentMut, policy: &Policy) {
+    let ArmScope {
+        subscription,
+        resource_group,
+    } = &policy.defaults;
+    if !policy.defaults.is_empty() {
+        let mut t = spaced_table();
+        if let Some(s) = subscription {
+            t["subscription"] = value(s.as_str());
+        }
+        if let Some(rg) = resource_group {
+            t["resource_group"] = value(rg.as_str());
+        }
+        doc["defaults"] = Item::Table(t);
+    }
+    let mut endpoints = ArrayOfTables::new();
+    for PrivateEndpoint {
+        interface,
+        allowed_prefixes,
+    } in &policy.private_endpoints
+    {
+        let mut t = spaced_table();
+        t["interface"] = value(interface.as_str());
+        t["allowed_prefixes"] = value(
+            allowed_prefixes
+                .iter()
+                .map(|p| shown(*p))
+                .collect::<Array>(),
+        );
+        endpoints.push(t);
+    }
+    if !endpoints.is_empty() {
+        doc["private_endpoints"] = Item::ArrayOfTables(endpoints);
     }
 }
 

@@ -28,6 +28,7 @@
 pub mod model;
 pub use model::*;
 
+mod access;
 mod azure;
 mod error;
 mod expiry;
@@ -41,6 +42,7 @@ mod raw_rules;
 mod raw_value;
 pub mod service_tags;
 pub mod source;
+pub mod subnet_id;
 mod subnet_map;
 mod trusted;
 mod validate;
@@ -49,8 +51,12 @@ mod vnet;
 #[cfg(test)]
 mod tests;
 
+pub use azure::vault_identity;
 pub use error::{LoadError, PolicyError, PolicyErrors, PolicyWarning};
-pub use export::{endpoint_table, export_azure, export_native, export_subnet_map};
+pub use export::{
+    AzureExport, NativeSource, ShortIdError, endpoint_table, export_azure, export_native,
+    export_native_from, export_subnet_map, needs_subnet_map,
+};
 pub use parse::{PolicyFormat, Validated, parse_azure_json, parse_toml, parse_toml_with_base};
 #[cfg(test)]
 pub(crate) use parse::{parse_azure_at, parse_toml_at, parse_toml_in};

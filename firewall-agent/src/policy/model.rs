@@ -51,6 +51,53 @@ impl Bypass {
     }
 }
 
+/// Key Vault's `publicNetworkAccess`: whether sources reach the data plane
+/// through the public network rules at all.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub enum PublicNetworkAccess {
+    /// The IP rules apply (default).
+    Enabled,
+    /// The IP rules do not apply: a public source is refused even when a
+    /// rule lists it. Subnet rules through their endpoints, trusted
+    /// services (with the bypass) and private endpoints still admit.
+    Disabled,
+}
+
+impl PublicNetworkAccess {
+    /// The value as a policy file and Key Vault write it (`"Enabled"`,
+    /// `"Disabled"`).
+    pub const fn name(self) -> &'static str {
+        match self {
+            PublicNetworkAccess::Enabled => "Enabled",
+            PublicNetworkAccess::Disabled => "Disabled",
+        }
+    }
+}
+
+/// Why a source that an IP rule lists is refused while
+/// `public_network_access = "Disabled"`: the words `show`, `check
+/// --explain` and warnings use.
+pub const PUBLIC_ACCESS_DISABLED: &str = "public network access disabled";
+
+/// [`PUBLIC_ACCESS_DISABLED`] as the access log's `reason` writes it (its
+/// reasons are snake_case names, like the verdict counters').
+pub const PUBLIC_ACCESS_DISABLED_REASON: &str = "public_network_access_disabled";
+
+/// A private endpoint (`[[private_endpoints]]`): the sources of
+/// `allowed_prefixes` arriving on `interface` reach the data plane whatever
+/// the IP rules and `public_network_access` say (Key Vault's private
+/// endpoint connections are not subject to its firewall).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct PrivateEndpoint {
+    /// The interface private traffic arrives on (a valid Linux interface
+    /// name; filtered like a subnet rule's endpoint interface).
+    pub interface: String,
+    /// The admitted sources: canonical, sorted, each once, never empty;
+    /// private space allowed.
+    #[serde(serialize_with = "serialize_nets")]
+    pub allowed_prefixes: Vec<Ipv4Net>,
+}
+
 /// Enforce verdicts, or only count what would be denied.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 pub enum Mode {
@@ -216,6 +263,39 @@ pub fn shown(net: Ipv4Net) -> String {
     }
 }
 
+/// The ARM scope of short subnet ids: which subscription and resource group
+/// their virtual networks are in. Either may be unknown; a full id needs
+/// both.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct ArmScope {
+    /// The subscription id, a GUID (`00000000-0000-0000-0000-000000000000`).
+    pub subscription: Option<String>,
+    /// The resource group name (1–90 characters: letters, digits, `_`,
+    /// `-`, `.`, `(`, `)`; not ending in `.`).
+    pub resource_group: Option<String>,
+}
+
+impl ArmScope {
+    /// True when neither part is known.
+    pub fn is_empty(&self) -> bool {
+        self.subscription.is_none() && self.resource_group.is_none()
+    }
+
+    /// `self`'s parts, each falling back to `defaults`'s.
+    pub fn or(&self, defaults: &ArmScope) -> ArmScope {
+        ArmScope {
+            subscription: self
+                .subscription
+                .clone()
+                .or_else(|| defaults.subscription.clone()),
+            resource_group: self
+                .resource_group
+                .clone()
+                .or_else(|| defaults.resource_group.clone()),
+        }
+    }
+}
+
 /// A validated policy.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct Policy {
@@ -238,16 +318,44 @@ pub struct Policy {
     pub trusted_services: TrustedServices,
     /// See [`DataPlane`].
     pub data_plane: DataPlane,
+    /// See [`PublicNetworkAccess`].
+    pub public_network_access: PublicNetworkAccess,
+    /// Private endpoints, one per interface, sorted by interface name.
+    pub private_endpoints: Vec<PrivateEndpoint>,
+    /// `[defaults]`: the ARM scope of short subnet ids, for writing full
+    /// ARM ids on export (see [`super::subnet_id`]).
+    pub defaults: ArmScope,
 }
 
 impl Policy {
-    /// The endpoint interface names the virtual network rules give, each
-    /// once, sorted.
+    /// The endpoint interface names the virtual network rules and the
+    /// private endpoints give, each once, sorted.
     pub fn endpoint_interfaces(&self) -> BTreeSet<&str> {
         self.virtual_network_rules
             .iter()
             .filter_map(|r| r.endpoint.interface.as_deref())
+            .chain(self.private_endpoints.iter().map(|p| p.interface.as_str()))
             .collect()
+    }
+
+    /// Whether the IP rules admit anything (`public_network_access` is
+    /// not `Disabled`).
+    pub fn ip_rules_apply(&self) -> bool {
+        self.public_network_access == PublicNetworkAccess::Enabled
+    }
+
+    /// The IP rule that lists `source` but does not apply because
+    /// `public_network_access` is `Disabled` (the longest prefix); `None`
+    /// when public access is enabled or no IP rule lists it. A refused
+    /// frame from such a source was refused for [`PUBLIC_ACCESS_DISABLED`].
+    pub fn refused_by_public_access(&self, source: std::net::Ipv4Addr) -> Option<&IpRule> {
+        if self.ip_rules_apply() {
+            return None;
+        }
+        self.ip_rules
+            .iter()
+            .filter(|r| r.network.contains(&source))
+            .max_by_key(|r| r.network.prefix_len())
     }
 }
 
@@ -367,6 +475,10 @@ fn serialize_display<S: serde::Serializer>(net: &Ipv4Net, s: S) -> Result<S::Ok,
     s.collect_str(&shown(*net))
 }
 
+fn serialize_nets<S: serde::Serializer>(nets: &[Ipv4Net], s: S) -> Result<S::Ok, S::Error> {
+    s.collect_seq(nets.iter().map(|n| shown(*n)))
+}
+
 fn serialize_time<S: serde::Serializer>(t: &Option<SystemTime>, s: S) -> Result<S::Ok, S::Error> {
     match t {
         Some(t) => s.collect_str(&humantime::format_rfc3339_seconds(*t)),
@@ -397,6 +509,9 @@ mod tests {
             assert_serde_name(v, v.name());
         }
         for v in [Bypass::AzureServices, Bypass::None] {
+            assert_serde_name(v, v.name());
+        }
+        for v in [PublicNetworkAccess::Enabled, PublicNetworkAccess::Disabled] {
             assert_serde_name(v, v.name());
         }
         for v in [Mode::Enforce, Mode::Audit] {

@@ -20,9 +20,10 @@ use toml::{Table, Value};
 use super::error::PolicyError;
 use super::ipv4::Dialect;
 use super::model::Bypass;
-pub use super::raw_rules::{RawEndpoint, RawIpRule, RawTrusted, RawVnetRule};
-use super::raw_rules::{ip_rules, trusted_services, vnet_rules};
+pub use super::raw_rules::{RawEndpoint, RawIpRule, RawPrivateEndpoint, RawTrusted, RawVnetRule};
+use super::raw_rules::{ip_rules, private_endpoints, trusted_services, vnet_rules};
 use super::raw_value::{Field, TOP_KEYS, clip, hint, sorted, type_error, unknown_key};
+use super::subnet_id::{self, RawScope};
 
 /// A setting's path and how it is spelt in its input.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -78,6 +79,12 @@ pub struct Keys {
     pub mode: Key,
     /// `ipv6`.
     pub ipv6: Key,
+    /// `public_network_access` / `properties.publicNetworkAccess`.
+    pub public_network_access: Key,
+    /// Path of `private_endpoints`.
+    pub private_endpoints: String,
+    /// Path of `[defaults]`.
+    pub defaults: String,
     /// Path of `limits`.
     pub limits: String,
     /// Path of the IP rules as a whole (`ip_rules`,
@@ -104,6 +111,9 @@ impl Keys {
             bypass: Key::toml("", "bypass"),
             mode: Key::toml("", "mode"),
             ipv6: Key::toml("", "ipv6"),
+            public_network_access: Key::toml("", "public_network_access"),
+            private_endpoints: "private_endpoints".into(),
+            defaults: "defaults".into(),
             limits: "limits".into(),
             ip_rules: "ip_rules".into(),
             virtual_network_rules: "virtual_network_rules".into(),
@@ -134,6 +144,10 @@ pub struct RawPolicy {
     pub virtual_network_rules: Field<Vec<RawVnetRule>>,
     pub data_plane: Field<RawDataPlane>,
     pub trusted_services: Field<RawTrusted>,
+    pub public_network_access: Field<String>,
+    /// The items that had the right shape.
+    pub private_endpoints: Field<Vec<RawPrivateEndpoint>>,
+    pub defaults: Field<RawScope>,
     /// Paths and spelling of the settings.
     pub keys: Keys,
 }
@@ -151,6 +165,9 @@ impl RawPolicy {
             virtual_network_rules: Field::Absent,
             data_plane: Field::Absent,
             trusted_services: Field::Absent,
+            public_network_access: Field::Absent,
+            private_endpoints: Field::Absent,
+            defaults: Field::Absent,
             keys,
         }
     }
@@ -185,6 +202,9 @@ pub fn read(text: &str, errors: &mut Vec<PolicyError>) -> Option<RawPolicy> {
         match key.as_str() {
             "default_action" => raw.default_action = string(key, key, value, errors),
             "bypass" => raw.bypass = string(key, key, value, errors),
+            "public_network_access" => {
+                raw.public_network_access = string(key, key, value, errors);
+            }
             "ip_rules" => raw.ip_rules = ip_rules(value, errors),
             "virtual_network_rules" => {
                 raw.virtual_network_rules = vnet_rules(value, errors);
@@ -214,7 +234,8 @@ pub fn parse_table(text: &str, prefix: &str, errors: &mut Vec<PolicyError>) -> O
 }
 
 /// The settings shared by the native format and the subnet map (`mode`,
-/// `ipv6`, `limits`, `[data_plane]`, `[trusted_services]`), read into `raw`
+/// `ipv6`, `limits`, `[data_plane]`, `[trusted_services]`,
+/// `[[private_endpoints]]`, `[defaults]`), read into `raw`
 /// with paths `{prefix}{key}`. False when `key` is none of them.
 pub fn shared_key(
     key: &str,
@@ -230,6 +251,8 @@ pub fn shared_key(
         "limits" => raw.limits = limits(&path, value, errors),
         "data_plane" => raw.data_plane = data_plane(&path, value, errors),
         "trusted_services" => raw.trusted_services = trusted_services(&path, value, errors),
+        "private_endpoints" => raw.private_endpoints = private_endpoints(&path, value, errors),
+        "defaults" => raw.defaults = subnet_id::read_defaults(&path, value, errors),
         _ => return false,
     }
     true

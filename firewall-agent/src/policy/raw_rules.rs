@@ -268,6 +268,8 @@ pub fn vnet_rule(
             "endpoint",
             "comment",
             "expires_at",
+            "subscription",
+            "resource_group",
         ]
     };
     for (key, v) in sorted(table) {
@@ -301,6 +303,8 @@ pub fn vnet_rule(
                  (without quotes)"
                     .into(),
             )),
+            // A map entry's own ARM scope, read by the subnet map.
+            ("subscription" | "resource_group", _) if !native => {}
             ("comment", v) => rule.comment = comment_value(&key_path, v, errors),
             ("expires_at", v) => rule.expires_at = expires_value(&key_path, v, errors),
             (k, _) => {
@@ -486,4 +490,117 @@ fn string_array(
     } else {
         Field::Invalid
     }
+}
+
+/// Keys of one `[[private_endpoints]]` item.
+pub const PRIVATE_ENDPOINT_KEYS: [&str; 2] = ["interface", "allowed_prefixes"];
+
+/// One private endpoint as written.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RawPrivateEndpoint {
+    /// Where the item is (`private_endpoints[0]`).
+    pub path: String,
+    /// `interface`.
+    pub interface: Field<At<String>>,
+    /// `allowed_prefixes`, each with its path.
+    pub allowed_prefixes: Field<Vec<At<String>>>,
+}
+
+/// `private_endpoints = [...]` at `path` (an array of tables).
+pub fn private_endpoints(
+    path: &str,
+    value: &Value,
+    errors: &mut Vec<PolicyError>,
+) -> Field<Vec<RawPrivateEndpoint>> {
+    let form = "[[private_endpoints]] tables with interface = \"eth1\" and allowed_prefixes = \
+                [\"10.9.0.0/24\"]";
+    let Value::Array(items) = value else {
+        errors.push(type_error(
+            path,
+            value,
+            "an array of tables",
+            format!("write {form}"),
+        ));
+        return Field::Invalid;
+    };
+    let mut out = Vec::with_capacity(items.len());
+    for (i, item) in items.iter().enumerate() {
+        let item_path = format!("{path}[{i}]");
+        let Value::Table(t) = item else {
+            errors.push(type_error(
+                &item_path,
+                item,
+                "a table",
+                format!("write {form}"),
+            ));
+            continue;
+        };
+        let mut entry = RawPrivateEndpoint {
+            path: item_path.clone(),
+            interface: Field::Absent,
+            allowed_prefixes: Field::Absent,
+        };
+        for (key, v) in sorted(t) {
+            let key_path = format!("{item_path}.{key}");
+            match key.as_str() {
+                "interface" => {
+                    entry.interface = match v {
+                        Value::String(s) => Field::Given(At::new(key_path, s.clone())),
+                        other => {
+                            errors.push(type_error(
+                                &key_path,
+                                other,
+                                "a string",
+                                "write the interface name as `ip link` shows it, e.g. \"eth1\""
+                                    .into(),
+                            ));
+                            Field::Invalid
+                        }
+                    }
+                }
+                "allowed_prefixes" => entry.allowed_prefixes = prefix_strings(&key_path, v, errors),
+                k => errors.push(unknown_key(
+                    &key_path,
+                    k,
+                    "in a private endpoint",
+                    &PRIVATE_ENDPOINT_KEYS,
+                )),
+            }
+        }
+        out.push(entry);
+    }
+    Field::Given(out)
+}
+
+fn prefix_strings(
+    path: &str,
+    value: &Value,
+    errors: &mut Vec<PolicyError>,
+) -> Field<Vec<At<String>>> {
+    let Value::Array(items) = value else {
+        errors.push(type_error(
+            path,
+            value,
+            "an array of prefixes",
+            "write allowed_prefixes = [\"10.9.0.0/24\"]".into(),
+        ));
+        return Field::Invalid;
+    };
+    let mut out = Vec::with_capacity(items.len());
+    for (i, item) in items.iter().enumerate() {
+        let item_path = format!("{path}[{i}]");
+        match item {
+            Value::String(s) => out.push(At::new(item_path, s.clone())),
+            other => {
+                errors.push(type_error(
+                    &item_path,
+                    other,
+                    "a string",
+                    "write the prefix as a string, e.g. \"10.9.0.0/24\"".into(),
+                ));
+                return Field::Invalid;
+            }
+        }
+    }
+    Field::Given(out)
 }

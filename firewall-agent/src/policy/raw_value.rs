@@ -38,7 +38,7 @@ impl<T> At<T> {
 }
 
 /// The top-level keys of the native format and what a valid line looks like.
-pub(super) const TOP_KEYS: [(&str, &str); 9] = [
+pub(super) const TOP_KEYS: [(&str, &str); 12] = [
     (
         "default_action",
         "default_action = \"Deny\" or default_action = \"Allow\"",
@@ -66,6 +66,18 @@ pub(super) const TOP_KEYS: [(&str, &str); 9] = [
     (
         "trusted_services",
         "[trusted_services] with service_tags_file and enabled",
+    ),
+    (
+        "public_network_access",
+        "public_network_access = \"Enabled\" or public_network_access = \"Disabled\"",
+    ),
+    (
+        "private_endpoints",
+        "[[private_endpoints]] with interface and allowed_prefixes",
+    ),
+    (
+        "defaults",
+        "[defaults] with subscription and resource_group",
     ),
 ];
 

@@ -210,7 +210,20 @@ impl PolicySource {
                 WriteBack {
                     policy: match format {
                         PolicyFormat::AzureJson => applied.policy.text.clone(),
-                        PolicyFormat::Native => format!("{:#}\n", export_azure(policy)),
+                        // Short ids are kept short: the subnet map reads
+                        // them back (checked below), and the file is read by
+                        // this daemon, not ARM.
+                        PolicyFormat::Native => match export_azure(policy, true) {
+                            Ok(exported) => format!("{:#}\n", exported.json),
+                            Err(error) => {
+                                return Err(PolicyError::new(
+                                    self.path.display().to_string(),
+                                    &error.id,
+                                    error.to_string(),
+                                    "apply a policy whose subnet ids are full ARM ids",
+                                ));
+                            }
+                        },
                     },
                     subnet_map: self.subnet_map.as_ref().map(|_| match applied_map {
                         Some(map) => map.text.clone(),

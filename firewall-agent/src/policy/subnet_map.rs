@@ -13,8 +13,18 @@
 //! service_tags_file = "ServiceTags_Public.json"   # against the map's directory
 //! enabled = ["AzureBackup", "Sql"]
 //!
+//! [defaults]                          # optional: the ARM scope of short ids
+//! subscription = "00000000-0000-0000-0000-000000000000"
+//! resource_group = "rg-prod"
+//!
+//! [[private_endpoints]]               # optional; see the `access` module
+//! interface = "eth2"
+//! allowed_prefixes = ["10.9.0.0/24"]
+//!
 //! [[subnet]]                          # one per ARM virtual network rule
 //! id = "vnet-prod/subnets/app"        # "<vnet>/subnets/<subnet>", or the full ARM id
+//! subscription = "…"                  # optional: this entry's own scope
+//! resource_group = "…"                # (else [defaults])
 //! address_prefixes = ["10.1.2.0/24"]
 //! endpoint = { interface = "eth1" }   # and/or vlan = 120
 //! comment = "app tier"                # optional
@@ -25,6 +35,14 @@
 //! comment = "build agent"
 //! expires_at = "2027-01-31T00:00:00Z"
 //! ```
+//!
+//! A JSON rule id is matched to an entry (ids compare as ARM does,
+//! case-insensitively, see `subnet_id`): an entry with the same id, else a
+//! short entry whose full id (its own scope, else `[defaults]`) is the
+//! rule's, else a short entry without a known scope that the rule id ends
+//! with. A short entry matched through `[defaults]` gives the rule its
+//! short id (a native policy writes it so, with the same `[defaults]`);
+//! every other match keeps the JSON's id.
 //!
 //! Absent settings take the native format's defaults. `default_action`,
 //! `bypass` and the rule lists themselves belong to the JSON and are
@@ -39,14 +57,17 @@ use super::error::PolicyError;
 use super::raw::{RawPolicy, parse_table, shared_key};
 use super::raw_rules::{RawIpRule, RawVnetRule, ip_rule, vnet_rule};
 use super::raw_value::{Field, sorted, type_error, unknown_key};
+use super::subnet_id::{RawScope, canonical, read_scope_keys, validate_scope};
 
 /// The keys a subnet map may hold.
-pub(super) const MAP_KEYS: [&str; 7] = [
+pub(super) const MAP_KEYS: [&str; 9] = [
     "mode",
     "ipv6",
     "limits",
     "data_plane",
     "trusted_services",
+    "private_endpoints",
+    "defaults",
     "subnet",
     "ip_rule",
 ];
@@ -56,6 +77,9 @@ pub(super) const MAP_KEYS: [&str; 7] = [
 pub struct SubnetMap {
     /// `[[subnet]]` entries whose id had the right shape.
     pub subnets: Vec<RawVnetRule>,
+    /// Each entry's own `subscription` / `resource_group` (by position in
+    /// `subnets`); `[defaults]` is in the raw policy.
+    pub scopes: Vec<RawScope>,
     /// `[[ip_rule]]` metadata entries.
     pub ip_rules: Vec<RawIpRule>,
 }
@@ -81,9 +105,17 @@ pub fn read(
     for (key, value) in sorted(&table) {
         let key_path = format!("{prefix}{key}");
         match key.as_str() {
-            "subnet" => map.subnets = subnets(&key_path, value, errors),
+            "subnet" => (map.subnets, map.scopes) = subnets(&key_path, value, errors),
             "ip_rule" => map.ip_rules = ip_rules(&key_path, value, errors),
             k if shared_key(k, value, &prefix, raw, errors) => {}
+            "public_network_access" => errors.push(PolicyError::new(
+                key_path,
+                "",
+                "`public_network_access` of an Azure policy is the vault's \
+                 properties.publicNetworkAccess, set in its JSON",
+                "remove it here and set \"publicNetworkAccess\": \"Enabled\" or \"Disabled\" in \
+                 the JSON's properties",
+            )),
             k @ ("default_action" | "bypass") => {
                 let json = if k == "bypass" {
                     "bypass"
@@ -117,7 +149,11 @@ pub fn read(
     map
 }
 
-fn subnets(path: &str, value: &Value, errors: &mut Vec<PolicyError>) -> Vec<RawVnetRule> {
+fn subnets(
+    path: &str,
+    value: &Value,
+    errors: &mut Vec<PolicyError>,
+) -> (Vec<RawVnetRule>, Vec<RawScope>) {
     let form = "[[subnet]] tables with id, address_prefixes and endpoint";
     let Value::Array(items) = value else {
         errors.push(type_error(
@@ -126,9 +162,10 @@ fn subnets(path: &str, value: &Value, errors: &mut Vec<PolicyError>) -> Vec<RawV
             "an array of tables",
             format!("write {form}"),
         ));
-        return Vec::new();
+        return (Vec::new(), Vec::new());
     };
     let mut out = Vec::new();
+    let mut scopes = Vec::new();
     for (i, item) in items.iter().enumerate() {
         let item_path = format!("{path}[{i}]");
         let Value::Table(t) = item else {
@@ -141,8 +178,13 @@ fn subnets(path: &str, value: &Value, errors: &mut Vec<PolicyError>) -> Vec<RawV
             continue;
         };
         let entry = vnet_rule(&item_path, t, false, errors);
+        let scope = read_scope_keys(&item_path, t, errors);
+        validate_scope(&scope, errors);
         match &entry.id {
-            Field::Given(_) => out.push(entry),
+            Field::Given(_) => {
+                out.push(entry);
+                scopes.push(scope);
+            }
             Field::Invalid => {}
             Field::Absent => errors.push(PolicyError::new(
                 item_path,
@@ -153,7 +195,7 @@ fn subnets(path: &str, value: &Value, errors: &mut Vec<PolicyError>) -> Vec<RawV
             )),
         }
     }
-    out
+    (out, scopes)
 }
 
 fn ip_rules(path: &str, value: &Value, errors: &mut Vec<PolicyError>) -> Vec<RawIpRule> {
@@ -181,7 +223,7 @@ fn check_ids(subnets: &[RawVnetRule], errors: &mut Vec<PolicyError>) {
         let Field::Given(at) = &entry.id else {
             continue;
         };
-        let key = at.value.to_lowercase();
+        let key = canonical(&at.value);
         if let Some((path, id)) = first.get(&key) {
             errors.push(PolicyError::new(
                 &at.path,
@@ -193,36 +235,4 @@ fn check_ids(subnets: &[RawVnetRule], errors: &mut Vec<PolicyError>) {
             first.insert(key, (&at.path, &at.value));
         }
     }
-}
-
-/// Whether the map entry id `entry` names the ARM rule id `rule`: equal
-/// case-insensitively, or — for an entry written `<vnet>/subnets/<subnet>`
-/// (no leading `/`) — equal to the rule id's last three segments.
-pub fn matches(entry: &str, rule: &str) -> MatchKind {
-    let entry = entry.to_lowercase();
-    let rule = rule.to_lowercase();
-    if entry == rule {
-        return MatchKind::Exact;
-    }
-    if entry.starts_with('/') {
-        return MatchKind::No;
-    }
-    let segments: Vec<&str> = rule.trim_end_matches('/').split('/').collect();
-    match segments.as_slice() {
-        [.., vnet, "subnets", subnet] if format!("{vnet}/subnets/{subnet}") == entry => {
-            MatchKind::Trailing
-        }
-        _ => MatchKind::No,
-    }
-}
-
-/// How a map entry matches a rule id.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum MatchKind {
-    /// The whole id.
-    Exact,
-    /// Its trailing `<vnet>/subnets/<subnet>`.
-    Trailing,
-    /// Not at all.
-    No,
 }

@@ -13,10 +13,12 @@ use super::error::{PolicyError, PolicyWarning};
 use super::model::CONTROL_PLANE_TCP_PORTS;
 use super::model::{
     Bypass, DataPlane, DefaultAction, Ipv6Action, LimitProfile, Limits, Mode, Policy,
+    PublicNetworkAccess,
 };
-use super::raw::{Key, RawDataPlane, RawLimits, RawPolicy};
-use super::raw_value::Field;
-use super::{ip_rules, trusted, vnet};
+use super::raw::{Key, RawDataPlane, RawLimits, RawPolicy, RawVnetRule};
+use super::raw_value::{At, Field};
+use super::subnet_id::{self, ArmScope};
+use super::{access, ip_rules, trusted, vnet};
 
 /// What validation needs besides the input.
 pub struct Context<'a> {
@@ -78,9 +80,37 @@ pub fn validate(
         Some(Ipv6Action::Deny),
         errors,
     );
+    let public_network_access = choice(
+        &keys.public_network_access,
+        &raw.public_network_access,
+        &[
+            (
+                PublicNetworkAccess::Enabled.name(),
+                PublicNetworkAccess::Enabled,
+                "the IP rules apply",
+            ),
+            (
+                PublicNetworkAccess::Disabled.name(),
+                PublicNetworkAccess::Disabled,
+                "the IP rules do not apply; subnet rules, trusted services and private \
+                 endpoints still admit",
+            ),
+        ],
+        Some(PublicNetworkAccess::Enabled),
+        errors,
+    );
+    let private_endpoints = access::validate(&raw.private_endpoints, errors, warnings);
+    let defaults = match &raw.defaults {
+        Field::Given(scope) => subnet_id::validate_scope(scope, errors),
+        Field::Absent => Some(ArmScope::default()),
+        Field::Invalid => None,
+    };
     let limits = limits(&keys.limits, &raw.limits, errors);
     let ip_rules = ip_rules::validate(&raw.ip_rules, keys.dialect, ctx.now, errors, warnings);
     let vnet_rules = vnet::validate(&raw.virtual_network_rules, ctx.now, errors, warnings);
+    if let (Some(defaults), Field::Given(rules)) = (&defaults, &raw.virtual_network_rules) {
+        same_subnet_through_defaults(rules, defaults, errors);
+    }
     if let Some(limits) = &limits {
         check_count(
             LimitedRules::Ip,
@@ -89,10 +119,11 @@ pub fn validate(
             limits,
             errors,
         );
+        // A private endpoint's entries sit in the virtual-network table.
         check_count(
             LimitedRules::Vnet,
             &keys.virtual_network_rules,
-            vnet_rules.len(),
+            vnet_rules.len() + private_endpoints.len(),
             limits,
             errors,
         );
@@ -128,6 +159,19 @@ pub fn validate(
         ));
     }
 
+    if public_network_access == Some(PublicNetworkAccess::Disabled) && !ip_rules.is_empty() {
+        warnings.push(PolicyWarning::new(
+            &keys.public_network_access.path,
+            format!(
+                "the IP rules do not apply while {}: {} kept but admit nothing (reason: {}); \
+                 subnet rules, trusted services and private endpoints still admit",
+                keys.public_network_access.assign("Disabled"),
+                plural(ip_rules.len(), "IP rule"),
+                super::model::PUBLIC_ACCESS_DISABLED
+            ),
+        ));
+    }
+
     if !errors.is_empty() {
         return None;
     }
@@ -141,7 +185,47 @@ pub fn validate(
         virtual_network_rules: vnet_rules,
         trusted_services: trusted?,
         data_plane: data_plane?,
+        public_network_access: public_network_access?,
+        private_endpoints,
+        defaults: defaults?,
     })
+}
+
+/// A short id and a full id that `[defaults]` makes the same subnet are
+/// one subnet written twice (they would export as one ARM id twice): an
+/// error at the second. Ids equal as written are reported by `vnet`.
+fn same_subnet_through_defaults(
+    rules: &[RawVnetRule],
+    defaults: &ArmScope,
+    errors: &mut Vec<PolicyError>,
+) {
+    let mut seen: BTreeMap<String, &At<String>> = BTreeMap::new();
+    for rule in rules {
+        let Field::Given(at) = &rule.id else {
+            continue;
+        };
+        let full = subnet_id::full_id(&at.value, defaults).unwrap_or_else(|| at.value.clone());
+        let key = subnet_id::canonical(&full);
+        match seen.get(&key) {
+            Some(first)
+                if subnet_id::canonical(&first.value) != subnet_id::canonical(&at.value) =>
+            {
+                errors.push(PolicyError::new(
+                    &at.path,
+                    &at.value,
+                    format!(
+                        "the same subnet as {} {:?} once [defaults] makes the short id full ({full})",
+                        first.path, first.value
+                    ),
+                    format!("give the subnet one rule: merge it into {}", first.path),
+                ));
+            }
+            Some(_) => {}
+            None => {
+                seen.insert(key, at);
+            }
+        }
+    }
 }
 
 /// `1 IP rule`, `2 IP rules`.

@@ -16,6 +16,7 @@ use super::ipv4;
 use super::model::{Endpoint, VnetRule, shown};
 use super::raw::{RawEndpoint, RawVnetRule};
 use super::raw_value::{At, Field};
+use super::subnet_id;
 
 /// Linux's `IFNAMSIZ` less the terminating NUL: the longest interface name.
 pub const MAX_INTERFACE_NAME: usize = 15;
@@ -114,7 +115,7 @@ struct Checked<'a> {
 }
 
 /// Validates the virtual network rules of `field`; the result is sorted by
-/// lower-cased id.
+/// canonical id ([`subnet_id::canonical`]), unique by it.
 pub fn validate(
     field: &Field<Vec<RawVnetRule>>,
     now: SystemTime,
@@ -129,7 +130,7 @@ pub fn validate(
     for raw in raw_rules {
         let id = id(raw, errors);
         if let Some(at) = id {
-            let key = at.value.to_lowercase();
+            let key = subnet_id::canonical(&at.value);
             if let Some((first_rule, first)) = ids.get(&key) {
                 errors.push(PolicyError::new(
                     &at.path,
@@ -183,7 +184,7 @@ pub fn validate(
     }
     overlaps(&checked, warnings);
     let mut rules: Vec<VnetRule> = checked.into_iter().map(|c| c.rule).collect();
-    rules.sort_by_cached_key(|r| r.id.to_lowercase());
+    rules.sort_by_cached_key(|r| subnet_id::canonical(&r.id));
     rules
 }
 

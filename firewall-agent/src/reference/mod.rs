@@ -285,6 +285,18 @@ pub struct Judgement {
     pub explanation: Vec<String>,
 }
 
+/// The IPv4 source of a TCP or UDP `frame`, as [`judge`] reads it; `None`
+/// for anything else.
+pub fn ipv4_source(frame: &[u8]) -> Option<Ipv4Addr> {
+    match headers::walk(frame, &mut Vec::new()).classified {
+        headers::Classified::Transport(headers::Ports {
+            source: Source::V4(addr),
+            ..
+        }) => Some(addr),
+        _ => None,
+    }
+}
+
 /// Judges `frame` (an Ethernet frame as the NIC hands it to XDP) arriving
 /// through interface `ingress_ifindex` against one table set, at
 /// CLOCK_MONOTONIC time `now_ns` (what `bpf_ktime_get_coarse_ns` would

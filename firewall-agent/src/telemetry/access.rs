@@ -87,6 +87,11 @@ pub struct EventFields {
     pub outcome: String,
     /// Always `vaultfw.access`.
     pub dataset: String,
+    /// Why, where the verdict alone does not say it:
+    /// `public_network_access_disabled` for a source an IP rule lists
+    /// while the policy disables public network access. Absent otherwise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
     /// Position in the access log. It continues across agent restarts
     /// while the pinned maps live (it counts from the kernel's count of
     /// events sent); numbers of events lost on the way are skipped.
@@ -203,6 +208,7 @@ impl AccessRecord {
                 action: s(if drops { "drop" } else { "pass" }),
                 outcome: s("success"),
                 dataset: s("vaultfw.access"),
+                reason: None,
                 sequence: seq,
             },
             source: Address {

@@ -66,6 +66,8 @@ fn show_reply() -> ShowReply {
         bypass: "None".into(),
         mode: "Enforce".into(),
         ipv6: "Deny".into(),
+        public_network_access: "Enabled".into(),
+        private_endpoints: 0,
         limits: LimitsShown {
             profile: "kv-2020".into(),
             ip_rules: 127,
@@ -114,6 +116,7 @@ fn show_reply_has_a_stable_wire_form() {
                 "on_exit":"keep","pin_dir":"/sys/fs/bpf/vaultfw",
                 "policy_file":"/etc/vaultfw/policy.toml","default_action":"Deny",
                 "bypass":"None","mode":"Enforce","ipv6":"Deny",
+                "public_network_access":"Enabled","private_endpoints":0,
                 "limits":{"profile":"kv-2020","ip_rules":127,"virtual_network_rules":127},
                 "data_plane":{"tcp_ports":[443],"udp_ports":[],"guard_control_ports":[]},
                 "ip_rules":2,"virtual_network_rules":1,"trusted_service_prefixes":0,
@@ -213,6 +216,7 @@ fn rule_list_reply_has_a_stable_wire_form_with_hits_beside_each_rule() {
             endpoint: Some("eth1".into()),
             ifindex: 3,
             vlan: None,
+            ignore_missing_endpoint: false,
             hits: RuleHits::default(),
         }],
         virtual_network_rules_waiting: vec![WaitingRule {
@@ -235,7 +239,7 @@ fn rule_list_reply_has_a_stable_wire_form_with_hits_beside_each_rule() {
                              "packets":3,"bytes":180,"last_hit":"2026-01-31T12:00:00.000Z"}],
                 "virtual_network_rules":[{"id":"vnet/subnets/app","subnet":"10.1.2.0/24",
                     "endpoint":"eth1","ifindex":3,"vlan":null,
-                    "packets":0,"bytes":0,"last_hit":null}],
+                    "ignore_missing_endpoint":false,"packets":0,"bytes":0,"last_hit":null}],
                 "virtual_network_rules_waiting":[{"id":"vnet/subnets/db","endpoint":"eth7",
                     "state":"interface missing: matches nothing"}],
                 "trusted_service_prefixes":12,

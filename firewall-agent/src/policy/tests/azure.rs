@@ -345,13 +345,42 @@ fn json_that_is_not_network_acls_is_refused_saying_which_shapes_are_read() {
 }
 
 #[test]
-fn public_network_access_disabled_is_a_warning() {
+fn public_network_access_is_read_from_the_vault_properties_and_disabled_ip_rules_warn() {
     let v = load_azure(
         r#"{"properties": {"publicNetworkAccess": "Disabled",
             "networkAcls": {"defaultAction": "Deny", "bypass": "None"}}}"#,
         None,
     );
-    assert_eq!(v.warnings[0].path, "properties.publicNetworkAccess");
+    assert_eq!(
+        v.policy.public_network_access,
+        super::super::PublicNetworkAccess::Disabled
+    );
+    assert!(v.warnings.is_empty(), "{:?}", v.warnings);
+    let v = load_azure(
+        r#"{"properties": {"publicNetworkAccess": "Disabled",
+            "networkAcls": {"defaultAction": "Deny", "ipRules": [{"value": "203.0.113.7"}]}}}"#,
+        None,
+    );
+    let warning = v
+        .warnings
+        .iter()
+        .find(|w| w.path == "properties.publicNetworkAccess")
+        .unwrap_or_else(|| panic!("{:?}", v.warnings));
+    assert!(
+        warning.message.contains("public network access disabled"),
+        "{warning:?}"
+    );
+    let e = refuse_azure(
+        r#"{"properties": {"publicNetworkAccess": "Off",
+            "networkAcls": {"defaultAction": "Deny"}}}"#,
+        None,
+    );
+    let e = single(&e);
+    assert_eq!(e.path, "properties.publicNetworkAccess");
+    assert!(
+        e.fix.contains("\"publicNetworkAccess\": \"Disabled\""),
+        "{e}"
+    );
 }
 
 #[test]

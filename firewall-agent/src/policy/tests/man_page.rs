@@ -2,7 +2,7 @@
 //! parser accepts, so a key added to the parser without its documentation
 //! fails here.
 
-use crate::policy::{raw, raw_rules, raw_value, subnet_map};
+use crate::policy::{raw, raw_rules, raw_value, subnet_id, subnet_map};
 
 const PAGE: &str = include_str!("../../../man/vaultfw-policy.5");
 
@@ -33,6 +33,8 @@ fn the_policy_man_page_documents_every_key_the_parser_accepts() {
         .chain(raw_rules::VNET_RULE_KEYS)
         .chain(raw_rules::ENDPOINT_KEYS)
         .chain(raw_rules::TRUSTED_KEYS)
+        .chain(raw_rules::PRIVATE_ENDPOINT_KEYS)
+        .chain(subnet_id::SCOPE_KEYS)
         .chain(subnet_map::MAP_KEYS);
     let missing: Vec<&str> = keys.filter(|k| !documented(k)).collect();
     assert!(

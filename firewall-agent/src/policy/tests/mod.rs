@@ -1,5 +1,7 @@
 //! Unit tests of policy loading, by topic.
 
+mod access;
+mod arm_ids;
 mod azure;
 mod document;
 mod examples;
@@ -7,6 +9,7 @@ mod ip_rule_value;
 mod ip_rules;
 mod man_page;
 mod round_trip;
+mod round_trip_generated;
 mod service_tags;
 mod source;
 mod trusted;

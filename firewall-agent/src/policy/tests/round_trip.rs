@@ -4,8 +4,15 @@
 
 use serde_json::json;
 
-use super::super::{export_azure, export_native, export_subnet_map, load_policy};
+use super::super::{Policy, export_native, export_subnet_map, load_policy};
 use super::{TempDir, fixture, load, load_azure};
+
+/// `policy` as Azure JSON (every short id expandable).
+fn export_azure(policy: &Policy) -> serde_json::Value {
+    super::super::export_azure(policy, false)
+        .unwrap_or_else(|e| panic!("{e}"))
+        .json
+}
 
 /// A policy that uses every field the model has.
 fn everything() -> String {
@@ -23,6 +30,14 @@ ip_rules = ["203.0.113.0/24", "198.51.100.7/32",
 [data_plane]
 tcp_ports = [443, 8443]
 udp_ports = [53]
+
+[defaults]
+subscription = "aaaaaaaa-0000-0000-0000-000000000001"
+resource_group = "RG-Prod"
+
+[[private_endpoints]]
+interface = "eth3"
+allowed_prefixes = ["10.9.0.0/24", "10.9.8.7"]
 
 [[virtual_network_rules]]
 id = "vnet-prod/subnets/app"
@@ -100,6 +115,7 @@ fn export_writes_key_vaults_shape_with_single_addresses_as_slash_32() {
     let native = load(&everything());
     let exported = export_azure(&native.policy);
     let acls = &exported["properties"]["networkAcls"];
+    assert_eq!(exported["properties"]["publicNetworkAccess"], "Enabled");
     assert_eq!(acls["bypass"], "AzureServices");
     assert_eq!(acls["defaultAction"], "Deny");
     assert_eq!(
@@ -121,8 +137,8 @@ fn export_writes_key_vaults_shape_with_single_addresses_as_slash_32() {
         ids,
         [
             "/subscriptions/11111111-2222-3333-4444-555555555555/resourceGroups/rg/providers/Microsoft.Network/virtualNetworks/vnet-prod/subnets/data",
-            "vnet-lab/subnets/vlan-only",
-            "vnet-prod/subnets/app",
+            "/subscriptions/aaaaaaaa-0000-0000-0000-000000000001/resourceGroups/RG-Prod/providers/Microsoft.Network/virtualNetworks/vnet-lab/subnets/vlan-only",
+            "/subscriptions/aaaaaaaa-0000-0000-0000-000000000001/resourceGroups/RG-Prod/providers/Microsoft.Network/virtualNetworks/vnet-prod/subnets/app",
         ]
     );
     assert_eq!(

@@ -1,0 +1,147 @@
+//! How the data plane is reached besides the ACL's rules: Key Vault's
+//! `publicNetworkAccess` and its private endpoints, modelled the way a host
+//! can model them.
+//!
+//! ```toml
+//! public_network_access = "Disabled"  # default "Enabled"
+//! [[private_endpoints]]
+//! interface = "eth1"                  # the interface private traffic arrives on
+//! allowed_prefixes = ["10.9.0.0/24"]  # the sources admitted through it
+//! ```
+//!
+//! `Disabled`: the IP rules do not apply (public sources are refused even
+//! when a rule lists them); subnet rules through their endpoints and, with
+//! the bypass, trusted services still do. A private endpoint admits its
+//! prefixes arriving on its interface whatever the IP rules and
+//! `public_network_access` say, as Key Vault's private endpoint connections
+//! are not subject to its firewall. Both are compiled in user space (the
+//! program's tables): the packet path does not change.
+
+use std::collections::BTreeMap;
+
+use ipnet::Ipv4Net;
+
+use super::error::{PolicyError, PolicyWarning};
+use super::ipv4;
+use super::model::PrivateEndpoint;
+use super::raw_rules::RawPrivateEndpoint;
+use super::raw_value::{At, Field};
+use super::vnet::check_interface_name;
+
+/// Validates the private endpoints: each names a valid interface (each
+/// interface once) and at least one prefix, checked as a subnet rule's
+/// (private space allowed) and kept canonical, each once. The result is
+/// sorted by interface, each endpoint's prefixes by (address, length).
+pub fn validate(
+    field: &Field<Vec<RawPrivateEndpoint>>,
+    errors: &mut Vec<PolicyError>,
+    warnings: &mut Vec<PolicyWarning>,
+) -> Vec<PrivateEndpoint> {
+    let Field::Given(items) = field else {
+        return Vec::new();
+    };
+    let mut by_interface: BTreeMap<String, (String, PrivateEndpoint)> = BTreeMap::new();
+    for raw in items {
+        let interface = match &raw.interface {
+            Field::Invalid => None,
+            Field::Absent => {
+                errors.push(PolicyError::new(
+                    &raw.path,
+                    "",
+                    "the private endpoint has no `interface`",
+                    "add interface = \"eth1\" (the interface its private traffic arrives on)",
+                ));
+                None
+            }
+            Field::Given(at) => match check_interface_name(&at.path, &at.value) {
+                Ok(()) => Some(at),
+                Err(e) => {
+                    errors.push(e);
+                    None
+                }
+            },
+        };
+        let prefixes = prefixes(raw, errors, warnings);
+        let (Some(at), Some(allowed_prefixes)) = (interface, prefixes) else {
+            continue;
+        };
+        if let Some((first, _)) = by_interface.get(&at.value) {
+            errors.push(PolicyError::new(
+                &at.path,
+                &at.value,
+                format!("the same interface as {first}: an interface is one private endpoint"),
+                format!("merge the allowed_prefixes into {first}"),
+            ));
+            continue;
+        }
+        by_interface.insert(
+            at.value.clone(),
+            (
+                raw.path.clone(),
+                PrivateEndpoint {
+                    interface: at.value.clone(),
+                    allowed_prefixes,
+                },
+            ),
+        );
+    }
+    by_interface.into_values().map(|(_, e)| e).collect()
+}
+
+fn prefixes(
+    raw: &RawPrivateEndpoint,
+    errors: &mut Vec<PolicyError>,
+    warnings: &mut Vec<PolicyWarning>,
+) -> Option<Vec<Ipv4Net>> {
+    let path = format!("{}.allowed_prefixes", raw.path);
+    let list = match &raw.allowed_prefixes {
+        Field::Invalid => return None,
+        Field::Absent => {
+            errors.push(PolicyError::new(
+                &raw.path,
+                "",
+                "the private endpoint has no allowed_prefixes: it admits the sources of its \
+                 prefixes",
+                "add allowed_prefixes = [\"10.9.0.0/24\"] (the sources that reach the vault \
+                 through it)",
+            ));
+            return None;
+        }
+        Field::Given(list) => list,
+    };
+    if list.is_empty() {
+        errors.push(PolicyError::new(
+            path,
+            "",
+            "allowed_prefixes is empty: the private endpoint would admit nothing",
+            "list the sources it admits, e.g. allowed_prefixes = [\"10.9.0.0/24\"], or remove \
+             the private endpoint",
+        ));
+        return None;
+    }
+    let mut kept: BTreeMap<(u32, u8), (Ipv4Net, &At<String>)> = BTreeMap::new();
+    let mut ok = true;
+    for at in list {
+        match ipv4::check_subnet_prefix(&at.path, &at.value) {
+            Err(e) => {
+                ok = false;
+                errors.push(e);
+            }
+            Ok(net) => {
+                let key = (u32::from(net.addr()), net.prefix_len());
+                if let Some((_, first)) = kept.get(&key) {
+                    warnings.push(PolicyWarning::new(
+                        &at.path,
+                        format!(
+                            "{:?} is the same network as {} {:?}; it is kept once",
+                            at.value, first.path, first.value
+                        ),
+                    ));
+                } else {
+                    kept.insert(key, (net, at));
+                }
+            }
+        }
+    }
+    ok.then(|| kept.into_values().map(|(net, _)| net).collect())
+}
