@@ -150,6 +150,10 @@ fn export(args: ExportArgs) -> ExitCode {
             )
         })
         .collect();
+    // Loudly, and before any refusal below: ARM will reject these ids.
+    for warning in &warnings {
+        eprintln!("vaultfw: WARNING: {warning}");
+    }
     match &args.subnet_map_out {
         Some(path) => {
             let map = policy::export_subnet_map(policy);
@@ -167,11 +171,12 @@ fn export(args: ExportArgs) -> ExitCode {
             let alone = policy::parse_azure_json(&text, None).map(|v| v.policy);
             match alone {
                 Ok(read) if read == *policy => {}
-                Ok(read) if read == without_comments(policy) => warnings.push(
-                    "the IP rules' comments and expiry are not in Azure's JSON; give \
-                     --subnet-map-out FILE to keep them"
-                        .to_owned(),
-                ),
+                Ok(read) if read == without_comments(policy) => {
+                    let lost = "the IP rules' comments and expiry are not in Azure's JSON; give \
+                                --subnet-map-out FILE to keep them";
+                    eprintln!("vaultfw: warning: {lost}");
+                    warnings.push(lost.to_owned());
+                }
                 _ => {
                     let lost = policy::needs_subnet_map(policy).unwrap_or("its settings");
                     let mut detail = ErrorDetail::new(
@@ -187,9 +192,6 @@ fn export(args: ExportArgs) -> ExitCode {
                 }
             }
         }
-    }
-    for warning in &warnings {
-        eprintln!("vaultfw: warning: {warning}");
     }
     let doc = serde_json::json!({
         "format": "azure",

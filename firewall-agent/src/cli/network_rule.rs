@@ -205,7 +205,11 @@ fn expiry(text: &str) -> Result<String, String> {
 pub fn network_rule(args: &NetworkRuleArgs) -> ExitCode {
     let verb = args.verb.name();
     let refuse = |output: OutputFormat, message: String| {
-        fail(output, verb, ErrorDetail::new(Failure::InvalidInput, message))
+        fail(
+            output,
+            verb,
+            ErrorDetail::new(Failure::InvalidInput, message),
+        )
     };
     match &args.verb {
         NetworkRuleVerb::Add(add) => {
