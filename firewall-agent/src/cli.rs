@@ -84,7 +84,7 @@ pub enum Command {
     ///
     /// Example: vaultfw network-rule add --ip-address 203.0.113.7
     ///
-    /// Example: vaultfw network-rule add --vnet-rule vnet-prod/subnets/app --subnet 10.1.2.0/24 --endpoint eth1
+    /// Example: vaultfw network-rule add --vnet-name vnet-prod --subnet app --subnet-prefix 10.1.2.0/24 --endpoint eth1
     ///
     /// Example: vaultfw network-rule remove --ip-address 203.0.113.7/32
     ///
