@@ -238,13 +238,13 @@ fn convert(args: &ConvertArgs) -> ExitCode {
             vault_id,
         },
     );
-    if let Some(path) = &args.out {
-        if let Err(error) = vaultfw::persist::write_atomically(path, &native) {
-            let mut detail = ErrorDetail::new(Failure::Internal, error.to_string());
-            detail.field = Some("--out".to_owned());
-            detail.value = Some(serde_json::json!(path));
-            return fail(output, "convert", detail);
-        }
+    if let Some(path) = &args.out
+        && let Err(error) = vaultfw::persist::write_atomically(path, &native)
+    {
+        let mut detail = ErrorDetail::new(Failure::Internal, error.to_string());
+        detail.field = Some("--out".to_owned());
+        detail.value = Some(serde_json::json!(path));
+        return fail(output, "convert", detail);
     }
     let doc = serde_json::json!({
         "format": "native",

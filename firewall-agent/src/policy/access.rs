@@ -22,11 +22,10 @@ use std::collections::BTreeMap;
 use ipnet::Ipv4Net;
 
 use super::error::{PolicyError, PolicyWarning};
-use super::ipv4;
 use super::model::PrivateEndpoint;
 use super::raw_rules::RawPrivateEndpoint;
-use super::raw_value::{At, Field};
-use super::vnet::check_interface_name;
+use super::raw_value::Field;
+use super::vnet::{check_interface_name, distinct_prefixes};
 
 /// Validates the private endpoints: each names a valid interface (each
 /// interface once) and at least one prefix, checked as a subnet rule's
@@ -119,29 +118,6 @@ fn prefixes(
         ));
         return None;
     }
-    let mut kept: BTreeMap<(u32, u8), (Ipv4Net, &At<String>)> = BTreeMap::new();
-    let mut ok = true;
-    for at in list {
-        match ipv4::check_subnet_prefix(&at.path, &at.value) {
-            Err(e) => {
-                ok = false;
-                errors.push(e);
-            }
-            Ok(net) => {
-                let key = (u32::from(net.addr()), net.prefix_len());
-                if let Some((_, first)) = kept.get(&key) {
-                    warnings.push(PolicyWarning::new(
-                        &at.path,
-                        format!(
-                            "{:?} is the same network as {} {:?}; it is kept once",
-                            at.value, first.path, first.value
-                        ),
-                    ));
-                } else {
-                    kept.insert(key, (net, at));
-                }
-            }
-        }
-    }
-    ok.then(|| kept.into_values().map(|(net, _)| net).collect())
+    let kept = distinct_prefixes(list, errors, warnings)?;
+    Some(kept.into_iter().map(|(net, _)| net).collect())
 }

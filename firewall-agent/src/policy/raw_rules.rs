@@ -7,7 +7,7 @@ use toml::{Table, Value};
 
 use super::error::PolicyError;
 use super::expiry;
-use super::raw_value::{At, Field, hint, sorted, type_error, unknown_key};
+use super::raw_value::{At, Field, hint, sorted, tables_of, type_error, unknown_key};
 
 /// Keys of one table item in `ip_rules` (and of `[[ip_rule]]` in a map).
 pub const IP_RULE_KEYS: [&str; 3] = ["value", "comment", "expires_at"];
@@ -206,35 +206,13 @@ fn expires_value(path: &str, v: &Value, errors: &mut Vec<PolicyError>) -> Option
 
 /// `[[virtual_network_rules]]` of the native format.
 pub fn vnet_rules(value: &Value, errors: &mut Vec<PolicyError>) -> Field<Vec<RawVnetRule>> {
-    let Value::Array(items) = value else {
-        errors.push(type_error(
-            "virtual_network_rules",
-            value,
-            "an array of tables",
-            format!("write {}", hint("virtual_network_rules")),
-        ));
+    let form = hint("virtual_network_rules");
+    let Some(tables) = tables_of("virtual_network_rules", value, form, errors) else {
         return Field::Invalid;
     };
-    let rules = items
-        .iter()
-        .enumerate()
-        .filter_map(|(i, item)| {
-            let path = format!("virtual_network_rules[{i}]");
-            match item {
-                Value::Table(t) => Some(vnet_rule(&path, t, true, errors)),
-                other => {
-                    errors.push(type_error(
-                        &path,
-                        other,
-                        "a table",
-                        "write each rule as a [[virtual_network_rules]] table with id, \
-                         address_prefixes and endpoint"
-                            .into(),
-                    ));
-                    None
-                }
-            }
-        })
+    let rules = tables
+        .into_iter()
+        .map(|(path, t)| vnet_rule(&path, t, true, errors))
         .collect();
     Field::Given(rules)
 }
@@ -514,27 +492,11 @@ pub fn private_endpoints(
 ) -> Field<Vec<RawPrivateEndpoint>> {
     let form = "[[private_endpoints]] tables with interface = \"eth1\" and allowed_prefixes = \
                 [\"10.9.0.0/24\"]";
-    let Value::Array(items) = value else {
-        errors.push(type_error(
-            path,
-            value,
-            "an array of tables",
-            format!("write {form}"),
-        ));
+    let Some(tables) = tables_of(path, value, form, errors) else {
         return Field::Invalid;
     };
-    let mut out = Vec::with_capacity(items.len());
-    for (i, item) in items.iter().enumerate() {
-        let item_path = format!("{path}[{i}]");
-        let Value::Table(t) = item else {
-            errors.push(type_error(
-                &item_path,
-                item,
-                "a table",
-                format!("write {form}"),
-            ));
-            continue;
-        };
+    let mut out = Vec::with_capacity(tables.len());
+    for (item_path, t) in tables {
         let mut entry = RawPrivateEndpoint {
             path: item_path.clone(),
             interface: Field::Absent,

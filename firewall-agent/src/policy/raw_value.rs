@@ -108,6 +108,40 @@ pub(super) fn clip(s: &str) -> String {
     }
 }
 
+/// The tables of the array of tables at `path`, each with its path
+/// (`path[i]`). `None` when `value` is not an array; an item that is not
+/// a table is skipped. Either is an error whose fix is "write `form`".
+pub(super) fn tables_of<'a>(
+    path: &str,
+    value: &'a Value,
+    form: &str,
+    errors: &mut Vec<PolicyError>,
+) -> Option<Vec<(String, &'a Table)>> {
+    let Value::Array(items) = value else {
+        errors.push(type_error(
+            path,
+            value,
+            "an array of tables",
+            format!("write {form}"),
+        ));
+        return None;
+    };
+    let mut tables = Vec::with_capacity(items.len());
+    for (i, item) in items.iter().enumerate() {
+        let item_path = format!("{path}[{i}]");
+        match item {
+            Value::Table(t) => tables.push((item_path, t)),
+            other => errors.push(type_error(
+                &item_path,
+                other,
+                "a table",
+                format!("write {form}"),
+            )),
+        }
+    }
+    Some(tables)
+}
+
 pub(super) fn type_error(path: &str, value: &Value, expected: &str, fix: String) -> PolicyError {
     PolicyError::new(
         path,

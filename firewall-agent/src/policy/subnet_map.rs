@@ -56,7 +56,7 @@ use toml::Value;
 use super::error::PolicyError;
 use super::raw::{RawPolicy, parse_table, shared_key};
 use super::raw_rules::{RawIpRule, RawVnetRule, ip_rule, vnet_rule};
-use super::raw_value::{Field, sorted, type_error, unknown_key};
+use super::raw_value::{Field, sorted, tables_of, type_error, unknown_key};
 use super::subnet_id::{RawScope, canonical, read_scope_keys, validate_scope};
 
 /// The keys a subnet map may hold.
@@ -155,28 +155,12 @@ fn subnets(
     errors: &mut Vec<PolicyError>,
 ) -> (Vec<RawVnetRule>, Vec<RawScope>) {
     let form = "[[subnet]] tables with id, address_prefixes and endpoint";
-    let Value::Array(items) = value else {
-        errors.push(type_error(
-            path,
-            value,
-            "an array of tables",
-            format!("write {form}"),
-        ));
+    let Some(tables) = tables_of(path, value, form, errors) else {
         return (Vec::new(), Vec::new());
     };
     let mut out = Vec::new();
     let mut scopes = Vec::new();
-    for (i, item) in items.iter().enumerate() {
-        let item_path = format!("{path}[{i}]");
-        let Value::Table(t) = item else {
-            errors.push(type_error(
-                &item_path,
-                item,
-                "a table",
-                format!("write {form}"),
-            ));
-            continue;
-        };
+    for (item_path, t) in tables {
         let entry = vnet_rule(&item_path, t, false, errors);
         let scope = read_scope_keys(&item_path, t, errors);
         validate_scope(&scope, errors);

@@ -248,6 +248,19 @@ fn prefixes<'a>(
         ));
         return None;
     }
+    distinct_prefixes(list, errors, warnings)
+}
+
+/// Subnet prefixes (private ranges allowed), canonical and each once,
+/// with where each was first written; a repeat within the list is a
+/// warning. `None` when any is invalid (each error pushed). Shared by
+/// subnet rules' `address_prefixes` and private endpoints'
+/// `allowed_prefixes`.
+pub(super) fn distinct_prefixes<'a>(
+    list: &'a [At<String>],
+    errors: &mut Vec<PolicyError>,
+    warnings: &mut Vec<PolicyWarning>,
+) -> Option<Vec<(Ipv4Net, &'a At<String>)>> {
     let mut kept: BTreeMap<(u32, u8), (Ipv4Net, &At<String>)> = BTreeMap::new();
     let mut ok = true;
     for at in list {
