@@ -483,6 +483,76 @@ endpoint = {{ interface = "{endpoint}" }}
     );
 }
 
+/// Key Vault refuses public access when it is disabled whatever
+/// `defaultAction` says: `default_action = "Allow"` does not open the data
+/// plane then; subnet rules through their endpoints still admit.
+#[test]
+fn public_network_access_disabled_refuses_public_sources_even_with_default_action_allow() {
+    let topo = Topology::new();
+    let (_, endpoint) = topo.add_private_link("10.1.2.1/24", &[APP_SRC]);
+    let _https = TcpServer::start(&topo.server, SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 443));
+    let text = format!(
+        r#"default_action = "Allow"
+public_network_access = "Disabled"
+[data_plane]
+tcp_ports = [443]
+[[virtual_network_rules]]
+id = "vnet-hub/subnets/app"
+address_prefixes = ["10.1.2.0/25"]
+endpoint = {{ interface = "{endpoint}" }}
+"#
+    );
+    let policy = PolicyFile::named("policy.toml", &text);
+    let policy_arg = policy.path_str().to_owned();
+    let agent = start(&topo, policy, &endpoint, None);
+    Expect {
+        public_allowed: &[],
+        public_dropped: &[ALLOWED_SRC, DENIED_SRC],
+        subnets_allowed: &[APP_SRC],
+        subnets_dropped: &[],
+    }
+    .check(
+        &topo,
+        &agent,
+        "default Allow, public network access disabled",
+    );
+    let records = wait_reason(&agent, "public_network_access_disabled");
+    assert!(
+        records
+            .iter()
+            .filter(|r| r.to_string().contains(&DENIED_SRC.to_string()))
+            .any(|r| r.to_string().contains("public_network_access_disabled")),
+        "a public source refused despite default Allow names the reason: {records:#?}"
+    );
+    let (_, _policy, _) = agent.stop_keeping();
+
+    let out = run_ok(&[
+        "check",
+        "--policy",
+        &policy_arg,
+        "--src",
+        &DENIED_SRC.to_string(),
+        "--dst",
+        &SERVER_IP.to_string(),
+        "--proto",
+        "tcp",
+        "--dport",
+        "443",
+        "--explain",
+    ]);
+    assert!(
+        out.contains("XDP_DROP") && out.contains("default_action = Allow does not apply"),
+        "{out}"
+    );
+    let validate = vaultfw(&["validate", &policy_arg]);
+    let stderr = String::from_utf8_lossy(&validate.stderr).to_string()
+        + &String::from_utf8_lossy(&validate.stdout);
+    assert!(
+        validate.status.success() && stderr.contains("does not apply while"),
+        "validate warns: {stderr}"
+    );
+}
+
 #[test]
 fn a_private_endpoint_interface_admits_its_prefix_there_only_whatever_the_ip_rules() {
     let topo = Topology::new();

@@ -372,6 +372,13 @@ fn judge_frame(
                 crate::policy::PUBLIC_ACCESS_DISABLED
             );
             notes.push(why);
+        } else if !context.policy.ip_rules_apply()
+            && context.policy.default_action == crate::policy::DefaultAction::Allow
+        {
+            notes.push(format!(
+                "default_action = Allow does not apply: {}",
+                crate::policy::PUBLIC_ACCESS_DISABLED
+            ));
         }
     }
     let rule = model

@@ -278,7 +278,7 @@ pub fn compile_next(
         }
     };
     let mut flags = FLAG_VALID;
-    if policy.default_action == DefaultAction::Allow {
+    if policy.effective_default_action() == DefaultAction::Allow {
         flags |= FLAG_DEFAULT_ALLOW;
     }
     if policy.bypass == Bypass::AzureServices {

@@ -242,6 +242,21 @@ fn flags_follow_the_policy_settings() {
     );
 }
 
+/// Key Vault: public network access disabled refuses public sources
+/// whatever `defaultAction` says, so the program gets no default-allow
+/// flag and no IP-rule entries.
+#[test]
+fn public_network_access_disabled_compiles_default_allow_to_deny_and_no_ip_rules() {
+    let disabled = compiled(
+        "default_action = \"Allow\"\npublic_network_access = \"Disabled\"\nip_rules = [\"203.0.113.0/24\"]\n",
+    );
+    assert_eq!(disabled.flags & FLAG_DEFAULT_ALLOW, 0);
+    assert!(disabled.ip_rules.is_empty());
+    let enabled = compiled("default_action = \"Allow\"\nip_rules = [\"203.0.113.0/24\"]\n");
+    assert_eq!(enabled.flags & FLAG_DEFAULT_ALLOW, FLAG_DEFAULT_ALLOW);
+    assert!(!enabled.ip_rules.is_empty());
+}
+
 #[test]
 fn the_config_word_adds_lookup_hints_only_for_the_subnet_entries_a_set_holds() {
     let none = compiled("default_action = \"Deny\"\n");

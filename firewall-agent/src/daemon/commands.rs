@@ -719,10 +719,17 @@ fn refused(error: ChangeError) -> Response {
 /// effect are said, not silently kept).
 fn notes(p: &policy::Policy) -> Vec<String> {
     let mut notes = Vec::new();
-    if p.default_action == policy::DefaultAction::Allow
+    if p.effective_default_action() == policy::DefaultAction::Allow
         && (!p.ip_rules.is_empty() || !p.virtual_network_rules.is_empty())
     {
         notes.push("default_action = Allow: the rules have no effect".to_owned());
+    }
+    if p.effective_default_action() != p.default_action {
+        notes.push(format!(
+            "default_action = Allow does not apply: {}; sources no subnet rule, private \
+             endpoint or trusted service admits are refused",
+            policy::PUBLIC_ACCESS_DISABLED
+        ));
     }
     if p.bypass == policy::Bypass::None && !p.trusted_services.prefixes.is_empty() {
         notes.push("bypass = None: the trusted-services catalogue is inactive".to_owned());

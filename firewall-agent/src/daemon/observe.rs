@@ -302,7 +302,7 @@ fn public_access_reason(mut record: AccessRecord, policy: &crate::policy::Policy
         .iter()
         .any(|v| record.vaultfw.verdict == v.name());
     if let (true, std::net::IpAddr::V4(source)) = (refused, record.source.ip)
-        && policy.refused_by_public_access(source).is_some()
+        && policy.refused_for_public_access(source)
     {
         record.event.reason = Some(crate::policy::PUBLIC_ACCESS_DISABLED_REASON.to_owned());
     }

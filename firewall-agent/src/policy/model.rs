@@ -344,6 +344,29 @@ impl Policy {
         self.public_network_access == PublicNetworkAccess::Enabled
     }
 
+    /// The default action the data plane applies: `default_action`, except
+    /// that `public_network_access = "Disabled"` makes it `Deny`: Key Vault
+    /// refuses public access when it is disabled whatever `defaultAction`
+    /// says, and only subnet rules, private endpoints and (with the bypass)
+    /// trusted services admit.
+    pub fn effective_default_action(&self) -> DefaultAction {
+        if self.ip_rules_apply() {
+            self.default_action
+        } else {
+            DefaultAction::Deny
+        }
+    }
+
+    /// Whether a refused frame from `source` was refused because public
+    /// network access is disabled: an IP rule lists it
+    /// ([`Policy::refused_by_public_access`]), or `default_action = "Allow"`
+    /// would have admitted it.
+    pub fn refused_for_public_access(&self, source: std::net::Ipv4Addr) -> bool {
+        !self.ip_rules_apply()
+            && (self.default_action == DefaultAction::Allow
+                || self.refused_by_public_access(source).is_some())
+    }
+
     /// The IP rule that lists `source` but does not apply because
     /// `public_network_access` is `Disabled` (the longest prefix); `None`
     /// when public access is enabled or no IP rule lists it. A refused

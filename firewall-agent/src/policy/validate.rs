@@ -172,6 +172,21 @@ pub fn validate(
         ));
     }
 
+    if public_network_access == Some(PublicNetworkAccess::Disabled)
+        && default_action == Some(DefaultAction::Allow)
+    {
+        warnings.push(PolicyWarning::new(
+            &keys.default_action.path,
+            format!(
+                "{} does not apply while {}: as Key Vault does, sources that no subnet rule, \
+                 private endpoint or trusted service admits are refused; write {} to say so",
+                keys.default_action.assign("Allow"),
+                keys.public_network_access.assign("Disabled"),
+                keys.default_action.assign("Deny"),
+            ),
+        ));
+    }
+
     if !errors.is_empty() {
         return None;
     }
