@@ -238,6 +238,18 @@ fn convert(args: &ConvertArgs) -> ExitCode {
             vault_id,
         },
     );
+    // What is written must mean what was read: a policy that reads back
+    // otherwise is a bug here, and nothing is written.
+    let base = args.file.parent().unwrap_or(std::path::Path::new("."));
+    let read_back = policy::parse_toml_with_base(&native, base).map(|v| v.policy);
+    if read_back.as_ref() != Ok(&validated.policy) {
+        let detail = ErrorDetail::new(
+            Failure::Internal,
+            "the converted policy does not read back as the source policy (a bug in vaultfw); \
+             nothing written",
+        );
+        return fail(output, "convert", detail);
+    }
     if let Some(path) = &args.out
         && let Err(error) = vaultfw::persist::write_atomically(path, &native)
     {

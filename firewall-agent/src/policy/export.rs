@@ -167,13 +167,15 @@ pub struct NativeSource {
 /// [`export_native`] with a head comment naming `source` (the vault and
 /// the file it was converted from).
 pub fn export_native_from(policy: &Policy, source: &NativeSource) -> String {
+    // The names come from the source document: quoted and escaped, so a
+    // line break in one cannot end the comment and write TOML.
     let mut head =
         String::from("# vaultfw policy (native format), converted by `vaultfw convert`\n");
-    head.push_str(&format!("# from {}", source.file));
+    head.push_str(&format!("# from {:?}", source.file));
     match (&source.vault_name, &source.vault_id) {
-        (Some(name), Some(id)) => head.push_str(&format!(", vault {name} ({id})")),
-        (Some(name), None) => head.push_str(&format!(", vault {name}")),
-        (None, Some(id)) => head.push_str(&format!(", vault {id}")),
+        (Some(name), Some(id)) => head.push_str(&format!(", vault {name:?} ({id:?})")),
+        (Some(name), None) => head.push_str(&format!(", vault {name:?}")),
+        (None, Some(id)) => head.push_str(&format!(", vault {id:?}")),
         (None, None) => {}
     }
     head.push('\n');

@@ -475,3 +475,31 @@ fn load_policy_detects_the_format_and_reports_both_files() {
         other => panic!("{other:?}"),
     }
 }
+
+/// The vault's `name` and `id` head the converted file as a comment: a line
+/// break (or any control character) in them must not end the comment and
+/// write TOML that widens the policy.
+#[test]
+fn a_vault_name_cannot_write_toml_into_the_converted_policy() {
+    let json = r#"{"name": "kv-prod\nvirtual_network_rules = [{ id = \"v/subnets/s\", address_prefixes = [\"45.0.0.0/8\"], endpoint = { vlan = 7 } }]\nmode = \"Audit\"\n#",
+        "id": "/subscriptions/x\r\n[data_plane]\ntcp_ports = []",
+        "properties": {"networkAcls": {"defaultAction": "Deny", "bypass": "None",
+            "ipRules": [{"value": "203.0.113.7/32"}], "virtualNetworkRules": []}}}"#;
+    let source = super::super::parse_azure_json(json, None).expect("valid vault JSON");
+    let (vault_name, vault_id) = super::super::vault_identity(json);
+    assert!(vault_name.as_deref().is_some_and(|n| n.contains('\n')));
+    let native = super::super::export_native_from(
+        &source.policy,
+        &super::super::NativeSource {
+            file: "vault\n.json".to_owned(),
+            vault_name,
+            vault_id,
+        },
+    );
+    let read = super::super::parse_toml(&native).expect("the converted policy parses");
+    assert_eq!(read.policy, source.policy, "{native}");
+    assert!(
+        native.lines().take(2).all(|l| l.starts_with('#')),
+        "{native}"
+    );
+}
