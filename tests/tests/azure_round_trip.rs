@@ -228,7 +228,7 @@ fn an_az_keyvault_show_vault_runs_converts_takes_cli_changes_and_exports_back_se
     ]);
     let converted = std::fs::read_to_string(&native).expect("the converted policy");
     assert!(
-        converted.contains("vault kv-prod (/subscriptions/"),
+        converted.contains("vault \"kv-prod\" (\"/subscriptions/"),
         "the head comment names the vault:\n{converted}"
     );
     assert!(
