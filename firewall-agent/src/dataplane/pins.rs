@@ -31,10 +31,13 @@ pub(super) struct MapShape {
     pub max_entries: u32,
 }
 
-/// Every map of the program with the shape this build gives it: the
-/// `firewall_common` layout, entries sized by `capacity`.
+/// Every pinned map of the program with the shape this build gives it:
+/// the `firewall_common` layout, entries sized by `capacity`. A map each
+/// program owns (the aya-log ring buffer) is left out: it is never pinned,
+/// so a build that adds or drops it adopts the pins as they are.
 pub(super) fn expected_shapes(capacity: &Capacity) -> Vec<MapShape> {
     MAPS.iter()
+        .filter(|spec| spec.pinned)
         .map(|spec| MapShape {
             name: spec.name,
             map_type: map_type(spec.kind),

@@ -27,10 +27,16 @@ pub use metrics::{
 pub use ring::EventRing;
 
 /// Installs the JSON log subscriber: one JSON object per line on stdout,
-/// event fields at the top level. `RUST_LOG` overrides the `info` default.
+/// event fields at the top level. `RUST_LOG` overrides the `info` default
+/// (which lets every XDP program record through: the program filters
+/// those by `--bpf-log-level`).
 pub fn init_json_logs() {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+        tracing_subscriber::EnvFilter::new(format!(
+            "info,{}",
+            crate::dataplane::bpf_log::BPF_LOG_DIRECTIVE
+        ))
+    });
     tracing_subscriber::fmt()
         .json()
         .flatten_event(true)
