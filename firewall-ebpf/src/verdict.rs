@@ -18,7 +18,7 @@
 //! next table, never to a shorter prefix of the same one.
 
 use aya_ebpf::{btf_maps::lpm_trie::Key, programs::XdpContext};
-use aya_log_ebpf::{debug, error};
+use aya_log_ebpf::error;
 use firewall_common::{
     FLAG_AUDIT, FLAG_BYPASS_TRUSTED, FLAG_DEFAULT_ALLOW, FLAG_HAS_VLAN_VNET, FLAG_HAS_VNET,
     FLAG_IPV6_ALLOW, FLAG_LOG_ALLOWED, FLAG_PASS_FORWARDED, FLAG_VALID, IFINDEX_ANY,
@@ -79,17 +79,7 @@ pub fn judge(ctx: &XdpContext, (packet, vlan): (Packet, u16)) -> Judged {
         Packet::NonIp => return Judged::plain(Verdict::PassNonIp),
         Packet::NotTransport => return Judged::plain(Verdict::PassControlPlane),
         Packet::Fragment => return Judged::plain(Verdict::PassFragment),
-        Packet::Malformed => {
-            // Cold path: a record only when the agent loaded the program
-            // with `--bpf-log-level debug` (the level check is one load and
-            // a branch the verifier removes when the level is off).
-            debug!(
-                ctx,
-                "malformed frame denied: headers invalid or cut short (ifindex {})",
-                ctx.ingress_ifindex()
-            );
-            return Judged::plain(Verdict::DenyMalformed);
-        }
+        Packet::Malformed => return Judged::plain(Verdict::DenyMalformed),
         Packet::Transport(t) => t,
     };
     let (set, config) = serving_set(ctx);
@@ -108,11 +98,6 @@ pub fn judge(ctx: &XdpContext, (packet, vlan): (Packet, u16)) -> Judged {
         if passes_forwarded(ctx, flags, &transport) {
             return Judged::plain(Verdict::PassForwarded);
         }
-        debug!(
-            ctx,
-            "malformed frame denied: transport header cut short (ifindex {})",
-            ctx.ingress_ifindex()
-        );
         return Judged::plain(Verdict::DenyMalformed);
     }
     let (verdict, rule_slot) = decide(ctx, set, flags, vlan, &transport);
