@@ -561,6 +561,25 @@ mod tests {
         }
     }
 
+    /// A map each program owns (aya-log's ring) is neither pinned nor
+    /// compared with the pins, so a build that adds it adopts the pins of
+    /// a build without it instead of migrating.
+    #[test]
+    fn maps_each_program_owns_are_left_out_of_the_pin_plan() {
+        let capacity = super::Capacity::for_ip_rule_limit(254);
+        let shapes = super::expected_shapes(&capacity);
+        assert!(
+            shapes.iter().all(|s| s.name != firewall_common::BPF_LOGS),
+            "{shapes:?}"
+        );
+        assert_eq!(
+            shapes.len(),
+            MAPS.iter().filter(|m| m.pinned).count(),
+            "every pinned map is planned"
+        );
+        assert!(MAPS.iter().any(|m| m.name == firewall_common::BPF_LOGS && !m.pinned));
+    }
+
     #[test]
     fn layout_map_kinds_name_the_same_kernel_map_types_as_aya() {
         for kind in [
