@@ -147,9 +147,9 @@ fn act(ctx: &XdpContext, parsed: (parse::Packet, u16)) -> u32 {
     let judged = verdict::judge(ctx, parsed);
     if judged.verdict == Verdict::DenyMalformed {
         // One log site for every way a frame is malformed: the verifier
-        // checks it once per entry point, not once per parser exit. A
-        // record only at `--bpf-log-level debug`; with the level off the
-        // verifier removes the call and this compare is all that is left.
+        // checks it once per entry point, not once per parser exit. At
+        // `--bpf-log-level off` the verifier drops the dead call: this
+        // compare and the level's load are all that is left of it.
         debug!(
             ctx,
             "malformed frame denied: headers invalid or cut short (ifindex {})",

@@ -577,7 +577,10 @@ mod tests {
             MAPS.iter().filter(|m| m.pinned).count(),
             "every pinned map is planned"
         );
-        assert!(MAPS.iter().any(|m| m.name == firewall_common::BPF_LOGS && !m.pinned));
+        assert!(
+            MAPS.iter()
+                .any(|m| m.name == firewall_common::BPF_LOGS && !m.pinned)
+        );
     }
 
     #[test]
