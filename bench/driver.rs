@@ -144,6 +144,7 @@ pub fn bench(options: &BenchOptions) -> Result<()> {
         "command": if options.quick { "cargo xtask bench --quick" } else { "cargo xtask bench" },
         "machine": machine(),
         "program_cost": program["program_cost"],
+        "bpf_log_cost": program["bpf_log_cost"],
         "apply": program["apply"],
         "receive": veth["receive"],
         "agent": veth["agent"],
@@ -479,6 +480,28 @@ fn render(r: &Value) -> String {
             )),
             pool.map_or("–".into(), |p| format!("{:.0}", med(&p["vaultfw"]))),
             fixed.map_or("–".into(), |p| format!("{:.0}", med(&p["vaultfw"]))),
+        );
+    }
+
+    let lc = &r["bpf_log_cost"];
+    let _ = writeln!(
+        md,
+        "\n### `--bpf-log-level`: off (default) against debug ({} prefixes, ns/frame, {} runs of {} repetitions of one frame)\n",
+        lc["prefixes"], lc["runs"], lc["repetitions"]
+    );
+    md.push_str(
+        "Allowed and denied frames reach no log call: their ratio is what the level check costs \
+         the hot path. A malformed frame writes a record at debug (the ring is not drained here).\n\n",
+    );
+    md.push_str("| frame | off | debug | debug / off |\n|---|---:|---:|---:|\n");
+    for row in rows(&lc["rows"]) {
+        let _ = writeln!(
+            md,
+            "| {} | {} | {} | {:.3}× |",
+            row["frame"].as_str().unwrap_or(""),
+            fig(&row["off"], 1),
+            fig(&row["debug"], 1),
+            row["ratio"].as_f64().unwrap_or(f64::NAN)
         );
     }
 

@@ -3,6 +3,8 @@
 //! 1. Program cost per frame with BPF_PROG_TEST_RUN ([`cost`]): vaultfw
 //!    beside the one-lookup floor and the no-lookup control from `bench/xdp/`.
 //! 2. Policy apply latency and allowed-flow loss ([`apply`]).
+//! 3. The cost of the program's aya-log level, off against debug
+//!    ([`log_cost`]).
 //!
 //! Writes one JSON document (`--out`) and the random prefix lists it used
 //! (`--prefix-dir`, `prefixes-N.txt`) for the veth bench; progress goes to
@@ -17,6 +19,7 @@
 mod apply;
 mod cost;
 mod frames;
+mod log_cost;
 mod peers;
 mod prefixes;
 mod scratch;
@@ -103,9 +106,11 @@ fn main() -> Result<()> {
         )?)
     };
     let cost_s = started.elapsed().as_secs_f64();
+    let bpf_log_cost = log_cost::run(args.runs, args.total)?;
     let apply = apply::run(&args.apply_counts, args.runs.clamp(1, 3))?;
     let doc = serde_json::json!({
         "program_cost": cost,
+        "bpf_log_cost": bpf_log_cost,
         "apply": apply,
         "seconds": { "program_cost": cost_s, "total": started.elapsed().as_secs_f64() },
     });

@@ -160,6 +160,12 @@ pub struct RunArgs {
     /// warning.
     #[arg(long, value_enum, default_value = "auto")]
     pub xdp_mode: XdpModeArg,
+    /// The XDP program's own diagnostics, forwarded into the daemon log
+    /// (target `vaultfw::bpf`): `error` reports map lookups that cannot
+    /// fail but did, `debug` also every malformed frame denied (one record
+    /// per frame: for diagnosis). `off` costs the hot path nothing.
+    #[arg(long, value_enum, default_value = "off")]
+    pub bpf_log_level: BpfLogLevelArg,
     /// Seconds between verdict-counter log lines.
     #[arg(long, value_name = "SECS", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=86400))]
     pub stats_interval: u64,
@@ -459,6 +465,34 @@ impl From<XdpModeArg> for crate::dataplane::XdpModeRequest {
             XdpModeArg::Auto => Self::Auto,
             XdpModeArg::Native => Self::Native,
             XdpModeArg::Generic => Self::Generic,
+        }
+    }
+}
+
+/// `vaultfw run --bpf-log-level`: clap's mirror of
+/// [`crate::dataplane::BpfLogLevel`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum BpfLogLevelArg {
+    /// No records (default).
+    Off,
+    /// Map lookups that cannot fail but did.
+    Error,
+    /// As error (no warn records yet).
+    Warn,
+    /// As error (no info records yet).
+    Info,
+    /// Also every malformed frame denied.
+    Debug,
+}
+
+impl From<BpfLogLevelArg> for crate::dataplane::BpfLogLevel {
+    fn from(arg: BpfLogLevelArg) -> Self {
+        match arg {
+            BpfLogLevelArg::Off => Self::Off,
+            BpfLogLevelArg::Error => Self::Error,
+            BpfLogLevelArg::Warn => Self::Warn,
+            BpfLogLevelArg::Info => Self::Info,
+            BpfLogLevelArg::Debug => Self::Debug,
         }
     }
 }

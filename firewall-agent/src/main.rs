@@ -59,6 +59,7 @@ fn run(args: RunArgs) -> ExitCode {
         interfaces,
         source: PolicySource::new(args.policy, args.subnet_map),
         xdp_mode: args.xdp_mode.into(),
+        bpf_log_level: args.bpf_log_level.into(),
         stats_interval: Duration::from_secs(args.stats_interval),
         pin_dir: args.pin_dir,
         socket: args.socket,

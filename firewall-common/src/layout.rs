@@ -66,6 +66,11 @@ pub struct MapSpec {
     pub flags: u32,
     /// What sets its entries at load time.
     pub sizing: Sizing,
+    /// Whether the map is pinned and carried over to the next program
+    /// (rules, counters); `false` for a map each loaded program owns
+    /// (the aya-log ring buffer), which is neither pinned, nor part of the
+    /// pin-shape check, nor shared in a migration.
+    pub pinned: bool,
 }
 
 const fn size<T>() -> u32 {
@@ -86,6 +91,7 @@ const fn array(name: &'static str, value_size: u32, max_entries: u32) -> MapSpec
         max_entries,
         flags: 0,
         sizing: Sizing::Fixed,
+        pinned: true,
     }
 }
 
@@ -103,6 +109,7 @@ const fn per_cpu_array(
         max_entries,
         flags: 0,
         sizing,
+        pinned: true,
     }
 }
 
@@ -115,6 +122,7 @@ const fn lpm_trie(name: &'static str, key_size: u32, max_entries: u32, sizing: S
         max_entries,
         flags: BPF_F_NO_PREALLOC,
         sizing,
+        pinned: true,
     }
 }
 
@@ -189,6 +197,7 @@ pub const EVENTS_MAP: MapSpec = MapSpec {
     max_entries: EVENTS_RING_BYTES,
     flags: 0,
     sizing: Sizing::Fixed,
+    pinned: true,
 };
 /// [`FLOW_SEEN`]: [`FlowKey`] → u64 (monotonic ns).
 pub const FLOW_SEEN_MAP: MapSpec = MapSpec {
@@ -199,6 +208,7 @@ pub const FLOW_SEEN_MAP: MapSpec = MapSpec {
     max_entries: FLOW_SEEN_ENTRIES,
     flags: 0,
     sizing: Sizing::Fixed,
+    pinned: true,
 };
 /// [`EVENT_BUCKET`]: a [`TokenBucket`] per CPU.
 pub const EVENT_BUCKET_MAP: MapSpec =
@@ -207,8 +217,21 @@ pub const EVENT_BUCKET_MAP: MapSpec =
 pub const TELEMETRY_MAP: MapSpec =
     per_cpu_array(TELEMETRY, size::<u64>(), TELEMETRY_COUNT, Sizing::Fixed);
 
+/// [`BPF_LOGS`]: aya-log's ring buffer of [`BPF_LOGS_RING_BYTES`] bytes,
+/// owned by each loaded program.
+pub const BPF_LOGS_MAP: MapSpec = MapSpec {
+    name: BPF_LOGS,
+    kind: MapKind::RingBuf,
+    key_size: 0,
+    value_size: 0,
+    max_entries: BPF_LOGS_RING_BYTES,
+    flags: 0,
+    sizing: Sizing::Fixed,
+    pinned: false,
+};
+
 /// Every map of the program.
-pub const MAPS: [MapSpec; 15] = [
+pub const MAPS: [MapSpec; 16] = [
     ACTIVE_SET_MAP,
     POLICY_CONFIG_MAP,
     DATA_PLANE_PORTS_MAP,
@@ -224,6 +247,7 @@ pub const MAPS: [MapSpec; 15] = [
     FLOW_SEEN_MAP,
     EVENT_BUCKET_MAP,
     TELEMETRY_MAP,
+    BPF_LOGS_MAP,
 ];
 
 #[cfg(test)]

@@ -91,6 +91,18 @@ pub const EVENT_BUCKET: &str = "VFW_EVENT_BUCKET";
 /// PerCpuArray<u64, [`TELEMETRY_COUNT`]>: event accounting, indexed by
 /// `TELEMETRY_*`.
 pub const TELEMETRY: &str = "VFW_TELEMETRY";
+/// RingBuf of aya-log records: the program's cold-path diagnostics
+/// (malformed frames, map lookups that cannot fail but did), written only
+/// at or above the level the agent loads the program with
+/// ([`BPF_LOG_LEVEL_GLOBAL`]). Declared by `aya-log-ebpf` under this name;
+/// each loaded program has its own (never pinned).
+pub const BPF_LOGS: &str = "AYA_LOGS";
+/// The program's global (in `.rodata`, fixed at load) holding the highest
+/// aya-log level it records: 0 off, 1 error, 2 warn, 3 info, 4 debug,
+/// 5 trace.
+pub const BPF_LOG_LEVEL_GLOBAL: &str = "AYA_LOG_LEVEL";
+/// [`BPF_LOGS`]'s size in bytes, as `aya-log-ebpf` 0.2 declares it.
+pub const BPF_LOGS_RING_BYTES: u32 = 1 << 17;
 
 /// [`TELEMETRY`] slot: events written to the ring buffer.
 pub const TELEMETRY_EVENTS_SENT: u32 = 0;

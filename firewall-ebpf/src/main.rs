@@ -19,11 +19,12 @@ use aya_ebpf::{
     macros::{btf_map, xdp},
     programs::XdpContext,
 };
+use aya_log_ebpf::debug;
 use firewall_common::{
     ACTIVE_SET_MAP, AccessEvent, DATA_PLANE_PORTS_MAP, EVENT_BUCKET_MAP, EVENTS_MAP, FLOW_SEEN_MAP,
     FlowKey, IP_RULES_MAPS, Ipv4Key, POLICY_CONFIG_MAP, PolicyConfig, RULE_HITS_MAP, RuleHits,
     RuleValue, TELEMETRY_MAP, TRUSTED_MAPS, TokenBucket, VERDICT_COUNTERS_MAP, VNET_RULES_MAPS,
-    VnetKey,
+    Verdict, VnetKey,
 };
 
 // Each map's entries come from its `firewall_common` layout entry (the
@@ -144,6 +145,17 @@ pub fn vaultfw_l3(ctx: XdpContext) -> u32 {
 #[inline(always)]
 fn act(ctx: &XdpContext, parsed: (parse::Packet, u16)) -> u32 {
     let judged = verdict::judge(ctx, parsed);
+    if judged.verdict == Verdict::DenyMalformed {
+        // One log site for every way a frame is malformed: the verifier
+        // checks it once per entry point, not once per parser exit. At
+        // `--bpf-log-level off` the verifier drops the dead call: this
+        // compare and the level's load are all that is left of it.
+        debug!(
+            ctx,
+            "malformed frame denied: headers invalid or cut short (ifindex {})",
+            ctx.ingress_ifindex()
+        );
+    }
     stats::record(ctx, &judged);
     if judged.verdict.drops() {
         xdp_action::XDP_DROP

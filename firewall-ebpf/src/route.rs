@@ -26,8 +26,12 @@ const AF_INET6: u8 = 10;
 /// destination follows it).
 const IPV4_TOS: usize = 1;
 const IPV4_ADDRS: usize = 12;
+/// The IPv4 header's fixed part, which the parser checked is in the frame.
+const IPV4_HEADER: usize = 20;
 /// IPv6 header offset of the source address (the destination follows it).
 const IPV6_ADDRS: usize = 8;
+/// The IPv6 fixed header's length.
+const IPV6_HEADER: usize = 40;
 /// The flow label and traffic class bits of the IPv6 header's first word
 /// (network byte order), the lookup's `flowinfo` (as `ip6_flowinfo()`).
 const IPV6_FLOWINFO_MASK: u32 = 0x0FFF_FFFF_u32.to_be();
@@ -55,26 +59,28 @@ pub fn is_forwarded(ctx: &XdpContext, t: &Transport) -> bool {
     params.ifindex = ctx.ingress_ifindex() as u32;
     // The IP packet's length, headers included: what the MTU check needs.
     params.__bindgen_anon_1.tot_len = (t.end - t.l3) as u16;
+    // Each header is read with one bounds check: with two, LLVM may skip
+    // the first read on a path only the second check ends, and the
+    // verifier, which cannot tell, refuses the uninitialised register.
     if t.ipv4_src.is_some() {
-        let (Some(tos), Some(addrs)) = (
-            read_bytes::<1>(ctx, t.l3 + IPV4_TOS),
-            read_bytes::<8>(ctx, t.l3 + IPV4_ADDRS),
-        ) else {
+        let Some(header) = read_bytes::<IPV4_HEADER>(ctx, t.l3) else {
             return false;
+        };
+        let addr = |at: usize| {
+            u32::from_ne_bytes([header[at], header[at + 1], header[at + 2], header[at + 3]])
         };
         params.family = AF_INET;
-        params.__bindgen_anon_2.tos = tos[0];
-        params.__bindgen_anon_3.ipv4_src =
-            u32::from_ne_bytes([addrs[0], addrs[1], addrs[2], addrs[3]]);
-        params.__bindgen_anon_4.ipv4_dst =
-            u32::from_ne_bytes([addrs[4], addrs[5], addrs[6], addrs[7]]);
+        params.__bindgen_anon_2.tos = header[IPV4_TOS];
+        params.__bindgen_anon_3.ipv4_src = addr(IPV4_ADDRS);
+        params.__bindgen_anon_4.ipv4_dst = addr(IPV4_ADDRS + 4);
     } else {
-        let (Some(first), Some(addrs)) = (
-            read_bytes::<4>(ctx, t.l3),
-            read_bytes::<32>(ctx, t.l3 + IPV6_ADDRS),
-        ) else {
+        let Some(header) = read_bytes::<IPV6_HEADER>(ctx, t.l3) else {
             return false;
         };
+        let mut first = [0u8; 4];
+        first.copy_from_slice(&header[..4]);
+        let mut addrs = [0u8; 32];
+        addrs.copy_from_slice(&header[IPV6_ADDRS..IPV6_HEADER]);
         params.family = AF_INET6;
         params.__bindgen_anon_2.flowinfo = u32::from_ne_bytes(first) & IPV6_FLOWINFO_MASK;
         // SAFETY: [u8; 32] and two [u32; 4] have the same size; the words

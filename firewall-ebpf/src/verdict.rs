@@ -18,6 +18,7 @@
 //! next table, never to a shorter prefix of the same one.
 
 use aya_ebpf::{btf_maps::lpm_trie::Key, programs::XdpContext};
+use aya_log_ebpf::error;
 use firewall_common::{
     FLAG_AUDIT, FLAG_BYPASS_TRUSTED, FLAG_DEFAULT_ALLOW, FLAG_HAS_VLAN_VNET, FLAG_HAS_VNET,
     FLAG_IPV6_ALLOW, FLAG_LOG_ALLOWED, FLAG_PASS_FORWARDED, FLAG_VALID, IFINDEX_ANY,
@@ -81,7 +82,7 @@ pub fn judge(ctx: &XdpContext, (packet, vlan): (Packet, u16)) -> Judged {
         Packet::Malformed => return Judged::plain(Verdict::DenyMalformed),
         Packet::Transport(t) => t,
     };
-    let (set, config) = serving_set();
+    let (set, config) = serving_set(ctx);
     if !is_data_plane(set, &transport) {
         return Judged::plain(Verdict::PassControlPlane);
     }
@@ -194,20 +195,34 @@ fn live(matched: Option<RuleValue>) -> Option<u32> {
 /// still holds the previous generation). The clock is read only when a
 /// deadline is set.
 #[inline(always)]
-fn serving_set() -> (u32, PolicyConfig) {
-    let active = VFW_ACTIVE.get(0).map_or(0, |s| *s & 1);
-    let config = config_of(active);
+fn serving_set(ctx: &XdpContext) -> (u32, PolicyConfig) {
+    let active = match VFW_ACTIVE.get(0) {
+        Some(slot) => *slot & 1,
+        None => {
+            // An array's slot 0 always exists: only a broken load gets here.
+            error!(ctx, "VFW_ACTIVE slot 0 unreadable: serving table set 0");
+            0
+        }
+    };
+    let config = config_of(ctx, active);
     if config.fallback_due(now) {
         let previous = active ^ 1;
-        return (previous, config_of(previous));
+        return (previous, config_of(ctx, previous));
     }
     (active, config)
 }
 
 /// Table set `set`'s settings (all zero, so closed, if unreadable).
 #[inline(always)]
-fn config_of(set: u32) -> PolicyConfig {
-    VFW_CONFIG.get(set).copied().unwrap_or_default()
+fn config_of(ctx: &XdpContext, set: u32) -> PolicyConfig {
+    match VFW_CONFIG.get(set) {
+        Some(config) => *config,
+        None => {
+            // Both sets' slots always exist: only a broken load gets here.
+            error!(ctx, "VFW_CONFIG slot {} unreadable: judging closed", set);
+            PolicyConfig::default()
+        }
+    }
 }
 
 /// Whether the frame's destination port is guarded in table set `set`.

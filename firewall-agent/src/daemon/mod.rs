@@ -82,6 +82,8 @@ pub struct RunOptions {
     pub source: PolicySource,
     /// Requested XDP mode.
     pub xdp_mode: XdpModeRequest,
+    /// The XDP program's aya-log level (`--bpf-log-level`).
+    pub bpf_log_level: crate::dataplane::BpfLogLevel,
     /// Time between counter lines.
     pub stats_interval: Duration,
     /// Where program links and maps are pinned.
@@ -231,7 +233,11 @@ pub async fn serve(
         u32::try_from(policy.limits.virtual_network_rules)
             .expect("invariant: validation caps limits at Limits::MAX_LOADABLE"),
     );
-    let mut dataplane = Dataplane::open_pinned(capacity, PinDir::new(&options.pin_dir))?;
+    let mut dataplane = Dataplane::open_pinned(
+        capacity,
+        PinDir::new(&options.pin_dir),
+        options.bpf_log_level,
+    )?;
     // The counters as a predecessor left them (or zero): deltas count from
     // here, so frames counted before this start are never counted again.
     let to_filter = interfaces::desired(&options.interfaces, &policy, &links);
@@ -250,6 +256,9 @@ pub async fn serve(
             None
         }
     };
+    if let Some(reader) = dataplane.take_bpf_log()? {
+        tokio::spawn(reader.forward());
+    }
     let started = Instant::now();
     let mut daemon = Daemon::start(dataplane, options, policy, interfaces)?.with_audit_log(audit);
     let mut observer = observe::Observer::new(stats, access, started.elapsed());

@@ -56,6 +56,7 @@ impl Sandbox {
             interfaces: IfaceSelection::parse(&["all".to_owned()]).expect("--iface all"),
             source: PolicySource::new(self.policy(), None),
             xdp_mode: XdpModeRequest::Generic,
+            bpf_log_level: crate::dataplane::BpfLogLevel::Off,
             stats_interval: Duration::from_secs(3600),
             pin_dir: self.pin_dir.clone(),
             socket: self.socket(),

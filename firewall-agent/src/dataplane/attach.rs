@@ -123,13 +123,14 @@ pub(super) fn attach(
     interface: &str,
     request: XdpModeRequest,
     pin: Option<&Path>,
+    adopt: bool,
 ) -> Result<AttachedInterface, DataplaneError> {
     let ifindex =
         nix::net::if_::if_nametoindex(interface).map_err(|_| DataplaneError::NoSuchInterface {
             interface: interface.to_owned(),
         })?;
     if let Some(pin) = pin
-        && let Some(attached) = reuse_pinned_link(program, kind, interface, ifindex, pin)?
+        && let Some(attached) = reuse_pinned_link(program, kind, interface, ifindex, pin, adopt)?
     {
         let asked = match request {
             XdpModeRequest::Native => Some("native"),
@@ -183,6 +184,7 @@ fn reuse_pinned_link(
     interface: &str,
     ifindex: u32,
     pin: &Path,
+    adopt: bool,
 ) -> Result<Option<AttachedInterface>, DataplaneError> {
     if !pin.exists() {
         return Ok(None);
@@ -212,10 +214,15 @@ fn reuse_pinned_link(
     // re-created at this start (new limits, a new layout) is one the
     // attached program does not read, so it must be swapped even when the
     // instructions are equal (the tag does not cover map references).
+    // Maps each load creates (the aya-log ring, the `.rodata` holding the
+    // log level) never match by id: the data sections must match by
+    // content instead (same log level), and a program that logs is never
+    // adopted (`adopt` false), so its records reach this agent's reader.
     let theirs = linked_program(link_prog);
-    let same = theirs.as_ref().is_some_and(|theirs| {
-        theirs.tag() == ours.tag() && sorted_map_ids(theirs) == sorted_map_ids(&ours)
-    });
+    let same = adopt
+        && theirs.as_ref().is_some_and(|theirs| {
+            theirs.tag() == ours.tag() && program_maps(theirs) == program_maps(&ours)
+        });
     let mut replaced = None;
     let (link, outcome) = if same {
         (HeldLink::Fd(fd_link), AttachOutcome::Adopted)
@@ -254,11 +261,64 @@ fn linked_program(id: u32) -> Option<aya::programs::ProgramInfo> {
         .find(|p| p.id() == id)
 }
 
-/// The ids of the maps a program uses, sorted (kernels since 4.15 say).
-fn sorted_map_ids(program: &aya::programs::ProgramInfo) -> Vec<u32> {
-    let mut ids = program.map_ids().ok().flatten().unwrap_or_default();
-    ids.sort_unstable();
-    ids
+/// What makes two loads of one object the same program: the ids of the
+/// shared (pinned) maps it uses, sorted, and the contents of its data
+/// sections (`.rodata`: the aya-log level); the aya-log ring each load
+/// owns is left out. Kernels since 4.15 list a program's maps.
+fn program_maps(program: &aya::programs::ProgramInfo) -> (Vec<u32>, Vec<Vec<u8>>) {
+    let mut shared = Vec::new();
+    let mut data = Vec::new();
+    for id in program.map_ids().ok().flatten().unwrap_or_default() {
+        let info = aya::maps::MapInfo::from_id(id).ok();
+        let name = info.as_ref().and_then(|i| i.name_as_str()).unwrap_or("");
+        if name == firewall_common::BPF_LOGS {
+            continue;
+        }
+        if name.contains('.') {
+            data.push(info.and_then(|i| data_section(&i)).unwrap_or_default());
+        } else {
+            shared.push(id);
+        }
+    }
+    shared.sort_unstable();
+    data.sort_unstable();
+    (shared, data)
+}
+
+/// The bytes of a data-section map (an array of one value): its slot 0.
+fn data_section(info: &aya::maps::MapInfo) -> Option<Vec<u8>> {
+    use std::os::fd::{AsFd, AsRawFd};
+    /// `union bpf_attr` as BPF_MAP_LOOKUP_ELEM reads it.
+    #[repr(C)]
+    struct LookupAttr {
+        map_fd: u32,
+        _pad: u32,
+        key: u64,
+        value: u64,
+        flags: u64,
+    }
+    const BPF_MAP_LOOKUP_ELEM: libc::c_long = 1;
+    let fd = info.fd().ok()?;
+    let key = 0u32;
+    let mut value = vec![0u8; info.value_size() as usize];
+    let attr = LookupAttr {
+        map_fd: fd.as_fd().as_raw_fd() as u32,
+        _pad: 0,
+        key: std::ptr::from_ref(&key) as u64,
+        value: value.as_mut_ptr() as u64,
+        flags: 0,
+    };
+    // SAFETY: the kernel reads `attr` (its size given) and the 4 key
+    // bytes, and writes value_size bytes into `value`, which holds them.
+    let ret = unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            BPF_MAP_LOOKUP_ELEM,
+            std::ptr::from_ref(&attr),
+            std::mem::size_of::<LookupAttr>(),
+        )
+    };
+    (ret == 0).then_some(value)
 }
 
 fn take_fd_link(program: &mut Xdp, link_id: XdpLinkId) -> Result<FdLink, DataplaneError> {

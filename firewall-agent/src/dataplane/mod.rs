@@ -21,6 +21,7 @@
 //! entries ([`firewall_common::RuleValue`]).
 
 mod attach;
+pub mod bpf_log;
 mod error;
 pub mod features;
 mod link;
@@ -41,6 +42,7 @@ use firewall_common::{
 };
 
 pub use attach::{AttachKind, AttachOutcome, AttachedInterface, XdpModeRequest};
+pub use bpf_log::{BpfLogLevel, BpfLogReader};
 pub use error::DataplaneError;
 pub use netlink::{XdpAttachment, xdp_attachment};
 pub use tables::{ApplyReport, Confirmation, EventTotals, Reverted, RuleHitTotals};
@@ -71,6 +73,8 @@ pub struct Dataplane {
     /// Maps a migration created, staged beside the pins they replace until
     /// [`Dataplane::commit_pins`] (see `migrate`).
     staged: Vec<&'static str>,
+    /// The aya-log level the program was loaded with.
+    bpf_log_level: BpfLogLevel,
 }
 
 /// Map capacities fixed at load time (entries per trie).
@@ -153,13 +157,19 @@ impl Dataplane {
     /// Errors: [`DataplaneError::Load`] with the kernel release and the
     /// tail of the verifier log when the kernel refuses the program.
     pub fn load(capacity: Capacity) -> Result<Self, DataplaneError> {
-        Self::load_unpinned(capacity).map_err(DataplaneError::privilege_aware)
+        Self::load_logging(capacity, BpfLogLevel::Off)
     }
 
-    fn load_unpinned(capacity: Capacity) -> Result<Self, DataplaneError> {
+    /// [`Dataplane::load`] with the program's cold-path records at `level`
+    /// and above (read them with [`Dataplane::take_bpf_log`]).
+    pub fn load_logging(capacity: Capacity, level: BpfLogLevel) -> Result<Self, DataplaneError> {
+        Self::load_unpinned(capacity, level).map_err(DataplaneError::privilege_aware)
+    }
+
+    fn load_unpinned(capacity: Capacity, level: BpfLogLevel) -> Result<Self, DataplaneError> {
         require_features()?;
         raise_memlock_limit();
-        let mut ebpf = loader(&capacity)
+        let mut ebpf = loader(&capacity, &level)
             .load(PROGRAM_OBJECT)
             .map_err(|source| DataplaneError::Object { source })?;
         load_programs(&mut ebpf)?;
@@ -171,24 +181,36 @@ impl Dataplane {
             pin_dir: None,
             _pin_lock: None,
             staged: Vec::new(),
+            bpf_log_level: level,
         })
     }
 
     /// Loads the program with its maps pinned under `pin_dir`, reusing every
     /// pinned map whose shape still fits (rules, counters and the active
     /// table set survive a restart or an upgrade) and creating the others.
-    /// Mounts bpffs when needed. Nothing is attached yet.
-    pub fn open_pinned(capacity: Capacity, pin_dir: PinDir) -> Result<Self, DataplaneError> {
-        Self::open_pinned_unchecked(capacity, pin_dir).map_err(DataplaneError::privilege_aware)
+    /// Mounts bpffs when needed. Nothing is attached yet. The program
+    /// records its cold paths at `level` and above ([`BpfLogLevel::Off`]:
+    /// none); a pinned link is adopted only by a program that does not log.
+    pub fn open_pinned(
+        capacity: Capacity,
+        pin_dir: PinDir,
+        level: BpfLogLevel,
+    ) -> Result<Self, DataplaneError> {
+        Self::open_pinned_unchecked(capacity, pin_dir, level)
+            .map_err(DataplaneError::privilege_aware)
     }
 
-    fn open_pinned_unchecked(capacity: Capacity, pin_dir: PinDir) -> Result<Self, DataplaneError> {
+    fn open_pinned_unchecked(
+        capacity: Capacity,
+        pin_dir: PinDir,
+        level: BpfLogLevel,
+    ) -> Result<Self, DataplaneError> {
         require_features()?;
         raise_memlock_limit();
         pins::prepare(&pin_dir)?;
         let lock = pins::lock(&pin_dir)?;
         let had_pins = pin_dir.map(firewall_common::ACTIVE_SET).exists();
-        let opened = Self::load_over_pins(capacity, &pin_dir, lock);
+        let opened = Self::load_over_pins(capacity, &pin_dir, lock, level);
         if opened.is_err() && !had_pins {
             // Leave nothing behind from a run that never filtered.
             let _ = pins::remove_all(&pin_dir);
@@ -200,6 +222,7 @@ impl Dataplane {
         capacity: Capacity,
         pin_dir: &PinDir,
         lock: pins::PinDirLock,
+        level: BpfLogLevel,
     ) -> Result<Self, DataplaneError> {
         pins::remove_staged(pin_dir)?;
         let plan = pins::PinPlan::read(pin_dir, pins::expected_shapes(&capacity));
@@ -210,7 +233,7 @@ impl Dataplane {
             .filter(|(shape, _)| !fresh.contains(&shape.name))
             .map(|(shape, _)| (shape.name, pin_dir.map(shape.name)))
             .collect();
-        let mut loader = loader(&capacity);
+        let mut loader = loader(&capacity, &level);
         for (name, path) in &map_pins {
             loader.map_pin_path(name, path.as_path());
         }
@@ -270,6 +293,7 @@ impl Dataplane {
             pin_dir: Some(pin_dir.clone()),
             _pin_lock: Some(lock),
             staged: fresh,
+            bpf_log_level: level,
         })
     }
 
@@ -454,8 +478,15 @@ impl Dataplane {
     ) -> Result<&AttachedInterface, DataplaneError> {
         let pin = self.pin_dir.as_ref().map(|dir| dir.link(interface));
         let program = xdp_program(&mut self.ebpf, kind)?;
-        let attached = attach::attach(program, kind, interface, mode, pin.as_deref())
-            .map_err(DataplaneError::privilege_aware)?;
+        let attached = attach::attach(
+            program,
+            kind,
+            interface,
+            mode,
+            pin.as_deref(),
+            self.bpf_log_level == BpfLogLevel::Off,
+        )
+        .map_err(DataplaneError::privilege_aware)?;
         self.attached.push(attached);
         Ok(self.attached.last().expect("invariant: just pushed"))
     }
@@ -621,6 +652,16 @@ impl Dataplane {
         aya::maps::RingBuf::try_from(map).ok()
     }
 
+    /// Hands out (once) the reader of the program's aya-log records, which
+    /// forwards them into the daemon log; `None` when the program was
+    /// loaded with logging off (it writes nothing then).
+    pub fn take_bpf_log(&mut self) -> Result<Option<BpfLogReader>, DataplaneError> {
+        if self.bpf_log_level == BpfLogLevel::Off {
+            return Ok(None);
+        }
+        BpfLogReader::take(&mut self.ebpf).map(Some)
+    }
+
     /// The slot layout of the per-rule hit counters.
     pub fn hit_slots(&self) -> HitSlots {
         self.tables.hit_slots()
@@ -681,9 +722,10 @@ fn require_features() -> Result<(), DataplaneError> {
 }
 
 /// The loader with every map that has a load-time [`Sizing`] sized by
-/// `capacity`.
-fn loader<'a>(capacity: &Capacity) -> EbpfLoader<'a> {
+/// `capacity`, and the program's aya-log level set to `level`.
+fn loader<'a>(capacity: &Capacity, level: &'a BpfLogLevel) -> EbpfLoader<'a> {
     let mut loader = EbpfLoader::new();
+    loader.override_global(firewall_common::BPF_LOG_LEVEL_GLOBAL, level.global(), true);
     for spec in MAPS.iter().filter(|m| m.sizing != Sizing::Fixed) {
         loader.map_max_entries(spec.name, capacity.entries(spec));
     }

@@ -31,10 +31,13 @@ pub(super) struct MapShape {
     pub max_entries: u32,
 }
 
-/// Every map of the program with the shape this build gives it: the
-/// `firewall_common` layout, entries sized by `capacity`.
+/// Every pinned map of the program with the shape this build gives it:
+/// the `firewall_common` layout, entries sized by `capacity`. A map each
+/// program owns (the aya-log ring buffer) is left out: it is never pinned,
+/// so a build that adds or drops it adopts the pins as they are.
 pub(super) fn expected_shapes(capacity: &Capacity) -> Vec<MapShape> {
     MAPS.iter()
+        .filter(|spec| spec.pinned)
         .map(|spec| MapShape {
             name: spec.name,
             map_type: map_type(spec.kind),
@@ -556,6 +559,28 @@ mod tests {
                 spec.name
             );
         }
+    }
+
+    /// A map each program owns (aya-log's ring) is neither pinned nor
+    /// compared with the pins, so a build that adds it adopts the pins of
+    /// a build without it instead of migrating.
+    #[test]
+    fn maps_each_program_owns_are_left_out_of_the_pin_plan() {
+        let capacity = super::Capacity::for_ip_rule_limit(254);
+        let shapes = super::expected_shapes(&capacity);
+        assert!(
+            shapes.iter().all(|s| s.name != firewall_common::BPF_LOGS),
+            "{shapes:?}"
+        );
+        assert_eq!(
+            shapes.len(),
+            MAPS.iter().filter(|m| m.pinned).count(),
+            "every pinned map is planned"
+        );
+        assert!(
+            MAPS.iter()
+                .any(|m| m.name == firewall_common::BPF_LOGS && !m.pinned)
+        );
     }
 
     #[test]

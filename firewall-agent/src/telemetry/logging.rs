@@ -87,7 +87,16 @@ pub fn journald_priorities() -> PriorityMappings {
 /// Installs the daemon log's subscriber in `format`. A journal that
 /// cannot be reached falls back to JSON lines (and says so).
 pub fn init(format: LogFormat) {
-    let filter = || EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    // `info`, and every XDP program record: the program itself filters
+    // those by `--bpf-log-level`. `RUST_LOG` overrides both.
+    let filter = || {
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+            EnvFilter::new(format!(
+                "info,{}",
+                crate::dataplane::bpf_log::BPF_LOG_DIRECTIVE
+            ))
+        })
+    };
     let registry = tracing_subscriber::registry();
     match format {
         LogFormat::Json => registry
