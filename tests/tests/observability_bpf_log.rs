@@ -29,8 +29,10 @@ fn malformed_frame(topo: &Topology) -> Vec<u8> {
     frame
 }
 
+/// A daemon-log record (docs/logging.md) whose `log.logger` is the
+/// program's.
 fn is_bpf_record(line: &serde_json::Value) -> bool {
-    line["target"] == BPF_TARGET
+    line["log"]["logger"] == BPF_TARGET
 }
 
 #[test]
@@ -50,7 +52,7 @@ fn with_bpf_log_level_debug_a_malformed_frame_is_a_bpf_record_in_the_daemon_log(
         message.starts_with("malformed frame denied"),
         "the record names the malformed frame: {record}"
     );
-    assert_eq!(record["level"], "DEBUG", "{record}");
+    assert_eq!(record["log"]["level"], "debug", "{record}");
     let stats = agent.stop();
     assert_eq!(stats.get("deny_malformed"), 1, "{}", stats.log());
 }
