@@ -63,7 +63,9 @@ impl Health {
 ///   and every `--iface` name exists (`show`'s `protected`);
 /// - the policy file declares the served policy, or an apply awaits
 ///   `vaultfw confirm` (the file then holds the previous policy by design);
-/// - the latest reload, if any, was accepted.
+/// - the latest reload, if any, was accepted, or the file has declared
+///   the served policy again since (a refusal of what is no longer there
+///   is history).
 pub fn readiness(interfaces: &InterfaceReport, health: &Health) -> Readiness {
     let mut reasons = Vec::new();
     for i in &interfaces.not_attached {
@@ -87,7 +89,16 @@ pub fn readiness(interfaces: &InterfaceReport, health: &Health) -> Readiness {
             reasons.push(format!("the policy file is invalid: {}", one_line(error)));
         }
     }
-    if let Some(reload) = health.last_reload.as_ref().filter(|r| !r.success) {
+    // A refused reload matters while the file still declares something
+    // else than the kernel serves: once it is in sync again (the edit
+    // reverted, or rewritten by a CLI change) the refusal is history, and
+    // an invalid file already says why above.
+    let refusal_stands = matches!(health.policy, PolicySync::Differs);
+    if let Some(reload) = health
+        .last_reload
+        .as_ref()
+        .filter(|r| !r.success && refusal_stands)
+    {
         reasons.push(format!(
             "the last reload ({}) was refused: {}",
             reload.cause,
@@ -230,7 +241,6 @@ mod tests {
                 "interface eth1 must be filtered and is not attached",
                 "--iface eth9 does not exist",
                 "the policy file is invalid: line 1: default_action more",
-                "the last reload (SIGHUP) was refused: line 1: default_action",
             ]
         );
         let nothing = readiness(&interfaces(false), &Health::default());
@@ -240,5 +250,38 @@ mod tests {
             ..Health::default()
         };
         assert!(!readiness(&interfaces(true), &differs).ready);
+    }
+
+    /// An edit refused and then reverted (or rewritten by a CLI change)
+    /// leaves the file declaring the served policy: ready again, though the
+    /// last reload was refused; while the file differs, the refusal is a
+    /// reason of its own.
+    #[test]
+    fn a_refused_reload_counts_only_while_the_file_still_differs() {
+        let refused = Some(ReloadOutcome {
+            at: SystemTime::now(),
+            cause: "policy file changed".into(),
+            success: false,
+            error: Some("private endpoint interface eth9 does not exist".into()),
+        });
+        let reverted = Health {
+            policy: PolicySync::InSync,
+            last_reload: refused.clone(),
+            control_socket_present: true,
+        };
+        assert!(readiness(&interfaces(true), &reverted).ready);
+        let differs = Health {
+            policy: PolicySync::Differs,
+            last_reload: refused,
+            control_socket_present: true,
+        };
+        assert_eq!(
+            readiness(&interfaces(true), &differs).reasons,
+            [
+                "the policy file declares another policy than the kernel serves (reload it)",
+                "the last reload (policy file changed) was refused: private endpoint interface \
+                 eth9 does not exist",
+            ]
+        );
     }
 }
