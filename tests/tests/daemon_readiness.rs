@@ -217,8 +217,8 @@ fn readyz_and_show_check_turn_unready_on_a_refused_reload_and_back_on_a_good_one
     assert_eq!(body["ready"], false, "{body}");
     let reasons = body["reasons"].to_string();
     assert!(
-        reasons.contains("reload (SIGHUP) was refused") && reasons.contains("default_action"),
-        "the reasons name the refused reload and the field: {body}"
+        reasons.contains("the policy file is invalid") && reasons.contains("default_action"),
+        "the reasons name the invalid file and the field: {body}"
     );
     let (code, text) = show_check(&agent);
     assert_eq!(code, Some(1), "{text}");
@@ -235,6 +235,26 @@ fn readyz_and_show_check_turn_unready_on_a_refused_reload_and_back_on_a_good_one
     );
     let healthz = http_get(&topo.server, METRICS_ADDR, "/healthz");
     assert!(healthz.contains(" 200 "), "alive though unready: {healthz}");
+
+    // The edit reverted: the file declares what is served again, and the
+    // refusal of what is no longer there is history — ready without a
+    // reload.
+    agent.policy().write(POLICY);
+    let (code, body) = readyz(&topo);
+    assert_eq!(
+        (code, &body["reasons"]),
+        (200, &serde_json::json!([])),
+        "{body}"
+    );
+    agent.policy().write("default_action = \"Sometimes\"\n");
+    let mark = agent.log_mark();
+    agent.signal(Signal::SIGHUP);
+    agent.wait_message(
+        mark,
+        "policy reload refused; the running policy stays",
+        LOG_TIMEOUT,
+    );
+    assert_eq!(readyz(&topo).0, 503);
 
     // An accepted reload: ready again.
     agent.policy().write(EDITED);

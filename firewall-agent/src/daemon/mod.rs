@@ -353,11 +353,16 @@ pub async fn serve(
             },
             Some(request) = snapshots.recv() => match request {
                 SnapshotRequest::Metrics(reply) => {
+                    daemon.refresh_policy_sync();
                     if let Some(snapshot) = observer.snapshot(&daemon) {
                         let _ = reply.send(snapshot);
                     }
                 }
                 SnapshotRequest::Readiness(reply) => {
+                    // As `show` does (and a scrape, above): the file as it
+                    // is now, not at the last change (an edit reverted
+                    // counts at once).
+                    daemon.refresh_policy_sync();
                     let _ = reply.send(daemon.readiness());
                 }
             },
