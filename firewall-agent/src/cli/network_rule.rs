@@ -147,7 +147,19 @@ impl RuleArgs {
                     "give --vnet-rule ID or --vnet-name NAME --subnet NAME, not both".into(),
                 );
             }
-            (None, Some(vnet), Some(subnet)) => format!("{vnet}/subnets/{subnet}"),
+            (None, Some(vnet), Some(subnet)) => {
+                // Names, as `az` takes them: one ARM path segment each.
+                for (flag, name) in [("--vnet-name", vnet), ("--subnet", subnet)] {
+                    if name.is_empty() || name.contains('/') {
+                        return Err(format!(
+                            "{flag} {name:?} is not a name: with --vnet-name give the virtual \
+                             network's and the subnet's names (no `/`), or give the full ARM \
+                             id alone with --subnet"
+                        ));
+                    }
+                }
+                format!("{vnet}/subnets/{subnet}")
+            }
             (Some(id), None, None) => id.clone(),
             // The old meaning of --subnet (a prefix), kept while unambiguous.
             (Some(id), None, Some(subnet)) => {
@@ -360,6 +372,19 @@ mod tests {
         assert!(e.contains("--vnet-name"), "{e}");
         let e = spec("add --ip-address 203.0.113.7 --vnet-name v --subnet s").unwrap_err();
         assert!(e.contains("another call"), "{e}");
+        // Names are one segment each: a full id or a path with --vnet-name
+        // would make an id that names no subnet.
+        for args in [
+            format!("add --vnet-name other --subnet {full} --subnet-prefix 10.1.2.0/24"),
+            "add --vnet-name v --subnet sub/x --subnet-prefix 10.1.2.0/24".to_owned(),
+            "remove --vnet-name v/subnets/a --subnet s".to_owned(),
+        ] {
+            let e = spec(&args).unwrap_err();
+            assert!(
+                e.contains("is not a name") && e.contains("no `/`"),
+                "{args}: {e}"
+            );
+        }
     }
 
     #[test]
