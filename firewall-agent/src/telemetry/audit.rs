@@ -7,13 +7,14 @@
 //! A record says who asked ([`Caller`]: the peer credentials of the control
 //! socket's client, or `file` / `timer`), what ([`Snapshot`]s before and
 //! after: the IP rules and subnet-rule prefixes added and removed, the
-//! default action and bypass before and after, the generations), and how
+//! default action and bypass before and after, every other setting that
+//! changed, the generations), and how
 //! it ended ([`Outcome`]). It goes to the daemon log and, with
 //! `--audit-log FILE`, to that file too (as [`super::file`] writes it:
 //! never through a link, 0640, whole records, reopened on SIGHUP). The
 //! record's fields are in docs/logging.md.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
 use serde_json::{Map, Value, json};
@@ -108,6 +109,37 @@ pub struct Snapshot {
     pub default_action: &'static str,
     /// `AzureServices` or `None`.
     pub bypass: &'static str,
+    /// Every other top-level setting of the policy (`mode`, `ipv6`,
+    /// `public_network_access`, `private_endpoints`, `data_plane`,
+    /// `limits`, `trusted_services`, ...) as the policy serializes it, the
+    /// service-tags prefixes by their count: a change of any of them is
+    /// listed in the record, so no change that opens the data plane goes
+    /// unrecorded.
+    pub settings: BTreeMap<String, Value>,
+}
+
+/// The keys of the serialized policy that [`Snapshot`] records in fields
+/// of their own.
+const OWN_FIELDS: [&str; 4] = [
+    "ip_rules",
+    "virtual_network_rules",
+    "default_action",
+    "bypass",
+];
+
+/// [`Snapshot::settings`] of `policy`.
+fn settings(policy: &Policy) -> BTreeMap<String, Value> {
+    let Ok(Value::Object(mut map)) = serde_json::to_value(policy) else {
+        return BTreeMap::new();
+    };
+    map.retain(|key, _| !OWN_FIELDS.contains(&key.as_str()));
+    if let Some(Value::Object(trusted)) = map.get_mut("trusted_services")
+        && let Some(Value::Array(prefixes)) = trusted.get("prefixes")
+    {
+        let count = prefixes.len();
+        trusted.insert("prefixes".to_owned(), json!(count));
+    }
+    map.into_iter().collect()
 }
 
 impl Snapshot {
@@ -127,6 +159,7 @@ impl Snapshot {
                 .collect(),
             default_action: policy.default_action.name(),
             bypass: policy.bypass.name(),
+            settings: settings(policy),
         }
     }
 }
@@ -238,6 +271,7 @@ impl Entry<'_> {
             ("vaultfw.default_action.after", json!(after.default_action)),
             ("vaultfw.bypass.before", json!(before.bypass)),
             ("vaultfw.bypass.after", json!(after.bypass)),
+            ("vaultfw.settings_changed", settings_changed(before, after)),
         ]);
         self.caller.fields(&mut record);
         if let Some(cause) = self.cause {
@@ -328,12 +362,73 @@ impl AuditLog {
     }
 }
 
+/// The settings whose value differs between `before` and `after`, as
+/// `[{"name", "before", "after"}]` (`null` where one side lacks it).
+fn settings_changed(before: &Snapshot, after: &Snapshot) -> Value {
+    let names: BTreeSet<&String> = before
+        .settings
+        .keys()
+        .chain(after.settings.keys())
+        .collect();
+    names
+        .into_iter()
+        .filter(|name| before.settings.get(*name) != after.settings.get(*name))
+        .map(|name| {
+            json!({
+                "name": name,
+                "before": before.settings.get(name),
+                "after": after.settings.get(name),
+            })
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn policy(text: &str) -> Policy {
         crate::policy::parse_toml(text).expect("valid").policy
+    }
+
+    /// A change that opens the data plane without touching a rule (audit
+    /// mode, IPv6 allowed, a wider private endpoint) is named in the record.
+    #[test]
+    fn a_record_lists_every_other_setting_that_changed_with_both_values() {
+        let before = Snapshot::of(&policy("default_action = \"Deny\"\n"), 1);
+        let after = Snapshot::of(
+            &policy(
+                "default_action = \"Deny\"\nmode = \"Audit\"\nipv6 = \"Allow\"\n\
+                 [[private_endpoints]]\ninterface = \"eth1\"\nallowed_prefixes = [\"10.0.0.0/8\"]\n",
+            ),
+            2,
+        );
+        let entry = Entry {
+            action: "apply",
+            caller: &Caller::File,
+            cause: None,
+            request: None,
+            before: &before,
+            after: &after,
+            outcome: Outcome::Applied,
+        };
+        let body = Value::Object(entry.body());
+        let changed = body["vaultfw"]["settings_changed"]
+            .as_array()
+            .expect("a list of changed settings");
+        let names: Vec<&str> = changed.iter().filter_map(|c| c["name"].as_str()).collect();
+        assert_eq!(names, ["ipv6", "mode", "private_endpoints"], "{body:#}");
+        assert_eq!(changed[1]["before"], "Enforce");
+        assert_eq!(changed[1]["after"], "Audit");
+        assert!(changed[2]["after"].to_string().contains("10.0.0.0/8"));
+        let same = Entry {
+            after: &before,
+            ..entry
+        };
+        assert_eq!(
+            Value::Object(same.body())["vaultfw"]["settings_changed"],
+            json!([])
+        );
     }
 
     #[test]
