@@ -234,7 +234,8 @@ pub fn check(args: &CheckRequest) -> Result<Vec<FrameResult>, CheckError> {
     let mut dataplane = Dataplane::load(Capacity::for_limits(
         limit(policy.limits.ip_rules),
         limit(policy.limits.virtual_network_rules),
-    ))
+    )
+    .with_ipv6_rules(limit(policy.limits.ipv6_rules)))
     .map_err(|source| CheckError::Dataplane {
         operation: "load the XDP program",
         source,

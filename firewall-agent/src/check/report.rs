@@ -84,6 +84,13 @@ pub fn describe_rule(
             },
             None => format!("ip rule {prefix}"),
         },
+        RuleKind::Ip6 => match owner.map(|i| &policy.ipv6_rules[i]) {
+            Some(rule) => match &rule.comment {
+                Some(comment) => format!("ip rule {rule} ({comment:?})"),
+                None => format!("ip rule {rule}"),
+            },
+            None => format!("ip rule {prefix}"),
+        },
         RuleKind::Vnet => {
             let via = match matched.endpoint {
                 Some((ifindex, vlan)) => endpoint_name(interfaces, ifindex, vlan),

@@ -35,6 +35,7 @@ mod export;
 pub mod input;
 mod ip_rules;
 pub mod ipv4;
+pub mod ipv6;
 mod parse;
 mod raw;
 mod raw_rules;

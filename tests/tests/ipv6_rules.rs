@@ -1,0 +1,270 @@
+//! IPv6 rules end to end, over real IPv6 TCP on veth pairs: an IPv6 IP rule
+//! admits its prefix (with and without an extension header before TCP)
+//! while other IPv6 sources get the policy's `ipv6` default; a subnet
+//! rule's unique-local prefix passes through its endpoint only; a
+//! VLAN-bound IPv6 subnet matches only its VLAN's frames; a trusted
+//! service's IPv6 prefix passes only with the bypass on.
+
+use std::net::{Ipv6Addr, SocketAddrV6};
+use std::time::Duration;
+
+use vaultfw_tests::ipv6::{
+    ALLOWED_SRC6, DENIED_SRC6, SERVER_IP6, TcpServer6, assert_connects6, assert_dropped6,
+    enable_ipv6, enable_ipv6_on, server_addr6, tcp6_syn,
+};
+use vaultfw_tests::raw::{mac, send_frames};
+use vaultfw_tests::reach::{assert_connects, assert_dropped};
+use vaultfw_tests::{ALLOWED_SRC, Agent, AgentOptions, DENIED_SRC, PolicyFile, TcpServer, Topology};
+
+const IPV6_RULE_POLICY: &str = r#"
+default_action = "Deny"
+bypass = "None"
+ip_rules = ["203.0.113.0/24", "2001:db8:1::/48"]
+
+[data_plane]
+tcp_ports = [443]
+"#;
+
+#[test]
+fn an_ipv6_rule_admits_its_prefix_with_and_without_extension_headers_and_the_rest_is_denied() {
+    let topo = Topology::new();
+    enable_ipv6(&topo, &[]);
+    let _https6 = TcpServer6::start(&topo.server, 443);
+    let _https = TcpServer::start(&topo.server, topo.server_addr(443));
+    let _ssh6 = TcpServer6::start(&topo.server, 22);
+
+    let mut agent = Agent::start(&topo.server, topo.server_veth(), IPV6_RULE_POLICY);
+    agent.wait_ready();
+
+    for dest_options in [false, true] {
+        assert_connects6(
+            &topo.client,
+            &agent,
+            ALLOWED_SRC6,
+            server_addr6(443),
+            dest_options,
+            "inside the IPv6 rule",
+        );
+        assert_dropped6(
+            &topo.client,
+            &agent,
+            DENIED_SRC6,
+            server_addr6(443),
+            dest_options,
+            "outside every rule, ipv6 = Deny (default)",
+        );
+    }
+    // The control plane stays open over IPv6; IPv4 rules keep their meaning.
+    assert_connects6(
+        &topo.client,
+        &agent,
+        DENIED_SRC6,
+        server_addr6(22),
+        false,
+        "control plane",
+    );
+    assert_connects(&topo, &agent, ALLOWED_SRC, 443, "IPv4 rule");
+    assert_dropped(&topo, &agent, DENIED_SRC, 443, "no IPv4 rule");
+
+    let rules = agent.cli(&["network-rule", "list", "--output", "json"]);
+    let listed = String::from_utf8_lossy(&rules.stdout);
+    assert!(rules.status.success(), "{listed}");
+    assert!(listed.contains("2001:db8:1::/48"), "{listed}");
+
+    let stats = agent.stop();
+    assert_eq!(stats.get("deny_ipv6"), 2, "{}", stats.log());
+    assert!(stats.get("allow_ip_rule") >= 3, "{}", stats.log());
+}
+
+#[test]
+fn ipv6_sources_no_rule_matches_follow_the_ipv6_setting() {
+    let topo = Topology::new();
+    enable_ipv6(&topo, &[]);
+    let _https6 = TcpServer6::start(&topo.server, 443);
+    let policy = IPV6_RULE_POLICY.replace("bypass = \"None\"", "bypass = \"None\"\nipv6 = \"Allow\"");
+    let mut agent = Agent::start(&topo.server, topo.server_veth(), &policy);
+    agent.wait_ready();
+    assert_connects6(
+        &topo.client,
+        &agent,
+        DENIED_SRC6,
+        server_addr6(443),
+        true,
+        "no rule matches; ipv6 = Allow",
+    );
+    assert_connects6(
+        &topo.client,
+        &agent,
+        ALLOWED_SRC6,
+        server_addr6(443),
+        false,
+        "the rule matches first",
+    );
+    let stats = agent.stop();
+    assert!(stats.get("pass_ipv6") >= 1, "{}", stats.log());
+    assert!(stats.get("allow_ip_rule") >= 1, "{}", stats.log());
+    assert_eq!(stats.get("deny_ipv6"), 0, "{}", stats.log());
+}
+
+const SUBNET_SRC6: Ipv6Addr = Ipv6Addr::new(0xfd00, 1, 2, 0, 0, 0, 0, 3);
+const PRIVATE_SERVER6: Ipv6Addr = Ipv6Addr::new(0xfd00, 1, 2, 0, 0, 0, 0, 1);
+
+#[test]
+fn a_unique_local_subnet_passes_through_its_endpoint_and_is_dropped_on_the_public_interface() {
+    let topo = Topology::new();
+    let (private_client, private_server) = topo.add_private_link("10.1.2.1/24", &[]);
+    enable_ipv6_on(
+        &topo,
+        &private_client,
+        &private_server,
+        &format!("{PRIVATE_SERVER6}/64"),
+        &[SUBNET_SRC6],
+    );
+    // The same source on the public link: a spoof the endpoint binding refuses.
+    enable_ipv6(&topo, &[SUBNET_SRC6]);
+    let _https6 = TcpServer6::start(&topo.server, 443);
+    let policy = format!(
+        r#"
+default_action = "Deny"
+
+[[virtual_network_rules]]
+id = "vnet-prod/subnets/app6"
+address_prefixes = ["fd00:1:2::/64"]
+endpoint = {{ interface = "{private_server}" }}
+"#
+    );
+    let mut options = AgentOptions::iface(topo.server_veth());
+    options.ifaces.push(private_server.clone());
+    let mut agent = Agent::start_with(&topo.server, &policy, options);
+    agent.wait_ready();
+
+    assert_connects6(
+        &topo.client,
+        &agent,
+        SUBNET_SRC6,
+        SocketAddrV6::new(PRIVATE_SERVER6, 443, 0, 0),
+        false,
+        "through the endpoint",
+    );
+    assert_dropped6(
+        &topo.client,
+        &agent,
+        SUBNET_SRC6,
+        server_addr6(443),
+        false,
+        "the subnet's source on the public interface",
+    );
+    let stats = agent.stop();
+    assert!(stats.get("allow_vnet_rule") >= 1, "{}", stats.log());
+    assert_eq!(stats.get("deny_ipv6"), 1, "{}", stats.log());
+}
+
+#[test]
+fn a_vlan_bound_ipv6_subnet_matches_only_frames_tagged_with_its_vlan() {
+    let topo = Topology::new();
+    let policy = r#"
+default_action = "Deny"
+
+[[virtual_network_rules]]
+id = "vnet-prod/subnets/vlan120"
+address_prefixes = ["2001:db8:120::/48"]
+endpoint = { vlan = 120 }
+"#;
+    let mut agent = Agent::start(&topo.server, topo.server_veth(), policy);
+    agent.wait_ready();
+    let client_mac = mac(&topo.client, topo.client_veth());
+    let server_mac = mac(&topo.server, topo.server_veth());
+    let src = Ipv6Addr::new(0x2001, 0xdb8, 0x120, 0, 0, 0, 0, 5);
+    let frame = |vlan| tcp6_syn(client_mac, server_mac, vlan, src, SERVER_IP6, 443);
+    // 4 tagged with VLAN 120 (allowed), 3 untagged and 2 on VLAN 121 (denied).
+    let mut frames = vec![frame(Some(120)); 4];
+    frames.extend(vec![frame(None); 3]);
+    frames.extend(vec![frame(Some(121)); 2]);
+    send_frames(&topo.client, topo.client_veth(), &frames);
+    // A control-plane frame counted last proves the others were judged.
+    let marker = tcp6_syn(client_mac, server_mac, None, src, SERVER_IP6, 22);
+    send_frames(&topo.client, topo.client_veth(), &[marker]);
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while std::time::Instant::now() < deadline {
+        let seen = agent
+            .output()
+            .lines()
+            .filter_map(vaultfw_tests::stats::parse_counters)
+            .any(|(counters, _)| counters.get("pass_control_plane").copied().unwrap_or(0) >= 1);
+        if seen {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let stats = agent.stop();
+    stats.assert_counters(&[
+        ("allow_vnet_rule", 4),
+        ("deny_ipv6", 5),
+        ("pass_control_plane", 1),
+    ]);
+}
+
+/// A service-tags file holding AzureBackup's IPv4 and IPv6 prefixes.
+const SERVICE_TAGS: &str = r#"{
+  "changeNumber": 1,
+  "cloud": "Public",
+  "values": [
+    { "name": "AzureBackup", "id": "AzureBackup",
+      "properties": { "changeNumber": 1, "region": "", "platform": "Azure", "systemService": "AzureBackup",
+                      "addressPrefixes": ["192.0.2.128/29", "2001:db8:5::/48"] } }
+  ]
+}"#;
+
+#[test]
+fn a_trusted_service_passes_over_ipv6_only_with_the_bypass_on() {
+    let trusted = Ipv6Addr::new(0x2001, 0xdb8, 5, 0, 0, 0, 0, 9);
+    let topo = Topology::new();
+    enable_ipv6(&topo, &[trusted]);
+    let _https6 = TcpServer6::start(&topo.server, 443);
+    let tags = PolicyFile::named("ServiceTags_Public.json", SERVICE_TAGS);
+    let policy = format!(
+        r#"
+default_action = "Deny"
+bypass = "AzureServices"
+
+[trusted_services]
+service_tags_file = "{}"
+"#,
+        tags.path_str()
+    );
+    let mut agent = Agent::start(&topo.server, topo.server_veth(), &policy);
+    agent.wait_ready();
+    assert_connects6(
+        &topo.client,
+        &agent,
+        trusted,
+        server_addr6(443),
+        false,
+        "a trusted service's IPv6 prefix, bypass on",
+    );
+    assert_dropped6(
+        &topo.client,
+        &agent,
+        DENIED_SRC6,
+        server_addr6(443),
+        false,
+        "not in the service's prefixes",
+    );
+    let out = agent.cli(&["update", "--bypass", "None", "--output", "json"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_dropped6(
+        &topo.client,
+        &agent,
+        trusted,
+        server_addr6(443),
+        false,
+        "the same source, bypass off",
+    );
+    let stats = agent.stop();
+    assert!(stats.get("allow_trusted_service") >= 1, "{}", stats.log());
+    assert_eq!(stats.get("deny_ipv6"), 2, "{}", stats.log());
+}
