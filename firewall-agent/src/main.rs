@@ -230,10 +230,10 @@ fn print_validated(args: &ValidateArgs, validated: &policy::Validated) {
     if !trusted.prefixes.is_empty() || p.bypass == policy::Bypass::AzureServices {
         let names: Vec<&str> = trusted.enabled.iter().map(|s| s.name).collect();
         println!(
-            "  trusted services ({}): {} IPv4 prefixes, {} IPv6 skipped{}",
+            "  trusted services ({}): {} IPv4 prefixes, {} IPv6 prefixes{}",
             names.join(", "),
             trusted.prefixes.len(),
-            trusted.ipv6_skipped,
+            trusted.prefixes_v6.len(),
             if p.bypass == policy::Bypass::None {
                 " — inactive (bypass = None)"
             } else {

@@ -387,7 +387,7 @@ mod tests {
         assert!(e.fix.contains("2001:db8::/64"), "{e}");
         let e = refused("fe80::1%eth0");
         assert!(e.reason.contains("zone id %eth0"), "{e}");
-        assert!(refused("2000::/2").reason.contains("global unicast"));
+        assert!(refused("4000::/3").reason.contains("global unicast"));
         let e = refused("2000::/3");
         assert!(e.reason.contains("contains"), "{e}");
     }
