@@ -21,9 +21,9 @@ use aya_ebpf::{
 };
 use firewall_common::{
     ACTIVE_SET_MAP, AccessEvent, DATA_PLANE_PORTS_MAP, EVENT_BUCKET_MAP, EVENTS_MAP, FLOW_SEEN_MAP,
-    FlowKey, IP_RULES_MAPS, IP6_RULES_MAPS, Ipv4Key, Ipv6Key, POLICY_CONFIG_MAP, PolicyConfig, RULE_HITS_MAP, RuleHits,
-    RuleValue, TELEMETRY_MAP, TRUSTED_MAPS, TRUSTED6_MAPS, TokenBucket, VERDICT_COUNTERS_MAP,
-    VNET_RULES_MAPS, VNET6_RULES_MAPS, Vnet6Key, VnetKey,
+    FlowKey, IP_RULES_MAPS, IP6_RULES_MAPS, Ipv4Key, Ipv6Key, POLICY_CONFIG_MAP, PolicyConfig,
+    RULE_HITS_MAP, RuleHits, RuleValue, TELEMETRY_MAP, TRUSTED_MAPS, TRUSTED6_MAPS, TokenBucket,
+    VERDICT_COUNTERS_MAP, VNET_RULES_MAPS, VNET6_RULES_MAPS, Vnet6Key, VnetKey,
 };
 
 // Each map's entries come from its `firewall_common` layout entry (the

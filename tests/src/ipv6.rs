@@ -53,7 +53,15 @@ pub fn enable_ipv6_on(
     }
     let client_mac = mac_of(&topo.client, client_veth);
     let server_mac = mac_of(&topo.server, server_veth);
-    topo.server.ip(&["-6", "addr", "add", server_cidr, "dev", server_veth, "nodad"]);
+    topo.server.ip(&[
+        "-6",
+        "addr",
+        "add",
+        server_cidr,
+        "dev",
+        server_veth,
+        "nodad",
+    ]);
     let server_ip = server_cidr.split('/').next().expect("a CIDR");
     for addr in client_addrs {
         topo.client.ip(&[
@@ -252,7 +260,8 @@ impl TcpServer6 {
                     while !stop.load(Ordering::SeqCst) {
                         match listener.accept() {
                             Ok((mut stream, _)) => {
-                                let _ = stream.write_all(format!("vaultfw-test {port}\n").as_bytes());
+                                let _ =
+                                    stream.write_all(format!("vaultfw-test {port}\n").as_bytes());
                             }
                             Err(_) => std::thread::sleep(Duration::from_millis(20)),
                         }

@@ -14,7 +14,9 @@ use vaultfw_tests::ipv6::{
 };
 use vaultfw_tests::raw::{mac, send_frames};
 use vaultfw_tests::reach::{assert_connects, assert_dropped};
-use vaultfw_tests::{ALLOWED_SRC, Agent, AgentOptions, DENIED_SRC, PolicyFile, TcpServer, Topology};
+use vaultfw_tests::{
+    ALLOWED_SRC, Agent, AgentOptions, DENIED_SRC, PolicyFile, TcpServer, Topology,
+};
 
 const IPV6_RULE_POLICY: &str = r#"
 default_action = "Deny"
@@ -81,7 +83,8 @@ fn ipv6_sources_no_rule_matches_follow_the_ipv6_setting() {
     let topo = Topology::new();
     enable_ipv6(&topo, &[]);
     let _https6 = TcpServer6::start(&topo.server, 443);
-    let policy = IPV6_RULE_POLICY.replace("bypass = \"None\"", "bypass = \"None\"\nipv6 = \"Allow\"");
+    let policy =
+        IPV6_RULE_POLICY.replace("bypass = \"None\"", "bypass = \"None\"\nipv6 = \"Allow\"");
     let mut agent = Agent::start(&topo.server, topo.server_veth(), &policy);
     agent.wait_ready();
     assert_connects6(
@@ -266,5 +269,85 @@ service_tags_file = "{}"
     );
     let stats = agent.stop();
     assert!(stats.get("allow_trusted_service") >= 1, "{}", stats.log());
+    assert_eq!(stats.get("deny_ipv6"), 2, "{}", stats.log());
+}
+
+#[test]
+fn network_rule_add_and_remove_take_ipv6_addresses_and_list_counts_their_hits() {
+    let topo = Topology::new();
+    enable_ipv6(&topo, &[]);
+    let _https6 = TcpServer6::start(&topo.server, 443);
+    let mut agent = Agent::start(
+        &topo.server,
+        topo.server_veth(),
+        "default_action = \"Deny\"\nbypass = \"None\"\nip_rules = [\"203.0.113.0/24\"]\n",
+    );
+    agent.wait_ready();
+    assert_dropped6(
+        &topo.client,
+        &agent,
+        ALLOWED_SRC6,
+        server_addr6(443),
+        false,
+        "no IPv6 rule yet",
+    );
+
+    // Non-canonical text is accepted and canonicalised.
+    let out = agent.cli(&["network-rule", "add", "--ip-address", "2001:db8:1:0::/48"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_connects6(
+        &topo.client,
+        &agent,
+        ALLOWED_SRC6,
+        server_addr6(443),
+        false,
+        "added over the CLI",
+    );
+    let list = agent.cli(&["network-rule", "list", "--output", "json"]);
+    let json: serde_json::Value =
+        serde_json::from_slice(&list.stdout).expect("list --output json is JSON");
+    let rule = json["ip_rules"]
+        .as_array()
+        .expect("ip_rules")
+        .iter()
+        .find(|r| r["rule"] == "2001:db8:1::/48")
+        .unwrap_or_else(|| panic!("the IPv6 rule is listed: {json}"));
+    assert!(rule["packets"].as_u64().unwrap_or(0) >= 1, "{json}");
+    let file = std::fs::read_to_string(agent.policy().path()).expect("policy file");
+    assert!(file.contains("\"2001:db8:1::/48\""), "written back: {file}");
+
+    // A refused class: the error names the flag, the value, the RFC and the fix.
+    let out = agent.cli(&["network-rule", "add", "--ip-address", "fe80::1"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        err.contains("--ip-address") && err.contains("fe80::1") && err.contains("RFC 4291"),
+        "{err}"
+    );
+
+    let out = agent.cli(&["network-rule", "remove", "--ip-address", "2001:db8:1::/48"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_dropped6(
+        &topo.client,
+        &agent,
+        ALLOWED_SRC6,
+        server_addr6(443),
+        false,
+        "removed over the CLI",
+    );
+    let file = std::fs::read_to_string(agent.policy().path()).expect("policy file");
+    assert!(
+        !file.contains("2001:db8:1::/48"),
+        "removed from the file: {file}"
+    );
+    let stats = agent.stop();
     assert_eq!(stats.get("deny_ipv6"), 2, "{}", stats.log());
 }

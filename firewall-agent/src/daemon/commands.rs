@@ -5,6 +5,8 @@
 
 use std::time::{Duration, SystemTime};
 
+use ipnet::IpNet;
+
 use crate::compile::RuleKind;
 use crate::control::protocol::{Command, ErrorKind, Response, RuleSpec};
 use crate::control::replies::{
@@ -222,6 +224,43 @@ impl Daemon {
                 }
             })
             .collect();
+        let ip6 = self
+            .dataplane
+            .active_ip6_rules()
+            .map_err(kernel)?
+            .into_iter()
+            .map(|(network, slot)| {
+                let rule = owners
+                    .owner_index(slot, RuleKind::Ip6)
+                    .map(|i| &self.policy.ipv6_rules[i]);
+                IpRuleShown {
+                    rule: policy::shown6(network),
+                    comment: rule.and_then(|r| r.comment.clone()),
+                    expires_at: rule.and_then(|r| r.expires_at).map(rfc3339),
+                    hits: rule_hits(&hits, slot),
+                }
+            });
+        let ip: Vec<IpRuleShown> = ip.into_iter().chain(ip6).collect();
+        let vnet6 = self
+            .dataplane
+            .active_vnet6_rules()
+            .map_err(kernel)?
+            .into_iter()
+            .map(|(key, slot)| {
+                let prefix = ipnet::Ipv6Net::from(key.prefix);
+                let rule = owners
+                    .owner_index(slot, RuleKind::Vnet)
+                    .map(|i| &self.policy.virtual_network_rules[i]);
+                VnetPrefixShown {
+                    id: rule.map(|r| r.id.clone()),
+                    subnet: policy::shown6(prefix),
+                    endpoint: rule.map(|r| r.endpoint.to_string()),
+                    ifindex: key.ifindex,
+                    vlan: (key.vlan != firewall_common::VLAN_ANY).then_some(key.vlan),
+                    hits: rule_hits(&hits, slot),
+                }
+            })
+            .collect::<Vec<_>>();
         let vnet: Vec<VnetPrefixShown> = self
             .dataplane
             .active_vnet_rules()
@@ -259,7 +298,9 @@ impl Daemon {
                 state: "interface missing: matches nothing".to_owned(),
             })
             .collect();
-        let trusted = self.dataplane.active_trusted().map_err(kernel)?.len();
+        let vnet: Vec<VnetPrefixShown> = vnet.into_iter().chain(vnet6).collect();
+        let trusted = self.dataplane.active_trusted().map_err(kernel)?.len()
+            + self.dataplane.active_trusted6().map_err(kernel)?.len();
         let slots = self.dataplane.hit_slots();
         let bypass_on = self.policy.bypass == policy::Bypass::AzureServices;
         let services: Vec<TrustedServiceShown> = policy::catalogue()
@@ -279,7 +320,14 @@ impl Daemon {
                     .prefixes
                     .iter()
                     .filter(|p| p.service == s.name)
-                    .count();
+                    .count()
+                    + self
+                        .policy
+                        .trusted_services
+                        .prefixes_v6
+                        .iter()
+                        .filter(|p| p.service == s.name)
+                        .count();
                 TrustedServiceShown {
                     service: s.name.to_owned(),
                     prefixes,
@@ -301,21 +349,38 @@ impl Daemon {
     fn rule_add(&mut self, rule: RuleSpec) -> Handled {
         match rule {
             RuleSpec::Ip { address } => {
-                let network = policy::parse_ip_rule("--ip-address", &address)
+                let network = policy::parse_any_ip_rule("--ip-address", &address)
                     .map_err(|e| invalid(e.to_string()))?;
-                let shown = policy::shown(network);
-                if self.policy.ip_rules.iter().any(|r| r.network == network) {
+                let shown = policy::shown_any(network);
+                let present = match network {
+                    IpNet::V4(n) => self.policy.ip_rules.iter().any(|r| r.network == n),
+                    IpNet::V6(n) => self.policy.ipv6_rules.iter().any(|r| r.network == n),
+                };
+                if present {
                     return Ok(unchanged(
                         self.generation,
                         format!("{shown} is already present"),
                     ));
                 }
                 let limit = &self.policy.limits;
-                if self.policy.ip_rules.len() >= limit.ip_rules {
-                    return Err(invalid(format!(
-                        "limit of {} IP rules reached (profile {}); remove a rule first, or raise \
-                         `limits` in the policy file",
+                let (count, max, noun, key) = match network {
+                    IpNet::V4(_) => (
+                        self.policy.ip_rules.len(),
                         limit.ip_rules,
+                        "IP rules",
+                        "limits",
+                    ),
+                    IpNet::V6(_) => (
+                        self.policy.ipv6_rules.len(),
+                        limit.ipv6_rules,
+                        "IPv6 IP rules",
+                        "limits.ipv6_rules",
+                    ),
+                };
+                if count >= max {
+                    return Err(invalid(format!(
+                        "limit of {max} {noun} reached (profile {}); remove a rule first, or raise \
+                         `{key}` in the policy file",
                         limit.profile.name()
                     )));
                 }
@@ -329,7 +394,7 @@ impl Daemon {
             } => {
                 let subnet = subnet
                     .ok_or_else(|| invalid("--subnet is required to add a subnet rule prefix"))?;
-                let prefix = policy::parse_subnet_prefix("--subnet", &subnet)
+                let prefix = policy::parse_any_subnet_prefix("--subnet", &subnet)
                     .map_err(|e| invalid(e.to_string()))?;
                 let endpoint = endpoint
                     .as_deref()
@@ -342,7 +407,7 @@ impl Daemon {
                     .iter()
                     .find(|r| r.id.eq_ignore_ascii_case(&id));
                 match existing {
-                    Some(rule) if rule.address_prefixes.contains(&prefix) => {
+                    Some(rule) if has_prefix(rule, prefix) => {
                         return Ok(unchanged(
                             self.generation,
                             format!("{prefix} is already in {}", rule.id),
@@ -368,6 +433,7 @@ impl Daemon {
                     prefix: prefix.to_string(),
                     endpoint,
                 };
+                let prefix = policy::shown_any(prefix);
                 let report = self.commit(&[edit], "network-rule add")?;
                 Ok(changed(&report, format!("added {prefix} to {id}")))
             }
@@ -377,10 +443,14 @@ impl Daemon {
     fn rule_remove(&mut self, rule: RuleSpec) -> Handled {
         match rule {
             RuleSpec::Ip { address } => {
-                let network = policy::parse_ip_rule("--ip-address", &address)
+                let network = policy::parse_any_ip_rule("--ip-address", &address)
                     .map_err(|e| invalid(e.to_string()))?;
-                let shown = policy::shown(network);
-                if !self.policy.ip_rules.iter().any(|r| r.network == network) {
+                let shown = policy::shown_any(network);
+                let present = match network {
+                    IpNet::V4(n) => self.policy.ip_rules.iter().any(|r| r.network == n),
+                    IpNet::V6(n) => self.policy.ipv6_rules.iter().any(|r| r.network == n),
+                };
+                if !present {
                     return Err(invalid(format!(
                         "IP rule {shown} not found; nothing changed (`vaultfw network-rule list` shows the rules)"
                     )));
@@ -400,9 +470,9 @@ impl Daemon {
                 let edit = match subnet {
                     None => Edit::RemoveVnetRule(rule.id.clone()),
                     Some(subnet) => {
-                        let prefix = policy::parse_subnet_prefix("--subnet", &subnet)
+                        let prefix = policy::parse_any_subnet_prefix("--subnet", &subnet)
                             .map_err(|e| invalid(e.to_string()))?;
-                        if !rule.address_prefixes.contains(&prefix) {
+                        if !has_prefix(rule, prefix) {
                             return Err(invalid(format!(
                                 "{prefix} is not in subnet rule {}; nothing changed",
                                 rule.id
@@ -620,6 +690,14 @@ fn notes(p: &policy::Policy) -> Vec<String> {
         notes.push("bypass = None: the trusted-services catalogue is inactive".to_owned());
     }
     notes
+}
+
+/// Whether subnet rule `rule` holds `prefix` (either family).
+fn has_prefix(rule: &policy::VnetRule, prefix: IpNet) -> bool {
+    match prefix {
+        IpNet::V4(p) => rule.address_prefixes.contains(&p),
+        IpNet::V6(p) => rule.address_prefixes_v6.contains(&p),
+    }
 }
 
 fn invalid(message: impl Into<String>) -> Response {

@@ -519,7 +519,12 @@ fn expired_rules(policy: &Policy, now: SystemTime) -> Vec<(String, Edit)> {
         .ip_rules
         .iter()
         .filter(|r| r.expires_at.is_some_and(|t| t <= now))
-        .map(|r| (format!("ip rule {r}"), Edit::RemoveIpRule(r.network)));
+        .map(|r| (format!("ip rule {r}"), Edit::RemoveIpRule(r.network.into())));
+    let ip6 = policy
+        .ipv6_rules
+        .iter()
+        .filter(|r| r.expires_at.is_some_and(|t| t <= now))
+        .map(|r| (format!("ip rule {r}"), Edit::RemoveIpRule(r.network.into())));
     let vnet = policy
         .virtual_network_rules
         .iter()
@@ -530,13 +535,16 @@ fn expired_rules(policy: &Policy, now: SystemTime) -> Vec<(String, Edit)> {
                 Edit::RemoveVnetRule(r.id.clone()),
             )
         });
-    ip.chain(vnet).collect()
+    ip.chain(ip6).chain(vnet).collect()
 }
 
 /// Removes expired IP and subnet rules from `policy`.
 fn remove_expired(policy: &mut Policy, now: SystemTime) {
     policy
         .ip_rules
+        .retain(|r| r.expires_at.is_none_or(|t| t > now));
+    policy
+        .ipv6_rules
         .retain(|r| r.expires_at.is_none_or(|t| t > now));
     policy
         .virtual_network_rules

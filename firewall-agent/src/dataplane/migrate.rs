@@ -27,8 +27,8 @@
 //! in place; the next start removes the staged maps and migrates again.
 
 use firewall_common::{
-    EVENT_BUCKET, EVENTS, FLOW_SEEN, HitSlots, IP_RULES_0, IP6_RULES_0, RULE_HITS, TELEMETRY, TRUSTED_0,
-    TRUSTED_SERVICE_SLOTS, VERDICT_COUNTERS, VNET_RULES_0,
+    EVENT_BUCKET, EVENTS, FLOW_SEEN, HitSlots, IP_RULES_0, IP6_RULES_0, RULE_HITS, TELEMETRY,
+    TRUSTED_0, TRUSTED_SERVICE_SLOTS, VERDICT_COUNTERS, VNET_RULES_0,
 };
 
 use super::pins::{MapPin, PinPlan};

@@ -661,6 +661,26 @@ impl Dataplane {
         self.tables.active_vnet_rules()
     }
 
+    /// The IPv6 IP rules the active table set holds, read back from the
+    /// kernel: network → hit slot.
+    pub fn active_ip6_rules(&self) -> Result<BTreeMap<ipnet::Ipv6Net, u32>, DataplaneError> {
+        self.tables.active_ip6_rules()
+    }
+
+    /// The IPv6 virtual-network entries of the active set, read back from
+    /// the kernel: (endpoint, prefix) → hit slot.
+    pub fn active_vnet6_rules(
+        &self,
+    ) -> Result<BTreeMap<crate::compile::Vnet6PrefixKey, u32>, DataplaneError> {
+        self.tables.active_vnet6_rules()
+    }
+
+    /// The IPv6 trusted-service prefixes of the active set, read back from
+    /// the kernel: network → hit slot.
+    pub fn active_trusted6(&self) -> Result<BTreeMap<ipnet::Ipv6Net, u32>, DataplaneError> {
+        self.tables.active_trusted6()
+    }
+
     /// The trusted-service prefixes of the active set, read back from the
     /// kernel: network → index in the policy's trusted prefixes.
     pub fn active_trusted(&self) -> Result<BTreeMap<ipnet::Ipv4Net, u32>, DataplaneError> {

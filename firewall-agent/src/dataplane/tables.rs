@@ -25,7 +25,7 @@ use firewall_common::{
     IP6_RULES_0, IP6_RULES_1, Ipv6Key, TRUSTED6_0, TRUSTED6_1, VNET6_RULES_0, VNET6_RULES_1,
     Vnet6Key,
 };
-use ipnet::Ipv4Net;
+use ipnet::{Ipv4Net, Ipv6Net};
 use serde::Serialize;
 
 use super::{Capacity, DataplaneError, VerdictTotals};
@@ -791,9 +791,10 @@ impl Tables {
         writes += self
             .trusted
             .sync(set, old.map(|o| &o.trusted), &new.trusted)?;
-        let ip6 = self.ip6.as_mut().ok_or(DataplaneError::MissingMap {
-            map: IP6_RULES_0,
-        })?;
+        let ip6 = self
+            .ip6
+            .as_mut()
+            .ok_or(DataplaneError::MissingMap { map: IP6_RULES_0 })?;
         writes += ip6
             .ip_rules
             .sync(set, old.map(|o| &o.ip6_rules), &new.ip6_rules)?;
@@ -926,6 +927,50 @@ impl Tables {
             .read(self.active)?
             .into_iter()
             .map(|(k, v)| (k, v.slot))
+            .collect())
+    }
+
+    /// The active set's IPv6 IP rules as the kernel holds them: network →
+    /// hit slot.
+    pub(super) fn active_ip6_rules(&self) -> Result<BTreeMap<Ipv6Net, u32>, DataplaneError> {
+        let Some(ip6) = &self.ip6 else {
+            return Ok(BTreeMap::new());
+        };
+        Ok(ip6
+            .ip_rules
+            .read(self.active)?
+            .into_iter()
+            .map(|(k, v)| (Ipv6Net::from(k), v.slot))
+            .collect())
+    }
+
+    /// The active set's IPv6 virtual-network entries as the kernel holds
+    /// them.
+    pub(super) fn active_vnet6_rules(
+        &self,
+    ) -> Result<BTreeMap<Vnet6PrefixKey, u32>, DataplaneError> {
+        let Some(ip6) = &self.ip6 else {
+            return Ok(BTreeMap::new());
+        };
+        Ok(ip6
+            .vnet_rules
+            .read(self.active)?
+            .into_iter()
+            .map(|(k, v)| (k, v.slot))
+            .collect())
+    }
+
+    /// The active set's IPv6 trusted-service entries as the kernel holds
+    /// them.
+    pub(super) fn active_trusted6(&self) -> Result<BTreeMap<Ipv6Net, u32>, DataplaneError> {
+        let Some(ip6) = &self.ip6 else {
+            return Ok(BTreeMap::new());
+        };
+        Ok(ip6
+            .trusted
+            .read(self.active)?
+            .into_iter()
+            .map(|(k, v)| (Ipv6Net::from(k), v.slot))
             .collect())
     }
 

@@ -108,8 +108,7 @@ pub fn validate_v6(
     let Field::Given(raw_rules) = field else {
         return Vec::new();
     };
-    let mut kept: BTreeMap<(u128, u8), (&RawIpRule, Ipv6Net, Option<SystemTime>)> =
-        BTreeMap::new();
+    let mut kept: BTreeMap<(u128, u8), (&RawIpRule, Ipv6Net, Option<SystemTime>)> = BTreeMap::new();
     for raw in raw_rules.iter().filter(|r| ipv6::is_ipv6_text(&r.value)) {
         let net = ipv6::check_value(ValueKind::IpRule, dialect, &raw.value_path, &raw.value);
         let expires_at = raw

@@ -230,9 +230,7 @@ pub fn check_value(
     let net = Ipv6Net::new_assert(addr, prefix_len).trunc();
     if net.addr() != addr {
         return Err(err(
-            format!(
-                "host bits are set: the network of {text} is {net} (RFC 4291 section 2.3)"
-            ),
+            format!("host bits are set: the network of {text} is {net} (RFC 4291 section 2.3)"),
             format!(
                 "write {net} for the whole network, or {} if one host was meant",
                 shown6(Ipv6Net::from(addr))
@@ -256,7 +254,8 @@ pub fn check_value(
             advice_fix(r, net, dialect),
         ));
     }
-    let unique_local_ok = kind == ValueKind::SubnetPrefix && SPECIAL_RANGES[7].network.contains(&net);
+    let unique_local_ok =
+        kind == ValueKind::SubnetPrefix && SPECIAL_RANGES[7].network.contains(&net);
     if !GLOBAL_UNICAST.contains(&net) && !unique_local_ok {
         let allowed = match kind {
             ValueKind::IpRule => "global unicast space 2000::/3",
@@ -322,8 +321,14 @@ fn advice_fix(r: &SpecialRange6, net: Ipv6Net, dialect: Dialect) -> String {
 fn embedded_ipv4(r: &SpecialRange6, net: Ipv6Net) -> Option<String> {
     let o = net.addr().octets();
     let (v4, bits) = match r.network.prefix_len() {
-        96 => ([o[12], o[13], o[14], o[15]], net.prefix_len().checked_sub(96)?),
-        16 => ([o[2], o[3], o[4], o[5]], net.prefix_len().checked_sub(16)?.min(32)),
+        96 => (
+            [o[12], o[13], o[14], o[15]],
+            net.prefix_len().checked_sub(96)?,
+        ),
+        16 => (
+            [o[2], o[3], o[4], o[5]],
+            net.prefix_len().checked_sub(16)?.min(32),
+        ),
         _ => return None,
     };
     let v4 = ipnet::Ipv4Net::new(v4.into(), bits).ok()?.trunc();
@@ -356,9 +361,21 @@ mod tests {
         let cases: [(&str, &str, &str); 13] = [
             ("::", "RFC 4291 section 2.5.2", "remove the rule"),
             ("::1", "RFC 4291 section 2.5.3", "remove the rule"),
-            ("::ffff:203.0.113.7", "RFC 4291 section 2.5.5.2", "IPv4 rule 203.0.113.7"),
-            ("::203.0.113.7", "RFC 4291 section 2.5.5.1", "IPv4 rule 203.0.113.7"),
-            ("64:ff9b::cb00:7100/120", "RFC 6052", "IPv4 rule 203.0.113.0/24"),
+            (
+                "::ffff:203.0.113.7",
+                "RFC 4291 section 2.5.5.2",
+                "IPv4 rule 203.0.113.7",
+            ),
+            (
+                "::203.0.113.7",
+                "RFC 4291 section 2.5.5.1",
+                "IPv4 rule 203.0.113.7",
+            ),
+            (
+                "64:ff9b::cb00:7100/120",
+                "RFC 6052",
+                "IPv4 rule 203.0.113.0/24",
+            ),
             ("2002:cb00:7107::/48", "RFC 3056", "IPv4 rule 203.0.113.7"),
             ("2001:0:4136:e378::/64", "RFC 4380", "IPv4 rule"),
             ("fd12:3456::/48", "RFC 4193", "virtual_network_rules"),
@@ -379,7 +396,11 @@ mod tests {
 
     #[test]
     fn malformed_long_prefixes_host_bits_and_zones_are_refused() {
-        assert!(refused("2001:db8::1::2").reason.contains("not an IPv6 address"));
+        assert!(
+            refused("2001:db8::1::2")
+                .reason
+                .contains("not an IPv6 address")
+        );
         assert!(refused("2001:db8::/129").reason.contains("longer than"));
         assert!(refused("2001:db8::/064").reason.contains("not a decimal"));
         let e = refused("2001:db8::1/64");

@@ -334,7 +334,10 @@ fn read_tag(
 }
 
 enum Prefix {
-    V4 { net: Ipv4Net, host_bits: bool },
+    V4 {
+        net: Ipv4Net,
+        host_bits: bool,
+    },
     /// Global unicast, canonical; `None` for a prefix no rule may name.
     V6(Option<Ipv6Net>),
 }

@@ -80,8 +80,7 @@ pub fn validate(
     );
     let limits = limits(&keys.limits, &raw.limits, errors);
     let ip_rules = ip_rules::validate(&raw.ip_rules, keys.dialect, ctx.now, errors, warnings);
-    let ipv6_rules =
-        ip_rules::validate_v6(&raw.ip_rules, keys.dialect, ctx.now, errors, warnings);
+    let ipv6_rules = ip_rules::validate_v6(&raw.ip_rules, keys.dialect, ctx.now, errors, warnings);
     let vnet_rules = vnet::validate(&raw.virtual_network_rules, ctx.now, errors, warnings);
     if let Some(limits) = &limits {
         check_count(

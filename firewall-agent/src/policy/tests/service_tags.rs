@@ -178,7 +178,10 @@ fn the_real_service_tags_file_loads_at_scale_with_the_observed_counts() {
     );
     let ipv4: usize = file.tags.iter().map(|t| t.ipv4.len()).sum();
     let ipv6: usize = file.tags.iter().map(|t| t.ipv6.len()).sum();
-    assert!(file.tags.iter().all(|t| t.ipv6_skipped == 0), "all global unicast");
+    assert!(
+        file.tags.iter().all(|t| t.ipv6_skipped == 0),
+        "all global unicast"
+    );
     assert_eq!((ipv4, ipv6), (14718, 5202));
     // Not a timing claim (those live in `cargo xtask bench`): printed for
     // the record, with --nocapture.
