@@ -270,8 +270,21 @@ ip_rules = [
 ]
 "#;
 
-    fn net(s: &str) -> Ipv4Net {
+    fn net(s: &str) -> IpNet {
         s.parse().unwrap()
+    }
+
+    #[test]
+    fn ipv6_rules_are_removed_whatever_their_spelling() {
+        let text = edit_native(
+            "ip_rules = [\"203.0.113.0/24\", \"2001:db8:0:0::7\", { value = \"2001:DB8:1::/48\" }]\n",
+            &[
+                Edit::RemoveIpRule(net("2001:db8::7/128")),
+                Edit::RemoveIpRule(net("2001:db8:1::/48")),
+            ],
+        )
+        .unwrap();
+        assert_eq!(text, "ip_rules = [\"203.0.113.0/24\"]\n");
     }
 
     #[test]

@@ -11,19 +11,26 @@ use std::collections::BTreeSet;
 use serde_json::{Value, json};
 use toml_edit::{Array, ArrayOfTables, DocumentMut, InlineTable, Item, Table, value};
 
-use super::model::{Endpoint, LimitProfile, Policy, VnetRule, shown};
+use super::model::{Endpoint, LimitProfile, Policy, VnetRule, shown, shown6};
 use super::trusted::catalogue;
 
 /// `policy` as Azure JSON: `{"properties": {"networkAcls": {"bypass",
 /// "defaultAction", "ipRules": [{"value"}], "virtualNetworkRules": [{"id",
 /// "ignoreMissingVnetServiceEndpoint"}]}}}`. Single addresses are written
 /// `a.b.c.d/32`, as Key Vault stores them; subnet ids as the rules hold
-/// them (an ARM id stays an ARM id). The subnets' prefixes and endpoints,
+/// them (an ARM id stays an ARM id). IPv6 rules go under `"ipv6Rules"` (as
+/// other Azure services write them; Key Vault has none), left out when
+/// there are none. The subnets' prefixes and endpoints,
 /// rule comments and expiry, and vaultfw's own settings are in
 /// [`export_subnet_map`].
 pub fn export_azure(policy: &Policy) -> Value {
     let ip_rules: Vec<Value> = policy
         .ip_rules
+        .iter()
+        .map(|r| json!({ "value": r.network.to_string() }))
+        .collect();
+    let ipv6_rules: Vec<Value> = policy
+        .ipv6_rules
         .iter()
         .map(|r| json!({ "value": r.network.to_string() }))
         .collect();
@@ -37,16 +44,16 @@ pub fn export_azure(policy: &Policy) -> Value {
             })
         })
         .collect();
-    json!({
-        "properties": {
-            "networkAcls": {
-                "bypass": policy.bypass.name(),
-                "defaultAction": policy.default_action.name(),
-                "ipRules": ip_rules,
-                "virtualNetworkRules": vnet_rules,
-            }
-        }
-    })
+    let mut acls = json!({
+        "bypass": policy.bypass.name(),
+        "defaultAction": policy.default_action.name(),
+        "ipRules": ip_rules,
+        "virtualNetworkRules": vnet_rules,
+    });
+    if !ipv6_rules.is_empty() {
+        acls["ipv6Rules"] = Value::Array(ipv6_rules);
+    }
+    json!({ "properties": { "networkAcls": acls } })
 }
 
 /// The subnet map (TOML text, see the `subnet_map` module) that, read with
@@ -66,12 +73,26 @@ pub fn export_subnet_map(policy: &Policy) -> String {
     );
     tables(&mut doc, policy);
     let mut ip_rules = ArrayOfTables::new();
-    for rule in &policy.ip_rules {
+    let all = policy
+        .ip_rules
+        .iter()
+        .map(|r| (shown(r.network), &r.comment, r.expires_at))
+        .chain(
+            policy
+                .ipv6_rules
+                .iter()
+                .map(|r| (shown6(r.network), &r.comment, r.expires_at)),
+        );
+    for (network, comment, expires_at) in all {
+        let rule = Meta {
+            comment,
+            expires_at,
+        };
         if rule.comment.is_none() && rule.expires_at.is_none() {
             continue;
         }
         let mut t = spaced_table();
-        t["value"] = value(shown(rule.network));
+        t["value"] = value(network);
         if let Some(c) = &rule.comment {
             t["comment"] = value(c.as_str());
         }
@@ -112,8 +133,21 @@ pub fn export_native(policy: &Policy) -> String {
     settings(&mut doc, policy);
     // One rule a line: a diff of the file shows the rule that changed.
     let mut ip_rules = Array::new();
-    for rule in &policy.ip_rules {
-        let network = shown(rule.network);
+    let all = policy
+        .ip_rules
+        .iter()
+        .map(|r| (shown(r.network), &r.comment, r.expires_at))
+        .chain(
+            policy
+                .ipv6_rules
+                .iter()
+                .map(|r| (shown6(r.network), &r.comment, r.expires_at)),
+        );
+    for (network, comment, expires_at) in all {
+        let rule = Meta {
+            comment,
+            expires_at,
+        };
         let mut item = if rule.comment.is_none() && rule.expires_at.is_none() {
             toml_edit::Value::from(network)
         } else {
@@ -148,6 +182,12 @@ pub fn export_native(policy: &Policy) -> String {
     doc.to_string()
 }
 
+/// A rule's comment and expiry, of either family.
+struct Meta<'a> {
+    comment: &'a Option<String>,
+    expires_at: Option<std::time::SystemTime>,
+}
+
 /// Puts the comment lines `text` above the key `key` of `doc`.
 fn header(doc: &mut DocumentMut, key: &str, text: &str) {
     if let Some(mut key) = doc.key_mut(key) {
@@ -177,6 +217,9 @@ fn settings(doc: &mut DocumentMut, policy: &Policy) {
                 "virtual_network_rules",
                 count(policy.limits.virtual_network_rules).into(),
             );
+            if policy.limits.ipv6_rules != policy.limits.ip_rules {
+                t.insert("ipv6_rules", count(policy.limits.ipv6_rules).into());
+            }
             value(t)
         }
     };
@@ -216,6 +259,7 @@ fn vnet_rule(rule: &VnetRule) -> Table {
         rule.address_prefixes
             .iter()
             .map(|p| shown(*p))
+            .chain(rule.address_prefixes_v6.iter().map(|p| shown6(*p)))
             .collect::<Array>(),
     );
     t["endpoint"] = value(endpoint_table(&rule.endpoint));
