@@ -73,6 +73,20 @@ fn an_ipv6_rule_admits_its_prefix_with_and_without_extension_headers_and_the_res
     assert!(rules.status.success(), "{listed}");
     assert!(listed.contains("2001:db8:1::/48"), "{listed}");
 
+    // The access log shows IPv6 endpoints in brackets.
+    let wanted = format!("deny_ipv6  tcp [{DENIED_SRC6}]:");
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let logs = loop {
+        let out = agent.cli(&["logs"]);
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        if text.contains(&wanted) || std::time::Instant::now() > deadline {
+            break text;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert!(logs.contains(&wanted), "{logs}");
+    assert!(logs.contains(&format!("-> [{SERVER_IP6}]:443")), "{logs}");
+
     let stats = agent.stop();
     assert_eq!(stats.get("deny_ipv6"), 2, "{}", stats.log());
     assert!(stats.get("allow_ip_rule") >= 3, "{}", stats.log());

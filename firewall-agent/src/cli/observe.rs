@@ -393,17 +393,16 @@ pub fn logs(args: &LogsArgs) -> ExitCode {
 /// One record for people: time, interface, reason, flow, VLAN, rule.
 fn record_line(r: &AccessRecord) -> String {
     let mut line = format!(
-        "{}  {}  {}  {} {}:{} -> {}:{}",
+        "{}  {}  {}  {} {} -> {}",
         r.time,
         r.interface
             .clone()
             .unwrap_or_else(|| format!("ifindex {}", r.ifindex)),
         r.reason,
         r.proto,
-        r.src,
-        r.sport,
-        r.dst,
-        r.dport,
+        // `a.b.c.d:port`, and `[v6]:port` (RFC 3986 section 3.2.2).
+        std::net::SocketAddr::new(r.src, r.sport),
+        std::net::SocketAddr::new(r.dst, r.dport),
     );
     if let Some(vlan) = r.vlan {
         line.push_str(&format!("  vlan {vlan}"));
@@ -491,6 +490,19 @@ mod tests {
             record_line(&record),
             "2026-01-31T12:00:00.000000Z  ifindex 4  allow_ip_rule  tcp 198.51.100.7:40000 -> \
              203.0.113.10:443  vlan 120  rule ip 198.51.100.7"
+        );
+        let ipv6 = AccessRecord {
+            src: "2001:db8:1::5".parse().unwrap(),
+            dst: "2001:db8::1".parse().unwrap(),
+            vlan: None,
+            rule: Some("2001:db8:1::/48".into()),
+            rule_kind: Some("ip6".into()),
+            ..record
+        };
+        assert_eq!(
+            record_line(&ipv6),
+            "2026-01-31T12:00:00.000000Z  ifindex 4  allow_ip_rule  tcp [2001:db8:1::5]:40000 -> \
+             [2001:db8::1]:443  rule ip6 2001:db8:1::/48"
         );
     }
 }

@@ -62,7 +62,7 @@ pub struct AccessRecord {
     /// The rule that allowed it (allow events only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rule: Option<String>,
-    /// That rule's kind: `ip`, `vnet` or `trusted`.
+    /// That rule's kind: `ip`, `ip6`, `vnet` or `trusted`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rule_kind: Option<String>,
 }
