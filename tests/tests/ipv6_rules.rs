@@ -365,3 +365,132 @@ fn network_rule_add_and_remove_take_ipv6_addresses_and_list_counts_their_hits() 
     let stats = agent.stop();
     assert_eq!(stats.get("deny_ipv6"), 2, "{}", stats.log());
 }
+
+/// The maps a build before IPv6 rules did not have.
+const IPV6_TRIES: [&str; 6] = [
+    "VFW_IP6_RULES_0",
+    "VFW_IP6_RULES_1",
+    "VFW_VNET6_RULES_0",
+    "VFW_VNET6_RULES_1",
+    "VFW_TRUSTED6_0",
+    "VFW_TRUSTED6_1",
+];
+
+const IPV4_ONLY: &str = r#"
+default_action = "Deny"
+bypass = "None"
+ip_rules = ["203.0.113.0/24"]
+
+[data_plane]
+tcp_ports = [443]
+"#;
+
+/// Serves [`IPV4_ONLY`] with `binary` (this build when `None`), makes three
+/// allowed connections, and stops leaving the filter in force; returns the
+/// generation, the rule's packets, the policy and the paths.
+fn serve_ipv4_only(
+    topo: &Topology,
+    binary: Option<std::path::PathBuf>,
+) -> (u64, u64, PolicyFile, vaultfw_tests::AgentPaths) {
+    let mut options = AgentOptions::iface(topo.server_veth());
+    options.on_exit = "keep";
+    options.binary = binary;
+    let mut agent = Agent::start_with(&topo.server, IPV4_ONLY, options);
+    agent.wait_ready();
+    agent.wait_serving();
+    for _ in 0..3 {
+        assert_connects(topo, &agent, ALLOWED_SRC, 443, "before the upgrade");
+    }
+    let generation = agent.generation();
+    let hits = agent.rule_packets("203.0.113.0/24");
+    let (_, policy, paths) = agent.stop_keeping();
+    (generation, hits, policy, paths)
+}
+
+/// Restarts on `paths` with this build and [`IPV6_RULE_POLICY`] written
+/// into `policy`: the filter moves to maps with the IPv6 tries, the IPv4
+/// rule keeps its counters and the generation numbering goes on, and the
+/// IPv6 rule is enforced from then on.
+fn upgrade_and_check(
+    topo: &Topology,
+    policy: PolicyFile,
+    paths: vaultfw_tests::AgentPaths,
+    generation: u64,
+    hits: u64,
+) {
+    std::fs::write(policy.path(), IPV6_RULE_POLICY).expect("writing the new policy");
+    let mut options = AgentOptions::iface(topo.server_veth());
+    options.on_exit = "keep";
+    let _pins = vaultfw_tests::agent::LeftPins(paths.clone());
+    let mut agent = Agent::spawn(&topo.server, policy, paths, options);
+    agent.wait_ready();
+    agent.wait_serving();
+    assert!(
+        agent.output().contains("moving the filter to new maps"),
+        "{}",
+        agent.output()
+    );
+    assert!(agent.generation() > generation, "the numbering goes on");
+    assert_eq!(
+        agent.rule_packets("203.0.113.0/24"),
+        hits,
+        "the IPv4 rule keeps its counters"
+    );
+    assert_connects6(
+        &topo.client,
+        &agent,
+        ALLOWED_SRC6,
+        server_addr6(443),
+        false,
+        "the IPv6 rule, after the upgrade",
+    );
+    assert_dropped6(
+        &topo.client,
+        &agent,
+        DENIED_SRC6,
+        server_addr6(443),
+        false,
+        "no IPv6 rule, after the upgrade",
+    );
+    assert_connects(
+        topo,
+        &agent,
+        ALLOWED_SRC,
+        443,
+        "the IPv4 rule, after the upgrade",
+    );
+    assert!(agent.rule_packets("2001:db8:1::/48") >= 1);
+    agent.stop();
+}
+
+#[test]
+fn pins_without_the_ipv6_tries_are_migrated_keeping_the_counters() {
+    let topo = Topology::new();
+    enable_ipv6(&topo, &[]);
+    let _https6 = TcpServer6::start(&topo.server, 443);
+    let _https = TcpServer::start(&topo.server, topo.server_addr(443));
+    let (generation, hits, policy, paths) = serve_ipv4_only(&topo, None);
+    // What a build before IPv6 rules leaves pinned: no IPv6 tries (the
+    // attached program keeps its own references to them).
+    for name in IPV6_TRIES {
+        let pin = paths.pin_dir.join("maps").join(name);
+        std::fs::remove_file(&pin).unwrap_or_else(|e| panic!("removing {}: {e}", pin.display()));
+    }
+    upgrade_and_check(&topo, policy, paths, generation, hits);
+}
+
+/// The same from a real earlier build: needs a vaultfw built without IPv6
+/// rules in `VAULTFW_PREVIOUS_BIN`; skipped without it.
+#[test]
+fn upgrade_from_a_build_without_ipv6_rules_keeps_the_counters() {
+    let Some(previous) = std::env::var_os("VAULTFW_PREVIOUS_BIN") else {
+        eprintln!("skipping: set VAULTFW_PREVIOUS_BIN to a vaultfw built without IPv6 rules");
+        return;
+    };
+    let topo = Topology::new();
+    enable_ipv6(&topo, &[]);
+    let _https6 = TcpServer6::start(&topo.server, 443);
+    let _https = TcpServer::start(&topo.server, topo.server_addr(443));
+    let (generation, hits, policy, paths) = serve_ipv4_only(&topo, Some(previous.into()));
+    upgrade_and_check(&topo, policy, paths, generation, hits);
+}
