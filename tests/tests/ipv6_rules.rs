@@ -291,10 +291,12 @@ fn network_rule_add_and_remove_take_ipv6_addresses_and_list_counts_their_hits() 
     let topo = Topology::new();
     enable_ipv6(&topo, &[]);
     let _https6 = TcpServer6::start(&topo.server, 443);
-    let mut agent = Agent::start(
+    let mut options = AgentOptions::iface(topo.server_veth());
+    options.extra_args = vec!["--metrics-addr".into(), "127.0.0.1:9464".into()];
+    let mut agent = Agent::start_with(
         &topo.server,
-        topo.server_veth(),
         "default_action = \"Deny\"\nbypass = \"None\"\nip_rules = [\"203.0.113.0/24\"]\n",
+        options,
     );
     agent.wait_ready();
     assert_dropped6(
@@ -333,6 +335,18 @@ fn network_rule_add_and_remove_take_ipv6_addresses_and_list_counts_their_hits() 
     assert!(rule["packets"].as_u64().unwrap_or(0) >= 1, "{json}");
     let file = std::fs::read_to_string(agent.policy().path()).expect("policy file");
     assert!(file.contains("\"2001:db8:1::/48\""), "written back: {file}");
+    let metrics = vaultfw_tests::traffic::http_get(&topo.server, "127.0.0.1:9464", "/metrics");
+    let hits = metrics
+        .lines()
+        .find(|l| {
+            l.starts_with(r#"vaultfw_rule_hit_packets_total{kind="ip6",rule="2001:db8:1::/48"}"#)
+        })
+        .unwrap_or_else(|| panic!("no metric for the IPv6 rule:\n{metrics}"));
+    assert!(!hits.ends_with(" 0"), "{hits}");
+    assert!(
+        metrics.contains(r#"vaultfw_map_entries{table="ipv6_ip_rules"} 1"#),
+        "{metrics}"
+    );
 
     // A refused class: the error names the flag, the value, the RFC and the fix.
     let out = agent.cli(&["network-rule", "add", "--ip-address", "fe80::1"]);
