@@ -335,6 +335,17 @@ fn network_rule_add_and_remove_take_ipv6_addresses_and_list_counts_their_hits() 
     assert!(rule["packets"].as_u64().unwrap_or(0) >= 1, "{json}");
     let file = std::fs::read_to_string(agent.policy().path()).expect("policy file");
     assert!(file.contains("\"2001:db8:1::/48\""), "written back: {file}");
+    // `export` writes the rule the way Azure services list IPv6 rules.
+    let export =
+        vaultfw_tests::vaultfw(&["export", agent.policy().path_str(), "--format", "azure"]);
+    let exported = String::from_utf8_lossy(&export.stdout);
+    assert!(export.status.success(), "{exported}");
+    let json: serde_json::Value = serde_json::from_str(&exported).expect("export is JSON");
+    assert_eq!(
+        json["properties"]["networkAcls"]["ipv6Rules"],
+        serde_json::json!([{ "value": "2001:db8:1::/48" }]),
+        "{exported}"
+    );
     let metrics = vaultfw_tests::traffic::http_get(&topo.server, "127.0.0.1:9464", "/metrics");
     let hits = metrics
         .lines()
