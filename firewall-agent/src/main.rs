@@ -213,11 +213,15 @@ fn print_validated(args: &ValidateArgs, validated: &policy::Validated) {
     for rule in &p.ip_rules {
         println!("  allow {rule}");
     }
+    for rule in &p.ipv6_rules {
+        println!("  allow {rule} (IPv6, limit {})", p.limits.ipv6_rules);
+    }
     for rule in &p.virtual_network_rules {
         let prefixes: Vec<String> = rule
             .address_prefixes
             .iter()
             .map(|n| n.to_string())
+            .chain(rule.address_prefixes_v6.iter().map(|n| n.to_string()))
             .collect();
         println!(
             "  allow subnet {} ({}) through {}",

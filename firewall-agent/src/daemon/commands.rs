@@ -155,15 +155,17 @@ impl Daemon {
                 profile: p.limits.profile.name().to_owned(),
                 ip_rules: p.limits.ip_rules,
                 virtual_network_rules: p.limits.virtual_network_rules,
+                ipv6_rules: p.limits.ipv6_rules,
             },
             data_plane: DataPlaneShown {
                 tcp_ports: p.data_plane.tcp_ports.clone(),
                 udp_ports: p.data_plane.udp_ports.clone(),
                 guard_control_ports: p.data_plane.guard_control_ports.clone(),
             },
-            ip_rules: p.ip_rules.len(),
+            ip_rules: p.ip_rules.len() + p.ipv6_rules.len(),
             virtual_network_rules: p.virtual_network_rules.len(),
-            trusted_service_prefixes: p.trusted_services.prefixes.len(),
+            trusted_service_prefixes: p.trusted_services.prefixes.len()
+                + p.trusted_services.prefixes_v6.len(),
             awaiting_confirmation_until: self.pending.as_ref().map(|pa| rfc3339(pa.deadline)),
             health: self.health.shown(),
             forwarded_traffic: if self.options.pass_forwarded {

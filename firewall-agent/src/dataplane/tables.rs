@@ -40,9 +40,9 @@ pub struct ApplyReport {
     pub generation: u64,
     /// False when the policy equalled the active one: nothing was written.
     pub changed: bool,
-    /// IP rules in the new policy and not in the previous one.
+    /// IP rules (IPv4 and IPv6) in the new policy and not in the previous one.
     pub ip_rules_added: usize,
-    /// IP rules in the previous policy and not in the new one.
+    /// IP rules (IPv4 and IPv6) in the previous policy and not in the new one.
     pub ip_rules_removed: usize,
     /// Map element writes and deletes performed.
     pub map_writes: usize,
@@ -633,7 +633,9 @@ impl Tables {
         self.previous = served_before;
         self.fallback_at_ns = fallback_at_ns;
 
-        let before = previous.map(|p| p.ip_rules).unwrap_or_default();
+        let (before, before6) = previous
+            .map(|p| (p.ip_rules, p.ip6_rules))
+            .unwrap_or_default();
         Ok(ApplyReport {
             generation,
             changed: true,
@@ -641,11 +643,20 @@ impl Tables {
                 .ip_rules
                 .keys()
                 .filter(|k| !before.contains_key(k))
-                .count(),
+                .count()
+                + compiled
+                    .ip6_rules
+                    .keys()
+                    .filter(|k| !before6.contains_key(k))
+                    .count(),
             ip_rules_removed: before
                 .keys()
                 .filter(|k| !compiled.ip_rules.contains_key(k))
-                .count(),
+                .count()
+                + before6
+                    .keys()
+                    .filter(|k| !compiled.ip6_rules.contains_key(k))
+                    .count(),
             map_writes: map_writes + 1,
         })
     }

@@ -141,6 +141,24 @@ pub fn validate_v6(
             }
         }
     }
+    for (raw, net, _) in kept.values() {
+        let wider = (0..net.prefix_len()).rev().find_map(|len| {
+            let wider = Ipv6Net::new(net.addr(), len).ok()?.trunc();
+            kept.get(&(u128::from(wider.addr()), len))
+        });
+        if let Some((wider_raw, wider, _)) = wider {
+            warnings.push(PolicyWarning::new(
+                &raw.path,
+                format!(
+                    "{} lies inside {} {}: the wider rule already admits it (overlaps are \
+                     allowed; the longest prefix matches and counts the hit)",
+                    shown6(*net),
+                    wider_raw.path,
+                    shown6(*wider)
+                ),
+            ));
+        }
+    }
     kept.into_values()
         .map(|(raw, network, expires_at)| Ipv6Rule {
             network,

@@ -72,6 +72,24 @@ fn every_refused_ipv6_class_names_its_path_value_rfc_and_fix() {
 }
 
 #[test]
+fn an_ipv6_rule_inside_a_wider_one_is_reported_as_shadowed() {
+    let v = load(&deny_with_rules(&[
+        "\"2001:db8::/32\"",
+        "\"2001:db8:1::/48\"",
+    ]));
+    assert_eq!(v.policy.ipv6_rules.len(), 2);
+    assert_eq!(v.warnings.len(), 1, "{:?}", v.warnings);
+    assert_eq!(v.warnings[0].path, "ip_rules[1]");
+    assert!(
+        v.warnings[0]
+            .message
+            .contains("2001:db8:1::/48 lies inside ip_rules[0] 2001:db8::/32"),
+        "{:?}",
+        v.warnings
+    );
+}
+
+#[test]
 fn subnet_prefixes_take_unique_local_ipv6_but_not_link_local() {
     let policy = |prefix: &str| {
         format!(
