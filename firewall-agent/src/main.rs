@@ -212,6 +212,10 @@ fn without_comments(policy: &policy::Policy) -> policy::Policy {
         rule.comment = None;
         rule.expires_at = None;
     }
+    for rule in &mut bare.ipv6_rules {
+        rule.comment = None;
+        rule.expires_at = None;
+    }
     bare
 }
 
@@ -353,11 +357,15 @@ fn print_validated(args: &ValidateArgs, validated: &policy::Validated) {
     for rule in &p.ip_rules {
         println!("  allow {rule}");
     }
+    for rule in &p.ipv6_rules {
+        println!("  allow {rule} (IPv6, limit {})", p.limits.ipv6_rules);
+    }
     for rule in &p.virtual_network_rules {
         let prefixes: Vec<String> = rule
             .address_prefixes
             .iter()
             .map(|n| n.to_string())
+            .chain(rule.address_prefixes_v6.iter().map(|n| n.to_string()))
             .collect();
         println!(
             "  allow subnet {} ({}) through {}",
@@ -370,10 +378,10 @@ fn print_validated(args: &ValidateArgs, validated: &policy::Validated) {
     if !trusted.prefixes.is_empty() || p.bypass == policy::Bypass::AzureServices {
         let names: Vec<&str> = trusted.enabled.iter().map(|s| s.name).collect();
         println!(
-            "  trusted services ({}): {} IPv4 prefixes, {} IPv6 skipped{}",
+            "  trusted services ({}): {} IPv4 prefixes, {} IPv6 prefixes{}",
             names.join(", "),
             trusted.prefixes.len(),
-            trusted.ipv6_skipped,
+            trusted.prefixes_v6.len(),
             if p.bypass == policy::Bypass::None {
                 " — inactive (bypass = None)"
             } else {

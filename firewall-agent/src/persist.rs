@@ -10,7 +10,7 @@ mod files;
 
 use std::path::PathBuf;
 
-use ipnet::Ipv4Net;
+use ipnet::IpNet;
 use toml_edit::{Array, ArrayOfTables, DocumentMut, Item, Table, Value};
 
 use crate::policy::{self, Endpoint, endpoint_table, subnet_id};
@@ -33,8 +33,9 @@ pub enum Edit {
         expires_at: Option<String>,
     },
     /// Removes every IP rule whose network is this one (whatever its
-    /// spelling: `a.b.c.d`, `a.b.c.d/32`, or a table with `value`).
-    RemoveIpRule(Ipv4Net),
+    /// spelling: `a.b.c.d`, `a.b.c.d/32`, `2001:db8:0::1`, or a table with
+    /// `value`).
+    RemoveIpRule(IpNet),
     /// Sets a top-level string key (`default_action`, `bypass`).
     SetString(&'static str, String),
     /// Adds `prefix` to subnet rule `id` (ids compare case-insensitively),
@@ -55,7 +56,7 @@ pub enum Edit {
         /// The rule id.
         id: String,
         /// The prefix.
-        prefix: Ipv4Net,
+        prefix: IpNet,
     },
     /// Removes subnet rule `id`.
     RemoveVnetRule(String),
@@ -275,17 +276,17 @@ fn has_id(rule: &Table, id: &str) -> bool {
 }
 
 /// The network of an `ip_rules` item: a string or `{ value = "..." }`.
-fn rule_network(item: &Value) -> Option<Ipv4Net> {
+fn rule_network(item: &Value) -> Option<IpNet> {
     let value = match item {
         Value::InlineTable(table) => table.get("value")?,
         other => other,
     };
-    policy::parse_ip_rule("ip_rules", value.as_str()?).ok()
+    policy::parse_any_ip_rule("ip_rules", value.as_str()?).ok()
 }
 
 /// The network of an `address_prefixes` item.
-fn prefix_network(value: &Value) -> Option<Ipv4Net> {
-    policy::parse_subnet_prefix("address_prefixes", value.as_str()?).ok()
+fn prefix_network(value: &Value) -> Option<IpNet> {
+    policy::parse_any_subnet_prefix("address_prefixes", value.as_str()?).ok()
 }
 
 #[cfg(test)]
@@ -301,8 +302,21 @@ ip_rules = [
 ]
 "#;
 
-    fn net(s: &str) -> Ipv4Net {
+    fn net(s: &str) -> IpNet {
         s.parse().unwrap()
+    }
+
+    #[test]
+    fn ipv6_rules_are_removed_whatever_their_spelling() {
+        let text = edit_native(
+            "ip_rules = [\"203.0.113.0/24\", \"2001:db8:0:0::7\", { value = \"2001:DB8:1::/48\" }]\n",
+            &[
+                Edit::RemoveIpRule(net("2001:db8::7/128")),
+                Edit::RemoveIpRule(net("2001:db8:1::/48")),
+            ],
+        )
+        .unwrap();
+        assert_eq!(text, "ip_rules = [\"203.0.113.0/24\"]\n");
     }
 
     #[test]

@@ -241,6 +241,71 @@ fn control_plane_and_non_data_plane_protocols_pass() {
 }
 
 #[test]
+fn ipv6_sources_are_judged_by_ipv6_rules_then_the_ipv6_setting() {
+    if !require_root() {
+        return;
+    }
+    let dir = TempDir::new("k6");
+    let policy = dir.file(
+        "policy.toml",
+        r#"
+default_action = "Deny"
+ip_rules = ["203.0.113.10", { value = "2001:db8:1::/48", comment = "v6 office" }]
+
+[[virtual_network_rules]]
+id = "vnet-test/subnets/app6"
+address_prefixes = ["fd00:20::/32"]
+endpoint = { interface = "lo" }
+"#,
+    );
+    let run = |src: &str| {
+        let args = [
+            "--policy",
+            policy.to_str().expect("UTF-8 path"),
+            "--src",
+            src,
+            "--dst",
+            "2001:db8::1",
+            "--proto",
+            "tcp",
+            "--dport",
+            "443",
+            "--output",
+            "json",
+        ];
+        let lines = json_lines(&check(&args));
+        assert_eq!(lines.len(), 1, "{lines:?}");
+        (
+            lines[0]["verdict"].as_str().expect("verdict").to_owned(),
+            lines[0]["reason"].as_str().expect("reason").to_owned(),
+            lines[0]["rule"].clone(),
+        )
+    };
+    assert_eq!(
+        run("2001:db8:1::5"),
+        (
+            "XDP_PASS".to_owned(),
+            "allow_ip_rule".to_owned(),
+            Value::from("ip rule 2001:db8:1::/48 (\"v6 office\")")
+        )
+    );
+    assert_eq!(
+        run("fd00:20::9"),
+        (
+            "XDP_PASS".to_owned(),
+            "allow_vnet_rule".to_owned(),
+            Value::from(
+                "virtual network rule vnet-test/subnets/app6: fd00:20::/32 via interface lo"
+            )
+        )
+    );
+    assert_eq!(
+        run("2001:db8:2::5"),
+        ("XDP_DROP".to_owned(), "deny_ipv6".to_owned(), Value::Null)
+    );
+}
+
+#[test]
 fn a_trusted_service_match_names_the_service_and_tag() {
     if !require_root() {
         return;

@@ -26,7 +26,7 @@ use firewall_common::{
     PORT_PROTO_TCP, PORT_PROTO_UDP, RuleValue, VLAN_ANY, Verdict, port_slot,
 };
 use vaultfw::clock::kernel_now_ns;
-use vaultfw::compile::{CompiledTables, PrefixKey, VnetPrefixKey};
+use vaultfw::compile::{CompiledTables, Prefix6Key, PrefixKey, VnetPrefixKey};
 use vaultfw::dataplane::{Capacity, Dataplane};
 use vaultfw::reference::{self, Judgement};
 
@@ -137,6 +137,29 @@ fn describe_tables(t: &CompiledTables) -> String {
         })
         .collect();
     let _ = writeln!(out, "  vnet_rules: {vnet:?}");
+    let net6 = |k: &Prefix6Key, v: &RuleValue| {
+        let net = format!("{}/{}", std::net::Ipv6Addr::from(k.octets), k.prefix_len);
+        match v.expires_at_ns() {
+            0 => net,
+            at => format!("{net} (expires at monotonic {at} ns)"),
+        }
+    };
+    let ip6: Vec<String> = t.ip6_rules.iter().map(|(k, v)| net6(k, v)).collect();
+    let trusted6: Vec<String> = t.trusted6.iter().map(|(k, v)| net6(k, v)).collect();
+    let vnet6: Vec<String> = t
+        .vnet6_rules
+        .iter()
+        .map(|(k, v)| {
+            format!(
+                "{} via {}",
+                net6(&k.prefix, v),
+                reference::endpoint_words(k.ifindex, k.vlan)
+            )
+        })
+        .collect();
+    let _ = writeln!(out, "  ip6_rules: {ip6:?}");
+    let _ = writeln!(out, "  trusted6: {trusted6:?}");
+    let _ = writeln!(out, "  vnet6_rules: {vnet6:?}");
     out
 }
 
@@ -169,6 +192,10 @@ struct Summary {
     truncations: usize,
     table_sets: usize,
     by_verdict: BTreeMap<&'static str, usize>,
+    /// Frames an IPv6 entry let through, by table (`ip6`, `trusted`,
+    /// `vnet`), and how many of them carried extension headers.
+    ipv6_matches: BTreeMap<&'static str, usize>,
+    ipv6_matches_after_extensions: usize,
     known: BTreeMap<&'static str, usize>,
     disagreements: Vec<Disagreement>,
     unexplained: usize,
@@ -255,6 +282,15 @@ impl Runner {
                     .by_verdict
                     .entry(p.model.verdict.name())
                     .or_default() += 1;
+                if let Some(m) = p.model.matched.filter(|m| m.prefix.addr().is_ipv6()) {
+                    *summary.ipv6_matches.entry(m.kind.name()).or_default() += 1;
+                    let extensions = p
+                        .model
+                        .explanation
+                        .iter()
+                        .any(|s| s.starts_with("IPv6 extension header"));
+                    summary.ipv6_matches_after_extensions += usize::from(extensions);
+                }
             }
         } else {
             for p in batch {
@@ -348,7 +384,8 @@ fn run(frames: usize, seed: u64) -> Summary {
 fn report(summary: &Summary, seed: u64) -> String {
     let mut out = format!(
         "differential: {} frames ({} truncations) under {} table sets, seed {seed:#x}: {} \
-         disagreements ({} unexplained{}) in {:.2}s ({:.2}s applying table sets)\n  verdicts: {:?}\n",
+         disagreements ({} unexplained{}) in {:.2}s ({:.2}s applying table sets)\n  verdicts: {:?}\n  \
+         allowed by IPv6 entries: {:?} ({} after extension headers)\n",
         summary.frames,
         summary.truncations,
         summary.table_sets,
@@ -362,6 +399,8 @@ fn report(summary: &Summary, seed: u64) -> String {
         summary.elapsed.as_secs_f64(),
         summary.applying.as_secs_f64(),
         summary.by_verdict,
+        summary.ipv6_matches,
+        summary.ipv6_matches_after_extensions,
     );
     for bug in KNOWN_BUGS {
         if let Some(n) = summary.known.get(bug.id) {
@@ -434,6 +473,16 @@ fn kernel_and_model_agree_on_generated_frames() {
         summary.unexplained, 0,
         "the kernel program and the reference model disagree:\n{text}"
     );
+    if frames >= DEFAULT_FRAMES {
+        // The run reached every IPv6 table, through extension headers too.
+        for kind in ["ip6", "trusted", "vnet"] {
+            assert!(
+                summary.ipv6_matches.get(kind).copied().unwrap_or(0) > 0,
+                "no frame matched an IPv6 {kind} entry:\n{text}"
+            );
+        }
+        assert!(summary.ipv6_matches_after_extensions > 0, "{text}");
+    }
 }
 
 // ------------------------------------------------------- fixed frames

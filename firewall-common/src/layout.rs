@@ -34,6 +34,8 @@ pub enum Sizing {
     Fixed,
     /// Each IP-rule trie: the policy's `limits.ip_rules`.
     IpRules,
+    /// Each IPv6 IP-rule trie: the policy's `limits.ipv6_rules`.
+    Ip6Rules,
     /// Each virtual-network trie: the agent's subnet-entry cap.
     VnetEntries,
     /// Each trusted-services trie: the agent's trusted-prefix cap.
@@ -177,6 +179,51 @@ pub const TRUSTED_MAPS: [MapSpec; 2] = [
         Sizing::TrustedEntries,
     ),
 ];
+/// [`IP6_RULES_0`] and [`IP6_RULES_1`]: [`Ipv6Key`] → [`RuleValue`].
+pub const IP6_RULES_MAPS: [MapSpec; 2] = [
+    lpm_trie(
+        IP6_RULES_0,
+        lpm_key::<Ipv6Key>(),
+        DEFAULT_IP_RULE_CAPACITY,
+        Sizing::Ip6Rules,
+    ),
+    lpm_trie(
+        IP6_RULES_1,
+        lpm_key::<Ipv6Key>(),
+        DEFAULT_IP_RULE_CAPACITY,
+        Sizing::Ip6Rules,
+    ),
+];
+/// [`VNET6_RULES_0`] and [`VNET6_RULES_1`]: [`Vnet6Key`] → [`RuleValue`].
+pub const VNET6_RULES_MAPS: [MapSpec; 2] = [
+    lpm_trie(
+        VNET6_RULES_0,
+        lpm_key::<Vnet6Key>(),
+        DEFAULT_VNET_CAPACITY,
+        Sizing::VnetEntries,
+    ),
+    lpm_trie(
+        VNET6_RULES_1,
+        lpm_key::<Vnet6Key>(),
+        DEFAULT_VNET_CAPACITY,
+        Sizing::VnetEntries,
+    ),
+];
+/// [`TRUSTED6_0`] and [`TRUSTED6_1`]: [`Ipv6Key`] → [`RuleValue`].
+pub const TRUSTED6_MAPS: [MapSpec; 2] = [
+    lpm_trie(
+        TRUSTED6_0,
+        lpm_key::<Ipv6Key>(),
+        DEFAULT_TRUSTED_CAPACITY,
+        Sizing::TrustedEntries,
+    ),
+    lpm_trie(
+        TRUSTED6_1,
+        lpm_key::<Ipv6Key>(),
+        DEFAULT_TRUSTED_CAPACITY,
+        Sizing::TrustedEntries,
+    ),
+];
 /// [`VERDICT_COUNTERS`]: a u64 per (interface slot, verdict), per CPU.
 pub const VERDICT_COUNTERS_MAP: MapSpec = per_cpu_array(
     VERDICT_COUNTERS,
@@ -231,7 +278,7 @@ pub const BPF_LOGS_MAP: MapSpec = MapSpec {
 };
 
 /// Every map of the program.
-pub const MAPS: [MapSpec; 16] = [
+pub const MAPS: [MapSpec; 22] = [
     ACTIVE_SET_MAP,
     POLICY_CONFIG_MAP,
     DATA_PLANE_PORTS_MAP,
@@ -247,6 +294,12 @@ pub const MAPS: [MapSpec; 16] = [
     FLOW_SEEN_MAP,
     EVENT_BUCKET_MAP,
     TELEMETRY_MAP,
+    IP6_RULES_MAPS[0],
+    IP6_RULES_MAPS[1],
+    VNET6_RULES_MAPS[0],
+    VNET6_RULES_MAPS[1],
+    TRUSTED6_MAPS[0],
+    TRUSTED6_MAPS[1],
     BPF_LOGS_MAP,
 ];
 

@@ -39,6 +39,22 @@ pub const TRUSTED_0: &str = "VFW_TRUSTED_0";
 /// LpmTrie<[`Ipv4Key`], [`RuleValue`]> of table set 1's trusted-service
 /// prefixes.
 pub const TRUSTED_1: &str = "VFW_TRUSTED_1";
+/// LpmTrie<[`Ipv6Key`], [`RuleValue`]> of table set 0's IPv6 IP rules.
+pub const IP6_RULES_0: &str = "VFW_IP6_RULES_0";
+/// LpmTrie<[`Ipv6Key`], [`RuleValue`]> of table set 1's IPv6 IP rules.
+pub const IP6_RULES_1: &str = "VFW_IP6_RULES_1";
+/// LpmTrie<[`Vnet6Key`], [`RuleValue`]> of table set 0's virtual network
+/// rules' IPv6 prefixes.
+pub const VNET6_RULES_0: &str = "VFW_VNET6_RULES_0";
+/// LpmTrie<[`Vnet6Key`], [`RuleValue`]> of table set 1's virtual network
+/// rules' IPv6 prefixes.
+pub const VNET6_RULES_1: &str = "VFW_VNET6_RULES_1";
+/// LpmTrie<[`Ipv6Key`], [`RuleValue`]> of table set 0's trusted-service
+/// IPv6 prefixes (consulted only with [`FLAG_BYPASS_TRUSTED`]).
+pub const TRUSTED6_0: &str = "VFW_TRUSTED6_0";
+/// LpmTrie<[`Ipv6Key`], [`RuleValue`]> of table set 1's trusted-service
+/// IPv6 prefixes.
+pub const TRUSTED6_1: &str = "VFW_TRUSTED6_1";
 /// PerCpuArray<u64, [`VERDICT_SLOTS`]>: frames per (interface slot,
 /// verdict), at index [`verdict_slot`]. Totals sum every interface slot.
 pub const VERDICT_COUNTERS: &str = "VFW_VERDICTS";
@@ -224,7 +240,10 @@ pub struct RuleHits {
 }
 
 /// The layout of [`RULE_HITS`]: IP rules first, then virtual network
-/// rules, then trusted services; each trie value is a slot here.
+/// rules, then trusted services, then IPv6 IP rules (last, so a layout
+/// without them is a prefix of one with them); each trie value is a slot
+/// here. Trusted services share their slot between IPv4 and IPv6 prefixes,
+/// and a virtual network rule between its IPv4 and IPv6 prefixes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct HitSlots {
     /// Slots for IP rules (`limits.ip_rules`).
@@ -233,6 +252,8 @@ pub struct HitSlots {
     pub vnet_rules: u32,
     /// Slots for trusted services (the catalogue's size).
     pub trusted_services: u32,
+    /// Slots for IPv6 IP rules (`limits.ipv6_rules`).
+    pub ipv6_rules: u32,
 }
 
 /// Hit slots reserved for trusted services (the catalogue has ten).
@@ -246,7 +267,14 @@ impl HitSlots {
             ip_rules,
             vnet_rules,
             trusted_services: TRUSTED_SERVICE_SLOTS,
+            ipv6_rules: 0,
         }
+    }
+
+    /// This layout with `ipv6_rules` IPv6 IP-rule slots.
+    pub const fn with_ipv6(mut self, ipv6_rules: u32) -> Self {
+        self.ipv6_rules = ipv6_rules;
+        self
     }
 
     /// The slot of IP rule slot `i`.
@@ -261,9 +289,13 @@ impl HitSlots {
     pub const fn trusted(&self, i: u32) -> u32 {
         self.ip_rules + self.vnet_rules + i
     }
+    /// The slot of IPv6 IP rule slot `i`.
+    pub const fn ip6(&self, i: u32) -> u32 {
+        self.ip_rules + self.vnet_rules + self.trusted_services + i
+    }
     /// Entries of [`RULE_HITS`].
     pub const fn total(&self) -> u32 {
-        self.ip_rules + self.vnet_rules + self.trusted_services
+        self.ip_rules + self.vnet_rules + self.trusted_services + self.ipv6_rules
     }
 
     /// The slot of this layout that holds what `slot` of `old` held: the
@@ -275,12 +307,14 @@ impl HitSlots {
             (slot, self.ip_rules, self.ip(0))
         } else if slot < old.ip_rules + old.vnet_rules {
             (slot - old.ip_rules, self.vnet_rules, self.vnet(0))
-        } else if slot < old.total() {
+        } else if slot < old.ip6(0) {
             (
                 slot - old.ip_rules - old.vnet_rules,
                 self.trusted_services,
                 self.trusted(0),
             )
+        } else if slot < old.total() {
+            (slot - old.ip6(0), self.ipv6_rules, self.ip6(0))
         } else {
             return None;
         };
@@ -400,6 +434,38 @@ pub struct VnetKey {
     pub addr: [u8; 4],
 }
 
+/// The data of an IPv6 LPM-trie key: the 16 address octets in network
+/// byte order (most significant bit of byte 0 first, as the trie matches).
+pub type Ipv6Key = [u8; 16];
+
+/// The data of an IPv6 virtual-network trie key: the endpoint as in
+/// [`VnetKey`], then the 16 octets of the IPv6 source in network byte
+/// order. A rule key has prefix length `VNET_ENDPOINT_BITS + prefix`.
+/// 24 bytes, no padding.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Vnet6Key {
+    /// Ingress ifindex, big-endian; [`IFINDEX_ANY`] for a VLAN-only endpoint.
+    pub ifindex: [u8; 4],
+    /// VLAN id, big-endian, as in [`VnetKey::vlan`].
+    pub vlan: [u8; 4],
+    /// IPv6 address octets, network byte order.
+    pub addr: [u8; 16],
+}
+
+impl Vnet6Key {
+    /// The key for `ifindex`, `vlan` (host-order numbers) and `addr`
+    /// (octets in network byte order).
+    #[inline(always)]
+    pub const fn new(ifindex: u32, vlan: u32, addr: [u8; 16]) -> Self {
+        Vnet6Key {
+            ifindex: ifindex.to_be_bytes(),
+            vlan: vlan.to_be_bytes(),
+            addr,
+        }
+    }
+}
+
 /// Bits of a [`VnetKey`] before the address: the endpoint.
 pub const VNET_ENDPOINT_BITS: u32 = 64;
 /// [`VnetKey::ifindex`] of an endpoint bound to a VLAN on any interface.
@@ -497,6 +563,8 @@ mod pod {
     unsafe impl aya::Pod for super::RuleValue {}
     // SAFETY: repr(C), byte arrays only, no padding.
     unsafe impl aya::Pod for super::VnetKey {}
+    // SAFETY: repr(C), byte arrays only, no padding.
+    unsafe impl aya::Pod for super::Vnet6Key {}
     // SAFETY: repr(C), only u64 fields.
     unsafe impl aya::Pod for super::RuleHits {}
     // SAFETY: repr(C), only u64 fields.
@@ -589,21 +657,26 @@ mod tests {
             ip_rules: 127,
             vnet_rules: 127,
             trusted_services: 10,
+            ipv6_rules: 5,
         };
         assert_eq!(
             (slots.ip(3), slots.vnet(0), slots.trusted(9), slots.total()),
-            (3, 127, 263, 264)
+            (3, 127, 263, 269)
         );
+        assert_eq!(slots.ip6(0), 264);
     }
 
     #[test]
     fn remapped_slots_keep_their_kind_and_index() {
         let old = HitSlots::new(127, 127);
-        let new = HitSlots::new(1000, 200);
+        let new = HitSlots::new(1000, 200).with_ipv6(50);
         assert_eq!(new.remap(&old, old.ip(5)), Some(new.ip(5)));
         assert_eq!(new.remap(&old, old.vnet(3)), Some(new.vnet(3)));
         assert_eq!(new.remap(&old, old.trusted(9)), Some(new.trusted(9)));
         assert_eq!(new.remap(&old, old.total()), None);
+        let old6 = HitSlots::new(127, 127).with_ipv6(10);
+        assert_eq!(new.remap(&old6, old6.ip6(9)), Some(new.ip6(9)));
+        assert_eq!(old.remap(&old6, old6.ip6(0)), None, "no IPv6 slots left");
         let smaller = HitSlots::new(10, 2);
         assert_eq!(smaller.remap(&old, old.ip(10)), None);
         assert_eq!(smaller.remap(&old, old.vnet(1)), Some(smaller.vnet(1)));

@@ -22,9 +22,9 @@ use aya_ebpf::{
 use aya_log_ebpf::debug;
 use firewall_common::{
     ACTIVE_SET_MAP, AccessEvent, DATA_PLANE_PORTS_MAP, EVENT_BUCKET_MAP, EVENTS_MAP, FLOW_SEEN_MAP,
-    FlowKey, IP_RULES_MAPS, Ipv4Key, POLICY_CONFIG_MAP, PolicyConfig, RULE_HITS_MAP, RuleHits,
-    RuleValue, TELEMETRY_MAP, TRUSTED_MAPS, TokenBucket, VERDICT_COUNTERS_MAP, VNET_RULES_MAPS,
-    Verdict, VnetKey,
+    FlowKey, IP_RULES_MAPS, IP6_RULES_MAPS, Ipv4Key, Ipv6Key, POLICY_CONFIG_MAP, PolicyConfig,
+    RULE_HITS_MAP, RuleHits, RuleValue, TELEMETRY_MAP, TRUSTED_MAPS, TRUSTED6_MAPS, TokenBucket,
+    VERDICT_COUNTERS_MAP, VNET_RULES_MAPS, VNET6_RULES_MAPS, Verdict, Vnet6Key, VnetKey,
 };
 
 // Each map's entries come from its `firewall_common` layout entry (the
@@ -95,6 +95,61 @@ static VFW_TRUSTED_1: LpmTrie<
     RuleValue,
     { TRUSTED_MAPS[1].max_entries as usize },
     { TRUSTED_MAPS[1].flags as usize },
+> = LpmTrie::new();
+
+/// Table set 0's IPv6 IP rules; the agent resizes both tries before load.
+#[btf_map]
+static VFW_IP6_RULES_0: LpmTrie<
+    Ipv6Key,
+    RuleValue,
+    { IP6_RULES_MAPS[0].max_entries as usize },
+    { IP6_RULES_MAPS[0].flags as usize },
+> = LpmTrie::new();
+
+/// Table set 1's IPv6 IP rules.
+#[btf_map]
+static VFW_IP6_RULES_1: LpmTrie<
+    Ipv6Key,
+    RuleValue,
+    { IP6_RULES_MAPS[1].max_entries as usize },
+    { IP6_RULES_MAPS[1].flags as usize },
+> = LpmTrie::new();
+
+/// Table set 0's virtual network rules' IPv6 prefixes, keyed by
+/// (endpoint, source).
+#[btf_map]
+static VFW_VNET6_RULES_0: LpmTrie<
+    Vnet6Key,
+    RuleValue,
+    { VNET6_RULES_MAPS[0].max_entries as usize },
+    { VNET6_RULES_MAPS[0].flags as usize },
+> = LpmTrie::new();
+
+/// Table set 1's virtual network rules' IPv6 prefixes.
+#[btf_map]
+static VFW_VNET6_RULES_1: LpmTrie<
+    Vnet6Key,
+    RuleValue,
+    { VNET6_RULES_MAPS[1].max_entries as usize },
+    { VNET6_RULES_MAPS[1].flags as usize },
+> = LpmTrie::new();
+
+/// Table set 0's trusted-service IPv6 prefixes.
+#[btf_map]
+static VFW_TRUSTED6_0: LpmTrie<
+    Ipv6Key,
+    RuleValue,
+    { TRUSTED6_MAPS[0].max_entries as usize },
+    { TRUSTED6_MAPS[0].flags as usize },
+> = LpmTrie::new();
+
+/// Table set 1's trusted-service IPv6 prefixes.
+#[btf_map]
+static VFW_TRUSTED6_1: LpmTrie<
+    Ipv6Key,
+    RuleValue,
+    { TRUSTED6_MAPS[1].max_entries as usize },
+    { TRUSTED6_MAPS[1].flags as usize },
 > = LpmTrie::new();
 
 /// Frames per (interface slot, verdict), per CPU

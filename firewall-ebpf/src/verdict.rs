@@ -23,16 +23,20 @@ use firewall_common::{
     FLAG_AUDIT, FLAG_BYPASS_TRUSTED, FLAG_DEFAULT_ALLOW, FLAG_HAS_VLAN_VNET, FLAG_HAS_VNET,
     FLAG_IPV6_ALLOW, FLAG_LOG_ALLOWED, FLAG_PASS_FORWARDED, FLAG_VALID, IFINDEX_ANY,
     PORT_PROTO_TCP, PORT_PROTO_UDP, PolicyConfig, RuleValue, VLAN_ANY, VLAN_UNTAGGED,
-    VNET_ENDPOINT_BITS, Verdict, VnetKey, port_slot,
+    VNET_ENDPOINT_BITS, Verdict, Vnet6Key, VnetKey, port_slot,
 };
 
-use crate::parse::{IPPROTO_TCP, Packet, Transport};
+use crate::parse::{IPPROTO_TCP, Packet, Transport, read_bytes};
 use crate::route;
 use crate::stats::now;
 use crate::{
-    VFW_ACTIVE, VFW_CONFIG, VFW_IP_RULES_0, VFW_IP_RULES_1, VFW_PORTS, VFW_TRUSTED_0,
-    VFW_TRUSTED_1, VFW_VNET_RULES_0, VFW_VNET_RULES_1,
+    VFW_ACTIVE, VFW_CONFIG, VFW_IP_RULES_0, VFW_IP_RULES_1, VFW_IP6_RULES_0, VFW_IP6_RULES_1,
+    VFW_PORTS, VFW_TRUSTED_0, VFW_TRUSTED_1, VFW_TRUSTED6_0, VFW_TRUSTED6_1, VFW_VNET_RULES_0,
+    VFW_VNET_RULES_1, VFW_VNET6_RULES_0, VFW_VNET6_RULES_1,
 };
+
+/// Byte offset of the source address in the IPv6 header (RFC 8200).
+const IPV6_SRC_OFFSET: usize = 8;
 
 /// No rule matched (the `rule_slot` of a verdict without one).
 pub const NO_SLOT: u32 = u32::MAX;
@@ -140,12 +144,7 @@ fn decide(
     transport: &Transport,
 ) -> (Verdict, u32) {
     let Some(src) = transport.ipv4_src else {
-        let verdict = if flags & FLAG_IPV6_ALLOW != 0 {
-            Verdict::PassIpv6
-        } else {
-            deny(flags, Verdict::DenyIpv6)
-        };
-        return (verdict, NO_SLOT);
+        return decide_ipv6(ctx, set, flags, vlan, transport);
     };
     if flags & FLAG_DEFAULT_ALLOW != 0 {
         return (Verdict::AllowDefault, NO_SLOT);
@@ -175,6 +174,104 @@ fn decide(
         }
     }
     (deny(flags, Verdict::DenyNoMatch), NO_SLOT)
+}
+
+/// Steps 5–7 for an IPv6 frame: the same order as IPv4 (trusted services
+/// with the bypass, IP rules, virtual network rules), each by longest
+/// prefix of the 128-bit source; a source no rule matches gets the
+/// policy's `ipv6` setting (`pass_ipv6` or `deny_ipv6`), so a policy
+/// without IPv6 rules keeps its meaning. `default_action = "Allow"` does
+/// not admit IPv6 by itself: that is `ipv6 = "Allow"`'s job.
+#[inline(always)]
+fn decide_ipv6(
+    ctx: &XdpContext,
+    set: u32,
+    flags: u32,
+    vlan: u16,
+    transport: &Transport,
+) -> (Verdict, u32) {
+    let Some(src) = read_bytes::<16>(ctx, transport.l3 + IPV6_SRC_OFFSET) else {
+        // The parser read the whole fixed header: cannot happen.
+        return (deny(flags, Verdict::DenyMalformed), NO_SLOT);
+    };
+    if flags & FLAG_BYPASS_TRUSTED != 0 {
+        if let Some(slot) = live(trusted6_match(set, src)) {
+            return (Verdict::AllowTrustedService, slot);
+        }
+    }
+    if let Some(slot) = live(ip6_rule_match(set, src)) {
+        return (Verdict::AllowIpRule, slot);
+    }
+    if flags & FLAG_HAS_VNET != 0 {
+        let vlan = if flags & FLAG_HAS_VLAN_VNET != 0 {
+            u32::from(vlan)
+        } else {
+            VLAN_UNTAGGED
+        };
+        if let Some(slot) = live(vnet6_rule_match(
+            set,
+            ctx.ingress_ifindex() as u32,
+            vlan,
+            src,
+        )) {
+            return (Verdict::AllowVnetRule, slot);
+        }
+    }
+    let verdict = if flags & FLAG_IPV6_ALLOW != 0 {
+        Verdict::PassIpv6
+    } else {
+        deny(flags, Verdict::DenyIpv6)
+    };
+    (verdict, NO_SLOT)
+}
+
+/// Longest-prefix match of the IPv6 source (network byte order) against
+/// table set `set`'s IPv6 IP rules.
+#[inline(always)]
+fn ip6_rule_match(set: u32, src: [u8; 16]) -> Option<RuleValue> {
+    let key = Key::new(128, src);
+    let hit = if set == 0 {
+        VFW_IP6_RULES_0.get(&key)
+    } else {
+        VFW_IP6_RULES_1.get(&key)
+    };
+    hit.copied()
+}
+
+/// Longest-prefix match of the IPv6 source against table set `set`'s
+/// trusted-service IPv6 prefixes.
+#[inline(always)]
+fn trusted6_match(set: u32, src: [u8; 16]) -> Option<RuleValue> {
+    let key = Key::new(128, src);
+    let hit = if set == 0 {
+        VFW_TRUSTED6_0.get(&key)
+    } else {
+        VFW_TRUSTED6_1.get(&key)
+    };
+    hit.copied()
+}
+
+/// [`vnet_rule_match`] for an IPv6 source: the same three endpoint
+/// lookups in the IPv6 subnet trie.
+#[inline(always)]
+fn vnet6_rule_match(set: u32, ifindex: u32, vlan: u32, src: [u8; 16]) -> Option<RuleValue> {
+    let prefix_len = VNET_ENDPOINT_BITS + 128;
+    let lookup = |key: Vnet6Key| {
+        let key = Key::new(prefix_len, key);
+        if set == 0 {
+            VFW_VNET6_RULES_0.get(&key).copied()
+        } else {
+            VFW_VNET6_RULES_1.get(&key).copied()
+        }
+    };
+    if let Some(slot) = lookup(Vnet6Key::new(ifindex, VLAN_ANY, src)) {
+        return Some(slot);
+    }
+    if vlan == VLAN_UNTAGGED {
+        return None;
+    }
+    lookup(Vnet6Key::new(ifindex, vlan, src))
+        .or_else(|| lookup(Vnet6Key::new(IFINDEX_ANY, vlan, src)))
 }
 
 /// The hit slot of a table's match, or `None` when the matching entry has

@@ -24,6 +24,7 @@
 pub mod agent;
 pub mod cleanup;
 pub mod cli;
+pub mod ipv6;
 pub mod netns;
 pub mod probe;
 pub mod raw;

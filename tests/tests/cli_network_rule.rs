@@ -206,7 +206,8 @@ fn invalid_rule_input_exits_2_names_the_value_and_changes_nothing() {
         ("10.0.0.1", "virtual network"),
         ("203.0.113.10/31", "203.0.113.11"),
         ("0.0.0.0/0", "default_action"),
-        ("2001:db8::1", "IPv4"),
+        ("fe80::1", "RFC 4291"),
+        ("2001:db8::1::2", "not an IPv6 address"),
         ("not-an-address", "not-an-address"),
     ];
     for (input, fix) in cases {

@@ -1,6 +1,6 @@
 //! `vaultfw validate` and `vaultfw run` with bad policies: every invalid IP
 //! rule kind (private and special-purpose ranges, host bits, /31, leading
-//! zeros, IPv6, bad syntax, too many rules) is refused (exit 2) with its own
+//! zeros, non-global IPv6, bad syntax, too many rules) is refused (exit 2) with its own
 //! message naming the path, the value and the fix, each error on its own
 //! line; a valid file passes; and `run` with a bad policy exits non-zero
 //! without attaching anything.
@@ -86,9 +86,14 @@ const KINDS: &[Kind] = &[
         mentions: &[&["zero"]],
     },
     Kind {
-        name: "IPv6",
-        rule: "2001:db8::/32",
-        mentions: &[&["ipv4", "ipv6"]],
+        name: "IPv6 unique-local",
+        rule: "fd00::/8",
+        mentions: &[&["rfc 4193"], &["virtual_network_rules"]],
+    },
+    Kind {
+        name: "IPv6 link-local",
+        rule: "fe80::1",
+        mentions: &[&["rfc 4291"]],
     },
     Kind {
         name: "bad syntax",
@@ -207,13 +212,13 @@ fn each_error_is_on_its_own_line_naming_its_path() {
         "10.0.0.0/8",
         "203.0.113.0/24",
         "203.0.113.77/24",
-        "2001:db8::1",
+        "fe80::1",
     ]));
     assert_eq!(v.code, Some(exit::INVALID_INPUT), "{}", v.stderr);
     for (path, value) in [
         ("ip_rules[0]", "10.0.0.0/8"),
         ("ip_rules[2]", "203.0.113.77/24"),
-        ("ip_rules[3]", "2001:db8::1"),
+        ("ip_rules[3]", "fe80::1"),
     ] {
         let line = v.stderr.lines().find(|l| l.contains(path));
         let line = line.unwrap_or_else(|| panic!("no line names {path}:\n{}", v.stderr));

@@ -231,10 +231,13 @@ pub fn check(args: &CheckRequest) -> Result<Vec<FrameResult>, CheckError> {
     // Sized like the daemon sizes them, so the rule-hit slots `compile`
     // lays out for the policy's limits all exist.
     let limit = |n: usize| u32::try_from(n).unwrap_or(u32::MAX);
-    let mut dataplane = Dataplane::load(Capacity::for_limits(
-        limit(policy.limits.ip_rules),
-        limit(policy.limits.virtual_network_rules),
-    ))
+    let mut dataplane = Dataplane::load(
+        Capacity::for_limits(
+            limit(policy.limits.ip_rules),
+            limit(policy.limits.virtual_network_rules),
+        )
+        .with_ipv6_rules(limit(policy.limits.ipv6_rules)),
+    )
     .map_err(|source| CheckError::Dataplane {
         operation: "load the XDP program",
         source,

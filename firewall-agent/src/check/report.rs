@@ -74,10 +74,17 @@ pub fn describe_rule(
     rules: &RuleTable,
     matched: &MatchedRule,
 ) -> String {
-    let prefix = crate::policy::shown(matched.prefix);
+    let prefix = crate::policy::shown_any(matched.prefix);
     let owner = rules.owner_index(matched.id, matched.kind);
     match matched.kind {
         RuleKind::Ip => match owner.map(|i| &policy.ip_rules[i]) {
+            Some(rule) => match &rule.comment {
+                Some(comment) => format!("ip rule {rule} ({comment:?})"),
+                None => format!("ip rule {rule}"),
+            },
+            None => format!("ip rule {prefix}"),
+        },
+        RuleKind::Ip6 => match owner.map(|i| &policy.ipv6_rules[i]) {
             Some(rule) => match &rule.comment {
                 Some(comment) => format!("ip rule {rule} ({comment:?})"),
                 None => format!("ip rule {rule}"),
@@ -106,13 +113,22 @@ pub fn describe_rule(
             }
         }
         RuleKind::Trusted => {
-            let trusted = policy
-                .trusted_services
-                .prefixes
-                .iter()
-                .find(|p| p.network == matched.prefix);
+            let trusted = match matched.prefix {
+                ipnet::IpNet::V4(net) => policy
+                    .trusted_services
+                    .prefixes
+                    .iter()
+                    .find(|p| p.network == net)
+                    .map(|p| (p.service, p.tag.as_str())),
+                ipnet::IpNet::V6(net) => policy
+                    .trusted_services
+                    .prefixes_v6
+                    .iter()
+                    .find(|p| p.network == net)
+                    .map(|p| (p.service, p.tag.as_str())),
+            };
             match trusted {
-                Some(p) => format!("trusted service {} (tag {}): {prefix}", p.service, p.tag),
+                Some((service, tag)) => format!("trusted service {service} (tag {tag}): {prefix}"),
                 None => format!("trusted service prefix {prefix}"),
             }
         }

@@ -403,6 +403,7 @@ fn record_line(r: &AccessRecord) -> String {
             .unwrap_or_else(|| format!("ifindex {}", interface.id)),
         r.vaultfw.verdict,
         r.network.transport,
+        // `a.b.c.d:port`, and `[v6]:port` (RFC 3986 section 3.2.2).
         std::net::SocketAddr::new(r.source.ip, r.source.port),
         std::net::SocketAddr::new(r.destination.ip, r.destination.port),
     );

@@ -12,7 +12,7 @@ use firewall_common::{
     FLAG_IPV6_ALLOW, FLAG_LOG_ALLOWED, FLAG_PASS_FORWARDED, FLAG_VALID, HitSlots, IFINDEX_ANY,
     PORT_PROTO_TCP, PORT_PROTO_UDP, PORT_WORDS_PER_ROW, RuleValue, VLAN_ANY, port_slot,
 };
-use ipnet::Ipv4Net;
+use ipnet::{Ipv4Net, Ipv6Net};
 
 use crate::clock::{MonotonicClock, SAME_DEADLINE};
 use crate::links::InterfaceIndex;
@@ -48,6 +48,46 @@ impl From<PrefixKey> for Ipv4Net {
         Ipv4Net::new(key.octets.into(), key.prefix_len as u8)
             .expect("invariant: PrefixKey prefix_len is 0..=32")
     }
+}
+
+/// An IPv6 LPM-trie key as the kernel stores it: the prefix length in bits
+/// (0–128) and the network address's 16 octets in network byte order.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Prefix6Key {
+    /// Prefix length in bits, 0–128.
+    pub prefix_len: u32,
+    /// Network address octets, network byte order.
+    pub octets: [u8; 16],
+}
+
+impl From<Ipv6Net> for Prefix6Key {
+    fn from(net: Ipv6Net) -> Self {
+        Prefix6Key {
+            prefix_len: u32::from(net.prefix_len()),
+            octets: net.network().octets(),
+        }
+    }
+}
+
+impl From<Prefix6Key> for Ipv6Net {
+    fn from(key: Prefix6Key) -> Self {
+        // A Prefix6Key only ever holds prefix lengths 0–128 (built from an
+        // Ipv6Net or read back from a trie keyed the same way).
+        Ipv6Net::new(key.octets.into(), key.prefix_len as u8)
+            .expect("invariant: Prefix6Key prefix_len is 0..=128")
+    }
+}
+
+/// An IPv6 virtual-network trie key: the endpoint as in [`VnetPrefixKey`]
+/// and the subnet's IPv6 prefix.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Vnet6PrefixKey {
+    /// Ingress ifindex, or `firewall_common::IFINDEX_ANY`.
+    pub ifindex: u32,
+    /// VLAN id, or `firewall_common::VLAN_ANY`.
+    pub vlan: u32,
+    /// The subnet prefix.
+    pub prefix: Prefix6Key,
 }
 
 /// A virtual-network trie key: the service endpoint (ingress ifindex and
@@ -88,6 +128,14 @@ pub struct CompiledTables {
     /// Trusted-service trie entries: prefix → the service's hit slot (they
     /// never expire).
     pub trusted: BTreeMap<PrefixKey, RuleValue>,
+    /// IPv6 IP-rule trie entries, as `ip_rules`.
+    pub ip6_rules: BTreeMap<Prefix6Key, RuleValue>,
+    /// IPv6 virtual-network trie entries: a rule's IPv6 prefixes carry the
+    /// same slot as its IPv4 ones.
+    pub vnet6_rules: BTreeMap<Vnet6PrefixKey, RuleValue>,
+    /// IPv6 trusted-service trie entries: a service's IPv6 prefixes carry
+    /// the same slot as its IPv4 ones.
+    pub trusted6: BTreeMap<Prefix6Key, RuleValue>,
 }
 
 /// The `FLAG_*` bits that only let the program skip lookups that cannot
@@ -102,10 +150,12 @@ impl CompiledTables {
     /// plus the [`LOOKUP_HINTS`] these entries call for.
     pub fn config_flags(&self) -> u32 {
         let mut word = self.flags & !LOOKUP_HINTS;
-        if !self.vnet_rules.is_empty() {
+        if !self.vnet_rules.is_empty() || !self.vnet6_rules.is_empty() {
             word |= FLAG_HAS_VNET;
         }
-        if self.vnet_rules.keys().any(|k| k.vlan != VLAN_ANY) {
+        if self.vnet_rules.keys().any(|k| k.vlan != VLAN_ANY)
+            || self.vnet6_rules.keys().any(|k| k.vlan != VLAN_ANY)
+        {
             word |= FLAG_HAS_VLAN_VNET;
         }
         word
@@ -154,18 +204,27 @@ impl CompiledTables {
                 .filter(|(s, k)| before.get(s) != Some(k))
                 .map(|(s, _)| *s),
         );
-        let vnet_owner =
-            |m: &BTreeMap<VnetPrefixKey, RuleValue>| -> BTreeMap<u32, Vec<VnetPrefixKey>> {
-                let mut owners: BTreeMap<u32, Vec<VnetPrefixKey>> = BTreeMap::new();
-                for (k, v) in m {
-                    owners.entry(v.slot).or_default().push(*k);
-                }
-                owners
-            };
-        let (before, now) = (
-            vnet_owner(&previous.vnet_rules),
-            vnet_owner(&self.vnet_rules),
+        let owners6 = |m: &BTreeMap<Prefix6Key, RuleValue>| -> BTreeMap<u32, Prefix6Key> {
+            m.iter().map(|(k, v)| (v.slot, *k)).collect()
+        };
+        let (before, now) = (owners6(&previous.ip6_rules), owners6(&self.ip6_rules));
+        fresh.extend(
+            now.iter()
+                .filter(|(s, k)| before.get(s) != Some(k))
+                .map(|(s, _)| *s),
         );
+        // A subnet rule owns its IPv4 and IPv6 entries under one slot.
+        let vnet_owner = |t: &CompiledTables| -> BTreeMap<u32, Vec<AnyVnetKey>> {
+            let mut owners: BTreeMap<u32, Vec<AnyVnetKey>> = BTreeMap::new();
+            for (k, v) in &t.vnet_rules {
+                owners.entry(v.slot).or_default().push(AnyVnetKey::V4(*k));
+            }
+            for (k, v) in &t.vnet6_rules {
+                owners.entry(v.slot).or_default().push(AnyVnetKey::V6(*k));
+            }
+            owners
+        };
+        let (before, now) = (vnet_owner(previous), vnet_owner(self));
         for (slot, keys) in &now {
             let kept = before
                 .get(slot)
@@ -178,12 +237,20 @@ impl CompiledTables {
     }
 }
 
+/// A subnet entry of either family, for slot ownership.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum AnyVnetKey {
+    V4(VnetPrefixKey),
+    V6(Vnet6PrefixKey),
+}
+
 /// The hit-slot layout for `policy`'s limits.
 pub fn hit_slots_for(policy: &Policy) -> HitSlots {
     HitSlots::new(
         policy.limits.ip_rules as u32,
         policy.limits.virtual_network_rules as u32,
     )
+    .with_ipv6(policy.limits.ipv6_rules as u32)
 }
 
 impl CompiledTables {
@@ -196,6 +263,9 @@ impl CompiledTables {
             ip_rules: BTreeMap::new(),
             vnet_rules: BTreeMap::new(),
             trusted: BTreeMap::new(),
+            ip6_rules: BTreeMap::new(),
+            vnet6_rules: BTreeMap::new(),
+            trusted6: BTreeMap::new(),
         }
     }
 }
@@ -333,6 +403,41 @@ pub fn compile_next(
         })
         .collect();
 
+    // IPv6 IP rules are IP rules: none apply while public network access
+    // is disabled.
+    let applied_ip6_rules: &[crate::policy::Ipv6Rule] = if policy.ip_rules_apply() {
+        &policy.ipv6_rules
+    } else {
+        &[]
+    };
+    let ip6_keys: Vec<Prefix6Key> = applied_ip6_rules
+        .iter()
+        .map(|r| Prefix6Key::from(r.network))
+        .collect();
+    let ip6_base = slots.ip6(0);
+    let ip6_slots = assign_slots(
+        ip6_keys.iter().map(|k| {
+            previous
+                .ip6_rules
+                .get(k)
+                .and_then(|v| v.slot.checked_sub(ip6_base))
+        }),
+        previous
+            .ip6_rules
+            .values()
+            .filter_map(|v| v.slot.checked_sub(ip6_base)),
+        slots.ipv6_rules,
+    );
+    let ip6_rules = ip6_keys
+        .into_iter()
+        .zip(ip6_slots)
+        .zip(applied_ip6_rules)
+        .map(|((key, slot), rule)| {
+            let expires = deadline(rule.expires_at, previous.ip6_rules.get(&key));
+            (key, RuleValue::expiring(slots.ip6(slot), expires))
+        })
+        .collect();
+
     // Subnet rules, then private endpoints (entries of the same table, each
     // endpoint with its own slot after the rules'; they never expire).
     let mut vnet_keys: Vec<Vec<VnetPrefixKey>> = policy
@@ -353,19 +458,52 @@ pub fn compile_next(
         };
         vnet_entry_keys(&endpoint, &p.allowed_prefixes, interfaces)
     }));
+    let mut vnet6_keys: Vec<Vec<Vnet6PrefixKey>> = policy
+        .virtual_network_rules
+        .iter()
+        .map(|rule| match endpoint_key(&rule.endpoint, interfaces) {
+            None => Vec::new(),
+            Some((ifindex, vlan)) => rule
+                .address_prefixes_v6
+                .iter()
+                .map(|prefix| Vnet6PrefixKey {
+                    ifindex,
+                    vlan,
+                    prefix: Prefix6Key::from(*prefix),
+                })
+                .collect(),
+        })
+        .collect();
+    // Private endpoints hold IPv4 prefixes only: no IPv6 entries.
+    vnet6_keys.extend(policy.private_endpoints.iter().map(|_| Vec::new()));
     let vnet_base = slots.vnet(0);
     let vnet_slots = assign_slots(
-        vnet_keys.iter().map(|keys| {
+        vnet_keys.iter().zip(&vnet6_keys).map(|(keys, keys6)| {
             keys.iter()
                 .find_map(|k| previous.vnet_rules.get(k))
+                .or_else(|| keys6.iter().find_map(|k| previous.vnet6_rules.get(k)))
                 .and_then(|v| v.slot.checked_sub(vnet_base))
         }),
         previous
             .vnet_rules
             .values()
+            .chain(previous.vnet6_rules.values())
             .filter_map(|v| v.slot.checked_sub(vnet_base)),
         slots.vnet_rules,
     );
+    let mut vnet6_rules = BTreeMap::new();
+    for ((keys, slot), rule) in vnet6_keys
+        .into_iter()
+        .zip(&vnet_slots)
+        .zip(&policy.virtual_network_rules)
+    {
+        for key in keys {
+            let expires = deadline(rule.expires_at, previous.vnet6_rules.get(&key));
+            vnet6_rules
+                .entry(key)
+                .or_insert(RuleValue::expiring(slots.vnet(*slot), expires));
+        }
+    }
     let mut vnet_rules = BTreeMap::new();
     for ((keys, slot), expires_at) in vnet_keys.into_iter().zip(vnet_slots).zip(expiries) {
         for key in keys {
@@ -380,6 +518,16 @@ pub fn compile_next(
     }
 
     let catalogue = crate::policy::catalogue();
+    let service_slot = |name: &str| {
+        let service = catalogue.iter().position(|s| s.name == name).unwrap_or(0);
+        RuleValue::new(slots.trusted(service as u32))
+    };
+    let trusted6 = policy
+        .trusted_services
+        .prefixes_v6
+        .iter()
+        .map(|p| (Prefix6Key::from(p.network), service_slot(p.service)))
+        .collect();
     let trusted = policy
         .trusted_services
         .prefixes
@@ -403,6 +551,9 @@ pub fn compile_next(
         ip_rules,
         vnet_rules,
         trusted,
+        ip6_rules,
+        vnet6_rules,
+        trusted6,
     }
 }
 

@@ -13,11 +13,11 @@ use std::collections::BTreeMap;
 use firewall_common::{HitSlots, Verdict};
 use serde::Serialize;
 
-use super::{CompiledTables, PrefixKey, VnetPrefixKey, endpoint_key};
+use super::{CompiledTables, Prefix6Key, PrefixKey, Vnet6PrefixKey, VnetPrefixKey, endpoint_key};
 use crate::links::InterfaceIndex;
 use crate::policy::{Policy, catalogue};
 
-/// The three kinds of rule that count hits, one per trie.
+/// The kinds of rule that count hits.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum RuleKind {
@@ -26,12 +26,15 @@ pub enum RuleKind {
     /// A virtual network rule (`virtual_network_rules`; the virtual-network
     /// trie).
     Vnet,
-    /// A trusted service of the catalogue (the trusted-services trie).
+    /// A trusted service of the catalogue (the trusted-services tries).
     Trusted,
     /// A private endpoint (`private_endpoints`; entries of the
     /// virtual-network trie, so the kernel's verdict is the subnet rules'
     /// `allow_vnet_rule`; the endpoint has its own hit slot).
     PrivateEndpoint,
+    /// An IPv6 IP rule (`ip_rules`, a value with a `:`; `policy.ipv6_rules`,
+    /// the IPv6 IP-rule trie).
+    Ip6,
 }
 
 impl RuleKind {
@@ -42,6 +45,7 @@ impl RuleKind {
             RuleKind::Vnet => "vnet",
             RuleKind::Trusted => "trusted",
             RuleKind::PrivateEndpoint => "private_endpoint",
+            RuleKind::Ip6 => "ip6",
         }
     }
 
@@ -49,7 +53,7 @@ impl RuleKind {
     pub const fn verdict(self) -> Verdict {
         match self {
             RuleKind::Trusted => Verdict::AllowTrustedService,
-            RuleKind::Ip => Verdict::AllowIpRule,
+            RuleKind::Ip | RuleKind::Ip6 => Verdict::AllowIpRule,
             RuleKind::Vnet | RuleKind::PrivateEndpoint => Verdict::AllowVnetRule,
         }
     }
@@ -129,18 +133,40 @@ pub fn rule_table(
             });
         }
     }
+    for (index, rule) in policy.ipv6_rules.iter().enumerate() {
+        if let Some(value) = tables.ip6_rules.get(&Prefix6Key::from(rule.network)) {
+            owners.entry(value.slot).or_insert(RuleRef {
+                kind: RuleKind::Ip6,
+                name: rule.to_string(),
+                index,
+            });
+        }
+    }
     for (index, rule) in policy.virtual_network_rules.iter().enumerate() {
         let Some((ifindex, vlan)) = endpoint_key(&rule.endpoint, interfaces) else {
             continue;
         };
-        let slot = rule.address_prefixes.iter().find_map(|prefix| {
-            let key = VnetPrefixKey {
-                ifindex,
-                vlan,
-                prefix: (*prefix).into(),
-            };
-            tables.vnet_rules.get(&key).map(|v| v.slot)
-        });
+        let slot = rule
+            .address_prefixes
+            .iter()
+            .find_map(|prefix| {
+                let key = VnetPrefixKey {
+                    ifindex,
+                    vlan,
+                    prefix: (*prefix).into(),
+                };
+                tables.vnet_rules.get(&key).map(|v| v.slot)
+            })
+            .or_else(|| {
+                rule.address_prefixes_v6.iter().find_map(|prefix| {
+                    let key = Vnet6PrefixKey {
+                        ifindex,
+                        vlan,
+                        prefix: (*prefix).into(),
+                    };
+                    tables.vnet6_rules.get(&key).map(|v| v.slot)
+                })
+            });
         if let Some(slot) = slot {
             owners.entry(slot).or_insert(RuleRef {
                 kind: RuleKind::Vnet,

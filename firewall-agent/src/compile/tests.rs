@@ -97,6 +97,7 @@ fn hit_slots_stay_with_their_rule_and_new_rules_avoid_freed_slots() {
         ip_rules: 4,
         vnet_rules: 2,
         trusted_services: 10,
+        ipv6_rules: 0,
     };
     let none = InterfaceIndex::new();
     let first = compile_next(

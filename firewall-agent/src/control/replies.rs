@@ -68,7 +68,7 @@ pub struct ShowReply {
     pub limits: LimitsShown,
     /// The guarded ports.
     pub data_plane: DataPlaneShown,
-    /// Number of IP rules.
+    /// Number of IP rules, IPv4 and IPv6.
     pub ip_rules: usize,
     /// Number of virtual network (subnet) rules.
     pub virtual_network_rules: usize,
@@ -363,6 +363,9 @@ pub struct LimitsShown {
     pub ip_rules: usize,
     /// Maximum virtual network rules.
     pub virtual_network_rules: usize,
+    /// Maximum IPv6 IP rules (0 from a daemon before IPv6 rules).
+    #[serde(default)]
+    pub ipv6_rules: usize,
 }
 
 /// A policy's `data_plane` ports as `show` reports them (host byte order).

@@ -5,6 +5,8 @@
 
 use std::time::{Duration, SystemTime};
 
+use ipnet::IpNet;
+
 use crate::compile::RuleKind;
 use crate::control::protocol::{Command, ErrorKind, Response, RuleSpec};
 use crate::control::replies::{
@@ -175,15 +177,17 @@ impl Daemon {
                 profile: p.limits.profile.name().to_owned(),
                 ip_rules: p.limits.ip_rules,
                 virtual_network_rules: p.limits.virtual_network_rules,
+                ipv6_rules: p.limits.ipv6_rules,
             },
             data_plane: DataPlaneShown {
                 tcp_ports: p.data_plane.tcp_ports.clone(),
                 udp_ports: p.data_plane.udp_ports.clone(),
                 guard_control_ports: p.data_plane.guard_control_ports.clone(),
             },
-            ip_rules: p.ip_rules.len(),
+            ip_rules: p.ip_rules.len() + p.ipv6_rules.len(),
             virtual_network_rules: p.virtual_network_rules.len(),
-            trusted_service_prefixes: p.trusted_services.prefixes.len(),
+            trusted_service_prefixes: p.trusted_services.prefixes.len()
+                + p.trusted_services.prefixes_v6.len(),
             awaiting_confirmation_until: self.pending.as_ref().map(|pa| rfc3339(pa.deadline)),
             health: self.health.shown(readiness),
             forwarded_traffic: if self.options.pass_forwarded {
@@ -244,6 +248,44 @@ impl Daemon {
                 }
             })
             .collect();
+        let ip6 = self
+            .dataplane
+            .active_ip6_rules()
+            .map_err(kernel)?
+            .into_iter()
+            .map(|(network, slot)| {
+                let rule = owners
+                    .owner_index(slot, RuleKind::Ip6)
+                    .map(|i| &self.policy.ipv6_rules[i]);
+                IpRuleShown {
+                    rule: policy::shown6(network),
+                    comment: rule.and_then(|r| r.comment.clone()),
+                    expires_at: rule.and_then(|r| r.expires_at).map(rfc3339),
+                    hits: rule_hits(&hits, slot),
+                }
+            });
+        let ip: Vec<IpRuleShown> = ip.into_iter().chain(ip6).collect();
+        let vnet6 = self
+            .dataplane
+            .active_vnet6_rules()
+            .map_err(kernel)?
+            .into_iter()
+            .map(|(key, slot)| {
+                let prefix = ipnet::Ipv6Net::from(key.prefix);
+                let rule = owners
+                    .owner_index(slot, RuleKind::Vnet)
+                    .map(|i| &self.policy.virtual_network_rules[i]);
+                VnetPrefixShown {
+                    id: rule.map(|r| r.id.clone()),
+                    subnet: policy::shown6(prefix),
+                    endpoint: rule.map(|r| r.endpoint.to_string()),
+                    ignore_missing_endpoint: rule.is_some_and(|r| r.ignore_missing_endpoint),
+                    ifindex: key.ifindex,
+                    vlan: (key.vlan != firewall_common::VLAN_ANY).then_some(key.vlan),
+                    hits: rule_hits(&hits, slot),
+                }
+            })
+            .collect::<Vec<_>>();
         let vnet: Vec<VnetPrefixShown> = self
             .dataplane
             .active_vnet_rules()
@@ -294,7 +336,9 @@ impl Daemon {
                 state: "interface missing: matches nothing".to_owned(),
             })
             .collect();
-        let trusted = self.dataplane.active_trusted().map_err(kernel)?.len();
+        let vnet: Vec<VnetPrefixShown> = vnet.into_iter().chain(vnet6).collect();
+        let trusted = self.dataplane.active_trusted().map_err(kernel)?.len()
+            + self.dataplane.active_trusted6().map_err(kernel)?.len();
         let slots = self.dataplane.hit_slots();
         let bypass_on = self.policy.bypass == policy::Bypass::AzureServices;
         let services: Vec<TrustedServiceShown> = policy::catalogue()
@@ -314,7 +358,14 @@ impl Daemon {
                     .prefixes
                     .iter()
                     .filter(|p| p.service == s.name)
-                    .count();
+                    .count()
+                    + self
+                        .policy
+                        .trusted_services
+                        .prefixes_v6
+                        .iter()
+                        .filter(|p| p.service == s.name)
+                        .count();
                 TrustedServiceShown {
                     service: s.name.to_owned(),
                     prefixes,
@@ -350,17 +401,11 @@ impl Daemon {
                         ))
                     })?;
                 }
-                let new: Vec<ipnet::Ipv4Net> = networks
+                let new: Vec<IpNet> = networks
                     .iter()
                     .copied()
-                    .filter(|n| !self.policy.ip_rules.iter().any(|r| r.network == *n))
+                    .filter(|n| !has_ip_rule(&self.policy, *n))
                     .collect();
-                let shown_all = |nets: &[ipnet::Ipv4Net]| {
-                    nets.iter()
-                        .map(|n| shown(*n))
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                };
                 if new.is_empty() {
                     return Ok(unchanged(
                         self.generation,
@@ -368,22 +413,39 @@ impl Daemon {
                     ));
                 }
                 let limit = &self.policy.limits;
-                if self.policy.ip_rules.len() + new.len() > limit.ip_rules {
-                    return Err(invalid(format!(
-                        "limit of {} IP rules reached (profile {}); remove a rule first, or raise \
-                         `limits` in the policy file; nothing changed",
+                let new_v6 = new.iter().filter(|n| matches!(n, IpNet::V6(_))).count();
+                for (count, added, max, noun, key) in [
+                    (
+                        self.policy.ip_rules.len(),
+                        new.len() - new_v6,
                         limit.ip_rules,
-                        limit.profile.name()
-                    )));
+                        "IP rules",
+                        "limits",
+                    ),
+                    (
+                        self.policy.ipv6_rules.len(),
+                        new_v6,
+                        limit.ipv6_rules,
+                        "IPv6 IP rules",
+                        "limits.ipv6_rules",
+                    ),
+                ] {
+                    if added > 0 && count + added > max {
+                        return Err(invalid(format!(
+                            "limit of {max} {noun} reached (profile {}); remove a rule first, or \
+                             raise `{key}` in the policy file; nothing changed",
+                            limit.profile.name()
+                        )));
+                    }
                 }
                 let edits: Vec<Edit> = new
                     .iter()
                     .map(|n| {
                         if comment.is_none() && expires_at.is_none() {
-                            Edit::AddIpRule(shown(*n))
+                            Edit::AddIpRule(policy::shown_any(*n))
                         } else {
                             Edit::AddIpRuleWith {
-                                value: shown(*n),
+                                value: policy::shown_any(*n),
                                 comment: comment.clone(),
                                 expires_at: expires_at.clone(),
                             }
@@ -402,7 +464,7 @@ impl Daemon {
                 let subnet = subnet.ok_or_else(|| {
                     invalid("--subnet-prefix is required to add a subnet rule prefix")
                 })?;
-                let prefix = policy::parse_subnet_prefix("--subnet-prefix", &subnet)
+                let prefix = policy::parse_any_subnet_prefix("--subnet-prefix", &subnet)
                     .map_err(|e| invalid(e.to_string()))?;
                 let endpoint = endpoint
                     .as_deref()
@@ -411,7 +473,7 @@ impl Daemon {
                     .map_err(|e| invalid(e.to_string()))?;
                 let existing = self.find_vnet_rule(&id)?;
                 match existing {
-                    Some(rule) if rule.address_prefixes.contains(&prefix) => {
+                    Some(rule) if has_prefix(rule, prefix) => {
                         return Ok(unchanged(
                             self.generation,
                             format!("{prefix} is already in {}", rule.id),
@@ -440,6 +502,7 @@ impl Daemon {
                     endpoint,
                     ignore_missing_endpoint,
                 };
+                let prefix = policy::shown_any(prefix);
                 let report = self.commit(&[edit], "network-rule add")?;
                 Ok(changed(&report, format!("added {prefix} to {id}")))
             }
@@ -481,22 +544,24 @@ impl Daemon {
         match rule {
             RuleSpec::Ip { address, more, .. } => {
                 let networks = ip_networks(&address, &more)?;
-                let missing: Vec<String> = networks
+                let missing: Vec<IpNet> = networks
                     .iter()
-                    .filter(|n| !self.policy.ip_rules.iter().any(|r| r.network == **n))
-                    .map(|n| shown(*n))
+                    .copied()
+                    .filter(|n| !has_ip_rule(&self.policy, *n))
                     .collect();
                 if !missing.is_empty() {
                     return Err(invalid(format!(
                         "IP rule {} not found; nothing changed (`vaultfw network-rule list` shows \
                          the rules)",
-                        missing.join(", ")
+                        shown_all(&missing)
                     )));
                 }
                 let edits: Vec<Edit> = networks.iter().map(|n| Edit::RemoveIpRule(*n)).collect();
                 let report = self.commit(&edits, "network-rule remove")?;
-                let removed: Vec<String> = networks.iter().map(|n| shown(*n)).collect();
-                Ok(changed(&report, format!("removed {}", removed.join(", "))))
+                Ok(changed(
+                    &report,
+                    format!("removed {}", shown_all(&networks)),
+                ))
             }
             RuleSpec::Vnet { id, subnet, .. } => {
                 let rule = self.find_vnet_rule(&id)?.ok_or_else(|| {
@@ -508,9 +573,9 @@ impl Daemon {
                 let edit = match subnet {
                     None => Edit::RemoveVnetRule(rule.id.clone()),
                     Some(subnet) => {
-                        let prefix = policy::parse_subnet_prefix("--subnet-prefix", &subnet)
+                        let prefix = policy::parse_any_subnet_prefix("--subnet-prefix", &subnet)
                             .map_err(|e| invalid(e.to_string()))?;
-                        if !rule.address_prefixes.contains(&prefix) {
+                        if !has_prefix(rule, prefix) {
                             return Err(invalid(format!(
                                 "{prefix} is not in subnet rule {}; nothing changed",
                                 rule.id
@@ -744,18 +809,43 @@ fn notes(p: &policy::Policy) -> Vec<String> {
     notes
 }
 
-/// The networks of `--ip-address` (every value checked; each once, in the
-/// order given). The first invalid value is the error.
-fn ip_networks(first: &str, more: &[String]) -> Result<Vec<ipnet::Ipv4Net>, Response> {
+/// The networks of `--ip-address`, IPv4 or IPv6 (every value checked;
+/// each once, in the order given). The first invalid value is the error.
+fn ip_networks(first: &str, more: &[String]) -> Result<Vec<IpNet>, Response> {
     let mut networks = Vec::with_capacity(1 + more.len());
     for text in std::iter::once(first).chain(more.iter().map(String::as_str)) {
-        let network = policy::parse_ip_rule("--ip-address", text)
+        let network = policy::parse_any_ip_rule("--ip-address", text)
             .map_err(|e| invalid(format!("{e}; nothing changed")))?;
         if !networks.contains(&network) {
             networks.push(network);
         }
     }
     Ok(networks)
+}
+
+/// `networks` as rules are shown, comma-separated.
+fn shown_all(networks: &[IpNet]) -> String {
+    networks
+        .iter()
+        .map(|n| policy::shown_any(*n))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Whether `policy` has an IP rule for exactly `network` (either family).
+fn has_ip_rule(policy: &policy::Policy, network: IpNet) -> bool {
+    match network {
+        IpNet::V4(n) => policy.ip_rules.iter().any(|r| r.network == n),
+        IpNet::V6(n) => policy.ipv6_rules.iter().any(|r| r.network == n),
+    }
+}
+
+/// Whether subnet rule `rule` holds `prefix` (either family).
+fn has_prefix(rule: &policy::VnetRule, prefix: IpNet) -> bool {
+    match prefix {
+        IpNet::V4(p) => rule.address_prefixes.contains(&p),
+        IpNet::V6(p) => rule.address_prefixes_v6.contains(&p),
+    }
 }
 
 fn invalid(message: impl Into<String>) -> Response {

@@ -232,6 +232,10 @@ pub async fn serve(
             .expect("invariant: validation caps limits at Limits::MAX_LOADABLE"),
         u32::try_from(policy.limits.virtual_network_rules)
             .expect("invariant: validation caps limits at Limits::MAX_LOADABLE"),
+    )
+    .with_ipv6_rules(
+        u32::try_from(policy.limits.ipv6_rules)
+            .expect("invariant: validation caps limits at Limits::MAX_LOADABLE"),
     );
     let mut dataplane = Dataplane::open_pinned(
         capacity,

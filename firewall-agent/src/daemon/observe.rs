@@ -142,6 +142,21 @@ impl Daemon {
                     entries: tables.trusted.len() as u64,
                     capacity: u64::from(DEFAULT_TRUSTED_CAPACITY),
                 },
+                MapFill {
+                    table: "ipv6_ip_rules",
+                    entries: tables.ip6_rules.len() as u64,
+                    capacity: u64::from(slots.ipv6_rules),
+                },
+                MapFill {
+                    table: "ipv6_virtual_network_rules",
+                    entries: tables.vnet6_rules.len() as u64,
+                    capacity: u64::from(DEFAULT_VNET_CAPACITY),
+                },
+                MapFill {
+                    table: "ipv6_trusted_services",
+                    entries: tables.trusted6.len() as u64,
+                    capacity: u64::from(DEFAULT_TRUSTED_CAPACITY),
+                },
             ],
         })
     }

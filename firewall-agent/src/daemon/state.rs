@@ -631,7 +631,12 @@ fn expired_rules(policy: &Policy, now: SystemTime) -> Vec<(String, Edit)> {
         .ip_rules
         .iter()
         .filter(|r| r.expires_at.is_some_and(|t| t <= now))
-        .map(|r| (format!("ip rule {r}"), Edit::RemoveIpRule(r.network)));
+        .map(|r| (format!("ip rule {r}"), Edit::RemoveIpRule(r.network.into())));
+    let ip6 = policy
+        .ipv6_rules
+        .iter()
+        .filter(|r| r.expires_at.is_some_and(|t| t <= now))
+        .map(|r| (format!("ip rule {r}"), Edit::RemoveIpRule(r.network.into())));
     let vnet = policy
         .virtual_network_rules
         .iter()
@@ -642,7 +647,7 @@ fn expired_rules(policy: &Policy, now: SystemTime) -> Vec<(String, Edit)> {
                 Edit::RemoveVnetRule(r.id.clone()),
             )
         });
-    ip.chain(vnet).collect()
+    ip.chain(ip6).chain(vnet).collect()
 }
 
 /// Removes expired IP and subnet rules from `policy`.
@@ -651,13 +656,20 @@ fn remove_expired(policy: &mut Policy, now: SystemTime) {
         .ip_rules
         .retain(|r| r.expires_at.is_none_or(|t| t > now));
     policy
+        .ipv6_rules
+        .retain(|r| r.expires_at.is_none_or(|t| t > now));
+    policy
         .virtual_network_rules
         .retain(|r| r.expires_at.is_none_or(|t| t > now));
 }
 
 /// The earliest `expires_at` among `policy`'s rules.
 fn next_expiry(policy: &Policy) -> Option<SystemTime> {
-    let ip = policy.ip_rules.iter().filter_map(|r| r.expires_at);
+    let ip = policy
+        .ip_rules
+        .iter()
+        .filter_map(|r| r.expires_at)
+        .chain(policy.ipv6_rules.iter().filter_map(|r| r.expires_at));
     let vnet = policy
         .virtual_network_rules
         .iter()
@@ -718,6 +730,30 @@ ip_rules = ["203.0.113.0/24", { value = "198.51.100.7", expires_at = "2099-01-01
         );
         remove_expired(&mut policy, expiry);
         assert_eq!(policy.ip_rules.len(), 1);
+        assert_eq!(next_expiry(&policy), None);
+    }
+
+    #[test]
+    fn expired_ipv6_rules_are_due_and_removed_too() {
+        let mut policy = policy::parse_toml(
+            r#"
+default_action = "Deny"
+ip_rules = ["2001:db8:1::/48", { value = "2001:db8::7", expires_at = "2099-01-01T00:00:00Z" }]
+"#,
+        )
+        .expect("valid")
+        .policy;
+        let expiry = humantime::parse_rfc3339("2099-01-01T00:00:00Z").unwrap();
+        assert_eq!(next_expiry(&policy), Some(expiry));
+        let expired = expired_rules(&policy, expiry);
+        assert_eq!(expired.len(), 1);
+        assert_eq!(expired[0].0, "ip rule 2001:db8::7");
+        assert_eq!(
+            expired[0].1,
+            Edit::RemoveIpRule("2001:db8::7/128".parse().unwrap())
+        );
+        remove_expired(&mut policy, expiry);
+        assert_eq!(policy.ipv6_rules.len(), 1);
         assert_eq!(next_expiry(&policy), None);
     }
 }

@@ -27,8 +27,8 @@
 //! in place; the next start removes the staged maps and migrates again.
 
 use firewall_common::{
-    EVENT_BUCKET, EVENTS, FLOW_SEEN, HitSlots, IP_RULES_0, RULE_HITS, TELEMETRY, TRUSTED_0,
-    TRUSTED_SERVICE_SLOTS, VERDICT_COUNTERS, VNET_RULES_0,
+    EVENT_BUCKET, EVENTS, FLOW_SEEN, HitSlots, IP_RULES_0, IP6_RULES_0, RULE_HITS, TELEMETRY,
+    TRUSTED_0, TRUSTED_SERVICE_SLOTS, VERDICT_COUNTERS, VNET_RULES_0,
 };
 
 use super::pins::{MapPin, PinPlan};
@@ -54,17 +54,20 @@ pub(super) fn fresh_maps(plan: &PinPlan) -> Vec<&'static str> {
 
 /// The capacity the replaced maps were created with, from their pins: the
 /// tries' sizes, and the hit-slot layout (IP rules as many as the IP trie
-/// holds, trusted services [`TRUSTED_SERVICE_SLOTS`], subnet rules the
-/// rest).
+/// holds, trusted services [`TRUSTED_SERVICE_SLOTS`], IPv6 IP rules as
+/// many as the IPv6 trie holds — none for pins of a build before IPv6
+/// rules, which lack that trie — and subnet rules the rest).
 pub(super) fn pinned_capacity(dir: &PinDir) -> Option<Capacity> {
     let entries = |name| PinPlan::pinned_max_entries(dir, name);
     let ip_rules = entries(IP_RULES_0)?;
-    let vnet_rules = entries(RULE_HITS)?.checked_sub(ip_rules + TRUSTED_SERVICE_SLOTS)?;
+    let ipv6_rules = entries(IP6_RULES_0).unwrap_or(0);
+    let vnet_rules =
+        entries(RULE_HITS)?.checked_sub(ip_rules + TRUSTED_SERVICE_SLOTS + ipv6_rules)?;
     Some(Capacity {
         ip_rules,
         vnet_entries: entries(VNET_RULES_0)?,
         trusted_entries: entries(TRUSTED_0)?,
-        hit_slots: HitSlots::new(ip_rules, vnet_rules),
+        hit_slots: HitSlots::new(ip_rules, vnet_rules).with_ipv6(ipv6_rules),
     })
 }
 

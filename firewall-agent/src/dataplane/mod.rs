@@ -99,8 +99,15 @@ impl Capacity {
             ip_rules,
             vnet_entries: DEFAULT_VNET_CAPACITY,
             trusted_entries: DEFAULT_TRUSTED_CAPACITY,
-            hit_slots: HitSlots::new(ip_rules, vnet_rules),
+            hit_slots: HitSlots::new(ip_rules, vnet_rules).with_ipv6(ip_rules),
         }
+    }
+
+    /// This capacity with room for `ipv6_rules` IPv6 IP rules
+    /// ([`Capacity::for_limits`] gives as many as IPv4 ones).
+    pub fn with_ipv6_rules(mut self, ipv6_rules: u32) -> Self {
+        self.hit_slots = self.hit_slots.with_ipv6(ipv6_rules);
+        self
     }
 
     /// [`Capacity::for_limits`] with Key Vault's default of 127 virtual
@@ -115,6 +122,8 @@ impl Capacity {
         match spec.sizing {
             Sizing::Fixed => spec.max_entries,
             Sizing::IpRules => self.ip_rules,
+            // An LPM trie needs at least one entry.
+            Sizing::Ip6Rules => self.hit_slots.ipv6_rules.max(1),
             Sizing::VnetEntries => self.vnet_entries,
             Sizing::TrustedEntries => self.trusted_entries,
             Sizing::HitSlots => self.hit_slots.total(),
@@ -133,6 +142,21 @@ impl Capacity {
             (
                 "trusted service",
                 compiled.trusted.len(),
+                self.trusted_entries,
+            ),
+            (
+                "IPv6 IP rule",
+                compiled.ip6_rules.len(),
+                self.hit_slots.ipv6_rules,
+            ),
+            (
+                "IPv6 virtual network",
+                compiled.vnet6_rules.len(),
+                self.vnet_entries,
+            ),
+            (
+                "IPv6 trusted service",
+                compiled.trusted6.len(),
                 self.trusted_entries,
             ),
         ];
@@ -676,6 +700,26 @@ impl Dataplane {
     /// kernel: (endpoint, prefix) → rule id.
     pub fn active_vnet_rules(&self) -> Result<BTreeMap<VnetPrefixKey, u32>, DataplaneError> {
         self.tables.active_vnet_rules()
+    }
+
+    /// The IPv6 IP rules the active table set holds, read back from the
+    /// kernel: network → hit slot.
+    pub fn active_ip6_rules(&self) -> Result<BTreeMap<ipnet::Ipv6Net, u32>, DataplaneError> {
+        self.tables.active_ip6_rules()
+    }
+
+    /// The IPv6 virtual-network entries of the active set, read back from
+    /// the kernel: (endpoint, prefix) → hit slot.
+    pub fn active_vnet6_rules(
+        &self,
+    ) -> Result<BTreeMap<crate::compile::Vnet6PrefixKey, u32>, DataplaneError> {
+        self.tables.active_vnet6_rules()
+    }
+
+    /// The IPv6 trusted-service prefixes of the active set, read back from
+    /// the kernel: network → hit slot.
+    pub fn active_trusted6(&self) -> Result<BTreeMap<ipnet::Ipv6Net, u32>, DataplaneError> {
+        self.tables.active_trusted6()
     }
 
     /// The trusted-service prefixes of the active set, read back from the

@@ -21,12 +21,16 @@ use firewall_common::{
     TELEMETRY_EVENTS_SENT, TRUSTED_0, TRUSTED_1, VERDICT_COUNTERS, VNET_ENDPOINT_BITS,
     VNET_RULES_0, VNET_RULES_1, Verdict, VnetKey, remap_verdict_slot,
 };
-use ipnet::Ipv4Net;
+use firewall_common::{
+    IP6_RULES_0, IP6_RULES_1, Ipv6Key, TRUSTED6_0, TRUSTED6_1, VNET6_RULES_0, VNET6_RULES_1,
+    Vnet6Key,
+};
+use ipnet::{Ipv4Net, Ipv6Net};
 use serde::Serialize;
 
 use super::{Capacity, DataplaneError, VerdictTotals};
 use crate::clock::{self, MonotonicClock};
-use crate::compile::{CompiledTables, PrefixKey, VnetPrefixKey};
+use crate::compile::{CompiledTables, Prefix6Key, PrefixKey, Vnet6PrefixKey, VnetPrefixKey};
 use crate::paths::PinDir;
 
 /// What an apply did.
@@ -36,9 +40,9 @@ pub struct ApplyReport {
     pub generation: u64,
     /// False when the policy equalled the active one: nothing was written.
     pub changed: bool,
-    /// IP rules in the new policy and not in the previous one.
+    /// IP rules (IPv4 and IPv6) in the new policy and not in the previous one.
     pub ip_rules_added: usize,
-    /// IP rules in the previous policy and not in the new one.
+    /// IP rules (IPv4 and IPv6) in the previous policy and not in the new one.
     pub ip_rules_removed: usize,
     /// Map element writes and deletes performed.
     pub map_writes: usize,
@@ -147,6 +151,40 @@ impl TrieKey for VnetPrefixKey {
     }
 }
 
+impl TrieKey for Prefix6Key {
+    type Data = Ipv6Key;
+    fn to_trie(self) -> Key<Ipv6Key> {
+        Key::new(self.prefix_len, self.octets)
+    }
+    fn from_trie(key: Key<Ipv6Key>) -> Self {
+        Prefix6Key {
+            prefix_len: key.prefix_len(),
+            octets: key.data(),
+        }
+    }
+}
+
+impl TrieKey for Vnet6PrefixKey {
+    type Data = Vnet6Key;
+    fn to_trie(self) -> Key<Vnet6Key> {
+        Key::new(
+            VNET_ENDPOINT_BITS + self.prefix.prefix_len,
+            Vnet6Key::new(self.ifindex, self.vlan, self.prefix.octets),
+        )
+    }
+    fn from_trie(key: Key<Vnet6Key>) -> Self {
+        let data = key.data();
+        Vnet6PrefixKey {
+            ifindex: u32::from_be_bytes(data.ifindex),
+            vlan: u32::from_be_bytes(data.vlan),
+            prefix: Prefix6Key {
+                prefix_len: key.prefix_len() - VNET_ENDPOINT_BITS,
+                octets: data.addr,
+            },
+        }
+    }
+}
+
 /// The two tries (one per table set) of one rule kind.
 struct TriePair<K: TrieKey> {
     names: [&'static str; TABLE_SETS as usize],
@@ -211,6 +249,23 @@ impl<K: TrieKey> TriePair<K> {
     }
 }
 
+/// The IPv6 tries of both sets.
+struct Ip6Tries {
+    ip_rules: TriePair<Prefix6Key>,
+    vnet_rules: TriePair<Vnet6PrefixKey>,
+    trusted: TriePair<Prefix6Key>,
+}
+
+impl Ip6Tries {
+    fn open(maps: &mut MapSource<'_>) -> Result<Self, DataplaneError> {
+        Ok(Ip6Tries {
+            ip_rules: TriePair::open(maps, [IP6_RULES_0, IP6_RULES_1])?,
+            vnet_rules: TriePair::open(maps, [VNET6_RULES_0, VNET6_RULES_1])?,
+            trusted: TriePair::open(maps, [TRUSTED6_0, TRUSTED6_1])?,
+        })
+    }
+}
+
 /// The typed maps plus the agent's record of each set's contents.
 pub(super) struct Tables {
     active_index: Array<MapData, u32>,
@@ -219,6 +274,9 @@ pub(super) struct Tables {
     ip_rules: TriePair<PrefixKey>,
     vnet_rules: TriePair<VnetPrefixKey>,
     trusted: TriePair<PrefixKey>,
+    /// The IPv6 tries: `None` only for pins of a build before IPv6 rules
+    /// (read as a migration's predecessor, never written).
+    ip6: Option<Ip6Tries>,
     verdicts: PerCpuArray<MapData, u64>,
     rule_hits: PerCpuArray<MapData, RuleHits>,
     telemetry: PerCpuArray<MapData, u64>,
@@ -362,7 +420,16 @@ impl Tables {
     }
 
     fn open(mut maps: MapSource<'_>, capacity: Capacity) -> Result<Self, DataplaneError> {
+        // Pins of a build before IPv6 rules lack the IPv6 tries: such a
+        // set is only read (a migration's predecessor), as holding none.
+        let pinned = matches!(maps, MapSource::Pinned(_));
+        let ip6 = match Ip6Tries::open(&mut maps) {
+            Ok(tries) => Some(tries),
+            Err(_) if pinned => None,
+            Err(e) => return Err(e),
+        };
         Ok(Tables {
+            ip6,
             active_index: maps.open(ACTIVE_SET)?,
             config: maps.open(POLICY_CONFIG)?,
             ports: maps.open(DATA_PLANE_PORTS)?,
@@ -459,6 +526,18 @@ impl Tables {
             ip_rules: tables.ip_rules.read(active)?,
             vnet_rules: tables.vnet_rules.read(active)?,
             trusted: tables.trusted.read(active)?,
+            ip6_rules: match &tables.ip6 {
+                Some(t) => t.ip_rules.read(active)?,
+                None => BTreeMap::new(),
+            },
+            vnet6_rules: match &tables.ip6 {
+                Some(t) => t.vnet_rules.read(active)?,
+                None => BTreeMap::new(),
+            },
+            trusted6: match &tables.ip6 {
+                Some(t) => t.trusted.read(active)?,
+                None => BTreeMap::new(),
+            },
         };
         tables.active = active;
         tables.generation = config.generation;
@@ -554,7 +633,9 @@ impl Tables {
         self.previous = served_before;
         self.fallback_at_ns = fallback_at_ns;
 
-        let before = previous.map(|p| p.ip_rules).unwrap_or_default();
+        let (before, before6) = previous
+            .map(|p| (p.ip_rules, p.ip6_rules))
+            .unwrap_or_default();
         Ok(ApplyReport {
             generation,
             changed: true,
@@ -562,11 +643,20 @@ impl Tables {
                 .ip_rules
                 .keys()
                 .filter(|k| !before.contains_key(k))
-                .count(),
+                .count()
+                + compiled
+                    .ip6_rules
+                    .keys()
+                    .filter(|k| !before6.contains_key(k))
+                    .count(),
             ip_rules_removed: before
                 .keys()
                 .filter(|k| !compiled.ip_rules.contains_key(k))
-                .count(),
+                .count()
+                + before6
+                    .keys()
+                    .filter(|k| !compiled.ip6_rules.contains_key(k))
+                    .count(),
             map_writes: map_writes + 1,
         })
     }
@@ -596,12 +686,18 @@ impl Tables {
                 .values_mut()
                 .chain(inherited.vnet_rules.values_mut())
                 .chain(inherited.trusted.values_mut())
+                .chain(inherited.ip6_rules.values_mut())
+                .chain(inherited.vnet6_rules.values_mut())
+                .chain(inherited.trusted6.values_mut())
             {
                 remap(value);
             }
             inherited.ip_rules.retain(|_, v| v.slot != u32::MAX);
             inherited.vnet_rules.retain(|_, v| v.slot != u32::MAX);
             inherited.trusted.retain(|_, v| v.slot != u32::MAX);
+            inherited.ip6_rules.retain(|_, v| v.slot != u32::MAX);
+            inherited.vnet6_rules.retain(|_, v| v.slot != u32::MAX);
+            inherited.trusted6.retain(|_, v| v.slot != u32::MAX);
             self.inherited = Some(inherited);
         }
         self.generation = old.generation;
@@ -706,6 +802,19 @@ impl Tables {
         writes += self
             .trusted
             .sync(set, old.map(|o| &o.trusted), &new.trusted)?;
+        let ip6 = self
+            .ip6
+            .as_mut()
+            .ok_or(DataplaneError::MissingMap { map: IP6_RULES_0 })?;
+        writes += ip6
+            .ip_rules
+            .sync(set, old.map(|o| &o.ip6_rules), &new.ip6_rules)?;
+        writes += ip6
+            .vnet_rules
+            .sync(set, old.map(|o| &o.vnet6_rules), &new.vnet6_rules)?;
+        writes += ip6
+            .trusted
+            .sync(set, old.map(|o| &o.trusted6), &new.trusted6)?;
 
         let base = set * 2 * PORT_WORDS_PER_ROW;
         for (i, word) in new.port_words.iter().enumerate() {
@@ -832,6 +941,50 @@ impl Tables {
             .collect())
     }
 
+    /// The active set's IPv6 IP rules as the kernel holds them: network →
+    /// hit slot.
+    pub(super) fn active_ip6_rules(&self) -> Result<BTreeMap<Ipv6Net, u32>, DataplaneError> {
+        let Some(ip6) = &self.ip6 else {
+            return Ok(BTreeMap::new());
+        };
+        Ok(ip6
+            .ip_rules
+            .read(self.active)?
+            .into_iter()
+            .map(|(k, v)| (Ipv6Net::from(k), v.slot))
+            .collect())
+    }
+
+    /// The active set's IPv6 virtual-network entries as the kernel holds
+    /// them.
+    pub(super) fn active_vnet6_rules(
+        &self,
+    ) -> Result<BTreeMap<Vnet6PrefixKey, u32>, DataplaneError> {
+        let Some(ip6) = &self.ip6 else {
+            return Ok(BTreeMap::new());
+        };
+        Ok(ip6
+            .vnet_rules
+            .read(self.active)?
+            .into_iter()
+            .map(|(k, v)| (k, v.slot))
+            .collect())
+    }
+
+    /// The active set's IPv6 trusted-service entries as the kernel holds
+    /// them.
+    pub(super) fn active_trusted6(&self) -> Result<BTreeMap<Ipv6Net, u32>, DataplaneError> {
+        let Some(ip6) = &self.ip6 else {
+            return Ok(BTreeMap::new());
+        };
+        Ok(ip6
+            .trusted
+            .read(self.active)?
+            .into_iter()
+            .map(|(k, v)| (Ipv6Net::from(k), v.slot))
+            .collect())
+    }
+
     /// The active set's trusted-service entries as the kernel holds them.
     pub(super) fn active_trusted(&self) -> Result<BTreeMap<Ipv4Net, u32>, DataplaneError> {
         Ok(self
@@ -906,6 +1059,10 @@ impl Predecessor {
                 ip_rules: legacy_slots(maps.open(names([IP_RULES_0, IP_RULES_1])).ok()?)?,
                 vnet_rules: legacy_slots(maps.open(names([VNET_RULES_0, VNET_RULES_1])).ok()?)?,
                 trusted: legacy_slots(maps.open(names([TRUSTED_0, TRUSTED_1])).ok()?)?,
+                // That release had no IPv6 rules.
+                ip6_rules: BTreeMap::new(),
+                vnet6_rules: BTreeMap::new(),
+                trusted6: BTreeMap::new(),
             })
         };
         let contents = contents();

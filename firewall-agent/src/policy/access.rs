@@ -118,6 +118,21 @@ fn prefixes(
         ));
         return None;
     }
-    let kept = distinct_prefixes(list, errors, warnings)?;
+    let (kept, kept6) = distinct_prefixes(list, errors, warnings)?;
+    if !kept6.is_empty() {
+        // The kernel's private-endpoint entries live in the IPv4 subnet
+        // table: an IPv6 prefix would be dropped, so it is refused.
+        errors.push(PolicyError::new(
+            &path,
+            kept6
+                .iter()
+                .map(|n| n.to_string())
+                .collect::<Vec<_>>()
+                .join(", "),
+            "private endpoints admit IPv4 prefixes only",
+            "list the endpoint's IPv6 sources as a subnet rule bound to the same interface",
+        ));
+        return None;
+    }
     Some(kept.into_iter().map(|(net, _)| net).collect())
 }

@@ -38,7 +38,13 @@ use super::subnet_id::{self, ArmScope, RawScope};
 use super::subnet_map::{self, SubnetMap};
 
 /// The fields of `networkAcls` that are read.
-const ACL_FIELDS: [&str; 4] = ["bypass", "defaultAction", "ipRules", "virtualNetworkRules"];
+const ACL_FIELDS: [&str; 5] = [
+    "bypass",
+    "defaultAction",
+    "ipRules",
+    "ipv6Rules",
+    "virtualNetworkRules",
+];
 
 /// Reads Azure JSON and its optional subnet map (path and text) into a raw
 /// policy, recording every problem. `None` when the JSON cannot be read
@@ -234,6 +240,19 @@ fn items<'a>(
     }
 }
 
+/// The network of an Azure IP-rule value of either family, if valid.
+fn any_rule_value(value: &str) -> Option<ipnet::IpNet> {
+    if super::ipv6::is_ipv6_text(value) {
+        super::ipv6::check_value(ValueKind::IpRule, Dialect::AzureJson, "", value)
+            .ok()
+            .map(ipnet::IpNet::V6)
+    } else {
+        ipv4::check_value(ValueKind::IpRule, Dialect::AzureJson, "", value)
+            .ok()
+            .map(ipnet::IpNet::V4)
+    }
+}
+
 fn ip_rules(
     acls: &Map<String, Value>,
     prefix: &str,
@@ -242,12 +261,22 @@ fn ip_rules(
     warnings: &mut Vec<PolicyWarning>,
 ) -> Field<Vec<RawIpRule>> {
     // Metadata from the map, by network; the first entry for a network wins.
-    let mut meta: BTreeMap<(u32, u8), (&RawIpRule, bool)> = BTreeMap::new();
+    let mut meta: BTreeMap<ipnet::IpNet, (&RawIpRule, bool)> = BTreeMap::new();
     for entry in &map.ip_rules {
-        match ipv4::check_rule_value(&entry.value_path, &entry.value) {
+        let checked = if super::ipv6::is_ipv6_text(&entry.value) {
+            super::ipv6::check_value(
+                ValueKind::IpRule,
+                Dialect::Native,
+                &entry.value_path,
+                &entry.value,
+            )
+            .map(ipnet::IpNet::V6)
+        } else {
+            ipv4::check_rule_value(&entry.value_path, &entry.value).map(ipnet::IpNet::V4)
+        };
+        match checked {
             Err(e) => errors.push(e),
-            Ok(net) => {
-                let key = (u32::from(net.addr()), net.prefix_len());
+            Ok(key) => {
                 if let Some((first, _)) = meta.get(&key) {
                     warnings.push(PolicyWarning::new(
                         &entry.path,
@@ -263,12 +292,28 @@ fn ip_rules(
         }
     }
 
-    let Some(items) = items(acls, "ipRules", prefix, errors) else {
+    // Key Vault has only `ipRules`; other Azure services (Storage) list
+    // IPv6 rules under `ipv6Rules`. Both are read; either may hold either
+    // family.
+    let (Some(v4_items), Some(v6_items)) = (
+        items(acls, "ipRules", prefix, errors),
+        items(acls, "ipv6Rules", prefix, errors),
+    ) else {
         return Field::Invalid;
     };
-    let mut rules = Vec::with_capacity(items.len());
-    for (i, item) in items.iter().enumerate() {
-        let path = format!("{prefix}ipRules[{i}]");
+    let all = v4_items
+        .iter()
+        .enumerate()
+        .map(|(i, item)| ("ipRules", i, item))
+        .chain(
+            v6_items
+                .iter()
+                .enumerate()
+                .map(|(i, item)| ("ipv6Rules", i, item)),
+        );
+    let mut rules = Vec::with_capacity(v4_items.len() + v6_items.len());
+    for (field, i, item) in all {
+        let path = format!("{prefix}{field}[{i}]");
         let Value::Object(obj) = item else {
             let fix = match item {
                 Value::String(s) => format!("write {{\"value\": {s:?}}}"),
@@ -300,9 +345,8 @@ fn ip_rules(
                 continue;
             }
         };
-        let entry = ipv4::check_value(ValueKind::IpRule, Dialect::AzureJson, "", &value)
-            .ok()
-            .and_then(|net| meta.get_mut(&(u32::from(net.addr()), net.prefix_len())))
+        let entry = any_rule_value(&value)
+            .and_then(|net| meta.get_mut(&net))
             .map(|(entry, used)| {
                 *used = true;
                 *entry

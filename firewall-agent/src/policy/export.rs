@@ -11,7 +11,7 @@ use std::collections::BTreeSet;
 use serde_json::{Value, json};
 use toml_edit::{Array, ArrayOfTables, DocumentMut, InlineTable, Item, Table, value};
 
-use super::model::{Endpoint, LimitProfile, Policy, PrivateEndpoint, VnetRule, shown};
+use super::model::{Endpoint, LimitProfile, Policy, PrivateEndpoint, VnetRule, shown, shown6};
 use super::subnet_id::{self, ArmScope};
 use super::trusted::catalogue;
 
@@ -46,8 +46,10 @@ pub struct AzureExport {
 /// a short one (`vnet/subnets/s`) expanded with the policy's `[defaults]`;
 /// a short id that cannot be expanded is an error naming the rule, unless
 /// `allow_short_ids` (then it is written short and listed in
-/// [`AzureExport::short_ids`]). The subnets' prefixes and endpoints, rule
-/// comments and expiry, and vaultfw's own settings are in
+/// [`AzureExport::short_ids`]). IPv6 rules go under `"ipv6Rules"` (as
+/// other Azure services write them; Key Vault has none), left out when
+/// there are none. The subnets' prefixes and endpoints, rule comments and
+/// expiry, and vaultfw's own settings are in
 /// [`export_subnet_map`].
 pub fn export_azure(policy: &Policy, allow_short_ids: bool) -> Result<AzureExport, ShortIdError> {
     let ip_rules: Vec<Value> = policy
@@ -75,15 +77,24 @@ pub fn export_azure(policy: &Policy, allow_short_ids: bool) -> Result<AzureExpor
             "ignoreMissingVnetServiceEndpoint": rule.ignore_missing_endpoint,
         }));
     }
+    let ipv6_rules: Vec<Value> = policy
+        .ipv6_rules
+        .iter()
+        .map(|r| json!({ "value": r.network.to_string() }))
+        .collect();
+    let mut acls = json!({
+        "bypass": policy.bypass.name(),
+        "defaultAction": policy.default_action.name(),
+        "ipRules": ip_rules,
+        "virtualNetworkRules": vnet_rules,
+    });
+    if !ipv6_rules.is_empty() {
+        acls["ipv6Rules"] = Value::Array(ipv6_rules);
+    }
     let json = json!({
         "properties": {
             "publicNetworkAccess": policy.public_network_access.name(),
-            "networkAcls": {
-                "bypass": policy.bypass.name(),
-                "defaultAction": policy.default_action.name(),
-                "ipRules": ip_rules,
-                "virtualNetworkRules": vnet_rules,
-            }
+            "networkAcls": acls,
         }
     });
     Ok(AzureExport { json, short_ids })
@@ -100,6 +111,10 @@ pub fn needs_subnet_map(policy: &Policy) -> Option<&'static str> {
         .ip_rules
         .iter()
         .any(|r| r.comment.is_some() || r.expires_at.is_some())
+        || policy
+            .ipv6_rules
+            .iter()
+            .any(|r| r.comment.is_some() || r.expires_at.is_some())
     {
         Some("the IP rules' comments and expiry")
     } else {
@@ -125,12 +140,26 @@ pub fn export_subnet_map(policy: &Policy) -> String {
     tables(&mut doc, policy);
     defaults_and_private_endpoints(&mut doc, policy);
     let mut ip_rules = ArrayOfTables::new();
-    for rule in &policy.ip_rules {
+    let all = policy
+        .ip_rules
+        .iter()
+        .map(|r| (shown(r.network), &r.comment, r.expires_at))
+        .chain(
+            policy
+                .ipv6_rules
+                .iter()
+                .map(|r| (shown6(r.network), &r.comment, r.expires_at)),
+        );
+    for (network, comment, expires_at) in all {
+        let rule = Meta {
+            comment,
+            expires_at,
+        };
         if rule.comment.is_none() && rule.expires_at.is_none() {
             continue;
         }
         let mut t = spaced_table();
-        t["value"] = value(shown(rule.network));
+        t["value"] = value(network);
         if let Some(c) = &rule.comment {
             t["comment"] = value(c.as_str());
         }
@@ -205,8 +234,21 @@ fn native(policy: &Policy, head: &str) -> String {
     settings(&mut doc, policy);
     // One rule a line: a diff of the file shows the rule that changed.
     let mut ip_rules = Array::new();
-    for rule in &policy.ip_rules {
-        let network = shown(rule.network);
+    let all = policy
+        .ip_rules
+        .iter()
+        .map(|r| (shown(r.network), &r.comment, r.expires_at))
+        .chain(
+            policy
+                .ipv6_rules
+                .iter()
+                .map(|r| (shown6(r.network), &r.comment, r.expires_at)),
+        );
+    for (network, comment, expires_at) in all {
+        let rule = Meta {
+            comment,
+            expires_at,
+        };
         let mut item = if rule.comment.is_none() && rule.expires_at.is_none() {
             toml_edit::Value::from(network)
         } else {
@@ -242,6 +284,12 @@ fn native(policy: &Policy, head: &str) -> String {
     doc.to_string()
 }
 
+/// A rule's comment and expiry, of either family.
+struct Meta<'a> {
+    comment: &'a Option<String>,
+    expires_at: Option<std::time::SystemTime>,
+}
+
 /// Puts the comment lines `text` above the key `key` of `doc`.
 fn header(doc: &mut DocumentMut, key: &str, text: &str) {
     if let Some(mut key) = doc.key_mut(key) {
@@ -271,6 +319,9 @@ fn settings(doc: &mut DocumentMut, policy: &Policy) {
                 "virtual_network_rules",
                 count(policy.limits.virtual_network_rules).into(),
             );
+            if policy.limits.ipv6_rules != policy.limits.ip_rules {
+                t.insert("ipv6_rules", count(policy.limits.ipv6_rules).into());
+            }
             value(t)
         }
     };
@@ -348,6 +399,7 @@ fn vnet_rule(rule: &VnetRule) -> Table {
         rule.address_prefixes
             .iter()
             .map(|p| shown(*p))
+            .chain(rule.address_prefixes_v6.iter().map(|p| shown6(*p)))
             .collect::<Array>(),
     );
     t["endpoint"] = value(endpoint_table(&rule.endpoint));

@@ -7,12 +7,13 @@
 use std::collections::BTreeMap;
 use std::time::SystemTime;
 
-use ipnet::Ipv4Net;
+use ipnet::{Ipv4Net, Ipv6Net};
 
 use super::error::{PolicyError, PolicyWarning};
 use super::expiry;
 use super::ipv4::{self, Dialect, ValueKind};
-use super::model::{IpRule, shown};
+use super::ipv6;
+use super::model::{IpRule, Ipv6Rule, shown, shown6};
 use super::raw::RawIpRule;
 use super::raw_value::Field;
 
@@ -36,7 +37,7 @@ pub fn validate(
         return Vec::new();
     };
     let mut checked = Vec::with_capacity(raw_rules.len());
-    for raw in raw_rules {
+    for raw in raw_rules.iter().filter(|r| !ipv6::is_ipv6_text(&r.value)) {
         let net = ipv4::check_value(ValueKind::IpRule, dialect, &raw.value_path, &raw.value);
         let expires_at = raw
             .expires_at
@@ -89,6 +90,80 @@ pub fn validate(
             network: c.net,
             comment: c.raw.comment.clone(),
             expires_at: c.expires_at,
+        })
+        .collect()
+}
+
+/// Validates and canonicalises the IPv6 values of `field` (those with a
+/// `:`; [`validate`] takes the others) the same way: each checked
+/// ([`ipv6`]), expiry checked, one rule per network (repeats reported),
+/// sorted by (address, prefix length).
+pub fn validate_v6(
+    field: &Field<Vec<RawIpRule>>,
+    dialect: Dialect,
+    now: SystemTime,
+    errors: &mut Vec<PolicyError>,
+    warnings: &mut Vec<PolicyWarning>,
+) -> Vec<Ipv6Rule> {
+    let Field::Given(raw_rules) = field else {
+        return Vec::new();
+    };
+    let mut kept: BTreeMap<(u128, u8), (&RawIpRule, Ipv6Net, Option<SystemTime>)> = BTreeMap::new();
+    for raw in raw_rules.iter().filter(|r| ipv6::is_ipv6_text(&r.value)) {
+        let net = ipv6::check_value(ValueKind::IpRule, dialect, &raw.value_path, &raw.value);
+        let expires_at = raw
+            .expires_at
+            .as_ref()
+            .map(|at| expiry::check(&at.path, &at.value, now, errors, warnings));
+        let (net, expires_at) = match (net, expires_at) {
+            (Err(e), _) => {
+                errors.push(e);
+                continue;
+            }
+            (Ok(net), None) => (net, None),
+            (Ok(net), Some(Some(t))) => (net, Some(t)),
+            (Ok(_), Some(None)) => continue,
+        };
+        let key = (u128::from(net.addr()), net.prefix_len());
+        match kept.get(&key) {
+            Some((first, _, _)) => warnings.push(PolicyWarning::new(
+                &raw.path,
+                format!(
+                    "{:?} is the same network as {} {:?} ({}); it is one rule, kept once",
+                    raw.value,
+                    first.path,
+                    first.value,
+                    shown6(net)
+                ),
+            )),
+            None => {
+                kept.insert(key, (raw, net, expires_at));
+            }
+        }
+    }
+    for (raw, net, _) in kept.values() {
+        let wider = (0..net.prefix_len()).rev().find_map(|len| {
+            let wider = Ipv6Net::new(net.addr(), len).ok()?.trunc();
+            kept.get(&(u128::from(wider.addr()), len))
+        });
+        if let Some((wider_raw, wider, _)) = wider {
+            warnings.push(PolicyWarning::new(
+                &raw.path,
+                format!(
+                    "{} lies inside {} {}: the wider rule already admits it (overlaps are \
+                     allowed; the longest prefix matches and counts the hit)",
+                    shown6(*net),
+                    wider_raw.path,
+                    shown6(*wider)
+                ),
+            ));
+        }
+    }
+    kept.into_values()
+        .map(|(raw, network, expires_at)| Ipv6Rule {
+            network,
+            comment: raw.comment.clone(),
+            expires_at,
         })
         .collect()
 }

@@ -36,6 +36,7 @@ mod export;
 pub mod input;
 mod ip_rules;
 pub mod ipv4;
+pub mod ipv6;
 mod parse;
 mod raw;
 mod raw_rules;
@@ -82,6 +83,44 @@ pub fn load_policy(path: &Path, subnet_map: Option<&Path>) -> Result<Validated, 
 /// single address is a `/32`.
 pub fn parse_ip_rule(path: &str, text: &str) -> Result<ipnet::Ipv4Net, PolicyError> {
     ipv4::check_rule_value(path, text)
+}
+
+/// [`parse_ip_rule`] for IPv4 text; for IPv6 text (with a `:`) the IPv6
+/// checks of [`ipv6::check_value`]: global unicast (2000::/3) only, each
+/// special-purpose range refused with its RFC. Canonical: a single address
+/// is a `/32` or `/128`.
+pub fn parse_any_ip_rule(path: &str, text: &str) -> Result<ipnet::IpNet, PolicyError> {
+    if ipv6::is_ipv6_text(text) {
+        ipv6::check_value(ipv4::ValueKind::IpRule, ipv4::Dialect::Native, path, text)
+            .map(ipnet::IpNet::V6)
+    } else {
+        parse_ip_rule(path, text).map(ipnet::IpNet::V4)
+    }
+}
+
+/// [`parse_subnet_prefix`] for IPv4 text; IPv6 text as
+/// [`parse_any_ip_rule`] checks it, unique-local space (fc00::/7) allowed.
+pub fn parse_any_subnet_prefix(path: &str, text: &str) -> Result<ipnet::IpNet, PolicyError> {
+    if ipv6::is_ipv6_text(text) {
+        ipv6::check_value(
+            ipv4::ValueKind::SubnetPrefix,
+            ipv4::Dialect::Native,
+            path,
+            text,
+        )
+        .map(ipnet::IpNet::V6)
+    } else {
+        parse_subnet_prefix(path, text).map(ipnet::IpNet::V4)
+    }
+}
+
+/// A rule's network as rules are shown: the bare address for a single
+/// address (`/32`, `/128`), CIDR otherwise; IPv6 in RFC 5952 form.
+pub fn shown_any(net: ipnet::IpNet) -> String {
+    match net {
+        ipnet::IpNet::V4(net) => shown(net),
+        ipnet::IpNet::V6(net) => shown6(net),
+    }
 }
 
 /// Strictly parse one virtual network rule prefix: the same checks as

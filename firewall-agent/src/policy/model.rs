@@ -8,7 +8,7 @@ use std::fmt;
 use std::path::PathBuf;
 use std::time::SystemTime;
 
-use ipnet::Ipv4Net;
+use ipnet::{Ipv4Net, Ipv6Net};
 use serde::Serialize;
 
 /// What happens to data-plane traffic that no rule matches. Required in
@@ -117,7 +117,8 @@ impl Mode {
     }
 }
 
-/// IPv6 to the data plane (rules name only IPv4).
+/// IPv6 sources no rule matches (IPv6 IP rules, IPv6 subnet prefixes and
+/// trusted services' IPv6 prefixes are judged first).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 pub enum Ipv6Action {
     /// Dropped and counted as `deny_ipv6` (default).
@@ -146,6 +147,9 @@ pub struct Limits {
     pub ip_rules: usize,
     /// Maximum virtual network rules.
     pub virtual_network_rules: usize,
+    /// Maximum IPv6 IP rules (counted apart from IPv4 ones; Key Vault has
+    /// no IPv6 rules, so each profile allows as many as IPv4 rules).
+    pub ipv6_rules: usize,
 }
 
 /// Where a [`Limits`] value comes from.
@@ -182,12 +186,14 @@ impl Limits {
         profile: LimitProfile::Kv2020,
         ip_rules: 127,
         virtual_network_rules: 127,
+        ipv6_rules: 127,
     };
     /// Key Vault's later documentation: 1000 + 200.
     pub const KV_CURRENT: Limits = Limits {
         profile: LimitProfile::KvCurrent,
         ip_rules: 1000,
         virtual_network_rules: 200,
+        ipv6_rules: 1000,
     };
     /// The most IP rules (per kind) the agent will size a map for.
     pub const MAX_LOADABLE: usize = 1_000_000;
@@ -296,6 +302,49 @@ impl ArmScope {
     }
 }
 
+/// One IPv6 IP rule: a global unicast (2000::/3) address or prefix.
+/// Canonical: no host bits set, a `/128` is the single address, shown in
+/// RFC 5952 text form.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Ipv6Rule {
+    /// The network (a `/128` for a single address).
+    #[serde(serialize_with = "serialize_display6")]
+    pub network: Ipv6Net,
+    /// Free text from the operator.
+    pub comment: Option<String>,
+    /// When the agent removes the rule by itself.
+    #[serde(serialize_with = "serialize_time")]
+    pub expires_at: Option<SystemTime>,
+}
+
+impl Ipv6Rule {
+    /// A rule for `network` without comment or expiry.
+    pub fn new(network: Ipv6Net) -> Self {
+        Ipv6Rule {
+            network,
+            comment: None,
+            expires_at: None,
+        }
+    }
+}
+
+impl fmt::Display for Ipv6Rule {
+    /// The bare address for a /128, CIDR otherwise (RFC 5952 text).
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&shown6(self.network))
+    }
+}
+
+/// `net` shown the way rules are: the bare address for a /128, CIDR
+/// otherwise; the address in RFC 5952 form (std's `Ipv6Addr` display).
+pub fn shown6(net: Ipv6Net) -> String {
+    if net.prefix_len() == 128 {
+        net.addr().to_string()
+    } else {
+        net.to_string()
+    }
+}
+
 /// A validated policy.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct Policy {
@@ -311,6 +360,10 @@ pub struct Policy {
     pub limits: Limits,
     /// IP rules, one per distinct network, sorted by (address, prefix length).
     pub ip_rules: Vec<IpRule>,
+    /// IPv6 IP rules (written in `ip_rules` beside IPv4 ones), one per
+    /// distinct network, sorted by (address, prefix length).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub ipv6_rules: Vec<Ipv6Rule>,
     /// Virtual network rules, one per id (ids compare case-insensitively),
     /// sorted by lower-cased id.
     pub virtual_network_rules: Vec<VnetRule>,
@@ -402,9 +455,15 @@ pub struct VnetRule {
     /// compare case-insensitively, as Azure's do.
     pub id: String,
     /// The subnet's IPv4 prefixes: canonical (no host bits; a `/32` is one
-    /// address), sorted by (address, prefix length), each once. Never
-    /// empty. Private (RFC 1918) and shared (RFC 6598) space are allowed.
+    /// address), sorted by (address, prefix length), each once. Private
+    /// (RFC 1918) and shared (RFC 6598) space are allowed. This and
+    /// `address_prefixes_v6` are never both empty.
     pub address_prefixes: Vec<Ipv4Net>,
+    /// The subnet's IPv6 prefixes (written in `address_prefixes` beside
+    /// IPv4 ones): canonical, sorted, each once. Unique-local (fc00::/7)
+    /// space is allowed.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub address_prefixes_v6: Vec<Ipv6Net>,
     /// Where the subnet's traffic arrives.
     pub endpoint: Endpoint,
     /// Azure's `ignoreMissingVnetServiceEndpoint`: the rule is accepted
@@ -476,7 +535,11 @@ pub struct TrustedServices {
     /// several tags or services is attributed to the first enabled service
     /// in catalogue order (and that service's first tag holding it).
     pub prefixes: Vec<TrustedPrefix>,
-    /// IPv6 prefixes in the tags used, skipped (each tag counted once).
+    /// The IPv6 prefixes of the enabled services' tags, attributed as
+    /// `prefixes` are.
+    pub prefixes_v6: Vec<TrustedPrefix6>,
+    /// IPv6 prefixes in the tags used, skipped (each tag counted once):
+    /// always 0 now that IPv6 prefixes are used; kept for the output.
     pub ipv6_skipped: usize,
     /// The file's top-level `changeNumber`, if it has one.
     pub change_number: Option<u64>,
@@ -492,6 +555,22 @@ pub struct TrustedPrefix {
     pub service: &'static str,
     /// The service tag that holds it (`values[].name` in the file).
     pub tag: String,
+}
+
+/// One trusted IPv6 source prefix and where it comes from.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct TrustedPrefix6 {
+    /// The source network, canonical.
+    #[serde(serialize_with = "serialize_display6")]
+    pub network: Ipv6Net,
+    /// The catalogue name of the service it is attributed to.
+    pub service: &'static str,
+    /// The service tag that holds it.
+    pub tag: String,
+}
+
+fn serialize_display6<S: serde::Serializer>(net: &Ipv6Net, s: S) -> Result<S::Ok, S::Error> {
+    s.collect_str(&shown6(*net))
 }
 
 fn serialize_display<S: serde::Serializer>(net: &Ipv4Net, s: S) -> Result<S::Ok, S::Error> {

@@ -128,7 +128,7 @@ impl Keys {
 /// Keys of `[data_plane]`.
 pub(super) const DATA_PLANE_KEYS: [&str; 3] = ["tcp_ports", "udp_ports", "guard_control_ports"];
 /// Keys of an explicit `limits` table.
-pub(super) const LIMITS_KEYS: [&str; 2] = ["ip_rules", "virtual_network_rules"];
+pub(super) const LIMITS_KEYS: [&str; 3] = ["ip_rules", "virtual_network_rules", "ipv6_rules"];
 
 /// The policy file as written, shape-checked.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -182,6 +182,8 @@ pub enum RawLimits {
     Explicit {
         ip_rules: Field<i64>,
         virtual_network_rules: Field<i64>,
+        /// Optional; absent = as many as `ip_rules`.
+        ipv6_rules: Field<i64>,
     },
 }
 
@@ -327,17 +329,20 @@ fn limits(base: &str, value: &Value, errors: &mut Vec<PolicyError>) -> Field<Raw
         Value::Table(t) => {
             let mut ip_rules = Field::Absent;
             let mut virtual_network_rules = Field::Absent;
+            let mut ipv6_rules = Field::Absent;
             for (key, v) in sorted(t) {
                 let path = format!("{base}.{key}");
                 match key.as_str() {
                     "ip_rules" => ip_rules = integer(&path, v, errors),
                     "virtual_network_rules" => virtual_network_rules = integer(&path, v, errors),
+                    "ipv6_rules" => ipv6_rules = integer(&path, v, errors),
                     k => errors.push(unknown_key(&path, k, "in limits", &LIMITS_KEYS)),
                 }
             }
             Field::Given(RawLimits::Explicit {
                 ip_rules,
                 virtual_network_rules,
+                ipv6_rules,
             })
         }
         other => {

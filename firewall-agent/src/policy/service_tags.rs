@@ -59,7 +59,11 @@ pub struct ServiceTag {
     /// The IPv4 prefixes: canonical, sorted by (address, prefix length),
     /// each once.
     pub ipv4: Vec<Ipv4Net>,
-    /// IPv6 prefixes skipped.
+    /// The IPv6 prefixes in global unicast space (2000::/3): canonical
+    /// (host bits cleared), sorted, each once.
+    pub ipv6: Vec<Ipv6Net>,
+    /// IPv6 prefixes skipped: outside global unicast space or in a range
+    /// [`ipv6`](super::ipv6) refuses (no Azure source has such an address).
     pub ipv6_skipped: usize,
     /// IPv4 prefixes written with host bits set, read as their network.
     pub host_bits_cleared: usize,
@@ -277,12 +281,14 @@ fn read_tag(
         id,
         path: path.to_string(),
         ipv4: Vec::new(),
+        ipv6: Vec::new(),
         ipv6_skipped: 0,
         host_bits_cleared: 0,
         first_host_bits: None,
         duplicates: 0,
     };
     let mut set = BTreeSet::new();
+    let mut set6 = BTreeSet::new();
     let mut ok = true;
     for (j, item) in prefixes.iter().enumerate() {
         let item_path = format!("{prefixes_path}[{j}]");
@@ -292,7 +298,10 @@ fn read_tag(
             continue;
         };
         match read_prefix(text) {
-            Ok(Prefix::V6) => tag.ipv6_skipped += 1,
+            Ok(Prefix::V6(Some(net))) => {
+                set6.insert((u128::from(net.addr()), net.prefix_len()));
+            }
+            Ok(Prefix::V6(None)) => tag.ipv6_skipped += 1,
             Ok(Prefix::V4 { net, host_bits }) => {
                 if host_bits {
                     tag.host_bits_cleared += 1;
@@ -317,23 +326,39 @@ fn read_tag(
             Ipv4Net::new(addr.into(), len).expect("invariant: prefix length 0..=32")
         })
         .collect();
+    tag.ipv6 = set6
+        .into_iter()
+        .map(|(addr, len)| Ipv6Net::new_assert(addr.into(), len))
+        .collect();
     ok.then_some(tag)
 }
 
 enum Prefix {
-    V4 { net: Ipv4Net, host_bits: bool },
-    V6,
+    V4 {
+        net: Ipv4Net,
+        host_bits: bool,
+    },
+    /// Global unicast, canonical; `None` for a prefix no rule may name.
+    V6(Option<Ipv6Net>),
 }
 
-/// One prefix of a tag: IPv4 (made canonical) or IPv6 (only checked).
+/// One prefix of a tag: IPv4 or IPv6, made canonical (an IPv6 prefix
+/// outside what an IP rule may name is kept as `V6(None)`: skipped).
 fn read_prefix(text: &str) -> Result<Prefix, String> {
     if text.contains(':') {
-        let ok = text.parse::<Ipv6Net>().is_ok() || text.parse::<Ipv6Addr>().is_ok();
-        return if ok {
-            Ok(Prefix::V6)
-        } else {
-            Err("not an IPv4 or IPv6 prefix".into())
+        let net = match (text.parse::<Ipv6Net>(), text.parse::<Ipv6Addr>()) {
+            (Ok(net), _) => net.trunc(),
+            (_, Ok(addr)) => Ipv6Net::from(addr),
+            _ => return Err("not an IPv4 or IPv6 prefix".into()),
         };
+        let usable = super::ipv6::check_value(
+            super::ipv4::ValueKind::IpRule,
+            super::ipv4::Dialect::Native,
+            "",
+            &net.to_string(),
+        )
+        .ok();
+        return Ok(Prefix::V6(usable));
     }
     let (addr, len) = ipv4::parse_cidr(text)?;
     let net = Ipv4Net::new(addr, len)

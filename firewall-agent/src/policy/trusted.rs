@@ -27,7 +27,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
 use super::error::{PolicyError, PolicyWarning};
-use super::model::{Bypass, TrustedPrefix, TrustedService, TrustedServices};
+use super::model::{Bypass, TrustedPrefix, TrustedPrefix6, TrustedService, TrustedServices};
 use super::raw::{Keys, RawTrusted};
 use super::raw_value::Field;
 use super::service_tags::{self, ServiceTagsError, ServiceTagsFile};
@@ -131,6 +131,7 @@ impl Default for TrustedServices {
             service_tags_file: None,
             enabled: CATALOGUE.iter().collect(),
             prefixes: Vec::new(),
+            prefixes_v6: Vec::new(),
             ipv6_skipped: 0,
             change_number: None,
         }
@@ -197,6 +198,7 @@ pub fn validate(
         service_tags_file: file,
         enabled,
         prefixes: Vec::new(),
+        prefixes_v6: Vec::new(),
         ipv6_skipped: 0,
         change_number: None,
     };
@@ -393,6 +395,7 @@ fn fill(
     warnings: &mut Vec<PolicyWarning>,
 ) {
     let mut kept: BTreeMap<(u32, u8), TrustedPrefix> = BTreeMap::new();
+    let mut kept6: BTreeMap<(u128, u8), TrustedPrefix6> = BTreeMap::new();
     let mut used: BTreeSet<&str> = BTreeSet::new();
     for service in &out.enabled {
         for &tag_name in service.tags {
@@ -432,6 +435,15 @@ fn fill(
                     ));
                 }
             }
+            for net in &tag.ipv6 {
+                kept6
+                    .entry((u128::from(net.addr()), net.prefix_len()))
+                    .or_insert_with(|| TrustedPrefix6 {
+                        network: *net,
+                        service: service.name,
+                        tag: tag.name.clone(),
+                    });
+            }
             for net in &tag.ipv4 {
                 kept.entry((u32::from(net.addr()), net.prefix_len()))
                     .or_insert_with(|| TrustedPrefix {
@@ -443,5 +455,6 @@ fn fill(
         }
     }
     out.prefixes = kept.into_values().collect();
+    out.prefixes_v6 = kept6.into_values().collect();
     out.change_number = tags.change_number;
 }

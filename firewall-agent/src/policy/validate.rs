@@ -107,6 +107,7 @@ pub fn validate(
     };
     let limits = limits(&keys.limits, &raw.limits, errors);
     let ip_rules = ip_rules::validate(&raw.ip_rules, keys.dialect, ctx.now, errors, warnings);
+    let ipv6_rules = ip_rules::validate_v6(&raw.ip_rules, keys.dialect, ctx.now, errors, warnings);
     let vnet_rules = vnet::validate(&raw.virtual_network_rules, ctx.now, errors, warnings);
     if let (Some(defaults), Field::Given(rules)) = (&defaults, &raw.virtual_network_rules) {
         same_subnet_through_defaults(rules, defaults, errors);
@@ -120,6 +121,13 @@ pub fn validate(
             errors,
         );
         // A private endpoint's entries sit in the virtual-network table.
+        check_count(
+            LimitedRules::Ipv6,
+            &keys.ip_rules,
+            ipv6_rules.len(),
+            limits,
+            errors,
+        );
         check_count(
             LimitedRules::Vnet,
             &keys.virtual_network_rules,
@@ -138,11 +146,14 @@ pub fn validate(
         warnings,
     );
 
-    let rules = ip_rules.len() + vnet_rules.len();
+    let rules = ip_rules.len() + ipv6_rules.len() + vnet_rules.len();
     if default_action == Some(DefaultAction::Allow) && rules > 0 {
         let mut counted = Vec::new();
         if !ip_rules.is_empty() {
             counted.push(plural(ip_rules.len(), "IP rule"));
+        }
+        if !ipv6_rules.is_empty() {
+            counted.push(plural(ipv6_rules.len(), "IPv6 IP rule"));
         }
         if !vnet_rules.is_empty() {
             counted.push(plural(vnet_rules.len(), "virtual network rule"));
@@ -197,6 +208,7 @@ pub fn validate(
         ipv6: ipv6?,
         limits: limits?,
         ip_rules,
+        ipv6_rules,
         virtual_network_rules: vnet_rules,
         trusted_services: trusted?,
         data_plane: data_plane?,
@@ -399,6 +411,7 @@ fn limits(base: &str, field: &Field<RawLimits>, errors: &mut Vec<PolicyError>) -
         Field::Given(RawLimits::Explicit {
             ip_rules,
             virtual_network_rules,
+            ipv6_rules,
         }) => {
             let ip = limit_number(&format!("{base}.ip_rules"), ip_rules, explicit_form, errors);
             let vnet = limit_number(
@@ -407,10 +420,15 @@ fn limits(base: &str, field: &Field<RawLimits>, errors: &mut Vec<PolicyError>) -
                 explicit_form,
                 errors,
             );
+            let ip6 = match ipv6_rules {
+                Field::Absent => ip,
+                given => limit_number(&format!("{base}.ipv6_rules"), given, explicit_form, errors),
+            };
             Some(Limits {
                 profile: LimitProfile::Explicit,
                 ip_rules: ip?,
                 virtual_network_rules: vnet?,
+                ipv6_rules: ip6?,
             })
         }
     }
@@ -453,6 +471,7 @@ fn limit_number(
 #[derive(Clone, Copy)]
 enum LimitedRules {
     Ip,
+    Ipv6,
     Vnet,
 }
 
@@ -460,6 +479,7 @@ impl LimitedRules {
     fn noun(self) -> &'static str {
         match self {
             LimitedRules::Ip => "IP rules",
+            LimitedRules::Ipv6 => "IPv6 IP rules",
             LimitedRules::Vnet => "virtual network rules",
         }
     }
@@ -467,6 +487,7 @@ impl LimitedRules {
     fn limit(self, limits: &Limits) -> usize {
         match self {
             LimitedRules::Ip => limits.ip_rules,
+            LimitedRules::Ipv6 => limits.ipv6_rules,
             LimitedRules::Vnet => limits.virtual_network_rules,
         }
     }
@@ -474,6 +495,7 @@ impl LimitedRules {
     fn key(self) -> &'static str {
         match self {
             LimitedRules::Ip => "ip_rules",
+            LimitedRules::Ipv6 => "ipv6_rules",
             LimitedRules::Vnet => "virtual_network_rules",
         }
     }

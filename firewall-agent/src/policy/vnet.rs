@@ -8,7 +8,7 @@
 use std::collections::BTreeMap;
 use std::time::SystemTime;
 
-use ipnet::Ipv4Net;
+use ipnet::{Ipv4Net, Ipv6Net};
 
 use super::error::{PolicyError, PolicyWarning};
 use super::expiry;
@@ -150,6 +150,10 @@ pub fn validate(
             }
         }
         let prefixes = prefixes(raw, errors, warnings);
+        let (prefixes, prefixes_v6) = match prefixes {
+            Some((v4, v6)) => (Some(v4), v6),
+            None => (None, Vec::new()),
+        };
         let endpoint = endpoint(raw, errors);
         let expires_at = match &raw.expires_at {
             None => Some(None),
@@ -173,6 +177,7 @@ pub fn validate(
                 rule: VnetRule {
                     id: id.value.clone(),
                     address_prefixes: prefixes.iter().map(|(net, _)| *net).collect(),
+                    address_prefixes_v6: prefixes_v6,
                     endpoint,
                     ignore_missing_endpoint: raw.ignore_missing_endpoint,
                     comment: raw.comment.clone(),
@@ -217,13 +222,17 @@ fn id<'a>(raw: &'a RawVnetRule, errors: &mut Vec<PolicyError>) -> Option<&'a At<
     }
 }
 
-/// The rule's prefixes, canonical and each once, with where each was first
-/// written; a repeat within the rule is a warning.
+/// IPv4 prefixes with where each was first written.
+type Prefixes4<'a> = Vec<(Ipv4Net, &'a At<String>)>;
+
+/// The rule's prefixes, canonical and each once: IPv4 ones with where each
+/// was first written, then IPv6 ones (a value with a `:`, see
+/// [`ipv6`](super::ipv6)); a repeat within the rule is a warning.
 fn prefixes<'a>(
     raw: &'a RawVnetRule,
     errors: &mut Vec<PolicyError>,
     warnings: &mut Vec<PolicyWarning>,
-) -> Option<Vec<(Ipv4Net, &'a At<String>)>> {
+) -> Option<(Prefixes4<'a>, Vec<Ipv6Net>)> {
     let list = match &raw.address_prefixes {
         Field::Invalid => return None,
         Field::Absent => {
@@ -251,19 +260,49 @@ fn prefixes<'a>(
     distinct_prefixes(list, errors, warnings)
 }
 
-/// Subnet prefixes (private ranges allowed), canonical and each once,
-/// with where each was first written; a repeat within the list is a
-/// warning. `None` when any is invalid (each error pushed). Shared by
-/// subnet rules' `address_prefixes` and private endpoints'
-/// `allowed_prefixes`.
+/// Subnet prefixes (private ranges allowed), canonical and each once:
+/// IPv4 ones with where each was first written, then IPv6 ones (a value
+/// with a `:`); a repeat within the list is a warning. `None` when any is
+/// invalid (each error pushed). Shared by subnet rules' `address_prefixes`
+/// and private endpoints' `allowed_prefixes`.
 pub(super) fn distinct_prefixes<'a>(
     list: &'a [At<String>],
     errors: &mut Vec<PolicyError>,
     warnings: &mut Vec<PolicyWarning>,
-) -> Option<Vec<(Ipv4Net, &'a At<String>)>> {
+) -> Option<(Prefixes4<'a>, Vec<Ipv6Net>)> {
     let mut kept: BTreeMap<(u32, u8), (Ipv4Net, &At<String>)> = BTreeMap::new();
+    let mut kept6: BTreeMap<(u128, u8), (Ipv6Net, &At<String>)> = BTreeMap::new();
     let mut ok = true;
     for at in list {
+        if super::ipv6::is_ipv6_text(&at.value) {
+            let checked = super::ipv6::check_value(
+                ipv4::ValueKind::SubnetPrefix,
+                ipv4::Dialect::Native,
+                &at.path,
+                &at.value,
+            );
+            match checked {
+                Err(e) => {
+                    ok = false;
+                    errors.push(e);
+                }
+                Ok(net) => {
+                    let key = (u128::from(net.addr()), net.prefix_len());
+                    if let Some((_, first)) = kept6.get(&key) {
+                        warnings.push(PolicyWarning::new(
+                            &at.path,
+                            format!(
+                                "{:?} is the same network as {} {:?}; it is kept once",
+                                at.value, first.path, first.value
+                            ),
+                        ));
+                    } else {
+                        kept6.insert(key, (net, at));
+                    }
+                }
+            }
+            continue;
+        }
         match ipv4::check_subnet_prefix(&at.path, &at.value) {
             Err(e) => {
                 ok = false;
@@ -285,7 +324,12 @@ pub(super) fn distinct_prefixes<'a>(
             }
         }
     }
-    ok.then(|| kept.into_values().collect())
+    ok.then(|| {
+        (
+            kept.into_values().collect(),
+            kept6.into_values().map(|(net, _)| net).collect(),
+        )
+    })
 }
 
 fn endpoint(raw: &RawVnetRule, errors: &mut Vec<PolicyError>) -> Option<Endpoint> {

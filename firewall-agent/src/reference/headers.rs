@@ -50,7 +50,7 @@ impl Proto {
 pub enum Source {
     /// IPv4: rules can name it.
     V4(Ipv4Addr),
-    /// IPv6: only the `ipv6` setting decides.
+    /// IPv6: IPv6 rules, then the `ipv6` setting.
     V6(Ipv6Addr),
 }
 

@@ -4,11 +4,11 @@
 //! obviously right is what a reference wants.
 
 use std::collections::BTreeMap;
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 
 use firewall_common::RuleValue;
 
-use crate::compile::{PrefixKey, VnetPrefixKey};
+use crate::compile::{Prefix6Key, PrefixKey, Vnet6PrefixKey, VnetPrefixKey};
 
 /// Whether the first `key.prefix_len` bits of `addr` equal the key's.
 /// A key longer than 32 bits matches nothing (the kernel refuses it).
@@ -25,6 +25,49 @@ pub fn covers(key: &PrefixKey, addr: Ipv4Addr) -> bool {
     let ignored = 32 - len;
     // len is 1..=32, so the shift is 0..=31.
     (network >> ignored) == (address >> ignored)
+}
+
+/// Whether the first `key.prefix_len` bits of `addr` equal the key's
+/// (IPv6: 128 bits). A key longer than 128 bits matches nothing.
+pub fn covers6(key: &Prefix6Key, addr: Ipv6Addr) -> bool {
+    let len = key.prefix_len;
+    if len > 128 {
+        return false;
+    }
+    if len == 0 {
+        return true;
+    }
+    let network = u128::from_be_bytes(key.octets);
+    let address = u128::from(addr);
+    let ignored = 128 - len;
+    // len is 1..=128, so the shift is 0..=127.
+    (network >> ignored) == (address >> ignored)
+}
+
+/// [`longest`] over IPv6 entries.
+pub fn longest6(
+    entries: &BTreeMap<Prefix6Key, RuleValue>,
+    addr: Ipv6Addr,
+) -> Option<(Prefix6Key, RuleValue)> {
+    entries
+        .iter()
+        .filter(|(key, _)| covers6(key, addr))
+        .max_by_key(|(key, _)| key.prefix_len)
+        .map(|(key, value)| (*key, *value))
+}
+
+/// [`longest_at_endpoint`] over IPv6 entries.
+pub fn longest6_at_endpoint(
+    entries: &BTreeMap<Vnet6PrefixKey, RuleValue>,
+    ifindex: u32,
+    vlan: u32,
+    addr: Ipv6Addr,
+) -> Option<(Vnet6PrefixKey, RuleValue)> {
+    entries
+        .iter()
+        .filter(|(key, _)| key.ifindex == ifindex && key.vlan == vlan && covers6(&key.prefix, addr))
+        .max_by_key(|(key, _)| key.prefix.prefix_len)
+        .map(|(key, value)| (*key, *value))
 }
 
 /// The longest prefix of `entries` that covers `addr`, with its value.

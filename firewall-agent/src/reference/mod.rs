@@ -29,13 +29,13 @@ mod lookup;
 mod tests;
 
 use std::fmt;
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr};
 
 use firewall_common::{
     FLAG_AUDIT, FLAG_BYPASS_TRUSTED, FLAG_DEFAULT_ALLOW, FLAG_IPV6_ALLOW, FLAG_VALID, IFINDEX_ANY,
     PORT_PROTO_TCP, PORT_PROTO_UDP, RuleValue, VLAN_ANY, Verdict, port_slot,
 };
-use ipnet::Ipv4Net;
+use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 
 use crate::compile::{CompiledTables, RuleKind};
 
@@ -94,7 +94,7 @@ pub struct MatchedRule {
     /// The entry's hit-counter slot ([`RuleValue::slot`]).
     pub id: u32,
     /// The prefix that covered the source.
-    pub prefix: Ipv4Net,
+    pub prefix: IpNet,
     /// For a virtual network rule, the endpoint of the entry that matched:
     /// (ifindex or `IFINDEX_ANY`, VLAN id or `VLAN_ANY`).
     pub endpoint: Option<(u32, u32)>,
@@ -384,12 +384,31 @@ fn decide(
     };
 
     let source = match ports.source {
-        Source::V6(_) => {
+        Source::V6(source) => {
+            // The same order as IPv4 on the IPv6 tables; `default_action`
+            // is not consulted: a source no rule matches gets `ipv6`.
+            let matched = written
+                .then(|| {
+                    first_match(
+                        IpAddr::V6(source),
+                        at,
+                        walked.outer_vlan,
+                        flags,
+                        tables,
+                        steps,
+                    )
+                })
+                .flatten();
+            if let Some(matched) = matched {
+                return (matched.kind.verdict(), Some(matched), None);
+            }
             return if flags & FLAG_IPV6_ALLOW != 0 {
-                steps.push("IPv6 to the data plane, ipv6 = Allow".to_owned());
+                steps.push(format!(
+                    "no rule matched IPv6 source {source}, ipv6 = Allow"
+                ));
                 plain(Verdict::PassIpv6)
             } else {
-                steps.push("IPv6 to the data plane, ipv6 = Deny".to_owned());
+                steps.push(format!("no rule matched IPv6 source {source}, ipv6 = Deny"));
                 refuse(Verdict::DenyIpv6, steps)
             };
         }
@@ -400,7 +419,16 @@ fn decide(
         return plain(Verdict::AllowDefault);
     }
     let matched = written
-        .then(|| first_match(source, at, walked.outer_vlan, flags, tables, steps))
+        .then(|| {
+            first_match(
+                IpAddr::V4(source),
+                at,
+                walked.outer_vlan,
+                flags,
+                tables,
+                steps,
+            )
+        })
         .flatten();
     if let Some(matched) = matched {
         return (matched.kind.verdict(), Some(matched), None);
@@ -423,10 +451,45 @@ fn guarded(tables: &CompiledTables, proto: Proto, dport: u16) -> bool {
         .is_some_and(|w| w & bit != 0)
 }
 
+/// A table's longest match for `source` in its family's table: the
+/// prefix and the entry.
+fn longest_of(
+    v4: &std::collections::BTreeMap<crate::compile::PrefixKey, RuleValue>,
+    v6: &std::collections::BTreeMap<crate::compile::Prefix6Key, RuleValue>,
+    source: IpAddr,
+) -> Option<(IpNet, RuleValue)> {
+    match source {
+        IpAddr::V4(a) => lookup::longest(v4, a).map(|(k, v)| (IpNet::V4(Ipv4Net::from(k)), v)),
+        IpAddr::V6(a) => lookup::longest6(v6, a).map(|(k, v)| (IpNet::V6(Ipv6Net::from(k)), v)),
+    }
+}
+
+/// The virtual-network entry for `source` bound to exactly (`ifindex`,
+/// `vlan`), in its family's table.
+fn longest_at_endpoint_of(
+    tables: &CompiledTables,
+    ifindex: u32,
+    vlan: u32,
+    source: IpAddr,
+) -> Option<(IpNet, RuleValue)> {
+    match source {
+        IpAddr::V4(a) => lookup::longest_at_endpoint(&tables.vnet_rules, ifindex, vlan, a)
+            .map(|(k, v)| (IpNet::V4(Ipv4Net::from(k.prefix)), v)),
+        IpAddr::V6(a) => lookup::longest6_at_endpoint(&tables.vnet6_rules, ifindex, vlan, a)
+            .map(|(k, v)| (IpNet::V6(Ipv6Net::from(k.prefix)), v)),
+    }
+}
+
+/// `a.b.c.d/N` or an IPv6 prefix as rules show it.
+fn words(prefix: IpNet) -> String {
+    prefix.to_string()
+}
+
 /// Key Vault's order: trusted services (with the bypass), IP rules, then
-/// virtual network rules through the frame's endpoint.
+/// virtual network rules through the frame's endpoint; an IPv6 source is
+/// looked up in the IPv6 tables the same way.
 fn first_match(
-    source: Ipv4Addr,
+    source: IpAddr,
     at: &Context,
     outer_vlan: u16,
     flags: u32,
@@ -434,10 +497,15 @@ fn first_match(
     steps: &mut Vec<String>,
 ) -> Option<MatchedRule> {
     if flags & FLAG_BYPASS_TRUSTED != 0 {
-        match lookup::longest(&tables.trusted, source) {
-            Some((key, value)) => {
-                let prefix = Ipv4Net::from(key);
-                if live(value, at, &format!("trusted services {prefix}"), steps) {
+        match longest_of(&tables.trusted, &tables.trusted6, source) {
+            Some((prefix, value)) => {
+                let prefix_words = words(prefix);
+                if live(
+                    value,
+                    at,
+                    &format!("trusted services {prefix_words}"),
+                    steps,
+                ) {
                     steps.push(format!("source {source} in trusted services {prefix}"));
                     return Some(MatchedRule {
                         kind: RuleKind::Trusted,
@@ -452,13 +520,17 @@ fn first_match(
     } else {
         steps.push("bypass None: trusted services not consulted".to_owned());
     }
-    match lookup::longest(&tables.ip_rules, source) {
-        Some((key, value)) => {
-            let prefix = Ipv4Net::from(key);
-            if live(value, at, &format!("ip_rules {prefix}"), steps) {
+    match longest_of(&tables.ip_rules, &tables.ip6_rules, source) {
+        Some((prefix, value)) => {
+            let prefix_words = words(prefix);
+            if live(value, at, &format!("ip_rules {prefix_words}"), steps) {
                 steps.push(format!("source {source} in ip_rules {prefix}"));
                 return Some(MatchedRule {
-                    kind: RuleKind::Ip,
+                    kind: if source.is_ipv6() {
+                        RuleKind::Ip6
+                    } else {
+                        RuleKind::Ip
+                    },
                     id: value.slot,
                     prefix,
                     endpoint: None,
@@ -479,10 +551,7 @@ fn first_match(
         endpoints.push((IFINDEX_ANY, vlan));
     }
     for (ifindex, vlan) in endpoints {
-        if let Some((key, value)) =
-            lookup::longest_at_endpoint(&tables.vnet_rules, ifindex, vlan, source)
-        {
-            let prefix = Ipv4Net::from(key.prefix);
+        if let Some((prefix, value)) = longest_at_endpoint_of(tables, ifindex, vlan, source) {
             let via = endpoint_words(ifindex, vlan);
             if !live(
                 value,

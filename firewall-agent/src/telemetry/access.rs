@@ -158,7 +158,7 @@ pub struct RuleFields {
     /// The rule (an IP rule's value, a subnet rule's id, a trusted
     /// service).
     pub name: String,
-    /// Its kind: `ip`, `vnet` or `trusted`.
+    /// Its kind: `ip`, `ip6`, `vnet`, `private_endpoint` or `trusted`.
     pub category: String,
 }
 

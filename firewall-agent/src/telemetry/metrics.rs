@@ -48,7 +48,9 @@ pub struct RuleHitSample {
 /// How full one kind of trie is.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct MapFill {
-    /// `ip_rules`, `virtual_network_rules` or `trusted_services`.
+    /// `ip_rules`, `virtual_network_rules`, `trusted_services`, or their
+    /// IPv6 tries `ipv6_ip_rules`, `ipv6_virtual_network_rules`,
+    /// `ipv6_trusted_services`.
     pub table: &'static str,
     /// Entries the active table set holds.
     pub entries: u64,

@@ -6,7 +6,7 @@ use firewall_common::{
     FLAG_AUDIT, FLAG_BYPASS_TRUSTED, FLAG_DEFAULT_ALLOW, FLAG_IPV6_ALLOW, FLAG_VALID, IFINDEX_ANY,
     PORT_PROTO_TCP, PORT_PROTO_UDP, RuleValue, VLAN_ANY, port_slot,
 };
-use vaultfw::compile::{CompiledTables, PrefixKey, VnetPrefixKey};
+use vaultfw::compile::{CompiledTables, Prefix6Key, PrefixKey, Vnet6PrefixKey, VnetPrefixKey};
 
 /// BPF_PROG_TEST_RUN judges frames as received on the loopback device.
 pub const TEST_RUN_IFINDEX: u32 = 1;
@@ -64,8 +64,45 @@ pub struct Scenario {
     udp_ports: Vec<u16>,
     /// Every prefix of every trie: sources are drawn inside them.
     prefixes: Vec<PrefixKey>,
+    /// Every prefix of every IPv6 trie: IPv6 sources are drawn inside them.
+    prefixes6: Vec<Prefix6Key>,
     /// VLAN ids the endpoints name.
     vlans: Vec<u16>,
+}
+
+fn random_prefix6(rng: &mut Rng) -> Prefix6Key {
+    let prefix_len = match rng.below(20) {
+        0 => 0,
+        1 => 128,
+        2..=5 => rng.range(100, 127) as u32,
+        _ => rng.range(8, 64) as u32,
+    };
+    let addr = (u128::from(rng.next()) << 64) | u128::from(rng.next());
+    let mask = if prefix_len == 0 {
+        0
+    } else {
+        u128::MAX << (128 - prefix_len)
+    };
+    Prefix6Key {
+        prefix_len,
+        octets: (addr & mask).to_be_bytes(),
+    }
+}
+
+/// An IPv6 source: inside one of the scenario's IPv6 prefixes, or random.
+fn source6(rng: &mut Rng, s: &Scenario) -> [u8; 16] {
+    let random = (u128::from(rng.next()) << 64) | u128::from(rng.next());
+    if s.prefixes6.is_empty() || rng.chance(35) {
+        return random.to_be_bytes();
+    }
+    let key = rng.pick(&s.prefixes6);
+    let host_bits = 128 - key.prefix_len.min(128);
+    let host = if host_bits == 0 {
+        0
+    } else {
+        random & (u128::MAX >> (128 - host_bits))
+    };
+    (u128::from_be_bytes(key.octets) | host).to_be_bytes()
 }
 
 fn random_prefix(rng: &mut Rng) -> PrefixKey {
@@ -172,11 +209,46 @@ pub fn random_scenario(rng: &mut Rng) -> Scenario {
         );
         prefixes.push(prefix);
     }
+    let mut prefixes6 = Vec::new();
+    for id in 0..rng.below(12) {
+        let key = random_prefix6(rng);
+        tables.ip6_rules.insert(key, random_value(rng, id as u32));
+        prefixes6.push(key);
+    }
+    for id in 0..rng.below(8) {
+        let key = random_prefix6(rng);
+        tables.trusted6.insert(key, random_value(rng, id as u32));
+        prefixes6.push(key);
+    }
+    for id in 0..rng.below(8) {
+        let ifindex = rng.pick(&[
+            TEST_RUN_IFINDEX,
+            TEST_RUN_IFINDEX,
+            OTHER_IFINDEX,
+            IFINDEX_ANY,
+        ]);
+        let vlan = if rng.chance(40) {
+            VLAN_ANY
+        } else {
+            u32::from(rng.pick(&vlans))
+        };
+        let prefix = random_prefix6(rng);
+        tables.vnet6_rules.insert(
+            Vnet6PrefixKey {
+                ifindex,
+                vlan,
+                prefix,
+            },
+            random_value(rng, id as u32),
+        );
+        prefixes6.push(prefix);
+    }
     Scenario {
         tables,
         tcp_ports,
         udp_ports,
         prefixes,
+        prefixes6,
         vlans,
     }
 }
@@ -380,7 +452,7 @@ fn ipv6_frame(rng: &mut Rng, s: &Scenario) -> Vec<u8> {
     f.extend_from_slice(&(payload_len as u16).to_be_bytes());
     f.push(kinds.first().copied().unwrap_or(last));
     f.push(64);
-    f.extend_from_slice(&rng.bytes(16));
+    f.extend_from_slice(&source6(rng, s));
     f.extend_from_slice(&rng.bytes(16));
     f.extend_from_slice(&payload);
     f

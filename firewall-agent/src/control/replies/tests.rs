@@ -72,6 +72,7 @@ fn show_reply() -> ShowReply {
             profile: "kv-2020".into(),
             ip_rules: 127,
             virtual_network_rules: 127,
+            ipv6_rules: 127,
         },
         data_plane: DataPlaneShown {
             tcp_ports: BTreeSet::from([443]),
@@ -117,7 +118,7 @@ fn show_reply_has_a_stable_wire_form() {
                 "policy_file":"/etc/vaultfw/policy.toml","default_action":"Deny",
                 "bypass":"None","mode":"Enforce","ipv6":"Deny",
                 "public_network_access":"Enabled","private_endpoints":0,
-                "limits":{"profile":"kv-2020","ip_rules":127,"virtual_network_rules":127},
+                "limits":{"profile":"kv-2020","ip_rules":127,"virtual_network_rules":127,"ipv6_rules":127},
                 "data_plane":{"tcp_ports":[443],"udp_ports":[],"guard_control_ports":[]},
                 "ip_rules":2,"virtual_network_rules":1,"trusted_service_prefixes":0,
                 "awaiting_confirmation_until":null,

@@ -320,12 +320,12 @@ fn ip_rule_metadata_in_the_map_attaches_by_network() {
 #[test]
 fn unknown_fields_inside_network_acls_are_warned_about_and_ignored() {
     let v = load_azure(
-        r#"{"defaultAction": "Deny", "bypass": "None", "ipv6Rules": [],
+        r#"{"defaultAction": "Deny", "bypass": "None", "ipRulesV6": [],
             "ipRules": [{"value": "203.0.113.7", "action": "Allow"}]}"#,
         None,
     );
     let paths: Vec<&str> = v.warnings.iter().map(|w| w.path.as_str()).collect();
-    assert_eq!(paths, ["ipRules[0].action", "ipv6Rules"]);
+    assert_eq!(paths, ["ipRules[0].action", "ipRulesV6"]);
 }
 
 #[test]

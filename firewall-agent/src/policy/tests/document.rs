@@ -266,7 +266,8 @@ fn limits_profiles_and_explicit_numbers_load() {
         Limits {
             profile: LimitProfile::Explicit,
             ip_rules: 5000,
-            virtual_network_rules: 1
+            virtual_network_rules: 1,
+            ipv6_rules: 5000,
         }
     );
     let max = Limits::MAX_LOADABLE;

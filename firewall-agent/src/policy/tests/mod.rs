@@ -7,6 +7,7 @@ mod document;
 mod examples;
 mod ip_rule_value;
 mod ip_rules;
+mod ipv6_rules;
 mod man_page;
 mod round_trip;
 mod round_trip_generated;

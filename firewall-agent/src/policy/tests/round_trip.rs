@@ -22,8 +22,9 @@ default_action = "Deny"
 bypass = "AzureServices"
 mode = "Audit"
 ipv6 = "Allow"
-limits = {{ ip_rules = 300, virtual_network_rules = 50 }}
-ip_rules = ["203.0.113.0/24", "198.51.100.7/32",
+limits = {{ ip_rules = 300, virtual_network_rules = 50, ipv6_rules = 20 }}
+ip_rules = ["203.0.113.0/24", "198.51.100.7/32", "2001:db8:1::/48",
+            {{ value = "2001:db8:0:0::7", comment = "IPv6 build agent" }},
             {{ value = "192.0.2.77", comment = "build \"agent\" \\ one", expires_at = "2027-01-31T00:00:00.250Z" }},
             {{ value = "198.51.100.64/26", expires_at = "2027-06-01T12:00:00+02:00" }}]
 
@@ -41,7 +42,7 @@ allowed_prefixes = ["10.9.0.0/24", "10.9.8.7"]
 
 [[virtual_network_rules]]
 id = "vnet-prod/subnets/app"
-address_prefixes = ["10.1.2.0/24", "10.1.9.9"]
+address_prefixes = ["10.1.2.0/24", "10.1.9.9", "fd00:1:2::/64", "2001:db8:77::/48"]
 endpoint = {{ interface = "eth1" }}
 comment = "app tier"
 
@@ -127,6 +128,11 @@ fn export_writes_key_vaults_shape_with_single_addresses_as_slash_32() {
             {"value": "203.0.113.0/24"},
         ])
     );
+    assert_eq!(
+        acls["ipv6Rules"],
+        json!([{"value": "2001:db8::7/128"}, {"value": "2001:db8:1::/48"}]),
+        "IPv6 rules under ipv6Rules, canonical (RFC 5952)"
+    );
     let ids: Vec<&str> = acls["virtualNetworkRules"]
         .as_array()
         .expect("array")
@@ -151,7 +157,7 @@ fn export_writes_key_vaults_shape_with_single_addresses_as_slash_32() {
         "{map}"
     );
     assert!(
-        map.contains("limits = { ip_rules = 300, virtual_network_rules = 50 }"),
+        map.contains("limits = { ip_rules = 300, virtual_network_rules = 50, ipv6_rules = 20 }"),
         "{map}"
     );
     assert!(

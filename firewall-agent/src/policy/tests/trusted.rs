@@ -70,7 +70,8 @@ fn a_tag_holding_192_0_2_128_29_gives_that_prefix_to_azure_backup() {
     assert_eq!(t.prefixes[0].network, "192.0.2.128/29".parse().unwrap());
     assert_eq!(t.prefixes[0].service, "AzureBackup");
     assert_eq!(t.prefixes[0].tag, "AzureBackup");
-    assert_eq!(t.ipv6_skipped, 1);
+    assert_eq!(t.prefixes_v6.len(), 1);
+    assert_eq!(t.prefixes_v6[0].service, "AzureBackup");
     assert_eq!(t.change_number, Some(7));
     assert_eq!(
         t.service_tags_file.as_deref(),
@@ -121,8 +122,8 @@ fn the_whole_catalogue_is_the_default_and_uses_no_azure_cloud_prefix() {
         ]
     );
     // ARM, AzureBackup, Sql and Storage each hold one IPv6 prefix; the ARM
-    // tag is counted once although three services use it.
-    assert_eq!(t.ipv6_skipped, 4);
+    // tag's is kept once although three services use it.
+    assert_eq!(t.prefixes_v6.len(), 4);
     assert!(v.warnings.is_empty(), "{:?}", v.warnings);
 }
 
