@@ -46,6 +46,9 @@ pub enum Caller {
     File,
     /// A deadline: an apply not confirmed in time, a rule's `expires_at`.
     Timer,
+    /// The daemon itself, at its start or stop: the rollback of an apply
+    /// nobody can confirm any more (`event.reason` says which).
+    Daemon,
 }
 
 impl Caller {
@@ -64,12 +67,13 @@ impl Caller {
         }
     }
 
-    /// `vaultfw.caller`: `socket`, `file` or `timer`.
+    /// `vaultfw.caller`: `socket`, `file`, `timer` or `daemon`.
     pub fn kind(&self) -> &'static str {
         match self {
             Caller::Peer { .. } | Caller::UnknownPeer => "socket",
             Caller::File => "file",
             Caller::Timer => "timer",
+            Caller::Daemon => "daemon",
         }
     }
 
