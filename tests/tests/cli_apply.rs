@@ -127,13 +127,12 @@ fn an_unconfirmed_apply_rolls_back_at_its_deadline() {
         file_before,
         "the rollback left the file changed"
     );
-    // Nothing pending: `confirm` is idempotent (exit 0, `confirmed: false`).
+    // The apply was rolled back: a confirm now is refused (exit 2), not
+    // taken for "nothing pending".
     let out = agent.cli_json(&["confirm"]);
-    let doc = out.ok();
-    assert_eq!(doc["confirmed"], false, "{}", out.context());
-    assert_eq!(
-        doc["message"],
-        "nothing awaits confirmation",
+    out.expect_code(exit::INVALID_INPUT);
+    assert!(
+        out.error_message().contains("was rolled back at"),
         "{}",
         out.context()
     );

@@ -377,3 +377,142 @@ ip_rules = ["203.0.113.0/24", { value = "198.51.100.7", comment = "build agent",
     assert_eq!(list["generation"], agent.generation(), "{list:#}");
     agent.stop();
 }
+
+/// The audit records of the daemon log with this `event.action`.
+fn audit_records(agent: &Agent, action: &str) -> Vec<Value> {
+    agent
+        .log_lines()
+        .into_iter()
+        .filter(|l| l["event"]["dataset"] == "vaultfw.audit" && l["event"]["action"] == action)
+        .collect()
+}
+
+#[test]
+fn under_public_network_access_disabled_an_added_ip_rule_is_a_change_that_admits_nothing() {
+    let topo = Topology::new();
+    let _https = TcpServer::start(&topo.server, topo.server_addr(443));
+    let disabled = format!(
+        "public_network_access = \"Disabled\"\n{}",
+        policy(&["203.0.113.0/24"])
+    );
+    let agent = serving(&topo, &disabled);
+    let denied = DENIED_SRC.to_string();
+    let out = agent.cli_json(&["network-rule", "add", "--ip-address", &denied]);
+    let doc = out.ok();
+    assert_eq!(
+        doc["changed"],
+        true,
+        "the declared policy changed: {}",
+        out.context()
+    );
+    let file = std::fs::read_to_string(agent.policy().path()).expect("reading the policy");
+    assert!(file.contains(&denied), "the rule is in the file:\n{file}");
+    let records = audit_records(&agent, "network-rule-add");
+    assert_eq!(records.len(), 1, "{records:#?}");
+    assert_eq!(records[0]["vaultfw"]["outcome"], "applied", "{records:#?}");
+    // The kernel admits nothing by IP rule while public access is off.
+    assert_dropped(&topo, &agent, DENIED_SRC, 443, "an IP rule under Disabled");
+
+    let out = agent.cli_json(&["network-rule", "remove", "--ip-address", &denied]);
+    assert_eq!(out.ok()["changed"], true, "{}", out.context());
+    let records = audit_records(&agent, "network-rule-remove");
+    assert_eq!(records[0]["vaultfw"]["outcome"], "applied", "{records:#?}");
+
+    // An apply that only changes IP rules is a change too.
+    let applied = vaultfw_tests::PolicyFile::named(
+        "applied.toml",
+        &format!(
+            "public_network_access = \"Disabled\"\n{}",
+            policy(&["203.0.113.0/24", "192.0.2.0/24"])
+        ),
+    );
+    let out = agent.cli_json(&["apply", applied.path_str()]);
+    assert_eq!(out.ok()["changed"], true, "{}", out.context());
+    let records = audit_records(&agent, "apply");
+    assert_eq!(records[0]["vaultfw"]["outcome"], "applied", "{records:#?}");
+    assert_dropped(&topo, &agent, DENIED_SRC, 443, "after the apply");
+}
+
+#[test]
+fn an_expires_at_in_the_past_is_refused_by_the_daemon_and_changes_nothing() {
+    let topo = Topology::new();
+    let _https = TcpServer::start(&topo.server, topo.server_addr(443));
+    let agent = serving(&topo, &policy(&["203.0.113.0/24"]));
+    let denied = DENIED_SRC.to_string();
+    let before = Unchanged::capture(&agent);
+    let past = "2020-01-01T00:00:00Z";
+    let out = agent.cli_json(&[
+        "network-rule",
+        "add",
+        "--ip-address",
+        &denied,
+        "--expires-at",
+        past,
+    ]);
+    out.expect_code(exit::INVALID_INPUT);
+    let message = out.error_message();
+    assert!(
+        message.contains("--expires-at") && message.contains(past) && message.contains("future"),
+        "the error names the flag, the value and the fix: {message}"
+    );
+    before.assert_same(&agent, "an expiry in the past");
+    assert_dropped(&topo, &agent, DENIED_SRC, 443, "after the refused add");
+
+    // Another client sends the protocol directly: the daemon refuses too.
+    let mut stream = std::os::unix::net::UnixStream::connect(&agent.paths().socket)
+        .expect("connecting to the control socket");
+    let request = format!(
+        "{{\"version\":1,\"command\":{{\"verb\":\"rule_add\",\"rule\":{{\"kind\":\"ip\",\
+         \"address\":\"{denied}\",\"expires_at\":\"{past}\"}},\"if_generation\":null}}}}\n"
+    );
+    use std::io::{Read, Write};
+    stream.write_all(request.as_bytes()).expect("sending");
+    stream
+        .set_read_timeout(Some(std::time::Duration::from_secs(10)))
+        .expect("a read timeout");
+    let mut answer = String::new();
+    let mut buf = [0u8; 4096];
+    while !answer.contains('\n') {
+        let n = stream.read(&mut buf).expect("an answer");
+        if n == 0 {
+            break;
+        }
+        answer.push_str(&String::from_utf8_lossy(&buf[..n]));
+    }
+    assert!(
+        answer.contains("invalid_input") && answer.contains("expires_at"),
+        "{answer}"
+    );
+    before.assert_same(&agent, "an expiry in the past, sent as the protocol");
+}
+
+#[test]
+fn adding_a_network_the_file_holds_as_an_expired_entry_replaces_that_entry() {
+    let topo = Topology::new();
+    let _https = TcpServer::start(&topo.server, topo.server_addr(443));
+    let denied = DENIED_SRC.to_string();
+    let stale = format!(
+        "default_action = \"Deny\"\nbypass = \"None\"\nip_rules = [\"203.0.113.0/24\", \
+         {{ value = \"{denied}\", expires_at = \"2020-01-01T00:00:00Z\" }}]\n\n\
+         [data_plane]\ntcp_ports = [443]\n"
+    );
+    let agent = serving(&topo, &stale);
+    assert_dropped(
+        &topo,
+        &agent,
+        DENIED_SRC,
+        443,
+        "an expired entry matches nothing",
+    );
+    let out = agent.cli_json(&["network-rule", "add", "--ip-address", &denied]);
+    assert_eq!(out.ok()["changed"], true, "{}", out.context());
+    let file = std::fs::read_to_string(agent.policy().path()).expect("reading the policy");
+    assert_eq!(
+        file.matches(denied.as_str()).count(),
+        1,
+        "one entry for the network, the expired one replaced:\n{file}"
+    );
+    assert!(!file.contains("2020-01-01"), "{file}");
+    assert_connects(&topo, &agent, DENIED_SRC, 443, "the added rule");
+    assert!(listed(&agent).contains(&denied), "{:?}", listed(&agent));
+}

@@ -52,6 +52,15 @@ fn serving(topo: &Topology) -> Agent {
     agent
 }
 
+/// The audit records among daemon log `lines` with this `event.action`.
+fn audit_records(lines: &[serde_json::Value], action: &str) -> Vec<serde_json::Value> {
+    lines
+        .iter()
+        .filter(|l| l["event"]["dataset"] == "vaultfw.audit" && l["event"]["action"] == action)
+        .cloned()
+        .collect()
+}
+
 fn sleep_until(at: SystemTime) {
     std::thread::sleep(at.duration_since(SystemTime::now()).unwrap_or_default());
 }
@@ -113,6 +122,22 @@ fn an_unconfirmed_allow_is_rolled_back_by_the_kernel_at_its_deadline_after_sigki
     assert_eq!(show["default_action"], "Deny", "{show:#}");
     assert_eq!(show["generation"], generation, "{show:#}");
     assert!(show["awaiting_confirmation_until"].is_null(), "{show:#}");
+    let rollbacks = audit_records(&agent.log_lines(), "rollback");
+    assert_eq!(rollbacks.len(), 1, "one audit record: {rollbacks:#?}");
+    let record = &rollbacks[0]["vaultfw"];
+    assert_eq!(record["outcome"], "applied", "{rollbacks:#?}");
+    assert_eq!(rollbacks[0]["event"]["reason"], "timer", "{rollbacks:#?}");
+    assert_eq!(record["generation"]["before"], generation + 1, "{record:#}");
+    assert_eq!(record["generation"]["after"], generation, "{record:#}");
+    // The restarted daemon knows the apply is gone: no confirm succeeds.
+    let late = agent.cli_json(&["confirm"]);
+    late.expect_code(exit::INVALID_INPUT);
+    assert!(
+        late.error_message()
+            .contains(&format!("generation {} was rolled back", generation + 1)),
+        "{}",
+        late.context()
+    );
     let file = std::fs::read_to_string(agent.policy().path()).expect("policy file");
     assert_eq!(
         file, POLICY,
@@ -157,6 +182,20 @@ fn a_stop_with_on_exit_keep_rolls_a_pending_apply_back_before_exiting() {
         "the stop did not log the rollback:\n{}",
         stats.log()
     );
+    let lines: Vec<serde_json::Value> = stats
+        .stdout_lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect();
+    let rollbacks = audit_records(&lines, "rollback");
+    assert_eq!(rollbacks.len(), 1, "one audit record: {}", stats.log());
+    assert_eq!(
+        rollbacks[0]["event"]["reason"], "shutdown",
+        "{rollbacks:#?}"
+    );
+    let record = &rollbacks[0]["vaultfw"];
+    assert_eq!(record["outcome"], "applied", "{record:#}");
+    assert_eq!(record["generation"]["before"], generation + 1, "{record:#}");
+    assert_eq!(record["generation"]["after"], generation, "{record:#}");
     assert!(
         xdp_attached(&topo.server, topo.server_veth()),
         "--on-exit keep must leave the filter attached"
@@ -321,4 +360,57 @@ fn a_rolled_back_apply_leaves_the_previous_policys_endpoint_filtered() {
             agent.stop();
         }
     }
+}
+
+#[test]
+fn a_confirm_after_the_daemon_rolled_back_at_the_deadline_is_refused_and_audited() {
+    let topo = Topology::new();
+    let _https = TcpServer::start(&topo.server, topo.server_addr(443));
+    let agent = serving(&topo);
+    let generation = agent.generation();
+    let open = PolicyFile::named("open.toml", OPEN);
+    agent
+        .cli_json(&["apply", open.path_str(), "--confirm-within", "2s"])
+        .ok();
+    let deadline = SystemTime::now() + Duration::from_secs(2);
+    sleep_until(deadline + PAST_DEADLINE);
+    assert_dropped(&topo, &agent, DENIED_SRC, 443, "past the deadline");
+
+    let late = agent.cli_json(&["confirm"]);
+    late.expect_code(exit::INVALID_INPUT);
+    let message = late.error_message();
+    assert!(
+        message.contains(&format!(
+            "the apply of generation {} was rolled back at ",
+            generation + 1
+        )) && message.contains("apply it again"),
+        "{}",
+        late.context()
+    );
+    let confirms = audit_records(&agent.log_lines(), "confirm");
+    assert_eq!(confirms.len(), 1, "{confirms:#?}");
+    assert_eq!(
+        confirms[0]["vaultfw"]["outcome"], "refused",
+        "{confirms:#?}"
+    );
+    // Refused, and still nothing served from the rolled-back apply.
+    assert_dropped(&topo, &agent, DENIED_SRC, 443, "after the late confirm");
+    assert_connects(
+        &topo,
+        &agent,
+        ALLOWED_SRC,
+        443,
+        "the previous policy's rule",
+    );
+    assert_eq!(agent.generation(), generation);
+
+    // A new apply, confirmed, ends the refusal; then nothing is pending.
+    agent
+        .cli_json(&["apply", open.path_str(), "--confirm-within", "60s"])
+        .ok();
+    assert_eq!(agent.cli_json(&["confirm"]).ok()["confirmed"], true);
+    let again = agent.cli_json(&["confirm"]).ok();
+    assert_eq!(again["confirmed"], false, "{again:#}");
+    assert_connects(&topo, &agent, DENIED_SRC, 443, "the confirmed Allow");
+    agent.stop();
 }

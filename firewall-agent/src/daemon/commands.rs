@@ -22,7 +22,9 @@ use crate::telemetry::audit::Caller;
 use super::audit::{Request, change_request, outcome_of};
 use super::observe::{rule_hits, verdict_counts};
 use super::reconcile::{Change, ChangeError};
-use super::state::{Daemon, PendingApply, endpoint_interfaces, refuse_missing_endpoints};
+use super::state::{
+    Daemon, PendingApply, RolledBack, endpoint_interfaces, refuse_missing_endpoints,
+};
 
 /// What a command produced, and whether the daemon stops after answering.
 pub struct Outcome {
@@ -394,12 +396,22 @@ impl Daemon {
             } => {
                 let networks = ip_networks(&address, &more)?;
                 if let Some(at) = &expires_at {
-                    crate::clock::parse_rfc3339(at).map_err(|e| {
+                    let when = crate::clock::parse_rfc3339(at).map_err(|e| {
                         invalid(format!(
                             "--expires-at {at:?}: {e}; give an RFC 3339 time (2027-01-31T00:00:00Z) \
                              or a duration (8h); nothing changed"
                         ))
                     })?;
+                    // A rule born expired would be written and never served.
+                    let now = SystemTime::now();
+                    if when <= now {
+                        return Err(invalid(format!(
+                            "--expires-at (expires_at) {at:?} is in the past (now is {}); give a \
+                             future RFC 3339 time or a duration (8h), or leave it out for a rule \
+                             that does not expire; nothing changed",
+                            rfc3339(now)
+                        )));
+                    }
                 }
                 let new: Vec<IpNet> = networks
                     .iter()
@@ -440,8 +452,12 @@ impl Daemon {
                 }
                 let edits: Vec<Edit> = new
                     .iter()
-                    .map(|n| {
-                        if comment.is_none() && expires_at.is_none() {
+                    .flat_map(|n| {
+                        // The file may still hold the network as an entry
+                        // past its expiry (not served: left out when
+                        // parsed); the new entry replaces it.
+                        let stale = Edit::RemoveIpRule(*n);
+                        let add = if comment.is_none() && expires_at.is_none() {
                             Edit::AddIpRule(policy::shown_any(*n))
                         } else {
                             Edit::AddIpRuleWith {
@@ -449,7 +465,8 @@ impl Daemon {
                                 comment: comment.clone(),
                                 expires_at: expires_at.clone(),
                             }
-                        }
+                        };
+                        [stale, add]
                     })
                     .collect();
                 let report = self.commit(&edits, "network-rule add")?;
@@ -642,6 +659,10 @@ impl Daemon {
             .source
             .write_back(applied, &validated.policy)
             .map_err(|e| invalid(e.to_string()))?;
+        // What the reply's `changed` says: the declared policy, not the
+        // tables (under `public_network_access = Disabled` an IP rule
+        // changes the policy and no map entry).
+        let policy_changed = validated.policy != self.policy;
         match confirm_within_s {
             Some(seconds) => {
                 let previous = (self.policy.clone(), self.interfaces.clone());
@@ -653,6 +674,7 @@ impl Daemon {
                     ..Change::declared(validated.policy, interfaces, "apply")
                 };
                 let report = self.reconcile(change).map_err(refused)?;
+                self.rolled_back = None;
                 let file_before = self.options.source.file_text().ok();
                 self.pending = Some(PendingApply {
                     previous: previous.0,
@@ -662,6 +684,7 @@ impl Daemon {
                     file_before,
                 });
                 Ok(ChangeReply {
+                    changed: policy_changed,
                     awaiting_confirmation_until: Some(rfc3339(deadline)),
                     ..changed(
                         &report,
@@ -677,7 +700,11 @@ impl Daemon {
                     ..Change::declared(validated.policy, interfaces, "apply")
                 };
                 let report = self.reconcile(change).map_err(refused)?;
-                Ok(changed(&report, "applied".to_owned()))
+                self.rolled_back = None;
+                Ok(ChangeReply {
+                    changed: policy_changed,
+                    ..changed(&report, "applied".to_owned())
+                })
             }
         }
     }
@@ -686,6 +713,11 @@ impl Daemon {
     /// stays unconfirmed (and rolls back at its deadline).
     fn confirm(&mut self) -> Handled<ConfirmReply> {
         let Some(pending) = self.pending.as_ref() else {
+            // An apply that was rolled back cannot be confirmed: saying
+            // "nothing awaits" would read as success.
+            if let Some(rolled_back) = self.rolled_back {
+                return Err(rolled_back_refusal(rolled_back));
+            }
             // Idempotent: a second confirm, or one after a script's retry,
             // finds the state it wants.
             return Ok(ConfirmReply {
@@ -745,11 +777,14 @@ impl Daemon {
     /// serve) the previous generation; the rollback is made official.
     fn too_late(&mut self) -> Response {
         self.roll_back_pending("confirmed after its deadline");
-        invalid(format!(
-            "too late: the deadline passed and the apply was rolled back (generation {} is \
-             served); apply it again",
-            self.generation
-        ))
+        match self.rolled_back {
+            Some(rolled_back) if self.pending.is_none() => rolled_back_refusal(rolled_back),
+            _ => invalid(format!(
+                "too late: the deadline passed; the kernel serves generation {} again; apply it \
+                 again",
+                self.dataplane.generation()
+            )),
+        }
     }
 
     /// Validates `edits` as the whole resulting file, writes the file, then
@@ -769,6 +804,16 @@ impl Daemon {
         };
         self.reconcile(change).map_err(refused)
     }
+}
+
+/// The answer to a `confirm` of an apply that was rolled back
+/// (`invalid_input`: there is nothing left to confirm; docs/output.md).
+fn rolled_back_refusal(rolled_back: RolledBack) -> Response {
+    invalid(format!(
+        "the apply of generation {} was rolled back at {}; apply it again",
+        rolled_back.generation,
+        rfc3339(rolled_back.at)
+    ))
 }
 
 /// The answer to a change refused by the disk or the kernel.
@@ -868,10 +913,13 @@ fn unchanged(generation: u64, message: String) -> ChangeReply {
     }
 }
 
-/// The answer to a change the kernel serves now.
+/// The answer to a change of the declared policy that the kernel serves
+/// now. `changed` is true whatever the tables did: the callers commit only
+/// a real edit of the policy, and under `public_network_access = Disabled`
+/// an IP rule changes the policy and no map entry (`map_writes` 0).
 fn changed(report: &ApplyReport, message: String) -> ChangeReply {
     ChangeReply {
-        changed: report.changed,
+        changed: true,
         generation: report.generation,
         message,
         map_writes: Some(report.map_writes),

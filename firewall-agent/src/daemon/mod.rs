@@ -265,6 +265,7 @@ pub async fn serve(
     }
     let started = Instant::now();
     let mut daemon = Daemon::start(dataplane, options, policy, interfaces)?.with_audit_log(audit);
+    daemon.audit_start_rollback();
     let mut observer = observe::Observer::new(stats, access, started.elapsed());
 
     let (requests_tx, mut requests) = mpsc::channel(16);

@@ -18,7 +18,7 @@ use super::health::{Health, ReloadOutcome, SocketIdentity};
 use super::reconcile::{Change, ChangeError};
 use super::{OnExit, RunError, RunOptions};
 use crate::control::replies::PolicySync;
-use crate::telemetry::audit::{AuditLog, Caller, Outcome};
+use crate::telemetry::audit::{AuditLog, Caller, Entry, Outcome, Snapshot};
 
 /// The cause of a reload the policy file's watch asked for.
 pub const FILE_CHANGED: &str = "policy file changed";
@@ -54,6 +54,16 @@ pub struct PendingApply {
     pub file_before: Option<String>,
 }
 
+/// The last unconfirmed apply that was rolled back (and no apply since):
+/// a `confirm` that comes after it is refused, not taken for a no-op.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RolledBack {
+    /// The generation the apply served while it awaited confirmation.
+    pub generation: u64,
+    /// When it was rolled back (its deadline, when the kernel did it then).
+    pub at: SystemTime,
+}
+
 /// The running daemon.
 pub struct Daemon {
     pub(super) dataplane: Dataplane,
@@ -66,6 +76,8 @@ pub struct Daemon {
     pub(super) generation: u64,
     /// An unconfirmed apply.
     pub(super) pending: Option<PendingApply>,
+    /// The last unconfirmed apply rolled back, until the next apply.
+    pub(super) rolled_back: Option<RolledBack>,
     /// Set once `vaultfw detach` removed the filter.
     pub(super) detached: bool,
     /// What `show` and the metrics say beyond the kernel's maps.
@@ -142,6 +154,7 @@ impl Daemon {
             interfaces,
             generation: report.generation,
             pending: None,
+            rolled_back: None,
             detached: false,
             health: Health::default(),
             socket,
@@ -155,6 +168,47 @@ impl Daemon {
     pub fn with_audit_log(mut self, audit: AuditLog) -> Self {
         self.audit = audit;
         self
+    }
+
+    /// Records the rollback of an unconfirmed apply that the start found
+    /// in the pins ([`Dataplane::rolled_back_at_start`]): done by the
+    /// kernel at its deadline while no daemon ran (`event.reason`
+    /// `timer`), or by this start because the daemon that could confirm it
+    /// is gone (`shutdown`). Call once, after [`Daemon::with_audit_log`].
+    pub fn audit_start_rollback(&mut self) {
+        let Some(reverted) = self.dataplane.rolled_back_at_start() else {
+            return;
+        };
+        let now = SystemTime::now();
+        self.rolled_back = Some(RolledBack {
+            generation: reverted.dropped_generation,
+            at: now,
+        });
+        let served = self.audit_snapshot();
+        // The dropped generation's rules are not known here: only its
+        // number; the policy shown is the one that serves again.
+        let before = Snapshot {
+            generation: reverted.dropped_generation,
+            ..served.clone()
+        };
+        let after = Snapshot {
+            generation: reverted.generation,
+            ..served
+        };
+        let cause = if reverted.by_kernel {
+            "timer"
+        } else {
+            "shutdown"
+        };
+        self.audit.record(&Entry {
+            action: "rollback",
+            caller: &Caller::Daemon,
+            cause: Some(cause),
+            request: None,
+            before: &before,
+            after: &after,
+            outcome: Outcome::Applied,
+        });
     }
 
     /// Where audit records go.
@@ -456,8 +510,13 @@ impl Daemon {
         let Some(pending) = self.pending.take() else {
             return;
         };
+        let applied_generation = self.generation;
         match self.dataplane.revert() {
             Ok(reverted) => {
+                self.rolled_back = Some(RolledBack {
+                    generation: applied_generation,
+                    at: SystemTime::now().min(pending.deadline),
+                });
                 self.policy = pending.previous;
                 self.interfaces = pending.previous_interfaces;
                 self.generation = self.dataplane.generation();
@@ -487,7 +546,24 @@ impl Daemon {
         if self.detached {
             return Ok(());
         }
-        self.roll_back_pending("vaultfw is stopping");
+        if self.pending.is_some() {
+            let before = self.audit_snapshot();
+            self.roll_back_pending("vaultfw is stopping");
+            let outcome = match self.pending {
+                None => Outcome::Applied,
+                Some(_) => Outcome::Refused(
+                    "the kernel refused the rollback; it falls back by itself at the deadline"
+                        .to_owned(),
+                ),
+            };
+            let request = Request {
+                action: "rollback",
+                caller: &Caller::Daemon,
+                cause: Some("shutdown"),
+                request: None,
+            };
+            self.audit(request, &before, Some(outcome));
+        }
         match self.options.on_exit {
             OnExit::Keep => {
                 tracing::info!(

@@ -47,6 +47,9 @@ pub enum Caller {
     File,
     /// A deadline: an apply not confirmed in time, a rule's `expires_at`.
     Timer,
+    /// The daemon itself, at its start or stop: the rollback of an apply
+    /// nobody can confirm any more (`event.reason` says which).
+    Daemon,
 }
 
 impl Caller {
@@ -65,12 +68,13 @@ impl Caller {
         }
     }
 
-    /// `vaultfw.caller`: `socket`, `file` or `timer`.
+    /// `vaultfw.caller`: `socket`, `file`, `timer` or `daemon`.
     pub fn kind(&self) -> &'static str {
         match self {
             Caller::Peer { .. } | Caller::UnknownPeer => "socket",
             Caller::File => "file",
             Caller::Timer => "timer",
+            Caller::Daemon => "daemon",
         }
     }
 
