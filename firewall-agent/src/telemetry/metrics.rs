@@ -127,7 +127,7 @@ const APPLY_BUCKETS: [f64; 13] = [
 
 /// A histogram of durations with the [`APPLY_BUCKETS`] bounds (plus
 /// `+Inf`): plain counts, so a snapshot is a value the daemon loop hands to
-/// the metrics thread.
+/// the HTTP side.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct DurationHistogram {
     /// Observations per bucket (not cumulative); the last is `+Inf`.
