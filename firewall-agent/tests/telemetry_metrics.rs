@@ -10,7 +10,7 @@ use firewall_common::Verdict;
 use vaultfw::compile::{RuleKind, RuleRef};
 use vaultfw::control::replies::Readiness;
 use vaultfw::dataplane::EventTotals;
-use vaultfw::telemetry::metrics::{SnapshotRequest, render};
+use vaultfw::telemetry::metrics::{MAX_CONNECTIONS, READ_DEADLINE, SnapshotRequest, render};
 use vaultfw::telemetry::{
     CounterSample, DurationHistogram, HealthSample, InterfaceCounters, InterfaceSample, MapFill,
     MetricsServer, MetricsSnapshot, RuleHitSample, ServiceTagsSample,
@@ -192,6 +192,9 @@ fn get(addr: std::net::SocketAddr, request: &str) -> String {
 
 #[test]
 fn the_server_answers_scrapes_with_a_fresh_snapshot_and_stops() {
+    // The daemon's runtime; the test's own blocking calls stay off it.
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let _entered = runtime.enter();
     let (tx, mut rx) = tokio::sync::mpsc::channel::<SnapshotRequest>(4);
     let server = MetricsServer::start("127.0.0.1:0".parse().unwrap(), tx).unwrap();
     let addr = server.addr();
@@ -270,10 +273,91 @@ fn the_server_answers_scrapes_with_a_fresh_snapshot_and_stops() {
     );
     server.stop();
     answering.join().unwrap();
-    // tiny_http closes the listener from its accept thread, a moment later.
+    // The accept task is aborted on the runtime, a moment later.
     let closed = (0..100).any(|_| {
         std::thread::sleep(Duration::from_millis(20));
         TcpStream::connect(addr).is_err()
     });
     assert!(closed, "still listening 2 s after stop");
+}
+
+/// A server on `runtime` whose stand-in daemon loop answers every probe
+/// "ready" (it ends with the server).
+fn ready_server(runtime: &tokio::runtime::Runtime) -> MetricsServer {
+    let _entered = runtime.enter();
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<SnapshotRequest>(4);
+    let server = MetricsServer::start("127.0.0.1:0".parse().unwrap(), tx).unwrap();
+    std::thread::spawn(move || {
+        while let Some(request) = rx.blocking_recv() {
+            match request {
+                SnapshotRequest::Metrics(reply) => {
+                    let _ = reply.send(snapshot());
+                }
+                SnapshotRequest::Readiness(reply) => {
+                    let _ = reply.send(Readiness {
+                        ready: true,
+                        reasons: vec![],
+                    });
+                }
+            }
+        }
+    });
+    server
+}
+
+/// What the server sends on `stream` until it closes it; panics when it
+/// is still open after `within`.
+fn read_until_closed(stream: &mut TcpStream, within: Duration) -> Vec<u8> {
+    stream.set_read_timeout(Some(within)).unwrap();
+    let mut got = Vec::new();
+    match stream.read_to_end(&mut got) {
+        Ok(_) => got,
+        Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => got,
+        Err(e) => panic!("still open after {within:?} ({e}); got {got:?}"),
+    }
+}
+
+#[test]
+fn a_connection_that_sends_no_request_is_closed_after_the_read_deadline() {
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let server = ready_server(&runtime);
+    let mut idle = TcpStream::connect(server.addr()).unwrap();
+    let started = std::time::Instant::now();
+    // Generous: the deadline, plus time for a loaded machine.
+    let got = read_until_closed(&mut idle, READ_DEADLINE * 4);
+    assert!(
+        started.elapsed() >= READ_DEADLINE - Duration::from_millis(500),
+        "closed before the deadline, after {:?}: {got:?}",
+        started.elapsed()
+    );
+    // Still serving.
+    let alive = get(server.addr(), "GET /healthz HTTP/1.0\r\n\r\n");
+    assert!(alive.contains(" 200 "), "{alive}");
+}
+
+#[test]
+fn connections_over_the_cap_are_closed_at_once_and_slots_free_when_clients_leave() {
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let server = ready_server(&runtime);
+    let held: Vec<TcpStream> = (0..MAX_CONNECTIONS)
+        .map(|_| TcpStream::connect(server.addr()).unwrap())
+        .collect();
+    // Accepted after the held ones (the backlog is first in, first out):
+    // no slot is left, so it is closed without an answer, long before the
+    // held ones' read deadline.
+    let mut over = TcpStream::connect(server.addr()).unwrap();
+    over.write_all(b"GET /healthz HTTP/1.0\r\n\r\n").unwrap();
+    let got = read_until_closed(&mut over, READ_DEADLINE);
+    assert!(
+        got.is_empty(),
+        "answered over the cap: {}",
+        String::from_utf8_lossy(&got)
+    );
+    drop(held);
+    // The slots free as the server sees the clients close.
+    let answered = (0..100).any(|_| {
+        std::thread::sleep(Duration::from_millis(50));
+        get(server.addr(), "GET /healthz HTTP/1.0\r\n\r\n").contains(" 200 ")
+    });
+    assert!(answered, "no answer after the held connections closed");
 }

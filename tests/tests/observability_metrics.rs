@@ -4,10 +4,13 @@
 //! number and age, a pending confirmation's deadline and the apply-duration
 //! histogram, each equal to what the daemon and the kernel hold; the
 //! shipped alert rules pass `promtool check rules`, and every metric they
-//! and the shipped Grafana dashboard query is one the agent exports.
+//! and the shipped Grafana dashboard query is one the agent exports. The
+//! listener outlasts clients that hold connections open without a request
+//! (a cap, no thread each, a read deadline) and running out of descriptors.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::Write;
+use std::io::{Read, Write};
+use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant, SystemTime};
@@ -16,6 +19,7 @@ use nix::sys::signal::Signal;
 use vaultfw_tests::reach::{assert_connects, assert_dropped};
 use vaultfw_tests::{
     ALLOWED_SRC, Agent, AgentOptions, DENIED_SRC, PolicyFile, TcpServer, Topology, http_get,
+    in_netns,
 };
 
 const METRICS_ADDR: &str = "127.0.0.1:9464";
@@ -341,4 +345,202 @@ fn shipped_alert_rules_and_dashboard_query_only_metrics_the_agent_exports() {
             "the {what} query metrics the agent does not export: {missing:?}\nexported: {exported:?}"
         );
     }
+}
+
+/// The metrics listener's connection cap (`MAX_CONNECTIONS`).
+const METRICS_CAP: usize = 64;
+/// How long the listener waits for a request (`READ_DEADLINE`).
+const METRICS_READ_DEADLINE: Duration = Duration::from_secs(5);
+
+/// Threads and open descriptors of process `pid`.
+fn usage(pid: u32) -> (usize, usize) {
+    let status =
+        std::fs::read_to_string(format!("/proc/{pid}/status")).expect("reading /proc/PID/status");
+    let threads = status
+        .lines()
+        .find_map(|l| l.strip_prefix("Threads:"))
+        .and_then(|n| n.trim().parse().ok())
+        .expect("Threads: in /proc/PID/status");
+    let fds = std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .expect("listing /proc/PID/fd")
+        .count();
+    (threads, fds)
+}
+
+/// Sets the soft descriptor limit of process `pid` (the hard one stays:
+/// raising it back takes a privilege a container may lack); returns the
+/// soft limit it had.
+fn set_soft_fd_limit(pid: u32, soft: u64) -> u64 {
+    let mut old = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: prlimit writes the old value into a valid struct; no new one.
+    let ret = unsafe {
+        libc::prlimit(
+            pid as libc::pid_t,
+            libc::RLIMIT_NOFILE,
+            std::ptr::null(),
+            &mut old,
+        )
+    };
+    assert_eq!(
+        ret,
+        0,
+        "prlimit({pid}): {}",
+        std::io::Error::last_os_error()
+    );
+    let new = libc::rlimit {
+        rlim_cur: soft,
+        rlim_max: old.rlim_max,
+    };
+    // SAFETY: prlimit reads a valid, initialised struct; no old value asked.
+    let ret = unsafe {
+        libc::prlimit(
+            pid as libc::pid_t,
+            libc::RLIMIT_NOFILE,
+            &new,
+            std::ptr::null_mut(),
+        )
+    };
+    assert_eq!(
+        ret,
+        0,
+        "prlimit({pid}, NOFILE, {soft}): {}",
+        std::io::Error::last_os_error()
+    );
+    old.rlim_cur
+}
+
+/// `n` connections to the metrics port that never send anything.
+fn idle_connections(topo: &Topology, n: usize) -> Vec<TcpStream> {
+    in_netns(&topo.server, move || {
+        (0..n)
+            .map(|_| TcpStream::connect(METRICS_ADDR).expect("connecting to the metrics port"))
+            .collect()
+    })
+}
+
+/// `GET path` from a fresh connection, retried until it answers 200 or
+/// `within` passes (a connection over the cap is closed unanswered);
+/// panics with the last answer.
+fn answers_200(topo: &Topology, agent: &Agent, path: &str, within: Duration) {
+    let deadline = Instant::now() + within;
+    loop {
+        let path_owned = path.to_owned();
+        let answer = in_netns(&topo.server, move || -> std::io::Result<String> {
+            let mut stream = TcpStream::connect(METRICS_ADDR)?;
+            stream.set_read_timeout(Some(Duration::from_secs(10)))?;
+            write!(stream, "GET {path_owned} HTTP/1.0\r\n\r\n")?;
+            let mut answer = String::new();
+            stream.read_to_string(&mut answer)?;
+            Ok(answer)
+        });
+        if answer
+            .as_ref()
+            .is_ok_and(|a| a.starts_with("HTTP/1.1 200") || a.starts_with("HTTP/1.0 200"))
+        {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{path} did not answer 200 within {within:?}: {answer:?}\n{}",
+            agent.output()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn idle_connections_beyond_the_cap_take_no_thread_each_and_leave_the_probes_answering() {
+    let topo = Topology::new();
+    let _https = TcpServer::start(&topo.server, topo.server_addr(443));
+    let tags = PolicyFile::named("ServiceTags_Public.json", SERVICE_TAGS);
+    let agent = serving(&topo, &tags);
+    let pid = agent.pid();
+    answers_200(&topo, &agent, "/healthz", LOG_TIMEOUT);
+    let (threads, fds) = usage(pid);
+
+    let mut idle = idle_connections(&topo, METRICS_CAP + 50);
+    // The backlog is first in, first out: once the last one is closed (over
+    // the cap, at once), the agent has taken all before it. Its descriptors
+    // are sampled then (an upper bound holds whatever the timing).
+    let last = idle.last_mut().expect("connections");
+    last.set_read_timeout(Some(METRICS_READ_DEADLINE))
+        .expect("read timeout");
+    let _ = last.read(&mut [0; 1]);
+    let (held_threads, held_fds) = usage(pid);
+    assert!(
+        held_threads <= threads + 4,
+        "{held_threads} threads with {} idle connections (from {threads})",
+        METRICS_CAP + 50
+    );
+    assert!(
+        held_fds <= fds + METRICS_CAP + 4,
+        "{held_fds} descriptors with {} idle connections (from {fds}; the cap is {METRICS_CAP})",
+        METRICS_CAP + 50
+    );
+    // The held ones are closed at their read deadline: the probes answer
+    // from fresh connections though the clients keep theirs open.
+    answers_200(&topo, &agent, "/healthz", METRICS_READ_DEADLINE * 4);
+    answers_200(&topo, &agent, "/readyz", METRICS_READ_DEADLINE * 4);
+    assert!(usage(pid).0 <= threads + 4, "threads grew");
+
+    drop(idle);
+    // Still listening once the clients are gone.
+    answers_200(&topo, &agent, "/healthz", LOG_TIMEOUT);
+    answers_200(&topo, &agent, "/metrics", LOG_TIMEOUT);
+}
+
+#[test]
+fn a_metrics_connection_that_sends_no_request_is_closed_after_the_read_deadline() {
+    let topo = Topology::new();
+    let _https = TcpServer::start(&topo.server, topo.server_addr(443));
+    let tags = PolicyFile::named("ServiceTags_Public.json", SERVICE_TAGS);
+    let agent = serving(&topo, &tags);
+    let mut idle = idle_connections(&topo, 1).pop().expect("one");
+    // Generous: the deadline, plus time for a loaded machine.
+    let within = METRICS_READ_DEADLINE * 4;
+    idle.set_read_timeout(Some(within)).expect("read timeout");
+    let mut got = Vec::new();
+    match idle.read_to_end(&mut got) {
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => {}
+        Err(e) => panic!(
+            "an idle metrics connection is still open after {within:?} ({e})\n{}",
+            agent.output()
+        ),
+    }
+    answers_200(&topo, &agent, "/healthz", LOG_TIMEOUT);
+}
+
+#[test]
+fn out_of_descriptors_the_metrics_listener_keeps_listening_and_answers_again() {
+    let topo = Topology::new();
+    let _https = TcpServer::start(&topo.server, topo.server_addr(443));
+    let tags = PolicyFile::named("ServiceTags_Public.json", SERVICE_TAGS);
+    let agent = serving(&topo, &tags);
+    let pid = agent.pid();
+    answers_200(&topo, &agent, "/healthz", LOG_TIMEOUT);
+    // Room for a few connections only, far below the cap: the next accept
+    // fails with EMFILE and the rest wait in the accept queue.
+    let limit = set_soft_fd_limit(pid, (usage(pid).1 + 4) as u64);
+    let mark = agent.log_mark();
+    let idle = idle_connections(&topo, 40);
+    let failed = agent.wait_log(mark, "a failed accept", LOG_TIMEOUT, |l| {
+        l["message"]
+            .as_str()
+            .is_some_and(|m| m.starts_with("accepting a metrics connection failed"))
+    });
+    assert!(
+        failed["error"]["message"]
+            .as_str()
+            .is_some_and(|e| e.contains("os error 24")),
+        "not EMFILE: {failed}"
+    );
+    drop(idle);
+    // The listener outlasted it: a fresh connection is answered.
+    answers_200(&topo, &agent, "/healthz", METRICS_READ_DEADLINE * 4);
+    answers_200(&topo, &agent, "/readyz", LOG_TIMEOUT);
+    set_soft_fd_limit(pid, limit);
 }

@@ -8,18 +8,22 @@
 //! and `GET /readyz` (the filter is in force as declared). Every name is
 //! listed in `docs/operations.md`.
 //!
-//! The HTTP server ([`tiny_http`]) runs on its own thread. Each scrape asks
+//! The HTTP server ([`hyper`], HTTP/1) runs on the daemon's tokio runtime,
+//! with bounds no client can outgrow: [`MAX_CONNECTIONS`] at once,
+//! [`READ_DEADLINE`] to send a request, [`WRITE_DEADLINE`] to take the
+//! answer, and an accept loop that outlasts EMFILE/ENFILE. Each scrape asks
 //! the daemon loop — the only owner of the maps — for a [`MetricsSnapshot`]
 //! and renders it into a fresh registry, so what a scrape shows is what the
 //! kernel counted at that moment, never a cached copy.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::thread::JoinHandle;
-use std::time::{Duration, SystemTime};
+use std::sync::atomic::AtomicU64;
+use std::time::{Duration, Instant, SystemTime};
 
 use firewall_common::{INTERFACE_SLOTS, Verdict};
+use http_body_util::Full;
+use hyper::body::Bytes;
 use prometheus_client::encoding::{EncodeMetric, MetricEncoder, NoLabelSet, prometheus_text};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -27,7 +31,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::{MetricType, TypedMetric};
 use prometheus_client::registry::Registry;
 use serde::{Deserialize, Serialize};
-use tokio::sync::mpsc;
+use tokio::sync::{Semaphore, mpsc, oneshot};
 
 use super::counters::CounterSample;
 use crate::compile::{RuleKind, RuleRef};
@@ -125,7 +129,7 @@ const APPLY_BUCKETS: [f64; 13] = [
 
 /// A histogram of durations with the [`APPLY_BUCKETS`] bounds (plus
 /// `+Inf`): plain counts, so a snapshot is a value the daemon loop hands to
-/// the metrics thread.
+/// the HTTP side.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct DurationHistogram {
     /// Observations per bucket (not cumulative); the last is `+Inf`.
@@ -502,13 +506,13 @@ fn interface_rows(sample: &CounterSample) -> Vec<(String, [u64; Verdict::COUNT])
     rows
 }
 
-/// A request of the HTTP thread to the daemon loop, with where to send the
+/// A request of the HTTP side to the daemon loop, with where to send the
 /// answer.
 pub enum SnapshotRequest {
     /// `/metrics`: everything.
-    Metrics(std::sync::mpsc::SyncSender<MetricsSnapshot>),
+    Metrics(oneshot::Sender<MetricsSnapshot>),
     /// `/healthz` and `/readyz`: readiness only (no map is read).
-    Readiness(std::sync::mpsc::SyncSender<Readiness>),
+    Readiness(oneshot::Sender<Readiness>),
 }
 
 /// How long a scrape waits for the daemon loop.
@@ -518,36 +522,68 @@ const SNAPSHOT_TIMEOUT: Duration = Duration::from_secs(10);
 /// within it is not alive (a reload at the map limits takes well under it).
 const PROBE_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// The HTTP server thread.
+/// At most this many connections are served at once (each holds one file
+/// descriptor); one more is closed at once, never queued on a task.
+pub const MAX_CONNECTIONS: usize = 64;
+
+/// A connection has this long to send its request's head; one that sends
+/// nothing (or too slowly) is closed.
+pub const READ_DEADLINE: Duration = Duration::from_secs(5);
+
+/// A connection has this long to take its answer once it is ready.
+pub const WRITE_DEADLINE: Duration = Duration::from_secs(5);
+
+/// Everything a connection may take, from accept to close: reading, the
+/// wait for the daemon loop, writing. Past it the connection is closed
+/// whatever it is doing (hyper itself has no write timeout).
+const CONNECTION_DEADLINE: Duration = READ_DEADLINE
+    .saturating_add(SNAPSHOT_TIMEOUT)
+    .saturating_add(WRITE_DEADLINE);
+
+/// When accepting fails (out of file descriptors: EMFILE/ENFILE), the loop
+/// waits this long before it tries again, doubling up to
+/// [`ACCEPT_BACKOFF_MAX`].
+const ACCEPT_BACKOFF_MIN: Duration = Duration::from_millis(10);
+/// The longest wait between failed accepts.
+const ACCEPT_BACKOFF_MAX: Duration = Duration::from_secs(1);
+/// At most one log line per this long about failed or refused accepts.
+const ACCEPT_LOG_EVERY: Duration = Duration::from_secs(10);
+
+/// The HTTP server: a task on the daemon's tokio runtime (hyper, HTTP/1,
+/// one request per connection).
+///
+/// Clients cannot starve it or the daemon: at most [`MAX_CONNECTIONS`] are
+/// served at once and the next is closed at once; each has
+/// [`READ_DEADLINE`] to send its request and [`CONNECTION_DEADLINE`] in
+/// all; when accepting fails (EMFILE/ENFILE) the loop waits and tries
+/// again, and the port stays open.
 pub struct MetricsServer {
-    /// `None` once stopped (dropping the server closes its listener).
-    server: Option<Arc<tiny_http::Server>>,
-    stop: Arc<AtomicBool>,
-    thread: Option<JoinHandle<()>>,
+    /// The accept loop; aborting it drops the listener and every
+    /// connection it serves.
+    task: Option<tokio::task::JoinHandle<()>>,
     addr: SocketAddr,
 }
 
 impl MetricsServer {
     /// Listens on `addr` and serves scrapes, each answered with a snapshot
-    /// asked for through `snapshots`.
+    /// asked for through `snapshots`. Must be called within a tokio runtime.
     pub fn start(
         addr: SocketAddr,
         snapshots: mpsc::Sender<SnapshotRequest>,
     ) -> std::io::Result<Self> {
-        let server = Arc::new(tiny_http::Server::http(addr).map_err(std::io::Error::other)?);
-        let bound = server.server_addr().to_ip().unwrap_or(addr);
-        let stop = Arc::new(AtomicBool::new(false));
-        let thread = {
-            let (server, stop) = (server.clone(), stop.clone());
-            std::thread::Builder::new()
-                .name("vaultfw-metrics".into())
-                .spawn(move || serve(&server, &stop, &snapshots))?
-        };
-        tracing::info!(addr = %bound, "serving metrics on /metrics, probes on /healthz and /readyz");
+        let listener = std::net::TcpListener::bind(addr)?;
+        listener.set_nonblocking(true)?;
+        let listener = tokio::net::TcpListener::from_std(listener)?;
+        let bound = listener.local_addr()?;
+        let task = tokio::spawn(serve(listener, snapshots));
+        tracing::info!(
+            addr = %bound,
+            max_connections = MAX_CONNECTIONS,
+            read_deadline_s = READ_DEADLINE.as_secs(),
+            "serving metrics on /metrics, probes on /healthz and /readyz"
+        );
         Ok(MetricsServer {
-            server: Some(server),
-            stop,
-            thread: Some(thread),
+            task: Some(task),
             addr: bound,
         })
     }
@@ -557,21 +593,15 @@ impl MetricsServer {
         self.addr
     }
 
-    /// Stops serving: the thread ends, and the listener closes (tiny_http
-    /// closes it from its own accept thread, a moment later).
+    /// Stops serving: the listener and every open connection close.
     pub fn stop(mut self) {
         self.shutdown();
     }
 
     fn shutdown(&mut self) {
-        self.stop.store(true, Ordering::SeqCst);
-        if let Some(server) = &self.server {
-            server.unblock();
+        if let Some(task) = self.task.take() {
+            task.abort();
         }
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
-        }
-        self.server = None;
     }
 }
 
@@ -581,80 +611,199 @@ impl Drop for MetricsServer {
     }
 }
 
-fn serve(server: &tiny_http::Server, stop: &AtomicBool, snapshots: &mpsc::Sender<SnapshotRequest>) {
-    while !stop.load(Ordering::SeqCst) {
-        let request = match server.recv() {
-            Ok(request) => request,
-            Err(error) => {
-                if !stop.load(Ordering::SeqCst) {
-                    tracing::debug!(%error, "metrics connection failed");
-                }
-                continue;
-            }
-        };
-        let path = request.url().split('?').next().unwrap_or("");
-        let is_get = matches!(
-            request.method(),
-            tiny_http::Method::Get | tiny_http::Method::Head
-        );
-        let (status, body, content_type) = match (is_get, path) {
-            (true, "/metrics") => {
-                match ask(snapshots, SnapshotRequest::Metrics, SNAPSHOT_TIMEOUT) {
-                    Some(snapshot) => (200, render(&snapshot), prometheus_text::CONTENT_TYPE),
-                    None => (503, "the daemon did not answer\n".to_owned(), "text/plain"),
-                }
-            }
-            (true, "/healthz") => match ask(snapshots, SnapshotRequest::Readiness, PROBE_TIMEOUT) {
-                Some(_) => (200, "ok\n".to_owned(), "text/plain"),
-                None => (
-                    503,
-                    "the daemon loop did not answer\n".to_owned(),
-                    "text/plain",
-                ),
-            },
-            (true, "/readyz") => {
-                let readiness = ask(snapshots, SnapshotRequest::Readiness, PROBE_TIMEOUT)
-                    .unwrap_or_else(|| Readiness {
-                        ready: false,
-                        reasons: vec!["the daemon loop did not answer".to_owned()],
-                    });
-                let status = if readiness.ready { 200 } else { 503 };
-                let body = serde_json::to_string(&readiness).unwrap_or_default() + "\n";
-                (status, body, "application/json")
-            }
-            (true, "/") => (
-                200,
-                "vaultfw: metrics are on /metrics, probes on /healthz and /readyz\n".to_owned(),
-                "text/plain",
-            ),
-            (true, _) => (
-                404,
-                "not found: metrics are on /metrics, probes on /healthz and /readyz\n".to_owned(),
-                "text/plain",
-            ),
-            (false, _) => (405, "only GET\n".to_owned(), "text/plain"),
-        };
-        let mut response = tiny_http::Response::from_string(body).with_status_code(status);
-        if let Ok(header) = tiny_http::Header::from_bytes("Content-Type", content_type) {
-            response = response.with_header(header);
+/// At most one log line per period; counts the ones it held back.
+struct Throttle {
+    every: Duration,
+    last: Option<Instant>,
+    suppressed: u64,
+}
+
+impl Throttle {
+    fn new(every: Duration) -> Self {
+        Throttle {
+            every,
+            last: None,
+            suppressed: 0,
         }
-        if let Err(error) = request.respond(response) {
-            tracing::debug!(%error, "answering a metrics request failed");
+    }
+
+    /// `Some(held back since the last line)` when a line may be logged now.
+    fn allow(&mut self) -> Option<u64> {
+        let now = Instant::now();
+        if self
+            .last
+            .is_some_and(|last| now.duration_since(last) < self.every)
+        {
+            self.suppressed += 1;
+            return None;
+        }
+        self.last = Some(now);
+        Some(std::mem::take(&mut self.suppressed))
+    }
+}
+
+/// Accepts connections until aborted. The connections run in a
+/// [`JoinSet`](tokio::task::JoinSet) owned here, so aborting this task
+/// closes them too.
+async fn serve(listener: tokio::net::TcpListener, snapshots: mpsc::Sender<SnapshotRequest>) {
+    let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    let mut connections = tokio::task::JoinSet::new();
+    let mut backoff = ACCEPT_BACKOFF_MIN;
+    let mut accept_failures = Throttle::new(ACCEPT_LOG_EVERY);
+    let mut refusals = Throttle::new(ACCEPT_LOG_EVERY);
+    loop {
+        // Reap finished connections so the set does not grow.
+        while connections.try_join_next().is_some() {}
+        match listener.accept().await {
+            Ok((stream, _)) => {
+                backoff = ACCEPT_BACKOFF_MIN;
+                let Ok(slot) = Arc::clone(&slots).try_acquire_owned() else {
+                    // Closed at once: its descriptor is freed now.
+                    drop(stream);
+                    if let Some(suppressed) = refusals.allow() {
+                        tracing::warn!(
+                            limit = MAX_CONNECTIONS,
+                            suppressed,
+                            "closed a metrics connection: {MAX_CONNECTIONS} are open already \
+                             (each has {}s to send its request); is a client opening connections \
+                             and not using them?",
+                            READ_DEADLINE.as_secs()
+                        );
+                    }
+                    continue;
+                };
+                let snapshots = snapshots.clone();
+                connections.spawn(async move {
+                    let served = tokio::time::timeout(
+                        CONNECTION_DEADLINE,
+                        serve_connection(stream, snapshots),
+                    )
+                    .await;
+                    match served {
+                        Ok(Err(error)) => tracing::debug!(%error, "metrics connection failed"),
+                        Err(_) => tracing::debug!(
+                            "closed a metrics connection still open after {}s",
+                            CONNECTION_DEADLINE.as_secs()
+                        ),
+                        Ok(Ok(())) => {}
+                    }
+                    drop(slot);
+                });
+            }
+            Err(error) => {
+                if let Some(suppressed) = accept_failures.allow() {
+                    let hint = match error.raw_os_error() {
+                        Some(libc::EMFILE) => {
+                            "; the process is out of file descriptors (raise LimitNOFILE)"
+                        }
+                        Some(libc::ENFILE) => {
+                            "; the system is out of file descriptors (fs.file-max)"
+                        }
+                        _ => "",
+                    };
+                    tracing::warn!(
+                        %error,
+                        suppressed,
+                        retry_in_ms = backoff.as_millis() as u64,
+                        "accepting a metrics connection failed{hint}; retrying after a pause \
+                         (at most one such line every {}s; `suppressed` counts the others)",
+                        ACCEPT_LOG_EVERY.as_secs()
+                    );
+                }
+                // The connection stays queued in the kernel: trying again at
+                // once would fail again at once (a busy loop).
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(ACCEPT_BACKOFF_MAX);
+            }
         }
     }
 }
 
+/// Serves one connection: one request (no keep-alive), whose head must
+/// arrive within [`READ_DEADLINE`].
+async fn serve_connection(
+    stream: tokio::net::TcpStream,
+    snapshots: mpsc::Sender<SnapshotRequest>,
+) -> Result<(), hyper::Error> {
+    let service = hyper::service::service_fn(move |request| {
+        let snapshots = snapshots.clone();
+        async move { Ok::<_, std::convert::Infallible>(answer(&request, &snapshots).await) }
+    });
+    hyper::server::conn::http1::Builder::new()
+        .timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(READ_DEADLINE)
+        .keep_alive(false)
+        .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+        .await
+}
+
+/// The answer to one request.
+async fn answer(
+    request: &hyper::Request<hyper::body::Incoming>,
+    snapshots: &mpsc::Sender<SnapshotRequest>,
+) -> hyper::Response<Full<Bytes>> {
+    let path = request.uri().path();
+    let is_get = matches!(*request.method(), hyper::Method::GET | hyper::Method::HEAD);
+    let (status, body, content_type) = match (is_get, path) {
+        (true, "/metrics") => {
+            match ask(snapshots, SnapshotRequest::Metrics, SNAPSHOT_TIMEOUT).await {
+                Some(snapshot) => (200, render(&snapshot), prometheus_text::CONTENT_TYPE),
+                None => (503, "the daemon did not answer\n".to_owned(), "text/plain"),
+            }
+        }
+        (true, "/healthz") => match ask(snapshots, SnapshotRequest::Readiness, PROBE_TIMEOUT).await
+        {
+            Some(_) => (200, "ok\n".to_owned(), "text/plain"),
+            None => (
+                503,
+                "the daemon loop did not answer\n".to_owned(),
+                "text/plain",
+            ),
+        },
+        (true, "/readyz") => {
+            let readiness = ask(snapshots, SnapshotRequest::Readiness, PROBE_TIMEOUT)
+                .await
+                .unwrap_or_else(|| Readiness {
+                    ready: false,
+                    reasons: vec!["the daemon loop did not answer".to_owned()],
+                });
+            let status = if readiness.ready { 200 } else { 503 };
+            let body = serde_json::to_string(&readiness).unwrap_or_default() + "\n";
+            (status, body, "application/json")
+        }
+        (true, "/") => (
+            200,
+            "vaultfw: metrics are on /metrics, probes on /healthz and /readyz\n".to_owned(),
+            "text/plain",
+        ),
+        (true, _) => (
+            404,
+            "not found: metrics are on /metrics, probes on /healthz and /readyz\n".to_owned(),
+            "text/plain",
+        ),
+        (false, _) => (405, "only GET\n".to_owned(), "text/plain"),
+    };
+    let mut response = hyper::Response::new(Full::new(Bytes::from(body)));
+    *response.status_mut() =
+        hyper::StatusCode::from_u16(status).expect("invariant: the statuses above are valid");
+    response.headers_mut().insert(
+        hyper::header::CONTENT_TYPE,
+        hyper::header::HeaderValue::from_static(content_type),
+    );
+    response
+}
+
 /// Asks the daemon loop (`request` wraps where to answer) and waits at most
 /// `timeout`.
-fn ask<T>(
+async fn ask<T>(
     snapshots: &mpsc::Sender<SnapshotRequest>,
-    request: impl FnOnce(std::sync::mpsc::SyncSender<T>) -> SnapshotRequest,
+    request: impl FnOnce(oneshot::Sender<T>) -> SnapshotRequest,
     timeout: Duration,
 ) -> Option<T> {
-    let (reply, answer) = std::sync::mpsc::sync_channel(1);
+    let (reply, answer) = oneshot::channel();
     // A full queue means the loop is not taking requests: no answer.
     snapshots.try_send(request(reply)).ok()?;
-    answer.recv_timeout(timeout).ok()
+    tokio::time::timeout(timeout, answer).await.ok()?.ok()
 }
 
 #[cfg(test)]
