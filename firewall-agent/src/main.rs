@@ -16,7 +16,10 @@ use vaultfw::exit::{self, Failure};
 use vaultfw::policy;
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(error) => return usage_error(&error),
+    };
     if !matches!(cli.command, Command::Run(_)) {
         // A CLI verb piped into `head` ends quietly, like other Unix tools,
         // instead of panicking on EPIPE. The daemon keeps Rust's default.
@@ -40,6 +43,41 @@ fn main() -> ExitCode {
         Command::Completions(args) => remote::completions(&args),
         Command::ManPages(args) => vaultfw::cli::man_pages::man_pages(&args),
     }
+}
+
+/// A command line clap refuses: under `--output json`, the error document
+/// (`invalid_input`, exit 2); otherwise clap's own text (help and version
+/// included).
+fn usage_error(error: &clap::Error) -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let json = args
+        .windows(2)
+        .any(|pair| pair[0] == "--output" && pair[1] == "json")
+        || args.iter().any(|arg| arg == "--output=json");
+    if !error.use_stderr() || !json {
+        error.exit();
+    }
+    // The verb as typed: its word, and the sub-verb of `network-rule`.
+    let words: Vec<&str> = args
+        .iter()
+        .take_while(|arg| !arg.starts_with('-'))
+        .map(String::as_str)
+        .collect();
+    let verb = match words.as_slice() {
+        ["network-rule", sub, ..] => format!("network-rule {sub}"),
+        [word, ..] => (*word).to_owned(),
+        [] => String::new(),
+    };
+    let rendered = error.render().to_string();
+    let message = rendered
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .trim_start_matches("error: ")
+        .to_owned();
+    let mut detail = ErrorDetail::new(Failure::InvalidInput, message);
+    detail.fix = Some(format!("see `vaultfw {verb} --help`").replace("  ", " "));
+    fail(OutputFormat::Json, &verb, detail)
 }
 
 fn run(args: RunArgs) -> ExitCode {

@@ -445,3 +445,30 @@ fn an_answer_the_cli_cannot_read_is_the_error_document_under_output_json() {
         }
     }
 }
+
+#[test]
+fn a_command_line_clap_refuses_is_the_error_document_under_output_json() {
+    for (args, verb) in [
+        (&["show", "--output", "json", "--no-such-flag"][..], "show"),
+        (&["stats", "--output=json", "--interval", "soon"][..], "stats"),
+        (
+            &["network-rule", "add", "--output", "json", "--bogus"][..],
+            "network-rule add",
+        ),
+    ] {
+        let out = run(args);
+        let doc = failure(&out, verb, "invalid_input", 2);
+        assert!(
+            doc["error"]["fix"]
+                .as_str()
+                .is_some_and(|fix| fix.contains("--help")),
+            "{}",
+            out.context()
+        );
+    }
+    // Without `--output json`, clap's own words on stderr.
+    let out = run(&["show", "--no-such-flag"]);
+    out.expect_code(2);
+    assert!(out.stdout.is_empty(), "{}", out.context());
+    assert!(out.stderr.contains("--no-such-flag"), "{}", out.context());
+}
