@@ -135,6 +135,21 @@ fn run_failure(error: &RunError) -> Failure {
     use vaultfw::control::server::ServerError;
     use vaultfw::dataplane::DataplaneError;
     match error {
+        // A privilege, not the path, is what is missing.
+        RunError::UnusablePath { source, .. }
+        | RunError::Socket(ServerError::Io { source, .. })
+            if source.kind() == std::io::ErrorKind::PermissionDenied =>
+        {
+            Failure::KernelRefused
+        }
+        // The operator's path names no usable file or socket (a link, a
+        // directory, a missing or non-directory parent, too long a name).
+        RunError::UnusablePath { source, .. }
+        | RunError::Socket(ServerError::Io { source, .. })
+            if unusable_path(source) =>
+        {
+            Failure::InvalidInput
+        }
         RunError::Policy(_)
         | RunError::MissingEndpoint(_)
         | RunError::InvalidArguments(_)
@@ -146,6 +161,25 @@ fn run_failure(error: &RunError) -> Failure {
         RunError::Socket(ServerError::PermissionDenied { .. }) => Failure::KernelRefused,
         _ => Failure::Internal,
     }
+}
+
+/// Whether an OS error says the path given is unusable as given (rather
+/// than that the system failed).
+fn unusable_path(error: &std::io::Error) -> bool {
+    use std::io::ErrorKind;
+    matches!(
+        error.kind(),
+        ErrorKind::NotFound
+            | ErrorKind::NotADirectory
+            | ErrorKind::IsADirectory
+            | ErrorKind::AlreadyExists
+            | ErrorKind::InvalidInput
+            | ErrorKind::InvalidFilename
+            | ErrorKind::AddrInUse
+    ) || matches!(
+        error.raw_os_error(),
+        Some(libc::ELOOP | libc::ENAMETOOLONG | libc::ENOTSOCK)
+    )
 }
 
 fn export(args: ExportArgs) -> ExitCode {
@@ -408,5 +442,43 @@ fn print_validated(args: &ValidateArgs, validated: &policy::Validated) {
     }
     for warning in &validated.warnings {
         println!("warning: {warning}");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::{Error, ErrorKind};
+    use vaultfw::control::server::ServerError;
+
+    #[test]
+    fn an_unusable_path_the_operator_gave_run_is_invalid_input() {
+        let log = |source: Error| RunError::UnusablePath {
+            flag: "--audit-log",
+            source,
+        };
+        let socket = |source: Error| {
+            RunError::Socket(ServerError::Io {
+                operation: "bind",
+                path: "/run/x/vaultfw.sock".into(),
+                source,
+            })
+        };
+        for unusable in [
+            || Error::from_raw_os_error(libc::ELOOP),
+            || Error::from(ErrorKind::NotFound),
+            || Error::from(ErrorKind::NotADirectory),
+            || Error::from(ErrorKind::IsADirectory),
+            || Error::from(ErrorKind::InvalidInput),
+            || Error::from_raw_os_error(libc::ENAMETOOLONG),
+        ] {
+            assert_eq!(run_failure(&log(unusable())), Failure::InvalidInput);
+            assert_eq!(run_failure(&socket(unusable())), Failure::InvalidInput);
+        }
+        let denied = || Error::from(ErrorKind::PermissionDenied);
+        assert_eq!(run_failure(&log(denied())), Failure::KernelRefused);
+        let full = || Error::from_raw_os_error(libc::ENOSPC);
+        assert_eq!(run_failure(&log(full())), Failure::Internal);
+        assert_eq!(run_failure(&socket(full())), Failure::Internal);
     }
 }

@@ -432,7 +432,8 @@ fn an_answer_the_cli_cannot_read_is_the_error_document_under_output_json() {
             let out = run(&args);
             let doc = failure(&out, &verb.join(" "), "internal", 1);
             assert_eq!(
-                doc["error"]["fix"], "use the vaultfw binary of the daemon's release",
+                doc["error"]["fix"],
+                "use the vaultfw binary of the daemon's release",
                 "{}",
                 out.context()
             );
@@ -450,7 +451,10 @@ fn an_answer_the_cli_cannot_read_is_the_error_document_under_output_json() {
 fn a_command_line_clap_refuses_is_the_error_document_under_output_json() {
     for (args, verb) in [
         (&["show", "--output", "json", "--no-such-flag"][..], "show"),
-        (&["stats", "--output=json", "--interval", "soon"][..], "stats"),
+        (
+            &["stats", "--output=json", "--interval", "soon"][..],
+            "stats",
+        ),
         (
             &["network-rule", "add", "--output", "json", "--bogus"][..],
             "network-rule add",

@@ -209,6 +209,43 @@ fn a_stale_generation_is_recorded_as_a_conflict() {
 }
 
 #[test]
+fn an_unusable_audit_or_access_log_path_refuses_the_start_as_invalid_input() {
+    let topo = Topology::new();
+    let (_dir, dir) = audit_dir();
+    let victim = dir.join("victim");
+    std::fs::write(&victim, "untouched\n").expect("writing the victim");
+    let link = dir.join("linked.log");
+    symlink(&victim, &link).expect("planting a link");
+    let unusable = [
+        link.clone(),                          // a link
+        dir.clone(),                           // a directory
+        dir.join("no-such-dir").join("x.log"), // a missing parent
+        victim.join("x.log"),                  // a parent that is a file
+    ];
+    for flag in ["--audit-log", "--access-log"] {
+        for path in &unusable {
+            let mut options = AgentOptions::iface(topo.server_veth());
+            options.extra_args = vec![flag.into(), path.display().to_string()];
+            let mut refused = Agent::start_with(&topo.server, POLICY, options);
+            let status = refused.wait_exit(WAIT);
+            assert_eq!(
+                status.code(),
+                Some(exit::INVALID_INPUT),
+                "{flag} {}:\n{}",
+                path.display(),
+                refused.output()
+            );
+            assert!(
+                refused.output().contains(flag),
+                "the refusal names {flag}:\n{}",
+                refused.output()
+            );
+        }
+    }
+    assert_eq!(std::fs::read_to_string(&victim).unwrap(), "untouched\n");
+}
+
+#[test]
 fn the_audit_file_is_0640_reopened_after_sighup_and_a_link_at_its_path_refuses_the_start() {
     let topo = Topology::new();
     let (_dir, dir) = audit_dir();
