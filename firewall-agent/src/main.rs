@@ -203,11 +203,7 @@ fn export(args: ExportArgs) -> ExitCode {
             let mut detail = ErrorDetail::new(Failure::InvalidInput, error.to_string());
             detail.field = Some("virtual_network_rules".to_owned());
             detail.value = Some(serde_json::json!(error.id));
-            detail.fix = Some(
-                "add [defaults] subscription and resource_group, write the full ARM id, or pass \
-                 --allow-short-ids"
-                    .to_owned(),
-            );
+            detail.fix = Some(policy::ShortIdError::FIX.to_owned());
             return fail(output, "export", detail);
         }
     };

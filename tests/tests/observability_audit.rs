@@ -118,6 +118,17 @@ fn an_applied_and_a_refused_cli_change_each_leave_one_record_with_the_caller_and
 
     let refused = agent.cli_json(&["network-rule", "add", "--ip-address", "10.1.2.3"]);
     refused.expect_code(exit::INVALID_INPUT);
+    // The validator's field, value and fix reach the error document apart.
+    let error = &refused.json()["error"];
+    let fix = error["fix"].as_str().unwrap_or_default();
+    assert!(error["field"].is_string(), "{}", refused.context());
+    assert!(error["value"].is_string(), "{}", refused.context());
+    assert!(!fix.is_empty(), "{}", refused.context());
+    assert!(
+        !error["message"].as_str().unwrap_or_default().contains(fix),
+        "the fix is said once: {}",
+        refused.context()
+    );
 
     let records = wait_records(&audit, 2);
     assert_eq!(records.len(), 2, "one record per request: {records:#?}");

@@ -88,12 +88,25 @@ pub fn readiness(interfaces: &InterfaceReport, health: &Health) -> Readiness {
         }
     }
     if let Some(reload) = health.last_reload.as_ref().filter(|r| !r.success) {
-        reasons.push(format!(
-            "the last reload ({}) was refused: {}",
-            reload.cause,
-            one_line(reload.error.as_deref().unwrap_or("no error recorded"))
-        ));
+        let error = one_line(reload.error.as_deref().unwrap_or("no error recorded"));
+        // A reload refused for the invalid file said above: its error once.
+        let said = matches!(
+            &health.policy,
+            PolicySync::Invalid { error: invalid } if error.starts_with(&one_line(invalid))
+        );
+        if said {
+            reasons.push(format!(
+                "the last reload ({}) was refused for it",
+                reload.cause
+            ));
+        } else {
+            reasons.push(format!(
+                "the last reload ({}) was refused: {error}",
+                reload.cause
+            ));
+        }
     }
+    reasons.dedup();
     Readiness {
         ready: reasons.is_empty(),
         reasons,
@@ -233,6 +246,27 @@ mod tests {
                 "the last reload (SIGHUP) was refused: line 1: default_action",
             ]
         );
+        // The same long error from the file and the refused reload: once.
+        let long = "line 3: ip_rules[0] = \"x\": not an address; fix: give an IPv4 address";
+        let same = Health {
+            policy: PolicySync::Invalid { error: long.into() },
+            last_reload: Some(ReloadOutcome {
+                at: SystemTime::now(),
+                cause: "file change".into(),
+                success: false,
+                error: Some(format!("{long}\nnothing was loaded")),
+            }),
+            control_socket_present: true,
+        };
+        let r = readiness(&interfaces(true), &same);
+        assert_eq!(
+            r.reasons,
+            [
+                format!("the policy file is invalid: {long}"),
+                "the last reload (file change) was refused for it".to_owned(),
+            ]
+        );
+        assert_eq!(r.reasons.iter().filter(|r| r.contains(long)).count(), 1);
         let nothing = readiness(&interfaces(false), &Health::default());
         assert_eq!(nothing.reasons, ["no interface is filtered"]);
         let differs = Health {

@@ -412,36 +412,43 @@ impl Daemon {
     /// Edits the native policy file in place (keeping comments) and
     /// validates the result; returns the new text and policy without
     /// writing anything.
-    pub(super) fn edited(&self, edits: &[Edit]) -> Result<(String, Validated), String> {
+    pub(super) fn edited(&self, edits: &[Edit]) -> Result<(String, Validated), EditRefused> {
         self.edited_from(edits, &self.policy)
     }
 
     /// [`Daemon::edited`] of a file that must hold `served` (the policy
     /// the file reads as now: for an expiry, without the expired rules).
-    fn edited_from(&self, edits: &[Edit], served: &Policy) -> Result<(String, Validated), String> {
+    fn edited_from(
+        &self,
+        edits: &[Edit],
+        served: &Policy,
+    ) -> Result<(String, Validated), EditRefused> {
         let source = &self.options.source;
         let path = &source.path;
-        let files = source.read().map_err(|e| e.to_string())?;
+        let files = source
+            .read()
+            .map_err(|e| EditRefused::Said(e.to_string()))?;
         if files.format() != PolicyFormat::Native {
-            return Err(azure_json_refusal(source));
+            return Err(EditRefused::Said(azure_json_refusal(source)));
         }
         // The edit goes on top of the file: it must hold the policy being
         // served, or the change would also apply edits nobody reloaded.
         if !files.validate().is_ok_and(|v| v.policy == *served) {
-            return Err(format!(
+            return Err(EditRefused::Said(format!(
                 "{} no longer holds the policy being served (it was edited and not reloaded, \
                  or its reload was refused); reload it (SIGHUP) or restore it, then retry; \
                  nothing changed",
                 path.display()
-            ));
+            )));
         }
-        let edited = persist::edit_native(files.text(), edits).map_err(|e| e.to_string())?;
+        let edited = persist::edit_native(files.text(), edits)
+            .map_err(|e| EditRefused::Said(e.to_string()))?;
         let validated = files
             .with_text(edited.clone())
             .validate()
             .map_err(|e| match e {
-                policy::LoadError::Invalid { errors, .. } => errors.to_string(),
-                other => other.to_string(),
+                policy::LoadError::Invalid { errors, .. } => EditRefused::Invalid(errors),
+                other => EditRefused::Said(other.to_string()),
             })?;
         Ok((edited, validated))
     }
@@ -719,5 +726,24 @@ ip_rules = ["203.0.113.0/24", { value = "198.51.100.7", expires_at = "2099-01-01
         remove_expired(&mut policy, expiry);
         assert_eq!(policy.ip_rules.len(), 1);
         assert_eq!(next_expiry(&policy), None);
+    }
+}
+
+/// Why an edit of the policy file is refused.
+#[derive(Debug)]
+pub(super) enum EditRefused {
+    /// The file cannot be edited (unreadable, Azure JSON, not the policy
+    /// served): a sentence with the fix.
+    Said(String),
+    /// The edited policy is invalid: the validator's errors.
+    Invalid(policy::PolicyErrors),
+}
+
+impl std::fmt::Display for EditRefused {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            EditRefused::Said(text) => f.write_str(text),
+            EditRefused::Invalid(errors) => write!(f, "{errors}"),
+        }
     }
 }
