@@ -121,17 +121,19 @@ impl Daemon {
         };
         log_applied(&report, "start");
         detach_unmanaged_at_start(&mut dataplane, &options.interfaces, &policy);
-        let attached: Vec<String> = dataplane
+        // A list is a JSON array in the record (docs/logging.md).
+        let attached: Vec<serde_json::Value> = dataplane
             .attached()
             .iter()
-            .map(|a| format!("{}({},{})", a.name, a.mode, a.program))
+            .map(|a| serde_json::json!({ "name": a.name, "mode": a.mode, "entry": a.program }))
             .collect();
+        let record = serde_json::json!({ "vaultfw": { "interfaces": attached } });
         tracing::info!(
-            interfaces = attached.join(","),
+            ecs = %record,
             generation = report.generation,
-            default_action = ?policy.default_action,
-            mode = ?policy.mode,
-            on_exit = ?options.on_exit,
+            default_action = policy.default_action.name(),
+            mode = policy.mode.name(),
+            on_exit = options.on_exit.name(),
             "filtering"
         );
         let socket = SocketIdentity::of(&options.socket);

@@ -31,6 +31,28 @@ pub(super) struct MapShape {
     pub max_entries: u32,
 }
 
+impl MapShape {
+    /// The shape as a log record's object: `{"name", "type" (snake case:
+    /// `"lpm_trie"`), "key_size", "value_size", "max_entries"}` (sizes in
+    /// bytes).
+    fn to_json(&self) -> serde_json::Value {
+        let mut map_type = String::new();
+        for (i, c) in format!("{:?}", self.map_type).chars().enumerate() {
+            if c.is_ascii_uppercase() && i > 0 {
+                map_type.push('_');
+            }
+            map_type.push(c.to_ascii_lowercase());
+        }
+        serde_json::json!({
+            "name": self.name,
+            "type": map_type,
+            "key_size": self.key_size,
+            "value_size": self.value_size,
+            "max_entries": self.max_entries,
+        })
+    }
+}
+
 /// Every map of the program with the shape this build gives it: the
 /// `firewall_common` layout, entries sized by `capacity`.
 pub(super) fn expected_shapes(capacity: &Capacity) -> Vec<MapShape> {
@@ -199,8 +221,10 @@ impl PinPlan {
                     } else {
                         tracing::warn!(
                             map = want.name,
-                            pinned = ?have,
-                            wanted = ?want,
+                            ecs = %serde_json::json!({ "vaultfw": {
+                                "pinned": have.as_ref().map(MapShape::to_json),
+                                "wanted": want.to_json(),
+                            } }),
                             "pinned map has another shape (upgrade or new limits): the filter moves to new maps"
                         );
                         MapPin::Recreate
