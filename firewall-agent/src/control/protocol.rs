@@ -244,9 +244,9 @@ pub struct Response {
     /// [`Response::result_as`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub result: Option<serde_json::Value>,
-    /// Why it failed.
+    /// Why it failed (boxed: a `Response` is the `Err` of many results).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub error: Option<ErrorBody>,
+    pub error: Option<Box<ErrorBody>>,
 }
 
 /// A failure, classified for the CLI's exit code.
@@ -337,13 +337,13 @@ impl Response {
         Response {
             ok: false,
             result: None,
-            error: Some(ErrorBody {
+            error: Some(Box::new(ErrorBody {
                 kind,
                 message: message.into(),
                 field: None,
                 value: None,
                 fix: None,
-            }),
+            })),
         }
     }
 
@@ -353,13 +353,13 @@ impl Response {
         Response {
             ok: false,
             result: None,
-            error: Some(ErrorBody {
+            error: Some(Box::new(ErrorBody {
                 kind: ErrorKind::InvalidInput,
                 message: format!("{}{note}", error.reason),
                 field: Some(error.path.clone()),
                 value: Some(error.value.clone()).filter(|v| !v.is_empty()),
                 fix: Some(error.fix.clone()),
-            }),
+            })),
         }
     }
 }

@@ -35,7 +35,7 @@ impl MapShape {
     /// The shape as a log record's object: `{"name", "type" (snake case:
     /// `"lpm_trie"`), "key_size", "value_size", "max_entries"}` (sizes in
     /// bytes).
-    fn to_json(&self) -> serde_json::Value {
+    fn record(&self) -> serde_json::Value {
         let mut map_type = String::new();
         for (i, c) in format!("{:?}", self.map_type).chars().enumerate() {
             if c.is_ascii_uppercase() && i > 0 {
@@ -222,8 +222,8 @@ impl PinPlan {
                         tracing::warn!(
                             map = want.name,
                             ecs = %serde_json::json!({ "vaultfw": {
-                                "pinned": have.as_ref().map(MapShape::to_json),
-                                "wanted": want.to_json(),
+                                "pinned": have.as_ref().map(MapShape::record),
+                                "wanted": want.record(),
                             } }),
                             "pinned map has another shape (upgrade or new limits): the filter moves to new maps"
                         );
