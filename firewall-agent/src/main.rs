@@ -16,7 +16,10 @@ use vaultfw::exit::{self, Failure};
 use vaultfw::policy;
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(error) => return usage_error(&error),
+    };
     if !matches!(cli.command, Command::Run(_)) {
         // A CLI verb piped into `head` ends quietly, like other Unix tools,
         // instead of panicking on EPIPE. The daemon keeps Rust's default.
@@ -40,6 +43,41 @@ fn main() -> ExitCode {
         Command::Completions(args) => remote::completions(&args),
         Command::ManPages(args) => vaultfw::cli::man_pages::man_pages(&args),
     }
+}
+
+/// A command line clap refuses: under `--output json`, the error document
+/// (`invalid_input`, exit 2); otherwise clap's own text (help and version
+/// included).
+fn usage_error(error: &clap::Error) -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let json = args
+        .windows(2)
+        .any(|pair| pair[0] == "--output" && pair[1] == "json")
+        || args.iter().any(|arg| arg == "--output=json");
+    if !error.use_stderr() || !json {
+        error.exit();
+    }
+    // The verb as typed: its word, and the sub-verb of `network-rule`.
+    let words: Vec<&str> = args
+        .iter()
+        .take_while(|arg| !arg.starts_with('-'))
+        .map(String::as_str)
+        .collect();
+    let verb = match words.as_slice() {
+        ["network-rule", sub, ..] => format!("network-rule {sub}"),
+        [word, ..] => (*word).to_owned(),
+        [] => String::new(),
+    };
+    let rendered = error.render().to_string();
+    let message = rendered
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .trim_start_matches("error: ")
+        .to_owned();
+    let mut detail = ErrorDetail::new(Failure::InvalidInput, message);
+    detail.fix = Some(format!("see `vaultfw {verb} --help`").replace("  ", " "));
+    fail(OutputFormat::Json, &verb, detail)
 }
 
 fn run(args: RunArgs) -> ExitCode {
@@ -98,6 +136,21 @@ fn run_failure(error: &RunError) -> Failure {
     use vaultfw::control::server::ServerError;
     use vaultfw::dataplane::DataplaneError;
     match error {
+        // A privilege, not the path, is what is missing.
+        RunError::UnusablePath { source, .. }
+        | RunError::Socket(ServerError::Io { source, .. })
+            if source.kind() == std::io::ErrorKind::PermissionDenied =>
+        {
+            Failure::KernelRefused
+        }
+        // The operator's path names no usable file or socket (a link, a
+        // directory, a missing or non-directory parent, too long a name).
+        RunError::UnusablePath { source, .. }
+        | RunError::Socket(ServerError::Io { source, .. })
+            if unusable_path(source) =>
+        {
+            Failure::InvalidInput
+        }
         RunError::Policy(_)
         | RunError::MissingEndpoint(_)
         | RunError::InvalidArguments(_)
@@ -109,6 +162,25 @@ fn run_failure(error: &RunError) -> Failure {
         RunError::Socket(ServerError::PermissionDenied { .. }) => Failure::KernelRefused,
         _ => Failure::Internal,
     }
+}
+
+/// Whether an OS error says the path given is unusable as given (rather
+/// than that the system failed).
+fn unusable_path(error: &std::io::Error) -> bool {
+    use std::io::ErrorKind;
+    matches!(
+        error.kind(),
+        ErrorKind::NotFound
+            | ErrorKind::NotADirectory
+            | ErrorKind::IsADirectory
+            | ErrorKind::AlreadyExists
+            | ErrorKind::InvalidInput
+            | ErrorKind::InvalidFilename
+            | ErrorKind::AddrInUse
+    ) || matches!(
+        error.raw_os_error(),
+        Some(libc::ELOOP | libc::ENAMETOOLONG | libc::ENOTSOCK)
+    )
 }
 
 fn export(args: ExportArgs) -> ExitCode {
@@ -132,11 +204,7 @@ fn export(args: ExportArgs) -> ExitCode {
             let mut detail = ErrorDetail::new(Failure::InvalidInput, error.to_string());
             detail.field = Some("virtual_network_rules".to_owned());
             detail.value = Some(serde_json::json!(error.id));
-            detail.fix = Some(
-                "add [defaults] subscription and resource_group, write the full ARM id, or pass \
-                 --allow-short-ids"
-                    .to_owned(),
-            );
+            detail.fix = Some(policy::ShortIdError::FIX.to_owned());
             return fail(output, "export", detail);
         }
     };
@@ -391,5 +459,43 @@ fn print_validated(args: &ValidateArgs, validated: &policy::Validated) {
     }
     for warning in &validated.warnings {
         println!("warning: {warning}");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::{Error, ErrorKind};
+    use vaultfw::control::server::ServerError;
+
+    #[test]
+    fn an_unusable_path_the_operator_gave_run_is_invalid_input() {
+        let log = |source: Error| RunError::UnusablePath {
+            flag: "--audit-log",
+            source,
+        };
+        let socket = |source: Error| {
+            RunError::Socket(ServerError::Io {
+                operation: "bind",
+                path: "/run/x/vaultfw.sock".into(),
+                source,
+            })
+        };
+        for unusable in [
+            || Error::from_raw_os_error(libc::ELOOP),
+            || Error::from(ErrorKind::NotFound),
+            || Error::from(ErrorKind::NotADirectory),
+            || Error::from(ErrorKind::IsADirectory),
+            || Error::from(ErrorKind::InvalidInput),
+            || Error::from_raw_os_error(libc::ENAMETOOLONG),
+        ] {
+            assert_eq!(run_failure(&log(unusable())), Failure::InvalidInput);
+            assert_eq!(run_failure(&socket(unusable())), Failure::InvalidInput);
+        }
+        let denied = || Error::from(ErrorKind::PermissionDenied);
+        assert_eq!(run_failure(&log(denied())), Failure::KernelRefused);
+        let full = || Error::from_raw_os_error(libc::ENOSPC);
+        assert_eq!(run_failure(&log(full())), Failure::Internal);
+        assert_eq!(run_failure(&socket(full())), Failure::Internal);
     }
 }

@@ -370,6 +370,29 @@ fn export_to_azure_refuses_a_short_id_and_a_json_that_would_drop_the_subnet_map(
         "{stderr}"
     );
     assert!(out.stdout.is_empty(), "nothing written");
+    // Under --output json the fix is said once: in `fix`, not in `message`.
+    let out = vaultfw(&[
+        "export",
+        policy.path_str(),
+        "--format",
+        "azure",
+        "--output",
+        "json",
+    ]);
+    let doc: Value = serde_json::from_slice(&out.stdout).expect("the error document");
+    let error = &doc["error"];
+    let (message, fix) = (
+        error["message"].as_str().unwrap_or_default(),
+        error["fix"].as_str().unwrap_or_default(),
+    );
+    assert!(
+        fix.contains("--allow-short-ids") && fix.contains("[defaults]"),
+        "{doc:#}"
+    );
+    assert!(
+        !message.contains("--allow-short-ids") && !message.contains("[defaults]"),
+        "{doc:#}"
+    );
     let out = vaultfw(&[
         "export",
         policy.path_str(),

@@ -150,23 +150,29 @@ fn a_service_tags_file_the_daemon_cannot_see_is_refused_naming_the_field_the_pat
 
     let out = agent.cli_json(&["apply", draft.path_str()]);
     out.expect_code(exit::INVALID_INPUT);
-    let message = out.error_message();
-    let field = format!(
-        "trusted_services.service_tags_file: {:?}",
-        tags.display().to_string()
+    // The field, the path and the fix apart from the message.
+    let error = &out.json()["error"];
+    assert_eq!(
+        error["field"],
+        "trusted_services.service_tags_file",
+        "names the field: {}",
+        out.context()
     );
-    assert!(
-        message.contains(&field),
-        "names the field and the path: {}",
+    assert_eq!(
+        error["value"],
+        tags.display().to_string(),
+        "names the path: {}",
         out.context()
     );
     assert!(
-        message.contains("the daemon cannot read it"),
+        out.error_message().contains("the daemon cannot read it"),
         "{}",
         out.context()
     );
     assert!(
-        message.contains("/etc/vaultfw"),
+        error["fix"]
+            .as_str()
+            .is_some_and(|fix| fix.contains("/etc/vaultfw")),
         "names the fix: {}",
         out.context()
     );

@@ -213,17 +213,28 @@ fn invalid_rule_input_exits_2_names_the_value_and_changes_nothing() {
     for (input, fix) in cases {
         let out = agent.cli_json(&["network-rule", "add", "--ip-address", input]);
         out.expect_code(exit::INVALID_INPUT);
-        let message = out.error_message();
+        // The value and the fix: in the message, or apart in `value`
+        // and `fix`, each said once.
+        let error = &out.json()["error"];
+        let part = |key: &str| error[key].as_str().unwrap_or_default().to_owned();
+        let said = format!("{} {} {}", part("message"), part("value"), part("fix"));
         assert!(
-            message.contains(input),
-            "the message does not show the value: {}",
+            said.contains(input),
+            "the error does not show the value: {}",
             out.context()
         );
         assert!(
-            message.to_lowercase().contains(&fix.to_lowercase()),
-            "the message does not say {fix:?}: {}",
+            said.to_lowercase().contains(&fix.to_lowercase()),
+            "the error does not say {fix:?}: {}",
             out.context()
         );
+        if !part("fix").is_empty() {
+            assert!(
+                !part("message").contains(&part("fix")),
+                "the fix is said twice: {}",
+                out.context()
+            );
+        }
     }
     // Flags the CLI itself refuses: invalid input too.
     let out = agent.cli_json(&["network-rule", "add"]);

@@ -390,3 +390,89 @@ fn show_and_stats_keep_their_schema_when_only_the_pins_answer() {
     );
     assert_eq!(stats_pins["generation"], from_daemon["generation"]);
 }
+
+/// A stand-in daemon on `socket` that answers every request with `answer`
+/// (one line), as a daemon of another release might.
+fn foreign_daemon(socket: &std::path::Path, answer: &'static str) {
+    use std::io::{BufRead, BufReader, Write};
+    let listener = std::os::unix::net::UnixListener::bind(socket).expect("binding the socket");
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { return };
+            let mut request = String::new();
+            let _ = BufReader::new(&stream).read_line(&mut request);
+            let _ = writeln!(stream, "{answer}");
+        }
+    });
+}
+
+#[test]
+fn an_answer_the_cli_cannot_read_is_the_error_document_under_output_json() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let read: &[&[&str]] = &[&["show"], &["stats"], &["logs"]];
+    let every: &[&[&str]] = &[
+        &["show"],
+        &["stats"],
+        &["logs"],
+        &["confirm"],
+        &["network-rule", "list"],
+    ];
+    // A reply missing every field (to the verbs that read the reply), and
+    // a success without a result (to every verb).
+    for (name, answer, verbs) in [
+        ("fields", r#"{"ok":true,"result":{}}"#, read),
+        ("result", r#"{"ok":true}"#, every),
+    ] {
+        let socket = dir.path().join(format!("{name}.sock"));
+        foreign_daemon(&socket, answer);
+        let socket = socket.display().to_string();
+        for verb in verbs {
+            let mut args = verb.to_vec();
+            args.extend(["--socket", &socket, "--output", "json"]);
+            let out = run(&args);
+            let doc = failure(&out, &verb.join(" "), "internal", 1);
+            assert_eq!(
+                doc["error"]["fix"],
+                "use the vaultfw binary of the daemon's release",
+                "{}",
+                out.context()
+            );
+            let message = doc["error"]["message"].as_str().unwrap_or_default();
+            assert!(
+                !message.contains("release"),
+                "the fix is in `fix`, not in the message: {}",
+                out.context()
+            );
+        }
+    }
+}
+
+#[test]
+fn a_command_line_clap_refuses_is_the_error_document_under_output_json() {
+    for (args, verb) in [
+        (&["show", "--output", "json", "--no-such-flag"][..], "show"),
+        (
+            &["stats", "--output=json", "--interval", "soon"][..],
+            "stats",
+        ),
+        (
+            &["network-rule", "add", "--output", "json", "--bogus"][..],
+            "network-rule add",
+        ),
+    ] {
+        let out = run(args);
+        let doc = failure(&out, verb, "invalid_input", 2);
+        assert!(
+            doc["error"]["fix"]
+                .as_str()
+                .is_some_and(|fix| fix.contains("--help")),
+            "{}",
+            out.context()
+        );
+    }
+    // Without `--output json`, clap's own words on stderr.
+    let out = run(&["show", "--no-such-flag"]);
+    out.expect_code(2);
+    assert!(out.stdout.is_empty(), "{}", out.context());
+    assert!(out.stderr.contains("--no-such-flag"), "{}", out.context());
+}

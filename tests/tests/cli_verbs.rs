@@ -196,7 +196,10 @@ fn update_changes_default_action_and_bypass_and_refuses_invalid_values() {
         );
     }
     let out = agent.cli_json(&["update", "--default-action", "Open"]);
-    assert!(out.error_message().contains("Open"), "{}", out.context());
+    // The field and the value apart from the message.
+    let error = &out.json()["error"];
+    assert_eq!(error["field"], "--default-action", "{}", out.context());
+    assert_eq!(error["value"], "Open", "{}", out.context());
     assert_eq!(
         agent.generation(),
         generation + 2,

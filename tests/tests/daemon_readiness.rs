@@ -220,6 +220,19 @@ fn readyz_and_show_check_turn_unready_on_a_refused_reload_and_back_on_a_good_one
         reasons.contains("the policy file is invalid") && reasons.contains("default_action"),
         "the reasons name the invalid file and the field: {body}"
     );
+    // The file's error and the reload's are the same: said once.
+    let listed: Vec<&str> = body["reasons"]
+        .as_array()
+        .expect("reasons is an array")
+        .iter()
+        .filter_map(serde_json::Value::as_str)
+        .collect();
+    for (i, a) in listed.iter().enumerate() {
+        let tail = a.split_once(": ").map_or(*a, |(_, t)| t);
+        for b in &listed[i + 1..] {
+            assert!(!b.contains(tail), "a reason repeated: {body}");
+        }
+    }
     let (code, text) = show_check(&agent);
     assert_eq!(code, Some(1), "{text}");
     assert!(

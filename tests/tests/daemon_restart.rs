@@ -163,7 +163,7 @@ fn restart_on_the_same_pins_adopts_them_without_failing_an_allowed_connection() 
     assert!(
         lines
             .iter()
-            .any(|l| l["message"] == "attached" && l["vaultfw"]["outcome"] == "Adopted"),
+            .any(|l| l["message"] == "attached" && l["vaultfw"]["outcome"] == "adopted"),
         "the restarted daemon did not log that it adopted the pinned link:\n{}",
         agent.output()
     );

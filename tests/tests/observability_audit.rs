@@ -118,6 +118,17 @@ fn an_applied_and_a_refused_cli_change_each_leave_one_record_with_the_caller_and
 
     let refused = agent.cli_json(&["network-rule", "add", "--ip-address", "10.1.2.3"]);
     refused.expect_code(exit::INVALID_INPUT);
+    // The validator's field, value and fix reach the error document apart.
+    let error = &refused.json()["error"];
+    let fix = error["fix"].as_str().unwrap_or_default();
+    assert!(error["field"].is_string(), "{}", refused.context());
+    assert!(error["value"].is_string(), "{}", refused.context());
+    assert!(!fix.is_empty(), "{}", refused.context());
+    assert!(
+        !error["message"].as_str().unwrap_or_default().contains(fix),
+        "the fix is said once: {}",
+        refused.context()
+    );
 
     let records = wait_records(&audit, 2);
     assert_eq!(records.len(), 2, "one record per request: {records:#?}");
@@ -206,6 +217,43 @@ fn a_stale_generation_is_recorded_as_a_conflict() {
     assert_eq!(record["vaultfw"]["request"]["default_action"], "Allow");
     assert_eq!(record["vaultfw"]["default_action"]["after"], "Deny");
     assert_caller_is_us(record);
+}
+
+#[test]
+fn an_unusable_audit_or_access_log_path_refuses_the_start_as_invalid_input() {
+    let topo = Topology::new();
+    let (_dir, dir) = audit_dir();
+    let victim = dir.join("victim");
+    std::fs::write(&victim, "untouched\n").expect("writing the victim");
+    let link = dir.join("linked.log");
+    symlink(&victim, &link).expect("planting a link");
+    let unusable = [
+        link.clone(),                          // a link
+        dir.clone(),                           // a directory
+        dir.join("no-such-dir").join("x.log"), // a missing parent
+        victim.join("x.log"),                  // a parent that is a file
+    ];
+    for flag in ["--audit-log", "--access-log"] {
+        for path in &unusable {
+            let mut options = AgentOptions::iface(topo.server_veth());
+            options.extra_args = vec![flag.into(), path.display().to_string()];
+            let mut refused = Agent::start_with(&topo.server, POLICY, options);
+            let status = refused.wait_exit(WAIT);
+            assert_eq!(
+                status.code(),
+                Some(exit::INVALID_INPUT),
+                "{flag} {}:\n{}",
+                path.display(),
+                refused.output()
+            );
+            assert!(
+                refused.output().contains(flag),
+                "the refusal names {flag}:\n{}",
+                refused.output()
+            );
+        }
+    }
+    assert_eq!(std::fs::read_to_string(&victim).unwrap(), "untouched\n");
 }
 
 #[test]

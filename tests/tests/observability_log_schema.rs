@@ -76,6 +76,51 @@ fn assert_base(record: &Value) {
     }
 }
 
+/// Checks the values of a daemon line's own fields (`vaultfw.*`): no
+/// string that is a list written as text (`"eth0(native,l2),eth1(...)"`,
+/// `"[\"a\", \"b\"]"`): lists are arrays; and the names of states
+/// (`reason`, `outcome`, `on_exit`, `cause` aside) lowercase, as `show`
+/// prints them (`"all"`, `"adopted"`, `"keep"`), not Rust's `Debug`.
+fn assert_daemon_values(record: &Value) {
+    fn walk(path: &str, value: &Value, record: &Value) {
+        match value {
+            Value::Object(map) => {
+                for (key, value) in map {
+                    walk(&format!("{path}.{key}"), value, record);
+                }
+            }
+            Value::Array(items) => {
+                for item in items {
+                    walk(path, item, record);
+                }
+            }
+            Value::String(text) => {
+                let bracketed = (text.starts_with('[') && text.ends_with(']'))
+                    || (text.starts_with('{') && text.ends_with('}'));
+                // A comma not followed by a space: items run together.
+                let run_together = text
+                    .as_bytes()
+                    .windows(2)
+                    .any(|w| w[0] == b',' && w[1] != b' ');
+                assert!(
+                    !bracketed && !run_together,
+                    "{path} = {text:?} is a list or object written as a string: {record}"
+                );
+                let key = path.rsplit('.').next().unwrap_or_default();
+                if ["reason", "outcome", "on_exit"].contains(&key) {
+                    assert_eq!(
+                        text,
+                        &text.to_lowercase(),
+                        "{path} is not the lowercase name show prints: {record}"
+                    );
+                }
+            }
+            _ => {}
+        }
+    }
+    walk("vaultfw", &record["vaultfw"], record);
+}
+
 #[test]
 fn every_record_of_a_session_is_json_with_the_ecs_fields_of_its_kind() {
     let topo = Topology::new();
@@ -105,6 +150,7 @@ fn every_record_of_a_session_is_json_with_the_ecs_fields_of_its_kind() {
 
     let mut by_dataset = std::collections::BTreeMap::<String, usize>::new();
     let mut lines = 0;
+    let (mut filtering, mut attached) = (0, 0);
     for line in stats.stdout_lines() {
         let record: Value = serde_json::from_str(line)
             .unwrap_or_else(|e| panic!("a stdout line is not JSON ({e}): {line}"));
@@ -178,11 +224,31 @@ fn every_record_of_a_session_is_json_with_the_ecs_fields_of_its_kind() {
                     line.len()
                 );
             }
+            "" => {
+                assert_daemon_values(&record);
+                let vaultfw = &record["vaultfw"];
+                if record["message"] == "filtering" {
+                    let interfaces = vaultfw["interfaces"]
+                        .as_array()
+                        .unwrap_or_else(|| panic!("interfaces is not an array: {record}"));
+                    assert_eq!(interfaces.len(), 1, "{record}");
+                    assert_eq!(interfaces[0]["name"], topo.server_veth(), "{record}");
+                    assert_has(&interfaces[0], &["mode", "entry"]);
+                    assert_eq!(vaultfw["on_exit"], "detach", "{record}");
+                    filtering += 1;
+                }
+                if record["message"] == "attached" {
+                    assert_eq!(vaultfw["reason"], "iface", "{record}");
+                    assert_eq!(vaultfw["outcome"], "attached", "{record}");
+                    attached += 1;
+                }
+            }
             _ => {}
         }
         *by_dataset.entry(dataset).or_default() += 1;
     }
     assert!(lines > 5, "{}", stats.log());
+    assert_eq!((filtering, attached), (1, 1), "{}", stats.log());
     for dataset in ["vaultfw.access", "vaultfw.audit", "vaultfw.counters", ""] {
         assert!(
             by_dataset.contains_key(dataset),
@@ -231,6 +297,11 @@ fn text_format_is_for_people_and_journald_without_a_journal_falls_back_to_json()
         .unwrap_or_else(|| panic!("no failure line:\n{text}"));
     assert!(serde_json::from_str::<Value>(line).is_err(), "{line}");
     assert!(line.contains("ERROR"), "{line}");
+    // Stdout is not a terminal here: no colour codes.
+    assert!(
+        !text.contains('\x1b'),
+        "escape codes in text written to a pipe:\n{text:?}"
+    );
 
     if Path::new("/run/systemd/journal/socket").exists() {
         println!(

@@ -14,7 +14,7 @@ use comfy_table::{CellAlignment, Table};
 
 use super::OutputFormat;
 use super::output::{ErrorDetail, fail, print_success, success_line};
-use super::remote::{ShowArgs, SocketArgs, client_error, daemon_reply, print_response};
+use super::remote::{ShowArgs, SocketArgs, client_error, daemon_reply};
 use crate::control::client::{self, ClientError};
 use crate::control::protocol::Command;
 use crate::control::replies::{
@@ -122,11 +122,9 @@ pub fn stats(args: &StatsArgs) -> ExitCode {
 fn sample(args: &StatsArgs) -> Result<(StatsView, ExitCode), ExitCode> {
     let socket = &args.show.socket;
     match client::send(&socket.socket, Command::Stats) {
-        Ok(response) => match daemon_reply::<StatsReply>(&response) {
+        Ok(response) => match daemon_reply::<StatsReply>(&response, socket.output, "stats") {
             Ok(reply) => Ok((StatsView::from_daemon(&reply), ExitCode::SUCCESS)),
-            Err(code) => {
-                Err(code.unwrap_or_else(|| print_response(socket.output, "stats", &response)))
-            }
+            Err(code) => Err(code),
         },
         Err(not_running @ ClientError::NotRunning { .. }) => {
             let dir = PinDir::new(&args.show.pin_dir);
@@ -350,12 +348,9 @@ pub fn logs(args: &LogsArgs) -> ExitCode {
             Ok(response) => response,
             Err(error) => return client_error(args.socket.output, "logs", &error),
         };
-        let page: LogsReply = match daemon_reply(&response) {
+        let page: LogsReply = match daemon_reply(&response, args.socket.output, "logs") {
             Ok(page) => page,
-            Err(exit) => {
-                return exit
-                    .unwrap_or_else(|| print_response(args.socket.output, "logs", &response));
-            }
+            Err(exit) => return exit,
         };
         let records = &page.page.records;
         let mut out = std::io::stdout().lock();

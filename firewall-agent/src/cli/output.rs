@@ -78,9 +78,16 @@ impl ErrorDetail {
         }
     }
 
-    /// The daemon's refusal.
+    /// The daemon's refusal (with its field, value and fix when it gave
+    /// them).
     pub fn daemon(error: &ErrorBody) -> Self {
-        ErrorDetail::new(failure_of(error.kind), error.message.clone())
+        ErrorDetail {
+            code: failure_of(error.kind),
+            message: error.message.clone(),
+            field: error.field.clone(),
+            value: error.value.clone().map(Value::String),
+            fix: error.fix.clone(),
+        }
     }
 }
 

@@ -185,12 +185,12 @@ pub fn show(cmd: &ShowCmd) -> ExitCode {
     }
     let output = args.socket.output;
     match client::send(&args.socket.socket, Command::Show) {
-        Ok(response) => match daemon_reply::<ShowReply>(&response) {
+        Ok(response) => match daemon_reply::<ShowReply>(&response, output, "show") {
             Ok(reply) => {
                 let view = ShowView::from_daemon(&reply);
                 print_success(output, "show", &view, || print_show(&view))
             }
-            Err(exit) => exit.unwrap_or_else(|| print_response(output, "show", &response)),
+            Err(exit) => exit,
         },
         Err(ClientError::NotRunning { .. }) => {
             let state = crate::dataplane::pins::inspect(&PinDir::new(&args.pin_dir));
@@ -322,33 +322,41 @@ pub(super) fn print_response(output: OutputFormat, verb: &str, response: &Respon
         (None, Some(result)) if response.ok => {
             print_success(output, verb, result, || print_value(result))
         }
-        (None, _) => fail(
-            output,
-            verb,
-            ErrorDetail::new(
-                Failure::Internal,
-                "the daemon answered without a result; use the vaultfw binary of the daemon's release",
-            ),
-        ),
+        (None, _) => {
+            let mut detail =
+                ErrorDetail::new(Failure::Internal, "the daemon answered without a result");
+            detail.fix = Some(OTHER_RELEASE_FIX.to_owned());
+            fail(output, verb, detail)
+        }
     }
 }
 
-/// The reply of a successful response; `Err(None)` for a failure (to
-/// print), `Err(Some(exit))` for a reply of another shape (said here).
+/// The fix for an answer this CLI cannot read (a daemon of another release).
+const OTHER_RELEASE_FIX: &str = "use the vaultfw binary of the daemon's release";
+
+/// The reply of a successful response; `Err(exit)` when it is not one: the
+/// daemon's refusal or an answer of another shape, printed (as the error
+/// document with `--output json`).
 pub(super) fn daemon_reply<T: DeserializeOwned>(
     response: &Response,
-) -> Result<T, Option<ExitCode>> {
+    output: OutputFormat,
+    verb: &str,
+) -> Result<T, ExitCode> {
     match response.result_as::<T>() {
         Some(Ok(reply)) => Ok(reply),
-        Some(Err(error)) => {
-            eprintln!(
-                "vaultfw: unreadable answer from the daemon ({error}); use the vaultfw binary of \
-                 the daemon's release"
-            );
-            Err(Some(ExitCode::FAILURE))
-        }
-        None => Err(None),
+        Some(Err(error)) => Err(fail(output, verb, unreadable_answer(&error))),
+        None => Err(print_response(output, verb, response)),
     }
+}
+
+/// The error of a daemon answer that does not read as the verb's reply.
+fn unreadable_answer(error: &impl std::fmt::Display) -> ErrorDetail {
+    let mut detail = ErrorDetail::new(
+        Failure::Internal,
+        format!("unreadable answer from the daemon ({error})"),
+    );
+    detail.fix = Some(OTHER_RELEASE_FIX.to_owned());
+    detail
 }
 
 /// A document for people: indented `key: value` lines.

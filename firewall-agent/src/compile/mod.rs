@@ -357,7 +357,9 @@ pub fn compile_next(
     if policy.mode == Mode::Audit {
         flags |= FLAG_AUDIT;
     }
-    if policy.ipv6 == Ipv6Action::Allow {
+    // Like `default_action = "Allow"`, `ipv6 = "Allow"` opens the data
+    // plane to public sources: not while public network access is disabled.
+    if policy.ipv6 == Ipv6Action::Allow && policy.ip_rules_apply() {
         flags |= FLAG_IPV6_ALLOW;
     }
 

@@ -249,9 +249,10 @@ fn flags_follow_the_policy_settings() {
 #[test]
 fn public_network_access_disabled_compiles_default_allow_to_deny_and_no_ip_rules() {
     let disabled = compiled(
-        "default_action = \"Allow\"\npublic_network_access = \"Disabled\"\nip_rules = [\"203.0.113.0/24\"]\n",
+        "default_action = \"Allow\"\nipv6 = \"Allow\"\npublic_network_access = \"Disabled\"\nip_rules = [\"203.0.113.0/24\", \"2001:db8::/32\"]\n",
     );
-    assert_eq!(disabled.flags & FLAG_DEFAULT_ALLOW, 0);
+    assert_eq!(disabled.flags & (FLAG_DEFAULT_ALLOW | FLAG_IPV6_ALLOW), 0);
+    assert!(disabled.ip6_rules.is_empty());
     assert!(disabled.ip_rules.is_empty());
     let enabled = compiled("default_action = \"Allow\"\nip_rules = [\"203.0.113.0/24\"]\n");
     assert_eq!(enabled.flags & FLAG_DEFAULT_ALLOW, FLAG_DEFAULT_ALLOW);

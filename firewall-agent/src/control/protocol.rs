@@ -244,9 +244,9 @@ pub struct Response {
     /// [`Response::result_as`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub result: Option<serde_json::Value>,
-    /// Why it failed.
+    /// Why it failed (boxed: a `Response` is the `Err` of many results).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub error: Option<ErrorBody>,
+    pub error: Option<Box<ErrorBody>>,
 }
 
 /// A failure, classified for the CLI's exit code.
@@ -254,8 +254,39 @@ pub struct Response {
 pub struct ErrorBody {
     /// The class.
     pub kind: ErrorKind,
-    /// What went wrong, the value, and the fix.
+    /// What went wrong (with the value and the fix when `field`, `value`
+    /// and `fix` do not give them apart).
     pub message: String,
+    /// The offending flag or policy path (`--ip-address`); absent when the
+    /// error names none, and from daemons before this field.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub field: Option<String>,
+    /// The offending value as given; absent when the error names none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub value: Option<String>,
+    /// How to fix it; absent when `message` says it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fix: Option<String>,
+}
+
+impl ErrorBody {
+    /// The error as one sentence: `FIELD = "VALUE": MESSAGE; fix: FIX`
+    /// (the parts it has), for logs and audit records.
+    pub fn sentence(&self) -> String {
+        let mut line = String::new();
+        if let Some(field) = &self.field {
+            line.push_str(field);
+            if let Some(value) = &self.value {
+                line.push_str(&format!(" = {value:?}"));
+            }
+            line.push_str(": ");
+        }
+        line.push_str(&self.message);
+        if let Some(fix) = &self.fix {
+            line.push_str(&format!("; fix: {fix}"));
+        }
+        line
+    }
 }
 
 /// Failure classes; each maps to one exit code of the CLI.
@@ -306,10 +337,29 @@ impl Response {
         Response {
             ok: false,
             result: None,
-            error: Some(ErrorBody {
+            error: Some(Box::new(ErrorBody {
                 kind,
                 message: message.into(),
-            }),
+                field: None,
+                value: None,
+                fix: None,
+            })),
+        }
+    }
+
+    /// A refused value (`invalid_input`): the validator's field, value
+    /// and fix apart, its reason as the message with `note` after it.
+    pub fn refused(error: &crate::policy::PolicyError, note: &str) -> Self {
+        Response {
+            ok: false,
+            result: None,
+            error: Some(Box::new(ErrorBody {
+                kind: ErrorKind::InvalidInput,
+                message: format!("{}{note}", error.reason),
+                field: Some(error.path.clone()),
+                value: Some(error.value.clone()).filter(|v| !v.is_empty()),
+                fix: Some(error.fix.clone()),
+            })),
         }
     }
 }
@@ -317,6 +367,33 @@ impl Response {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_refused_value_carries_its_field_value_and_fix_and_old_bodies_still_read() {
+        let error = crate::policy::PolicyError::new(
+            "--ip-address",
+            "10.1.2.3/8",
+            "host bits are set",
+            "give 10.0.0.0/8",
+        );
+        let body = Response::refused(&error, "; nothing changed")
+            .error
+            .expect("an error");
+        assert_eq!(body.message, "host bits are set; nothing changed");
+        assert_eq!(body.field.as_deref(), Some("--ip-address"));
+        assert_eq!(body.value.as_deref(), Some("10.1.2.3/8"));
+        assert_eq!(body.fix.as_deref(), Some("give 10.0.0.0/8"));
+        // A daemon before these fields sent kind and message only.
+        let old: ErrorBody =
+            serde_json::from_str(r#"{"kind":"invalid_input","message":"m"}"#).expect("reads");
+        assert_eq!((old.field, old.value, old.fix), (None, None, None));
+        // And an error without them is written as before.
+        let plain = Response::error(ErrorKind::Conflict, "stale");
+        assert_eq!(
+            serde_json::to_value(plain.error).expect("serializes"),
+            serde_json::json!({ "kind": "conflict", "message": "stale" })
+        );
+    }
 
     #[test]
     fn requests_have_a_stable_wire_form() {

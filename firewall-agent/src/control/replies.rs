@@ -237,6 +237,18 @@ pub enum FilterReason {
     All,
 }
 
+impl FilterReason {
+    /// The value as `show` and the logs spell it (`"iface"`,
+    /// `"endpoint"`, `"all"`).
+    pub const fn name(self) -> &'static str {
+        match self {
+            FilterReason::Iface => "iface",
+            FilterReason::Endpoint => "endpoint",
+            FilterReason::All => "all",
+        }
+    }
+}
+
 /// An interface the daemon filters, as the kernel holds it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FilteredInterface {

@@ -41,7 +41,7 @@ pub(super) fn outcome_of(response: &Response) -> Outcome {
         Some(error) if error.kind == ErrorKind::Conflict => {
             Outcome::Conflict(error.message.clone())
         }
-        Some(error) => Outcome::Refused(error.message.clone()),
+        Some(error) => Outcome::Refused(error.sentence()),
         None if response
             .result
             .as_ref()

@@ -481,13 +481,13 @@ impl Daemon {
                 let subnet = subnet.ok_or_else(|| {
                     invalid("--subnet-prefix is required to add a subnet rule prefix")
                 })?;
-                let prefix = policy::parse_any_subnet_prefix("--subnet-prefix", &subnet)
-                    .map_err(|e| invalid(e.to_string()))?;
+                let prefix =
+                    policy::parse_any_subnet_prefix("--subnet-prefix", &subnet).map_err(refuse)?;
                 let endpoint = endpoint
                     .as_deref()
                     .map(|text| policy::parse_endpoint("--endpoint", text))
                     .transpose()
-                    .map_err(|e| invalid(e.to_string()))?;
+                    .map_err(refuse)?;
                 let existing = self.find_vnet_rule(&id)?;
                 match existing {
                     Some(rule) if has_prefix(rule, prefix) => {
@@ -591,7 +591,7 @@ impl Daemon {
                     None => Edit::RemoveVnetRule(rule.id.clone()),
                     Some(subnet) => {
                         let prefix = policy::parse_any_subnet_prefix("--subnet-prefix", &subnet)
-                            .map_err(|e| invalid(e.to_string()))?;
+                            .map_err(refuse)?;
                         if !has_prefix(rule, prefix) {
                             return Err(invalid(format!(
                                 "{prefix} is not in subnet rule {}; nothing changed",
@@ -613,13 +613,11 @@ impl Daemon {
     fn update(&mut self, default_action: Option<String>, bypass: Option<String>) -> Handled {
         let mut edits = Vec::new();
         if let Some(value) = default_action {
-            let value = policy::parse_default_action("--default-action", &value)
-                .map_err(|e| invalid(e.to_string()))?;
+            let value = policy::parse_default_action("--default-action", &value).map_err(refuse)?;
             edits.push(Edit::SetString("default_action", value.name().to_owned()));
         }
         if let Some(value) = bypass {
-            let value =
-                policy::parse_bypass("--bypass", &value).map_err(|e| invalid(e.to_string()))?;
+            let value = policy::parse_bypass("--bypass", &value).map_err(refuse)?;
             edits.push(Edit::SetString("bypass", value.name().to_owned()));
         }
         if edits.is_empty() {
@@ -651,14 +649,20 @@ impl Daemon {
         applied: &policy::PolicyText,
         confirm_within_s: Option<u64>,
     ) -> Handled {
-        let validated = applied.validate().map_err(|e| invalid(e.to_string()))?;
+        let validated = applied.validate().map_err(|e| match &e {
+            // One refused value: apart, as the CLI's own check gives it.
+            policy::LoadError::Invalid { errors, .. } if errors.len() == 1 => {
+                refuse(errors.0[0].clone())
+            }
+            _ => invalid(e.to_string()),
+        })?;
         let interfaces = endpoint_interfaces(&validated.policy);
         refuse_missing_endpoints(&validated.policy, &interfaces).map_err(invalid)?;
         let files = self
             .options
             .source
             .write_back(applied, &validated.policy)
-            .map_err(|e| invalid(e.to_string()))?;
+            .map_err(refuse)?;
         // What the reply's `changed` says: the declared policy, not the
         // tables (under `public_network_access = Disabled` an IP rule
         // changes the policy and no map entry).
@@ -791,7 +795,13 @@ impl Daemon {
     /// serves it ([`Daemon::reconcile`]): a refusal at any step
     /// changes nothing.
     fn commit(&mut self, edits: &[Edit], cause: &str) -> Result<ApplyReport, Response> {
-        let (text, validated) = self.edited(edits).map_err(invalid)?;
+        let (text, validated) = self.edited(edits).map_err(|e| match e {
+            // The one value this edit made invalid: apart.
+            super::state::EditRefused::Invalid(errors) if errors.len() == 1 => {
+                refuse(errors.0[0].clone())
+            }
+            other => invalid(other.to_string()),
+        })?;
         let interfaces = endpoint_interfaces(&validated.policy);
         refuse_missing_endpoints(&validated.policy, &interfaces).map_err(invalid)?;
         let files = WriteBack {
@@ -859,8 +869,7 @@ fn notes(p: &policy::Policy) -> Vec<String> {
 fn ip_networks(first: &str, more: &[String]) -> Result<Vec<IpNet>, Response> {
     let mut networks = Vec::with_capacity(1 + more.len());
     for text in std::iter::once(first).chain(more.iter().map(String::as_str)) {
-        let network = policy::parse_any_ip_rule("--ip-address", text)
-            .map_err(|e| invalid(format!("{e}; nothing changed")))?;
+        let network = policy::parse_any_ip_rule("--ip-address", text).map_err(refuse)?;
         if !networks.contains(&network) {
             networks.push(network);
         }
@@ -895,6 +904,11 @@ fn has_prefix(rule: &policy::VnetRule, prefix: IpNet) -> bool {
 
 fn invalid(message: impl Into<String>) -> Response {
     Response::error(ErrorKind::InvalidInput, message)
+}
+
+/// A value the validator refused: its field, value and fix apart.
+fn refuse(error: policy::PolicyError) -> Response {
+    Response::refused(&error, "; nothing changed")
 }
 
 /// A time as replies carry it: RFC 3339, UTC, seconds.

@@ -105,6 +105,7 @@ pub fn readiness(interfaces: &InterfaceReport, health: &Health) -> Readiness {
             one_line(reload.error.as_deref().unwrap_or("no error recorded"))
         ));
     }
+    reasons.dedup();
     Readiness {
         ready: reasons.is_empty(),
         reasons,
@@ -243,6 +244,21 @@ mod tests {
                 "the policy file is invalid: line 1: default_action more",
             ]
         );
+        // The same long error from the file and the refused reload: once.
+        let long = "line 3: ip_rules[0] = \"x\": not an address; fix: give an IPv4 address";
+        let same = Health {
+            policy: PolicySync::Invalid { error: long.into() },
+            last_reload: Some(ReloadOutcome {
+                at: SystemTime::now(),
+                cause: "file change".into(),
+                success: false,
+                error: Some(format!("{long}\nnothing was loaded")),
+            }),
+            control_socket_present: true,
+        };
+        let r = readiness(&interfaces(true), &same);
+        assert_eq!(r.reasons, [format!("the policy file is invalid: {long}")]);
+        assert_eq!(r.reasons.iter().filter(|r| r.contains(long)).count(), 1);
         let nothing = readiness(&interfaces(false), &Health::default());
         assert_eq!(nothing.reasons, ["no interface is filtered"]);
         let differs = Health {

@@ -280,8 +280,8 @@ pub(super) fn attach_wanted(
                     ifindex = a.ifindex,
                     mode = a.mode,
                     program = %a.program,
-                    outcome = ?a.outcome,
-                    reason = ?want.reason,
+                    outcome = a.outcome.name(),
+                    reason = want.reason.name(),
                     cause,
                     "{message}"
                 );

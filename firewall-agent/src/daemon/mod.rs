@@ -132,6 +132,15 @@ pub enum RunError {
     /// The control socket could not be claimed.
     #[error(transparent)]
     Socket(#[from] server::ServerError),
+    /// A file the operator named (`--access-log`, `--audit-log`) cannot be
+    /// opened; the error names the flag, the path and the fix.
+    #[error("cannot open {flag}: {source}")]
+    UnusablePath {
+        /// The flag that gave the path.
+        flag: &'static str,
+        /// The open error (its text names the path).
+        source: std::io::Error,
+    },
     /// Signal handlers, the netlink subscription or the file watcher could
     /// not be set up.
     #[error("cannot {what}: {source}")]
@@ -206,10 +215,10 @@ pub async fn serve(
     let (policy, interfaces) = state::load_checked(&options.source)?;
     let links = crate::links::list().map_err(setup("list the interfaces (netlink)"))?;
     interfaces::preflight(&options.interfaces, &policy, &links)?;
+    let unusable = |flag| move |source| RunError::UnusablePath { flag, source };
     let mut access = AccessLog::open(options.access_log.as_deref(), DEFAULT_MEMORY)
-        .map_err(setup("open the access log (--access-log)"))?;
-    let audit = AuditLog::open(options.audit_log.as_deref())
-        .map_err(setup("open the audit log (--audit-log)"))?;
+        .map_err(unusable("--access-log"))?;
+    let audit = AuditLog::open(options.audit_log.as_deref()).map_err(unusable("--audit-log"))?;
     let (snapshots_tx, mut snapshots) = mpsc::channel(4);
     let metrics = match options.metrics_addr {
         Some(addr) => Some(

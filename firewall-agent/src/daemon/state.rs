@@ -133,17 +133,19 @@ impl Daemon {
         };
         log_applied(&report, "start");
         detach_unmanaged_at_start(&mut dataplane, &options.interfaces, &policy);
-        let attached: Vec<String> = dataplane
+        // A list is a JSON array in the record (docs/logging.md).
+        let attached: Vec<serde_json::Value> = dataplane
             .attached()
             .iter()
-            .map(|a| format!("{}({},{})", a.name, a.mode, a.program))
+            .map(|a| serde_json::json!({ "name": a.name, "mode": a.mode, "entry": a.program }))
             .collect();
+        let record = serde_json::json!({ "vaultfw": { "interfaces": attached } });
         tracing::info!(
-            interfaces = attached.join(","),
+            ecs = %record,
             generation = report.generation,
-            default_action = ?policy.default_action,
-            mode = ?policy.mode,
-            on_exit = ?options.on_exit,
+            default_action = policy.default_action.name(),
+            mode = policy.mode.name(),
+            on_exit = options.on_exit.name(),
             "filtering"
         );
         let socket = SocketIdentity::of(&options.socket);
@@ -466,36 +468,43 @@ impl Daemon {
     /// Edits the native policy file in place (keeping comments) and
     /// validates the result; returns the new text and policy without
     /// writing anything.
-    pub(super) fn edited(&self, edits: &[Edit]) -> Result<(String, Validated), String> {
+    pub(super) fn edited(&self, edits: &[Edit]) -> Result<(String, Validated), EditRefused> {
         self.edited_from(edits, &self.policy)
     }
 
     /// [`Daemon::edited`] of a file that must hold `served` (the policy
     /// the file reads as now: for an expiry, without the expired rules).
-    fn edited_from(&self, edits: &[Edit], served: &Policy) -> Result<(String, Validated), String> {
+    fn edited_from(
+        &self,
+        edits: &[Edit],
+        served: &Policy,
+    ) -> Result<(String, Validated), EditRefused> {
         let source = &self.options.source;
         let path = &source.path;
-        let files = source.read().map_err(|e| e.to_string())?;
+        let files = source
+            .read()
+            .map_err(|e| EditRefused::Said(e.to_string()))?;
         if files.format() != PolicyFormat::Native {
-            return Err(azure_json_refusal(source));
+            return Err(EditRefused::Said(azure_json_refusal(source)));
         }
         // The edit goes on top of the file: it must hold the policy being
         // served, or the change would also apply edits nobody reloaded.
         if !files.validate().is_ok_and(|v| v.policy == *served) {
-            return Err(format!(
+            return Err(EditRefused::Said(format!(
                 "{} no longer holds the policy being served (it was edited and not reloaded, \
                  or its reload was refused); reload it (SIGHUP) or restore it, then retry; \
                  nothing changed",
                 path.display()
-            ));
+            )));
         }
-        let edited = persist::edit_native(files.text(), edits).map_err(|e| e.to_string())?;
+        let edited = persist::edit_native(files.text(), edits)
+            .map_err(|e| EditRefused::Said(e.to_string()))?;
         let validated = files
             .with_text(edited.clone())
             .validate()
             .map_err(|e| match e {
-                policy::LoadError::Invalid { errors, .. } => errors.to_string(),
-                other => other.to_string(),
+                policy::LoadError::Invalid { errors, .. } => EditRefused::Invalid(errors),
+                other => EditRefused::Said(other.to_string()),
             })?;
         Ok((edited, validated))
     }
@@ -831,5 +840,24 @@ ip_rules = ["2001:db8:1::/48", { value = "2001:db8::7", expires_at = "2099-01-01
         remove_expired(&mut policy, expiry);
         assert_eq!(policy.ipv6_rules.len(), 1);
         assert_eq!(next_expiry(&policy), None);
+    }
+}
+
+/// Why an edit of the policy file is refused.
+#[derive(Debug)]
+pub(super) enum EditRefused {
+    /// The file cannot be edited (unreadable, Azure JSON, not the policy
+    /// served): a sentence with the fix.
+    Said(String),
+    /// The edited policy is invalid: the validator's errors.
+    Invalid(policy::PolicyErrors),
+}
+
+impl std::fmt::Display for EditRefused {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            EditRefused::Said(text) => f.write_str(text),
+            EditRefused::Invalid(errors) => write!(f, "{errors}"),
+        }
     }
 }

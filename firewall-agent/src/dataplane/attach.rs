@@ -79,6 +79,18 @@ pub enum AttachOutcome {
     Replaced,
 }
 
+impl AttachOutcome {
+    /// The value as `show` and the logs spell it (`"attached"`,
+    /// `"adopted"`, `"replaced"`).
+    pub const fn name(self) -> &'static str {
+        match self {
+            AttachOutcome::Attached => "attached",
+            AttachOutcome::Adopted => "adopted",
+            AttachOutcome::Replaced => "replaced",
+        }
+    }
+}
+
 /// An attachment the agent holds.
 #[derive(Debug, Serialize)]
 pub struct AttachedInterface {

@@ -81,19 +81,19 @@ pub(super) fn log_inherited(
         Ok(old) if old.has_rules() => tracing::info!(
             pin_dir = %dir.root().display(),
             generation = old.generation(),
-            new_maps = ?fresh,
+            ecs = %serde_json::json!({ "vaultfw": { "new_maps": fresh } }),
             "moving the filter to new maps: rules, their hit slots and every counter carried over"
         ),
         Ok(old) => tracing::warn!(
             pin_dir = %dir.root().display(),
             generation = old.generation(),
-            new_maps = ?fresh,
+            ecs = %serde_json::json!({ "vaultfw": { "new_maps": fresh } }),
             "moving the filter to new maps: counters carried over, but the replaced rules could not be read, so rules may get other hit slots"
         ),
         Err(error) => tracing::warn!(
             pin_dir = %dir.root().display(),
             %error,
-            new_maps = ?fresh,
+            ecs = %serde_json::json!({ "vaultfw": { "new_maps": fresh } }),
             "moving the filter to new maps: the replaced maps could not be read, so counters start from zero"
         ),
     }

@@ -31,6 +31,28 @@ pub(super) struct MapShape {
     pub max_entries: u32,
 }
 
+impl MapShape {
+    /// The shape as a log record's object: `{"name", "type" (snake case:
+    /// `"lpm_trie"`), "key_size", "value_size", "max_entries"}` (sizes in
+    /// bytes).
+    fn record(&self) -> serde_json::Value {
+        let mut map_type = String::new();
+        for (i, c) in format!("{:?}", self.map_type).chars().enumerate() {
+            if c.is_ascii_uppercase() && i > 0 {
+                map_type.push('_');
+            }
+            map_type.push(c.to_ascii_lowercase());
+        }
+        serde_json::json!({
+            "name": self.name,
+            "type": map_type,
+            "key_size": self.key_size,
+            "value_size": self.value_size,
+            "max_entries": self.max_entries,
+        })
+    }
+}
+
 /// Every pinned map of the program with the shape this build gives it:
 /// the `firewall_common` layout, entries sized by `capacity`. A map each
 /// program owns (the aya-log ring buffer) is left out: it is never pinned,
@@ -202,8 +224,10 @@ impl PinPlan {
                     } else {
                         tracing::warn!(
                             map = want.name,
-                            pinned = ?have,
-                            wanted = ?want,
+                            ecs = %serde_json::json!({ "vaultfw": {
+                                "pinned": have.as_ref().map(MapShape::record),
+                                "wanted": want.record(),
+                            } }),
                             "pinned map has another shape (upgrade or new limits): the filter moves to new maps"
                         );
                         MapPin::Recreate

@@ -15,17 +15,23 @@ use super::model::{Endpoint, LimitProfile, Policy, PrivateEndpoint, VnetRule, sh
 use super::subnet_id::{self, ArmScope};
 use super::trusted::catalogue;
 
-/// A subnet rule whose short id cannot be written as a full ARM id.
+/// A subnet rule whose short id cannot be written as a full ARM id. Its
+/// text says what is wrong; [`ShortIdError::FIX`] says how to fix it.
 #[derive(Debug, thiserror::Error)]
 #[error(
     "virtual network rule {id:?} has a short id and the policy does not know its subscription \
-     and resource group: ARM rejects {id:?} as a subnet id; add [defaults] with subscription = \
-     \"<guid>\" and resource_group = \"<rg>\" to the policy (or write the rule's full ARM id), \
-     or pass --allow-short-ids to write it short anyway"
+     and resource group: ARM rejects {id:?} as a subnet id"
 )]
 pub struct ShortIdError {
     /// The rule's id as the policy holds it.
     pub id: String,
+}
+
+impl ShortIdError {
+    /// How to fix it.
+    pub const FIX: &str = "add [defaults] with subscription = \"<guid>\" and resource_group = \
+                           \"<rg>\" to the policy (or write the rule's full ARM id), or pass \
+                           --allow-short-ids to write it short anyway";
 }
 
 /// [`export_azure`]'s result: the JSON, and the rule ids written short

@@ -106,6 +106,9 @@ pub fn init(format: LogFormat) {
             .with(
                 tracing_subscriber::fmt::layer()
                     .with_writer(std::io::stdout)
+                    // Colours for a terminal only: a file or pipe gets
+                    // plain text, no escape codes.
+                    .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()))
                     .with_filter(filter()),
             )
             .init(),

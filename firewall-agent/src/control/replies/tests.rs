@@ -406,3 +406,22 @@ fn show_has_one_schema_whether_the_daemon_answered_or_the_pins_were_read() {
     assert_eq!(daemon["daemon_running"], true);
     assert_eq!(pins["daemon_running"], false);
 }
+
+#[test]
+fn the_names_logs_use_are_the_names_show_serializes() {
+    use crate::dataplane::AttachOutcome;
+    for reason in [
+        FilterReason::Iface,
+        FilterReason::Endpoint,
+        FilterReason::All,
+    ] {
+        assert_eq!(serde_json::to_value(reason).unwrap(), reason.name());
+    }
+    for outcome in [
+        AttachOutcome::Attached,
+        AttachOutcome::Adopted,
+        AttachOutcome::Replaced,
+    ] {
+        assert_eq!(serde_json::to_value(outcome).unwrap(), outcome.name());
+    }
+}
