@@ -38,9 +38,10 @@ const INIT_SCRIPT: &str = "vm/init";
 /// harness reads two links in one call; busybox's takes one), util-linux's
 /// `setpriv` (a test drops capabilities with options busybox's lacks).
 const HOST_PROGRAMS: &[&str] = &["ip", "bash", "readlink", "setpriv"];
-/// Host programs copied when the host has them: a test that needs one
-/// skips itself without it, on the host and in the guest alike.
-const OPTIONAL_HOST_PROGRAMS: &[&str] = &["tcpdump", "wg"];
+/// Host programs copied when the host has them: a test that needs tcpdump
+/// or wg skips itself without it, on the host and in the guest alike;
+/// the metrics tests need promtool (`.ci/run` installs it on the host).
+const OPTIONAL_HOST_PROGRAMS: &[&str] = &["tcpdump", "wg", "promtool"];
 /// busybox applets left out: iproute2's `ip` is the real one. (Debian's
 /// busybox shell still runs its own applet for a bare `ip`: `vm/init` calls
 /// `/sbin/ip`; the tests run `ip` through PATH and get iproute2's.)
