@@ -32,6 +32,18 @@ pub const READY_MESSAGE: &str = "filtering";
 pub const READY_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long the agent may take to exit after SIGTERM.
 pub const STOP_TIMEOUT: Duration = Duration::from_secs(20);
+/// How far ahead a test sets an expiry or a `--confirm-within` deadline
+/// when it checks what holds before it. The checks in between (a start, a
+/// CLI round trip, a probe, a kill) take seconds on a `vm-test` guest
+/// emulated without KVM; a deadline that passes first would fail the test
+/// for the machine's speed, not for the daemon. Set it once the agent
+/// serves, never before the start.
+pub const DEADLINE_LEAD: Duration = Duration::from_secs(10);
+
+/// [`DEADLINE_LEAD`] as a `--confirm-within` value.
+pub fn confirm_within_lead() -> String {
+    format!("{}s", DEADLINE_LEAD.as_secs())
+}
 
 /// The `vaultfw` binary: `$VAULTFW_BIN`, else `<workspace>/target/debug/vaultfw`.
 pub fn vaultfw_bin() -> PathBuf {

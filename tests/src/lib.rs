@@ -34,7 +34,10 @@ pub mod topology;
 pub mod traffic;
 pub mod tunnel;
 
-pub use agent::{Agent, AgentOptions, AgentPaths, LogMark, PolicyFile, vaultfw, vaultfw_bin};
+pub use agent::{
+    Agent, AgentOptions, AgentPaths, DEADLINE_LEAD, LogMark, PolicyFile, confirm_within_lead,
+    vaultfw, vaultfw_bin,
+};
 pub use cli::{CliOutput, cli_in_netns};
 pub use netns::{NetNs, in_netns};
 pub use probe::{PROBE_TIMEOUT, ProbeLog, Prober};

@@ -10,7 +10,10 @@ use std::time::{Duration, Instant, SystemTime};
 
 use vaultfw_tests::cli::exit;
 use vaultfw_tests::reach::{assert_connects, assert_dropped};
-use vaultfw_tests::{ALLOWED_SRC, Agent, DENIED_SRC, PolicyFile, TcpServer, Topology};
+use vaultfw_tests::{
+    ALLOWED_SRC, Agent, DEADLINE_LEAD, DENIED_SRC, PolicyFile, TcpServer, Topology,
+    confirm_within_lead,
+};
 
 // Deny by default; the office (203.0.113.0/24, ALLOWED_SRC's range) in.
 use vaultfw_tests::OFFICE_POLICY as POLICY;
@@ -79,7 +82,12 @@ fn an_unconfirmed_apply_rolls_back_at_its_deadline() {
     let new = PolicyFile::named("new.toml", NEW_POLICY);
 
     let mark = agent.log_mark();
-    let out = agent.cli_json(&["apply", new.path_str(), "--confirm-within", "2s"]);
+    let out = agent.cli_json(&[
+        "apply",
+        new.path_str(),
+        "--confirm-within",
+        &confirm_within_lead(),
+    ]);
     let doc = out.ok();
     assert_eq!(doc["generation"], generation + 1, "{}", out.context());
     let deadline = deadline_of(&doc);
@@ -98,15 +106,10 @@ fn an_unconfirmed_apply_rolls_back_at_its_deadline() {
         "the file changed before confirmation"
     );
 
-    agent.wait_log(
-        mark,
-        "the rollback",
-        ROLLBACK_SLACK + Duration::from_secs(2),
-        |l| {
-            l["message"] == "unconfirmed apply rolled back"
-                && l["vaultfw"]["cause"] == "rollback of an unconfirmed apply"
-        },
-    );
+    agent.wait_log(mark, "the rollback", ROLLBACK_SLACK + DEADLINE_LEAD, |l| {
+        l["message"] == "unconfirmed apply rolled back"
+            && l["vaultfw"]["cause"] == "rollback of an unconfirmed apply"
+    });
     assert!(
         SystemTime::now() >= deadline,
         "rolled back before its deadline"
@@ -147,7 +150,12 @@ fn a_confirmed_apply_stays_past_its_deadline_and_is_written_to_the_policy_file()
     let new = PolicyFile::named("new.toml", NEW_POLICY);
 
     let doc = agent
-        .cli_json(&["apply", new.path_str(), "--confirm-within", "2s"])
+        .cli_json(&[
+            "apply",
+            new.path_str(),
+            "--confirm-within",
+            &confirm_within_lead(),
+        ])
         .ok();
     let generation = doc["generation"].as_u64().expect("a generation");
     let deadline = deadline_of(&doc);

@@ -6,30 +6,38 @@
 use std::time::{Duration, SystemTime};
 
 use vaultfw_tests::reach::{assert_connects, assert_dropped};
-use vaultfw_tests::{ALLOWED_SRC, Agent, DENIED_SRC, TcpServer, Topology};
+use vaultfw_tests::{
+    ALLOWED_SRC, Agent, DEADLINE_LEAD, DENIED_SRC, OFFICE_POLICY, PolicyFile, TcpServer, Topology,
+};
 
 #[test]
 fn an_expiring_rule_admits_until_its_time_then_is_removed_from_kernel_and_file() {
     let topo = Topology::new();
     let _https = TcpServer::start(&topo.server, topo.server_addr(443));
-    let expires = SystemTime::now() + Duration::from_secs(4);
-    let policy = format!(
-        r#"default_action = "Deny"
+    let mut agent = Agent::start(&topo.server, topo.server_veth(), OFFICE_POLICY);
+    agent.wait_ready();
+    // Declared once the agent serves, so the check before the expiry never
+    // races the start.
+    let expires = SystemTime::now() + DEADLINE_LEAD;
+    let with_contractor = PolicyFile::named(
+        "contractor.toml",
+        &format!(
+            r#"default_action = "Deny"
 ip_rules = [
     "203.0.113.0/24", # office
     {{ value = "{DENIED_SRC}", comment = "contractor", expires_at = "{}" }},
 ]
 "#,
-        humantime::format_rfc3339_seconds(expires)
+            humantime::format_rfc3339_seconds(expires)
+        ),
     );
-    let mut agent = Agent::start(&topo.server, topo.server_veth(), &policy);
-    agent.wait_ready();
+    agent.cli_json(&["apply", with_contractor.path_str()]).ok();
     let mark = agent.log_mark();
     assert_connects(&topo, &agent, DENIED_SRC, 443, "before its expiry");
     agent.wait_message(
         mark,
         "rule expired and was removed",
-        Duration::from_secs(15),
+        DEADLINE_LEAD + Duration::from_secs(15),
     );
     assert_dropped(&topo, &agent, DENIED_SRC, 443, "after its expiry");
     assert_connects(&topo, &agent, ALLOWED_SRC, 443, "the other rule stays");

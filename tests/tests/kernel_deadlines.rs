@@ -18,7 +18,8 @@ use vaultfw_tests::reach::{
     assert_connects, assert_connects_without_agent, assert_dropped, assert_dropped_without_agent,
 };
 use vaultfw_tests::{
-    ALLOWED_SRC, Agent, AgentOptions, DENIED_SRC, PolicyFile, TcpServer, Topology, cli_in_netns,
+    ALLOWED_SRC, Agent, AgentOptions, DEADLINE_LEAD, DENIED_SRC, PolicyFile, TcpServer, Topology,
+    cli_in_netns, confirm_within_lead,
 };
 
 // Deny by default; the office (203.0.113.0/24, ALLOWED_SRC's range) in.
@@ -75,10 +76,15 @@ fn an_unconfirmed_allow_is_rolled_back_by_the_kernel_at_its_deadline_after_sigki
 
     let open = PolicyFile::named("open.toml", OPEN);
     let applied_at = SystemTime::now();
-    let out = agent.cli_json(&["apply", open.path_str(), "--confirm-within", "3s"]);
+    let out = agent.cli_json(&[
+        "apply",
+        open.path_str(),
+        "--confirm-within",
+        &confirm_within_lead(),
+    ]);
     let doc = out.ok();
     assert_eq!(doc["generation"], generation + 1, "{}", out.context());
-    let deadline = SystemTime::now() + Duration::from_secs(3);
+    let deadline = SystemTime::now() + DEADLINE_LEAD;
     assert_connects(
         &topo,
         &agent,
@@ -89,7 +95,7 @@ fn an_unconfirmed_allow_is_rolled_back_by_the_kernel_at_its_deadline_after_sigki
 
     let (policy, paths) = agent.kill();
     let _pins = LeftPins(paths.clone());
-    if SystemTime::now() + Duration::from_millis(1500) < applied_at + Duration::from_secs(3) {
+    if SystemTime::now() + Duration::from_millis(1500) < applied_at + DEADLINE_LEAD {
         // Nothing but the deadline rolls it back: killed, it stays open.
         assert_connects_without_agent(&topo, DENIED_SRC, 443, "after SIGKILL, before the deadline");
     }
@@ -215,7 +221,7 @@ fn an_expiring_ip_rule_stops_admitting_on_time_after_sigkill() {
     let topo = Topology::new();
     let _https = TcpServer::start(&topo.server, topo.server_addr(443));
     let agent = serving(&topo);
-    let expires = SystemTime::now() + Duration::from_secs(3);
+    let expires = SystemTime::now() + DEADLINE_LEAD;
     let with_contractor = PolicyFile::named(
         "contractor.toml",
         &format!(

@@ -7,7 +7,8 @@
 use vaultfw_tests::cli::exit;
 use vaultfw_tests::reach::{assert_connects, assert_dropped};
 use vaultfw_tests::{
-    ALLOWED_SRC, Agent, AgentOptions, AgentPaths, DENIED_SRC, PolicyFile, TcpServer, Topology,
+    ALLOWED_SRC, Agent, AgentOptions, AgentPaths, DEADLINE_LEAD, DENIED_SRC, PolicyFile, TcpServer,
+    Topology,
 };
 
 // Deny by default; the office (203.0.113.0/24, ALLOWED_SRC's range) in.
@@ -117,15 +118,7 @@ fn change_refused_by_a_full_disk_never_reaches_the_kernel() {
 fn a_rule_expiring_on_a_full_disk_leaves_the_kernel_once() {
     let topo = Topology::new();
     let _https = TcpServer::start(&topo.server, topo.server_addr(443));
-    let expires = std::time::SystemTime::now() + std::time::Duration::from_secs(4);
-    let text = POLICY.replace(
-        r#"ip_rules = ["203.0.113.0/24"]"#,
-        &format!(
-            r#"ip_rules = ["203.0.113.0/24", {{ value = "{DENIED_SRC}", expires_at = "{}" }}]"#,
-            humantime::format_rfc3339_seconds(expires)
-        ),
-    );
-    let policy = PolicyFile::on_small_tmpfs(&text, 256);
+    let policy = PolicyFile::on_small_tmpfs(POLICY, 256);
     let paths = AgentPaths::new(&policy);
     let mut agent = Agent::spawn(
         &topo.server,
@@ -135,13 +128,28 @@ fn a_rule_expiring_on_a_full_disk_leaves_the_kernel_once() {
     );
     agent.wait_ready();
     agent.wait_serving();
+    let expires = std::time::SystemTime::now() + DEADLINE_LEAD;
+    let added = agent.cli_json(&[
+        "network-rule",
+        "add",
+        "--ip-address",
+        &DENIED_SRC.to_string(),
+        "--expires-at",
+        &humantime::format_rfc3339_seconds(expires).to_string(),
+    ]);
+    assert_eq!(added.ok()["changed"], true, "{}", added.context());
     assert_connects(&topo, &agent, DENIED_SRC, 443, "before its expiry");
+    let mark = agent.log_mark();
     agent.policy().fill_disk();
-    std::thread::sleep(
-        expires
-            .duration_since(std::time::SystemTime::now())
-            .unwrap_or_default()
-            + std::time::Duration::from_secs(3),
+    agent.wait_log(
+        mark,
+        "the expired rules stay in the policy file",
+        DEADLINE_LEAD + std::time::Duration::from_secs(15),
+        |l| {
+            l["message"]
+                .as_str()
+                .is_some_and(|m| m.starts_with("the expired rules stay in the policy file"))
+        },
     );
     assert_dropped(&topo, &agent, DENIED_SRC, 443, "after its expiry");
     assert_eq!(
