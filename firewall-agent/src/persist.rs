@@ -164,9 +164,9 @@ fn apply(doc: &mut DocumentMut, edit: &Edit) -> Result<(), PersistError> {
         Edit::RemoveIpRule(network) => {
             let rules = ip_rules(doc)?;
             loop {
-                let found = rules
-                    .iter()
-                    .position(|item| rule_network(item) == Some(*network));
+                let found = rules.iter().position(|item| {
+                    may_be(item, *network) && rule_network(item) == Some(*network)
+                });
                 let Some(i) = found else { break };
                 remove_keeping_comments(rules, i);
             }
@@ -326,6 +326,26 @@ fn rule_network(item: &Value) -> Option<IpNet> {
         other => other,
     };
     policy::parse_any_ip_rule("ip_rules", value.as_str()?).ok()
+}
+
+/// Whether `item` may spell `network`: false only when its text reads,
+/// by the plain address parser, as another network (a cheap test before
+/// [`rule_network`], which runs the policy's checks, on 100,000 items).
+fn may_be(item: &Value, network: IpNet) -> bool {
+    let value = match item {
+        Value::InlineTable(table) => table.get("value"),
+        other => Some(other),
+    };
+    let Some(text) = value.and_then(Value::as_str) else {
+        return true;
+    };
+    let read = text
+        .parse::<IpNet>()
+        .or_else(|_| text.parse::<std::net::IpAddr>().map(IpNet::from));
+    match read {
+        Ok(read) => read == network || read.trunc() == network,
+        Err(_) => true,
+    }
 }
 
 /// The network of an `address_prefixes` item.
