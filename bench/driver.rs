@@ -149,8 +149,11 @@ pub fn bench(options: &BenchOptions) -> Result<()> {
         "receive": veth["receive"],
         "agent": veth["agent"],
         "peer_apply": veth["peer_apply"],
+        "cli_change": veth["cli_change"],
     });
-    results["targets"] = Value::Array(targets(&results));
+    let mut all_targets = targets(&results);
+    all_targets.extend(apply_targets(&results));
+    results["targets"] = Value::Array(all_targets);
     results["seconds"] = json!(started.elapsed().as_secs_f64());
     let markdown = render(&results);
     std::fs::write(
@@ -570,6 +573,7 @@ fn render(r: &Value) -> String {
         );
     }
 
+    md.push_str(&render_cli_change(r));
     md.push_str("\n### Agent (`vaultfw run`) memory and CPU\n\n");
     md.push_str("| prefixes | idle RSS (MiB) | idle CPU | RSS under the denied flood (MiB) | CPU under the flood |\n|---:|---:|---:|---:|---:|\n");
     for a in rows(&r["agent"]) {
@@ -596,6 +600,56 @@ fn render(r: &Value) -> String {
             } else {
                 "**no**"
             }
+        );
+    }
+    md
+}
+
+/// Issue 12's apply targets: a full replacement end to end (parse +
+/// validate + compile + write + flip, `apply` rows) and a one-rule CLI
+/// change end to end (`vaultfw network-rule add/remove` wall time against
+/// a running daemon, `cli_change` rows).
+fn apply_targets(r: &Value) -> Vec<Value> {
+    let mut out = Vec::new();
+    for (count, limit) in [(10_000u64, 20.0), (100_000, 200.0)] {
+        if let Some(a) =
+            rows(&r["apply"]).find(|a| a["rules"].as_u64() == Some(count) && a["change"] == "full")
+        {
+            let total = med(&a["total_ms"]);
+            out.push(json!({
+                "target": format!("full replacement of {count} rules end to end ≤ {limit} ms"),
+                "measured": format!("{total:.1} ms"),
+                "met": total <= limit,
+            }));
+        }
+    }
+    for (count, limit) in [(10_000u64, 5.0), (100_000, 20.0)] {
+        if let Some(c) = rows(&r["cli_change"]).find(|c| c["rules"].as_u64() == Some(count)) {
+            let (add, remove) = (med(&c["add_ms"]), med(&c["remove_ms"]));
+            out.push(json!({
+                "target": format!("one-rule CLI change at {count} rules end to end ≤ {limit} ms"),
+                "measured": format!("network-rule add {add:.1} ms, remove {remove:.1} ms"),
+                "met": add <= limit && remove <= limit,
+            }));
+        }
+    }
+    out
+}
+
+/// The one-rule CLI change table (`cli_change` rows).
+fn render_cli_change(r: &Value) -> String {
+    let mut md = String::from(
+        "\nOne-rule CLI change against a running daemon (ms, `vaultfw network-rule add/remove` \
+         wall time: validate, write the policy file back, write the spare set, flip):\n\n\
+         | rules | network-rule add | network-rule remove |\n|---:|---:|---:|\n",
+    );
+    for c in rows(&r["cli_change"]) {
+        let _ = writeln!(
+            md,
+            "| {} | {} | {} |",
+            c["rules"],
+            fig(&c["add_ms"], 1),
+            fig(&c["remove_ms"], 1)
         );
     }
     md

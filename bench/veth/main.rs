@@ -19,6 +19,7 @@
 //! veth pair, rules, sets, the agent and its pins) is removed on success,
 //! failure and Ctrl-C.
 
+mod cli_change;
 mod measure;
 mod peers;
 
@@ -44,6 +45,9 @@ struct Args {
     runs: usize,
     counts: Vec<usize>,
     apply_counts: Vec<usize>,
+    /// `--only cli_change`: only the one-rule CLI change rows (a quick
+    /// look while working on the apply path).
+    only_cli_change: bool,
 }
 
 fn parse_args() -> Result<Args, String> {
@@ -55,6 +59,7 @@ fn parse_args() -> Result<Args, String> {
         runs: 3,
         counts: vec![1_000, 10_000],
         apply_counts: vec![254, 10_000, 100_000],
+        only_cli_change: false,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -73,6 +78,7 @@ fn parse_args() -> Result<Args, String> {
             "--runs" => args.runs = value.parse().map_err(|_| "bad --runs")?,
             "--counts" => args.counts = counts(&value)?,
             "--apply-counts" => args.apply_counts = counts(&value)?,
+            "--only" if value == "cli_change" => args.only_cli_change = true,
             other => return Err(format!("unknown argument {other:?}")),
         }
     }
@@ -190,6 +196,10 @@ fn policy(prefixes: &[String]) -> String {
 
 fn run(args: &Args) -> Value {
     let topo = Topology::new();
+    if args.only_cli_change {
+        let sdev = topo.server_veth().to_owned();
+        return json!({ "cli_change": cli_change::run(&topo.server, &sdev, args) });
+    }
     // No route back to the random sources: an allowed SYN's RST is dropped
     // at the route lookup instead of resolving a neighbour per source.
     topo.server.ip(&["route", "del", "default"]);
@@ -356,7 +366,9 @@ fn run(args: &Args) -> Value {
     }
 
     let peer_apply = peer_apply(server, &sdev, args);
+    let cli_change = cli_change::run(server, &sdev, args);
     json!({
+        "cli_change": cli_change,
         "receive": { "seconds_per_window": args.seconds, "windows": args.runs, "rows": rows, "iptables": iptables },
         "agent": agent_rows,
         "peer_apply": peer_apply,

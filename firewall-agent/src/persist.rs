@@ -90,18 +90,52 @@ pub enum PersistError {
 
 /// Applies `edits` to the native policy `text`.
 pub fn edit_native(text: &str, edits: &[Edit]) -> Result<String, PersistError> {
-    let mut doc: DocumentMut = text
-        .parse()
-        .map_err(|e| PersistError::Parse(format!("{e}")))?;
-    for edit in edits {
-        apply(&mut doc, edit)?;
-    }
-    Ok(doc.to_string())
+    let mut doc = NativeDocument::parse(text)?;
+    doc.edit(edits)?;
+    Ok(doc.text())
 }
 
-fn apply(doc: &mut DocumentMut, edit: &Edit) -> Result<(), PersistError> {
+/// A native policy document kept parsed between edits (the daemon keeps
+/// the one its policy file holds, so a CLI change does not parse the
+/// whole file again). Edits keep comments as [`edit_native`] does.
+#[derive(Clone, Debug)]
+pub struct NativeDocument(DocumentMut);
+
+impl NativeDocument {
+    /// Parses native policy `text` (TOML; not validated).
+    ///
+    /// Errors: [`PersistError::Parse`] when it is not TOML.
+    pub fn parse(text: &str) -> Result<Self, PersistError> {
+        text.parse()
+            .map(NativeDocument)
+            .map_err(|e| PersistError::Parse(format!("{e}")))
+    }
+
+    /// Applies `edits` in order. On an error the document may hold the
+    /// edits before the failing one: parse it again.
+    ///
+    /// Errors: [`PersistError::Shape`] when a key the edit needs has
+    /// another type.
+    pub fn edit(&mut self, edits: &[Edit]) -> Result<(), PersistError> {
+        edits.iter().try_for_each(|edit| apply(&mut self.0, edit))
+    }
+
+    /// The document as TOML text.
+    pub fn text(&self) -> String {
+        self.0.to_string()
+    }
+}
+
+/// The `ip_rules` item an [`Edit::AddIpRule`] or [`Edit::AddIpRuleWith`]
+/// writes, as TOML (`"203.0.113.7"` or `{ value = …, … }`); `None` for
+/// other edits.
+pub fn ip_rule_item(edit: &Edit) -> Option<String> {
+    ip_rule_value(edit).map(|value| value.to_string().trim().to_owned())
+}
+
+fn ip_rule_value(edit: &Edit) -> Option<Value> {
     match edit {
-        Edit::AddIpRule(text) => push_keeping_comments(ip_rules(doc)?, Value::from(text.as_str())),
+        Edit::AddIpRule(text) => Some(Value::from(text.as_str())),
         Edit::AddIpRuleWith {
             value,
             comment,
@@ -115,14 +149,24 @@ fn apply(doc: &mut DocumentMut, edit: &Edit) -> Result<(), PersistError> {
             if let Some(at) = expires_at {
                 t.insert("expires_at", at.as_str().into());
             }
-            push_keeping_comments(ip_rules(doc)?, Value::InlineTable(t));
+            Some(Value::InlineTable(t))
+        }
+        _ => None,
+    }
+}
+
+fn apply(doc: &mut DocumentMut, edit: &Edit) -> Result<(), PersistError> {
+    match edit {
+        Edit::AddIpRule(_) | Edit::AddIpRuleWith { .. } => {
+            let value = ip_rule_value(edit).expect("an IP rule edit");
+            push_keeping_comments(ip_rules(doc)?, value);
         }
         Edit::RemoveIpRule(network) => {
             let rules = ip_rules(doc)?;
             loop {
-                let found = rules
-                    .iter()
-                    .position(|item| rule_network(item) == Some(*network));
+                let found = rules.iter().position(|item| {
+                    may_be(item, *network) && rule_network(item) == Some(*network)
+                });
                 let Some(i) = found else { break };
                 remove_keeping_comments(rules, i);
             }
@@ -282,6 +326,26 @@ fn rule_network(item: &Value) -> Option<IpNet> {
         other => other,
     };
     policy::parse_any_ip_rule("ip_rules", value.as_str()?).ok()
+}
+
+/// Whether `item` may spell `network`: false only when its text reads,
+/// by the plain address parser, as another network (a cheap test before
+/// [`rule_network`], which runs the policy's checks, on 100,000 items).
+fn may_be(item: &Value, network: IpNet) -> bool {
+    let value = match item {
+        Value::InlineTable(table) => table.get("value"),
+        other => Some(other),
+    };
+    let Some(text) = value.and_then(Value::as_str) else {
+        return true;
+    };
+    let read = text
+        .parse::<IpNet>()
+        .or_else(|_| text.parse::<std::net::IpAddr>().map(IpNet::from));
+    match read {
+        Ok(read) => read == network || read.trunc() == network,
+        Err(_) => true,
+    }
 }
 
 /// The network of an `address_prefixes` item.

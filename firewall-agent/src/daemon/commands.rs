@@ -795,13 +795,18 @@ impl Daemon {
     /// serves it ([`Daemon::reconcile`]): a refusal at any step
     /// changes nothing.
     fn commit(&mut self, edits: &[Edit], cause: &str) -> Result<ApplyReport, Response> {
-        let (text, validated) = self.edited(edits).map_err(|e| match e {
+        let edited = self.edited(edits).map_err(|e| match e {
             // The one value this edit made invalid: apart.
             super::state::EditRefused::Invalid(errors) if errors.len() == 1 => {
                 refuse(errors.0[0].clone())
             }
             other => invalid(other.to_string()),
         })?;
+        let super::edit::Edited {
+            text,
+            validated,
+            doc,
+        } = edited;
         let interfaces = endpoint_interfaces(&validated.policy);
         refuse_missing_endpoints(&validated.policy, &interfaces).map_err(invalid)?;
         let files = WriteBack {
@@ -812,7 +817,15 @@ impl Daemon {
             declare: Some(&files),
             ..Change::declared(validated.policy, interfaces, cause)
         };
-        self.reconcile(change).map_err(refused)
+        let report = self.reconcile(change).map_err(refused)?;
+        // The file now holds `files.policy`, served by this generation:
+        // the next change edits it without parsing it again.
+        self.native_file = Some(super::edit::NativeFile {
+            text: files.policy,
+            doc,
+            generation: report.generation,
+        });
+        Ok(report)
     }
 }
 

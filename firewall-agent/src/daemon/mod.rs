@@ -21,6 +21,7 @@
 
 mod audit;
 mod commands;
+mod edit;
 mod health;
 mod interfaces;
 mod notify;

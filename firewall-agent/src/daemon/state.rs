@@ -92,6 +92,9 @@ pub struct Daemon {
     /// The policy file's text as the daemon last wrote it: the watch's
     /// event for that write is not a reload.
     pub(super) written_back: Option<String>,
+    /// The native policy file as the daemon last wrote it, parsed: the
+    /// next CLI change edits it (see `edit.rs`).
+    pub(super) native_file: Option<super::edit::NativeFile>,
 }
 
 impl Daemon {
@@ -163,6 +166,7 @@ impl Daemon {
             expiry_retry_at: None,
             audit: AuditLog::default(),
             written_back: None,
+            native_file: None,
         })
     }
 
@@ -268,6 +272,9 @@ impl Daemon {
     /// Whether the policy file holds exactly what the daemon last wrote,
     /// declaring what it serves.
     fn is_own_write_back(&self) -> bool {
+        if self.holds_own_write() {
+            return true;
+        }
         self.pending.is_none()
             && self.written_back.is_some()
             && self.options.source.file_text().ok() == self.written_back
@@ -311,6 +318,9 @@ impl Daemon {
     pub(super) fn refresh_policy_sync(&mut self) {
         self.health.policy = if self.pending.is_some() {
             PolicySync::AwaitingConfirmation
+        } else if self.holds_own_write() {
+            // The file holds the daemon's own write of what it serves.
+            PolicySync::InSync
         } else {
             match self.options.source.load() {
                 Ok(file) if file.policy == self.policy => PolicySync::InSync,
@@ -433,7 +443,7 @@ impl Daemon {
         {
             let edits: Vec<Edit> = expired.iter().map(|(_, edit)| edit.clone()).collect();
             self.edited_from(&edits, &policy)
-                .map(|(text, _)| WriteBack { policy: text, subnet_map: None })
+                .map(|edited| WriteBack { policy: edited.text, subnet_map: None })
                 .inspect_err(|error| tracing::error!(%error, "could not remove the expired rules from the policy file"))
                 .ok()
         } else {
@@ -465,20 +475,13 @@ impl Daemon {
         Ok(())
     }
 
-    /// Edits the native policy file in place (keeping comments) and
-    /// validates the result; returns the new text and policy without
-    /// writing anything.
-    pub(super) fn edited(&self, edits: &[Edit]) -> Result<(String, Validated), EditRefused> {
-        self.edited_from(edits, &self.policy)
-    }
-
     /// [`Daemon::edited`] of a file that must hold `served` (the policy
     /// the file reads as now: for an expiry, without the expired rules).
-    fn edited_from(
+    pub(super) fn edited_from(
         &self,
         edits: &[Edit],
         served: &Policy,
-    ) -> Result<(String, Validated), EditRefused> {
+    ) -> Result<super::edit::Edited, EditRefused> {
         let source = &self.options.source;
         let path = &source.path;
         let files = source
@@ -497,8 +500,11 @@ impl Daemon {
                 path.display()
             )));
         }
-        let edited = persist::edit_native(files.text(), edits)
+        let mut doc = persist::NativeDocument::parse(files.text())
             .map_err(|e| EditRefused::Said(e.to_string()))?;
+        doc.edit(edits)
+            .map_err(|e| EditRefused::Said(e.to_string()))?;
+        let edited = doc.text();
         let validated = files
             .with_text(edited.clone())
             .validate()
@@ -506,7 +512,11 @@ impl Daemon {
                 policy::LoadError::Invalid { errors, .. } => EditRefused::Invalid(errors),
                 other => EditRefused::Said(other.to_string()),
             })?;
-        Ok((edited, validated))
+        Ok(super::edit::Edited {
+            text: edited,
+            validated,
+            doc,
+        })
     }
 
     /// Rolls back an unconfirmed apply, if one is pending, logging `why`:

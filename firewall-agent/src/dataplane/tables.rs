@@ -202,6 +202,7 @@ impl<K: TrieKey> TriePair<K> {
     /// Makes set `set`'s trie hold `new`, writing only what differs from
     /// `old` (or, when `old` is unknown, from what the kernel holds).
     /// Removes first, so the trie never holds more than max(old, new).
+    /// Both maps are sorted: the difference is one merge pass.
     fn sync(
         &mut self,
         set: u32,
@@ -210,34 +211,48 @@ impl<K: TrieKey> TriePair<K> {
     ) -> Result<usize, DataplaneError> {
         let name = self.names[set as usize];
         let trie = &mut self.tries[set as usize];
-        let stale: Vec<K> = match old {
-            Some(old) => old
-                .keys()
-                .filter(|k| !new.contains_key(k))
-                .copied()
-                .collect(),
-            None => trie
-                .keys()
-                .map(|k| k.map(K::from_trie))
-                .collect::<Result<Vec<K>, _>>()
-                .map_err(map_err(name))?
-                .into_iter()
-                .filter(|k| !new.contains_key(k))
-                .collect(),
-        };
-        let mut writes = 0;
-        for key in stale {
-            trie.remove(&key.to_trie()).map_err(map_err(name))?;
-            writes += 1;
-        }
-        for (key, value) in new {
-            if old.and_then(|o| o.get(key)) != Some(value) {
-                trie.insert(&key.to_trie(), *value, 0)
+        let read_back;
+        let old = match old {
+            Some(old) => old,
+            None => {
+                // Unknown contents: what the kernel holds, values unknown
+                // (so every entry of `new` is written).
+                read_back = trie
+                    .keys()
+                    .map(|k| k.map(|k| (K::from_trie(k), None)))
+                    .collect::<Result<BTreeMap<K, Option<RuleValue>>, _>>()
                     .map_err(map_err(name))?;
-                writes += 1;
+                return Self::write_diff(
+                    trie,
+                    name,
+                    read_back.iter().map(|(k, v)| (k, v.as_ref())),
+                    new,
+                );
             }
+        };
+        Self::write_diff(trie, name, old.iter().map(|(k, v)| (k, Some(v))), new)
+    }
+
+    /// Writes into `trie` what turns `old` (sorted by key; a `None` value
+    /// is unknown) into `new`: removals first, then inserts.
+    fn write_diff<'a>(
+        trie: &mut LpmTrie<MapData, K::Data, RuleValue>,
+        name: &'static str,
+        old: impl Iterator<Item = (&'a K, Option<&'a RuleValue>)>,
+        new: &'a BTreeMap<K, RuleValue>,
+    ) -> Result<usize, DataplaneError>
+    where
+        K: 'a,
+    {
+        let (stale, fresh) = sorted_diff(old, new.iter());
+        for key in &stale {
+            trie.remove(&key.to_trie()).map_err(map_err(name))?;
         }
-        Ok(writes)
+        for (key, value) in &fresh {
+            trie.insert(&key.to_trie(), **value, 0)
+                .map_err(map_err(name))?;
+        }
+        Ok(stale.len() + fresh.len())
     }
 
     fn read(&self, set: u32) -> Result<BTreeMap<K, RuleValue>, DataplaneError> {
@@ -401,6 +416,57 @@ fn event_totals(telemetry: &PerCpuArray<MapData, u64>) -> Result<EventTotals, Da
         ring_full: sum(TELEMETRY_EVENTS_RING_FULL)?,
     })
 }
+
+/// The difference between two maps given as iterators sorted by key
+/// (`old`'s values may be unknown: `None`): the keys only `old` has, and
+/// the entries of `new` that `old` lacks or holds with another (or an
+/// unknown) value. One merge pass, no lookups.
+fn sorted_diff<'a, K: Ord + Copy + 'a, V: PartialEq + 'a>(
+    old: impl Iterator<Item = (&'a K, Option<&'a V>)>,
+    new: impl Iterator<Item = (&'a K, &'a V)>,
+) -> (Vec<K>, Vec<(&'a K, &'a V)>) {
+    use std::cmp::Ordering;
+    let (mut stale, mut fresh) = (Vec::new(), Vec::new());
+    let mut old = old.peekable();
+    for (key, value) in new {
+        loop {
+            match old.peek() {
+                Some((k, _)) if *k < key => {
+                    stale.push(**k);
+                    old.next();
+                }
+                _ => break,
+            }
+        }
+        match old.peek() {
+            Some((k, v)) if (*k).cmp(key) == Ordering::Equal => {
+                if *v != Some(value) {
+                    fresh.push((key, value));
+                }
+                old.next();
+            }
+            _ => fresh.push((key, value)),
+        }
+    }
+    stale.extend(old.map(|(k, _)| *k));
+    (stale, fresh)
+}
+
+/// How many keys of `new` `old` lacks, and how many of `old` `new` lacks
+/// (both sorted maps: one merge pass).
+fn added_removed<K: Ord + Copy, V: PartialEq>(
+    old: &BTreeMap<K, V>,
+    new: &BTreeMap<K, V>,
+) -> (usize, usize) {
+    let (removed, changed) = sorted_diff(old.keys().map(|k| (k, None::<&V>)), new.iter());
+    // With unknown old values every key of `new` comes back: those `old`
+    // has are not additions.
+    let kept = old.len() - removed.len();
+    (changed.len() - kept, removed.len())
+}
+
+static EMPTY_IP: BTreeMap<PrefixKey, RuleValue> = BTreeMap::new();
+static EMPTY_IP6: BTreeMap<Prefix6Key, RuleValue> = BTreeMap::new();
 
 fn map_err(map: &'static str) -> impl FnOnce(MapError) -> DataplaneError {
     move |source| DataplaneError::Map { map, source }
@@ -590,13 +656,13 @@ impl Tables {
             return Err(DataplaneError::NothingToFallBackTo);
         }
         self.capacity.check(compiled)?;
-        let served = self.contents[self.active as usize].clone();
         // After a migration nothing is served from these maps yet: the
         // first apply always writes, and slots compare with what the
         // replaced maps served.
         let migrated = self.inherited.is_some();
-        let previous = self.inherited.clone().or(served);
-        if !migrated && previous.as_ref() == Some(compiled) {
+        let active = self.active as usize;
+        let unchanged = !migrated && self.contents[active].as_ref() == Some(compiled);
+        if unchanged {
             // Nothing changed, so nothing for a revert to undo (it must
             // never return to what an earlier apply replaced).
             self.previous = None;
@@ -617,13 +683,38 @@ impl Tables {
             self.write_set(target, known.as_ref(), compiled, generation, fallback_at_ns)?;
         // Counters of slots that change owner start from zero — only once
         // the new set is complete, so a refused write changes no counter.
-        if let Some(previous) = &previous {
-            for slot in compiled.fresh_slots(previous) {
-                self.reset_hits(slot)?;
+        // (After a migration the set just left keeps its record: empty.)
+        let previous = if migrated {
+            self.inherited.take()
+        } else {
+            self.contents[active].take()
+        };
+        let reset = match &previous {
+            Some(previous) => compiled
+                .fresh_slots(previous)
+                .into_iter()
+                .try_for_each(|slot| self.reset_hits(slot)),
+            None => Ok(()),
+        };
+        if let Err(error) = reset.and_then(|()| self.flip(target)) {
+            // Nothing changed in what is served: put the record back.
+            if migrated {
+                self.inherited = previous;
+            } else {
+                self.contents[active] = previous;
             }
+            return Err(error);
         }
-        self.flip(target)?;
-        self.inherited = None;
+        let (before, before6) = previous
+            .as_ref()
+            .map(|p| (&p.ip_rules, &p.ip6_rules))
+            .unwrap_or((&EMPTY_IP, &EMPTY_IP6));
+        let (added, removed) = added_removed(before, &compiled.ip_rules);
+        let (added6, removed6) = added_removed(before6, &compiled.ip6_rules);
+        // The set just left still holds `previous`: the next apply's spare.
+        if !migrated {
+            self.contents[active] = previous;
+        }
         self.contents[target as usize] = Some(compiled.clone());
         let served_before =
             (self.generation > 0 && !migrated).then_some((1 - target, self.generation));
@@ -632,31 +723,11 @@ impl Tables {
         self.issued = self.issued.max(generation);
         self.previous = served_before;
         self.fallback_at_ns = fallback_at_ns;
-
-        let (before, before6) = previous
-            .map(|p| (p.ip_rules, p.ip6_rules))
-            .unwrap_or_default();
         Ok(ApplyReport {
             generation,
             changed: true,
-            ip_rules_added: compiled
-                .ip_rules
-                .keys()
-                .filter(|k| !before.contains_key(k))
-                .count()
-                + compiled
-                    .ip6_rules
-                    .keys()
-                    .filter(|k| !before6.contains_key(k))
-                    .count(),
-            ip_rules_removed: before
-                .keys()
-                .filter(|k| !compiled.ip_rules.contains_key(k))
-                .count()
-                + before6
-                    .keys()
-                    .filter(|k| !compiled.ip6_rules.contains_key(k))
-                    .count(),
+            ip_rules_added: added + added6,
+            ip_rules_removed: removed + removed6,
             map_writes: map_writes + 1,
         })
     }
@@ -912,13 +983,15 @@ impl Tables {
 
     /// What the active set holds (empty when unknown); after a migration,
     /// until the first apply, what the replaced maps served (for slots).
-    pub(super) fn active_contents(&self) -> CompiledTables {
-        if let Some(inherited) = &self.inherited {
-            return inherited.clone();
+    pub(super) fn active_contents(&self) -> std::borrow::Cow<'_, CompiledTables> {
+        match self
+            .inherited
+            .as_ref()
+            .or(self.contents[self.active as usize].as_ref())
+        {
+            Some(contents) => std::borrow::Cow::Borrowed(contents),
+            None => std::borrow::Cow::Owned(CompiledTables::empty()),
         }
-        self.contents[self.active as usize]
-            .clone()
-            .unwrap_or_else(CompiledTables::empty)
     }
 
     /// The active set's IP rules as the kernel holds them: network → id.
@@ -1031,7 +1104,7 @@ impl Predecessor {
                 slots: capacity.hit_slots,
                 generation: tables.generation,
                 issued: tables.issued,
-                contents: Some(tables.active_contents()),
+                contents: Some(tables.active_contents().into_owned()),
                 rolled_back_at_start: tables.rolled_back_at_start,
                 rule_hits: tables.rule_hits,
                 verdicts: tables.verdicts,

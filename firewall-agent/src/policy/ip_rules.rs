@@ -71,8 +71,17 @@ pub fn validate(
             }
         }
     }
+    // Sorted by (address, prefix length), a prefix comes right before the
+    // prefixes it contains: the chain of prefixes containing the current
+    // one is a stack (one pass, not one lookup per prefix length).
+    let mut chain: Vec<&Checked> = Vec::new();
     for rule in kept.values() {
-        if let Some(wider) = innermost_container(rule.net, &kept) {
+        while chain.last().is_some_and(|top| !top.net.contains(&rule.net)) {
+            chain.pop();
+        }
+        let wider = chain.last().copied();
+        chain.push(rule);
+        if let Some(wider) = wider {
             warnings.push(PolicyWarning::new(
                 &rule.raw.path,
                 format!(
@@ -141,12 +150,15 @@ pub fn validate_v6(
             }
         }
     }
+    // The containing chain as a stack, as for IPv4.
+    let mut chain: Vec<(&RawIpRule, Ipv6Net)> = Vec::new();
     for (raw, net, _) in kept.values() {
-        let wider = (0..net.prefix_len()).rev().find_map(|len| {
-            let wider = Ipv6Net::new(net.addr(), len).ok()?.trunc();
-            kept.get(&(u128::from(wider.addr()), len))
-        });
-        if let Some((wider_raw, wider, _)) = wider {
+        while chain.last().is_some_and(|(_, top)| !top.contains(net)) {
+            chain.pop();
+        }
+        let wider = chain.last().copied();
+        chain.push((raw, *net));
+        if let Some((wider_raw, wider)) = wider {
             warnings.push(PolicyWarning::new(
                 &raw.path,
                 format!(
@@ -154,7 +166,7 @@ pub fn validate_v6(
                      allowed; the longest prefix matches and counts the hit)",
                     shown6(*net),
                     wider_raw.path,
-                    shown6(*wider)
+                    shown6(wider)
                 ),
             ));
         }
@@ -166,17 +178,6 @@ pub fn validate_v6(
             expires_at,
         })
         .collect()
-}
-
-/// The longest-prefix rule in `kept` that strictly contains `net`.
-fn innermost_container<'m, 'a>(
-    net: Ipv4Net,
-    kept: &'m BTreeMap<(u32, u8), Checked<'a>>,
-) -> Option<&'m Checked<'a>> {
-    (0..net.prefix_len()).rev().find_map(|len| {
-        let wider = Ipv4Net::new(net.addr(), len).ok()?.trunc();
-        kept.get(&(u32::from(wider.addr()), len))
-    })
 }
 
 fn duplicate_warning(first: &Checked, dup: &Checked) -> PolicyWarning {

@@ -21,6 +21,8 @@ use serde_json::{Map, Value, json};
 
 use super::ecs;
 use super::file::{AUDIT_LOG, FileHealth, FileSink};
+use ipnet::Ipv4Net;
+
 use crate::policy::{Policy, shown};
 
 /// The tracing target (`log.logger`) of audit records in the daemon log.
@@ -105,8 +107,10 @@ impl Caller {
 pub struct Snapshot {
     /// The generation the kernel served.
     pub generation: u64,
-    /// IP rules, as written (`198.51.100.7`, `203.0.113.0/24`).
-    pub ip_rules: BTreeSet<String>,
+    /// IP rules, sorted (as the policy holds them: a snapshot of 100,000
+    /// rules is one copy, and only the rules a change adds or removes are
+    /// written out, as `198.51.100.7`, `203.0.113.0/24`).
+    pub ip_rules: Vec<Ipv4Net>,
     /// Subnet-rule prefixes: (rule id, prefix, endpoint).
     pub subnet_prefixes: BTreeSet<(String, String, String)>,
     /// `Allow` or `Deny`.
@@ -131,9 +135,58 @@ const OWN_FIELDS: [&str; 4] = [
     "bypass",
 ];
 
+/// The rules of sorted `a` that sorted `b` lacks, as written, in text
+/// order (one merge pass).
+fn only_in(a: &[Ipv4Net], b: &[Ipv4Net]) -> Vec<String> {
+    let key = |n: &Ipv4Net| (u32::from(n.addr()), n.prefix_len());
+    let mut b = b.iter().peekable();
+    let mut out: Vec<String> = Vec::new();
+    for net in a {
+        while b.next_if(|x| key(x) < key(net)).is_some() {}
+        if b.next_if(|x| key(x) == key(net)).is_none() {
+            out.push(shown(*net));
+        }
+    }
+    out.sort();
+    out
+}
+
 /// [`Snapshot::settings`] of `policy`.
 fn settings(policy: &Policy) -> BTreeMap<String, Value> {
-    let Ok(Value::Object(mut map)) = serde_json::to_value(policy) else {
+    // Serialized without the rules recorded in fields of their own (at
+    // 100,000 IP rules, serializing them is most of a CLI change's time).
+    // Every field is named, so a new setting cannot be left out.
+    let Policy {
+        default_action,
+        bypass,
+        mode,
+        ipv6,
+        limits,
+        ip_rules: _,
+        ipv6_rules,
+        virtual_network_rules: _,
+        trusted_services,
+        data_plane,
+        public_network_access,
+        private_endpoints,
+        defaults,
+    } = policy;
+    let view = Policy {
+        default_action: *default_action,
+        bypass: *bypass,
+        mode: *mode,
+        ipv6: *ipv6,
+        limits: limits.clone(),
+        ip_rules: Vec::new(),
+        ipv6_rules: ipv6_rules.clone(),
+        virtual_network_rules: Vec::new(),
+        trusted_services: trusted_services.clone(),
+        data_plane: data_plane.clone(),
+        public_network_access: *public_network_access,
+        private_endpoints: private_endpoints.clone(),
+        defaults: defaults.clone(),
+    };
+    let Ok(Value::Object(mut map)) = serde_json::to_value(&view) else {
         return BTreeMap::new();
     };
     map.retain(|key, _| !OWN_FIELDS.contains(&key.as_str()));
@@ -151,7 +204,7 @@ impl Snapshot {
     pub fn of(policy: &Policy, generation: u64) -> Self {
         Snapshot {
             generation,
-            ip_rules: policy.ip_rules.iter().map(|r| shown(r.network)).collect(),
+            ip_rules: policy.ip_rules.iter().map(|r| r.network).collect(),
             subnet_prefixes: policy
                 .virtual_network_rules
                 .iter()
@@ -244,21 +297,11 @@ impl Entry<'_> {
             ("vaultfw.generation.after", json!(after.generation)),
             (
                 "vaultfw.ip_rules.added",
-                json!(
-                    after
-                        .ip_rules
-                        .difference(&before.ip_rules)
-                        .collect::<Vec<_>>()
-                ),
+                json!(only_in(&after.ip_rules, &before.ip_rules)),
             ),
             (
                 "vaultfw.ip_rules.removed",
-                json!(
-                    before
-                        .ip_rules
-                        .difference(&after.ip_rules)
-                        .collect::<Vec<_>>()
-                ),
+                json!(only_in(&before.ip_rules, &after.ip_rules)),
             ),
             (
                 "vaultfw.subnet_rules.added",

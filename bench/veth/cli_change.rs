@@ -1,0 +1,74 @@
+//! One-rule CLI changes end to end: `vaultfw network-rule add` and
+//! `network-rule remove` against a running daemon that serves N IP rules,
+//! timed from the CLI process's start to its exit. When it exits the
+//! daemon has validated the change, written the policy file back
+//! (atomically, fsync included), written the spare table set and flipped.
+
+use std::time::Instant;
+
+use serde_json::{Value, json};
+use vaultfw_tests::agent::AgentOptions;
+use vaultfw_tests::{Agent, NetNs};
+
+use crate::{Args, median, peers, summary};
+
+/// Rows `{ rules, add_ms, remove_ms }` for each of `args.apply_counts`.
+pub fn run(server: &NetNs, sdev: &str, args: &Args) -> Vec<Value> {
+    let mut out = Vec::new();
+    for &count in &args.apply_counts {
+        let prefixes = peers::read_prefixes(&args.prefix_dir, count);
+        let runs = args.runs.max(3) * 2;
+        // Room for the rules added (TEST-NET-2: no random prefix is there).
+        let added: Vec<String> = (1..=runs).map(|i| format!("198.51.100.{i}")).collect();
+        let mut text = format!(
+            "default_action = \"Deny\"\nbypass = \"None\"\n\
+             limits = {{ ip_rules = {}, virtual_network_rules = 1 }}\nip_rules = [\n",
+            count + runs + 1
+        );
+        for p in &prefixes {
+            text.push_str(&format!("  \"{p}\",\n"));
+        }
+        text.push_str("]\n\n[data_plane]\ntcp_ports = [443]\n");
+        eprintln!("bench-veth: {count} rules: one-rule CLI changes");
+        let options = AgentOptions {
+            stats_interval_s: 10,
+            ..AgentOptions::iface(sdev)
+        };
+        let mut agent = Agent::start_with(server, &text, options);
+        agent.wait_ready();
+        let change = |verb: &str, address: &str| -> f64 {
+            let t = Instant::now();
+            let output = agent.cli(&["network-rule", verb, "--ip-address", address]);
+            let ms = t.elapsed().as_secs_f64() * 1e3;
+            assert!(
+                output.status.success(),
+                "network-rule {verb} {address} failed: {}",
+                String::from_utf8_lossy(&output.stderr)
+            );
+            ms
+        };
+        // The first change after a start reads and parses the whole file
+        // (the daemon keeps it from then on): not measured.
+        change("add", "198.51.100.254");
+        change("remove", "198.51.100.254");
+        let (mut add, mut remove) = (Vec::new(), Vec::new());
+        for address in &added {
+            add.push(change("add", address));
+        }
+        for address in &added {
+            remove.push(change("remove", address));
+        }
+        drop(agent);
+        eprintln!(
+            "bench-veth: one-rule CLI change at {count} rules: add {:.1} ms, remove {:.1} ms",
+            median(&add),
+            median(&remove)
+        );
+        out.push(json!({
+            "rules": count,
+            "add_ms": summary(&add),
+            "remove_ms": summary(&remove),
+        }));
+    }
+    out
+}

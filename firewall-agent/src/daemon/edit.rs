@@ -1,0 +1,269 @@
+//! CLI changes as a diff of the in-memory policy.
+//!
+//! The daemon keeps the policy file it last wrote parsed
+//! ([`NativeFile`]: its text and its `toml_edit` document). A CLI change
+//! whose file still holds exactly that text edits the kept document and
+//! the served policy instead of parsing and validating the whole file
+//! again: an IP rule added is validated alone (the same validator, on a
+//! document holding only that rule) and inserted in place; an IP rule
+//! removed is taken out. Other edits validate the whole edited text (the
+//! kept document still saves one parse). The edited text is written back
+//! as before (`reconcile`: atomically, before the kernel is touched).
+//!
+//! The kept file is taken out of the daemon for the edit and put back only
+//! after the change was served, so a refusal at any step leaves nothing
+//! kept: the next change parses the file again.
+
+use ipnet::IpNet;
+
+use super::state::{Daemon, EditRefused};
+use crate::persist::{self, Edit, NativeDocument};
+use crate::policy::{self, Policy, PolicyFormat, Validated};
+
+/// The native policy file as the daemon last wrote it.
+#[derive(Debug)]
+pub(super) struct NativeFile {
+    /// Its text.
+    pub text: String,
+    /// That text, parsed.
+    pub doc: NativeDocument,
+    /// The generation that serves what it declares.
+    pub generation: u64,
+}
+
+/// An edit of the policy file, validated, not yet written.
+pub(super) struct Edited {
+    /// The new text of the policy file.
+    pub text: String,
+    /// It, validated.
+    pub validated: Validated,
+    /// It, parsed (kept once the change is served).
+    pub doc: NativeDocument,
+}
+
+impl Daemon {
+    /// Whether the policy file holds exactly the text the daemon last
+    /// wrote and serves (no parse: one read and one comparison).
+    pub(super) fn holds_own_write(&self) -> bool {
+        self.native_file.as_ref().is_some_and(|kept| {
+            self.pending.is_none()
+                && kept.generation == self.generation
+                && self.options.source.file_text().ok().as_deref() == Some(kept.text.as_str())
+        })
+    }
+
+    /// Edits the native policy file in place (keeping comments) and
+    /// validates the result; returns the new text and policy without
+    /// writing anything. Through the kept document when the file holds
+    /// the daemon's own write; else the whole file is read and checked.
+    pub(super) fn edited(&mut self, edits: &[Edit]) -> Result<Edited, EditRefused> {
+        let own = self.holds_own_write();
+        match self.native_file.take() {
+            Some(kept) if own => self.edited_kept(kept.doc, edits),
+            _ => self.edited_from(edits, &self.policy),
+        }
+    }
+
+    fn edited_kept(&self, mut doc: NativeDocument, edits: &[Edit]) -> Result<Edited, EditRefused> {
+        doc.edit(edits)
+            .map_err(|e| EditRefused::Said(e.to_string()))?;
+        let text = doc.text();
+        let source = &self.options.source;
+        let base_dir = source
+            .path
+            .parent()
+            .map(std::path::Path::to_path_buf)
+            .unwrap_or_default();
+        let validated = match ip_rules_edited(&self.policy, edits, &base_dir)? {
+            Some(policy) => {
+                #[cfg(debug_assertions)]
+                check_same_as_parsed(&policy, &text, &base_dir);
+                Validated {
+                    policy,
+                    warnings: Vec::new(),
+                }
+            }
+            None => {
+                let files = source
+                    .read()
+                    .map_err(|e| EditRefused::Said(e.to_string()))?;
+                if files.format() != PolicyFormat::Native {
+                    return Err(EditRefused::Said(super::state::azure_json_refusal(source)));
+                }
+                files
+                    .with_text(text.clone())
+                    .validate()
+                    .map_err(|e| match e {
+                        policy::LoadError::Invalid { errors, .. } => EditRefused::Invalid(errors),
+                        other => EditRefused::Said(other.to_string()),
+                    })?
+            }
+        };
+        Ok(Edited {
+            text,
+            validated,
+            doc,
+        })
+    }
+}
+
+/// `served` with `edits` applied, when they only add and remove IP rules;
+/// `None` for any other edit. An added rule is validated alone by the
+/// policy validator (a document holding only it), so it means what the
+/// whole file would make of it: the same network, comment and expiry, and
+/// nothing when it is already past its expiry. The caller checked the
+/// limits and that an added network is new.
+pub(super) fn ip_rules_edited(
+    served: &Policy,
+    edits: &[Edit],
+    base_dir: &std::path::Path,
+) -> Result<Option<Policy>, EditRefused> {
+    let ip_only = edits.iter().all(|e| {
+        matches!(
+            e,
+            Edit::AddIpRule(_) | Edit::AddIpRuleWith { .. } | Edit::RemoveIpRule(_)
+        )
+    });
+    if !ip_only {
+        return Ok(None);
+    }
+    let mut policy = served.clone();
+    for edit in edits {
+        if let Edit::RemoveIpRule(network) = edit {
+            match network {
+                IpNet::V4(net) => {
+                    if let Ok(i) = policy
+                        .ip_rules
+                        .binary_search_by_key(&key4(*net), |r| key4(r.network))
+                    {
+                        policy.ip_rules.remove(i);
+                    }
+                }
+                IpNet::V6(net) => {
+                    if let Ok(i) = policy
+                        .ipv6_rules
+                        .binary_search_by_key(&key6(*net), |r| key6(r.network))
+                    {
+                        policy.ipv6_rules.remove(i);
+                    }
+                }
+            }
+            continue;
+        }
+        let Some(item) = persist::ip_rule_item(edit) else {
+            continue;
+        };
+        // The rule alone, read by the same validator as the whole file.
+        let alone = format!("default_action = \"Deny\"\nip_rules = [{item}]\n");
+        let one = policy::parse_toml_with_base(&alone, base_dir)
+            .map_err(EditRefused::Invalid)?
+            .policy;
+        for rule in one.ip_rules {
+            // A network written twice: the first entry counts.
+            if let Err(i) = policy
+                .ip_rules
+                .binary_search_by_key(&key4(rule.network), |r| key4(r.network))
+            {
+                policy.ip_rules.insert(i, rule);
+            }
+        }
+        for rule in one.ipv6_rules {
+            if let Err(i) = policy
+                .ipv6_rules
+                .binary_search_by_key(&key6(rule.network), |r| key6(r.network))
+            {
+                policy.ipv6_rules.insert(i, rule);
+            }
+        }
+    }
+    Ok(Some(policy))
+}
+
+/// The order of [`Policy::ip_rules`]: (address, prefix length).
+fn key4(net: ipnet::Ipv4Net) -> (u32, u8) {
+    (u32::from(net.addr()), net.prefix_len())
+}
+
+/// The order of [`Policy::ipv6_rules`]: (address, prefix length).
+fn key6(net: ipnet::Ipv6Net) -> (u128, u8) {
+    (u128::from(net.addr()), net.prefix_len())
+}
+
+/// Debug builds (the tests) check every diffed policy against a parse of
+/// the whole edited file.
+#[cfg(debug_assertions)]
+fn check_same_as_parsed(policy: &Policy, text: &str, base_dir: &std::path::Path) {
+    let parsed = policy::parse_toml_with_base(text, base_dir)
+        .expect("the edited policy file parses")
+        .policy;
+    assert!(
+        parsed == *policy,
+        "the policy edited in memory differs from the edited file's"
+    );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const FILE: &str = r#"# the vault
+default_action = "Deny"
+bypass = "None"
+limits = { ip_rules = 20, virtual_network_rules = 2 }
+ip_rules = [
+    "203.0.113.0/24", # office
+    { value = "198.51.100.7", comment = "build agent" },
+    "2001:db8::/48",
+    "192.0.2.9",
+]
+"#;
+
+    fn parsed(text: &str) -> Policy {
+        policy::parse_toml(text)
+            .unwrap_or_else(|e| panic!("{e}"))
+            .policy
+    }
+
+    /// The diffed policy is the one the edited file reads as.
+    fn same_as_file(edits: &[Edit]) {
+        let served = parsed(FILE);
+        let diffed = ip_rules_edited(&served, edits, std::path::Path::new("."))
+            .unwrap_or_else(|e| panic!("{e}"))
+            .expect("IP rule edits are diffed");
+        let text = persist::edit_native(FILE, edits).expect("edited");
+        assert_eq!(diffed, parsed(&text), "after {edits:?}");
+    }
+
+    #[test]
+    fn added_and_removed_ip_rules_make_the_policy_the_edited_file_reads_as() {
+        let net = |s: &str| s.parse::<IpNet>().expect("network");
+        same_as_file(&[Edit::AddIpRule("198.51.100.0/25".into())]);
+        same_as_file(&[Edit::AddIpRule("8.8.8.8".into())]);
+        same_as_file(&[Edit::AddIpRule("2001:db8:1::/64".into())]);
+        same_as_file(&[Edit::AddIpRuleWith {
+            value: "100.1.2.3".into(),
+            comment: Some("on call".into()),
+            expires_at: Some("2099-01-31T00:00:00Z".into()),
+        }]);
+        same_as_file(&[Edit::RemoveIpRule(net("198.51.100.7/32"))]);
+        same_as_file(&[Edit::RemoveIpRule(net("2001:db8::/48"))]);
+        same_as_file(&[
+            Edit::RemoveIpRule(net("192.0.2.9/32")),
+            Edit::AddIpRule("192.0.2.9".into()),
+            Edit::RemoveIpRule(net("203.0.113.0/24")),
+        ]);
+    }
+
+    #[test]
+    fn other_edits_are_not_diffed_and_an_invalid_rule_is_refused() {
+        let served = parsed(FILE);
+        let dir = std::path::Path::new(".");
+        let update = [Edit::SetString("bypass", "AzureServices".into())];
+        assert!(matches!(ip_rules_edited(&served, &update, dir), Ok(None)));
+        let bad = [Edit::AddIpRule("10.0.0.0/33".into())];
+        assert!(matches!(
+            ip_rules_edited(&served, &bad, dir),
+            Err(EditRefused::Invalid(_))
+        ));
+    }
+}
