@@ -145,6 +145,7 @@ pub fn bench(options: &BenchOptions) -> Result<()> {
         "machine": machine(),
         "program_cost": program["program_cost"],
         "bpf_log_cost": program["bpf_log_cost"],
+        "fixed_cost": program["fixed_cost"],
         "apply": program["apply"],
         "receive": veth["receive"],
         "agent": veth["agent"],
@@ -505,6 +506,8 @@ fn render(r: &Value) -> String {
         );
     }
 
+    render_fixed_cost(&mut md, &r["fixed_cost"]);
+
     let rc = &r["receive"];
     let _ = writeln!(
         md,
@@ -599,4 +602,45 @@ fn render(r: &Value) -> String {
         );
     }
     md
+}
+
+/// The per-frame recording pieces' table (bench/program/fixed_cost.rs):
+/// each variant above the no-lookup control, then what each piece costs.
+fn render_fixed_cost(md: &mut String, fc: &Value) {
+    if fc.is_null() {
+        return;
+    }
+    let _ = writeln!(
+        md,
+        "\n### Per-frame recording pieces (ns/frame above the no-lookup control, rotating sources, {} runs of {} repetitions)\n",
+        fc["runs"], fc["repetitions"]
+    );
+    md.push_str(
+        "vaultfw loaded whole and with one piece left out at a time (a bench-only load-time \
+         constant); a piece's cost is whole minus the program without it, run by run. Denied \
+         frames are a flood: the access log's rate limiter is spent.\n\n",
+    );
+    md.push_str("| prefixes | frame | whole | one-lookup (C) | ratio | without all three | verdict counter | rule hits | access log | all three |\n");
+    md.push_str("|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|\n");
+    let named = |list: &Value, name: &str| -> Value {
+        rows(list)
+            .find(|p| p[0] == name)
+            .map_or(Value::Null, |p| p[1].clone())
+    };
+    for row in rows(&fc["rows"]) {
+        let _ = writeln!(
+            md,
+            "| {} | {} | {} | {} | {:.2}× | {} | {} | {} | {} | {} |",
+            row["prefixes"],
+            row["frame"].as_str().unwrap_or(""),
+            fig(&named(&row["above_control"], "whole"), 0),
+            fig(&row["one_lookup_above_control"], 0),
+            row["ratio_to_one_lookup"].as_f64().unwrap_or(f64::NAN),
+            fig(&named(&row["above_control"], "without_all_three"), 0),
+            fig(&named(&row["piece_cost"], "verdict_counter"), 0),
+            fig(&named(&row["piece_cost"], "rule_hits"), 0),
+            fig(&named(&row["piece_cost"], "access_log"), 0),
+            fig(&named(&row["piece_cost"], "all_three"), 0),
+        );
+    }
 }

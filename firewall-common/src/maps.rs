@@ -117,6 +117,19 @@ pub const BPF_LOGS: &str = "AYA_LOGS";
 /// aya-log level it records: 0 off, 1 error, 2 warn, 3 info, 4 debug,
 /// 5 trace.
 pub const BPF_LOG_LEVEL_GLOBAL: &str = "AYA_LOG_LEVEL";
+/// The program's global (in `.rodata`, fixed at load) naming the per-frame
+/// recording pieces it leaves out, a bitwise OR of `BENCH_OMIT_*`: always 0
+/// (everything recorded) in every program the daemon and the CLI load; only
+/// `bench-program` sets it, to measure what each piece costs. With the
+/// global a frozen constant, the verifier removes an omitted piece's code.
+pub const BENCH_OMIT_GLOBAL: &str = "VFW_BENCH_OMIT";
+/// [`BENCH_OMIT_GLOBAL`] bit: no verdict counter.
+pub const BENCH_OMIT_VERDICT_COUNTER: u32 = 1;
+/// [`BENCH_OMIT_GLOBAL`] bit: no per-rule hit counter.
+pub const BENCH_OMIT_RULE_HITS: u32 = 2;
+/// [`BENCH_OMIT_GLOBAL`] bit: no access-log work (no SYN check, clock,
+/// rate limiter, flow window or ring buffer).
+pub const BENCH_OMIT_ACCESS_LOG: u32 = 4;
 /// [`BPF_LOGS`]'s size in bytes, as `aya-log-ebpf` 0.2 declares it.
 pub const BPF_LOGS_RING_BYTES: u32 = 1 << 17;
 

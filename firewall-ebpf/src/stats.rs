@@ -5,8 +5,9 @@
 
 use aya_ebpf::{helpers::bpf_ktime_get_coarse_ns, programs::XdpContext};
 use firewall_common::{
-    AccessEvent, FLOW_EVENT_WINDOW_NS, FlowKey, TELEMETRY_EVENTS_RATE_LIMITED,
-    TELEMETRY_EVENTS_RING_FULL, TELEMETRY_EVENTS_SENT, verdict_slot,
+    AccessEvent, BENCH_OMIT_ACCESS_LOG, BENCH_OMIT_RULE_HITS, BENCH_OMIT_VERDICT_COUNTER,
+    FLOW_EVENT_WINDOW_NS, FlowKey, TELEMETRY_EVENTS_RATE_LIMITED, TELEMETRY_EVENTS_RING_FULL,
+    TELEMETRY_EVENTS_SENT, verdict_slot,
 };
 
 use crate::parse::{IPPROTO_TCP, read_bytes};
@@ -18,6 +19,20 @@ use crate::{
 /// One second of event budget: the bucket's size (burst = rate).
 const BUCKET_NS: u64 = 1_000_000_000;
 
+/// The pieces of [`record`] left out (firewall_common::BENCH_OMIT_GLOBAL):
+/// 0 except in `bench-program`'s measurements. The loader sets it in
+/// `.rodata`, so the verifier sees a constant and drops the dead pieces.
+#[unsafe(no_mangle)]
+static VFW_BENCH_OMIT: u32 = 0;
+
+/// Whether `piece` (a `BENCH_OMIT_*` bit) is left out.
+#[inline(always)]
+fn omitted(piece: u32) -> bool {
+    // SAFETY: a plain read of a static; volatile so the compiler does not
+    // fold the 0 it was compiled with (the loader replaces it).
+    unsafe { core::ptr::read_volatile(&VFW_BENCH_OMIT) & piece != 0 }
+}
+
 /// Records `judged`: exactly one verdict counter, the rule's hits, and
 /// maybe an access-log event.
 #[inline(always)]
@@ -26,11 +41,14 @@ pub fn record(ctx: &XdpContext, judged: &Judged) {
     // No aya-log record when this lookup fails (it cannot): a log call
     // here, before the rest of the recording, made the verifier walk ~6x
     // more instructions with logging on (470k of its 1M limit).
-    if let Some(slot) = VFW_VERDICTS.get_ptr_mut(counter) {
+    if !omitted(BENCH_OMIT_VERDICT_COUNTER)
+        && let Some(slot) = VFW_VERDICTS.get_ptr_mut(counter)
+    {
         // SAFETY: a per-CPU slot is only written by the CPU running us.
         unsafe { *slot += 1 };
     }
     if judged.rule_slot != NO_SLOT
+        && !omitted(BENCH_OMIT_RULE_HITS)
         && let Some(hits) = VFW_RULE_HITS.get_ptr_mut(judged.rule_slot)
     {
         // SAFETY: per-CPU slot, only this CPU writes it.
@@ -40,7 +58,9 @@ pub fn record(ctx: &XdpContext, judged: &Judged) {
             (*hits).last_hit_ns = now();
         }
     }
-    if let Some(loggable) = &judged.loggable {
+    if let Some(loggable) = &judged.loggable
+        && !omitted(BENCH_OMIT_ACCESS_LOG)
+    {
         log_event(ctx, judged, loggable);
     }
 }
