@@ -412,6 +412,7 @@ fn targets(r: &Value) -> Vec<Value> {
     let idle = rows(&r["agent"])
         .filter_map(|a| a["idle"]["rss_mib"].as_f64())
         .fold(0.0, f64::max);
+    out.extend(memory_targets(r));
     out.push(json!({
         "target": "idle agent < 20 MiB RSS",
         "measured": format!("{idle:.1} MiB (largest policy)"),
@@ -574,16 +575,19 @@ fn render(r: &Value) -> String {
     }
 
     md.push_str("\n### Agent (`vaultfw run`) memory and CPU\n\n");
-    md.push_str("| prefixes | idle RSS (MiB) | idle CPU | RSS under the denied flood (MiB) | CPU under the flood |\n|---:|---:|---:|---:|---:|\n");
+    md.push_str("| prefixes | idle RSS (MiB) | idle CPU | RSS under the denied flood (MiB) | CPU under the flood | one table set (KiB, kernel) |\n|---:|---:|---:|---:|---:|---:|\n");
     for a in rows(&r["agent"]) {
         let _ = writeln!(
             md,
-            "| {} | {:.1} | {:.2} % | {} | {} % |",
+            "| {} | {:.1} | {:.2} % | {} | {} % | {:.0} |",
             a["prefixes"],
             a["idle"]["rss_mib"].as_f64().unwrap_or(f64::NAN),
             a["idle"]["cpu_percent"].as_f64().unwrap_or(f64::NAN),
             fig(&a["flood"]["rss_mib"], 1),
             fig(&a["flood"]["cpu_percent"], 2),
+            a["table_memory"]["table_set_kib"]
+                .as_f64()
+                .unwrap_or(f64::NAN),
         );
     }
 
@@ -643,4 +647,29 @@ fn render_fixed_cost(md: &mut String, fc: &Value) {
             fig(&named(&row["piece_cost"], "all_three"), 0),
         );
     }
+}
+
+/// Issue 12's memory targets at 100,000 prefixes: one table set ≤ 4 MiB
+/// of kernel memory, the idle agent ≤ 30 MiB RSS.
+fn memory_targets(r: &Value) -> Vec<Value> {
+    let Some(a) = rows(&r["agent"]).find(|a| a["prefixes"].as_u64() == Some(100_000)) else {
+        return Vec::new();
+    };
+    let set = a["table_memory"]["table_set_kib"]
+        .as_f64()
+        .unwrap_or(f64::NAN)
+        / 1024.0;
+    let rss = a["idle"]["rss_mib"].as_f64().unwrap_or(f64::NAN);
+    vec![
+        json!({
+            "target": "one table set ≤ 4 MiB at 100000 prefixes",
+            "measured": format!("{set:.2} MiB (bytes_memlock of the set's maps)"),
+            "met": set <= 4.0,
+        }),
+        json!({
+            "target": "idle agent ≤ 30 MiB RSS at 100000 prefixes",
+            "measured": format!("{rss:.1} MiB"),
+            "met": rss > 0.0 && rss <= 30.0,
+        }),
+    ]
 }
