@@ -141,8 +141,17 @@ pub const TELEMETRY_EVENTS_RATE_LIMITED: u32 = 1;
 /// [`TELEMETRY`] slot: events not written because the ring buffer was full
 /// (the agent fell behind).
 pub const TELEMETRY_EVENTS_RING_FULL: u32 = 2;
+/// [`TELEMETRY`] slot, not a counter: the program's clock cache, the
+/// `jiffies` value at its last read of the coarse clock (the agent never
+/// reads it).
+pub const TELEMETRY_CLOCK_JIFFIES: u32 = 3;
+/// [`TELEMETRY`] slot, not a counter: the coarse clock read at
+/// [`TELEMETRY_CLOCK_JIFFIES`] (monotonic ns; 0 = never read). The coarse
+/// clock only moves on a tick, so a frame in the same jiffy reuses it
+/// instead of calling the helper.
+pub const TELEMETRY_CLOCK_NS: u32 = 4;
 /// Slots in [`TELEMETRY`].
-pub const TELEMETRY_COUNT: u32 = 3;
+pub const TELEMETRY_COUNT: u32 = 5;
 
 /// Ring buffer size in bytes (a power of two, a multiple of the page).
 pub const EVENTS_RING_BYTES: u32 = 256 * 1024;

@@ -3,11 +3,14 @@
 //! rate-limited per CPU with a token bucket, one per TCP connection attempt
 //! (SYN) or per UDP flow and window, so a flood cannot swamp the agent.
 
-use aya_ebpf::{helpers::bpf_ktime_get_coarse_ns, programs::XdpContext};
+use aya_ebpf::{
+    helpers::{bpf_jiffies64, bpf_ktime_get_coarse_ns},
+    programs::XdpContext,
+};
 use firewall_common::{
     AccessEvent, BENCH_OMIT_ACCESS_LOG, BENCH_OMIT_RULE_HITS, BENCH_OMIT_VERDICT_COUNTER,
-    FLOW_EVENT_WINDOW_NS, FlowKey, TELEMETRY_EVENTS_RATE_LIMITED, TELEMETRY_EVENTS_RING_FULL,
-    TELEMETRY_EVENTS_SENT, verdict_slot,
+    FLOW_EVENT_WINDOW_NS, FlowKey, TELEMETRY_CLOCK_JIFFIES, TELEMETRY_CLOCK_NS,
+    TELEMETRY_EVENTS_RATE_LIMITED, TELEMETRY_EVENTS_RING_FULL, TELEMETRY_EVENTS_SENT, verdict_slot,
 };
 
 use crate::parse::{IPPROTO_TCP, read_bytes};
@@ -71,10 +74,35 @@ pub fn record(ctx: &XdpContext, judged: &Judged) {
 /// The coarse monotonic clock: a few ms resolution at a fraction of
 /// `bpf_ktime_get_ns`'s cost (measured ~30 ns per call in a VM), enough for
 /// last-hit times, the rate limiter, log timestamps and deadlines.
+///
+/// The coarse clock only moves when the tick updates the timekeeper, which
+/// advances `jiffies` on the same path: so the value read is kept per CPU
+/// with the jiffies it was read in (two `VFW_TELEMETRY` slots) and reused
+/// while jiffies stays the same. `bpf_jiffies64` is inlined into one load
+/// and per-CPU array lookups into a few instructions, where the clock is a
+/// helper call. A read racing the tick (jiffies already advanced, the
+/// timekeeper not yet) keeps the older value for at most one more tick:
+/// within the clock's resolution.
 #[inline(always)]
 pub fn now() -> u64 {
-    // SAFETY: a helper without arguments.
-    unsafe { bpf_ktime_get_coarse_ns() }
+    // SAFETY: helpers without arguments.
+    let jiffies = unsafe { bpf_jiffies64() };
+    let (Some(cached_jiffies), Some(cached_ns)) = (
+        VFW_TELEMETRY.get_ptr_mut(TELEMETRY_CLOCK_JIFFIES),
+        VFW_TELEMETRY.get_ptr_mut(TELEMETRY_CLOCK_NS),
+    ) else {
+        // SAFETY: a helper without arguments.
+        return unsafe { bpf_ktime_get_coarse_ns() };
+    };
+    // SAFETY: per-CPU slots, only this CPU writes them (XDP runs with
+    // migration disabled).
+    unsafe {
+        if *cached_jiffies != jiffies || *cached_ns == 0 {
+            *cached_ns = bpf_ktime_get_coarse_ns();
+            *cached_jiffies = jiffies;
+        }
+        *cached_ns
+    }
 }
 
 /// [`now`], read on first use within one frame and reused after (0: not
