@@ -145,6 +145,7 @@ pub fn bench(options: &BenchOptions) -> Result<()> {
         "machine": machine(),
         "program_cost": program["program_cost"],
         "bpf_log_cost": program["bpf_log_cost"],
+        "fixed_cost": program["fixed_cost"],
         "apply": program["apply"],
         "receive": veth["receive"],
         "agent": veth["agent"],
@@ -414,6 +415,7 @@ fn targets(r: &Value) -> Vec<Value> {
     let idle = rows(&r["agent"])
         .filter_map(|a| a["idle"]["rss_mib"].as_f64())
         .fold(0.0, f64::max);
+    out.extend(memory_targets(r));
     out.push(json!({
         "target": "idle agent < 20 MiB RSS",
         "measured": format!("{idle:.1} MiB (largest policy)"),
@@ -508,6 +510,8 @@ fn render(r: &Value) -> String {
         );
     }
 
+    render_fixed_cost(&mut md, &r["fixed_cost"]);
+
     let rc = &r["receive"];
     let _ = writeln!(
         md,
@@ -575,16 +579,19 @@ fn render(r: &Value) -> String {
 
     md.push_str(&render_cli_change(r));
     md.push_str("\n### Agent (`vaultfw run`) memory and CPU\n\n");
-    md.push_str("| prefixes | idle RSS (MiB) | idle CPU | RSS under the denied flood (MiB) | CPU under the flood |\n|---:|---:|---:|---:|---:|\n");
+    md.push_str("| prefixes | idle RSS (MiB) | idle CPU | RSS under the denied flood (MiB) | CPU under the flood | one table set (KiB, kernel) |\n|---:|---:|---:|---:|---:|---:|\n");
     for a in rows(&r["agent"]) {
         let _ = writeln!(
             md,
-            "| {} | {:.1} | {:.2} % | {} | {} % |",
+            "| {} | {:.1} | {:.2} % | {} | {} % | {:.0} |",
             a["prefixes"],
             a["idle"]["rss_mib"].as_f64().unwrap_or(f64::NAN),
             a["idle"]["cpu_percent"].as_f64().unwrap_or(f64::NAN),
             fig(&a["flood"]["rss_mib"], 1),
             fig(&a["flood"]["cpu_percent"], 2),
+            a["table_memory"]["table_set_kib"]
+                .as_f64()
+                .unwrap_or(f64::NAN),
         );
     }
 
@@ -653,4 +660,70 @@ fn render_cli_change(r: &Value) -> String {
         );
     }
     md
+}
+
+/// The per-frame recording pieces' table (bench/program/fixed_cost.rs):
+/// each variant above the no-lookup control, then what each piece costs.
+fn render_fixed_cost(md: &mut String, fc: &Value) {
+    if fc.is_null() {
+        return;
+    }
+    let _ = writeln!(
+        md,
+        "\n### Per-frame recording pieces (ns/frame above the no-lookup control, rotating sources, {} runs of {} repetitions)\n",
+        fc["runs"], fc["repetitions"]
+    );
+    md.push_str(
+        "vaultfw loaded whole and with one piece left out at a time (a bench-only load-time \
+         constant); a piece's cost is whole minus the program without it, run by run. Denied \
+         frames are a flood: the access log's rate limiter is spent.\n\n",
+    );
+    md.push_str("| prefixes | frame | whole | one-lookup (C) | ratio | without all three | verdict counter | rule hits | access log | all three |\n");
+    md.push_str("|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|\n");
+    let named = |list: &Value, name: &str| -> Value {
+        rows(list)
+            .find(|p| p[0] == name)
+            .map_or(Value::Null, |p| p[1].clone())
+    };
+    for row in rows(&fc["rows"]) {
+        let _ = writeln!(
+            md,
+            "| {} | {} | {} | {} | {:.2}× | {} | {} | {} | {} | {} |",
+            row["prefixes"],
+            row["frame"].as_str().unwrap_or(""),
+            fig(&named(&row["above_control"], "whole"), 0),
+            fig(&row["one_lookup_above_control"], 0),
+            row["ratio_to_one_lookup"].as_f64().unwrap_or(f64::NAN),
+            fig(&named(&row["above_control"], "without_all_three"), 0),
+            fig(&named(&row["piece_cost"], "verdict_counter"), 0),
+            fig(&named(&row["piece_cost"], "rule_hits"), 0),
+            fig(&named(&row["piece_cost"], "access_log"), 0),
+            fig(&named(&row["piece_cost"], "all_three"), 0),
+        );
+    }
+}
+
+/// Issue 12's memory targets at 100,000 prefixes: one table set ≤ 4 MiB
+/// of kernel memory, the idle agent ≤ 30 MiB RSS.
+fn memory_targets(r: &Value) -> Vec<Value> {
+    let Some(a) = rows(&r["agent"]).find(|a| a["prefixes"].as_u64() == Some(100_000)) else {
+        return Vec::new();
+    };
+    let set = a["table_memory"]["table_set_kib"]
+        .as_f64()
+        .unwrap_or(f64::NAN)
+        / 1024.0;
+    let rss = a["idle"]["rss_mib"].as_f64().unwrap_or(f64::NAN);
+    vec![
+        json!({
+            "target": "one table set ≤ 4 MiB at 100000 prefixes",
+            "measured": format!("{set:.2} MiB (bytes_memlock of the set's maps)"),
+            "met": set <= 4.0,
+        }),
+        json!({
+            "target": "idle agent ≤ 30 MiB RSS at 100000 prefixes",
+            "measured": format!("{rss:.1} MiB"),
+            "met": rss > 0.0 && rss <= 30.0,
+        }),
+    ]
 }

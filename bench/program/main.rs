@@ -5,6 +5,8 @@
 //! 2. Policy apply latency and allowed-flow loss ([`apply`]).
 //! 3. The cost of the program's aya-log level, off against debug
 //!    ([`log_cost`]).
+//! 4. What each per-frame recording piece costs (verdict counter, rule
+//!    hits, access log), each left out in turn ([`fixed_cost`]).
 //!
 //! Writes one JSON document (`--out`) and the random prefix lists it used
 //! (`--prefix-dir`, `prefixes-N.txt`) for the veth bench; progress goes to
@@ -18,6 +20,7 @@
 
 mod apply;
 mod cost;
+mod fixed_cost;
 mod frames;
 mod log_cost;
 mod peers;
@@ -43,6 +46,7 @@ struct Args {
     total: u32,
     cost_counts: Vec<usize>,
     apply_counts: Vec<usize>,
+    fixed_counts: Vec<usize>,
 }
 
 fn parse_args() -> Result<Args> {
@@ -54,6 +58,7 @@ fn parse_args() -> Result<Args> {
         total: 1_000_000,
         cost_counts: vec![10, 254, 1_000, 10_000, 100_000],
         apply_counts: vec![254, 10_000, 100_000],
+        fixed_counts: vec![10, 10_000, 100_000],
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -75,9 +80,10 @@ fn parse_args() -> Result<Args> {
             "--total" => args.total = value()?.parse()?,
             "--cost-counts" => args.cost_counts = counts(value()?)?,
             "--apply-counts" => args.apply_counts = counts(value()?)?,
+            "--fixed-counts" => args.fixed_counts = counts(value()?)?,
             other => bail!(
                 "unknown argument {other:?}; flags: --objects DIR --prefix-dir DIR --out FILE \
-                 --runs N --total N --cost-counts A,B --apply-counts A,B"
+                 --runs N --total N --cost-counts A,B --apply-counts A,B --fixed-counts A,B"
             ),
         }
     }
@@ -107,10 +113,21 @@ fn main() -> Result<()> {
     };
     let cost_s = started.elapsed().as_secs_f64();
     let bpf_log_cost = log_cost::run(args.runs, args.total)?;
+    let fixed_cost = if args.fixed_counts.is_empty() {
+        None
+    } else {
+        Some(fixed_cost::run(
+            &args.objects,
+            &args.fixed_counts,
+            args.runs,
+            args.total,
+        )?)
+    };
     let apply = apply::run(&args.apply_counts, args.runs.clamp(1, 3))?;
     let doc = serde_json::json!({
         "program_cost": cost,
         "bpf_log_cost": bpf_log_cost,
+        "fixed_cost": fixed_cost,
         "apply": apply,
         "seconds": { "program_cost": cost_s, "total": started.elapsed().as_secs_f64() },
     });

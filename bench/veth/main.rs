@@ -21,6 +21,7 @@
 
 mod cli_change;
 mod measure;
+mod memory;
 mod peers;
 
 use std::path::PathBuf;
@@ -57,7 +58,7 @@ fn parse_args() -> Result<Args, String> {
         out: PathBuf::from("target/bench/veth.json"),
         seconds: 3.0,
         runs: 3,
-        counts: vec![1_000, 10_000],
+        counts: vec![1_000, 10_000, 100_000],
         apply_counts: vec![254, 10_000, 100_000],
         only_cli_change: false,
     };
@@ -289,12 +290,14 @@ fn run(args: &Args) -> Value {
         let pid = agent.pid();
         std::thread::sleep(std::time::Duration::from_millis(500));
         let idle = measure::window(client, &cdev, Some(pid), args.seconds);
+        let tables = memory::table_sets(&agent.paths().pin_dir);
         let windows = flood(Some(pid));
         let cpu = |w: &Window| w.agent_cpu_ns.unwrap_or(0) as f64 / (w.seconds * 1e9) * 100.0;
         let rss = |w: &Window| w.agent_rss_kib.unwrap_or(0) as f64 / 1024.0;
         agent_rows.push(json!({
             "prefixes": count,
             "idle": { "rss_mib": rss(&idle), "cpu_percent": cpu(&idle), "seconds": idle.seconds },
+            "table_memory": tables,
             "flood": {
                 "rss_mib": summary(&windows.iter().map(rss).collect::<Vec<_>>()),
                 "cpu_percent": summary(&windows.iter().map(cpu).collect::<Vec<_>>()),

@@ -117,6 +117,19 @@ pub const BPF_LOGS: &str = "AYA_LOGS";
 /// aya-log level it records: 0 off, 1 error, 2 warn, 3 info, 4 debug,
 /// 5 trace.
 pub const BPF_LOG_LEVEL_GLOBAL: &str = "AYA_LOG_LEVEL";
+/// The program's global (in `.rodata`, fixed at load) naming the per-frame
+/// recording pieces it leaves out, a bitwise OR of `BENCH_OMIT_*`: always 0
+/// (everything recorded) in every program the daemon and the CLI load; only
+/// `bench-program` sets it, to measure what each piece costs. With the
+/// global a frozen constant, the verifier removes an omitted piece's code.
+pub const BENCH_OMIT_GLOBAL: &str = "VFW_BENCH_OMIT";
+/// [`BENCH_OMIT_GLOBAL`] bit: no verdict counter.
+pub const BENCH_OMIT_VERDICT_COUNTER: u32 = 1;
+/// [`BENCH_OMIT_GLOBAL`] bit: no per-rule hit counter.
+pub const BENCH_OMIT_RULE_HITS: u32 = 2;
+/// [`BENCH_OMIT_GLOBAL`] bit: no access-log work (no SYN check, clock,
+/// rate limiter, flow window or ring buffer).
+pub const BENCH_OMIT_ACCESS_LOG: u32 = 4;
 /// [`BPF_LOGS`]'s size in bytes, as `aya-log-ebpf` 0.2 declares it.
 pub const BPF_LOGS_RING_BYTES: u32 = 1 << 17;
 
@@ -128,8 +141,17 @@ pub const TELEMETRY_EVENTS_RATE_LIMITED: u32 = 1;
 /// [`TELEMETRY`] slot: events not written because the ring buffer was full
 /// (the agent fell behind).
 pub const TELEMETRY_EVENTS_RING_FULL: u32 = 2;
+/// [`TELEMETRY`] slot, not a counter: the program's clock cache, the
+/// `jiffies` value at its last read of the coarse clock (the agent never
+/// reads it).
+pub const TELEMETRY_CLOCK_JIFFIES: u32 = 3;
+/// [`TELEMETRY`] slot, not a counter: the coarse clock read at
+/// [`TELEMETRY_CLOCK_JIFFIES`] (monotonic ns; 0 = never read). The coarse
+/// clock only moves on a tick, so a frame in the same jiffy reuses it
+/// instead of calling the helper.
+pub const TELEMETRY_CLOCK_NS: u32 = 4;
 /// Slots in [`TELEMETRY`].
-pub const TELEMETRY_COUNT: u32 = 3;
+pub const TELEMETRY_COUNT: u32 = 5;
 
 /// Ring buffer size in bytes (a power of two, a multiple of the page).
 pub const EVENTS_RING_BYTES: u32 = 256 * 1024;

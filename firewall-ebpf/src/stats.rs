@@ -3,10 +3,14 @@
 //! rate-limited per CPU with a token bucket, one per TCP connection attempt
 //! (SYN) or per UDP flow and window, so a flood cannot swamp the agent.
 
-use aya_ebpf::{helpers::bpf_ktime_get_coarse_ns, programs::XdpContext};
+use aya_ebpf::{
+    helpers::{bpf_jiffies64, bpf_ktime_get_coarse_ns},
+    programs::XdpContext,
+};
 use firewall_common::{
-    AccessEvent, FLOW_EVENT_WINDOW_NS, FlowKey, TELEMETRY_EVENTS_RATE_LIMITED,
-    TELEMETRY_EVENTS_RING_FULL, TELEMETRY_EVENTS_SENT, verdict_slot,
+    AccessEvent, BENCH_OMIT_ACCESS_LOG, BENCH_OMIT_RULE_HITS, BENCH_OMIT_VERDICT_COUNTER,
+    FLOW_EVENT_WINDOW_NS, FlowKey, TELEMETRY_CLOCK_JIFFIES, TELEMETRY_CLOCK_NS,
+    TELEMETRY_EVENTS_RATE_LIMITED, TELEMETRY_EVENTS_RING_FULL, TELEMETRY_EVENTS_SENT, verdict_slot,
 };
 
 use crate::parse::{IPPROTO_TCP, read_bytes};
@@ -18,50 +22,111 @@ use crate::{
 /// One second of event budget: the bucket's size (burst = rate).
 const BUCKET_NS: u64 = 1_000_000_000;
 
+/// The pieces of [`record`] left out (firewall_common::BENCH_OMIT_GLOBAL):
+/// 0 except in `bench-program`'s measurements. The loader sets it in
+/// `.rodata`, so the verifier sees a constant and drops the dead pieces.
+#[unsafe(no_mangle)]
+static VFW_BENCH_OMIT: u32 = 0;
+
+/// Whether `piece` (a `BENCH_OMIT_*` bit) is left out.
+#[inline(always)]
+fn omitted(piece: u32) -> bool {
+    // SAFETY: a plain read of a static; volatile so the compiler does not
+    // fold the 0 it was compiled with (the loader replaces it).
+    unsafe { core::ptr::read_volatile(&VFW_BENCH_OMIT) & piece != 0 }
+}
+
 /// Records `judged`: exactly one verdict counter, the rule's hits, and
 /// maybe an access-log event.
 #[inline(always)]
 pub fn record(ctx: &XdpContext, judged: &Judged) {
+    // One clock read per frame at most, shared by the hit's time and the
+    // event (an allowed frame the log records used to read it twice).
+    let mut clock = FrameClock(0);
     let counter = verdict_slot(ctx.ingress_ifindex() as u32, judged.verdict);
     // No aya-log record when this lookup fails (it cannot): a log call
     // here, before the rest of the recording, made the verifier walk ~6x
     // more instructions with logging on (470k of its 1M limit).
-    if let Some(slot) = VFW_VERDICTS.get_ptr_mut(counter) {
+    if !omitted(BENCH_OMIT_VERDICT_COUNTER)
+        && let Some(slot) = VFW_VERDICTS.get_ptr_mut(counter)
+    {
         // SAFETY: a per-CPU slot is only written by the CPU running us.
         unsafe { *slot += 1 };
     }
     if judged.rule_slot != NO_SLOT
+        && !omitted(BENCH_OMIT_RULE_HITS)
         && let Some(hits) = VFW_RULE_HITS.get_ptr_mut(judged.rule_slot)
     {
         // SAFETY: per-CPU slot, only this CPU writes it.
         unsafe {
             (*hits).packets += 1;
             (*hits).bytes += judged.bytes;
-            (*hits).last_hit_ns = now();
+            (*hits).last_hit_ns = clock.now();
         }
     }
-    if let Some(loggable) = &judged.loggable {
-        log_event(ctx, judged, loggable);
+    if let Some(loggable) = &judged.loggable
+        && !omitted(BENCH_OMIT_ACCESS_LOG)
+    {
+        log_event(ctx, judged, loggable, &mut clock);
     }
 }
 
 /// The coarse monotonic clock: a few ms resolution at a fraction of
 /// `bpf_ktime_get_ns`'s cost (measured ~30 ns per call in a VM), enough for
 /// last-hit times, the rate limiter, log timestamps and deadlines.
+///
+/// The coarse clock only moves when the tick updates the timekeeper, which
+/// advances `jiffies` on the same path: so the value read is kept per CPU
+/// with the jiffies it was read in (two `VFW_TELEMETRY` slots) and reused
+/// while jiffies stays the same. `bpf_jiffies64` is inlined into one load
+/// and per-CPU array lookups into a few instructions, where the clock is a
+/// helper call. A read racing the tick (jiffies already advanced, the
+/// timekeeper not yet) keeps the older value for at most one more tick:
+/// within the clock's resolution.
 #[inline(always)]
 pub fn now() -> u64 {
-    // SAFETY: a helper without arguments.
-    unsafe { bpf_ktime_get_coarse_ns() }
+    // SAFETY: helpers without arguments.
+    let jiffies = unsafe { bpf_jiffies64() };
+    let (Some(cached_jiffies), Some(cached_ns)) = (
+        VFW_TELEMETRY.get_ptr_mut(TELEMETRY_CLOCK_JIFFIES),
+        VFW_TELEMETRY.get_ptr_mut(TELEMETRY_CLOCK_NS),
+    ) else {
+        // SAFETY: a helper without arguments.
+        return unsafe { bpf_ktime_get_coarse_ns() };
+    };
+    // SAFETY: per-CPU slots, only this CPU writes them (XDP runs with
+    // migration disabled).
+    unsafe {
+        if *cached_jiffies != jiffies || *cached_ns == 0 {
+            *cached_ns = bpf_ktime_get_coarse_ns();
+            *cached_jiffies = jiffies;
+        }
+        *cached_ns
+    }
+}
+
+/// [`now`], read on first use within one frame and reused after (0: not
+/// read yet; the coarse clock is never 0 once the system runs).
+struct FrameClock(u64);
+
+impl FrameClock {
+    #[inline(always)]
+    fn now(&mut self) -> u64 {
+        if self.0 == 0 {
+            self.0 = now();
+        }
+        self.0
+    }
 }
 
 #[inline(always)]
-fn log_event(ctx: &XdpContext, judged: &Judged, l: &Loggable) {
+fn log_event(ctx: &XdpContext, judged: &Judged, l: &Loggable, clock: &mut FrameClock) {
     let t = &l.transport;
     let family = if t.ipv4_src.is_some() { 4u8 } else { 6 };
     if t.proto == IPPROTO_TCP && !t.is_tcp_syn(ctx) {
         return; // one event per connection attempt
     }
-    let now = now();
+    let now = clock.now();
     let (src, dst) = if t.proto == IPPROTO_TCP {
         // Under a SYN flood the budget is spent: count and leave before
         // reading addresses or building the record.

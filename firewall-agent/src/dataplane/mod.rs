@@ -187,13 +187,28 @@ impl Dataplane {
     /// [`Dataplane::load`] with the program's cold-path records at `level`
     /// and above (read them with [`Dataplane::take_bpf_log`]).
     pub fn load_logging(capacity: Capacity, level: BpfLogLevel) -> Result<Self, DataplaneError> {
-        Self::load_unpinned(capacity, level).map_err(DataplaneError::privilege_aware)
+        Self::load_unpinned(capacity, level, &0).map_err(DataplaneError::privilege_aware)
     }
 
-    fn load_unpinned(capacity: Capacity, level: BpfLogLevel) -> Result<Self, DataplaneError> {
+    /// Bench only (`bench-program`'s fixed-cost rows; neither the daemon
+    /// nor any CLI command calls it): [`Dataplane::load`] with the
+    /// per-frame recording pieces named by `omit` (a bitwise OR of
+    /// `firewall_common::BENCH_OMIT_*`) left out of the program, so the
+    /// bench can tell what each costs. Such a program does not count what
+    /// it judges: never attach it to a real interface.
+    pub fn load_omitting(capacity: Capacity, omit: &u32) -> Result<Self, DataplaneError> {
+        Self::load_unpinned(capacity, BpfLogLevel::Off, omit)
+            .map_err(DataplaneError::privilege_aware)
+    }
+
+    fn load_unpinned(
+        capacity: Capacity,
+        level: BpfLogLevel,
+        omit: &u32,
+    ) -> Result<Self, DataplaneError> {
         require_features()?;
         raise_memlock_limit();
-        let mut ebpf = loader(&capacity, &level)
+        let mut ebpf = loader(&capacity, &level, omit)
             .load(PROGRAM_OBJECT)
             .map_err(|source| DataplaneError::Object { source })?;
         load_programs(&mut ebpf)?;
@@ -257,7 +272,7 @@ impl Dataplane {
             .filter(|(shape, _)| !fresh.contains(&shape.name))
             .map(|(shape, _)| (shape.name, pin_dir.map(shape.name)))
             .collect();
-        let mut loader = loader(&capacity, &level);
+        let mut loader = loader(&capacity, &level, &0);
         for (name, path) in &map_pins {
             loader.map_pin_path(name, path.as_path());
         }
@@ -767,10 +782,12 @@ fn require_features() -> Result<(), DataplaneError> {
 }
 
 /// The loader with every map that has a load-time [`Sizing`] sized by
-/// `capacity`, and the program's aya-log level set to `level`.
-fn loader<'a>(capacity: &Capacity, level: &'a BpfLogLevel) -> EbpfLoader<'a> {
+/// `capacity`, the program's aya-log level set to `level`, and the
+/// recording pieces `omit` names left out (0 outside the bench).
+fn loader<'a>(capacity: &Capacity, level: &'a BpfLogLevel, omit: &'a u32) -> EbpfLoader<'a> {
     let mut loader = EbpfLoader::new();
     loader.override_global(firewall_common::BPF_LOG_LEVEL_GLOBAL, level.global(), true);
+    loader.override_global(firewall_common::BENCH_OMIT_GLOBAL, omit, true);
     for spec in MAPS.iter().filter(|m| m.sizing != Sizing::Fixed) {
         loader.map_max_entries(spec.name, capacity.entries(spec));
     }
