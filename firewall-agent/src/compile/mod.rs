@@ -18,6 +18,7 @@ use crate::clock::{MonotonicClock, SAME_DEADLINE};
 use crate::links::InterfaceIndex;
 use crate::policy::{Bypass, DefaultAction, Endpoint, Ipv6Action, Mode, Policy};
 
+pub mod cpt;
 mod rules;
 
 pub use rules::{RuleKind, RuleRef, RuleTable, rule_table};
