@@ -210,6 +210,17 @@ pub struct RunArgs {
     /// Example: vaultfw run --iface all --pass-forwarded --policy /etc/vaultfw/policy.toml
     #[arg(long)]
     pub pass_forwarded: bool,
+    /// How the data plane finds an IPv4 source's rules: `trie` walks the
+    /// kernel's LPM tries (one per table, up to 32 nodes each); `compiled`
+    /// walks a compiled prefix table (a direct array indexed by the
+    /// source's top bits, then a short binary search: one walk answers
+    /// every table of a scope). Both give the same verdicts; IPv6 always
+    /// uses the tries. A restart with the other value keeps the pins and
+    /// rewrites the tables.
+    ///
+    /// Example: vaultfw run --lookup compiled --policy /etc/vaultfw/policy.toml
+    #[arg(long, value_enum, default_value = "trie")]
+    pub lookup: Lookup,
     /// Append the access log (one JSON object per line) to FILE instead of
     /// stdout; SIGHUP reopens it (for logrotate).
     #[arg(long, value_name = "FILE")]
@@ -303,6 +314,17 @@ pub struct ConvertArgs {
     /// wraps it as `{"ok":true,"verb":"convert","document":"..."}`.
     #[arg(long, value_enum, default_value = "table")]
     pub output: OutputFormat,
+}
+
+/// `vaultfw run --lookup`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Lookup {
+    /// The kernel's LPM tries.
+    #[default]
+    Trie,
+    /// The compiled prefix table (`firewall_common::cpt`).
+    Compiled,
 }
 
 /// `vaultfw export --format`.

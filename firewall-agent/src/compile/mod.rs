@@ -168,6 +168,18 @@ impl CompiledTables {
         config_flags & !LOOKUP_HINTS
     }
 
+    /// Makes the set's IPv4 lookups walk its compiled prefix table
+    /// (`FLAG_LOOKUP_COMPILED`, `vaultfw run --lookup compiled`) when
+    /// `compiled`, its tries otherwise.
+    pub fn with_compiled_lookup(mut self, compiled: bool) -> Self {
+        if compiled {
+            self.flags |= firewall_common::FLAG_LOOKUP_COMPILED;
+        } else {
+            self.flags &= !firewall_common::FLAG_LOOKUP_COMPILED;
+        }
+        self
+    }
+
     /// Turns the access log on at `events_per_second` per CPU (0: off),
     /// with allowed attempts too when `log_allowed`.
     pub fn with_access_log(mut self, events_per_second: u32, log_allowed: bool) -> Self {

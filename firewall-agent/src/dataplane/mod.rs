@@ -22,6 +22,7 @@
 
 mod attach;
 pub mod bpf_log;
+mod cpt;
 mod error;
 pub mod features;
 mod link;

@@ -4,7 +4,7 @@
 //! /32s in one /16, a /1 beside /32s and 0.0.0.0/0, and subnet entries in
 //! overlapping endpoint scopes, filled up with random prefixes to a size.
 
-use firewall_common::{IFINDEX_ANY, RuleValue, VLAN_ANY};
+use firewall_common::{HitSlots, IFINDEX_ANY, RuleValue, VLAN_ANY};
 
 use super::super::{CompiledTables, PrefixKey, VnetPrefixKey};
 
@@ -43,12 +43,13 @@ pub fn prefix(addr: u32, len: u32) -> PrefixKey {
     }
 }
 
-/// Endpoints of the subnet entries: interfaces 2 and 3, VLANs 10 and 20,
-/// and the wildcards, so every lookup order case occurs.
+/// Endpoints of the subnet entries: interfaces 1 (where BPF_PROG_TEST_RUN
+/// frames arrive: loopback) and 7, VLANs 10 and 20, and the wildcards, so
+/// every lookup order case occurs.
 pub const SCOPES: [(u32, u32); 5] = [
-    (2, VLAN_ANY),
-    (3, VLAN_ANY),
-    (2, 10),
+    (1, VLAN_ANY),
+    (7, VLAN_ANY),
+    (1, 10),
     (IFINDEX_ANY, 10),
     (IFINDEX_ANY, 20),
 ];
@@ -81,20 +82,28 @@ pub fn edges(tables: &CompiledTables) -> Vec<u32> {
     out
 }
 
-/// An adversarial set of about `size` IPv4 prefixes (at least the fixed
-/// cases, about 2,600) from `seed`: IP rules with distinct hit slots (one
-/// in seven with an expiry), trusted-service prefixes, and subnet entries
-/// in [`SCOPES`].
-pub fn adversarial(seed: u64, size: u32) -> CompiledTables {
+/// An adversarial set of `size` IP rules (at least the fixed cases: about
+/// 2,200 from a `size` of 3,000 on, about 110 below) from `seed`, in the
+/// hit-slot layout `slots` (which must hold the IP rules, and 40
+/// virtual network rules): IP rules with distinct hit slots (one in seven
+/// with an expiry, long past or centuries ahead, so no verdict depends on
+/// the moment), trusted-service prefixes, and subnet entries in
+/// [`SCOPES`].
+pub fn adversarial(seed: u64, size: u32, slots: HitSlots) -> CompiledTables {
     let mut rng = Stream::new(seed);
     let mut t = CompiledTables::empty();
+    let full = size >= 3000;
     let mut slot = 0u32;
     let mut ip = |t: &mut CompiledTables, key: PrefixKey, rng: &mut Stream| {
+        if t.ip_rules.contains_key(&key) {
+            return;
+        }
+        let at = slots.ip(slot);
         slot += 1;
-        let value = if rng.below(7) == 0 {
-            RuleValue::expiring(slot, 1_000_000 + u64::from(rng.below(1000)) * (1 << 33))
-        } else {
-            RuleValue::new(slot)
+        let value = match rng.below(14) {
+            0 => RuleValue::expiring(at, 1000 + u64::from(rng.below(1000))),
+            1 => RuleValue::expiring(at, 1 << 62),
+            _ => RuleValue::new(at),
         };
         t.ip_rules.insert(key, value);
     };
@@ -105,7 +114,7 @@ pub fn adversarial(seed: u64, size: u32) -> CompiledTables {
         ip(&mut t, prefix(rng.next_u64() as u32, len), &mut rng);
     }
     // Deep chains: every other length down to /32, a few anchors.
-    for _ in 0..8 {
+    for _ in 0..if full { 8 } else { 1 } {
         let a = rng.next_u64() as u32;
         for len in (rng.below(4)..=32).step_by(2) {
             ip(&mut t, prefix(a, len), &mut rng);
@@ -114,7 +123,7 @@ pub fn adversarial(seed: u64, size: u32) -> CompiledTables {
     // Thousands of /32s in one /16, with the /16 and some /24s.
     let dense = 0x0A14_0000; // 10.20.0.0/16
     ip(&mut t, prefix(dense, 16), &mut rng);
-    for _ in 0..2000 {
+    for _ in 0..if full { 2000 } else { 20 } {
         ip(&mut t, prefix(dense | rng.below(1 << 16), 32), &mut rng);
     }
     for _ in 0..16 {
@@ -126,19 +135,17 @@ pub fn adversarial(seed: u64, size: u32) -> CompiledTables {
         ip(&mut t, prefix(a, 32), &mut rng);
     }
     // Trusted services: the default route, overlapping the IP rules.
-    let trusted_base = 1 << 24;
     let trusted = |t: &mut CompiledTables, key: PrefixKey, n: u32| {
-        t.trusted.insert(key, RuleValue::new(trusted_base + n));
+        t.trusted.insert(key, RuleValue::new(slots.trusted(n % 16)));
     };
     trusted(&mut t, prefix(0, 0), 0);
     trusted(&mut t, prefix(dense, 20), 1);
-    for n in 2..200 {
+    for n in 2..if full { 200 } else { 12 } {
         let len = 8 + rng.below(25);
         trusted(&mut t, prefix(rng.next_u64() as u32, len), n % 16);
     }
     // Subnet entries in overlapping scopes, same prefixes in several.
-    let vnet_base = 1 << 25;
-    for n in 0..300u32 {
+    for n in 0..if full { 300u32 } else { 20 } {
         let len = rng.below(33);
         let a = if n % 3 == 0 {
             dense | rng.below(1 << 16)
@@ -155,7 +162,7 @@ pub fn adversarial(seed: u64, size: u32) -> CompiledTables {
                         vlan,
                         prefix: key,
                     },
-                    RuleValue::new(vnet_base + rule),
+                    RuleValue::new(slots.vnet(rule)),
                 );
             }
         }

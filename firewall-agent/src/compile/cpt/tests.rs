@@ -8,13 +8,16 @@ use super::adversarial::{SCOPES, Stream, adversarial, edges, prefix};
 use super::*;
 use crate::compile::VnetPrefixKey;
 
+/// A hit-slot layout with room for every generated set.
+const SLOTS: firewall_common::HitSlots = firewall_common::HitSlots::new(200_000, 127);
+
 /// Endpoints a frame can arrive through: the scopes' own, an interface
 /// with no entries, untagged and tagged.
 const PROBES: [(u32, u32); 6] = [
-    (2, VLAN_UNTAGGED),
-    (2, 10),
-    (3, 20),
-    (3, VLAN_UNTAGGED),
+    (1, VLAN_UNTAGGED),
+    (1, 10),
+    (7, 20),
+    (7, VLAN_UNTAGGED),
     (9, 10),
     (9, 30),
 ];
@@ -69,7 +72,7 @@ fn empty_set_matches_nothing_in_a_few_cells() {
 #[test]
 fn adversarial_sets_match_the_trie_at_every_edge() {
     for seed in 0..4 {
-        let tables = adversarial(seed, 3000);
+        let tables = adversarial(seed, 3000, SLOTS);
         assert_same(&tables, &edges(&tables), seed);
     }
 }
@@ -153,17 +156,17 @@ fn overlapping_subnet_scopes_keep_the_lookup_order() {
         );
     };
     // A shorter prefix on the interface wins over a longer one on the VLAN.
-    put(2, VLAN_ANY, 0x0A00_0000, 8, 1);
-    put(2, 10, 0x0A01_0200, 24, 2);
+    put(1, VLAN_ANY, 0x0A00_0000, 8, 1);
+    put(1, 10, 0x0A01_0200, 24, 2);
     put(IFINDEX_ANY, 10, 0x0A01_0203, 32, 3);
     put(IFINDEX_ANY, 10, 0x0B00_0000, 8, 4);
-    put(2, 10, 0x0B01_0000, 16, 5);
+    put(1, 10, 0x0B01_0000, 16, 5);
     let cells = assert_same(&tables, &edges(&tables), 10);
     let vnet = |ifindex, vlan, addr| table_matches(&cells, ifindex, vlan, addr).vnet;
-    assert_eq!(vnet(2, 10, [10, 1, 2, 3]), Some(RuleValue::new(1)));
-    assert_eq!(vnet(2, 10, [11, 1, 0, 1]), Some(RuleValue::new(5)));
-    assert_eq!(vnet(3, 10, [11, 1, 0, 1]), Some(RuleValue::new(4)));
-    assert_eq!(vnet(3, VLAN_UNTAGGED, [11, 1, 0, 1]), None);
+    assert_eq!(vnet(1, 10, [10, 1, 2, 3]), Some(RuleValue::new(1)));
+    assert_eq!(vnet(1, 10, [11, 1, 0, 1]), Some(RuleValue::new(5)));
+    assert_eq!(vnet(7, 10, [11, 1, 0, 1]), Some(RuleValue::new(4)));
+    assert_eq!(vnet(7, VLAN_UNTAGGED, [11, 1, 0, 1]), None);
     assert_eq!(SCOPES.len(), 5);
 }
 
@@ -181,7 +184,7 @@ fn tiny_policies_are_tiny() {
 
 #[test]
 fn one_hundred_thousand_prefixes_fit_in_four_mib() {
-    let tables = adversarial(42, 100_000);
+    let tables = adversarial(42, 100_000, SLOTS);
     let cells = compile_prefix_table(&tables).expect("compiles");
     let bytes = cells.len() * size_of::<Cell>();
     assert!(bytes <= 4 << 20, "{bytes} bytes");
