@@ -8,10 +8,10 @@
 
 use std::time::{Duration, Instant};
 
+use vaultfw_tests::agent::LeftPins;
 use vaultfw_tests::reach::{assert_connects, assert_dropped, assert_dropped_within};
 use vaultfw_tests::{
-    ALLOWED_SRC, Agent, AgentOptions, DENIED_SRC, LeftPins, PROBE_TIMEOUT, Prober, TcpServer,
-    Topology,
+    ALLOWED_SRC, Agent, AgentOptions, DENIED_SRC, PROBE_TIMEOUT, Prober, TcpServer, Topology,
 };
 
 const POLICY: &str = "default_action = \"Deny\"\nbypass = \"None\"\nip_rules = [\"203.0.113.0/24\"]\n\n[data_plane]\ntcp_ports = [443]\n";

@@ -155,7 +155,7 @@ pub fn adversarial(seed: u64, size: u32, slots: HitSlots) -> CompiledTables {
         let key = prefix(a, len);
         let rule = n % 40;
         for (i, &(ifindex, vlan)) in SCOPES.iter().enumerate() {
-            if (n as usize + i) % 3 != 0 {
+            if !(n as usize + i).is_multiple_of(3) {
                 t.vnet_rules.insert(
                     VnetPrefixKey {
                         ifindex,
