@@ -316,16 +316,7 @@ pub struct ConvertArgs {
     pub output: OutputFormat,
 }
 
-/// `vaultfw run --lookup`.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Lookup {
-    /// The kernel's LPM tries.
-    #[default]
-    Trie,
-    /// The compiled prefix table (`firewall_common::cpt`).
-    Compiled,
-}
+pub use crate::compile::cpt::Lookup;
 
 /// `vaultfw export --format`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]

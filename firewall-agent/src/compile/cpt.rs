@@ -24,6 +24,17 @@ use super::{CompiledTables, PrefixKey};
 
 pub mod adversarial;
 
+/// `vaultfw run --lookup`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Lookup {
+    /// The kernel's LPM tries.
+    #[default]
+    Trie,
+    /// The compiled prefix table (`firewall_common::cpt`).
+    Compiled,
+}
+
 /// Why a set's entries cannot be compiled into a prefix table.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum CptError {

@@ -102,7 +102,7 @@ pub struct RunOptions {
     /// judging them like frames addressed to it (the default).
     pub pass_forwarded: bool,
     /// The IPv4 lookup the data plane uses (`--lookup`).
-    pub lookup: crate::cli::Lookup,
+    pub lookup: crate::compile::cpt::Lookup,
     /// The access log's file (`None`: stdout).
     pub access_log: Option<PathBuf>,
     /// The audit trail's own file (`None`: the daemon log only).
