@@ -488,6 +488,8 @@ fn render(r: &Value) -> String {
         );
     }
 
+    compiled_lookup_md(&mut md, pc);
+
     let lc = &r["bpf_log_cost"];
     let _ = writeln!(
         md,
@@ -726,4 +728,40 @@ fn memory_targets(r: &Value) -> Vec<Value> {
             "met": rss > 0.0 && rss <= 30.0,
         }),
     ]
+}
+
+/// The `--lookup compiled` figures beside `trie` and the C one-lookup
+/// floor (rotating sources, above the no-lookup control), and the memory
+/// of one table set's compiled table.
+fn compiled_lookup_md(md: &mut String, pc: &Value) {
+    md.push_str(
+        "\n### `--lookup compiled` against `--lookup trie` (rotating sources, ns/frame above the no-lookup control)\n\n",
+    );
+    md.push_str(
+        "| prefixes | frame | trie | compiled | one-lookup (C) | trie ratio | compiled ratio |\n",
+    );
+    md.push_str("|---:|---|---:|---:|---:|---:|---:|\n");
+    for c in rows(&pc["rows"]).filter(|c| c["method"] == "rotating") {
+        let _ = writeln!(
+            md,
+            "| {} | {} | {} | {} | {} | {:.2}× | {:.2}× |",
+            c["prefixes"],
+            frame_name(c["frame"].as_str().unwrap_or("")),
+            fig(&c["vaultfw_above_floor"], 0),
+            fig(&c["vaultfw_compiled_above_floor"], 0),
+            fig(&c["one_lookup_above_floor"], 0),
+            c["ratio_to_one_lookup"].as_f64().unwrap_or(f64::NAN),
+            c["compiled_ratio_to_one_lookup"]
+                .as_f64()
+                .unwrap_or(f64::NAN),
+        );
+    }
+    md.push_str("\n| prefixes | compiled table of one set (bytes used) | its array as sized (bytes) |\n|---:|---:|---:|\n");
+    for t in rows(&pc["compiled_table"]) {
+        let _ = writeln!(
+            md,
+            "| {} | {} | {} |",
+            t["prefixes"], t["image_bytes"], t["array_bytes"]
+        );
+    }
 }

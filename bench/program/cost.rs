@@ -120,6 +120,12 @@ pub struct CostRow {
     pub ratio_to_one_lookup: f64,
     /// Repetitions per figure and run.
     pub repetitions: u64,
+    /// The same program judging with `--lookup compiled` (the compiled
+    /// prefix table instead of the IPv4 tries), same policy and frames.
+    pub vaultfw_compiled: Summary,
+    pub vaultfw_compiled_above_floor: Summary,
+    /// vaultfw_compiled_above_floor / one_lookup_above_floor (medians).
+    pub compiled_ratio_to_one_lookup: f64,
 }
 
 /// Everything the program-cost part reports.
@@ -130,10 +136,24 @@ pub struct CostReport {
     pub programs: Vec<(String, ProgramSize)>,
     pub runs: usize,
     pub total_repetitions: u32,
+    /// Per prefix count: bytes of one table set's compiled prefix table
+    /// (the image written) and of its array as sized at load.
+    pub compiled_table: Vec<CompiledTableSize>,
+}
+
+/// Memory of one table set's compiled prefix table.
+#[derive(Debug, Serialize)]
+pub struct CompiledTableSize {
+    pub prefixes: usize,
+    /// Bytes the policy's table uses (cells × 8).
+    pub image_bytes: usize,
+    /// Bytes of the set's array as the agent sizes it for the limits.
+    pub array_bytes: u64,
 }
 
 struct Programs<'a> {
     vaultfw: &'a ProgramFd,
+    vaultfw_compiled: &'a ProgramFd,
     one_lookup: &'a ProgramFd,
     pass: &'a ProgramFd,
 }
@@ -148,9 +168,10 @@ pub fn run(
 ) -> Result<CostReport> {
     let mut rows = Vec::new();
     let mut sizes = Vec::new();
+    let mut compiled_table = Vec::new();
     let pass = peers::pass(objects)?;
     let mut rotator = Rotator::load(objects)?;
-    let mut scratch = Scratch::new("cost", 1 + counts.len())?;
+    let mut scratch = Scratch::new("cost", 1 + 2 * counts.len())?;
     let _pass_link = scratch.attach(pass.fd().as_fd())?;
     let _rotate_link = scratch.attach(rotator.fd())?;
     for &count in counts {
@@ -175,12 +196,29 @@ pub fn run(
             &vaultfw::clock::MonotonicClock::now(),
         )
         .with_access_log(crate::EVENT_RATE, false);
+        // A second instance serves the same tables through the compiled
+        // prefix table (`--lookup compiled`), told apart by generation.
+        let mut compiled_dataplane = Dataplane::load(Capacity::for_ip_rule_limit(count as u32))?;
+        compiled_dataplane.apply(&compiled.clone().with_compiled_lookup(true), generation + 1)?;
         dataplane.apply(&compiled, generation)?;
         let (vaultfw_fd, vaultfw_info) = testrun::find_vaultfw(generation)?;
+        let (compiled_fd, _) = testrun::find_vaultfw(generation + 1)?;
+        let image = vaultfw::compile::cpt::compile_prefix_table(&compiled)?;
+        compiled_table.push(CompiledTableSize {
+            prefixes: count,
+            image_bytes: std::mem::size_of_val(image.as_slice()),
+            array_bytes: u64::from(Capacity::for_ip_rule_limit(count as u32).compiled_cells()) * 8,
+        });
+        eprintln!(
+            "bench-program: {count} prefixes: compiled table {} bytes (array {} bytes)",
+            std::mem::size_of_val(image.as_slice()),
+            u64::from(Capacity::for_ip_rule_limit(count as u32).compiled_cells()) * 8
+        );
         let one = peers::one_lookup(objects, &prefixes)?;
         let links = [
             scratch.attach(vaultfw_fd.as_fd())?,
             scratch.attach(one.fd().as_fd())?,
+            scratch.attach(compiled_fd.as_fd())?,
         ];
         if count == *counts.iter().max().expect("counts not empty") {
             sizes = vec![
@@ -195,6 +233,7 @@ pub fn run(
         }
         let programs = Programs {
             vaultfw: &vaultfw_fd,
+            vaultfw_compiled: &compiled_fd,
             one_lookup: one.fd(),
             pass: pass.fd(),
         };
@@ -216,12 +255,14 @@ pub fn run(
         }
         drop(links);
         drop(dataplane);
+        drop(compiled_dataplane);
     }
     Ok(CostReport {
         rows,
         programs: sizes,
         runs,
         total_repetitions: total,
+        compiled_table,
     })
 }
 
@@ -247,12 +288,13 @@ fn measure_kind(
         ("vaultfw", programs.vaultfw),
         ("one_lookup", programs.one_lookup),
         ("pass", programs.pass),
+        ("vaultfw_compiled", programs.vaultfw_compiled),
     ];
-    let mut samples: [Samples; 3] = Default::default();
+    let mut samples: [Samples; 4] = Default::default();
     for _ in 0..runs {
         // Interleave the programs within a run so a noisy moment hits all.
         for (i, (name, fd)) in targets.iter().enumerate() {
-            let expect = (*name == "vaultfw").then(|| kind.vaultfw_action());
+            let expect = name.starts_with("vaultfw").then(|| kind.vaultfw_action());
 
             let mut sum = 0f64;
             for frame in pool {
@@ -273,10 +315,14 @@ fn measure_kind(
         }
     }
     let row = |method: Method, pick: fn(&Samples) -> &Vec<f64>, reps: u64| {
-        let [v, o, p] = samples.each_ref().map(|s| Summary::of(pick(s)));
+        let [v, o, p, c] = samples.each_ref().map(|s| Summary::of(pick(s)));
         let va = v.minus(&p);
         let oa = o.minus(&p);
+        let ca = c.minus(&p);
         CostRow {
+            compiled_ratio_to_one_lookup: ca.median / oa.median,
+            vaultfw_compiled: c,
+            vaultfw_compiled_above_floor: ca,
             prefixes: count,
             frame: kind,
             method,
@@ -297,14 +343,17 @@ fn measure_kind(
     ];
     for r in &rows {
         eprintln!(
-            "bench-program: {count:>6} {kind:?} {:?}: vaultfw {:.1} ns, one_lookup {:.1} ns, pass {:.1} ns (above floor {:.1} vs {:.1}, x{:.2})",
+            "bench-program: {count:>6} {kind:?} {:?}: vaultfw {:.1} ns, compiled {:.1} ns, one_lookup {:.1} ns, pass {:.1} ns (above floor {:.1} / compiled {:.1} vs {:.1}, x{:.2} / compiled x{:.2})",
             r.method,
             r.vaultfw.median,
+            r.vaultfw_compiled.median,
             r.one_lookup.median,
             r.pass.median,
             r.vaultfw_above_floor.median,
+            r.vaultfw_compiled_above_floor.median,
             r.one_lookup_above_floor.median,
-            r.ratio_to_one_lookup
+            r.ratio_to_one_lookup,
+            r.compiled_ratio_to_one_lookup
         );
     }
     Ok(rows)

@@ -210,6 +210,17 @@ pub struct RunArgs {
     /// Example: vaultfw run --iface all --pass-forwarded --policy /etc/vaultfw/policy.toml
     #[arg(long)]
     pub pass_forwarded: bool,
+    /// How the data plane finds an IPv4 source's rules: `trie` walks the
+    /// kernel's LPM tries (one per table, up to 32 nodes each); `compiled`
+    /// walks a compiled prefix table (a direct array indexed by the
+    /// source's top bits, then a short binary search: one walk answers
+    /// every table of a scope). Both give the same verdicts; IPv6 always
+    /// uses the tries. A restart with the other value keeps the pins and
+    /// rewrites the tables.
+    ///
+    /// Example: vaultfw run --lookup compiled --policy /etc/vaultfw/policy.toml
+    #[arg(long, value_enum, default_value = "trie")]
+    pub lookup: Lookup,
     /// Append the access log (one JSON object per line) to FILE instead of
     /// stdout; SIGHUP reopens it (for logrotate).
     #[arg(long, value_name = "FILE")]
@@ -304,6 +315,8 @@ pub struct ConvertArgs {
     #[arg(long, value_enum, default_value = "table")]
     pub output: OutputFormat,
 }
+
+pub use crate::compile::cpt::Lookup;
 
 /// `vaultfw export --format`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]

@@ -106,6 +106,7 @@ fn run(args: RunArgs) -> ExitCode {
         event_rate: args.event_rate,
         log_allowed: args.log_allowed,
         pass_forwarded: args.pass_forwarded,
+        lookup: args.lookup,
         access_log: args.access_log,
         audit_log: args.audit_log,
         metrics_addr: args.metrics_addr,

@@ -42,6 +42,9 @@ pub enum Sizing {
     TrustedEntries,
     /// The per-rule hit counters: [`HitSlots::total`].
     HitSlots,
+    /// Each compiled prefix table: [`crate::cpt::cells_bound`] of the
+    /// agent's capacity.
+    CompiledCells,
 }
 
 /// `BPF_F_NO_PREALLOC`: entries are allocated when inserted (LPM tries
@@ -224,6 +227,23 @@ pub const TRUSTED6_MAPS: [MapSpec; 2] = [
         Sizing::TrustedEntries,
     ),
 ];
+/// [`crate::cpt::CPT_0`] and [`crate::cpt::CPT_1`]: mmapable arrays of
+/// [`crate::cpt::Cell`]; declared with one cell, sized by the agent.
+pub const CPT_MAPS: [MapSpec; 2] = [cpt_array(crate::cpt::CPT_0), cpt_array(crate::cpt::CPT_1)];
+
+const fn cpt_array(name: &'static str) -> MapSpec {
+    MapSpec {
+        name,
+        kind: MapKind::Array,
+        key_size: size::<u32>(),
+        value_size: size::<crate::cpt::Cell>(),
+        max_entries: 1,
+        flags: crate::cpt::BPF_F_MMAPABLE,
+        sizing: Sizing::CompiledCells,
+        pinned: true,
+    }
+}
+
 /// [`VERDICT_COUNTERS`]: a u64 per (interface slot, verdict), per CPU.
 pub const VERDICT_COUNTERS_MAP: MapSpec = per_cpu_array(
     VERDICT_COUNTERS,
@@ -278,7 +298,7 @@ pub const BPF_LOGS_MAP: MapSpec = MapSpec {
 };
 
 /// Every map of the program.
-pub const MAPS: [MapSpec; 22] = [
+pub const MAPS: [MapSpec; 24] = [
     ACTIVE_SET_MAP,
     POLICY_CONFIG_MAP,
     DATA_PLANE_PORTS_MAP,
@@ -301,6 +321,8 @@ pub const MAPS: [MapSpec; 22] = [
     TRUSTED6_MAPS[0],
     TRUSTED6_MAPS[1],
     BPF_LOGS_MAP,
+    CPT_MAPS[0],
+    CPT_MAPS[1],
 ];
 
 #[cfg(test)]

@@ -9,6 +9,7 @@
 //! program. Ports in the port bitmap are indexed by their host-order value.
 #![no_std]
 
+pub mod cpt;
 pub mod layout;
 pub mod maps;
 pub mod verdict;

@@ -216,6 +216,10 @@ pub const FLAG_LOG_ALLOWED: u32 = 1 << 4;
 /// `--pass-forwarded`, never by `check` or the reference model, which
 /// judge the policy, not the host's routes.
 pub const FLAG_PASS_FORWARDED: u32 = 1 << 7;
+/// The set's IPv4 lookups walk its compiled prefix table
+/// ([`crate::cpt`], `vaultfw run --lookup compiled`) instead of its IPv4
+/// tries; both hold the same entries' answers. IPv6 always uses the tries.
+pub const FLAG_LOOKUP_COMPILED: u32 = 1 << 16;
 
 /// The settings of one table set. 24 bytes, no implicit padding.
 #[repr(C)]

@@ -8,6 +8,7 @@
 #![no_std]
 #![no_main]
 
+mod cpt;
 mod parse;
 mod route;
 mod stats;
@@ -21,10 +22,11 @@ use aya_ebpf::{
 };
 use aya_log_ebpf::debug;
 use firewall_common::{
-    ACTIVE_SET_MAP, AccessEvent, DATA_PLANE_PORTS_MAP, EVENT_BUCKET_MAP, EVENTS_MAP, FLOW_SEEN_MAP,
-    FlowKey, IP_RULES_MAPS, IP6_RULES_MAPS, Ipv4Key, Ipv6Key, POLICY_CONFIG_MAP, PolicyConfig,
-    RULE_HITS_MAP, RuleHits, RuleValue, TELEMETRY_MAP, TRUSTED_MAPS, TRUSTED6_MAPS, TokenBucket,
-    VERDICT_COUNTERS_MAP, VNET_RULES_MAPS, VNET6_RULES_MAPS, Verdict, Vnet6Key, VnetKey,
+    ACTIVE_SET_MAP, AccessEvent, CPT_MAPS, DATA_PLANE_PORTS_MAP, EVENT_BUCKET_MAP, EVENTS_MAP,
+    FLOW_SEEN_MAP, FlowKey, IP_RULES_MAPS, IP6_RULES_MAPS, Ipv4Key, Ipv6Key, POLICY_CONFIG_MAP,
+    PolicyConfig, RULE_HITS_MAP, RuleHits, RuleValue, TELEMETRY_MAP, TRUSTED_MAPS, TRUSTED6_MAPS,
+    TokenBucket, VERDICT_COUNTERS_MAP, VNET_RULES_MAPS, VNET6_RULES_MAPS, Verdict, Vnet6Key,
+    VnetKey, cpt::Cell,
 };
 
 // Each map's entries come from its `firewall_common` layout entry (the
@@ -42,6 +44,23 @@ static VFW_CONFIG: Array<PolicyConfig, { POLICY_CONFIG_MAP.max_entries as usize 
 /// Data-plane destination ports (firewall_common::DATA_PLANE_PORTS).
 #[btf_map]
 static VFW_PORTS: Array<u32, { DATA_PLANE_PORTS_MAP.max_entries as usize }> = Array::new();
+
+/// Table set 0's compiled IPv4 prefix table (`firewall_common::cpt`);
+/// the agent resizes both before load and writes them through mmap.
+#[btf_map]
+static VFW_CPT_0: Array<
+    Cell,
+    { CPT_MAPS[0].max_entries as usize },
+    { CPT_MAPS[0].flags as usize },
+> = Array::new();
+
+/// Table set 1's compiled IPv4 prefix table.
+#[btf_map]
+static VFW_CPT_1: Array<
+    Cell,
+    { CPT_MAPS[1].max_entries as usize },
+    { CPT_MAPS[1].flags as usize },
+> = Array::new();
 
 /// Table set 0's IP rules; the agent resizes both tries before load.
 #[btf_map]

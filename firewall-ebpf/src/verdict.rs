@@ -21,11 +21,12 @@ use aya_ebpf::{btf_maps::lpm_trie::Key, programs::XdpContext};
 use aya_log_ebpf::error;
 use firewall_common::{
     FLAG_AUDIT, FLAG_BYPASS_TRUSTED, FLAG_DEFAULT_ALLOW, FLAG_HAS_VLAN_VNET, FLAG_HAS_VNET,
-    FLAG_IPV6_ALLOW, FLAG_LOG_ALLOWED, FLAG_PASS_FORWARDED, FLAG_VALID, IFINDEX_ANY,
-    PORT_PROTO_TCP, PORT_PROTO_UDP, PolicyConfig, RuleValue, VLAN_ANY, VLAN_UNTAGGED,
+    FLAG_IPV6_ALLOW, FLAG_LOG_ALLOWED, FLAG_LOOKUP_COMPILED, FLAG_PASS_FORWARDED, FLAG_VALID,
+    IFINDEX_ANY, PORT_PROTO_TCP, PORT_PROTO_UDP, PolicyConfig, RuleValue, VLAN_ANY, VLAN_UNTAGGED,
     VNET_ENDPOINT_BITS, Verdict, Vnet6Key, VnetKey, port_slot,
 };
 
+use crate::cpt;
 use crate::parse::{IPPROTO_TCP, Packet, Transport, read_bytes};
 use crate::route;
 use crate::stats::now;
@@ -149,13 +150,31 @@ fn decide(
     if flags & FLAG_DEFAULT_ALLOW != 0 {
         return (Verdict::AllowDefault, NO_SLOT);
     }
+    // The compiled table answers both global tables in one walk; the
+    // tries are walked only for the tables the decision reaches.
+    let compiled = flags & FLAG_LOOKUP_COMPILED != 0;
+    let [trusted_word, ip_word] = if compiled {
+        cpt::global_words(set, src)
+    } else {
+        [0; 2]
+    };
     // Key Vault's order: trusted services, IP rules, virtual network rules.
     if flags & FLAG_BYPASS_TRUSTED != 0 {
-        if let Some(slot) = live(trusted_match(set, src)) {
+        let trusted = if compiled {
+            cpt::rule(set, trusted_word)
+        } else {
+            trusted_match(set, src)
+        };
+        if let Some(slot) = live(trusted) {
             return (Verdict::AllowTrustedService, slot);
         }
     }
-    if let Some(slot) = live(ip_rule_match(set, src)) {
+    let ip = if compiled {
+        cpt::rule(set, ip_word)
+    } else {
+        ip_rule_match(set, src)
+    };
+    if let Some(slot) = live(ip) {
         return (Verdict::AllowIpRule, slot);
     }
     if flags & FLAG_HAS_VNET != 0 {
@@ -164,12 +183,13 @@ fn decide(
         } else {
             VLAN_UNTAGGED // no rule names a VLAN: skip the VLAN lookups
         };
-        if let Some(slot) = live(vnet_rule_match(
-            set,
-            ctx.ingress_ifindex() as u32,
-            vlan,
-            src,
-        )) {
+        let ifindex = ctx.ingress_ifindex() as u32;
+        let vnet = if compiled {
+            cpt::vnet_match(set, ifindex, vlan, src)
+        } else {
+            vnet_rule_match(set, ifindex, vlan, src)
+        };
+        if let Some(slot) = live(vnet) {
             return (Verdict::AllowVnetRule, slot);
         }
     }

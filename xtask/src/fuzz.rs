@@ -3,6 +3,10 @@
 //! - Differential (default): the kernel XDP program against the reference
 //!   model on generated frames, through the `differential` test of
 //!   `firewall-agent` with a larger frame count and a fresh seed (root).
+//! - Compiled table (default, after the differential run): the compiled
+//!   prefix table against the LPM tries and the reference model through
+//!   the `compiled_lookup` test of `firewall-agent`, `--compiled-frames`
+//!   frames per size (1,000,000 by default) on adversarial prefix sets.
 //! - `--policy-parser`: cargo-fuzz (libFuzzer) on the native policy parser
 //!   (`fuzz/fuzz_targets/policy_toml.rs`), installing cargo-fuzz when it is
 //!   missing, like bootstrap does for bpf-linker.
@@ -18,6 +22,14 @@ use crate::bootstrap::{self, NIGHTLY, cargo, run};
 
 /// Frames of a differential run when `--frames` is not given.
 pub const DEFAULT_FRAMES: u64 = 100_000;
+/// Frames per size of the compiled-table run when `--compiled-frames` is
+/// not given.
+pub const DEFAULT_COMPILED_FRAMES: u64 = 1_000_000;
+/// Frames per size the reference model judges in the compiled-table run
+/// (it scans every entry per frame; the tries judge every frame).
+const COMPILED_MODEL_FRAMES: u64 = 20_000;
+const COMPILED_TEST: &str = "compiled_lookup";
+const COMPILED_CASE: &str = "compiled_table_judges_like_the_tries_and_the_reference_at_every_size";
 /// Seconds of policy-parser fuzzing when `--seconds` is not given.
 pub const DEFAULT_SECONDS: u64 = 60;
 
@@ -36,6 +48,10 @@ pub struct FuzzArgs {
     /// printed, when not given.
     #[arg(long, value_name = "S", value_parser = parse_seed, conflicts_with = "policy_parser")]
     pub seed: Option<u64>,
+    /// Frames per size of the compiled-table run (sizes 10, 254, 1,000,
+    /// 10,000 and 100,000 prefixes; 0 skips it).
+    #[arg(long, value_name = "N", default_value_t = DEFAULT_COMPILED_FRAMES, conflicts_with = "policy_parser")]
+    pub compiled_frames: u64,
     /// Fuzz the policy parser with cargo-fuzz instead.
     #[arg(long)]
     pub policy_parser: bool,
@@ -57,8 +73,52 @@ pub fn fuzz(args: FuzzArgs) -> Result<()> {
     if args.policy_parser {
         policy_parser(args.seconds)
     } else {
-        differential(args.frames, args.seed)
+        let seed = args.seed.unwrap_or_else(fresh_seed);
+        differential(args.frames, Some(seed))?;
+        if args.compiled_frames > 0 {
+            compiled(args.compiled_frames, seed)?;
+        }
+        Ok(())
     }
+}
+
+/// The compiled table against the tries and the model: `frames` frames per
+/// size from `seed`, through the `compiled_lookup` test (release build:
+/// the debug build's model is too slow for a million frames).
+pub fn compiled(frames: u64, seed: u64) -> Result<()> {
+    println!(
+        "xtask: compiled-table run: {frames} frames per size, seed {seed:#x} (repeat it with \
+         --seed {seed:#x})"
+    );
+    let start = Instant::now();
+    let status = Command::new(cargo())
+        .current_dir(workspace_root())
+        .args([
+            "test",
+            "--release",
+            "--package",
+            AGENT_PACKAGE,
+            "--test",
+            COMPILED_TEST,
+            "--",
+        ])
+        .args(["--exact", COMPILED_CASE, "--nocapture"])
+        .env("VAULTFW_CPT_FRAMES", frames.to_string())
+        .env("VAULTFW_CPT_SEED", format!("{seed:#x}"))
+        .env(
+            "VAULTFW_CPT_MODEL_FRAMES",
+            COMPILED_MODEL_FRAMES.to_string(),
+        )
+        .status()
+        .context("starting cargo test")?;
+    println!(
+        "xtask: compiled-table run ended after {:.1}s (with the build)",
+        start.elapsed().as_secs_f64()
+    );
+    if !status.success() {
+        bail!("the compiled-table run failed ({status}): see the disagreements above");
+    }
+    Ok(())
 }
 
 fn workspace_root() -> &'static Path {

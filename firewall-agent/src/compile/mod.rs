@@ -18,6 +18,7 @@ use crate::clock::{MonotonicClock, SAME_DEADLINE};
 use crate::links::InterfaceIndex;
 use crate::policy::{Bypass, DefaultAction, Endpoint, Ipv6Action, Mode, Policy};
 
+pub mod cpt;
 mod rules;
 
 pub use rules::{RuleKind, RuleRef, RuleTable, rule_table};
@@ -165,6 +166,18 @@ impl CompiledTables {
     /// `config_flags` (the inverse of [`CompiledTables::config_flags`]).
     pub fn flags_of_config(config_flags: u32) -> u32 {
         config_flags & !LOOKUP_HINTS
+    }
+
+    /// Makes the set's IPv4 lookups walk its compiled prefix table
+    /// (`FLAG_LOOKUP_COMPILED`, `vaultfw run --lookup compiled`) when
+    /// `compiled`, its tries otherwise.
+    pub fn with_compiled_lookup(mut self, compiled: bool) -> Self {
+        if compiled {
+            self.flags |= firewall_common::FLAG_LOOKUP_COMPILED;
+        } else {
+            self.flags &= !firewall_common::FLAG_LOOKUP_COMPILED;
+        }
+        self
     }
 
     /// Turns the access log on at `events_per_second` per CPU (0: off),

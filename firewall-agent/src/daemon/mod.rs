@@ -102,6 +102,8 @@ pub struct RunOptions {
     /// Let frames the host forwards pass as `pass_forwarded` instead of
     /// judging them like frames addressed to it (the default).
     pub pass_forwarded: bool,
+    /// The IPv4 lookup the data plane uses (`--lookup`).
+    pub lookup: crate::compile::cpt::Lookup,
     /// The access log's file (`None`: stdout).
     pub access_log: Option<PathBuf>,
     /// The audit trail's own file (`None`: the daemon log only).

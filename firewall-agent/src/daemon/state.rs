@@ -652,6 +652,7 @@ pub(super) fn compile_for(
     )
     .with_access_log(options.event_rate, options.log_allowed)
     .with_pass_forwarded(options.pass_forwarded)
+    .with_compiled_lookup(options.lookup == crate::compile::cpt::Lookup::Compiled)
 }
 
 /// Refuses a policy whose subnet rule names a missing interface without

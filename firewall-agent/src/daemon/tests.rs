@@ -65,6 +65,7 @@ impl Sandbox {
             event_rate: 0,
             log_allowed: false,
             pass_forwarded: false,
+            lookup: crate::compile::cpt::Lookup::Trie,
             access_log: None,
             audit_log: None,
             metrics_addr: None,

@@ -91,6 +91,14 @@ pub enum DataplaneError {
         /// Entries per trie.
         capacity: u32,
     },
+    /// The set's compiled prefix table could not be built or written.
+    #[error("compiled prefix table of table set {set}: {reason}")]
+    CompiledTable {
+        /// The table set.
+        set: u32,
+        /// What failed.
+        reason: String,
+    },
     /// An apply was asked for while an earlier apply with a fallback
     /// deadline is neither confirmed nor reverted: the kernel may be
     /// serving either table set, so neither may be written.

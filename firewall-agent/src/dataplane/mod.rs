@@ -22,6 +22,7 @@
 
 mod attach;
 pub mod bpf_log;
+mod cpt;
 mod error;
 pub mod features;
 mod link;
@@ -77,6 +78,12 @@ pub struct Dataplane {
     bpf_log_level: BpfLogLevel,
 }
 
+/// Trusted-service and subnet prefixes a compiled table has room for
+/// beyond the IP rules.
+pub const COMPILED_EXTRA_PREFIXES: u32 = 16_384;
+/// Virtual-network endpoints a compiled table has room for.
+pub const COMPILED_SCOPES: u32 = 256;
+
 /// Map capacities fixed at load time (entries per trie).
 #[derive(Clone, Copy, Debug)]
 pub struct Capacity {
@@ -127,7 +134,20 @@ impl Capacity {
             Sizing::VnetEntries => self.vnet_entries,
             Sizing::TrustedEntries => self.trusted_entries,
             Sizing::HitSlots => self.hit_slots.total(),
+            Sizing::CompiledCells => self.compiled_cells(),
         }
+    }
+
+    /// Cells of each compiled prefix table: room for every IP rule plus
+    /// [`COMPILED_EXTRA_PREFIXES`] trusted-service and subnet prefixes in
+    /// [`COMPILED_SCOPES`] endpoints (`firewall_common::cpt::cells_bound`).
+    pub fn compiled_cells(&self) -> u32 {
+        let bound = firewall_common::cpt::cells_bound(
+            self.ip_rules.saturating_add(COMPILED_EXTRA_PREFIXES),
+            COMPILED_SCOPES,
+            self.hit_slots.total(),
+        );
+        u32::try_from(bound).unwrap_or(u32::MAX)
     }
 
     /// Refuses tables that would not fit, before anything is written.

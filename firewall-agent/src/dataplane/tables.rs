@@ -28,6 +28,7 @@ use firewall_common::{
 use ipnet::{Ipv4Net, Ipv6Net};
 use serde::Serialize;
 
+use super::cpt::CompiledSets;
 use super::{Capacity, DataplaneError, VerdictTotals};
 use crate::clock::{self, MonotonicClock};
 use crate::compile::{CompiledTables, Prefix6Key, PrefixKey, Vnet6PrefixKey, VnetPrefixKey};
@@ -295,6 +296,8 @@ pub(super) struct Tables {
     verdicts: PerCpuArray<MapData, u64>,
     rule_hits: PerCpuArray<MapData, RuleHits>,
     telemetry: PerCpuArray<MapData, u64>,
+    /// The compiled prefix tables and the double buffer's grace periods.
+    compiled: CompiledSets,
     capacity: Capacity,
     /// The set the program reads.
     active: u32,
@@ -348,6 +351,22 @@ impl<K: Pod, V: Pod> Pinnable for LpmTrie<MapData, K, V> {
 }
 
 impl MapSource<'_> {
+    /// The compiled-table arrays of both sets (`None`: pins of a build
+    /// before them, see [`Tables::open`]).
+    fn open_compiled(&mut self) -> Option<[MapData; 2]> {
+        let mut one = |name: &'static str| match self {
+            MapSource::Loaded(ebpf) => match ebpf.take_map(name)? {
+                Map::Array(data) => Some(data),
+                _ => None,
+            },
+            MapSource::Pinned(dir) => MapData::from_pin(dir.map(name)).ok(),
+        };
+        Some([
+            one(firewall_common::cpt::CPT_0)?,
+            one(firewall_common::cpt::CPT_1)?,
+        ])
+    }
+
     fn open<T: Pinnable>(&mut self, name: &'static str) -> Result<T, DataplaneError> {
         let map = match self {
             MapSource::Loaded(ebpf) => ebpf
@@ -494,7 +513,14 @@ impl Tables {
             Err(_) if pinned => None,
             Err(e) => return Err(e),
         };
+        let compiled = maps.open_compiled();
+        if compiled.is_none() && !pinned {
+            return Err(DataplaneError::MissingMap {
+                map: firewall_common::cpt::CPT_0,
+            });
+        }
         Ok(Tables {
+            compiled: CompiledSets::new(compiled, capacity.compiled_cells())?,
             ip6,
             active_index: maps.open(ACTIVE_SET)?,
             config: maps.open(POLICY_CONFIG)?,
@@ -848,6 +874,7 @@ impl Tables {
 
     /// Makes `set` the one the program reads: one array write.
     fn flip(&mut self, set: u32) -> Result<(), DataplaneError> {
+        self.compiled.flipped();
         self.active_index
             .set(0, set, 0)
             .map_err(map_err(ACTIVE_SET))
@@ -863,7 +890,8 @@ impl Tables {
         generation: u64,
         fallback_at_ns: u64,
     ) -> Result<usize, DataplaneError> {
-        let mut writes = 0;
+        self.compiled.settle()?;
+        let mut writes = self.compiled.write(set, new)?;
         writes += self
             .ip_rules
             .sync(set, old.map(|o| &o.ip_rules), &new.ip_rules)?;

@@ -1,0 +1,359 @@
+//! [`CompiledTables`] → the compiled IPv4 prefix table of one table set,
+//! laid out as `firewall_common::cpt` states (read that first). Pure: the
+//! image is a `Vec<Cell>` the data plane copies into the set's mmapped
+//! array in one pass.
+//!
+//! Per table: every prefix becomes the interval of addresses it covers; a
+//! sweep over the prefixes sorted by (start, length) with a stack of the
+//! enclosing prefixes yields the elementary ranges and each one's longest
+//! match (a longer prefix always starts at or after its enclosing one and
+//! ends at or before it). The global table merges two such columns (trusted
+//! services, IP rules) so one walk answers both. The direct array's width
+//! `k` grows with the table (`2^k ≤` entries, at most `2^MAX_K`), so a tiny
+//! policy is a few cells.
+
+use std::collections::{BTreeMap, HashMap};
+
+use firewall_common::RuleValue;
+use firewall_common::cpt::{
+    CPT_MAGIC, Cell, EXPIRY_BASE_CELL, GLOBAL_ROOT_CELL, HEADER_CELL, MAX_K, MAX_SCOPES, NO_MATCH,
+    SCOPES_CELL, SLOT_EXPIRES,
+};
+
+use super::{CompiledTables, PrefixKey};
+
+pub mod adversarial;
+
+/// `vaultfw run --lookup`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Lookup {
+    /// The kernel's LPM tries.
+    #[default]
+    Trie,
+    /// The compiled prefix table (`firewall_common::cpt`).
+    Compiled,
+}
+
+/// Why a set's entries cannot be compiled into a prefix table.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum CptError {
+    /// A hit slot collides with the expiry flag bit.
+    #[error("hit slot {slot} is too large for the compiled table (slots must be below 2^31)")]
+    SlotTooLarge {
+        /// The slot.
+        slot: u32,
+    },
+    /// More endpoint scopes than the scope search covers.
+    #[error(
+        "{count} virtual-network endpoints exceed the compiled table's {MAX_SCOPES}; use --lookup trie"
+    )]
+    TooManyScopes {
+        /// Distinct (ifindex, VLAN) endpoints.
+        count: usize,
+    },
+    /// Two entries share a hit slot but not an expiry.
+    #[error("hit slot {slot} has two different expiries in one table set")]
+    ExpiryConflict {
+        /// The slot.
+        slot: u32,
+    },
+}
+
+/// One table's cells before placement: direct cells hold a leaf id
+/// (`n = 0`) or an index into `ranges` (`n ≥ 2`); ranges hold leaf ids.
+struct Table {
+    k: u32,
+    direct: Vec<Cell>,
+    ranges: Vec<Cell>,
+}
+
+/// Leaves shared by every table of the image, deduplicated.
+#[derive(Default)]
+struct Leaves {
+    ids: HashMap<Cell, u32>,
+    cells: Vec<Cell>,
+}
+
+impl Leaves {
+    fn id(&mut self, leaf: Cell) -> u32 {
+        *self.ids.entry(leaf).or_insert_with(|| {
+            self.cells.push(leaf);
+            (self.cells.len() - 1) as u32
+        })
+    }
+}
+
+/// The leaf word of an entry, recording its expiry.
+fn word(value: &RuleValue, expiries: &mut BTreeMap<u32, u64>) -> Result<u32, CptError> {
+    let slot = value.slot;
+    if slot & SLOT_EXPIRES != 0 {
+        return Err(CptError::SlotTooLarge { slot });
+    }
+    let at = value.expires_at_ns();
+    if at == 0 {
+        return Ok(slot);
+    }
+    match expiries.insert(slot, at) {
+        Some(previous) if previous != at => Err(CptError::ExpiryConflict { slot }),
+        _ => Ok(slot | SLOT_EXPIRES),
+    }
+}
+
+/// The elementary ranges of one column: `(start, word)` sorted by start,
+/// the first at 0, each holding the longest match of every address from
+/// its start to the next one's.
+fn column(mut prefixes: Vec<(PrefixKey, u32)>) -> Vec<(u64, u32)> {
+    let span = |key: &PrefixKey| {
+        let start = u64::from(u32::from_be_bytes(key.octets));
+        (start, start + (1u64 << (32 - key.prefix_len)))
+    };
+    prefixes.sort_by_key(|(key, _)| (span(key).0, key.prefix_len));
+    let mut out: Vec<(u64, u32)> = vec![(0, NO_MATCH)];
+    let emit = |out: &mut Vec<(u64, u32)>, at: u64, word: u32| {
+        if at >= 1 << 32 {
+            return;
+        }
+        match out.last_mut() {
+            Some(last) if last.0 == at => last.1 = word,
+            _ => out.push((at, word)),
+        }
+    };
+    // Enclosing prefixes still open: (end, word), innermost last.
+    let mut open: Vec<(u64, u32)> = Vec::new();
+    let close_until = |out: &mut Vec<(u64, u32)>, open: &mut Vec<(u64, u32)>, at: u64| {
+        while let Some(&(end, _)) = open.last() {
+            if end > at {
+                break;
+            }
+            open.pop();
+            let outer = open.last().map_or(NO_MATCH, |&(_, w)| w);
+            emit(out, end, outer);
+        }
+    };
+    for (key, w) in &prefixes {
+        let (start, end) = span(key);
+        close_until(&mut out, &mut open, start);
+        emit(&mut out, start, *w);
+        open.push((end, *w));
+    }
+    close_until(&mut out, &mut open, u64::MAX);
+    out
+}
+
+/// Two columns merged into ranges of leaf pairs, consecutive equal leaves
+/// joined.
+fn merge(a: &[(u64, u32)], b: &[(u64, u32)]) -> Vec<(u64, Cell)> {
+    let (mut i, mut j) = (0, 0);
+    let mut out: Vec<(u64, Cell)> = Vec::with_capacity(a.len() + b.len());
+    while i < a.len() || j < b.len() {
+        let at = match (a.get(i), b.get(j)) {
+            (Some(x), Some(y)) => x.0.min(y.0),
+            (Some(x), None) => x.0,
+            (None, Some(y)) => y.0,
+            (None, None) => unreachable!("loop condition"),
+        };
+        if a.get(i).is_some_and(|x| x.0 == at) {
+            i += 1;
+        }
+        if b.get(j).is_some_and(|y| y.0 == at) {
+            j += 1;
+        }
+        // Both columns start at 0, so i, j ≥ 1 here.
+        let leaf = [a[i - 1].1, b[j - 1].1];
+        if out.last().is_none_or(|last| last.1 != leaf) {
+            out.push((at, leaf));
+        }
+    }
+    out
+}
+
+/// The direct width for a table of `entries` prefixes: `2^k ≤ entries`.
+fn width(entries: usize) -> u32 {
+    if entries <= 1 {
+        0
+    } else {
+        (usize::BITS - 1 - entries.leading_zeros()).min(MAX_K)
+    }
+}
+
+/// One table from its ranges (first at 0).
+fn table(ranges: &[(u64, Cell)], entries: usize, leaves: &mut Leaves) -> Table {
+    let k = width(entries);
+    let bucket_span = 1u64 << (32 - k);
+    let mut direct = Vec::with_capacity(1 << k);
+    let mut out = Vec::new();
+    // ranges[i]: the last range starting at or before the bucket's start.
+    let mut i = 0;
+    for bucket in 0..(1u64 << k) {
+        let start = bucket * bucket_span;
+        let end = start + bucket_span;
+        while i + 1 < ranges.len() && ranges[i + 1].0 <= start {
+            i += 1;
+        }
+        let mut last = i;
+        while last + 1 < ranges.len() && ranges[last + 1].0 < end {
+            last += 1;
+        }
+        if last == i {
+            direct.push([leaves.id(ranges[i].1), 0]);
+        } else {
+            direct.push([out.len() as u32, (last - i + 1) as u32]);
+            out.push([start as u32, leaves.id(ranges[i].1)]);
+            for r in &ranges[i + 1..=last] {
+                out.push([r.0 as u32, leaves.id(r.1)]);
+            }
+        }
+        i = last;
+    }
+    Table {
+        k,
+        direct,
+        ranges: out,
+    }
+}
+
+/// The compiled prefix table of the IPv4 entries of `tables` (IP rules,
+/// trusted services, subnet entries by endpoint), as the cells of one
+/// table set's array, cell 0 first.
+pub fn compile_prefix_table(tables: &CompiledTables) -> Result<Vec<Cell>, CptError> {
+    let mut expiries = BTreeMap::new();
+    let mut entries = |map: &BTreeMap<PrefixKey, RuleValue>| -> Result<_, CptError> {
+        map.iter()
+            .map(|(key, value)| Ok((*key, word(value, &mut expiries)?)))
+            .collect::<Result<Vec<_>, _>>()
+    };
+    let trusted = entries(&tables.trusted)?;
+    let ip = entries(&tables.ip_rules)?;
+    let global_entries = trusted.len() + ip.len();
+    let global = merge(&column(trusted), &column(ip));
+
+    let mut scoped: BTreeMap<(u32, u32), Vec<(PrefixKey, u32)>> = BTreeMap::new();
+    for (key, value) in &tables.vnet_rules {
+        scoped
+            .entry((key.ifindex, key.vlan))
+            .or_default()
+            .push((key.prefix, word(value, &mut expiries)?));
+    }
+    if scoped.len() > MAX_SCOPES as usize {
+        return Err(CptError::TooManyScopes {
+            count: scoped.len(),
+        });
+    }
+    let none = [(0, NO_MATCH)];
+    let mut leaves = Leaves::default();
+    let mut built = vec![table(&global, global_entries, &mut leaves)];
+    for prefixes in scoped.values() {
+        let n = prefixes.len();
+        built.push(table(
+            &merge(&column(prefixes.clone()), &none),
+            n,
+            &mut leaves,
+        ));
+    }
+
+    let scopes = scoped.len() as u32;
+    let expiry_base = SCOPES_CELL + 2 * scopes;
+    let expiry_cells = expiries.keys().next_back().map_or(0, |s| s + 1);
+    let leaf_base = expiry_base + expiry_cells;
+    let mut cells: Vec<Cell> = vec![[0, 0]; (leaf_base as usize) + leaves.cells.len()];
+    cells[HEADER_CELL as usize] = [CPT_MAGIC, scopes];
+    cells[EXPIRY_BASE_CELL as usize] = [expiry_base, 0];
+    for (slot, at) in &expiries {
+        cells[(expiry_base + slot) as usize] = [*at as u32, (at >> 32) as u32];
+    }
+    cells[leaf_base as usize..].copy_from_slice(&leaves.cells);
+    let mut roots = Vec::with_capacity(built.len());
+    for t in &built {
+        let direct = cells.len() as u32;
+        let ranges = direct + t.direct.len() as u32;
+        roots.push([t.k, direct]);
+        cells.extend(t.direct.iter().map(|&[x, n]| {
+            if n == 0 {
+                [leaf_base + x, 0]
+            } else {
+                [ranges + x, n]
+            }
+        }));
+        cells.extend(t.ranges.iter().map(|&[s, leaf]| [s, leaf_base + leaf]));
+    }
+    cells[GLOBAL_ROOT_CELL as usize] = roots[0];
+    for (i, ((ifindex, vlan), root)) in scoped.keys().zip(&roots[1..]).enumerate() {
+        let at = (SCOPES_CELL as usize) + 2 * i;
+        cells[at] = [*ifindex, *vlan];
+        cells[at + 1] = *root;
+    }
+    Ok(cells)
+}
+
+/// What the IPv4 tables of one set answer for one source: each table's
+/// longest-prefix entry (`vnet` in the order of the program's subnet
+/// lookups), before any expiry is judged.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct V4Matches {
+    /// The trusted-service match.
+    pub trusted: Option<RuleValue>,
+    /// The IP-rule match.
+    pub ip: Option<RuleValue>,
+    /// The virtual-network match for the frame's endpoint.
+    pub vnet: Option<RuleValue>,
+}
+
+/// The answers of the LPM tries holding `tables` for source `addr`
+/// (octets in network byte order) through `(ifindex, vlan)`: the reference
+/// the compiled table must equal, computed the naive way (every prefix
+/// length, longest first).
+pub fn trie_matches(tables: &CompiledTables, ifindex: u32, vlan: u32, addr: [u8; 4]) -> V4Matches {
+    let a = u32::from_be_bytes(addr);
+    let key = |len: u32| PrefixKey {
+        prefix_len: len,
+        octets: (if len == 0 {
+            0
+        } else {
+            a & (u32::MAX << (32 - len))
+        })
+        .to_be_bytes(),
+    };
+    let lpm = |map: &BTreeMap<PrefixKey, RuleValue>| {
+        (0..=32).rev().find_map(|len| map.get(&key(len)).copied())
+    };
+    let scoped = |ifindex: u32, vlan: u32| {
+        (0..=32).rev().find_map(|len| {
+            tables
+                .vnet_rules
+                .get(&super::VnetPrefixKey {
+                    ifindex,
+                    vlan,
+                    prefix: key(len),
+                })
+                .copied()
+        })
+    };
+    let vnet = scoped(ifindex, firewall_common::VLAN_ANY).or_else(|| {
+        if vlan == firewall_common::VLAN_UNTAGGED {
+            None
+        } else {
+            scoped(ifindex, vlan).or_else(|| scoped(firewall_common::IFINDEX_ANY, vlan))
+        }
+    });
+    V4Matches {
+        trusted: lpm(&tables.trusted),
+        ip: lpm(&tables.ip_rules),
+        vnet,
+    }
+}
+
+/// What the compiled table `cells` answers for the same question as
+/// [`trie_matches`] (the program's walk, run over a slice).
+pub fn table_matches(cells: &[Cell], ifindex: u32, vlan: u32, addr: [u8; 4]) -> V4Matches {
+    let a = u32::from_be_bytes(addr);
+    let (trusted, ip) = firewall_common::cpt::global_match(cells, a);
+    V4Matches {
+        trusted,
+        ip,
+        vnet: firewall_common::cpt::vnet_match(cells, ifindex, vlan, a),
+    }
+}
+
+#[cfg(test)]
+mod tests;

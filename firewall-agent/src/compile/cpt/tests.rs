@@ -1,0 +1,215 @@
+//! The compiled table against the naive longest-prefix reference.
+
+use firewall_common::cpt::cells_bound;
+use firewall_common::{IFINDEX_ANY, VLAN_ANY, VLAN_UNTAGGED};
+use proptest::prelude::*;
+
+use super::adversarial::{SCOPES, Stream, adversarial, edges, prefix};
+use super::*;
+use crate::compile::VnetPrefixKey;
+
+/// A hit-slot layout with room for every generated set.
+const SLOTS: firewall_common::HitSlots = firewall_common::HitSlots::new(200_000, 127);
+
+/// Endpoints a frame can arrive through: the scopes' own, an interface
+/// with no entries, untagged and tagged.
+const PROBES: [(u32, u32); 6] = [
+    (1, VLAN_UNTAGGED),
+    (1, 10),
+    (7, 20),
+    (7, VLAN_UNTAGGED),
+    (9, 10),
+    (9, 30),
+];
+
+/// Compiles `tables` and compares every probe endpoint at `addrs` plus
+/// 500 random sources; returns the image.
+fn assert_same(tables: &CompiledTables, addrs: &[u32], seed: u64) -> Vec<Cell> {
+    let cells = compile_prefix_table(tables).expect("compiles");
+    let mut rng = Stream::new(seed);
+    let random: Vec<u32> = (0..500).map(|_| rng.next_u64() as u32).collect();
+    for &a in addrs.iter().chain(&random) {
+        for (ifindex, vlan) in PROBES {
+            let addr = a.to_be_bytes();
+            assert_eq!(
+                table_matches(&cells, ifindex, vlan, addr),
+                trie_matches(tables, ifindex, vlan, addr),
+                "source {} through ifindex {ifindex} vlan {vlan}",
+                std::net::Ipv4Addr::from(addr),
+            );
+        }
+    }
+    let prefixes = tables.ip_rules.len() + tables.trusted.len() + tables.vnet_rules.len();
+    let scopes = tables
+        .vnet_rules
+        .keys()
+        .map(|k| (k.ifindex, k.vlan))
+        .collect::<std::collections::BTreeSet<_>>()
+        .len();
+    let slots = tables
+        .ip_rules
+        .values()
+        .chain(tables.trusted.values())
+        .chain(tables.vnet_rules.values())
+        .map(|v| v.slot + 1)
+        .max()
+        .unwrap_or(0);
+    assert!(
+        cells.len() as u64 <= cells_bound(prefixes as u32, scopes as u32, slots),
+        "{} cells exceed the bound",
+        cells.len()
+    );
+    cells
+}
+
+#[test]
+fn empty_set_matches_nothing_in_a_few_cells() {
+    let tables = CompiledTables::empty();
+    let cells = assert_same(&tables, &[0, 1, u32::MAX], 1);
+    assert!(cells.len() <= 5, "{} cells", cells.len());
+}
+
+#[test]
+fn adversarial_sets_match_the_trie_at_every_edge() {
+    for seed in 0..4 {
+        let tables = adversarial(seed, 3000, SLOTS);
+        assert_same(&tables, &edges(&tables), seed);
+    }
+}
+
+#[test]
+fn every_prefix_length_alone_matches_the_trie() {
+    for len in 0..=32 {
+        let mut tables = CompiledTables::empty();
+        tables
+            .ip_rules
+            .insert(prefix(0xC0A8_0101, len), RuleValue::new(len));
+        assert_same(&tables, &edges(&tables), u64::from(len));
+    }
+}
+
+#[test]
+fn a_slash_one_beside_slash_32s_and_the_default_route_match_the_trie() {
+    let mut tables = CompiledTables::empty();
+    tables.trusted.insert(prefix(0, 0), RuleValue::new(100));
+    tables
+        .ip_rules
+        .insert(prefix(0x8000_0000, 1), RuleValue::new(1));
+    for (i, a) in [0x7FFF_FFFFu32, 0x8000_0000, 0xFFFF_FFFF, 0]
+        .into_iter()
+        .enumerate()
+    {
+        tables
+            .ip_rules
+            .insert(prefix(a, 32), RuleValue::new(2 + i as u32));
+    }
+    assert_same(&tables, &edges(&tables), 7);
+}
+
+#[test]
+fn thousands_of_slash_32s_in_one_slash_16_match_the_trie() {
+    let mut tables = CompiledTables::empty();
+    tables
+        .ip_rules
+        .insert(prefix(0x0A14_0000, 16), RuleValue::new(0));
+    for i in 0..5000u32 {
+        // Every 13th address: single addresses with gaps, and runs.
+        let a = 0x0A14_0000 | ((i * 13) & 0xFFFF);
+        tables.ip_rules.insert(prefix(a, 32), RuleValue::new(1 + i));
+    }
+    let cells = assert_same(&tables, &edges(&tables), 8);
+    // A 5,001-prefix set stays near its size, far below 4 MiB.
+    assert!(cells.len() < 40_000, "{} cells", cells.len());
+}
+
+#[test]
+fn expiries_reach_the_walk_and_conflicts_are_refused() {
+    let mut tables = CompiledTables::empty();
+    tables
+        .ip_rules
+        .insert(prefix(0x0A00_0000, 8), RuleValue::expiring(3, 5 << 32 | 7));
+    let cells = assert_same(&tables, &edges(&tables), 9);
+    let got = table_matches(&cells, 0, 0, [10, 1, 2, 3])
+        .ip
+        .expect("matches");
+    assert_eq!(got.expires_at_ns(), 5 << 32 | 7);
+    tables
+        .ip_rules
+        .insert(prefix(0x0B00_0000, 8), RuleValue::expiring(3, 9));
+    assert_eq!(
+        compile_prefix_table(&tables),
+        Err(CptError::ExpiryConflict { slot: 3 })
+    );
+}
+
+#[test]
+fn overlapping_subnet_scopes_keep_the_lookup_order() {
+    let mut tables = CompiledTables::empty();
+    let mut put = |ifindex, vlan, a, len, slot| {
+        tables.vnet_rules.insert(
+            VnetPrefixKey {
+                ifindex,
+                vlan,
+                prefix: prefix(a, len),
+            },
+            RuleValue::new(slot),
+        );
+    };
+    // A shorter prefix on the interface wins over a longer one on the VLAN.
+    put(1, VLAN_ANY, 0x0A00_0000, 8, 1);
+    put(1, 10, 0x0A01_0200, 24, 2);
+    put(IFINDEX_ANY, 10, 0x0A01_0203, 32, 3);
+    put(IFINDEX_ANY, 10, 0x0B00_0000, 8, 4);
+    put(1, 10, 0x0B01_0000, 16, 5);
+    let cells = assert_same(&tables, &edges(&tables), 10);
+    let vnet = |ifindex, vlan, addr| table_matches(&cells, ifindex, vlan, addr).vnet;
+    assert_eq!(vnet(1, 10, [10, 1, 2, 3]), Some(RuleValue::new(1)));
+    assert_eq!(vnet(1, 10, [11, 1, 0, 1]), Some(RuleValue::new(5)));
+    assert_eq!(vnet(7, 10, [11, 1, 0, 1]), Some(RuleValue::new(4)));
+    assert_eq!(vnet(7, VLAN_UNTAGGED, [11, 1, 0, 1]), None);
+    assert_eq!(SCOPES.len(), 5);
+}
+
+#[test]
+fn tiny_policies_are_tiny() {
+    let mut tables = CompiledTables::empty();
+    for i in 0..10u32 {
+        tables
+            .ip_rules
+            .insert(prefix(0xC633_6400 | i << 4, 28), RuleValue::new(i));
+    }
+    let cells = assert_same(&tables, &edges(&tables), 11);
+    assert!(cells.len() <= 64, "{} cells", cells.len());
+}
+
+#[test]
+fn one_hundred_thousand_prefixes_fit_in_four_mib() {
+    let tables = adversarial(42, 100_000, SLOTS);
+    let cells = compile_prefix_table(&tables).expect("compiles");
+    let bytes = cells.len() * size_of::<Cell>();
+    assert!(bytes <= 4 << 20, "{bytes} bytes");
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(16))]
+
+    #[test]
+    fn random_sets_match_the_trie(
+        prefixes in proptest::collection::vec((any::<u32>(), 0u32..=32, 0u32..3), 0..200),
+        seed in any::<u64>(),
+    ) {
+        let mut tables = CompiledTables::empty();
+        for (i, (a, len, table)) in prefixes.into_iter().enumerate() {
+            let value = RuleValue::new(i as u32);
+            match table {
+                0 => { tables.ip_rules.insert(prefix(a, len), value); }
+                1 => { tables.trusted.insert(prefix(a, len), value); }
+                _ => {
+                    let (ifindex, vlan) = SCOPES[i % SCOPES.len()];
+                    tables.vnet_rules.insert(VnetPrefixKey { ifindex, vlan, prefix: prefix(a, len) }, value);
+                }
+            }
+        }
+        assert_same(&tables, &edges(&tables), seed);
+    }
+}

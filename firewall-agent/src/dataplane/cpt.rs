@@ -1,0 +1,266 @@
+//! Writing the compiled prefix tables (`firewall_common::cpt`) and waiting
+//! out the readers of a set before it is written again.
+//!
+//! A set's table is written in one pass: the image `compile::cpt` built is
+//! copied into an mmap of the set's `BPF_F_MMAPABLE` array (a shared
+//! mapping of the kernel's own pages: nothing else is written, no syscall
+//! per cell).
+//!
+//! Readers: the program reads `VFW_ACTIVE` once per frame and then only
+//! the set it names, all inside the one RCU read-side critical section an
+//! XDP program runs in. So once a grace period has passed after a flip, no
+//! running program can still read the set flipped away from, and it may be
+//! written. [`GracePeriod::wait`] waits for one: it stores a map in slot 0
+//! of a private `BPF_MAP_TYPE_ARRAY_OF_MAPS`, and the kernel's update of a
+//! map-in-map returns only after `synchronize_rcu()` (`maybe_wait_bpf_programs`
+//! in kernel/bpf/syscall.c, on 6.1 and 6.12 alike; the kernel's own
+//! selftests use the same trick to trigger a grace period).
+
+use std::io;
+use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
+use std::ptr::NonNull;
+
+use aya::maps::MapData;
+use firewall_common::FLAG_LOOKUP_COMPILED;
+use firewall_common::cpt::Cell;
+
+use super::DataplaneError;
+use crate::compile::CompiledTables;
+use crate::compile::cpt::compile_prefix_table;
+
+/// `enum bpf_cmd` values used here.
+const BPF_MAP_CREATE: libc::c_long = 0;
+const BPF_MAP_UPDATE_ELEM: libc::c_long = 2;
+/// `enum bpf_map_type` values used here.
+const BPF_MAP_TYPE_ARRAY: u32 = 2;
+const BPF_MAP_TYPE_ARRAY_OF_MAPS: u32 = 12;
+
+/// The leading fields of `union bpf_attr` for `BPF_MAP_CREATE`, padded to
+/// the union's size (the kernel requires the bytes it does not know to be
+/// zero).
+#[repr(C)]
+#[derive(Default)]
+struct MapCreateAttr {
+    map_type: u32,
+    key_size: u32,
+    value_size: u32,
+    max_entries: u32,
+    map_flags: u32,
+    inner_map_fd: u32,
+    rest: [u64; 13],
+}
+
+/// The fields of `union bpf_attr` for `BPF_MAP_UPDATE_ELEM`.
+#[repr(C)]
+#[derive(Default)]
+struct MapUpdateAttr {
+    map_fd: u32,
+    pad: u32,
+    key: u64,
+    value: u64,
+    flags: u64,
+    rest: [u64; 12],
+}
+
+/// `bpf(cmd, attr)`: the result, or the OS error.
+fn bpf<T>(cmd: libc::c_long, attr: &mut T) -> io::Result<libc::c_long> {
+    // SAFETY: `attr` is a live, writable `repr(C)` prefix of `union
+    // bpf_attr` of the size passed; the kernel reads (and for some commands
+    // writes) only within it.
+    let ret = unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            cmd,
+            attr as *mut T as *mut libc::c_void,
+            size_of::<T>() as libc::c_uint,
+        )
+    };
+    if ret < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(ret)
+    }
+}
+
+fn create(map_type: u32, inner_map_fd: u32) -> io::Result<OwnedFd> {
+    let mut attr = MapCreateAttr {
+        map_type,
+        key_size: 4,
+        value_size: 4,
+        max_entries: 1,
+        inner_map_fd,
+        ..Default::default()
+    };
+    let fd = bpf(BPF_MAP_CREATE, &mut attr)?;
+    // SAFETY: BPF_MAP_CREATE returned a new descriptor nobody else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
+}
+
+/// A private map-in-map whose slot update waits for an RCU grace period.
+#[derive(Debug)]
+pub(super) struct GracePeriod {
+    outer: OwnedFd,
+    inner: OwnedFd,
+}
+
+impl GracePeriod {
+    /// Creates the two one-slot maps (a few hundred bytes of kernel memory).
+    pub(super) fn new() -> io::Result<Self> {
+        let inner = create(BPF_MAP_TYPE_ARRAY, 0)?;
+        let outer = create(BPF_MAP_TYPE_ARRAY_OF_MAPS, inner.as_raw_fd() as u32)?;
+        Ok(GracePeriod { outer, inner })
+    }
+
+    /// Returns once every BPF program that was running when it was called
+    /// has finished (one `synchronize_rcu()`, typically a few ms).
+    pub(super) fn wait(&self) -> io::Result<()> {
+        let key = 0u32;
+        let value = self.inner.as_raw_fd() as u32;
+        let mut attr = MapUpdateAttr {
+            map_fd: self.outer.as_raw_fd() as u32,
+            key: &key as *const u32 as u64,
+            value: &value as *const u32 as u64,
+            ..Default::default()
+        };
+        bpf(BPF_MAP_UPDATE_ELEM, &mut attr).map(drop)
+    }
+}
+
+/// A shared, writable mapping of an mmapable array's values.
+struct Mapping {
+    ptr: NonNull<Cell>,
+    cells: usize,
+}
+
+impl Mapping {
+    /// Maps the first `cells` values of `map` (an array of [`Cell`]
+    /// created with `BPF_F_MMAPABLE`).
+    fn new(map: &MapData, cells: usize) -> io::Result<Self> {
+        let len = cells * size_of::<Cell>();
+        // SAFETY: a fresh shared mapping of the map's fd; the kernel checks
+        // that the length fits the array and that it was created mmapable.
+        let ptr = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_SHARED,
+                map.fd().as_fd().as_raw_fd(),
+                0,
+            )
+        };
+        if ptr == libc::MAP_FAILED {
+            return Err(io::Error::last_os_error());
+        }
+        let ptr = NonNull::new(ptr.cast()).ok_or_else(io::Error::last_os_error)?;
+        Ok(Mapping { ptr, cells })
+    }
+
+    /// The mapped values. The program only reads them, and never those of
+    /// a set being written (see the module doc), so no access races.
+    fn cells_mut(&mut self) -> &mut [Cell] {
+        // SAFETY: the mapping holds `cells` page-aligned, initialised
+        // values and lives as long as `self`; `&mut self` makes this the
+        // only user-space reference.
+        unsafe { std::slice::from_raw_parts_mut(self.ptr.as_ptr(), self.cells) }
+    }
+}
+
+impl Drop for Mapping {
+    fn drop(&mut self) {
+        // SAFETY: unmaps exactly the mapping `new` created.
+        unsafe {
+            libc::munmap(self.ptr.as_ptr().cast(), self.cells * size_of::<Cell>());
+        }
+    }
+}
+
+/// Copies `image` to the start of `map` (sized for `capacity` cells) in
+/// one pass. The caller has checked that the image fits.
+fn write_image(map: &MapData, capacity: u32, image: &[Cell]) -> io::Result<()> {
+    let mut mapping = Mapping::new(map, capacity as usize)?;
+    mapping.cells_mut()[..image.len()].copy_from_slice(image);
+    Ok(())
+}
+
+/// Both sets' compiled tables and the grace-period state of the double
+/// buffer (tries included): what `Tables` calls around every write and
+/// flip.
+pub(super) struct CompiledSets {
+    /// Each set's array; `None` for pins of a build before compiled tables
+    /// (read as a migration's predecessor, never written).
+    maps: Option<[MapData; 2]>,
+    /// Cells each array holds.
+    cells: u32,
+    grace: GracePeriod,
+    /// A flip happened since the last grace period: a program may still be
+    /// reading the spare set.
+    unsettled: bool,
+}
+
+impl CompiledSets {
+    /// The sets' arrays (`maps`, each of `cells` cells). Unsettled at
+    /// first: a predecessor may have flipped just before handing over.
+    pub(super) fn new(maps: Option<[MapData; 2]>, cells: u32) -> Result<Self, DataplaneError> {
+        let grace = GracePeriod::new().map_err(|e| DataplaneError::CompiledTable {
+            set: 0,
+            reason: format!("cannot create the grace-period map-in-map: {e}"),
+        })?;
+        Ok(CompiledSets {
+            maps,
+            cells,
+            grace,
+            unsettled: true,
+        })
+    }
+
+    /// Records a flip of the active set.
+    pub(super) fn flipped(&mut self) {
+        self.unsettled = true;
+    }
+
+    /// Waits, if a flip happened since the last wait, until no program can
+    /// still read the spare set; call before writing any of its maps.
+    pub(super) fn settle(&mut self) -> Result<(), DataplaneError> {
+        if self.unsettled {
+            self.grace
+                .wait()
+                .map_err(|e| DataplaneError::CompiledTable {
+                    set: 0,
+                    reason: format!("cannot wait for an RCU grace period: {e}"),
+                })?;
+            self.unsettled = false;
+        }
+        Ok(())
+    }
+
+    /// Writes the compiled table of `tables` into spare set `set` when its
+    /// lookups use it ([`firewall_common::FLAG_LOOKUP_COMPILED`]); returns
+    /// the writes done (one pass, or none). Call [`CompiledSets::settle`]
+    /// first.
+    pub(super) fn write(
+        &mut self,
+        set: u32,
+        tables: &CompiledTables,
+    ) -> Result<usize, DataplaneError> {
+        if tables.flags & FLAG_LOOKUP_COMPILED == 0 {
+            return Ok(0);
+        }
+        let fail = |reason: String| DataplaneError::CompiledTable { set, reason };
+        let maps = self
+            .maps
+            .as_ref()
+            .ok_or_else(|| fail("the pinned maps predate compiled tables".into()))?;
+        let image = compile_prefix_table(tables).map_err(|e| fail(e.to_string()))?;
+        if image.len() > self.cells as usize {
+            return Err(fail(format!(
+                "the policy needs {} cells but the table holds {}; restart vaultfw to size \
+                 the maps for the new limits, or run with --lookup trie",
+                image.len(),
+                self.cells
+            )));
+        }
+        write_image(&maps[set as usize], self.cells, &image).map_err(|e| fail(e.to_string()))?;
+        Ok(1)
+    }
+}

@@ -1,0 +1,162 @@
+//! The compiled prefix table in the kernel (`--lookup compiled`) against
+//! the kernel's LPM tries (`--lookup trie`) and the reference model, through
+//! BPF_PROG_TEST_RUN: for each size (10, 254, 1,000, 10,000 and 100,000
+//! IP rules, adversarial sets from `vaultfw::compile::cpt::adversarial`)
+//! the same frames get an XDP action with each lookup, with the
+//! trusted-service bypass on and off (so a wrong match in either global
+//! table shows), and the reference model's; any frame judged differently
+//! fails the test with its source, endpoint and every answer. (Which entry
+//! matched is compared exactly, by hit slot and expiry, in the compiler's
+//! unit tests, which run the same walk.)
+//!
+//! `cargo xtask test` runs 20,000 frames per size; `cargo xtask fuzz` runs
+//! more with `VAULTFW_CPT_FRAMES` and `VAULTFW_CPT_SEED`.
+//!
+//! Root only (it loads the program); skipped with a message otherwise.
+
+mod support;
+
+use std::net::Ipv4Addr;
+
+use firewall_common::{FLAG_BYPASS_TRUSTED, FLAG_VALID, PORT_PROTO_TCP, port_slot};
+use vaultfw::clock::kernel_now_ns;
+use vaultfw::compile::CompiledTables;
+use vaultfw::compile::cpt::adversarial::{Stream, adversarial, edges};
+use vaultfw::compile::cpt::{compile_prefix_table, table_matches, trie_matches};
+use vaultfw::dataplane::{Capacity, Dataplane};
+use vaultfw::reference;
+
+use support::{require_root, tcp_syn_vlan};
+
+/// Where BPF_PROG_TEST_RUN frames arrive (loopback).
+const TEST_RUN_IFINDEX: u32 = 1;
+/// Frames per size in `cargo xtask test`.
+const DEFAULT_FRAMES: usize = 20_000;
+/// Seed of the bounded run.
+const DEFAULT_SEED: u64 = 0xC04D_11ED;
+/// VLAN stacks the frames carry (the subnet scopes use VLANs 10 and 20).
+const TAGS: [&[u16]; 4] = [&[], &[10], &[20], &[30]];
+/// Disagreements printed in full.
+const SHOWN: usize = 5;
+
+fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+/// Frames of a size the reference model also judges: all of them up to
+/// 10,000 prefixes, the first 2,000 above (`VAULTFW_CPT_MODEL_FRAMES`
+/// overrides), as the model scans every entry per frame.
+fn model_frames(size: u32) -> usize {
+    let default = if size > 10_000 { 2_000 } else { usize::MAX };
+    env_or("VAULTFW_CPT_MODEL_FRAMES", default)
+}
+
+/// `frames` probes of `tables`: every edge source first (up to half), then
+/// random sources, cycling through the VLAN stacks.
+fn probes(tables: &CompiledTables, frames: usize, rng: &mut Stream) -> Vec<(u32, &'static [u16])> {
+    let edges = edges(tables);
+    let step = (edges.len() / (frames / 2).max(1)).max(1);
+    let mut out: Vec<u32> = edges.into_iter().step_by(step).take(frames / 2).collect();
+    while out.len() < frames {
+        out.push(rng.next_u64() as u32);
+    }
+    out.into_iter()
+        .enumerate()
+        .map(|(i, a)| (a, TAGS[i % TAGS.len()]))
+        .collect()
+}
+
+/// Runs one size; returns the disagreements' descriptions.
+fn run_size(size: u32, frames: usize, seed: u64) -> Vec<String> {
+    let capacity = Capacity::for_limits(size + 3000, 127);
+    let mut tables = adversarial(seed, size, capacity.hit_slots);
+    let (word, bit) = port_slot(0, PORT_PROTO_TCP, 443);
+    tables.port_words[word as usize] |= bit;
+    let mut dataplane = Dataplane::load(capacity).unwrap_or_else(|e| panic!("load: {e}"));
+    let mut rng = Stream::new(seed ^ u64::from(size));
+    let probes = probes(&tables, frames, &mut rng);
+    let frames: Vec<Vec<u8>> = probes
+        .iter()
+        .map(|(a, tags)| tcp_syn_vlan(a.to_be_bytes(), 443, tags))
+        .collect();
+
+    let image = compile_prefix_table(&tables).expect("compiles");
+    let mut bad = Vec::new();
+    let mut generation = 0;
+    // With the trusted-service bypass on and off, so a wrong match in
+    // either global table changes some action.
+    for bypass in [FLAG_BYPASS_TRUSTED, 0] {
+        tables.flags = FLAG_VALID | bypass;
+        let mut answers = Vec::new();
+        for compiled in [false, true] {
+            generation += 1;
+            let set = tables.clone().with_compiled_lookup(compiled);
+            dataplane
+                .apply(&set, generation)
+                .unwrap_or_else(|e| panic!("apply ({size} prefixes, compiled {compiled}): {e}"));
+            let actions: Vec<u32> = frames
+                .iter()
+                .map(|f| dataplane.test_run(f).expect("test run"))
+                .collect();
+            answers.push(actions);
+        }
+        let now = kernel_now_ns();
+        for (i, ((addr, tags), frame)) in probes.iter().zip(&frames).enumerate() {
+            let (trie, compiled) = (answers[0][i], answers[1][i]);
+            // The model scans every entry: it judges a sample at the
+            // largest size (the tries judge every frame).
+            let modelled = i < model_frames(size);
+            if trie == compiled && !modelled {
+                continue;
+            }
+            let model = reference::judge(frame, TEST_RUN_IFINDEX, &tables, now);
+            let expected = reference::XdpAction::of(model.verdict).code();
+            if trie != compiled || (modelled && compiled != expected) {
+                let vlan = u32::from(tags.first().copied().unwrap_or(0));
+                let src = addr.to_be_bytes();
+                bad.push(format!(
+                    "{size} prefixes, flags {:#x}: source {} via ifindex {TEST_RUN_IFINDEX} \
+                     VLAN {vlan}: XDP action trie {trie}, compiled {compiled}, reference \
+                     {expected} ({:?})\n  trie entries {:?}\n  compiled table {:?}",
+                    tables.flags,
+                    Ipv4Addr::from(src),
+                    model.verdict,
+                    trie_matches(&tables, TEST_RUN_IFINDEX, vlan, src),
+                    table_matches(&image, TEST_RUN_IFINDEX, vlan, src),
+                ));
+            }
+        }
+    }
+    bad
+}
+
+#[test]
+fn compiled_table_judges_like_the_tries_and_the_reference_at_every_size() {
+    if !require_root() {
+        return;
+    }
+    let frames = env_or("VAULTFW_CPT_FRAMES", DEFAULT_FRAMES);
+    let seed = env_or("VAULTFW_CPT_SEED", DEFAULT_SEED);
+    let mut bad = Vec::new();
+    for size in [10, 254, 1000, 10_000, 100_000] {
+        let found = run_size(size, frames, seed);
+        eprintln!(
+            "{size} prefixes: {frames} frames, {} disagreements (seed {seed:#x})",
+            found.len()
+        );
+        bad.extend(found);
+    }
+    assert!(
+        bad.is_empty(),
+        "{} disagreements; the first:\n{}",
+        bad.len(),
+        bad.iter()
+            .take(SHOWN)
+            .cloned()
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+}
