@@ -350,7 +350,7 @@ fn show_and_stats_keep_their_schema_when_only_the_pins_answer() {
         "{}",
         show.context()
     );
-    for key in ["generation", "filtering", "pin_dir"] {
+    for key in ["generation", "lookup", "filtering", "pin_dir"] {
         assert_eq!(
             from_pins[key],
             from_daemon[key],

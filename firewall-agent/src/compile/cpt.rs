@@ -24,8 +24,20 @@ use super::{CompiledTables, PrefixKey};
 
 pub mod adversarial;
 
-/// `vaultfw run --lookup`.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
+/// How the data plane finds an IPv4 source's rules (`vaultfw run --lookup`,
+/// `vaultfw check --lookup`); on the wire and in logs and metrics
+/// `"trie"` or `"compiled"`.
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    Default,
+    PartialEq,
+    Eq,
+    clap::ValueEnum,
+    serde::Serialize,
+    serde::Deserialize,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum Lookup {
     /// The kernel's LPM tries.
@@ -33,6 +45,26 @@ pub enum Lookup {
     Trie,
     /// The compiled prefix table (`firewall_common::cpt`).
     Compiled,
+}
+
+impl Lookup {
+    /// The lookup a table set's `PolicyConfig::flags` select
+    /// ([`firewall_common::FLAG_LOOKUP_COMPILED`]).
+    pub const fn from_flags(flags: u32) -> Self {
+        if flags & firewall_common::FLAG_LOOKUP_COMPILED != 0 {
+            Lookup::Compiled
+        } else {
+            Lookup::Trie
+        }
+    }
+
+    /// The value as the CLI, `show`, the logs and the metrics spell it.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Lookup::Trie => "trie",
+            Lookup::Compiled => "compiled",
+        }
+    }
 }
 
 /// Why a set's entries cannot be compiled into a prefix table.

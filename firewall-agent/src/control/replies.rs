@@ -81,6 +81,11 @@ pub struct ShowReply {
     pub health: HealthShown,
     /// `"passed"` (`--pass-forwarded`) or `"judged"`.
     pub forwarded_traffic: String,
+    /// How the served table set looks up IPv4 sources (`--lookup`), as
+    /// its `PolicyConfig` flags in the kernel say. `"trie"` from a daemon
+    /// that predates the field (it had only the tries).
+    #[serde(default)]
+    pub lookup: crate::compile::cpt::Lookup,
     /// Sentences an operator should read.
     pub warnings: Vec<String>,
 }
@@ -110,6 +115,9 @@ pub struct ShowView {
     /// The generation the kernel serves (`None`: the pinned tables are
     /// unreadable or absent).
     pub generation: Option<u64>,
+    /// How the served table set looks up IPv4 sources, `"trie"` or
+    /// `"compiled"` (`None`: the pinned tables are unreadable or absent).
+    pub lookup: Option<crate::compile::cpt::Lookup>,
     /// The pin directory.
     pub pin_dir: PathBuf,
     /// From the pins: the process holding the pin directory's lock (a
@@ -147,7 +155,7 @@ pub struct ShownInterface {
 }
 
 /// The keys [`ShowView`] takes from [`ShowReply`] as typed fields.
-const VIEW_KEYS: [&str; 3] = ["generation", "pin_dir", "interfaces"];
+const VIEW_KEYS: [&str; 4] = ["generation", "lookup", "pin_dir", "interfaces"];
 
 /// `reply` as a JSON object without [`VIEW_KEYS`].
 fn served_keys(reply: &ShowReply) -> serde_json::Map<String, serde_json::Value> {
@@ -185,6 +193,7 @@ impl ShowView {
             daemon_running: true,
             filtering: Some(interfaces.iter().any(|i| i.live == Some(true))),
             generation: Some(reply.generation),
+            lookup: Some(reply.lookup),
             pin_dir: reply.pin_dir.clone(),
             held_by_pid: None,
             interfaces,
@@ -203,6 +212,7 @@ impl ShowView {
             daemon_running: false,
             filtering: state.filtering,
             generation: state.generation,
+            lookup: state.lookup,
             pin_dir: state.pin_dir,
             held_by_pid: state.held_by_pid,
             interfaces: state

@@ -198,6 +198,7 @@ impl Daemon {
                 "judged"
             }
             .to_owned(),
+            lookup: self.dataplane.served_lookup(),
             warnings,
         }
     }

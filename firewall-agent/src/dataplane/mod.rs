@@ -416,6 +416,19 @@ impl Dataplane {
         self.tables.generation()
     }
 
+    /// How the table set the kernel serves looks up IPv4 sources: read
+    /// from the pinned `PolicyConfig` (what the program reads); for an
+    /// unpinned instance, or unreadable pins, from the flags last written
+    /// to the active set.
+    pub fn served_lookup(&self) -> crate::compile::cpt::Lookup {
+        let flags = self
+            .pin_dir
+            .as_ref()
+            .and_then(pins::served_config)
+            .map_or_else(|| self.tables.active_contents().flags, |c| c.flags);
+        crate::compile::cpt::Lookup::from_flags(flags)
+    }
+
     /// The number to give the next generation: above every generation
     /// ever written to these maps, a rolled-back one included, so a
     /// generation number always names one policy (`--if-generation`).

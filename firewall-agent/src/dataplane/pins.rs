@@ -407,6 +407,8 @@ pub struct PinnedState {
     pub interfaces: Vec<PinnedLinkState>,
     /// The generation the pinned tables serve, when readable.
     pub generation: Option<u64>,
+    /// How the served table set looks up IPv4 sources, when readable.
+    pub lookup: Option<crate::compile::cpt::Lookup>,
     /// The process that holds the pin directory's lock: a daemon runs on
     /// these pins but did not answer on the socket asked (its socket was
     /// removed, or it was started with another `--socket`).
@@ -476,28 +478,7 @@ pub fn inspect(dir: &PinDir) -> PinnedState {
             });
         }
     }
-    // The generation the program serves: the active set's, or — past an
-    // unconfirmed apply's deadline — the previous one in the other set.
-    let generation = aya::maps::MapData::from_pin(dir.map(POLICY_CONFIG))
-        .ok()
-        .and_then(|data| {
-            aya::maps::Array::<_, PolicyConfig>::try_from(aya::maps::Map::Array(data)).ok()
-        })
-        .and_then(|config| {
-            let active = aya::maps::MapData::from_pin(dir.map(ACTIVE_SET))
-                .ok()
-                .and_then(|d| aya::maps::Array::<_, u32>::try_from(aya::maps::Map::Array(d)).ok())
-                .and_then(|a| a.get(&0, 0).ok())
-                .unwrap_or(0)
-                & 1;
-            let active_config = config.get(&active, 0).ok()?;
-            if active_config.fallback_due(crate::clock::kernel_now_ns) {
-                config.get(&(active ^ 1), 0).ok()
-            } else {
-                Some(active_config)
-            }
-        })
-        .map(|c| c.generation);
+    let served = served_config(dir);
     PinnedState {
         daemon_running: false,
         pin_dir: dir.root().to_path_buf(),
@@ -509,8 +490,33 @@ pub fn inspect(dir: &PinDir) -> PinnedState {
             Some(false)
         },
         interfaces,
-        generation,
+        generation: served.map(|c| c.generation),
+        lookup: served.map(|c| crate::compile::cpt::Lookup::from_flags(c.flags)),
         held_by_pid: lock_holder(dir.root()),
+    }
+}
+
+/// The settings of the table set the pinned program serves: the active
+/// set's, or — past an unconfirmed apply's deadline — the other set's
+/// (the previous generation). `None`: the pinned maps are absent or
+/// unreadable.
+pub(super) fn served_config(dir: &PinDir) -> Option<PolicyConfig> {
+    let config = aya::maps::MapData::from_pin(dir.map(POLICY_CONFIG))
+        .ok()
+        .and_then(|data| {
+            aya::maps::Array::<_, PolicyConfig>::try_from(aya::maps::Map::Array(data)).ok()
+        })?;
+    let active = aya::maps::MapData::from_pin(dir.map(ACTIVE_SET))
+        .ok()
+        .and_then(|d| aya::maps::Array::<_, u32>::try_from(aya::maps::Map::Array(d)).ok())
+        .and_then(|a| a.get(&0, 0).ok())
+        .unwrap_or(0)
+        & 1;
+    let active_config = config.get(&active, 0).ok()?;
+    if active_config.fallback_due(crate::clock::kernel_now_ns) {
+        config.get(&(active ^ 1), 0).ok()
+    } else {
+        Some(active_config)
     }
 }
 

@@ -98,6 +98,7 @@ fn show_reply() -> ShowReply {
             },
         },
         forwarded_traffic: "judged".into(),
+        lookup: crate::compile::cpt::Lookup::Compiled,
         warnings: vec!["w".into()],
     }
 }
@@ -128,7 +129,7 @@ fn show_reply_has_a_stable_wire_form() {
                           "control_socket_present":true,
                           "readiness":{"ready":false,"reasons":
                               ["the last reload (SIGHUP) was refused: line 3: bad"]}},
-                "forwarded_traffic":"judged","warnings":["w"]}"#,
+                "forwarded_traffic":"judged","lookup":"compiled","warnings":["w"]}"#,
     );
 }
 
@@ -384,6 +385,7 @@ fn show_has_one_schema_whether_the_daemon_answered_or_the_pins_were_read() {
             live: Some(true),
         }],
         generation: Some(4),
+        lookup: Some(crate::compile::cpt::Lookup::Compiled),
         held_by_pid: None,
     }))
     .unwrap();
@@ -391,7 +393,7 @@ fn show_has_one_schema_whether_the_daemon_answered_or_the_pins_were_read() {
     assert_eq!(keys(&daemon["interfaces"][0]), keys(&pins["interfaces"][0]));
     assert_eq!(daemon["source"], "daemon");
     assert_eq!(pins["source"], "pins");
-    for key in ["generation", "filtering", "pin_dir"] {
+    for key in ["generation", "lookup", "filtering", "pin_dir"] {
         assert_eq!(daemon[key], pins[key], "{key}");
     }
     for key in ["name", "ifindex", "mode", "prog_id", "live"] {
@@ -401,6 +403,7 @@ fn show_has_one_schema_whether_the_daemon_answered_or_the_pins_were_read() {
         );
     }
     // What only a daemon knows is null from the pins, never missing.
+    assert_eq!(daemon["lookup"], "compiled");
     assert_eq!(daemon["default_action"], "Deny");
     assert!(pins["default_action"].is_null() && pins["health"].is_null());
     assert_eq!(daemon["daemon_running"], true);
@@ -424,4 +427,13 @@ fn the_names_logs_use_are_the_names_show_serializes() {
     ] {
         assert_eq!(serde_json::to_value(outcome).unwrap(), outcome.name());
     }
+}
+
+#[test]
+fn a_show_reply_without_lookup_reads_as_the_tries() {
+    // A daemon that predates `--lookup` had only the tries.
+    let mut wire = serde_json::to_value(show_reply()).unwrap();
+    wire.as_object_mut().unwrap().remove("lookup");
+    let reply: ShowReply = serde_json::from_value(wire).unwrap();
+    assert_eq!(reply.lookup, crate::compile::cpt::Lookup::Trie);
 }
