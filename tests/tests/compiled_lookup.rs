@@ -4,11 +4,13 @@
 //! version and never admit a source the serving version refuses (the
 //! agent waits an RCU grace period after each flip before it rewrites the
 //! spare set); and a restart with the other `--lookup` on the same pins
-//! serves the same verdicts.
+//! serves the same verdicts, says which lookup it serves (`show`, from
+//! the daemon and from the pins, and the start-up log) and logs the switch.
 
 use std::time::{Duration, Instant};
 
 use vaultfw_tests::agent::LeftPins;
+use vaultfw_tests::cli::{cli_in_netns, exit};
 use vaultfw_tests::reach::{assert_connects, assert_dropped, assert_dropped_within};
 use vaultfw_tests::{
     ALLOWED_SRC, Agent, AgentOptions, DENIED_SRC, PROBE_TIMEOUT, Prober, TcpServer, Topology,
@@ -99,8 +101,38 @@ fn two_thousand_compiled_swaps_under_traffic_never_fail_an_allowed_connection() 
     agent.stop();
 }
 
+/// `agent`'s start-up log says it serves `lookup`, and, when `from` is
+/// another lookup, that it switched from it (once).
+fn assert_logged_lookup(agent: &Agent, lookup: &str, from: Option<&str>) {
+    let lines = agent.log_lines();
+    let filtering: Vec<_> = lines
+        .iter()
+        .filter(|l| l["message"] == "filtering")
+        .collect();
+    assert_eq!(filtering.len(), 1, "{}", agent.output());
+    assert_eq!(
+        filtering[0]["vaultfw"]["lookup"],
+        lookup,
+        "{}",
+        agent.output()
+    );
+    let switched: Vec<_> = lines
+        .iter()
+        .filter(|l| l["message"] == "lookup switched")
+        .collect();
+    match from {
+        Some(from) if from != lookup => {
+            assert_eq!(switched.len(), 1, "{}", agent.output());
+            assert_eq!(switched[0]["log"]["level"], "info", "{}", agent.output());
+            assert_eq!(switched[0]["vaultfw"]["from"], from, "{}", agent.output());
+            assert_eq!(switched[0]["vaultfw"]["to"], lookup, "{}", agent.output());
+        }
+        _ => assert!(switched.is_empty(), "{}", agent.output()),
+    }
+}
+
 #[test]
-fn a_restart_with_the_other_lookup_on_the_same_pins_keeps_the_verdicts() {
+fn a_restart_with_the_other_lookup_on_the_same_pins_keeps_the_verdicts_and_reports_the_switch() {
     let topo = Topology::new();
     let _https = TcpServer::start(&topo.server, topo.server_addr(443));
     let mut agent = Agent::start_with(&topo.server, POLICY, options(&topo, "trie", "keep"));
@@ -108,14 +140,24 @@ fn a_restart_with_the_other_lookup_on_the_same_pins_keeps_the_verdicts() {
     agent.wait_serving();
     assert_connects(&topo, &agent, ALLOWED_SRC, 443, "trie: allowed");
     assert_dropped(&topo, &agent, DENIED_SRC, 443, "trie: denied");
+    assert_eq!(agent.cli_json(&["show"]).ok()["lookup"], "trie");
+    assert_logged_lookup(&agent, "trie", None);
     // Removes the pins once the test ends, whatever happens.
     let mut pins = Vec::new();
-    for lookup in ["compiled", "trie", "compiled"] {
+    let mut previous = "trie";
+    for lookup in ["compiled", "compiled", "trie", "compiled"] {
         let (_, policy, paths) = agent.stop_keeping();
         pins.push(LeftPins(paths.clone()));
+        // No daemon: `show` reads what the pinned program serves.
+        let show = cli_in_netns(&topo.server, &paths, &["show"]);
+        show.expect_code(exit::NOT_RUNNING);
+        assert_eq!(show.json()["lookup"], previous, "{}", show.context());
         agent = Agent::spawn(&topo.server, policy, paths, options(&topo, lookup, "keep"));
         agent.wait_ready();
         agent.wait_serving();
+        assert_eq!(agent.cli_json(&["show"]).ok()["lookup"], lookup);
+        assert_logged_lookup(&agent, lookup, Some(previous));
+        previous = lookup;
         assert_connects(
             &topo,
             &agent,

@@ -107,7 +107,7 @@ fn assert_daemon_values(record: &Value) {
                     "{path} = {text:?} is a list or object written as a string: {record}"
                 );
                 let key = path.rsplit('.').next().unwrap_or_default();
-                if ["reason", "outcome", "on_exit"].contains(&key) {
+                if ["reason", "outcome", "on_exit", "lookup"].contains(&key) {
                     assert_eq!(
                         text,
                         &text.to_lowercase(),
@@ -235,6 +235,7 @@ fn every_record_of_a_session_is_json_with_the_ecs_fields_of_its_kind() {
                     assert_eq!(interfaces[0]["name"], topo.server_veth(), "{record}");
                     assert_has(&interfaces[0], &["mode", "entry"]);
                     assert_eq!(vaultfw["on_exit"], "detach", "{record}");
+                    assert_eq!(vaultfw["lookup"], "trie", "{record}");
                     filtering += 1;
                 }
                 if record["message"] == "attached" {

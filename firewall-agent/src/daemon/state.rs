@@ -111,6 +111,8 @@ impl Daemon {
     ) -> Result<Self, RunError> {
         // Nothing was pinned before this run: a failed start leaves nothing.
         let fresh = dataplane.generation() == 0 && !dataplane.migrating();
+        // What the pins served before this run, to log a `--lookup` switch.
+        let previous_lookup = (dataplane.generation() != 0).then(|| dataplane.served_lookup());
         let started = (|| {
             let tables = compile_for(&dataplane, &options, &policy, &interfaces);
             let report = dataplane.apply(&tables, dataplane.next_generation())?;
@@ -135,6 +137,15 @@ impl Daemon {
             }
         };
         log_applied(&report, "start");
+        let lookup = dataplane.served_lookup();
+        if let Some(from) = previous_lookup.filter(|from| *from != lookup) {
+            tracing::info!(
+                from = from.name(),
+                to = lookup.name(),
+                generation = report.generation,
+                "lookup switched"
+            );
+        }
         detach_unmanaged_at_start(&mut dataplane, &options.interfaces, &policy);
         // A list is a JSON array in the record (docs/logging.md).
         let attached: Vec<serde_json::Value> = dataplane
@@ -149,6 +160,7 @@ impl Daemon {
             default_action = policy.default_action.name(),
             mode = policy.mode.name(),
             on_exit = options.on_exit.name(),
+            lookup = lookup.name(),
             "filtering"
         );
         let socket = SocketIdentity::of(&options.socket);
