@@ -59,6 +59,7 @@ fn snapshot() -> MetricsSnapshot {
             },
         ],
         generation: 7,
+        lookup: vaultfw::cli::Lookup::Compiled,
         apply_durations: {
             let mut h = DurationHistogram::default();
             h.observe(Duration::from_millis(12));
@@ -121,6 +122,8 @@ fn a_snapshot_renders_every_family_in_the_prometheus_text_format() {
         r#"vaultfw_access_log_events_dropped_total{reason="rate_limited"} 4"#,
         r#"vaultfw_access_log_events_dropped_total{reason="ring_full"} 1"#,
         "vaultfw_policy_generation 7",
+        "# TYPE vaultfw_lookup_info gauge",
+        r#"vaultfw_lookup_info{lookup="compiled"} 1"#,
         "# TYPE vaultfw_apply_duration_seconds histogram",
         r#"vaultfw_apply_duration_seconds_bucket{le="0.01"} 0"#,
         r#"vaultfw_apply_duration_seconds_bucket{le="0.025"} 1"#,

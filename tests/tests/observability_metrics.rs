@@ -1,5 +1,5 @@
 //! What monitoring reads as it is: a running agent's `/metrics` passes
-//! `promtool check metrics` and carries build info, attach state and XDP
+//! `promtool check metrics` and carries build info, the lookup in use, attach state and XDP
 //! mode, rule counts by kind, readiness, the service-tags file's change
 //! number and age, a pending confirmation's deadline and the apply-duration
 //! histogram, each equal to what the daemon and the kernel hold; the
@@ -187,6 +187,11 @@ fn metrics_pass_promtool_and_say_what_the_daemon_and_the_kernel_hold() {
     assert_eq!(build.1["kernel"], kernel.release().to_string_lossy());
     assert_eq!(build.1["version"], env!("CARGO_PKG_VERSION"));
     assert!(!build.1["commit"].is_empty(), "{text}");
+    // The daemon runs with the default `--lookup trie`.
+    assert_eq!(
+        value(&s, "vaultfw_lookup_info", &[("lookup", "trie")], &text),
+        1.0
+    );
 
     assert_eq!(value(&s, "vaultfw_ready", &[], &text), 1.0);
     assert_eq!(

@@ -96,6 +96,7 @@ impl Daemon {
             counters: self.counter_sample()?,
             rules: self.rule_hit_samples()?,
             generation: self.generation,
+            lookup: self.dataplane.served_lookup(),
             apply_durations: apply_durations.clone(),
             health: HealthSample {
                 last_reload: self.health.last_reload.as_ref().map(|r| (r.success, r.at)),

@@ -1,6 +1,6 @@
 //! Metrics in the Prometheus text format (0.0.4), served on `GET /metrics`
-//! of an opt-in address (`--metrics-addr`): build info, verdict counters
-//! per interface, per-rule hits, rule counts, access-log events written and
+//! of an opt-in address (`--metrics-addr`): build info, the lookup in use,
+//! verdict counters per interface, per-rule hits, rule counts, access-log events written and
 //! dropped, the policy generation, apply durations (a histogram), reload
 //! and readiness state, per-interface attach state and XDP mode, a pending
 //! confirmation's deadline, the service-tags file, and map fill. The same
@@ -71,6 +71,8 @@ pub struct MetricsSnapshot {
     pub rules: Vec<RuleHitSample>,
     /// The generation the kernel serves.
     pub generation: u64,
+    /// How the served table set looks up IPv4 sources (`--lookup`).
+    pub lookup: crate::compile::cpt::Lookup,
     /// How long each change that produced a generation took (validate,
     /// compile, write, flip), since the daemon started.
     pub apply_durations: DurationHistogram,
@@ -250,6 +252,16 @@ pub fn render(snapshot: &MetricsSnapshot) -> String {
             ("commit", COMMIT),
             ("kernel", &kernel_release()),
         ]))
+        .set(1);
+
+    let lookup = Family::<Labels, Gauge>::default();
+    registry.register(
+        "vaultfw_lookup_info",
+        "Always 1; the label says how the served tables look up IPv4 sources (trie or compiled: run --lookup)",
+        lookup.clone(),
+    );
+    lookup
+        .get_or_create(&labels(&[("lookup", snapshot.lookup.name())]))
         .set(1);
 
     let verdicts = Family::<Labels, Counter>::default();
@@ -830,5 +842,31 @@ mod tests {
         assert_eq!(rows.len(), 2);
         assert_eq!((rows[0].0.as_str(), rows[0].1[9]), ("eth0", 5));
         assert_eq!((rows[1].0.as_str(), rows[1].1[9]), ("other", 2));
+    }
+
+    #[test]
+    fn the_lookup_in_use_is_the_one_label_of_vaultfw_lookup_info() {
+        for lookup in [
+            crate::compile::cpt::Lookup::Trie,
+            crate::compile::cpt::Lookup::Compiled,
+        ] {
+            let text = render(&MetricsSnapshot {
+                lookup,
+                ..MetricsSnapshot::default()
+            });
+            let lines: Vec<&str> = text
+                .lines()
+                .filter(|l| l.starts_with("vaultfw_lookup_info"))
+                .collect();
+            assert_eq!(
+                lines,
+                [format!(
+                    "vaultfw_lookup_info{{lookup=\"{}\"}} 1",
+                    lookup.name()
+                )],
+                "{text}"
+            );
+            assert!(text.contains("# TYPE vaultfw_lookup_info gauge"), "{text}");
+        }
     }
 }
