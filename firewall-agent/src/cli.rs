@@ -383,6 +383,13 @@ pub struct CheckArgs {
     /// Also print the reference model's steps for each frame.
     #[arg(long)]
     pub explain: bool,
+    /// How the program looks up IPv4 sources, as `vaultfw run --lookup`
+    /// (`trie` or `compiled`): judge the frames through the data path the
+    /// daemon runs. Verdicts are the same; IPv6 always uses the tries.
+    ///
+    /// Example: vaultfw check --lookup compiled --policy policy.toml --src 203.0.113.7 --dst 10.0.0.1 --proto tcp --dport 443
+    #[arg(long, value_enum, default_value = "trie")]
+    pub lookup: Lookup,
 }
 
 /// `vaultfw check --proto`.
@@ -431,6 +438,7 @@ impl CheckArgs {
             pcap: self.pcap.clone(),
             output: self.output.into(),
             explain: self.explain,
+            lookup: self.lookup,
         }
     }
 }

@@ -140,7 +140,7 @@ endpoint = { interface = "lo" }
 "#;
 
 #[test]
-fn flags_mode_names_verdict_reason_and_rule() {
+fn flags_mode_names_verdict_reason_and_rule_through_either_lookup() {
     if !require_root() {
         return;
     }
@@ -170,13 +170,17 @@ fn flags_mode_names_verdict_reason_and_rule() {
             Value::from("ip rule 198.51.100.0/24 (\"office\")"),
         ),
     ];
-    for (src, verdict, reason, rule) in cases {
-        let got = judged(&policy, src, "tcp", Some("443"), &[]);
-        assert_eq!(
-            got,
-            (verdict.to_owned(), reason.to_owned(), rule),
-            "from {src}"
-        );
+    // The default, and each `--lookup` the daemon can run with: the
+    // program's compiled table judges as its tries do.
+    for lookup in [&[][..], &["--lookup", "trie"], &["--lookup", "compiled"]] {
+        for (src, verdict, reason, rule) in &cases {
+            let got = judged(&policy, src, "tcp", Some("443"), lookup);
+            assert_eq!(
+                got,
+                ((*verdict).to_owned(), (*reason).to_owned(), rule.clone()),
+                "from {src} with {lookup:?}"
+            );
+        }
     }
 }
 
@@ -849,4 +853,26 @@ fn frames_no_nic_hands_to_xdp_are_noted_and_not_run() {
     assert_eq!(lines[1]["verdict"], Value::Null);
     assert!(lines[1]["notes"].to_string().contains("GRO/TSO"));
     assert_eq!(lines[2]["reason"], "allow_ip_rule");
+}
+
+#[test]
+fn an_unknown_lookup_is_refused_naming_the_values() {
+    let out = check(&[
+        "--lookup",
+        "hash",
+        "--policy",
+        "/nonexistent/policy.toml",
+        "--src",
+        "198.51.100.7",
+        "--dst",
+        "192.0.2.1",
+        "--proto",
+        "tcp",
+    ]);
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("--lookup") && stderr.contains("hash") && stderr.contains("compiled"),
+        "{stderr}"
+    );
 }

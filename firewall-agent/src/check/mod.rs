@@ -72,6 +72,8 @@ pub struct CheckRequest {
     pub output: ReportFormat,
     /// Also print the reference model's steps.
     pub explain: bool,
+    /// How the program looks up IPv4 sources (`--lookup`).
+    pub lookup: crate::compile::cpt::Lookup,
 }
 
 /// How `check` prints its results.
@@ -227,7 +229,8 @@ pub fn check(args: &CheckRequest) -> Result<Vec<FrameResult>, CheckError> {
         None => TEST_RUN_IFINDEX,
     };
     let interfaces = links::endpoint_interfaces(&policy);
-    let tables = compile(&policy, &interfaces, &crate::clock::MonotonicClock::now());
+    let tables = compile(&policy, &interfaces, &crate::clock::MonotonicClock::now())
+        .with_compiled_lookup(args.lookup == crate::compile::cpt::Lookup::Compiled);
     // Sized like the daemon sizes them, so the rule-hit slots `compile`
     // lays out for the policy's limits all exist.
     let limit = |n: usize| u32::try_from(n).unwrap_or(u32::MAX);
