@@ -538,6 +538,7 @@ impl Daemon {
                 });
                 self.policy = pending.previous;
                 self.interfaces = pending.previous_interfaces;
+                self.native_file = None;
                 self.generation = self.dataplane.generation();
                 // The interfaces follow the policy back: what it names is
                 // filtered again, what only the dropped apply named is not.
