@@ -677,7 +677,8 @@ pub(super) fn refuse_missing_endpoints(
         } else {
             refused.push(format!(
                 "virtual_network_rules {id:?}: endpoint interface {interface:?} does not exist; \
-                 create it, fix the endpoint, or set ignore_missing_endpoint = true"
+                 create it, fix the endpoint, or set ignore_missing_endpoint = true \
+                 (`network-rule add`: --ignore-missing-vnet-service-endpoint)"
             ));
         }
     }
