@@ -46,11 +46,16 @@ fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
         .unwrap_or(default)
 }
 
+/// Entries the reference model may scan per size and bypass setting: it
+/// scans every entry per frame, and the suite also runs in an emulated VM.
+const MODEL_SCANS: usize = 5_000_000;
+
 /// Frames of a size the reference model also judges: all of them up to
-/// 10,000 prefixes, the first 2,000 above (`VAULTFW_CPT_MODEL_FRAMES`
-/// overrides), as the model scans every entry per frame.
+/// 254 prefixes, the first 5,000 at 1,000, 500 at 10,000 and 50 at 100,000
+/// ([`MODEL_SCANS`]; `VAULTFW_CPT_MODEL_FRAMES` overrides). The tries judge
+/// every frame.
 fn model_frames(size: u32) -> usize {
-    let default = if size > 10_000 { 2_000 } else { usize::MAX };
+    let default = MODEL_SCANS / size.max(1) as usize;
     env_or("VAULTFW_CPT_MODEL_FRAMES", default)
 }
 
@@ -107,7 +112,7 @@ fn run_size(size: u32, frames: usize, seed: u64) -> Vec<String> {
         for (i, ((addr, tags), frame)) in probes.iter().zip(&frames).enumerate() {
             let (trie, compiled) = (answers[0][i], answers[1][i]);
             // The model scans every entry: it judges a sample at the
-            // largest size (the tries judge every frame).
+            // larger sizes (the tries judge every frame).
             let modelled = i < model_frames(size);
             if trie == compiled && !modelled {
                 continue;

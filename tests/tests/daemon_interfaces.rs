@@ -543,3 +543,40 @@ fn iface_all_attaches_a_nic_before_the_device_stacked_on_it() {
     );
     agent.stop();
 }
+
+/// A subnet rule added through the CLI whose endpoint interface does not
+/// exist is refused by name, with the CLI flag that lets it wait for the
+/// interface, and changes nothing.
+#[test]
+fn a_cli_subnet_rule_on_a_missing_endpoint_is_refused_with_the_flag_that_waits_for_it() {
+    let topo = Topology::new();
+    let mut agent = Agent::start(&topo.server, topo.server_veth(), POLICY);
+    agent.wait_ready();
+    let generation = agent.generation();
+    let file_before = std::fs::read_to_string(agent.policy().path()).expect("read the policy file");
+    let missing = unique_name("gone");
+    let refused = agent.cli_json(&[
+        "network-rule",
+        "add",
+        "--vnet-rule",
+        "vnet-prod/subnets/gone",
+        "--subnet",
+        "10.1.2.0/25",
+        "--endpoint",
+        &missing,
+    ]);
+    refused.expect_code(exit::INVALID_INPUT);
+    let message = refused.error_message();
+    assert!(
+        message.contains(&missing) && message.contains("--ignore-missing-vnet-service-endpoint"),
+        "{}",
+        refused.context()
+    );
+    assert_eq!(agent.generation(), generation);
+    let file_after = std::fs::read_to_string(agent.policy().path()).expect("read the policy file");
+    assert_eq!(
+        file_after, file_before,
+        "the refused change reached the file"
+    );
+    agent.stop();
+}

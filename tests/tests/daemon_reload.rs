@@ -162,3 +162,67 @@ fn valid_policy_edit_is_applied_without_sighup() {
 
     agent.stop();
 }
+
+/// An edit that leaves the tables as they were (a comment) keeps the
+/// generation; putting the file back to what a CLI change wrote is then a
+/// change of the declared policy like any other. It is reloaded, and the
+/// next CLI change edits what the file declares — never the policy the
+/// edit had made.
+#[test]
+fn an_edit_reverted_to_the_daemons_own_write_is_reloaded_and_the_next_change_edits_the_file() {
+    let topo = Topology::new();
+    let _https = TcpServer::start(&topo.server, topo.server_addr(443));
+    let agent = serving(&topo);
+    let added = agent.cli_json(&[
+        "network-rule",
+        "add",
+        "--ip-address",
+        "198.51.100.9",
+        "--comment",
+        "AAAA",
+    ]);
+    added.ok();
+    let own_write = std::fs::read_to_string(agent.policy().path()).expect("the policy file");
+    assert!(own_write.contains("AAAA"), "{own_write}");
+
+    // The tables come out the same: the reload serves the file's policy
+    // under the same generation.
+    let applied = |mark: LogMark, what: &str| {
+        agent.wait_log(mark, what, LOG_TIMEOUT, |l| {
+            l["message"] == "policy unchanged; nothing written"
+                && l["vaultfw"]["cause"] == "policy file changed"
+        })
+    };
+    let mark = agent.log_mark();
+    save_like_an_editor(agent.policy().path(), &own_write.replace("AAAA", "BBBB"));
+    applied(mark, "the comment edit reloaded");
+    let mark = agent.log_mark();
+    save_like_an_editor(agent.policy().path(), &own_write);
+    applied(mark, "the revert to the daemon's own write reloaded");
+    let comment_listed = || {
+        let list = agent.cli_json(&["network-rule", "list"]).ok();
+        list["ip_rules"]
+            .as_array()
+            .and_then(|rules| rules.iter().find(|r| r["rule"] == "198.51.100.9"))
+            .map(|r| r["comment"].clone())
+            .unwrap_or_else(|| panic!("198.51.100.9 is listed: {list:#}"))
+    };
+    assert_eq!(comment_listed(), "AAAA", "the served policy is the file's");
+
+    let added = agent.cli_json(&[
+        "network-rule",
+        "add",
+        "--ip-address",
+        &DENIED_SRC.to_string(),
+    ]);
+    assert_eq!(added.ok()["changed"], true, "{}", added.context());
+    assert_connects(&topo, &agent, DENIED_SRC, 443, "the rule the CLI added");
+    let file = std::fs::read_to_string(agent.policy().path()).expect("the policy file");
+    assert!(
+        file.contains("AAAA") && !file.contains("BBBB") && file.contains(&DENIED_SRC.to_string()),
+        "the file holds the declared policy plus the new rule:\n{file}"
+    );
+    assert_eq!(comment_listed(), "AAAA", "after the next change");
+    assert_eq!(agent.show()["health"]["policy"]["state"], "in_sync");
+    agent.stop();
+}

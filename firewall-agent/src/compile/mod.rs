@@ -509,26 +509,41 @@ pub fn compile_next(
             .filter_map(|v| v.slot.checked_sub(vnet_base)),
         slots.vnet_rules,
     );
+    // One deadline per rule, as one hit slot: a prefix added to an
+    // expiring rule takes the deadline its held entries have (converted
+    // again it would differ by nanoseconds, and the compiled table keeps
+    // one expiry per slot).
+    let rule_deadlines: Vec<u64> = vnet_keys
+        .iter()
+        .zip(&vnet6_keys)
+        .zip(&expiries)
+        .map(|((keys, keys6), expires_at)| {
+            let held = keys
+                .iter()
+                .find_map(|k| previous.vnet_rules.get(k))
+                .or_else(|| keys6.iter().find_map(|k| previous.vnet6_rules.get(k)));
+            deadline(*expires_at, held)
+        })
+        .collect();
     let mut vnet6_rules = BTreeMap::new();
-    for ((keys, slot), rule) in vnet6_keys
+    for ((keys, slot), expires) in vnet6_keys
         .into_iter()
         .zip(&vnet_slots)
-        .zip(&policy.virtual_network_rules)
+        .zip(&rule_deadlines)
+        .take(policy.virtual_network_rules.len())
     {
         for key in keys {
-            let expires = deadline(rule.expires_at, previous.vnet6_rules.get(&key));
             vnet6_rules
                 .entry(key)
-                .or_insert(RuleValue::expiring(slots.vnet(*slot), expires));
+                .or_insert(RuleValue::expiring(slots.vnet(*slot), *expires));
         }
     }
     let mut vnet_rules = BTreeMap::new();
-    for ((keys, slot), expires_at) in vnet_keys.into_iter().zip(vnet_slots).zip(expiries) {
+    for ((keys, slot), expires) in vnet_keys.into_iter().zip(vnet_slots).zip(rule_deadlines) {
         for key in keys {
             // The same prefix under the same endpoint in two rules: the
             // entry is the first rule's (in policy order) — its slot, so
             // [`rule_table`] names it, and its expiry.
-            let expires = deadline(expires_at, previous.vnet_rules.get(&key));
             vnet_rules
                 .entry(key)
                 .or_insert(RuleValue::expiring(slots.vnet(slot), expires));

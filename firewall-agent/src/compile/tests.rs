@@ -200,6 +200,46 @@ ip_rules = [{ value = "198.51.100.7", expires_at = "2030-01-01T00:00:30Z" }]
 }
 
 #[test]
+fn a_prefix_added_to_an_expiring_subnet_rule_takes_the_deadline_its_held_entries_have() {
+    let policy_of = |prefixes: &str| {
+        let text = format!(
+            "default_action = \"Deny\"\n[[virtual_network_rules]]\nid = \"vnet/subnets/a\"\n\
+             address_prefixes = [{prefixes}]\nendpoint = {{ vlan = 120 }}\n\
+             expires_at = \"2030-01-01T02:00:00Z\"\n"
+        );
+        parse_toml_at(
+            &text,
+            humantime::parse_rfc3339("2029-12-31T00:00:00Z").unwrap(),
+        )
+        .unwrap()
+        .policy
+    };
+    let before = policy_of("\"10.1.2.0/24\"");
+    let after = policy_of("\"10.1.2.0/24\", \"10.9.0.0/16\"");
+    let slots = hit_slots_for(&after);
+    let none = InterfaceIndex::new();
+    let first = compile_next(&before, &none, slots, &CompiledTables::empty(), &clock());
+    // The wall clock read again 300 µs later converts the same expiry to
+    // another monotonic value.
+    let later = MonotonicClock::at(
+        humantime::parse_rfc3339("2030-01-01T00:00:00Z").unwrap(),
+        1_000_000_300_000,
+    );
+    let second = compile_next(&after, &none, slots, &first, &later);
+    let deadlines: std::collections::BTreeSet<u64> = second
+        .vnet_rules
+        .values()
+        .map(|v| v.expires_at_ns())
+        .collect();
+    assert_eq!(
+        deadlines.into_iter().collect::<Vec<_>>(),
+        [first.vnet_rules.values().next().unwrap().expires_at_ns()],
+        "one rule, one deadline"
+    );
+    cpt::compile_prefix_table(&second).expect("the compiled table takes one expiry per slot");
+}
+
+#[test]
 fn keys_hold_octets_in_network_byte_order() {
     // A key in host byte order would match the byte-reversed twin.
     let tables = compiled("default_action = \"Deny\"\nip_rules = [\"203.0.113.10\"]\n");

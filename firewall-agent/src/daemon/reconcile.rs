@@ -186,6 +186,11 @@ impl Daemon {
         self.generation = report.generation;
         self.policy = policy;
         self.interfaces = interfaces;
+        // The kept file described the policy served until now; a reload
+        // whose tables come out the same keeps the generation, so the
+        // generation alone cannot tell it is stale. The CLI change that
+        // wrote the file keeps it again once this returns.
+        self.native_file = None;
         // On probation the previous generation may serve again (by the
         // kernel, with no daemon): what it filters stays attached until
         // the change is confirmed (see `wanted_now`).

@@ -550,6 +550,7 @@ impl Daemon {
                 });
                 self.policy = pending.previous;
                 self.interfaces = pending.previous_interfaces;
+                self.native_file = None;
                 self.generation = self.dataplane.generation();
                 // The interfaces follow the policy back: what it names is
                 // filtered again, what only the dropped apply named is not.
@@ -688,7 +689,8 @@ pub(super) fn refuse_missing_endpoints(
         } else {
             refused.push(format!(
                 "virtual_network_rules {id:?}: endpoint interface {interface:?} does not exist; \
-                 create it, fix the endpoint, or set ignore_missing_endpoint = true"
+                 create it, fix the endpoint, or set ignore_missing_endpoint = true \
+                 (`network-rule add`: --ignore-missing-vnet-service-endpoint)"
             ));
         }
     }

@@ -71,7 +71,9 @@ fn empty_set_matches_nothing_in_a_few_cells() {
 
 #[test]
 fn adversarial_sets_match_the_trie_at_every_edge() {
-    for seed in 0..4 {
+    // Two seeds: every edge of each set is judged through every probe
+    // endpoint; `cargo xtask fuzz` runs many more.
+    for seed in 0..2 {
         let tables = adversarial(seed, 3000, SLOTS);
         assert_same(&tables, &edges(&tables), seed);
     }
