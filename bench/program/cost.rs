@@ -20,6 +20,7 @@ use aya::programs::ProgramFd;
 use ipnet::Ipv4Net;
 use serde::Serialize;
 use vaultfw::compile::compile_next;
+use vaultfw::compile::cpt::Lookup;
 use vaultfw::dataplane::{Capacity, Dataplane};
 use vaultfw::links::InterfaceIndex;
 use vaultfw::policy::parse_toml;
@@ -198,7 +199,9 @@ pub fn run(
         .with_access_log(crate::EVENT_RATE, false);
         // A second instance serves the same tables through the compiled
         // prefix table (`--lookup compiled`), told apart by generation.
-        let mut compiled_dataplane = Dataplane::load(Capacity::for_ip_rule_limit(count as u32))?;
+        let compiled_capacity =
+            Capacity::for_ip_rule_limit(count as u32).with_lookup(Lookup::Compiled);
+        let mut compiled_dataplane = Dataplane::load(compiled_capacity)?;
         compiled_dataplane.apply(&compiled.clone().with_compiled_lookup(true), generation + 1)?;
         dataplane.apply(&compiled, generation)?;
         let (vaultfw_fd, vaultfw_info) = testrun::find_vaultfw(generation)?;
@@ -207,12 +210,12 @@ pub fn run(
         compiled_table.push(CompiledTableSize {
             prefixes: count,
             image_bytes: std::mem::size_of_val(image.as_slice()),
-            array_bytes: u64::from(Capacity::for_ip_rule_limit(count as u32).compiled_cells()) * 8,
+            array_bytes: u64::from(compiled_capacity.compiled_cells()) * 8,
         });
         eprintln!(
             "bench-program: {count} prefixes: compiled table {} bytes (array {} bytes)",
             std::mem::size_of_val(image.as_slice()),
-            u64::from(Capacity::for_ip_rule_limit(count as u32).compiled_cells()) * 8
+            u64::from(compiled_capacity.compiled_cells()) * 8
         );
         let one = peers::one_lookup(objects, &prefixes)?;
         let links = [

@@ -22,7 +22,7 @@ use firewall_common::{FLAG_BYPASS_TRUSTED, FLAG_VALID, PORT_PROTO_TCP, port_slot
 use vaultfw::clock::kernel_now_ns;
 use vaultfw::compile::CompiledTables;
 use vaultfw::compile::cpt::adversarial::{Stream, adversarial, edges};
-use vaultfw::compile::cpt::{compile_prefix_table, table_matches, trie_matches};
+use vaultfw::compile::cpt::{Lookup, compile_prefix_table, table_matches, trie_matches};
 use vaultfw::dataplane::{Capacity, Dataplane};
 use vaultfw::reference;
 
@@ -76,7 +76,7 @@ fn probes(tables: &CompiledTables, frames: usize, rng: &mut Stream) -> Vec<(u32,
 
 /// Runs one size; returns the disagreements' descriptions.
 fn run_size(size: u32, frames: usize, seed: u64) -> Vec<String> {
-    let capacity = Capacity::for_limits(size + 3000, 127);
+    let capacity = Capacity::for_limits(size + 3000, 127).with_lookup(Lookup::Compiled);
     let mut tables = adversarial(seed, size, capacity.hit_slots);
     let (word, bit) = port_slot(0, PORT_PROTO_TCP, 443);
     tables.port_words[word as usize] |= bit;
@@ -164,4 +164,47 @@ fn compiled_table_judges_like_the_tries_and_the_reference_at_every_size() {
             .collect::<Vec<_>>()
             .join("\n")
     );
+}
+
+/// A policy within its limits whose subnet prefixes exceed the compiled
+/// table's room is refused with the bound and both ways out, and the
+/// tables the kernel serves stay as they were.
+#[test]
+fn a_policy_beyond_the_compiled_tables_room_is_refused_naming_the_bound_and_the_fix() {
+    if !require_root() {
+        return;
+    }
+    // 40,000 single addresses, none adjacent: every one a range of its own.
+    let prefixes: Vec<String> = (0..40_000u32)
+        .map(|i| {
+            let [_, b, c, d] = (0x0A01_0000 + 2 * i).to_be_bytes();
+            format!("\"10.{b}.{c}.{d}\"")
+        })
+        .collect();
+    let text = format!(
+        "default_action = \"Deny\"\nlimits = {{ ip_rules = 10, virtual_network_rules = 5 }}\n\
+         [[virtual_network_rules]]\nid = \"vnet/subnets/big\"\naddress_prefixes = [{}]\n\
+         endpoint = {{ vlan = 10 }}\n",
+        prefixes.join(", ")
+    );
+    let policy = vaultfw::policy::parse_toml(&text)
+        .unwrap_or_else(|e| panic!("the policy is valid: {e}"))
+        .policy;
+    let tables = vaultfw::compile::compile(
+        &policy,
+        &vaultfw::links::InterfaceIndex::new(),
+        &vaultfw::clock::MonotonicClock::now(),
+    )
+    .with_compiled_lookup(true);
+    let capacity = Capacity::for_limits(10, 5).with_lookup(Lookup::Compiled);
+    let mut dataplane = Dataplane::load(capacity).unwrap_or_else(|e| panic!("load: {e}"));
+    let refused = dataplane
+        .apply(&tables, 1)
+        .expect_err("40,000 subnet prefixes exceed the compiled table's room");
+    let message = refused.to_string();
+    assert!(
+        message.contains("limits.ip_rules") && message.contains("--lookup trie"),
+        "{message}"
+    );
+    assert_eq!(dataplane.generation(), 0, "nothing was served");
 }

@@ -239,7 +239,8 @@ pub fn check(args: &CheckRequest) -> Result<Vec<FrameResult>, CheckError> {
             limit(policy.limits.ip_rules),
             limit(policy.limits.virtual_network_rules),
         )
-        .with_ipv6_rules(limit(policy.limits.ipv6_rules)),
+        .with_ipv6_rules(limit(policy.limits.ipv6_rules))
+        .with_lookup(args.lookup),
     )
     .map_err(|source| CheckError::Dataplane {
         operation: "load the XDP program",

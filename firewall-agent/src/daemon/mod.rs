@@ -248,7 +248,8 @@ pub async fn serve(
     .with_ipv6_rules(
         u32::try_from(policy.limits.ipv6_rules)
             .expect("invariant: validation caps limits at Limits::MAX_LOADABLE"),
-    );
+    )
+    .with_lookup(options.lookup);
     let mut dataplane = Dataplane::open_pinned(
         capacity,
         PinDir::new(&options.pin_dir),

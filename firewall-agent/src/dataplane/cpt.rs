@@ -254,10 +254,12 @@ impl CompiledSets {
         let image = compile_prefix_table(tables).map_err(|e| fail(e.to_string()))?;
         if image.len() > self.cells as usize {
             return Err(fail(format!(
-                "the policy needs {} cells but the table holds {}; restart vaultfw to size \
-                 the maps for the new limits, or run with --lookup trie",
+                "the policy needs {} cells but the table holds {}: it has room for \
+                 limits.ip_rules IP rules plus {} subnet and trusted-service prefixes; raise \
+                 limits.ip_rules and restart vaultfw, or run with --lookup trie (no such bound)",
                 image.len(),
-                self.cells
+                self.cells,
+                super::COMPILED_EXTRA_PREFIXES,
             )));
         }
         write_image(&maps[set as usize], self.cells, &image).map_err(|e| fail(e.to_string()))?;

@@ -68,6 +68,9 @@ pub(super) fn pinned_capacity(dir: &PinDir) -> Option<Capacity> {
         vnet_entries: entries(VNET_RULES_0)?,
         trusted_entries: entries(TRUSTED_0)?,
         hit_slots: HitSlots::new(ip_rules, vnet_rules).with_ipv6(ipv6_rules),
+        // Read for their rules and counters only: the compiled table is
+        // written again from the policy.
+        compiled_lookup: false,
     })
 }
 

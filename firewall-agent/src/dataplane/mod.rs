@@ -95,6 +95,10 @@ pub struct Capacity {
     pub trusted_entries: u32,
     /// The per-rule hit counter layout (sizes `VFW_RULE_HITS`).
     pub hit_slots: HitSlots,
+    /// Whether the compiled prefix tables get room for the policy
+    /// (`--lookup compiled`); else they hold only an empty table, as the
+    /// program never reads them.
+    pub compiled_lookup: bool,
 }
 
 impl Capacity {
@@ -107,7 +111,15 @@ impl Capacity {
             vnet_entries: DEFAULT_VNET_CAPACITY,
             trusted_entries: DEFAULT_TRUSTED_CAPACITY,
             hit_slots: HitSlots::new(ip_rules, vnet_rules).with_ipv6(ip_rules),
+            compiled_lookup: false,
         }
+    }
+
+    /// This capacity for `lookup`: the compiled prefix tables get room for
+    /// the policy only when the program reads them.
+    pub fn with_lookup(mut self, lookup: crate::compile::cpt::Lookup) -> Self {
+        self.compiled_lookup = lookup == crate::compile::cpt::Lookup::Compiled;
+        self
     }
 
     /// This capacity with room for `ipv6_rules` IPv6 IP rules
@@ -138,15 +150,22 @@ impl Capacity {
         }
     }
 
-    /// Cells of each compiled prefix table: room for every IP rule plus
-    /// [`COMPILED_EXTRA_PREFIXES`] trusted-service and subnet prefixes in
-    /// [`COMPILED_SCOPES`] endpoints (`firewall_common::cpt::cells_bound`).
+    /// Cells of each compiled prefix table: with the compiled lookup, room
+    /// for every IP rule plus [`COMPILED_EXTRA_PREFIXES`] trusted-service
+    /// and subnet prefixes in [`COMPILED_SCOPES`] endpoints
+    /// (`firewall_common::cpt::cells_bound`); with the tries, an empty
+    /// table's (so the default lookup preallocates no table it never
+    /// reads; switching the lookup moves the filter to new maps).
     pub fn compiled_cells(&self) -> u32 {
-        let bound = firewall_common::cpt::cells_bound(
-            self.ip_rules.saturating_add(COMPILED_EXTRA_PREFIXES),
-            COMPILED_SCOPES,
-            self.hit_slots.total(),
-        );
+        let bound = if self.compiled_lookup {
+            firewall_common::cpt::cells_bound(
+                self.ip_rules.saturating_add(COMPILED_EXTRA_PREFIXES),
+                COMPILED_SCOPES,
+                self.hit_slots.total(),
+            )
+        } else {
+            firewall_common::cpt::cells_bound(0, 0, 0)
+        };
         u32::try_from(bound).unwrap_or(u32::MAX)
     }
 

@@ -591,6 +591,29 @@ mod tests {
         }
     }
 
+    /// The tries' lookup (the default) never reads the compiled tables:
+    /// they hold an empty table's cells whatever the limits, and the
+    /// compiled lookup gets room for the policy — so the two lookups pin
+    /// arrays of other shapes, and a switch moves the filter to new maps.
+    #[test]
+    fn compiled_tables_are_sized_only_for_the_compiled_lookup() {
+        use crate::compile::cpt::Lookup;
+        let cells = |limit, lookup| {
+            let capacity = super::Capacity::for_ip_rule_limit(limit).with_lookup(lookup);
+            let shapes = super::expected_shapes(&capacity);
+            shapes
+                .iter()
+                .find(|s| s.name == firewall_common::layout::CPT_MAPS[0].name)
+                .map(|s| s.max_entries)
+                .expect("the compiled table's shape")
+        };
+        let empty = u32::try_from(firewall_common::cpt::cells_bound(0, 0, 0)).unwrap();
+        assert_eq!(cells(1_000_000, Lookup::Trie), empty);
+        assert_eq!(cells(127, Lookup::Trie), empty);
+        assert!(cells(127, Lookup::Compiled) > empty);
+        assert!(cells(100_000, Lookup::Compiled) > cells(127, Lookup::Compiled));
+    }
+
     /// A map each program owns (aya-log's ring) is neither pinned nor
     /// compared with the pins, so a build that adds it adopts the pins of
     /// a build without it instead of migrating.
