@@ -73,7 +73,7 @@ enum Command {
     /// with ipset and a one-lookup XDP program, in one run. Prints a
     /// Markdown table and writes target/bench/results.json. Installs clang,
     /// libbpf-dev, nftables, ipset, iptables and netsniff-ng with apt-get
-    /// if missing. About 5 minutes.
+    /// if missing. About 9 minutes.
     ///
     /// Example: cargo xtask bench
     Bench {
