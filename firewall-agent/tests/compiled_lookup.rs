@@ -39,11 +39,30 @@ const TAGS: [&[u16]; 4] = [&[], &[10], &[20], &[30]];
 /// Disagreements printed in full.
 const SHOWN: usize = 5;
 
+/// The variable `name` parsed, or `default` when unset; a value that does
+/// not parse fails the run rather than quietly running the default.
 fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
+    match std::env::var(name) {
+        Ok(text) => text
+            .parse()
+            .unwrap_or_else(|_| panic!("{name}={text:?} does not parse as a number")),
+        Err(_) => default,
+    }
+}
+
+/// `VAULTFW_CPT_SEED`, decimal or `0x` hex as `cargo xtask fuzz` passes
+/// it; [`DEFAULT_SEED`] when unset. A seed that does not parse fails the
+/// run rather than quietly running the default.
+fn seed_from_env() -> u64 {
+    let Ok(text) = std::env::var("VAULTFW_CPT_SEED") else {
+        return DEFAULT_SEED;
+    };
+    let parsed = match text.strip_prefix("0x").or_else(|| text.strip_prefix("0X")) {
+        Some(hex) => u64::from_str_radix(hex, 16),
+        None => text.parse(),
+    };
+    parsed
+        .unwrap_or_else(|e| panic!("VAULTFW_CPT_SEED={text:?}: {e}; give a decimal or 0x-hex u64"))
 }
 
 /// Entries the reference model may scan per size and bypass setting: it
@@ -144,7 +163,7 @@ fn compiled_table_judges_like_the_tries_and_the_reference_at_every_size() {
         return;
     }
     let frames = env_or("VAULTFW_CPT_FRAMES", DEFAULT_FRAMES);
-    let seed = env_or("VAULTFW_CPT_SEED", DEFAULT_SEED);
+    let seed = seed_from_env();
     let mut bad = Vec::new();
     for size in [10, 254, 1000, 10_000, 100_000] {
         let found = run_size(size, frames, seed);
