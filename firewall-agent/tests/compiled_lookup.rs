@@ -95,11 +95,14 @@ fn probes(tables: &CompiledTables, frames: usize, rng: &mut Stream) -> Vec<(u32,
 
 /// Runs one size; returns the disagreements' descriptions.
 fn run_size(size: u32, frames: usize, seed: u64) -> Vec<String> {
-    let capacity = Capacity::for_limits(size + 3000, 127).with_lookup(Lookup::Compiled);
+    let capacity = Capacity::for_limits(size + 3000, 127);
     let mut tables = adversarial(seed, size, capacity.hit_slots);
     let (word, bit) = port_slot(0, PORT_PROTO_TCP, 443);
     tables.port_words[word as usize] |= bit;
-    let mut dataplane = Dataplane::load(capacity).unwrap_or_else(|e| panic!("load: {e}"));
+    // One program per lookup: the loader fixes which one a program walks.
+    let mut dataplanes = [Lookup::Trie, Lookup::Compiled].map(|lookup| {
+        Dataplane::load(capacity.with_lookup(lookup)).unwrap_or_else(|e| panic!("load: {e}"))
+    });
     let mut rng = Stream::new(seed ^ u64::from(size));
     let probes = probes(&tables, frames, &mut rng);
     let frames: Vec<Vec<u8>> = probes
@@ -115,7 +118,7 @@ fn run_size(size: u32, frames: usize, seed: u64) -> Vec<String> {
     for bypass in [FLAG_BYPASS_TRUSTED, 0] {
         tables.flags = FLAG_VALID | bypass;
         let mut answers = Vec::new();
-        for compiled in [false, true] {
+        for (dataplane, compiled) in dataplanes.iter_mut().zip([false, true]) {
             generation += 1;
             let set = tables.clone().with_compiled_lookup(compiled);
             dataplane
@@ -226,4 +229,28 @@ fn a_policy_beyond_the_compiled_tables_room_is_refused_naming_the_bound_and_the_
         "{message}"
     );
     assert_eq!(dataplane.generation(), 0, "nothing was served");
+}
+
+/// The program walks only the lookup it was loaded for: tables compiled
+/// for the other lookup are refused before anything is written, either
+/// way round.
+#[test]
+fn tables_for_the_other_lookup_are_refused_and_nothing_is_served() {
+    if !require_root() {
+        return;
+    }
+    let tables = adversarial(DEFAULT_SEED, 10, Capacity::for_limits(10, 5).hit_slots);
+    for (loaded, compiled_for) in [(Lookup::Trie, true), (Lookup::Compiled, false)] {
+        let capacity = Capacity::for_limits(3010, 127).with_lookup(loaded);
+        let mut dataplane = Dataplane::load(capacity).unwrap_or_else(|e| panic!("load: {e}"));
+        let refused = dataplane
+            .apply(&tables.clone().with_compiled_lookup(compiled_for), 1)
+            .expect_err("tables for the other lookup");
+        let message = refused.to_string();
+        assert!(
+            message.contains(loaded.name()) && message.contains("nothing was written"),
+            "{message}"
+        );
+        assert_eq!(dataplane.generation(), 0, "nothing was served");
+    }
 }

@@ -123,6 +123,14 @@ pub const BPF_LOG_LEVEL_GLOBAL: &str = "AYA_LOG_LEVEL";
 /// `bench-program` sets it, to measure what each piece costs. With the
 /// global a frozen constant, the verifier removes an omitted piece's code.
 pub const BENCH_OMIT_GLOBAL: &str = "VFW_BENCH_OMIT";
+/// The program's global (in `.rodata`, fixed at load): `u32` 1 when its
+/// IPv4 lookups walk the compiled prefix table ([`crate::cpt`], `vaultfw
+/// run --lookup compiled`), 0 when they walk the IPv4 tries. The loader
+/// sets it from the same option as [`FLAG_LOOKUP_COMPILED`]; as a frozen
+/// constant it lets the verifier drop the other lookup's code, so a
+/// program is verified for one lookup, not both (half the work; the
+/// compiled walk's bounded loops dominate it under emulation).
+pub const LOOKUP_COMPILED_GLOBAL: &str = "VFW_LOOKUP_COMPILED";
 /// [`BENCH_OMIT_GLOBAL`] bit: no verdict counter.
 pub const BENCH_OMIT_VERDICT_COUNTER: u32 = 1;
 /// [`BENCH_OMIT_GLOBAL`] bit: no per-rule hit counter.
@@ -216,9 +224,12 @@ pub const FLAG_LOG_ALLOWED: u32 = 1 << 4;
 /// `--pass-forwarded`, never by `check` or the reference model, which
 /// judge the policy, not the host's routes.
 pub const FLAG_PASS_FORWARDED: u32 = 1 << 7;
-/// The set's IPv4 lookups walk its compiled prefix table
-/// ([`crate::cpt`], `vaultfw run --lookup compiled`) instead of its IPv4
-/// tries; both hold the same entries' answers. IPv6 always uses the tries.
+/// The set was compiled for a program whose IPv4 lookups walk the compiled
+/// prefix table ([`crate::cpt`], `vaultfw run --lookup compiled`) instead
+/// of the IPv4 tries; both hold the same entries' answers, and IPv6 always
+/// uses the tries. The program itself follows [`LOOKUP_COMPILED_GLOBAL`],
+/// fixed at load from the same option; this flag tells the agent (`show`,
+/// which tables a write fills) what the set serves.
 pub const FLAG_LOOKUP_COMPILED: u32 = 1 << 16;
 
 /// The settings of one table set. 24 bytes, no implicit padding.

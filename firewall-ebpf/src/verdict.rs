@@ -21,8 +21,8 @@ use aya_ebpf::{btf_maps::lpm_trie::Key, programs::XdpContext};
 use aya_log_ebpf::error;
 use firewall_common::{
     FLAG_AUDIT, FLAG_BYPASS_TRUSTED, FLAG_DEFAULT_ALLOW, FLAG_HAS_VLAN_VNET, FLAG_HAS_VNET,
-    FLAG_IPV6_ALLOW, FLAG_LOG_ALLOWED, FLAG_LOOKUP_COMPILED, FLAG_PASS_FORWARDED, FLAG_VALID,
-    IFINDEX_ANY, PORT_PROTO_TCP, PORT_PROTO_UDP, PolicyConfig, RuleValue, VLAN_ANY, VLAN_UNTAGGED,
+    FLAG_IPV6_ALLOW, FLAG_LOG_ALLOWED, FLAG_PASS_FORWARDED, FLAG_VALID, IFINDEX_ANY,
+    PORT_PROTO_TCP, PORT_PROTO_UDP, PolicyConfig, RuleValue, VLAN_ANY, VLAN_UNTAGGED,
     VNET_ENDPOINT_BITS, Verdict, Vnet6Key, VnetKey, port_slot,
 };
 
@@ -135,6 +135,20 @@ fn passes_forwarded(ctx: &XdpContext, flags: u32, transport: &Transport) -> bool
     flags & FLAG_PASS_FORWARDED != 0 && route::is_forwarded(ctx, transport)
 }
 
+/// Whether IPv4 lookups walk the compiled prefix table
+/// (`firewall_common::LOOKUP_COMPILED_GLOBAL`); 0, the tries, unless the
+/// loader says otherwise. The loader sets it in `.rodata`, so the verifier
+/// sees a constant and checks only the lookup this program runs.
+#[unsafe(no_mangle)]
+static VFW_LOOKUP_COMPILED: u32 = 0;
+
+#[inline(always)]
+fn compiled_lookup() -> bool {
+    // SAFETY: a plain read of a static; volatile so the compiler does not
+    // fold the 0 it was compiled with (the loader replaces it).
+    unsafe { core::ptr::read_volatile(&VFW_LOOKUP_COMPILED) != 0 }
+}
+
 /// Steps 5–7 of DESIGN.md section 2 for a data-plane frame.
 #[inline(always)]
 fn decide(
@@ -152,7 +166,7 @@ fn decide(
     }
     // The compiled table answers both global tables in one walk; the
     // tries are walked only for the tables the decision reaches.
-    let compiled = flags & FLAG_LOOKUP_COMPILED != 0;
+    let compiled = compiled_lookup();
     let [trusted_word, ip_word] = if compiled {
         cpt::global_words(set, src)
     } else {

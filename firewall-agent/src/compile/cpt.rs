@@ -58,6 +58,11 @@ impl Lookup {
         }
     }
 
+    /// Whether this is the compiled prefix table.
+    pub const fn is_compiled(self) -> bool {
+        matches!(self, Lookup::Compiled)
+    }
+
     /// The value as the CLI, `show`, the logs and the metrics spell it.
     pub const fn name(self) -> &'static str {
         match self {

@@ -91,6 +91,19 @@ pub enum DataplaneError {
         /// Entries per trie.
         capacity: u32,
     },
+    /// Tables compiled for one IPv4 lookup were offered to a program
+    /// loaded for the other (a bug of the caller: the daemon and `check`
+    /// take both from one option); nothing was written.
+    #[error(
+        "the tables were compiled for the {tables} lookup but the program was loaded for the \
+         {program} lookup; nothing was written"
+    )]
+    LookupMismatch {
+        /// The lookup the tables' flags name.
+        tables: &'static str,
+        /// The lookup the program walks.
+        program: &'static str,
+    },
     /// The set's compiled prefix table could not be built or written.
     #[error("compiled prefix table of table set {set}: {reason}")]
     CompiledTable {

@@ -95,9 +95,11 @@ pub struct Capacity {
     pub trusted_entries: u32,
     /// The per-rule hit counter layout (sizes `VFW_RULE_HITS`).
     pub hit_slots: HitSlots,
-    /// Whether the compiled prefix tables get room for the policy
-    /// (`--lookup compiled`); else they hold only an empty table, as the
-    /// program never reads them.
+    /// Whether the program walks the compiled prefix tables for IPv4
+    /// (`--lookup compiled`, fixed at load through
+    /// `firewall_common::LOOKUP_COMPILED_GLOBAL`) and they get room for the
+    /// policy; else they hold only an empty table, as the program never
+    /// reads them.
     pub compiled_lookup: bool,
 }
 
@@ -208,7 +210,25 @@ impl Capacity {
                 });
             }
         }
+        // The program walks only the lookup it was loaded for: a set
+        // compiled for the other would be served by tables never written.
+        let lookup = crate::compile::cpt::Lookup::from_flags(compiled.flags);
+        if lookup.is_compiled() != self.compiled_lookup {
+            return Err(DataplaneError::LookupMismatch {
+                tables: lookup.name(),
+                program: self.lookup().name(),
+            });
+        }
         Ok(())
+    }
+
+    /// The IPv4 lookup the program is loaded for.
+    pub fn lookup(&self) -> crate::compile::cpt::Lookup {
+        if self.compiled_lookup {
+            crate::compile::cpt::Lookup::Compiled
+        } else {
+            crate::compile::cpt::Lookup::Trie
+        }
     }
 }
 
@@ -834,12 +854,19 @@ fn require_features() -> Result<(), DataplaneError> {
 }
 
 /// The loader with every map that has a load-time [`Sizing`] sized by
-/// `capacity`, the program's aya-log level set to `level`, and the
+/// `capacity`, the IPv4 lookup `capacity` allocates for, the program's
+/// aya-log level set to `level`, and the
 /// recording pieces `omit` names left out (0 outside the bench).
 fn loader<'a>(capacity: &Capacity, level: &'a BpfLogLevel, omit: &'a u32) -> EbpfLoader<'a> {
     let mut loader = EbpfLoader::new();
     loader.override_global(firewall_common::BPF_LOG_LEVEL_GLOBAL, level.global(), true);
     loader.override_global(firewall_common::BENCH_OMIT_GLOBAL, omit, true);
+    let compiled = if capacity.compiled_lookup {
+        &1u32
+    } else {
+        &0u32
+    };
+    loader.override_global(firewall_common::LOOKUP_COMPILED_GLOBAL, compiled, true);
     for spec in MAPS.iter().filter(|m| m.sizing != Sizing::Fixed) {
         loader.map_max_entries(spec.name, capacity.entries(spec));
     }
