@@ -19,6 +19,8 @@
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
 use std::ptr::NonNull;
+use std::sync::Arc;
+use std::thread::JoinHandle;
 
 use aya::maps::MapData;
 use firewall_common::FLAG_LOOKUP_COMPILED;
@@ -192,10 +194,20 @@ pub(super) struct CompiledSets {
     maps: Option<[MapData; 2]>,
     /// Cells each array holds.
     cells: u32,
-    grace: GracePeriod,
-    /// A flip happened since the last grace period: a program may still be
-    /// reading the spare set.
-    unsettled: bool,
+    grace: Arc<GracePeriod>,
+    settling: Settling,
+}
+
+/// Whether a program may still read the spare set.
+enum Settling {
+    /// A grace period has passed since the last flip.
+    Settled,
+    /// A flip happened and no wait for its grace period is under way.
+    Unsettled,
+    /// A flip happened and a thread is waiting out its grace period: begun
+    /// right after the flip, so the next apply usually finds it over
+    /// instead of waiting a whole grace period (several ms) itself.
+    Waiting(JoinHandle<io::Result<()>>),
 }
 
 impl CompiledSets {
@@ -209,28 +221,50 @@ impl CompiledSets {
         Ok(CompiledSets {
             maps,
             cells,
-            grace,
-            unsettled: true,
+            grace: Arc::new(grace),
+            settling: Settling::Unsettled,
         })
     }
 
-    /// Records a flip of the active set.
+    /// Records a flip of the active set (call it after the index write, or
+    /// after a failed one: readers may have seen either index) and starts
+    /// waiting out its grace period in the background.
     pub(super) fn flipped(&mut self) {
-        self.unsettled = true;
+        // A wait begun before this flip does not cover it.
+        if let Settling::Waiting(earlier) =
+            std::mem::replace(&mut self.settling, Settling::Unsettled)
+        {
+            let _ = earlier.join();
+        }
+        let grace = Arc::clone(&self.grace);
+        self.settling = match std::thread::Builder::new()
+            .name("vaultfw-grace".into())
+            .spawn(move || grace.wait())
+        {
+            Ok(waiting) => Settling::Waiting(waiting),
+            // No thread to spare: settle() waits in line.
+            Err(_) => Settling::Unsettled,
+        };
     }
 
-    /// Waits, if a flip happened since the last wait, until no program can
-    /// still read the spare set; call before writing any of its maps.
+    /// Returns once no program can still read the spare set (a grace
+    /// period has passed since the last flip); call before writing any of
+    /// its maps. A background wait that failed is done again here, so its
+    /// error is the one reported.
     pub(super) fn settle(&mut self) -> Result<(), DataplaneError> {
-        if self.unsettled {
-            self.grace
-                .wait()
-                .map_err(|e| DataplaneError::CompiledTable {
-                    set: 0,
-                    reason: format!("cannot wait for an RCU grace period: {e}"),
-                })?;
-            self.unsettled = false;
-        }
+        let waited = match std::mem::replace(&mut self.settling, Settling::Unsettled) {
+            Settling::Settled => Ok(()),
+            Settling::Waiting(waiting) => match waiting.join() {
+                Ok(Ok(())) => Ok(()),
+                Ok(Err(_)) | Err(_) => self.grace.wait(),
+            },
+            Settling::Unsettled => self.grace.wait(),
+        };
+        waited.map_err(|e| DataplaneError::CompiledTable {
+            set: 0,
+            reason: format!("cannot wait for an RCU grace period: {e}"),
+        })?;
+        self.settling = Settling::Settled;
         Ok(())
     }
 

@@ -874,10 +874,14 @@ impl Tables {
 
     /// Makes `set` the one the program reads: one array write.
     fn flip(&mut self, set: u32) -> Result<(), DataplaneError> {
-        self.compiled.flipped();
-        self.active_index
+        let written = self
+            .active_index
             .set(0, set, 0)
-            .map_err(map_err(ACTIVE_SET))
+            .map_err(map_err(ACTIVE_SET));
+        // Readers may have seen either index, whether or not the write
+        // took: the set flipped away from waits out a grace period.
+        self.compiled.flipped();
+        written
     }
 
     /// Makes inactive set `set` hold `new`, writing only what differs from
