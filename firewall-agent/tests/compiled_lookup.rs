@@ -93,16 +93,41 @@ fn probes(tables: &CompiledTables, frames: usize, rng: &mut Stream) -> Vec<(u32,
         .collect()
 }
 
+/// The sizes judged, in IP rules.
+const SIZES: [u32; 5] = [10, 254, 1000, 10_000, 100_000];
+
+/// Room for the largest size's adversarial set (its IP rules plus the
+/// trusted and subnet entries it adds).
+fn capacity() -> Capacity {
+    Capacity::for_limits(SIZES[SIZES.len() - 1] + 3000, 127)
+}
+
+/// One program per lookup (the loader fixes which one a program walks),
+/// shared by every size: each size is applied over the last.
+struct Programs {
+    trie: Dataplane,
+    compiled: Dataplane,
+    generation: u64,
+}
+
+impl Programs {
+    fn load() -> Self {
+        let load = |lookup| {
+            Dataplane::load(capacity().with_lookup(lookup)).unwrap_or_else(|e| panic!("load: {e}"))
+        };
+        Programs {
+            trie: load(Lookup::Trie),
+            compiled: load(Lookup::Compiled),
+            generation: 0,
+        }
+    }
+}
+
 /// Runs one size; returns the disagreements' descriptions.
-fn run_size(size: u32, frames: usize, seed: u64) -> Vec<String> {
-    let capacity = Capacity::for_limits(size + 3000, 127);
-    let mut tables = adversarial(seed, size, capacity.hit_slots);
+fn run_size(programs: &mut Programs, size: u32, frames: usize, seed: u64) -> Vec<String> {
+    let mut tables = adversarial(seed, size, capacity().hit_slots);
     let (word, bit) = port_slot(0, PORT_PROTO_TCP, 443);
     tables.port_words[word as usize] |= bit;
-    // One program per lookup: the loader fixes which one a program walks.
-    let mut dataplanes = [Lookup::Trie, Lookup::Compiled].map(|lookup| {
-        Dataplane::load(capacity.with_lookup(lookup)).unwrap_or_else(|e| panic!("load: {e}"))
-    });
     let mut rng = Stream::new(seed ^ u64::from(size));
     let probes = probes(&tables, frames, &mut rng);
     let frames: Vec<Vec<u8>> = probes
@@ -112,14 +137,14 @@ fn run_size(size: u32, frames: usize, seed: u64) -> Vec<String> {
 
     let image = compile_prefix_table(&tables).expect("compiles");
     let mut bad = Vec::new();
-    let mut generation = 0;
     // With the trusted-service bypass on and off, so a wrong match in
     // either global table changes some action.
     for bypass in [FLAG_BYPASS_TRUSTED, 0] {
         tables.flags = FLAG_VALID | bypass;
         let mut answers = Vec::new();
-        for (dataplane, compiled) in dataplanes.iter_mut().zip([false, true]) {
-            generation += 1;
+        programs.generation += 1;
+        let generation = programs.generation;
+        for (dataplane, compiled) in [(&mut programs.trie, false), (&mut programs.compiled, true)] {
             let set = tables.clone().with_compiled_lookup(compiled);
             dataplane
                 .apply(&set, generation)
@@ -168,8 +193,9 @@ fn compiled_table_judges_like_the_tries_and_the_reference_at_every_size() {
     let frames = env_or("VAULTFW_CPT_FRAMES", DEFAULT_FRAMES);
     let seed = seed_from_env();
     let mut bad = Vec::new();
-    for size in [10, 254, 1000, 10_000, 100_000] {
-        let found = run_size(size, frames, seed);
+    let mut programs = Programs::load();
+    for size in SIZES {
+        let found = run_size(&mut programs, size, frames, seed);
         eprintln!(
             "{size} prefixes: {frames} frames, {} disagreements (seed {seed:#x})",
             found.len()
