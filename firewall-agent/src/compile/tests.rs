@@ -330,3 +330,96 @@ fn prefix_key_round_trips_every_prefix_length() {
         assert_eq!(Ipv4Net::from(key), net);
     }
 }
+
+mod ip_rule_changes {
+    use super::*;
+    use crate::policy::IpRule;
+    use proptest::prelude::*;
+    use std::time::Duration;
+
+    /// Networks the changes draw from: nested, adjacent and apart.
+    const POOL: [&str; 12] = [
+        "203.0.113.0/24",
+        "203.0.113.0/25",
+        "203.0.113.7/32",
+        "198.51.100.0/24",
+        "198.51.100.128/25",
+        "192.0.2.9/32",
+        "192.0.2.0/24",
+        "100.64.0.0/10",
+        "8.8.8.8/32",
+        "1.0.0.0/8",
+        "0.0.0.0/0",
+        "233.252.0.0/24",
+    ];
+
+    /// Pool entry `i` as a rule: expiring (past or future) for some.
+    fn rule(i: usize, expiry: u8) -> IpRule {
+        let at = humantime::parse_rfc3339("2030-01-01T00:00:00Z").unwrap();
+        let expires_at = match expiry % 4 {
+            0 | 1 => None,
+            2 => Some(at + Duration::from_secs(3600 + i as u64)),
+            _ => Some(at - Duration::from_secs(60)),
+        };
+        IpRule {
+            network: POOL[i].parse().unwrap(),
+            comment: None,
+            expires_at,
+        }
+    }
+
+    fn policy_of(rules: &BTreeMap<usize, u8>) -> Policy {
+        let mut policy = parse_toml("default_action = \"Deny\"\n").unwrap().policy;
+        policy.ip_rules = rules.iter().map(|(i, e)| rule(*i, *e)).collect();
+        policy
+            .ip_rules
+            .sort_by_key(|r| (u32::from(r.network.network()), r.network.prefix_len()));
+        policy
+    }
+
+    proptest! {
+        /// Every chain of adds and removals compiles as a diff to exactly
+        /// the tables a full compile gives: slots, expiries and all, with
+        /// fewer slots than networks so freed slots are reused, and with
+        /// the wall clock stepped between compiles.
+        #[test]
+        fn a_diff_compiles_to_the_full_compile(
+            start in proptest::collection::btree_map(0..POOL.len(), any::<u8>(), 0..8),
+            steps in proptest::collection::vec(
+                (proptest::collection::vec(0..POOL.len(), 0..4),
+                 proptest::collection::vec((0..POOL.len(), any::<u8>()), 0..4),
+                 0u64..3),
+                1..6),
+        ) {
+            let slots = HitSlots { ip_rules: 9, vnet_rules: 1, trusted_services: 10, ipv6_rules: 0 };
+            let none = InterfaceIndex::new();
+            let mut rules = start;
+            let mut previous = compile_next(&policy_of(&rules), &none, slots, &CompiledTables::empty(), &clock());
+            for (removed, added, step_s) in steps {
+                let mut change = IpRuleChange::default();
+                for i in removed {
+                    if rules.remove(&i).is_some() {
+                        change.removed.push(POOL[i].parse().unwrap());
+                    }
+                }
+                for (i, e) in added {
+                    if rules.len() < slots.ip_rules as usize && !rules.contains_key(&i) {
+                        rules.insert(i, e);
+                        change.added.push(POOL[i].parse().unwrap());
+                    }
+                }
+                let policy = policy_of(&rules);
+                // The wall clock stepped by 0, 1 or 2 s: past SAME_DEADLINE.
+                let clock = MonotonicClock::at(
+                    humantime::parse_rfc3339("2030-01-01T00:00:00Z").unwrap()
+                        + Duration::from_secs(step_s),
+                    1_000_000_000_000,
+                );
+                let full = compile_next(&policy, &none, slots, &previous, &clock);
+                let diffed = compile_next_changed(&policy, &none, slots, &previous, &clock, &change);
+                prop_assert_eq!(&diffed, &full);
+                previous = full;
+            }
+        }
+    }
+}

@@ -807,6 +807,7 @@ impl Daemon {
             text,
             validated,
             doc,
+            ip_change,
         } = edited;
         let interfaces = endpoint_interfaces(&validated.policy);
         refuse_missing_endpoints(&validated.policy, &interfaces).map_err(invalid)?;
@@ -816,6 +817,7 @@ impl Daemon {
         };
         let change = Change {
             declare: Some(&files),
+            ip_change,
             ..Change::declared(validated.policy, interfaces, cause)
         };
         let report = self.reconcile(change).map_err(refused)?;

@@ -17,6 +17,7 @@
 use ipnet::IpNet;
 
 use super::state::{Daemon, EditRefused};
+use crate::compile::IpRuleChange;
 use crate::persist::{self, Edit, NativeDocument};
 use crate::policy::{self, Policy, PolicyFormat, Validated};
 
@@ -39,6 +40,8 @@ pub(super) struct Edited {
     pub validated: Validated,
     /// It, parsed (kept once the change is served).
     pub doc: NativeDocument,
+    /// What it did to the IPv4 IP rules, when it changed nothing else.
+    pub ip_change: Option<IpRuleChange>,
 }
 
 impl Daemon {
@@ -74,14 +77,15 @@ impl Daemon {
             .parent()
             .map(std::path::Path::to_path_buf)
             .unwrap_or_default();
-        let validated = match ip_rules_edited(&self.policy, edits, &base_dir)? {
-            Some(policy) => {
+        let (validated, ip_change) = match ip_rules_edited(&self.policy, edits, &base_dir)? {
+            Some((policy, change)) => {
                 #[cfg(debug_assertions)]
                 check_same_as_parsed(&policy, &text, &base_dir);
-                Validated {
+                let validated = Validated {
                     policy,
                     warnings: Vec::new(),
-                }
+                };
+                (validated, Some(change))
             }
             None => {
                 let files = source
@@ -90,25 +94,27 @@ impl Daemon {
                 if files.format() != PolicyFormat::Native {
                     return Err(EditRefused::Said(super::state::azure_json_refusal(source)));
                 }
-                files
+                let validated = files
                     .with_text(text.clone())
                     .validate()
                     .map_err(|e| match e {
                         policy::LoadError::Invalid { errors, .. } => EditRefused::Invalid(errors),
                         other => EditRefused::Said(other.to_string()),
-                    })?
+                    })?;
+                (validated, None)
             }
         };
         Ok(Edited {
             text,
             validated,
             doc,
+            ip_change,
         })
     }
 }
 
-/// `served` with `edits` applied, when they only add and remove IP rules;
-/// `None` for any other edit. An added rule is validated alone by the
+/// `served` with `edits` applied, and what they did to its IPv4 IP rules,
+/// when they only add and remove IP rules; `None` for any other edit. An added rule is validated alone by the
 /// policy validator (a document holding only it), so it means what the
 /// whole file would make of it: the same network, comment and expiry, and
 /// nothing when it is already past its expiry. The caller checked the
@@ -117,7 +123,7 @@ pub(super) fn ip_rules_edited(
     served: &Policy,
     edits: &[Edit],
     base_dir: &std::path::Path,
-) -> Result<Option<Policy>, EditRefused> {
+) -> Result<Option<(Policy, IpRuleChange)>, EditRefused> {
     let ip_only = edits.iter().all(|e| {
         matches!(
             e,
@@ -128,6 +134,7 @@ pub(super) fn ip_rules_edited(
         return Ok(None);
     }
     let mut policy = served.clone();
+    let mut change = IpRuleChange::default();
     for edit in edits {
         if let Edit::RemoveIpRule(network) = edit {
             match network {
@@ -136,7 +143,7 @@ pub(super) fn ip_rules_edited(
                         .ip_rules
                         .binary_search_by_key(&key4(*net), |r| key4(r.network))
                     {
-                        policy.ip_rules.remove(i);
+                        change.removed.push(policy.ip_rules.remove(i).network);
                     }
                 }
                 IpNet::V6(net) => {
@@ -164,6 +171,7 @@ pub(super) fn ip_rules_edited(
                 .ip_rules
                 .binary_search_by_key(&key4(rule.network), |r| key4(r.network))
             {
+                change.added.push(rule.network);
                 policy.ip_rules.insert(i, rule);
             }
         }
@@ -176,7 +184,7 @@ pub(super) fn ip_rules_edited(
             }
         }
     }
-    Ok(Some(policy))
+    Ok(Some((policy, change)))
 }
 
 /// The order of [`Policy::ip_rules`]: (address, prefix length).
@@ -227,7 +235,7 @@ ip_rules = [
     /// The diffed policy is the one the edited file reads as.
     fn same_as_file(edits: &[Edit]) {
         let served = parsed(FILE);
-        let diffed = ip_rules_edited(&served, edits, std::path::Path::new("."))
+        let (diffed, _) = ip_rules_edited(&served, edits, std::path::Path::new("."))
             .unwrap_or_else(|e| panic!("{e}"))
             .expect("IP rule edits are diffed");
         let text = persist::edit_native(FILE, edits).expect("edited");

@@ -41,6 +41,9 @@ pub(super) struct Change<'a> {
     pub fallback: Option<SystemTime>,
     /// What asked for it (logged).
     pub cause: &'a str,
+    /// What it does to the served policy's IPv4 IP rules, when it changes
+    /// nothing else (a CLI change of IP rules): compiled as a diff.
+    pub ip_change: Option<crate::compile::IpRuleChange>,
 }
 
 impl<'a> Change<'a> {
@@ -52,6 +55,7 @@ impl<'a> Change<'a> {
             declare: None,
             fallback: None,
             cause,
+            ip_change: None,
         }
     }
 }
@@ -82,6 +86,7 @@ impl Daemon {
             &self.options,
             &change.policy,
             &change.interfaces,
+            change.ip_change.as_ref(),
         );
         self.dataplane
             .check_capacity(&tables)

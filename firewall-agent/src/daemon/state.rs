@@ -114,7 +114,7 @@ impl Daemon {
         // What the pins served before this run, to log a `--lookup` switch.
         let previous_lookup = (dataplane.generation() != 0).then(|| dataplane.served_lookup());
         let started = (|| {
-            let tables = compile_for(&dataplane, &options, &policy, &interfaces);
+            let tables = compile_for(&dataplane, &options, &policy, &interfaces, None);
             let report = dataplane.apply(&tables, dataplane.next_generation())?;
             super::interfaces::attach_at_start(
                 &mut dataplane,
@@ -528,6 +528,7 @@ impl Daemon {
             text: edited,
             validated,
             doc,
+            ip_change: None,
         })
     }
 
@@ -648,24 +649,38 @@ fn detach_unmanaged_at_start(
 
 /// Compiles `policy` for the loaded maps: hit slots stay with their rules
 /// (relative to what the kernel serves), and the access log is set as the
-/// daemon was told.
+/// daemon was told. With `ip_change`, `policy` is the served one changed
+/// only in its IPv4 IP rules, and those are compiled as a diff.
 pub(super) fn compile_for(
     dataplane: &Dataplane,
     options: &RunOptions,
     policy: &Policy,
     interfaces: &InterfaceIndex,
+    ip_change: Option<&crate::compile::IpRuleChange>,
 ) -> CompiledTables {
     let clock = crate::clock::MonotonicClock::now();
-    compile_next(
-        policy,
-        interfaces,
-        dataplane.hit_slots(),
-        &dataplane.active_tables(),
-        &clock,
-    )
-    .with_access_log(options.event_rate, options.log_allowed)
-    .with_pass_forwarded(options.pass_forwarded)
-    .with_compiled_lookup(options.lookup == crate::compile::cpt::Lookup::Compiled)
+    let served = dataplane.active_tables();
+    let slots = dataplane.hit_slots();
+    let tables = match ip_change {
+        Some(change) => {
+            crate::compile::compile_next_changed(policy, interfaces, slots, &served, &clock, change)
+        }
+        None => compile_next(policy, interfaces, slots, &served, &clock),
+    };
+    // The tests run debug builds: every diff is checked against a full
+    // compile.
+    #[cfg(debug_assertions)]
+    if ip_change.is_some() {
+        let full = compile_next(policy, interfaces, slots, &served, &clock);
+        assert!(
+            tables == full,
+            "the IP rules compiled as a diff differ from a full compile"
+        );
+    }
+    tables
+        .with_access_log(options.event_rate, options.log_allowed)
+        .with_pass_forwarded(options.pass_forwarded)
+        .with_compiled_lookup(options.lookup == crate::compile::cpt::Lookup::Compiled)
 }
 
 /// Refuses a policy whose subnet rule names a missing interface without
