@@ -339,12 +339,19 @@ fn may_be(item: &Value, network: IpNet) -> bool {
     let Some(text) = value.and_then(Value::as_str) else {
         return true;
     };
-    let read = text
-        .parse::<IpNet>()
-        .or_else(|_| text.parse::<std::net::IpAddr>().map(IpNet::from));
+    // std's address parser: `IpNet`'s allocates on every call, and this
+    // runs once per item.
+    let read = match text.split_once('/') {
+        Some((address, len)) => address
+            .parse::<std::net::IpAddr>()
+            .ok()
+            .zip(len.parse::<u8>().ok())
+            .and_then(|(address, len)| IpNet::new(address, len).ok()),
+        None => text.parse::<std::net::IpAddr>().ok().map(IpNet::from),
+    };
     match read {
-        Ok(read) => read == network || read.trunc() == network,
-        Err(_) => true,
+        Some(read) => read == network || read.trunc() == network,
+        None => true,
     }
 }
 
