@@ -827,6 +827,7 @@ impl Daemon {
             text: files.policy,
             doc,
             generation: report.generation,
+            kept_at: std::time::Instant::now(),
         });
         Ok(report)
     }

@@ -30,6 +30,9 @@ pub(super) struct NativeFile {
     pub doc: NativeDocument,
     /// The generation that serves what it declares.
     pub generation: u64,
+    /// When the CLI change that wrote it was served (see
+    /// `memory::KEEP_PARSED_FOR`).
+    pub kept_at: std::time::Instant,
 }
 
 /// An edit of the policy file, validated, not yet written.

@@ -24,6 +24,7 @@ mod commands;
 mod edit;
 mod health;
 mod interfaces;
+mod memory;
 mod notify;
 mod observe;
 mod reconcile;
@@ -299,6 +300,10 @@ pub async fn serve(
     let mut notifier = Notifier::from_env();
     notify_state(&mut notifier, &daemon);
     let mut watchdog = notifier.watchdog_interval().map(tokio::time::interval);
+    // Once the start's parse and compile are freed (and their log lines
+    // written), give their pages back; then on every stats tick.
+    let mut settled = std::pin::pin!(tokio::time::sleep(memory::SETTLE_AFTER_START));
+    let mut settled_done = false;
 
     loop {
         let deadline = sleep_until(daemon.next_deadline());
@@ -307,10 +312,15 @@ pub async fn serve(
                 daemon.check_socket();
                 daemon.audit_log().retry_and_report();
                 daemon.retry_unattached();
+                daemon.release_idle_memory();
                 observer.report(&daemon, false);
                 notify_state(&mut notifier, &daemon);
             }
             () = next_tick(&mut watchdog) => notifier.ping(),
+            () = &mut settled, if !settled_done => {
+                settled_done = true;
+                daemon.release_idle_memory();
+            }
             Some(pending) = requests.recv() => {
                 let outcome = match pending.command {
                     Command::Logs { after, since, limit } => commands::Outcome {

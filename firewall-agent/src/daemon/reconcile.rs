@@ -196,6 +196,7 @@ impl Daemon {
         // generation alone cannot tell it is stale. The CLI change that
         // wrote the file keeps it again once this returns.
         self.native_file = None;
+        self.heap_to_trim = true;
         // On probation the previous generation may serve again (by the
         // kernel, with no daemon): what it filters stays attached until
         // the change is confirmed (see `wanted_now`).

@@ -95,6 +95,8 @@ pub struct Daemon {
     /// The native policy file as the daemon last wrote it, parsed: the
     /// next CLI change edits it (see `edit.rs`).
     pub(super) native_file: Option<super::edit::NativeFile>,
+    /// A change freed memory since the last trim (`memory.rs`).
+    pub(super) heap_to_trim: bool,
 }
 
 impl Daemon {
@@ -179,6 +181,7 @@ impl Daemon {
             audit: AuditLog::default(),
             written_back: None,
             native_file: None,
+            heap_to_trim: true,
         })
     }
 
