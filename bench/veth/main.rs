@@ -325,6 +325,26 @@ fn run(args: &Args) -> Value {
             Some(floors[0]),
         ));
 
+        eprintln!("bench-veth: {count} prefixes: vaultfw run --lookup compiled (native XDP)");
+        let options = AgentOptions {
+            stats_interval_s: 10,
+            extra_args: ["--xdp-mode", "native", "--lookup", "compiled"]
+                .map(str::to_owned)
+                .to_vec(),
+            ..AgentOptions::iface(&sdev)
+        };
+        let mut agent = Agent::start_with(server, &policy(&prefixes), options);
+        agent.wait_ready();
+        let windows = flood(Some(agent.pid()));
+        agent.stop();
+        rows.push(row(
+            "vaultfw_compiled",
+            "xdp",
+            Some(count),
+            &windows,
+            Some(floors[0]),
+        ));
+
         let windows = {
             let _p = XdpPeer::attach(
                 server,
