@@ -40,9 +40,6 @@ fn omitted(piece: u32) -> bool {
 /// maybe an access-log event.
 #[inline(always)]
 pub fn record(ctx: &XdpContext, judged: &Judged) {
-    // One clock read per frame at most, shared by the hit's time and the
-    // event (an allowed frame the log records used to read it twice).
-    let mut clock = FrameClock(0);
     let counter = verdict_slot(ctx.ingress_ifindex() as u32, judged.verdict);
     // No aya-log record when this lookup fails (it cannot): a log call
     // here, before the rest of the recording, made the verifier walk ~6x
@@ -61,13 +58,13 @@ pub fn record(ctx: &XdpContext, judged: &Judged) {
         unsafe {
             (*hits).packets += 1;
             (*hits).bytes += judged.bytes;
-            (*hits).last_hit_ns = clock.now();
+            (*hits).last_hit_ns = now();
         }
     }
     if let Some(loggable) = &judged.loggable
         && !omitted(BENCH_OMIT_ACCESS_LOG)
     {
-        log_event(ctx, judged, loggable, &mut clock);
+        log_event(ctx, judged, loggable);
     }
 }
 
@@ -105,28 +102,14 @@ pub fn now() -> u64 {
     }
 }
 
-/// [`now`], read on first use within one frame and reused after (0: not
-/// read yet; the coarse clock is never 0 once the system runs).
-struct FrameClock(u64);
-
-impl FrameClock {
-    #[inline(always)]
-    fn now(&mut self) -> u64 {
-        if self.0 == 0 {
-            self.0 = now();
-        }
-        self.0
-    }
-}
-
 #[inline(always)]
-fn log_event(ctx: &XdpContext, judged: &Judged, l: &Loggable, clock: &mut FrameClock) {
+fn log_event(ctx: &XdpContext, judged: &Judged, l: &Loggable) {
     let t = &l.transport;
     let family = if t.ipv4_src.is_some() { 4u8 } else { 6 };
     if t.proto == IPPROTO_TCP && !t.is_tcp_syn(ctx) {
         return; // one event per connection attempt
     }
-    let now = clock.now();
+    let now = now();
     let (src, dst) = if t.proto == IPPROTO_TCP {
         // Under a SYN flood the budget is spent: count and leave before
         // reading addresses or building the record.

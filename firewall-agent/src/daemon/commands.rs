@@ -396,6 +396,7 @@ impl Daemon {
                 expires_at,
             } => {
                 let networks = ip_networks(&address, &more)?;
+                let mut expires = None;
                 if let Some(at) = &expires_at {
                     let when = crate::clock::parse_rfc3339(at).map_err(|e| {
                         invalid(format!(
@@ -413,13 +414,40 @@ impl Daemon {
                             rfc3339(now)
                         )));
                     }
+                    expires = Some(when);
                 }
+                let held: Vec<Option<HeldFields<'_>>> = networks
+                    .iter()
+                    .map(|n| ip_rule_fields(&self.policy, *n))
+                    .collect();
                 let new: Vec<IpNet> = networks
                     .iter()
-                    .copied()
-                    .filter(|n| !has_ip_rule(&self.policy, *n))
+                    .zip(&held)
+                    .filter(|(_, held)| held.is_none())
+                    .map(|(n, _)| *n)
                     .collect();
-                if new.is_empty() {
+                // A rule already present whose comment or expiry the
+                // command gives anew is declared again with them (one
+                // atomic change: extending a temporary rule never lets it
+                // lapse); what the command leaves out is kept.
+                let renewed: Vec<(IpNet, Option<String>, Option<String>)> = networks
+                    .iter()
+                    .zip(&held)
+                    .filter_map(|(n, held)| {
+                        let (held_comment, held_expiry) = (*held)?;
+                        let new_comment = comment.as_ref().filter(|c| held_comment != Some(*c));
+                        let new_expiry = expires.filter(|e| held_expiry != Some(*e));
+                        if new_comment.is_none() && new_expiry.is_none() {
+                            return None;
+                        }
+                        Some((
+                            *n,
+                            comment.clone().or_else(|| held_comment.cloned()),
+                            expires_at.clone().or_else(|| held_expiry.map(rfc3339)),
+                        ))
+                    })
+                    .collect();
+                if new.is_empty() && renewed.is_empty() {
                     return Ok(unchanged(
                         self.generation,
                         format!("{} already present", shown_all(&networks)),
@@ -451,27 +479,41 @@ impl Daemon {
                         )));
                     }
                 }
-                let edits: Vec<Edit> = new
+                let declared = new
                     .iter()
-                    .flat_map(|n| {
+                    .map(|n| (*n, comment.clone(), expires_at.clone()))
+                    .chain(renewed.iter().cloned());
+                let edits: Vec<Edit> = declared
+                    .flat_map(|(n, comment, expires_at)| {
                         // The file may still hold the network as an entry
                         // past its expiry (not served: left out when
-                        // parsed); the new entry replaces it.
-                        let stale = Edit::RemoveIpRule(*n);
+                        // parsed), or holds the rule renewed: the new
+                        // entry replaces it.
+                        let stale = Edit::RemoveIpRule(n);
                         let add = if comment.is_none() && expires_at.is_none() {
-                            Edit::AddIpRule(policy::shown_any(*n))
+                            Edit::AddIpRule(policy::shown_any(n))
                         } else {
                             Edit::AddIpRuleWith {
-                                value: policy::shown_any(*n),
-                                comment: comment.clone(),
-                                expires_at: expires_at.clone(),
+                                value: policy::shown_any(n),
+                                comment,
+                                expires_at,
                             }
                         };
                         [stale, add]
                     })
                     .collect();
                 let report = self.commit(&edits, "network-rule add")?;
-                Ok(changed(&report, format!("added {}", shown_all(&new))))
+                let renewed: Vec<IpNet> = renewed.iter().map(|(n, _, _)| *n).collect();
+                let message = match (new.is_empty(), renewed.is_empty()) {
+                    (false, true) => format!("added {}", shown_all(&new)),
+                    (true, false) => format!("renewed {} (comment, expiry)", shown_all(&renewed)),
+                    _ => format!(
+                        "added {}; renewed {} (comment, expiry)",
+                        shown_all(&new),
+                        shown_all(&renewed)
+                    ),
+                };
+                Ok(changed(&report, message))
             }
             RuleSpec::Vnet {
                 id,
@@ -904,11 +946,28 @@ fn shown_all(networks: &[IpNet]) -> String {
 }
 
 /// Whether `policy` has an IP rule for exactly `network` (either family).
-fn has_ip_rule(policy: &policy::Policy, network: IpNet) -> bool {
+/// The comment and expiry of the IP rule for `network`, if the policy has
+/// one (either family).
+fn ip_rule_fields(policy: &policy::Policy, network: IpNet) -> Option<HeldFields<'_>> {
     match network {
-        IpNet::V4(n) => policy.ip_rules.iter().any(|r| r.network == n),
-        IpNet::V6(n) => policy.ipv6_rules.iter().any(|r| r.network == n),
+        IpNet::V4(n) => policy
+            .ip_rules
+            .iter()
+            .find(|r| r.network == n)
+            .map(|r| (r.comment.as_ref(), r.expires_at)),
+        IpNet::V6(n) => policy
+            .ipv6_rules
+            .iter()
+            .find(|r| r.network == n)
+            .map(|r| (r.comment.as_ref(), r.expires_at)),
     }
+}
+
+/// An IP rule's comment and expiry.
+type HeldFields<'a> = (Option<&'a String>, Option<SystemTime>);
+
+fn has_ip_rule(policy: &policy::Policy, network: IpNet) -> bool {
+    ip_rule_fields(policy, network).is_some()
 }
 
 /// Whether subnet rule `rule` holds `prefix` (either family).

@@ -343,3 +343,70 @@ fn a_reload_reads_the_file_and_the_shutdown_future_stops_serve_keeping_the_filte
         );
     });
 }
+
+/// `network-rule add` of a rule already present with a new expiry or
+/// comment declares it again with them in one change (what it leaves out
+/// is kept); the same values again change nothing.
+#[test]
+fn adding_a_present_rule_with_a_new_expiry_or_comment_renews_it_in_place() {
+    let sandbox = Sandbox::new(POLICY);
+    let options = sandbox.options(OnExit::Detach);
+    let (socket, policy) = (sandbox.socket(), sandbox.policy());
+    in_own_netns(move || async move {
+        let listener = server::bind(&socket)
+            .await
+            .expect("bind the control socket");
+        let (_reload_tx, reloads) = mpsc::channel(1);
+        let (stop_tx, stop) = oneshot::channel::<()>();
+        let shutdown = async {
+            let _ = stop.await;
+        };
+        let client = async {
+            let add = |comment: Option<&str>, expires_at: Option<&str>| Command::RuleAdd {
+                rule: RuleSpec::Ip {
+                    address: "198.51.100.7".to_owned(),
+                    more: Vec::new(),
+                    comment: comment.map(str::to_owned),
+                    expires_at: expires_at.map(str::to_owned),
+                },
+                if_generation: None,
+            };
+            let listed = || async {
+                let list: RuleListReply = reply(&send(&socket, Command::RuleList).await);
+                let rule = list.ip_rules.into_iter().next().expect("one rule");
+                (rule.comment, rule.expires_at)
+            };
+            let start: ShowReply = reply(&send(&socket, Command::Show).await);
+
+            let renewed: ChangeReply =
+                reply(&send(&socket, add(None, Some("2099-01-31T00:00:00Z"))).await);
+            assert!(renewed.changed, "{renewed:?}");
+            assert_eq!(renewed.generation, start.generation + 1);
+            assert!(renewed.message.contains("renewed"), "{renewed:?}");
+            assert_eq!(
+                listed().await,
+                (None, Some("2099-01-31T00:00:00Z".to_owned()))
+            );
+
+            // A comment alone keeps the expiry.
+            let commented: ChangeReply = reply(&send(&socket, add(Some("on call"), None)).await);
+            assert!(commented.changed, "{commented:?}");
+            assert_eq!(
+                listed().await,
+                (
+                    Some("on call".to_owned()),
+                    Some("2099-01-31T00:00:00Z".to_owned())
+                )
+            );
+            let file = std::fs::read_to_string(&policy).unwrap();
+            assert_eq!(file.matches("198.51.100.7").count(), 1, "{file}");
+
+            // The same values again: nothing to do.
+            let again: ChangeReply =
+                reply(&send(&socket, add(Some("on call"), Some("2099-01-31T00:00:00Z"))).await);
+            assert!(!again.changed, "{again:?}");
+            stop_tx.send(()).unwrap();
+        };
+        let ((), ()) = tokio::join!(serving(listener, shutdown, reloads, options), client);
+    });
+}
