@@ -228,7 +228,7 @@ impl PinPlan {
                                 "pinned": have.as_ref().map(MapShape::record),
                                 "wanted": want.record(),
                             } }),
-                            "pinned map has another shape (upgrade or new limits): the filter moves to new maps"
+                            "pinned map has another shape (an upgrade, new limits or another --lookup): the filter moves to new maps"
                         );
                         MapPin::Recreate
                     }
