@@ -40,6 +40,10 @@ fn omitted(piece: u32) -> bool {
 /// maybe an access-log event.
 #[inline(always)]
 pub fn record(ctx: &XdpContext, judged: &Judged) {
+    // The hit and the event each read the clock (a per-jiffy cached load):
+    // a per-frame "already read" value shared by the two doubled the paths
+    // 6.1's verifier walks, and with `--bpf-log-level debug` the program no
+    // longer loaded within 30 s in an emulated 6.1 guest.
     let counter = verdict_slot(ctx.ingress_ifindex() as u32, judged.verdict);
     // No aya-log record when this lookup fails (it cannot): a log call
     // here, before the rest of the recording, made the verifier walk ~6x
