@@ -83,10 +83,13 @@ impl Daemon {
             .parent()
             .map(std::path::Path::to_path_buf)
             .unwrap_or_default();
-        let (validated, ip_change) = match ip_rules_edited(&self.policy, edits, &base_dir)? {
+        // One reading of the clock for what has expired, as one parse of
+        // the whole file would have.
+        let now = std::time::SystemTime::now();
+        let (validated, ip_change) = match ip_rules_edited(&self.policy, edits, &base_dir, now)? {
             Some((policy, change)) => {
                 #[cfg(debug_assertions)]
-                check_same_as_parsed(&policy, &text, &base_dir);
+                check_same_as_parsed(&policy, &text, &base_dir, now);
                 let validated = Validated {
                     policy,
                     warnings: Vec::new(),
@@ -120,7 +123,10 @@ impl Daemon {
 }
 
 /// `served` with `edits` applied, and what they did to its IPv4 IP rules,
-/// when they only add and remove IP rules; `None` for any other edit. An added rule is validated alone by the
+/// when they only add and remove IP rules; `None` for any other edit. As a
+/// parse of the edited file at `now` would, it leaves out every IP rule
+/// whose expiry has passed by `now` — a served rule too, when the change
+/// comes before the daemon's own removal of it. An added rule is validated alone by the
 /// policy validator (a document holding only it), so it means what the
 /// whole file would make of it: the same network, comment and expiry, and
 /// nothing when it is already past its expiry. The caller checked the
@@ -129,6 +135,7 @@ pub(super) fn ip_rules_edited(
     served: &Policy,
     edits: &[Edit],
     base_dir: &std::path::Path,
+    now: std::time::SystemTime,
 ) -> Result<Option<(Policy, IpRuleChange)>, EditRefused> {
     let ip_only = edits.iter().all(|e| {
         matches!(
@@ -168,7 +175,7 @@ pub(super) fn ip_rules_edited(
         };
         // The rule alone, read by the same validator as the whole file.
         let alone = format!("default_action = \"Deny\"\nip_rules = [{item}]\n");
-        let one = policy::parse_toml_with_base(&alone, base_dir)
+        let one = policy::parse_toml_in(&alone, base_dir, now)
             .map_err(EditRefused::Invalid)?
             .policy;
         for rule in one.ip_rules {
@@ -190,6 +197,14 @@ pub(super) fn ip_rules_edited(
             }
         }
     }
+    let expired = |at: &Option<std::time::SystemTime>| at.is_some_and(|at| at <= now);
+    policy.ip_rules.retain(|r| {
+        if expired(&r.expires_at) {
+            change.removed.push(r.network);
+        }
+        !expired(&r.expires_at)
+    });
+    policy.ipv6_rules.retain(|r| !expired(&r.expires_at));
     Ok(Some((policy, change)))
 }
 
@@ -206,8 +221,13 @@ fn key6(net: ipnet::Ipv6Net) -> (u128, u8) {
 /// Debug builds (the tests) check every diffed policy against a parse of
 /// the whole edited file.
 #[cfg(debug_assertions)]
-fn check_same_as_parsed(policy: &Policy, text: &str, base_dir: &std::path::Path) {
-    let parsed = policy::parse_toml_with_base(text, base_dir)
+fn check_same_as_parsed(
+    policy: &Policy,
+    text: &str,
+    base_dir: &std::path::Path,
+    now: std::time::SystemTime,
+) {
+    let parsed = policy::parse_toml_in(text, base_dir, now)
         .expect("the edited policy file parses")
         .policy;
     assert!(
@@ -241,7 +261,8 @@ ip_rules = [
     /// The diffed policy is the one the edited file reads as.
     fn same_as_file(edits: &[Edit]) {
         let served = parsed(FILE);
-        let (diffed, _) = ip_rules_edited(&served, edits, std::path::Path::new("."))
+        let now = std::time::SystemTime::now();
+        let (diffed, _) = ip_rules_edited(&served, edits, std::path::Path::new("."), now)
             .unwrap_or_else(|e| panic!("{e}"))
             .expect("IP rule edits are diffed");
         let text = persist::edit_native(FILE, edits).expect("edited");
@@ -273,11 +294,51 @@ ip_rules = [
         let served = parsed(FILE);
         let dir = std::path::Path::new(".");
         let update = [Edit::SetString("bypass", "AzureServices".into())];
-        assert!(matches!(ip_rules_edited(&served, &update, dir), Ok(None)));
+        let now = std::time::SystemTime::now();
+        assert!(matches!(
+            ip_rules_edited(&served, &update, dir, now),
+            Ok(None)
+        ));
         let bad = [Edit::AddIpRule("10.0.0.0/33".into())];
         assert!(matches!(
-            ip_rules_edited(&served, &bad, dir),
+            ip_rules_edited(&served, &bad, dir, now),
             Err(EditRefused::Invalid(_))
         ));
+    }
+
+    /// A served rule whose expiry passed before the daemon removed it is
+    /// left out of the edited policy, as a parse of the edited file at the
+    /// same time leaves it out, and the change says it is removed.
+    #[test]
+    fn a_served_rule_past_its_expiry_is_left_out_as_the_parse_leaves_it_out() {
+        let at = humantime::parse_rfc3339("2030-01-01T00:00:00Z").unwrap();
+        let file = "default_action = \"Deny\"\nip_rules = [\n    { value = \"192.0.2.9\", expires_at = \"2030-01-01T00:00:00Z\" },\n    \"203.0.113.0/24\",\n]\n";
+        // Served while the rule was live.
+        let served = policy::parse_toml_in(
+            file,
+            std::path::Path::new("."),
+            at - std::time::Duration::from_secs(1),
+        )
+        .unwrap_or_else(|e| panic!("{e}"))
+        .policy;
+        assert_eq!(served.ip_rules.len(), 2);
+        let edits = [Edit::AddIpRule("198.51.100.7".into())];
+        // The change comes the instant the rule expires.
+        let (diffed, change) = ip_rules_edited(&served, &edits, std::path::Path::new("."), at)
+            .unwrap_or_else(|e| panic!("{e}"))
+            .expect("IP rule edits are diffed");
+        let text = persist::edit_native(file, &edits).expect("edited");
+        let parsed = policy::parse_toml_in(&text, std::path::Path::new("."), at)
+            .unwrap_or_else(|e| panic!("{e}"))
+            .policy;
+        assert_eq!(diffed, parsed);
+        assert_eq!(
+            change.removed,
+            ["192.0.2.9/32".parse::<ipnet::Ipv4Net>().unwrap()]
+        );
+        assert_eq!(
+            change.added,
+            ["198.51.100.7/32".parse::<ipnet::Ipv4Net>().unwrap()]
+        );
     }
 }

@@ -833,9 +833,15 @@ impl Tables {
             return Ok(Confirmation::TooLate);
         }
         config.fallback_at_ns = 0;
-        self.config
+        let written = self
+            .config
             .set(self.active, config, 0)
-            .map_err(map_err(POLICY_CONFIG))?;
+            .map_err(map_err(POLICY_CONFIG));
+        // The deadline may have passed between the check and the write:
+        // programs then read the previous set for a moment. Before that
+        // set is written again, its readers are waited out as after a flip.
+        self.compiled.flipped();
+        written?;
         self.fallback_at_ns = 0;
         Ok(Confirmation::Confirmed)
     }

@@ -58,9 +58,10 @@ pub use export::{
     AzureExport, NativeSource, ShortIdError, endpoint_table, export_azure, export_native,
     export_native_from, export_subnet_map, needs_subnet_map,
 };
+pub(crate) use parse::parse_toml_in;
 pub use parse::{PolicyFormat, Validated, parse_azure_json, parse_toml, parse_toml_with_base};
 #[cfg(test)]
-pub(crate) use parse::{parse_azure_at, parse_toml_at, parse_toml_in};
+pub(crate) use parse::{parse_azure_at, parse_toml_at};
 pub use source::{FileText, PolicySource, PolicyText, WriteBack};
 pub use trusted::{catalogue, find as find_trusted_service};
 pub use validate::{parse_bypass, parse_default_action};
