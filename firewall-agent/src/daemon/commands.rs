@@ -945,9 +945,8 @@ fn shown_all(networks: &[IpNet]) -> String {
         .join(", ")
 }
 
-/// Whether `policy` has an IP rule for exactly `network` (either family).
-/// The comment and expiry of the IP rule for `network`, if the policy has
-/// one (either family).
+/// The comment and expiry of the IP rule for exactly `network`, if the
+/// policy has one (either family).
 fn ip_rule_fields(policy: &policy::Policy, network: IpNet) -> Option<HeldFields<'_>> {
     match network {
         IpNet::V4(n) => policy
@@ -966,6 +965,7 @@ fn ip_rule_fields(policy: &policy::Policy, network: IpNet) -> Option<HeldFields<
 /// An IP rule's comment and expiry.
 type HeldFields<'a> = (Option<&'a String>, Option<SystemTime>);
 
+/// Whether `policy` has an IP rule for exactly `network` (either family).
 fn has_ip_rule(policy: &policy::Policy, network: IpNet) -> bool {
     ip_rule_fields(policy, network).is_some()
 }
