@@ -29,6 +29,7 @@ use firewall_common::Verdict;
 use ipnet::Ipv4Net;
 use serde::Serialize;
 use vaultfw::compile::compile_next;
+use vaultfw::compile::cpt::Lookup;
 use vaultfw::dataplane::{Capacity, Dataplane};
 use vaultfw::links::InterfaceIndex;
 use vaultfw::policy::parse_toml;
@@ -54,9 +55,11 @@ pub enum Change {
     OneRule,
 }
 
-/// One (rule count, change) row; times in milliseconds.
+/// One (lookup, rule count, change) row; times in milliseconds.
 #[derive(Debug, Serialize)]
 pub struct ApplyRow {
+    /// `--lookup`: `"trie"` or `"compiled"`.
+    pub lookup: &'static str,
     pub rules: usize,
     pub change: Change,
     /// `parse_toml`: TOML parse and validation.
@@ -76,11 +79,13 @@ pub struct ApplyRow {
     pub allowed_frames_lost: u64,
 }
 
-/// Runs the apply bench at each count.
+/// Runs the apply bench at each count, with each lookup.
 pub fn run(counts: &[usize], runs: usize) -> Result<Vec<ApplyRow>> {
     let mut rows = Vec::new();
-    for &count in counts {
-        rows.extend(at_count(count, runs)?);
+    for lookup in [Lookup::Trie, Lookup::Compiled] {
+        for &count in counts {
+            rows.extend(at_count(count, runs, lookup)?);
+        }
     }
     Ok(rows)
 }
@@ -96,11 +101,12 @@ struct Measured {
 
 struct Bench {
     dataplane: Dataplane,
+    lookup: Lookup,
     generation: u64,
     stable_frames: Vec<Vec<u8>>,
 }
 
-fn at_count(count: usize, runs: usize) -> Result<Vec<ApplyRow>> {
+fn at_count(count: usize, runs: usize, lookup: Lookup) -> Result<Vec<ApplyRow>> {
     let mut rng = Rng::new(0xA991 ^ count as u64);
     let mut used = HashSet::new();
     let stable = prefixes::random_public_prefixes(STABLE, &mut rng, &used);
@@ -124,9 +130,11 @@ fn at_count(count: usize, runs: usize) -> Result<Vec<ApplyRow>> {
             .collect();
         prefixes::policy_toml(&all, capacity)
     };
-    let dataplane = Dataplane::load(Capacity::for_ip_rule_limit(capacity as u32))?;
+    let dataplane =
+        Dataplane::load(Capacity::for_ip_rule_limit(capacity as u32).with_lookup(lookup))?;
     let mut bench = Bench {
         dataplane,
+        lookup,
         generation: (rng.next_u64() >> 16) | 1,
         stable_frames: stable
             .iter()
@@ -183,6 +191,7 @@ fn at_count(count: usize, runs: usize) -> Result<Vec<ApplyRow>> {
         .map(|(change, ms)| {
             let pick = |f: fn(&Measured) -> f64| Summary::of(&ms.iter().map(f).collect::<Vec<_>>());
             let row = ApplyRow {
+                lookup: lookup.name(),
                 rules: count,
                 change,
                 parse_ms: pick(|m| m.parse),
@@ -194,7 +203,8 @@ fn at_count(count: usize, runs: usize) -> Result<Vec<ApplyRow>> {
                 allowed_frames_lost: ms.iter().map(|m| m.lost).sum(),
             };
             eprintln!(
-                "bench-apply: {count:>6} {change:?}: parse {:.1} ms, compile {:.1} ms, apply {:.1} ms, {} writes, {} of {} allowed frames lost",
+                "bench-apply: {} {count:>6} {change:?}: parse {:.1} ms, compile {:.1} ms, apply {:.1} ms, {} writes, {} of {} allowed frames lost",
+                lookup.name(),
                 row.parse_ms.median,
                 row.compile_ms.median,
                 row.apply_ms.median,
@@ -226,7 +236,8 @@ impl Bench {
             &self.dataplane.active_tables(),
             &vaultfw::clock::MonotonicClock::now(),
         )
-        .with_access_log(crate::EVENT_RATE, false);
+        .with_access_log(crate::EVENT_RATE, false)
+        .with_compiled_lookup(self.lookup.is_compiled());
         let t2 = Instant::now();
         self.generation += 1;
         let before = self.dataplane.verdict_totals()?;

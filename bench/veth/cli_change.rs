@@ -12,10 +12,20 @@ use vaultfw_tests::{Agent, NetNs};
 
 use crate::{Args, median, peers, summary};
 
-/// Rows `{ rules, add_ms, remove_ms }` for each of `args.apply_counts`.
+/// Rows `{ lookup, rules, add_ms, remove_ms }` for each `--lookup` and
+/// each of `args.apply_counts`.
 pub fn run(server: &NetNs, sdev: &str, args: &Args) -> Vec<Value> {
     let mut out = Vec::new();
-    for &count in &args.apply_counts {
+    for lookup in ["trie", "compiled"] {
+        for &count in &args.apply_counts {
+            out.push(at_count(server, sdev, args, lookup, count));
+        }
+    }
+    out
+}
+
+fn at_count(server: &NetNs, sdev: &str, args: &Args, lookup: &str, count: usize) -> Value {
+    {
         let prefixes = peers::read_prefixes(&args.prefix_dir, count);
         let runs = args.runs.max(3) * 2;
         // Room for the rules added (TEST-NET-2: no random prefix is there).
@@ -29,9 +39,10 @@ pub fn run(server: &NetNs, sdev: &str, args: &Args) -> Vec<Value> {
             text.push_str(&format!("  \"{p}\",\n"));
         }
         text.push_str("]\n\n[data_plane]\ntcp_ports = [443]\n");
-        eprintln!("bench-veth: {count} rules: one-rule CLI changes");
+        eprintln!("bench-veth: {count} rules, --lookup {lookup}: one-rule CLI changes");
         let options = AgentOptions {
             stats_interval_s: 10,
+            extra_args: vec!["--lookup".into(), lookup.into()],
             ..AgentOptions::iface(sdev)
         };
         let mut agent = Agent::start_with(server, &text, options);
@@ -60,15 +71,15 @@ pub fn run(server: &NetNs, sdev: &str, args: &Args) -> Vec<Value> {
         }
         drop(agent);
         eprintln!(
-            "bench-veth: one-rule CLI change at {count} rules: add {:.1} ms, remove {:.1} ms",
+            "bench-veth: one-rule CLI change at {count} rules, --lookup {lookup}: add {:.1} ms, remove {:.1} ms",
             median(&add),
             median(&remove)
         );
-        out.push(json!({
+        json!({
+            "lookup": lookup,
             "rules": count,
             "add_ms": summary(&add),
             "remove_ms": summary(&remove),
-        }));
+        })
     }
-    out
 }

@@ -280,3 +280,120 @@ fn tables_for_the_other_lookup_are_refused_and_nothing_is_served() {
         assert_eq!(dataplane.generation(), 0, "nothing was served");
     }
 }
+
+/// Removes a test's pin directory, even on failure.
+struct RemovePins(std::path::PathBuf);
+
+impl Drop for RemovePins {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Entries in the pinned LPM trie `name`.
+fn pinned_trie_entries<K: aya::Pod>(pins: &vaultfw::paths::PinDir, name: &str) -> usize {
+    use aya::maps::{LpmTrie, Map, MapData};
+    let data = MapData::from_pin(pins.map(name)).unwrap_or_else(|e| panic!("open {name}: {e}"));
+    let trie: LpmTrie<MapData, K, firewall_common::RuleValue> =
+        LpmTrie::try_from(Map::LpmTrie(data)).unwrap_or_else(|e| panic!("{name}: {e}"));
+    trie.keys().count()
+}
+
+/// A compiled set keeps its IPv4 entries in its table's entry list, not
+/// in the tries (one pass, no write per entry): a start over its pins reads
+/// every entry back exactly — hit slot and expiry, so the next apply of the
+/// same tables writes nothing — and the rules keep their hit counters.
+#[test]
+fn a_start_over_compiled_pins_reads_every_entry_back_from_the_table_and_the_ipv4_tries_stay_empty()
+{
+    use firewall_common::{
+        IP_RULES_0, IP_RULES_1, Ipv4Key, TRUSTED_0, TRUSTED_1, VNET_RULES_0, VNET_RULES_1, VnetKey,
+    };
+    use vaultfw::dataplane::BpfLogLevel;
+    use vaultfw::paths::PinDir;
+    if !require_root() {
+        return;
+    }
+    let root = std::path::PathBuf::from(format!(
+        "/sys/fs/bpf/vfwtest-cpt-list-{}",
+        std::process::id()
+    ));
+    let _remove = RemovePins(root.clone());
+    let pins = PinDir::new(&root);
+    let capacity = Capacity::for_limits(3010, 127).with_lookup(Lookup::Compiled);
+    let mut tables = adversarial(DEFAULT_SEED, 1000, capacity.hit_slots);
+    tables.flags = FLAG_VALID;
+    let (word, bit) = port_slot(0, PORT_PROTO_TCP, 443);
+    tables.port_words[word as usize] |= bit;
+    let tables = tables.with_compiled_lookup(true);
+    assert!(
+        !tables.ip_rules.is_empty() && !tables.trusted.is_empty() && !tables.vnet_rules.is_empty()
+    );
+    let sources: Vec<[u8; 4]> = tables.ip_rules.keys().take(50).map(|k| k.octets).collect();
+
+    let (hits, ip_rules) = {
+        let mut dataplane = Dataplane::open_pinned(capacity, pins.clone(), BpfLogLevel::Off)
+            .unwrap_or_else(|e| panic!("open pins: {e}"));
+        // Both sets, so each is written once.
+        let mut fewer = tables.clone();
+        fewer.ip_rules.pop_first();
+        for (generation, tables) in [(1, &fewer), (2, &tables)] {
+            dataplane
+                .apply(tables, generation)
+                .unwrap_or_else(|e| panic!("apply: {e}"));
+        }
+        for src in &sources {
+            dataplane
+                .test_run(&tcp_syn_vlan(*src, 443, &[]))
+                .expect("test run");
+        }
+        let hits = dataplane.rule_hits().expect("hits");
+        assert!(!hits.is_empty(), "the frames hit some rule");
+        (hits, dataplane.active_ip_rules().expect("rules"))
+    };
+    for (name, entries) in [
+        (
+            IP_RULES_0,
+            pinned_trie_entries::<Ipv4Key>(&pins, IP_RULES_0),
+        ),
+        (
+            IP_RULES_1,
+            pinned_trie_entries::<Ipv4Key>(&pins, IP_RULES_1),
+        ),
+        (TRUSTED_0, pinned_trie_entries::<Ipv4Key>(&pins, TRUSTED_0)),
+        (TRUSTED_1, pinned_trie_entries::<Ipv4Key>(&pins, TRUSTED_1)),
+        (
+            VNET_RULES_0,
+            pinned_trie_entries::<VnetKey>(&pins, VNET_RULES_0),
+        ),
+        (
+            VNET_RULES_1,
+            pinned_trie_entries::<VnetKey>(&pins, VNET_RULES_1),
+        ),
+    ] {
+        assert_eq!(entries, 0, "{name} holds entries");
+    }
+
+    let mut dataplane = Dataplane::open_pinned(capacity, pins.clone(), BpfLogLevel::Off)
+        .unwrap_or_else(|e| panic!("open pins again: {e}"));
+    assert_eq!(dataplane.generation(), 2);
+    assert!(
+        *dataplane.active_tables() == tables,
+        "the entries read back differ from those applied"
+    );
+    assert_eq!(dataplane.active_ip_rules().expect("rules"), ip_rules);
+    let counted = |h: &std::collections::BTreeMap<u32, vaultfw::dataplane::RuleHitTotals>| {
+        h.iter()
+            .map(|(slot, t)| (*slot, t.packets, t.bytes))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        counted(&dataplane.rule_hits().expect("hits")),
+        counted(&hits)
+    );
+    let again = dataplane.apply(&tables, 3).expect("apply again");
+    assert!(
+        !again.changed,
+        "the same tables changed something: {again:?}"
+    );
+}

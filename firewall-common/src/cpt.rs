@@ -18,9 +18,10 @@
 //!
 //! - cell 0 [`HEADER_CELL`]: `[CPT_MAGIC, scope_count]`; a table whose
 //!   magic differs (never written) answers "no match" for every address.
-//! - cell 1 [`EXPIRY_BASE_CELL`]: `[expiry_base, 0]`: the expiry of a slot
-//!   flagged [`SLOT_EXPIRES`] is cell `expiry_base + slot` as
-//!   `[low 32 bits, high 32 bits]` of CLOCK_MONOTONIC ns.
+//! - cell 1 [`EXPIRY_BASE_CELL`]: `[expiry_base, entries]`: the expiry of a
+//!   slot flagged [`SLOT_EXPIRES`] is cell `expiry_base + slot` as
+//!   `[low 32 bits, high 32 bits]` of CLOCK_MONOTONIC ns; `entries` is the
+//!   entry list's first cell (below), 0 for none.
 //! - cell 2 [`GLOBAL_ROOT_CELL`]: the root of the global table (IP rules and
 //!   trusted services).
 //! - cells `SCOPES_CELL + 2i` and `+ 2i + 1`, `i < scope_count`: scope `i`
@@ -45,6 +46,21 @@
 //!
 //! Each table's answer for `a` is exactly its LPM trie's: the agent derives
 //! the ranges from the same entries it would write to the tries.
+//!
+//! # Entry list (read by the agent only)
+//!
+//! The ranges do not say which prefixes made them, so the set also lists
+//! its entries for an agent that starts over pins (their slots keep their
+//! hit counters) — the program never reads it, and the IPv4 tries of a
+//! compiled set stay empty. Cell `entries`: `[group_count, 0]`, then each
+//! group: a cell `[kind << 24 | prefix_len << 16 | scope, count]` (kind
+//! [`ENTRY_TRUSTED`], [`ENTRY_IP_RULE`] or [`ENTRY_VNET`]; `scope` is the
+//! scope index `i` of a virtual-network group, else 0) followed by `count`
+//! cells `[address, match word]` (host-order network address as above; the
+//! word as in a leaf). A group is one (kind, scope, prefix length), so
+//! there are at most 33 per table.
+//! `entries = 0` (a table with no entries, or one written by a build
+//! before the list): the set's IPv4 entries are those its tries hold.
 
 use crate::RuleValue;
 
@@ -81,21 +97,44 @@ pub const MAX_SCOPES: u32 = 1 << SCOPE_SEARCH_STEPS;
 pub const NO_MATCH: u32 = u32::MAX;
 /// Set in a leaf word whose entry has an expiry (hit slots stay below it).
 pub const SLOT_EXPIRES: u32 = 1 << 31;
+/// Entry-list kind of a trusted-service prefix.
+pub const ENTRY_TRUSTED: u32 = 0;
+/// Entry-list kind of an IP rule.
+pub const ENTRY_IP_RULE: u32 = 1;
+/// Entry-list kind of a virtual-network (subnet) entry.
+pub const ENTRY_VNET: u32 = 2;
 
 /// Cells a table set needs at most for `prefixes` IPv4 entries in all
 /// (IP rules, trusted services and subnet entries), in `scopes` endpoint
 /// scopes, with hit slots below `slots`: the bound the map is sized with.
 /// Each prefix adds at most two range boundaries, so a table of `n` entries
 /// has at most `m = 2n + 1` ranges, `m` leaves, a direct array of at most
-/// `2^k ≤ max(1, n)` cells and at most `2^k` bucket-first ranges.
+/// `2^k ≤ max(1, n)` cells and at most `2^k` bucket-first ranges; its
+/// entry list takes a cell per entry plus at most a group cell per entry
+/// and at most 33 groups per kind and scope (none when `n = 0`).
 pub const fn cells_bound(prefixes: u32, scopes: u32, slots: u32) -> u64 {
     let n = prefixes as u64;
     let tables = 1 + scopes as u64;
+    let groups = 33 * (tables + 1);
+    let entry_list = if n == 0 {
+        0
+    } else if n < groups {
+        1 + 2 * n
+    } else {
+        1 + n + groups
+    };
     let ranges = 2 * n + tables; // boundaries plus each table's start
     let direct = n + tables;
     let bucket_firsts = direct;
     let leaves = ranges;
-    SCOPES_CELL as u64 + 2 * scopes as u64 + slots as u64 + direct + ranges + bucket_firsts + leaves
+    SCOPES_CELL as u64
+        + 2 * scopes as u64
+        + slots as u64
+        + direct
+        + ranges
+        + bucket_firsts
+        + leaves
+        + entry_list
 }
 
 /// Read access to a table's cells (the program's array map, or a slice).

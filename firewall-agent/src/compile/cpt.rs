@@ -16,11 +16,11 @@ use std::collections::{BTreeMap, HashMap};
 
 use firewall_common::RuleValue;
 use firewall_common::cpt::{
-    CPT_MAGIC, Cell, EXPIRY_BASE_CELL, GLOBAL_ROOT_CELL, HEADER_CELL, MAX_K, MAX_SCOPES, NO_MATCH,
-    SCOPES_CELL, SLOT_EXPIRES,
+    CPT_MAGIC, Cell, ENTRY_IP_RULE, ENTRY_TRUSTED, ENTRY_VNET, EXPIRY_BASE_CELL, GLOBAL_ROOT_CELL,
+    HEADER_CELL, MAX_K, MAX_SCOPES, NO_MATCH, SCOPES_CELL, SLOT_EXPIRES,
 };
 
-use super::{CompiledTables, PrefixKey};
+use super::{CompiledTables, PrefixKey, VnetPrefixKey};
 
 pub mod adversarial;
 
@@ -95,6 +95,12 @@ pub enum CptError {
         /// The slot.
         slot: u32,
     },
+    /// A written table's entry list cannot be read back.
+    #[error("the entry list is corrupt: {reason}")]
+    CorruptEntryList {
+        /// What is wrong, with the cell.
+        reason: String,
+    },
 }
 
 /// One table's cells before placement: direct cells hold a leaf id
@@ -140,7 +146,8 @@ fn word(value: &RuleValue, expiries: &mut BTreeMap<u32, u64>) -> Result<u32, Cpt
 /// The elementary ranges of one column: `(start, word)` sorted by start,
 /// the first at 0, each holding the longest match of every address from
 /// its start to the next one's.
-fn column(mut prefixes: Vec<(PrefixKey, u32)>) -> Vec<(u64, u32)> {
+fn column(prefixes: &[(PrefixKey, u32)]) -> Vec<(u64, u32)> {
+    let mut prefixes = prefixes.to_vec();
     let span = |key: &PrefixKey| {
         let start = u64::from(u32::from_be_bytes(key.octets));
         (start, start + (1u64 << (32 - key.prefix_len)))
@@ -263,7 +270,7 @@ pub fn compile_prefix_table(tables: &CompiledTables) -> Result<Vec<Cell>, CptErr
     let trusted = entries(&tables.trusted)?;
     let ip = entries(&tables.ip_rules)?;
     let global_entries = trusted.len() + ip.len();
-    let global = merge(&column(trusted), &column(ip));
+    let global = merge(&column(&trusted), &column(&ip));
 
     let mut scoped: BTreeMap<(u32, u32), Vec<(PrefixKey, u32)>> = BTreeMap::new();
     for (key, value) in &tables.vnet_rules {
@@ -282,11 +289,7 @@ pub fn compile_prefix_table(tables: &CompiledTables) -> Result<Vec<Cell>, CptErr
     let mut built = vec![table(&global, global_entries, &mut leaves)];
     for prefixes in scoped.values() {
         let n = prefixes.len();
-        built.push(table(
-            &merge(&column(prefixes.clone()), &none),
-            n,
-            &mut leaves,
-        ));
+        built.push(table(&merge(&column(prefixes), &none), n, &mut leaves));
     }
 
     let scopes = scoped.len() as u32;
@@ -320,7 +323,139 @@ pub fn compile_prefix_table(tables: &CompiledTables) -> Result<Vec<Cell>, CptErr
         cells[at] = [*ifindex, *vlan];
         cells[at + 1] = *root;
     }
+    if !trusted.is_empty() || !ip.is_empty() || !scoped.is_empty() {
+        cells[EXPIRY_BASE_CELL as usize][1] = cells.len() as u32;
+        let mut groups = Vec::new();
+        list_groups(&mut groups, ENTRY_TRUSTED, 0, &trusted);
+        list_groups(&mut groups, ENTRY_IP_RULE, 0, &ip);
+        for (scope, prefixes) in scoped.values().enumerate() {
+            list_groups(&mut groups, ENTRY_VNET, scope as u32, prefixes);
+        }
+        cells.push([groups.len() as u32, 0]);
+        for (header, entries) in groups {
+            cells.push(header);
+            cells.extend(entries);
+        }
+    }
     Ok(cells)
+}
+
+/// Appends the entry-list groups of one kind and scope: one per prefix
+/// length, each `(header cell, [address, word] cells)`.
+fn list_groups(
+    groups: &mut Vec<(Cell, Vec<Cell>)>,
+    kind: u32,
+    scope: u32,
+    entries: &[(PrefixKey, u32)],
+) {
+    let mut by_len: BTreeMap<u32, Vec<Cell>> = BTreeMap::new();
+    for (key, word) in entries {
+        by_len
+            .entry(key.prefix_len)
+            .or_default()
+            .push([u32::from_be_bytes(key.octets), *word]);
+    }
+    for (prefix_len, cells) in by_len {
+        groups.push((
+            [kind << 24 | prefix_len << 16 | scope, cells.len() as u32],
+            cells,
+        ));
+    }
+}
+
+/// The IPv4 entries a compiled table lists (see "Entry list" in
+/// `firewall_common::cpt`), as [`CompiledTables`] holds them.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct ListedEntries {
+    /// [`CompiledTables::ip_rules`].
+    pub ip_rules: BTreeMap<PrefixKey, RuleValue>,
+    /// [`CompiledTables::vnet_rules`].
+    pub vnet_rules: BTreeMap<VnetPrefixKey, RuleValue>,
+    /// [`CompiledTables::trusted`].
+    pub trusted: BTreeMap<PrefixKey, RuleValue>,
+}
+
+/// Reads back the entries `cells` (a table set's whole array) lists:
+/// `None` when the table lists none (never written, no entries, or
+/// written by a build before the list: the set's tries hold its entries).
+///
+/// # Errors
+///
+/// [`CptError::CorruptEntryList`] naming the first cell that is out of
+/// the array, of an unknown kind, not a network address, or whose match
+/// or scope the table does not hold.
+pub fn listed_entries(cells: &[Cell]) -> Result<Option<ListedEntries>, CptError> {
+    let corrupt = |reason: String| CptError::CorruptEntryList { reason };
+    let cell = |at: u64| {
+        usize::try_from(at)
+            .ok()
+            .and_then(|at| cells.get(at).copied())
+            .ok_or_else(|| {
+                corrupt(format!(
+                    "cell {at} is past the table's {} cells",
+                    cells.len()
+                ))
+            })
+    };
+    let [magic, scopes] = cell(u64::from(HEADER_CELL))?;
+    let [_, first] = cell(u64::from(EXPIRY_BASE_CELL))?;
+    if magic != CPT_MAGIC || first == 0 {
+        return Ok(None);
+    }
+    let [groups, _] = cell(u64::from(first))?;
+    let mut listed = ListedEntries::default();
+    let mut at = u64::from(first) + 1;
+    for _ in 0..groups {
+        let [header, count] = cell(at)?;
+        let (kind, prefix_len, scope) = (header >> 24, header >> 16 & 0xff, header & 0xffff);
+        let mask = match prefix_len {
+            0 => 0,
+            1..=32 => u32::MAX << (32 - prefix_len),
+            _ => return Err(corrupt(format!("cell {at}: prefix length {prefix_len}"))),
+        };
+        // The (ifindex, vlan) of a virtual-network group.
+        let endpoint = match kind {
+            ENTRY_TRUSTED | ENTRY_IP_RULE => None,
+            ENTRY_VNET if scope < scopes => {
+                Some(cell(u64::from(SCOPES_CELL) + 2 * u64::from(scope))?)
+            }
+            ENTRY_VNET => return Err(corrupt(format!("cell {at}: scope {scope} of {scopes}"))),
+            _ => return Err(corrupt(format!("cell {at}: entry kind {kind}"))),
+        };
+        for _ in 0..count {
+            at += 1;
+            let [addr, word] = cell(at)?;
+            if addr & mask != addr {
+                return Err(corrupt(format!(
+                    "cell {at}: {addr:#010x}/{prefix_len} has host bits set"
+                )));
+            }
+            let value = firewall_common::cpt::rule(cells, word)
+                .ok_or_else(|| corrupt(format!("cell {at}: match word {word:#x}")))?;
+            let prefix = PrefixKey {
+                prefix_len,
+                octets: addr.to_be_bytes(),
+            };
+            match endpoint {
+                Some([ifindex, vlan]) => {
+                    let key = VnetPrefixKey {
+                        ifindex,
+                        vlan,
+                        prefix,
+                    };
+                    listed.vnet_rules.insert(key, value);
+                }
+                None if kind == ENTRY_TRUSTED => {
+                    listed.trusted.insert(prefix, value);
+                }
+                None => {
+                    listed.ip_rules.insert(prefix, value);
+                }
+            }
+        }
+        at += 1;
+    }
+    Ok(Some(listed))
 }
 
 /// What the IPv4 tables of one set answer for one source: each table's

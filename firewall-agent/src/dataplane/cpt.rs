@@ -28,7 +28,7 @@ use firewall_common::cpt::Cell;
 
 use super::DataplaneError;
 use crate::compile::CompiledTables;
-use crate::compile::cpt::compile_prefix_table;
+use crate::compile::cpt::{ListedEntries, compile_prefix_table, listed_entries};
 
 /// `enum bpf_cmd` values used here.
 const BPF_MAP_CREATE: libc::c_long = 0;
@@ -158,6 +158,11 @@ impl Mapping {
         Ok(Mapping { ptr, cells })
     }
 
+    fn cells(&self) -> &[Cell] {
+        // SAFETY: as `cells_mut`, shared.
+        unsafe { std::slice::from_raw_parts(self.ptr.as_ptr(), self.cells) }
+    }
+
     /// The mapped values. The program only reads them, and never those of
     /// a set being written (see the module doc), so no access races.
     fn cells_mut(&mut self) -> &mut [Cell] {
@@ -183,6 +188,14 @@ fn write_image(map: &MapData, capacity: u32, image: &[Cell]) -> io::Result<()> {
     let mut mapping = Mapping::new(map, capacity as usize)?;
     mapping.cells_mut()[..image.len()].copy_from_slice(image);
     Ok(())
+}
+
+/// Reads the entry list of `map`, whatever its size (the pins of another
+/// capacity are read during a migration).
+fn read_list(map: &MapData) -> Result<Option<ListedEntries>, String> {
+    let cells = map.info().map_err(|e| e.to_string())?.max_entries();
+    let mapping = Mapping::new(map, cells as usize).map_err(|e| e.to_string())?;
+    listed_entries(mapping.cells()).map_err(|e| e.to_string())
 }
 
 /// Both sets' compiled tables and the grace-period state of the double
@@ -266,6 +279,22 @@ impl CompiledSets {
         })?;
         self.settling = Settling::Settled;
         Ok(())
+    }
+
+    /// The IPv4 entries set `set`'s table lists; `None` when it lists none
+    /// (see `listed_entries`: its tries hold them) or the pins predate
+    /// compiled tables.
+    ///
+    /// # Errors
+    ///
+    /// [`DataplaneError::CompiledTable`] when the array cannot be mapped or
+    /// its list is corrupt.
+    pub(super) fn listed(&self, set: u32) -> Result<Option<ListedEntries>, DataplaneError> {
+        let Some(maps) = &self.maps else {
+            return Ok(None);
+        };
+        read_list(&maps[set as usize])
+            .map_err(|reason| DataplaneError::CompiledTable { set, reason })
     }
 
     /// Writes the compiled table of `tables` into spare set `set` when its

@@ -104,7 +104,8 @@ pub enum DataplaneError {
         /// The lookup the program walks.
         program: &'static str,
     },
-    /// The set's compiled prefix table could not be built or written.
+    /// The set's compiled prefix table could not be built, written or read
+    /// back.
     #[error("compiled prefix table of table set {set}: {reason}")]
     CompiledTable {
         /// The table set.

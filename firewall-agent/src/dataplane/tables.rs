@@ -15,11 +15,11 @@ use aya::{
     maps::{Array, LpmTrie, Map, MapData, MapError, PerCpuArray, lpm_trie::Key},
 };
 use firewall_common::{
-    ACTIVE_SET, DATA_PLANE_PORTS, FLAG_VALID, HitSlots, INTERFACE_SLOTS, IP_RULES_0, IP_RULES_1,
-    Ipv4Key, POLICY_CONFIG, PORT_WORDS_PER_ROW, PolicyConfig, RULE_HITS, RuleHits, RuleValue,
-    TABLE_SETS, TELEMETRY, TELEMETRY_EVENTS_RATE_LIMITED, TELEMETRY_EVENTS_RING_FULL,
-    TELEMETRY_EVENTS_SENT, TRUSTED_0, TRUSTED_1, VERDICT_COUNTERS, VNET_ENDPOINT_BITS,
-    VNET_RULES_0, VNET_RULES_1, Verdict, VnetKey, remap_verdict_slot,
+    ACTIVE_SET, DATA_PLANE_PORTS, FLAG_LOOKUP_COMPILED, FLAG_VALID, HitSlots, INTERFACE_SLOTS,
+    IP_RULES_0, IP_RULES_1, Ipv4Key, POLICY_CONFIG, PORT_WORDS_PER_ROW, PolicyConfig, RULE_HITS,
+    RuleHits, RuleValue, TABLE_SETS, TELEMETRY, TELEMETRY_EVENTS_RATE_LIMITED,
+    TELEMETRY_EVENTS_RING_FULL, TELEMETRY_EVENTS_SENT, TRUSTED_0, TRUSTED_1, VERDICT_COUNTERS,
+    VNET_ENDPOINT_BITS, VNET_RULES_0, VNET_RULES_1, Verdict, VnetKey, remap_verdict_slot,
 };
 use firewall_common::{
     IP6_RULES_0, IP6_RULES_1, Ipv6Key, TRUSTED6_0, TRUSTED6_1, VNET6_RULES_0, VNET6_RULES_1,
@@ -31,6 +31,7 @@ use serde::Serialize;
 use super::cpt::CompiledSets;
 use super::{Capacity, DataplaneError, VerdictTotals};
 use crate::clock::{self, MonotonicClock};
+use crate::compile::cpt::ListedEntries;
 use crate::compile::{CompiledTables, Prefix6Key, PrefixKey, Vnet6PrefixKey, VnetPrefixKey};
 use crate::paths::PinDir;
 
@@ -305,6 +306,11 @@ pub(super) struct Tables {
     /// in which case the next apply rewrites that set from what the kernel
     /// holds.
     contents: [Option<CompiledTables>; TABLE_SETS as usize],
+    /// Per set: its IPv4 tries are known to be empty. A set served by the
+    /// compiled table keeps its IPv4 entries in the table's entry list
+    /// only, so its first compiled write empties the tries (a predecessor
+    /// or the trie lookup may have filled them).
+    ipv4_tries_empty: [bool; TABLE_SETS as usize],
     /// The generation the active set was written for (0: none yet).
     generation: u64,
     /// The highest generation either set was ever written for: a
@@ -485,6 +491,7 @@ fn added_removed<K: Ord + Copy, V: PartialEq>(
 }
 
 static EMPTY_IP: BTreeMap<PrefixKey, RuleValue> = BTreeMap::new();
+static EMPTY_VNET: BTreeMap<VnetPrefixKey, RuleValue> = BTreeMap::new();
 static EMPTY_IP6: BTreeMap<Prefix6Key, RuleValue> = BTreeMap::new();
 
 fn map_err(map: &'static str) -> impl FnOnce(MapError) -> DataplaneError {
@@ -534,6 +541,7 @@ impl Tables {
             capacity,
             active: 0,
             contents: [Some(CompiledTables::empty()), Some(CompiledTables::empty())],
+            ipv4_tries_empty: [false; TABLE_SETS as usize],
             generation: 0,
             issued: 0,
             previous: None,
@@ -611,13 +619,18 @@ impl Tables {
                     .map_err(map_err(DATA_PLANE_PORTS))?,
             );
         }
+        let ListedEntries {
+            ip_rules,
+            vnet_rules,
+            trusted,
+        } = tables.read_ipv4(active, config.flags)?;
         let contents = CompiledTables {
             flags: CompiledTables::flags_of_config(config.flags),
             event_cost_ns: config.event_cost_ns,
             port_words,
-            ip_rules: tables.ip_rules.read(active)?,
-            vnet_rules: tables.vnet_rules.read(active)?,
-            trusted: tables.trusted.read(active)?,
+            ip_rules,
+            vnet_rules,
+            trusted,
             ip6_rules: match &tables.ip6 {
                 Some(t) => t.ip_rules.read(active)?,
                 None => BTreeMap::new(),
@@ -638,6 +651,32 @@ impl Tables {
         tables.contents = [None, None];
         tables.contents[active as usize] = Some(contents);
         Ok(tables)
+    }
+
+    /// The IPv4 entries set `set` holds, as the kernel holds them: a set
+    /// whose config `flags` select the compiled table lists them in the
+    /// table; one written by a build before the list (or with no IPv4
+    /// entries) has them in its tries.
+    fn read_ipv4(&self, set: u32, flags: u32) -> Result<ListedEntries, DataplaneError> {
+        if flags & FLAG_LOOKUP_COMPILED != 0
+            && let Some(listed) = self.compiled.listed(set)?
+        {
+            return Ok(listed);
+        }
+        Ok(ListedEntries {
+            ip_rules: self.ip_rules.read(set)?,
+            vnet_rules: self.vnet_rules.read(set)?,
+            trusted: self.trusted.read(set)?,
+        })
+    }
+
+    /// The active set's IPv4 entries, read back from the kernel.
+    fn active_ipv4(&self) -> Result<ListedEntries, DataplaneError> {
+        let config = self
+            .config
+            .get(&self.active, 0)
+            .map_err(map_err(POLICY_CONFIG))?;
+        self.read_ipv4(self.active, config.flags)
     }
 
     /// The generation the active set was written for (0: none yet).
@@ -902,15 +941,31 @@ impl Tables {
     ) -> Result<usize, DataplaneError> {
         self.compiled.settle()?;
         let mut writes = self.compiled.write(set, new)?;
-        writes += self
-            .ip_rules
-            .sync(set, old.map(|o| &o.ip_rules), &new.ip_rules)?;
-        writes += self
-            .vnet_rules
-            .sync(set, old.map(|o| &o.vnet_rules), &new.vnet_rules)?;
-        writes += self
-            .trusted
-            .sync(set, old.map(|o| &o.trusted), &new.trusted)?;
+        if new.flags & FLAG_LOOKUP_COMPILED != 0 {
+            // The table lists the IPv4 entries: the tries hold none.
+            let known = std::mem::take(&mut self.ipv4_tries_empty[set as usize]);
+            writes += self
+                .ip_rules
+                .sync(set, known.then_some(&EMPTY_IP), &EMPTY_IP)?;
+            writes += self
+                .vnet_rules
+                .sync(set, known.then_some(&EMPTY_VNET), &EMPTY_VNET)?;
+            writes += self
+                .trusted
+                .sync(set, known.then_some(&EMPTY_IP), &EMPTY_IP)?;
+            self.ipv4_tries_empty[set as usize] = true;
+        } else {
+            self.ipv4_tries_empty[set as usize] = false;
+            writes += self
+                .ip_rules
+                .sync(set, old.map(|o| &o.ip_rules), &new.ip_rules)?;
+            writes += self
+                .vnet_rules
+                .sync(set, old.map(|o| &o.vnet_rules), &new.vnet_rules)?;
+            writes += self
+                .trusted
+                .sync(set, old.map(|o| &o.trusted), &new.trusted)?;
+        }
         let ip6 = self
             .ip6
             .as_mut()
@@ -1035,8 +1090,8 @@ impl Tables {
     /// The active set's IP rules as the kernel holds them: network → id.
     pub(super) fn active_ip_rules(&self) -> Result<BTreeMap<Ipv4Net, u32>, DataplaneError> {
         Ok(self
+            .active_ipv4()?
             .ip_rules
-            .read(self.active)?
             .into_iter()
             .map(|(k, v)| (Ipv4Net::from(k), v.slot))
             .collect())
@@ -1045,8 +1100,8 @@ impl Tables {
     /// The active set's virtual-network entries as the kernel holds them.
     pub(super) fn active_vnet_rules(&self) -> Result<BTreeMap<VnetPrefixKey, u32>, DataplaneError> {
         Ok(self
+            .active_ipv4()?
             .vnet_rules
-            .read(self.active)?
             .into_iter()
             .map(|(k, v)| (k, v.slot))
             .collect())
@@ -1099,8 +1154,8 @@ impl Tables {
     /// The active set's trusted-service entries as the kernel holds them.
     pub(super) fn active_trusted(&self) -> Result<BTreeMap<Ipv4Net, u32>, DataplaneError> {
         Ok(self
+            .active_ipv4()?
             .trusted
-            .read(self.active)?
             .into_iter()
             .map(|(k, v)| (Ipv4Net::from(k), v.slot))
             .collect())

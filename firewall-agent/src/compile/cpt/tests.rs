@@ -59,7 +59,76 @@ fn assert_same(tables: &CompiledTables, addrs: &[u32], seed: u64) -> Vec<Cell> {
         "{} cells exceed the bound",
         cells.len()
     );
+    let listed = listed_entries(&cells).expect("the list reads back");
+    let expected = ListedEntries {
+        ip_rules: tables.ip_rules.clone(),
+        vnet_rules: tables.vnet_rules.clone(),
+        trusted: tables.trusted.clone(),
+    };
+    if prefixes == 0 {
+        assert_eq!(listed, None);
+    } else {
+        assert_eq!(
+            listed,
+            Some(expected),
+            "the entry list reads back the entries"
+        );
+    }
     cells
+}
+
+/// A set of one entry of each kind, one of them expiring.
+fn one_of_each() -> CompiledTables {
+    let mut tables = CompiledTables::empty();
+    tables
+        .ip_rules
+        .insert(prefix(0xCB00_7100, 24), RuleValue::expiring(3, 77));
+    tables
+        .trusted
+        .insert(prefix(0x1400_0000, 8), RuleValue::new(1));
+    tables.vnet_rules.insert(
+        VnetPrefixKey {
+            ifindex: 7,
+            vlan: 20,
+            prefix: prefix(0x0A01_0000, 16),
+        },
+        RuleValue::new(5),
+    );
+    tables
+}
+
+#[test]
+fn the_entry_list_reads_back_every_kind_with_its_slot_expiry_and_endpoint() {
+    let tables = one_of_each();
+    assert_same(&tables, &[0xCB00_7105, 0x1400_0001, 0x0A01_0203], 3);
+}
+
+#[test]
+fn a_corrupt_entry_list_is_refused_naming_its_cell() {
+    let cells = compile_prefix_table(&one_of_each()).expect("compiles");
+    let first = cells[EXPIRY_BASE_CELL as usize][1] as usize;
+    let corrupt = |edit: &dyn Fn(&mut Vec<Cell>)| {
+        let mut cells = cells.clone();
+        edit(&mut cells);
+        match listed_entries(&cells) {
+            Err(CptError::CorruptEntryList { reason }) => reason,
+            other => panic!("expected a corrupt list, got {other:?}"),
+        }
+    };
+    // Groups in order: trusted /8, IP rule /24, subnet /16 (scope 0).
+    let (trusted, ip, vnet) = (first + 1, first + 3, first + 5);
+    let reason = corrupt(&|c| c[ip][1] = 1_000);
+    assert!(reason.contains("past the table"), "{reason}");
+    let reason = corrupt(&|c| c[trusted][0] = 9 << 24 | 8 << 16);
+    assert!(reason.contains("entry kind 9"), "{reason}");
+    let reason = corrupt(&|c| c[trusted][0] = 33 << 16);
+    assert!(reason.contains("prefix length 33"), "{reason}");
+    let reason = corrupt(&|c| c[ip + 1][0] |= 1);
+    assert!(reason.contains("host bits"), "{reason}");
+    let reason = corrupt(&|c| c[trusted + 1][1] = NO_MATCH);
+    assert!(reason.contains("match word"), "{reason}");
+    let reason = corrupt(&|c| c[vnet][0] |= 4);
+    assert!(reason.contains("scope 4 of 1"), "{reason}");
 }
 
 #[test]
@@ -185,11 +254,19 @@ fn tiny_policies_are_tiny() {
 }
 
 #[test]
-fn one_hundred_thousand_prefixes_fit_in_four_mib() {
+fn one_hundred_thousand_prefixes_walk_four_mib_and_list_eight_bytes_each() {
     let tables = adversarial(42, 100_000, SLOTS);
     let cells = compile_prefix_table(&tables).expect("compiles");
-    let bytes = cells.len() * size_of::<Cell>();
-    assert!(bytes <= 4 << 20, "{bytes} bytes");
+    // What the program walks ends where the entry list begins.
+    let list = cells[EXPIRY_BASE_CELL as usize][1] as usize;
+    let walked = list * size_of::<Cell>();
+    assert!(walked <= 4 << 20, "{walked} bytes walked");
+    let entries = tables.ip_rules.len() + tables.trusted.len() + tables.vnet_rules.len();
+    let listed = cells.len() - list;
+    assert!(
+        listed <= 1 + entries + 33 * (2 + SCOPES.len()),
+        "{listed} cells listed"
+    );
 }
 
 proptest! {
