@@ -128,6 +128,69 @@ fn counters_are_exact_across_cpus_and_survive_a_policy_change() {
     );
 }
 
+/// Runs `frame` `runs` times on each of CPUs 0 and 1.
+fn run_on_two_cpus(p: &Program, frame: &[u8], runs: usize) {
+    std::thread::scope(|s| {
+        for cpu in [0usize, 1] {
+            let dataplane = &p.dataplane;
+            s.spawn(move || {
+                let mut set = nix::sched::CpuSet::new();
+                set.set(cpu).expect("cpu index");
+                nix::sched::sched_setaffinity(nix::unistd::Pid::from_raw(0), &set)
+                    .expect("pin the thread to one CPU");
+                for _ in 0..runs {
+                    dataplane.test_run(frame).expect("test run");
+                }
+            });
+        }
+    });
+}
+
+#[test]
+fn a_hit_slot_handed_to_another_rule_starts_from_zero_on_every_cpu() {
+    if !require_root() {
+        return;
+    }
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    if cpus < 2 {
+        eprintln!("skipping: counters on two CPUs need two CPUs, this machine has {cpus}");
+        return;
+    }
+    // Two slots: the rule added must take the one the removed rule freed.
+    let limits =
+        "default_action = \"Deny\"\nlimits = { ip_rules = 2, virtual_network_rules = 1 }\n";
+    let mut p = Program::with_policy(&format!(
+        "{limits}ip_rules = [\"203.0.113.0/24\", \"198.51.100.0/24\"]\n"
+    ));
+    run_on_two_cpus(&p, &tcp_syn(ALLOWED, 443), 30);
+    run_on_two_cpus(&p, &tcp_syn(DENIED, 443), 20);
+    let slot_of =
+        |p: &Program, rule: &str| p.dataplane.active_ip_rules().unwrap()[&rule.parse().unwrap()];
+    let (kept, freed) = (
+        slot_of(&p, "203.0.113.0/24"),
+        slot_of(&p, "198.51.100.0/24"),
+    );
+    let hits = p.dataplane.rule_hits().unwrap();
+    assert_eq!((hits[&kept].packets, hits[&freed].packets), (60, 40));
+
+    p.apply(&format!(
+        "{limits}ip_rules = [\"203.0.113.0/24\", \"192.0.2.0/24\"]\n"
+    ));
+    assert_eq!(
+        slot_of(&p, "192.0.2.0/24"),
+        freed,
+        "the new rule takes the freed slot"
+    );
+    let hits = p.dataplane.rule_hits().unwrap();
+    assert_eq!(hits[&kept].packets, 60, "a kept rule keeps its hits");
+    assert!(
+        !hits.contains_key(&freed),
+        "the new owner starts from zero: {hits:?}"
+    );
+    run_on_two_cpus(&p, &tcp_syn([192, 0, 2, 9], 443), 5);
+    assert_eq!(p.dataplane.rule_hits().unwrap()[&freed].packets, 10);
+}
+
 #[test]
 fn default_allow_lets_every_source_in() {
     if !require_root() {

@@ -27,12 +27,10 @@ use firewall_common::FLAG_LOOKUP_COMPILED;
 use firewall_common::cpt::Cell;
 
 use super::DataplaneError;
+use super::sys::{BPF_MAP_CREATE, BPF_MAP_UPDATE_ELEM, bpf};
 use crate::compile::CompiledTables;
 use crate::compile::cpt::{ListedEntries, compile_prefix_table, listed_entries};
 
-/// `enum bpf_cmd` values used here.
-const BPF_MAP_CREATE: libc::c_long = 0;
-const BPF_MAP_UPDATE_ELEM: libc::c_long = 2;
 /// `enum bpf_map_type` values used here.
 const BPF_MAP_TYPE_ARRAY: u32 = 2;
 const BPF_MAP_TYPE_ARRAY_OF_MAPS: u32 = 12;
@@ -62,26 +60,6 @@ struct MapUpdateAttr {
     value: u64,
     flags: u64,
     rest: [u64; 12],
-}
-
-/// `bpf(cmd, attr)`: the result, or the OS error.
-fn bpf<T>(cmd: libc::c_long, attr: &mut T) -> io::Result<libc::c_long> {
-    // SAFETY: `attr` is a live, writable `repr(C)` prefix of `union
-    // bpf_attr` of the size passed; the kernel reads (and for some commands
-    // writes) only within it.
-    let ret = unsafe {
-        libc::syscall(
-            libc::SYS_bpf,
-            cmd,
-            attr as *mut T as *mut libc::c_void,
-            size_of::<T>() as libc::c_uint,
-        )
-    };
-    if ret < 0 {
-        Err(io::Error::last_os_error())
-    } else {
-        Ok(ret)
-    }
 }
 
 fn create(map_type: u32, inner_map_fd: u32) -> io::Result<OwnedFd> {

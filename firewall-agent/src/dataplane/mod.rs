@@ -29,6 +29,7 @@ mod link;
 mod migrate;
 mod netlink;
 pub mod pins;
+mod sys;
 mod tables;
 
 use std::collections::BTreeMap;

@@ -10,9 +10,11 @@
 
 use std::collections::BTreeMap;
 
+use std::os::fd::{AsFd, AsRawFd};
+
 use aya::{
     Ebpf, Pod,
-    maps::{Array, LpmTrie, Map, MapData, MapError, PerCpuArray, lpm_trie::Key},
+    maps::{Array, IterableMap, LpmTrie, Map, MapData, MapError, PerCpuArray, lpm_trie::Key},
 };
 use firewall_common::{
     ACTIVE_SET, DATA_PLANE_PORTS, FLAG_LOOKUP_COMPILED, FLAG_VALID, HitSlots, INTERFACE_SLOTS,
@@ -755,10 +757,7 @@ impl Tables {
             self.contents[active].take()
         };
         let reset = match &previous {
-            Some(previous) => compiled
-                .fresh_slots(previous)
-                .into_iter()
-                .try_for_each(|slot| self.reset_hits(slot)),
+            Some(previous) => self.reset_hits(&compiled.fresh_slots(previous)),
             None => Ok(()),
         };
         if let Err(error) = reset.and_then(|()| self.flip(target)) {
@@ -1013,10 +1012,14 @@ impl Tables {
         Ok(sum_slots(&self.verdict_slots()?))
     }
 
-    /// Zeroes one hit slot on every CPU (a slot outside the map is ignored:
-    /// its rule simply has no counters).
-    fn reset_hits(&mut self, slot: u32) -> Result<(), DataplaneError> {
-        if slot >= self.capacity.hit_slots.total() {
+    /// Zeroes hit slots `slots` on every CPU (a slot outside the map is
+    /// ignored: its rule simply has no counters), in batches of about 1 MiB
+    /// of values: one syscall each, where a full replacement of 100,000
+    /// rules would otherwise take 100,000.
+    fn reset_hits(&mut self, slots: &[u32]) -> Result<(), DataplaneError> {
+        let total = self.capacity.hit_slots.total();
+        let slots: Vec<u32> = slots.iter().copied().filter(|s| *s < total).collect();
+        if slots.is_empty() {
             return Ok(());
         }
         let cpus = aya::util::nr_cpus().map_err(|(_, e)| DataplaneError::Pins {
@@ -1024,16 +1027,23 @@ impl Tables {
             operation: "read",
             source: e,
         })?;
-        let zeros =
-            aya::maps::PerCpuValues::try_from(vec![RuleHits::default(); cpus]).map_err(|e| {
-                DataplaneError::Map {
+        // A per-CPU value: one 8-byte-aligned `RuleHits` per possible CPU.
+        let value_len = cpus * size_of::<RuleHits>().next_multiple_of(8);
+        let per_batch = ((1 << 20) / value_len).max(1);
+        let zeros = vec![0u8; per_batch.min(slots.len()) * value_len];
+        let fd = self.rule_hits.map().fd().as_fd().as_raw_fd();
+        for batch in slots.chunks(per_batch) {
+            super::sys::update_batch(fd, batch, &zeros[..batch.len() * value_len]).map_err(
+                |io_error| DataplaneError::Map {
                     map: RULE_HITS,
-                    source: aya::maps::MapError::from(e),
-                }
-            })?;
-        self.rule_hits
-            .set(slot, zeros, 0)
-            .map_err(map_err(RULE_HITS))
+                    source: MapError::SyscallError(aya::sys::SyscallError {
+                        call: "bpf_map_update_batch",
+                        io_error,
+                    }),
+                },
+            )?;
+        }
+        Ok(())
     }
 
     pub(super) fn rule_hits(&self) -> Result<BTreeMap<u32, RuleHitTotals>, DataplaneError> {
