@@ -19,6 +19,8 @@ use super::raw_value::Field;
 
 /// A rule that passed its own checks, before duplicates are merged.
 struct Checked<'a> {
+    /// The rule's position among the field's values.
+    index: usize,
     raw: &'a RawIpRule,
     net: Ipv4Net,
     expires_at: Option<SystemTime>,
@@ -37,7 +39,8 @@ pub fn validate(
         return Vec::new();
     };
     let mut checked = Vec::with_capacity(raw_rules.len());
-    for raw in raw_rules.iter().filter(|r| !ipv6::is_ipv6_text(&r.value)) {
+    let values = raw_rules.iter().enumerate();
+    for (index, raw) in values.filter(|(_, r)| !ipv6::is_ipv6_text(&r.value)) {
         let net = ipv4::check_value(ValueKind::IpRule, dialect, &raw.value_path, &raw.value);
         let expires_at = raw
             .expires_at
@@ -46,11 +49,13 @@ pub fn validate(
         match (net, expires_at) {
             (Err(e), _) => errors.push(e),
             (Ok(net), None) => checked.push(Checked {
+                index,
                 raw,
                 net,
                 expires_at: None,
             }),
             (Ok(net), Some(Some(t))) => checked.push(Checked {
+                index,
                 raw,
                 net,
                 expires_at: Some(t),
@@ -60,22 +65,26 @@ pub fn validate(
     }
 
     // One rule per network, the first spelling kept; sorted by (address,
-    // prefix length) through the map's key.
-    let mut kept: BTreeMap<(u32, u8), Checked> = BTreeMap::new();
+    // prefix length). The sort is stable, so each network's first spelling
+    // comes first; repeats are reported in input order.
+    checked.sort_by_key(|c| (u32::from(c.net.addr()), c.net.prefix_len()));
+    let mut kept: Vec<Checked> = Vec::with_capacity(checked.len());
+    let mut repeats = Vec::new();
     for rule in checked {
-        let key = (u32::from(rule.net.addr()), rule.net.prefix_len());
-        match kept.get(&key) {
-            Some(first) => warnings.push(duplicate_warning(first, &rule)),
-            None => {
-                kept.insert(key, rule);
+        match kept.last() {
+            Some(first) if first.net == rule.net => {
+                repeats.push((rule.index, duplicate_warning(first, &rule)));
             }
+            _ => kept.push(rule),
         }
     }
+    repeats.sort_by_key(|(index, _)| *index);
+    warnings.extend(repeats.into_iter().map(|(_, warning)| warning));
     // Sorted by (address, prefix length), a prefix comes right before the
     // prefixes it contains: the chain of prefixes containing the current
     // one is a stack (one pass, not one lookup per prefix length).
     let mut chain: Vec<&Checked> = Vec::new();
-    for rule in kept.values() {
+    for rule in &kept {
         while chain.last().is_some_and(|top| !top.net.contains(&rule.net)) {
             chain.pop();
         }
@@ -94,7 +103,7 @@ pub fn validate(
             ));
         }
     }
-    kept.into_values()
+    kept.into_iter()
         .map(|c| IpRule {
             network: c.net,
             comment: c.raw.comment.clone(),

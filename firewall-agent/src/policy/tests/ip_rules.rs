@@ -25,6 +25,29 @@ fn an_address_and_its_slash_32_load_as_one_rule_with_one_warning() {
 }
 
 #[test]
+fn repeats_of_several_networks_are_reported_in_input_order_not_address_order() {
+    let v = load(&deny_with_rules(&[
+        "\"203.0.113.1\"",
+        "\"198.51.100.7\"",
+        "\"203.0.113.1/32\"",
+        "\"198.51.100.7/32\"",
+    ]));
+    assert_eq!(v.policy.ip_rules.len(), 2);
+    let paths: Vec<&str> = v.warnings.iter().map(|w| w.path.as_str()).collect();
+    assert_eq!(paths, ["ip_rules[2]", "ip_rules[3]"]);
+    assert!(
+        v.warnings[0].message.contains("ip_rules[0]"),
+        "{}",
+        v.warnings[0]
+    );
+    assert!(
+        v.warnings[1].message.contains("ip_rules[1]"),
+        "{}",
+        v.warnings[1]
+    );
+}
+
+#[test]
 fn the_same_network_three_times_is_one_rule_with_a_warning_per_repeat() {
     let v = load(&deny_with_rules(&[
         "\"203.0.113.10/32\"",
