@@ -12,7 +12,7 @@
 //! `k` grows with the table (`2^k ≤` entries, at most `2^MAX_K`), so a tiny
 //! policy is a few cells.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 
 use firewall_common::RuleValue;
 use firewall_common::cpt::{
@@ -112,13 +112,20 @@ struct Table {
 }
 
 /// Leaves shared by every table of the image, deduplicated.
-#[derive(Default)]
 struct Leaves {
-    ids: HashMap<Cell, u32>,
+    ids: foldhash::HashMap<Cell, u32>,
     cells: Vec<Cell>,
 }
 
 impl Leaves {
+    /// Room for about `ranges` leaves without rehashing.
+    fn with_capacity(ranges: usize) -> Self {
+        Leaves {
+            ids: foldhash::HashMap::with_capacity_and_hasher(ranges, Default::default()),
+            cells: Vec::with_capacity(ranges),
+        }
+    }
+
     fn id(&mut self, leaf: Cell) -> u32 {
         *self.ids.entry(leaf).or_insert_with(|| {
             self.cells.push(leaf);
@@ -285,7 +292,8 @@ pub fn compile_prefix_table(tables: &CompiledTables) -> Result<Vec<Cell>, CptErr
         });
     }
     let none = [(0, NO_MATCH)];
-    let mut leaves = Leaves::default();
+    let scoped_ranges: usize = scoped.values().map(|p| 2 * p.len() + 1).sum();
+    let mut leaves = Leaves::with_capacity(global.len() + scoped_ranges);
     let mut built = vec![table(&global, global_entries, &mut leaves)];
     for prefixes in scoped.values() {
         let n = prefixes.len();
