@@ -500,6 +500,17 @@ fn map_err(map: &'static str) -> impl FnOnce(MapError) -> DataplaneError {
     move |source| DataplaneError::Map { map, source }
 }
 
+/// A failed `BPF_MAP_UPDATE_BATCH` on `map`, as aya reports a failed call.
+fn batch_err(map: &'static str) -> impl FnOnce(std::io::Error) -> DataplaneError {
+    move |io_error| DataplaneError::Map {
+        map,
+        source: MapError::SyscallError(aya::sys::SyscallError {
+            call: "bpf_map_update_batch",
+            io_error,
+        }),
+    }
+}
+
 impl Tables {
     /// Takes the maps out of a freshly loaded object (all zero: no set is
     /// valid, set 0 is active).
@@ -979,15 +990,19 @@ impl Tables {
             .trusted
             .sync(set, old.map(|o| &o.trusted6), &new.trusted6)?;
 
+        // Every word when the set is unknown (the first apply after a
+        // start): one batch, not one syscall per word.
         let base = set * 2 * PORT_WORDS_PER_ROW;
+        let (mut keys, mut words) = (Vec::new(), Vec::new());
         for (i, word) in new.port_words.iter().enumerate() {
             if old.map(|o| o.port_words[i]) != Some(*word) {
-                self.ports
-                    .set(base + i as u32, *word, 0)
-                    .map_err(map_err(DATA_PLANE_PORTS))?;
-                writes += 1;
+                keys.push(base + i as u32);
+                words.extend_from_slice(&word.to_ne_bytes());
             }
         }
+        let fd = self.ports.map().fd().as_fd().as_raw_fd();
+        super::sys::update_batch(fd, &keys, &words).map_err(batch_err(DATA_PLANE_PORTS))?;
+        writes += keys.len();
 
         let config = PolicyConfig {
             flags: new.config_flags(),
@@ -1033,15 +1048,8 @@ impl Tables {
         let zeros = vec![0u8; per_batch.min(slots.len()) * value_len];
         let fd = self.rule_hits.map().fd().as_fd().as_raw_fd();
         for batch in slots.chunks(per_batch) {
-            super::sys::update_batch(fd, batch, &zeros[..batch.len() * value_len]).map_err(
-                |io_error| DataplaneError::Map {
-                    map: RULE_HITS,
-                    source: MapError::SyscallError(aya::sys::SyscallError {
-                        call: "bpf_map_update_batch",
-                        io_error,
-                    }),
-                },
-            )?;
+            super::sys::update_batch(fd, batch, &zeros[..batch.len() * value_len])
+                .map_err(batch_err(RULE_HITS))?;
         }
         Ok(())
     }
