@@ -1,6 +1,7 @@
 //! The `bpf(2)` commands aya does not wrap, called directly: map-in-map
 //! creation and slot updates (the grace-period wait, `cpt`) and batched
-//! element updates (`BPF_MAP_UPDATE_BATCH`, Linux 5.6+).
+//! element updates and deletes (`BPF_MAP_UPDATE_BATCH` and
+//! `BPF_MAP_DELETE_BATCH`: Linux 5.6+ for arrays, later for LPM tries).
 
 use std::io;
 use std::os::fd::RawFd;
@@ -9,6 +10,7 @@ use std::os::fd::RawFd;
 pub(super) const BPF_MAP_CREATE: libc::c_long = 0;
 pub(super) const BPF_MAP_UPDATE_ELEM: libc::c_long = 2;
 const BPF_MAP_UPDATE_BATCH: libc::c_long = 26;
+const BPF_MAP_DELETE_BATCH: libc::c_long = 27;
 
 /// `bpf(cmd, attr)`: the result, or the OS error.
 pub(super) fn bpf<T>(cmd: libc::c_long, attr: &mut T) -> io::Result<libc::c_long> {
@@ -45,40 +47,54 @@ struct BatchAttr {
     rest: [u64; 10],
 }
 
-/// Writes `values[i]` at `keys[i]` of the map `map_fd` in one syscall per
-/// call (the kernel's `generic_map_update_batch`). `values` holds one
-/// value per key, each `values.len() / keys.len()` bytes in the map's value
-/// layout (for a per-CPU map: one 8-byte-aligned value per possible CPU).
-/// A batch the kernel stops part-way (a pending signal) is resumed where
-/// it stopped.
-///
-/// # Errors
-///
-/// The OS error of the first element that fails (for example `EINVAL` on
-/// a kernel before batched operations); the keys before it are written.
-pub(super) fn update_batch(map_fd: RawFd, keys: &[u32], values: &[u8]) -> io::Result<()> {
-    if keys.is_empty() {
-        return Ok(());
+/// `BPF_MAP_UPDATE_BATCH` (`values` given) or `BPF_MAP_DELETE_BATCH`
+/// (`None`) of `count` elements of the map `map_fd`, `keys` and `values`
+/// holding them back to back in the map's key and value layouts (a per-CPU
+/// value is one 8-byte-aligned value per possible CPU). One syscall, resumed
+/// where the kernel stopped for a pending signal. Returns the elements done
+/// — all, or those before the first that failed, with its error (a kernel
+/// without batched operations for the map type refuses the first).
+pub(super) fn batch(
+    map_fd: RawFd,
+    keys: &[u8],
+    values: Option<&[u8]>,
+    count: usize,
+) -> (usize, Option<io::Error>) {
+    if count == 0 {
+        return (0, None);
     }
-    let value_len = values.len() / keys.len();
+    let (key_len, value_len) = (keys.len() / count, values.map_or(0, |v| v.len() / count));
+    let cmd = if values.is_some() {
+        BPF_MAP_UPDATE_BATCH
+    } else {
+        BPF_MAP_DELETE_BATCH
+    };
     let mut done = 0;
-    while done < keys.len() {
+    while done < count {
         let mut attr = BatchAttr {
-            keys: keys[done..].as_ptr() as u64,
-            values: values[done * value_len..].as_ptr() as u64,
-            count: (keys.len() - done) as u32,
+            keys: keys[done * key_len..].as_ptr() as u64,
+            values: values.map_or(0, |v| v[done * value_len..].as_ptr() as u64),
+            count: (count - done) as u32,
             map_fd: map_fd as u32,
             ..Default::default()
         };
-        let result = bpf(BPF_MAP_UPDATE_BATCH, &mut attr);
-        // `count` comes back as the elements written, on error too.
-        let written = (attr.count as usize).min(keys.len() - done);
-        done += written;
+        let asked = count - done;
+        let result = bpf(cmd, &mut attr);
         match result {
-            Ok(_) => {}
-            Err(e) if written > 0 && e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
+            Ok(_) => done += asked,
+            Err(e) => {
+                // The kernel writes `count` back as the elements done when
+                // it ran the batch; one it refused outright (no batched
+                // operations for the map type, a bad descriptor) leaves it
+                // as asked — and with an error at least one is undone.
+                let batch_done = attr.count as usize;
+                let batch_done = if batch_done < asked { batch_done } else { 0 };
+                done += batch_done;
+                if batch_done == 0 || e.kind() != io::ErrorKind::Interrupted {
+                    return (done, Some(e));
+                }
+            }
         }
     }
-    Ok(())
+    (done, None)
 }

@@ -10,7 +10,7 @@
 
 use std::collections::BTreeMap;
 
-use std::os::fd::{AsFd, AsRawFd};
+use std::os::fd::{AsFd, AsRawFd, RawFd};
 
 use aya::{
     Ebpf, Pod,
@@ -249,13 +249,21 @@ impl<K: TrieKey> TriePair<K> {
         K: 'a,
     {
         let (stale, fresh) = sorted_diff(old, new.iter());
-        for key in &stale {
-            trie.remove(&key.to_trie()).map_err(map_err(name))?;
-        }
-        for (key, value) in &fresh {
-            trie.insert(&key.to_trie(), **value, 0)
-                .map_err(map_err(name))?;
-        }
+        let fd = raw_fd(trie.map());
+        let keys: Vec<Key<K::Data>> = stale.iter().map(|k| k.to_trie()).collect();
+        let bytes: Vec<u8> = keys.iter().flat_map(|k| pod_bytes(k).to_vec()).collect();
+        batched(fd, &bytes, None, keys.len(), |i| {
+            trie.remove(&keys[i]).map_err(map_err(name))
+        })?;
+        let keys: Vec<Key<K::Data>> = fresh.iter().map(|(k, _)| k.to_trie()).collect();
+        let bytes: Vec<u8> = keys.iter().flat_map(|k| pod_bytes(k).to_vec()).collect();
+        let values: Vec<u8> = fresh
+            .iter()
+            .flat_map(|(_, v)| pod_bytes(*v).to_vec())
+            .collect();
+        batched(fd, &bytes, Some(&values), keys.len(), |i| {
+            trie.insert(&keys[i], *fresh[i].1, 0).map_err(map_err(name))
+        })?;
         Ok(stale.len() + fresh.len())
     }
 
@@ -500,15 +508,32 @@ fn map_err(map: &'static str) -> impl FnOnce(MapError) -> DataplaneError {
     move |source| DataplaneError::Map { map, source }
 }
 
-/// A failed `BPF_MAP_UPDATE_BATCH` on `map`, as aya reports a failed call.
-fn batch_err(map: &'static str) -> impl FnOnce(std::io::Error) -> DataplaneError {
-    move |io_error| DataplaneError::Map {
-        map,
-        source: MapError::SyscallError(aya::sys::SyscallError {
-            call: "bpf_map_update_batch",
-            io_error,
-        }),
-    }
+/// Writes (`values` given) or deletes `count` elements of the map `fd` in
+/// one batch (`sys::batch`); whatever the batch leaves undone — on a kernel
+/// without batched operations for the map type, or from an element it
+/// refuses on — is done one element at a time by `single(i)`, which reports
+/// that element's own error.
+fn batched(
+    fd: RawFd,
+    keys: &[u8],
+    values: Option<&[u8]>,
+    count: usize,
+    single: impl FnMut(usize) -> Result<(), DataplaneError>,
+) -> Result<(), DataplaneError> {
+    let (done, _) = super::sys::batch(fd, keys, values, count);
+    (done..count).try_for_each(single)
+}
+
+fn raw_fd(map: &MapData) -> RawFd {
+    map.fd().as_fd().as_raw_fd()
+}
+
+/// The bytes of `value`, as the kernel reads a key or value.
+fn pod_bytes<T: Pod>(value: &T) -> &[u8] {
+    // SAFETY: aya's `Pod` types are plain data: `size_of::<T>()`
+    // initialised bytes with no pointers (keys and values are written to
+    // the kernel byte for byte the same way).
+    unsafe { std::slice::from_raw_parts((value as *const T).cast::<u8>(), size_of::<T>()) }
 }
 
 impl Tables {
@@ -997,11 +1022,17 @@ impl Tables {
         for (i, word) in new.port_words.iter().enumerate() {
             if old.map(|o| o.port_words[i]) != Some(*word) {
                 keys.push(base + i as u32);
-                words.extend_from_slice(&word.to_ne_bytes());
+                words.push(*word);
             }
         }
-        let fd = self.ports.map().fd().as_fd().as_raw_fd();
-        super::sys::update_batch(fd, &keys, &words).map_err(batch_err(DATA_PLANE_PORTS))?;
+        let key_bytes: Vec<u8> = keys.iter().flat_map(|k| k.to_ne_bytes()).collect();
+        let word_bytes: Vec<u8> = words.iter().flat_map(|w| w.to_ne_bytes()).collect();
+        let fd = raw_fd(self.ports.map());
+        batched(fd, &key_bytes, Some(&word_bytes), keys.len(), |i| {
+            self.ports
+                .set(keys[i], words[i], 0)
+                .map_err(map_err(DATA_PLANE_PORTS))
+        })?;
         writes += keys.len();
 
         let config = PolicyConfig {
@@ -1046,10 +1077,20 @@ impl Tables {
         let value_len = cpus * size_of::<RuleHits>().next_multiple_of(8);
         let per_batch = ((1 << 20) / value_len).max(1);
         let zeros = vec![0u8; per_batch.min(slots.len()) * value_len];
-        let fd = self.rule_hits.map().fd().as_fd().as_raw_fd();
+        let fd = raw_fd(self.rule_hits.map());
         for batch in slots.chunks(per_batch) {
-            super::sys::update_batch(fd, batch, &zeros[..batch.len() * value_len])
-                .map_err(batch_err(RULE_HITS))?;
+            let keys: Vec<u8> = batch.iter().flat_map(|s| s.to_ne_bytes()).collect();
+            let values = &zeros[..batch.len() * value_len];
+            batched(fd, &keys, Some(values), batch.len(), |i| {
+                let zeros = aya::maps::PerCpuValues::try_from(vec![RuleHits::default(); cpus])
+                    .map_err(|e| DataplaneError::Map {
+                        map: RULE_HITS,
+                        source: MapError::from(e),
+                    })?;
+                self.rule_hits
+                    .set(batch[i], zeros, 0)
+                    .map_err(map_err(RULE_HITS))
+            })?;
         }
         Ok(())
     }
@@ -1324,4 +1365,29 @@ fn copy_verdicts_by_slot(
             .map_err(map_err(VERDICT_COUNTERS))?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn what_a_batch_leaves_undone_is_done_one_element_at_a_time() {
+        // No such map: the kernel does none of the batch (EBADF), so every
+        // element goes through `single`, in order, and its error is the one
+        // reported.
+        let keys = [1u32, 2, 3].map(u32::to_ne_bytes).concat();
+        let mut done = Vec::new();
+        batched(-1, &keys, None, 3, |i| {
+            done.push(i);
+            Ok(())
+        })
+        .expect("every element done singly");
+        assert_eq!(done, [0, 1, 2]);
+        let refused = batched(-1, &keys, Some(&keys), 3, |i| match i {
+            1 => Err(DataplaneError::MissingMap { map: RULE_HITS }),
+            _ => Ok(()),
+        });
+        assert!(matches!(refused, Err(DataplaneError::MissingMap { .. })));
+    }
 }
