@@ -890,6 +890,7 @@ fn refused(error: ChangeError) -> Response {
     let kind = match error {
         ChangeError::File { .. } => ErrorKind::Internal,
         ChangeError::Kernel(_) => ErrorKind::KernelRefused,
+        ChangeError::Limits { .. } => ErrorKind::InvalidInput,
     };
     Response::error(kind, error.to_string())
 }

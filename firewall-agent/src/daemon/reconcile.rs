@@ -75,12 +75,52 @@ pub enum ChangeError {
     /// policy names could not be attached); the files were put back.
     #[error("{0}; nothing changed (the kernel serves the previous generation)")]
     Kernel(DataplaneError),
+    /// The policy raises a limit above what the running filter's maps were
+    /// sized for at start: only a start sizes them.
+    #[error(
+        "{field} = {declared} is above the {loaded} the running filter's maps were sized for at \
+         start; restart vaultfw with this policy to size them (the filter moves to new maps and \
+         keeps its rules and counters); nothing changed (the kernel serves the previous \
+         generation)"
+    )]
+    Limits {
+        /// The policy field.
+        field: &'static str,
+        /// What the policy declares.
+        declared: usize,
+        /// What the maps hold.
+        loaded: u32,
+    },
+}
+
+/// The first limit of `policy` above what maps laid out as `loaded` hold.
+fn limit_above_maps(policy: &Policy, loaded: firewall_common::HitSlots) -> Option<ChangeError> {
+    let limits = &policy.limits;
+    [
+        ("limits.ip_rules", limits.ip_rules, loaded.ip_rules),
+        (
+            "limits.virtual_network_rules",
+            limits.virtual_network_rules,
+            loaded.vnet_rules,
+        ),
+        ("limits.ipv6_rules", limits.ipv6_rules, loaded.ipv6_rules),
+    ]
+    .into_iter()
+    .find(|(_, declared, loaded)| *declared > *loaded as usize)
+    .map(|(field, declared, loaded)| ChangeError::Limits {
+        field,
+        declared,
+        loaded,
+    })
 }
 
 impl Daemon {
     /// Makes `change` the served policy: resolve, declare, enforce (see
     /// the module's documentation). On success it is the running policy.
     pub(super) fn reconcile(&mut self, change: Change<'_>) -> Result<ApplyReport, ChangeError> {
+        if let Some(refused) = limit_above_maps(&change.policy, self.dataplane.hit_slots()) {
+            return Err(refused);
+        }
         let tables = compile_for(
             &self.dataplane,
             &self.options,

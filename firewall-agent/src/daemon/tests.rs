@@ -410,3 +410,56 @@ fn adding_a_present_rule_with_a_new_expiry_or_comment_renews_it_in_place() {
         let ((), ()) = tokio::join!(serving(listener, shutdown, reloads, options), client);
     });
 }
+
+#[test]
+fn a_policy_raising_a_limit_above_the_loaded_maps_is_refused_naming_the_field_and_the_restart() {
+    let sandbox = Sandbox::new(POLICY);
+    let options = sandbox.options(OnExit::Detach);
+    let (socket, policy) = (sandbox.socket(), sandbox.policy());
+    in_own_netns(move || async move {
+        let listener = server::bind(&socket)
+            .await
+            .expect("bind the control socket");
+        let (_reload_tx, reloads) = mpsc::channel(1);
+        let (stop_tx, stop) = oneshot::channel::<()>();
+        let shutdown = async {
+            let _ = stop.await;
+        };
+        let client = async {
+            let apply = |text: &str| Command::Apply {
+                file: "/etc/vaultfw/policy.toml".to_owned(),
+                format: crate::policy::PolicyFormat::Native,
+                text: text.to_owned(),
+                subnet_map: None,
+                confirm_within_s: None,
+                if_generation: None,
+            };
+            let start: ShowReply = reply(&send(&socket, Command::Show).await);
+            let before = std::fs::read_to_string(&policy).unwrap();
+            let raised = format!(
+                "limits = {{ ip_rules = {}, virtual_network_rules = 1 }}\n{POLICY}",
+                start.limits.ip_rules + 1
+            );
+            let (kind, message) = refusal(&send(&socket, apply(&raised)).await);
+            assert_eq!(kind, ErrorKind::InvalidInput, "{message}");
+            assert!(
+                message.contains("limits.ip_rules")
+                    && message.contains("restart vaultfw")
+                    && message.contains("nothing changed"),
+                "{message}"
+            );
+            let after: ShowReply = reply(&send(&socket, Command::Show).await);
+            assert_eq!(after.generation, start.generation, "nothing was applied");
+            assert_eq!(after.limits.ip_rules, start.limits.ip_rules);
+            assert_eq!(std::fs::read_to_string(&policy).unwrap(), before);
+
+            // Lowering a limit needs no other maps.
+            let lowered =
+                format!("limits = {{ ip_rules = 5, virtual_network_rules = 1 }}\n{POLICY}");
+            let applied: ChangeReply = reply(&send(&socket, apply(&lowered)).await);
+            assert!(applied.changed, "{applied:?}");
+            stop_tx.send(()).unwrap();
+        };
+        let ((), ()) = tokio::join!(serving(listener, shutdown, reloads, options), client);
+    });
+}
