@@ -52,12 +52,18 @@ pub fn check(
         }
         Ok(left) => {
             if left < WARNING_WITHIN {
-                let minutes = Duration::from_secs(left.as_secs() / 60 * 60);
+                // Whole minutes; whole seconds in the last minute (never "0s").
+                let secs = left.as_secs();
+                let shown = Duration::from_secs(if secs >= 60 {
+                    secs / 60 * 60
+                } else {
+                    secs.max(1)
+                });
                 warnings.push(PolicyWarning::new(
                     path,
                     format!(
                         "the rule expires in less than 24 h (in {}; at {}) and is then removed",
-                        humantime::format_duration(minutes),
+                        humantime::format_duration(shown),
                         humantime::format_rfc3339_seconds(t)
                     ),
                 ));

@@ -334,6 +334,19 @@ fn an_expired_rule_is_left_out_with_a_warning_and_the_rest_loads() {
 }
 
 #[test]
+fn an_expiry_within_the_last_minute_is_shown_in_seconds_not_as_zero() {
+    let v = load(&deny_with_rules(&[
+        "{ value = \"203.0.113.1\", expires_at = \"2026-06-01T00:00:15Z\" }",
+    ]));
+    assert_eq!(v.warnings.len(), 1, "{:?}", v.warnings);
+    assert!(
+        v.warnings[0].message.contains("(in 15s;"),
+        "{}",
+        v.warnings[0]
+    );
+}
+
+#[test]
 fn expires_at_within_24_hours_is_a_warning() {
     let v = load(&deny_with_rules(&[
         "{ value = \"203.0.113.1\", expires_at = \"2026-06-01T03:30:00Z\" }",
