@@ -58,7 +58,8 @@ impl ErrorDetail {
             code: Failure::InvalidInput,
             message: error.reason.clone(),
             field: Some(error.path.clone()),
-            value: Some(Value::String(error.value.clone())),
+            // An error about a whole field (a count over its limit) has no value.
+            value: (!error.value.is_empty()).then(|| Value::String(error.value.clone())),
             fix: Some(error.fix.clone()),
         }
     }
@@ -283,6 +284,20 @@ mod tests {
         assert_eq!(
             human(&error),
             "ip_rules[0] = \"x\": not an address; fix: give an IPv4 address"
+        );
+    }
+
+    #[test]
+    fn a_field_error_without_a_value_shows_no_empty_value() {
+        let error = ErrorDetail::field(&PolicyError::new(
+            "ip_rules",
+            "",
+            "200 IP rules exceed the limit of 127",
+            "remove 73 rules",
+        ));
+        assert_eq!(
+            human(&error),
+            "ip_rules: 200 IP rules exceed the limit of 127; fix: remove 73 rules"
         );
     }
 }
