@@ -399,3 +399,159 @@ fn a_start_over_compiled_pins_reads_every_entry_back_from_the_table_and_the_ipv4
         "the same tables changed something: {again:?}"
     );
 }
+
+/// The pinned compiled table of set `set`, mapped writable (as an intruder
+/// with root could).
+fn map_pinned_table(pins: &vaultfw::paths::PinDir, set: u32) -> (*mut [u32; 2], usize) {
+    use std::os::fd::{AsFd, AsRawFd};
+    let name = [firewall_common::cpt::CPT_0, firewall_common::cpt::CPT_1][set as usize];
+    let map = aya::maps::MapData::from_pin(pins.map(name)).expect("open the pinned table");
+    let cells = map.info().expect("map info").max_entries() as usize;
+    // SAFETY: a fresh shared mapping of the map's fd, of its whole size.
+    let ptr = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            cells * 8,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_SHARED,
+            map.fd().as_fd().as_raw_fd(),
+            0,
+        )
+    };
+    assert_ne!(
+        ptr,
+        libc::MAP_FAILED,
+        "mmap: {}",
+        std::io::Error::last_os_error()
+    );
+    (ptr.cast(), cells)
+}
+
+/// A compiled table changed outside vaultfw is not taken at its list's
+/// word: the start finds that the ranges differ from what the list
+/// compiles to (or that the list is unreadable) and the next apply writes
+/// the policy again, even an unchanged one; the generation numbering goes
+/// on either way.
+#[test]
+fn a_compiled_table_changed_outside_vaultfw_is_rewritten_at_the_next_apply() {
+    use firewall_common::cpt::{EXPIRY_BASE_CELL, GLOBAL_ROOT_CELL, NO_MATCH};
+    use firewall_common::{RuleValue, VLAN_UNTAGGED};
+    use vaultfw::compile::PrefixKey;
+    use vaultfw::dataplane::BpfLogLevel;
+    use vaultfw::paths::PinDir;
+    if !require_root() {
+        return;
+    }
+    let root = std::path::PathBuf::from(format!(
+        "/sys/fs/bpf/vfwtest-cpt-drift-{}",
+        std::process::id()
+    ));
+    let _remove = RemovePins(root.clone());
+    let pins = PinDir::new(&root);
+    let capacity = Capacity::for_limits(10, 5).with_lookup(Lookup::Compiled);
+    let mut tables = CompiledTables::empty();
+    tables.flags = FLAG_VALID;
+    let (word, bit) = port_slot(0, PORT_PROTO_TCP, 443);
+    tables.port_words[word as usize] |= bit;
+    for (octets, prefix_len, slot) in [([198, 51, 100, 8], 29, 0), ([203, 0, 113, 5], 32, 1)] {
+        let key = PrefixKey { prefix_len, octets };
+        tables.ip_rules.insert(key, RuleValue::new(slot));
+    }
+    let tables = tables.with_compiled_lookup(true);
+    // Outside every rule, in the table's other half (the direct array has
+    // two buckets).
+    let intruder = [45, 9, 9, 9];
+    assert!(
+        trie_matches(&tables, TEST_RUN_IFINDEX, VLAN_UNTAGGED, intruder)
+            .ip
+            .is_none()
+    );
+    let open = || {
+        Dataplane::open_pinned(capacity, pins.clone(), BpfLogLevel::Off)
+            .unwrap_or_else(|e| panic!("open pins: {e}"))
+    };
+    {
+        let mut dataplane = open();
+        dataplane.apply(&tables, 1).expect("apply");
+        assert_eq!(
+            dataplane
+                .test_run(&tcp_syn_vlan(intruder, 443, &[]))
+                .unwrap(),
+            support::XDP_DROP
+        );
+    }
+    // The one set written so far serves.
+    let written = |set| {
+        let (cells, _) = map_pinned_table(&pins, set);
+        // SAFETY: the mapping holds at least the header cell.
+        unsafe { (*cells)[0] == firewall_common::cpt::CPT_MAGIC }
+    };
+    let served = if written(0) { 0 } else { 1 };
+    assert!(written(served) && !written(1 - served));
+
+    // The intruder's bucket made to answer with the /29's leaf.
+    let (cells, len) = map_pinned_table(&pins, served);
+    // SAFETY: the mapping holds `len` cells until the munmap below.
+    let table = unsafe { std::slice::from_raw_parts_mut(cells, len) };
+    let [k, direct] = table[GLOBAL_ROOT_CELL as usize];
+    assert_eq!(k, 1, "two buckets");
+    let leaves = table[EXPIRY_BASE_CELL as usize][0] as usize..direct as usize;
+    let leaf = leaves
+        .clone()
+        .find(|&i| table[i] == [NO_MATCH, 0])
+        .expect("the /29's leaf");
+    table[direct as usize] = [leaf as u32, 0];
+    {
+        let mut dataplane = open();
+        assert_eq!(
+            dataplane
+                .test_run(&tcp_syn_vlan(intruder, 443, &[]))
+                .unwrap(),
+            support::XDP_PASS,
+            "the changed table is served until the next apply"
+        );
+        let rewritten = dataplane.apply(&tables, 2).expect("apply the same tables");
+        assert!(rewritten.changed, "{rewritten:?}");
+        assert_eq!(
+            dataplane
+                .test_run(&tcp_syn_vlan(intruder, 443, &[]))
+                .unwrap(),
+            support::XDP_DROP
+        );
+        assert_eq!(
+            dataplane
+                .test_run(&tcp_syn_vlan([198, 51, 100, 9], 443, &[]))
+                .unwrap(),
+            support::XDP_PASS
+        );
+    }
+
+    // An unreadable list (a group of prefix length 40) does not block the
+    // start either, and the numbering goes on.
+    let served = 1 - served;
+    let (cells, len) = map_pinned_table(&pins, served);
+    // SAFETY: as above.
+    let table = unsafe { std::slice::from_raw_parts_mut(cells, len) };
+    let list = table[EXPIRY_BASE_CELL as usize][1] as usize;
+    table[list + 1][0] = (table[list + 1][0] & !0x00ff_0000) | 40 << 16;
+    let mut dataplane = open();
+    assert_eq!(dataplane.generation(), 2);
+    let rewritten = dataplane.apply(&tables, 3).expect("apply the same tables");
+    assert!(rewritten.changed, "{rewritten:?}");
+    assert_eq!(
+        dataplane
+            .test_run(&tcp_syn_vlan(intruder, 443, &[]))
+            .unwrap(),
+        support::XDP_DROP
+    );
+    assert_eq!(
+        dataplane
+            .test_run(&tcp_syn_vlan([203, 0, 113, 5], 443, &[]))
+            .unwrap(),
+        support::XDP_PASS
+    );
+    // SAFETY: unmaps the mappings made above (both sets' arrays).
+    unsafe {
+        libc::munmap(cells.cast(), len * 8);
+    }
+}

@@ -275,6 +275,25 @@ impl CompiledSets {
             .map_err(|reason| DataplaneError::CompiledTable { set, reason })
     }
 
+    /// Whether set `set`'s table is exactly the image `tables` compile to
+    /// (what the program walks; the cells past it are never read).
+    ///
+    /// # Errors
+    ///
+    /// [`DataplaneError::CompiledTable`] when the array cannot be mapped or
+    /// `tables` do not compile.
+    pub(super) fn serves(&self, set: u32, tables: &CompiledTables) -> Result<bool, DataplaneError> {
+        let fail = |reason: String| DataplaneError::CompiledTable { set, reason };
+        let Some(maps) = &self.maps else {
+            return Ok(true);
+        };
+        let image = compile_prefix_table(tables).map_err(|e| fail(e.to_string()))?;
+        let map = &maps[set as usize];
+        let cells = map.info().map_err(|e| fail(e.to_string()))?.max_entries();
+        let mapping = Mapping::new(map, cells as usize).map_err(|e| fail(e.to_string()))?;
+        Ok(mapping.cells().get(..image.len()) == Some(&image[..]))
+    }
+
     /// Writes the compiled table of `tables` into spare set `set` when its
     /// lookups use it ([`firewall_common::FLAG_LOOKUP_COMPILED`]); returns
     /// the writes done (one pass, or none). Call [`CompiledSets::settle`]

@@ -339,6 +339,11 @@ pub(super) struct Tables {
     fallback_at_ns: u64,
     /// An unconfirmed apply this start found in the pins and undid.
     rolled_back_at_start: Option<Reverted>,
+    /// The active set read back at the start does not hold what its record
+    /// says (a compiled table whose ranges or list were changed outside
+    /// vaultfw): the next apply writes the policy even if it equals the
+    /// record.
+    active_diverged: bool,
 }
 
 /// Where the typed maps come from: a loaded object, or the pins a
@@ -586,6 +591,7 @@ impl Tables {
             inherited: None,
             fallback_at_ns: 0,
             rolled_back_at_start: None,
+            active_diverged: false,
         })
     }
 
@@ -657,11 +663,23 @@ impl Tables {
                     .map_err(map_err(DATA_PLANE_PORTS))?,
             );
         }
+        // A compiled set's list can be corrupt, or disagree with the ranges
+        // the program walks: then the set is rewritten at the next apply
+        // (its entries, if unreadable, taken as none: every slot they get
+        // starts from zero), and the start goes on.
+        let compiled_set = config.flags & FLAG_LOOKUP_COMPILED != 0;
         let ListedEntries {
             ip_rules,
             vnet_rules,
             trusted,
-        } = tables.read_ipv4(active, config.flags)?;
+        } = match tables.read_ipv4(active, config.flags) {
+            Err(error @ DataplaneError::CompiledTable { .. }) if compiled_set => {
+                tracing::error!(%error, set = active, "the served compiled table's entry list cannot be read; the set is rewritten from the policy at the next apply, and its rules' hit counters start from zero");
+                tables.active_diverged = true;
+                ListedEntries::default()
+            }
+            read => read?,
+        };
         let contents = CompiledTables {
             flags: CompiledTables::flags_of_config(config.flags),
             event_cost_ns: config.event_cost_ns,
@@ -682,6 +700,13 @@ impl Tables {
                 None => BTreeMap::new(),
             },
         };
+        if compiled_set && !tables.active_diverged && !tables.compiled.serves(active, &contents)? {
+            tracing::error!(
+                set = active,
+                "the served compiled table differs from the one its entry list compiles to (changed outside vaultfw?); the set is rewritten from the policy at the next apply"
+            );
+            tables.active_diverged = true;
+        }
         tables.active = active;
         tables.generation = config.generation;
         // The inactive set is unknown: the next apply rewrites it from what
@@ -764,7 +789,8 @@ impl Tables {
         // replaced maps served.
         let migrated = self.inherited.is_some();
         let active = self.active as usize;
-        let unchanged = !migrated && self.contents[active].as_ref() == Some(compiled);
+        let unchanged =
+            !migrated && !self.active_diverged && self.contents[active].as_ref() == Some(compiled);
         if unchanged {
             // Nothing changed, so nothing for a revert to undo (it must
             // never return to what an earlier apply replaced).
@@ -819,6 +845,7 @@ impl Tables {
         let served_before =
             (self.generation > 0 && !migrated).then_some((1 - target, self.generation));
         self.active = target;
+        self.active_diverged = false;
         self.generation = generation;
         self.issued = self.issued.max(generation);
         self.previous = served_before;
