@@ -4,7 +4,6 @@
 //! (address, prefix length), and every rule lying inside a wider one
 //! reported as shadowed (allowed: the longest prefix matches).
 
-use std::collections::BTreeMap;
 use std::time::SystemTime;
 
 use ipnet::{Ipv4Net, Ipv6Net};
@@ -17,13 +16,52 @@ use super::model::{IpRule, Ipv6Rule, shown, shown6};
 use super::raw::RawIpRule;
 use super::raw_value::Field;
 
-/// A rule that passed its own checks, before duplicates are merged.
-struct Checked<'a> {
+/// A rule that passed its own checks, before duplicates are merged; `N`
+/// is its network (`Ipv4Net` or `Ipv6Net`).
+#[derive(Clone, Copy)]
+struct Checked<'a, N> {
     /// The rule's position among the field's values.
     index: usize,
     raw: &'a RawIpRule,
-    net: Ipv4Net,
+    net: N,
     expires_at: Option<SystemTime>,
+}
+
+/// One rule per network, sorted by `key` (address, prefix length). The sort
+/// is stable, so a network's spellings stay in input order: the first is
+/// kept unless a later one lasts longer (no expiry, or a later one), so the
+/// network is admitted as long as any spelling admits it — and a parse
+/// before and after an expiry agree. Each other spelling gets
+/// `repeat(kept, other)`, in input order.
+fn one_per_network<'a, N: Copy + Eq, K: Ord>(
+    mut checked: Vec<Checked<'a, N>>,
+    key: impl Fn(&N) -> K,
+    repeat: impl Fn(&Checked<'a, N>, &Checked<'a, N>) -> PolicyWarning,
+    warnings: &mut Vec<PolicyWarning>,
+) -> Vec<Checked<'a, N>> {
+    checked.sort_by_key(|c| key(&c.net));
+    let mut kept = Vec::with_capacity(checked.len());
+    let mut repeats = Vec::new();
+    for spellings in checked.chunk_by(|a, b| a.net == b.net) {
+        let held = spellings
+            .iter()
+            .copied()
+            .reduce(|held, c| {
+                if outlasts(c.expires_at, held.expires_at) {
+                    c
+                } else {
+                    held
+                }
+            })
+            .expect("invariant: chunk_by yields non-empty runs");
+        for other in spellings.iter().filter(|c| c.index != held.index) {
+            repeats.push((other.index, repeat(&held, other)));
+        }
+        kept.push(held);
+    }
+    repeats.sort_by_key(|(index, _)| *index);
+    warnings.extend(repeats.into_iter().map(|(_, warning)| warning));
+    kept
 }
 
 /// Validates and canonicalises the IP rules of `field`; fixes are worded
@@ -48,42 +86,26 @@ pub fn validate(
             .map(|at| expiry::check(&at.path, &at.value, now, errors, warnings));
         match (net, expires_at) {
             (Err(e), _) => errors.push(e),
-            (Ok(net), None) => checked.push(Checked {
-                index,
-                raw,
-                net,
-                expires_at: None,
-            }),
-            (Ok(net), Some(Some(t))) => checked.push(Checked {
-                index,
-                raw,
-                net,
-                expires_at: Some(t),
-            }),
             (Ok(_), Some(None)) => {} // malformed (error) or expired (warning): left out
+            (Ok(net), expires_at) => checked.push(Checked {
+                index,
+                raw,
+                net,
+                expires_at: expires_at.flatten(),
+            }),
         }
     }
 
-    // One rule per network, the first spelling kept; sorted by (address,
-    // prefix length). The sort is stable, so each network's first spelling
-    // comes first; repeats are reported in input order.
-    checked.sort_by_key(|c| (u32::from(c.net.addr()), c.net.prefix_len()));
-    let mut kept: Vec<Checked> = Vec::with_capacity(checked.len());
-    let mut repeats = Vec::new();
-    for rule in checked {
-        match kept.last() {
-            Some(first) if first.net == rule.net => {
-                repeats.push((rule.index, duplicate_warning(first, &rule)));
-            }
-            _ => kept.push(rule),
-        }
-    }
-    repeats.sort_by_key(|(index, _)| *index);
-    warnings.extend(repeats.into_iter().map(|(_, warning)| warning));
+    let kept = one_per_network(
+        checked,
+        |net| (u32::from(net.addr()), net.prefix_len()),
+        duplicate_warning,
+        warnings,
+    );
     // Sorted by (address, prefix length), a prefix comes right before the
     // prefixes it contains: the chain of prefixes containing the current
     // one is a stack (one pass, not one lookup per prefix length).
-    let mut chain: Vec<&Checked> = Vec::new();
+    let mut chain: Vec<&Checked<Ipv4Net>> = Vec::new();
     for rule in &kept {
         while chain.last().is_some_and(|top| !top.net.contains(&rule.net)) {
             chain.pop();
@@ -126,42 +148,45 @@ pub fn validate_v6(
     let Field::Given(raw_rules) = field else {
         return Vec::new();
     };
-    let mut kept: BTreeMap<(u128, u8), (&RawIpRule, Ipv6Net, Option<SystemTime>)> = BTreeMap::new();
-    for raw in raw_rules.iter().filter(|r| ipv6::is_ipv6_text(&r.value)) {
+    let mut checked = Vec::new();
+    let values = raw_rules.iter().enumerate();
+    for (index, raw) in values.filter(|(_, r)| ipv6::is_ipv6_text(&r.value)) {
         let net = ipv6::check_value(ValueKind::IpRule, dialect, &raw.value_path, &raw.value);
         let expires_at = raw
             .expires_at
             .as_ref()
             .map(|at| expiry::check(&at.path, &at.value, now, errors, warnings));
-        let (net, expires_at) = match (net, expires_at) {
-            (Err(e), _) => {
-                errors.push(e);
-                continue;
-            }
-            (Ok(net), None) => (net, None),
-            (Ok(net), Some(Some(t))) => (net, Some(t)),
-            (Ok(_), Some(None)) => continue,
-        };
-        let key = (u128::from(net.addr()), net.prefix_len());
-        match kept.get(&key) {
-            Some((first, _, _)) => warnings.push(PolicyWarning::new(
-                &raw.path,
-                format!(
-                    "{:?} is the same network as {} {:?} ({}); it is one rule, kept once",
-                    raw.value,
-                    first.path,
-                    first.value,
-                    shown6(net)
-                ),
-            )),
-            None => {
-                kept.insert(key, (raw, net, expires_at));
-            }
+        match (net, expires_at) {
+            (Err(e), _) => errors.push(e),
+            (Ok(_), Some(None)) => {} // malformed (error) or expired (warning): left out
+            (Ok(net), expires_at) => checked.push(Checked {
+                index,
+                raw,
+                net,
+                expires_at: expires_at.flatten(),
+            }),
         }
     }
+    let kept = one_per_network(
+        checked,
+        |net| (u128::from(net.addr()), net.prefix_len()),
+        |held, other| {
+            PolicyWarning::new(
+                &other.raw.path,
+                format!(
+                    "{:?} is the same network as {} {:?} ({}); it is one rule, kept once",
+                    other.raw.value,
+                    held.raw.path,
+                    held.raw.value,
+                    shown6(other.net)
+                ),
+            )
+        },
+        warnings,
+    );
     // The containing chain as a stack, as for IPv4.
     let mut chain: Vec<(&RawIpRule, Ipv6Net)> = Vec::new();
-    for (raw, net, _) in kept.values() {
+    for Checked { raw, net, .. } in &kept {
         while chain.last().is_some_and(|(_, top)| !top.contains(net)) {
             chain.pop();
         }
@@ -180,16 +205,26 @@ pub fn validate_v6(
             ));
         }
     }
-    kept.into_values()
-        .map(|(raw, network, expires_at)| Ipv6Rule {
-            network,
-            comment: raw.comment.clone(),
-            expires_at,
+    kept.into_iter()
+        .map(|c| Ipv6Rule {
+            network: c.net,
+            comment: c.raw.comment.clone(),
+            expires_at: c.expires_at,
         })
         .collect()
 }
 
-fn duplicate_warning(first: &Checked, dup: &Checked) -> PolicyWarning {
+/// Whether a rule expiring at `a` (`None`: never) lasts longer than one
+/// expiring at `b`.
+fn outlasts(a: Option<SystemTime>, b: Option<SystemTime>) -> bool {
+    match (a, b) {
+        (None, Some(_)) => true,
+        (Some(a), Some(b)) => a > b,
+        _ => false,
+    }
+}
+
+fn duplicate_warning(first: &Checked<Ipv4Net>, dup: &Checked<Ipv4Net>) -> PolicyWarning {
     let mut message = format!(
         "{:?} is the same network as {} {:?}; it is one rule, kept once",
         dup.raw.value, first.raw.path, first.raw.value,
@@ -212,6 +247,11 @@ fn duplicate_warning(first: &Checked, dup: &Checked) -> PolicyWarning {
             differ.join(" and "),
             first.raw.path
         )),
+    }
+    if dup.expires_at != first.expires_at {
+        message.push_str(
+            " (the longest-lasting spelling: the network is admitted while any admits it)",
+        );
     }
     PolicyWarning::new(&dup.raw.path, message)
 }

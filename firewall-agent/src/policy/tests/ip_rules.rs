@@ -25,6 +25,51 @@ fn an_address_and_its_slash_32_load_as_one_rule_with_one_warning() {
 }
 
 #[test]
+fn a_network_spelled_with_and_without_an_expiry_keeps_the_longest_lasting_spelling() {
+    // An expiring spelling first, then a permanent one and a later expiry:
+    // the network stays admitted as long as any spelling admits it, so a
+    // parse before and after the first expiry agree.
+    for rules in [
+        [
+            "{ value = \"198.51.100.9\", expires_at = \"2026-06-01T00:10:00Z\" }",
+            "\"198.51.100.9/32\"",
+            "{ value = \"2001:db8::9\", expires_at = \"2026-06-01T00:10:00Z\" }",
+            "\"2001:db8::9/128\"",
+        ],
+        [
+            "\"198.51.100.9/32\"",
+            "{ value = \"198.51.100.9\", expires_at = \"2026-06-01T00:10:00Z\" }",
+            "\"2001:db8::9/128\"",
+            "{ value = \"2001:db8::9\", expires_at = \"2026-06-01T00:10:00Z\" }",
+        ],
+    ] {
+        let v = load(&deny_with_rules(&rules));
+        assert_eq!(v.policy.ip_rules.len(), 1);
+        assert_eq!(v.policy.ip_rules[0].expires_at, None, "{rules:?}");
+        assert_eq!(v.policy.ipv6_rules.len(), 1);
+        assert_eq!(v.policy.ipv6_rules[0].expires_at, None, "{rules:?}");
+    }
+    let v = load(&deny_with_rules(&[
+        "{ value = \"198.51.100.9\", expires_at = \"2026-06-01T00:10:00Z\" }",
+        "{ value = \"198.51.100.9\", expires_at = \"2026-06-03T00:00:00Z\" }",
+    ]));
+    assert_eq!(
+        v.policy.ip_rules[0].expires_at,
+        Some(humantime::parse_rfc3339("2026-06-03T00:00:00Z").unwrap())
+    );
+    let repeat = v
+        .warnings
+        .iter()
+        .find(|w| w.path == "ip_rules[0]")
+        .expect("a repeat warning");
+    assert!(
+        repeat.message.contains("same network as ip_rules[1]"),
+        "{repeat}"
+    );
+    assert!(repeat.message.contains("longest-lasting"), "{repeat}");
+}
+
+#[test]
 fn repeats_of_several_networks_are_reported_in_input_order_not_address_order() {
     let v = load(&deny_with_rules(&[
         "\"203.0.113.1\"",
