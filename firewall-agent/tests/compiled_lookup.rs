@@ -401,8 +401,8 @@ fn a_start_over_compiled_pins_reads_every_entry_back_from_the_table_and_the_ipv4
 }
 
 /// The pinned compiled table of set `set`, mapped writable (as an intruder
-/// with root could).
-fn map_pinned_table(pins: &vaultfw::paths::PinDir, set: u32) -> (*mut [u32; 2], usize) {
+/// with root could) for the rest of the test process.
+fn map_pinned_table(pins: &vaultfw::paths::PinDir, set: u32) -> &'static mut [[u32; 2]] {
     use std::os::fd::{AsFd, AsRawFd};
     let name = [firewall_common::cpt::CPT_0, firewall_common::cpt::CPT_1][set as usize];
     let map = aya::maps::MapData::from_pin(pins.map(name)).expect("open the pinned table");
@@ -424,7 +424,9 @@ fn map_pinned_table(pins: &vaultfw::paths::PinDir, set: u32) -> (*mut [u32; 2], 
         "mmap: {}",
         std::io::Error::last_os_error()
     );
-    (ptr.cast(), cells)
+    // SAFETY: the mapping holds `cells` cells and is never unmapped (it
+    // keeps the map alive until the process exits).
+    unsafe { std::slice::from_raw_parts_mut(ptr.cast(), cells) }
 }
 
 /// A compiled table changed outside vaultfw is not taken at its list's
@@ -481,18 +483,12 @@ fn a_compiled_table_changed_outside_vaultfw_is_rewritten_at_the_next_apply() {
         );
     }
     // The one set written so far serves.
-    let written = |set| {
-        let (cells, _) = map_pinned_table(&pins, set);
-        // SAFETY: the mapping holds at least the header cell.
-        unsafe { (*cells)[0] == firewall_common::cpt::CPT_MAGIC }
-    };
+    let written = |set| map_pinned_table(&pins, set)[0][0] == firewall_common::cpt::CPT_MAGIC;
     let served = if written(0) { 0 } else { 1 };
     assert!(written(served) && !written(1 - served));
 
     // The intruder's bucket made to answer with the /29's leaf.
-    let (cells, len) = map_pinned_table(&pins, served);
-    // SAFETY: the mapping holds `len` cells until the munmap below.
-    let table = unsafe { std::slice::from_raw_parts_mut(cells, len) };
+    let table = map_pinned_table(&pins, served);
     let [k, direct] = table[GLOBAL_ROOT_CELL as usize];
     assert_eq!(k, 1, "two buckets");
     let leaves = table[EXPIRY_BASE_CELL as usize][0] as usize..direct as usize;
@@ -512,6 +508,8 @@ fn a_compiled_table_changed_outside_vaultfw_is_rewritten_at_the_next_apply() {
         );
         let rewritten = dataplane.apply(&tables, 2).expect("apply the same tables");
         assert!(rewritten.changed, "{rewritten:?}");
+        // Nothing to return to: a failed start does not serve it again.
+        assert_eq!(dataplane.revert().expect("revert"), None);
         assert_eq!(
             dataplane
                 .test_run(&tcp_syn_vlan(intruder, 443, &[]))
@@ -529,9 +527,7 @@ fn a_compiled_table_changed_outside_vaultfw_is_rewritten_at_the_next_apply() {
     // An unreadable list (a group of prefix length 40) does not block the
     // start either, and the numbering goes on.
     let served = 1 - served;
-    let (cells, len) = map_pinned_table(&pins, served);
-    // SAFETY: as above.
-    let table = unsafe { std::slice::from_raw_parts_mut(cells, len) };
+    let table = map_pinned_table(&pins, served);
     let list = table[EXPIRY_BASE_CELL as usize][1] as usize;
     table[list + 1][0] = (table[list + 1][0] & !0x00ff_0000) | 40 << 16;
     let mut dataplane = open();
@@ -550,8 +546,4 @@ fn a_compiled_table_changed_outside_vaultfw_is_rewritten_at_the_next_apply() {
             .unwrap(),
         support::XDP_PASS
     );
-    // SAFETY: unmaps the mappings made above (both sets' arrays).
-    unsafe {
-        libc::munmap(cells.cast(), len * 8);
-    }
 }

@@ -93,30 +93,12 @@ fn traffic_that_must_keep_flowing_under_default_deny() {
 
 #[test]
 fn counters_are_exact_across_cpus_and_survive_a_policy_change() {
-    if !require_root() {
-        return;
-    }
-    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
-    if cpus < 2 {
-        eprintln!("skipping: exact counters across CPUs need two CPUs, this machine has {cpus}");
+    if !require_root() || !two_cpus() {
         return;
     }
     let mut p = Program::with_policy(POLICY);
     let frame = tcp_syn(DENIED, 443);
-    std::thread::scope(|s| {
-        for (cpu, runs) in [(0usize, 600), (1, 400)] {
-            let (dataplane, frame) = (&p.dataplane, &frame);
-            s.spawn(move || {
-                let mut set = nix::sched::CpuSet::new();
-                set.set(cpu).expect("cpu index");
-                nix::sched::sched_setaffinity(nix::unistd::Pid::from_raw(0), &set)
-                    .expect("pin the thread to one CPU");
-                for _ in 0..runs {
-                    assert_eq!(dataplane.test_run(frame).expect("test run"), XDP_DROP);
-                }
-            });
-        }
-    });
+    run_on_cpus(&p, &frame, &[(0, 600), (1, 400)]);
     let count = |p: &Program, v: Verdict| p.dataplane.verdict_totals().unwrap()[v.index() as usize];
     assert_eq!(count(&p, DenyNoMatch), 1000);
     let report = p.apply("default_action = \"Deny\"\nip_rules = [\"203.0.113.0/25\"]\n");
@@ -128,17 +110,27 @@ fn counters_are_exact_across_cpus_and_survive_a_policy_change() {
     );
 }
 
-/// Runs `frame` `runs` times on each of CPUs 0 and 1.
-fn run_on_two_cpus(p: &Program, frame: &[u8], runs: usize) {
+/// Whether the machine has the two CPUs a per-CPU test needs (says so when
+/// not).
+fn two_cpus() -> bool {
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    if cpus < 2 {
+        eprintln!("skipping: counters on two CPUs need two CPUs, this machine has {cpus}");
+    }
+    cpus >= 2
+}
+
+/// Runs `frame` on each `(cpu, times)`, from a thread pinned to that CPU.
+fn run_on_cpus(p: &Program, frame: &[u8], runs: &[(usize, usize)]) {
     std::thread::scope(|s| {
-        for cpu in [0usize, 1] {
+        for &(cpu, times) in runs {
             let dataplane = &p.dataplane;
             s.spawn(move || {
                 let mut set = nix::sched::CpuSet::new();
                 set.set(cpu).expect("cpu index");
                 nix::sched::sched_setaffinity(nix::unistd::Pid::from_raw(0), &set)
                     .expect("pin the thread to one CPU");
-                for _ in 0..runs {
+                for _ in 0..times {
                     dataplane.test_run(frame).expect("test run");
                 }
             });
@@ -148,12 +140,7 @@ fn run_on_two_cpus(p: &Program, frame: &[u8], runs: usize) {
 
 #[test]
 fn a_hit_slot_handed_to_another_rule_starts_from_zero_on_every_cpu() {
-    if !require_root() {
-        return;
-    }
-    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
-    if cpus < 2 {
-        eprintln!("skipping: counters on two CPUs need two CPUs, this machine has {cpus}");
+    if !require_root() || !two_cpus() {
         return;
     }
     // Two slots: the rule added must take the one the removed rule freed.
@@ -162,8 +149,8 @@ fn a_hit_slot_handed_to_another_rule_starts_from_zero_on_every_cpu() {
     let mut p = Program::with_policy(&format!(
         "{limits}ip_rules = [\"203.0.113.0/24\", \"198.51.100.0/24\"]\n"
     ));
-    run_on_two_cpus(&p, &tcp_syn(ALLOWED, 443), 30);
-    run_on_two_cpus(&p, &tcp_syn(DENIED, 443), 20);
+    run_on_cpus(&p, &tcp_syn(ALLOWED, 443), &[(0, 30), (1, 30)]);
+    run_on_cpus(&p, &tcp_syn(DENIED, 443), &[(0, 20), (1, 20)]);
     let slot_of =
         |p: &Program, rule: &str| p.dataplane.active_ip_rules().unwrap()[&rule.parse().unwrap()];
     let (kept, freed) = (
@@ -187,7 +174,7 @@ fn a_hit_slot_handed_to_another_rule_starts_from_zero_on_every_cpu() {
         !hits.contains_key(&freed),
         "the new owner starts from zero: {hits:?}"
     );
-    run_on_two_cpus(&p, &tcp_syn([192, 0, 2, 9], 443), 5);
+    run_on_cpus(&p, &tcp_syn([192, 0, 2, 9], 443), &[(0, 5), (1, 5)]);
     assert_eq!(p.dataplane.rule_hits().unwrap()[&freed].packets, 10);
 }
 

@@ -79,9 +79,9 @@ pub enum ChangeError {
     /// sized for at start: only a start sizes them.
     #[error(
         "{field} = {declared} is above the {loaded} the running filter's maps were sized for at \
-         start; restart vaultfw with this policy to size them (the filter moves to new maps and \
-         keeps its rules and counters); nothing changed (the kernel serves the previous \
-         generation)"
+         start; put this policy in the policy file and restart vaultfw to size them (the filter \
+         moves to new maps and keeps its rules and counters); nothing changed (the kernel serves \
+         the previous generation)"
     )]
     Limits {
         /// The policy field.

@@ -63,8 +63,9 @@ pub enum DataplaneError {
         #[source]
         source: ProgramError,
     },
-    /// A map is missing from the object or has the wrong shape.
-    #[error("map {map}: {source}")]
+    /// A map is missing from the object or has the wrong shape, or the
+    /// kernel refused an operation on it.
+    #[error("map {map}: {}", map_error_text(source))]
     Map {
         /// The map's name.
         map: &'static str,
@@ -383,9 +384,41 @@ fn errno_in(error: &(dyn std::error::Error + 'static)) -> Option<i32> {
     None
 }
 
+/// aya's map error with the OS error of a failed syscall (aya's own text
+/// names only the call), and what `E2BIG` means for a map write.
+fn map_error_text(error: &MapError) -> String {
+    match error {
+        MapError::SyscallError(e) if e.io_error.raw_os_error() == Some(libc::E2BIG) => {
+            format!("{e}: the map is full ({})", e.io_error)
+        }
+        MapError::SyscallError(e) => format!("{e}: {}", e.io_error),
+        other => other.to_string(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_refused_map_write_names_the_os_error_and_a_full_map() {
+        let refused = |errno| DataplaneError::Map {
+            map: "VFW_IP_RULES_0",
+            source: MapError::SyscallError(aya::sys::SyscallError {
+                call: "bpf_map_update_elem",
+                io_error: std::io::Error::from_raw_os_error(errno),
+            }),
+        };
+        let full = refused(libc::E2BIG).to_string();
+        assert!(
+            full.contains("VFW_IP_RULES_0")
+                && full.contains("bpf_map_update_elem")
+                && full.contains("the map is full"),
+            "{full}"
+        );
+        let denied = refused(libc::EINVAL).to_string();
+        assert!(denied.contains("Invalid argument"), "{denied}");
+    }
 
     #[test]
     fn a_refused_bpf_call_is_reported_as_a_missing_privilege_not_an_old_kernel() {

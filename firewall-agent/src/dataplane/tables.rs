@@ -842,8 +842,9 @@ impl Tables {
             self.contents[active] = previous;
         }
         self.contents[target as usize] = Some(compiled.clone());
-        let served_before =
-            (self.generation > 0 && !migrated).then_some((1 - target, self.generation));
+        // A set found diverged at the start is never returned to.
+        let served_before = (self.generation > 0 && !migrated && !self.active_diverged)
+            .then_some((1 - target, self.generation));
         self.active = target;
         self.active_diverged = false;
         self.generation = generation;

@@ -27,6 +27,40 @@ struct Checked<'a, N> {
     expires_at: Option<SystemTime>,
 }
 
+/// The values of `raw_rules` of one family (IPv6 text or not), each
+/// checked by `check` and its expiry checked at `now`; a refused value is an
+/// error, and a malformed or past expiry leaves its rule out (with the
+/// error or warning `expiry::check` gives).
+fn checked<'a, N>(
+    raw_rules: &'a [RawIpRule],
+    ipv6: bool,
+    now: SystemTime,
+    errors: &mut Vec<PolicyError>,
+    warnings: &mut Vec<PolicyWarning>,
+    check: impl Fn(&RawIpRule) -> Result<N, PolicyError>,
+) -> Vec<Checked<'a, N>> {
+    let mut checked = Vec::with_capacity(raw_rules.len());
+    let values = raw_rules.iter().enumerate();
+    for (index, raw) in values.filter(|(_, r)| ipv6::is_ipv6_text(&r.value) == ipv6) {
+        let net = check(raw);
+        let expires_at = raw
+            .expires_at
+            .as_ref()
+            .map(|at| expiry::check(&at.path, &at.value, now, errors, warnings));
+        match (net, expires_at) {
+            (Err(e), _) => errors.push(e),
+            (Ok(_), Some(None)) => {} // malformed (error) or expired (warning): left out
+            (Ok(net), expires_at) => checked.push(Checked {
+                index,
+                raw,
+                net,
+                expires_at: expires_at.flatten(),
+            }),
+        }
+    }
+    checked
+}
+
 /// One rule per network, sorted by `key` (address, prefix length). The sort
 /// is stable, so a network's spellings stay in input order: the first is
 /// kept unless a later one lasts longer (no expiry, or a later one), so the
@@ -76,26 +110,9 @@ pub fn validate(
     let Field::Given(raw_rules) = field else {
         return Vec::new();
     };
-    let mut checked = Vec::with_capacity(raw_rules.len());
-    let values = raw_rules.iter().enumerate();
-    for (index, raw) in values.filter(|(_, r)| !ipv6::is_ipv6_text(&r.value)) {
-        let net = ipv4::check_value(ValueKind::IpRule, dialect, &raw.value_path, &raw.value);
-        let expires_at = raw
-            .expires_at
-            .as_ref()
-            .map(|at| expiry::check(&at.path, &at.value, now, errors, warnings));
-        match (net, expires_at) {
-            (Err(e), _) => errors.push(e),
-            (Ok(_), Some(None)) => {} // malformed (error) or expired (warning): left out
-            (Ok(net), expires_at) => checked.push(Checked {
-                index,
-                raw,
-                net,
-                expires_at: expires_at.flatten(),
-            }),
-        }
-    }
-
+    let checked = checked(raw_rules, false, now, errors, warnings, |raw| {
+        ipv4::check_value(ValueKind::IpRule, dialect, &raw.value_path, &raw.value)
+    });
     let kept = one_per_network(
         checked,
         |net| (u32::from(net.addr()), net.prefix_len()),
@@ -148,25 +165,9 @@ pub fn validate_v6(
     let Field::Given(raw_rules) = field else {
         return Vec::new();
     };
-    let mut checked = Vec::new();
-    let values = raw_rules.iter().enumerate();
-    for (index, raw) in values.filter(|(_, r)| ipv6::is_ipv6_text(&r.value)) {
-        let net = ipv6::check_value(ValueKind::IpRule, dialect, &raw.value_path, &raw.value);
-        let expires_at = raw
-            .expires_at
-            .as_ref()
-            .map(|at| expiry::check(&at.path, &at.value, now, errors, warnings));
-        match (net, expires_at) {
-            (Err(e), _) => errors.push(e),
-            (Ok(_), Some(None)) => {} // malformed (error) or expired (warning): left out
-            (Ok(net), expires_at) => checked.push(Checked {
-                index,
-                raw,
-                net,
-                expires_at: expires_at.flatten(),
-            }),
-        }
-    }
+    let checked = checked(raw_rules, true, now, errors, warnings, |raw| {
+        ipv6::check_value(ValueKind::IpRule, dialect, &raw.value_path, &raw.value)
+    });
     let kept = one_per_network(
         checked,
         |net| (u128::from(net.addr()), net.prefix_len()),
