@@ -18,9 +18,7 @@ mod support;
 
 use std::net::Ipv4Addr;
 
-use firewall_common::{
-    FLAG_BYPASS_TRUSTED, FLAG_VALID, PORT_PROTO_TCP, PORT_WORDS_PER_ROW, port_slot,
-};
+use firewall_common::{FLAG_BYPASS_TRUSTED, FLAG_VALID, PORT_PROTO_TCP, port_slot};
 use vaultfw::clock::kernel_now_ns;
 use vaultfw::compile::CompiledTables;
 use vaultfw::compile::cpt::adversarial::{Stream, adversarial, edges};
