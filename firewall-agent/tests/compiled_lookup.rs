@@ -290,6 +290,14 @@ impl Drop for RemovePins {
     }
 }
 
+/// A pin directory of this test process, removed when the guard drops.
+fn scratch_pins(name: &str) -> (RemovePins, vaultfw::paths::PinDir) {
+    let root =
+        std::path::PathBuf::from(format!("/sys/fs/bpf/vfwtest-{name}-{}", std::process::id()));
+    let pins = vaultfw::paths::PinDir::new(&root);
+    (RemovePins(root), pins)
+}
+
 /// Entries in the pinned LPM trie `name`.
 fn pinned_trie_entries<K: aya::Pod>(pins: &vaultfw::paths::PinDir, name: &str) -> usize {
     use aya::maps::{LpmTrie, Map, MapData};
@@ -310,16 +318,10 @@ fn a_start_over_compiled_pins_reads_every_entry_back_from_the_table_and_the_ipv4
         IP_RULES_0, IP_RULES_1, Ipv4Key, TRUSTED_0, TRUSTED_1, VNET_RULES_0, VNET_RULES_1, VnetKey,
     };
     use vaultfw::dataplane::BpfLogLevel;
-    use vaultfw::paths::PinDir;
     if !require_root() {
         return;
     }
-    let root = std::path::PathBuf::from(format!(
-        "/sys/fs/bpf/vfwtest-cpt-list-{}",
-        std::process::id()
-    ));
-    let _remove = RemovePins(root.clone());
-    let pins = PinDir::new(&root);
+    let (_remove, pins) = scratch_pins("cpt-list");
     let capacity = Capacity::for_limits(3010, 127).with_lookup(Lookup::Compiled);
     let mut tables = adversarial(DEFAULT_SEED, 1000, capacity.hit_slots);
     tables.flags = FLAG_VALID;
@@ -438,16 +440,10 @@ fn a_compiled_table_changed_outside_vaultfw_is_rewritten_at_the_next_apply() {
     use firewall_common::{RuleValue, VLAN_UNTAGGED};
     use vaultfw::compile::PrefixKey;
     use vaultfw::dataplane::BpfLogLevel;
-    use vaultfw::paths::PinDir;
     if !require_root() {
         return;
     }
-    let root = std::path::PathBuf::from(format!(
-        "/sys/fs/bpf/vfwtest-cpt-drift-{}",
-        std::process::id()
-    ));
-    let _remove = RemovePins(root.clone());
-    let pins = PinDir::new(&root);
+    let (_remove, pins) = scratch_pins("cpt-drift");
     let capacity = Capacity::for_limits(10, 5).with_lookup(Lookup::Compiled);
     let mut tables = CompiledTables::empty();
     tables.flags = FLAG_VALID;

@@ -168,12 +168,11 @@ fn write_image(map: &MapData, capacity: u32, image: &[Cell]) -> io::Result<()> {
     Ok(())
 }
 
-/// Reads the entry list of `map`, whatever its size (the pins of another
-/// capacity are read during a migration).
-fn read_list(map: &MapData) -> Result<Option<ListedEntries>, String> {
+/// All of `map`, whatever its size (the pins of another capacity are read
+/// during a migration).
+fn map_whole(map: &MapData) -> Result<Mapping, String> {
     let cells = map.info().map_err(|e| e.to_string())?.max_entries();
-    let mapping = Mapping::new(map, cells as usize).map_err(|e| e.to_string())?;
-    listed_entries(mapping.cells()).map_err(|e| e.to_string())
+    Mapping::new(map, cells as usize).map_err(|e| e.to_string())
 }
 
 /// Both sets' compiled tables and the grace-period state of the double
@@ -271,7 +270,8 @@ impl CompiledSets {
         let Some(maps) = &self.maps else {
             return Ok(None);
         };
-        read_list(&maps[set as usize])
+        map_whole(&maps[set as usize])
+            .and_then(|mapping| listed_entries(mapping.cells()).map_err(|e| e.to_string()))
             .map_err(|reason| DataplaneError::CompiledTable { set, reason })
     }
 
@@ -288,9 +288,7 @@ impl CompiledSets {
             return Ok(true);
         };
         let image = compile_prefix_table(tables).map_err(|e| fail(e.to_string()))?;
-        let map = &maps[set as usize];
-        let cells = map.info().map_err(|e| fail(e.to_string()))?.max_entries();
-        let mapping = Mapping::new(map, cells as usize).map_err(|e| fail(e.to_string()))?;
+        let mapping = map_whole(&maps[set as usize]).map_err(fail)?;
         Ok(mapping.cells().get(..image.len()) == Some(&image[..]))
     }
 
