@@ -3,8 +3,15 @@
 //! timed from the CLI process's start to its exit. When it exits the
 //! daemon has validated the change, written the policy file back
 //! (atomically, fsync included), written the spare table set and flipped.
+//!
+//! Each change is timed alone (`add_ms`, `remove_ms`: the operator's
+//! command, [`SETTLED`] after the one before) and in a burst of changes
+//! sent back to back (`burst_add_ms`, `burst_remove_ms`): a change that
+//! comes within an RCU grace period of the previous flip waits for that
+//! grace period before it rewrites the spare set (docs/DESIGN.md,
+//! "Double-buffered table sets").
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 use vaultfw_tests::agent::AgentOptions;
@@ -12,8 +19,12 @@ use vaultfw_tests::{Agent, NetNs};
 
 use crate::{Args, median, peers, summary};
 
-/// Rows `{ lookup, rules, add_ms, remove_ms }` for each `--lookup` and
-/// each of `args.apply_counts`.
+/// Longer than an RCU grace period (a few ms to ~15 ms here): a change
+/// after this pause finds the spare set free to write.
+const SETTLED: Duration = Duration::from_millis(60);
+
+/// Rows `{ lookup, rules, add_ms, remove_ms, burst_add_ms,
+/// burst_remove_ms }` for each `--lookup` and each of `args.apply_counts`.
 pub fn run(server: &NetNs, sdev: &str, args: &Args) -> Vec<Value> {
     let mut out = Vec::new();
     for lookup in ["trie", "compiled"] {
@@ -62,24 +73,36 @@ fn at_count(server: &NetNs, sdev: &str, args: &Args, lookup: &str, count: usize)
         // (the daemon keeps it from then on): not measured.
         change("add", "198.51.100.254");
         change("remove", "198.51.100.254");
-        let (mut add, mut remove) = (Vec::new(), Vec::new());
-        for address in &added {
-            add.push(change("add", address));
-        }
-        for address in &added {
-            remove.push(change("remove", address));
-        }
+        let timed = |pause: Duration| {
+            let (mut add, mut remove) = (Vec::new(), Vec::new());
+            for address in &added {
+                std::thread::sleep(pause);
+                add.push(change("add", address));
+            }
+            for address in &added {
+                std::thread::sleep(pause);
+                remove.push(change("remove", address));
+            }
+            (add, remove)
+        };
+        let (add, remove) = timed(SETTLED);
+        let (burst_add, burst_remove) = timed(Duration::ZERO);
         drop(agent);
         eprintln!(
-            "bench-veth: one-rule CLI change at {count} rules, --lookup {lookup}: add {:.1} ms, remove {:.1} ms",
+            "bench-veth: one-rule CLI change at {count} rules, --lookup {lookup}: add {:.1} ms, \
+             remove {:.1} ms; back to back add {:.1} ms, remove {:.1} ms",
             median(&add),
-            median(&remove)
+            median(&remove),
+            median(&burst_add),
+            median(&burst_remove)
         );
         json!({
             "lookup": lookup,
             "rules": count,
             "add_ms": summary(&add),
             "remove_ms": summary(&remove),
+            "burst_add_ms": summary(&burst_add),
+            "burst_remove_ms": summary(&burst_remove),
         })
     }
 }

@@ -7,6 +7,7 @@
 //! through to its target).
 
 mod files;
+mod split;
 
 use std::path::PathBuf;
 
@@ -16,6 +17,7 @@ use toml_edit::{Array, ArrayOfTables, DocumentMut, Item, Table, Value};
 use crate::policy::{self, Endpoint, endpoint_table, subnet_id};
 
 pub use files::{TEMP_MARKER, TEMP_SUFFIX, remove_leftover_temp_files, write_atomically};
+pub use split::SplitFile;
 
 /// One change to a native policy document.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -95,9 +97,9 @@ pub fn edit_native(text: &str, edits: &[Edit]) -> Result<String, PersistError> {
     Ok(doc.text())
 }
 
-/// A native policy document kept parsed between edits (the daemon keeps
-/// the one its policy file holds, so a CLI change does not parse the
-/// whole file again). Edits keep comments as [`edit_native`] does.
+/// A native policy document, parsed for editing (the daemon keeps the
+/// file it last wrote as a [`SplitFile`] made from one). Edits keep
+/// comments as [`edit_native`] does.
 #[derive(Clone, Debug)]
 pub struct NativeDocument(DocumentMut);
 
@@ -236,8 +238,21 @@ fn apply(doc: &mut DocumentMut, edit: &Edit) -> Result<(), PersistError> {
 // the line it belongs to.
 
 /// Appends `item` to `array` as its own line, leaving the last item's
-/// comment on the last item's line.
+/// comment on the last item's line. Without a trailing comma a parse
+/// gives the text after the last item (its comment, the line break) to
+/// that item, where the comma would follow it: it goes to the trailing
+/// text first, as in an array the daemon edited without parsing it again.
 fn push_keeping_comments(array: &mut Array, item: Value) {
+    let trailing = array.trailing().as_str().unwrap_or("").to_owned();
+    if !array.trailing_comma()
+        && let Some(last) = array.iter_mut().last()
+        && let Some(suffix) = last.decor().suffix().and_then(|s| s.as_str())
+        && !suffix.is_empty()
+    {
+        let trailing = format!("{suffix}{trailing}");
+        last.decor_mut().set_suffix("");
+        array.set_trailing(trailing);
+    }
     let last_prefix = array
         .iter()
         .last()
@@ -441,6 +456,25 @@ ip_rules = [
             "{text}"
         );
         assert!(text.contains("\n    \"198.51.100.40\""), "{text}");
+    }
+
+    /// Without a trailing comma the last item's comment and line break
+    /// stay behind it: the comma goes after the item, not on a line of
+    /// its own.
+    #[test]
+    fn a_rule_added_after_a_last_item_without_a_comma_gets_the_comma_on_its_line() {
+        let file = "ip_rules = [\n  \"203.0.113.0/24\",\n  \"192.0.2.10\" # last\n]\n";
+        let text = edit_native(file, &[Edit::AddIpRule("8.8.8.8".into())]).unwrap();
+        assert_eq!(
+            text,
+            "ip_rules = [\n  \"203.0.113.0/24\",\n  \"192.0.2.10\", # last\n  \"8.8.8.8\"\n]\n"
+        );
+        let one_line = "ip_rules = [\"203.0.113.0/24\", \"192.0.2.10\" ]\n";
+        let text = edit_native(one_line, &[Edit::AddIpRule("8.8.8.8".into())]).unwrap();
+        assert_eq!(
+            text,
+            "ip_rules = [\"203.0.113.0/24\", \"192.0.2.10\", \"8.8.8.8\" ]\n"
+        );
     }
 
     #[test]

@@ -178,3 +178,71 @@ fn a_rule_expiring_on_a_full_disk_leaves_the_kernel_once() {
     );
     agent.stop();
 }
+
+/// A CLI change of IP rules writes the policy file beside the spare table
+/// set, and its flip waits for that write: on a full disk it is refused
+/// like any other change — the spare set it wrote is never served — and
+/// the changes after it, written over that spare set, serve exactly what
+/// they declare. Under both lookups.
+#[test]
+fn an_ip_rule_change_refused_by_a_full_disk_after_its_table_write_is_never_served() {
+    for lookup in ["trie", "compiled"] {
+        refused_beside_the_table_write(lookup);
+    }
+}
+
+fn refused_beside_the_table_write(lookup: &str) {
+    let topo = Topology::new();
+    let _https = TcpServer::start(&topo.server, topo.server_addr(443));
+    let policy = PolicyFile::on_small_tmpfs(POLICY, 256);
+    let paths = AgentPaths::new(&policy);
+    let options = AgentOptions {
+        extra_args: vec!["--lookup".into(), lookup.into()],
+        ..AgentOptions::iface(topo.server_veth())
+    };
+    let mut agent = Agent::spawn(&topo.server, policy, paths, options);
+    agent.wait_ready();
+    agent.wait_serving();
+    // After one change the daemon keeps the file it wrote: the next IP-rule
+    // change is an edit of it, written beside the table write.
+    agent
+        .cli_json(&["network-rule", "add", "--ip-address", "192.0.2.99"])
+        .ok();
+    let generation = agent.generation();
+    let text = std::fs::read_to_string(agent.policy().path()).expect("reading the policy file");
+
+    agent.policy().fill_disk();
+    let denied = DENIED_SRC.to_string();
+    let refused = agent.cli_json(&["network-rule", "add", "--ip-address", &denied]);
+    assert_ne!(
+        refused.code,
+        Some(exit::OK),
+        "--lookup {lookup}: a full disk refuses the change; {}",
+        refused.context()
+    );
+    assert!(
+        refused.error_message().contains("nothing changed"),
+        "--lookup {lookup}: {}",
+        refused.context()
+    );
+    assert_dropped(&topo, &agent, DENIED_SRC, 443, "after the refused change");
+    assert_eq!(agent.generation(), generation, "--lookup {lookup}");
+    let after = std::fs::read_to_string(agent.policy().path()).expect("reading the policy file");
+    assert_eq!(
+        after, text,
+        "--lookup {lookup}: the policy file keeps its text"
+    );
+
+    std::fs::remove_file(agent.policy().path().with_file_name("filler")).expect("freeing the disk");
+    agent
+        .cli_json(&["network-rule", "add", "--ip-address", &denied])
+        .ok();
+    assert_connects(&topo, &agent, DENIED_SRC, 443, "the change goes through");
+    agent
+        .cli_json(&["network-rule", "remove", "--ip-address", &denied])
+        .ok();
+    assert_dropped(&topo, &agent, DENIED_SRC, 443, "after its removal");
+    assert_connects(&topo, &agent, ALLOWED_SRC, 443, "the office stays in");
+    assert_eq!(agent.generation(), generation + 2, "--lookup {lookup}");
+    agent.stop();
+}

@@ -111,22 +111,52 @@ struct Table {
     ranges: Vec<Cell>,
 }
 
-/// Leaves shared by every table of the image, deduplicated.
+/// Leaves shared by every table of the image, deduplicated; ids in the
+/// order leaves are first met.
 struct Leaves {
     ids: foldhash::HashMap<Cell, u32>,
+    /// The id of leaf `[NO_MATCH, word]` by the slot of `word` (`u32::MAX`
+    /// while none): an IP rule's own leaf, most leaves of a large table,
+    /// found without hashing.
+    by_slot: Vec<u32>,
+    /// The id of `[NO_MATCH, NO_MATCH]`, the leaf between rules.
+    no_match: Option<u32>,
     cells: Vec<Cell>,
 }
 
 impl Leaves {
-    /// Room for about `ranges` leaves without rehashing.
-    fn with_capacity(ranges: usize) -> Self {
+    /// Room for about `ranges` leaves without rehashing, and IP-rule
+    /// leaves of slots below `slots` found without hashing.
+    fn with_capacity(ranges: usize, slots: usize) -> Self {
         Leaves {
             ids: foldhash::HashMap::with_capacity_and_hasher(ranges, Default::default()),
+            by_slot: vec![u32::MAX; slots],
+            no_match: None,
             cells: Vec::with_capacity(ranges),
         }
     }
 
     fn id(&mut self, leaf: Cell) -> u32 {
+        if leaf == [NO_MATCH, NO_MATCH] {
+            return *self.no_match.get_or_insert_with(|| {
+                self.cells.push(leaf);
+                (self.cells.len() - 1) as u32
+            });
+        }
+        if leaf[0] == NO_MATCH
+            && let Some(id) = self.by_slot.get_mut((leaf[1] & !SLOT_EXPIRES) as usize)
+        {
+            match self.cells.get(*id as usize) {
+                Some(known) if *known == leaf => return *id,
+                // The slot's other word (never within one image): hashed.
+                Some(_) => {}
+                None => {
+                    self.cells.push(leaf);
+                    *id = (self.cells.len() - 1) as u32;
+                    return *id;
+                }
+            }
+        }
         *self.ids.entry(leaf).or_insert_with(|| {
             self.cells.push(leaf);
             (self.cells.len() - 1) as u32
@@ -154,12 +184,22 @@ fn word(value: &RuleValue, expiries: &mut BTreeMap<u32, u64>) -> Result<u32, Cpt
 /// the first at 0, each holding the longest match of every address from
 /// its start to the next one's.
 fn column(prefixes: &[(PrefixKey, u32)]) -> Vec<(u64, u32)> {
-    let mut prefixes = prefixes.to_vec();
-    let span = |key: &PrefixKey| {
-        let start = u64::from(u32::from_be_bytes(key.octets));
-        (start, start + (1u64 << (32 - key.prefix_len)))
+    // (start << 6 | length, word): sorted by start, an enclosing prefix
+    // before the ones it holds (keys are distinct: the order is total).
+    let mut prefixes: Vec<(u64, u32)> = prefixes
+        .iter()
+        .map(|(key, word)| {
+            let start = u64::from(u32::from_be_bytes(key.octets));
+            (start << 6 | u64::from(key.prefix_len), *word)
+        })
+        .collect();
+    // A stable sort: it merges the runs the (length, address) order of
+    // the input already holds.
+    prefixes.sort_by_key(|&(key, _)| key);
+    let span = |key: u64| {
+        let start = key >> 6;
+        (start, start + (1u64 << (32 - (key & 63))))
     };
-    prefixes.sort_by_key(|(key, _)| (span(key).0, key.prefix_len));
     let mut out: Vec<(u64, u32)> = vec![(0, NO_MATCH)];
     let emit = |out: &mut Vec<(u64, u32)>, at: u64, word: u32| {
         if at >= 1 << 32 {
@@ -182,11 +222,11 @@ fn column(prefixes: &[(PrefixKey, u32)]) -> Vec<(u64, u32)> {
             emit(out, end, outer);
         }
     };
-    for (key, w) in &prefixes {
+    for &(key, w) in &prefixes {
         let (start, end) = span(key);
         close_until(&mut out, &mut open, start);
-        emit(&mut out, start, *w);
-        open.push((end, *w));
+        emit(&mut out, start, w);
+        open.push((end, w));
     }
     close_until(&mut out, &mut open, u64::MAX);
     out
@@ -293,7 +333,11 @@ pub fn compile_prefix_table(tables: &CompiledTables) -> Result<Vec<Cell>, CptErr
     }
     let none = [(0, NO_MATCH)];
     let scoped_ranges: usize = scoped.values().map(|p| 2 * p.len() + 1).sum();
-    let mut leaves = Leaves::with_capacity(global.len() + scoped_ranges);
+    let slots = ip
+        .iter()
+        .map(|(_, w)| (w & !SLOT_EXPIRES) as usize + 1)
+        .max();
+    let mut leaves = Leaves::with_capacity(global.len() + scoped_ranges, slots.unwrap_or(0));
     let mut built = vec![table(&global, global_entries, &mut leaves)];
     for prefixes in scoped.values() {
         let n = prefixes.len();
@@ -304,13 +348,25 @@ pub fn compile_prefix_table(tables: &CompiledTables) -> Result<Vec<Cell>, CptErr
     let expiry_base = SCOPES_CELL + 2 * scopes;
     let expiry_cells = expiries.keys().next_back().map_or(0, |s| s + 1);
     let leaf_base = expiry_base + expiry_cells;
-    let mut cells: Vec<Cell> = vec![[0, 0]; (leaf_base as usize) + leaves.cells.len()];
+    let listed = !trusted.is_empty() || !ip.is_empty() || !scoped.is_empty();
+    let groups = [&trusted, &ip]
+        .into_iter()
+        .chain(scoped.values())
+        .map(|entries| by_length(entries).len())
+        .sum::<usize>();
+    let entries = trusted.len() + ip.len() + scoped.values().map(Vec::len).sum::<usize>();
+    let list_cells = if listed { 1 + groups + entries } else { 0 };
+    let table_cells: usize = built.iter().map(|t| t.direct.len() + t.ranges.len()).sum();
+    // Sized once: growing a multi-MiB image copies it.
+    let mut cells: Vec<Cell> =
+        Vec::with_capacity(leaf_base as usize + leaves.cells.len() + table_cells + list_cells);
+    cells.resize(leaf_base as usize, [0, 0]);
     cells[HEADER_CELL as usize] = [CPT_MAGIC, scopes];
     cells[EXPIRY_BASE_CELL as usize] = [expiry_base, 0];
     for (slot, at) in &expiries {
         cells[(expiry_base + slot) as usize] = [*at as u32, (at >> 32) as u32];
     }
-    cells[leaf_base as usize..].copy_from_slice(&leaves.cells);
+    cells.extend_from_slice(&leaves.cells);
     let mut roots = Vec::with_capacity(built.len());
     for t in &built {
         let direct = cells.len() as u32;
@@ -331,43 +387,42 @@ pub fn compile_prefix_table(tables: &CompiledTables) -> Result<Vec<Cell>, CptErr
         cells[at] = [*ifindex, *vlan];
         cells[at + 1] = *root;
     }
-    if !trusted.is_empty() || !ip.is_empty() || !scoped.is_empty() {
+    if listed {
         cells[EXPIRY_BASE_CELL as usize][1] = cells.len() as u32;
-        let mut groups = Vec::new();
-        list_groups(&mut groups, ENTRY_TRUSTED, 0, &trusted);
-        list_groups(&mut groups, ENTRY_IP_RULE, 0, &ip);
+        cells.push([groups as u32, 0]);
+        list_groups(&mut cells, ENTRY_TRUSTED, 0, &trusted);
+        list_groups(&mut cells, ENTRY_IP_RULE, 0, &ip);
         for (scope, prefixes) in scoped.values().enumerate() {
-            list_groups(&mut groups, ENTRY_VNET, scope as u32, prefixes);
-        }
-        cells.push([groups.len() as u32, 0]);
-        for (header, entries) in groups {
-            cells.push(header);
-            cells.extend(entries);
+            list_groups(&mut cells, ENTRY_VNET, scope as u32, prefixes);
         }
     }
+    debug_assert_eq!(cells.len(), cells.capacity(), "the image was sized exactly");
     Ok(cells)
 }
 
+/// `entries` by prefix length, shortest first (input order within a
+/// length).
+fn by_length(entries: &[(PrefixKey, u32)]) -> Vec<&[(PrefixKey, u32)]> {
+    let sorted = entries
+        .windows(2)
+        .all(|w| w[0].0.prefix_len <= w[1].0.prefix_len);
+    debug_assert!(sorted, "entries come in key order: by prefix length first");
+    entries
+        .chunk_by(|a, b| a.0.prefix_len == b.0.prefix_len)
+        .collect()
+}
+
 /// Appends the entry-list groups of one kind and scope: one per prefix
-/// length, each `(header cell, [address, word] cells)`.
-fn list_groups(
-    groups: &mut Vec<(Cell, Vec<Cell>)>,
-    kind: u32,
-    scope: u32,
-    entries: &[(PrefixKey, u32)],
-) {
-    let mut by_len: BTreeMap<u32, Vec<Cell>> = BTreeMap::new();
-    for (key, word) in entries {
-        by_len
-            .entry(key.prefix_len)
-            .or_default()
-            .push([u32::from_be_bytes(key.octets), *word]);
-    }
-    for (prefix_len, cells) in by_len {
-        groups.push((
-            [kind << 24 | prefix_len << 16 | scope, cells.len() as u32],
-            cells,
-        ));
+/// length, each a header cell then its `[address, word]` cells.
+fn list_groups(cells: &mut Vec<Cell>, kind: u32, scope: u32, entries: &[(PrefixKey, u32)]) {
+    for group in by_length(entries) {
+        let prefix_len = group[0].0.prefix_len;
+        cells.push([kind << 24 | prefix_len << 16 | scope, group.len() as u32]);
+        cells.extend(
+            group
+                .iter()
+                .map(|(key, word)| [u32::from_be_bytes(key.octets), *word]),
+        );
     }
 }
 

@@ -848,7 +848,7 @@ impl Daemon {
         let super::edit::Edited {
             text,
             validated,
-            doc,
+            split,
             ip_change,
         } = edited;
         let interfaces = endpoint_interfaces(&validated.policy);
@@ -865,9 +865,9 @@ impl Daemon {
         let report = self.reconcile(change).map_err(refused)?;
         // The file now holds `files.policy`, served by this generation:
         // the next change edits it without parsing it again.
-        self.native_file = Some(super::edit::NativeFile {
+        self.native_file = split.map(|split| super::edit::NativeFile {
             text: files.policy,
-            doc,
+            split,
             generation: report.generation,
             kept_at: std::time::Instant::now(),
         });

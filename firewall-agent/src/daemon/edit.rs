@@ -1,17 +1,17 @@
 //! CLI changes as a diff of the in-memory policy.
 //!
-//! The daemon keeps the policy file it last wrote parsed
-//! ([`NativeFile`]: its text and its `toml_edit` document). A CLI change
-//! whose file still holds exactly that text edits the kept document and
-//! the served policy instead of parsing and validating the whole file
+//! The daemon keeps the policy file it last wrote ([`NativeFile`]: its
+//! text, split around its `ip_rules` items: `persist::SplitFile`). A CLI
+//! change whose file still holds exactly that text edits the kept file
+//! and the served policy instead of parsing and validating the whole file
 //! again: an IP rule added is validated alone (the same validator, on a
-//! document holding only that rule) and inserted in place; an IP rule
-//! removed is taken out, and the IP-rule entries are compiled as a diff of
-//! the served ones (`compile::compile_next_changed`). Other edits validate
-//! the whole edited text (the kept document still saves one parse). The
-//! edited text is written back as before (`reconcile`: atomically, before
-//! the kernel is touched). The document is dropped 30 s after the last
-//! change (`memory.rs`: it takes ~380 bytes per rule).
+//! document holding only that rule) and spliced in; an IP rule removed is
+//! spliced out, and the IP-rule entries are compiled as a diff of the
+//! served ones (`compile::compile_next_changed`). Other edits parse the
+//! kept text and validate the whole edited text. The edited text is
+//! written back as before (`reconcile`: atomically, before the kernel is
+//! touched). The kept file is dropped 30 s after the last change
+//! (`memory.rs`: it takes ~100 bytes per rule).
 //!
 //! The kept file is taken out of the daemon for the edit and put back only
 //! after the change was served, so a refusal at any step leaves nothing
@@ -21,7 +21,7 @@ use ipnet::IpNet;
 
 use super::state::{Daemon, EditRefused};
 use crate::compile::IpRuleChange;
-use crate::persist::{self, Edit, NativeDocument};
+use crate::persist::{self, Edit, NativeDocument, SplitFile};
 use crate::policy::{self, Policy, PolicyFormat, Validated};
 
 /// The native policy file as the daemon last wrote it.
@@ -29,8 +29,8 @@ use crate::policy::{self, Policy, PolicyFormat, Validated};
 pub(super) struct NativeFile {
     /// Its text.
     pub text: String,
-    /// That text, parsed.
-    pub doc: NativeDocument,
+    /// That text, split around its IP rules.
+    pub split: SplitFile,
     /// The generation that serves what it declares.
     pub generation: u64,
     /// When the CLI change that wrote it was served (see
@@ -44,8 +44,9 @@ pub(super) struct Edited {
     pub text: String,
     /// It, validated.
     pub validated: Validated,
-    /// It, parsed (kept once the change is served).
-    pub doc: NativeDocument,
+    /// It, split around its IP rules (kept once the change is served);
+    /// `None` when the split does not reproduce it.
+    pub split: Option<SplitFile>,
     /// What it did to the IPv4 IP rules, when it changed nothing else.
     pub ip_change: Option<IpRuleChange>,
 }
@@ -68,15 +69,24 @@ impl Daemon {
     pub(super) fn edited(&mut self, edits: &[Edit]) -> Result<Edited, EditRefused> {
         let own = self.holds_own_write();
         match self.native_file.take() {
-            Some(kept) if own => self.edited_kept(kept.doc, edits),
+            Some(kept) if own => self.edited_kept(kept, edits),
             _ => self.edited_from(edits, &self.policy),
         }
     }
 
-    fn edited_kept(&self, mut doc: NativeDocument, edits: &[Edit]) -> Result<Edited, EditRefused> {
-        doc.edit(edits)
-            .map_err(|e| EditRefused::Said(e.to_string()))?;
-        let text = doc.text();
+    fn edited_kept(&self, kept: NativeFile, edits: &[Edit]) -> Result<Edited, EditRefused> {
+        let mut split = kept.split;
+        let (text, split) = if split.edit(edits) {
+            (split.text(), Some(split))
+        } else {
+            let mut doc =
+                NativeDocument::parse(&kept.text).map_err(|e| EditRefused::Said(e.to_string()))?;
+            doc.edit(edits)
+                .map_err(|e| EditRefused::Said(e.to_string()))?;
+            let text = doc.text();
+            let split = SplitFile::of(doc, &text);
+            (text, split)
+        };
         let source = &self.options.source;
         let base_dir = source
             .path
@@ -116,7 +126,7 @@ impl Daemon {
         Ok(Edited {
             text,
             validated,
-            doc,
+            split,
             ip_change,
         })
     }

@@ -2,16 +2,16 @@
 //! 100,000 rules parses and compiles tens of MiB that are freed at once,
 //! but glibc's allocator keeps such pages resident (68 MiB after a
 //! 100,000-rule start, 19 MiB after a trim); and the policy file kept
-//! parsed for quick CLI changes (`edit.rs`) holds about 38 MiB at that
+//! split for quick CLI changes (`edit.rs`) holds about 10 MiB at that
 //! size. So the daemon trims its heap a second after its start and, after
-//! each change, on the next stats tick; and it drops the parsed file when
+//! each change, on the next stats tick; and it drops the kept file when
 //! no CLI change has used it for a while.
 
 use std::time::{Duration, Instant};
 
 use super::state::Daemon;
 
-/// How long the parsed policy file is kept after the CLI change that
+/// How long the policy file is kept after the CLI change that
 /// wrote it: a burst of changes edits it in place; after that the next
 /// change parses the file again.
 pub(super) const KEEP_PARSED_FOR: Duration = Duration::from_secs(30);
@@ -31,7 +31,7 @@ fn release_free_heap() {
 }
 
 impl Daemon {
-    /// Called on every stats tick: drops the parsed policy file when no
+    /// Called on every stats tick: drops the kept policy file when no
     /// CLI change used it for [`KEEP_PARSED_FOR`], and trims the heap when
     /// anything was freed since the last tick.
     pub(super) fn release_idle_memory(&mut self) {
@@ -50,7 +50,7 @@ impl Daemon {
     }
 }
 
-/// Whether a parsed file kept at `kept_at` is still kept at `now`.
+/// Whether a file kept at `kept_at` is still kept at `now`.
 fn still_kept(kept_at: Instant, now: Instant) -> bool {
     now.saturating_duration_since(kept_at) < KEEP_PARSED_FOR
 }

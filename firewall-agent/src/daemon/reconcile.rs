@@ -5,7 +5,8 @@
 //! 1. resolve: compile the policy for the loaded maps and check it fits
 //!    (the caller has validated it and resolved its endpoints);
 //! 2. declare: write the files that declare it, when the change is not
-//!    already in them (a CLI change, an `apply`);
+//!    already in them (a CLI change, an `apply`); for a CLI change of IP
+//!    rules, beside the table write of step 3, whose flip waits for it;
 //! 3. enforce: attach the interfaces it names anew, write the spare table
 //!    set, flip (on probation until a deadline for an unconfirmed apply),
 //!    then detach the interfaces no longer named.
@@ -22,7 +23,7 @@ use std::time::SystemTime;
 use crate::dataplane::{ApplyReport, DataplaneError};
 use crate::links::InterfaceIndex;
 use crate::persist;
-use crate::policy::{self, Policy, WriteBack};
+use crate::policy::{self, Policy, PolicySource, WriteBack};
 
 use super::state::{Daemon, compile_for, log_applied};
 
@@ -93,6 +94,34 @@ pub enum ChangeError {
     },
 }
 
+impl From<DataplaneError> for ChangeError {
+    fn from(error: DataplaneError) -> Self {
+        ChangeError::Kernel(error)
+    }
+}
+
+/// Writes the policy files of `source`: the subnet map first (when
+/// `files` has one), then the policy file; a policy file that cannot be
+/// written puts the map back.
+fn write_policy_files(source: &PolicySource, files: &WriteBack) -> Result<(), ChangeError> {
+    let write = |path: &Path, text: &str| {
+        persist::write_atomically(path, text).map_err(|error| ChangeError::File {
+            path: path.to_path_buf(),
+            error: error.to_string(),
+        })
+    };
+    let Some((map, map_text)) = source.subnet_map.as_ref().zip(files.subnet_map.as_ref()) else {
+        return write(&source.path, &files.policy);
+    };
+    let map_before = policy::input::read_text_file(map, policy::input::MAX_POLICY_BYTES).ok();
+    write(map, map_text)?;
+    write(&source.path, &files.policy).inspect_err(|_| {
+        if let Some(before) = &map_before {
+            let _ = persist::write_atomically(map, before);
+        }
+    })
+}
+
 /// The first limit of `policy` above what maps laid out as `loaded` hold.
 fn limit_above_maps(policy: &Policy, loaded: firewall_common::HitSlots) -> Option<ChangeError> {
     let limits = &policy.limits;
@@ -131,21 +160,36 @@ impl Daemon {
         self.dataplane
             .check_capacity(&tables)
             .map_err(ChangeError::Kernel)?;
-        let restore = match change.declare {
-            Some(files) => {
-                let before = self.files_now(files)?;
-                self.write_files(files)?;
-                Some(before)
-            }
-            None => None,
+        let Some(files) = change.declare else {
+            return self.enforce(&tables, change, || Ok(()));
         };
-        self.enforce(&tables, change).map_err(|error| {
-            if let Some(before) = &restore
-                && let Err(restore) = self.write_files(before)
+        let before = self.files_now(files)?;
+        // An IP-rule diff names the interfaces the served policy names, so
+        // it enforces nothing the file does not declare until its flip:
+        // the file is written beside the table write, and the flip waits
+        // for it. Any other change writes the file first.
+        let beside = change.ip_change.is_some() && change.fallback.is_none();
+        let enforced = if beside {
+            self.written_back = Some(files.policy.clone());
+            let source = self.options.source.clone();
+            std::thread::scope(|scope| {
+                let writing = scope.spawn(|| write_policy_files(&source, files));
+                self.enforce(&tables, change, || {
+                    writing
+                        .join()
+                        .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+                })
+            })
+        } else {
+            self.write_files(files)?;
+            self.enforce(&tables, change, || Ok(()))
+        };
+        enforced.inspect_err(|error| {
+            if matches!(error, ChangeError::Kernel(_))
+                && let Err(restore) = self.write_files(&before)
             {
                 tracing::error!(%restore, "the kernel refused the change and the policy file could not be put back: it holds a policy that is not served");
             }
-            ChangeError::Kernel(error)
         })
     }
 
@@ -170,40 +214,22 @@ impl Daemon {
         })
     }
 
-    /// Writes the policy files: the subnet map first (when `files` has
-    /// one), then the policy file; a policy file that cannot be written
-    /// puts the map back. The text written is remembered: the watch's
-    /// event for it is no reload.
+    /// Writes the policy files ([`write_policy_files`]). The text written
+    /// is remembered: the watch's event for it is no reload.
     pub(super) fn write_files(&mut self, files: &WriteBack) -> Result<(), ChangeError> {
         self.written_back = Some(files.policy.clone());
-        let source = &self.options.source;
-        let write = |path: &Path, text: &str| {
-            persist::write_atomically(path, text).map_err(|error| ChangeError::File {
-                path: path.to_path_buf(),
-                error: error.to_string(),
-            })
-        };
-        let Some((map, map_text)) = source.subnet_map.as_ref().zip(files.subnet_map.as_ref())
-        else {
-            return write(&source.path, &files.policy);
-        };
-        let map_before = policy::input::read_text_file(map, policy::input::MAX_POLICY_BYTES).ok();
-        write(map, map_text)?;
-        write(&source.path, &files.policy).inspect_err(|_| {
-            if let Some(before) = &map_before {
-                let _ = persist::write_atomically(map, before);
-            }
-        })
+        write_policy_files(&self.options.source, files)
     }
 
     /// Step 3: attaches what `change` names anew, serves `tables` as the
-    /// next generation (on probation until `change.fallback`), then
-    /// detaches what is no longer named.
+    /// next generation (on probation until `change.fallback`) once
+    /// `before_flip` returns `Ok`, then detaches what is no longer named.
     fn enforce(
         &mut self,
         tables: &crate::compile::CompiledTables,
         change: Change<'_>,
-    ) -> Result<ApplyReport, DataplaneError> {
+        before_flip: impl FnOnce() -> Result<(), ChangeError>,
+    ) -> Result<ApplyReport, ChangeError> {
         let Change {
             policy,
             interfaces,
@@ -211,18 +237,25 @@ impl Daemon {
             cause,
             ..
         } = change;
-        let attached = self.attach_for(&policy).inspect_err(|error| {
+        let attached = self.attach_for(&policy).map_err(|error| {
             tracing::error!(%error, cause, generation = self.generation, "an interface the policy names cannot be filtered; the running policy stays");
+            ChangeError::Kernel(error)
         })?;
         let next = self.dataplane.next_generation();
         let report = match fallback {
-            Some(deadline) => self.dataplane.apply_with_fallback(tables, next, deadline),
-            None => self.dataplane.apply(tables, next),
+            Some(deadline) => before_flip().and_then(|()| {
+                self.dataplane
+                    .apply_with_fallback(tables, next, deadline)
+                    .map_err(ChangeError::Kernel)
+            }),
+            None => self.dataplane.apply_after(tables, next, before_flip),
         };
         let report = match report {
             Ok(report) => report,
             Err(error) => {
-                tracing::error!(%error, cause, generation = self.generation, "applying the policy failed in the kernel; the running policy stays");
+                if let ChangeError::Kernel(error) = &error {
+                    tracing::error!(%error, cause, generation = self.generation, "applying the policy failed in the kernel; the running policy stays");
+                }
                 self.detach_attached(&attached);
                 return Err(error);
             }

@@ -527,10 +527,11 @@ impl Daemon {
                 policy::LoadError::Invalid { errors, .. } => EditRefused::Invalid(errors),
                 other => EditRefused::Said(other.to_string()),
             })?;
+        let split = persist::SplitFile::of(doc, &edited);
         Ok(super::edit::Edited {
             text: edited,
             validated,
-            doc,
+            split,
             ip_change: None,
         })
     }

@@ -160,11 +160,13 @@ impl Drop for Mapping {
     }
 }
 
-/// Copies `image` to the start of `map` (sized for `capacity` cells) in
-/// one pass. The caller has checked that the image fits.
-fn write_image(map: &MapData, capacity: u32, image: &[Cell]) -> io::Result<()> {
-    let mut mapping = Mapping::new(map, capacity as usize)?;
-    mapping.cells_mut()[..image.len()].copy_from_slice(image);
+/// Copies `image` to the start of `map` in one pass. The caller has
+/// checked that the image fits.
+fn write_image(map: &MapData, image: &[Cell]) -> io::Result<()> {
+    // Only the pages the image covers: mapping a page costs more than
+    // copying it, and the cells past the image are never read.
+    let mut mapping = Mapping::new(map, image.len())?;
+    mapping.cells_mut().copy_from_slice(image);
     Ok(())
 }
 
@@ -320,7 +322,7 @@ impl CompiledSets {
                 super::COMPILED_EXTRA_PREFIXES,
             )));
         }
-        write_image(&maps[set as usize], self.cells, &image).map_err(|e| fail(e.to_string()))?;
+        write_image(&maps[set as usize], &image).map_err(|e| fail(e.to_string()))?;
         Ok(1)
     }
 }

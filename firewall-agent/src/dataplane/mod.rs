@@ -494,7 +494,24 @@ impl Dataplane {
         compiled: &CompiledTables,
         generation: u64,
     ) -> Result<ApplyReport, DataplaneError> {
-        self.tables.apply(compiled, generation, 0)
+        self.tables.apply(compiled, generation, 0, || Ok(()))
+    }
+
+    /// [`Dataplane::apply`] that flips only once `before_flip` returns
+    /// `Ok`: it is called after the inactive set is written, so work that
+    /// must precede serving (the daemon's write of the policy file) can run
+    /// beside that write. When it returns `Err` nothing changes in what is
+    /// served and the error is returned as is (the written set is only
+    /// the next apply's starting point).
+    ///
+    /// Errors: those of [`Dataplane::apply`], converted; `before_flip`'s.
+    pub fn apply_after<E: From<DataplaneError>>(
+        &mut self,
+        compiled: &CompiledTables,
+        generation: u64,
+        before_flip: impl FnOnce() -> Result<(), E>,
+    ) -> Result<ApplyReport, E> {
+        self.tables.apply(compiled, generation, 0, before_flip)
     }
 
     /// [`Dataplane::apply`] on probation: the new generation serves until
@@ -515,7 +532,8 @@ impl Dataplane {
         deadline: std::time::SystemTime,
     ) -> Result<ApplyReport, DataplaneError> {
         let fallback_at_ns = MonotonicClock::now().to_monotonic_ns(deadline);
-        self.tables.apply(compiled, generation, fallback_at_ns)
+        self.tables
+            .apply(compiled, generation, fallback_at_ns, || Ok(()))
     }
 
     /// Keeps the generation applied with a fallback deadline: clears the

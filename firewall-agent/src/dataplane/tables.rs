@@ -768,20 +768,22 @@ impl Tables {
     /// judges with the previous generation from that time on, until
     /// [`Tables::confirm`]. Refused while a deadline is armed, and (with a
     /// deadline) when no generation serves yet to fall back to.
-    pub(super) fn apply(
+    pub(super) fn apply<E: From<DataplaneError>>(
         &mut self,
         compiled: &CompiledTables,
         generation: u64,
         fallback_at_ns: u64,
-    ) -> Result<ApplyReport, DataplaneError> {
+        before_flip: impl FnOnce() -> Result<(), E>,
+    ) -> Result<ApplyReport, E> {
         if self.fallback_at_ns != 0 {
             return Err(DataplaneError::FallbackPending {
                 generation: self.generation,
-            });
+            }
+            .into());
         }
         // A fallback needs a generation these maps serve to fall back to.
         if fallback_at_ns != 0 && (self.generation == 0 || self.inherited.is_some()) {
-            return Err(DataplaneError::NothingToFallBackTo);
+            return Err(DataplaneError::NothingToFallBackTo.into());
         }
         self.capacity.check(compiled)?;
         // After a migration nothing is served from these maps yet: the
@@ -810,6 +812,11 @@ impl Tables {
         let known = self.contents[target as usize].take();
         let map_writes =
             self.write_set(target, known.as_ref(), compiled, generation, fallback_at_ns)?;
+        if let Err(error) = before_flip() {
+            // Written, not served: the next apply diffs from it.
+            self.contents[target as usize] = Some(compiled.clone());
+            return Err(error);
+        }
         // Counters of slots that change owner start from zero — only once
         // the new set is complete, so a refused write changes no counter.
         // (After a migration the set just left keeps its record: empty.)
@@ -829,7 +836,7 @@ impl Tables {
             } else {
                 self.contents[active] = previous;
             }
-            return Err(error);
+            return Err(error.into());
         }
         let (before, before6) = previous
             .as_ref()
