@@ -279,7 +279,8 @@ fn push_keeping_comments(array: &mut Array, item: Value) {
 }
 
 /// Removes item `i`, taking its own comment with it and leaving the
-/// previous item's comment on the previous item's line.
+/// previous item's comment on the previous item's line and the lines
+/// above the next item above it ([`prefix_after_removal`]).
 fn remove_keeping_comments(array: &mut Array, i: usize) {
     let prefix = array
         .get(i)
@@ -289,11 +290,26 @@ fn remove_keeping_comments(array: &mut Array, i: usize) {
         .to_owned();
     array.remove(i);
     if let Some(next) = array.get_mut(i) {
-        next.decor_mut().set_prefix(prefix);
+        let next_prefix = next.decor().prefix().and_then(|p| p.as_str()).unwrap_or("");
+        let joined = prefix_after_removal(&prefix, next_prefix);
+        next.decor_mut().set_prefix(joined);
     } else if let Some(at) = prefix.rfind('\n') {
         // It was the last item: its comment was the trailing text; the
         // previous item's comment (in its prefix) becomes the trailing one.
         array.set_trailing(format!("{}\n", &prefix[..at]));
+    }
+}
+
+/// The prefix of the item after a removed one, from the removed item's
+/// prefix (`removed`: the previous item's comment, then the lines above
+/// the removed item) and its own (`next`: the removed item's comment,
+/// then the lines above it). Both kept, but the removed item's comment
+/// goes: `"a", # a` / `"b", # b` / `# about c` / `"c"` without `"b"` keeps
+/// `# a` on its line and `# about c` above `"c"`.
+fn prefix_after_removal(removed: &str, next: &str) -> String {
+    match (removed.rfind('\n'), next.find('\n')) {
+        (Some(r), Some(n)) => format!("{}{}", &removed[..=r], &next[n + 1..]),
+        _ => removed.to_owned(),
     }
 }
 
@@ -474,6 +490,17 @@ ip_rules = [
         assert_eq!(
             text,
             "ip_rules = [\"203.0.113.0/24\", \"192.0.2.10\", \"8.8.8.8\" ]\n"
+        );
+    }
+
+    /// A comment on a line of its own above the next rule stays.
+    #[test]
+    fn a_removed_rule_leaves_the_comment_above_the_next_rule() {
+        let file = "ip_rules = [\n\t\"203.0.113.0/24\",\t# office\n\t# own line comment\n\t\"192.0.2.10\",\t# b\n]\n";
+        let text = edit_native(file, &[Edit::RemoveIpRule(net("203.0.113.0/24"))]).unwrap();
+        assert_eq!(
+            text,
+            "ip_rules = [\n\t# own line comment\n\t\"192.0.2.10\",\t# b\n]\n"
         );
     }
 

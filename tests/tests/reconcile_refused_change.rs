@@ -181,7 +181,8 @@ fn a_rule_expiring_on_a_full_disk_leaves_the_kernel_once() {
 
 /// A CLI change of IP rules writes the policy file beside the spare table
 /// set, and its flip waits for that write: on a full disk it is refused
-/// like any other change — the spare set it wrote is never served — and
+/// like any other change — the spare set it wrote is never served, and a
+/// change the tables do not show (a comment) is not acknowledged — and
 /// the changes after it, written over that spare set, serve exactly what
 /// they declare. Under both lookups.
 #[test]
@@ -203,16 +204,17 @@ fn refused_beside_the_table_write(lookup: &str) {
     let mut agent = Agent::spawn(&topo.server, policy, paths, options);
     agent.wait_ready();
     agent.wait_serving();
-    // After one change the daemon keeps the file it wrote: the next IP-rule
-    // change is an edit of it, written beside the table write.
+    let filler = agent.policy().path().with_file_name("filler");
+    let denied = DENIED_SRC.to_string();
+    // After a change the daemon keeps the file it wrote: the next IP-rule
+    // change is an edit of it, written beside the table write. (A refused
+    // change drops the kept file: each refusal below follows a success.)
     agent
         .cli_json(&["network-rule", "add", "--ip-address", "192.0.2.99"])
         .ok();
     let generation = agent.generation();
     let text = std::fs::read_to_string(agent.policy().path()).expect("reading the policy file");
-
     agent.policy().fill_disk();
-    let denied = DENIED_SRC.to_string();
     let refused = agent.cli_json(&["network-rule", "add", "--ip-address", &denied]);
     assert_ne!(
         refused.code,
@@ -233,7 +235,35 @@ fn refused_beside_the_table_write(lookup: &str) {
         "--lookup {lookup}: the policy file keeps its text"
     );
 
-    std::fs::remove_file(agent.policy().path().with_file_name("filler")).expect("freeing the disk");
+    // A change the tables do not show (a comment) is refused the same
+    // way, not acknowledged with the file unwritten.
+    std::fs::remove_file(&filler).expect("freeing the disk");
+    agent
+        .cli_json(&["network-rule", "add", "--ip-address", "192.0.2.98"])
+        .ok();
+    let text = std::fs::read_to_string(agent.policy().path()).expect("reading the policy file");
+    agent.policy().fill_disk();
+    let renewed = agent.cli_json(&[
+        "network-rule",
+        "add",
+        "--ip-address",
+        "192.0.2.99",
+        "--comment",
+        "renewed",
+    ]);
+    assert_ne!(
+        renewed.code,
+        Some(exit::OK),
+        "--lookup {lookup}: a full disk refuses a comment change; {}",
+        renewed.context()
+    );
+    let after = std::fs::read_to_string(agent.policy().path()).expect("reading the policy file");
+    assert_eq!(
+        after, text,
+        "--lookup {lookup}: the policy file keeps its text"
+    );
+
+    std::fs::remove_file(&filler).expect("freeing the disk");
     agent
         .cli_json(&["network-rule", "add", "--ip-address", &denied])
         .ok();
@@ -243,6 +273,6 @@ fn refused_beside_the_table_write(lookup: &str) {
         .ok();
     assert_dropped(&topo, &agent, DENIED_SRC, 443, "after its removal");
     assert_connects(&topo, &agent, ALLOWED_SRC, 443, "the office stays in");
-    assert_eq!(agent.generation(), generation + 2, "--lookup {lookup}");
+    assert_eq!(agent.generation(), generation + 3, "--lookup {lookup}");
     agent.stop();
 }

@@ -498,11 +498,12 @@ impl Dataplane {
     }
 
     /// [`Dataplane::apply`] that flips only once `before_flip` returns
-    /// `Ok`: it is called after the inactive set is written, so work that
-    /// must precede serving (the daemon's write of the policy file) can run
-    /// beside that write. When it returns `Err` nothing changes in what is
-    /// served and the error is returned as is (the written set is only
-    /// the next apply's starting point).
+    /// `Ok`: it is called after the inactive set is written (or, when
+    /// `compiled` equals what is served, before reporting that), so work
+    /// that must precede serving (the daemon's write of the policy file)
+    /// can run beside that write. When it returns `Err` nothing changes in
+    /// what is served and the error is returned as is (the written set is
+    /// only the next apply's starting point).
     ///
     /// Errors: those of [`Dataplane::apply`], converted; `before_flip`'s.
     pub fn apply_after<E: From<DataplaneError>>(

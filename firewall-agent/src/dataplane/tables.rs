@@ -794,6 +794,9 @@ impl Tables {
         let unchanged =
             !migrated && !self.active_diverged && self.contents[active].as_ref() == Some(compiled);
         if unchanged {
+            // Nothing to flip, but what must precede serving still must
+            // succeed (the policy file declaring a change of comments).
+            before_flip()?;
             // Nothing changed, so nothing for a revert to undo (it must
             // never return to what an earlier apply replaced).
             self.previous = None;

@@ -9,14 +9,16 @@
 //! array's trailing text, and the rest. Adding and removing an item is the
 //! same move of that decor as [`super::NativeDocument::edit`] makes
 //! (`push_keeping_comments`, `remove_keeping_comments`), so the two give
-//! the same bytes. A layout the splice does not reproduce exactly — no
-//! `ip_rules` array, a one-line array, an item without decor — is never
-//! kept: [`SplitFile::of`] checks its own rendering against the file.
+//! the same bytes. A file whose pieces the splice would not cut exactly —
+//! no `ip_rules` array, an item without decor, decor that renders other
+//! than it is held (a CR of a CRLF line break renders as nothing) — is
+//! never kept: [`SplitFile::of`] checks each piece and its own rendering
+//! against the file.
 
 use ipnet::IpNet;
 use toml_edit::{Array, Value};
 
-use super::{Edit, NativeDocument, ip_rule_value, rule_network};
+use super::{Edit, NativeDocument, ip_rule_value, prefix_after_removal, rule_network};
 
 /// Stands in for the items while the rest of the document is rendered. A
 /// control character cannot appear in a TOML document, so it is found
@@ -72,8 +74,17 @@ impl SplitFile {
         for value in array.iter() {
             let prefix = value.decor().prefix()?.as_str()?;
             let suffix = value.decor().suffix()?.as_str()?;
-            // The value with its own decor, as the array renders it.
+            // The value with its own decor, as the array renders it. The
+            // splice cuts it where the decor ends: only where the decor
+            // renders as it is held (a CR does not).
             let text = value.to_string();
+            let bare = value.clone().decorated("", "").to_string();
+            if text.len() != prefix.len() + bare.len() + suffix.len()
+                || !text.starts_with(prefix)
+                || !text.ends_with(suffix)
+            {
+                return None;
+            }
             items.push(ItemText {
                 value_at: prefix.len(),
                 value_end: text.len() - suffix.len(),
@@ -82,6 +93,11 @@ impl SplitFile {
             });
         }
         let trailing = array.trailing().as_str()?.to_owned();
+        let mut alone = Array::new();
+        alone.set_trailing(trailing.as_str());
+        if alone.to_string() != format!("[{trailing}]") {
+            return None;
+        }
         let trailing_comma = array.trailing_comma();
         let mut marked = Array::new();
         marked.set_trailing(MARKER);
@@ -203,12 +219,14 @@ impl SplitFile {
     }
 
     /// `remove_keeping_comments` on the text: item `i` goes with its own
-    /// comment; the previous item's comment stays on the previous line.
+    /// comment; the previous item's comment stays on the previous line,
+    /// the lines above the next item above it.
     fn remove(&mut self, i: usize) {
         let removed = self.items.remove(i);
         let prefix = removed.prefix();
         if let Some(next) = self.items.get_mut(i) {
-            next.set_prefix(prefix);
+            let joined = prefix_after_removal(prefix, next.prefix());
+            next.set_prefix(&joined);
         } else if let Some(at) = prefix.rfind('\n') {
             self.trailing = format!("{}\n", &prefix[..at]);
         }
@@ -237,6 +255,26 @@ mod tests {
         "default_action = \"Deny\"\nip_rules = []\n",
     ];
 
+    /// A file is kept as the daemon keeps it after a change made through
+    /// the document (the first after a start): its decor after that edit,
+    /// its rendering as the text. CRLF line breaks stay raw in the decor
+    /// the edit did not touch but render as LF: such a file is not kept
+    /// (kept, its cuts were one byte off per CR and a later splice wrote
+    /// `""192.0.2.11"` or turned `1.2.3.0/24` into `51.2.3.0/24`).
+    #[test]
+    fn a_file_with_crlf_line_breaks_edited_through_the_document_is_not_kept() {
+        for file in [
+            "default_action = \"Deny\"\r\nip_rules = [\r\n    \"203.0.113.0/24\", # office\r\n    \"198.51.100.7\", # contractor\r\n]\r\n",
+            "default_action = \"Deny\"\r\nip_rules = [\r\n    \"203.0.113.0/24\",\r\n    # temporary\r\n    \"5.5.5.5\",\r\n    \"1.2.3.0/24\",\r\n]\r\n",
+        ] {
+            let mut doc = NativeDocument::parse(file).expect("TOML");
+            doc.edit(&[Edit::AddIpRule("192.0.2.10".into())])
+                .expect("edited");
+            let text = doc.text();
+            assert!(SplitFile::of(doc, &text).is_none(), "kept: {file:?}");
+        }
+    }
+
     /// Every sequence of edits gives the bytes the document path gives.
     #[test]
     fn ip_rule_splices_give_the_bytes_the_document_edit_gives() {
@@ -264,12 +302,22 @@ mod tests {
             ],
         ];
         for file in FILES {
-            let mut kept = split(file).unwrap_or_else(|| panic!("kept: {file}"));
-            let mut text = file.to_string();
-            for edits in &sequences {
-                assert!(kept.edit(edits));
-                text = edit_native(&text, edits).expect("edited");
-                assert_eq!(kept.text(), text, "after {edits:?} on\n{file}");
+            // Kept as parsed, and as the daemon keeps it after a first
+            // change through the document.
+            let mut doc = NativeDocument::parse(file).expect("TOML");
+            doc.edit(&sequences[0]).expect("edited");
+            let edited = doc.text();
+            let starts = [
+                (split(file), file.to_string()),
+                (SplitFile::of(doc, &edited), edited.clone()),
+            ];
+            for (kept, mut text) in starts {
+                let mut kept = kept.unwrap_or_else(|| panic!("kept: {text}"));
+                for edits in &sequences {
+                    assert!(kept.edit(edits));
+                    text = edit_native(&text, edits).expect("edited");
+                    assert_eq!(kept.text(), text, "after {edits:?} on\n{file}");
+                }
             }
         }
     }
