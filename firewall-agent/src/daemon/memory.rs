@@ -2,7 +2,7 @@
 //! 100,000 rules parses and compiles tens of MiB that are freed at once,
 //! but glibc's allocator keeps such pages resident (68 MiB after a
 //! 100,000-rule start, 19 MiB after a trim); and the policy file kept
-//! split for quick CLI changes (`edit.rs`) holds about 10 MiB at that
+//! split for quick CLI changes (`edit.rs`) holds about 18 MiB at that
 //! size. So the daemon trims its heap a second after its start and, after
 //! each change, on the next stats tick; and it drops the kept file when
 //! no CLI change has used it for a while.
