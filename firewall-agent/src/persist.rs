@@ -237,12 +237,12 @@ fn apply(doc: &mut DocumentMut, edit: &Edit) -> Result<(), PersistError> {
 // comment in the array's trailing text. So edits move that text along with
 // the line it belongs to.
 
-/// Appends `item` to `array` as its own line, leaving the last item's
-/// comment on the last item's line. Without a trailing comma a parse
-/// gives the text after the last item (its comment, the line break) to
-/// that item, where the comma would follow it: it goes to the trailing
-/// text first, as in an array the daemon edited without parsing it again.
-fn push_keeping_comments(array: &mut Array, item: Value) {
+/// Without a trailing comma a parse gives the text after the last item
+/// (its comment, the line breaks and comment lines before `]`) to that
+/// item, where an added item's comma would follow it and a removal would
+/// drop it: it goes to the array's trailing text first, as in an array
+/// the daemon edited without parsing it again.
+fn trailing_takes_last_suffix(array: &mut Array) {
     let trailing = array.trailing().as_str().unwrap_or("").to_owned();
     if !array.trailing_comma()
         && let Some(last) = array.iter_mut().last()
@@ -253,6 +253,12 @@ fn push_keeping_comments(array: &mut Array, item: Value) {
         last.decor_mut().set_suffix("");
         array.set_trailing(trailing);
     }
+}
+
+/// Appends `item` to `array` as its own line, leaving the last item's
+/// comment on the last item's line.
+fn push_keeping_comments(array: &mut Array, item: Value) {
+    trailing_takes_last_suffix(array);
     let last_prefix = array
         .iter()
         .last()
@@ -280,8 +286,10 @@ fn push_keeping_comments(array: &mut Array, item: Value) {
 
 /// Removes item `i`, taking its own comment with it and leaving the
 /// previous item's comment on the previous item's line and the lines
-/// above the next item above it ([`prefix_after_removal`]).
+/// above the next item (or `]`) above it ([`prefix_after_removal`],
+/// [`trailing_after_removal`]).
 fn remove_keeping_comments(array: &mut Array, i: usize) {
+    trailing_takes_last_suffix(array);
     let prefix = array
         .get(i)
         .and_then(|v| v.decor().prefix())
@@ -293,10 +301,14 @@ fn remove_keeping_comments(array: &mut Array, i: usize) {
         let next_prefix = next.decor().prefix().and_then(|p| p.as_str()).unwrap_or("");
         let joined = prefix_after_removal(&prefix, next_prefix);
         next.decor_mut().set_prefix(joined);
-    } else if let Some(at) = prefix.rfind('\n') {
-        // It was the last item: its comment was the trailing text; the
-        // previous item's comment (in its prefix) becomes the trailing one.
-        array.set_trailing(format!("{}\n", &prefix[..at]));
+    } else if let Some(trailing) =
+        trailing_after_removal(&prefix, array.trailing().as_str().unwrap_or(""))
+    {
+        array.set_trailing(trailing);
+    }
+    // An empty array has no comma to keep (its text parses without one).
+    if array.is_empty() {
+        array.set_trailing_comma(false);
     }
 }
 
@@ -311,6 +323,17 @@ fn prefix_after_removal(removed: &str, next: &str) -> String {
         (Some(r), Some(n)) => format!("{}{}", &removed[..=r], &next[n + 1..]),
         _ => removed.to_owned(),
     }
+}
+
+/// The array's trailing text after its last item was removed, from that
+/// item's prefix (`removed`) and the trailing text (`trailing`: the item's
+/// comment, then the lines before `]`): the previous item's comment and
+/// the lines before `]` stay, the removed item's comment goes. `None` when
+/// the item was on the previous item's line (nothing to move).
+fn trailing_after_removal(removed: &str, trailing: &str) -> Option<String> {
+    let at = removed.rfind('\n')?;
+    let below = trailing.find('\n').map_or("", |n| &trailing[n + 1..]);
+    Some(format!("{}{below}", &removed[..=at]))
 }
 
 /// A `[[virtual_network_rules]]` table with one prefix.
@@ -491,6 +514,25 @@ ip_rules = [
             text,
             "ip_rules = [\"203.0.113.0/24\", \"192.0.2.10\", \"8.8.8.8\" ]\n"
         );
+    }
+
+    /// A comment on a line of its own above `]` stays when the last rule
+    /// goes, with a trailing comma or without.
+    #[test]
+    fn a_removed_last_rule_leaves_the_comment_above_the_closing_bracket() {
+        for (file, left) in [
+            (
+                "ip_rules = [\n  \"1.2.3.4\", # a\n  \"5.5.5.5\", # vpn\n  # keep me\n]\n",
+                "ip_rules = [\n  \"1.2.3.4\", # a\n  # keep me\n]\n",
+            ),
+            (
+                "ip_rules = [\n  \"1.2.3.4\", # a\n  \"5.5.5.5\" # vpn\n  # keep me\n]\n",
+                "ip_rules = [\n  \"1.2.3.4\" # a\n  # keep me\n]\n",
+            ),
+        ] {
+            let text = edit_native(file, &[Edit::RemoveIpRule(net("5.5.5.5/32"))]).unwrap();
+            assert_eq!(text, left);
+        }
     }
 
     /// A comment on a line of its own above the next rule stays.
