@@ -14,6 +14,23 @@ use vaultfw_tests::{
 // Deny by default; the office (203.0.113.0/24, ALLOWED_SRC's range) in.
 use vaultfw_tests::OFFICE_POLICY as POLICY;
 
+/// Sends `change` and checks that it is refused saying nothing changed
+/// (`context` heads the failure message).
+fn assert_refused(agent: &Agent, change: &[&str], context: &str) {
+    let refused = agent.cli_json(change);
+    assert_ne!(
+        refused.code,
+        Some(exit::OK),
+        "{context} a full disk refuses {change:?}; {}",
+        refused.context()
+    );
+    assert!(
+        refused.error_message().contains("nothing changed"),
+        "{context} the refusal says nothing changed; {}",
+        refused.context()
+    );
+}
+
 #[test]
 fn change_refused_by_a_full_disk_never_reaches_the_kernel() {
     let topo = Topology::new();
@@ -46,18 +63,7 @@ fn change_refused_by_a_full_disk_never_reaches_the_kernel() {
         ],
         vec!["network-rule", "remove", "--ip-address", "203.0.113.0/24"],
     ] {
-        let refused = agent.cli_json(&change);
-        assert_ne!(
-            refused.code,
-            Some(exit::OK),
-            "a full disk refuses {change:?}; {}",
-            refused.context()
-        );
-        assert!(
-            refused.error_message().contains("nothing changed"),
-            "the refusal says nothing changed; {}",
-            refused.context()
-        );
+        assert_refused(&agent, &change, "");
         assert_dropped(&topo, &agent, DENIED_SRC, 443, "after a refused change");
     }
     assert_eq!(
@@ -215,17 +221,11 @@ fn refused_beside_the_table_write(lookup: &str) {
     let generation = agent.generation();
     let text = std::fs::read_to_string(agent.policy().path()).expect("reading the policy file");
     agent.policy().fill_disk();
-    let refused = agent.cli_json(&["network-rule", "add", "--ip-address", &denied]);
-    assert_ne!(
-        refused.code,
-        Some(exit::OK),
-        "--lookup {lookup}: a full disk refuses the change; {}",
-        refused.context()
-    );
-    assert!(
-        refused.error_message().contains("nothing changed"),
-        "--lookup {lookup}: {}",
-        refused.context()
+    let under = format!("--lookup {lookup}");
+    assert_refused(
+        &agent,
+        &["network-rule", "add", "--ip-address", &denied],
+        &under,
     );
     assert_dropped(&topo, &agent, DENIED_SRC, 443, "after the refused change");
     assert_eq!(agent.generation(), generation, "--lookup {lookup}");
@@ -243,19 +243,17 @@ fn refused_beside_the_table_write(lookup: &str) {
         .ok();
     let text = std::fs::read_to_string(agent.policy().path()).expect("reading the policy file");
     agent.policy().fill_disk();
-    let renewed = agent.cli_json(&[
-        "network-rule",
-        "add",
-        "--ip-address",
-        "192.0.2.99",
-        "--comment",
-        "renewed",
-    ]);
-    assert_ne!(
-        renewed.code,
-        Some(exit::OK),
-        "--lookup {lookup}: a full disk refuses a comment change; {}",
-        renewed.context()
+    assert_refused(
+        &agent,
+        &[
+            "network-rule",
+            "add",
+            "--ip-address",
+            "192.0.2.99",
+            "--comment",
+            "renewed",
+        ],
+        &under,
     );
     let after = std::fs::read_to_string(agent.policy().path()).expect("reading the policy file");
     assert_eq!(
