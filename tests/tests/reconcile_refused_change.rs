@@ -274,3 +274,53 @@ fn refused_beside_the_table_write(lookup: &str) {
     assert_eq!(agent.generation(), generation + 3, "--lookup {lookup}");
     agent.stop();
 }
+
+/// A confirm the disk refuses leaves the apply on probation: the refusal
+/// says the applied generation is served until its deadline (not that
+/// nothing changed), the kernel keeps serving it, and a confirm once the
+/// disk has room keeps it.
+#[test]
+fn a_confirm_refused_by_a_full_disk_leaves_the_apply_served_on_probation() {
+    let topo = Topology::new();
+    let _https = TcpServer::start(&topo.server, topo.server_addr(443));
+    let policy = PolicyFile::on_small_tmpfs(POLICY, 256);
+    let paths = AgentPaths::new(&policy);
+    let mut agent = Agent::spawn(
+        &topo.server,
+        policy,
+        paths,
+        AgentOptions::iface(topo.server_veth()),
+    );
+    agent.wait_ready();
+    agent.wait_serving();
+    let admitting = POLICY.replace(
+        "ip_rules = [\"203.0.113.0/24\"]",
+        &format!("ip_rules = [\"203.0.113.0/24\", \"{DENIED_SRC}\"]"),
+    );
+    let applied_file = PolicyFile::named("applied.toml", &admitting);
+    let applied = agent
+        .cli_json(&["apply", applied_file.path_str(), "--confirm-within", "120s"])
+        .ok();
+    let generation = applied["generation"].as_u64().expect("a generation");
+    assert_connects(&topo, &agent, DENIED_SRC, 443, "the applied policy");
+
+    agent.policy().fill_disk();
+    let refused = agent.cli_json(&["confirm"]);
+    assert_ne!(refused.code, Some(exit::OK), "{}", refused.context());
+    let message = refused.error_message();
+    assert!(
+        message.contains("not confirmed")
+            && message.contains(&format!("applied generation {generation} on probation"))
+            && !message.contains("nothing changed"),
+        "{}",
+        refused.context()
+    );
+    assert_connects(&topo, &agent, DENIED_SRC, 443, "still on probation");
+
+    std::fs::remove_file(agent.policy().path().with_file_name("filler")).expect("freeing the disk");
+    agent.cli_json(&["confirm"]).ok();
+    let text = std::fs::read_to_string(agent.policy().path()).expect("reading the policy file");
+    assert!(text.contains(&DENIED_SRC.to_string()), "{text}");
+    assert_eq!(agent.generation(), generation);
+    agent.stop();
+}

@@ -779,10 +779,20 @@ impl Daemon {
         }
         let before = self.files_now(&files);
         self.write_files(&files).map_err(|error| {
+            // Not "nothing changed": the applied generation is served, on
+            // probation, until its deadline.
+            let why = match &error {
+                ChangeError::File { path, error } => {
+                    format!("cannot write the policy file {}: {error}", path.display())
+                }
+                other => other.to_string(),
+            };
             Response::error(
                 ErrorKind::Internal,
                 format!(
-                    "{error}; not confirmed: the apply still rolls back at {} unless a confirm succeeds",
+                    "{why}; not confirmed: the kernel serves the applied generation {} on \
+                     probation and returns to the previous one at {} unless a confirm succeeds",
+                    self.generation,
                     rfc3339(deadline)
                 ),
             )
