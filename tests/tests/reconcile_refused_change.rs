@@ -14,6 +14,21 @@ use vaultfw_tests::{
 // Deny by default; the office (203.0.113.0/24, ALLOWED_SRC's range) in.
 use vaultfw_tests::OFFICE_POLICY as POLICY;
 
+/// A daemon on `topo`'s server side serving [`POLICY`] from a file on a
+/// 256 KiB tmpfs (to fill), run with `extra_args`.
+fn serving_on_a_small_disk(topo: &Topology, extra_args: Vec<String>) -> Agent {
+    let policy = PolicyFile::on_small_tmpfs(POLICY, 256);
+    let paths = AgentPaths::new(&policy);
+    let options = AgentOptions {
+        extra_args,
+        ..AgentOptions::iface(topo.server_veth())
+    };
+    let mut agent = Agent::spawn(&topo.server, policy, paths, options);
+    agent.wait_ready();
+    agent.wait_serving();
+    agent
+}
+
 /// Sends `change` and checks that it is refused saying nothing changed
 /// (`context` heads the failure message).
 fn assert_refused(agent: &Agent, change: &[&str], context: &str) {
@@ -35,16 +50,7 @@ fn assert_refused(agent: &Agent, change: &[&str], context: &str) {
 fn change_refused_by_a_full_disk_never_reaches_the_kernel() {
     let topo = Topology::new();
     let _https = TcpServer::start(&topo.server, topo.server_addr(443));
-    let policy = PolicyFile::on_small_tmpfs(POLICY, 256);
-    let paths = AgentPaths::new(&policy);
-    let mut agent = Agent::spawn(
-        &topo.server,
-        policy,
-        paths,
-        AgentOptions::iface(topo.server_veth()),
-    );
-    agent.wait_ready();
-    agent.wait_serving();
+    let agent = serving_on_a_small_disk(&topo, Vec::new());
     for _ in 0..3 {
         assert_connects(&topo, &agent, ALLOWED_SRC, 443, "before the disk fills");
     }
@@ -124,16 +130,7 @@ fn change_refused_by_a_full_disk_never_reaches_the_kernel() {
 fn a_rule_expiring_on_a_full_disk_leaves_the_kernel_once() {
     let topo = Topology::new();
     let _https = TcpServer::start(&topo.server, topo.server_addr(443));
-    let policy = PolicyFile::on_small_tmpfs(POLICY, 256);
-    let paths = AgentPaths::new(&policy);
-    let mut agent = Agent::spawn(
-        &topo.server,
-        policy,
-        paths,
-        AgentOptions::iface(topo.server_veth()),
-    );
-    agent.wait_ready();
-    agent.wait_serving();
+    let agent = serving_on_a_small_disk(&topo, Vec::new());
     let expires = std::time::SystemTime::now() + DEADLINE_LEAD;
     let added = agent.cli_json(&[
         "network-rule",
@@ -201,15 +198,7 @@ fn an_ip_rule_change_refused_by_a_full_disk_after_its_table_write_is_never_serve
 fn refused_beside_the_table_write(lookup: &str) {
     let topo = Topology::new();
     let _https = TcpServer::start(&topo.server, topo.server_addr(443));
-    let policy = PolicyFile::on_small_tmpfs(POLICY, 256);
-    let paths = AgentPaths::new(&policy);
-    let options = AgentOptions {
-        extra_args: vec!["--lookup".into(), lookup.into()],
-        ..AgentOptions::iface(topo.server_veth())
-    };
-    let mut agent = Agent::spawn(&topo.server, policy, paths, options);
-    agent.wait_ready();
-    agent.wait_serving();
+    let agent = serving_on_a_small_disk(&topo, vec!["--lookup".into(), lookup.into()]);
     let filler = agent.policy().path().with_file_name("filler");
     let denied = DENIED_SRC.to_string();
     // After a change the daemon keeps the file it wrote: the next IP-rule
@@ -283,16 +272,7 @@ fn refused_beside_the_table_write(lookup: &str) {
 fn a_confirm_refused_by_a_full_disk_leaves_the_apply_served_on_probation() {
     let topo = Topology::new();
     let _https = TcpServer::start(&topo.server, topo.server_addr(443));
-    let policy = PolicyFile::on_small_tmpfs(POLICY, 256);
-    let paths = AgentPaths::new(&policy);
-    let mut agent = Agent::spawn(
-        &topo.server,
-        policy,
-        paths,
-        AgentOptions::iface(topo.server_veth()),
-    );
-    agent.wait_ready();
-    agent.wait_serving();
+    let agent = serving_on_a_small_disk(&topo, Vec::new());
     let admitting = POLICY.replace(
         "ip_rules = [\"203.0.113.0/24\"]",
         &format!("ip_rules = [\"203.0.113.0/24\", \"{DENIED_SRC}\"]"),
