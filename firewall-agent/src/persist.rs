@@ -22,9 +22,11 @@ pub use split::SplitFile;
 /// One change to a native policy document.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Edit {
-    /// Appends an IP rule written as `text` (canonical form).
+    /// Declares an IP rule written as `text` (canonical form): in place
+    /// of the first entry of its network, keeping that entry's comments
+    /// (other entries of the network go), else appended.
     AddIpRule(String),
-    /// Appends an IP rule with a comment and/or an expiry, written as a
+    /// [`Edit::AddIpRule`] with a comment and/or an expiry, written as a
     /// table item `{ value = "…", comment = "…", expires_at = "…" }`.
     AddIpRuleWith {
         /// The address or range, canonical text.
@@ -161,7 +163,24 @@ fn apply(doc: &mut DocumentMut, edit: &Edit) -> Result<(), PersistError> {
     match edit {
         Edit::AddIpRule(_) | Edit::AddIpRuleWith { .. } => {
             let value = ip_rule_value(edit).expect("an IP rule edit");
-            push_keeping_comments(ip_rules(doc)?, value);
+            let rules = ip_rules(doc)?;
+            let network = rule_network(&value);
+            let held = |rules: &Array, from: usize| {
+                let network = network?;
+                rules
+                    .iter()
+                    .skip(from)
+                    .position(|item| may_be(item, network) && rule_network(item) == Some(network))
+            };
+            let Some(at) = held(rules, 0) else {
+                push_keeping_comments(rules, value);
+                return Ok(());
+            };
+            // Declared again: in its place, with its comments.
+            rules.replace(at, value);
+            while let Some(i) = held(rules, at + 1) {
+                remove_keeping_comments(rules, at + 1 + i);
+            }
         }
         Edit::RemoveIpRule(network) => {
             let rules = ip_rules(doc)?;
@@ -513,6 +532,23 @@ ip_rules = [
         assert_eq!(
             text,
             "ip_rules = [\"203.0.113.0/24\", \"192.0.2.10\", \"8.8.8.8\" ]\n"
+        );
+    }
+
+    /// A rule declared again (a renewed comment or expiry) stays in its
+    /// place with its comments; another spelling of its network goes.
+    #[test]
+    fn a_rule_declared_again_is_replaced_in_place_keeping_its_comments() {
+        let file = "ip_rules = [\n  \"203.0.113.5\",   # HQ host A\n  # HQ host B, ticket OPS-7\n  { value = \"203.0.113.9\", comment = \"HQ host B\" },   # keep until Q3\n  \"198.51.100.1\",\n  \"203.0.113.9/32\",\n]\n";
+        let edit = Edit::AddIpRuleWith {
+            value: "203.0.113.9".into(),
+            comment: Some("HQ host B".into()),
+            expires_at: Some("2027-09-30T00:00:00Z".into()),
+        };
+        let text = edit_native(file, &[edit]).unwrap();
+        assert_eq!(
+            text,
+            "ip_rules = [\n  \"203.0.113.5\",   # HQ host A\n  # HQ host B, ticket OPS-7\n  { value = \"203.0.113.9\", comment = \"HQ host B\", expires_at = \"2027-09-30T00:00:00Z\" },   # keep until Q3\n  \"198.51.100.1\",\n]\n"
         );
     }
 

@@ -95,6 +95,44 @@ fn an_added_rule_leaves_every_comment_on_its_own_rule() {
     agent.stop();
 }
 
+/// Renewing a rule (a new comment or expiry) declares it again in its
+/// place: it keeps its line, its comment and its neighbours, first
+/// through a parse of the file and then through the file the daemon
+/// keeps after a change.
+#[test]
+fn a_renewed_rule_stays_on_its_line_with_its_comment() {
+    let topo = Topology::new();
+    let agent = serving(&topo, COMMENTED);
+    for expiry in ["8h", "9h"] {
+        agent
+            .cli_json(&[
+                "network-rule",
+                "add",
+                "--ip-address",
+                "198.51.100.20",
+                "--expires-at",
+                expiry,
+            ])
+            .ok();
+        let text = policy_text(&agent);
+        assert_comment_on(&text, "# vpn gateway", "expires_at", &[]);
+        assert_comment_on(&text, "# vpn gateway", "198.51.100.20", &[]);
+        let rules: Vec<&str> = text
+            .lines()
+            .filter(|l| l.contains("203.0.113.0/24") || l.contains("198.51.100."))
+            .collect();
+        assert!(
+            rules.len() == 3
+                && rules[0].contains("# office")
+                && rules[1].contains("198.51.100.20")
+                && rules[2].contains("# build agent"),
+            "the renewed rule moved (after --expires-at {expiry}):\n{text}"
+        );
+        assert_unrelated_comments_kept(&text);
+    }
+    agent.stop();
+}
+
 #[test]
 fn a_removed_rule_takes_only_its_own_comment() {
     let topo = Topology::new();

@@ -483,14 +483,13 @@ impl Daemon {
                     .iter()
                     .map(|n| (*n, comment.clone(), expires_at.clone()))
                     .chain(renewed.iter().cloned());
+                // The file may still hold the network as an entry past its
+                // expiry (not served: left out when parsed), or holds the
+                // rule renewed: the new entry takes its place, with its
+                // comments (`Edit::AddIpRule`).
                 let edits: Vec<Edit> = declared
-                    .flat_map(|(n, comment, expires_at)| {
-                        // The file may still hold the network as an entry
-                        // past its expiry (not served: left out when
-                        // parsed), or holds the rule renewed: the new
-                        // entry replaces it.
-                        let stale = Edit::RemoveIpRule(n);
-                        let add = if comment.is_none() && expires_at.is_none() {
+                    .map(|(n, comment, expires_at)| {
+                        if comment.is_none() && expires_at.is_none() {
                             Edit::AddIpRule(policy::shown_any(n))
                         } else {
                             Edit::AddIpRuleWith {
@@ -498,8 +497,7 @@ impl Daemon {
                                 comment,
                                 expires_at,
                             }
-                        };
-                        [stale, add]
+                        }
                     })
                     .collect();
                 let report = self.commit(&edits, "network-rule add")?;

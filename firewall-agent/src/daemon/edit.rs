@@ -188,22 +188,28 @@ pub(super) fn ip_rules_edited(
         let one = policy::parse_toml_in(&alone, base_dir, now)
             .map_err(EditRefused::Invalid)?
             .policy;
+        // A rule declared again replaces the one served (in the file, in
+        // place: `Edit::AddIpRule`).
         for rule in one.ip_rules {
-            // A network written twice: the first entry counts.
-            if let Err(i) = policy
+            change.added.push(rule.network);
+            match policy
                 .ip_rules
                 .binary_search_by_key(&key4(rule.network), |r| key4(r.network))
             {
-                change.added.push(rule.network);
-                policy.ip_rules.insert(i, rule);
+                Ok(i) => {
+                    change.removed.push(rule.network);
+                    policy.ip_rules[i] = rule;
+                }
+                Err(i) => policy.ip_rules.insert(i, rule),
             }
         }
         for rule in one.ipv6_rules {
-            if let Err(i) = policy
+            match policy
                 .ipv6_rules
                 .binary_search_by_key(&key6(rule.network), |r| key6(r.network))
             {
-                policy.ipv6_rules.insert(i, rule);
+                Ok(i) => policy.ipv6_rules[i] = rule,
+                Err(i) => policy.ipv6_rules.insert(i, rule),
             }
         }
     }

@@ -141,7 +141,7 @@ impl SplitFile {
                         self.remove(i);
                     }
                 }
-                _ => self.push(ip_rule_value(edit).expect("an IP rule edit")),
+                _ => self.declare(ip_rule_value(edit).expect("an IP rule edit")),
             }
         }
         true
@@ -166,6 +166,29 @@ impl SplitFile {
         text.push_str(&self.trailing);
         text.push_str(&self.after);
         text
+    }
+
+    /// The `Edit::AddIpRule` of the document on the text: in place of the
+    /// first item of its network (its decor kept, the other items of the
+    /// network removed), else pushed.
+    fn declare(&mut self, value: Value) {
+        let network = rule_network(&value);
+        let held = |items: &[ItemText], from: usize| {
+            let network = network?;
+            (from..items.len()).find(|&i| items[i].network == Some(network))
+        };
+        let Some(at) = held(&self.items, 0) else {
+            self.push(value);
+            return;
+        };
+        let item = &mut self.items[at];
+        let bare = value.decorated("", "").to_string();
+        item.text
+            .replace_range(item.value_at..item.value_end, &bare);
+        item.value_end = item.value_at + bare.len();
+        while let Some(i) = held(&self.items, at + 1) {
+            self.remove(i);
+        }
     }
 
     /// `push_keeping_comments` on the text: after a multi-line item, the
@@ -315,6 +338,12 @@ mod tests {
                 Edit::AddIpRule("10.1.0.0/16".into()),
                 Edit::RemoveIpRule(net("10.0.0.0/8")),
             ],
+            vec![Edit::AddIpRuleWith {
+                value: "192.0.2.1".into(),
+                comment: Some("declared again".into()),
+                expires_at: None,
+            }],
+            vec![Edit::AddIpRule("203.0.113.0/24".into())],
             vec![Edit::AddIpRule("5.5.5.6".into())],
             vec![Edit::RemoveIpRule(net("5.5.5.6/32"))],
             vec![Edit::RemoveIpRule(net("5.5.5.5/32"))],
