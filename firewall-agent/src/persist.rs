@@ -164,31 +164,21 @@ fn apply(doc: &mut DocumentMut, edit: &Edit) -> Result<(), PersistError> {
         Edit::AddIpRule(_) | Edit::AddIpRuleWith { .. } => {
             let value = ip_rule_value(edit).expect("an IP rule edit");
             let rules = ip_rules(doc)?;
-            let network = rule_network(&value);
-            let held = |rules: &Array, from: usize| {
-                let network = network?;
-                rules
-                    .iter()
-                    .skip(from)
-                    .position(|item| may_be(item, network) && rule_network(item) == Some(network))
-            };
-            let Some(at) = held(rules, 0) else {
+            let held = rule_network(&value)
+                .and_then(|network| entry_of(rules, network, 0).map(|at| (network, at)));
+            let Some((network, at)) = held else {
                 push_keeping_comments(rules, value);
                 return Ok(());
             };
             // Declared again: in its place, with its comments.
             rules.replace(at, value);
-            while let Some(i) = held(rules, at + 1) {
-                remove_keeping_comments(rules, at + 1 + i);
+            while let Some(i) = entry_of(rules, network, at + 1) {
+                remove_keeping_comments(rules, i);
             }
         }
         Edit::RemoveIpRule(network) => {
             let rules = ip_rules(doc)?;
-            loop {
-                let found = rules.iter().position(|item| {
-                    may_be(item, *network) && rule_network(item) == Some(*network)
-                });
-                let Some(i) = found else { break };
+            while let Some(i) = entry_of(rules, *network, 0) {
                 remove_keeping_comments(rules, i);
             }
         }
@@ -390,6 +380,16 @@ fn has_id(rule: &Table, id: &str) -> bool {
     rule.get("id")
         .and_then(Item::as_str)
         .is_some_and(|have| subnet_id::canonical(have) == subnet_id::canonical(id))
+}
+
+/// The index of the first `ip_rules` item from `from` on whose network is
+/// `network` (whatever its spelling).
+fn entry_of(rules: &Array, network: IpNet, from: usize) -> Option<usize> {
+    (from..rules.len()).find(|&i| {
+        rules
+            .get(i)
+            .is_some_and(|item| may_be(item, network) && rule_network(item) == Some(network))
+    })
 }
 
 /// The network of an `ip_rules` item: a string or `{ value = "..." }`.
