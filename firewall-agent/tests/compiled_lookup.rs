@@ -541,3 +541,107 @@ fn a_compiled_table_changed_outside_vaultfw_is_rewritten_at_the_next_apply() {
         support::XDP_PASS
     );
 }
+
+/// A compiled table pinned by a build of the layout before the subnet
+/// cover (`CPT_MAGIC_V1`) is still walked by the program attached to it,
+/// so a start never rewrites it in place: the filter moves to new maps.
+/// The rules keep their counters and the numbering goes on; the new maps
+/// judge by this layout.
+#[test]
+fn a_start_over_a_compiled_table_of_the_earlier_layout_moves_the_filter_to_new_maps() {
+    use firewall_common::cpt::{CPT_0, CPT_1, CPT_MAGIC, CPT_MAGIC_V1};
+    use firewall_common::{RuleValue, VLAN_ANY};
+    use vaultfw::compile::{PrefixKey, VnetPrefixKey};
+    use vaultfw::dataplane::BpfLogLevel;
+    if !require_root() {
+        return;
+    }
+    let (_remove, pins) = scratch_pins("cpt-layout");
+    let capacity = Capacity::for_limits(10, 5).with_lookup(Lookup::Compiled);
+    let mut tables = CompiledTables::empty();
+    tables.flags = FLAG_VALID | firewall_common::FLAG_HAS_VNET;
+    let (word, bit) = port_slot(0, PORT_PROTO_TCP, 443);
+    tables.port_words[word as usize] |= bit;
+    let rule = PrefixKey {
+        prefix_len: 29,
+        octets: [198, 51, 100, 8],
+    };
+    tables.ip_rules.insert(rule, RuleValue::new(0));
+    let subnet = VnetPrefixKey {
+        ifindex: TEST_RUN_IFINDEX,
+        vlan: VLAN_ANY,
+        prefix: PrefixKey {
+            prefix_len: 24,
+            octets: [10, 1, 2, 0],
+        },
+    };
+    tables.vnet_rules.insert(subnet, RuleValue::new(10));
+    let tables = tables.with_compiled_lookup(true);
+    let open = || {
+        Dataplane::open_pinned(capacity, pins.clone(), BpfLogLevel::Off)
+            .unwrap_or_else(|e| panic!("open pins: {e}"))
+    };
+    let map_ids = || {
+        [CPT_0, CPT_1].map(|name| {
+            aya::maps::MapInfo::from_pin(pins.map(name))
+                .expect("the pinned table")
+                .id()
+        })
+    };
+    let hits = {
+        let mut dataplane = open();
+        dataplane.apply(&tables, 1).expect("apply");
+        let frame = tcp_syn_vlan([198, 51, 100, 9], 443, &[]);
+        assert_eq!(dataplane.test_run(&frame).unwrap(), support::XDP_PASS);
+        dataplane.rule_hits().expect("hits")
+    };
+    assert!(!hits.is_empty());
+    let before = map_ids();
+    for set in 0..2 {
+        let table = map_pinned_table(&pins, set);
+        if table[0][0] == CPT_MAGIC {
+            table[0][0] = CPT_MAGIC_V1;
+        }
+    }
+
+    let mut dataplane = open();
+    assert!(
+        dataplane.migrating(),
+        "a table of the earlier layout is reused"
+    );
+    assert_eq!(dataplane.generation(), 1);
+    dataplane.apply(&tables, 2).expect("apply on the new maps");
+    let counted = |h: &std::collections::BTreeMap<u32, vaultfw::dataplane::RuleHitTotals>| {
+        h.iter()
+            .map(|(slot, t)| (*slot, t.packets, t.bytes))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        counted(&dataplane.rule_hits().expect("hits")),
+        counted(&hits),
+        "the counters moved with the rules"
+    );
+    dataplane.commit_pins().expect("commit the new pins");
+    let after = map_ids();
+    assert!(
+        before.iter().all(|id| !after.contains(id)),
+        "{before:?} → {after:?}"
+    );
+    let served = (0..2)
+        .filter(|&set| map_pinned_table(&pins, set)[0][0] == CPT_MAGIC)
+        .count();
+    assert_eq!(served, 1, "one new set is written, in this layout");
+    for (src, verdict) in [
+        ([198, 51, 100, 9], support::XDP_PASS),
+        ([10, 1, 2, 3], support::XDP_PASS),
+        ([10, 1, 3, 3], support::XDP_DROP),
+        ([45, 9, 9, 9], support::XDP_DROP),
+    ] {
+        let frame = tcp_syn_vlan(src, 443, &[]);
+        assert_eq!(
+            dataplane.test_run(&frame).expect("test run"),
+            verdict,
+            "{src:?}"
+        );
+    }
+}

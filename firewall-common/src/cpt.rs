@@ -43,6 +43,11 @@
 //!   table `first` is the virtual-network match and `second` is
 //!   [`NO_MATCH`]. A match is the entry's hit slot, [`NO_MATCH`] for none,
 //!   with [`SLOT_EXPIRES`] set when the entry has an expiry.
+//! - the global leaf's IP-rule word without a match also says whether any
+//!   subnet entry (of any scope) covers the address: [`NO_MATCH`] when none
+//!   does, so a frame no rule admits is denied after this one walk (a
+//!   flood from sources outside every rule never reaches the scope
+//!   tables), and [`NO_MATCH_IN_SUBNET`] when one does ([`subnet_may_match`]).
 //!
 //! Each table's answer for `a` is exactly its LPM trie's: the agent derives
 //! the ranges from the same entries it would write to the tries.
@@ -75,8 +80,13 @@ pub const BPF_F_MMAPABLE: u32 = 1 << 10;
 /// One array element: two words in native byte order.
 pub type Cell = [u32; 2];
 
-/// Word 0 of cell 0 of a written table ("CPT1").
-pub const CPT_MAGIC: u32 = 0x4350_5431;
+/// Word 0 of cell 0 of a written table ("CPT2").
+pub const CPT_MAGIC: u32 = 0x4350_5432;
+/// Word 0 of cell 0 of a table written by a build before
+/// [`NO_MATCH_IN_SUBNET`] ("CPT1"): its entry list reads as this layout's,
+/// its leaves do not, so the program never walks it (its magic differs)
+/// and an agent that finds one pinned moves the filter to new maps.
+pub const CPT_MAGIC_V1: u32 = 0x4350_5431;
 /// Cell `[CPT_MAGIC, scope_count]`.
 pub const HEADER_CELL: u32 = 0;
 /// Cell `[expiry_base, 0]`.
@@ -93,10 +103,17 @@ pub const SEARCH_STEPS: u32 = 32;
 pub const SCOPE_SEARCH_STEPS: u32 = 16;
 /// The most scopes a table may have.
 pub const MAX_SCOPES: u32 = 1 << SCOPE_SEARCH_STEPS;
-/// A leaf word without a match.
+/// A leaf word without a match (in the global leaf's IP-rule word: and no
+/// subnet entry covers the address).
 pub const NO_MATCH: u32 = u32::MAX;
-/// Set in a leaf word whose entry has an expiry (hit slots stay below it).
+/// The global leaf's IP-rule word when no IP rule matches and some subnet
+/// entry covers the address: the scope tables may match.
+pub const NO_MATCH_IN_SUBNET: u32 = u32::MAX - 1;
+/// Set in a leaf word whose entry has an expiry.
 pub const SLOT_EXPIRES: u32 = 1 << 31;
+/// Hit slots stay below this, so no match word is [`NO_MATCH`] or
+/// [`NO_MATCH_IN_SUBNET`] (with or without [`SLOT_EXPIRES`]).
+pub const SLOT_LIMIT: u32 = NO_MATCH_IN_SUBNET & !SLOT_EXPIRES;
 /// Entry-list kind of a trusted-service prefix.
 pub const ENTRY_TRUSTED: u32 = 0;
 /// Entry-list kind of an IP rule.
@@ -105,16 +122,30 @@ pub const ENTRY_IP_RULE: u32 = 1;
 pub const ENTRY_VNET: u32 = 2;
 
 /// Cells a table set needs at most for `prefixes` IPv4 entries in all
-/// (IP rules, trusted services and subnet entries), in `scopes` endpoint
-/// scopes, with hit slots below `slots`: the bound the map is sized with.
-/// Each prefix adds at most two range boundaries, so a table of `n` entries
-/// has at most `m = 2n + 1` ranges, `m` leaves, a direct array of at most
-/// `2^k ≤ max(1, n)` cells and at most `2^k` bucket-first ranges; its
-/// entry list takes a cell per entry plus at most a group cell per entry
-/// and at most 33 groups per kind and scope (none when `n = 0`).
-pub const fn cells_bound(prefixes: u32, scopes: u32, slots: u32) -> u64 {
+/// (IP rules, trusted services and subnet entries), `subnets` of them
+/// subnet entries, in `scopes` endpoint scopes, with expiring hit slots
+/// below `slots`: the bound the map is sized with.
+///
+/// A subnet prefix sits in its scope's table and also bounds the global
+/// table's ranges (its cover, [`NO_MATCH_IN_SUBNET`]), so the tables hold
+/// `e ≤ prefixes + subnets` entries together. A table of `m` entries has at
+/// most `2m` range boundaries, at most `m + 1` distinct leaves (a leaf is
+/// fixed by the longest prefix covering the range: every covering prefix
+/// is an enclosing one of it), and a direct array of `2^k ≤ max(1, m)`
+/// cells (at most `2^MAX_K`: the global table's is bounded by that, the
+/// scopes' by their entries) with at most one bucket-first range per
+/// direct cell. The entry list takes a cell per entry plus at most a group
+/// cell per entry and at most 33 groups per kind and scope (none when
+/// there are no entries).
+pub const fn cells_bound(prefixes: u32, subnets: u32, scopes: u32, slots: u32) -> u64 {
     let n = prefixes as u64;
+    let v = if subnets < prefixes {
+        subnets
+    } else {
+        prefixes
+    } as u64;
     let tables = 1 + scopes as u64;
+    let entries = n + v;
     let groups = 33 * (tables + 1);
     let entry_list = if n == 0 {
         0
@@ -123,16 +154,17 @@ pub const fn cells_bound(prefixes: u32, scopes: u32, slots: u32) -> u64 {
     } else {
         1 + n + groups
     };
-    let ranges = 2 * n + tables; // boundaries plus each table's start
-    let direct = n + tables;
+    let global_direct = if n < 1 << MAX_K { n } else { 1 << MAX_K };
+    let direct = global_direct + v + tables;
     let bucket_firsts = direct;
-    let leaves = ranges;
+    let boundaries = 2 * entries;
+    let leaves = entries + tables;
     SCOPES_CELL as u64
         + 2 * scopes as u64
         + slots as u64
         + direct
-        + ranges
         + bucket_firsts
+        + boundaries
         + leaves
         + entry_list
 }
@@ -209,12 +241,12 @@ pub fn walk<C: Cells + ?Sized>(cells: &C, root: u32, addr: u32) -> Option<Cell> 
     cells.cell(leaf)
 }
 
-/// The entry a leaf word stands for (`None` for [`NO_MATCH`]): its hit slot
-/// and, for a word flagged [`SLOT_EXPIRES`], the expiry read from the
-/// expiry cells.
+/// The entry a leaf word stands for (`None` for [`NO_MATCH`] and
+/// [`NO_MATCH_IN_SUBNET`]): its hit slot and, for a word flagged
+/// [`SLOT_EXPIRES`], the expiry read from the expiry cells.
 #[inline(always)]
 pub fn rule<C: Cells + ?Sized>(cells: &C, word: u32) -> Option<RuleValue> {
-    if word == NO_MATCH {
+    if word >= NO_MATCH_IN_SUBNET {
         return None;
     }
     if word & SLOT_EXPIRES == 0 {
@@ -226,17 +258,36 @@ pub fn rule<C: Cells + ?Sized>(cells: &C, word: u32) -> Option<RuleValue> {
     Some(RuleValue::expiring(slot, (high as u64) << 32 | low as u64))
 }
 
-/// The global table's matches for host-order `addr`: `(trusted service,
-/// IP rule)`, each the trie's longest-prefix entry or `None`.
+/// Whether the scope tables may hold a subnet entry covering an address
+/// whose global leaf has IP-rule word `ip_word`: always, unless the word
+/// is [`NO_MATCH`] (no IP rule and no subnet entry of any scope covers it).
+/// A word holding a match says nothing of the subnets (the match may have
+/// expired), so it answers `true`.
 #[inline(always)]
-pub fn global_match<C: Cells + ?Sized>(
+pub const fn subnet_may_match(ip_word: u32) -> bool {
+    ip_word != NO_MATCH
+}
+
+/// The IPv4 tables' matches for host-order `addr` arriving through
+/// `(ifindex, vlan)`: `(trusted service, IP rule, virtual network)`, each
+/// its trie's longest-prefix entry (the subnet one as [`vnet_match`]
+/// finds it) or `None` — the walks the program makes, in one call.
+#[inline(always)]
+pub fn v4_matches<C: Cells + ?Sized>(
     cells: &C,
+    ifindex: u32,
+    vlan: u32,
     addr: u32,
-) -> (Option<RuleValue>, Option<RuleValue>) {
-    match walk(cells, GLOBAL_ROOT_CELL, addr) {
-        Some([trusted, ip]) => (rule(cells, trusted), rule(cells, ip)),
-        None => (None, None),
-    }
+) -> [Option<RuleValue>; 3] {
+    let Some([trusted, ip]) = walk(cells, GLOBAL_ROOT_CELL, addr) else {
+        return [None; 3];
+    };
+    let vnet = if subnet_may_match(ip) {
+        vnet_match(cells, ifindex, vlan, addr)
+    } else {
+        None
+    };
+    [rule(cells, trusted), rule(cells, ip), vnet]
 }
 
 /// The virtual-network entry covering `addr` for a frame through

@@ -23,7 +23,7 @@ use firewall_common::{
     FLAG_AUDIT, FLAG_BYPASS_TRUSTED, FLAG_DEFAULT_ALLOW, FLAG_HAS_VLAN_VNET, FLAG_HAS_VNET,
     FLAG_IPV6_ALLOW, FLAG_LOG_ALLOWED, FLAG_PASS_FORWARDED, FLAG_VALID, IFINDEX_ANY,
     PORT_PROTO_TCP, PORT_PROTO_UDP, PolicyConfig, RuleValue, VLAN_ANY, VLAN_UNTAGGED,
-    VNET_ENDPOINT_BITS, Verdict, Vnet6Key, VnetKey, port_slot,
+    VNET_ENDPOINT_BITS, Verdict, Vnet6Key, VnetKey, cpt::subnet_may_match, port_slot,
 };
 
 use crate::cpt;
@@ -191,7 +191,9 @@ fn decide(
     if let Some(slot) = live(ip) {
         return (Verdict::AllowIpRule, slot);
     }
-    if flags & FLAG_HAS_VNET != 0 {
+    // The compiled table's IP-rule word also says when no subnet entry of
+    // any endpoint covers the source: then no scope table is walked.
+    if flags & FLAG_HAS_VNET != 0 && (!compiled || subnet_may_match(ip_word)) {
         let vlan = if flags & FLAG_HAS_VLAN_VNET != 0 {
             u32::from(vlan)
         } else {

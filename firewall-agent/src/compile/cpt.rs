@@ -8,7 +8,9 @@
 //! enclosing prefixes yields the elementary ranges and each one's longest
 //! match (a longer prefix always starts at or after its enclosing one and
 //! ends at or before it). The global table merges two such columns (trusted
-//! services, IP rules) so one walk answers both. The direct array's width
+//! services, IP rules) so one walk answers both; the IP-rule column's gaps
+//! also say whether a subnet entry covers them (`NO_MATCH_IN_SUBNET`), so
+//! a denied frame needs no scope walk. The direct array's width
 //! `k` grows with the table (`2^k ≤` entries, at most `2^MAX_K`), so a tiny
 //! policy is a few cells.
 
@@ -16,8 +18,9 @@ use std::collections::BTreeMap;
 
 use firewall_common::RuleValue;
 use firewall_common::cpt::{
-    CPT_MAGIC, Cell, ENTRY_IP_RULE, ENTRY_TRUSTED, ENTRY_VNET, EXPIRY_BASE_CELL, GLOBAL_ROOT_CELL,
-    HEADER_CELL, MAX_K, MAX_SCOPES, NO_MATCH, SCOPES_CELL, SLOT_EXPIRES,
+    CPT_MAGIC, CPT_MAGIC_V1, Cell, ENTRY_IP_RULE, ENTRY_TRUSTED, ENTRY_VNET, EXPIRY_BASE_CELL,
+    GLOBAL_ROOT_CELL, HEADER_CELL, MAX_K, MAX_SCOPES, NO_MATCH, NO_MATCH_IN_SUBNET, SCOPES_CELL,
+    SLOT_EXPIRES, SLOT_LIMIT,
 };
 
 use super::{CompiledTables, PrefixKey, VnetPrefixKey};
@@ -75,8 +78,10 @@ impl Lookup {
 /// Why a set's entries cannot be compiled into a prefix table.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum CptError {
-    /// A hit slot collides with the expiry flag bit.
-    #[error("hit slot {slot} is too large for the compiled table (slots must be below 2^31)")]
+    /// A hit slot collides with the expiry flag bit or a no-match word.
+    #[error(
+        "hit slot {slot} is too large for the compiled table (slots must be below {SLOT_LIMIT})"
+    )]
     SlotTooLarge {
         /// The slot.
         slot: u32,
@@ -167,7 +172,7 @@ impl Leaves {
 /// The leaf word of an entry, recording its expiry.
 fn word(value: &RuleValue, expiries: &mut BTreeMap<u32, u64>) -> Result<u32, CptError> {
     let slot = value.slot;
-    if slot & SLOT_EXPIRES != 0 {
+    if slot >= SLOT_LIMIT {
         return Err(CptError::SlotTooLarge { slot });
     }
     let at = value.expires_at_ns();
@@ -229,6 +234,24 @@ fn column(prefixes: &[(PrefixKey, u32)]) -> Vec<(u64, u32)> {
         open.push((end, w));
     }
     close_until(&mut out, &mut open, u64::MAX);
+    out
+}
+
+/// The IP-rule column with its gaps marked where `subnets` (every scope's
+/// subnet prefixes) cover them: [`NO_MATCH_IN_SUBNET`] there, [`NO_MATCH`]
+/// where nothing does; consecutive equal words joined.
+fn with_subnet_cover(ip: &[(u64, u32)], subnets: &[(u64, u32)]) -> Vec<(u64, u32)> {
+    let mut out: Vec<(u64, u32)> = Vec::with_capacity(ip.len() + subnets.len());
+    for (at, [ip, cover]) in merge(ip, subnets) {
+        let word = if ip == NO_MATCH && cover != NO_MATCH {
+            NO_MATCH_IN_SUBNET
+        } else {
+            ip
+        };
+        if out.last().is_none_or(|last| last.1 != word) {
+            out.push((at, word));
+        }
+    }
     out
 }
 
@@ -316,8 +339,6 @@ pub fn compile_prefix_table(tables: &CompiledTables) -> Result<Vec<Cell>, CptErr
     };
     let trusted = entries(&tables.trusted)?;
     let ip = entries(&tables.ip_rules)?;
-    let global_entries = trusted.len() + ip.len();
-    let global = merge(&column(&trusted), &column(&ip));
 
     let mut scoped: BTreeMap<(u32, u32), Vec<(PrefixKey, u32)>> = BTreeMap::new();
     for (key, value) in &tables.vnet_rules {
@@ -326,6 +347,24 @@ pub fn compile_prefix_table(tables: &CompiledTables) -> Result<Vec<Cell>, CptErr
             .or_default()
             .push((key.prefix, word(value, &mut expiries)?));
     }
+    // Every scope's subnet prefixes once, in the (length, address) order
+    // the column's sort expects; the word only marks coverage.
+    let subnets: Vec<(PrefixKey, u32)> = tables
+        .vnet_rules
+        .keys()
+        .map(|key| key.prefix)
+        .collect::<std::collections::BTreeSet<_>>()
+        .into_iter()
+        .map(|prefix| (prefix, 0))
+        .collect();
+    let global_entries = trusted.len() + ip.len() + subnets.len();
+    let ip_column = if subnets.is_empty() {
+        column(&ip)
+    } else {
+        with_subnet_cover(&column(&ip), &column(&subnets))
+    };
+    let global = merge(&column(&trusted), &ip_column);
+
     if scoped.len() > MAX_SCOPES as usize {
         return Err(CptError::TooManyScopes {
             count: scoped.len(),
@@ -462,7 +501,8 @@ pub fn listed_entries(cells: &[Cell]) -> Result<Option<ListedEntries>, CptError>
     };
     let [magic, scopes] = cell(u64::from(HEADER_CELL))?;
     let [_, first] = cell(u64::from(EXPIRY_BASE_CELL))?;
-    if magic != CPT_MAGIC || first == 0 {
+    // A table of the layout before this one lists its entries alike.
+    if ![CPT_MAGIC, CPT_MAGIC_V1].contains(&magic) || first == 0 {
         return Ok(None);
     }
     let [groups, _] = cell(u64::from(first))?;
@@ -581,13 +621,9 @@ pub fn trie_matches(tables: &CompiledTables, ifindex: u32, vlan: u32, addr: [u8;
 /// What the compiled table `cells` answers for the same question as
 /// [`trie_matches`] (the program's walk, run over a slice).
 pub fn table_matches(cells: &[Cell], ifindex: u32, vlan: u32, addr: [u8; 4]) -> V4Matches {
-    let a = u32::from_be_bytes(addr);
-    let (trusted, ip) = firewall_common::cpt::global_match(cells, a);
-    V4Matches {
-        trusted,
-        ip,
-        vnet: firewall_common::cpt::vnet_match(cells, ifindex, vlan, a),
-    }
+    let [trusted, ip, vnet] =
+        firewall_common::cpt::v4_matches(cells, ifindex, vlan, u32::from_be_bytes(addr));
+    V4Matches { trusted, ip, vnet }
 }
 
 #[cfg(test)]

@@ -24,7 +24,7 @@ use std::thread::JoinHandle;
 
 use aya::maps::MapData;
 use firewall_common::FLAG_LOOKUP_COMPILED;
-use firewall_common::cpt::Cell;
+use firewall_common::cpt::{CPT_MAGIC, Cell};
 
 use super::DataplaneError;
 use super::sys::{BPF_MAP_CREATE, BPF_MAP_UPDATE_ELEM, bpf};
@@ -168,6 +168,23 @@ fn write_image(map: &MapData, image: &[Cell]) -> io::Result<()> {
     let mut mapping = Mapping::new(map, image.len())?;
     mapping.cells_mut().copy_from_slice(image);
     Ok(())
+}
+
+/// Whether the compiled table pinned at `path` holds no table of another
+/// layout: never written (magic 0), or written with this build's
+/// [`CPT_MAGIC`]. A program still attached walks the pinned table, so a
+/// table of another layout ([`firewall_common::cpt::CPT_MAGIC_V1`]) is
+/// never rewritten in place: the start moves the filter to new maps. An
+/// array that cannot be read counts as current: reading its entries then
+/// fails the start.
+pub(super) fn pinned_layout_is_current(path: &std::path::Path) -> bool {
+    let Ok(map) = MapData::from_pin(path) else {
+        return true;
+    };
+    match Mapping::new(&map, 1) {
+        Ok(mapping) => [0, CPT_MAGIC].contains(&mapping.cells()[0][0]),
+        Err(_) => true,
+    }
 }
 
 /// All of `map`, whatever its size (the pins of another capacity are read

@@ -163,11 +163,14 @@ impl Capacity {
         let bound = if self.compiled_lookup {
             firewall_common::cpt::cells_bound(
                 self.ip_rules.saturating_add(COMPILED_EXTRA_PREFIXES),
+                COMPILED_EXTRA_PREFIXES.min(self.vnet_entries),
                 COMPILED_SCOPES,
-                self.hit_slots.total(),
+                // Only IPv4 entries live in the table: the slots below the
+                // first IPv6 one.
+                self.hit_slots.ip6(0),
             )
         } else {
-            firewall_common::cpt::cells_bound(0, 0, 0)
+            firewall_common::cpt::cells_bound(0, 0, 0, 0)
         };
         u32::try_from(bound).unwrap_or(u32::MAX)
     }

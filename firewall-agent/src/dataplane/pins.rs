@@ -4,7 +4,8 @@
 //!
 //! A pinned map is reused when its shape (type, key size, value size,
 //! capacity) is what this build's program declares; that is how rules and
-//! counters survive a restart or an upgrade. A map whose shape changed is
+//! counters survive a restart or an upgrade. A map whose shape changed, or
+//! a compiled table written in another layout (its magic), is
 //! unpinned (the running program keeps its reference until the link moves
 //! to the new program) and created anew.
 
@@ -13,6 +14,7 @@ use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::Path;
 
 use aya::maps::{MapInfo, MapType};
+use firewall_common::cpt::{CPT_0, CPT_1};
 use firewall_common::{ACTIVE_SET, MAPS, MapKind, POLICY_CONFIG, PolicyConfig};
 
 use super::{Capacity, DataplaneError};
@@ -219,8 +221,19 @@ impl PinPlan {
                     MapPin::Create
                 } else {
                     let have = MapInfo::from_pin(&path).ok().and_then(|info| shape_of(want.name, &info));
-                    if have.as_ref() == Some(&want) {
+                    let same_shape = have.as_ref() == Some(&want);
+                    let current_layout = || {
+                        ![CPT_0, CPT_1].contains(&want.name)
+                            || super::cpt::pinned_layout_is_current(&path)
+                    };
+                    if same_shape && current_layout() {
                         MapPin::Reuse
+                    } else if same_shape {
+                        tracing::warn!(
+                            map = want.name,
+                            "pinned compiled table has another layout (an upgrade): the filter moves to new maps"
+                        );
+                        MapPin::Recreate
                     } else {
                         tracing::warn!(
                             map = want.name,
@@ -607,7 +620,7 @@ mod tests {
                 .map(|s| s.max_entries)
                 .expect("the compiled table's shape")
         };
-        let empty = u32::try_from(firewall_common::cpt::cells_bound(0, 0, 0)).unwrap();
+        let empty = u32::try_from(firewall_common::cpt::cells_bound(0, 0, 0, 0)).unwrap();
         assert_eq!(cells(1_000_000, Lookup::Trie), empty);
         assert_eq!(cells(127, Lookup::Trie), empty);
         assert!(cells(127, Lookup::Compiled) > empty);

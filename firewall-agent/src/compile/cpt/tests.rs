@@ -55,7 +55,13 @@ fn assert_same(tables: &CompiledTables, addrs: &[u32], seed: u64) -> Vec<Cell> {
         .max()
         .unwrap_or(0);
     assert!(
-        cells.len() as u64 <= cells_bound(prefixes as u32, scopes as u32, slots),
+        cells.len() as u64
+            <= cells_bound(
+                prefixes as u32,
+                tables.vnet_rules.len() as u32,
+                scopes as u32,
+                slots
+            ),
         "{} cells exceed the bound",
         cells.len()
     );
@@ -129,6 +135,60 @@ fn a_corrupt_entry_list_is_refused_naming_its_cell() {
     assert!(reason.contains("match word"), "{reason}");
     let reason = corrupt(&|c| c[vnet][0] |= 4);
     assert!(reason.contains("scope 4 of 1"), "{reason}");
+}
+
+/// The global leaf's IP-rule word of host-order `addr`.
+fn ip_word(cells: &[Cell], addr: u32) -> u32 {
+    firewall_common::cpt::walk(cells, GLOBAL_ROOT_CELL, addr).expect("a written table")[1]
+}
+
+#[test]
+fn the_global_leaf_says_which_sources_no_subnet_entry_of_any_scope_covers() {
+    let mut tables = one_of_each();
+    tables.vnet_rules.insert(
+        VnetPrefixKey {
+            ifindex: IFINDEX_ANY,
+            vlan: 30,
+            prefix: prefix(0xC000_0200, 24),
+        },
+        RuleValue::new(6),
+    );
+    let cells = assert_same(&tables, &edges(&tables), 12);
+    // Inside a subnet (of either scope) and no IP rule: the scopes are walked.
+    for inside in [0x0A01_0000, 0x0A01_FFFF, 0xC000_0200, 0xC000_02FF] {
+        assert_eq!(ip_word(&cells, inside), NO_MATCH_IN_SUBNET, "{inside:#x}");
+    }
+    // Just outside them, or in the trusted /8 only: nothing to walk.
+    for outside in [
+        0x0A00_FFFF,
+        0x0A02_0000,
+        0xC000_01FF,
+        0xC000_0300,
+        0x1400_0001,
+    ] {
+        assert_eq!(ip_word(&cells, outside), NO_MATCH, "{outside:#x}");
+    }
+    // An IP rule's own word says nothing of subnets.
+    assert_eq!(ip_word(&cells, 0xCB00_7105), 3 | SLOT_EXPIRES);
+}
+
+#[test]
+fn hit_slots_that_would_read_as_a_no_match_word_are_refused() {
+    for slot in [SLOT_LIMIT, SLOT_EXPIRES - 1, SLOT_EXPIRES, u32::MAX] {
+        let mut tables = CompiledTables::empty();
+        tables
+            .ip_rules
+            .insert(prefix(0x0A00_0000, 8), RuleValue::new(slot));
+        assert_eq!(
+            compile_prefix_table(&tables),
+            Err(CptError::SlotTooLarge { slot })
+        );
+    }
+    let mut tables = CompiledTables::empty();
+    tables
+        .ip_rules
+        .insert(prefix(0x0A00_0000, 8), RuleValue::new(SLOT_LIMIT - 1));
+    assert_same(&tables, &edges(&tables), 13);
 }
 
 #[test]
