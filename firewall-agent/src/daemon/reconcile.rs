@@ -6,7 +6,7 @@
 //!    (the caller has validated it and resolved its endpoints);
 //! 2. declare: write the files that declare it, when the change is not
 //!    already in them (a CLI change, an `apply`); for a CLI change of IP
-//!    rules, beside the table write of step 3, whose flip waits for it;
+//!    rules, beside steps 1 and 3 (the flip waits for it);
 //! 3. enforce: attach the interfaces it names anew, write the spare table
 //!    set, flip (on probation until a deadline for an unconfirmed apply),
 //!    then detach the interfaces no longer named.
@@ -150,6 +150,49 @@ impl Daemon {
         if let Some(refused) = limit_above_maps(&change.policy, self.dataplane.hit_slots()) {
             return Err(refused);
         }
+        let Some(files) = change.declare else {
+            let tables = self.resolve(&change)?;
+            return self.enforce(tables, change, || Ok(()));
+        };
+        let before = self.files_now(files)?;
+        // An IP-rule diff names the interfaces the served policy names, so
+        // it enforces nothing the file does not declare until its flip:
+        // the file is written beside the compile and the table write, and
+        // the flip waits for it. Any other change writes the file first.
+        let beside = change.ip_change.is_some() && change.fallback.is_none();
+        let enforced = if beside {
+            self.written_back = Some(files.policy.clone());
+            let source = self.options.source.clone();
+            std::thread::scope(|scope| {
+                let writing = scope.spawn(|| write_policy_files(&source, files));
+                let written = || {
+                    writing
+                        .join()
+                        .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+                };
+                match self.resolve(&change) {
+                    Ok(tables) => self.enforce(tables, change, written),
+                    // Refused before the kernel: the file is put back below
+                    // if it was written.
+                    Err(refused) => written().and(Err(refused)),
+                }
+            })
+        } else {
+            let tables = self.resolve(&change)?;
+            self.write_files(files)?;
+            self.enforce(tables, change, || Ok(()))
+        };
+        if let Err(ChangeError::Kernel(_)) = &enforced
+            && let Err(restore) = self.write_files(&before)
+        {
+            tracing::error!(%restore, "the kernel refused the change and the policy file could not be put back: it holds a policy that is not served");
+        }
+        enforced
+    }
+
+    /// Step 1: `change` compiled for the loaded maps, refused when it does
+    /// not fit them.
+    fn resolve(&self, change: &Change<'_>) -> Result<crate::compile::CompiledTables, ChangeError> {
         let tables = compile_for(
             &self.dataplane,
             &self.options,
@@ -160,37 +203,7 @@ impl Daemon {
         self.dataplane
             .check_capacity(&tables)
             .map_err(ChangeError::Kernel)?;
-        let Some(files) = change.declare else {
-            return self.enforce(&tables, change, || Ok(()));
-        };
-        let before = self.files_now(files)?;
-        // An IP-rule diff names the interfaces the served policy names, so
-        // it enforces nothing the file does not declare until its flip:
-        // the file is written beside the table write, and the flip waits
-        // for it. Any other change writes the file first.
-        let beside = change.ip_change.is_some() && change.fallback.is_none();
-        let enforced = if beside {
-            self.written_back = Some(files.policy.clone());
-            let source = self.options.source.clone();
-            std::thread::scope(|scope| {
-                let writing = scope.spawn(|| write_policy_files(&source, files));
-                self.enforce(&tables, change, || {
-                    writing
-                        .join()
-                        .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
-                })
-            })
-        } else {
-            self.write_files(files)?;
-            self.enforce(&tables, change, || Ok(()))
-        };
-        enforced.inspect_err(|error| {
-            if matches!(error, ChangeError::Kernel(_))
-                && let Err(restore) = self.write_files(&before)
-            {
-                tracing::error!(%restore, "the kernel refused the change and the policy file could not be put back: it holds a policy that is not served");
-            }
-        })
+        Ok(tables)
     }
 
     /// What the policy files hold now, of those `files` would replace.
@@ -226,7 +239,7 @@ impl Daemon {
     /// `before_flip` returns `Ok`, then detaches what is no longer named.
     fn enforce(
         &mut self,
-        tables: &crate::compile::CompiledTables,
+        tables: crate::compile::CompiledTables,
         change: Change<'_>,
         before_flip: impl FnOnce() -> Result<(), ChangeError>,
     ) -> Result<ApplyReport, ChangeError> {
@@ -245,7 +258,7 @@ impl Daemon {
         let report = match fallback {
             Some(deadline) => before_flip().and_then(|()| {
                 self.dataplane
-                    .apply_with_fallback(tables, next, deadline)
+                    .apply_with_fallback(&tables, next, deadline)
                     .map_err(ChangeError::Kernel)
             }),
             None => self.dataplane.apply_after(tables, next, before_flip),

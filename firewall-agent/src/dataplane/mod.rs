@@ -497,7 +497,8 @@ impl Dataplane {
         compiled: &CompiledTables,
         generation: u64,
     ) -> Result<ApplyReport, DataplaneError> {
-        self.tables.apply(compiled, generation, 0, || Ok(()))
+        self.tables
+            .apply(compiled.clone(), generation, 0, || Ok(()))
     }
 
     /// [`Dataplane::apply`] that flips only once `before_flip` returns
@@ -508,10 +509,12 @@ impl Dataplane {
     /// what is served and the error is returned as is (the written set is
     /// only the next apply's starting point).
     ///
+    /// It takes `compiled` (kept as the set's record, not copied).
+    ///
     /// Errors: those of [`Dataplane::apply`], converted; `before_flip`'s.
     pub fn apply_after<E: From<DataplaneError>>(
         &mut self,
-        compiled: &CompiledTables,
+        compiled: CompiledTables,
         generation: u64,
         before_flip: impl FnOnce() -> Result<(), E>,
     ) -> Result<ApplyReport, E> {
@@ -537,7 +540,7 @@ impl Dataplane {
     ) -> Result<ApplyReport, DataplaneError> {
         let fallback_at_ns = MonotonicClock::now().to_monotonic_ns(deadline);
         self.tables
-            .apply(compiled, generation, fallback_at_ns, || Ok(()))
+            .apply(compiled.clone(), generation, fallback_at_ns, || Ok(()))
     }
 
     /// Keeps the generation applied with a fallback deadline: clears the

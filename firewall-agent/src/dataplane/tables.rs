@@ -770,7 +770,7 @@ impl Tables {
     /// deadline) when no generation serves yet to fall back to.
     pub(super) fn apply<E: From<DataplaneError>>(
         &mut self,
-        compiled: &CompiledTables,
+        compiled: CompiledTables,
         generation: u64,
         fallback_at_ns: u64,
         before_flip: impl FnOnce() -> Result<(), E>,
@@ -785,14 +785,14 @@ impl Tables {
         if fallback_at_ns != 0 && (self.generation == 0 || self.inherited.is_some()) {
             return Err(DataplaneError::NothingToFallBackTo.into());
         }
-        self.capacity.check(compiled)?;
+        self.capacity.check(&compiled)?;
         // After a migration nothing is served from these maps yet: the
         // first apply always writes, and slots compare with what the
         // replaced maps served.
         let migrated = self.inherited.is_some();
         let active = self.active as usize;
         let unchanged =
-            !migrated && !self.active_diverged && self.contents[active].as_ref() == Some(compiled);
+            !migrated && !self.active_diverged && self.contents[active].as_ref() == Some(&compiled);
         if unchanged {
             // Nothing to flip, but what must precede serving still must
             // succeed (the policy file declaring a change of comments).
@@ -813,11 +813,16 @@ impl Tables {
         self.previous = None;
         // Until the write completes the set's contents are unknown.
         let known = self.contents[target as usize].take();
-        let map_writes =
-            self.write_set(target, known.as_ref(), compiled, generation, fallback_at_ns)?;
+        let map_writes = self.write_set(
+            target,
+            known.as_ref(),
+            &compiled,
+            generation,
+            fallback_at_ns,
+        )?;
         if let Err(error) = before_flip() {
             // Written, not served: the next apply diffs from it.
-            self.contents[target as usize] = Some(compiled.clone());
+            self.contents[target as usize] = Some(compiled);
             return Err(error);
         }
         // Counters of slots that change owner start from zero — only once
@@ -851,7 +856,7 @@ impl Tables {
         if !migrated {
             self.contents[active] = previous;
         }
-        self.contents[target as usize] = Some(compiled.clone());
+        self.contents[target as usize] = Some(compiled);
         // A set found diverged at the start is never returned to.
         let served_before = (self.generation > 0 && !migrated && !self.active_diverged)
             .then_some((1 - target, self.generation));
