@@ -11,16 +11,17 @@
 //! services, IP rules) so one walk answers both; the IP-rule column's gaps
 //! also say whether a subnet entry covers them (`NO_MATCH_IN_SUBNET`), so
 //! a denied frame needs no scope walk. The direct array's width
-//! `k` grows with the table (`2^k ≤` entries, at most `2^MAX_K`), so a tiny
-//! policy is a few cells.
+//! `k` grows with the table (`2^k ≤` entries for a scope, `≤ 2^4 ·` entries
+//! for the global table: `GLOBAL_SPREAD_BITS`; at most `2^MAX_K`), so a
+//! tiny policy is a few hundred cells.
 
 use std::collections::BTreeMap;
 
 use firewall_common::RuleValue;
 use firewall_common::cpt::{
     CPT_MAGIC, CPT_MAGIC_V1, Cell, ENTRY_IP_RULE, ENTRY_TRUSTED, ENTRY_VNET, EXPIRY_BASE_CELL,
-    GLOBAL_ROOT_CELL, HEADER_CELL, MAX_K, MAX_SCOPES, NO_MATCH, NO_MATCH_IN_SUBNET, SCOPES_CELL,
-    SLOT_EXPIRES, SLOT_LIMIT,
+    GLOBAL_ROOT_CELL, GLOBAL_SPREAD_BITS, HEADER_CELL, MAX_K, MAX_SCOPES, NO_MATCH,
+    NO_MATCH_IN_SUBNET, SCOPES_CELL, SLOT_EXPIRES, SLOT_LIMIT,
 };
 
 use super::{CompiledTables, PrefixKey, VnetPrefixKey};
@@ -282,18 +283,18 @@ fn merge(a: &[(u64, u32)], b: &[(u64, u32)]) -> Vec<(u64, Cell)> {
     out
 }
 
-/// The direct width for a table of `entries` prefixes: `2^k ≤ entries`.
-fn width(entries: usize) -> u32 {
-    if entries <= 1 {
+/// The direct width for a table of `entries` prefixes with `spread` bits
+/// more: `2^k ≤ entries · 2^spread`, at most [`MAX_K`]; 0 when empty.
+fn width(entries: usize, spread: u32) -> u32 {
+    if entries == 0 {
         0
     } else {
-        (usize::BITS - 1 - entries.leading_zeros()).min(MAX_K)
+        (usize::BITS - 1 - entries.leading_zeros() + spread).min(MAX_K)
     }
 }
 
-/// One table from its ranges (first at 0).
-fn table(ranges: &[(u64, Cell)], entries: usize, leaves: &mut Leaves) -> Table {
-    let k = width(entries);
+/// One table from its ranges (first at 0), its direct array `2^k` cells.
+fn table(ranges: &[(u64, Cell)], k: u32, leaves: &mut Leaves) -> Table {
     let bucket_span = 1u64 << (32 - k);
     let mut direct = Vec::with_capacity(1 << k);
     let mut out = Vec::new();
@@ -377,10 +378,11 @@ pub fn compile_prefix_table(tables: &CompiledTables) -> Result<Vec<Cell>, CptErr
         .map(|(_, w)| (w & !SLOT_EXPIRES) as usize + 1)
         .max();
     let mut leaves = Leaves::with_capacity(global.len() + scoped_ranges, slots.unwrap_or(0));
-    let mut built = vec![table(&global, global_entries, &mut leaves)];
+    let global_k = width(global_entries, GLOBAL_SPREAD_BITS);
+    let mut built = vec![table(&global, global_k, &mut leaves)];
     for prefixes in scoped.values() {
-        let n = prefixes.len();
-        built.push(table(&merge(&column(prefixes), &none), n, &mut leaves));
+        let k = width(prefixes.len(), 0);
+        built.push(table(&merge(&column(prefixes), &none), k, &mut leaves));
     }
 
     let scopes = scoped.len() as u32;
