@@ -384,6 +384,20 @@ fn a_start_over_compiled_pins_reads_every_entry_back_from_the_table_and_the_ipv4
         "the entries read back differ from those applied"
     );
     assert_eq!(dataplane.active_ip_rules().expect("rules"), ip_rules);
+    assert_same_hits(&dataplane, &hits);
+    let again = dataplane.apply(&tables, 3).expect("apply again");
+    assert!(
+        !again.changed,
+        "the same tables changed something: {again:?}"
+    );
+}
+
+/// Asserts that `dataplane`'s rule hit counters are `hits` (packets and
+/// bytes by slot): they moved with the rules.
+fn assert_same_hits(
+    dataplane: &Dataplane,
+    hits: &std::collections::BTreeMap<u32, vaultfw::dataplane::RuleHitTotals>,
+) {
     let counted = |h: &std::collections::BTreeMap<u32, vaultfw::dataplane::RuleHitTotals>| {
         h.iter()
             .map(|(slot, t)| (*slot, t.packets, t.bytes))
@@ -391,13 +405,33 @@ fn a_start_over_compiled_pins_reads_every_entry_back_from_the_table_and_the_ipv4
     };
     assert_eq!(
         counted(&dataplane.rule_hits().expect("hits")),
-        counted(&hits)
+        counted(hits),
+        "the counters moved with the rules"
     );
-    let again = dataplane.apply(&tables, 3).expect("apply again");
-    assert!(
-        !again.changed,
-        "the same tables changed something: {again:?}"
-    );
+}
+
+/// A dataplane over `pins` with room for 10 IP rules and 5 subnet rules,
+/// loaded for the compiled lookup.
+fn open_small_compiled(pins: &vaultfw::paths::PinDir) -> Dataplane {
+    let capacity = Capacity::for_limits(10, 5).with_lookup(Lookup::Compiled);
+    Dataplane::open_pinned(capacity, pins.clone(), vaultfw::dataplane::BpfLogLevel::Off)
+        .unwrap_or_else(|e| panic!("open pins: {e}"))
+}
+
+/// A set guarding TCP port 443 with `flags` (and `FLAG_VALID`) and the IP
+/// rules `(octets, prefix length, hit slot)`.
+fn guarded_tables(flags: u32, ip_rules: &[([u8; 4], u32, u32)]) -> CompiledTables {
+    let mut tables = CompiledTables::empty();
+    tables.flags = FLAG_VALID | flags;
+    let (word, bit) = port_slot(0, PORT_PROTO_TCP, 443);
+    tables.port_words[word as usize] |= bit;
+    for &(octets, prefix_len, slot) in ip_rules {
+        let key = vaultfw::compile::PrefixKey { prefix_len, octets };
+        tables
+            .ip_rules
+            .insert(key, firewall_common::RuleValue::new(slot));
+    }
+    tables
 }
 
 /// The pinned compiled table of set `set`, mapped writable (as an intruder
@@ -436,24 +470,14 @@ fn map_pinned_table(pins: &vaultfw::paths::PinDir, set: u32) -> &'static mut [[u
 /// on either way.
 #[test]
 fn a_compiled_table_changed_outside_vaultfw_is_rewritten_at_the_next_apply() {
+    use firewall_common::VLAN_UNTAGGED;
     use firewall_common::cpt::{EXPIRY_BASE_CELL, GLOBAL_ROOT_CELL, NO_MATCH};
-    use firewall_common::{RuleValue, VLAN_UNTAGGED};
-    use vaultfw::compile::PrefixKey;
-    use vaultfw::dataplane::BpfLogLevel;
     if !require_root() {
         return;
     }
     let (_remove, pins) = scratch_pins("cpt-drift");
-    let capacity = Capacity::for_limits(10, 5).with_lookup(Lookup::Compiled);
-    let mut tables = CompiledTables::empty();
-    tables.flags = FLAG_VALID;
-    let (word, bit) = port_slot(0, PORT_PROTO_TCP, 443);
-    tables.port_words[word as usize] |= bit;
-    for (octets, prefix_len, slot) in [([198, 51, 100, 8], 29, 0), ([203, 0, 113, 5], 32, 1)] {
-        let key = PrefixKey { prefix_len, octets };
-        tables.ip_rules.insert(key, RuleValue::new(slot));
-    }
-    let tables = tables.with_compiled_lookup(true);
+    let tables = guarded_tables(0, &[([198, 51, 100, 8], 29, 0), ([203, 0, 113, 5], 32, 1)])
+        .with_compiled_lookup(true);
     // Outside every rule, in a bucket of its own.
     let intruder = [45, 9, 9, 9];
     assert!(
@@ -461,10 +485,7 @@ fn a_compiled_table_changed_outside_vaultfw_is_rewritten_at_the_next_apply() {
             .ip
             .is_none()
     );
-    let open = || {
-        Dataplane::open_pinned(capacity, pins.clone(), BpfLogLevel::Off)
-            .unwrap_or_else(|e| panic!("open pins: {e}"))
-    };
+    let open = || open_small_compiled(&pins);
     {
         let mut dataplane = open();
         dataplane.apply(&tables, 1).expect("apply");
@@ -555,21 +576,14 @@ fn a_start_over_a_compiled_table_of_the_earlier_layout_moves_the_filter_to_new_m
     use firewall_common::cpt::{CPT_0, CPT_1, CPT_MAGIC, CPT_MAGIC_V1};
     use firewall_common::{RuleValue, VLAN_ANY};
     use vaultfw::compile::{PrefixKey, VnetPrefixKey};
-    use vaultfw::dataplane::BpfLogLevel;
     if !require_root() {
         return;
     }
     let (_remove, pins) = scratch_pins("cpt-layout");
-    let capacity = Capacity::for_limits(10, 5).with_lookup(Lookup::Compiled);
-    let mut tables = CompiledTables::empty();
-    tables.flags = FLAG_VALID | firewall_common::FLAG_HAS_VNET;
-    let (word, bit) = port_slot(0, PORT_PROTO_TCP, 443);
-    tables.port_words[word as usize] |= bit;
-    let rule = PrefixKey {
-        prefix_len: 29,
-        octets: [198, 51, 100, 8],
-    };
-    tables.ip_rules.insert(rule, RuleValue::new(0));
+    let mut tables = guarded_tables(
+        firewall_common::FLAG_HAS_VNET,
+        &[([198, 51, 100, 8], 29, 0)],
+    );
     let subnet = VnetPrefixKey {
         ifindex: TEST_RUN_IFINDEX,
         vlan: VLAN_ANY,
@@ -580,10 +594,7 @@ fn a_start_over_a_compiled_table_of_the_earlier_layout_moves_the_filter_to_new_m
     };
     tables.vnet_rules.insert(subnet, RuleValue::new(10));
     let tables = tables.with_compiled_lookup(true);
-    let open = || {
-        Dataplane::open_pinned(capacity, pins.clone(), BpfLogLevel::Off)
-            .unwrap_or_else(|e| panic!("open pins: {e}"))
-    };
+    let open = || open_small_compiled(&pins);
     let map_ids = || {
         [CPT_0, CPT_1].map(|name| {
             aya::maps::MapInfo::from_pin(pins.map(name))
@@ -614,16 +625,7 @@ fn a_start_over_a_compiled_table_of_the_earlier_layout_moves_the_filter_to_new_m
     );
     assert_eq!(dataplane.generation(), 1);
     dataplane.apply(&tables, 2).expect("apply on the new maps");
-    let counted = |h: &std::collections::BTreeMap<u32, vaultfw::dataplane::RuleHitTotals>| {
-        h.iter()
-            .map(|(slot, t)| (*slot, t.packets, t.bytes))
-            .collect::<Vec<_>>()
-    };
-    assert_eq!(
-        counted(&dataplane.rule_hits().expect("hits")),
-        counted(&hits),
-        "the counters moved with the rules"
-    );
+    assert_same_hits(&dataplane, &hits);
     dataplane.commit_pins().expect("commit the new pins");
     let after = map_ids();
     assert!(
