@@ -16,7 +16,9 @@ use toml_edit::{Array, ArrayOfTables, DocumentMut, Item, Table, Value};
 
 use crate::policy::{self, Endpoint, endpoint_table, subnet_id};
 
-pub use files::{TEMP_MARKER, TEMP_SUFFIX, remove_leftover_temp_files, write_atomically};
+pub use files::{
+    StagedWrite, TEMP_MARKER, TEMP_SUFFIX, remove_leftover_temp_files, stage, write_atomically,
+};
 pub use split::SplitFile;
 
 /// One change to a native policy document.

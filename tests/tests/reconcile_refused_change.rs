@@ -304,3 +304,176 @@ fn a_confirm_refused_by_a_full_disk_leaves_the_apply_served_on_probation() {
     assert_eq!(agent.generation(), generation);
     agent.stop();
 }
+
+/// [`POLICY`] with `ip_rules` more, limits of 10 IP rules and 5 subnet
+/// rules, and a subnet rule of `addresses` single addresses (none
+/// adjacent, so each takes the compiled table the same few cells).
+fn filling_policy(addresses: usize, ip_rules: &[&str]) -> String {
+    let singles: Vec<String> = (0..addresses as u32)
+        .map(|i| {
+            let [_, b, c, d] = (0x0A01_0000 + 2 * i).to_be_bytes();
+            format!("\"10.{b}.{c}.{d}\"")
+        })
+        .collect();
+    let rules: Vec<String> = ["203.0.113.0/24"]
+        .iter()
+        .chain(ip_rules)
+        .map(|r| format!("\"{r}\""))
+        .collect();
+    format!(
+        "default_action = \"Deny\"\nbypass = \"None\"\n\
+         limits = {{ ip_rules = 10, virtual_network_rules = 5 }}\nip_rules = [{}]\n\n\
+         [data_plane]\ntcp_ports = [443]\n\n[[virtual_network_rules]]\n\
+         id = \"vnet/subnets/fill\"\naddress_prefixes = [{}]\nendpoint = {{ vlan = 10 }}\n",
+        rules.join(", "),
+        singles.join(", ")
+    )
+}
+
+/// `Err((cells needed, cells held))` when `vaultfw check --lookup
+/// compiled` finds that `policy`'s compiled table does not fit its maps.
+fn compiled_room(policy: &str) -> Result<(), (u64, u64)> {
+    let file = PolicyFile::new(policy);
+    let output = vaultfw_tests::agent::vaultfw(&[
+        "check",
+        "--policy",
+        file.path_str(),
+        "--lookup",
+        "compiled",
+        "--src",
+        &DENIED_SRC.to_string(),
+        "--dst",
+        "192.0.2.1",
+        "--proto",
+        "tcp",
+        "--dport",
+        "443",
+    ]);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let number_after = |word: &str| {
+        let at = stderr.find(word)? + word.len();
+        let digits: String = stderr[at..]
+            .chars()
+            .take_while(char::is_ascii_digit)
+            .collect();
+        digits.parse::<u64>().ok()
+    };
+    match (number_after("needs "), number_after("table holds ")) {
+        (Some(needs), Some(holds)) => Err((needs, holds)),
+        _ => {
+            assert!(output.status.success(), "vaultfw check: {stderr}");
+            Ok(())
+        }
+    }
+}
+
+/// A CLI change of IP rules is staged (written and synced under a
+/// temporary name) beside its compile and table write, and put in place
+/// just before the flip: one the compiled table has no room for is
+/// refused with nothing changed, and the policy file was never replaced —
+/// same inode, same text, no temporary file — so a daemon killed at any
+/// point of it restarts on the policy it served.
+#[test]
+fn a_cli_change_the_compiled_table_has_no_room_for_never_replaces_the_policy_file() {
+    // Each subnet address takes the same cells: two sizes past the room
+    // give the line, and the last size that fits follows.
+    let over = |addresses| match compiled_room(&filling_policy(addresses, &[])) {
+        Err(sizes) => sizes,
+        Ok(()) => panic!("{addresses} subnet addresses fit: raise the probe"),
+    };
+    let ((needs_a, holds), (needs_b, _)) = (over(40_000), over(50_000));
+    let per_address = (needs_b - needs_a) / 10_000;
+    let fits = 40_000 - (needs_a - holds).div_ceil(per_address) as usize;
+    let added = [
+        "198.51.100.7",
+        "198.51.100.9",
+        "198.51.100.11",
+        "198.51.100.13",
+        "198.51.100.15",
+        "198.51.100.17",
+    ];
+    assert_eq!(compiled_room(&filling_policy(fits, &[])), Ok(()));
+    assert!(compiled_room(&filling_policy(fits, &added)).is_err());
+
+    let topo = Topology::new();
+    let _https = TcpServer::start(&topo.server, topo.server_addr(443));
+    let policy = filling_policy(fits, &[]);
+    let options = AgentOptions {
+        extra_args: vec!["--lookup".into(), "compiled".into()],
+        ..AgentOptions::iface(topo.server_veth())
+    };
+    let mut agent = Agent::start_with(&topo.server, &policy, options);
+    agent.wait_ready();
+    agent.wait_serving();
+    assert_connects(&topo, &agent, ALLOWED_SRC, 443, "before the change");
+    let generation = agent.generation();
+    let path = agent.policy().path().to_path_buf();
+    // The file the path names, held open so that a replaced file's inode
+    // cannot be reused by the one replacing it.
+    let open = || std::fs::File::open(&path).expect("opening the policy file");
+    let inode = |file: &std::fs::File| {
+        use std::os::unix::fs::MetadataExt;
+        file.metadata().expect("the policy file").ino()
+    };
+
+    let mut change = vec!["network-rule", "add", "--ip-address"];
+    change.extend(added);
+    let assert_untouched = |policy: &str, context: &str| {
+        let held = open();
+        let refused = agent.cli_json(&change);
+        assert_eq!(
+            refused.code,
+            Some(exit::KERNEL_REFUSED),
+            "{context}: {}",
+            refused.context()
+        );
+        let message = refused.error_message();
+        assert!(
+            message.contains("cells") && message.contains("nothing changed"),
+            "{context}: {message}"
+        );
+        assert_eq!(
+            inode(&open()),
+            inode(&held),
+            "{context}: the policy file was replaced"
+        );
+        let text = std::fs::read_to_string(&path).expect("reading the policy file");
+        assert_eq!(text, policy, "{context}: the policy file keeps its text");
+        let names: Vec<String> = std::fs::read_dir(path.parent().expect("its directory"))
+            .expect("listing its directory")
+            .map(|e| {
+                e.expect("an entry")
+                    .file_name()
+                    .to_string_lossy()
+                    .into_owned()
+            })
+            .filter(|name| name.contains(".vaultfw-"))
+            .collect();
+        assert!(
+            names.is_empty(),
+            "{context}: temporary files left: {names:?}"
+        );
+    };
+    // The first change after a start reads the whole file; later ones edit
+    // the file the daemon keeps and are staged beside the table write.
+    assert_untouched(&policy, "the first change");
+    let renewed = agent.cli_json(&[
+        "network-rule",
+        "add",
+        "--ip-address",
+        "203.0.113.0/24",
+        "--comment",
+        "office",
+    ]);
+    assert_eq!(renewed.code, Some(exit::OK), "{}", renewed.context());
+    let policy = std::fs::read_to_string(&path).expect("reading the policy file");
+    assert_untouched(&policy, "a change of the kept file");
+    assert_eq!(
+        agent.generation(),
+        generation,
+        "no generation for a refusal"
+    );
+    assert_dropped(&topo, &agent, DENIED_SRC, 443, "after the refused change");
+    assert_connects(&topo, &agent, ALLOWED_SRC, 443, "after the refused change");
+    agent.stop();
+}

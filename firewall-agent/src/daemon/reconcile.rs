@@ -5,8 +5,9 @@
 //! 1. resolve: compile the policy for the loaded maps and check it fits
 //!    (the caller has validated it and resolved its endpoints);
 //! 2. declare: write the files that declare it, when the change is not
-//!    already in them (a CLI change, an `apply`); for a CLI change of IP
-//!    rules, beside steps 1 and 3 (the flip waits for it);
+//!    already in them (a CLI change, an `apply`), once the tables are
+//!    known to fit; for a CLI change of IP rules, staged beside steps 1
+//!    and 3 and put in place just before the flip;
 //! 3. enforce: attach the interfaces it names anew, write the spare table
 //!    set, flip (on probation until a deadline for an unconfirmed apply),
 //!    then detach the interfaces no longer named.
@@ -105,10 +106,7 @@ impl From<DataplaneError> for ChangeError {
 /// written puts the map back.
 fn write_policy_files(source: &PolicySource, files: &WriteBack) -> Result<(), ChangeError> {
     let write = |path: &Path, text: &str| {
-        persist::write_atomically(path, text).map_err(|error| ChangeError::File {
-            path: path.to_path_buf(),
-            error: error.to_string(),
-        })
+        persist::write_atomically(path, text).map_err(|error| file_error(path, error))
     };
     let Some((map, map_text)) = source.subnet_map.as_ref().zip(files.subnet_map.as_ref()) else {
         return write(&source.path, &files.policy);
@@ -120,6 +118,14 @@ fn write_policy_files(source: &PolicySource, files: &WriteBack) -> Result<(), Ch
             let _ = persist::write_atomically(map, before);
         }
     })
+}
+
+/// The refusal of a change whose policy file `path` could not be written.
+fn file_error(path: &Path, error: persist::PersistError) -> ChangeError {
+    ChangeError::File {
+        path: path.to_path_buf(),
+        error: error.to_string(),
+    }
 }
 
 /// The first limit of `policy` above what maps laid out as `loaded` hold.
@@ -154,40 +160,72 @@ impl Daemon {
             let tables = self.resolve(&change)?;
             return self.enforce(tables, change, || Ok(()));
         };
+        if change.ip_change.is_some() && change.fallback.is_none() && files.subnet_map.is_none() {
+            return self.reconcile_staged(change, files);
+        }
         let before = self.files_now(files)?;
-        // An IP-rule diff names the interfaces the served policy names, so
-        // it enforces nothing the file does not declare until its flip:
-        // the file is written beside the compile and the table write, and
-        // the flip waits for it. Any other change writes the file first.
-        let beside = change.ip_change.is_some() && change.fallback.is_none();
-        let enforced = if beside {
-            self.written_back = Some(files.policy.clone());
-            let source = self.options.source.clone();
-            std::thread::scope(|scope| {
-                let writing = scope.spawn(|| write_policy_files(&source, files));
-                let written = || {
-                    writing
-                        .join()
-                        .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
-                };
-                match self.resolve(&change) {
-                    Ok(tables) => self.enforce(tables, change, written),
-                    // Refused before the kernel: the file is put back below
-                    // if it was written.
-                    Err(refused) => written().and(Err(refused)),
-                }
-            })
-        } else {
+        let tables = self.resolve(&change)?;
+        // The file goes first: the tables must be known to fit before.
+        self.dataplane
+            .check_fits(&tables)
+            .map_err(ChangeError::Kernel)?;
+        self.write_files(files)?;
+        let enforced = self.enforce(tables, change, || Ok(()));
+        self.put_back_if_refused(&enforced, &before);
+        enforced
+    }
+
+    /// [`Daemon::reconcile`] of a CLI change of IP rules. It names the
+    /// interfaces the served policy names, so the only thing it enforces
+    /// is its flip: its policy file (`files.policy`) is staged (written and synced
+    /// under a temporary name) beside the compile and the table write, and
+    /// put in place just before the flip. A change refused before then
+    /// never touches the file, whenever the process dies.
+    fn reconcile_staged(
+        &mut self,
+        change: Change<'_>,
+        files: &WriteBack,
+    ) -> Result<ApplyReport, ChangeError> {
+        let path = self.options.source.path.clone();
+        let text = &files.policy;
+        let before = self.files_now(files)?;
+        self.written_back = Some(text.clone());
+        let committed = std::cell::Cell::new(false);
+        let enforced = std::thread::scope(|scope| {
+            let staging = scope.spawn(|| persist::stage(&path, text));
+            let put_in_place = || {
+                let staged = staging
+                    .join()
+                    .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+                staged
+                    .and_then(persist::StagedWrite::commit)
+                    .map_err(|error| file_error(&path, error))?;
+                committed.set(true);
+                Ok(())
+            };
+            // Refused here, the staged file is removed with the thread's
+            // result when the scope ends.
             let tables = self.resolve(&change)?;
-            self.write_files(files)?;
-            self.enforce(tables, change, || Ok(()))
-        };
-        if let Err(ChangeError::Kernel(_)) = &enforced
-            && let Err(restore) = self.write_files(&before)
+            self.enforce(tables, change, put_in_place)
+        });
+        if committed.get() {
+            self.put_back_if_refused(&enforced, &before);
+        }
+        enforced
+    }
+
+    /// Puts the policy files back as `before` when the kernel refused the
+    /// change they declare.
+    fn put_back_if_refused(
+        &mut self,
+        enforced: &Result<ApplyReport, ChangeError>,
+        before: &WriteBack,
+    ) {
+        if let Err(ChangeError::Kernel(_)) = enforced
+            && let Err(restore) = self.write_files(before)
         {
             tracing::error!(%restore, "the kernel refused the change and the policy file could not be put back: it holds a policy that is not served");
         }
-        enforced
     }
 
     /// Step 1: `change` compiled for the loaded maps, refused when it does

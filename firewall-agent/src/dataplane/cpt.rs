@@ -328,6 +328,20 @@ impl CompiledSets {
             .maps
             .as_ref()
             .ok_or_else(|| fail("the pinned maps predate compiled tables".into()))?;
+        let image = self.image(set, tables)?;
+        write_image(&maps[set as usize], &image).map_err(|e| fail(e.to_string()))?;
+        Ok(1)
+    }
+
+    /// The image `tables` compile to for set `set`, refused when the
+    /// array cannot hold it ([`DataplaneError::CompiledTable`], naming the
+    /// cells needed and held, and the fix). Writes nothing.
+    pub(super) fn image(
+        &self,
+        set: u32,
+        tables: &CompiledTables,
+    ) -> Result<Vec<Cell>, DataplaneError> {
+        let fail = |reason: String| DataplaneError::CompiledTable { set, reason };
         let image = compile_prefix_table(tables).map_err(|e| fail(e.to_string()))?;
         if image.len() > self.cells as usize {
             return Err(fail(format!(
@@ -339,7 +353,6 @@ impl CompiledSets {
                 super::COMPILED_EXTRA_PREFIXES,
             )));
         }
-        write_image(&maps[set as usize], &image).map_err(|e| fail(e.to_string()))?;
-        Ok(1)
+        Ok(image)
     }
 }

@@ -1168,6 +1168,18 @@ impl Tables {
         event_totals(&self.telemetry)
     }
 
+    /// Refuses `compiled` when its compiled table (for the lookup it is
+    /// compiled for) would not fit the spare set's array. Writes nothing.
+    pub(super) fn check_compiled_room(
+        &self,
+        compiled: &CompiledTables,
+    ) -> Result<(), DataplaneError> {
+        if compiled.flags & FLAG_LOOKUP_COMPILED == 0 {
+            return Ok(());
+        }
+        self.compiled.image(1 - self.active, compiled).map(drop)
+    }
+
     pub(super) fn capacity(&self) -> &Capacity {
         &self.capacity
     }

@@ -106,6 +106,28 @@ fn open_exclusive(path: &Path) -> io::Result<File> {
 /// Errors: [`PersistError::Io`] naming `path`; the previous file is then
 /// intact and no temporary file is left behind.
 pub fn write_atomically(path: &Path, contents: &str) -> Result<(), PersistError> {
+    stage(path, contents)?.commit()
+}
+
+/// A replacement of a file, written and synced under its temporary name
+/// but not yet in place: [`StagedWrite::commit`] puts it there; dropping
+/// it removes the temporary file, and the file it would replace never
+/// changed. So the slow part of a write (the data's sync) can run before
+/// it is known whether the write is wanted.
+pub struct StagedWrite {
+    temp: tempfile::NamedTempFile,
+    /// The file replaced (a link's final target).
+    target: PathBuf,
+    /// The path as the caller named it (for errors).
+    path: PathBuf,
+}
+
+/// The first half of [`write_atomically`]: the new file is created in the
+/// directory of the file it replaces, written, given the old file's mode
+/// and owner, and synced.
+///
+/// Errors: as [`write_atomically`]'s; nothing is left behind.
+pub fn stage(path: &Path, contents: &str) -> Result<StagedWrite, PersistError> {
     let io = |source| PersistError::Io {
         path: path.to_path_buf(),
         source,
@@ -161,8 +183,29 @@ pub fn write_atomically(path: &Path, contents: &str) -> Result<(), PersistError>
         }
     }
     file.sync_all().map_err(io)?;
-    temp.persist(&target).map_err(|e| io(e.error))?;
-    File::open(dir).and_then(|d| d.sync_all()).map_err(io)
+    Ok(StagedWrite {
+        temp,
+        target,
+        path: path.to_path_buf(),
+    })
+}
+
+impl StagedWrite {
+    /// Renames the new file over the one it replaces and syncs their
+    /// directory: from then on the new file is the file, durably.
+    ///
+    /// Errors: [`PersistError::Io`] naming the path; when the rename
+    /// failed, the previous file is intact and the temporary file removed.
+    pub fn commit(self) -> Result<(), PersistError> {
+        let io = |source| PersistError::Io {
+            path: self.path.clone(),
+            source,
+        };
+        self.temp.persist(&self.target).map_err(|e| io(e.error))?;
+        File::open(parent_dir(&self.target))
+            .and_then(|d| d.sync_all())
+            .map_err(io)
+    }
 }
 
 /// The process's file-mode creation mask, read without changing it
@@ -271,6 +314,24 @@ mod tests {
             .collect();
         names.sort();
         names
+    }
+
+    #[test]
+    fn a_staged_write_is_in_place_only_once_committed_and_dropped_it_leaves_nothing() {
+        let dir = scratch();
+        let path = dir.path().join("policy.toml");
+        fs::write(&path, "old").unwrap();
+        let inode = fs::metadata(&path).unwrap().ino();
+        let staged = stage(&path, "refused").unwrap();
+        assert_eq!(fs::read_to_string(&path).unwrap(), "old");
+        assert_eq!(names(dir.path()).len(), 2, "the file and the staged one");
+        drop(staged);
+        assert_eq!(fs::read_to_string(&path).unwrap(), "old");
+        assert_eq!(fs::metadata(&path).unwrap().ino(), inode, "never replaced");
+        assert_eq!(names(dir.path()), ["policy.toml"], "no temporary file left");
+        stage(&path, "new").unwrap().commit().unwrap();
+        assert_eq!(fs::read_to_string(&path).unwrap(), "new");
+        assert_eq!(names(dir.path()), ["policy.toml"]);
     }
 
     #[test]
