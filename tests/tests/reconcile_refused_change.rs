@@ -334,21 +334,10 @@ fn filling_policy(addresses: usize, ip_rules: &[&str]) -> String {
 /// compiled` finds that `policy`'s compiled table does not fit its maps.
 fn compiled_room(policy: &str) -> Result<(), (u64, u64)> {
     let file = PolicyFile::new(policy);
-    let output = vaultfw_tests::agent::vaultfw(&[
-        "check",
-        "--policy",
-        file.path_str(),
-        "--lookup",
-        "compiled",
-        "--src",
-        &DENIED_SRC.to_string(),
-        "--dst",
-        "192.0.2.1",
-        "--proto",
-        "tcp",
-        "--dport",
-        "443",
-    ]);
+    let src = DENIED_SRC.to_string();
+    let mut args = vec!["check", "--policy", file.path_str(), "--src", &src];
+    args.extend("--lookup compiled --dst 192.0.2.1 --proto tcp --dport 443".split(' '));
+    let output = vaultfw_tests::agent::vaultfw(&args);
     let stderr = String::from_utf8_lossy(&output.stderr);
     let number_after = |word: &str| {
         let at = stderr.find(word)? + word.len();
