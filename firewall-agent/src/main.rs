@@ -499,4 +499,18 @@ mod tests {
         assert_eq!(run_failure(&log(full())), Failure::Internal);
         assert_eq!(run_failure(&socket(full())), Failure::Internal);
     }
+
+    #[test]
+    fn tables_the_maps_cannot_hold_fail_a_start_as_the_kernels_refusal() {
+        use vaultfw::dataplane::DataplaneError;
+        let compiled = DataplaneError::CompiledTable {
+            set: 0,
+            reason: "the policy needs 10 cells but the table holds 9".into(),
+        };
+        assert_eq!(
+            run_failure(&RunError::Dataplane(compiled)),
+            Failure::KernelRefused,
+            "as a CLI change refused for it is (exit 4)"
+        );
+    }
 }

@@ -410,6 +410,30 @@ fn assert_same_hits(
     );
 }
 
+/// What `f` returns, and the agent's log lines it wrote.
+fn logged<T>(f: impl FnOnce() -> T) -> (T, String) {
+    #[derive(Clone, Default)]
+    struct Captured(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+    impl std::io::Write for Captured {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let captured = Captured::default();
+    let writer = captured.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_writer(move || writer.clone())
+        .with_ansi(false)
+        .finish();
+    let value = tracing::subscriber::with_default(subscriber, f);
+    let text = String::from_utf8_lossy(&captured.0.lock().unwrap()).into_owned();
+    (value, text)
+}
+
 /// A dataplane over `pins` with room for 10 IP rules and 5 subnet rules,
 /// loaded for the compiled lookup.
 fn open_small_compiled(pins: &vaultfw::paths::PinDir) -> Dataplane {
@@ -618,10 +642,15 @@ fn a_start_over_a_compiled_table_of_the_earlier_layout_moves_the_filter_to_new_m
         }
     }
 
-    let mut dataplane = open();
+    let (mut dataplane, logged) = logged(open);
     assert!(
         dataplane.migrating(),
         "a table of the earlier layout is reused"
+    );
+    assert!(logged.contains("another layout"), "{logged}");
+    assert!(
+        !logged.contains("differs from the one its entry list compiles to"),
+        "an upgrade is taken for a change outside vaultfw: {logged}"
     );
     assert_eq!(dataplane.generation(), 1);
     dataplane.apply(&tables, 2).expect("apply on the new maps");

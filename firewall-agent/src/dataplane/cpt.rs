@@ -178,10 +178,12 @@ fn write_image(map: &MapData, image: &[Cell]) -> io::Result<()> {
 /// array that cannot be read counts as current: reading its entries then
 /// fails the start.
 pub(super) fn pinned_layout_is_current(path: &std::path::Path) -> bool {
-    let Ok(map) = MapData::from_pin(path) else {
-        return true;
-    };
-    match Mapping::new(&map, 1) {
+    MapData::from_pin(path).map_or(true, |map| layout_is_current(&map))
+}
+
+/// [`pinned_layout_is_current`] of an open array.
+fn layout_is_current(map: &MapData) -> bool {
+    match Mapping::new(map, 1) {
         Ok(mapping) => [0, CPT_MAGIC].contains(&mapping.cells()[0][0]),
         Err(_) => true,
     }
@@ -292,6 +294,14 @@ impl CompiledSets {
         map_whole(&maps[set as usize])
             .and_then(|mapping| listed_entries(mapping.cells()).map_err(|e| e.to_string()))
             .map_err(|reason| DataplaneError::CompiledTable { set, reason })
+    }
+
+    /// Whether set `set`'s array holds no table of another layout (see
+    /// [`pinned_layout_is_current`]).
+    pub(super) fn layout_is_current(&self, set: u32) -> bool {
+        self.maps
+            .as_ref()
+            .is_none_or(|maps| layout_is_current(&maps[set as usize]))
     }
 
     /// Whether set `set`'s table is exactly the image `tables` compile to

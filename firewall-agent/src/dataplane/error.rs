@@ -294,7 +294,8 @@ impl DataplaneError {
     }
 
     /// Whether the kernel refused the request (exit code 4) rather than the
-    /// input or the build being wrong.
+    /// input or the build being wrong; tables the loaded maps cannot hold
+    /// count as the kernel's refusal, as a CLI change refused for them does.
     pub fn is_kernel_refusal(&self) -> bool {
         matches!(
             self,
@@ -306,6 +307,8 @@ impl DataplaneError {
                 | DataplaneError::Map { .. }
                 | DataplaneError::Attach { .. }
                 | DataplaneError::Pins { .. }
+                | DataplaneError::Capacity { .. }
+                | DataplaneError::CompiledTable { .. }
         )
     }
 }

@@ -700,7 +700,13 @@ impl Tables {
                 None => BTreeMap::new(),
             },
         };
-        if compiled_set && !tables.active_diverged && !tables.compiled.serves(active, &contents)? {
+        // A table of another layout (an upgrade: these maps are being
+        // replaced, see `pins`) is not compared with this layout's image.
+        if compiled_set
+            && !tables.active_diverged
+            && tables.compiled.layout_is_current(active)
+            && !tables.compiled.serves(active, &contents)?
+        {
             tracing::error!(
                 set = active,
                 "the served compiled table differs from the one its entry list compiles to (changed outside vaultfw?); the set is rewritten from the policy at the next apply"
