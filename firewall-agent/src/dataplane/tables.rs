@@ -1183,6 +1183,23 @@ impl Tables {
         if compiled.flags & FLAG_LOOKUP_COMPILED == 0 {
             return Ok(());
         }
+        // The bound of these very entries proves most tables fit without
+        // building them; only a table near its room is built to tell.
+        let count = |n: usize| u32::try_from(n).unwrap_or(u32::MAX);
+        let scopes: std::collections::BTreeSet<(u32, u32)> = compiled
+            .vnet_rules
+            .keys()
+            .map(|key| (key.ifindex, key.vlan))
+            .collect();
+        let bound = firewall_common::cpt::cells_bound(
+            count(compiled.ip_rules.len() + compiled.trusted.len() + compiled.vnet_rules.len()),
+            count(compiled.vnet_rules.len()),
+            count(scopes.len()),
+            self.capacity.hit_slots.ip6(0),
+        );
+        if bound <= u64::from(self.capacity.compiled_cells()) {
+            return Ok(());
+        }
         self.compiled.image(1 - self.active, compiled).map(drop)
     }
 
