@@ -214,14 +214,10 @@ fn compiled_table_judges_like_the_tries_and_the_reference_at_every_size() {
     );
 }
 
-/// A policy within its limits whose subnet prefixes exceed the compiled
-/// table's room is refused with the bound and both ways out, and the
-/// tables the kernel serves stay as they were.
-#[test]
-fn a_policy_beyond_the_compiled_tables_room_is_refused_naming_the_bound_and_the_fix() {
-    if !require_root() {
-        return;
-    }
+/// Tables within the limits of 10 IP rules and 5 subnet rules whose
+/// 40,000 subnet prefixes (single addresses, none adjacent: every one a
+/// range of its own) exceed those limits' compiled table.
+fn beyond_room_tables() -> CompiledTables {
     // 40,000 single addresses, none adjacent: every one a range of its own.
     let prefixes: Vec<String> = (0..40_000u32)
         .map(|i| {
@@ -238,12 +234,62 @@ fn a_policy_beyond_the_compiled_tables_room_is_refused_naming_the_bound_and_the_
     let policy = vaultfw::policy::parse_toml(&text)
         .unwrap_or_else(|e| panic!("the policy is valid: {e}"))
         .policy;
-    let tables = vaultfw::compile::compile(
+    vaultfw::compile::compile(
         &policy,
         &vaultfw::links::InterfaceIndex::new(),
         &vaultfw::clock::MonotonicClock::now(),
     )
-    .with_compiled_lookup(true);
+    .with_compiled_lookup(true)
+}
+
+/// The CLI change of IP rules puts its policy file in place before its
+/// table write only when nothing but a failing map write could refuse
+/// it: tables beyond the maps' limits, beyond the compiled table's room
+/// (which only the build would tell), or any change while a fallback is
+/// pending rule it out.
+#[test]
+fn a_refusal_is_ruled_out_only_for_tables_proven_to_fit_with_no_fallback_pending() {
+    if !require_root() {
+        return;
+    }
+    let (_remove, pins) = scratch_pins("cpt-ruled-out");
+    let mut dataplane = open_small_compiled(&pins);
+    let rules: Vec<([u8; 4], u32, u32)> = (0..11u8)
+        .map(|i| ([198, 51, 100, i], 32, i.into()))
+        .collect();
+    let within = guarded_tables(0, &rules[..10]).with_compiled_lookup(true);
+    assert!(dataplane.refusal_is_ruled_out(&within));
+    let over_limit = guarded_tables(0, &rules).with_compiled_lookup(true);
+    assert!(!dataplane.refusal_is_ruled_out(&over_limit));
+    assert!(!dataplane.refusal_is_ruled_out(&beyond_room_tables()));
+    assert!(
+        !dataplane.refusal_is_ruled_out(&within.clone().with_compiled_lookup(false)),
+        "tables for the other lookup are refused"
+    );
+
+    dataplane.apply(&within, 1).expect("apply");
+    let in_an_hour = std::time::SystemTime::now() + std::time::Duration::from_secs(3600);
+    let narrowed = guarded_tables(0, &rules[..1]).with_compiled_lookup(true);
+    dataplane
+        .apply_with_fallback(&narrowed, 2, in_an_hour)
+        .expect("apply with a fallback");
+    assert!(
+        !dataplane.refusal_is_ruled_out(&within),
+        "a fallback is pending"
+    );
+    dataplane.confirm().expect("confirm");
+    assert!(dataplane.refusal_is_ruled_out(&within));
+}
+
+/// A policy within its limits whose subnet prefixes exceed the compiled
+/// table's room is refused with the bound and both ways out, and the
+/// tables the kernel serves stay as they were.
+#[test]
+fn a_policy_beyond_the_compiled_tables_room_is_refused_naming_the_bound_and_the_fix() {
+    if !require_root() {
+        return;
+    }
+    let tables = beyond_room_tables();
     let capacity = Capacity::for_limits(10, 5).with_lookup(Lookup::Compiled);
     let mut dataplane = Dataplane::load(capacity).unwrap_or_else(|e| panic!("load: {e}"));
     let refused = dataplane

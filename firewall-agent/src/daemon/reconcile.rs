@@ -177,38 +177,57 @@ impl Daemon {
 
     /// [`Daemon::reconcile`] of a CLI change of IP rules. It names the
     /// interfaces the served policy names, so the only thing it enforces
-    /// is its flip: its policy file (`files.policy`) is staged (written and synced
-    /// under a temporary name) beside the compile and the table write, and
-    /// put in place just before the flip. A change refused before then
-    /// never touches the file, whenever the process dies.
+    /// is its flip: its policy file (`files.policy`) is staged (written
+    /// and synced under a temporary name) on a thread beside the compile
+    /// and the table write. It is put in place there as soon as the
+    /// compiled change is known to be refusable only by a failing map
+    /// write (then put back if that happens), and otherwise just before
+    /// the flip. Either way it is in place before the flip, and a change
+    /// refused before its table write never touches the file, whenever
+    /// the process dies.
     fn reconcile_staged(
         &mut self,
         change: Change<'_>,
         files: &WriteBack,
     ) -> Result<ApplyReport, ChangeError> {
-        let path = self.options.source.path.clone();
+        let path = &self.options.source.path.clone();
         let text = &files.policy;
         let before = self.files_now(files)?;
         self.written_back = Some(text.clone());
-        let committed = std::cell::Cell::new(false);
+        let committed = std::sync::atomic::AtomicBool::new(false);
+        let commit = |staged: persist::StagedWrite| {
+            staged.commit()?;
+            committed.store(true, std::sync::atomic::Ordering::Release);
+            Ok(())
+        };
         let enforced = std::thread::scope(|scope| {
-            let staging = scope.spawn(|| persist::stage(&path, text));
+            let (decided, decision) = std::sync::mpsc::channel::<bool>();
+            // Ok(None): in place; Ok(Some): staged, for the flip to put in
+            // place. Dropped unjoined (refused first), it removes the file.
+            let staging = scope.spawn(move || {
+                let staged = persist::stage(path, text)?;
+                if decision.recv() == Ok(true) {
+                    return commit(staged).map(|()| None);
+                }
+                Ok(Some(staged))
+            });
             let put_in_place = || {
                 let staged = staging
                     .join()
                     .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
-                staged
-                    .and_then(persist::StagedWrite::commit)
-                    .map_err(|error| file_error(&path, error))?;
-                committed.set(true);
-                Ok(())
+                match staged {
+                    Ok(Some(staged)) => commit(staged),
+                    Ok(None) => Ok(()),
+                    Err(error) => Err(error),
+                }
+                .map_err(|error| file_error(path, error))
             };
-            // Refused here, the staged file is removed with the thread's
-            // result when the scope ends.
             let tables = self.resolve(&change)?;
+            // A send fails only when staging failed: the flip reports it.
+            let _ = decided.send(self.dataplane.refusal_is_ruled_out(&tables));
             self.enforce(tables, change, put_in_place)
         });
-        if committed.get() {
+        if committed.load(std::sync::atomic::Ordering::Acquire) {
             self.put_back_if_refused(&enforced, &before);
         }
         enforced

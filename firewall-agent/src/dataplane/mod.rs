@@ -495,6 +495,15 @@ impl Dataplane {
         self.tables.check_compiled_room(compiled)
     }
 
+    /// Whether an apply of `compiled` without a fallback can be refused
+    /// only by the kernel failing a map write (no [`DataplaneError`] of
+    /// [`Dataplane::check_fits`] nor [`DataplaneError::FallbackPending`]),
+    /// told without building the compiled table. `false` when that needs
+    /// the build (a table near its room) or a refusal is certain.
+    pub fn refusal_is_ruled_out(&self, compiled: &CompiledTables) -> bool {
+        self.tables.refusal_is_ruled_out(compiled)
+    }
+
     /// Writes `compiled` as generation `generation` into the inactive table
     /// set and makes it active. When it equals what the active set holds,
     /// nothing is written and the report says so.

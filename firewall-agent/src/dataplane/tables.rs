@@ -1180,11 +1180,21 @@ impl Tables {
         &self,
         compiled: &CompiledTables,
     ) -> Result<(), DataplaneError> {
-        if compiled.flags & FLAG_LOOKUP_COMPILED == 0 {
+        if self.compiled_room_is_proven(compiled) {
             return Ok(());
         }
-        // The bound of these very entries proves most tables fit without
-        // building them; only a table near its room is built to tell.
+        self.compiled.image(1 - self.active, compiled).map(drop)
+    }
+
+    /// Whether `compiled` fits the compiled array without building it:
+    /// always under the trie lookup; under the compiled lookup when the
+    /// bound of its own entries ([`firewall_common::cpt::cells_bound`])
+    /// is within the array. `false` says only that the table must be
+    /// built to tell (a table near its room).
+    fn compiled_room_is_proven(&self, compiled: &CompiledTables) -> bool {
+        if compiled.flags & FLAG_LOOKUP_COMPILED == 0 {
+            return true;
+        }
         let count = |n: usize| u32::try_from(n).unwrap_or(u32::MAX);
         let scopes: std::collections::BTreeSet<(u32, u32)> = compiled
             .vnet_rules
@@ -1197,10 +1207,17 @@ impl Tables {
             count(scopes.len()),
             self.capacity.hit_slots.ip6(0),
         );
-        if bound <= u64::from(self.capacity.compiled_cells()) {
-            return Ok(());
-        }
-        self.compiled.image(1 - self.active, compiled).map(drop)
+        bound <= u64::from(self.capacity.compiled_cells())
+    }
+
+    /// Whether [`Tables::apply`] of `compiled` (without a fallback) can be
+    /// refused only by the kernel failing a map write: no fallback is
+    /// pending, the tables fit the maps, and the compiled table's room is
+    /// proven without building it.
+    pub(super) fn refusal_is_ruled_out(&self, compiled: &CompiledTables) -> bool {
+        self.fallback_at_ns == 0
+            && self.capacity.check(compiled).is_ok()
+            && self.compiled_room_is_proven(compiled)
     }
 
     pub(super) fn capacity(&self) -> &Capacity {
