@@ -279,10 +279,12 @@ fn run(args: &Args) -> Value {
         let prefixes = peers::read_prefixes(&args.prefix_dir, count);
         let parsed: Vec<(u32, [u8; 4])> = prefixes.iter().map(|p| peers::parse_prefix(p)).collect();
 
-        eprintln!("bench-veth: {count} prefixes: vaultfw run (native XDP)");
+        eprintln!("bench-veth: {count} prefixes: vaultfw run --lookup trie (native XDP)");
         let options = AgentOptions {
             stats_interval_s: 10,
-            extra_args: vec!["--xdp-mode".to_owned(), "native".to_owned()],
+            extra_args: ["--xdp-mode", "native", "--lookup", "trie"]
+                .map(str::to_owned)
+                .to_vec(),
             ..AgentOptions::iface(&sdev)
         };
         let mut agent = Agent::start_with(server, &policy(&prefixes), options);

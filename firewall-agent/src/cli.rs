@@ -210,16 +210,17 @@ pub struct RunArgs {
     /// Example: vaultfw run --iface all --pass-forwarded --policy /etc/vaultfw/policy.toml
     #[arg(long)]
     pub pass_forwarded: bool,
-    /// How the data plane finds an IPv4 source's rules: `trie` walks the
-    /// kernel's LPM tries (one per table, up to 32 nodes each); `compiled`
-    /// walks a compiled prefix table (a direct array indexed by the
-    /// source's top bits, then a short binary search: one walk answers
-    /// every table of a scope). Both give the same verdicts; IPv6 always
-    /// uses the tries. A restart with the other value keeps the pins and
-    /// rewrites the tables.
+    /// How the data plane finds an IPv4 source's rules: `compiled` walks a
+    /// compiled prefix table (a direct array indexed by the source's top
+    /// bits, then a short binary search: one walk answers every table of a
+    /// scope); `trie` walks the kernel's LPM tries (one per table, up to
+    /// 32 nodes each), allocated per entry where the compiled table is
+    /// allocated for the worst case of `limits`. Both give the same
+    /// verdicts; IPv6 always uses the tries. A restart with the other
+    /// value keeps the pins and rewrites the tables.
     ///
-    /// Example: vaultfw run --lookup compiled --policy /etc/vaultfw/policy.toml
-    #[arg(long, value_enum, default_value = "trie")]
+    /// Example: vaultfw run --lookup trie --policy /etc/vaultfw/policy.toml
+    #[arg(long, value_enum, default_value_t = Lookup::DEFAULT)]
     pub lookup: Lookup,
     /// Append the access log (one JSON object per line) to FILE instead of
     /// stdout; SIGHUP reopens it (for logrotate).
@@ -387,8 +388,8 @@ pub struct CheckArgs {
     /// (`trie` or `compiled`): judge the frames through the data path the
     /// daemon runs. Verdicts are the same; IPv6 always uses the tries.
     ///
-    /// Example: vaultfw check --lookup compiled --policy policy.toml --src 203.0.113.7 --dst 10.0.0.1 --proto tcp --dport 443
-    #[arg(long, value_enum, default_value = "trie")]
+    /// Example: vaultfw check --lookup trie --policy policy.toml --src 203.0.113.7 --dst 10.0.0.1 --proto tcp --dport 443
+    #[arg(long, value_enum, default_value_t = Lookup::DEFAULT)]
     pub lookup: Lookup,
 }
 

@@ -235,7 +235,8 @@ fn every_record_of_a_session_is_json_with_the_ecs_fields_of_its_kind() {
                     assert_eq!(interfaces[0]["name"], topo.server_veth(), "{record}");
                     assert_has(&interfaces[0], &["mode", "entry"]);
                     assert_eq!(vaultfw["on_exit"], "detach", "{record}");
-                    assert_eq!(vaultfw["lookup"], "trie", "{record}");
+                    // The default `--lookup`.
+                    assert_eq!(vaultfw["lookup"], "compiled", "{record}");
                     filtering += 1;
                 }
                 if record["message"] == "attached" {

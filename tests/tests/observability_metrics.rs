@@ -187,9 +187,9 @@ fn metrics_pass_promtool_and_say_what_the_daemon_and_the_kernel_hold() {
     assert_eq!(build.1["kernel"], kernel.release().to_string_lossy());
     assert_eq!(build.1["version"], env!("CARGO_PKG_VERSION"));
     assert!(!build.1["commit"].is_empty(), "{text}");
-    // The daemon runs with the default `--lookup trie`.
+    // The daemon runs with the default `--lookup compiled`.
     assert_eq!(
-        value(&s, "vaultfw_lookup_info", &[("lookup", "trie")], &text),
+        value(&s, "vaultfw_lookup_info", &[("lookup", "compiled")], &text),
         1.0
     );
 

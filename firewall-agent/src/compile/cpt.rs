@@ -32,26 +32,28 @@ pub mod adversarial;
 /// `vaultfw check --lookup`); on the wire and in logs and metrics
 /// `"trie"` or `"compiled"`.
 #[derive(
-    Clone,
-    Copy,
-    Debug,
-    Default,
-    PartialEq,
-    Eq,
-    clap::ValueEnum,
-    serde::Serialize,
-    serde::Deserialize,
+    Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, serde::Serialize, serde::Deserialize,
 )]
 #[serde(rename_all = "lowercase")]
 pub enum Lookup {
     /// The kernel's LPM tries.
-    #[default]
     Trie,
     /// The compiled prefix table (`firewall_common::cpt`).
     Compiled,
 }
 
 impl Lookup {
+    /// What `run --lookup` and `check --lookup` are unless given: the
+    /// compiled table, faster than the tries from 254 prefixes on and
+    /// applied in one write (docs/performance.md).
+    pub const DEFAULT: Lookup = Lookup::Compiled;
+
+    /// What a reply from a daemon that predates the `lookup` field
+    /// served: it had only the tries.
+    pub const fn before_the_field() -> Self {
+        Lookup::Trie
+    }
+
     /// The lookup a table set's `PolicyConfig::flags` select
     /// ([`firewall_common::FLAG_LOOKUP_COMPILED`]).
     pub const fn from_flags(flags: u32) -> Self {
@@ -73,6 +75,12 @@ impl Lookup {
             Lookup::Trie => "trie",
             Lookup::Compiled => "compiled",
         }
+    }
+}
+
+impl Default for Lookup {
+    fn default() -> Self {
+        Lookup::DEFAULT
     }
 }
 

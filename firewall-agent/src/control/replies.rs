@@ -84,7 +84,7 @@ pub struct ShowReply {
     /// How the served table set looks up IPv4 sources (`--lookup`), as
     /// its `PolicyConfig` flags in the kernel say. `"trie"` from a daemon
     /// that predates the field (it had only the tries).
-    #[serde(default)]
+    #[serde(default = "crate::compile::cpt::Lookup::before_the_field")]
     pub lookup: crate::compile::cpt::Lookup,
     /// Sentences an operator should read.
     pub warnings: Vec<String>,
