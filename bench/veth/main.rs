@@ -279,73 +279,50 @@ fn run(args: &Args) -> Value {
         let prefixes = peers::read_prefixes(&args.prefix_dir, count);
         let parsed: Vec<(u32, [u8; 4])> = prefixes.iter().map(|p| peers::parse_prefix(p)).collect();
 
-        eprintln!("bench-veth: {count} prefixes: vaultfw run --lookup trie (native XDP)");
-        let options = AgentOptions {
-            stats_interval_s: 10,
-            extra_args: ["--xdp-mode", "native", "--lookup", "trie"]
-                .map(str::to_owned)
-                .to_vec(),
-            ..AgentOptions::iface(&sdev)
-        };
-        let mut agent = Agent::start_with(server, &policy(&prefixes), options);
-        agent.wait_ready();
-        let pid = agent.pid();
-        std::thread::sleep(std::time::Duration::from_millis(500));
-        let idle = measure::window(client, &cdev, Some(pid), args.seconds);
-        let tables = memory::table_sets(&agent.paths().pin_dir);
-        let windows = flood(Some(pid));
-        let cpu = |w: &Window| w.agent_cpu_ns.unwrap_or(0) as f64 / (w.seconds * 1e9) * 100.0;
-        let rss = |w: &Window| w.agent_rss_kib.unwrap_or(0) as f64 / 1024.0;
-        agent_rows.push(json!({
-            "prefixes": count,
-            "idle": { "rss_mib": rss(&idle), "cpu_percent": cpu(&idle), "seconds": idle.seconds },
-            "table_memory": tables,
-            "flood": {
-                "rss_mib": summary(&windows.iter().map(rss).collect::<Vec<_>>()),
-                "cpu_percent": summary(&windows.iter().map(cpu).collect::<Vec<_>>()),
-                "mpps": summary(&windows.iter().map(Window::mpps).collect::<Vec<_>>()),
-            },
-        }));
-        eprintln!(
-            "bench-veth: agent at {count} prefixes: idle {:.1} MiB, {:.2}% CPU; flood {:.1} MiB, {:.2}% CPU",
-            rss(&idle),
-            cpu(&idle),
-            median(&windows.iter().map(rss).collect::<Vec<_>>()),
-            median(&windows.iter().map(cpu).collect::<Vec<_>>())
-        );
-        let stats = agent.stop();
-        eprintln!(
-            "bench-veth: agent counted deny_no_match {} allow_ip_rule {}",
-            stats.get("deny_no_match"),
-            stats.get("allow_ip_rule")
-        );
-        rows.push(row(
-            "vaultfw",
-            "xdp",
-            Some(count),
-            &windows,
-            Some(floors[0]),
-        ));
-
-        eprintln!("bench-veth: {count} prefixes: vaultfw run --lookup compiled (native XDP)");
-        let options = AgentOptions {
-            stats_interval_s: 10,
-            extra_args: ["--xdp-mode", "native", "--lookup", "compiled"]
-                .map(str::to_owned)
-                .to_vec(),
-            ..AgentOptions::iface(&sdev)
-        };
-        let mut agent = Agent::start_with(server, &policy(&prefixes), options);
-        agent.wait_ready();
-        let windows = flood(Some(agent.pid()));
-        agent.stop();
-        rows.push(row(
-            "vaultfw_compiled",
-            "xdp",
-            Some(count),
-            &windows,
-            Some(floors[0]),
-        ));
+        for (filter, lookup) in [("vaultfw", "trie"), ("vaultfw_compiled", "compiled")] {
+            eprintln!("bench-veth: {count} prefixes: vaultfw run --lookup {lookup} (native XDP)");
+            let options = AgentOptions {
+                stats_interval_s: 10,
+                extra_args: ["--xdp-mode", "native", "--lookup", lookup]
+                    .map(str::to_owned)
+                    .to_vec(),
+                ..AgentOptions::iface(&sdev)
+            };
+            let mut agent = Agent::start_with(server, &policy(&prefixes), options);
+            agent.wait_ready();
+            let pid = agent.pid();
+            std::thread::sleep(std::time::Duration::from_millis(500));
+            let idle = measure::window(client, &cdev, Some(pid), args.seconds);
+            let tables = memory::table_sets(&agent.paths().pin_dir);
+            let windows = flood(Some(pid));
+            let cpu = |w: &Window| w.agent_cpu_ns.unwrap_or(0) as f64 / (w.seconds * 1e9) * 100.0;
+            let rss = |w: &Window| w.agent_rss_kib.unwrap_or(0) as f64 / 1024.0;
+            agent_rows.push(json!({
+                "prefixes": count,
+                "lookup": lookup,
+                "idle": { "rss_mib": rss(&idle), "cpu_percent": cpu(&idle), "seconds": idle.seconds },
+                "table_memory": tables,
+                "flood": {
+                    "rss_mib": summary(&windows.iter().map(rss).collect::<Vec<_>>()),
+                    "cpu_percent": summary(&windows.iter().map(cpu).collect::<Vec<_>>()),
+                    "mpps": summary(&windows.iter().map(Window::mpps).collect::<Vec<_>>()),
+                },
+            }));
+            eprintln!(
+                "bench-veth: agent (--lookup {lookup}) at {count} prefixes: idle {:.1} MiB, {:.2}% CPU; flood {:.1} MiB, {:.2}% CPU",
+                rss(&idle),
+                cpu(&idle),
+                median(&windows.iter().map(rss).collect::<Vec<_>>()),
+                median(&windows.iter().map(cpu).collect::<Vec<_>>())
+            );
+            let stats = agent.stop();
+            eprintln!(
+                "bench-veth: agent counted deny_no_match {} allow_ip_rule {}",
+                stats.get("deny_no_match"),
+                stats.get("allow_ip_rule")
+            );
+            rows.push(row(filter, "xdp", Some(count), &windows, Some(floors[0])));
+        }
 
         let windows = {
             let _p = XdpPeer::attach(
