@@ -226,16 +226,19 @@ impl PinPlan {
                         ![CPT_0, CPT_1].contains(&want.name)
                             || super::cpt::pinned_layout_is_current(&path)
                     };
+                    // What moves the filter is the operator's choice (an
+                    // upgrade, new limits, another --lookup): said at info,
+                    // as it trips no alert; a failing move is an error.
                     if same_shape && current_layout() {
                         MapPin::Reuse
                     } else if same_shape {
-                        tracing::warn!(
+                        tracing::info!(
                             map = want.name,
                             "pinned compiled table has another layout (an upgrade): the filter moves to new maps"
                         );
                         MapPin::Recreate
                     } else {
-                        tracing::warn!(
+                        tracing::info!(
                             map = want.name,
                             ecs = %serde_json::json!({ "vaultfw": {
                                 "pinned": have.as_ref().map(MapShape::record),
