@@ -385,8 +385,9 @@ pub struct CheckArgs {
     #[arg(long)]
     pub explain: bool,
     /// How the program looks up IPv4 sources, as `vaultfw run --lookup`
-    /// (`trie` or `compiled`): judge the frames through the data path the
-    /// daemon runs. Verdicts are the same; IPv6 always uses the tries.
+    /// (`compiled` or `trie`): judge the frames through that data path
+    /// (give the daemon's own when it runs with `--lookup trie`). Verdicts
+    /// are the same; IPv6 always uses the tries.
     ///
     /// Example: vaultfw check --lookup trie --policy policy.toml --src 203.0.113.7 --dst 10.0.0.1 --proto tcp --dport 443
     #[arg(long, value_enum, default_value_t = Lookup::DEFAULT)]

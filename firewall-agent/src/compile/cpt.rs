@@ -44,7 +44,7 @@ pub enum Lookup {
 
 impl Lookup {
     /// What `run --lookup` and `check --lookup` are unless given: the
-    /// compiled table, faster than the tries from 254 prefixes on and
+    /// compiled table, faster per frame than the tries at every size and
     /// applied in one write (docs/performance.md).
     pub const DEFAULT: Lookup = Lookup::Compiled;
 
