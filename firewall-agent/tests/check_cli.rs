@@ -170,9 +170,9 @@ fn flags_mode_names_verdict_reason_and_rule_through_either_lookup() {
             Value::from("ip rule 198.51.100.0/24 (\"office\")"),
         ),
     ];
-    // The default (the tries) and `--lookup compiled`: the program's
-    // compiled table judges as its tries do.
-    for lookup in [&[][..], &["--lookup", "compiled"]] {
+    // `--lookup trie` and the default (compiled): the program's compiled
+    // table judges as its tries do.
+    for lookup in [&["--lookup", "trie"][..], &[]] {
         for (src, verdict, reason, rule) in &cases {
             let got = judged(&policy, src, "tcp", Some("443"), lookup);
             assert_eq!(
@@ -182,6 +182,54 @@ fn flags_mode_names_verdict_reason_and_rule_through_either_lookup() {
             );
         }
     }
+}
+
+/// A subnet rule whose endpoint is a VLAN: frames judged without that tag
+/// arrive off its endpoint.
+const VLAN_ENDPOINT_POLICY: &str = r#"
+default_action = "Deny"
+
+[[virtual_network_rules]]
+id = "vnet-test/subnets/tagged"
+address_prefixes = ["10.30.0.0/16"]
+endpoint = { vlan = 120 }
+"#;
+
+/// A refused source that a subnet rule lists gets a note: judged off the
+/// rule's endpoint (on the loopback device unless `--iface` names one),
+/// with the flags that judge it there; judged on the endpoint it is
+/// admitted, and a refused source no subnet rule lists gets no such note.
+#[test]
+fn a_refused_source_a_subnet_rule_lists_is_said_to_be_judged_off_its_endpoint() {
+    if !require_root() {
+        return;
+    }
+    let dir = TempDir::new("off-endpoint");
+    let policy = dir.file("policy.toml", VLAN_ENDPOINT_POLICY);
+    let policy = policy.to_str().expect("UTF-8 path");
+    let judged = |src: &str, extra: &[&str]| {
+        let mut args = flow(policy, src, "tcp", Some("443"));
+        args.extend(["--output", "json"]);
+        args.extend(extra);
+        json_lines(&check(&args)).remove(0)
+    };
+    let off = judged("10.30.1.2", &[]);
+    assert_eq!(off["reason"], "deny_no_match", "{off}");
+    let notes = off["notes"].to_string();
+    for said in [
+        "source 10.30.1.2 is in subnet rule vnet-test/subnets/tagged (10.30.0.0/16)",
+        "its endpoint (VLAN 120)",
+        "the loopback device (no --iface)",
+        "--vlan",
+    ] {
+        assert!(notes.contains(said), "{said:?} in {notes}");
+    }
+    let on = judged("10.30.1.2", &["--vlan", "120"]);
+    assert_eq!(on["reason"], "allow_vnet_rule", "{on}");
+    assert!(on.get("notes").is_none(), "{on}");
+    let unlisted = judged("10.31.1.2", &[]);
+    assert_eq!(unlisted["reason"], "deny_no_match", "{unlisted}");
+    assert!(unlisted.get("notes").is_none(), "{unlisted}");
 }
 
 #[test]

@@ -259,6 +259,7 @@ pub fn check(args: &CheckRequest) -> Result<Vec<FrameResult>, CheckError> {
         rules: &rules,
         interfaces: &interfaces,
         ingress_ifindex,
+        ingress_name: args.iface.as_deref(),
     };
     frames
         .into_iter()
@@ -274,6 +275,36 @@ struct Context<'a> {
     rules: &'a RuleTable,
     interfaces: &'a links::InterfaceIndex,
     ingress_ifindex: u32,
+    /// `--iface`, when given.
+    ingress_name: Option<&'a str>,
+}
+
+/// Why a refused IPv4 `source` that a subnet rule lists was not admitted:
+/// a subnet rule admits only frames received on its endpoint (Key
+/// Vault's service endpoint), and this frame was judged as received
+/// elsewhere — on the loopback device unless `--iface` names one. One
+/// sentence per such rule, naming the way to judge it on the endpoint.
+fn off_endpoint_notes<'a>(
+    context: &'a Context<'_>,
+    source: std::net::Ipv4Addr,
+) -> impl Iterator<Item = String> + 'a {
+    let judged_on = match context.ingress_name {
+        Some(name) => format!("interface {name}"),
+        None => "the loopback device (no --iface)".to_owned(),
+    };
+    context
+        .policy
+        .virtual_network_rules
+        .iter()
+        .filter_map(move |rule| {
+            let prefix = rule.address_prefixes.iter().find(|p| p.contains(&source))?;
+            Some(format!(
+                "source {source} is in subnet rule {} ({prefix}), which admits it only as \
+                 received on its endpoint ({}); this frame was judged as received on \
+                 {judged_on}: give the endpoint's --iface and --vlan to judge it there",
+                rule.id, rule.endpoint
+            ))
+        })
 }
 
 fn judge_frame(
@@ -386,6 +417,9 @@ fn judge_frame(
                 "default_action = Allow does not apply: {}",
                 crate::policy::PUBLIC_ACCESS_DISABLED
             ));
+        }
+        if let Some(source) = reference::ipv4_source(&frame.data) {
+            notes.extend(off_endpoint_notes(context, source));
         }
     }
     let rule = model

@@ -157,8 +157,8 @@ impl Capacity {
     /// for every IP rule plus [`COMPILED_EXTRA_PREFIXES`] trusted-service
     /// and subnet prefixes in [`COMPILED_SCOPES`] endpoints
     /// (`firewall_common::cpt::cells_bound`); with the tries, an empty
-    /// table's (so the default lookup preallocates no table it never
-    /// reads; switching the lookup moves the filter to new maps).
+    /// table's (so `--lookup trie` preallocates no table it never reads;
+    /// switching the lookup moves the filter to new maps).
     pub fn compiled_cells(&self) -> u32 {
         let bound = if self.compiled_lookup {
             firewall_common::cpt::cells_bound(

@@ -607,7 +607,7 @@ mod tests {
         }
     }
 
-    /// The tries' lookup (the default) never reads the compiled tables:
+    /// The tries' lookup (`--lookup trie`) never reads the compiled tables:
     /// they hold an empty table's cells whatever the limits, and the
     /// compiled lookup gets room for the policy — so the two lookups pin
     /// arrays of other shapes, and a switch moves the filter to new maps.
