@@ -286,7 +286,16 @@ fn an_az_keyvault_show_vault_runs_converts_takes_cli_changes_and_exports_back_se
         .to_uppercase()
         .replace("/SUBNETS/", "/subnets/");
     let removed = agent.cli_json(&["network-rule", "remove", "--subnet", &full]);
-    assert_eq!(removed.ok()["changed"], true, "{}", removed.context());
+    let answer = removed.ok();
+    assert_eq!(answer["changed"], true, "{}", removed.context());
+    // Named as the policy file holds it (converted to the short id), not
+    // as the request spelled it.
+    assert_eq!(
+        answer["message"],
+        "removed subnet rule vnet-hub/subnets/app",
+        "{}",
+        removed.context()
+    );
     let after_remove = Expect {
         public_allowed: &[ALLOWED_SRC, LISTED_SLASH32, DENIED_SRC, ADDED_TOO],
         public_dropped: &[],

@@ -284,13 +284,28 @@ fn a_subnet_rule_added_through_the_cli_filters_its_endpoint_and_removing_it_deta
     );
     assert_eq!(show["protected"], true, "{show:#}");
 
-    let removed = agent.cli_json(&[
-        "network-rule",
-        "remove",
-        "--vnet-rule",
-        "vnet-prod/subnets/app",
-    ]);
-    removed.ok();
+    // A prefix of the rule, then the rule: each answer names what went.
+    let cli = |verb: &str, prefix: Option<&str>| {
+        let mut args = vec!["network-rule", verb, "--vnet-rule", "vnet-prod/subnets/app"];
+        if let Some(prefix) = prefix {
+            args.extend(["--subnet", prefix]);
+        }
+        if verb == "add" {
+            args.extend(["--endpoint", &private]);
+        }
+        agent.cli_json(&args)
+    };
+    cli("add", Some("10.1.3.0/24")).ok();
+    let mut removed = cli("remove", Some("10.1.3.0/24"));
+    assert_eq!(
+        removed.ok()["message"],
+        "removed 10.1.3.0/24 from subnet rule vnet-prod/subnets/app"
+    );
+    removed = cli("remove", None);
+    assert_eq!(
+        removed.ok()["message"],
+        "removed subnet rule vnet-prod/subnets/app"
+    );
     assert!(
         !xdp_attached(&topo.server, &private),
         "detached once nothing names it: {}",

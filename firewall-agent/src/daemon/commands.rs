@@ -628,8 +628,11 @@ impl Daemon {
                          list` shows the rules; ids compare case-insensitively, short or full)"
                     ))
                 })?;
-                let edit = match subnet {
-                    None => Edit::RemoveVnetRule(rule.id.clone()),
+                let (edit, message) = match subnet {
+                    None => (
+                        Edit::RemoveVnetRule(rule.id.clone()),
+                        format!("removed subnet rule {}", rule.id),
+                    ),
                     Some(subnet) => {
                         let prefix = policy::parse_any_subnet_prefix("--subnet-prefix", &subnet)
                             .map_err(refuse)?;
@@ -639,14 +642,17 @@ impl Daemon {
                                 rule.id
                             )));
                         }
-                        Edit::RemoveVnetPrefix {
-                            id: rule.id.clone(),
-                            prefix,
-                        }
+                        (
+                            Edit::RemoveVnetPrefix {
+                                id: rule.id.clone(),
+                                prefix,
+                            },
+                            format!("removed {prefix} from subnet rule {}", rule.id),
+                        )
                     }
                 };
                 let report = self.commit(&[edit], "network-rule remove")?;
-                Ok(changed(&report, format!("removed from {id}")))
+                Ok(changed(&report, message))
             }
         }
     }
