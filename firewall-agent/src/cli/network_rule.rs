@@ -85,9 +85,11 @@ pub struct AddRuleArgs {
 /// A rule on the command line.
 #[derive(Debug, Args)]
 pub struct RuleArgs {
-    /// Public IPv4 addresses or CIDR ranges (`203.0.113.7`,
-    /// `203.0.113.0/24`): several after one flag, comma-separated, or the
-    /// flag repeated.
+    /// Public IPv4 or IPv6 addresses or CIDR ranges (`203.0.113.7`,
+    /// `203.0.113.0/24`, `2001:db8::/48`): several after one flag,
+    /// comma-separated, or the flag repeated. IPv6 ones join the same
+    /// `ip_rules` list and count against `limits.ipv6_rules` (README,
+    /// "IPv6 rules").
     #[arg(long, value_name = "ADDRESS", num_args = 1.., value_delimiter = ',')]
     pub ip_address: Vec<String>,
     /// The subnet's virtual network (with `--subnet NAME`), as in `az`.
