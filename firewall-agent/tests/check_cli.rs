@@ -104,6 +104,24 @@ fn flow<'a>(policy: &'a str, src: &'a str, proto: &'a str, dport: Option<&'a str
     args
 }
 
+/// The JSON line of a one-frame run.
+fn judged_line(
+    policy: &Path,
+    src: &str,
+    proto: &str,
+    dport: Option<&str>,
+    extra: &[&str],
+) -> Value {
+    let policy = policy.to_str().expect("UTF-8 path");
+    let mut args = flow(policy, src, proto, dport);
+    args.extend(["--output", "json"]);
+    args.extend(extra);
+    let mut lines = json_lines(&check(&args));
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    assert_eq!(lines[0]["index"], 0);
+    lines.remove(0)
+}
+
 /// `(verdict, reason, rule)` of a one-frame JSON run.
 fn judged(
     policy: &Path,
@@ -112,14 +130,7 @@ fn judged(
     dport: Option<&str>,
     extra: &[&str],
 ) -> (String, String, Value) {
-    let policy = policy.to_str().expect("UTF-8 path");
-    let mut args = flow(policy, src, proto, dport);
-    args.extend(["--output", "json"]);
-    args.extend(extra);
-    let lines = json_lines(&check(&args));
-    assert_eq!(lines.len(), 1, "{lines:?}");
-    let l = &lines[0];
-    assert_eq!(l["index"], 0);
+    let l = judged_line(policy, src, proto, dport, extra);
     (
         l["verdict"].as_str().expect("verdict").to_owned(),
         l["reason"].as_str().expect("reason").to_owned(),
@@ -206,13 +217,7 @@ fn a_refused_source_a_subnet_rule_lists_is_said_to_be_judged_off_its_endpoint() 
     }
     let dir = TempDir::new("off-endpoint");
     let policy = dir.file("policy.toml", VLAN_ENDPOINT_POLICY);
-    let policy = policy.to_str().expect("UTF-8 path");
-    let judged = |src: &str, extra: &[&str]| {
-        let mut args = flow(policy, src, "tcp", Some("443"));
-        args.extend(["--output", "json"]);
-        args.extend(extra);
-        json_lines(&check(&args)).remove(0)
-    };
+    let judged = |src: &str, extra: &[&str]| judged_line(&policy, src, "tcp", Some("443"), extra);
     let off = judged("10.30.1.2", &[]);
     assert_eq!(off["reason"], "deny_no_match", "{off}");
     let notes = off["notes"].to_string();
