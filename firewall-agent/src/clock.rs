@@ -102,6 +102,10 @@ pub fn parse_since(text: &str) -> Result<SystemTime, String> {
     })
 }
 
+/// The forms `--expires-at` takes, as its errors' fix says them.
+pub const EXPIRES_AT_FORMS: &str =
+    "give an RFC 3339 time (2027-01-31T00:00:00Z) or a duration (8h, 30m)";
+
 /// Parses an RFC 3339 date-time with `Z` or a `±HH:MM` offset (a space may
 /// stand for `T`; fractional seconds are allowed). The error is a reason
 /// without the expected form.

@@ -365,22 +365,34 @@ fn validate(args: ValidateArgs) -> ExitCode {
     // Thousands of trusted prefixes say less than their count.
     let trusted = &validated.policy.trusted_services;
     policy["trusted_services"]["prefixes"] = serde_json::json!(trusted.prefixes.len());
+    let missing = vaultfw::compile::missing_endpoint_interfaces(&validated.policy);
     let doc = serde_json::json!({
         "valid": true,
         "policy": policy,
         "warnings": validated.warnings,
+        "missing_interfaces": missing,
     });
     print_success(output, "validate", &doc, || {
-        print_validated(&args, &validated)
+        print_validated(&args, &validated);
+        for name in &missing {
+            println!(
+                "note: {}",
+                vaultfw::compile::missing_endpoint_note(&validated.policy, name)
+            );
+        }
     })
 }
 
 /// `vaultfw check`: with `--output json`, its failures are the error
-/// document; its frames are JSON lines (`check` prints them).
+/// document; its frames are JSON lines (`check` prints them). An invalid
+/// policy is refused in `validate`'s words, one error per field.
 fn check(args: &vaultfw::cli::CheckArgs) -> ExitCode {
     let request = args.request();
     match vaultfw::check::check(&request) {
         Ok(results) => vaultfw::check::report(&request, &results),
+        Err(vaultfw::check::CheckError::Policy { source }) => {
+            print_failure(args.output, "check", ErrorDetail::load(&source))
+        }
         Err(error) => {
             let class = match error.exit_code() {
                 exit::INVALID_INPUT => Failure::InvalidInput,

@@ -68,6 +68,16 @@ fn check(args: &[&str]) -> Output {
         .expect("run vaultfw check")
 }
 
+/// `vaultfw validate ARGS… FILE`.
+fn validate(args: &[&str], file: &Path) -> Output {
+    Command::new(VAULTFW)
+        .arg("validate")
+        .args(args)
+        .arg(file)
+        .output()
+        .expect("run vaultfw validate")
+}
+
 fn text(bytes: &[u8]) -> Cow<'_, str> {
     String::from_utf8_lossy(bytes)
 }
@@ -182,8 +192,10 @@ fn flags_mode_names_verdict_reason_and_rule_through_either_lookup() {
         ),
     ];
     // `--lookup trie` and the default (compiled): the program's compiled
-    // table judges as its tries do.
-    for lookup in [&["--lookup", "trie"][..], &[]] {
+    // table judges as its tries do, and each line says which judged it.
+    for (name, lookup) in [("trie", &["--lookup", "trie"][..]), ("compiled", &[])] {
+        let line = judged_line(&policy, "203.0.113.10", "tcp", Some("443"), lookup);
+        assert_eq!(line["lookup"], name, "{line}");
         for (src, verdict, reason, rule) in &cases {
             let got = judged(&policy, src, "tcp", Some("443"), lookup);
             assert_eq!(
@@ -235,6 +247,77 @@ fn a_refused_source_a_subnet_rule_lists_is_said_to_be_judged_off_its_endpoint() 
     let unlisted = judged("10.31.1.2", &[]);
     assert_eq!(unlisted["reason"], "deny_no_match", "{unlisted}");
     assert!(unlisted.get("notes").is_none(), "{unlisted}");
+}
+
+/// A subnet rule bound to an interface this host lacks.
+const MISSING_ENDPOINT_POLICY: &str = r#"
+default_action = "Deny"
+
+[[virtual_network_rules]]
+id = "vnet-test/subnets/gone"
+address_prefixes = ["10.40.0.0/16"]
+endpoint = { interface = "vfwnosuch9" }
+"#;
+
+/// `validate` lists an endpoint interface missing on this host (and says
+/// what `run` would do); `check`'s note for a source its rule lists says
+/// the interface is missing, instead of asking for an --iface that cannot
+/// be given.
+#[test]
+fn an_endpoint_interface_missing_on_this_host_is_said_by_validate_and_check() {
+    let dir = TempDir::new("gone");
+    let policy = dir.file("policy.toml", MISSING_ENDPOINT_POLICY);
+    let validated = validate(&["--output", "json"], &policy);
+    assert!(validated.status.success(), "{}", text(&validated.stderr));
+    let doc: Value = serde_json::from_slice(&validated.stdout).expect("one JSON document");
+    assert_eq!(doc["missing_interfaces"], serde_json::json!(["vfwnosuch9"]));
+    let human = validate(&[], &policy);
+    let human = text(&human.stdout).into_owned();
+    assert!(
+        human.contains(
+            "note: endpoint interface \"vfwnosuch9\" does not exist in this network namespace"
+        ) && human.contains("ignore_missing_endpoint = true"),
+        "{human}"
+    );
+    // Each note says what `run` would do: refuse for a rule without
+    // ignore_missing_endpoint (named) or for a private endpoint; serve for
+    // a rule with it.
+    assert!(
+        human.contains("unless vnet-test/subnets/gone sets"),
+        "{human}"
+    );
+    let note = |policy_text: &str| {
+        let out = validate(&[], &dir.file("other.toml", policy_text));
+        text(&out.stdout).into_owned()
+    };
+    let ignored = note(
+        &MISSING_ENDPOINT_POLICY
+            .replace("endpoint = ", "ignore_missing_endpoint = true\nendpoint = "),
+    );
+    assert!(
+        ignored.contains("match nothing here until it appears") && !ignored.contains("refuses"),
+        "{ignored}"
+    );
+    let private = note(
+        "default_action = \"Deny\"\n\n[[private_endpoints]]\ninterface = \"vfwnosuch8\"\n\
+         allowed_prefixes = [\"10.9.0.0/24\"]\n",
+    );
+    assert!(
+        private.contains("\"vfwnosuch8\" does not exist")
+            && private.contains("refuses the policy (a private endpoint needs it)"),
+        "{private}"
+    );
+    if !require_root() {
+        return;
+    }
+    let line = judged_line(&policy, "10.40.1.1", "tcp", Some("443"), &[]);
+    assert_eq!(line["reason"], "deny_no_match", "{line}");
+    let note = line["notes"][0].as_str().expect("a note");
+    assert!(
+        note.contains("endpoint interface \"vfwnosuch9\" does not exist in this network namespace")
+            && !note.contains("give the endpoint's --iface"),
+        "{note}"
+    );
 }
 
 #[test]
@@ -441,6 +524,8 @@ fn table_output_and_explain_show_each_step() {
     ] {
         assert!(stdout.contains(step), "missing {step:?}:\n{stdout}");
     }
+    // Last, the lookup that judged (the default).
+    assert_eq!(stdout.lines().last(), Some("lookup: compiled"), "{stdout}");
 }
 
 #[test]
@@ -455,7 +540,14 @@ fn json_output_is_one_object_per_frame_with_the_documented_fields() {
     let lines = json_lines(&check(&args));
     let object = lines[0].as_object().expect("an object");
     let keys: Vec<&str> = object.keys().map(String::as_str).collect();
-    for key in ["index", "verdict", "reason", "rule", "explanation"] {
+    for key in [
+        "index",
+        "verdict",
+        "reason",
+        "rule",
+        "lookup",
+        "explanation",
+    ] {
         assert!(keys.contains(&key), "{key} missing from {keys:?}");
     }
     let steps = object["explanation"]
@@ -749,7 +841,8 @@ fn invalid_flags_and_policies_exit_2() {
         out.status.code(),
         Some(i32::from(vaultfw::exit::INVALID_INPUT))
     );
-    // An invalid policy names the file.
+    // An invalid policy is refused as `validate` refuses it: the field,
+    // the value, why and the fix.
     let bad = dir.file("bad.toml", "default_action = \"Maybe\"\n");
     let stderr = refused(&[
         "--policy",
@@ -763,7 +856,13 @@ fn invalid_flags_and_policies_exit_2() {
         "--dport",
         "443",
     ]);
-    assert!(stderr.contains("bad.toml"), "{stderr}");
+    let validated = validate(&[], &bad);
+    assert_eq!(stderr, text(&validated.stderr));
+    assert!(
+        stderr.starts_with("vaultfw: default_action = \"Maybe\": "),
+        "{stderr}"
+    );
+    assert!(stderr.contains("; fix: "), "{stderr}");
     // An interface that does not exist.
     let stderr = refused(&[
         "--policy",

@@ -461,10 +461,19 @@ fn an_expires_at_in_the_past_is_refused_by_the_daemon_and_changes_nothing() {
         past,
     ]);
     out.expect_code(exit::INVALID_INPUT);
-    let message = out.error_message();
+    // The error document's five parts: the flag, the value, why, the fix.
+    let error = &out.json()["error"];
+    assert_eq!(
+        (&error["field"], &error["value"]),
+        (&Value::from("--expires-at"), &Value::from(past)),
+        "{error}"
+    );
     assert!(
-        message.contains("--expires-at") && message.contains(past) && message.contains("future"),
-        "the error names the flag, the value and the fix: {message}"
+        error["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("in the past"))
+            && error["fix"].as_str().is_some_and(|f| f.contains("future")),
+        "{error}"
     );
     before.assert_same(&agent, "an expiry in the past");
     assert_dropped(&topo, &agent, DENIED_SRC, 443, "after the refused add");
@@ -491,7 +500,7 @@ fn an_expires_at_in_the_past_is_refused_by_the_daemon_and_changes_nothing() {
         answer.push_str(&String::from_utf8_lossy(&buf[..n]));
     }
     assert!(
-        answer.contains("invalid_input") && answer.contains("expires_at"),
+        answer.contains("invalid_input") && answer.contains("\"field\":\"--expires-at\""),
         "{answer}"
     );
     before.assert_same(&agent, "an expiry in the past, sent as the protocol");

@@ -472,27 +472,76 @@ fn a_subnet_rule_whose_endpoint_cannot_be_filtered_is_refused_and_changes_nothin
     agent.stop();
 }
 
+/// An `--iface all` agent (`options`) beside another agent holding the
+/// link `busy` (its attach fails there), with a TCP server on 443.
+struct HeldInterface {
+    topo: Topology,
+    busy: String,
+    _https: TcpServer,
+    /// The agent holding `busy`, until [`HeldInterface::free`].
+    holder: Option<Agent>,
+    agent: Agent,
+}
+
+impl HeldInterface {
+    fn start(options: AgentOptions) -> Self {
+        let topo = Topology::new();
+        let (_, busy) = topo.add_private_link("10.1.2.1/24", &[OUTSIDE_SUBNET]);
+        let https = TcpServer::start(&topo.server, SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 443));
+        let mut holder = Agent::start_with(&topo.server, POLICY, AgentOptions::iface(&busy));
+        holder.wait_ready();
+        let mut agent = Agent::start_with(&topo.server, POLICY, options);
+        agent.wait_ready();
+        agent.wait_serving();
+        let held = HeldInterface {
+            topo,
+            busy,
+            _https: https,
+            holder: Some(holder),
+            agent,
+        };
+        held.assert_filtered(false, "while the other program holds it");
+        held
+    }
+
+    /// Stops the agent holding `busy`, which detaches it.
+    fn free(&mut self) {
+        if let Some(holder) = self.holder.take() {
+            holder.stop();
+        }
+    }
+
+    /// Whether `show` lists `busy` as filtered, and — when it should be —
+    /// that a denied source through it is dropped.
+    fn assert_filtered(&self, filtered: bool, when: &str) {
+        let busy = &self.busy;
+        assert_eq!(
+            shown(&self.agent.show(), busy).is_some(),
+            filtered,
+            "{busy} filtered {when}"
+        );
+        if filtered {
+            assert!(
+                matches!(
+                    to_private(&self.topo, OUTSIDE_SUBNET, Duration::from_millis(800)),
+                    Connect::TimedOut
+                ),
+                "a denied source through {busy} is dropped {when}"
+            );
+        }
+    }
+}
+
 /// An interface `--iface all` could not attach (another XDP program held
 /// it) is attached once it can be: a failed attach is not final, the daemon
 /// retries on its tick, with no link event to prompt it.
 #[test]
 fn an_interface_that_could_not_be_attached_is_filtered_once_it_can_be() {
-    let topo = Topology::new();
-    let (_, busy) = topo.add_private_link("10.1.2.1/24", &[OUTSIDE_SUBNET]);
-    let _https = TcpServer::start(&topo.server, SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 443));
-    let mut holder = Agent::start_with(&topo.server, POLICY, AgentOptions::iface(&busy));
-    holder.wait_ready();
-    let mut agent = Agent::start_with(&topo.server, POLICY, AgentOptions::iface("all"));
-    agent.wait_ready();
-    agent.wait_serving();
-    assert!(
-        shown(&agent.show(), &busy).is_none(),
-        "{busy} is held by the other program"
-    );
-    holder.stop();
-
-    let mark = agent.log_mark();
-    agent.wait_log(
+    let mut held = HeldInterface::start(AgentOptions::iface("all"));
+    held.free();
+    let mark = held.agent.log_mark();
+    let busy = held.busy.clone();
+    held.agent.wait_log(
         mark,
         "that the freed interface is attached",
         LOG_TIMEOUT,
@@ -503,18 +552,35 @@ fn an_interface_that_could_not_be_attached_is_filtered_once_it_can_be() {
                     .is_some_and(|m| m.contains("attached"))
         },
     );
-    assert!(
-        shown(&agent.show(), &busy).is_some(),
-        "{busy} is filtered now"
-    );
-    assert!(
-        matches!(
-            to_private(&topo, OUTSIDE_SUBNET, Duration::from_millis(800)),
-            Connect::TimedOut
-        ),
-        "a denied source through {busy} is dropped"
-    );
-    agent.stop();
+    held.assert_filtered(true, "after the tick");
+    held.agent.stop();
+}
+
+/// A change of IP rules attaches an interface whose attach failed before it
+/// is answered: the freed interface is filtered when the change says so,
+/// not at the next retry tick (here an hour away).
+#[test]
+fn a_change_of_ip_rules_attaches_an_interface_that_could_not_be_attached() {
+    let mut held = HeldInterface::start(AgentOptions {
+        stats_interval_s: 3600,
+        ..AgentOptions::iface("all")
+    });
+    // The first change parses the file; the next edits the kept copy (a
+    // change of IP rules only).
+    let add = |agent: &Agent, address: &str| {
+        let out = agent.cli(&["network-rule", "add", "--ip-address", address]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    add(&held.agent, "198.51.100.9");
+    held.assert_filtered(false, "while the other program holds it");
+    held.free();
+    add(&held.agent, "198.51.100.10");
+    held.assert_filtered(true, "once the change is answered");
+    held.agent.stop();
 }
 
 /// A device stacked on a NIC (here a vxlan whose name sorts first) does

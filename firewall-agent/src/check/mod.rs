@@ -185,8 +185,8 @@ pub fn report(args: &CheckRequest, results: &[FrameResult]) -> ExitCode {
     let stdout = std::io::stdout();
     let mut out = stdout.lock();
     let printed = match args.output {
-        ReportFormat::Table => report::print_table(&mut out, results, args.explain),
-        ReportFormat::Json => report::print_json(&mut out, results, args.explain),
+        ReportFormat::Table => report::print_table(&mut out, results, args.explain, args.lookup),
+        ReportFormat::Json => report::print_json(&mut out, results, args.explain, args.lookup),
     };
     if let Err(error) = printed {
         eprintln!("vaultfw: cannot write the report: {error}");
@@ -283,7 +283,8 @@ struct Context<'a> {
 /// a subnet rule admits only frames received on its endpoint (Key
 /// Vault's service endpoint), and this frame was judged as received
 /// elsewhere — on the loopback device unless `--iface` names one. One
-/// sentence per such rule, naming the way to judge it on the endpoint.
+/// sentence per such rule, naming the way to judge it on the endpoint, or
+/// that its endpoint interface does not exist on this host.
 fn off_endpoint_notes<'a>(
     context: &'a Context<'_>,
     source: std::net::Ipv4Addr,
@@ -298,10 +299,16 @@ fn off_endpoint_notes<'a>(
         .iter()
         .filter_map(move |rule| {
             let prefix = rule.address_prefixes.iter().find(|p| p.contains(&source))?;
+            let how = match rule.endpoint.interface.as_deref() {
+                Some(name) if !context.interfaces.contains_key(name) => {
+                    crate::compile::missing_endpoint_note(context.policy, name)
+                }
+                _ => "give the endpoint's --iface and --vlan to judge it there".to_owned(),
+            };
             Some(format!(
                 "source {source} is in subnet rule {} ({prefix}), which admits it only as \
                  received on its endpoint ({}); this frame was judged as received on \
-                 {judged_on}: give the endpoint's --iface and --vlan to judge it there",
+                 {judged_on}: {how}",
                 rule.id, rule.endpoint
             ))
         })

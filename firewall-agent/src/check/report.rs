@@ -7,6 +7,7 @@ use std::io::{self, Write};
 
 use firewall_common::{IFINDEX_ANY, VLAN_ANY, Verdict};
 
+use crate::compile::cpt::Lookup;
 use crate::compile::{RuleKind, RuleTable};
 use crate::links::InterfaceIndex;
 use crate::policy::Policy;
@@ -154,8 +155,14 @@ fn endpoint_name(interfaces: &InterfaceIndex, ifindex: u32, vlan: u32) -> String
 }
 
 /// The table: one line per frame (index, verdict, reason, rule), notes and
-/// — with `explain` — the model's steps indented below it.
-pub fn print_table(out: &mut impl Write, results: &[FrameResult], explain: bool) -> io::Result<()> {
+/// — with `explain` — the model's steps indented below it; then the
+/// `lookup` the program judged IPv4 sources through.
+pub fn print_table(
+    out: &mut impl Write,
+    results: &[FrameResult],
+    explain: bool,
+    lookup: Lookup,
+) -> io::Result<()> {
     let rows: Vec<[String; 4]> = results
         .iter()
         .map(|r| {
@@ -202,7 +209,7 @@ pub fn print_table(out: &mut impl Write, results: &[FrameResult], explain: bool)
             }
         }
     }
-    Ok(())
+    writeln!(out, "lookup: {}", lookup.name())
 }
 
 /// One frame of `--output json`, fields in this order.
@@ -214,6 +221,8 @@ struct JsonFrame<'a> {
     /// The counter that moved; null when the frame was not run.
     reason: Option<&'static str>,
     rule: Option<&'a str>,
+    /// The `--lookup` the program judged IPv4 sources through.
+    lookup: &'static str,
     #[serde(skip_serializing_if = "Option::is_none")]
     explanation: Option<&'a [String]>,
     #[serde(skip_serializing_if = "<[String]>::is_empty")]
@@ -225,9 +234,15 @@ struct JsonFrame<'a> {
 }
 
 /// One JSON object per frame and line: `index`, `verdict`, `reason`,
-/// `rule` (null when none), `explanation` with `explain`; `notes` when
-/// there are any, and `model_verdict` / `model_reason` on a disagreement.
-pub fn print_json(out: &mut impl Write, results: &[FrameResult], explain: bool) -> io::Result<()> {
+/// `rule` (null when none), `lookup`, `explanation` with `explain`; `notes`
+/// when there are any, and `model_verdict` / `model_reason` on a
+/// disagreement.
+pub fn print_json(
+    out: &mut impl Write,
+    results: &[FrameResult],
+    explain: bool,
+    lookup: Lookup,
+) -> io::Result<()> {
     for r in results {
         let disagrees = !r.agrees();
         let object = JsonFrame {
@@ -235,6 +250,7 @@ pub fn print_json(out: &mut impl Write, results: &[FrameResult], explain: bool) 
             verdict: r.kernel.map(|_| r.action_name()),
             reason: r.kernel.map(|(_, v)| v.name()),
             rule: r.rule.as_deref(),
+            lookup: lookup.name(),
             explanation: explain.then_some(r.model.explanation.as_slice()),
             notes: &r.notes,
             model_verdict: disagrees.then(|| r.model.action.name()),

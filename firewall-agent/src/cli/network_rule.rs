@@ -200,17 +200,25 @@ impl RuleArgs {
 
 /// `--expires-at` as the daemon takes it: RFC 3339 (a duration counts
 /// from now).
-fn expiry(text: &str) -> Result<String, String> {
+fn expiry(text: &str) -> Result<String, crate::policy::PolicyError> {
     if let Ok(after) = humantime::parse_duration(text) {
         let at = std::time::SystemTime::now() + after;
         return Ok(humantime::format_rfc3339_seconds(at).to_string());
     }
     crate::clock::parse_rfc3339(text)
         .map(|_| text.to_owned())
-        .map_err(|e| {
-            format!(
-                "--expires-at {text:?}: {e}; give an RFC 3339 time (2027-01-31T00:00:00Z) or a \
-                 duration (8h, 30m)"
+        .map_err(|reason| {
+            // Without a digit it was meant as neither form.
+            let reason = if text.bytes().any(|b| b.is_ascii_digit()) {
+                reason
+            } else {
+                "it is neither a duration nor an RFC 3339 time".to_owned()
+            };
+            crate::policy::PolicyError::new(
+                "--expires-at",
+                text,
+                reason,
+                crate::clock::EXPIRES_AT_FORMS,
             )
         })
 }
@@ -241,7 +249,9 @@ pub fn network_rule(args: &NetworkRuleArgs) -> ExitCode {
                     *comment = add.comment.clone();
                     *expires_at = match add.expires_at.as_deref().map(expiry).transpose() {
                         Ok(at) => at,
-                        Err(message) => return refuse(rule.socket.output, message),
+                        Err(error) => {
+                            return fail(rule.socket.output, verb, ErrorDetail::field(&error));
+                        }
                     };
                 }
                 RuleSpec::Vnet { .. } if add.comment.is_some() || add.expires_at.is_some() => {
@@ -402,6 +412,13 @@ mod tests {
             .expect("in the future");
         assert!(ahead > std::time::Duration::from_secs(7 * 3600), "{at}");
         let e = expiry("tomorrow").unwrap_err();
-        assert!(e.contains("RFC 3339") && e.contains("8h"), "{e}");
+        assert_eq!(
+            (e.path.as_str(), e.value.as_str()),
+            ("--expires-at", "tomorrow")
+        );
+        assert!(e.reason.contains("neither a duration nor"), "{e}");
+        assert!(e.fix.contains("RFC 3339") && e.fix.contains("8h"), "{e}");
+        let e = expiry("2027-01-31T00:00:00").unwrap_err();
+        assert!(e.reason.contains("no time zone"), "{e}");
     }
 }

@@ -209,7 +209,7 @@ fn print_show(view: &ShowView) {
     if let Value::Object(map) = &mut value {
         map.retain(|_, v| !v.is_null());
     }
-    print_table(&value, 0);
+    print_document(&value);
 }
 
 /// `vaultfw show --check`: the daemon's readiness (the one `/readyz`
@@ -361,20 +361,30 @@ fn unreadable_answer(error: &impl std::fmt::Display) -> ErrorDetail {
 
 /// A document for people: indented `key: value` lines.
 pub(super) fn print_value(value: &impl serde::Serialize) {
-    print_table(&serde_json::to_value(value).unwrap_or(Value::Null), 0);
+    print_document(&serde_json::to_value(value).unwrap_or(Value::Null));
 }
 
-fn print_table(value: &Value, indent: usize) {
+fn print_document(value: &Value) {
+    let mut out = String::new();
+    write_table(&mut out, value, 0);
+    print!("{out}");
+}
+
+/// `value` as indented `key: value` lines (YAML's block style): a list
+/// item per line, an object in a list as `key=value` pairs on its line, and
+/// a string of several lines (an error with its fix) as a block scalar
+/// (`key: |-` then its lines, indented), so no line of it reads as a key.
+fn write_table(out: &mut String, value: &Value, indent: usize) {
     let pad = "  ".repeat(indent);
     match value {
         Value::Object(map) => {
             for (key, value) in map {
                 match value {
                     Value::Object(_) | Value::Array(_) if !is_empty(value) => {
-                        println!("{pad}{key}:");
-                        print_table(value, indent + 1);
+                        out.push_str(&format!("{pad}{key}:\n"));
+                        write_table(out, value, indent + 1);
                     }
-                    _ => println!("{pad}{key}: {}", scalar(value)),
+                    _ => write_scalar(out, &format!("{pad}{key}:"), &pad, value),
                 }
             }
         }
@@ -385,15 +395,31 @@ fn print_table(value: &Value, indent: usize) {
                         let line: Vec<String> = map
                             .iter()
                             .filter(|(_, v)| !v.is_null())
-                            .map(|(k, v)| format!("{k}={}", scalar(v)))
+                            .map(|(k, v)| format!("{k}={}", scalar(v).replace('\n', " ")))
                             .collect();
-                        println!("{pad}- {}", line.join("  "));
+                        out.push_str(&format!("{pad}- {}\n", line.join("  ")));
                     }
-                    other => println!("{pad}- {}", scalar(other)),
+                    other => write_scalar(out, &format!("{pad}-"), &pad, other),
                 }
             }
         }
-        other => println!("{pad}{}", scalar(other)),
+        other => write_scalar(out, &pad, &pad, other),
+    }
+}
+
+/// `lead` (`pad` and a key or a list dash; just `pad` for a bare value)
+/// then `value`: on one line, or a block scalar whose lines are indented
+/// one step below `pad`.
+fn write_scalar(out: &mut String, lead: &str, pad: &str, value: &Value) {
+    let text = scalar(value);
+    let sep = if lead.trim().is_empty() { "" } else { " " };
+    if !text.contains('\n') {
+        out.push_str(&format!("{lead}{sep}{text}\n"));
+        return;
+    }
+    out.push_str(&format!("{lead}{sep}|-\n"));
+    for line in text.lines() {
+        out.push_str(&format!("{pad}  {line}\n"));
     }
 }
 
@@ -411,5 +437,39 @@ fn scalar(value: &Value) -> String {
         Value::Null => "-".to_owned(),
         Value::Array(a) if a.is_empty() => "[]".to_owned(),
         other => other.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::write_table;
+
+    #[test]
+    fn a_string_of_several_lines_is_a_block_scalar_under_its_key() {
+        let document = serde_json::json!({
+            "health": {
+                "error": "policy file p.toml is invalid:\nip_rules[0]: refused. Fix: remove it",
+                "success": false,
+            },
+            "reasons": ["one line", "first\nsecond"],
+            "interfaces": [{ "name": "eth0", "note": "a\nb" }],
+        });
+        let mut out = String::new();
+        write_table(&mut out, &document, 0);
+        assert_eq!(
+            out,
+            "health:\n\
+             \x20 error: |-\n\
+             \x20   policy file p.toml is invalid:\n\
+             \x20   ip_rules[0]: refused. Fix: remove it\n\
+             \x20 success: false\n\
+             interfaces:\n\
+             \x20 - name=eth0  note=a b\n\
+             reasons:\n\
+             \x20 - one line\n\
+             \x20 - |-\n\
+             \x20   first\n\
+             \x20   second\n"
+        );
     }
 }

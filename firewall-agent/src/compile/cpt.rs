@@ -267,8 +267,19 @@ fn with_subnet_cover(ip: &[(u64, u32)], subnets: &[(u64, u32)]) -> Vec<(u64, u32
 /// Two columns merged into ranges of leaf pairs, consecutive equal leaves
 /// joined.
 fn merge(a: &[(u64, u32)], b: &[(u64, u32)]) -> Vec<(u64, Cell)> {
-    let (mut i, mut j) = (0, 0);
     let mut out: Vec<(u64, Cell)> = Vec::with_capacity(a.len() + b.len());
+    // A column of one range (an empty table, the usual trusted-service
+    // one) pairs with each of the other's: no merge walk.
+    if let [(_, only)] = a {
+        for &(at, word) in b {
+            let leaf = [*only, word];
+            if out.last().is_none_or(|last| last.1 != leaf) {
+                out.push((at, leaf));
+            }
+        }
+        return out;
+    }
+    let (mut i, mut j) = (0, 0);
     while i < a.len() || j < b.len() {
         let at = match (a.get(i), b.get(j)) {
             (Some(x), Some(y)) => x.0.min(y.0),

@@ -314,6 +314,89 @@ pub fn missing_endpoints<'p>(
         .collect()
 }
 
+/// What names an endpoint interface.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EndpointOwner<'p> {
+    /// The subnet rule with this id.
+    SubnetRule(&'p str),
+    /// A private endpoint.
+    PrivateEndpoint,
+}
+
+/// The endpoint interfaces missing from `interfaces` for which a start
+/// refuses `policy`, each with what names it: a private endpoint's, and a
+/// subnet rule's unless the rule sets `ignore_missing_endpoint` (such a
+/// rule matches nothing until its interface appears).
+pub fn start_refusals<'p>(
+    policy: &'p Policy,
+    interfaces: &InterfaceIndex,
+) -> Vec<(EndpointOwner<'p>, &'p str)> {
+    let subnet = missing_endpoints(policy, interfaces)
+        .into_iter()
+        .filter(|(id, _)| {
+            !policy
+                .virtual_network_rules
+                .iter()
+                .any(|r| r.id == *id && r.ignore_missing_endpoint)
+        })
+        .map(|(id, name)| (EndpointOwner::SubnetRule(id), name));
+    let private = policy
+        .private_endpoints
+        .iter()
+        .filter(|p| !interfaces.contains_key(&p.interface))
+        .map(|p| (EndpointOwner::PrivateEndpoint, p.interface.as_str()));
+    subnet.chain(private).collect()
+}
+
+/// The endpoint interfaces `policy` names (of subnet rules and private
+/// endpoints) that do not exist in this network namespace now (see
+/// [`missing_endpoint_note`]).
+pub fn missing_endpoint_interfaces(policy: &Policy) -> Vec<String> {
+    let present = crate::links::endpoint_interfaces(policy);
+    policy
+        .endpoint_interfaces()
+        .into_iter()
+        .filter(|name| !present.contains_key(*name))
+        .map(str::to_owned)
+        .collect()
+}
+
+/// What `validate` and `check` say of endpoint interface `name`, missing
+/// in this network namespace ([`missing_endpoint_interfaces`]): what its
+/// rules match here and what `vaultfw run` here does with `policy` — it
+/// refuses it as [`start_refusals`] says.
+pub fn missing_endpoint_note(policy: &Policy, name: &str) -> String {
+    let missing = format!("endpoint interface {name:?} does not exist in this network namespace");
+    let refusals = start_refusals(policy, &crate::links::endpoint_interfaces(policy));
+    let owners = refusals
+        .iter()
+        .filter(|(_, interface)| *interface == name)
+        .map(|(owner, _)| *owner);
+    if owners.clone().any(|o| o == EndpointOwner::PrivateEndpoint) {
+        return format!(
+            "{missing}: `vaultfw run` here refuses the policy (a private endpoint needs it)"
+        );
+    }
+    let blocking: Vec<&str> = owners
+        .filter_map(|owner| match owner {
+            EndpointOwner::SubnetRule(id) => Some(id),
+            EndpointOwner::PrivateEndpoint => None,
+        })
+        .collect();
+    if blocking.is_empty() {
+        return format!(
+            "{missing}: its subnet rules match nothing here until it appears (they set \
+             ignore_missing_endpoint = true)"
+        );
+    }
+    format!(
+        "{missing}: its subnet rules match nothing here, and `vaultfw run` here refuses the \
+         policy unless {} set{} ignore_missing_endpoint = true",
+        blocking.join(", "),
+        if blocking.len() == 1 { "s" } else { "" }
+    )
+}
+
 /// Compiles `policy` into the contents of one table set, hit slots laid
 /// out for its own limits (for a fresh program: `check`, tests). See
 /// [`compile_next`].

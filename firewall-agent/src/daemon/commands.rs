@@ -398,20 +398,23 @@ impl Daemon {
                 let networks = ip_networks(&address, &more)?;
                 let mut expires = None;
                 if let Some(at) = &expires_at {
-                    let when = crate::clock::parse_rfc3339(at).map_err(|e| {
-                        invalid(format!(
-                            "--expires-at {at:?}: {e}; give an RFC 3339 time (2027-01-31T00:00:00Z) \
-                             or a duration (8h); nothing changed"
+                    let when = crate::clock::parse_rfc3339(at).map_err(|reason| {
+                        refuse(policy::PolicyError::new(
+                            "--expires-at",
+                            at.as_str(),
+                            reason,
+                            crate::clock::EXPIRES_AT_FORMS,
                         ))
                     })?;
                     // A rule born expired would be written and never served.
                     let now = SystemTime::now();
                     if when <= now {
-                        return Err(invalid(format!(
-                            "--expires-at (expires_at) {at:?} is in the past (now is {}); give a \
-                             future RFC 3339 time or a duration (8h), or leave it out for a rule \
-                             that does not expire; nothing changed",
-                            rfc3339(now)
+                        return Err(refuse(policy::PolicyError::new(
+                            "--expires-at",
+                            at.as_str(),
+                            format!("it is in the past (now is {})", rfc3339(now)),
+                            "give a future RFC 3339 time or a duration (8h), or leave \
+                             --expires-at out for a rule that does not expire",
                         )));
                     }
                     expires = Some(when);
@@ -864,6 +867,7 @@ impl Daemon {
             validated,
             split,
             ip_change,
+            file_before,
         } = edited;
         let interfaces = endpoint_interfaces(&validated.policy);
         refuse_missing_endpoints(&validated.policy, &interfaces).map_err(invalid)?;
@@ -874,6 +878,7 @@ impl Daemon {
         let change = Change {
             declare: Some(&files),
             ip_change,
+            file_before,
             ..Change::declared(validated.policy, interfaces, cause)
         };
         let report = self.reconcile(change).map_err(refused)?;

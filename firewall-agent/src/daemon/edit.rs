@@ -49,6 +49,9 @@ pub(super) struct Edited {
     pub split: Option<SplitFile>,
     /// What it did to the IPv4 IP rules, when it changed nothing else.
     pub ip_change: Option<IpRuleChange>,
+    /// The text it was edited from, when that is the file's (the kept
+    /// file, just compared with it).
+    pub file_before: Option<String>,
 }
 
 impl Daemon {
@@ -128,6 +131,7 @@ impl Daemon {
             validated,
             split,
             ip_change,
+            file_before: Some(kept.text),
         })
     }
 }

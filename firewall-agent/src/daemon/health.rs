@@ -85,9 +85,7 @@ pub fn readiness(interfaces: &InterfaceReport, health: &Health) -> Readiness {
         PolicySync::Differs => reasons.push(
             "the policy file declares another policy than the kernel serves (reload it)".to_owned(),
         ),
-        PolicySync::Invalid { error } => {
-            reasons.push(format!("the policy file is invalid: {}", one_line(error)));
-        }
+        PolicySync::Invalid { error } => reasons.push(invalid_file_reason(error)),
     }
     // A refused reload matters while the file still declares something
     // else than the kernel serves: once it is in sync again (the edit
@@ -109,6 +107,29 @@ pub fn readiness(interfaces: &InterfaceReport, health: &Health) -> Readiness {
     Readiness {
         ready: reasons.is_empty(),
         reasons,
+    }
+}
+
+/// The reason for an invalid policy file: its first error, and how many
+/// more `show` lists under `health.policy.error` (a reason is one line of
+/// `STATUS=`; the loader's error opens with its own "… is invalid:" line).
+fn invalid_file_reason(error: &str) -> String {
+    let lines: Vec<&str> = error
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect();
+    let errors = match lines.split_first() {
+        Some((header, rest)) if header.ends_with("is invalid:") => rest,
+        _ => &lines[..],
+    };
+    match errors {
+        [] => "the policy file is invalid".to_owned(),
+        [only] => format!("the policy file is invalid: {only}"),
+        [first, more @ ..] => format!(
+            "the policy file is invalid: {first} (and {} more: `vaultfw show` lists them)",
+            more.len()
+        ),
     }
 }
 
@@ -241,7 +262,8 @@ mod tests {
             [
                 "interface eth1 must be filtered and is not attached",
                 "--iface eth9 does not exist",
-                "the policy file is invalid: line 1: default_action more",
+                "the policy file is invalid: line 1: default_action (and 1 more: `vaultfw show` \
+                 lists them)",
             ]
         );
         // The same long error from the file and the refused reload: once.
@@ -259,6 +281,22 @@ mod tests {
         let r = readiness(&interfaces(true), &same);
         assert_eq!(r.reasons, [format!("the policy file is invalid: {long}")]);
         assert_eq!(r.reasons.iter().filter(|r| r.contains(long)).count(), 1);
+        // The loader's error: its header line is not repeated, the first
+        // error is said and the rest counted.
+        let loader = Health {
+            policy: PolicySync::Invalid {
+                error: "policy file /etc/vaultfw/p.toml is invalid:\nfrob: unknown key\n\
+                        ip_rules[1]: \"vault-client\" is refused"
+                    .into(),
+            },
+            ..Health::default()
+        };
+        assert_eq!(
+            readiness(&interfaces(true), &loader).reasons,
+            [
+                "the policy file is invalid: frob: unknown key (and 1 more: `vaultfw show` lists them)"
+            ]
+        );
         let nothing = readiness(&interfaces(false), &Health::default());
         assert_eq!(nothing.reasons, ["no interface is filtered"]);
         let differs = Health {

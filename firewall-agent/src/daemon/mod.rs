@@ -322,19 +322,27 @@ pub async fn serve(
                 daemon.release_idle_memory();
             }
             Some(pending) = requests.recv() => {
-                let outcome = match pending.command {
-                    Command::Logs { after, since, limit } => commands::Outcome {
-                        response: observer.logs(&daemon, after, since.as_deref(), limit),
-                        stop: false,
-                    },
-                    command => {
-                        let outcome =
-                            observer.timed(&mut daemon, |d| d.handle(command, &pending.caller));
-                        notify_state(&mut notifier, &daemon);
-                        outcome
-                    }
+                let (outcome, handled) = match pending.command {
+                    Command::Logs { after, since, limit } => (
+                        commands::Outcome {
+                            response: observer.logs(&daemon, after, since.as_deref(), limit),
+                            stop: false,
+                        },
+                        false,
+                    ),
+                    command => (
+                        observer.timed_only(&mut daemon, |d| d.handle(command, &pending.caller)),
+                        true,
+                    ),
                 };
                 let _ = pending.reply.send(outcome.response);
+                if handled {
+                    // The answer goes out first: comparing the policy file
+                    // with the served policy reads the whole file.
+                    tokio::task::yield_now().await;
+                    daemon.refresh_policy_sync();
+                    notify_state(&mut notifier, &daemon);
+                }
                 if outcome.stop {
                     // Let the client read its answer before the process ends.
                     let _ = tokio::time::timeout(Duration::from_secs(2), pending.delivered).await;

@@ -224,16 +224,28 @@ impl Observer {
         self.access.retry_and_report();
     }
 
-    /// Runs `change` (anything that may apply a new generation) and, when
-    /// the generation moved, remembers how long it took.
+    /// Runs `change` (anything that may apply a new generation), remembers
+    /// how long it took when the generation moved, then compares the
+    /// policy file with what is served ([`Daemon::refresh_policy_sync`]).
     pub(super) fn timed<T>(
+        &mut self,
+        daemon: &mut Daemon,
+        change: impl FnOnce(&mut Daemon) -> T,
+    ) -> T {
+        let result = self.timed_only(daemon, change);
+        daemon.refresh_policy_sync();
+        result
+    }
+
+    /// [`Observer::timed`] without the file comparison: for a command,
+    /// whose answer goes out before it.
+    pub(super) fn timed_only<T>(
         &mut self,
         daemon: &mut Daemon,
         change: impl FnOnce(&mut Daemon) -> T,
     ) -> T {
         let (before, started) = (daemon.generation, Instant::now());
         let result = change(daemon);
-        daemon.refresh_policy_sync();
         if daemon.generation != before {
             self.apply_durations.observe(started.elapsed());
         }

@@ -46,6 +46,10 @@ pub(super) struct Change<'a> {
     /// What it does to the served policy's IPv4 IP rules, when it changes
     /// nothing else (a CLI change of IP rules): compiled as a diff.
     pub ip_change: Option<crate::compile::IpRuleChange>,
+    /// What the policy file held when `declare` was edited from it, when
+    /// known without reading it again (a CLI change of the kept file):
+    /// what a refused change puts back.
+    pub file_before: Option<String>,
 }
 
 impl<'a> Change<'a> {
@@ -58,6 +62,7 @@ impl<'a> Change<'a> {
             fallback: None,
             cause,
             ip_change: None,
+            file_before: None,
         }
     }
 }
@@ -187,12 +192,18 @@ impl Daemon {
     /// the process dies.
     fn reconcile_staged(
         &mut self,
-        change: Change<'_>,
+        mut change: Change<'_>,
         files: &WriteBack,
     ) -> Result<ApplyReport, ChangeError> {
         let path = &self.options.source.path.clone();
         let text = &files.policy;
-        let before = self.files_now(files)?;
+        let before = match change.file_before.take() {
+            Some(policy) => WriteBack {
+                policy,
+                subnet_map: None,
+            },
+            None => self.files_now(files)?,
+        };
         self.written_back = Some(text.clone());
         let committed = std::sync::atomic::AtomicBool::new(false);
         let commit = |staged: persist::StagedWrite| {
@@ -294,6 +305,9 @@ impl Daemon {
     /// Step 3: attaches what `change` names anew, serves `tables` as the
     /// next generation (on probation until `change.fallback`) once
     /// `before_flip` returns `Ok`, then detaches what is no longer named.
+    /// Every change attaches what must be filtered and is not, a change of
+    /// IP rules too: an interface whose attach failed earlier is filtered
+    /// before the change is answered, not at the next tick.
     fn enforce(
         &mut self,
         tables: crate::compile::CompiledTables,

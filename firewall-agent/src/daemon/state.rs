@@ -6,7 +6,7 @@
 
 use std::time::{Duration, SystemTime};
 
-use crate::compile::{CompiledTables, compile_next, missing_endpoints};
+use crate::compile::{CompiledTables, EndpointOwner, compile_next, missing_endpoints};
 use crate::dataplane::{ApplyReport, Dataplane, DataplaneError};
 pub(super) use crate::links::endpoint_interfaces;
 use crate::links::{self, InterfaceIndex};
@@ -533,6 +533,7 @@ impl Daemon {
             validated,
             split,
             ip_change: None,
+            file_before: None,
         })
     }
 
@@ -693,35 +694,30 @@ pub(super) fn refuse_missing_endpoints(
     policy: &Policy,
     interfaces: &InterfaceIndex,
 ) -> Result<(), String> {
-    let mut refused = Vec::new();
+    let refusals = crate::compile::start_refusals(policy, interfaces);
     for (id, interface) in missing_endpoints(policy, interfaces) {
-        let ignore = policy
-            .virtual_network_rules
-            .iter()
-            .any(|r| r.id == id && r.ignore_missing_endpoint);
-        if ignore {
+        if !refusals.contains(&(EndpointOwner::SubnetRule(id), interface)) {
             tracing::warn!(
                 rule = id,
                 interface,
                 "endpoint interface missing: the rule matches nothing until it appears (ignore_missing_endpoint = true)"
             );
-        } else {
-            refused.push(format!(
+        }
+    }
+    let refused: Vec<String> = refusals
+        .into_iter()
+        .map(|refusal| match refusal {
+            (EndpointOwner::SubnetRule(id), interface) => format!(
                 "virtual_network_rules {id:?}: endpoint interface {interface:?} does not exist; \
                  create it, fix the endpoint, or set ignore_missing_endpoint = true \
                  (`network-rule add`: --ignore-missing-vnet-service-endpoint)"
-            ));
-        }
-    }
-    for endpoint in &policy.private_endpoints {
-        if !interfaces.contains_key(&endpoint.interface) {
-            refused.push(format!(
-                "private_endpoints {:?}: interface {:?} does not exist; create it or fix the \
-                 interface name",
-                endpoint.interface, endpoint.interface
-            ));
-        }
-    }
+            ),
+            (EndpointOwner::PrivateEndpoint, interface) => format!(
+                "private_endpoints {interface:?}: interface {interface:?} does not exist; create \
+                 it or fix the interface name"
+            ),
+        })
+        .collect();
     if refused.is_empty() {
         Ok(())
     } else {

@@ -25,6 +25,9 @@ pub(super) fn parse_text(kind: ValueKind, text: &str) -> Result<(Ipv4Addr, u8), 
     if text.contains(':') {
         return Err(colon_problem(kind, text));
     }
+    if is_host_name(text) {
+        return Err(name_problem(kind, text));
+    }
     let (addr_text, prefix_text) = match text.split_once('/') {
         Some((a, p)) => (a, Some(p)),
         None => (text, None),
@@ -110,6 +113,41 @@ fn parse_prefix_len(text: &str) -> Result<u8, Problem> {
 }
 
 /// A value with a ':' is IPv6, an address with a port, or garbage.
+/// Whether `text` reads as a host name (`vault-client`,
+/// `vault.example.com`): its first label starts with a letter and is not
+/// all hexadecimal digits, so `fe80` or `0x7f.0.0.1` keep their own
+/// reasons.
+fn is_host_name(text: &str) -> bool {
+    let first = text.split(['.', '/']).next().unwrap_or_default();
+    first.starts_with(|c: char| c.is_ascii_alphabetic())
+        && !first.bytes().all(|b| b.is_ascii_hexdigit())
+}
+
+/// `text` is a host name, not an address. A rule holds
+/// addresses only: no name is resolved, as its addresses could change
+/// without the policy saying so. Every caller takes IPv6 text too, so the
+/// fix names both families.
+fn name_problem(kind: ValueKind, text: &str) -> Problem {
+    let (holder, v4, v6) = match kind {
+        ValueKind::IpRule => (
+            "an IP rule",
+            "203.0.113.7 or 203.0.113.0/24",
+            "2001:db8::7 or 2001:db8::/48",
+        ),
+        ValueKind::SubnetPrefix => ("a subnet prefix", "10.1.0.0/24", "fd00:1::/64"),
+    };
+    Problem::Other {
+        reason: format!(
+            "{text} is a name, not an IP address: {holder} holds addresses, and no name is \
+             resolved"
+        ),
+        fix: format!(
+            "write an IPv4 address or range (a.b.c.d or a.b.c.d/N, e.g. {v4}) or an IPv6 one \
+             (e.g. {v6})"
+        ),
+    }
+}
+
 fn colon_problem(kind: ValueKind, text: &str) -> Problem {
     let (addr_part, prefix_part) = match text.split_once('/') {
         Some((a, p)) => (a, Some(p)),

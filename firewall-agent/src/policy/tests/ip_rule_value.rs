@@ -127,7 +127,6 @@ fn other_malformed_values_are_refused_as_syntax_errors() {
         "203.0.113.0/999999999999",
         "0x7f.0.0.1",
         "3405803783",
-        "localhost",
     ] {
         let e = refused(text);
         assert_eq!(e.fix, VALID_FORM, "{text:?}: {e}");
@@ -135,6 +134,58 @@ fn other_malformed_values_are_refused_as_syntax_errors() {
     assert!(refused("").reason.contains("empty"));
     assert!(refused(" 203.0.113.7").reason.contains("whitespace"));
     assert!(refused("203.0.113.256").reason.contains("256 is above 255"));
+}
+
+#[test]
+fn a_host_name_is_refused_naming_both_address_families() {
+    for text in [
+        "localhost",
+        "vault-client",
+        "gateway/24",
+        "vault.example.com",
+        "www.kv.example.com",
+    ] {
+        let e = refused(text);
+        assert!(e.reason.contains("is a name, not an IP address"), "{e}");
+        assert!(e.fix.contains("203.0.113.0/24"), "{e}");
+        assert!(e.fix.contains("2001:db8::/48"), "{e}");
+        // Where either family is taken, the same explanation.
+        assert_eq!(
+            super::super::parse_any_ip_rule("--ip-address", text),
+            Err(e)
+        );
+    }
+    let e = super::super::parse_any_subnet_prefix("--subnet-prefix", "gateway")
+        .expect_err("a name is no prefix");
+    assert!(e.reason.contains("a subnet prefix holds addresses"), "{e}");
+    assert!(
+        e.fix.contains("10.1.0.0/24") && e.fix.contains("fd00:1::/64"),
+        "{e}"
+    );
+    // The examples the fixes give are accepted.
+    for example in [
+        "203.0.113.7",
+        "203.0.113.0/24",
+        "2001:db8::7",
+        "2001:db8::/48",
+    ] {
+        assert!(
+            super::super::parse_any_ip_rule("p", example).is_ok(),
+            "{example}"
+        );
+    }
+    for example in ["10.1.0.0/24", "fd00:1::/64"] {
+        assert!(
+            super::super::parse_any_subnet_prefix("p", example).is_ok(),
+            "{example}"
+        );
+    }
+    // Not names: the one-number and hexadecimal forms of an IPv4 address,
+    // an exponent, an IPv6 group, a placeholder octet. Each keeps its own
+    // reason.
+    for text in ["3405803783", "0x7f000001", "1e3", "fe80", "203.0.113.x"] {
+        assert_eq!(refused(text).fix, VALID_FORM, "{text:?}");
+    }
 }
 
 #[test]
