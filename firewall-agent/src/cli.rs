@@ -340,6 +340,30 @@ pub enum OutputFormat {
     Json,
 }
 
+/// One address of a synthesized frame (`check --src`, `--dst`): IPv4 or
+/// IPv6 text as `std::net::IpAddr` reads it. A host name or a range is
+/// refused with the reason and the fix, as a policy's IP rule is: a frame
+/// has one address, and no name is resolved.
+fn frame_address(text: &str) -> Result<std::net::IpAddr, String> {
+    if let Ok(addr) = text.parse() {
+        return Ok(addr);
+    }
+    let fix = "give one address, e.g. 203.0.113.7 or 2001:db8::7";
+    if crate::policy::ipv4::is_host_name(text) {
+        Err(format!(
+            "a name, not an IP address: check judges a frame's addresses and resolves no name; \
+             fix: {fix} (the name's address as `getent ahosts NAME` prints it)"
+        ))
+    } else if let Some((addr, _)) = text.split_once('/') {
+        Err(format!(
+            "a range, not an address: a frame has one source and one destination; fix: {fix} \
+             (one of the range, e.g. {addr})"
+        ))
+    } else {
+        Err(format!("not an IPv4 or IPv6 address; fix: {fix}"))
+    }
+}
+
 /// `vaultfw check`.
 #[derive(Debug, clap::Args)]
 #[command(group(clap::ArgGroup::new("frames").required(true).args(["src", "pcap"])))]
@@ -352,10 +376,10 @@ pub struct CheckArgs {
     #[arg(long, value_name = "FILE")]
     pub subnet_map: Option<PathBuf>,
     /// Source address of a synthesized frame (IPv4 or IPv6).
-    #[arg(long, value_name = "IP", requires_all = ["dst", "proto"], conflicts_with = "pcap")]
+    #[arg(long, value_name = "IP", requires_all = ["dst", "proto"], conflicts_with = "pcap", value_parser = frame_address)]
     pub src: Option<std::net::IpAddr>,
     /// Destination address of the synthesized frame (same IP version).
-    #[arg(long, value_name = "IP", requires = "src")]
+    #[arg(long, value_name = "IP", requires = "src", value_parser = frame_address)]
     pub dst: Option<std::net::IpAddr>,
     /// Protocol of the synthesized frame: a TCP SYN, a UDP datagram or an
     /// ICMP echo request.

@@ -884,6 +884,33 @@ fn invalid_flags_and_policies_exit_2() {
     );
 }
 
+#[test]
+fn a_host_name_or_a_range_as_a_frame_address_is_refused_with_the_fix() {
+    let dir = TempDir::new("addr");
+    let policy = dir.file("policy.toml", K1_POLICY);
+    let p = policy.to_str().unwrap();
+    for (flag, value, says) in [
+        ("--src", "vault.example.com", "a name, not an IP address"),
+        ("--dst", "vault-client", "a name, not an IP address"),
+        ("--src", "203.0.113.0/24", "a range, not an address"),
+        ("--src", "203.0.113", "not an IPv4 or IPv6 address"),
+    ] {
+        let (src, dst) = match flag {
+            "--src" => (value, "192.0.2.1"),
+            _ => ("192.0.2.7", value),
+        };
+        let stderr = refused(&[
+            "--policy", p, "--src", src, "--dst", dst, "--proto", "tcp", "--dport", "443",
+        ]);
+        assert!(stderr.contains(flag) && stderr.contains(value), "{stderr}");
+        assert!(stderr.contains(says), "{stderr}");
+        assert!(
+            stderr.contains("fix: give one address, e.g. 203.0.113.7 or 2001:db8::7"),
+            "{stderr}"
+        );
+    }
+}
+
 // ------------------------------------------------------ tcpdump on a veth
 
 #[test]

@@ -15,8 +15,8 @@ use super::error::PolicyError;
 use super::model::shown;
 
 mod text;
-pub(crate) use text::parse_cidr;
 use text::{Problem, parse_text};
+pub(crate) use text::{is_host_name, parse_cidr};
 
 /// The form every IP-rule value must have, quoted in syntax errors.
 pub const VALID_FORM: &str = "write a.b.c.d or a.b.c.d/N: four decimal octets 0–255 \

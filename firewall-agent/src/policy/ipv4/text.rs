@@ -117,7 +117,7 @@ fn parse_prefix_len(text: &str) -> Result<u8, Problem> {
 /// `vault.example.com`): its first label starts with a letter and is not
 /// all hexadecimal digits, so `fe80` or `0x7f.0.0.1` keep their own
 /// reasons.
-fn is_host_name(text: &str) -> bool {
+pub(crate) fn is_host_name(text: &str) -> bool {
     let first = text.split(['.', '/']).next().unwrap_or_default();
     first.starts_with(|c: char| c.is_ascii_alphabetic())
         && !first.bytes().all(|b| b.is_ascii_hexdigit())
