@@ -132,6 +132,38 @@ fn adding_the_slash32_of_a_present_address_says_already_present_and_changes_noth
 }
 
 #[test]
+fn an_added_rule_that_overlaps_held_rules_is_added_with_a_note_naming_them() {
+    let topo = Topology::with_client_addrs(&[SINGLE]);
+    let _https = TcpServer::start(&topo.server, topo.server_addr(443));
+    let agent = serving(&topo, &policy(&["203.0.113.0/25", "198.51.100.7"]));
+
+    let out = agent.cli_json(&["network-rule", "add", "--ip-address", "203.0.113.10"]);
+    let doc = out.ok();
+    assert_eq!(doc["changed"], true, "{}", out.context());
+    assert_eq!(
+        doc["notes"][0].as_str().unwrap_or_default(),
+        "203.0.113.10 lies inside the IP rule 203.0.113.0/25: the wider rule already admits it \
+         (overlaps are allowed; the longest prefix matches and counts the hit)",
+        "{}",
+        out.context()
+    );
+    assert_connects(&topo, &agent, SINGLE, 443, "inside both rules");
+    // The human view prints the notes under their key.
+    let human = agent.cli(&["network-rule", "add", "--ip-address", "198.51.100.0/24"]);
+    let text = String::from_utf8_lossy(&human.stdout);
+    assert!(human.status.success(), "{text}");
+    assert!(
+        text.contains("notes:")
+            && text.contains("198.51.100.0/24 contains 1 IP rule already (198.51.100.7)"),
+        "{text}"
+    );
+    // A rule with no overlap has no notes.
+    let plain = agent.cli_json(&["network-rule", "add", "--ip-address", "192.0.2.1"]);
+    assert!(plain.ok().get("notes").is_none(), "{}", plain.context());
+    agent.stop();
+}
+
+#[test]
 fn removing_the_slash32_of_a_bare_rule_removes_it_and_its_syn_is_then_dropped() {
     let topo = Topology::with_client_addrs(&[SINGLE]);
     let _https = TcpServer::start(&topo.server, topo.server_addr(443));

@@ -646,6 +646,12 @@ pub struct ChangeReply {
     /// For `apply --confirm-within`: the rollback deadline.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub awaiting_confirmation_until: Option<String>,
+    /// What is worth knowing about the change, one line each: for
+    /// `network-rule add`, where the added IP rules overlap the ones
+    /// already held (absent when there is nothing to say, and from an
+    /// older daemon).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub notes: Vec<String>,
 }
 
 /// `confirm`: the pending apply is now the declared policy, or nothing

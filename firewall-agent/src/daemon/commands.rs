@@ -503,6 +503,9 @@ impl Daemon {
                         }
                     })
                     .collect();
+                // Said of the rules held before the change, whose order the
+                // lookup needs.
+                let notes = policy::added_ip_rule_notes(&self.policy, &new);
                 let report = self.commit(&edits, "network-rule add")?;
                 let renewed: Vec<IpNet> = renewed.iter().map(|(n, _, _)| *n).collect();
                 let message = match (new.is_empty(), renewed.is_empty()) {
@@ -514,7 +517,10 @@ impl Daemon {
                         shown_all(&renewed)
                     ),
                 };
-                Ok(changed(&report, message))
+                Ok(ChangeReply {
+                    notes,
+                    ..changed(&report, message)
+                })
             }
             RuleSpec::Vnet {
                 id,
@@ -1020,6 +1026,7 @@ fn unchanged(generation: u64, message: String) -> ChangeReply {
         message,
         map_writes: None,
         awaiting_confirmation_until: None,
+        notes: Vec::new(),
     }
 }
 
@@ -1034,6 +1041,7 @@ fn changed(report: &ApplyReport, message: String) -> ChangeReply {
         message,
         map_writes: Some(report.map_writes),
         awaiting_confirmation_until: None,
+        notes: Vec::new(),
     }
 }
 

@@ -37,6 +37,7 @@ pub mod input;
 mod ip_rules;
 pub mod ipv4;
 pub mod ipv6;
+mod overlap;
 mod parse;
 mod raw;
 mod raw_rules;
@@ -58,6 +59,7 @@ pub use export::{
     AzureExport, NativeSource, ShortIdError, endpoint_table, export_azure, export_native,
     export_native_from, export_subnet_map, needs_subnet_map,
 };
+pub use overlap::added_ip_rule_notes;
 pub(crate) use parse::parse_toml_in;
 pub use parse::{PolicyFormat, Validated, parse_azure_json, parse_toml, parse_toml_with_base};
 #[cfg(test)]

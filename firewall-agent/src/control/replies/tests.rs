@@ -258,6 +258,7 @@ fn change_replies_say_map_writes_only_when_the_kernel_was_written() {
         message: "203.0.113.7 is already present".into(),
         map_writes: None,
         awaiting_confirmation_until: None,
+        notes: Vec::new(),
     };
     assert_wire(
         &unchanged,
@@ -269,11 +270,13 @@ fn change_replies_say_map_writes_only_when_the_kernel_was_written() {
         message: "applied".into(),
         map_writes: Some(4),
         awaiting_confirmation_until: Some("2026-01-31T12:01:00Z".into()),
+        notes: vec!["203.0.113.7 lies inside the IP rule 203.0.113.0/24".into()],
     };
     assert_wire(
         &pending,
         r#"{"changed":true,"generation":6,"message":"applied","map_writes":4,
-                "awaiting_confirmation_until":"2026-01-31T12:01:00Z"}"#,
+                "awaiting_confirmation_until":"2026-01-31T12:01:00Z",
+                "notes":["203.0.113.7 lies inside the IP rule 203.0.113.0/24"]}"#,
     );
 }
 
