@@ -19,6 +19,9 @@ pub(super) fn parse_text(kind: ValueKind, text: &str) -> Result<(Ipv4Addr, u8), 
     if text.is_empty() {
         return Err(Problem::Syntax("the value is empty".into()));
     }
+    if let Some(problem) = range_problem(text) {
+        return Err(problem);
+    }
     if text.chars().any(char::is_whitespace) {
         return Err(Problem::Syntax("the value contains whitespace".into()));
     }
@@ -35,12 +38,128 @@ pub(super) fn parse_text(kind: ValueKind, text: &str) -> Result<(Ipv4Addr, u8), 
     if addr_text.is_empty() {
         return Err(Problem::Syntax("there is no address before the '/'".into()));
     }
+    if let Some(problem) = wildcard_problem(addr_text) {
+        return Err(problem);
+    }
     let addr = parse_addr(addr_text)?;
     let prefix_len = match prefix_text {
         None => 32,
+        Some(p) if p.contains('.') => return Err(netmask_problem(addr, p)),
         Some(p) => parse_prefix_len(p)?,
     };
     Ok((addr, prefix_len))
+}
+
+/// How many prefixes of a range's cover a fix lists before it counts the rest.
+const COVER_LISTED: usize = 16;
+
+/// `first-last` (spaces around the dash allowed), as firewall consoles
+/// write a range: no rule holds one, so the fix lists the prefixes that
+/// cover exactly those addresses (a /31 as its two addresses, as rules
+/// take no /31). `None` when `text` is not two addresses around a dash.
+fn range_problem(text: &str) -> Option<Problem> {
+    let (first, last) = text.split_once('-')?;
+    let (first, last) = (
+        parse_addr(first.trim()).ok()?,
+        parse_addr(last.trim()).ok()?,
+    );
+    let (low, high) = (u32::from(first.min(last)), u32::from(first.max(last)));
+    let cover = range_cover(low, high);
+    let mut listed: Vec<String> = cover.iter().take(COVER_LISTED).cloned().collect();
+    if cover.len() > COVER_LISTED {
+        listed.push(format!("and {} more", cover.len() - COVER_LISTED));
+    }
+    let order = if first > last {
+        " (its first address is after its last: read as the range between them)"
+    } else {
+        ""
+    };
+    Some(Problem::Other {
+        reason: format!(
+            "{text} is a range of addresses{order}; a rule holds one address or one prefix \
+             (a.b.c.d or a.b.c.d/N)"
+        ),
+        fix: match cover.as_slice() {
+            [one] => format!(
+                "write {one}, the prefix of exactly {}–{}",
+                Ipv4Addr::from(low),
+                Ipv4Addr::from(high)
+            ),
+            _ => format!(
+                "write the {} prefixes that cover exactly {}–{}, one rule each: {}",
+                cover.len(),
+                Ipv4Addr::from(low),
+                Ipv4Addr::from(high),
+                listed.join(", ")
+            ),
+        },
+    })
+}
+
+/// The fewest prefixes whose union is exactly `low..=high` (host byte
+/// order), shown as rules are (`a.b.c.d` for a /32), a /31 as its two
+/// addresses.
+fn range_cover(low: u32, high: u32) -> Vec<String> {
+    let mut cover = Vec::new();
+    let mut start = u64::from(low);
+    let end = u64::from(high) + 1;
+    while start < end {
+        // The largest block aligned at `start` that ends within the range.
+        let mut size = if start == 0 {
+            1u64 << 32
+        } else {
+            start & start.wrapping_neg()
+        };
+        while start + size > end {
+            size /= 2;
+        }
+        let len = 32 - size.trailing_zeros();
+        let addr = Ipv4Addr::from(start as u32);
+        match len {
+            32 => cover.push(addr.to_string()),
+            31 => cover.extend([addr, Ipv4Addr::from(start as u32 + 1)].map(|a| a.to_string())),
+            _ => cover.push(format!("{addr}/{len}")),
+        }
+        start += size;
+    }
+    cover
+}
+
+/// `a.b.c.*` or `a.b.*.*`: the trailing octets as a wildcard, which is the
+/// prefix of the octets before them. `None` for any other text.
+fn wildcard_problem(text: &str) -> Option<Problem> {
+    let octets: Vec<&str> = text.split('.').collect();
+    let fixed = octets.iter().take_while(|o| **o != "*").count();
+    if octets.len() != 4 || fixed == 4 || octets[fixed..].iter().any(|o| *o != "*") {
+        return None;
+    }
+    let mut network = octets[..fixed].to_vec();
+    network.resize(4, "0");
+    let network = parse_addr(&network.join(".")).ok()?;
+    Some(Problem::Other {
+        reason: format!("{text} is a wildcard; a rule holds an address or a prefix"),
+        fix: format!("write {network}/{}", fixed * 8),
+    })
+}
+
+/// A netmask after the '/' (`a.b.c.d/255.255.255.0`): the fix gives its
+/// prefix length when the mask is contiguous.
+fn netmask_problem(addr: Ipv4Addr, mask_text: &str) -> Problem {
+    let Ok(mask) = parse_addr(mask_text).map(u32::from) else {
+        return Problem::Syntax(format!(
+            "the prefix length {mask_text:?} is not a whole number in 0–32"
+        ));
+    };
+    let len = mask.leading_ones();
+    if mask.checked_shl(len).unwrap_or(0) != 0 {
+        return Problem::Syntax(format!(
+            "{mask_text} is a netmask whose ones are not contiguous: it names no prefix"
+        ));
+    }
+    Problem::Other {
+        reason: format!("the prefix length is written as the netmask {mask_text}"),
+        fix: format!("write {addr}/{len} (the netmask's {len} leading one bits)"),
+    }
 }
 
 fn parse_addr(text: &str) -> Result<Ipv4Addr, Problem> {

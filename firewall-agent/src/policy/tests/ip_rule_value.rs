@@ -137,6 +137,106 @@ fn other_malformed_values_are_refused_as_syntax_errors() {
 }
 
 #[test]
+fn a_dash_range_is_refused_listing_the_prefixes_that_cover_it_exactly() {
+    for (text, cover) in [
+        (
+            "203.0.113.1-203.0.113.9",
+            "the 6 prefixes that cover exactly 203.0.113.1–203.0.113.9, one rule each: \
+             203.0.113.1, 203.0.113.2, 203.0.113.3, 203.0.113.4/30, 203.0.113.8, 203.0.113.9",
+        ),
+        (
+            "203.0.113.0 - 203.0.113.255",
+            "203.0.113.0/24, the prefix of exactly 203.0.113.0–203.0.113.255",
+        ),
+        (
+            "203.0.113.7-203.0.113.7",
+            "203.0.113.7, the prefix of exactly 203.0.113.7–203.0.113.7",
+        ),
+    ] {
+        let e = refused(text);
+        assert!(e.reason.contains("is a range of addresses"), "{e}");
+        assert_eq!(e.fix, format!("write {cover}"), "{text}");
+    }
+    let reversed = refused("203.0.113.9-203.0.113.1");
+    assert!(
+        reversed.reason.contains("first address is after its last"),
+        "{reversed}"
+    );
+    assert!(
+        reversed.fix.contains("203.0.113.1–203.0.113.9"),
+        "{reversed}"
+    );
+    // The whole space: one /0, which the fix names and the rule would refuse.
+    assert!(
+        refused("0.0.0.0-255.255.255.255")
+            .fix
+            .starts_with("write 0.0.0.0/0,")
+    );
+    // The widest cover of a 32-bit range: 62 prefixes, its two /31s written
+    // as their addresses (64 rules), 16 listed.
+    let wide = refused("0.0.0.1-255.255.255.254");
+    assert!(
+        wide.fix.contains("the 64 prefixes") && wide.fix.ends_with("and 48 more"),
+        "{wide}"
+    );
+}
+
+#[test]
+fn a_cover_is_exactly_the_range_for_generated_ranges() {
+    let mut state = 0x2545_f491_u32;
+    for _ in 0..2_000 {
+        state ^= state << 13;
+        state ^= state >> 17;
+        state ^= state << 5;
+        let low = state & 0xffff_ff00;
+        let high = low + (state >> 24) * 3;
+        let e = refused(&format!("{}-{}", Ipv4Addr::from(low), Ipv4Addr::from(high)));
+        let listed = match e.fix.split_once(", the prefix of exactly") {
+            Some((one, _)) => one.trim_start_matches("write "),
+            None => e.fix.rsplit(": ").next().unwrap(),
+        };
+        if listed.contains("more") {
+            continue;
+        }
+        // Adjacent, ascending, starting at `low` and ending at `high`.
+        let mut next = u64::from(low);
+        for item in listed.split(", ") {
+            let n: Ipv4Net = item
+                .parse()
+                .unwrap_or_else(|_| Ipv4Net::from(item.parse::<Ipv4Addr>().unwrap()));
+            assert_ne!(n.prefix_len(), 31, "{e}");
+            assert_eq!(u64::from(u32::from(n.network())), next, "{e}");
+            next = u64::from(u32::from(n.broadcast())) + 1;
+        }
+        assert_eq!(next, u64::from(high) + 1, "{e}");
+    }
+}
+
+#[test]
+fn a_netmask_or_a_wildcard_is_refused_naming_the_prefix_length() {
+    let e = refused("203.0.113.0/255.255.255.0");
+    assert!(e.reason.contains("netmask 255.255.255.0"), "{e}");
+    assert_eq!(
+        e.fix,
+        "write 203.0.113.0/24 (the netmask's 24 leading one bits)"
+    );
+    assert!(
+        refused("203.0.113.0/255.0.255.0")
+            .reason
+            .contains("not contiguous")
+    );
+    for (text, fix) in [
+        ("203.0.113.*", "write 203.0.113.0/24"),
+        ("203.0.*.*", "write 203.0.0.0/16"),
+    ] {
+        let e = refused(text);
+        assert!(e.reason.contains("is a wildcard"), "{e}");
+        assert_eq!(e.fix, fix);
+    }
+    assert_eq!(refused("203.*.113.7").fix, VALID_FORM);
+}
+
+#[test]
 fn a_host_name_is_refused_naming_both_address_families() {
     for text in [
         "localhost",
