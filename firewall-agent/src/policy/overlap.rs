@@ -5,8 +5,7 @@
 
 use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 
-use super::model::Policy;
-use super::shown_any;
+use super::model::{Policy, shown, shown6};
 
 /// How many of the rules an added network contains a note names.
 const NARROWER_NAMED: usize = 3;
@@ -29,12 +28,14 @@ pub fn added_ip_rule_notes(policy: &Policy, added: &[IpNet]) -> Vec<String> {
 }
 
 /// An IPv4 or IPv6 network as the overlap search needs it.
-trait Prefix: Copy + Ord + Into<IpNet> {
+trait Prefix: Copy + Ord {
     /// The network one bit shorter, if any.
     fn supernet(self) -> Option<Self>;
     /// The network of the last address alone (`/32`, `/128`): after every
     /// network `self` contains, in (address, prefix length) order.
     fn last_address(self) -> Self;
+    /// As rules are shown (`a.b.c.d` for a `/32`).
+    fn shown(self) -> String;
 }
 
 impl Prefix for Ipv4Net {
@@ -44,6 +45,9 @@ impl Prefix for Ipv4Net {
     fn last_address(self) -> Self {
         Ipv4Net::from(self.broadcast())
     }
+    fn shown(self) -> String {
+        shown(self)
+    }
 }
 
 impl Prefix for Ipv6Net {
@@ -52,6 +56,9 @@ impl Prefix for Ipv6Net {
     }
     fn last_address(self) -> Self {
         Ipv6Net::from(self.broadcast())
+    }
+    fn shown(self) -> String {
+        shown6(self)
     }
 }
 
@@ -66,14 +73,13 @@ fn note_overlap<R, N: Prefix>(
     if holds(added) {
         return;
     }
-    let shown = |n: N| shown_any(n.into());
     let wider = std::iter::successors(added.supernet(), |n| n.supernet()).find(|n| holds(*n));
     if let Some(wider) = wider {
         notes.push(format!(
             "{} lies inside the IP rule {}: the wider rule already admits it (overlaps are \
              allowed; the longest prefix matches and counts the hit)",
-            shown(added),
-            shown(wider)
+            added.shown(),
+            wider.shown()
         ));
     }
     // In (address, prefix length) order the networks `added` contains are
@@ -85,7 +91,7 @@ fn note_overlap<R, N: Prefix>(
         let mut named: Vec<String> = inside
             .iter()
             .take(NARROWER_NAMED)
-            .map(|r| shown(network(r)))
+            .map(|r| network(r).shown())
             .collect();
         if inside.len() > NARROWER_NAMED {
             named.push(format!("and {} more", inside.len() - NARROWER_NAMED));
@@ -93,7 +99,7 @@ fn note_overlap<R, N: Prefix>(
         notes.push(format!(
             "{} contains {} IP rule{} already ({}): each keeps admitting and counting its own \
              sources, as the longest prefix matches",
-            shown(added),
+            added.shown(),
             inside.len(),
             if inside.len() == 1 { "" } else { "s" },
             named.join(", ")
@@ -227,7 +233,7 @@ mod tests {
                     .unwrap()
                     .trim_end_matches(':')
                     .to_owned()),
-                wider.map(|w| shown_any((*w).into())),
+                wider.map(|w| shown(*w)),
                 "{added} in {texts:?}: {found:#?}"
             );
             let counted = found
