@@ -3,8 +3,9 @@
 //! tests run, the shared libraries `ldd` names for each, the workspace's
 //! binaries at their host paths, the test binaries (debug info stripped), the
 //! workspace's files at their host paths (tests find data through
-//! `CARGO_MANIFEST_DIR`), and `vm/init` — and one per kernel with its
-//! modules, concatenated behind it (the kernel unpacks both).
+//! `CARGO_MANIFEST_DIR`), and `vm/init` — then one per kernel with its
+//! modules and one per guest with the list of test binaries it runs,
+//! concatenated behind it (the kernel unpacks them in order).
 //!
 //! Guest layout: `/bin`, `/sbin`, `/lib`, `/lib64` link into `/usr`;
 //! `/init`; `/usr/local/bin/vaultfw` (a link to the host path); `/vaultfw-vm/`
@@ -23,7 +24,7 @@ use anyhow::{Context, Result, bail};
 
 use super::fresh_dir;
 use super::kernel::Kernel;
-use super::payload::Payload;
+use super::payload::{Payload, TestBinary};
 use crate::bootstrap::run;
 
 /// Where the guest keeps the suite and its lists.
@@ -102,18 +103,10 @@ pub fn build_common(
     replace(&dir.join(GUEST_VAULTFW))?;
     symlink(&payload.vaultfw, dir.join(GUEST_VAULTFW))?;
 
-    let mut list = String::new();
     for test in &payload.tests {
-        let file = test.name.replace('/', "-");
-        strip_into(&test.path, &dir.join(GUEST_DIR).join(&file))?;
+        strip_into(&test.path, &dir.join(guest_path(test)))?;
         elves.push(test.path.clone());
-        list.push_str(&format!(
-            "{}\t{}\t/{GUEST_DIR}/{file}\n",
-            test.name,
-            test.package_dir.display()
-        ));
     }
-    fs::write(dir.join(GUEST_DIR).join("tests"), list)?;
     let args: String = test_args.iter().map(|a| format!("{a}\n")).collect();
     fs::write(dir.join(GUEST_DIR).join("args"), args)?;
     fs::write(
@@ -147,9 +140,14 @@ pub fn build_probe(stage: &Path) -> Result<PathBuf> {
     pack(&dir, &stage.join("probe.cpio"))
 }
 
-/// The common archive followed by `kernel`'s modules (decompressed: busybox
-/// `insmod` hands the file to the kernel as it is).
-pub fn for_kernel(stage: &Path, common: &Path, kernel: &Kernel) -> Result<PathBuf> {
+/// Where a test binary lives in the guest, below its root.
+fn guest_path(test: &TestBinary) -> PathBuf {
+    Path::new(GUEST_DIR).join(test.name.replace('/', "-"))
+}
+
+/// `kernel`'s modules (decompressed: busybox `insmod` hands the file to the
+/// kernel as it is) and their load order, packed once per kernel.
+pub fn modules(stage: &Path, kernel: &Kernel) -> Result<PathBuf> {
     let name = kernel.series.name;
     let dir = fresh_dir(&stage.join(format!("modules-{name}")))?;
     let mut list = String::new();
@@ -162,10 +160,37 @@ pub fn for_kernel(stage: &Path, common: &Path, kernel: &Kernel) -> Result<PathBu
     }
     fs::create_dir_all(dir.join(GUEST_DIR))?;
     fs::write(dir.join(GUEST_DIR).join("modules"), list)?;
-    let modules = packed(&dir, &stage.join(format!("modules-{name}.cpio")))?;
-    let initrd = stage.join(format!("initramfs-{name}.cpio"));
+    packed(&dir, &stage.join(format!("modules-{name}.cpio")))
+}
+
+/// One guest's archive: the common one, the kernel's `modules`, then the
+/// list of the test binaries this guest runs (`vm/init`'s `tests`), named
+/// `<label>`; the kernel unpacks all three.
+pub fn for_guest(
+    stage: &Path,
+    common: &Path,
+    modules: &Path,
+    label: &str,
+    tests: &[&TestBinary],
+) -> Result<PathBuf> {
+    let dir = fresh_dir(&stage.join(format!("tests-{label}")))?;
+    fs::create_dir_all(dir.join(GUEST_DIR))?;
+    let list: String = tests
+        .iter()
+        .map(|test| {
+            format!(
+                "{}\t{}\t/{}\n",
+                test.name,
+                test.package_dir.display(),
+                guest_path(test).display()
+            )
+        })
+        .collect();
+    fs::write(dir.join(GUEST_DIR).join("tests"), list)?;
+    let tests = packed(&dir, &stage.join(format!("tests-{label}.cpio")))?;
+    let initrd = stage.join(format!("initramfs-{label}.cpio"));
     let mut out = fs::File::create(&initrd)?;
-    for part in [common, modules.as_path()] {
+    for part in [common, modules, tests.as_path()] {
         out.write_all(&fs::read(part)?)?;
     }
     Ok(initrd)

@@ -16,7 +16,7 @@
 //! - [`report`]: the console's result lines, as a report per kernel.
 //!
 //! Everything it writes lives under `target/vm/`: `cache/` (kernel packages,
-//! kept), `stage/` (rebuilt every run) and `<series>/console.log`.
+//! kept), `stage/` (rebuilt every run) and `<series>/console-<guest>.log`.
 
 mod host;
 mod initramfs;
@@ -51,6 +51,13 @@ pub struct VmTestArgs {
     /// Minutes one VM may run before it is killed and counted as failed.
     #[arg(long, default_value_t = 45)]
     timeout_min: u64,
+    /// Guests per kernel, booted side by side, each running its share of
+    /// the test binaries (whole binaries, one test at a time in each
+    /// guest). The suite's tests stay one at a time per guest; guests share
+    /// nothing, so two of them use the host's second core, which one TCG
+    /// guest running one test at a time leaves mostly idle.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=8))]
+    guests: u64,
     /// Passed to every test binary in the guest (e.g. a test name filter).
     #[arg(last = true)]
     args: Vec<String>,
@@ -112,30 +119,135 @@ pub fn vm_test(args: VmTestArgs) -> Result<()> {
     let accel = qemu::choose_accel(args.accel, &kernels[0], &initramfs::build_probe(&stage)?)?;
     let timeout = Duration::from_secs(args.timeout_min * 60);
 
+    let shards = shards(&payload.tests, args.guests as usize, &args.args);
     let mut reports = Vec::new();
     for kernel in &kernels {
-        let initrd = initramfs::for_kernel(&stage, &common, kernel)?;
-        let log = vm_dir.join(kernel.series.name).join("console.log");
+        let modules = initramfs::modules(&stage, kernel)?;
+        let name = kernel.series.name;
         println!(
-            "xtask: vm-test: booting {} ({} from {} {}) on {accel}; console log: {}",
-            kernel.series.name,
+            "xtask: vm-test: booting {name} ({} from {} {}) on {accel}, {} guest{}",
             kernel.release,
             kernel.package,
             kernel.version,
-            log.display()
+            shards.len(),
+            if shards.len() == 1 { "" } else { "s" }
         );
         let boot_started = Instant::now();
-        let console = qemu::boot(kernel, &initrd, accel, timeout, &log)?;
-        let report = KernelReport::parse(&console.lines, &payload.names());
+        let side_by_side = shards.len() > 1;
+        let guests: Vec<Result<(KernelReport, bool)>> = std::thread::scope(|scope| {
+            let handles: Vec<_> = shards
+                .iter()
+                .enumerate()
+                .map(|(index, tests)| {
+                    let (stage, common, modules) = (&stage, &common, &modules);
+                    let log = vm_dir.join(name).join(format!("console-{}.log", index + 1));
+                    scope.spawn(move || -> Result<(KernelReport, bool)> {
+                        let label = format!("{name}-{}", index + 1);
+                        let initrd = initramfs::for_guest(stage, common, modules, &label, tests)?;
+                        println!(
+                            "xtask: vm-test: guest {label}: console log: {}",
+                            log.display()
+                        );
+                        let prefix = if side_by_side {
+                            format!("[{label}] ")
+                        } else {
+                            String::new()
+                        };
+                        let console = qemu::boot(kernel, &initrd, accel, timeout, &log, &prefix)?;
+                        let names: Vec<String> = tests.iter().map(|t| t.name.clone()).collect();
+                        Ok((
+                            KernelReport::parse(&console.lines, &names),
+                            console.timed_out,
+                        ))
+                    })
+                })
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| h.join().expect("a guest's thread does not panic"))
+                .collect()
+        });
+        let mut parts = Vec::new();
+        let mut timed_out = false;
+        for guest in guests {
+            let (report, guest_timed_out) = guest?;
+            parts.push(report);
+            timed_out |= guest_timed_out;
+        }
         reports.push(KernelRun {
-            kernel: kernel.series.name,
+            kernel: name,
             package: format!("{} {}", kernel.package, kernel.version),
-            report,
-            timed_out: console.timed_out,
+            report: KernelReport::merged(parts),
+            timed_out,
             elapsed: boot_started.elapsed(),
         });
     }
     finish(&reports, accel, started.elapsed())
+}
+
+/// Expected guest seconds per test, by kind of test binary (measured under
+/// TCG on 6.1): a unit test (`lib`, `bin`) runs in user space, a test of
+/// `tests/` loads the XDP program or starts the daemon.
+const UNIT_TEST_SECONDS: f64 = 0.35;
+const KERNEL_TEST_SECONDS: f64 = 10.0;
+
+/// The test binaries split among `guests` guests, balanced by expected
+/// time: the longest first, each to the guest with the least expected time
+/// so far; each guest then runs its share in run order (unit tests first).
+/// A binary's expected time is its count of tests left by `args` (its own
+/// `--list`) times its kind's seconds per test.
+fn shards<'a>(
+    tests: &'a [payload::TestBinary],
+    guests: usize,
+    args: &[String],
+) -> Vec<Vec<&'a payload::TestBinary>> {
+    let mut costed: Vec<(f64, usize)> = tests
+        .iter()
+        .enumerate()
+        .map(|(index, test)| (expected_seconds(test, args), index))
+        .collect();
+    costed.sort_by(|a, b| b.0.total_cmp(&a.0));
+    let mut shards: Vec<(f64, Vec<usize>)> = vec![(0.0, Vec::new()); guests.max(1)];
+    for (seconds, index) in costed {
+        let lightest = shards
+            .iter_mut()
+            .min_by(|a, b| a.0.total_cmp(&b.0))
+            .expect("at least one guest");
+        lightest.0 += seconds;
+        lightest.1.push(index);
+    }
+    shards
+        .into_iter()
+        .filter(|(_, share)| !share.is_empty())
+        .map(|(_, mut share)| {
+            share.sort_unstable();
+            share.into_iter().map(|index| &tests[index]).collect()
+        })
+        .collect()
+}
+
+/// What [`shards`] expects `test` to take in a guest, from its `--list`
+/// under `args` (one test if it cannot say).
+fn expected_seconds(test: &payload::TestBinary, args: &[String]) -> f64 {
+    let listed = std::process::Command::new(&test.path)
+        .args(["--list", "--format", "terse"])
+        .args(args)
+        .current_dir(&test.package_dir)
+        .output()
+        .ok()
+        .filter(|out| out.status.success())
+        .map_or(1, |out| {
+            String::from_utf8_lossy(&out.stdout)
+                .lines()
+                .filter(|line| line.ends_with(": test"))
+                .count()
+        });
+    let per_test = if test.name.split('/').nth(1) == Some("test") {
+        KERNEL_TEST_SECONDS
+    } else {
+        UNIT_TEST_SECONDS
+    };
+    listed as f64 * per_test
 }
 
 /// One kernel's outcome, for the closing summary.
@@ -200,4 +312,37 @@ fn fresh_dir(dir: &Path) -> Result<PathBuf> {
     }
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     Ok(dir.to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn binary(name: &str) -> payload::TestBinary {
+        payload::TestBinary {
+            name: name.to_owned(),
+            package_dir: PathBuf::from("/nonexistent"),
+            path: PathBuf::from("/nonexistent").join(name),
+        }
+    }
+
+    #[test]
+    fn guests_get_balanced_shares_each_in_run_order_every_binary_once() {
+        let tests: Vec<_> = ["p/lib/p", "t/test/a", "t/test/b", "t/test/c"]
+            .into_iter()
+            .map(binary)
+            .collect();
+        let names = |share: &Vec<&payload::TestBinary>| -> Vec<String> {
+            share.iter().map(|t| t.name.clone()).collect()
+        };
+        let two: Vec<Vec<String>> = shards(&tests, 2, &[]).iter().map(names).collect();
+        assert_eq!(
+            two,
+            [vec!["t/test/a", "t/test/c"], vec!["p/lib/p", "t/test/b"]]
+        );
+        let one: Vec<Vec<String>> = shards(&tests, 1, &[]).iter().map(names).collect();
+        assert_eq!(one, [vec!["p/lib/p", "t/test/a", "t/test/b", "t/test/c"]]);
+        // More guests than binaries: no guest boots without work.
+        assert_eq!(shards(&tests, 8, &[]).len(), 4);
+    }
 }

@@ -42,13 +42,6 @@ pub struct Payload {
     pub bins: Vec<PathBuf>,
 }
 
-impl Payload {
-    /// The test binaries' names, in run order.
-    pub fn names(&self) -> Vec<String> {
-        self.tests.iter().map(|t| t.name.clone()).collect()
-    }
-}
-
 /// Build `vaultfw` and the test executables.
 pub fn build(root: &Path) -> Result<Payload> {
     let vaultfw = crate::tasks::build()?;

@@ -88,18 +88,27 @@ pub struct Console {
     pub timed_out: bool,
 }
 
-/// Boot `kernel` with `initrd`, echoing the console and writing it to
-/// `log`, killing the VM after `timeout`.
+/// Boot `kernel` with `initrd`, echoing the console (each line behind
+/// `echo_prefix`, which tells guests running side by side apart) and
+/// writing it to `log`, killing the VM after `timeout`.
 pub fn boot(
     kernel: &Kernel,
     initrd: &Path,
     accel: Accel,
     timeout: Duration,
     log: &Path,
+    echo_prefix: &str,
 ) -> Result<Console> {
     std::fs::create_dir_all(log.parent().expect("the log has a directory"))?;
     let mut file = File::create(log).with_context(|| format!("creating {}", log.display()))?;
-    run(kernel, initrd, accel, MEMORY, timeout, Some(&mut file))
+    run(
+        kernel,
+        initrd,
+        accel,
+        MEMORY,
+        timeout,
+        Some((&mut file, echo_prefix)),
+    )
 }
 
 fn run(
@@ -108,7 +117,7 @@ fn run(
     accel: Accel,
     memory: &str,
     timeout: Duration,
-    mut echo: Option<&mut File>,
+    mut echo: Option<(&mut File, &str)>,
 ) -> Result<Console> {
     let mut child = Command::new("qemu-system-x86_64")
         .args(accel.args())
@@ -140,8 +149,8 @@ fn run(
         let left = deadline.saturating_duration_since(Instant::now());
         match rx.recv_timeout(left) {
             Ok(line) => {
-                if let Some(file) = echo.as_deref_mut() {
-                    println!("{line}");
+                if let Some((file, prefix)) = echo.as_mut() {
+                    println!("{prefix}{line}");
                     writeln!(file, "{line}")?;
                 }
                 lines.push(line);

@@ -145,6 +145,40 @@ impl KernelReport {
         report
     }
 
+    /// One kernel's report from the reports of its guests, which ran
+    /// disjoint shares of the binaries: results, skips and failures
+    /// together; the kernel facts, modules and checks of the first guest
+    /// that printed them (every guest boots the same kernel); a summary
+    /// only when every guest reached its own.
+    pub fn merged(parts: Vec<KernelReport>) -> KernelReport {
+        let mut merged = KernelReport::default();
+        let mut summaries = 0;
+        let guests = parts.len();
+        for part in parts {
+            merged.expected.extend(part.expected);
+            if merged.kernel.is_empty() {
+                merged.kernel = part.kernel;
+            }
+            if merged.modules.is_empty() {
+                merged.modules = part.modules;
+            }
+            if merged.checks.is_empty() {
+                merged.checks = part.checks;
+            }
+            merged.results.extend(part.results);
+            if part.summary.is_some() {
+                summaries += 1;
+                merged.summary = part.summary;
+            }
+            merged.skips.extend(part.skips);
+            merged.failures.extend(part.failures);
+        }
+        if summaries != guests {
+            merged.summary = None;
+        }
+        merged
+    }
+
     /// The guest's kernel release, if it got that far.
     pub fn release(&self) -> Option<&str> {
         self.kernel.get("release").map(String::as_str)
@@ -423,5 +457,46 @@ VAULTFW-VM summary release=6.1.0-57-cloud-amd64 binaries=2 failed_binaries=1 pas
             .collect();
         let report = KernelReport::parse(&lines(&text), &["a/lib/a".into()]);
         assert!(report.ok(), "{}", report.binaries_line());
+    }
+
+    #[test]
+    fn guests_merge_into_one_report_that_is_ok_only_if_every_guest_finished() {
+        let first = KernelReport::parse(
+            &lines(
+                "VAULTFW-VM kernel release=6.1 cpus=2 btf=yes\n\
+                 VAULTFW-VM begin binary=a\n\
+                 VAULTFW-VM result binary=a exit=0 passed=2 failed=0 ignored=0 seconds=1\n\
+                 VAULTFW-VM summary release=6.1 binaries=1 failed_binaries=0 passed=2 failed=0 ignored=0 seconds=1",
+            ),
+            &["a".to_owned()],
+        );
+        let second = |finished: bool| {
+            let mut text = String::from(
+                "VAULTFW-VM kernel release=6.1 cpus=2 btf=yes\n\
+                 VAULTFW-VM begin binary=b\n\
+                 VAULTFW-VM result binary=b exit=0 passed=3 failed=0 ignored=1 seconds=2\n",
+            );
+            if finished {
+                text.push_str("VAULTFW-VM summary release=6.1 binaries=1 failed_binaries=0 passed=3 failed=0 ignored=1 seconds=2\n");
+            }
+            KernelReport::parse(&lines(&text), &["b".to_owned()])
+        };
+        let both = KernelReport::merged(vec![first, second(true)]);
+        assert!(both.ok());
+        assert_eq!(both.release(), Some("6.1"));
+        assert_eq!(
+            both.counts(),
+            Counts {
+                passed: 5,
+                failed: 0,
+                ignored: 1
+            }
+        );
+        assert_eq!(both.binaries_line(), "2/2 test binaries ok");
+        let cut = KernelReport::merged(vec![
+            second(false),
+            KernelReport::parse(&lines("VAULTFW-VM summary release=6.1"), &[]),
+        ]);
+        assert!(!cut.ok(), "a guest without its summary fails the kernel");
     }
 }
