@@ -25,6 +25,7 @@ mod payload;
 mod qemu;
 mod report;
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -119,7 +120,9 @@ pub fn vm_test(args: VmTestArgs) -> Result<()> {
     let accel = qemu::choose_accel(args.accel, &kernels[0], &initramfs::build_probe(&stage)?)?;
     let timeout = Duration::from_secs(args.timeout_min * 60);
 
-    let shards = shards(&payload.tests, args.guests as usize, &args.args);
+    let recorded =
+        timings(&std::fs::read_to_string(root.join(RECORDED_TIMINGS)).unwrap_or_default());
+    let shards = shards(&payload.tests, args.guests as usize, &args.args, &recorded);
     let mut reports = Vec::new();
     for kernel in &kernels {
         let modules = initramfs::modules(&stage, kernel)?;
@@ -174,10 +177,14 @@ pub fn vm_test(args: VmTestArgs) -> Result<()> {
             parts.push(report);
             timed_out |= guest_timed_out;
         }
+        let report = KernelReport::merged(parts);
+        let timings_file = vm_dir.join(name).join("timings");
+        std::fs::write(&timings_file, report.timings())
+            .with_context(|| format!("writing {}", timings_file.display()))?;
         reports.push(KernelRun {
             kernel: name,
             package: format!("{} {}", kernel.package, kernel.version),
-            report: KernelReport::merged(parts),
+            report,
             timed_out,
             elapsed: boot_started.elapsed(),
         });
@@ -185,26 +192,50 @@ pub fn vm_test(args: VmTestArgs) -> Result<()> {
     finish(&reports, accel, started.elapsed())
 }
 
-/// Expected guest seconds per test, by kind of test binary (measured under
-/// TCG on 6.1): a unit test (`lib`, `bin`) runs in user space, a test of
-/// `tests/` loads the XDP program or starts the daemon.
+/// Seconds per test each binary took in a recorded guest run (6.1, TCG,
+/// CI's filters), relative to the workspace root: what [`shards`] expects
+/// of a binary. Refresh it from a run's `target/vm/<kernel>/timings`.
+const RECORDED_TIMINGS: &str = "vm/timings";
+/// Expected guest seconds per test of a binary the recording lacks, by
+/// kind: a unit test (`lib`, `bin`) runs in user space, a test of `tests/`
+/// loads the XDP program or starts the daemon.
 const UNIT_TEST_SECONDS: f64 = 0.35;
 const KERNEL_TEST_SECONDS: f64 = 10.0;
+
+/// Seconds per test by binary name, from [`KernelReport::timings`] text;
+/// lines that do not read are left out (the recording is only a hint).
+fn timings(text: &str) -> HashMap<String, f64> {
+    text.lines()
+        .filter_map(|line| {
+            let mut fields = line.split('\t');
+            let name = fields.next()?;
+            let tests: f64 = fields.next()?.parse().ok()?;
+            let seconds: f64 = fields.next()?.parse().ok()?;
+            (tests > 0.0).then(|| (name.to_owned(), seconds / tests))
+        })
+        .collect()
+}
 
 /// The test binaries split among `guests` guests, balanced by expected
 /// time: the longest first, each to the guest with the least expected time
 /// so far; each guest then runs its share in run order (unit tests first).
 /// A binary's expected time is its count of tests left by `args` (its own
-/// `--list`) times its kind's seconds per test.
+/// `--list`) times its seconds per test: as recorded, else its kind's.
 fn shards<'a>(
     tests: &'a [payload::TestBinary],
     guests: usize,
     args: &[String],
+    recorded: &HashMap<String, f64>,
 ) -> Vec<Vec<&'a payload::TestBinary>> {
     let mut costed: Vec<(f64, usize)> = tests
         .iter()
         .enumerate()
-        .map(|(index, test)| (expected_seconds(test, args), index))
+        .map(|(index, test)| {
+            (
+                listed_tests(test, args) as f64 * seconds_per_test(test, recorded),
+                index,
+            )
+        })
         .collect();
     costed.sort_by(|a, b| b.0.total_cmp(&a.0));
     let mut shards: Vec<(f64, Vec<usize>)> = vec![(0.0, Vec::new()); guests.max(1)];
@@ -226,10 +257,10 @@ fn shards<'a>(
         .collect()
 }
 
-/// What [`shards`] expects `test` to take in a guest, from its `--list`
-/// under `args` (one test if it cannot say).
-fn expected_seconds(test: &payload::TestBinary, args: &[String]) -> f64 {
-    let listed = std::process::Command::new(&test.path)
+/// How many tests `test` runs under `args`, from its own `--list` (one if
+/// it cannot say).
+fn listed_tests(test: &payload::TestBinary, args: &[String]) -> usize {
+    std::process::Command::new(&test.path)
         .args(["--list", "--format", "terse"])
         .args(args)
         .current_dir(&test.package_dir)
@@ -241,13 +272,19 @@ fn expected_seconds(test: &payload::TestBinary, args: &[String]) -> f64 {
                 .lines()
                 .filter(|line| line.ends_with(": test"))
                 .count()
-        });
-    let per_test = if test.name.split('/').nth(1) == Some("test") {
+        })
+}
+
+/// Guest seconds per test of `test`: as recorded, else its kind's.
+fn seconds_per_test(test: &payload::TestBinary, recorded: &HashMap<String, f64>) -> f64 {
+    if let Some(seconds) = recorded.get(&test.name) {
+        return *seconds;
+    }
+    if test.name.split('/').nth(1) == Some("test") {
         KERNEL_TEST_SECONDS
     } else {
         UNIT_TEST_SECONDS
-    };
-    listed as f64 * per_test
+    }
 }
 
 /// One kernel's outcome, for the closing summary.
@@ -335,14 +372,30 @@ mod tests {
         let names = |share: &Vec<&payload::TestBinary>| -> Vec<String> {
             share.iter().map(|t| t.name.clone()).collect()
         };
-        let two: Vec<Vec<String>> = shards(&tests, 2, &[]).iter().map(names).collect();
+        let none = HashMap::new();
+        let two: Vec<Vec<String>> = shards(&tests, 2, &[], &none).iter().map(names).collect();
         assert_eq!(
             two,
             [vec!["t/test/a", "t/test/c"], vec!["p/lib/p", "t/test/b"]]
         );
-        let one: Vec<Vec<String>> = shards(&tests, 1, &[]).iter().map(names).collect();
+        let one: Vec<Vec<String>> = shards(&tests, 1, &[], &none).iter().map(names).collect();
         assert_eq!(one, [vec!["p/lib/p", "t/test/a", "t/test/b", "t/test/c"]]);
         // More guests than binaries: no guest boots without work.
-        assert_eq!(shards(&tests, 8, &[]).len(), 4);
+        assert_eq!(shards(&tests, 8, &[], &none).len(), 4);
+        // A recorded slow binary gets a guest of its own.
+        let recorded = timings("t/test/b\t2\t300\nbroken line\nt/test/c\t0\t5\n");
+        assert_eq!(
+            recorded.len(),
+            1,
+            "lines that do not read, or with no tests, are left out"
+        );
+        let two: Vec<Vec<String>> = shards(&tests, 2, &[], &recorded)
+            .iter()
+            .map(names)
+            .collect();
+        assert_eq!(
+            two,
+            [vec!["t/test/b"], vec!["p/lib/p", "t/test/a", "t/test/c"]]
+        );
     }
 }

@@ -179,6 +179,18 @@ impl KernelReport {
         merged
     }
 
+    /// The binaries' timings as [`super::timings`] reads them: a line per
+    /// binary that reported, `<name>\t<tests>\t<seconds>`.
+    pub fn timings(&self) -> String {
+        self.results
+            .iter()
+            .map(|r| {
+                let tests = r.counts.passed + r.counts.failed + r.counts.ignored;
+                format!("{}\t{tests}\t{}\n", r.name, r.seconds)
+            })
+            .collect()
+    }
+
     /// The guest's kernel release, if it got that far.
     pub fn release(&self) -> Option<&str> {
         self.kernel.get("release").map(String::as_str)
