@@ -234,6 +234,86 @@ pub fn check_subnet_prefix(path: &str, text: &str) -> Result<Ipv4Net, PolicyErro
     check_value(ValueKind::SubnetPrefix, Dialect::Native, path, text)
 }
 
+/// The refusal of `text`, which writes `prefixes` in a form no value takes
+/// (`reason`: a dash range, a netmask, a wildcard). The fix writes them as
+/// values, each checked by [`check_value`] first (a /31 as its two
+/// addresses, as the check asks): the values it refuses are left out of
+/// the fix and named with its reason, and when it refuses every one the
+/// fix is its own.
+fn rewrite_error(
+    kind: ValueKind,
+    dialect: Dialect,
+    path: &str,
+    text: &str,
+    reason: &str,
+    prefixes: &[Ipv4Net],
+) -> PolicyError {
+    let values = prefixes.iter().flat_map(|p| match p.prefix_len() {
+        31 => vec![p.network().to_string(), p.broadcast().to_string()],
+        32 => vec![p.addr().to_string()],
+        _ => vec![p.to_string()],
+    });
+    let (mut kept, mut refused) = (Vec::new(), Vec::new());
+    for value in values {
+        match check_value(kind, dialect, path, &value) {
+            Ok(_) => kept.push(value),
+            Err(e) => refused.push((value, e)),
+        }
+    }
+    let holds = "a value holds one address or one prefix (a.b.c.d or a.b.c.d/N)";
+    let left_out: Vec<String> = refused
+        .iter()
+        .map(|(value, e)| format!("{value} ({})", e.reason))
+        .collect();
+    match (kept.as_slice(), refused.first()) {
+        ([], Some((value, e))) if refused.len() == 1 => PolicyError::new(
+            path,
+            text,
+            format!(
+                "{reason}; {holds}, and written as one, {value} is refused too: {}",
+                e.reason
+            ),
+            e.fix.clone(),
+        ),
+        ([], Some((_, e))) => PolicyError::new(
+            path,
+            text,
+            format!(
+                "{reason}; {holds}, and every prefix that covers it is refused too: {}",
+                left_out.join("; ")
+            ),
+            e.fix.clone(),
+        ),
+        ([one], None) => PolicyError::new(
+            path,
+            text,
+            format!("{reason}; {holds}"),
+            format!("write {one}"),
+        ),
+        (_, None) => PolicyError::new(
+            path,
+            text,
+            format!("{reason}; {holds}"),
+            format!(
+                "write the {} prefixes that cover it exactly, one value each: {}",
+                kept.len(),
+                kept.join(", ")
+            ),
+        ),
+        (_, Some(_)) => PolicyError::new(
+            path,
+            text,
+            format!("{reason}; {holds}, and some of the prefixes that cover it are refused"),
+            format!(
+                "write the {} prefixes of it that can be held, one value each: {}; left out: {}",
+                kept.len(),
+                kept.join(", "),
+                left_out.join("; ")
+            ),
+        ),
+    }
+}
+
 /// Strictly parses `text` as a value of `kind` and applies every check that
 /// concerns one value; errors carry `path`, `text` as written, the reason and
 /// a fix worded for `dialect`. The result is canonical (a single address is
@@ -248,6 +328,9 @@ pub fn check_value(
     let (addr, prefix_len) = parse_text(kind, text).map_err(|p| match p {
         Problem::Syntax(reason) => err(reason, VALID_FORM.to_string()),
         Problem::Other { reason, fix } => err(reason, fix),
+        Problem::Rewrite { reason, prefixes } => {
+            rewrite_error(kind, dialect, path, text, &reason, &prefixes)
+        }
     })?;
     let net = Ipv4Net::new(addr, prefix_len)
         .map_err(|_| {

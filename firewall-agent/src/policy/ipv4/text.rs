@@ -4,6 +4,8 @@
 
 use std::net::{Ipv4Addr, Ipv6Addr};
 
+use ipnet::Ipv4Net;
+
 use super::ValueKind;
 
 /// Why a text is not an IP-rule value.
@@ -12,6 +14,13 @@ pub(super) enum Problem {
     Syntax(String),
     /// Well-formed but another kind of value (IPv6, address with port).
     Other { reason: String, fix: String },
+    /// Another way of writing these prefixes (a dash range, a netmask, a
+    /// wildcard): the fix is to write them, each as the validator takes it
+    /// ([`check_value`](super::check_value) checks them before it says so).
+    Rewrite {
+        reason: String,
+        prefixes: Vec<Ipv4Net>,
+    },
 }
 
 /// `a.b.c.d` or `a.b.c.d/N` → address and prefix length (32 when absent).
@@ -38,7 +47,9 @@ pub(super) fn parse_text(kind: ValueKind, text: &str) -> Result<(Ipv4Addr, u8), 
     if addr_text.is_empty() {
         return Err(Problem::Syntax("there is no address before the '/'".into()));
     }
-    if let Some(problem) = wildcard_problem(addr_text) {
+    if prefix_text.is_none()
+        && let Some(problem) = wildcard_problem(addr_text)
+    {
         return Err(problem);
     }
     let addr = parse_addr(addr_text)?;
@@ -50,56 +61,31 @@ pub(super) fn parse_text(kind: ValueKind, text: &str) -> Result<(Ipv4Addr, u8), 
     Ok((addr, prefix_len))
 }
 
-/// How many prefixes of a range's cover a fix lists before it counts the rest.
-const COVER_LISTED: usize = 16;
-
 /// `first-last` (spaces around the dash allowed), as firewall consoles
-/// write a range: no rule holds one, so the fix lists the prefixes that
-/// cover exactly those addresses (a /31 as its two addresses, as rules
-/// take no /31). `None` when `text` is not two addresses around a dash.
+/// write a range: no rule holds one; the fix is the fewest prefixes that
+/// cover exactly those addresses. `None` when `text` is not two addresses
+/// around a dash.
 fn range_problem(text: &str) -> Option<Problem> {
     let (first, last) = text.split_once('-')?;
     let (first, last) = (
         parse_addr(first.trim()).ok()?,
         parse_addr(last.trim()).ok()?,
     );
-    let (low, high) = (u32::from(first.min(last)), u32::from(first.max(last)));
-    let cover = range_cover(low, high);
-    let mut listed: Vec<String> = cover.iter().take(COVER_LISTED).cloned().collect();
-    if cover.len() > COVER_LISTED {
-        listed.push(format!("and {} more", cover.len() - COVER_LISTED));
-    }
+    let (low, high) = (first.min(last), first.max(last));
     let order = if first > last {
         " (its first address is after its last: read as the range between them)"
     } else {
         ""
     };
-    Some(Problem::Other {
-        reason: format!(
-            "{text} is a range of addresses{order}; a rule holds one address or one prefix \
-             (a.b.c.d or a.b.c.d/N)"
-        ),
-        fix: match cover.as_slice() {
-            [one] => format!(
-                "write {one}, the prefix of exactly {}–{}",
-                Ipv4Addr::from(low),
-                Ipv4Addr::from(high)
-            ),
-            _ => format!(
-                "write the {} prefixes that cover exactly {}–{}, one rule each: {}",
-                cover.len(),
-                Ipv4Addr::from(low),
-                Ipv4Addr::from(high),
-                listed.join(", ")
-            ),
-        },
+    Some(Problem::Rewrite {
+        reason: format!("{text} is a range of addresses {low}–{high}{order}"),
+        prefixes: range_cover(u32::from(low), u32::from(high)),
     })
 }
 
 /// The fewest prefixes whose union is exactly `low..=high` (host byte
-/// order), shown as rules are (`a.b.c.d` for a /32), a /31 as its two
-/// addresses.
-fn range_cover(low: u32, high: u32) -> Vec<String> {
+/// order), in address order.
+fn range_cover(low: u32, high: u32) -> Vec<Ipv4Net> {
     let mut cover = Vec::new();
     let mut start = u64::from(low);
     let end = u64::from(high) + 1;
@@ -113,20 +99,16 @@ fn range_cover(low: u32, high: u32) -> Vec<String> {
         while start + size > end {
             size /= 2;
         }
-        let len = 32 - size.trailing_zeros();
-        let addr = Ipv4Addr::from(start as u32);
-        match len {
-            32 => cover.push(addr.to_string()),
-            31 => cover.extend([addr, Ipv4Addr::from(start as u32 + 1)].map(|a| a.to_string())),
-            _ => cover.push(format!("{addr}/{len}")),
-        }
+        let len = (32 - size.trailing_zeros()) as u8;
+        cover.push(Ipv4Net::new(Ipv4Addr::from(start as u32), len).expect("a length in 0–32"));
         start += size;
     }
     cover
 }
 
-/// `a.b.c.*` or `a.b.*.*`: the trailing octets as a wildcard, which is the
-/// prefix of the octets before them. `None` for any other text.
+/// `a.b.c.*` or `a.b.*.*` (no `/N`): the trailing octets as a wildcard,
+/// which is the prefix of the octets before them. `None` for any other
+/// text.
 fn wildcard_problem(text: &str) -> Option<Problem> {
     let octets: Vec<&str> = text.split('.').collect();
     let fixed = octets.iter().take_while(|o| **o != "*").count();
@@ -136,14 +118,15 @@ fn wildcard_problem(text: &str) -> Option<Problem> {
     let mut network = octets[..fixed].to_vec();
     network.resize(4, "0");
     let network = parse_addr(&network.join(".")).ok()?;
-    Some(Problem::Other {
-        reason: format!("{text} is a wildcard; a rule holds an address or a prefix"),
-        fix: format!("write {network}/{}", fixed * 8),
+    Some(Problem::Rewrite {
+        reason: format!("{text} is a wildcard"),
+        prefixes: vec![Ipv4Net::new(network, (fixed * 8) as u8).expect("a length in 0–32")],
     })
 }
 
-/// A netmask after the '/' (`a.b.c.d/255.255.255.0`): the fix gives its
-/// prefix length when the mask is contiguous.
+/// A netmask after the '/' (`a.b.c.d/255.255.255.0`): the prefix it
+/// names when the mask is contiguous, with the address's host bits, which
+/// [`check_value`](super::check_value) then reports as it reports any.
 fn netmask_problem(addr: Ipv4Addr, mask_text: &str) -> Problem {
     let Ok(mask) = parse_addr(mask_text).map(u32::from) else {
         return Problem::Syntax(format!(
@@ -153,12 +136,13 @@ fn netmask_problem(addr: Ipv4Addr, mask_text: &str) -> Problem {
     let len = mask.leading_ones();
     if mask.checked_shl(len).unwrap_or(0) != 0 {
         return Problem::Syntax(format!(
-            "{mask_text} is a netmask whose ones are not contiguous: it names no prefix"
+            "{mask_text} is not a netmask (its one bits are not all leading): it names no \
+             prefix length"
         ));
     }
-    Problem::Other {
+    Problem::Rewrite {
         reason: format!("the prefix length is written as the netmask {mask_text}"),
-        fix: format!("write {addr}/{len} (the netmask's {len} leading one bits)"),
+        prefixes: vec![Ipv4Net::new(addr, len as u8).expect("a length in 0–32")],
     }
 }
 
@@ -313,6 +297,6 @@ fn colon_problem(kind: ValueKind, text: &str) -> Problem {
 pub(crate) fn parse_cidr(text: &str) -> Result<(Ipv4Addr, u8), String> {
     parse_text(ValueKind::IpRule, text).map_err(|p| match p {
         Problem::Syntax(reason) => reason,
-        Problem::Other { reason, .. } => reason,
+        Problem::Other { reason, .. } | Problem::Rewrite { reason, .. } => reason,
     })
 }

@@ -138,46 +138,66 @@ fn other_malformed_values_are_refused_as_syntax_errors() {
 
 #[test]
 fn a_dash_range_is_refused_listing_the_prefixes_that_cover_it_exactly() {
-    for (text, cover) in [
+    for (text, fix) in [
         (
             "203.0.113.1-203.0.113.9",
-            "the 6 prefixes that cover exactly 203.0.113.1–203.0.113.9, one rule each: \
-             203.0.113.1, 203.0.113.2, 203.0.113.3, 203.0.113.4/30, 203.0.113.8, 203.0.113.9",
+            "write the 6 prefixes that cover it exactly, one value each: 203.0.113.1, \
+             203.0.113.2, 203.0.113.3, 203.0.113.4/30, 203.0.113.8, 203.0.113.9",
         ),
-        (
-            "203.0.113.0 - 203.0.113.255",
-            "203.0.113.0/24, the prefix of exactly 203.0.113.0–203.0.113.255",
-        ),
-        (
-            "203.0.113.7-203.0.113.7",
-            "203.0.113.7, the prefix of exactly 203.0.113.7–203.0.113.7",
-        ),
+        ("203.0.113.0 - 203.0.113.255", "write 203.0.113.0/24"),
+        ("203.0.113.7-203.0.113.7", "write 203.0.113.7"),
     ] {
         let e = refused(text);
         assert!(e.reason.contains("is a range of addresses"), "{e}");
-        assert_eq!(e.fix, format!("write {cover}"), "{text}");
+        assert_eq!(e.fix, fix, "{text}");
     }
     let reversed = refused("203.0.113.9-203.0.113.1");
     assert!(
-        reversed.reason.contains("first address is after its last"),
+        reversed
+            .reason
+            .contains("203.0.113.1–203.0.113.9 (its first address is after its last"),
         "{reversed}"
     );
+    // A wide cover: 50 prefixes, its two /31s as their addresses, every
+    // one listed.
+    let wide = refused("4.0.0.1-7.255.255.254");
     assert!(
-        reversed.fix.contains("203.0.113.1–203.0.113.9"),
-        "{reversed}"
-    );
-    // The whole space: one /0, which the fix names and the rule would refuse.
-    assert!(
-        refused("0.0.0.0-255.255.255.255")
-            .fix
-            .starts_with("write 0.0.0.0/0,")
-    );
-    // The widest cover of a 32-bit range: 62 prefixes, its two /31s written
-    // as their addresses (64 rules), 16 listed.
-    let wide = refused("0.0.0.1-255.255.255.254");
-    assert!(
-        wide.fix.contains("the 64 prefixes") && wide.fix.ends_with("and 48 more"),
+        wide.fix.starts_with("write the 52 prefixes") && wide.fix.ends_with(", 7.255.255.254"),
         "{wide}"
+    );
+}
+
+#[test]
+fn a_suggested_prefix_the_validator_refuses_is_left_out_or_refused_with_its_own_fix() {
+    // Private space: the one prefix is refused with the private range's fix.
+    let private = refused("10.0.0.0-10.0.0.255");
+    assert!(
+        private.reason.contains("10.0.0.0/24 is refused too"),
+        "{private}"
+    );
+    assert!(private.fix.contains("virtual network rule"), "{private}");
+    // The whole space: a /0, whose fix is default_action = "Allow".
+    let all = refused("0.0.0.0-255.255.255.255");
+    assert!(all.fix.contains("default_action = \"Allow\""), "{all}");
+    // A cover crossing private space keeps the public prefixes and names
+    // the one left out.
+    let crossing = refused("9.255.255.255-11.0.0.0");
+    assert_eq!(
+        crossing.fix,
+        "write the 2 prefixes of it that can be held, one value each: 9.255.255.255, \
+         11.0.0.0; left out: 10.0.0.0/8 (10.0.0.0/8 is the private range \
+         10.0.0.0–10.255.255.255 (RFC 1918): IP rules admit public address space only)"
+    );
+    // A netmask on an address with host bits: the host-bits fix.
+    let host = refused("203.0.113.5/255.255.255.0");
+    assert_eq!(
+        host.fix,
+        "write 203.0.113.0/24 for the whole network, or 203.0.113.5 if one host was meant"
+    );
+    // A /31 netmask: its two addresses, as for a /31.
+    assert_eq!(
+        refused("203.0.113.0/255.255.255.254").fix,
+        "write the 2 prefixes that cover it exactly, one value each: 203.0.113.0, 203.0.113.1"
     );
 }
 
@@ -188,16 +208,16 @@ fn a_cover_is_exactly_the_range_for_generated_ranges() {
         state ^= state << 13;
         state ^= state >> 17;
         state ^= state << 5;
-        let low = state & 0xffff_ff00;
+        // Public space only, so that every prefix of the cover is listed.
+        let low = 0x0400_0000 | (state & 0x03ff_ff00);
         let high = low + (state >> 24) * 3;
         let e = refused(&format!("{}-{}", Ipv4Addr::from(low), Ipv4Addr::from(high)));
-        let listed = match e.fix.split_once(", the prefix of exactly") {
-            Some((one, _)) => one.trim_start_matches("write "),
-            None => e.fix.rsplit(": ").next().unwrap(),
-        };
-        if listed.contains("more") {
-            continue;
-        }
+        let listed = e
+            .fix
+            .rsplit(": ")
+            .next()
+            .unwrap()
+            .trim_start_matches("write ");
         // Adjacent, ascending, starting at `low` and ending at `high`.
         let mut next = u64::from(low);
         for item in listed.split(", ") {
@@ -216,14 +236,11 @@ fn a_cover_is_exactly_the_range_for_generated_ranges() {
 fn a_netmask_or_a_wildcard_is_refused_naming_the_prefix_length() {
     let e = refused("203.0.113.0/255.255.255.0");
     assert!(e.reason.contains("netmask 255.255.255.0"), "{e}");
-    assert_eq!(
-        e.fix,
-        "write 203.0.113.0/24 (the netmask's 24 leading one bits)"
-    );
+    assert_eq!(e.fix, "write 203.0.113.0/24");
     assert!(
         refused("203.0.113.0/255.0.255.0")
             .reason
-            .contains("not contiguous")
+            .contains("not a netmask")
     );
     for (text, fix) in [
         ("203.0.113.*", "write 203.0.113.0/24"),
@@ -233,7 +250,9 @@ fn a_netmask_or_a_wildcard_is_refused_naming_the_prefix_length() {
         assert!(e.reason.contains("is a wildcard"), "{e}");
         assert_eq!(e.fix, fix);
     }
+    // Not a wildcard: a star in the middle, or one with a prefix length.
     assert_eq!(refused("203.*.113.7").fix, VALID_FORM);
+    assert_eq!(refused("203.0.113.*/8").fix, VALID_FORM);
 }
 
 #[test]
