@@ -341,23 +341,45 @@ pub enum OutputFormat {
 }
 
 /// One address of a synthesized frame (`check --src`, `--dst`): IPv4 or
-/// IPv6 text as `std::net::IpAddr` reads it. A host name or a range is
-/// refused with the reason and the fix, as a policy's IP rule is: a frame
-/// has one address, and no name is resolved.
+/// IPv6 text as `std::net::IpAddr` reads it. Anything else is refused with
+/// what it is and the fix: a zone id, a range (CIDR or dash), an address
+/// with a port, a host name (no name is resolved, as for a policy's rules).
 fn frame_address(text: &str) -> Result<std::net::IpAddr, String> {
+    use std::net::{IpAddr, Ipv6Addr, SocketAddr};
     if let Ok(addr) = text.parse() {
         return Ok(addr);
     }
     let fix = "give one address, e.g. 203.0.113.7 or 2001:db8::7";
-    if crate::policy::ipv4::is_host_name(text) {
+    let address = |t: &str| t.trim().parse::<IpAddr>().ok();
+    if let Some((addr, zone)) = text.split_once('%')
+        && addr.parse::<Ipv6Addr>().is_ok()
+    {
+        Err(format!(
+            "a zone id (%{zone}) is not part of an address; fix: write {addr}, and give the \
+             interface the frame arrives on with --iface"
+        ))
+    } else if let Some(first) = text
+        .split_once('/')
+        .and_then(|(a, _)| address(a))
+        .or_else(|| {
+            text.split_once('-')
+                .and_then(|(a, b)| address(b).and(address(a)))
+        })
+    {
+        Err(format!(
+            "a range, not an address: a frame has one source and one destination; fix: {fix} \
+             (one of the range, e.g. {first})"
+        ))
+    } else if let Ok(socket) = text.parse::<SocketAddr>() {
+        Err(format!(
+            "an address with a port; fix: give the address alone ({}) and the port with \
+             --sport or --dport",
+            socket.ip()
+        ))
+    } else if crate::policy::ipv4::is_host_name(text) {
         Err(format!(
             "a name, not an IP address: check judges a frame's addresses and resolves no name; \
              fix: {fix} (the name's address as `getent ahosts NAME` prints it)"
-        ))
-    } else if let Some((addr, _)) = text.split_once('/') {
-        Err(format!(
-            "a range, not an address: a frame has one source and one destination; fix: {fix} \
-             (one of the range, e.g. {addr})"
         ))
     } else {
         Err(format!("not an IPv4 or IPv6 address; fix: {fix}"))

@@ -885,14 +885,28 @@ fn invalid_flags_and_policies_exit_2() {
 }
 
 #[test]
-fn a_host_name_or_a_range_as_a_frame_address_is_refused_with_the_fix() {
+fn a_frame_address_that_is_not_one_address_is_refused_saying_what_it_is() {
     let dir = TempDir::new("addr");
     let policy = dir.file("policy.toml", K1_POLICY);
     let p = policy.to_str().unwrap();
     for (flag, value, says) in [
         ("--src", "vault.example.com", "a name, not an IP address"),
         ("--dst", "vault-client", "a name, not an IP address"),
+        ("--src", "cafe.example.com", "a name, not an IP address"),
         ("--src", "203.0.113.0/24", "a range, not an address"),
+        ("--src", "fe80::/10", "a range, not an address"),
+        (
+            "--dst",
+            "203.0.113.1-203.0.113.9",
+            "a range, not an address",
+        ),
+        (
+            "--src",
+            "fe80::1%eth0",
+            "a zone id (%eth0) is not part of an address",
+        ),
+        ("--src", "203.0.113.7:443", "an address with a port"),
+        ("--src", "[2001:db8::1]:443", "an address with a port"),
         ("--src", "203.0.113", "not an IPv4 or IPv6 address"),
     ] {
         let (src, dst) = match flag {
@@ -904,10 +918,7 @@ fn a_host_name_or_a_range_as_a_frame_address_is_refused_with_the_fix() {
         ]);
         assert!(stderr.contains(flag) && stderr.contains(value), "{stderr}");
         assert!(stderr.contains(says), "{stderr}");
-        assert!(
-            stderr.contains("fix: give one address, e.g. 203.0.113.7 or 2001:db8::7"),
-            "{stderr}"
-        );
+        assert!(stderr.contains("fix: "), "{stderr}");
     }
 }
 

@@ -217,13 +217,29 @@ fn parse_prefix_len(text: &str) -> Result<u8, Problem> {
 
 /// A value with a ':' is IPv6, an address with a port, or garbage.
 /// Whether `text` reads as a host name (`vault-client`,
-/// `vault.example.com`): its first label starts with a letter and is not
-/// all hexadecimal digits, so `fe80` or `0x7f.0.0.1` keep their own
-/// reasons.
+/// `vault.example.com`, `cafe.example.com`): no ':', and its first label
+/// starts with a letter and is not all hexadecimal digits, or it has
+/// several labels, the first not starting with a digit and the last all
+/// letters (a top-level domain). So `fe80`, `0x7f.0.0.1` or `203.0.113.x`
+/// keep their own reasons.
 pub(crate) fn is_host_name(text: &str) -> bool {
-    let first = text.split(['.', '/']).next().unwrap_or_default();
-    first.starts_with(|c: char| c.is_ascii_alphabetic())
-        && !first.bytes().all(|b| b.is_ascii_hexdigit())
+    if text.contains(':') {
+        return false;
+    }
+    let labels: Vec<&str> = text
+        .split('/')
+        .next()
+        .unwrap_or_default()
+        .split('.')
+        .collect();
+    let (first, last) = (labels[0], labels[labels.len() - 1]);
+    let word = first.starts_with(|c: char| c.is_ascii_alphabetic())
+        && !first.bytes().all(|b| b.is_ascii_hexdigit());
+    let domain = labels.len() > 1
+        && !first.starts_with(|c: char| c.is_ascii_digit())
+        && last.len() >= 2
+        && last.bytes().all(|b| b.is_ascii_alphabetic());
+    word || domain
 }
 
 /// `text` is a host name, not an address. A rule holds

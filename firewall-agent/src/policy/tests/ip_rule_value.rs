@@ -263,6 +263,9 @@ fn a_host_name_is_refused_naming_both_address_families() {
         "gateway/24",
         "vault.example.com",
         "www.kv.example.com",
+        // A first label of hex letters: the top-level domain tells.
+        "cafe.example.com",
+        "ad.example.co.uk",
     ] {
         let e = refused(text);
         assert!(e.reason.contains("is a name, not an IP address"), "{e}");
