@@ -154,7 +154,7 @@ fn an_added_rule_that_overlaps_held_rules_is_added_with_a_note_naming_them() {
     assert!(human.status.success(), "{text}");
     assert!(
         text.contains("notes:")
-            && text.contains("198.51.100.0/24 contains 1 IP rule already (198.51.100.7)"),
+            && text.contains("198.51.100.0/24 contains 1 IP rule (198.51.100.7)"),
         "{text}"
     );
     // A rule with no overlap has no notes.

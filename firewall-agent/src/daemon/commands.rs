@@ -503,10 +503,9 @@ impl Daemon {
                         }
                     })
                     .collect();
-                // Said of the rules held before the change, whose order the
-                // lookup needs.
-                let notes = policy::added_ip_rule_notes(&self.policy, &new);
                 let report = self.commit(&edits, "network-rule add")?;
+                // Of the policy now served, which holds every network added.
+                let notes = policy::added_ip_rule_notes(&self.policy, &new);
                 let renewed: Vec<IpNet> = renewed.iter().map(|(n, _, _)| *n).collect();
                 let message = match (new.is_empty(), renewed.is_empty()) {
                     (false, true) => format!("added {}", shown_all(&new)),

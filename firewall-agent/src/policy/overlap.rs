@@ -1,4 +1,4 @@
-//! Where IP rules about to be added overlap the rules a policy holds: the
+//! Where IP rules just added overlap the other rules of a policy: the
 //! notes `network-rule add` answers with, in the words validation uses
 //! for the same overlap (`ip_rules`), found without validating the whole
 //! policy again. Overlaps are allowed: the longest prefix matches.
@@ -9,12 +9,15 @@ use super::model::{Policy, shown, shown6};
 
 /// How many of the rules an added network contains a note names.
 const NARROWER_NAMED: usize = 3;
+/// How many notes an answer carries; one more line counts the rest.
+const NOTES_SHOWN: usize = 16;
 
-/// One note for each overlap of an added network in `added` with the IP
-/// rules of `policy` (its family's list): the narrowest rule that already
-/// contains it, and the rules it contains. A network `policy` already
-/// holds has no note (the caller says it is present). Each network costs
-/// O(prefix bits × log rules): the lists are canonical and sorted by
+/// One note for each overlap of a network in `added` with the other IP
+/// rules of `policy` (its family's list), which holds them all (the policy
+/// after the change, so networks added together are seen together): the
+/// narrowest other rule that contains it, and the other rules it contains.
+/// At most [`NOTES_SHOWN`] notes, then a count of the rest. Each network
+/// costs O(prefix bits × log rules): the lists are canonical and sorted by
 /// (address, prefix length), as validation leaves them.
 pub fn added_ip_rule_notes(policy: &Policy, added: &[IpNet]) -> Vec<String> {
     let mut notes = Vec::new();
@@ -23,6 +26,13 @@ pub fn added_ip_rule_notes(policy: &Policy, added: &[IpNet]) -> Vec<String> {
             IpNet::V4(n) => note_overlap(&policy.ip_rules, |r| r.network, n.trunc(), &mut notes),
             IpNet::V6(n) => note_overlap(&policy.ipv6_rules, |r| r.network, n.trunc(), &mut notes),
         }
+    }
+    if notes.len() > NOTES_SHOWN {
+        let rest = notes.len() - NOTES_SHOWN;
+        notes.truncate(NOTES_SHOWN);
+        notes.push(format!(
+            "and {rest} more notes of overlaps (`vaultfw validate` lists them all)"
+        ));
     }
     notes
 }
@@ -62,7 +72,8 @@ impl Prefix for Ipv6Net {
     }
 }
 
-/// Pushes the notes for `added` against `rules` (sorted by `network`).
+/// Pushes the notes for `added` against the other rules of `rules`
+/// (sorted by `network`).
 fn note_overlap<R, N: Prefix>(
     rules: &[R],
     network: impl Fn(&R) -> N,
@@ -70,9 +81,6 @@ fn note_overlap<R, N: Prefix>(
     notes: &mut Vec<String>,
 ) {
     let holds = |n: N| rules.binary_search_by(|r| network(r).cmp(&n)).is_ok();
-    if holds(added) {
-        return;
-    }
     let wider = std::iter::successors(added.supernet(), |n| n.supernet()).find(|n| holds(*n));
     if let Some(wider) = wider {
         notes.push(format!(
@@ -97,8 +105,8 @@ fn note_overlap<R, N: Prefix>(
             named.push(format!("and {} more", inside.len() - NARROWER_NAMED));
         }
         notes.push(format!(
-            "{} contains {} IP rule{} already ({}): each keeps admitting and counting its own \
-             sources, as the longest prefix matches",
+            "{} contains {} IP rule{} ({}): each keeps admitting and counting its own sources, as \
+             the longest prefix matches",
             added.shown(),
             inside.len(),
             if inside.len() == 1 { "" } else { "s" },
@@ -122,7 +130,9 @@ mod tests {
             .policy
     }
 
+    /// The notes for `added` of the policy holding `rules` and `added`.
     fn notes(rules: &[&str], added: &[&str]) -> Vec<String> {
+        let after: Vec<&str> = rules.iter().chain(added).copied().collect();
         let added: Vec<IpNet> = added
             .iter()
             .map(|a| {
@@ -131,7 +141,7 @@ mod tests {
                     .unwrap()
             })
             .collect();
-        added_ip_rule_notes(&policy(rules), &added)
+        added_ip_rule_notes(&policy(&after), &added)
     }
 
     #[test]
@@ -150,7 +160,6 @@ mod tests {
             ]
         );
         assert!(notes(&rules, &["21.0.0.0/8", "203.0.113.7"]).is_empty());
-        assert!(notes(&rules, &["20.1.0.0/16"]).is_empty(), "already held");
     }
 
     #[test]
@@ -168,22 +177,21 @@ mod tests {
         assert_eq!(found.len(), 5, "{found:#?}");
         assert!(found[0].starts_with("20.1.0.0/17 lies inside the IP rule 20.1.0.0/16"));
         assert!(
-            found[1]
-                .starts_with("20.1.0.0/17 contains 2 IP rules already (20.1.0.7, 20.1.9.0/24):"),
+            found[1].starts_with("20.1.0.0/17 contains 2 IP rules (20.1.0.7, 20.1.9.0/24):"),
             "{}",
             found[1]
         );
         assert!(found[2].starts_with("20.0.0.0/15 lies inside the IP rule 20.0.0.0/8"));
         assert!(
             found[3].starts_with(
-                "20.0.0.0/15 contains 4 IP rules already (20.1.0.0/16, 20.1.0.7, 20.1.9.0/24, \
-                 and 1 more):"
+                "20.0.0.0/15 contains 5 IP rules (20.1.0.0/16, 20.1.0.0/17, 20.1.0.7, \
+                 and 2 more):"
             ),
             "{}",
             found[3]
         );
         assert!(
-            found[4].starts_with("2001:db8::/32 contains 1 IP rule already (2001:db8::/48):"),
+            found[4].starts_with("2001:db8::/32 contains 1 IP rule (2001:db8::/48):"),
             "{}",
             found[4]
         );
@@ -214,10 +222,8 @@ mod tests {
             let texts: Vec<String> = rules.iter().map(|r| r.to_string()).collect();
             let texts: Vec<&str> = texts.iter().map(String::as_str).collect();
             let found = notes(&texts, &[&added.to_string()]);
-            if rules.contains(&added) {
-                assert!(found.is_empty());
-                continue;
-            }
+            // The others: every rule but the added network itself.
+            let rules: Vec<Ipv4Net> = rules.into_iter().filter(|r| *r != added).collect();
             let wider = rules
                 .iter()
                 .filter(|r| r.contains(&added))
@@ -242,5 +248,26 @@ mod tests {
                 .map_or(0, |rest| rest.split(' ').next().unwrap().parse().unwrap());
             assert_eq!(counted, inside.len(), "{added} in {texts:?}: {found:#?}");
         }
+    }
+
+    #[test]
+    fn networks_added_together_are_noted_against_each_other() {
+        let found = notes(&["20.0.0.0/8"], &["20.5.0.0/16", "20.5.6.7"]);
+        assert_eq!(found.len(), 3, "{found:#?}");
+        assert!(found[0].starts_with("20.5.0.0/16 lies inside the IP rule 20.0.0.0/8"));
+        assert!(found[1].starts_with("20.5.0.0/16 contains 1 IP rule (20.5.6.7)"));
+        assert!(found[2].starts_with("20.5.6.7 lies inside the IP rule 20.5.0.0/16"));
+    }
+
+    #[test]
+    fn past_sixteen_notes_one_line_counts_the_rest() {
+        let added: Vec<String> = (0..20).map(|i| format!("20.{i}.0.0/16")).collect();
+        let added: Vec<&str> = added.iter().map(String::as_str).collect();
+        let found = notes(&["20.0.0.0/8"], &added);
+        assert_eq!(found.len(), NOTES_SHOWN + 1);
+        assert_eq!(
+            found[NOTES_SHOWN],
+            "and 4 more notes of overlaps (`vaultfw validate` lists them all)"
+        );
     }
 }
