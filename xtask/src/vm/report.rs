@@ -148,8 +148,9 @@ impl KernelReport {
     /// One kernel's report from the reports of its guests, which ran
     /// disjoint shares of the binaries: results, skips and failures
     /// together; the kernel facts, modules and checks of the first guest
-    /// that printed them (every guest boots the same kernel); a summary
-    /// only when every guest reached its own.
+    /// that printed them (every guest boots the same kernel), with any
+    /// module or check another guest saw fail; a summary only when every
+    /// guest reached its own.
     pub fn merged(parts: Vec<KernelReport>) -> KernelReport {
         let mut merged = KernelReport::default();
         let mut summaries = 0;
@@ -159,11 +160,15 @@ impl KernelReport {
             if merged.kernel.is_empty() {
                 merged.kernel = part.kernel;
             }
-            if merged.modules.is_empty() {
-                merged.modules = part.modules;
-            }
-            if merged.checks.is_empty() {
-                merged.checks = part.checks;
+            for (all, seen) in [
+                (&mut merged.modules, part.modules),
+                (&mut merged.checks, part.checks),
+            ] {
+                if all.is_empty() {
+                    *all = seen;
+                } else {
+                    all.extend(seen.into_iter().filter(|s| !s.ok));
+                }
             }
             merged.results.extend(part.results);
             if part.summary.is_some() {
@@ -510,5 +515,25 @@ VAULTFW-VM summary release=6.1.0-57-cloud-amd64 binaries=2 failed_binaries=1 pas
             KernelReport::parse(&lines("VAULTFW-VM summary release=6.1"), &[]),
         ]);
         assert!(!cut.ok(), "a guest without its summary fails the kernel");
+        let modules = KernelReport::merged(vec![
+            KernelReport::parse(&lines("VAULTFW-VM module name=veth status=ok"), &[]),
+            KernelReport::parse(
+                &lines(
+                    "VAULTFW-VM module name=veth status=ok\n\
+                     VAULTFW-VM module name=8021q status=failed error=no such file",
+                ),
+                &[],
+            ),
+        ]);
+        let named: Vec<(&str, bool)> = modules
+            .modules
+            .iter()
+            .map(|m| (m.name.as_str(), m.ok))
+            .collect();
+        assert_eq!(
+            named,
+            [("veth", true), ("8021q", false)],
+            "a second guest's failure is kept"
+        );
     }
 }
