@@ -13,7 +13,7 @@ use std::net::Ipv6Addr;
 use ipnet::Ipv6Net;
 
 use super::error::PolicyError;
-use super::ipv4::{Dialect, ValueKind};
+use super::ipv4::{Dialect, ValueKind, port_problem};
 use super::model::shown6;
 
 /// The form every IPv6 value must have, quoted in syntax errors.
@@ -191,6 +191,9 @@ pub fn check_value(
             ),
             format!("write the address without it ({bare})"),
         ));
+    }
+    if let Some((reason, fix)) = port_problem(kind, text) {
+        return Err(err(reason, fix));
     }
     let (addr_text, len_text) = match text.split_once('/') {
         Some((a, l)) => (a, Some(l)),

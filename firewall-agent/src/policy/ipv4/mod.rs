@@ -16,7 +16,7 @@ use super::model::shown;
 
 mod text;
 use text::{Problem, parse_text};
-pub(crate) use text::{is_host_name, parse_cidr};
+pub(crate) use text::{is_host_name, parse_cidr, port_problem};
 
 /// The form every IP-rule value must have, quoted in syntax errors.
 pub const VALID_FORM: &str = "write a.b.c.d or a.b.c.d/N: four decimal octets 0–255 \

@@ -288,23 +288,29 @@ fn colon_problem(kind: ValueKind, text: &str) -> Problem {
                 .into(),
         };
     }
-    if let Some((host, port)) = text.rsplit_once(':')
-        && !port.is_empty()
-        && port.bytes().all(|b| b.is_ascii_digit())
-        && parse_addr(host).is_ok()
-    {
-        return Problem::Other {
-            reason: match kind {
-                ValueKind::IpRule => "a port is not part of an IP rule".into(),
-                ValueKind::SubnetPrefix => "a port is not part of a subnet prefix".into(),
-            },
-            fix: format!(
-                "write the address alone ({host}); the guarded ports are set in [data_plane] \
-                 tcp_ports and udp_ports"
-            ),
-        };
+    if let Some((reason, fix)) = port_problem(kind, text) {
+        return Problem::Other { reason, fix };
     }
     Problem::Syntax("the value contains ':' but is not an IPv6 address".into())
+}
+
+/// `text` is an address with a port (`203.0.113.7:443`,
+/// `[2001:db8::7]:443`): the reason and the fix, for either family's
+/// parser (a value with a ':' may reach either first).
+pub(crate) fn port_problem(kind: ValueKind, text: &str) -> Option<(String, String)> {
+    let socket: std::net::SocketAddr = text.parse().ok()?;
+    let reason = match kind {
+        ValueKind::IpRule => "a port is not part of an IP rule",
+        ValueKind::SubnetPrefix => "a port is not part of a subnet prefix",
+    };
+    Some((
+        reason.into(),
+        format!(
+            "write the address alone ({}); the guarded ports are set in [data_plane] tcp_ports \
+             and udp_ports",
+            socket.ip()
+        ),
+    ))
 }
 
 /// Parses `a.b.c.d` or `a.b.c.d/N` with the same strictness as a rule

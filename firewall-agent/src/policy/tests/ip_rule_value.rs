@@ -356,6 +356,16 @@ fn an_address_with_a_port_is_refused_pointing_to_the_data_plane() {
         e.fix.contains("203.0.113.7") && e.fix.contains("[data_plane]"),
         "{e}"
     );
+    // Where either family is taken (a policy's list, `network-rule add`),
+    // the IPv6 parser sees the ':' first: the same reason, both families.
+    for (text, host) in [
+        ("203.0.113.7:443", "203.0.113.7"),
+        ("[2001:db8::7]:443", "2001:db8::7"),
+    ] {
+        let e = super::super::parse_any_ip_rule("--ip-address", text).expect_err("a port");
+        assert_eq!(e.reason, "a port is not part of an IP rule", "{e}");
+        assert!(e.fix.contains(&format!("({host})")), "{e}");
+    }
 }
 
 #[test]
