@@ -182,7 +182,11 @@ fn an_applied_and_a_refused_cli_change_each_leave_one_record_with_the_caller_and
     assert_eq!(refused["vaultfw"]["generation"]["after"], before + 1);
     assert_eq!(refused["log"]["level"], "warn");
 
-    // The same two records in the daemon log.
+    // The same two records in the daemon log, once the harness has read
+    // the refused one from the daemon's output (it reads it as it comes).
+    agent.wait_log(mark, "the refused change's audit record", WAIT, |l| {
+        l["event"]["dataset"] == "vaultfw.audit" && l["vaultfw"]["outcome"] == "refused"
+    });
     let logged = logged_records(&agent);
     assert_eq!(logged.len(), 2, "{logged:#?}");
     for (file, log) in records.iter().zip(&logged) {
